@@ -1,0 +1,351 @@
+//! The shared internals of one actor: its mailbox, its relations to other actors and its
+//! termination.
+//!
+//! A `Cell<M>` is what an `ActorRef<M>` points to. Its untyped part, `CellCore`, holds what the
+//! runtime needs without knowing the message type: links, monitors, children, names, timers and
+//! the exit reason. `AnyCell` is the type-erased view through which actors of different message
+//! types signal each other.
+//!
+//! # Invariants
+//!
+//! - Relations are added only while the cell is alive, under its lock; `take_for_exit` marks it
+//!   dead under the same lock. So every link, monitor and child registered is seen by exactly
+//!   one finalization, and every monitor fires exactly once.
+//! - No two cell locks are ever held at once.
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+use crate::exit::ExitReason;
+use crate::id::ActorId;
+use crate::node::NodeInner;
+
+use super::mailbox::Mailbox;
+use super::monitor::{Down, MonitorRef};
+use super::signal::Signal;
+
+/// The type-erased view of an actor's cell.
+pub(crate) trait AnyCell: Send + Sync + 'static {
+    fn id(&self) -> &ActorId;
+    fn core(&self) -> &CellCore;
+    /// Delivers a system signal; false if the actor is dead.
+    fn push_signal(&self, signal: Signal) -> bool;
+    /// Stops the actor gracefully: closes its mailbox now, so only messages already queued are
+    /// handled, and asks it to end with `reason`.
+    fn stop(&self, reason: ExitReason);
+    /// Stops the actor now, without its `stopped` hook.
+    fn kill(&self);
+    fn mailbox_len(&self) -> usize;
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+pub(crate) type CellHandle = Arc<dyn AnyCell>;
+
+pub(crate) struct Cell<M> {
+    pub(crate) id: ActorId,
+    pub(crate) mailbox: Mailbox<M>,
+    pub(crate) core: CellCore,
+}
+
+/// Who wants to hear of an actor's end.
+pub(crate) enum Watcher {
+    /// An actor that called `monitor`: gets a `Down` signal.
+    Actor {
+        monitor: MonitorRef,
+        watcher: CellHandle,
+    },
+    /// A task awaiting `ActorRef::wait_for_exit`.
+    Waiter(oneshot::Sender<ExitReason>),
+}
+
+pub(crate) struct CellCore {
+    pub(crate) node: Arc<NodeInner>,
+    pub(crate) type_name: &'static str,
+    pub(crate) parent: Option<CellHandle>,
+    /// Set right after the actor's task is spawned; `kill` aborts through it.
+    abort: OnceLock<AbortHandle>,
+    state: Mutex<CoreState>,
+}
+
+struct CoreState {
+    alive: bool,
+    /// Allocated on first use: most actors never link, monitor, spawn or register a name.
+    rel: Option<Box<Relations>>,
+}
+
+#[derive(Default)]
+struct Relations {
+    links: HashMap<ActorId, CellHandle>,
+    monitors: Vec<Watcher>,
+    children: HashMap<u64, CellHandle>,
+    names: Vec<String>,
+    timers: Vec<(u64, AbortHandle)>,
+    exit: Option<ExitReason>,
+}
+
+impl<M: Send + 'static> Cell<M> {
+    pub(crate) fn new(
+        id: ActorId,
+        capacity: usize,
+        node: Arc<NodeInner>,
+        type_name: &'static str,
+        parent: Option<CellHandle>,
+    ) -> Self {
+        Self {
+            id,
+            mailbox: Mailbox::new(capacity),
+            core: CellCore {
+                node,
+                type_name,
+                parent,
+                abort: OnceLock::new(),
+                state: Mutex::new(CoreState {
+                    alive: true,
+                    rel: None,
+                }),
+            },
+        }
+    }
+
+    pub(crate) fn set_abort_handle(&self, handle: AbortHandle) {
+        let _ = self.core.abort.set(handle);
+    }
+
+    /// Ends the actor: marks it dead, drops what it had not handled (counted as dead letters),
+    /// and tells links, monitors, children, parent, names and the node. Runs exactly once, from
+    /// the actor task's exit guard.
+    pub(crate) fn finalize(self: &Arc<Self>, reason: ExitReason, unhandled: VecDeque<M>) {
+        // Dead first, so an asker woken by a dropped `ReplyTo` already sees the exit reason.
+        let rel = self.core.take_for_exit(&reason);
+        let dropped = unhandled.len() + self.mailbox.kill();
+        drop(unhandled);
+        let node = &self.core.node;
+        if dropped > 0 {
+            node.dead_letters.record(
+                dropped as u64,
+                &self.id,
+                "the receiver stopped with messages queued",
+            );
+        }
+        if let Some(rel) = rel {
+            for (_, timer) in rel.timers {
+                timer.abort();
+            }
+            for child in rel.children.into_values() {
+                child.kill();
+            }
+            for name in &rel.names {
+                node.names
+                    .remove_if(name, |_, holder| holder.id() == &self.id);
+            }
+            for linked in rel.links.into_values() {
+                linked.push_signal(Signal::Exit {
+                    from: self.id.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            for watcher in rel.monitors {
+                match watcher {
+                    Watcher::Actor { monitor, watcher } => {
+                        watcher.push_signal(Signal::Down(Down {
+                            monitor,
+                            actor: self.id.clone(),
+                            reason: reason.clone(),
+                        }));
+                    }
+                    Watcher::Waiter(tx) => {
+                        let _ = tx.send(reason.clone());
+                    }
+                }
+            }
+        }
+        if let Some(parent) = &self.core.parent
+            && parent.core().remove_child(self.id.seq())
+        {
+            parent.push_signal(Signal::ChildTerminated);
+        }
+        node.actor_exited(&self.id);
+    }
+}
+
+impl<M: Send + 'static> AnyCell for Cell<M> {
+    fn id(&self) -> &ActorId {
+        &self.id
+    }
+
+    fn core(&self) -> &CellCore {
+        &self.core
+    }
+
+    fn push_signal(&self, signal: Signal) -> bool {
+        self.mailbox.push_signal(signal)
+    }
+
+    fn stop(&self, reason: ExitReason) {
+        self.mailbox.close();
+        self.mailbox.push_signal(Signal::Stop(reason));
+    }
+
+    fn kill(&self) {
+        match self.core.abort.get() {
+            Some(handle) => handle.abort(),
+            // Not spawned yet: the task sees this before running anything.
+            None => {
+                self.mailbox.push_signal(Signal::Kill);
+            }
+        }
+    }
+
+    fn mailbox_len(&self) -> usize {
+        self.mailbox.len()
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+impl CellCore {
+    fn with_rel<R>(&self, f: impl FnOnce(&mut Relations) -> R) -> Option<R> {
+        let mut state = self.state.lock();
+        if !state.alive {
+            return None;
+        }
+        Some(f(state.rel.get_or_insert_with(Default::default)))
+    }
+
+    fn with_existing_rel<R>(&self, f: impl FnOnce(&mut Relations) -> R) -> Option<R> {
+        let mut state = self.state.lock();
+        if !state.alive {
+            return None;
+        }
+        state.rel.as_deref_mut().map(f)
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.state.lock().alive
+    }
+
+    /// The exit reason, once the actor has ended.
+    pub(crate) fn exit_reason(&self) -> Option<ExitReason> {
+        let state = self.state.lock();
+        state.rel.as_ref().and_then(|rel| rel.exit.clone())
+    }
+
+    /// Marks the actor dead and returns its relations for finalization.
+    fn take_for_exit(&self, reason: &ExitReason) -> Option<Box<Relations>> {
+        let mut state = self.state.lock();
+        state.alive = false;
+        let exited = Box::new(Relations {
+            exit: Some(reason.clone()),
+            ..Default::default()
+        });
+        state.rel.replace(exited)
+    }
+
+    /// Adds a link; false if this actor is dead.
+    pub(crate) fn add_link(&self, other: CellHandle) -> bool {
+        self.with_rel(|rel| {
+            rel.links.insert(other.id().clone(), other);
+        })
+        .is_some()
+    }
+
+    /// Removes a link; true if it was there.
+    pub(crate) fn remove_link(&self, other: &ActorId) -> bool {
+        self.with_existing_rel(|rel| rel.links.remove(other).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Adds a watcher, or hands it back if the actor is already dead.
+    pub(crate) fn add_watcher(&self, watcher: Watcher) -> Result<(), Watcher> {
+        let mut state = self.state.lock();
+        if !state.alive {
+            return Err(watcher);
+        }
+        state
+            .rel
+            .get_or_insert_with(Default::default)
+            .monitors
+            .push(watcher);
+        Ok(())
+    }
+
+    /// Removes an actor's monitor; true if it had not fired yet.
+    pub(crate) fn remove_monitor(&self, monitor: MonitorRef) -> bool {
+        self.with_existing_rel(|rel| {
+            let before = rel.monitors.len();
+            rel.monitors
+                .retain(|w| !matches!(w, Watcher::Actor { monitor: m, .. } if *m == monitor));
+            rel.monitors.len() != before
+        })
+        .unwrap_or(false)
+    }
+
+    pub(crate) fn add_child(&self, child: CellHandle) -> bool {
+        self.with_rel(|rel| {
+            rel.children.insert(child.id().seq(), child);
+        })
+        .is_some()
+    }
+
+    fn remove_child(&self, seq: u64) -> bool {
+        self.with_existing_rel(|rel| rel.children.remove(&seq).is_some())
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn children(&self) -> Vec<CellHandle> {
+        self.with_existing_rel(|rel| rel.children.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn has_children(&self) -> bool {
+        self.with_existing_rel(|rel| !rel.children.is_empty())
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn add_name(&self, name: &str) -> bool {
+        self.with_rel(|rel| rel.names.push(name.to_owned()))
+            .is_some()
+    }
+
+    pub(crate) fn remove_name(&self, name: &str) {
+        self.with_existing_rel(|rel| rel.names.retain(|n| n != name));
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.with_existing_rel(|rel| rel.names.clone())
+            .unwrap_or_default()
+    }
+
+    /// Registers a timer task to abort when the actor ends; aborts it at once if already dead.
+    pub(crate) fn add_timer(&self, id: u64, handle: AbortHandle) {
+        let mut state = self.state.lock();
+        if !state.alive {
+            handle.abort();
+            return;
+        }
+        state
+            .rel
+            .get_or_insert_with(Default::default)
+            .timers
+            .push((id, handle));
+    }
+
+    /// Forgets a timer (it fired); with `abort`, cancels it too.
+    pub(crate) fn remove_timer(&self, id: u64, abort: bool) {
+        self.with_existing_rel(|rel| {
+            if let Some(i) = rel.timers.iter().position(|(t, _)| *t == id) {
+                let (_, handle) = rel.timers.swap_remove(i);
+                if abort {
+                    handle.abort();
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,242 @@
+//! `Context<A>`: what a running actor can do besides handling its message.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+
+use crate::error::{RegisterError, SpawnError};
+use crate::exit::ExitReason;
+use crate::id::ActorId;
+use crate::node::Node;
+
+use super::cell::{AnyCell, CellHandle, Watcher};
+use super::monitor::{Down, MonitorRef};
+use super::signal::Signal;
+use super::{Actor, ActorRef, SpawnOptions};
+
+/// Identifies a timer started with [`Context::send_after`] or [`Context::send_interval`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerRef(u64);
+
+/// The actor's view of itself and the runtime, passed to every hook.
+///
+/// Through it an actor spawns children, links, monitors, traps exits, sets timers, registers
+/// local names and stops itself.
+pub struct Context<A: Actor> {
+    myself: ActorRef<A::Msg>,
+    node: Node,
+    trap_exit: bool,
+    /// Set by `stop`/`stop_with`; the run loop ends the actor after the current hook.
+    stop: Option<ExitReason>,
+    /// Active monitors and their targets; allocated on first use. A `Down` whose monitor is not
+    /// here (demonitored) is dropped, so none arrives after `demonitor`. Boxed because a bare
+    /// map costs 48 bytes in every actor, and most actors never monitor anything.
+    #[allow(clippy::box_collection)]
+    monitors: Option<Box<HashMap<MonitorRef, CellHandle>>>,
+}
+
+impl<A: Actor> Context<A> {
+    pub(crate) fn new(myself: ActorRef<A::Msg>, node: Node) -> Self {
+        Self {
+            myself,
+            node,
+            trap_exit: false,
+            stop: None,
+            monitors: None,
+        }
+    }
+
+    /// A reference to this actor.
+    pub fn myself(&self) -> &ActorRef<A::Msg> {
+        &self.myself
+    }
+
+    /// This actor's id.
+    pub fn id(&self) -> &ActorId {
+        self.myself.id()
+    }
+
+    /// The node this actor runs on.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Spawns a child actor. Children are stopped before their parent ends.
+    pub fn spawn<B: Actor>(&mut self, actor: B) -> Result<ActorRef<B::Msg>, SpawnError> {
+        self.spawn_with(actor, SpawnOptions::new())
+    }
+
+    /// Spawns a child linked to this actor: if either exits abnormally, the other does too,
+    /// unless it traps exits.
+    pub fn spawn_linked<B: Actor>(&mut self, actor: B) -> Result<ActorRef<B::Msg>, SpawnError> {
+        self.spawn_with(actor, SpawnOptions::new().linked())
+    }
+
+    /// Spawns a child with options.
+    pub fn spawn_with<B: Actor>(
+        &mut self,
+        actor: B,
+        options: SpawnOptions,
+    ) -> Result<ActorRef<B::Msg>, SpawnError> {
+        self.node
+            .spawn_actor(actor, options, Some(self.myself.handle()), None)
+    }
+
+    /// Spawns a child with options and waits until its `started` hook has run, reporting its
+    /// failure as [`SpawnError::StartFailed`].
+    pub async fn start_with<B: Actor>(
+        &mut self,
+        actor: B,
+        options: SpawnOptions,
+    ) -> Result<ActorRef<B::Msg>, SpawnError> {
+        self.node
+            .start_actor(actor, options, Some(self.myself.handle()))
+            .await
+    }
+
+    /// Stops this actor after the current hook returns, with [`ExitReason::Normal`]. Messages
+    /// still queued are dropped (as dead letters).
+    pub fn stop(&mut self) {
+        self.stop_with(ExitReason::Normal);
+    }
+
+    /// Stops this actor after the current hook returns, with the given reason.
+    pub fn stop_with(&mut self, reason: ExitReason) {
+        self.stop.get_or_insert(reason);
+    }
+
+    pub(crate) fn has_stop(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    pub(crate) fn take_stop(&mut self) -> Option<ExitReason> {
+        self.stop.take()
+    }
+
+    /// Traps exits: an exit signal from a linked actor calls `on_exit` instead of ending this
+    /// actor.
+    pub fn trap_exit(&mut self, trap: bool) {
+        self.trap_exit = trap;
+    }
+
+    pub(crate) fn traps_exit(&self) -> bool {
+        self.trap_exit
+    }
+
+    /// Links this actor with another, both ways. Linking to an actor that has already ended
+    /// delivers an exit signal with [`ExitReason::NoProc`] at once.
+    pub fn link<M: Send + 'static>(&mut self, other: &ActorRef<M>) {
+        if other.id() == self.id() {
+            return;
+        }
+        let me = self.myself.handle();
+        self.myself.cell.core.add_link(other.handle());
+        if !other.cell.core.add_link(me) {
+            self.myself.cell.push_signal(Signal::Exit {
+                from: other.id().clone(),
+                reason: ExitReason::NoProc,
+            });
+        }
+    }
+
+    /// Removes a link both ways. No exit signal from `other` is delivered after this returns.
+    pub fn unlink<M: Send + 'static>(&mut self, other: &ActorRef<M>) {
+        other.cell.core.remove_link(self.id());
+        self.myself.cell.core.remove_link(other.id());
+    }
+
+    /// Monitors another actor: `on_down` is called exactly once when it ends, at once (with
+    /// [`ExitReason::NoProc`]) if it already has.
+    pub fn monitor<M: Send + 'static>(&mut self, other: &ActorRef<M>) -> MonitorRef {
+        let monitor = MonitorRef::next();
+        self.monitors
+            .get_or_insert_with(Default::default)
+            .insert(monitor, other.handle());
+        let watcher = Watcher::Actor {
+            monitor,
+            watcher: self.myself.handle(),
+        };
+        if other.cell.core.add_watcher(watcher).is_err() {
+            self.myself.cell.push_signal(Signal::Down(Down {
+                monitor,
+                actor: other.id().clone(),
+                reason: ExitReason::NoProc,
+            }));
+        }
+        monitor
+    }
+
+    /// Removes a monitor; no `Down` for it is delivered after this returns. True if it was
+    /// active (had not fired).
+    pub fn demonitor(&mut self, monitor: MonitorRef) -> bool {
+        match self.monitors.as_mut().and_then(|m| m.remove(&monitor)) {
+            Some(target) => {
+                target.core().remove_monitor(monitor);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Consumes an arriving `Down`: true if its monitor is still active.
+    pub(crate) fn take_monitor(&mut self, monitor: MonitorRef) -> bool {
+        self.monitors
+            .as_mut()
+            .is_some_and(|m| m.remove(&monitor).is_some())
+    }
+
+    /// Sends `msg` to this actor after `delay`. Cancelled if the actor ends first.
+    pub fn send_after(&mut self, delay: Duration, msg: A::Msg) -> TimerRef {
+        let target = self.myself.clone();
+        self.start_timer(move |id| async move {
+            tokio::time::sleep(delay).await;
+            let _ = target.tell(msg).await;
+            target.cell.core.remove_timer(id, false);
+        })
+    }
+
+    /// Sends `make()` to this actor every `period`, the first time after one period. Ticks wait
+    /// for mailbox room rather than pile up. Cancelled when the actor ends.
+    pub fn send_interval(
+        &mut self,
+        period: Duration,
+        mut make: impl FnMut() -> A::Msg + Send + 'static,
+    ) -> TimerRef {
+        let target = self.myself.clone();
+        self.start_timer(move |_| async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if target.tell(make()).await.is_err() {
+                    break;
+                }
+            }
+        })
+    }
+
+    /// Cancels a timer; a no-op if it has fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerRef) {
+        self.myself.cell.core.remove_timer(timer.0, true);
+    }
+
+    fn start_timer<F>(&mut self, task: impl FnOnce(u64) -> F) -> TimerRef
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let handle = self.node.inner.runtime.spawn(task(id));
+        // If a zero-delay timer fired before this, its entry stays until the actor ends:
+        // aborting a finished task is a no-op.
+        self.myself.cell.core.add_timer(id, handle.abort_handle());
+        TimerRef(id)
+    }
+
+    /// Registers a local name for this actor, released when it ends.
+    pub fn register_local(&mut self, name: impl Into<String>) -> Result<(), RegisterError> {
+        self.node.register_local(name, &self.myself)
+    }
+}

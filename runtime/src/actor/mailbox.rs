@@ -1,0 +1,374 @@
+//! The mailbox: a bounded queue of user messages plus a priority lane of system signals.
+//!
+//! # Design
+//!
+//! One `parking_lot` mutex guards both lanes, the receiver's waker and the wakers of senders
+//! waiting for room. A sender holds it for one `VecDeque::push_back`; the receiver takes *all*
+//! queued messages at once by swapping the queue with its own (empty) batch buffer, so it pays
+//! for the lock once per batch rather than once per message, and neither side allocates in
+//! steady state (both buffers keep their capacity).
+//!
+//! The receiver is woken only when it has parked: a sender takes the parked waker out, so a
+//! burst of sends costs one wake-up.
+//!
+//! # Invariants
+//!
+//! - At most `capacity` user messages wait in the queue. Messages the receiver has taken into
+//!   its batch no longer count, so up to `2 * capacity` messages can be accepted but unhandled.
+//! - Once `closed`, no user message is accepted; once `dead`, no signal either. Both are final.
+//! - `signal_pending` is true whenever `signals` is non-empty (both change under the lock); the
+//!   receiver reads it without the lock between two user messages.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::Mutex;
+
+use super::signal::Signal;
+
+pub(crate) struct Mailbox<M> {
+    state: Mutex<State<M>>,
+    signal_pending: AtomicBool,
+    capacity: usize,
+}
+
+struct State<M> {
+    queue: VecDeque<M>,
+    signals: VecDeque<Signal>,
+    /// The parked receiver, if it is waiting for anything to arrive.
+    receiver: Option<Waker>,
+    /// Senders waiting for room; all are woken when the receiver takes a batch.
+    senders: Vec<Waker>,
+    closed: bool,
+    dead: bool,
+}
+
+/// What a push into the mailbox came to.
+pub(crate) enum Push<M> {
+    Accepted,
+    Full(M),
+    Closed(M),
+}
+
+/// What the receiver should do next.
+pub(crate) enum Next {
+    /// Signals were moved into the caller's signal buffer.
+    Signals,
+    /// The caller's batch holds messages.
+    Messages,
+    /// The mailbox is closed and every accepted message has been taken.
+    Closed,
+}
+
+impl<M> Mailbox<M> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                signals: VecDeque::new(),
+                receiver: None,
+                senders: Vec::new(),
+                closed: false,
+                dead: false,
+            }),
+            signal_pending: AtomicBool::new(false),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Puts a message in the queue if there is room, without waiting.
+    pub(crate) fn try_push(&self, msg: M) -> Push<M> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Push::Closed(msg);
+        }
+        if state.queue.len() >= self.capacity {
+            return Push::Full(msg);
+        }
+        state.queue.push_back(msg);
+        let receiver = state.receiver.take();
+        drop(state);
+        if let Some(waker) = receiver {
+            waker.wake();
+        }
+        Push::Accepted
+    }
+
+    /// Like `try_push`, but a full mailbox registers the task to be woken when room is made.
+    /// `slot` holds the message until it is accepted or handed back.
+    pub(crate) fn poll_push(
+        &self,
+        cx: &mut Context<'_>,
+        slot: &mut Option<M>,
+    ) -> Poll<Result<(), M>> {
+        let mut state = self.state.lock();
+        let msg = slot.take().expect("poll_push called after completion");
+        if state.closed {
+            return Poll::Ready(Err(msg));
+        }
+        if state.queue.len() >= self.capacity {
+            *slot = Some(msg);
+            if !state.senders.iter().any(|w| w.will_wake(cx.waker())) {
+                state.senders.push(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        state.queue.push_back(msg);
+        let receiver = state.receiver.take();
+        drop(state);
+        if let Some(waker) = receiver {
+            waker.wake();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Adds a signal to the priority lane. Returns false if the actor is already dead.
+    pub(crate) fn push_signal(&self, signal: Signal) -> bool {
+        let mut state = self.state.lock();
+        if state.dead {
+            return false;
+        }
+        state.signals.push_back(signal);
+        self.signal_pending.store(true, Ordering::Release);
+        let receiver = state.receiver.take();
+        drop(state);
+        if let Some(waker) = receiver {
+            waker.wake();
+        }
+        true
+    }
+
+    /// True if a signal waits; cheap enough to check between two user messages.
+    pub(crate) fn signal_pending(&self) -> bool {
+        self.signal_pending.load(Ordering::Acquire)
+    }
+
+    /// The receiver's step: pending signals first, then the batch it already holds, then a new
+    /// batch from the queue.
+    pub(crate) fn poll_next(
+        &self,
+        cx: &mut Context<'_>,
+        batch: &mut VecDeque<M>,
+        signals: &mut VecDeque<Signal>,
+    ) -> Poll<Next> {
+        if !batch.is_empty() && !self.signal_pending() {
+            return Poll::Ready(Next::Messages);
+        }
+        let mut state = self.state.lock();
+        if !state.signals.is_empty() {
+            std::mem::swap(&mut state.signals, signals);
+            self.signal_pending.store(false, Ordering::Release);
+            return Poll::Ready(Next::Signals);
+        }
+        if !batch.is_empty() {
+            return Poll::Ready(Next::Messages);
+        }
+        if !state.queue.is_empty() {
+            std::mem::swap(&mut state.queue, batch);
+            let senders = if state.senders.is_empty() {
+                Vec::new()
+            } else {
+                std::mem::take(&mut state.senders)
+            };
+            drop(state);
+            for waker in senders {
+                waker.wake();
+            }
+            return Poll::Ready(Next::Messages);
+        }
+        if state.closed {
+            return Poll::Ready(Next::Closed);
+        }
+        Self::park(&mut state, cx);
+        Poll::Pending
+    }
+
+    /// Waits for signals only, leaving user messages queued (used while stopping children).
+    pub(crate) fn poll_signals(
+        &self,
+        cx: &mut Context<'_>,
+        signals: &mut VecDeque<Signal>,
+    ) -> Poll<()> {
+        let mut state = self.state.lock();
+        if !state.signals.is_empty() {
+            std::mem::swap(&mut state.signals, signals);
+            self.signal_pending.store(false, Ordering::Release);
+            return Poll::Ready(());
+        }
+        Self::park(&mut state, cx);
+        Poll::Pending
+    }
+
+    fn park(state: &mut State<M>, cx: &mut Context<'_>) {
+        match &state.receiver {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => state.receiver = Some(cx.waker().clone()),
+        }
+    }
+
+    /// Accepts no more user messages; those already queued stay to be handled. Senders waiting
+    /// for room are woken and get their message back.
+    pub(crate) fn close(&self) {
+        let mut state = self.state.lock();
+        state.closed = true;
+        let senders = std::mem::take(&mut state.senders);
+        drop(state);
+        for waker in senders {
+            waker.wake();
+        }
+    }
+
+    /// The actor is gone: accepts nothing more and drops whatever is queued. Returns how many
+    /// user messages were dropped.
+    pub(crate) fn kill(&self) -> usize {
+        let mut state = self.state.lock();
+        state.closed = true;
+        state.dead = true;
+        let queue = std::mem::take(&mut state.queue);
+        let signals = std::mem::take(&mut state.signals);
+        let senders = std::mem::take(&mut state.senders);
+        state.receiver = None;
+        self.signal_pending.store(false, Ordering::Release);
+        drop(state);
+        for waker in senders {
+            waker.wake();
+        }
+        // Dropped outside the lock: a message may own a `ReplyTo` whose drop wakes an asker.
+        let dropped = queue.len();
+        drop(queue);
+        drop(signals);
+        dropped
+    }
+
+    /// Number of user messages waiting (not counting a batch the receiver holds).
+    pub(crate) fn len(&self) -> usize {
+        self.state.lock().queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use super::*;
+    use crate::exit::ExitReason;
+
+    struct CountWakes(AtomicUsize);
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<CountWakes>, Waker) {
+        let counter = Arc::new(CountWakes(AtomicUsize::new(0)));
+        (counter.clone(), Waker::from(counter))
+    }
+
+    #[test]
+    fn bounded_queue_hands_message_back_when_full() {
+        let mb = Mailbox::new(2);
+        assert!(matches!(mb.try_push(1), Push::Accepted));
+        assert!(matches!(mb.try_push(2), Push::Accepted));
+        assert!(matches!(mb.try_push(3), Push::Full(3)));
+        assert_eq!(mb.len(), 2);
+    }
+
+    #[test]
+    fn signals_overtake_queued_messages() {
+        let mb = Mailbox::new(8);
+        let (_, w) = waker();
+        let mut cx = Context::from_waker(&w);
+        assert!(matches!(mb.try_push(1), Push::Accepted));
+        assert!(mb.push_signal(Signal::Stop(ExitReason::Normal)));
+        let (mut batch, mut signals) = (VecDeque::new(), VecDeque::new());
+        assert!(matches!(
+            mb.poll_next(&mut cx, &mut batch, &mut signals),
+            Poll::Ready(Next::Signals)
+        ));
+        assert_eq!(signals.len(), 1);
+        assert!(!mb.signal_pending());
+        signals.clear();
+        assert!(matches!(
+            mb.poll_next(&mut cx, &mut batch, &mut signals),
+            Poll::Ready(Next::Messages)
+        ));
+        assert_eq!(batch.pop_front(), Some(1));
+    }
+
+    #[test]
+    fn parked_receiver_is_woken_once_per_burst() {
+        let mb = Mailbox::new(8);
+        let (count, w) = waker();
+        let mut cx = Context::from_waker(&w);
+        let (mut batch, mut signals) = (VecDeque::new(), VecDeque::new());
+        assert!(mb.poll_next(&mut cx, &mut batch, &mut signals).is_pending());
+        for i in 0..5 {
+            assert!(matches!(mb.try_push(i), Push::Accepted));
+        }
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn waiting_sender_is_woken_when_a_batch_is_taken() {
+        let mb = Mailbox::new(1);
+        let (sender_wakes, sw) = waker();
+        let (_, rw) = waker();
+        assert!(matches!(mb.try_push(1), Push::Accepted));
+        let mut slot = Some(2);
+        assert!(
+            mb.poll_push(&mut Context::from_waker(&sw), &mut slot)
+                .is_pending()
+        );
+        // A second poll with the same waker does not register it twice.
+        assert!(
+            mb.poll_push(&mut Context::from_waker(&sw), &mut slot)
+                .is_pending()
+        );
+        let (mut batch, mut signals) = (VecDeque::new(), VecDeque::new());
+        let next = mb.poll_next(&mut Context::from_waker(&rw), &mut batch, &mut signals);
+        assert!(matches!(next, Poll::Ready(Next::Messages)));
+        assert_eq!(sender_wakes.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(
+            mb.poll_push(&mut Context::from_waker(&sw), &mut slot),
+            Poll::Ready(Ok(()))
+        ));
+    }
+
+    #[test]
+    fn close_refuses_new_messages_but_keeps_queued_ones() {
+        let mb = Mailbox::new(4);
+        let (_, w) = waker();
+        let mut cx = Context::from_waker(&w);
+        assert!(matches!(mb.try_push(1), Push::Accepted));
+        mb.close();
+        assert!(matches!(mb.try_push(2), Push::Closed(2)));
+        let (mut batch, mut signals) = (VecDeque::new(), VecDeque::new());
+        assert!(matches!(
+            mb.poll_next(&mut cx, &mut batch, &mut signals),
+            Poll::Ready(Next::Messages)
+        ));
+        batch.clear();
+        assert!(matches!(
+            mb.poll_next(&mut cx, &mut batch, &mut signals),
+            Poll::Ready(Next::Closed)
+        ));
+    }
+
+    #[test]
+    fn kill_drops_queue_and_refuses_signals() {
+        let mb = Mailbox::new(4);
+        assert!(matches!(mb.try_push(1), Push::Accepted));
+        assert!(matches!(mb.try_push(2), Push::Accepted));
+        assert_eq!(mb.kill(), 2);
+        assert!(!mb.push_signal(Signal::ChildTerminated));
+        assert!(matches!(mb.try_push(3), Push::Closed(3)));
+    }
+}

@@ -1,0 +1,166 @@
+//! Actors: the [`Actor`] trait, the [`Context`] an actor runs in, and [`ActorRef`], the handle
+//! that reaches it.
+//!
+//! # Life of an actor
+//!
+//! 1. It is spawned (by a [`Node`](crate::Node) or, as a child, by another actor's context) and
+//!    gets its own task. `started` runs before any message.
+//! 2. It handles one message at a time from its bounded mailbox. System signals (stop, exit,
+//!    down) overtake queued user messages.
+//! 3. It ends when it stops itself, is stopped or killed, a hook returns an error or panics, or
+//!    a linked actor exits abnormally while it does not trap exits. Its children are stopped
+//!    first; then `stopped` runs (except when killed, or when `started` failed); then links,
+//!    monitors and its parent are told, and its local names are released.
+//!
+//! A panic or error in one actor never takes down the node or any actor not linked to it.
+
+mod actor_ref;
+mod cell;
+mod context;
+mod mailbox;
+mod monitor;
+mod reply;
+mod run;
+mod signal;
+
+use std::future::Future;
+
+pub use actor_ref::ActorRef;
+pub use context::{Context, TimerRef};
+pub use monitor::{Down, MonitorRef};
+pub use reply::ReplyTo;
+
+pub(crate) use cell::{Cell, CellHandle};
+pub(crate) use run::{ExitGuard, run_actor};
+
+use crate::error::ActorError;
+use crate::exit::ExitReason;
+use crate::id::ActorId;
+
+/// What a hook returns: `Err` ends the actor with [`ExitReason::Failed`].
+pub type ActorResult = Result<(), ActorError>;
+
+/// An actor: state plus a handler for one protocol type.
+///
+/// Implement `handle` (as an `async fn`); the other hooks have defaults.
+///
+/// ```
+/// use ensemble_runtime::prelude::*;
+///
+/// struct Counter(u64);
+///
+/// enum CounterMsg {
+///     Add(u64),
+///     Get(ReplyTo<u64>),
+/// }
+///
+/// impl Actor for Counter {
+///     type Msg = CounterMsg;
+///
+///     async fn handle(&mut self, msg: CounterMsg, _ctx: &mut Context<Self>) -> ActorResult {
+///         match msg {
+///             CounterMsg::Add(n) => self.0 += n,
+///             CounterMsg::Get(reply) => {
+///                 let _ = reply.send(self.0);
+///             }
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let node = Node::new(NodeConfig::new("doc"))?;
+/// let counter = node.spawn(Counter(0))?;
+/// counter.tell(CounterMsg::Add(2)).await?;
+/// let total = counter.ask(CounterMsg::Get, std::time::Duration::from_secs(1)).await?;
+/// assert_eq!(total, 2);
+/// node.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub trait Actor: Sized + Send + 'static {
+    /// The protocol: every message the actor takes, usually an enum.
+    type Msg: Send + 'static;
+
+    /// Runs once before the first message. An error (or panic) ends the actor without running
+    /// `stopped`, and makes `start` report the failure.
+    fn started(&mut self, ctx: &mut Context<Self>) -> impl Future<Output = ActorResult> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// Handles one message.
+    fn handle(
+        &mut self,
+        msg: Self::Msg,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = ActorResult> + Send;
+
+    /// A linked actor exited while this actor traps exits (see [`Context::trap_exit`]).
+    /// The default ignores it.
+    fn on_exit(
+        &mut self,
+        from: ActorId,
+        reason: ExitReason,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = ActorResult> + Send {
+        let _ = (from, reason, ctx);
+        async { Ok(()) }
+    }
+
+    /// A monitored actor ended (see [`Context::monitor`]). The default ignores it.
+    fn on_down(
+        &mut self,
+        down: Down,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = ActorResult> + Send {
+        let _ = (down, ctx);
+        async { Ok(()) }
+    }
+
+    /// Runs once when the actor ends, after its children have stopped; not when it was killed
+    /// or its `started` failed. A panic here is logged and otherwise ignored.
+    fn stopped(
+        &mut self,
+        reason: &ExitReason,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (reason, ctx);
+        async {}
+    }
+}
+
+/// Options for spawning an actor.
+#[derive(Clone, Debug, Default)]
+pub struct SpawnOptions {
+    pub(crate) capacity: Option<usize>,
+    pub(crate) name: Option<String>,
+    pub(crate) linked: bool,
+}
+
+impl SpawnOptions {
+    /// Defaults: the node's mailbox capacity, no name, not linked.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The mailbox capacity (at least 1).
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// Registers this local name for the actor before it starts; the spawn fails if it is taken.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Links the child to the spawning actor (no effect for top-level actors, which have no
+    /// parent actor to link to).
+    pub fn linked(mut self) -> Self {
+        self.linked = true;
+        self
+    }
+}

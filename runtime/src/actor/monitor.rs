@@ -1,0 +1,28 @@
+//! Monitors: one-way watches that deliver exactly one [`Down`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::exit::ExitReason;
+use crate::id::ActorId;
+
+/// Identifies one monitor, as returned by `Context::monitor`; unique within the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MonitorRef(u64);
+
+impl MonitorRef {
+    pub(crate) fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        MonitorRef(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A monitored actor ended. Delivered once per monitor to the watcher's `on_down` hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Down {
+    /// The monitor that fired.
+    pub monitor: MonitorRef,
+    /// The actor that ended.
+    pub actor: ActorId,
+    /// Why it ended; [`ExitReason::NoProc`] if it was already gone when the monitor was set.
+    pub reason: ExitReason,
+}

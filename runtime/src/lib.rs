@@ -1,0 +1,37 @@
+//! Ensemble's actor runtime.
+//!
+//! # Layout
+//!
+//! - [`actor`]: the [`Actor`] trait, [`Context`], [`ActorRef`], [`ReplyTo`], monitors, and
+//!   the internals that run an actor (mailbox, signals, cells, the run loop).
+//! - [`node`]: the [`Node`], the local runtime: spawning, local names, the actor table,
+//!   shutdown, dead letters.
+//! - [`ExitReason`], [`NodeId`] and [`ActorId`]: identities and why actors end.
+//! - [`error`]: one error type per operation, each naming what it is about.
+//!
+//! The semantics (ordering, delivery, exits, links, monitors, mailbox bounds) are written down
+//! in `docs/semantics.md` of the repository.
+//!
+//! Start with the [`prelude`].
+
+pub mod actor;
+pub mod error;
+mod exit;
+mod id;
+pub mod node;
+
+pub use actor::{
+    Actor, ActorRef, ActorResult, Context, Down, MonitorRef, ReplyTo, SpawnOptions, TimerRef,
+};
+pub use error::{ActorError, AskError, LookupError, RegisterError, SpawnError, TellError};
+pub use exit::ExitReason;
+pub use id::{ActorId, NodeId};
+pub use node::{ActorInfo, Node, NodeConfig, NodeError, ShutdownReport};
+
+/// The types most programs need.
+pub mod prelude {
+    pub use crate::{
+        Actor, ActorError, ActorId, ActorRef, ActorResult, AskError, Context, Down, ExitReason,
+        MonitorRef, Node, NodeConfig, ReplyTo, SpawnOptions, TellError, TimerRef,
+    };
+}

@@ -1,0 +1,429 @@
+//! The node: the local runtime that actors run in.
+//!
+//! A [`Node`] owns the table of live actors and the local name table, spawns top-level actors
+//! and shuts everything down. It is a cheap handle (`Clone`); every actor's context holds one.
+//!
+//! # Shutdown
+//!
+//! [`Node::shutdown`] refuses new spawns, asks every top-level actor to stop (each stops its own
+//! children before itself, so children always end before their parents), and waits for all to
+//! end within the configured timeout. What is still running then is killed.
+
+mod config;
+mod dead_letters;
+
+use std::any::type_name;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, oneshot};
+
+pub use config::{ConfigError, DEFAULT_MAILBOX_CAPACITY, DEFAULT_SHUTDOWN_TIMEOUT, NodeConfig};
+pub(crate) use dead_letters::DeadLetters;
+
+use crate::actor::{
+    Actor, ActorRef, Cell, CellHandle, Context, ExitGuard, SpawnOptions, run_actor,
+};
+use crate::error::{LookupError, RegisterError, SpawnError};
+use crate::exit::ExitReason;
+use crate::id::{ActorId, NodeId};
+
+/// How long killed actors get to unwind after a shutdown deadline before `shutdown` returns.
+const KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// A handle to the local runtime.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+pub(crate) struct NodeInner {
+    id: NodeId,
+    config: NodeConfig,
+    /// Actors run here even when spawned from outside the runtime.
+    pub(crate) runtime: Handle,
+    next_seq: AtomicU64,
+    actors: DashMap<u64, CellHandle>,
+    /// Live actors, kept apart from `actors.len()` (which locks every shard) so that each exit
+    /// can cheaply tell whether the node became idle.
+    live: AtomicUsize,
+    idle: Notify,
+    pub(crate) names: DashMap<String, CellHandle>,
+    shutting_down: AtomicBool,
+    pub(crate) dead_letters: DeadLetters,
+}
+
+/// Why a node could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// There is no tokio runtime to run actors on.
+    #[error(
+        "Node::new needs a tokio runtime: call it inside #[tokio::main], a #[tokio::test] or Runtime::enter"
+    )]
+    NoRuntime,
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// One live actor, as listed by [`Node::actors`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActorInfo {
+    /// Its id.
+    pub id: ActorId,
+    /// The Rust type of the actor.
+    pub type_name: &'static str,
+    /// The actor that spawned it, if any.
+    pub parent: Option<ActorId>,
+    /// The local names it holds.
+    pub names: Vec<String>,
+    /// Messages waiting in its mailbox.
+    pub mailbox_len: usize,
+}
+
+/// What [`Node::shutdown`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Actors that stopped before the deadline.
+    pub stopped: usize,
+    /// Actors killed after the deadline.
+    pub killed: usize,
+    /// Actors still running after being killed: blocked in code that never reaches an `.await`.
+    pub unresponsive: usize,
+}
+
+impl Node {
+    /// Starts a local node on the current tokio runtime.
+    pub fn new(config: NodeConfig) -> Result<Node, NodeError> {
+        config.validate()?;
+        let runtime = Handle::try_current().map_err(|_| NodeError::NoRuntime)?;
+        let incarnation = config.incarnation.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(1)
+        });
+        let id = NodeId::new(config.name.as_str(), incarnation);
+        tracing::debug!(node = %id, "node started");
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                id,
+                config,
+                runtime,
+                next_seq: AtomicU64::new(1),
+                actors: DashMap::new(),
+                live: AtomicUsize::new(0),
+                idle: Notify::new(),
+                names: DashMap::new(),
+                shutting_down: AtomicBool::new(false),
+                dead_letters: DeadLetters::new(),
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.inner.id
+    }
+
+    /// This node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// Spawns a top-level actor. It starts running at once; `started` runs before its first
+    /// message.
+    pub fn spawn<A: Actor>(&self, actor: A) -> Result<ActorRef<A::Msg>, SpawnError> {
+        self.spawn_actor(actor, SpawnOptions::new(), None, None)
+    }
+
+    /// Spawns a top-level actor with options.
+    pub fn spawn_with<A: Actor>(
+        &self,
+        actor: A,
+        options: SpawnOptions,
+    ) -> Result<ActorRef<A::Msg>, SpawnError> {
+        self.spawn_actor(actor, options, None, None)
+    }
+
+    /// Spawns a top-level actor and waits until its `started` hook has run, reporting a failure
+    /// as [`SpawnError::StartFailed`].
+    pub async fn start<A: Actor>(&self, actor: A) -> Result<ActorRef<A::Msg>, SpawnError> {
+        self.start_actor(actor, SpawnOptions::new(), None).await
+    }
+
+    /// Like [`start`](Self::start), with options.
+    pub async fn start_with<A: Actor>(
+        &self,
+        actor: A,
+        options: SpawnOptions,
+    ) -> Result<ActorRef<A::Msg>, SpawnError> {
+        self.start_actor(actor, options, None).await
+    }
+
+    pub(crate) async fn start_actor<A: Actor>(
+        &self,
+        actor: A,
+        options: SpawnOptions,
+        parent: Option<CellHandle>,
+    ) -> Result<ActorRef<A::Msg>, SpawnError> {
+        let (tx, rx) = oneshot::channel();
+        let actor_ref = self.spawn_actor(actor, options, parent, Some(tx))?;
+        let outcome = rx.await.unwrap_or(Err(ExitReason::Killed));
+        outcome
+            .map(|()| actor_ref.clone())
+            .map_err(|reason| SpawnError::StartFailed {
+                actor: actor_ref.id().clone(),
+                type_name: type_name::<A>(),
+                reason,
+            })
+    }
+
+    pub(crate) fn spawn_actor<A: Actor>(
+        &self,
+        actor: A,
+        options: SpawnOptions,
+        parent: Option<CellHandle>,
+        started: Option<oneshot::Sender<Result<(), ExitReason>>>,
+    ) -> Result<ActorRef<A::Msg>, SpawnError> {
+        let inner = &self.inner;
+        if inner.shutting_down.load(Ordering::Acquire) {
+            return Err(SpawnError::ShuttingDown {
+                node: inner.id.clone(),
+            });
+        }
+        let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let capacity = options.capacity.unwrap_or(inner.config.mailbox_capacity);
+        let cell = Arc::new(Cell::new(
+            ActorId::new(inner.id.clone(), seq),
+            capacity,
+            inner.clone(),
+            type_name::<A>(),
+            parent.clone(),
+        ));
+        let handle: CellHandle = cell.clone();
+        if let Some(name) = &options.name {
+            self.register_cell(name, &handle).map_err(|err| match err {
+                RegisterError::NameTaken { name, holder } => SpawnError::NameTaken {
+                    type_name: type_name::<A>(),
+                    name,
+                    holder,
+                },
+                RegisterError::Stopped { .. } => unreachable!("a new cell is alive"),
+            })?;
+        }
+        if let Some(parent) = &parent {
+            parent.core().add_child(handle.clone());
+            if options.linked {
+                parent.core().add_link(handle.clone());
+                cell.core.add_link(parent.clone());
+            }
+        }
+        inner.actors.insert(seq, handle);
+        inner.live.fetch_add(1, Ordering::AcqRel);
+
+        let actor_ref = ActorRef::from_cell(cell.clone());
+        let ctx = Context::new(actor_ref.clone(), self.clone());
+        let guard = ExitGuard::new(cell.clone());
+        let task = inner.runtime.spawn(run_actor(actor, ctx, guard, started));
+        cell.set_abort_handle(task.abort_handle());
+        // A shutdown that began after the check above did not see this actor: stop it here.
+        if parent.is_none() && inner.shutting_down.load(Ordering::Acquire) {
+            actor_ref.stop_with(ExitReason::Shutdown);
+        }
+        Ok(actor_ref)
+    }
+
+    /// Registers a local name for an actor; released when the actor ends.
+    pub fn register_local<M: Send + 'static>(
+        &self,
+        name: impl Into<String>,
+        actor: &ActorRef<M>,
+    ) -> Result<(), RegisterError> {
+        self.register_cell(&name.into(), &actor.handle())
+    }
+
+    fn register_cell(&self, name: &str, cell: &CellHandle) -> Result<(), RegisterError> {
+        if !cell.core().add_name(name) {
+            return Err(RegisterError::Stopped {
+                name: name.to_owned(),
+                actor: cell.id().clone(),
+            });
+        }
+        match self.inner.names.entry(name.to_owned()) {
+            Entry::Occupied(mut entry) => {
+                let holder = entry.get();
+                if holder.core().is_alive() && holder.id() != cell.id() {
+                    let holder = holder.id().clone();
+                    drop(entry);
+                    cell.core().remove_name(name);
+                    return Err(RegisterError::NameTaken {
+                        name: name.to_owned(),
+                        holder,
+                    });
+                }
+                // A stale entry of an actor that has just ended, or a re-registration.
+                entry.insert(cell.clone());
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(cell.clone());
+            }
+        }
+        // If the actor ended meanwhile, its finalization may have missed this entry.
+        if !cell.core().is_alive() {
+            self.inner
+                .names
+                .remove_if(name, |_, holder| holder.id() == cell.id());
+        }
+        Ok(())
+    }
+
+    /// Removes a local name; true if it was registered.
+    pub fn unregister_local(&self, name: &str) -> bool {
+        match self.inner.names.remove(name) {
+            Some((_, holder)) => {
+                holder.core().remove_name(name);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The live actor registered under a local name, if it takes messages of type `M`.
+    pub fn whereis_local<M: Send + 'static>(&self, name: &str) -> Result<ActorRef<M>, LookupError> {
+        let holder = self
+            .inner
+            .names
+            .get(name)
+            .map(|entry| entry.value().clone())
+            .filter(|holder| holder.core().is_alive())
+            .ok_or_else(|| LookupError::NotFound {
+                name: name.to_owned(),
+            })?;
+        let (id, type_name) = (holder.id().clone(), holder.core().type_name);
+        holder
+            .into_any()
+            .downcast::<Cell<M>>()
+            .map(ActorRef::from_cell)
+            .map_err(|_| LookupError::WrongType {
+                name: name.to_owned(),
+                actor: id,
+                type_name,
+                expected: std::any::type_name::<M>(),
+            })
+    }
+
+    /// The live actors of this node.
+    pub fn actors(&self) -> Vec<ActorInfo> {
+        let mut list: Vec<ActorInfo> = self
+            .inner
+            .actors
+            .iter()
+            .map(|entry| {
+                let cell = entry.value();
+                ActorInfo {
+                    id: cell.id().clone(),
+                    type_name: cell.core().type_name,
+                    parent: cell.core().parent.as_ref().map(|p| p.id().clone()),
+                    names: cell.core().names(),
+                    mailbox_len: cell.mailbox_len(),
+                }
+            })
+            .collect();
+        list.sort_by_key(|info| info.id.seq());
+        list
+    }
+
+    /// The number of live actors.
+    pub fn actor_count(&self) -> usize {
+        self.inner.live.load(Ordering::Acquire)
+    }
+
+    /// Dead letters so far: messages sent to a stopped actor, or dropped unhandled when their
+    /// receiver stopped.
+    pub fn dead_letters(&self) -> u64 {
+        self.inner.dead_letters.total()
+    }
+
+    /// Stops every actor within the configured shutdown timeout (see the module docs).
+    pub async fn shutdown(&self) -> ShutdownReport {
+        self.shutdown_within(self.inner.config.shutdown_timeout)
+            .await
+    }
+
+    /// Stops every actor, killing those still running after `deadline`.
+    pub async fn shutdown_within(&self, deadline: Duration) -> ShutdownReport {
+        let inner = &self.inner;
+        inner.shutting_down.store(true, Ordering::Release);
+        let before = self.actor_count();
+        let mut top: Vec<CellHandle> = inner
+            .actors
+            .iter()
+            .filter(|entry| entry.value().core().parent.is_none())
+            .map(|entry| entry.value().clone())
+            .collect();
+        top.sort_by_key(|cell| std::cmp::Reverse(cell.id().seq()));
+        for cell in &top {
+            cell.stop(ExitReason::Shutdown);
+        }
+        drop(top);
+        if tokio::time::timeout(deadline, self.wait_idle())
+            .await
+            .is_ok()
+        {
+            tracing::debug!(node = %inner.id, stopped = before, "node shut down");
+            return ShutdownReport {
+                stopped: before,
+                ..Default::default()
+            };
+        }
+        let remaining: Vec<CellHandle> = inner.actors.iter().map(|e| e.value().clone()).collect();
+        for cell in &remaining {
+            cell.kill();
+        }
+        let _ = tokio::time::timeout(KILL_GRACE, self.wait_idle()).await;
+        let report = ShutdownReport {
+            stopped: before.saturating_sub(remaining.len()),
+            killed: remaining.len(),
+            unresponsive: self.actor_count(),
+        };
+        tracing::warn!(node = %inner.id, ?deadline, ?report, "shutdown deadline passed; killed the actors still running");
+        report
+    }
+
+    /// Waits until no actor is alive.
+    async fn wait_idle(&self) {
+        loop {
+            let idle = self.inner.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.actor_count() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl NodeInner {
+    /// Called once per actor, from its finalization.
+    pub(crate) fn actor_exited(&self, id: &ActorId) {
+        self.actors.remove(&id.seq());
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.id)
+            .field("actors", &self.actor_count())
+            .finish()
+    }
+}

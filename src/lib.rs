@@ -1,0 +1,37 @@
+//! Ensemble: a distributed actor runtime in the spirit of Erlang/OTP and Akka.
+//!
+//! This facade re-exports the workspace crates:
+//!
+//! - [`runtime`] (`ensemble-runtime`): actors, mailboxes, links, monitors and the node.
+//!
+//! Most programs only need the [`prelude`]:
+//!
+//! ```
+//! use ensemble::prelude::*;
+//!
+//! struct Greeter;
+//!
+//! impl Actor for Greeter {
+//!     type Msg = (String, ReplyTo<String>);
+//!
+//!     async fn handle(&mut self, (name, reply): Self::Msg, _ctx: &mut Context<Self>) -> ActorResult {
+//!         let _ = reply.send(format!("hello, {name}"));
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Node::new(NodeConfig::new("example"))?;
+//! let greeter = node.spawn(Greeter)?;
+//! let greeting = greeter
+//!     .ask(|reply| ("ada".to_string(), reply), std::time::Duration::from_secs(1))
+//!     .await?;
+//! assert_eq!(greeting, "hello, ada");
+//! node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub use ensemble_runtime as runtime;
+pub use ensemble_runtime::*;

@@ -1,0 +1,134 @@
+//! Timers fire on time (paused clock) and are cancelled when their actor ends.
+
+use std::time::Duration;
+
+use ensemble::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::util::*;
+
+enum Tick {
+    After(u64),
+    StartInterval(Duration),
+    StopInterval,
+    StopSelf,
+}
+
+struct Ticker {
+    events: mpsc::UnboundedSender<(tokio::time::Instant, u64)>,
+    interval: Option<ensemble::TimerRef>,
+    ticks: u64,
+}
+
+impl Actor for Ticker {
+    type Msg = Tick;
+
+    async fn handle(&mut self, msg: Tick, ctx: &mut Context<Self>) -> ActorResult {
+        match msg {
+            Tick::After(n) => {
+                let _ = self.events.send((tokio::time::Instant::now(), n));
+            }
+            Tick::StartInterval(period) => {
+                self.interval = Some(ctx.send_interval(period, || Tick::After(1000)));
+                ctx.send_after(Duration::from_secs(3600), Tick::After(7));
+            }
+            Tick::StopInterval => {
+                if let Some(timer) = self.interval.take() {
+                    ctx.cancel_timer(timer);
+                }
+            }
+            Tick::StopSelf => ctx.stop(),
+        }
+        self.ticks += 1;
+        Ok(())
+    }
+}
+
+struct Delayed {
+    events: mpsc::UnboundedSender<(tokio::time::Instant, u64)>,
+}
+
+impl Actor for Delayed {
+    type Msg = u64;
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        ctx.send_after(Duration::from_millis(300), 3);
+        ctx.send_after(Duration::from_millis(100), 1);
+        Ok(())
+    }
+
+    async fn handle(&mut self, n: u64, _ctx: &mut Context<Self>) -> ActorResult {
+        let _ = self.events.send((tokio::time::Instant::now(), n));
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn send_after_fires_after_its_delay_in_order() {
+    let node = node();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let start = tokio::time::Instant::now();
+    let _actor = node.spawn(Delayed { events: tx }).unwrap();
+    let (at, n) = rx.recv().await.unwrap();
+    assert_eq!(n, 1);
+    assert!(at - start >= Duration::from_millis(100));
+    let (at, n) = rx.recv().await.unwrap();
+    assert_eq!(n, 3);
+    assert!(at - start >= Duration::from_millis(300));
+}
+
+#[tokio::test(start_paused = true)]
+async fn interval_ticks_until_cancelled() {
+    let node = node();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let actor = node
+        .spawn(Ticker {
+            events: tx,
+            interval: None,
+            ticks: 0,
+        })
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    actor
+        .tell(Tick::StartInterval(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    for i in 1..=3u32 {
+        let (at, n) = rx.recv().await.unwrap();
+        assert_eq!(n, 1000);
+        assert!(at - start >= Duration::from_millis(100) * i);
+    }
+    actor.tell(Tick::StopInterval).await.unwrap();
+    // Let any tick already in the mailbox through, then nothing more for a long while.
+    actor.tell(Tick::After(5)).await.unwrap();
+    while rx.recv().await.unwrap().1 != 5 {}
+    tokio::time::advance(Duration::from_secs(10)).await;
+    tokio::task::yield_now().await;
+    assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn timers_are_cancelled_when_the_actor_stops() {
+    let node = node();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let actor = node
+        .spawn(Ticker {
+            events: tx,
+            interval: None,
+            ticks: 0,
+        })
+        .unwrap();
+    actor
+        .tell(Tick::StartInterval(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    actor.tell(Tick::StopSelf).await.unwrap();
+    actor.wait_for_exit().await;
+    // A live timer would now send to a stopped actor: a dead letter.
+    tokio::time::advance(Duration::from_secs(7200)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(node.dead_letters(), 0);
+    assert!(rx.try_recv().is_err());
+}
