@@ -11,36 +11,41 @@ use serde::{Deserialize, Serialize};
 
 /// One incarnation of a node: its name and the incarnation number it started with.
 ///
-/// Cheap to clone (the name is shared). Displayed as `name#incarnation`.
+/// One pointer wide and cheap to clone (every actor id holds one). Displayed as
+/// `name#incarnation`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct NodeId {
-    name: Arc<str>,
+#[serde(transparent)]
+pub struct NodeId(Arc<NodeIdInner>);
+
+#[derive(PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+struct NodeIdInner {
+    name: String,
     incarnation: u64,
 }
 
 impl NodeId {
     /// A node id from a name and an incarnation number.
-    pub fn new(name: impl Into<Arc<str>>, incarnation: u64) -> Self {
-        Self {
+    pub fn new(name: impl Into<String>, incarnation: u64) -> Self {
+        Self(Arc::new(NodeIdInner {
             name: name.into(),
             incarnation,
-        }
+        }))
     }
 
     /// The node's name, the same across restarts.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// The incarnation: different every time a node with this name starts.
     pub fn incarnation(&self) -> u64 {
-        self.incarnation
+        self.0.incarnation
     }
 }
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}", self.name, self.incarnation)
+        write!(f, "{}#{}", self.0.name, self.0.incarnation)
     }
 }
 

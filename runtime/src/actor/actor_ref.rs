@@ -74,6 +74,7 @@ impl<M: Send + 'static> ActorRef<M> {
         self.cell
             .core
             .node
+            .inner
             .dead_letters
             .record(1, self.id(), "the receiver is stopped");
         TellError::Dead {

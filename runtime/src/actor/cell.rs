@@ -15,7 +15,7 @@
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -23,7 +23,7 @@ use tokio::task::AbortHandle;
 
 use crate::exit::ExitReason;
 use crate::id::ActorId;
-use crate::node::NodeInner;
+use crate::node::Node;
 
 use super::mailbox::Mailbox;
 use super::monitor::{Down, MonitorRef};
@@ -64,16 +64,17 @@ pub(crate) enum Watcher {
 }
 
 pub(crate) struct CellCore {
-    pub(crate) node: Arc<NodeInner>,
-    pub(crate) type_name: &'static str,
+    pub(crate) node: Node,
+    /// `std::any::type_name` of the actor, as a function: one pointer instead of two.
+    pub(crate) type_name: fn() -> &'static str,
     pub(crate) parent: Option<CellHandle>,
-    /// Set right after the actor's task is spawned; `kill` aborts through it.
-    abort: OnceLock<AbortHandle>,
     state: Mutex<CoreState>,
 }
 
 struct CoreState {
     alive: bool,
+    /// Set right after the actor's task is spawned; `kill` aborts through it.
+    abort: Option<AbortHandle>,
     /// Allocated on first use: most actors never link, monitor, spawn or register a name.
     rel: Option<Box<Relations>>,
 }
@@ -92,8 +93,8 @@ impl<M: Send + 'static> Cell<M> {
     pub(crate) fn new(
         id: ActorId,
         capacity: usize,
-        node: Arc<NodeInner>,
-        type_name: &'static str,
+        node: Node,
+        type_name: fn() -> &'static str,
         parent: Option<CellHandle>,
     ) -> Self {
         Self {
@@ -103,9 +104,9 @@ impl<M: Send + 'static> Cell<M> {
                 node,
                 type_name,
                 parent,
-                abort: OnceLock::new(),
                 state: Mutex::new(CoreState {
                     alive: true,
+                    abort: None,
                     rel: None,
                 }),
             },
@@ -113,7 +114,7 @@ impl<M: Send + 'static> Cell<M> {
     }
 
     pub(crate) fn set_abort_handle(&self, handle: AbortHandle) {
-        let _ = self.core.abort.set(handle);
+        self.core.state.lock().abort = Some(handle);
     }
 
     /// Ends the actor: marks it dead, drops what it had not handled (counted as dead letters),
@@ -124,7 +125,7 @@ impl<M: Send + 'static> Cell<M> {
         let rel = self.core.take_for_exit(&reason);
         let dropped = unhandled.len() + self.mailbox.kill();
         drop(unhandled);
-        let node = &self.core.node;
+        let node = &self.core.node.inner;
         if dropped > 0 {
             node.dead_letters.record(
                 dropped as u64,
@@ -192,7 +193,8 @@ impl<M: Send + 'static> AnyCell for Cell<M> {
     }
 
     fn kill(&self) {
-        match self.core.abort.get() {
+        let abort = self.core.state.lock().abort.clone();
+        match abort {
             Some(handle) => handle.abort(),
             // Not spawned yet: the task sees this before running anything.
             None => {

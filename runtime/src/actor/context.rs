@@ -1,9 +1,10 @@
 //! `Context<A>`: what a running actor can do besides handling its message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::MissedTickBehavior;
 
 use crate::error::{RegisterError, SpawnError};
@@ -24,12 +25,18 @@ pub struct TimerRef(u64);
 ///
 /// Through it an actor spawns children, links, monitors, traps exits, sets timers, registers
 /// local names and stops itself.
+///
+/// The context also owns what the actor's end must account for (the batch of messages taken
+/// from the mailbox, the exit reason), and finalizes the actor when it is dropped: it lives in
+/// the actor's task, so however that task ends (returning, panicking, aborted by `kill`,
+/// dropped with the runtime, even before its first poll), the actor is finalized exactly once.
 pub struct Context<A: Actor> {
     myself: ActorRef<A::Msg>,
-    node: Node,
+    /// Messages taken from the mailbox and not handled yet; dead letters if the actor ends.
+    pub(crate) batch: VecDeque<A::Msg>,
+    /// `None` while running, which is nearly always: one pointer in every idle actor.
+    exit: Option<Box<Exit>>,
     trap_exit: bool,
-    /// Set by `stop`/`stop_with`; the run loop ends the actor after the current hook.
-    stop: Option<ExitReason>,
     /// Active monitors and their targets; allocated on first use. A `Down` whose monitor is not
     /// here (demonitored) is dropped, so none arrives after `demonitor`. Boxed because a bare
     /// map costs 48 bytes in every actor, and most actors never monitor anything.
@@ -37,13 +44,30 @@ pub struct Context<A: Actor> {
     monitors: Option<Box<HashMap<MonitorRef, CellHandle>>>,
 }
 
+/// Where an actor that is not simply running is, on its way in or out.
+enum Exit {
+    /// Before the `started` hook has run, with the `start` call waiting for its outcome.
+    Starting(oneshot::Sender<Result<(), ExitReason>>),
+    /// A graceful stop began (the sender closed the mailbox): end with this reason once the
+    /// queued messages are handled.
+    Draining(ExitReason),
+    /// `stop`/`stop_with` was called: the run loop ends the actor after the current hook. Wins
+    /// over draining.
+    Requested(ExitReason),
+    /// The run loop is done and the actor ends with this reason.
+    Ending(ExitReason),
+}
+
 impl<A: Actor> Context<A> {
-    pub(crate) fn new(myself: ActorRef<A::Msg>, node: Node) -> Self {
+    pub(crate) fn new(
+        myself: ActorRef<A::Msg>,
+        started: Option<oneshot::Sender<Result<(), ExitReason>>>,
+    ) -> Self {
         Self {
             myself,
-            node,
+            batch: VecDeque::new(),
+            exit: started.map(|tx| Box::new(Exit::Starting(tx))),
             trap_exit: false,
-            stop: None,
             monitors: None,
         }
     }
@@ -60,7 +84,7 @@ impl<A: Actor> Context<A> {
 
     /// The node this actor runs on.
     pub fn node(&self) -> &Node {
-        &self.node
+        &self.myself.cell.core.node
     }
 
     /// Spawns a child actor. Children are stopped before their parent ends.
@@ -80,7 +104,7 @@ impl<A: Actor> Context<A> {
         actor: B,
         options: SpawnOptions,
     ) -> Result<ActorRef<B::Msg>, SpawnError> {
-        self.node
+        self.node()
             .spawn_actor(actor, options, Some(self.myself.handle()), None)
     }
 
@@ -91,7 +115,7 @@ impl<A: Actor> Context<A> {
         actor: B,
         options: SpawnOptions,
     ) -> Result<ActorRef<B::Msg>, SpawnError> {
-        self.node
+        self.node()
             .start_actor(actor, options, Some(self.myself.handle()))
             .await
     }
@@ -104,15 +128,59 @@ impl<A: Actor> Context<A> {
 
     /// Stops this actor after the current hook returns, with the given reason.
     pub fn stop_with(&mut self, reason: ExitReason) {
-        self.stop.get_or_insert(reason);
+        if let None | Some(Exit::Draining(_)) = self.exit.as_deref() {
+            self.exit = Some(Box::new(Exit::Requested(reason)));
+        }
     }
 
     pub(crate) fn has_stop(&self) -> bool {
-        self.stop.is_some()
+        matches!(self.exit.as_deref(), Some(Exit::Requested(_)))
     }
 
     pub(crate) fn take_stop(&mut self) -> Option<ExitReason> {
-        self.stop.take()
+        if !self.has_stop() {
+            return None;
+        }
+        match self.exit.take().map(|exit| *exit) {
+            Some(Exit::Requested(reason)) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Records the reason the actor ends with (the last call wins).
+    pub(crate) fn set_exit(&mut self, reason: ExitReason) {
+        self.exit = Some(Box::new(Exit::Ending(reason)));
+    }
+
+    /// Begins a graceful stop (the first reason wins); the sender has closed the mailbox.
+    pub(crate) fn start_draining(&mut self, reason: ExitReason) {
+        if self.exit.is_none() {
+            self.exit = Some(Box::new(Exit::Draining(reason)));
+        }
+    }
+
+    /// The reason of a graceful stop, once the mailbox is drained.
+    pub(crate) fn drained_reason(&self) -> ExitReason {
+        match self.exit.as_deref() {
+            Some(Exit::Draining(reason)) => reason.clone(),
+            _ => ExitReason::Normal,
+        }
+    }
+
+    /// Leaves the starting state, handing back whoever waits for its outcome.
+    pub(crate) fn take_started(&mut self) -> Option<oneshot::Sender<Result<(), ExitReason>>> {
+        if !matches!(self.exit.as_deref(), Some(Exit::Starting(_))) {
+            return None;
+        }
+        match self.exit.take().map(|exit| *exit) {
+            Some(Exit::Starting(tx)) => Some(tx),
+            _ => None,
+        }
+    }
+
+    /// The mailbox and the batch, borrowed apart so the run loop can receive into the batch.
+    pub(crate) fn receiver(&mut self) -> (&super::cell::Cell<A::Msg>, &mut VecDeque<A::Msg>) {
+        (&self.myself.cell, &mut self.batch)
     }
 
     /// Traps exits: an exit signal from a linked actor calls `on_exit` instead of ending this
@@ -228,7 +296,7 @@ impl<A: Actor> Context<A> {
     {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        let handle = self.node.inner.runtime.spawn(task(id));
+        let handle = self.node().inner.runtime.spawn(task(id));
         // If a zero-delay timer fired before this, its entry stays until the actor ends:
         // aborting a finished task is a no-op.
         self.myself.cell.core.add_timer(id, handle.abort_handle());
@@ -237,6 +305,27 @@ impl<A: Actor> Context<A> {
 
     /// Registers a local name for this actor, released when it ends.
     pub fn register_local(&mut self, name: impl Into<String>) -> Result<(), RegisterError> {
-        self.node.register_local(name, &self.myself)
+        self.node().register_local(name, &self.myself)
+    }
+}
+
+impl<A: Actor> Drop for Context<A> {
+    fn drop(&mut self) {
+        let reason = match self.exit.take().map(|exit| *exit) {
+            Some(Exit::Ending(reason)) => reason,
+            // The task ended without reaching the end of its run loop.
+            _ if std::thread::panicking() => {
+                ExitReason::Panicked("the actor task panicked outside a hook".into())
+            }
+            _ => ExitReason::Killed,
+        };
+        let cell = &self.myself.cell;
+        match &reason {
+            ExitReason::Panicked(_) | ExitReason::Failed(_) => {
+                tracing::warn!(actor = %cell.id, actor_type = (cell.core.type_name)(), %reason, "actor failed");
+            }
+            _ => tracing::trace!(actor = %cell.id, %reason, "actor stopped"),
+        }
+        cell.finalize(reason, std::mem::take(&mut self.batch));
     }
 }

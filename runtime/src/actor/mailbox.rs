@@ -30,18 +30,43 @@ use super::signal::Signal;
 pub(crate) struct Mailbox<M> {
     state: Mutex<State<M>>,
     signal_pending: AtomicBool,
-    capacity: usize,
+    /// `u32` rather than `usize`: it packs beside `signal_pending`, a word less per actor.
+    capacity: u32,
 }
 
 struct State<M> {
     queue: VecDeque<M>,
-    signals: VecDeque<Signal>,
     /// The parked receiver, if it is waiting for anything to arrive.
     receiver: Option<Waker>,
-    /// Senders waiting for room; all are woken when the receiver takes a batch.
-    senders: Vec<Waker>,
+    /// Signals and waiting senders; allocated on first use, since most mailboxes of a large
+    /// population of actors never see either.
+    rare: Option<Box<Rare>>,
     closed: bool,
     dead: bool,
+}
+
+#[derive(Default)]
+struct Rare {
+    signals: VecDeque<Signal>,
+    /// Senders waiting for room; all are woken when the receiver takes a batch.
+    senders: Vec<Waker>,
+}
+
+impl<M> State<M> {
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Default::default)
+    }
+
+    fn take_senders(&mut self) -> Vec<Waker> {
+        match &mut self.rare {
+            Some(rare) if !rare.senders.is_empty() => std::mem::take(&mut rare.senders),
+            _ => Vec::new(),
+        }
+    }
+
+    fn has_signals(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| !r.signals.is_empty())
+    }
 }
 
 /// What a push into the mailbox came to.
@@ -53,7 +78,8 @@ pub(crate) enum Push<M> {
 
 /// What the receiver should do next.
 pub(crate) enum Next {
-    /// Signals were moved into the caller's signal buffer.
+    /// Signals wait: take them with `take_signals` (not returned here, to keep the receiver's
+    /// state small; signals are rare).
     Signals,
     /// The caller's batch holds messages.
     Messages,
@@ -66,19 +92,18 @@ impl<M> Mailbox<M> {
         Self {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
-                signals: VecDeque::new(),
                 receiver: None,
-                senders: Vec::new(),
+                rare: None,
                 closed: false,
                 dead: false,
             }),
             signal_pending: AtomicBool::new(false),
-            capacity: capacity.max(1),
+            capacity: capacity.clamp(1, u32::MAX as usize) as u32,
         }
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity as usize
     }
 
     /// Puts a message in the queue if there is room, without waiting.
@@ -87,7 +112,7 @@ impl<M> Mailbox<M> {
         if state.closed {
             return Push::Closed(msg);
         }
-        if state.queue.len() >= self.capacity {
+        if state.queue.len() >= self.capacity() {
             return Push::Full(msg);
         }
         state.queue.push_back(msg);
@@ -111,10 +136,11 @@ impl<M> Mailbox<M> {
         if state.closed {
             return Poll::Ready(Err(msg));
         }
-        if state.queue.len() >= self.capacity {
+        if state.queue.len() >= self.capacity() {
             *slot = Some(msg);
-            if !state.senders.iter().any(|w| w.will_wake(cx.waker())) {
-                state.senders.push(cx.waker().clone());
+            let senders = &mut state.rare().senders;
+            if !senders.iter().any(|w| w.will_wake(cx.waker())) {
+                senders.push(cx.waker().clone());
             }
             return Poll::Pending;
         }
@@ -133,7 +159,7 @@ impl<M> Mailbox<M> {
         if state.dead {
             return false;
         }
-        state.signals.push_back(signal);
+        state.rare().signals.push_back(signal);
         self.signal_pending.store(true, Ordering::Release);
         let receiver = state.receiver.take();
         drop(state);
@@ -150,19 +176,12 @@ impl<M> Mailbox<M> {
 
     /// The receiver's step: pending signals first, then the batch it already holds, then a new
     /// batch from the queue.
-    pub(crate) fn poll_next(
-        &self,
-        cx: &mut Context<'_>,
-        batch: &mut VecDeque<M>,
-        signals: &mut VecDeque<Signal>,
-    ) -> Poll<Next> {
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>, batch: &mut VecDeque<M>) -> Poll<Next> {
         if !batch.is_empty() && !self.signal_pending() {
             return Poll::Ready(Next::Messages);
         }
         let mut state = self.state.lock();
-        if !state.signals.is_empty() {
-            std::mem::swap(&mut state.signals, signals);
-            self.signal_pending.store(false, Ordering::Release);
+        if state.has_signals() {
             return Poll::Ready(Next::Signals);
         }
         if !batch.is_empty() {
@@ -170,11 +189,7 @@ impl<M> Mailbox<M> {
         }
         if !state.queue.is_empty() {
             std::mem::swap(&mut state.queue, batch);
-            let senders = if state.senders.is_empty() {
-                Vec::new()
-            } else {
-                std::mem::take(&mut state.senders)
-            };
+            let senders = state.take_senders();
             drop(state);
             for waker in senders {
                 waker.wake();
@@ -189,19 +204,27 @@ impl<M> Mailbox<M> {
     }
 
     /// Waits for signals only, leaving user messages queued (used while stopping children).
-    pub(crate) fn poll_signals(
-        &self,
-        cx: &mut Context<'_>,
-        signals: &mut VecDeque<Signal>,
-    ) -> Poll<()> {
+    pub(crate) fn poll_signals(&self, cx: &mut Context<'_>) -> Poll<VecDeque<Signal>> {
         let mut state = self.state.lock();
-        if !state.signals.is_empty() {
-            std::mem::swap(&mut state.signals, signals);
-            self.signal_pending.store(false, Ordering::Release);
-            return Poll::Ready(());
+        if let Some(signals) = self.take_signals_locked(&mut state) {
+            return Poll::Ready(signals);
         }
         Self::park(&mut state, cx);
         Poll::Pending
+    }
+
+    /// Takes the signals that wait, if any.
+    pub(crate) fn take_signals(&self) -> VecDeque<Signal> {
+        self.take_signals_locked(&mut self.state.lock())
+            .unwrap_or_default()
+    }
+
+    fn take_signals_locked(&self, state: &mut State<M>) -> Option<VecDeque<Signal>> {
+        if !state.has_signals() {
+            return None;
+        }
+        self.signal_pending.store(false, Ordering::Release);
+        Some(std::mem::take(&mut state.rare().signals))
     }
 
     fn park(state: &mut State<M>, cx: &mut Context<'_>) {
@@ -216,7 +239,7 @@ impl<M> Mailbox<M> {
     pub(crate) fn close(&self) {
         let mut state = self.state.lock();
         state.closed = true;
-        let senders = std::mem::take(&mut state.senders);
+        let senders = state.take_senders();
         drop(state);
         for waker in senders {
             waker.wake();
@@ -230,19 +253,18 @@ impl<M> Mailbox<M> {
         state.closed = true;
         state.dead = true;
         let queue = std::mem::take(&mut state.queue);
-        let signals = std::mem::take(&mut state.signals);
-        let senders = std::mem::take(&mut state.senders);
+        let rare = state.rare.take();
         state.receiver = None;
         self.signal_pending.store(false, Ordering::Release);
         drop(state);
-        for waker in senders {
-            waker.wake();
+        // Woken and dropped outside the lock: a message may own a `ReplyTo` whose drop wakes
+        // an asker, and a woken sender retries at once.
+        if let Some(rare) = rare {
+            for waker in rare.senders {
+                waker.wake();
+            }
         }
-        // Dropped outside the lock: a message may own a `ReplyTo` whose drop wakes an asker.
-        let dropped = queue.len();
-        drop(queue);
-        drop(signals);
-        dropped
+        queue.len()
     }
 
     /// Number of user messages waiting (not counting a batch the receiver holds).
@@ -288,19 +310,37 @@ mod tests {
         let mut cx = Context::from_waker(&w);
         assert!(matches!(mb.try_push(1), Push::Accepted));
         assert!(mb.push_signal(Signal::Stop(ExitReason::Normal)));
-        let (mut batch, mut signals) = (VecDeque::new(), VecDeque::new());
+        let mut batch = VecDeque::new();
         assert!(matches!(
-            mb.poll_next(&mut cx, &mut batch, &mut signals),
+            mb.poll_next(&mut cx, &mut batch),
             Poll::Ready(Next::Signals)
         ));
-        assert_eq!(signals.len(), 1);
+        assert_eq!(mb.take_signals().len(), 1);
         assert!(!mb.signal_pending());
-        signals.clear();
         assert!(matches!(
-            mb.poll_next(&mut cx, &mut batch, &mut signals),
+            mb.poll_next(&mut cx, &mut batch),
             Poll::Ready(Next::Messages)
         ));
         assert_eq!(batch.pop_front(), Some(1));
+    }
+
+    #[test]
+    fn a_signal_interrupts_a_batch_in_hand() {
+        let mb = Mailbox::new(8);
+        let (_, w) = waker();
+        let mut cx = Context::from_waker(&w);
+        let mut batch = VecDeque::from([1, 2]);
+        assert!(mb.push_signal(Signal::ChildTerminated));
+        assert!(matches!(
+            mb.poll_next(&mut cx, &mut batch),
+            Poll::Ready(Next::Signals)
+        ));
+        assert_eq!(mb.take_signals().len(), 1);
+        assert!(matches!(
+            mb.poll_next(&mut cx, &mut batch),
+            Poll::Ready(Next::Messages)
+        ));
+        assert_eq!(batch.len(), 2);
     }
 
     #[test]
@@ -308,8 +348,8 @@ mod tests {
         let mb = Mailbox::new(8);
         let (count, w) = waker();
         let mut cx = Context::from_waker(&w);
-        let (mut batch, mut signals) = (VecDeque::new(), VecDeque::new());
-        assert!(mb.poll_next(&mut cx, &mut batch, &mut signals).is_pending());
+        let mut batch = VecDeque::new();
+        assert!(mb.poll_next(&mut cx, &mut batch).is_pending());
         for i in 0..5 {
             assert!(matches!(mb.try_push(i), Push::Accepted));
         }
@@ -332,8 +372,8 @@ mod tests {
             mb.poll_push(&mut Context::from_waker(&sw), &mut slot)
                 .is_pending()
         );
-        let (mut batch, mut signals) = (VecDeque::new(), VecDeque::new());
-        let next = mb.poll_next(&mut Context::from_waker(&rw), &mut batch, &mut signals);
+        let mut batch = VecDeque::new();
+        let next = mb.poll_next(&mut Context::from_waker(&rw), &mut batch);
         assert!(matches!(next, Poll::Ready(Next::Messages)));
         assert_eq!(sender_wakes.0.load(Ordering::SeqCst), 1);
         assert!(matches!(
@@ -350,14 +390,14 @@ mod tests {
         assert!(matches!(mb.try_push(1), Push::Accepted));
         mb.close();
         assert!(matches!(mb.try_push(2), Push::Closed(2)));
-        let (mut batch, mut signals) = (VecDeque::new(), VecDeque::new());
+        let mut batch = VecDeque::new();
         assert!(matches!(
-            mb.poll_next(&mut cx, &mut batch, &mut signals),
+            mb.poll_next(&mut cx, &mut batch),
             Poll::Ready(Next::Messages)
         ));
         batch.clear();
         assert!(matches!(
-            mb.poll_next(&mut cx, &mut batch, &mut signals),
+            mb.poll_next(&mut cx, &mut batch),
             Poll::Ready(Next::Closed)
         ));
     }

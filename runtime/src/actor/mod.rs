@@ -31,7 +31,7 @@ pub use monitor::{Down, MonitorRef};
 pub use reply::ReplyTo;
 
 pub(crate) use cell::{Cell, CellHandle};
-pub(crate) use run::{ExitGuard, run_actor};
+pub(crate) use run::run_actor;
 
 use crate::error::ActorError;
 use crate::exit::ExitReason;

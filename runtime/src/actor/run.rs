@@ -1,17 +1,19 @@
 //! The task that runs one actor: its hooks, its message loop, and its end.
+//!
+//! # Size
+//!
+//! Every idle actor holds this task's future, so its size is most of an actor's memory. Only
+//! the message loop, which must not allocate, is inline; the rare paths (starting, handling
+//! signals, stopping) are boxed futures, so their state machines take room only while they run.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 
 use futures_util::FutureExt;
-use tokio::sync::oneshot;
 
 use crate::exit::ExitReason;
 
-use super::cell::Cell;
 use super::mailbox::Next;
 use super::signal::Signal;
 use super::{Actor, ActorResult, Context};
@@ -19,167 +21,115 @@ use super::{Actor, ActorResult, Context};
 /// How many messages an actor handles before yielding its worker thread to other tasks.
 const BUDGET: u32 = 128;
 
-/// Finalizes the actor when the task ends in any way: returning, panicking outside a hook, being
-/// aborted by `kill`, or being dropped with the runtime. It is moved into the task's future
-/// before the first poll, so even an actor killed before it ever ran is finalized.
-pub(crate) struct ExitGuard<M: Send + 'static> {
-    cell: Arc<Cell<M>>,
-    /// Messages taken from the mailbox and not handled yet.
-    batch: VecDeque<M>,
-    /// Set when the task ends of its own accord; `None` means killed (or a runtime panic).
-    reason: Option<ExitReason>,
-}
-
-impl<M: Send + 'static> ExitGuard<M> {
-    pub(crate) fn new(cell: Arc<Cell<M>>) -> Self {
-        Self {
-            cell,
-            batch: VecDeque::new(),
-            reason: None,
-        }
-    }
-}
-
-impl<M: Send + 'static> Drop for ExitGuard<M> {
-    fn drop(&mut self) {
-        let reason = self.reason.take().unwrap_or_else(|| {
-            if std::thread::panicking() {
-                ExitReason::Panicked("the actor task panicked outside a hook".into())
-            } else {
-                ExitReason::Killed
-            }
-        });
-        log_exit(&self.cell.id, self.cell.core.type_name, &reason);
-        self.cell.finalize(reason, std::mem::take(&mut self.batch));
-    }
-}
-
-fn log_exit(id: &crate::ActorId, type_name: &str, reason: &ExitReason) {
-    match reason {
-        ExitReason::Panicked(_) | ExitReason::Failed(_) => {
-            tracing::warn!(actor = %id, actor_type = type_name, %reason, "actor failed");
-        }
-        _ => tracing::trace!(actor = %id, actor_type = type_name, %reason, "actor stopped"),
-    }
-}
-
 enum Flow {
     Continue,
     Stop(ExitReason),
     Kill,
 }
 
-/// The actor's task. `started` reports the outcome of the `started` hook to a waiting `start`.
-pub(crate) async fn run_actor<A: Actor>(
+/// The actor's task. Dropping `ctx` finalizes the actor, however this future ends.
+///
+/// A plain function returning an `async move` block rather than an `async fn`: an `async fn`
+/// keeps a second copy of its arguments in its state, which would double the size of the actor
+/// and its context in every idle actor.
+pub(crate) fn run_actor<A: Actor>(
     mut actor: A,
     mut ctx: Context<A>,
-    mut guard: ExitGuard<A::Msg>,
-    started: Option<oneshot::Sender<Result<(), ExitReason>>>,
-) {
-    let cell = guard.cell.clone();
-    if let Err(reason) = call(actor.started(&mut ctx)).await {
-        if let Some(tx) = started {
-            let _ = tx.send(Err(reason.clone()));
+) -> impl Future<Output = ()> + Send {
+    async move {
+        if let Err(reason) = Box::pin(start(&mut actor, &mut ctx)).await {
+            ctx.set_exit(reason);
+            return;
         }
-        guard.reason = Some(reason);
-        return;
-    }
-    if let Some(tx) = started {
-        let _ = tx.send(Ok(()));
-    }
-
-    let mut signals = VecDeque::new();
-    // Set by a `Stop` signal: the mailbox is closed and drains, then the actor ends with it.
-    let mut draining: Option<ExitReason> = None;
-    let reason = 'run: loop {
-        if let Some(reason) = ctx.take_stop() {
-            break reason;
-        }
-        let next = poll_fn(|cx| cell.mailbox.poll_next(cx, &mut guard.batch, &mut signals)).await;
-        match next {
-            Next::Signals => {
-                while let Some(signal) = signals.pop_front() {
-                    match on_signal(&mut actor, &mut ctx, signal, &mut draining).await {
-                        Flow::Continue => {}
-                        Flow::Stop(reason) => break 'run reason,
-                        Flow::Kill => {
-                            guard.reason = Some(ExitReason::Killed);
-                            return;
+        let reason = 'run: loop {
+            if let Some(reason) = ctx.take_stop() {
+                break reason;
+            }
+            let next = {
+                let (cell, batch) = ctx.receiver();
+                poll_fn(|cx| cell.mailbox.poll_next(cx, batch)).await
+            };
+            match next {
+                Next::Signals => match Box::pin(on_signals(&mut actor, &mut ctx)).await {
+                    Flow::Continue => {}
+                    Flow::Stop(reason) => break reason,
+                    Flow::Kill => {
+                        ctx.set_exit(ExitReason::Killed);
+                        return;
+                    }
+                },
+                Next::Messages => {
+                    let mut budget = BUDGET;
+                    while let Some(msg) = ctx.batch.pop_front() {
+                        if let Err(reason) = call(actor.handle(msg, &mut ctx)).await {
+                            break 'run reason;
+                        }
+                        if ctx.has_stop() || ctx.myself().cell.mailbox.signal_pending() {
+                            break;
+                        }
+                        budget -= 1;
+                        if budget == 0 {
+                            tokio::task::yield_now().await;
+                            budget = BUDGET;
                         }
                     }
                 }
+                Next::Closed => break ctx.drained_reason(),
             }
-            Next::Messages => {
-                let mut budget = BUDGET;
-                while let Some(msg) = guard.batch.pop_front() {
-                    if let Err(reason) = call(actor.handle(msg, &mut ctx)).await {
-                        break 'run reason;
-                    }
-                    if ctx.has_stop() || cell.mailbox.signal_pending() {
-                        break;
-                    }
-                    budget -= 1;
-                    if budget == 0 {
-                        tokio::task::yield_now().await;
-                        budget = BUDGET;
-                    }
-                }
-            }
-            Next::Closed => break draining.take().unwrap_or(ExitReason::Normal),
-        }
-    };
-
-    if !stop_children(&cell, &mut signals).await {
-        guard.reason = Some(ExitReason::Killed);
-        return;
+        };
+        Box::pin(finish(&mut actor, &mut ctx, reason)).await;
     }
-    if let Err(panic) = AssertUnwindSafe(actor.stopped(&reason, &mut ctx))
-        .catch_unwind()
-        .await
-    {
-        tracing::warn!(actor = %cell.id, panic = %panic_message(&*panic), "the stopped hook panicked");
-    }
-    guard.reason = Some(reason);
 }
 
-async fn on_signal<A: Actor>(
-    actor: &mut A,
-    ctx: &mut Context<A>,
-    signal: Signal,
-    draining: &mut Option<ExitReason>,
-) -> Flow {
-    let flow = match signal {
-        Signal::Stop(reason) => {
-            // The sender closed the mailbox already; the first reason wins.
-            draining.get_or_insert(reason);
-            Flow::Continue
-        }
-        Signal::Kill => Flow::Kill,
-        Signal::Exit { from, reason } => {
-            // Not linked any more (unlinked after the signal was sent): ignore it.
-            if !ctx.myself().cell.core.remove_link(&from) {
-                Flow::Continue
-            } else if ctx.traps_exit() {
-                hook_flow(call(actor.on_exit(from, reason, ctx)).await)
-            } else if reason.is_normal() {
-                Flow::Continue
-            } else {
-                Flow::Stop(reason)
-            }
-        }
-        Signal::Down(down) => {
-            if ctx.take_monitor(down.monitor) {
-                hook_flow(call(actor.on_down(down, ctx)).await)
-            } else {
-                Flow::Continue
-            }
-        }
-        Signal::ChildTerminated => Flow::Continue,
-    };
-    match flow {
-        Flow::Continue => ctx.take_stop().map_or(Flow::Continue, Flow::Stop),
-        other => other,
+/// Runs `started` and reports its outcome to a waiting `start`.
+async fn start<A: Actor>(actor: &mut A, ctx: &mut Context<A>) -> Result<(), ExitReason> {
+    let outcome = call(actor.started(ctx)).await;
+    if let Some(tx) = ctx.take_started() {
+        let _ = tx.send(outcome.clone());
     }
+    outcome
+}
+
+async fn on_signals<A: Actor>(actor: &mut A, ctx: &mut Context<A>) -> Flow {
+    let signals = ctx.myself().cell.mailbox.take_signals();
+    for signal in signals {
+        let flow = match signal {
+            Signal::Stop(reason) => {
+                ctx.start_draining(reason);
+                Flow::Continue
+            }
+            Signal::Kill => Flow::Kill,
+            Signal::Exit { from, reason } => {
+                // Not linked any more (unlinked after the signal was sent): ignore it.
+                if !ctx.myself().cell.core.remove_link(&from) {
+                    Flow::Continue
+                } else if ctx.traps_exit() {
+                    hook_flow(call(actor.on_exit(from, reason, ctx)).await)
+                } else if reason.is_normal() {
+                    Flow::Continue
+                } else {
+                    Flow::Stop(reason)
+                }
+            }
+            Signal::Down(down) => {
+                if ctx.take_monitor(down.monitor) {
+                    hook_flow(call(actor.on_down(down, ctx)).await)
+                } else {
+                    Flow::Continue
+                }
+            }
+            Signal::ChildTerminated => Flow::Continue,
+        };
+        match flow {
+            Flow::Continue => {
+                if let Some(reason) = ctx.take_stop() {
+                    return Flow::Stop(reason);
+                }
+            }
+            other => return other,
+        }
+    }
+    Flow::Continue
 }
 
 fn hook_flow(result: Result<(), ExitReason>) -> Flow {
@@ -189,24 +139,33 @@ fn hook_flow(result: Result<(), ExitReason>) -> Flow {
     }
 }
 
+/// Stops the children, then runs `stopped`, then records the exit reason. Killed on the way
+/// (the reason is not recorded yet), the actor ends with `Killed`.
+async fn finish<A: Actor>(actor: &mut A, ctx: &mut Context<A>, reason: ExitReason) {
+    if !stop_children(ctx).await {
+        ctx.set_exit(ExitReason::Killed);
+        return;
+    }
+    if let Err(panic) = AssertUnwindSafe(actor.stopped(&reason, ctx))
+        .catch_unwind()
+        .await
+    {
+        tracing::warn!(actor = %ctx.id(), panic = %panic_message(&*panic), "the stopped hook panicked");
+    }
+    ctx.set_exit(reason);
+}
+
 /// Stops the actor's children and waits until all have ended; false if the actor was killed
 /// meanwhile.
-async fn stop_children<M: Send + 'static>(
-    cell: &Arc<Cell<M>>,
-    signals: &mut VecDeque<Signal>,
-) -> bool {
-    let children = cell.core.children();
-    if children.is_empty() {
-        return true;
-    }
-    for child in &children {
+async fn stop_children<A: Actor>(ctx: &mut Context<A>) -> bool {
+    let cell = &ctx.myself().cell;
+    for child in cell.core.children() {
         child.stop(ExitReason::Shutdown);
     }
-    drop(children);
     while cell.core.has_children() {
-        poll_fn(|cx| cell.mailbox.poll_signals(cx, signals)).await;
+        let signals = poll_fn(|cx| cell.mailbox.poll_signals(cx)).await;
         // Only a kill matters now: exits, downs and stops are moot for an actor that is ending.
-        if signals.drain(..).any(|s| matches!(s, Signal::Kill)) {
+        if signals.into_iter().any(|s| matches!(s, Signal::Kill)) {
             return false;
         }
     }
@@ -214,12 +173,14 @@ async fn stop_children<M: Send + 'static>(
 }
 
 /// Runs a hook, turning an error into `Failed` and a panic into `Panicked`.
-async fn call(hook: impl Future<Output = ActorResult>) -> Result<(), ExitReason> {
-    match AssertUnwindSafe(hook).catch_unwind().await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(ExitReason::Failed(err.message().to_owned())),
-        Err(panic) => Err(ExitReason::Panicked(panic_message(&*panic))),
-    }
+fn call(hook: impl Future<Output = ActorResult>) -> impl Future<Output = Result<(), ExitReason>> {
+    AssertUnwindSafe(hook)
+        .catch_unwind()
+        .map(|outcome| match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(ExitReason::Failed(err.message().to_owned())),
+            Err(panic) => Err(ExitReason::Panicked(panic_message(&*panic))),
+        })
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {
@@ -229,5 +190,49 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "a panic with a non-string payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::actor::{ActorRef, Cell};
+    use crate::id::ActorId;
+    use crate::node::{Node, NodeConfig};
+
+    struct Small(#[allow(dead_code)] u64, #[allow(dead_code)] u64);
+
+    impl Actor for Small {
+        type Msg = u64;
+
+        async fn handle(&mut self, msg: u64, _ctx: &mut Context<Self>) -> ActorResult {
+            self.0 = msg;
+            Ok(())
+        }
+    }
+
+    /// tokio puts a task and its future in one 128-byte-aligned block: a future of up to 152
+    /// bytes fits 256 bytes, anything larger takes 384. Keep a small actor's task in the
+    /// smaller block (see docs/performance.md, bytes per idle actor).
+    #[tokio::test]
+    async fn a_small_actors_task_fits_the_256_byte_block() {
+        let node = Node::new(NodeConfig::new("size")).unwrap();
+        let id = ActorId::new(node.id().clone(), 1);
+        let cell = Arc::new(Cell::<u64>::new(
+            id,
+            8,
+            node.clone(),
+            std::any::type_name::<Small>,
+            None,
+        ));
+        let ctx = Context::<Small>::new(ActorRef::from_cell(cell), None);
+        let task = run_actor(Small(0, 0), ctx);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= 152,
+            "the run loop of a 16-byte actor takes {size} bytes"
+        );
     }
 }

@@ -25,9 +25,7 @@ use tokio::sync::{Notify, oneshot};
 pub use config::{ConfigError, DEFAULT_MAILBOX_CAPACITY, DEFAULT_SHUTDOWN_TIMEOUT, NodeConfig};
 pub(crate) use dead_letters::DeadLetters;
 
-use crate::actor::{
-    Actor, ActorRef, Cell, CellHandle, Context, ExitGuard, SpawnOptions, run_actor,
-};
+use crate::actor::{Actor, ActorRef, Cell, CellHandle, Context, SpawnOptions, run_actor};
 use crate::error::{LookupError, RegisterError, SpawnError};
 use crate::exit::ExitReason;
 use crate::id::{ActorId, NodeId};
@@ -201,8 +199,8 @@ impl Node {
         let cell = Arc::new(Cell::new(
             ActorId::new(inner.id.clone(), seq),
             capacity,
-            inner.clone(),
-            type_name::<A>(),
+            self.clone(),
+            type_name::<A>,
             parent.clone(),
         ));
         let handle: CellHandle = cell.clone();
@@ -227,9 +225,8 @@ impl Node {
         inner.live.fetch_add(1, Ordering::AcqRel);
 
         let actor_ref = ActorRef::from_cell(cell.clone());
-        let ctx = Context::new(actor_ref.clone(), self.clone());
-        let guard = ExitGuard::new(cell.clone());
-        let task = inner.runtime.spawn(run_actor(actor, ctx, guard, started));
+        let ctx = Context::new(actor_ref.clone(), started);
+        let task = inner.runtime.spawn(run_actor(actor, ctx));
         cell.set_abort_handle(task.abort_handle());
         // A shutdown that began after the check above did not see this actor: stop it here.
         if parent.is_none() && inner.shutting_down.load(Ordering::Acquire) {
@@ -304,7 +301,7 @@ impl Node {
             .ok_or_else(|| LookupError::NotFound {
                 name: name.to_owned(),
             })?;
-        let (id, type_name) = (holder.id().clone(), holder.core().type_name);
+        let (id, type_name) = (holder.id().clone(), (holder.core().type_name)());
         holder
             .into_any()
             .downcast::<Cell<M>>()
@@ -327,7 +324,7 @@ impl Node {
                 let cell = entry.value();
                 ActorInfo {
                     id: cell.id().clone(),
-                    type_name: cell.core().type_name,
+                    type_name: (cell.core().type_name)(),
                     parent: cell.core().parent.as_ref().map(|p| p.id().clone()),
                     names: cell.core().names(),
                     mailbox_len: cell.mailbox_len(),
