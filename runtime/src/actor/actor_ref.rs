@@ -1,16 +1,19 @@
 //! `ActorRef<M>`: the handle through which everything talks to an actor.
 
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::error::{AskError, TellError};
 use crate::exit::ExitReason;
 use crate::id::ActorId;
+use crate::node::Deadlines;
 
 use super::cell::{AnyCell, Cell, CellHandle, Watcher};
 use super::mailbox::Push;
@@ -87,12 +90,14 @@ impl<M: Send + 'static> ActorRef<M> {
     ///
     /// Always completes: with the reply, or an [`AskError`] when the actor is stopped, stops or
     /// drops the `ReplyTo` before replying, or does not reply within `timeout` (the timeout
-    /// covers waiting for mailbox room too).
+    /// covers waiting for mailbox room too, and is checked every 10 ms: see
+    /// docs/semantics.md).
     pub async fn ask<R: Send + 'static>(
         &self,
         request: impl FnOnce(ReplyTo<R>) -> M,
         timeout: Duration,
     ) -> Result<R, AskError> {
+        let deadline = Instant::now() + timeout;
         let (tx, rx) = oneshot::channel();
         let msg = request(ReplyTo::new(tx));
         let exchange = async {
@@ -111,13 +116,34 @@ impl<M: Send + 'static> ActorRef<M> {
                 },
             })
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(AskError::Timeout {
-                actor: self.id().clone(),
-                after: timeout,
-            }),
-        }
+        let mut exchange = std::pin::pin!(exchange);
+        let node = &self.cell.core.node.inner;
+        let mut deadline_key = DeadlineKey {
+            deadlines: &node.deadlines,
+            key: None,
+        };
+        poll_fn(|cx| {
+            if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            // Registered only once the reply is not there at once.
+            let expired = match deadline_key.key {
+                None => {
+                    deadline_key.key =
+                        Some(node.deadlines.register(&node.runtime, deadline, cx.waker()));
+                    false
+                }
+                Some(key) => node.deadlines.expired(key, cx.waker()),
+            };
+            if expired {
+                return Poll::Ready(Err(AskError::Timeout {
+                    actor: self.id().clone(),
+                    after: timeout,
+                }));
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Stops the actor gracefully with [`ExitReason::Normal`]: from this call on its mailbox
@@ -159,6 +185,20 @@ impl<M: Send + 'static> ActorRef<M> {
     /// Number of messages waiting in the mailbox (not counting a batch being handled).
     pub fn mailbox_len(&self) -> usize {
         self.cell.mailbox.len()
+    }
+}
+
+/// Removes an ask's deadline however the ask ends.
+struct DeadlineKey<'a> {
+    deadlines: &'a Deadlines,
+    key: Option<usize>,
+}
+
+impl Drop for DeadlineKey<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.deadlines.remove(key);
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod config;
 mod dead_letters;
+mod deadlines;
 
 use std::any::type_name;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tokio::sync::{Notify, oneshot};
 
 pub use config::{ConfigError, DEFAULT_MAILBOX_CAPACITY, DEFAULT_SHUTDOWN_TIMEOUT, NodeConfig};
 pub(crate) use dead_letters::DeadLetters;
+pub(crate) use deadlines::Deadlines;
 
 use crate::actor::{Actor, ActorRef, Cell, CellHandle, Context, SpawnOptions, run_actor};
 use crate::error::{LookupError, RegisterError, SpawnError};
@@ -53,6 +55,7 @@ pub(crate) struct NodeInner {
     pub(crate) names: DashMap<String, CellHandle>,
     shutting_down: AtomicBool,
     pub(crate) dead_letters: DeadLetters,
+    pub(crate) deadlines: Arc<Deadlines>,
 }
 
 /// Why a node could not be created.
@@ -119,6 +122,7 @@ impl Node {
                 names: DashMap::new(),
                 shutting_down: AtomicBool::new(false),
                 dead_letters: DeadLetters::new(),
+                deadlines: Arc::new(Deadlines::new()),
             }),
         })
     }

@@ -1,0 +1,107 @@
+//! Ask deadlines: one sweeper per node instead of one timer per ask.
+//!
+//! A tokio timer per ask costs a registration in the runtime's timer wheel and, on a
+//! multi-thread runtime, often a wake-up of the worker parked on the timer driver: more than the
+//! rest of the ask together (docs/performance.md). Asks instead register their deadline here;
+//! a sweeper task, running only while asks are outstanding, wakes those whose deadline has
+//! passed every [`TICK`]. So an ask times out between its timeout and its timeout plus one tick.
+
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use slab::Slab;
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+/// How often the sweeper checks deadlines: the precision of ask timeouts.
+pub(crate) const TICK: Duration = Duration::from_millis(10);
+
+pub(crate) struct Deadlines {
+    state: Mutex<State>,
+}
+
+struct State {
+    entries: Slab<Entry>,
+    /// Whether a sweeper task is running; it stops when no deadline is left.
+    sweeping: bool,
+}
+
+struct Entry {
+    deadline: Instant,
+    waker: Waker,
+    expired: bool,
+}
+
+impl Deadlines {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: Mutex::new(State {
+                entries: Slab::new(),
+                sweeping: false,
+            }),
+        }
+    }
+
+    /// Registers a deadline; `waker` is woken once it has passed. Returns the key to poll and
+    /// remove it with.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        runtime: &Handle,
+        deadline: Instant,
+        waker: &Waker,
+    ) -> usize {
+        let mut state = self.state.lock();
+        let key = state.entries.insert(Entry {
+            deadline,
+            waker: waker.clone(),
+            expired: false,
+        });
+        if !state.sweeping {
+            state.sweeping = true;
+            runtime.spawn(Arc::clone(self).sweep());
+        }
+        key
+    }
+
+    /// True once the deadline has passed; otherwise keeps `waker` as the one to wake.
+    pub(crate) fn expired(&self, key: usize, waker: &Waker) -> bool {
+        let mut state = self.state.lock();
+        let Some(entry) = state.entries.get_mut(key) else {
+            return true;
+        };
+        if !entry.expired && !entry.waker.will_wake(waker) {
+            entry.waker = waker.clone();
+        }
+        entry.expired
+    }
+
+    pub(crate) fn remove(&self, key: usize) {
+        self.state.lock().entries.try_remove(key);
+    }
+
+    async fn sweep(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(TICK).await;
+            let now = Instant::now();
+            let mut due = Vec::new();
+            {
+                let mut state = self.state.lock();
+                if state.entries.is_empty() {
+                    state.sweeping = false;
+                    return;
+                }
+                for (_, entry) in state.entries.iter_mut() {
+                    if !entry.expired && entry.deadline <= now {
+                        entry.expired = true;
+                        due.push(entry.waker.clone());
+                    }
+                }
+            }
+            for waker in due {
+                waker.wake();
+            }
+        }
+    }
+}
