@@ -32,6 +32,7 @@ enum Flow {
 /// A plain function returning an `async move` block rather than an `async fn`: an `async fn`
 /// keeps a second copy of its arguments in its state, which would double the size of the actor
 /// and its context in every idle actor.
+#[allow(clippy::manual_async_fn)]
 pub(crate) fn run_actor<A: Actor>(
     mut actor: A,
     mut ctx: Context<A>,
