@@ -2,8 +2,10 @@
 //! Local actor throughput and latency: tell (1 and 8 senders), sequential ask between two
 //! actors, and spawn rate. Figures and the command that produced them: docs/performance.md.
 //!
-//! Every measurement runs on a tokio multi-thread runtime with one worker per core, as a
-//! deployed node would.
+//! Each measurement runs on a tokio multi-thread runtime with one worker per core, as a deployed
+//! node would (`multi_thread/...`), and the message-passing ones also on a current-thread
+//! runtime (`current_thread/...`), which is how actix runs its actors and shows the cost of
+//! the runtime itself without wake-ups across threads.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -24,6 +26,15 @@ fn runtime() -> Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// Both runtime flavours, named.
+fn runtimes() -> [(&'static str, Runtime); 2] {
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    [("multi_thread", runtime()), ("current_thread", current)]
 }
 
 /// Counts messages and reports when it has seen the expected number.
@@ -73,23 +84,24 @@ async fn tell_run(node: &Node, senders: u64) -> Duration {
 }
 
 fn tell(c: &mut Criterion) {
-    let rt = runtime();
-    let node = rt.block_on(async { Node::new(NodeConfig::new("bench")).unwrap() });
     let mut group = c.benchmark_group("tell");
     group.throughput(Throughput::Elements(TELLS));
     group.sample_size(20);
-    for senders in [1, 8] {
-        group.bench_function(format!("{senders}_sender_to_1_actor"), |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        total += tell_run(&node, senders).await;
-                    }
-                    total
+    for (flavor, rt) in runtimes() {
+        let node = rt.block_on(async { Node::new(NodeConfig::new("bench")).unwrap() });
+        for senders in [1, 8] {
+            group.bench_function(format!("{flavor}/{senders}_sender_to_1_actor"), |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            total += tell_run(&node, senders).await;
+                        }
+                        total
+                    })
                 })
-            })
-        });
+            });
+        }
     }
     group.finish();
 }
@@ -126,32 +138,33 @@ impl Actor for Asker {
 }
 
 fn ask(c: &mut Criterion) {
-    let rt = runtime();
-    let (node, asker) = rt.block_on(async {
-        let node = Node::new(NodeConfig::new("bench")).unwrap();
-        let echo = node.spawn(Echo).unwrap();
-        let asker = node.spawn(Asker { echo }).unwrap();
-        (node, asker)
-    });
     let mut group = c.benchmark_group("ask");
     group.throughput(Throughput::Elements(ASKS));
     group.sample_size(20);
-    group.bench_function("sequential_actor_to_actor", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += asker
-                        .ask(|r| (ASKS, r), Duration::from_secs(60))
-                        .await
-                        .unwrap();
-                }
-                total
+    for (flavor, rt) in runtimes() {
+        let (node, asker) = rt.block_on(async {
+            let node = Node::new(NodeConfig::new("bench")).unwrap();
+            let echo = node.spawn(Echo).unwrap();
+            let asker = node.spawn(Asker { echo }).unwrap();
+            (node, asker)
+        });
+        group.bench_function(format!("{flavor}/sequential_actor_to_actor"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += asker
+                            .ask(|r| (ASKS, r), Duration::from_secs(60))
+                            .await
+                            .unwrap();
+                    }
+                    total
+                })
             })
-        })
-    });
+        });
+        rt.block_on(node.shutdown());
+    }
     group.finish();
-    rt.block_on(node.shutdown());
 }
 
 /// Counts its start, then idles.
@@ -177,7 +190,7 @@ fn spawn(c: &mut Criterion) {
     let mut group = c.benchmark_group("spawn");
     group.throughput(Throughput::Elements(SPAWNS));
     group.sample_size(10);
-    group.bench_function("spawn_until_started", |b| {
+    group.bench_function("multi_thread/spawn_until_started", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut total = Duration::ZERO;

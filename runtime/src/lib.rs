@@ -22,6 +22,7 @@ pub mod node;
 
 pub use actor::{
     Actor, ActorRef, ActorResult, Context, Down, MonitorRef, ReplyTo, SpawnOptions, TimerRef,
+    UntypedRef,
 };
 pub use error::{ActorError, AskError, LookupError, RegisterError, SpawnError, TellError};
 pub use exit::ExitReason;
@@ -32,6 +33,6 @@ pub use node::{ActorInfo, Node, NodeConfig, NodeError, ShutdownReport};
 pub mod prelude {
     pub use crate::{
         Actor, ActorError, ActorId, ActorRef, ActorResult, AskError, Context, Down, ExitReason,
-        MonitorRef, Node, NodeConfig, ReplyTo, SpawnOptions, TellError, TimerRef,
+        MonitorRef, Node, NodeConfig, ReplyTo, SpawnOptions, TellError, TimerRef, UntypedRef,
     };
 }

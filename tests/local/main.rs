@@ -2,6 +2,7 @@
 //! and shutdown, on one node.
 
 mod ask;
+mod hooks;
 mod isolation;
 mod links;
 mod mailbox;

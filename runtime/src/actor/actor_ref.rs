@@ -15,9 +15,10 @@ use crate::exit::ExitReason;
 use crate::id::ActorId;
 use crate::node::Deadlines;
 
-use super::cell::{AnyCell, Cell, CellHandle, Watcher};
+use super::cell::{AnyCell, Cell, CellHandle};
 use super::mailbox::Push;
 use super::reply::ReplyTo;
+use super::untyped::UntypedRef;
 
 /// A reference to an actor taking messages of type `M`.
 ///
@@ -170,15 +171,13 @@ impl<M: Send + 'static> ActorRef<M> {
 
     /// Waits until the actor has ended and returns why (at once if it already has).
     pub async fn wait_for_exit(&self) -> ExitReason {
-        let (tx, rx) = oneshot::channel();
-        match self.cell.core.add_watcher(Watcher::Waiter(tx)) {
-            Ok(()) => match rx.await {
-                Ok(reason) => reason,
-                // The cell was finalized while being dropped without telling: cannot happen
-                // while we hold a reference, but never hang.
-                Err(_) => self.cell.core.exit_reason().unwrap_or(ExitReason::NoProc),
-            },
-            Err(_) => self.cell.core.exit_reason().unwrap_or(ExitReason::NoProc),
+        self.cell.core.wait_for_exit().await
+    }
+
+    /// This reference without its message type.
+    pub fn untyped(&self) -> UntypedRef {
+        UntypedRef {
+            cell: self.handle(),
         }
     }
 

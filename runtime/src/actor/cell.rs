@@ -239,6 +239,19 @@ impl CellCore {
         state.rel.as_ref().and_then(|rel| rel.exit.clone())
     }
 
+    /// Waits until the actor has ended and returns why (at once if it already has).
+    pub(crate) async fn wait_for_exit(&self) -> ExitReason {
+        let (tx, rx) = oneshot::channel();
+        match self.add_watcher(Watcher::Waiter(tx)) {
+            Ok(()) => match rx.await {
+                Ok(reason) => reason,
+                // Finalization always answers a registered watcher; never hang regardless.
+                Err(_) => self.exit_reason().unwrap_or(ExitReason::NoProc),
+            },
+            Err(_) => self.exit_reason().unwrap_or(ExitReason::NoProc),
+        }
+    }
+
     /// Marks the actor dead and returns its relations for finalization.
     fn take_for_exit(&self, reason: &ExitReason) -> Option<Box<Relations>> {
         let mut state = self.state.lock();

@@ -9,8 +9,9 @@
 //!    down) overtake queued user messages.
 //! 3. It ends when it stops itself, is stopped or killed, a hook returns an error or panics, or
 //!    a linked actor exits abnormally while it does not trap exits. Its children are stopped
-//!    first; then `stopped` runs (except when killed, or when `started` failed); then links,
-//!    monitors and its parent are told, and its local names are released.
+//!    first (after its `stopping` hook, which may stop them in an order of its own); then
+//!    `stopped` runs (except when killed, or when `started` failed); then links, monitors and
+//!    its parent are told, and its local names are released.
 //!
 //! A panic or error in one actor never takes down the node or any actor not linked to it.
 
@@ -22,6 +23,7 @@ mod monitor;
 mod reply;
 mod run;
 mod signal;
+mod untyped;
 
 use std::future::Future;
 
@@ -29,6 +31,7 @@ pub use actor_ref::ActorRef;
 pub use context::{Context, TimerRef};
 pub use monitor::{Down, MonitorRef};
 pub use reply::ReplyTo;
+pub use untyped::UntypedRef;
 
 pub(crate) use cell::{Cell, CellHandle};
 pub(crate) use run::run_actor;
@@ -117,6 +120,19 @@ pub trait Actor: Sized + Send + 'static {
     ) -> impl Future<Output = ActorResult> + Send {
         let _ = (down, ctx);
         async { Ok(()) }
+    }
+
+    /// Runs once when the actor has begun to end, before its children are stopped, so it can
+    /// stop them itself in an order of its choosing (supervisors stop theirs in reverse start
+    /// order); children still running afterwards are stopped by the runtime. Not run when the
+    /// actor was killed or its `started` failed. A panic here is logged and otherwise ignored.
+    fn stopping(
+        &mut self,
+        reason: &ExitReason,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (reason, ctx);
+        async {}
     }
 
     /// Runs once when the actor ends, after its children have stopped; not when it was killed

@@ -140,9 +140,15 @@ fn hook_flow(result: Result<(), ExitReason>) -> Flow {
     }
 }
 
-/// Stops the children, then runs `stopped`, then records the exit reason. Killed on the way
-/// (the reason is not recorded yet), the actor ends with `Killed`.
+/// Runs `stopping`, stops the children, runs `stopped`, then records the exit reason. Killed
+/// on the way (the reason is not recorded yet), the actor ends with `Killed`.
 async fn finish<A: Actor>(actor: &mut A, ctx: &mut Context<A>, reason: ExitReason) {
+    if let Err(panic) = AssertUnwindSafe(actor.stopping(&reason, ctx))
+        .catch_unwind()
+        .await
+    {
+        tracing::warn!(actor = %ctx.id(), panic = %panic_message(&*panic), "the stopping hook panicked");
+    }
     if !stop_children(ctx).await {
         ctx.set_exit(ExitReason::Killed);
         return;
