@@ -66,6 +66,9 @@ async fn untyped_refs_identify_stop_and_downcast() {
     let typed = untyped.downcast::<Cmd>().expect("a probe takes Cmd");
     assert_eq!(typed.ask(|r| Cmd::Echo(4, r), ASK).await.unwrap(), 4);
     untyped.stop_with(ExitReason::Shutdown);
-    assert_eq!(within("exit", untyped.wait_for_exit()).await, ExitReason::Shutdown);
+    assert_eq!(
+        within("exit", untyped.wait_for_exit()).await,
+        ExitReason::Shutdown
+    );
     assert!(!untyped.is_alive());
 }

@@ -15,7 +15,7 @@ use crate::node::Node;
 use super::cell::{AnyCell, CellHandle, Watcher};
 use super::monitor::{Down, MonitorRef};
 use super::signal::Signal;
-use super::{Actor, ActorRef, SpawnOptions};
+use super::{Actor, ActorRef, SpawnOptions, UntypedRef};
 
 /// Identifies a timer started with [`Context::send_after`] or [`Context::send_interval`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -195,13 +195,14 @@ impl<A: Actor> Context<A> {
 
     /// Links this actor with another, both ways. Linking to an actor that has already ended
     /// delivers an exit signal with [`ExitReason::NoProc`] at once.
-    pub fn link<M: Send + 'static>(&mut self, other: &ActorRef<M>) {
+    pub fn link(&mut self, other: impl Into<UntypedRef>) {
+        let other = other.into();
         if other.id() == self.id() {
             return;
         }
         let me = self.myself.handle();
-        self.myself.cell.core.add_link(other.handle());
-        if !other.cell.core.add_link(me) {
+        self.myself.cell.core.add_link(other.cell.clone());
+        if !other.cell.core().add_link(me) {
             self.myself.cell.push_signal(Signal::Exit {
                 from: other.id().clone(),
                 reason: ExitReason::NoProc,
@@ -210,23 +211,25 @@ impl<A: Actor> Context<A> {
     }
 
     /// Removes a link both ways. No exit signal from `other` is delivered after this returns.
-    pub fn unlink<M: Send + 'static>(&mut self, other: &ActorRef<M>) {
-        other.cell.core.remove_link(self.id());
+    pub fn unlink(&mut self, other: impl Into<UntypedRef>) {
+        let other = other.into();
+        other.cell.core().remove_link(self.id());
         self.myself.cell.core.remove_link(other.id());
     }
 
     /// Monitors another actor: `on_down` is called exactly once when it ends, at once (with
     /// [`ExitReason::NoProc`]) if it already has.
-    pub fn monitor<M: Send + 'static>(&mut self, other: &ActorRef<M>) -> MonitorRef {
+    pub fn monitor(&mut self, other: impl Into<UntypedRef>) -> MonitorRef {
+        let other = other.into();
         let monitor = MonitorRef::next();
         self.monitors
             .get_or_insert_with(Default::default)
-            .insert(monitor, other.handle());
+            .insert(monitor, other.cell.clone());
         let watcher = Watcher::Actor {
             monitor,
             watcher: self.myself.handle(),
         };
-        if other.cell.core.add_watcher(watcher).is_err() {
+        if other.cell.core().add_watcher(watcher).is_err() {
             self.myself.cell.push_signal(Signal::Down(Down {
                 monitor,
                 actor: other.id().clone(),

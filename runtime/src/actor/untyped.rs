@@ -84,3 +84,21 @@ impl fmt::Debug for UntypedRef {
         write!(f, "UntypedRef({})", self.id())
     }
 }
+
+impl<M: Send + 'static> From<&ActorRef<M>> for UntypedRef {
+    fn from(actor: &ActorRef<M>) -> Self {
+        actor.untyped()
+    }
+}
+
+impl<M: Send + 'static> From<ActorRef<M>> for UntypedRef {
+    fn from(actor: ActorRef<M>) -> Self {
+        actor.untyped()
+    }
+}
+
+impl From<&UntypedRef> for UntypedRef {
+    fn from(actor: &UntypedRef) -> Self {
+        actor.clone()
+    }
+}

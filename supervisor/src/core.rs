@@ -1,0 +1,588 @@
+//! The supervisor's decisions, as pure code: given what happened and the time, what to stop,
+//! what to start, after how long, and when to give up. No I/O and no clock of its own; the
+//! `Supervisor` actor feeds it events and carries out its decisions.
+//!
+//! # Invariants
+//!
+//! - Children keep the order they were added in; `stop` lists are in reverse of that order and
+//!   `start` lists in that order.
+//! - A restart decision counts one restart against the intensity; the supervisor escalates
+//!   exactly when more than `max_restarts` restarts fall within the last `period`.
+//! - Only running children are ever listed to stop; temporary children are never restarted.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use ensemble_runtime::ExitReason;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Backoff, Intensity, Restart, Strategy};
+
+/// Time since the supervisor started.
+pub(crate) type Time = Duration;
+
+/// Where a child is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChildState {
+    /// An instance is running.
+    Running,
+    /// It ended and will be started again (possibly after a backoff delay).
+    Restarting,
+    /// It ended (or was terminated) and will not be restarted unless asked.
+    Stopped,
+}
+
+/// What the supervisor must do after a child ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Nothing: the child stays stopped (a transient child that ended cleanly), or the exit
+    /// was not of a running child.
+    Nothing,
+    /// A temporary child ended: forget its spec.
+    Forget(String),
+    /// Stop `stop` (in this order), forget `forget` (temporary children among them), then after
+    /// `delay` start `start` (in this order).
+    Restart {
+        stop: Vec<String>,
+        forget: Vec<String>,
+        start: Vec<String>,
+        delay: Duration,
+    },
+    /// Too many restarts: stop every child and exit.
+    Escalate { restarts: u32, period: Duration },
+}
+
+#[derive(Debug)]
+struct Child {
+    id: String,
+    restart: Restart,
+    backoff: Option<Backoff>,
+    state: ChildState,
+    /// Restarts in a row without a stable run, for the backoff.
+    failures: u32,
+    started_at: Time,
+}
+
+#[derive(Debug)]
+pub(crate) struct Core {
+    strategy: Strategy,
+    intensity: Intensity,
+    children: Vec<Child>,
+    /// When the restarts within the current window happened, oldest first.
+    restarts: VecDeque<Time>,
+}
+
+impl Core {
+    pub(crate) fn new(strategy: Strategy, intensity: Intensity) -> Self {
+        Self {
+            strategy,
+            intensity,
+            children: Vec::new(),
+            restarts: VecDeque::new(),
+        }
+    }
+
+    fn index(&self, id: &str) -> Option<usize> {
+        self.children.iter().position(|c| c.id == id)
+    }
+
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.index(id).is_some()
+    }
+
+    /// Adds a child at the end, stopped; `started` marks it running.
+    pub(crate) fn add(&mut self, id: &str, restart: Restart, backoff: Option<Backoff>) {
+        debug_assert!(!self.contains(id), "duplicate child id {id}");
+        self.children.push(Child {
+            id: id.to_owned(),
+            restart,
+            backoff,
+            state: ChildState::Stopped,
+            failures: 0,
+            started_at: Duration::ZERO,
+        });
+    }
+
+    pub(crate) fn remove(&mut self, id: &str) {
+        self.children.retain(|c| c.id != id);
+    }
+
+    pub(crate) fn started(&mut self, id: &str, now: Time) {
+        if let Some(i) = self.index(id) {
+            let child = &mut self.children[i];
+            child.state = ChildState::Running;
+            child.started_at = now;
+        }
+    }
+
+    /// The supervisor stopped the child on request (not a failure).
+    pub(crate) fn stopped(&mut self, id: &str) {
+        if let Some(i) = self.index(id) {
+            self.children[i].state = ChildState::Stopped;
+        }
+    }
+
+    pub(crate) fn state(&self, id: &str) -> Option<ChildState> {
+        self.index(id).map(|i| self.children[i].state)
+    }
+
+    /// Child ids in start order.
+    pub(crate) fn ids(&self) -> impl DoubleEndedIterator<Item = &str> {
+        self.children.iter().map(|c| c.id.as_str())
+    }
+
+    /// A running child ended with `reason` at `now`; `u` is a random sample in `0.0..1.0` for
+    /// the backoff jitter.
+    pub(crate) fn exited(&mut self, id: &str, reason: &ExitReason, now: Time, u: f64) -> Decision {
+        let Some(i) = self.index(id) else {
+            return Decision::Nothing;
+        };
+        if self.children[i].state != ChildState::Running {
+            return Decision::Nothing;
+        }
+        let wanted = match self.children[i].restart {
+            Restart::Permanent => true,
+            Restart::Transient => !reason.is_clean(),
+            Restart::Temporary => false,
+        };
+        if !wanted {
+            if self.children[i].restart == Restart::Temporary {
+                self.children.remove(i);
+                return Decision::Forget(id.to_owned());
+            }
+            self.children[i].state = ChildState::Stopped;
+            return Decision::Nothing;
+        }
+
+        self.restarts.push_back(now);
+        while let Some(&oldest) = self.restarts.front() {
+            if now.saturating_sub(oldest) >= self.intensity.period {
+                self.restarts.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.restarts.len() > self.intensity.max_restarts as usize {
+            return Decision::Escalate {
+                restarts: self.intensity.max_restarts,
+                period: self.intensity.period,
+            };
+        }
+
+        let child = &mut self.children[i];
+        let stable = now.saturating_sub(child.started_at);
+        let delay = match child.backoff {
+            Some(backoff) => {
+                child.failures = if stable >= backoff.reset_after {
+                    1
+                } else {
+                    child.failures + 1
+                };
+                backoff.delay(child.failures, u)
+            }
+            None => Duration::ZERO,
+        };
+        child.state = ChildState::Restarting;
+
+        // The children the strategy takes down with it: none, all others, or those after it.
+        let affected = match self.strategy {
+            Strategy::OneForOne => i..i,
+            Strategy::OneForAll => 0..self.children.len(),
+            Strategy::RestForOne => i + 1..self.children.len(),
+        };
+        let mut stop = Vec::new();
+        let mut forget = Vec::new();
+        for j in affected.clone().rev() {
+            let other = &mut self.children[j];
+            if j == i {
+                continue;
+            }
+            if other.state == ChildState::Running {
+                stop.push(other.id.clone());
+            }
+            if other.restart == Restart::Temporary {
+                forget.push(other.id.clone());
+            } else {
+                other.state = ChildState::Restarting;
+            }
+        }
+        let first = affected.start.min(i);
+        let start = self.children[first..affected.end.max(i + 1)]
+            .iter()
+            .filter(|c| c.restart != Restart::Temporary || c.id == id)
+            .map(|c| c.id.clone())
+            .collect();
+        self.children.retain(|c| !forget.contains(&c.id));
+        Decision::Restart {
+            stop,
+            forget,
+            start,
+            delay,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn core(strategy: Strategy, max_restarts: u32, children: &[(&str, Restart)]) -> Core {
+        let mut core = Core::new(
+            strategy,
+            Intensity {
+                max_restarts,
+                period: 1000 * MS,
+            },
+        );
+        for (id, restart) in children {
+            core.add(id, *restart, None);
+            core.started(id, Duration::ZERO);
+        }
+        core
+    }
+
+    fn crash() -> ExitReason {
+        ExitReason::Failed("crash".into())
+    }
+
+    fn restart(stop: &[&str], forget: &[&str], start: &[&str]) -> Decision {
+        Decision::Restart {
+            stop: stop.iter().map(|s| s.to_string()).collect(),
+            forget: forget.iter().map(|s| s.to_string()).collect(),
+            start: start.iter().map(|s| s.to_string()).collect(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    use Restart::{Permanent as P, Temporary as Tm, Transient as Tr};
+
+    #[test]
+    fn one_for_one_restarts_only_the_child() {
+        let mut c = core(Strategy::OneForOne, 10, &[("a", P), ("b", P), ("c", P)]);
+        assert_eq!(c.exited("b", &crash(), MS, 0.0), restart(&[], &[], &["b"]));
+        assert_eq!(c.state("b"), Some(ChildState::Restarting));
+        assert_eq!(c.state("a"), Some(ChildState::Running));
+    }
+
+    #[test]
+    fn one_for_all_stops_the_others_in_reverse_and_restarts_all_in_order() {
+        let mut c = core(Strategy::OneForAll, 10, &[("a", P), ("b", Tr), ("c", P)]);
+        assert_eq!(
+            c.exited("b", &crash(), MS, 0.0),
+            restart(&["c", "a"], &[], &["a", "b", "c"])
+        );
+    }
+
+    #[test]
+    fn rest_for_one_takes_down_the_later_children_only() {
+        let mut c = core(
+            Strategy::RestForOne,
+            10,
+            &[("a", P), ("b", P), ("c", P), ("d", P)],
+        );
+        assert_eq!(
+            c.exited("b", &crash(), MS, 0.0),
+            restart(&["d", "c"], &[], &["b", "c", "d"])
+        );
+        assert_eq!(c.state("a"), Some(ChildState::Running));
+    }
+
+    #[test]
+    fn temporary_children_are_forgotten_not_restarted() {
+        let mut c = core(Strategy::OneForAll, 10, &[("a", P), ("t", Tm), ("c", P)]);
+        assert_eq!(
+            c.exited("t", &crash(), MS, 0.0),
+            Decision::Forget("t".into())
+        );
+        assert!(!c.contains("t"));
+        let mut c = core(Strategy::OneForAll, 10, &[("a", P), ("t", Tm), ("c", P)]);
+        assert_eq!(
+            c.exited("c", &crash(), MS, 0.0),
+            restart(&["t", "a"], &["t"], &["a", "c"])
+        );
+        assert!(!c.contains("t"));
+    }
+
+    #[test]
+    fn transient_children_restart_only_after_abnormal_exits() {
+        let mut c = core(Strategy::OneForOne, 10, &[("a", Tr)]);
+        assert_eq!(
+            c.exited("a", &ExitReason::Normal, MS, 0.0),
+            Decision::Nothing
+        );
+        assert_eq!(c.state("a"), Some(ChildState::Stopped));
+        c.started("a", 2 * MS);
+        assert_eq!(
+            c.exited("a", &ExitReason::Shutdown, 3 * MS, 0.0),
+            Decision::Nothing
+        );
+        c.started("a", 4 * MS);
+        assert_eq!(
+            c.exited("a", &ExitReason::Killed, 5 * MS, 0.0),
+            restart(&[], &[], &["a"])
+        );
+    }
+
+    #[test]
+    fn permanent_children_restart_after_normal_exits_too() {
+        let mut c = core(Strategy::OneForOne, 10, &[("a", P)]);
+        assert_eq!(
+            c.exited("a", &ExitReason::Normal, MS, 0.0),
+            restart(&[], &[], &["a"])
+        );
+    }
+
+    #[test]
+    fn exits_of_children_not_running_are_ignored() {
+        let mut c = core(Strategy::OneForOne, 10, &[("a", P)]);
+        assert_eq!(c.exited("a", &crash(), MS, 0.0), restart(&[], &[], &["a"]));
+        // Still restarting: a second exit report of the old instance changes nothing.
+        assert_eq!(c.exited("a", &crash(), 2 * MS, 0.0), Decision::Nothing);
+        assert_eq!(c.exited("nobody", &crash(), 2 * MS, 0.0), Decision::Nothing);
+    }
+
+    #[test]
+    fn intensity_allows_max_restarts_per_period_then_escalates() {
+        let mut c = core(Strategy::OneForOne, 2, &[("a", P)]);
+        for t in [0, 100] {
+            assert!(matches!(
+                c.exited("a", &crash(), t * MS, 0.0),
+                Decision::Restart { .. }
+            ));
+            c.started("a", t * MS);
+        }
+        assert_eq!(
+            c.exited("a", &crash(), 999 * MS, 0.0),
+            Decision::Escalate {
+                restarts: 2,
+                period: 1000 * MS
+            }
+        );
+    }
+
+    #[test]
+    fn restarts_older_than_the_period_no_longer_count() {
+        let mut c = core(Strategy::OneForOne, 1, &[("a", P)]);
+        assert!(matches!(
+            c.exited("a", &crash(), Duration::ZERO, 0.0),
+            Decision::Restart { .. }
+        ));
+        c.started("a", MS);
+        assert!(matches!(
+            c.exited("a", &crash(), 1000 * MS, 0.0),
+            Decision::Restart { .. }
+        ));
+    }
+
+    #[test]
+    fn zero_max_restarts_escalates_on_the_first_failure() {
+        let mut c = core(Strategy::OneForOne, 0, &[("a", P)]);
+        assert!(matches!(
+            c.exited("a", &crash(), MS, 0.0),
+            Decision::Escalate { .. }
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_with_failures_in_a_row_and_resets_after_a_stable_run() {
+        let backoff = Backoff {
+            initial: 10 * MS,
+            max: 1000 * MS,
+            multiplier: 2.0,
+            jitter: 0.0,
+            reset_after: 500 * MS,
+        };
+        let mut c = Core::new(
+            Strategy::OneForOne,
+            Intensity {
+                max_restarts: 100,
+                period: Duration::from_secs(1),
+            },
+        );
+        c.add("a", P, Some(backoff));
+        c.started("a", Duration::ZERO);
+        let mut delays = Vec::new();
+        let mut now = Duration::ZERO;
+        for _ in 0..4 {
+            now += MS;
+            if let Decision::Restart { delay, .. } = c.exited("a", &crash(), now, 0.0) {
+                delays.push(delay);
+            }
+            c.started("a", now);
+        }
+        assert_eq!(delays, vec![10 * MS, 20 * MS, 40 * MS, 80 * MS]);
+        // A long stable run: back to the initial delay.
+        now += 600 * MS;
+        match c.exited("a", &crash(), now, 0.0) {
+            Decision::Restart { delay, .. } => assert_eq!(delay, 10 * MS),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// The core against a reference model written straight from the OTP documentation, on random
+/// histories of exits.
+#[cfg(test)]
+mod model {
+    use proptest::prelude::{Just, Strategy as Gen, prop, prop_assert_eq, prop_oneof, proptest};
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    struct Event {
+        child: usize,
+        reason: ExitReason,
+        after_ms: u64,
+    }
+
+    fn reason() -> impl Gen<Value = ExitReason> {
+        prop_oneof![
+            Just(ExitReason::Normal),
+            Just(ExitReason::Shutdown),
+            Just(ExitReason::Killed),
+            Just(ExitReason::Failed("x".into())),
+        ]
+    }
+
+    fn restart_type() -> impl Gen<Value = Restart> {
+        prop_oneof![
+            Just(Restart::Permanent),
+            Just(Restart::Transient),
+            Just(Restart::Temporary)
+        ]
+    }
+
+    fn strategy_kind() -> impl Gen<Value = crate::Strategy> {
+        prop_oneof![
+            Just(crate::Strategy::OneForOne),
+            Just(crate::Strategy::OneForAll),
+            Just(crate::Strategy::RestForOne)
+        ]
+    }
+
+    /// The model: a list of (id, restart type, running) and the full list of restart times.
+    struct Model {
+        strategy: crate::Strategy,
+        max: u32,
+        period: Duration,
+        children: Vec<(String, Restart, bool)>,
+        history: Vec<Time>,
+    }
+
+    impl Model {
+        fn exited(&mut self, id: &str, reason: &ExitReason, now: Time) -> Decision {
+            let Some(i) = self.children.iter().position(|c| c.0 == id) else {
+                return Decision::Nothing;
+            };
+            if !self.children[i].2 {
+                return Decision::Nothing;
+            }
+            let restart = self.children[i].1;
+            let restart_it = restart == Restart::Permanent
+                || (restart == Restart::Transient
+                    && !matches!(reason, ExitReason::Normal | ExitReason::Shutdown));
+            if !restart_it {
+                if restart == Restart::Temporary {
+                    self.children.remove(i);
+                    return Decision::Forget(id.to_owned());
+                }
+                self.children[i].2 = false;
+                return Decision::Nothing;
+            }
+            self.history.push(now);
+            let recent = self
+                .history
+                .iter()
+                .filter(|&&t| now - t < self.period)
+                .count();
+            if recent > self.max as usize {
+                return Decision::Escalate {
+                    restarts: self.max,
+                    period: self.period,
+                };
+            }
+            let taken_down: Vec<usize> = match self.strategy {
+                crate::Strategy::OneForOne => vec![],
+                crate::Strategy::OneForAll => {
+                    (0..self.children.len()).filter(|&j| j != i).collect()
+                }
+                crate::Strategy::RestForOne => (i + 1..self.children.len()).collect(),
+            };
+            let stop: Vec<String> = taken_down
+                .iter()
+                .rev()
+                .filter(|&&j| self.children[j].2)
+                .map(|&j| self.children[j].0.clone())
+                .collect();
+            let forget: Vec<String> = taken_down
+                .iter()
+                .rev()
+                .filter(|&&j| self.children[j].1 == Restart::Temporary)
+                .map(|&j| self.children[j].0.clone())
+                .collect();
+            let mut restarted: Vec<usize> = taken_down.clone();
+            restarted.push(i);
+            restarted.sort();
+            let start: Vec<String> = restarted
+                .iter()
+                .filter(|&&j| j == i || self.children[j].1 != Restart::Temporary)
+                .map(|&j| self.children[j].0.clone())
+                .collect();
+            for &j in &restarted {
+                self.children[j].2 = false;
+            }
+            self.children.retain(|c| !forget.contains(&c.0));
+            Decision::Restart {
+                stop,
+                forget,
+                start,
+                delay: Duration::ZERO,
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn core_decides_as_the_model(
+            strategy in strategy_kind(),
+            max in 0u32..4,
+            types in prop::collection::vec(restart_type(), 1..6),
+            // Steps of 100 ms, so that restarts often fall exactly on the window's edge.
+            events in prop::collection::vec((0usize..6, reason(), 0u64..8), 1..40),
+        ) {
+            let period = Duration::from_millis(1000);
+            let mut core = Core::new(strategy, Intensity { max_restarts: max, period });
+            let mut model = Model { strategy, max, period, children: vec![], history: vec![] };
+            for (k, restart) in types.iter().enumerate() {
+                let id = format!("c{k}");
+                core.add(&id, *restart, None);
+                core.started(&id, Duration::ZERO);
+                model.children.push((id, *restart, true));
+            }
+            let mut now = Duration::ZERO;
+            for (child, reason, after_ms) in events {
+                let event = Event { child, reason, after_ms };
+                now += Duration::from_millis(100 * event.after_ms);
+                let id = format!("c{}", event.child);
+                let got = core.exited(&id, &event.reason, now, 0.0);
+                let want = model.exited(&id, &event.reason, now);
+                prop_assert_eq!(&got, &want);
+                match got {
+                    Decision::Escalate { .. } => break,
+                    Decision::Restart { start, .. } => {
+                        // The shell starts them all at once (no backoff here).
+                        for id in start {
+                            core.started(&id, now);
+                            if let Some(c) = model.children.iter_mut().find(|c| c.0 == id) {
+                                c.2 = true;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}

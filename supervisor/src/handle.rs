@@ -1,0 +1,129 @@
+//! `SupervisorRef`: the API to a running supervisor.
+
+use std::time::Duration;
+
+use ensemble_runtime::{ActorRef, ExitReason, Node, SpawnError, UntypedRef};
+
+use crate::error::SupervisorError;
+use crate::snapshot::{ChildCounts, ChildInfo, TreeSnapshot};
+use crate::spec::{ChildSpec, SupervisorSpec};
+use crate::supervisor::{Request, Supervisor, SupervisorMsg};
+
+/// How long supervisor operations wait for an answer by default: long, since terminating a
+/// child waits for its shutdown.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A handle to a running supervisor.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SupervisorRef {
+    actor: ActorRef<SupervisorMsg>,
+    timeout: Duration,
+}
+
+impl SupervisorRef {
+    /// Starts a top-level supervisor and its children, in order. Fails with the first child
+    /// that fails to start (its id and error are in the `StartFailed` reason).
+    pub async fn start(node: &Node, spec: SupervisorSpec) -> Result<SupervisorRef, SpawnError> {
+        let actor = node.start(Supervisor::new(spec)).await?;
+        Ok(Self::from_actor(actor))
+    }
+
+    /// A handle for a supervisor's actor.
+    pub fn from_actor(actor: ActorRef<SupervisorMsg>) -> Self {
+        Self {
+            actor,
+            timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+
+    /// A handle for an untyped actor, if it is a supervisor (for children of kind supervisor).
+    pub fn from_untyped(actor: &UntypedRef) -> Option<Self> {
+        actor.downcast().map(Self::from_actor)
+    }
+
+    /// The same handle with another call timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The supervisor's actor.
+    pub fn actor(&self) -> &ActorRef<SupervisorMsg> {
+        &self.actor
+    }
+
+    /// Adds a child and starts it (after the existing ones); the spec is dropped if it fails.
+    pub async fn start_child(&self, spec: ChildSpec) -> Result<UntypedRef, SupervisorError> {
+        self.actor
+            .ask(
+                |r| SupervisorMsg(Request::StartChild(spec, r)),
+                self.timeout,
+            )
+            .await?
+    }
+
+    /// Stops a child by its shutdown spec and keeps its spec (a temporary child's spec is
+    /// dropped).
+    pub async fn terminate_child(&self, id: &str) -> Result<(), SupervisorError> {
+        let id = id.to_owned();
+        self.actor
+            .ask(
+                |r| SupervisorMsg(Request::TerminateChild(id, r)),
+                self.timeout,
+            )
+            .await?
+    }
+
+    /// Starts a stopped child again.
+    pub async fn restart_child(&self, id: &str) -> Result<UntypedRef, SupervisorError> {
+        let id = id.to_owned();
+        self.actor
+            .ask(
+                |r| SupervisorMsg(Request::RestartChild(id, r)),
+                self.timeout,
+            )
+            .await?
+    }
+
+    /// Drops the spec of a stopped child.
+    pub async fn delete_child(&self, id: &str) -> Result<(), SupervisorError> {
+        let id = id.to_owned();
+        self.actor
+            .ask(|r| SupervisorMsg(Request::DeleteChild(id, r)), self.timeout)
+            .await?
+    }
+
+    /// The children, in start order.
+    pub async fn which_children(&self) -> Result<Vec<ChildInfo>, SupervisorError> {
+        Ok(self
+            .actor
+            .ask(|r| SupervisorMsg(Request::WhichChildren(r)), self.timeout)
+            .await?)
+    }
+
+    /// How many children of which kind.
+    pub async fn count_children(&self) -> Result<ChildCounts, SupervisorError> {
+        Ok(self
+            .actor
+            .ask(|r| SupervisorMsg(Request::CountChildren(r)), self.timeout)
+            .await?)
+    }
+
+    /// The whole tree below this supervisor.
+    pub async fn snapshot(&self) -> Result<TreeSnapshot, SupervisorError> {
+        Ok(self
+            .actor
+            .ask(|r| SupervisorMsg(Request::Snapshot(r)), self.timeout)
+            .await?)
+    }
+
+    /// Stops the supervisor gracefully: its children stop in reverse start order.
+    pub fn stop(&self) {
+        self.actor.stop_with(ExitReason::Shutdown);
+    }
+
+    /// Waits until the supervisor has ended and returns why.
+    pub async fn wait_for_exit(&self) -> ExitReason {
+        self.actor.wait_for_exit().await
+    }
+}

@@ -1,0 +1,69 @@
+//! Ensemble's supervision trees.
+//!
+//! A [`Supervisor`] is an actor that starts children from [`ChildSpec`]s, in order, links to
+//! them, and restarts them when they end, by its [`Strategy`] (one-for-one, one-for-all,
+//! rest-for-one) and each child's [`Restart`] type, within a restart [`Intensity`]. When the
+//! intensity is exceeded it stops its children and exits with a failure, so its own supervisor
+//! decides: failures climb the tree. Children may be added and removed at run time
+//! ([`SupervisorRef::start_child`] and friends), restarts may back off exponentially
+//! ([`Backoff`]), and the tree can be inspected ([`SupervisorRef::snapshot`]).
+//!
+//! # Layout
+//!
+//! - `spec`: [`SupervisorSpec`], [`ChildSpec`] and their options.
+//! - `core`: the decisions (what to stop, what to start, when to give up), as pure code with
+//!   time passed in; unit tests and a property test against a reference model.
+//! - `supervisor`: the [`Supervisor`] actor that carries the decisions out.
+//! - `handle`: [`SupervisorRef`], the API to a running supervisor.
+//! - `snapshot`: introspection values ([`ChildInfo`], [`ChildCounts`], [`TreeSnapshot`]).
+//!
+//! Semantics in detail: `docs/supervision.md` of the repository.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ensemble_runtime::prelude::*;
+//! use ensemble_supervisor::{ChildSpec, Strategy, SupervisorRef, SupervisorSpec};
+//!
+//! struct Worker;
+//!
+//! impl Actor for Worker {
+//!     type Msg = ReplyTo<&'static str>;
+//!
+//!     async fn handle(&mut self, reply: Self::Msg, _ctx: &mut Context<Self>) -> ActorResult {
+//!         let _ = reply.send("working");
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Node::new(NodeConfig::new("doc"))?;
+//! let spec = SupervisorSpec::new("root")
+//!     .strategy(Strategy::OneForOne)
+//!     .intensity(3, Duration::from_secs(5))
+//!     .child(ChildSpec::worker("worker", || Worker));
+//! let root = SupervisorRef::start(&node, spec).await?;
+//! let children = root.which_children().await?;
+//! let worker = children[0].actor.as_ref().unwrap().downcast::<ReplyTo<&'static str>>().unwrap();
+//! assert_eq!(worker.ask(|r| r, Duration::from_secs(1)).await?, "working");
+//! node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod core;
+mod error;
+mod handle;
+mod snapshot;
+mod spec;
+mod supervisor;
+
+pub use crate::core::ChildState;
+pub use error::SupervisorError;
+pub use handle::{DEFAULT_CALL_TIMEOUT, SupervisorRef};
+pub use snapshot::{ChildCounts, ChildInfo, ChildSnapshot, TreeSnapshot};
+pub use spec::{
+    Backoff, ChildKind, ChildSpec, DEFAULT_WORKER_SHUTDOWN, Intensity, Placement, Restart,
+    Shutdown, Strategy, SupervisorSpec,
+};
+pub use supervisor::{Supervisor, SupervisorMsg};

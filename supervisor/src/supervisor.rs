@@ -1,0 +1,462 @@
+//! The `Supervisor` actor: carries out the decisions of the pure core (`core.rs`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ensemble_runtime::{
+    Actor, ActorError, ActorId, ActorResult, Context, ExitReason, ReplyTo, SpawnError, UntypedRef,
+};
+use tokio::time::Instant;
+
+use crate::core::{ChildState, Core, Decision, Time};
+use crate::error::SupervisorError;
+use crate::snapshot::{ChildCounts, ChildInfo, ChildSnapshot, TreeSnapshot};
+use crate::spec::{ChildKind, ChildSpec, Placement, Restart, Shutdown, SupervisorSpec};
+
+/// How long a supervisor waits for a child supervisor's snapshot.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A supervisor: an actor that starts children, watches them through links (trapping exits),
+/// and restarts them by its strategy, within its restart intensity.
+///
+/// Start one with [`SupervisorRef::start`](crate::SupervisorRef::start) or, as a child,
+/// [`ChildSpec::supervisor`].
+pub struct Supervisor {
+    name: String,
+    /// Children to start in `started`; empty afterwards (they live in `specs`).
+    initial: Vec<ChildSpec>,
+    core: Core,
+    specs: HashMap<String, ChildSpec>,
+    running: HashMap<String, UntypedRef>,
+    by_actor: HashMap<ActorId, String>,
+    restarts: HashMap<String, u64>,
+    /// Restarts waiting out a backoff delay, by token.
+    pending: HashMap<u64, Vec<String>>,
+    next_token: u64,
+    origin: Instant,
+    strategy: crate::Strategy,
+}
+
+/// The supervisor's protocol. Opaque: use [`SupervisorRef`](crate::SupervisorRef).
+pub struct SupervisorMsg(pub(crate) Request);
+
+pub(crate) enum Request {
+    StartChild(ChildSpec, ReplyTo<Result<UntypedRef, SupervisorError>>),
+    TerminateChild(String, ReplyTo<Result<(), SupervisorError>>),
+    RestartChild(String, ReplyTo<Result<UntypedRef, SupervisorError>>),
+    DeleteChild(String, ReplyTo<Result<(), SupervisorError>>),
+    WhichChildren(ReplyTo<Vec<ChildInfo>>),
+    CountChildren(ReplyTo<ChildCounts>),
+    Snapshot(ReplyTo<TreeSnapshot>),
+    /// A backoff delay is over: start these children.
+    RestartDue(u64),
+}
+
+impl Supervisor {
+    /// A supervisor for this spec, to be spawned.
+    pub fn new(spec: SupervisorSpec) -> Self {
+        Self {
+            core: Core::new(spec.strategy, spec.intensity),
+            name: spec.name,
+            initial: spec.children,
+            specs: HashMap::new(),
+            running: HashMap::new(),
+            by_actor: HashMap::new(),
+            restarts: HashMap::new(),
+            pending: HashMap::new(),
+            next_token: 0,
+            origin: Instant::now(),
+            strategy: spec.strategy,
+        }
+    }
+
+    fn now(&self) -> Time {
+        self.origin.elapsed()
+    }
+
+    fn error_for(
+        &self,
+        id: &str,
+    ) -> impl FnOnce(fn(String, String) -> SupervisorError) -> SupervisorError {
+        let (supervisor, id) = (self.name.clone(), id.to_owned());
+        move |make| make(supervisor, id)
+    }
+
+    /// Adds a child spec and starts it; on failure the spec is not kept.
+    async fn add_and_start(
+        &mut self,
+        ctx: &mut Context<Self>,
+        spec: ChildSpec,
+    ) -> Result<UntypedRef, SupervisorError> {
+        let id = spec.id.clone();
+        if self.specs.contains_key(&id) {
+            return Err(self.error_for(&id)(|supervisor, id| {
+                SupervisorError::ChildExists { supervisor, id }
+            }));
+        }
+        if let Placement::Node(node) = &spec.placement {
+            return Err(SupervisorError::PlacementUnsupported {
+                supervisor: self.name.clone(),
+                id,
+                placement: format!("node {node}"),
+            });
+        }
+        self.core.add(&id, spec.restart, spec.backoff);
+        self.specs.insert(id.clone(), spec);
+        match self.start_one(ctx, &id).await {
+            Ok(actor) => Ok(actor),
+            Err(error) => {
+                self.core.remove(&id);
+                self.specs.remove(&id);
+                Err(SupervisorError::StartFailed {
+                    supervisor: self.name.clone(),
+                    id,
+                    error,
+                })
+            }
+        }
+    }
+
+    /// Starts one instance of a child whose spec is held.
+    async fn start_one(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: &str,
+    ) -> Result<UntypedRef, SpawnError> {
+        let spec = self
+            .specs
+            .get(id)
+            .expect("start_one is called for held specs")
+            .clone();
+        let actor = (spec.start)(ctx, spec.spawn_options()).await?;
+        self.by_actor.insert(actor.id().clone(), id.to_owned());
+        self.running.insert(id.to_owned(), actor.clone());
+        let now = self.now();
+        self.core.started(id, now);
+        tracing::debug!(supervisor = %self.name, child = id, actor = %actor.id(), "child started");
+        Ok(actor)
+    }
+
+    /// Stops a running child by its shutdown spec; its exit is not treated as a failure.
+    async fn stop_child(&mut self, ctx: &mut Context<Self>, id: &str) -> Option<ExitReason> {
+        let actor = self.running.remove(id)?;
+        self.by_actor.remove(actor.id());
+        // Unlinked first, so its exit is not reported to `on_exit` as a failure.
+        ctx.unlink(&actor);
+        let how = self
+            .specs
+            .get(id)
+            .map_or(crate::spec::DEFAULT_WORKER_SHUTDOWN, |s| s.shutdown);
+        let reason = match how {
+            Shutdown::Brutal => {
+                actor.kill();
+                actor.wait_for_exit().await
+            }
+            Shutdown::Timeout(limit) => {
+                actor.stop_with(ExitReason::Shutdown);
+                match tokio::time::timeout(limit, actor.wait_for_exit()).await {
+                    Ok(reason) => reason,
+                    Err(_) => {
+                        tracing::warn!(supervisor = %self.name, child = id, ?limit, "child did not stop in time; killing it");
+                        metrics::counter!("ensemble_supervisor_shutdown_kills_total", "supervisor" => self.name.clone())
+                            .increment(1);
+                        actor.kill();
+                        actor.wait_for_exit().await
+                    }
+                }
+            }
+            Shutdown::Infinity => {
+                actor.stop_with(ExitReason::Shutdown);
+                actor.wait_for_exit().await
+            }
+        };
+        Some(reason)
+    }
+
+    /// Stops every child, in reverse start order.
+    async fn stop_all(&mut self, ctx: &mut Context<Self>) {
+        let ids: Vec<String> = self.core.ids().rev().map(str::to_owned).collect();
+        for id in ids {
+            self.stop_child(ctx, &id).await;
+            self.core.stopped(&id);
+        }
+    }
+
+    /// Carries out a decision, and the decisions that follow from children failing to restart.
+    async fn apply(
+        &mut self,
+        ctx: &mut Context<Self>,
+        decision: Decision,
+        id: String,
+        reason: ExitReason,
+    ) {
+        let mut next = Some((decision, id, reason));
+        while let Some((decision, id, reason)) = next.take() {
+            match decision {
+                Decision::Nothing => {
+                    tracing::debug!(supervisor = %self.name, child = %id, %reason, "child ended; not restarted");
+                }
+                Decision::Forget(id) => {
+                    self.specs.remove(&id);
+                }
+                Decision::Restart {
+                    stop,
+                    forget,
+                    start,
+                    delay,
+                } => {
+                    tracing::info!(supervisor = %self.name, child = %id, %reason, ?delay, restarting = ?start, "restarting");
+                    metrics::counter!("ensemble_supervisor_restarts_total", "supervisor" => self.name.clone()).increment(1);
+                    for other in &stop {
+                        self.stop_child(ctx, other).await;
+                    }
+                    for other in &forget {
+                        self.specs.remove(other);
+                    }
+                    if delay.is_zero() {
+                        next = self.start_all(ctx, &start).await;
+                    } else {
+                        self.next_token += 1;
+                        self.pending.insert(self.next_token, start);
+                        ctx.send_after(delay, SupervisorMsg(Request::RestartDue(self.next_token)));
+                    }
+                }
+                Decision::Escalate { restarts, period } => {
+                    tracing::error!(supervisor = %self.name, child = %id, %reason, restarts, ?period, "restart intensity exceeded; giving up");
+                    metrics::counter!("ensemble_supervisor_escalations_total", "supervisor" => self.name.clone())
+                        .increment(1);
+                    ctx.stop_with(ExitReason::Failed(format!(
+                        "supervisor {} gave up: more than {restarts} restarts within {period:?} (last: child {id:?} ended with {reason})",
+                        self.name
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Starts the children of a restart that are still due, in order. A child that fails to
+    /// start counts as failing again: the decision that follows is returned.
+    async fn start_all(
+        &mut self,
+        ctx: &mut Context<Self>,
+        ids: &[String],
+    ) -> Option<(Decision, String, ExitReason)> {
+        for id in ids {
+            if self.core.state(id) != Some(ChildState::Restarting) || self.running.contains_key(id)
+            {
+                continue;
+            }
+            match self.start_one(ctx, id).await {
+                Ok(_) => *self.restarts.entry(id.clone()).or_default() += 1,
+                Err(error) => {
+                    let reason = ExitReason::Failed(format!("failed to restart: {error}"));
+                    tracing::warn!(supervisor = %self.name, child = %id, %error, "child failed to restart");
+                    metrics::counter!("ensemble_supervisor_start_failures_total", "supervisor" => self.name.clone())
+                        .increment(1);
+                    let now = self.now();
+                    self.core.started(id, now);
+                    let decision = self.core.exited(id, &reason, now, fastrand::f64());
+                    return Some((decision, id.clone(), reason));
+                }
+            }
+        }
+        None
+    }
+
+    fn infos(&self) -> Vec<ChildInfo> {
+        self.core
+            .ids()
+            .filter_map(|id| {
+                let spec = self.specs.get(id)?;
+                Some(ChildInfo {
+                    id: id.to_owned(),
+                    actor: self.running.get(id).cloned(),
+                    kind: spec.kind,
+                    restart: spec.restart,
+                    state: self.core.state(id).unwrap_or(ChildState::Stopped),
+                })
+            })
+            .collect()
+    }
+
+    async fn snapshot(&self, ctx: &Context<Self>) -> TreeSnapshot {
+        let mut children = Vec::new();
+        for info in self.infos() {
+            let tree = match (&info.actor, info.kind) {
+                (Some(actor), ChildKind::Supervisor) => match actor.downcast::<SupervisorMsg>() {
+                    Some(child) => child
+                        .ask(|r| SupervisorMsg(Request::Snapshot(r)), SNAPSHOT_TIMEOUT)
+                        .await
+                        .ok()
+                        .map(Box::new),
+                    None => None,
+                },
+                _ => None,
+            };
+            children.push(ChildSnapshot {
+                restarts: self.restarts.get(&info.id).copied().unwrap_or(0),
+                actor: info.actor.as_ref().map(|a| a.id().to_string()),
+                id: info.id,
+                kind: info.kind,
+                restart: info.restart,
+                state: info.state,
+                tree,
+            });
+        }
+        TreeSnapshot {
+            name: self.name.clone(),
+            actor: ctx.id().to_string(),
+            strategy: self.strategy,
+            children,
+        }
+    }
+
+    async fn terminate_child(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: &str,
+    ) -> Result<(), SupervisorError> {
+        let Some(spec) = self.specs.get(id) else {
+            return Err(self.error_for(id)(|supervisor, id| {
+                SupervisorError::NoSuchChild { supervisor, id }
+            }));
+        };
+        let temporary = spec.restart == Restart::Temporary;
+        self.stop_child(ctx, id).await;
+        self.core.stopped(id);
+        if temporary {
+            self.specs.remove(id);
+            self.core.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn restart_child(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: &str,
+    ) -> Result<UntypedRef, SupervisorError> {
+        if !self.specs.contains_key(id) {
+            return Err(self.error_for(id)(|supervisor, id| {
+                SupervisorError::NoSuchChild { supervisor, id }
+            }));
+        }
+        if self.running.contains_key(id) {
+            return Err(self.error_for(id)(|supervisor, id| {
+                SupervisorError::ChildRunning { supervisor, id }
+            }));
+        }
+        self.start_one(ctx, id)
+            .await
+            .map_err(|error| SupervisorError::StartFailed {
+                supervisor: self.name.clone(),
+                id: id.to_owned(),
+                error,
+            })
+    }
+
+    fn delete_child(&mut self, id: &str) -> Result<(), SupervisorError> {
+        if !self.specs.contains_key(id) {
+            return Err(self.error_for(id)(|supervisor, id| {
+                SupervisorError::NoSuchChild { supervisor, id }
+            }));
+        }
+        if self.running.contains_key(id) {
+            return Err(self.error_for(id)(|supervisor, id| {
+                SupervisorError::ChildRunning { supervisor, id }
+            }));
+        }
+        self.specs.remove(id);
+        self.core.remove(id);
+        Ok(())
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        ctx.trap_exit(true);
+        self.origin = Instant::now();
+        for spec in std::mem::take(&mut self.initial) {
+            if let Err(err) = self.add_and_start(ctx, spec).await {
+                self.stop_all(ctx).await;
+                return Err(ActorError::new(err));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &mut self,
+        SupervisorMsg(request): SupervisorMsg,
+        ctx: &mut Context<Self>,
+    ) -> ActorResult {
+        match request {
+            Request::StartChild(spec, reply) => {
+                let _ = reply.send(self.add_and_start(ctx, spec).await);
+            }
+            Request::TerminateChild(id, reply) => {
+                let _ = reply.send(self.terminate_child(ctx, &id).await);
+            }
+            Request::RestartChild(id, reply) => {
+                let _ = reply.send(self.restart_child(ctx, &id).await);
+            }
+            Request::DeleteChild(id, reply) => {
+                let _ = reply.send(self.delete_child(&id));
+            }
+            Request::WhichChildren(reply) => {
+                let _ = reply.send(self.infos());
+            }
+            Request::CountChildren(reply) => {
+                let infos = self.infos();
+                let supervisors = infos
+                    .iter()
+                    .filter(|c| c.kind == ChildKind::Supervisor)
+                    .count();
+                let _ = reply.send(ChildCounts {
+                    specs: infos.len(),
+                    active: infos.iter().filter(|c| c.actor.is_some()).count(),
+                    supervisors,
+                    workers: infos.len() - supervisors,
+                });
+            }
+            Request::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot(ctx).await);
+            }
+            Request::RestartDue(token) => {
+                if let Some(ids) = self.pending.remove(&token)
+                    && let Some((decision, id, reason)) = self.start_all(ctx, &ids).await
+                {
+                    self.apply(ctx, decision, id, reason).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_exit(
+        &mut self,
+        from: ActorId,
+        reason: ExitReason,
+        ctx: &mut Context<Self>,
+    ) -> ActorResult {
+        let Some(id) = self.by_actor.remove(&from) else {
+            // Not a child: the parent, or another actor linked to this supervisor, ended. Follow
+            // it as an untrapped link would.
+            if !reason.is_normal() {
+                ctx.stop_with(reason);
+            }
+            return Ok(());
+        };
+        self.running.remove(&id);
+        let now = self.now();
+        let decision = self.core.exited(&id, &reason, now, fastrand::f64());
+        self.apply(ctx, decision, id, reason).await;
+        Ok(())
+    }
+
+    async fn stopping(&mut self, _reason: &ExitReason, ctx: &mut Context<Self>) {
+        self.stop_all(ctx).await;
+    }
+}
