@@ -2,7 +2,9 @@
 //!
 //! This facade re-exports the workspace crates:
 //!
-//! - [`runtime`] (`ensemble-runtime`): actors, mailboxes, links, monitors and the node.
+//! - [`runtime`] (`ensemble-runtime`): actors, mailboxes, links, monitors and the node; its
+//!   items are also re-exported at the root of this crate.
+//! - [`supervisor`] (`ensemble-supervisor`): supervision trees.
 //!
 //! Most programs only need the [`prelude`]:
 //!
@@ -35,3 +37,4 @@
 
 pub use ensemble_runtime as runtime;
 pub use ensemble_runtime::*;
+pub use ensemble_supervisor as supervisor;

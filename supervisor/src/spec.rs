@@ -235,6 +235,13 @@ impl ChildSpec {
         self
     }
 
+    /// The same spec under another id: many children of one spec (Erlang's
+    /// `simple_one_for_one`) are copies of a template with ids of their own.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
     /// Its id, unique among its supervisor's children.
     pub fn id(&self) -> &str {
         &self.id

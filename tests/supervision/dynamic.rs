@@ -1,0 +1,100 @@
+//! Children added and removed at run time, many of one spec.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use ensemble::supervisor::{ChildSpec, ChildState, SupervisorError, SupervisorSpec};
+use tokio::sync::mpsc;
+
+use crate::util::*;
+
+#[tokio::test]
+async fn start_terminate_restart_and_delete_children_at_run_time() {
+    let node = node();
+    let (tx, _events) = mpsc::unbounded_channel();
+    let sup = start(&node, SupervisorSpec::new("dyn")).await;
+
+    let first = sup
+        .start_child(ChildSpec::worker("job", Worker::factory("job", &tx)))
+        .await
+        .unwrap();
+    let err = sup
+        .start_child(ChildSpec::worker("job", Worker::factory("job", &tx)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SupervisorError::ChildExists { ref id, .. } if id == "job"),
+        "{err}"
+    );
+
+    assert!(matches!(
+        sup.delete_child("job").await.unwrap_err(),
+        SupervisorError::ChildRunning { .. }
+    ));
+    sup.terminate_child("job").await.unwrap();
+    assert!(!first.is_alive());
+    assert_eq!(
+        sup.which_children().await.unwrap()[0].state,
+        ChildState::Stopped
+    );
+
+    let second = sup.restart_child("job").await.unwrap();
+    assert_ne!(second, first);
+    assert!(matches!(
+        sup.restart_child("job").await.unwrap_err(),
+        SupervisorError::ChildRunning { .. }
+    ));
+    sup.terminate_child("job").await.unwrap();
+    sup.delete_child("job").await.unwrap();
+    assert!(sup.which_children().await.unwrap().is_empty());
+    let err = sup.terminate_child("job").await.unwrap_err();
+    assert!(
+        err.to_string().contains("no child with id \"job\""),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_children_of_one_spec_each_restarted_after_a_crash() {
+    const N: usize = 200;
+    let node = node();
+    let (tx, _events) = mpsc::unbounded_channel();
+    let sup = start(
+        &node,
+        SupervisorSpec::new("pool").intensity(N as u32, Duration::from_secs(60)),
+    )
+    .await;
+    let template = ChildSpec::worker("template", Worker::factory("pooled", &tx));
+    for i in 0..N {
+        sup.start_child(template.clone().with_id(format!("worker-{i}")))
+            .await
+            .unwrap();
+    }
+    let before: HashSet<_> = sup
+        .which_children()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.actor.unwrap())
+        .collect();
+    assert_eq!(before.len(), N);
+    for actor in &before {
+        actor
+            .downcast::<Work>()
+            .unwrap()
+            .tell(Work::Crash)
+            .await
+            .unwrap();
+    }
+    for actor in &before {
+        within("a crash", actor.wait_for_exit()).await;
+    }
+    let after = sup.which_children().await.unwrap();
+    assert_eq!(after.len(), N);
+    for info in &after {
+        let actor = info.actor.as_ref().expect("restarted");
+        assert!(!before.contains(actor));
+        assert!(actor.is_alive());
+    }
+    assert_eq!(sup.count_children().await.unwrap().active, N);
+}

@@ -1,0 +1,9 @@
+//! Supervision trees: strategies and restart types, intensity escalating up a tree, shutdown
+//! timeouts, dynamic children, backoff, start failures and introspection.
+
+mod backoff;
+mod dynamic;
+mod escalation;
+mod lifecycle;
+mod strategies;
+mod util;
