@@ -10,7 +10,7 @@
 //!   exactly when more than `max_restarts` restarts fall within the last `period`.
 //! - Only running children are ever listed to stop; temporary children are never restarted.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use ensemble_runtime::ExitReason;
@@ -68,6 +68,9 @@ pub(crate) struct Core {
     strategy: Strategy,
     intensity: Intensity,
     children: Vec<Child>,
+    /// Where each child is in `children`: supervisors with thousands of dynamic children look
+    /// children up on every exit. Rebuilt when children are removed (rare).
+    positions: HashMap<String, usize>,
     /// When the restarts within the current window happened, oldest first.
     restarts: VecDeque<Time>,
 }
@@ -78,12 +81,22 @@ impl Core {
             strategy,
             intensity,
             children: Vec::new(),
+            positions: HashMap::new(),
             restarts: VecDeque::new(),
         }
     }
 
     fn index(&self, id: &str) -> Option<usize> {
-        self.children.iter().position(|c| c.id == id)
+        self.positions.get(id).copied()
+    }
+
+    fn reindex(&mut self) {
+        self.positions = self
+            .children
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), i))
+            .collect();
     }
 
     pub(crate) fn contains(&self, id: &str) -> bool {
@@ -93,6 +106,7 @@ impl Core {
     /// Adds a child at the end, stopped; `started` marks it running.
     pub(crate) fn add(&mut self, id: &str, restart: Restart, backoff: Option<Backoff>) {
         debug_assert!(!self.contains(id), "duplicate child id {id}");
+        self.positions.insert(id.to_owned(), self.children.len());
         self.children.push(Child {
             id: id.to_owned(),
             restart,
@@ -104,7 +118,10 @@ impl Core {
     }
 
     pub(crate) fn remove(&mut self, id: &str) {
-        self.children.retain(|c| c.id != id);
+        if self.positions.remove(id).is_some() {
+            self.children.retain(|c| c.id != id);
+            self.reindex();
+        }
     }
 
     pub(crate) fn started(&mut self, id: &str, now: Time) {
@@ -147,7 +164,7 @@ impl Core {
         };
         if !wanted {
             if self.children[i].restart == Restart::Temporary {
-                self.children.remove(i);
+                self.remove(id);
                 return Decision::Forget(id.to_owned());
             }
             self.children[i].state = ChildState::Stopped;
@@ -212,7 +229,10 @@ impl Core {
             .filter(|c| c.restart != Restart::Temporary || c.id == id)
             .map(|c| c.id.clone())
             .collect();
-        self.children.retain(|c| !forget.contains(&c.id));
+        if !forget.is_empty() {
+            self.children.retain(|c| !forget.contains(&c.id));
+            self.reindex();
+        }
         Decision::Restart {
             stop,
             forget,
