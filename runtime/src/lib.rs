@@ -15,10 +15,12 @@
 //! Start with the [`prelude`].
 
 pub mod actor;
+pub mod cluster;
 pub mod error;
 mod exit;
 mod id;
 pub mod node;
+pub mod transport;
 
 pub use actor::{
     Actor, ActorRef, ActorResult, Context, Down, MonitorRef, ReplyTo, SpawnOptions, TimerRef,

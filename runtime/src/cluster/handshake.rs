@@ -1,0 +1,149 @@
+//! Deciding whether to accept a peer: pure checks on what it says and what its certificate
+//! says, each refusal with a reason both sides can log.
+
+use crate::id::NodeId;
+
+use super::wire::{Hello, PROTOCOL_VERSION};
+
+/// Why a peer is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// It speaks another protocol version.
+    #[error(
+        "protocol version {theirs} is not this node's version {ours}; run the same Ensemble release on every node"
+    )]
+    Version {
+        /// The peer's.
+        theirs: u32,
+        /// Ours.
+        ours: u32,
+    },
+    /// It belongs to another cluster.
+    #[error("node {node} belongs to cluster {theirs:?}, not {ours:?}")]
+    Cluster {
+        /// The peer.
+        node: NodeId,
+        /// Its cluster.
+        theirs: String,
+        /// Ours.
+        ours: String,
+    },
+    /// Its certificate was issued for another node than it claims to be.
+    #[error("the peer claims to be node {claimed} but its certificate is for {certified:?} (issue it a certificate with `ensemble cert issue {name}`)", name = claimed.name())]
+    CertificateName {
+        /// Who it claims to be.
+        claimed: NodeId,
+        /// Who the certificate names, if anyone.
+        certified: Option<String>,
+    },
+    /// It claims this node's own name.
+    #[error(
+        "the peer claims to be node {claimed}, which is this node's name; node names must be unique"
+    )]
+    SameName {
+        /// Who it claims to be.
+        claimed: NodeId,
+    },
+    /// That incarnation was declared down; it must restart (a new incarnation) to rejoin.
+    #[error("node {node} was declared down; restart it to rejoin as a new incarnation")]
+    Downed {
+        /// The peer.
+        node: NodeId,
+    },
+    /// A newer incarnation of that node is already a member.
+    #[error("node {node} is older than the incarnation {newer} already in the cluster")]
+    Stale {
+        /// The peer.
+        node: NodeId,
+        /// The newer incarnation.
+        newer: NodeId,
+    },
+}
+
+/// Checks a peer's hello against this node and the name in the peer's certificate. Membership
+/// checks (downed or stale incarnations) are made by the member table.
+pub(crate) fn check(
+    local_cluster: &str,
+    local: &NodeId,
+    hello: &Hello,
+    certified: Option<&str>,
+) -> Result<(), Refusal> {
+    if hello.version != PROTOCOL_VERSION {
+        return Err(Refusal::Version {
+            theirs: hello.version,
+            ours: PROTOCOL_VERSION,
+        });
+    }
+    if hello.cluster != local_cluster {
+        return Err(Refusal::Cluster {
+            node: hello.node.clone(),
+            theirs: hello.cluster.clone(),
+            ours: local_cluster.to_owned(),
+        });
+    }
+    if certified != Some(hello.node.name()) {
+        return Err(Refusal::CertificateName {
+            claimed: hello.node.clone(),
+            certified: certified.map(str::to_owned),
+        });
+    }
+    if hello.node.name() == local.name() {
+        return Err(Refusal::SameName {
+            claimed: hello.node.clone(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn hello(name: &str) -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            cluster: "prod".into(),
+            node: NodeId::new(name, 1),
+            listen: "127.0.0.1:1".parse().unwrap(),
+            resources: BTreeMap::new(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_matching_peer_is_accepted() {
+        assert_eq!(
+            check("prod", &NodeId::new("n1", 1), &hello("n2"), Some("n2")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn each_mismatch_is_refused_with_its_reason() {
+        let me = NodeId::new("n1", 1);
+        let mut old = hello("n2");
+        old.version = 0;
+        let err = check("prod", &me, &old, Some("n2")).unwrap_err();
+        assert!(err.to_string().contains("protocol version 0"), "{err}");
+
+        let err = check("test", &me, &hello("n2"), Some("n2")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("belongs to cluster \"prod\", not \"test\""),
+            "{err}"
+        );
+
+        let err = check("prod", &me, &hello("n2"), Some("n3")).unwrap_err();
+        assert!(
+            err.to_string().contains("certificate is for Some(\"n3\")"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("ensemble cert issue n2"), "{err}");
+        assert!(check("prod", &me, &hello("n2"), None).is_err());
+
+        let err = check("prod", &me, &hello("n1"), Some("n1")).unwrap_err();
+        assert!(matches!(err, Refusal::SameName { .. }));
+    }
+}

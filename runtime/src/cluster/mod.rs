@@ -1,0 +1,20 @@
+//! Clusters: nodes that find each other, keep a full mesh of connections, and watch each
+//! other's heartbeats.
+//!
+//! - `wire`: what nodes say on a connection's control stream.
+//! - `handshake`: whether to accept a peer (version, cluster, certificate name).
+//! - `membership`: the member table and its events, pure.
+//! - [`phi`]: the phi accrual failure detector, pure.
+//! - `service`: [`Cluster`], the service that runs it all for one node.
+
+mod handshake;
+mod membership;
+pub mod phi;
+mod service;
+mod wire;
+
+pub use handshake::Refusal;
+pub use membership::{Member, MemberEvent, MemberStatus};
+pub use phi::{PhiAccrual, PhiConfig};
+pub use service::{Cluster, ClusterConfig, ClusterError};
+pub use wire::{Control, Hello, MemberView, PROTOCOL_VERSION};

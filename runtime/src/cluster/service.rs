@@ -1,0 +1,805 @@
+//! The cluster service: a QUIC endpoint, one connection per peer, heartbeats, and the member
+//! table.
+//!
+//! # Connections
+//!
+//! Each pair of nodes keeps one connection. A joining node dials its seeds; every node tells
+//! its peers whom it is connected to ([`Control::Members`]), and of two nodes that learn of
+//! each other, the one with the lower name dials. If both dial at once, both sides keep the
+//! connection dialed by the lower name and close the other.
+//!
+//! # Failure detection and the down decision
+//!
+//! Heartbeats go out every `phi.heartbeat_interval` on each connection's control stream and
+//! feed a phi accrual detector per peer. A peer whose phi passes the threshold is `Suspect`; one
+//! suspected without a break for `down_after` is declared `Down`, which is final for that
+//! incarnation. That decision is made in [`Cluster::check_peers`] only, the seam through which
+//! the registry's session expiry will decide instead.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+
+use crate::id::NodeId;
+use crate::node::Node;
+use crate::transport::certs::NodeCert;
+use crate::transport::frame::{self, FrameDecoder};
+use crate::transport::tls;
+
+use super::handshake::{self, Refusal};
+use super::membership::{Member, MemberEvent, MemberStatus, Membership};
+use super::phi::{PhiAccrual, PhiConfig};
+use super::wire::{Control, Hello, MemberView, PROTOCOL_VERSION};
+
+/// How a node takes part in a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The cluster's name; nodes of other clusters are refused.
+    pub cluster: String,
+    /// Where to accept connections (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Nodes to contact to join; empty to start a new cluster.
+    pub seeds: Vec<SocketAddr>,
+    /// Resources advertised for placement.
+    pub resources: BTreeMap<String, u64>,
+    /// Labels advertised for placement.
+    pub labels: BTreeMap<String, String>,
+    /// Failure detector settings.
+    pub phi: PhiConfig,
+    /// How long a peer must stay suspect before it is declared down.
+    pub down_after: Duration,
+    /// Largest frame accepted or sent.
+    pub max_frame_size: usize,
+    /// How long a connecting peer has to complete the handshake.
+    pub handshake_timeout: Duration,
+    /// Outgoing control frames queued per peer before heartbeats are skipped.
+    pub control_queue: usize,
+}
+
+impl ClusterConfig {
+    /// Defaults for a cluster of this name, listening on an OS-chosen port of 127.0.0.1.
+    pub fn new(cluster: impl Into<String>) -> Self {
+        Self {
+            cluster: cluster.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seeds: Vec::new(),
+            resources: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            phi: PhiConfig::default(),
+            down_after: Duration::from_millis(200),
+            max_frame_size: frame::DEFAULT_MAX_FRAME,
+            handshake_timeout: Duration::from_secs(5),
+            control_queue: 1024,
+        }
+    }
+}
+
+/// Why the cluster service could not start or a peer could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The TLS configuration could not be built from the certificates.
+    #[error(transparent)]
+    Certificates(#[from] crate::transport::certs::CertError),
+    /// The certificate is for another node than this one.
+    #[error(
+        "the certificate is for node {certified:?}, but this node is {node:?}; issue one with `ensemble cert issue {node}`"
+    )]
+    WrongCertificate {
+        /// The node the certificate names.
+        certified: String,
+        /// This node's name.
+        node: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// None of the seeds could be joined.
+    #[error("could not join through any seed ({tried}): {last}")]
+    Join {
+        /// The seeds tried.
+        tried: String,
+        /// The last error.
+        last: String,
+    },
+    /// A connection to a peer failed.
+    #[error("{0}")]
+    Connect(String),
+}
+
+/// A handle to this node's cluster service.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: Node,
+    config: ClusterConfig,
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    hello: Hello,
+    state: Mutex<State>,
+    events: broadcast::Sender<MemberEvent>,
+    origin: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    membership: Membership,
+    peers: HashMap<NodeId, Peer>,
+    dialing: HashSet<SocketAddr>,
+    left: bool,
+}
+
+struct Peer {
+    /// The live connection, if any (it may be lost while the peer is not yet down).
+    link: Option<Link>,
+    detector: PhiAccrual,
+    suspect_since: Option<Instant>,
+}
+
+#[derive(Clone)]
+struct Link {
+    conn: quinn::Connection,
+    control: mpsc::Sender<Control>,
+    dialer: NodeId,
+}
+
+impl Cluster {
+    /// Starts the service for `node`: binds the endpoint, then joins through the seeds (if
+    /// any; the first seed that answers is enough).
+    pub async fn start(
+        node: &Node,
+        config: ClusterConfig,
+        cert: &NodeCert,
+    ) -> Result<Cluster, ClusterError> {
+        if cert.node() != node.id().name() {
+            return Err(ClusterError::WrongCertificate {
+                certified: cert.node().to_owned(),
+                node: node.id().name().to_owned(),
+            });
+        }
+        let server = tls::server_config(cert)?;
+        let client = tls::client_config(cert)?;
+        let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
+            ClusterError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let listen = endpoint.local_addr().map_err(|source| ClusterError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            cluster: config.cluster.clone(),
+            node: node.id().clone(),
+            listen,
+            resources: config.resources.clone(),
+            labels: config.labels.clone(),
+        };
+        let (events, _) = broadcast::channel(1024);
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                node: node.clone(),
+                config,
+                endpoint,
+                client,
+                hello,
+                state: Mutex::new(State::default()),
+                events,
+                origin: Instant::now(),
+            }),
+        };
+        tracing::info!(node = %node.id(), %listen, cluster = %cluster.inner.config.cluster, "cluster endpoint listening");
+        tokio::spawn(cluster.clone().accept_loop());
+        tokio::spawn(cluster.clone().heartbeat_loop());
+        let seeds = cluster.inner.config.seeds.clone();
+        if !seeds.is_empty() {
+            cluster.join(&seeds).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Joins through the first of `seeds` that accepts this node.
+    pub async fn join(&self, seeds: &[SocketAddr]) -> Result<(), ClusterError> {
+        let mut last = String::from("no seed given");
+        for &seed in seeds {
+            match self.dial(seed).await {
+                Ok(_) => return Ok(()),
+                Err(err) => last = err.to_string(),
+            }
+        }
+        Err(ClusterError::Join {
+            tried: seeds
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            last,
+        })
+    }
+
+    /// Where this node accepts connections.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.hello.listen
+    }
+
+    /// This node.
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    /// The other members, with their status.
+    pub fn members(&self) -> Vec<Member> {
+        self.inner.state.lock().membership.members()
+    }
+
+    /// Membership changes from now on. A subscriber that falls more than 1024 events behind
+    /// gets `RecvError::Lagged` and should re-read [`members`](Self::members).
+    pub fn subscribe(&self) -> broadcast::Receiver<MemberEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Leaves the cluster on purpose: peers see `Left` rather than `Down`. The endpoint closes.
+    pub async fn leave(&self) {
+        let links: Vec<Link> = {
+            let mut state = self.inner.state.lock();
+            state.left = true;
+            state
+                .peers
+                .values()
+                .filter_map(|p| p.link.clone())
+                .collect()
+        };
+        for link in &links {
+            let _ = link.control.send(Control::Leaving).await;
+        }
+        // Give the writers a moment to flush `Leaving`, then close everything.
+        let flushed = async {
+            for link in &links {
+                while link.control.capacity() < link.control.max_capacity() {
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), flushed).await;
+        self.inner
+            .endpoint
+            .close(quinn::VarInt::from_u32(0), b"leaving");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+        tracing::info!(node = %self.inner.node.id(), "left the cluster");
+    }
+
+    fn now(&self) -> Duration {
+        self.inner.origin.elapsed()
+    }
+
+    fn emit(&self, events: impl IntoIterator<Item = MemberEvent>) {
+        for event in events {
+            tracing::info!(node = %self.inner.node.id(), ?event, "membership");
+            let _ = self.inner.events.send(event);
+        }
+    }
+
+    async fn accept_loop(self) {
+        while let Some(incoming) = self.inner.endpoint.accept().await {
+            let cluster = self.clone();
+            tokio::spawn(async move {
+                let from = incoming.remote_address();
+                if let Err(err) = cluster.accept(incoming).await {
+                    tracing::warn!(node = %cluster.inner.node.id(), %from, "refused a connection: {err}");
+                    metrics::counter!("ensemble_transport_refused_total", "side" => "accept")
+                        .increment(1);
+                }
+            });
+        }
+    }
+
+    async fn accept(&self, incoming: quinn::Incoming) -> Result<(), ClusterError> {
+        let timeout = self.inner.config.handshake_timeout;
+        let from = incoming.remote_address();
+        let conn = incoming.await.map_err(|err| {
+            ClusterError::Connect(format!("TLS handshake with {from} failed: {err}"))
+        })?;
+        let (mut send, mut recv) = tokio::time::timeout(timeout, conn.accept_bi())
+            .await
+            .map_err(|_| {
+                ClusterError::Connect(format!(
+                    "{from} opened no control stream within {timeout:?}"
+                ))
+            })?
+            .map_err(|err| {
+                ClusterError::Connect(format!("{from} closed before the handshake: {err}"))
+            })?;
+        let mut decoder = FrameDecoder::new(self.inner.config.max_frame_size);
+        let hello = match tokio::time::timeout(timeout, read_control(&mut recv, &mut decoder)).await
+        {
+            Ok(Ok(Control::Hello(hello))) => hello,
+            Ok(Ok(other)) => {
+                return Err(ClusterError::Connect(format!(
+                    "{from} sent {other:?} instead of a hello"
+                )));
+            }
+            Ok(Err(err)) => {
+                return Err(ClusterError::Connect(format!(
+                    "bad handshake from {from}: {err}"
+                )));
+            }
+            Err(_) => {
+                return Err(ClusterError::Connect(format!(
+                    "no hello from {from} within {timeout:?}"
+                )));
+            }
+        };
+        let certified = tls::peer_node_name(&conn);
+        if let Err(refusal) = self.admit(&hello, certified.as_deref()) {
+            let reason = refusal.to_string();
+            let _ = write_control(
+                &mut send,
+                &Control::Refused {
+                    reason: reason.clone(),
+                },
+                self.inner.config.max_frame_size,
+            )
+            .await;
+            let _ = send.finish();
+            // Let the refusal reach the peer before closing.
+            let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+            conn.close(quinn::VarInt::from_u32(1), reason.as_bytes());
+            return Err(ClusterError::Connect(format!(
+                "node {} at {from}: {reason}",
+                hello.node
+            )));
+        }
+        write_control(
+            &mut send,
+            &Control::Welcome(self.inner.hello.clone()),
+            self.inner.config.max_frame_size,
+        )
+        .await
+        .map_err(|err| ClusterError::Connect(format!("cannot welcome {from}: {err}")))?;
+        let dialer = hello.node.clone();
+        self.register(hello, conn, send, recv, decoder, dialer);
+        Ok(())
+    }
+
+    fn admit(&self, hello: &Hello, certified: Option<&str>) -> Result<(), Refusal> {
+        handshake::check(
+            &self.inner.config.cluster,
+            self.inner.node.id(),
+            hello,
+            certified,
+        )?;
+        self.inner.state.lock().membership.admissible(&hello.node)
+    }
+
+    /// Connects to the node at `addr` and completes the handshake.
+    async fn dial(&self, addr: SocketAddr) -> Result<NodeId, ClusterError> {
+        if !self.inner.state.lock().dialing.insert(addr) {
+            return Err(ClusterError::Connect(format!(
+                "already connecting to {addr}"
+            )));
+        }
+        let result = self.dial_inner(addr).await;
+        self.inner.state.lock().dialing.remove(&addr);
+        if let Err(err) = &result {
+            tracing::warn!(node = %self.inner.node.id(), %addr, "cannot connect: {err}");
+            metrics::counter!("ensemble_transport_refused_total", "side" => "dial").increment(1);
+        }
+        result
+    }
+
+    async fn dial_inner(&self, addr: SocketAddr) -> Result<NodeId, ClusterError> {
+        let timeout = self.inner.config.handshake_timeout;
+        let connecting = self
+            .inner
+            .endpoint
+            .connect_with(self.inner.client.clone(), addr, "ensemble")
+            .map_err(|err| ClusterError::Connect(format!("cannot connect to {addr}: {err}")))?;
+        let conn = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| {
+                ClusterError::Connect(format!("no answer from {addr} within {timeout:?}"))
+            })?
+            .map_err(|err| {
+                ClusterError::Connect(format!("TLS handshake with {addr} failed: {err}"))
+            })?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|err| {
+            ClusterError::Connect(format!("cannot open a control stream to {addr}: {err}"))
+        })?;
+        let max = self.inner.config.max_frame_size;
+        write_control(&mut send, &Control::Hello(self.inner.hello.clone()), max)
+            .await
+            .map_err(|err| {
+                ClusterError::Connect(format!("cannot send the hello to {addr}: {err}"))
+            })?;
+        let mut decoder = FrameDecoder::new(max);
+        let welcome =
+            match tokio::time::timeout(timeout, read_control(&mut recv, &mut decoder)).await {
+                Ok(Ok(Control::Welcome(hello))) => hello,
+                Ok(Ok(Control::Refused { reason })) => {
+                    return Err(ClusterError::Connect(format!(
+                        "the node at {addr} refused this node: {reason}"
+                    )));
+                }
+                Ok(Ok(other)) => {
+                    return Err(ClusterError::Connect(format!(
+                        "{addr} answered {other:?} to the hello"
+                    )));
+                }
+                Ok(Err(err)) => {
+                    return Err(ClusterError::Connect(format!(
+                        "bad handshake answer from {addr}: {err}"
+                    )));
+                }
+                Err(_) => {
+                    return Err(ClusterError::Connect(format!(
+                        "no handshake answer from {addr} within {timeout:?}"
+                    )));
+                }
+            };
+        let certified = tls::peer_node_name(&conn);
+        if let Err(refusal) = self.admit(&welcome, certified.as_deref()) {
+            conn.close(quinn::VarInt::from_u32(1), refusal.to_string().as_bytes());
+            return Err(ClusterError::Connect(format!(
+                "refused node {} at {addr}: {refusal}",
+                welcome.node
+            )));
+        }
+        let peer = welcome.node.clone();
+        self.register(
+            welcome,
+            conn,
+            send,
+            recv,
+            decoder,
+            self.inner.node.id().clone(),
+        );
+        Ok(peer)
+    }
+
+    /// Adds a connected, admitted peer: starts its reader and writer, updates membership, and
+    /// tells every peer the new member list.
+    fn register(
+        &self,
+        hello: Hello,
+        conn: quinn::Connection,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        decoder: FrameDecoder,
+        dialer: NodeId,
+    ) {
+        let (control, queue) = mpsc::channel(self.inner.config.control_queue);
+        let link = Link {
+            conn: conn.clone(),
+            control,
+            dialer: dialer.clone(),
+        };
+        let events = {
+            let mut state = self.inner.state.lock();
+            if let Some(existing) = state.peers.get(&hello.node).and_then(|p| p.link.as_ref())
+                && existing.conn.close_reason().is_none()
+            {
+                // Both dialed: keep the connection dialed by the lower name.
+                let keep_new = dialer.name() < existing.dialer.name();
+                if !keep_new {
+                    drop(state);
+                    conn.close(quinn::VarInt::from_u32(2), b"duplicate connection");
+                    return;
+                }
+                existing
+                    .conn
+                    .close(quinn::VarInt::from_u32(2), b"duplicate connection");
+            }
+            let now = self.inner.origin.elapsed();
+            let peer = state
+                .peers
+                .entry(hello.node.clone())
+                .or_insert_with(|| Peer {
+                    link: None,
+                    detector: PhiAccrual::new(self.inner.config.phi),
+                    suspect_since: None,
+                });
+            peer.link = Some(link);
+            peer.detector.heartbeat(now);
+            state.membership.up(Member {
+                node: hello.node.clone(),
+                listen: hello.listen,
+                status: MemberStatus::Up,
+                resources: hello.resources.clone(),
+                labels: hello.labels.clone(),
+            })
+        };
+        tracing::debug!(node = %self.inner.node.id(), peer = %hello.node, addr = %conn.remote_address(), "connected");
+        let max = self.inner.config.max_frame_size;
+        tokio::spawn(writer(send, queue, max));
+        tokio::spawn(self.clone().reader(hello.node.clone(), conn, recv, decoder));
+        self.emit(events);
+        self.broadcast_members();
+    }
+
+    /// Tells every peer which members this node is connected to.
+    fn broadcast_members(&self) {
+        let (views, links) = {
+            let state = self.inner.state.lock();
+            let mut views: Vec<MemberView> = state
+                .membership
+                .members()
+                .into_iter()
+                .map(|m| MemberView {
+                    node: m.node,
+                    listen: m.listen,
+                })
+                .collect();
+            views.push(MemberView {
+                node: self.inner.node.id().clone(),
+                listen: self.inner.hello.listen,
+            });
+            let links: Vec<Link> = state
+                .peers
+                .values()
+                .filter_map(|p| p.link.clone())
+                .collect();
+            (views, links)
+        };
+        for link in links {
+            let _ = link.control.try_send(Control::Members(views.clone()));
+        }
+    }
+
+    async fn reader(
+        self,
+        peer: NodeId,
+        conn: quinn::Connection,
+        mut recv: quinn::RecvStream,
+        mut decoder: FrameDecoder,
+    ) {
+        let outcome: Result<(), String> = async {
+            loop {
+                // Frames already buffered (e.g. sent right behind the welcome) come first.
+                while let Some(payload) = decoder.next_frame().map_err(|e| e.to_string())? {
+                    let control: Control = frame::decode(&payload).map_err(|e| e.to_string())?;
+                    self.on_control(&peer, control);
+                }
+                match recv.read_chunk(64 * 1024, true).await {
+                    Ok(Some(chunk)) => decoder.extend(&chunk.bytes),
+                    Ok(None) => return Ok(()),
+                    Err(err) => return Err(format!("connection lost: {err}")),
+                }
+            }
+        }
+        .await;
+        if let Err(err) = &outcome
+            && !err.starts_with("connection lost")
+        {
+            tracing::warn!(node = %self.inner.node.id(), %peer, "closing the connection after a bad frame: {err}");
+            metrics::counter!("ensemble_transport_frame_errors_total").increment(1);
+            conn.close(quinn::VarInt::from_u32(3), b"bad frame");
+        }
+        self.lost(&peer, &conn);
+    }
+
+    fn on_control(&self, peer: &NodeId, control: Control) {
+        match control {
+            Control::Heartbeat => {
+                let now = self.now();
+                if let Some(p) = self.inner.state.lock().peers.get_mut(peer) {
+                    p.detector.heartbeat(now);
+                }
+            }
+            Control::Members(views) => {
+                let me = self.inner.node.id();
+                let to_dial: Vec<SocketAddr> = {
+                    let state = self.inner.state.lock();
+                    views
+                        .into_iter()
+                        // Of two nodes, the one with the lower name dials.
+                        .filter(|v| me.name() < v.node.name())
+                        .filter(|v| {
+                            !state.peers.contains_key(&v.node)
+                                && state.membership.admissible(&v.node).is_ok()
+                        })
+                        .map(|v| v.listen)
+                        .collect()
+                };
+                for addr in to_dial {
+                    let cluster = self.clone();
+                    tokio::spawn(async move {
+                        let _ = cluster.dial(addr).await;
+                    });
+                }
+            }
+            Control::Leaving => {
+                let event = {
+                    let mut state = self.inner.state.lock();
+                    if let Some(p) = state.peers.remove(peer)
+                        && let Some(link) = p.link
+                    {
+                        link.conn.close(quinn::VarInt::from_u32(0), b"left");
+                    }
+                    state.membership.left(peer)
+                };
+                self.emit(event);
+            }
+            other => {
+                tracing::warn!(node = %self.inner.node.id(), %peer, "unexpected control frame after the handshake: {other:?}");
+            }
+        }
+    }
+
+    /// A connection ended. The peer stays a member until the failure detector decides; the
+    /// lower-named side of the pair tries to reconnect meanwhile.
+    fn lost(&self, peer: &NodeId, conn: &quinn::Connection) {
+        let redial = {
+            let mut state = self.inner.state.lock();
+            let Some(p) = state.peers.get_mut(peer) else {
+                return;
+            };
+            if p.link
+                .as_ref()
+                .is_some_and(|l| l.conn.stable_id() == conn.stable_id())
+            {
+                p.link = None;
+            } else {
+                return;
+            }
+            let listen = state.membership.get(peer).map(|m| m.listen);
+            (!state.left && self.inner.node.id().name() < peer.name())
+                .then_some(listen)
+                .flatten()
+        };
+        tracing::debug!(node = %self.inner.node.id(), %peer, "connection lost");
+        if let Some(addr) = redial {
+            let cluster = self.clone();
+            let peer = peer.clone();
+            tokio::spawn(async move { cluster.redial(peer, addr).await });
+        }
+    }
+
+    /// Reconnects with exponential backoff until connected, or the peer is down or gone.
+    async fn redial(self, peer: NodeId, addr: SocketAddr) {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            tokio::time::sleep(delay).await;
+            {
+                let state = self.inner.state.lock();
+                match state.peers.get(&peer) {
+                    None => return,
+                    Some(p) if p.link.is_some() => return,
+                    Some(_) if state.left => return,
+                    Some(_) => {}
+                }
+            }
+            if self.dial(addr).await.is_ok() {
+                return;
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn heartbeat_loop(self) {
+        let mut ticks = tokio::time::interval(self.inner.config.phi.heartbeat_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if self.inner.state.lock().left {
+                return;
+            }
+            let links: Vec<Link> = self
+                .inner
+                .state
+                .lock()
+                .peers
+                .values()
+                .filter_map(|p| p.link.clone())
+                .collect();
+            for link in links {
+                // A full queue means the peer is not reading: skipping a heartbeat is right.
+                let _ = link.control.try_send(Control::Heartbeat);
+            }
+            self.check_peers();
+        }
+    }
+
+    /// The one place where peers are suspected, cleared and declared down.
+    fn check_peers(&self) {
+        let now = self.now();
+        let instant = Instant::now();
+        let down_after = self.inner.config.down_after;
+        let mut events = Vec::new();
+        let mut downed = Vec::new();
+        {
+            let mut state = self.inner.state.lock();
+            let State {
+                peers, membership, ..
+            } = &mut *state;
+            for (node, peer) in peers.iter_mut() {
+                if peer.detector.is_available(now) {
+                    if peer.suspect_since.take().is_some() {
+                        events.extend(membership.reachable(node));
+                    }
+                    continue;
+                }
+                let since = *peer.suspect_since.get_or_insert_with(|| {
+                    events.extend(membership.suspect(node));
+                    instant
+                });
+                if instant.duration_since(since) >= down_after {
+                    downed.push(node.clone());
+                }
+            }
+            for node in &downed {
+                if let Some(peer) = peers.remove(node)
+                    && let Some(link) = peer.link
+                {
+                    link.conn
+                        .close(quinn::VarInt::from_u32(4), b"declared down");
+                }
+                events.extend(membership.down(node));
+            }
+        }
+        if !downed.is_empty() {
+            tracing::warn!(node = %self.inner.node.id(), ?downed, "declared down: heartbeats stopped");
+        }
+        self.emit(events);
+    }
+}
+
+async fn write_control(
+    send: &mut quinn::SendStream,
+    control: &Control,
+    max: usize,
+) -> Result<(), String> {
+    let bytes = frame::encode_one(control, max).map_err(|e| e.to_string())?;
+    send.write_all(&bytes).await.map_err(|e| e.to_string())
+}
+
+async fn read_control(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Control, String> {
+    loop {
+        if let Some(payload) = decoder.next_frame().map_err(|e| e.to_string())? {
+            return frame::decode(&payload).map_err(|e| e.to_string());
+        }
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(chunk)) => decoder.extend(&chunk.bytes),
+            Ok(None) => return Err("the stream ended".into()),
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+}
+
+/// Writes queued control frames, batching whatever is queued into one write.
+async fn writer(mut send: quinn::SendStream, mut queue: mpsc::Receiver<Control>, max: usize) {
+    let mut buf = BytesMut::new();
+    while let Some(first) = queue.recv().await {
+        let mut next = Some(first);
+        while let Some(control) = next.take() {
+            if let Err(err) = frame::encode(&control, max, &mut buf) {
+                tracing::warn!("dropping a control frame: {err}");
+            }
+            if buf.len() < 64 * 1024 {
+                next = queue.try_recv().ok();
+            }
+        }
+        if send.write_all(&buf).await.is_err() {
+            return;
+        }
+        buf.clear();
+    }
+    let _ = send.finish();
+}

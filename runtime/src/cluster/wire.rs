@@ -1,0 +1,62 @@
+//! What nodes say to each other on a connection's control stream.
+//!
+//! The dialing node opens one bidirectional stream and sends [`Control::Hello`]; the
+//! accepting node answers [`Control::Welcome`] or [`Control::Refused`]. Then both sides send
+//! heartbeats, member lists and, when leaving, [`Control::Leaving`]. docs/protocol.md
+//! describes the whole exchange.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::NodeId;
+
+/// The protocol version this build speaks. Peers must speak the same one.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Who a node is, as told in the handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u32,
+    /// The cluster it belongs to.
+    pub cluster: String,
+    /// Its name and incarnation.
+    pub node: NodeId,
+    /// Where it accepts connections.
+    pub listen: SocketAddr,
+    /// Resources it offers for placement (e.g. `cpu`, `memory_mb`, custom counters).
+    pub resources: BTreeMap<String, u64>,
+    /// Labels for placement constraints (e.g. `zone`, `rack`, `role`).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A member as one node tells the others (so that every node connects to every other).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Its name and incarnation.
+    pub node: NodeId,
+    /// Where it accepts connections.
+    pub listen: SocketAddr,
+}
+
+/// A control-stream frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// The dialer introduces itself.
+    Hello(Hello),
+    /// The acceptor accepts, introducing itself.
+    Welcome(Hello),
+    /// The peer refuses the connection, saying why; it closes the connection next.
+    Refused {
+        /// Why, for the log on the refused side.
+        reason: String,
+    },
+    /// I am alive (sent every heartbeat interval).
+    Heartbeat,
+    /// The members the sender is connected to.
+    Members(Vec<MemberView>),
+    /// The sender is leaving the cluster on purpose.
+    Leaving,
+}

@@ -1,0 +1,77 @@
+//! Clusters forming, and noticing a node killed with `kill -9`.
+
+use std::time::Instant;
+
+use ensemble::cluster::MemberEvent;
+
+use crate::util::*;
+
+/// Reads a child's lines until it has reported `Joined` for each of `names`.
+fn expect_joined(child: &mut ChildNode, names: &[&str]) {
+    let mut missing: Vec<&str> = names.to_vec();
+    while !missing.is_empty() {
+        let line = child.expect_line("EVENT Joined(");
+        missing.retain(|name| !line.contains(&format!("node: {name}#")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_and_this_one_form_a_full_mesh() {
+    let certs = certificates(&["n0", "n1", "n2", "n3"]);
+    let (_node, cluster) = local_node("n0", certs.path()).await;
+    let seed = cluster.local_addr();
+    let mut children: Vec<ChildNode> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|name| ChildNode::spawn(name, certs.path(), "test", &[seed]))
+        .collect();
+    for child in &mut children {
+        child.expect_line("JOINED");
+    }
+    wait_members(&cluster, &["n1", "n2", "n3"]).await;
+    // Every child connected to every other node, not only to the seed.
+    for (i, child) in children.iter_mut().enumerate() {
+        let others: Vec<&str> = ["n0", "n1", "n2", "n3"]
+            .into_iter()
+            .filter(|n| *n != format!("n{}", i + 1))
+            .collect();
+        expect_joined(child, &others);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_kill_9_is_declared_down_everywhere() {
+    let certs = certificates(&["n0", "n1", "n2", "n3"]);
+    let (_node, cluster) = local_node("n0", certs.path()).await;
+    let seed = cluster.local_addr();
+    let mut children: Vec<ChildNode> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|name| ChildNode::spawn(name, certs.path(), "test", &[seed]))
+        .collect();
+    for child in &mut children {
+        child.expect_line("JOINED");
+    }
+    wait_members(&cluster, &["n1", "n2", "n3"]).await;
+    for i in [0, 2] {
+        let child = &mut children[i];
+        let others = if child.name == "n1" {
+            ["n0", "n2", "n3"]
+        } else {
+            ["n0", "n1", "n2"]
+        };
+        expect_joined(child, &others);
+    }
+
+    let victim = member_id(&cluster, "n2");
+    let mut events = cluster.subscribe();
+    let killed_at = Instant::now();
+    children[1].kill();
+    let down = MemberEvent::Down(victim.clone());
+    wait_event(&mut events, "n2 declared down", |e| e == &down).await;
+    let detected = killed_at.elapsed();
+    for i in [0, 2] {
+        children[i].expect_line(&format!("EVENT Down({victim})"));
+    }
+    wait_members(&cluster, &["n1", "n3"]).await;
+    // Measured, not asserted: the machine is shared (docs/performance.md has the figures).
+    eprintln!("kill -9 of n2 declared down after {detected:?}");
+}
