@@ -17,6 +17,17 @@ pub enum TellError<M> {
         /// The message, handed back.
         message: M,
     },
+    /// The actor's node cannot be reached (not connected), or the message cannot be encoded
+    /// for it.
+    #[error("cannot reach actor {actor}: {reason}")]
+    Unreachable {
+        /// The receiver.
+        actor: ActorId,
+        /// The message, handed back.
+        message: M,
+        /// Why.
+        reason: String,
+    },
     /// The mailbox is at capacity (only `try_tell` reports this; `tell` waits instead).
     #[error(
         "mailbox of actor {actor} is full ({capacity} messages); wait with `tell` or retry later"
@@ -35,14 +46,18 @@ impl<M> TellError<M> {
     /// The undelivered message.
     pub fn into_message(self) -> M {
         match self {
-            TellError::Dead { message, .. } | TellError::Full { message, .. } => message,
+            TellError::Dead { message, .. }
+            | TellError::Full { message, .. }
+            | TellError::Unreachable { message, .. } => message,
         }
     }
 
     /// The actor the message was for.
     pub fn actor(&self) -> &ActorId {
         match self {
-            TellError::Dead { actor, .. } | TellError::Full { actor, .. } => actor,
+            TellError::Dead { actor, .. }
+            | TellError::Full { actor, .. }
+            | TellError::Unreachable { actor, .. } => actor,
         }
     }
 
@@ -56,6 +71,11 @@ impl<M> fmt::Debug for TellError<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TellError::Dead { actor, .. } => f.debug_struct("Dead").field("actor", actor).finish(),
+            TellError::Unreachable { actor, reason, .. } => f
+                .debug_struct("Unreachable")
+                .field("actor", actor)
+                .field("reason", reason)
+                .finish(),
             TellError::Full {
                 actor, capacity, ..
             } => f
@@ -97,6 +117,23 @@ pub enum AskError {
     Dropped {
         /// The actor asked.
         actor: ActorId,
+    },
+    /// The actor's node refused the request: a message of the wrong type for the actor, one
+    /// it could not decode, a full mailbox, or a reply that could not be decoded.
+    #[error("actor {actor} refused the request: {reason}")]
+    Refused {
+        /// The actor asked.
+        actor: ActorId,
+        /// Why.
+        reason: String,
+    },
+    /// The actor's node could not be reached, or the request could not be encoded.
+    #[error("cannot reach actor {actor}: {reason}")]
+    Unreachable {
+        /// The actor asked.
+        actor: ActorId,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -145,6 +182,14 @@ pub enum RegisterError {
         /// Its holder.
         holder: ActorId,
     },
+    /// Only actors of this node can hold its local names.
+    #[error("cannot register local name {name:?}: actor {actor} runs on another node")]
+    NotLocal {
+        /// The name.
+        name: String,
+        /// The remote actor.
+        actor: ActorId,
+    },
     /// The actor to register has stopped.
     #[error("cannot register local name {name:?}: actor {actor} is stopped")]
     Stopped {
@@ -155,7 +200,7 @@ pub enum RegisterError {
     },
 }
 
-/// A local name lookup found nothing usable.
+/// A name lookup found nothing usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
     /// No live actor holds the name.
@@ -166,7 +211,7 @@ pub enum LookupError {
     },
     /// The actor under the name takes another message type than the one asked for.
     #[error(
-        "local name {name:?} holds actor {actor} ({type_name}), which does not take messages of type {expected}"
+        "name {name:?} holds actor {actor} ({type_name}), which does not take messages of type {expected}"
     )]
     WrongType {
         /// The name.
@@ -177,6 +222,16 @@ pub enum LookupError {
         type_name: &'static str,
         /// The message type asked for.
         expected: &'static str,
+    },
+    /// The node to look on could not be asked.
+    #[error("cannot look up {name:?} on node {node}: {reason}")]
+    Unreachable {
+        /// The name.
+        name: String,
+        /// The node.
+        node: NodeId,
+        /// Why.
+        reason: String,
     },
 }
 

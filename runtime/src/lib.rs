@@ -20,6 +20,7 @@ pub mod error;
 mod exit;
 mod id;
 pub mod node;
+pub mod remote;
 pub mod transport;
 
 pub use actor::{

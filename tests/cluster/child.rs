@@ -2,14 +2,17 @@
 //!
 //! Lines: `LISTENING <addr>` once listening, `JOINED` once joined, `JOIN-FAILED <error>` if
 //! it could not join (then it exits with status 2), `EVENT <event>` per membership change. It
-//! exits when its standard input closes, so no child outlives its test.
+//! runs an [`Echo`] actor registered for other nodes as `echo`. It exits when its standard
+//! input closes, so no child outlives its test.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use ensemble::cluster::{Cluster, ClusterConfig};
+use ensemble::cluster::Cluster;
 use ensemble::transport::certs::NodeCert;
 use ensemble::{Node, NodeConfig};
+
+use crate::protocol::Echo;
 
 pub(crate) const ENV_NAME: &str = "ENSEMBLE_TEST_NODE";
 pub(crate) const ENV_CERTS: &str = "ENSEMBLE_TEST_CERTS";
@@ -39,7 +42,7 @@ pub(crate) fn run() {
         let node = Node::new(NodeConfig::new(&name)).expect("node");
         let cert = NodeCert::load(&certs, &name).expect("certificate");
         // Started without seeds and joined after subscribing, so no event is missed.
-        let cluster = Cluster::start(&node, ClusterConfig::new(cluster_name), &cert)
+        let cluster = Cluster::start(&node, crate::util::test_config(&cluster_name), &cert)
             .await
             .expect("cluster service");
         let mut events = cluster.subscribe();
@@ -48,6 +51,8 @@ pub(crate) fn run() {
                 say(&format!("EVENT {event:?}"));
             }
         });
+        let echo = node.spawn(Echo { hung: Vec::new() }).expect("echo");
+        node.register_remote("echo", &echo).expect("register echo");
         say(&format!("LISTENING {}", cluster.local_addr()));
         if !seeds.is_empty() {
             match cluster.join(&seeds).await {

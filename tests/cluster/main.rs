@@ -7,6 +7,8 @@
 
 mod child;
 mod forming;
+mod messaging;
+mod protocol;
 mod refusals;
 mod util;
 

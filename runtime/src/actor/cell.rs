@@ -22,8 +22,9 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use crate::exit::ExitReason;
-use crate::id::ActorId;
+use crate::id::{ActorId, NodeId};
 use crate::node::Node;
+use crate::remote::RemoteSignal;
 
 use super::mailbox::Mailbox;
 use super::monitor::{Down, MonitorRef};
@@ -61,6 +62,15 @@ pub(crate) enum Watcher {
     },
     /// A task awaiting `ActorRef::wait_for_exit`.
     Waiter(oneshot::Sender<ExitReason>),
+    /// A monitor set from another node: gets a `Down` signal over the network.
+    Remote { node: NodeId, monitor: u64 },
+}
+
+/// The other end of a link.
+pub(crate) enum Linked {
+    Local(CellHandle),
+    /// An actor of another node (the key of the link map); signalled through this node.
+    Remote(Node),
 }
 
 pub(crate) struct CellCore {
@@ -81,7 +91,7 @@ struct CoreState {
 
 #[derive(Default)]
 struct Relations {
-    links: HashMap<ActorId, CellHandle>,
+    links: HashMap<ActorId, Linked>,
     monitors: Vec<Watcher>,
     children: HashMap<u64, CellHandle>,
     names: Vec<String>,
@@ -126,6 +136,7 @@ impl<M: Send + 'static> Cell<M> {
         let dropped = unhandled.len() + self.mailbox.kill();
         drop(unhandled);
         let node = &self.core.node.inner;
+        node.remote.unexport(self.id.seq());
         if dropped > 0 {
             node.dead_letters.record(
                 dropped as u64,
@@ -144,11 +155,23 @@ impl<M: Send + 'static> Cell<M> {
                 node.names
                     .remove_if(name, |_, holder| holder.id() == &self.id);
             }
-            for linked in rel.links.into_values() {
-                linked.push_signal(Signal::Exit {
-                    from: self.id.clone(),
-                    reason: reason.clone(),
-                });
+            for (other, linked) in rel.links {
+                match linked {
+                    Linked::Local(cell) => {
+                        cell.push_signal(Signal::Exit {
+                            from: self.id.clone(),
+                            reason: reason.clone(),
+                        });
+                    }
+                    Linked::Remote(local) => local.inner.remote.signal(
+                        other.node(),
+                        RemoteSignal::Exit {
+                            to: other.seq(),
+                            from: self.id.clone(),
+                            reason: reason.clone(),
+                        },
+                    ),
+                }
             }
             for watcher in rel.monitors {
                 match watcher {
@@ -162,6 +185,17 @@ impl<M: Send + 'static> Cell<M> {
                     Watcher::Waiter(tx) => {
                         let _ = tx.send(reason.clone());
                     }
+                    Watcher::Remote {
+                        node: peer,
+                        monitor,
+                    } => node.remote.signal(
+                        &peer,
+                        RemoteSignal::Down {
+                            monitor,
+                            actor: self.id.clone(),
+                            reason: reason.clone(),
+                        },
+                    ),
                 }
             }
         }
@@ -266,9 +300,26 @@ impl CellCore {
     /// Adds a link; false if this actor is dead.
     pub(crate) fn add_link(&self, other: CellHandle) -> bool {
         self.with_rel(|rel| {
-            rel.links.insert(other.id().clone(), other);
+            rel.links.insert(other.id().clone(), Linked::Local(other));
         })
         .is_some()
+    }
+
+    /// Adds a link to an actor of another node; false if this actor is dead.
+    pub(crate) fn add_remote_link(&self, other: ActorId, node: Node) -> bool {
+        self.with_rel(|rel| {
+            rel.links.insert(other, Linked::Remote(node));
+        })
+        .is_some()
+    }
+
+    /// Removes a monitor set from another node.
+    pub(crate) fn remove_remote_monitor(&self, peer: &NodeId, monitor: u64) {
+        self.with_existing_rel(|rel| {
+            rel.monitors.retain(
+                |w| !matches!(w, Watcher::Remote { node, monitor: m } if node == peer && *m == monitor),
+            );
+        });
     }
 
     /// Removes a link; true if it was there.

@@ -1,6 +1,7 @@
 //! `Context<A>`: what a running actor can do besides handling its message.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -12,9 +13,10 @@ use crate::exit::ExitReason;
 use crate::id::ActorId;
 use crate::node::Node;
 
-use super::cell::{AnyCell, CellHandle, Watcher};
+use super::cell::{AnyCell, Cell, CellHandle, Watcher};
 use super::monitor::{Down, MonitorRef};
 use super::signal::Signal;
+use super::untyped::UntypedTarget;
 use super::{Actor, ActorRef, SpawnOptions, UntypedRef};
 
 /// Identifies a timer started with [`Context::send_after`] or [`Context::send_interval`].
@@ -31,7 +33,8 @@ pub struct TimerRef(u64);
 /// the actor's task, so however that task ends (returning, panicking, aborted by `kill`,
 /// dropped with the runtime, even before its first poll), the actor is finalized exactly once.
 pub struct Context<A: Actor> {
-    myself: ActorRef<A::Msg>,
+    /// This actor's cell (always local; an `ActorRef` may be remote and is twice the size).
+    cell: Arc<Cell<A::Msg>>,
     /// Messages taken from the mailbox and not handled yet; dead letters if the actor ends.
     pub(crate) batch: VecDeque<A::Msg>,
     /// `None` while running, which is nearly always: one pointer in every idle actor.
@@ -41,7 +44,7 @@ pub struct Context<A: Actor> {
     /// here (demonitored) is dropped, so none arrives after `demonitor`. Boxed because a bare
     /// map costs 48 bytes in every actor, and most actors never monitor anything.
     #[allow(clippy::box_collection)]
-    monitors: Option<Box<HashMap<MonitorRef, CellHandle>>>,
+    monitors: Option<Box<HashMap<MonitorRef, UntypedRef>>>,
 }
 
 /// Where an actor that is not simply running is, on its way in or out.
@@ -60,11 +63,11 @@ enum Exit {
 
 impl<A: Actor> Context<A> {
     pub(crate) fn new(
-        myself: ActorRef<A::Msg>,
+        cell: Arc<Cell<A::Msg>>,
         started: Option<oneshot::Sender<Result<(), ExitReason>>>,
     ) -> Self {
         Self {
-            myself,
+            cell,
             batch: VecDeque::new(),
             exit: started.map(|tx| Box::new(Exit::Starting(tx))),
             trap_exit: false,
@@ -73,18 +76,22 @@ impl<A: Actor> Context<A> {
     }
 
     /// A reference to this actor.
-    pub fn myself(&self) -> &ActorRef<A::Msg> {
-        &self.myself
+    pub fn myself(&self) -> ActorRef<A::Msg> {
+        ActorRef::from_cell(self.cell.clone())
     }
 
     /// This actor's id.
     pub fn id(&self) -> &ActorId {
-        self.myself.id()
+        &self.cell.id
+    }
+
+    pub(crate) fn cell(&self) -> &Arc<Cell<A::Msg>> {
+        &self.cell
     }
 
     /// The node this actor runs on.
     pub fn node(&self) -> &Node {
-        &self.myself.cell.core.node
+        &self.cell.core.node
     }
 
     /// Spawns a child actor. Children are stopped before their parent ends.
@@ -105,7 +112,7 @@ impl<A: Actor> Context<A> {
         options: SpawnOptions,
     ) -> Result<ActorRef<B::Msg>, SpawnError> {
         self.node()
-            .spawn_actor(actor, options, Some(self.myself.handle()), None)
+            .spawn_actor(actor, options, Some(self.cell.clone() as CellHandle), None)
     }
 
     /// Spawns a child with options and waits until its `started` hook has run, reporting its
@@ -116,7 +123,7 @@ impl<A: Actor> Context<A> {
         options: SpawnOptions,
     ) -> Result<ActorRef<B::Msg>, SpawnError> {
         self.node()
-            .start_actor(actor, options, Some(self.myself.handle()))
+            .start_actor(actor, options, Some(self.cell.clone() as CellHandle))
             .await
     }
 
@@ -180,7 +187,7 @@ impl<A: Actor> Context<A> {
 
     /// The mailbox and the batch, borrowed apart so the run loop can receive into the batch.
     pub(crate) fn receiver(&mut self) -> (&super::cell::Cell<A::Msg>, &mut VecDeque<A::Msg>) {
-        (&self.myself.cell, &mut self.batch)
+        (&self.cell, &mut self.batch)
     }
 
     /// Traps exits: an exit signal from a linked actor calls `on_exit` instead of ending this
@@ -193,48 +200,84 @@ impl<A: Actor> Context<A> {
         self.trap_exit
     }
 
-    /// Links this actor with another, both ways. Linking to an actor that has already ended
-    /// delivers an exit signal with [`ExitReason::NoProc`] at once.
+    /// Links this actor with another (local or remote), both ways. Linking to an actor that
+    /// has already ended delivers an exit signal with [`ExitReason::NoProc`] at once; a link to
+    /// an actor of a node that goes down delivers [`ExitReason::NodeDown`].
     pub fn link(&mut self, other: impl Into<UntypedRef>) {
         let other = other.into();
         if other.id() == self.id() {
             return;
         }
-        let me = self.myself.handle();
-        self.myself.cell.core.add_link(other.cell.clone());
-        if !other.cell.core().add_link(me) {
-            self.myself.cell.push_signal(Signal::Exit {
-                from: other.id().clone(),
-                reason: ExitReason::NoProc,
-            });
+        match &other.target {
+            UntypedTarget::Local(cell) => {
+                let me: CellHandle = self.cell.clone();
+                self.cell.core.add_link(cell.clone());
+                if !cell.core().add_link(me) {
+                    self.cell.push_signal(Signal::Exit {
+                        from: other.id().clone(),
+                        reason: ExitReason::NoProc,
+                    });
+                }
+            }
+            UntypedTarget::Remote(remote) => {
+                let node = self.node().clone();
+                self.cell
+                    .core
+                    .add_remote_link(remote.0.clone(), node.clone());
+                if node.inner.remote.is_connected(remote.0.node()) {
+                    node.inner.remote.link(self.id(), &remote.0);
+                } else {
+                    self.cell.push_signal(Signal::Exit {
+                        from: remote.0.clone(),
+                        reason: ExitReason::NodeDown(remote.0.node().clone()),
+                    });
+                }
+            }
         }
     }
 
     /// Removes a link both ways. No exit signal from `other` is delivered after this returns.
     pub fn unlink(&mut self, other: impl Into<UntypedRef>) {
         let other = other.into();
-        other.cell.core().remove_link(self.id());
-        self.myself.cell.core.remove_link(other.id());
+        self.cell.core.remove_link(other.id());
+        match &other.target {
+            UntypedTarget::Local(cell) => {
+                cell.core().remove_link(self.id());
+            }
+            UntypedTarget::Remote(remote) => self.node().inner.remote.unlink(self.id(), &remote.0),
+        }
     }
 
-    /// Monitors another actor: `on_down` is called exactly once when it ends, at once (with
-    /// [`ExitReason::NoProc`]) if it already has.
+    /// Monitors another actor (local or remote): `on_down` is called exactly once when it ends,
+    /// at once (with [`ExitReason::NoProc`]) if it already has, with [`ExitReason::NodeDown`]
+    /// if its node goes down.
     pub fn monitor(&mut self, other: impl Into<UntypedRef>) -> MonitorRef {
         let other = other.into();
         let monitor = MonitorRef::next();
         self.monitors
             .get_or_insert_with(Default::default)
-            .insert(monitor, other.cell.clone());
-        let watcher = Watcher::Actor {
-            monitor,
-            watcher: self.myself.handle(),
-        };
-        if other.cell.core().add_watcher(watcher).is_err() {
-            self.myself.cell.push_signal(Signal::Down(Down {
-                monitor,
-                actor: other.id().clone(),
-                reason: ExitReason::NoProc,
-            }));
+            .insert(monitor, other.clone());
+        match &other.target {
+            UntypedTarget::Local(cell) => {
+                let watcher = Watcher::Actor {
+                    monitor,
+                    watcher: self.cell.clone(),
+                };
+                if cell.core().add_watcher(watcher).is_err() {
+                    self.cell.push_signal(Signal::Down(Down {
+                        monitor,
+                        actor: other.id().clone(),
+                        reason: ExitReason::NoProc,
+                    }));
+                }
+            }
+            UntypedTarget::Remote(remote) => {
+                let watcher: CellHandle = self.cell.clone();
+                self.node()
+                    .inner
+                    .remote
+                    .monitor(watcher, &remote.0, monitor);
+            }
         }
         monitor
     }
@@ -244,7 +287,14 @@ impl<A: Actor> Context<A> {
     pub fn demonitor(&mut self, monitor: MonitorRef) -> bool {
         match self.monitors.as_mut().and_then(|m| m.remove(&monitor)) {
             Some(target) => {
-                target.core().remove_monitor(monitor);
+                match &target.target {
+                    UntypedTarget::Local(cell) => {
+                        cell.core().remove_monitor(monitor);
+                    }
+                    UntypedTarget::Remote(remote) => {
+                        self.node().inner.remote.demonitor(&remote.0, monitor)
+                    }
+                }
                 true
             }
             None => false,
@@ -260,11 +310,11 @@ impl<A: Actor> Context<A> {
 
     /// Sends `msg` to this actor after `delay`. Cancelled if the actor ends first.
     pub fn send_after(&mut self, delay: Duration, msg: A::Msg) -> TimerRef {
-        let target = self.myself.clone();
+        let cell = self.cell.clone();
         self.start_timer(move |id| async move {
             tokio::time::sleep(delay).await;
-            let _ = target.tell(msg).await;
-            target.cell.core.remove_timer(id, false);
+            let _ = ActorRef::from_cell(cell.clone()).tell(msg).await;
+            cell.core.remove_timer(id, false);
         })
     }
 
@@ -275,7 +325,7 @@ impl<A: Actor> Context<A> {
         period: Duration,
         mut make: impl FnMut() -> A::Msg + Send + 'static,
     ) -> TimerRef {
-        let target = self.myself.clone();
+        let target = self.myself();
         self.start_timer(move |_| async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -290,7 +340,7 @@ impl<A: Actor> Context<A> {
 
     /// Cancels a timer; a no-op if it has fired or was cancelled.
     pub fn cancel_timer(&mut self, timer: TimerRef) {
-        self.myself.cell.core.remove_timer(timer.0, true);
+        self.cell.core.remove_timer(timer.0, true);
     }
 
     fn start_timer<F>(&mut self, task: impl FnOnce(u64) -> F) -> TimerRef
@@ -302,13 +352,13 @@ impl<A: Actor> Context<A> {
         let handle = self.node().inner.runtime.spawn(task(id));
         // If a zero-delay timer fired before this, its entry stays until the actor ends:
         // aborting a finished task is a no-op.
-        self.myself.cell.core.add_timer(id, handle.abort_handle());
+        self.cell.core.add_timer(id, handle.abort_handle());
         TimerRef(id)
     }
 
     /// Registers a local name for this actor, released when it ends.
     pub fn register_local(&mut self, name: impl Into<String>) -> Result<(), RegisterError> {
-        self.node().register_local(name, &self.myself)
+        self.node().register_local(name, &self.myself())
     }
 }
 
@@ -322,7 +372,7 @@ impl<A: Actor> Drop for Context<A> {
             }
             _ => ExitReason::Killed,
         };
-        let cell = &self.myself.cell;
+        let cell = &self.cell;
         match &reason {
             ExitReason::Panicked(_) | ExitReason::Failed(_) => {
                 tracing::warn!(actor = %cell.id, actor_type = (cell.core.type_name)(), %reason, "actor failed");

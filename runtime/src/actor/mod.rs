@@ -33,8 +33,11 @@ pub use monitor::{Down, MonitorRef};
 pub use reply::ReplyTo;
 pub use untyped::UntypedRef;
 
-pub(crate) use cell::{Cell, CellHandle};
+pub(crate) use cell::{Cell, CellHandle, Watcher};
+pub(crate) use mailbox::Push;
+pub(crate) use reply::ReplyInner;
 pub(crate) use run::run_actor;
+pub(crate) use signal::Signal;
 
 use crate::error::ActorError;
 use crate::exit::ExitReason;

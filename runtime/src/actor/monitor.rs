@@ -14,6 +14,14 @@ impl MonitorRef {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         MonitorRef(NEXT.fetch_add(1, Ordering::Relaxed))
     }
+
+    pub(crate) fn from_raw(raw: u64) -> Self {
+        MonitorRef(raw)
+    }
+
+    pub(crate) fn raw(self) -> u64 {
+        self.0
+    }
 }
 
 /// A monitored actor ended. Delivered once per monitor to the watcher's `on_down` hook.

@@ -65,7 +65,7 @@ pub(crate) fn run_actor<A: Actor>(
                         if let Err(reason) = call(actor.handle(msg, &mut ctx)).await {
                             break 'run reason;
                         }
-                        if ctx.has_stop() || ctx.myself().cell.mailbox.signal_pending() {
+                        if ctx.has_stop() || ctx.cell().mailbox.signal_pending() {
                             break;
                         }
                         budget -= 1;
@@ -92,7 +92,7 @@ async fn start<A: Actor>(actor: &mut A, ctx: &mut Context<A>) -> Result<(), Exit
 }
 
 async fn on_signals<A: Actor>(actor: &mut A, ctx: &mut Context<A>) -> Flow {
-    let signals = ctx.myself().cell.mailbox.take_signals();
+    let signals = ctx.cell().mailbox.take_signals();
     for signal in signals {
         let flow = match signal {
             Signal::Stop(reason) => {
@@ -102,7 +102,7 @@ async fn on_signals<A: Actor>(actor: &mut A, ctx: &mut Context<A>) -> Flow {
             Signal::Kill => Flow::Kill,
             Signal::Exit { from, reason } => {
                 // Not linked any more (unlinked after the signal was sent): ignore it.
-                if !ctx.myself().cell.core.remove_link(&from) {
+                if !ctx.cell().core.remove_link(&from) {
                     Flow::Continue
                 } else if ctx.traps_exit() {
                     hook_flow(call(actor.on_exit(from, reason, ctx)).await)
@@ -165,7 +165,7 @@ async fn finish<A: Actor>(actor: &mut A, ctx: &mut Context<A>, reason: ExitReaso
 /// Stops the actor's children and waits until all have ended; false if the actor was killed
 /// meanwhile.
 async fn stop_children<A: Actor>(ctx: &mut Context<A>) -> bool {
-    let cell = &ctx.myself().cell;
+    let cell = ctx.cell();
     for child in cell.core.children() {
         child.stop(ExitReason::Shutdown);
     }
@@ -205,7 +205,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::actor::{ActorRef, Cell};
+    use crate::actor::Cell;
     use crate::id::ActorId;
     use crate::node::{Node, NodeConfig};
 
@@ -234,7 +234,7 @@ mod tests {
             std::any::type_name::<Small>,
             None,
         ));
-        let ctx = Context::<Small>::new(ActorRef::from_cell(cell), None);
+        let ctx = Context::<Small>::new(cell, None);
         let task = run_actor(Small(0, 0), ctx);
         let size = std::mem::size_of_val(&task);
         assert!(

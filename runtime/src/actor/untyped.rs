@@ -1,10 +1,12 @@
-//! `UntypedRef`: a reference to an actor whatever its message type.
+//! `UntypedRef`: a reference to an actor whatever its message type, on this node or another.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use crate::exit::ExitReason;
 use crate::id::ActorId;
+use crate::node::Node;
 
 use super::ActorRef;
 use super::cell::{Cell, CellHandle};
@@ -15,23 +17,55 @@ use super::cell::{Cell, CellHandle};
 /// Supervisors hold their children this way. Compared and hashed by the actor's id.
 #[derive(Clone)]
 pub struct UntypedRef {
-    pub(crate) cell: CellHandle,
+    pub(crate) target: UntypedTarget,
+}
+
+#[derive(Clone)]
+pub(crate) enum UntypedTarget {
+    Local(CellHandle),
+    Remote(Arc<(ActorId, Node)>),
 }
 
 impl UntypedRef {
+    pub(crate) fn local(cell: CellHandle) -> Self {
+        Self {
+            target: UntypedTarget::Local(cell),
+        }
+    }
+
+    pub(crate) fn remote(id: ActorId, node: Node) -> Self {
+        Self {
+            target: UntypedTarget::Remote(Arc::new((id, node))),
+        }
+    }
+
+    pub(crate) fn cell(&self) -> Option<&CellHandle> {
+        match &self.target {
+            UntypedTarget::Local(cell) => Some(cell),
+            UntypedTarget::Remote(_) => None,
+        }
+    }
+
     /// The actor's id.
     pub fn id(&self) -> &ActorId {
-        self.cell.id()
+        match &self.target {
+            UntypedTarget::Local(cell) => cell.id(),
+            UntypedTarget::Remote(remote) => &remote.0,
+        }
     }
 
-    /// The Rust type of the actor.
+    /// The Rust type of the actor (`"remote"` for an actor on another node).
     pub fn type_name(&self) -> &'static str {
-        (self.cell.core().type_name)()
+        match &self.target {
+            UntypedTarget::Local(cell) => (cell.core().type_name)(),
+            UntypedTarget::Remote(_) => "remote",
+        }
     }
 
-    /// The typed reference, if the actor takes messages of type `M`.
+    /// The typed reference, if the actor is local and takes messages of type `M`. (A typed
+    /// reference to a remote actor comes from a message or a lookup, which know its type.)
     pub fn downcast<M: Send + 'static>(&self) -> Option<ActorRef<M>> {
-        self.cell
+        self.cell()?
             .clone()
             .into_any()
             .downcast::<Cell<M>>()
@@ -41,27 +75,40 @@ impl UntypedRef {
 
     /// Stops the actor gracefully with [`ExitReason::Normal`] (see [`ActorRef::stop`]).
     pub fn stop(&self) {
-        self.cell.stop(ExitReason::Normal);
+        self.stop_with(ExitReason::Normal);
     }
 
     /// Stops the actor gracefully with `reason` (see [`ActorRef::stop_with`]).
     pub fn stop_with(&self, reason: ExitReason) {
-        self.cell.stop(reason);
+        match &self.target {
+            UntypedTarget::Local(cell) => cell.stop(reason),
+            UntypedTarget::Remote(remote) => remote.1.inner.remote.stop(&remote.0, Some(reason)),
+        }
     }
 
     /// Kills the actor (see [`ActorRef::kill`]).
     pub fn kill(&self) {
-        self.cell.kill();
+        match &self.target {
+            UntypedTarget::Local(cell) => cell.kill(),
+            UntypedTarget::Remote(remote) => remote.1.inner.remote.stop(&remote.0, None),
+        }
     }
 
-    /// True until the actor has ended.
+    /// True until the actor is known to have ended (for a remote actor: while its node is
+    /// connected).
     pub fn is_alive(&self) -> bool {
-        self.cell.core().is_alive()
+        match &self.target {
+            UntypedTarget::Local(cell) => cell.core().is_alive(),
+            UntypedTarget::Remote(remote) => remote.1.inner.remote.is_connected(remote.0.node()),
+        }
     }
 
     /// Waits until the actor has ended and returns why.
     pub async fn wait_for_exit(&self) -> ExitReason {
-        self.cell.core().wait_for_exit().await
+        match &self.target {
+            UntypedTarget::Local(cell) => cell.core().wait_for_exit().await,
+            UntypedTarget::Remote(remote) => remote.1.inner.remote.wait_for_exit(&remote.0).await,
+        }
     }
 }
 

@@ -10,6 +10,8 @@
 //!
 //! # Failure detection and the down decision
 //!
+//! Member lists go out whenever a peer connects and about once a second.
+//!
 //! Heartbeats go out every `phi.heartbeat_interval` on each connection's control stream and
 //! feed a phi accrual detector per peer. A peer whose phi passes the threshold is `Suspect`; one
 //! suspected without a break for `down_after` is declared `Down`, which is final for that
@@ -21,13 +23,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
+use crate::actor::ActorRef;
+use crate::error::LookupError;
 use crate::id::NodeId;
 use crate::node::Node;
+use crate::remote::{Data, LANE_CAPACITY, LANES, PeerLinks, RemoteMessage, RemoteRef};
 use crate::transport::certs::NodeCert;
 use crate::transport::frame::{self, FrameDecoder};
 use crate::transport::tls;
@@ -191,6 +196,7 @@ impl Cluster {
             labels: config.labels.clone(),
         };
         let (events, _) = broadcast::channel(1024);
+        node.inner.remote.set_max_frame(config.max_frame_size);
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 node: node.clone(),
@@ -245,6 +251,67 @@ impl Cluster {
     /// The other members, with their status.
     pub fn members(&self) -> Vec<Member> {
         self.inner.state.lock().membership.members()
+    }
+
+    /// The actor registered under `name` on `node` with [`Node::register_remote`], as a
+    /// reference for messages of type `M`.
+    pub async fn whereis<M: RemoteMessage>(
+        &self,
+        node: &NodeId,
+        name: &str,
+    ) -> Result<ActorRef<M>, LookupError> {
+        let unreachable = |reason: String| LookupError::Unreachable {
+            name: name.to_owned(),
+            node: node.clone(),
+            reason,
+        };
+        let control = {
+            let state = self.inner.state.lock();
+            state
+                .peers
+                .get(node)
+                .and_then(|p| p.link.as_ref())
+                .map(|l| l.control.clone())
+        }
+        .ok_or_else(|| unreachable("the node is not connected".into()))?;
+        let remote = &self.inner.node.inner.remote;
+        let (request, answer) = remote.start_lookup();
+        if control
+            .send(Control::WhereIs {
+                request,
+                name: name.to_owned(),
+            })
+            .await
+            .is_err()
+        {
+            remote.forget_lookup(request);
+            return Err(unreachable("the connection closed".into()));
+        }
+        let timeout = self.inner.config.handshake_timeout;
+        let found = match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(_)) => return Err(unreachable("the connection closed".into())),
+            Err(_) => {
+                remote.forget_lookup(request);
+                return Err(unreachable(format!("no answer within {timeout:?}")));
+            }
+        };
+        let wire = found.ok_or_else(|| LookupError::NotFound {
+            name: name.to_owned(),
+        })?;
+        let expected = std::any::type_name::<M>();
+        if wire.msg_type != expected {
+            return Err(LookupError::WrongType {
+                name: name.to_owned(),
+                actor: wire.id,
+                type_name: "a remote actor",
+                expected,
+            });
+        }
+        Ok(ActorRef::from_remote(RemoteRef::new(
+            wire.id,
+            self.inner.node.clone(),
+        )))
     }
 
     /// Membership changes from now on. A subscriber that falls more than 1024 events behind
@@ -483,6 +550,7 @@ impl Cluster {
         dialer: NodeId,
     ) {
         let (control, queue) = mpsc::channel(self.inner.config.control_queue);
+        let link_control = control.clone();
         let link = Link {
             conn: conn.clone(),
             control,
@@ -526,6 +594,22 @@ impl Cluster {
         tracing::debug!(node = %self.inner.node.id(), peer = %hello.node, addr = %conn.remote_address(), "connected");
         let max = self.inner.config.max_frame_size;
         tokio::spawn(writer(send, queue, max));
+        // User traffic: lanes of unidirectional streams, apart from the control stream.
+        let mut lanes = Vec::with_capacity(LANES);
+        for _ in 0..LANES {
+            let (lane, queue) = mpsc::channel(LANE_CAPACITY);
+            tokio::spawn(data_writer(conn.clone(), queue));
+            lanes.push(lane);
+        }
+        self.inner.node.inner.remote.connect(
+            hello.node.clone(),
+            PeerLinks {
+                control: link_control,
+                lanes: lanes.into(),
+                connection: conn.stable_id(),
+            },
+        );
+        tokio::spawn(self.clone().accept_data(hello.node.clone(), conn.clone()));
         tokio::spawn(self.clone().reader(hello.node.clone(), conn, recv, decoder));
         self.emit(events);
         self.broadcast_members();
@@ -632,7 +716,42 @@ impl Cluster {
                     }
                     state.membership.left(peer)
                 };
+                // Its actors are gone with it.
+                self.inner
+                    .node
+                    .inner
+                    .remote
+                    .node_down(&self.inner.node, peer);
                 self.emit(event);
+            }
+            Control::Signal(signal) => {
+                self.inner
+                    .node
+                    .inner
+                    .remote
+                    .on_signal(&self.inner.node, peer, signal);
+            }
+            Control::WhereIs { request, name } => {
+                let actor = self
+                    .inner
+                    .node
+                    .inner
+                    .remote
+                    .lookup_local(&self.inner.node, &name);
+                let control = {
+                    let state = self.inner.state.lock();
+                    state
+                        .peers
+                        .get(peer)
+                        .and_then(|p| p.link.as_ref())
+                        .map(|l| l.control.clone())
+                };
+                if let Some(control) = control {
+                    let _ = control.try_send(Control::Found { request, actor });
+                }
+            }
+            Control::Found { request, actor } => {
+                self.inner.node.inner.remote.end_lookup(request, actor);
             }
             other => {
                 tracing::warn!(node = %self.inner.node.id(), %peer, "unexpected control frame after the handshake: {other:?}");
@@ -656,6 +775,11 @@ impl Cluster {
             } else {
                 return;
             }
+            self.inner
+                .node
+                .inner
+                .remote
+                .disconnect(peer, conn.stable_id());
             let listen = state.membership.get(peer).map(|m| m.listen);
             (!state.left && self.inner.node.id().name() < peer.name())
                 .then_some(listen)
@@ -691,10 +815,20 @@ impl Cluster {
     }
 
     async fn heartbeat_loop(self) {
-        let mut ticks = tokio::time::interval(self.inner.config.phi.heartbeat_interval);
+        let interval = self.inner.config.phi.heartbeat_interval;
+        let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Member lists also go out about once a second, so that a dial that failed is tried
+        // again and the mesh heals.
+        let gossip_every =
+            (Duration::from_secs(1).as_millis() / interval.as_millis().max(1)).max(1) as u64;
+        let mut tick = 0u64;
         loop {
             ticks.tick().await;
+            tick += 1;
+            if tick % gossip_every == 0 {
+                self.broadcast_members();
+            }
             if self.inner.state.lock().left {
                 return;
             }
@@ -711,6 +845,7 @@ impl Cluster {
                 let _ = link.control.try_send(Control::Heartbeat);
             }
             self.check_peers();
+            self.inner.node.inner.remote.sweep();
         }
     }
 
@@ -753,6 +888,13 @@ impl Cluster {
         }
         if !downed.is_empty() {
             tracing::warn!(node = %self.inner.node.id(), ?downed, "declared down: heartbeats stopped");
+        }
+        for node in &downed {
+            self.inner
+                .node
+                .inner
+                .remote
+                .node_down(&self.inner.node, node);
         }
         self.emit(events);
     }
@@ -802,4 +944,75 @@ async fn writer(mut send: quinn::SendStream, mut queue: mpsc::Receiver<Control>,
         buf.clear();
     }
     let _ = send.finish();
+}
+
+impl Cluster {
+    /// Accepts the peer's data lanes (unidirectional streams) on a connection.
+    async fn accept_data(self, peer: NodeId, conn: quinn::Connection) {
+        while let Ok(recv) = conn.accept_uni().await {
+            tokio::spawn(self.clone().read_data(peer.clone(), conn.clone(), recv));
+        }
+    }
+
+    /// Reads one data lane and hands its frames to the router.
+    async fn read_data(self, peer: NodeId, conn: quinn::Connection, mut recv: quinn::RecvStream) {
+        let node = &self.inner.node;
+        let mut decoder = FrameDecoder::new(self.inner.config.max_frame_size);
+        loop {
+            match recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => decoder.extend(&chunk.bytes),
+                Ok(None) | Err(_) => return,
+            }
+            loop {
+                let data = match decoder.next_frame() {
+                    Ok(Some(payload)) => frame::decode::<Data>(&payload),
+                    Ok(None) => break,
+                    Err(err) => Err(err),
+                };
+                match data {
+                    Ok(data) => node.inner.remote.on_data(node, &peer, data),
+                    Err(err) => {
+                        // The stream cannot be resynchronised: drop the connection; the peer
+                        // reconnects (or is declared down) and this node keeps running.
+                        tracing::warn!(node = %node.id(), %peer, "closing the connection after a bad data frame: {err}");
+                        metrics::counter!("ensemble_transport_frame_errors_total").increment(1);
+                        conn.close(quinn::VarInt::from_u32(3), b"bad frame");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes one data lane: opens its stream on the first frame, then writes whatever is queued
+/// in one go.
+async fn data_writer(conn: quinn::Connection, mut queue: mpsc::Receiver<Bytes>) {
+    let Some(first) = queue.recv().await else {
+        return;
+    };
+    let Ok(mut send) = conn.open_uni().await else {
+        return;
+    };
+    let mut batch: Vec<Bytes> = Vec::with_capacity(256);
+    batch.push(first);
+    loop {
+        while batch.len() < 256 {
+            match queue.try_recv() {
+                Ok(frame) => batch.push(frame),
+                Err(_) => break,
+            }
+        }
+        if send.write_all_chunks(&mut batch).await.is_err() {
+            return;
+        }
+        batch.clear();
+        match queue.recv().await {
+            Some(frame) => batch.push(frame),
+            None => {
+                let _ = send.finish();
+                return;
+            }
+        }
+    }
 }

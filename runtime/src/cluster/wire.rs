@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
+use crate::remote::{RemoteSignal, WireRef};
 
 /// The protocol version this build speaks. Peers must speak the same one.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -59,4 +60,20 @@ pub enum Control {
     Members(Vec<MemberView>),
     /// The sender is leaving the cluster on purpose.
     Leaving,
+    /// A system signal for one of the receiver's actors, or about one of the sender's.
+    Signal(RemoteSignal),
+    /// Which actor holds this name on your node (if it can be reached from other nodes)?
+    WhereIs {
+        /// Numbers the answer.
+        request: u64,
+        /// The name.
+        name: String,
+    },
+    /// The answer to a `WhereIs`.
+    Found {
+        /// The request answered.
+        request: u64,
+        /// The actor and its message type, if any.
+        actor: Option<WireRef>,
+    },
 }

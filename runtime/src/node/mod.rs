@@ -31,6 +31,7 @@ use crate::actor::{Actor, ActorRef, Cell, CellHandle, Context, SpawnOptions, run
 use crate::error::{LookupError, RegisterError, SpawnError};
 use crate::exit::ExitReason;
 use crate::id::{ActorId, NodeId};
+use crate::remote::{Remote, RemoteMessage};
 
 /// How long killed actors get to unwind after a shutdown deadline before `shutdown` returns.
 const KILL_GRACE: Duration = Duration::from_secs(1);
@@ -56,6 +57,8 @@ pub(crate) struct NodeInner {
     shutting_down: AtomicBool,
     pub(crate) dead_letters: DeadLetters,
     pub(crate) deadlines: Arc<Deadlines>,
+    /// Traffic with other nodes (idle until a cluster service connects some).
+    pub(crate) remote: Remote,
 }
 
 /// Why a node could not be created.
@@ -123,6 +126,7 @@ impl Node {
                 shutting_down: AtomicBool::new(false),
                 dead_letters: DeadLetters::new(),
                 deadlines: Arc::new(Deadlines::new()),
+                remote: Remote::new(),
             }),
         })
     }
@@ -215,7 +219,9 @@ impl Node {
                     name,
                     holder,
                 },
-                RegisterError::Stopped { .. } => unreachable!("a new cell is alive"),
+                RegisterError::Stopped { .. } | RegisterError::NotLocal { .. } => {
+                    unreachable!("a new cell is alive and local")
+                }
             })?;
         }
         if let Some(parent) = &parent {
@@ -229,7 +235,7 @@ impl Node {
         inner.live.fetch_add(1, Ordering::AcqRel);
 
         let actor_ref = ActorRef::from_cell(cell.clone());
-        let ctx = Context::new(actor_ref.clone(), started);
+        let ctx = Context::new(cell.clone(), started);
         let task = inner.runtime.spawn(run_actor(actor, ctx));
         cell.set_abort_handle(task.abort_handle());
         // A shutdown that began after the check above did not see this actor: stop it here.
@@ -245,7 +251,14 @@ impl Node {
         name: impl Into<String>,
         actor: &ActorRef<M>,
     ) -> Result<(), RegisterError> {
-        self.register_cell(&name.into(), &actor.handle())
+        let name = name.into();
+        match actor.handle() {
+            Some(cell) => self.register_cell(&name, &cell),
+            None => Err(RegisterError::NotLocal {
+                name,
+                actor: actor.id().clone(),
+            }),
+        }
     }
 
     fn register_cell(&self, name: &str, cell: &CellHandle) -> Result<(), RegisterError> {
@@ -280,6 +293,25 @@ impl Node {
                 .names
                 .remove_if(name, |_, holder| holder.id() == cell.id());
         }
+        Ok(())
+    }
+
+    /// Registers a local name that other nodes can look up too (`Cluster::whereis`), which
+    /// needs messages of type `M` to cross nodes. Released when the actor ends.
+    pub fn register_remote<M: RemoteMessage>(
+        &self,
+        name: impl Into<String>,
+        actor: &ActorRef<M>,
+    ) -> Result<(), RegisterError> {
+        let name = name.into();
+        let Some(cell) = actor.local() else {
+            return Err(RegisterError::NotLocal {
+                name,
+                actor: actor.id().clone(),
+            });
+        };
+        self.register_cell(&name, &(cell.clone() as CellHandle))?;
+        self.inner.remote.export(cell);
         Ok(())
     }
 
@@ -411,6 +443,11 @@ impl Node {
 }
 
 impl NodeInner {
+    /// A live actor of this node by sequence number.
+    pub(crate) fn cell(&self, seq: u64) -> Option<CellHandle> {
+        self.actors.get(&seq).map(|entry| entry.value().clone())
+    }
+
     /// Called once per actor, from its finalization.
     pub(crate) fn actor_exited(&self, id: &ActorId) {
         self.actors.remove(&id.seq());

@@ -1,0 +1,845 @@
+//! The per-node router of remote traffic: connections' lanes, exported actors, pending asks,
+//! remote monitors and links, and the encode/decode contexts.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::actor::{Cell, CellHandle, Down, MonitorRef, Signal};
+use crate::cluster::Control;
+use crate::error::AskError;
+use crate::exit::ExitReason;
+use crate::id::{ActorId, NodeId};
+use crate::node::Node;
+use crate::transport::frame;
+
+use super::wire::{Data, Outcome, RemoteSignal, WireRef};
+use super::{LANES, RemoteMessage, node_down_reason};
+
+thread_local! {
+    static ENCODING: RefCell<Option<EncodeContext>> = const { RefCell::new(None) };
+    static DECODING: RefCell<Option<DecodeContext>> = const { RefCell::new(None) };
+}
+
+pub(crate) struct EncodeContext {
+    pub(crate) node: Node,
+    /// The actor the message is for (named in the errors of asks it carries).
+    pub(crate) target: ActorId,
+    /// The first ask whose reply handle the message carries.
+    pub(crate) ask: Option<u64>,
+}
+
+pub(crate) struct DecodeContext {
+    pub(crate) node: Node,
+}
+
+/// Encodes `value` for `target`, with this node as the context for the references and reply
+/// handles inside it.
+pub(crate) fn encode_with<T: Serialize>(
+    node: &Node,
+    target: &ActorId,
+    value: &T,
+) -> Result<(Vec<u8>, Option<u64>), String> {
+    let context = EncodeContext {
+        node: node.clone(),
+        target: target.clone(),
+        ask: None,
+    };
+    let previous = ENCODING.with(|c| c.replace(Some(context)));
+    let encoded = rmp_serde::to_vec_named(value).map_err(|e| e.to_string());
+    let context = ENCODING.with(|c| c.replace(previous));
+    let ask = context.and_then(|c| c.ask);
+    match encoded {
+        Ok(bytes) => Ok((bytes, ask)),
+        Err(err) => {
+            node.inner
+                .remote
+                .fail_pending(ask, &format!("the request cannot be encoded: {err}"));
+            Err(err)
+        }
+    }
+}
+
+/// Decodes `bytes` on `node`.
+pub(crate) fn decode_with<T: DeserializeOwned>(node: &Node, bytes: &[u8]) -> Result<T, String> {
+    let previous = DECODING.with(|c| c.replace(Some(DecodeContext { node: node.clone() })));
+    let decoded = rmp_serde::from_slice(bytes).map_err(|e| e.to_string());
+    DECODING.with(|c| c.replace(previous));
+    decoded
+}
+
+pub(crate) fn with_encoding<R>(f: impl FnOnce(Option<&mut EncodeContext>) -> R) -> R {
+    ENCODING.with(|c| f(c.borrow_mut().as_mut()))
+}
+
+pub(crate) fn decoding_node() -> Option<Node> {
+    DECODING.with(|c| c.borrow().as_ref().map(|c| c.node.clone()))
+}
+
+/// A local actor reachable from other nodes.
+pub(crate) trait Inbox: Send + Sync {
+    /// The Rust type name of its messages.
+    fn msg_type(&self) -> &'static str;
+    /// Decodes and delivers a message; on failure, tells the asker (if any) why.
+    fn deliver(&self, node: &Node, from: &NodeId, payload: &[u8], ask: Option<u64>);
+}
+
+impl<M: RemoteMessage> Inbox for Cell<M> {
+    fn msg_type(&self) -> &'static str {
+        std::any::type_name::<M>()
+    }
+
+    fn deliver(&self, node: &Node, from: &NodeId, payload: &[u8], ask: Option<u64>) {
+        let remote = &node.inner.remote;
+        let msg: M = match decode_with(node, payload) {
+            Ok(msg) => msg,
+            Err(err) => {
+                let reason = format!(
+                    "actor {} could not decode a {}: {err}",
+                    self.id,
+                    self.msg_type()
+                );
+                tracing::warn!(%from, %reason, "refused a remote message");
+                metrics::counter!("ensemble_remote_refused_total", "why" => "malformed")
+                    .increment(1);
+                node.inner.dead_letters.record(
+                    1,
+                    &self.id,
+                    "a remote message could not be decoded",
+                );
+                remote.answer(from, ask, Outcome::Refused(reason));
+                return;
+            }
+        };
+        match self.mailbox.try_push(msg) {
+            crate::actor::Push::Accepted => {}
+            crate::actor::Push::Full(msg) => {
+                // Tell the asker first: dropping the message also drops its reply handle.
+                remote.answer(
+                    from,
+                    ask,
+                    Outcome::Refused(format!("the mailbox of actor {} is full", self.id)),
+                );
+                node.inner.dead_letters.record(
+                    1,
+                    &self.id,
+                    "a remote message found the mailbox full",
+                );
+                drop(msg);
+            }
+            crate::actor::Push::Closed(msg) => {
+                remote.answer(from, ask, Outcome::NoActor);
+                node.inner
+                    .dead_letters
+                    .record(1, &self.id, "the receiver is stopped");
+                drop(msg);
+            }
+        }
+    }
+}
+
+/// The asking side of a remote ask.
+trait PendingReply: Send {
+    fn complete(self: Box<Self>, outcome: Outcome, target: &ActorId, node: &Node);
+    fn fail(self: Box<Self>, error: AskError);
+    fn is_closed(&self) -> bool;
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+impl<T: RemoteMessage> PendingReply for oneshot::Sender<Result<T, AskError>> {
+    fn complete(self: Box<Self>, outcome: Outcome, target: &ActorId, node: &Node) {
+        let actor = target.clone();
+        let result = match outcome {
+            Outcome::Value(bytes) => {
+                decode_with::<T>(node, &bytes).map_err(|err| AskError::Refused {
+                    actor,
+                    reason: format!("the reply could not be decoded: {err}"),
+                })
+            }
+            Outcome::Dropped => Err(AskError::Dropped { actor }),
+            Outcome::Refused(reason) => Err(AskError::Refused { actor, reason }),
+            Outcome::NoActor => Err(AskError::Dead { actor }),
+        };
+        let _ = self.send(result);
+    }
+
+    fn fail(self: Box<Self>, error: AskError) {
+        let _ = self.send(Err(error));
+    }
+
+    fn is_closed(&self) -> bool {
+        oneshot::Sender::is_closed(self)
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
+struct Pending {
+    target: ActorId,
+    reply: Box<dyn PendingReply>,
+}
+
+/// Who waits for a remote actor's end.
+enum Watch {
+    /// A local actor's monitor.
+    Actor {
+        watcher: CellHandle,
+        target: ActorId,
+    },
+    /// `wait_for_exit`.
+    Waiter {
+        target: ActorId,
+        tx: oneshot::Sender<ExitReason>,
+    },
+}
+
+impl Watch {
+    fn target(&self) -> &ActorId {
+        match self {
+            Watch::Actor { target, .. } | Watch::Waiter { target, .. } => target,
+        }
+    }
+
+    fn fire(self, monitor: u64, reason: ExitReason) {
+        match self {
+            Watch::Actor { watcher, target } => {
+                watcher.push_signal(Signal::Down(Down {
+                    monitor: MonitorRef::from_raw(monitor),
+                    actor: target,
+                    reason,
+                }));
+            }
+            Watch::Waiter { tx, .. } => {
+                let _ = tx.send(reason);
+            }
+        }
+    }
+}
+
+/// How this node reaches one peer.
+#[derive(Clone)]
+pub(crate) struct PeerLinks {
+    pub(crate) control: mpsc::Sender<Control>,
+    pub(crate) lanes: Arc<[mpsc::Sender<Bytes>]>,
+    pub(crate) connection: usize,
+}
+
+/// The router of one node's remote traffic.
+pub(crate) struct Remote {
+    peers: DashMap<NodeId, PeerLinks>,
+    exports: DashMap<u64, Arc<dyn Inbox>>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    watches: Mutex<HashMap<u64, Watch>>,
+    /// Links between local actors and actors of other nodes: (local seq, remote actor).
+    links: Mutex<HashMap<NodeId, HashSet<(u64, ActorId)>>>,
+    lookups: Mutex<HashMap<u64, oneshot::Sender<Option<WireRef>>>>,
+    next_id: AtomicU64,
+    max_frame: AtomicUsize,
+}
+
+impl Remote {
+    pub(crate) fn new() -> Self {
+        Self {
+            peers: DashMap::new(),
+            exports: DashMap::new(),
+            pending: Mutex::new(HashMap::new()),
+            watches: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            max_frame: AtomicUsize::new(frame::DEFAULT_MAX_FRAME),
+        }
+    }
+
+    pub(crate) fn set_max_frame(&self, max: usize) {
+        self.max_frame.store(max, Ordering::Relaxed);
+    }
+
+    pub(crate) fn frame<T: Serialize>(&self, value: &T) -> Result<Bytes, String> {
+        frame::encode_one(value, self.max_frame.load(Ordering::Relaxed)).map_err(|e| e.to_string())
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    // ---- connections
+
+    pub(crate) fn connect(&self, peer: NodeId, links: PeerLinks) {
+        self.peers.insert(peer, links);
+    }
+
+    /// A connection ended; the peer stays a member until declared down.
+    pub(crate) fn disconnect(&self, peer: &NodeId, connection: usize) {
+        self.peers
+            .remove_if(peer, |_, links| links.connection == connection);
+    }
+
+    pub(crate) fn is_connected(&self, peer: &NodeId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    pub(crate) fn lane(&self, peer: &NodeId, key: u64) -> Option<mpsc::Sender<Bytes>> {
+        let links = self.peers.get(peer)?;
+        Some(links.lanes[(key as usize) % LANES].clone())
+    }
+
+    /// Sends a signal to a peer; dropped (with a log line) if it is not connected or its
+    /// control queue is full.
+    pub(crate) fn signal(&self, peer: &NodeId, signal: RemoteSignal) {
+        let sent = self.peers.get(peer).map(|links| {
+            links
+                .control
+                .try_send(Control::Signal(signal.clone()))
+                .is_ok()
+        });
+        if sent != Some(true) {
+            tracing::debug!(%peer, ?signal, "signal not sent: the node is not connected or not reading");
+        }
+    }
+
+    /// A peer is gone for good: fail asks waiting on it, fire monitors and links to its actors.
+    pub(crate) fn node_down(&self, node: &Node, down: &NodeId) {
+        self.peers.remove(down);
+        let reason = node_down_reason(down);
+        let failed: Vec<Pending> = {
+            let mut pending = self.pending.lock();
+            let ids: Vec<u64> = pending
+                .iter()
+                .filter(|(_, p)| p.target.node() == down)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| pending.remove(&id))
+                .collect()
+        };
+        for p in failed {
+            p.reply.fail(AskError::Stopped {
+                actor: p.target,
+                reason: reason.clone(),
+            });
+        }
+        let fired: Vec<(u64, Watch)> = {
+            let mut watches = self.watches.lock();
+            let ids: Vec<u64> = watches
+                .iter()
+                .filter(|(_, w)| w.target().node() == down)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| watches.remove(&id).map(|w| (id, w)))
+                .collect()
+        };
+        for (monitor, watch) in fired {
+            watch.fire(monitor, reason.clone());
+        }
+        let linked = self.links.lock().remove(down).unwrap_or_default();
+        for (local, remote_actor) in linked {
+            if let Some(cell) = node.inner.cell(local) {
+                cell.push_signal(Signal::Exit {
+                    from: remote_actor,
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+
+    // ---- exports and delivery
+
+    pub(crate) fn export<M: RemoteMessage>(&self, cell: &Arc<Cell<M>>) {
+        if !self.exports.contains_key(&cell.id.seq()) && cell.core.is_alive() {
+            self.exports
+                .insert(cell.id.seq(), cell.clone() as Arc<dyn Inbox>);
+        }
+    }
+
+    pub(crate) fn unexport(&self, seq: u64) {
+        self.exports.remove(&seq);
+    }
+
+    pub(crate) fn exported_type(&self, seq: u64) -> Option<&'static str> {
+        self.exports.get(&seq).map(|inbox| inbox.msg_type())
+    }
+
+    /// Handles a data frame from `from`.
+    pub(crate) fn on_data(&self, node: &Node, from: &NodeId, data: Data) {
+        match data {
+            Data::Tell {
+                to,
+                msg_type,
+                payload,
+                ask,
+            } => {
+                let inbox = self.exports.get(&to).map(|e| e.value().clone());
+                let Some(inbox) = inbox else {
+                    let id = ActorId::new(node.id().clone(), to);
+                    node.inner
+                        .dead_letters
+                        .record(1, &id, "no such actor (remote send)");
+                    self.answer(from, ask, Outcome::NoActor);
+                    return;
+                };
+                if inbox.msg_type() != msg_type {
+                    let id = ActorId::new(node.id().clone(), to);
+                    let reason = format!(
+                        "actor {id} takes messages of type {}, not {msg_type}",
+                        inbox.msg_type()
+                    );
+                    tracing::warn!(%from, %reason, "refused a remote message of the wrong type");
+                    metrics::counter!("ensemble_remote_refused_total", "why" => "wrong_type")
+                        .increment(1);
+                    node.inner
+                        .dead_letters
+                        .record(1, &id, "a remote message of the wrong type");
+                    self.answer(from, ask, Outcome::Refused(reason));
+                    return;
+                }
+                inbox.deliver(node, from, &payload, ask);
+            }
+            Data::Reply { ask, outcome } => {
+                if let Some(p) = self.pending.lock().remove(&ask) {
+                    p.reply.complete(outcome, &p.target, node);
+                }
+            }
+        }
+    }
+
+    /// Sends the outcome of an ask back to its node, if the message carried one.
+    pub(crate) fn answer(&self, origin: &NodeId, ask: Option<u64>, outcome: Outcome) {
+        if let Some(ask) = ask {
+            self.reply(origin, ask, outcome);
+        }
+    }
+
+    /// Sends a reply frame; false if it could not be queued.
+    pub(crate) fn reply(&self, origin: &NodeId, ask: u64, outcome: Outcome) -> bool {
+        let Some(lane) = self.lane(origin, ask) else {
+            tracing::debug!(%origin, ask, "reply not sent: the asking node is not connected");
+            return false;
+        };
+        match self.frame(&Data::Reply { ask, outcome }) {
+            Ok(frame) => lane.try_send(frame).is_ok(),
+            Err(err) => {
+                tracing::warn!(%origin, ask, "reply not sent: {err}");
+                false
+            }
+        }
+    }
+
+    // ---- pending asks
+
+    pub(crate) fn register_pending<T: RemoteMessage>(
+        &self,
+        target: ActorId,
+        tx: oneshot::Sender<Result<T, AskError>>,
+    ) -> u64 {
+        let id = self.next_id();
+        self.pending.lock().insert(
+            id,
+            Pending {
+                target,
+                reply: Box::new(tx),
+            },
+        );
+        id
+    }
+
+    /// Takes back the sender of an ask of this node (a reply handle that came home).
+    pub(crate) fn take_pending<T: RemoteMessage>(
+        &self,
+        ask: u64,
+    ) -> Option<oneshot::Sender<Result<T, AskError>>> {
+        let pending = self.pending.lock().remove(&ask)?;
+        pending
+            .reply
+            .into_any()
+            .downcast::<oneshot::Sender<Result<T, AskError>>>()
+            .ok()
+            .map(|tx| *tx)
+    }
+
+    /// Fails an ask whose request could not go out.
+    pub(crate) fn fail_pending(&self, ask: Option<u64>, reason: &str) {
+        let Some(ask) = ask else { return };
+        if let Some(p) = self.pending.lock().remove(&ask) {
+            p.reply.fail(AskError::Unreachable {
+                actor: p.target,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// Forgets asks whose asker gave up (timed out), so that replies that never come do not
+    /// accumulate.
+    pub(crate) fn sweep(&self) {
+        self.pending.lock().retain(|_, p| !p.reply.is_closed());
+        self.watches.lock().retain(|_, w| match w {
+            Watch::Waiter { tx, .. } => !tx.is_closed(),
+            Watch::Actor { watcher, .. } => watcher.core().is_alive(),
+        });
+    }
+
+    // ---- signals
+
+    /// Stops (with a reason) or kills (without) an actor of another node.
+    pub(crate) fn stop(&self, actor: &ActorId, reason: Option<ExitReason>) {
+        self.signal(
+            actor.node(),
+            RemoteSignal::Stop {
+                to: actor.seq(),
+                reason,
+            },
+        );
+    }
+
+    /// Sets a monitor from a local actor on a remote one.
+    pub(crate) fn monitor(&self, watcher: CellHandle, target: &ActorId, monitor: MonitorRef) {
+        let id = monitor.raw();
+        if !self.is_connected(target.node()) {
+            Watch::Actor {
+                watcher,
+                target: target.clone(),
+            }
+            .fire(id, node_down_reason(target.node()));
+            return;
+        }
+        self.watches.lock().insert(
+            id,
+            Watch::Actor {
+                watcher,
+                target: target.clone(),
+            },
+        );
+        self.signal(
+            target.node(),
+            RemoteSignal::Monitor {
+                to: target.seq(),
+                monitor: id,
+            },
+        );
+    }
+
+    pub(crate) fn demonitor(&self, target: &ActorId, monitor: MonitorRef) {
+        if self.watches.lock().remove(&monitor.raw()).is_some() {
+            self.signal(
+                target.node(),
+                RemoteSignal::Demonitor {
+                    to: target.seq(),
+                    monitor: monitor.raw(),
+                },
+            );
+        }
+    }
+
+    /// Waits for a remote actor's end.
+    pub(crate) async fn wait_for_exit(&self, target: &ActorId) -> ExitReason {
+        if !self.is_connected(target.node()) {
+            return node_down_reason(target.node());
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = MonitorRef::next().raw();
+        self.watches.lock().insert(
+            id,
+            Watch::Waiter {
+                target: target.clone(),
+                tx,
+            },
+        );
+        self.signal(
+            target.node(),
+            RemoteSignal::Monitor {
+                to: target.seq(),
+                monitor: id,
+            },
+        );
+        rx.await.unwrap_or_else(|_| node_down_reason(target.node()))
+    }
+
+    /// Links a local actor with a remote one (the local side is recorded by the caller).
+    pub(crate) fn link(&self, local: &ActorId, remote_actor: &ActorId) {
+        self.links
+            .lock()
+            .entry(remote_actor.node().clone())
+            .or_default()
+            .insert((local.seq(), remote_actor.clone()));
+        self.signal(
+            remote_actor.node(),
+            RemoteSignal::Link {
+                to: remote_actor.seq(),
+                from: local.clone(),
+            },
+        );
+    }
+
+    pub(crate) fn unlink(&self, local: &ActorId, remote_actor: &ActorId) {
+        if let Some(set) = self.links.lock().get_mut(remote_actor.node()) {
+            set.remove(&(local.seq(), remote_actor.clone()));
+        }
+        self.signal(
+            remote_actor.node(),
+            RemoteSignal::Unlink {
+                to: remote_actor.seq(),
+                from: local.clone(),
+            },
+        );
+    }
+
+    /// Handles a signal from `from`.
+    pub(crate) fn on_signal(&self, node: &Node, from: &NodeId, signal: RemoteSignal) {
+        match signal {
+            RemoteSignal::Stop { to, reason } => {
+                if let Some(cell) = node.inner.cell(to) {
+                    match reason {
+                        Some(reason) => cell.stop(reason),
+                        None => cell.kill(),
+                    }
+                }
+            }
+            RemoteSignal::Monitor { to, monitor } => {
+                let watcher = crate::actor::Watcher::Remote {
+                    node: from.clone(),
+                    monitor,
+                };
+                let set = node
+                    .inner
+                    .cell(to)
+                    .map(|cell| cell.core().add_watcher(watcher).is_ok());
+                if set != Some(true) {
+                    self.signal(
+                        from,
+                        RemoteSignal::Down {
+                            monitor,
+                            actor: ActorId::new(node.id().clone(), to),
+                            reason: ExitReason::NoProc,
+                        },
+                    );
+                }
+            }
+            RemoteSignal::Demonitor { to, monitor } => {
+                if let Some(cell) = node.inner.cell(to) {
+                    cell.core().remove_remote_monitor(from, monitor);
+                }
+            }
+            RemoteSignal::Down {
+                monitor, reason, ..
+            } => {
+                let watch = self.watches.lock().remove(&monitor);
+                if let Some(watch) = watch {
+                    watch.fire(monitor, reason);
+                }
+            }
+            RemoteSignal::Link {
+                to,
+                from: remote_actor,
+            } => match node.inner.cell(to) {
+                Some(cell)
+                    if cell
+                        .core()
+                        .add_remote_link(remote_actor.clone(), node.clone()) =>
+                {
+                    self.links
+                        .lock()
+                        .entry(from.clone())
+                        .or_default()
+                        .insert((to, remote_actor));
+                }
+                _ => self.signal(
+                    from,
+                    RemoteSignal::Exit {
+                        to: remote_actor.seq(),
+                        from: ActorId::new(node.id().clone(), to),
+                        reason: ExitReason::NoProc,
+                    },
+                ),
+            },
+            RemoteSignal::Unlink {
+                to,
+                from: remote_actor,
+            } => {
+                if let Some(cell) = node.inner.cell(to) {
+                    cell.core().remove_link(&remote_actor);
+                }
+                if let Some(set) = self.links.lock().get_mut(from) {
+                    set.remove(&(to, remote_actor));
+                }
+            }
+            RemoteSignal::Exit {
+                to,
+                from: remote_actor,
+                reason,
+            } => {
+                if let Some(set) = self.links.lock().get_mut(from) {
+                    set.remove(&(to, remote_actor.clone()));
+                }
+                if let Some(cell) = node.inner.cell(to) {
+                    cell.push_signal(Signal::Exit {
+                        from: remote_actor,
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+
+    // ---- lookups of names on other nodes
+
+    pub(crate) fn start_lookup(&self) -> (u64, oneshot::Receiver<Option<WireRef>>) {
+        let id = self.next_id();
+        let (tx, rx) = oneshot::channel();
+        self.lookups.lock().insert(id, tx);
+        (id, rx)
+    }
+
+    pub(crate) fn end_lookup(&self, request: u64, found: Option<WireRef>) {
+        if let Some(tx) = self.lookups.lock().remove(&request) {
+            let _ = tx.send(found);
+        }
+    }
+
+    pub(crate) fn forget_lookup(&self, request: u64) {
+        self.lookups.lock().remove(&request);
+    }
+
+    /// Answers another node's lookup of a local name: found only if its holder is exported.
+    pub(crate) fn lookup_local(&self, node: &Node, name: &str) -> Option<WireRef> {
+        let holder = node.inner.names.get(name).map(|e| e.value().clone())?;
+        if !holder.core().is_alive() {
+            return None;
+        }
+        let msg_type = self.exported_type(holder.id().seq())?;
+        Some(WireRef {
+            id: holder.id().clone(),
+            msg_type: msg_type.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::actor::{Actor, ActorResult, Context, ReplyTo};
+    use crate::node::NodeConfig;
+
+    /// Counts the numbers it is sent.
+    struct Counter(u64);
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    enum CounterMsg {
+        Add(u64),
+        #[serde(skip)]
+        Get(ReplyTo<u64>),
+    }
+
+    impl Actor for Counter {
+        type Msg = CounterMsg;
+
+        async fn handle(&mut self, msg: CounterMsg, _ctx: &mut Context<Self>) -> ActorResult {
+            match msg {
+                CounterMsg::Add(n) => self.0 += n,
+                CounterMsg::Get(reply) => {
+                    let _ = reply.send(self.0);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    async fn exported_counter() -> (Node, crate::ActorRef<CounterMsg>) {
+        let node = Node::new(NodeConfig::new("n1")).unwrap();
+        let counter = node.spawn(Counter(0)).unwrap();
+        node.inner.remote.export(counter.local().unwrap());
+        (node, counter)
+    }
+
+    fn tell(to: u64, msg_type: &str, payload: Vec<u8>) -> Data {
+        Data::Tell {
+            to,
+            msg_type: msg_type.to_owned(),
+            payload,
+            ask: Some(7),
+        }
+    }
+
+    async fn total(counter: &crate::ActorRef<CounterMsg>) -> u64 {
+        counter
+            .ask(CounterMsg::Get, Duration::from_secs(5))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_message_of_the_right_type_is_delivered() {
+        let (node, counter) = exported_counter().await;
+        let peer = NodeId::new("n2", 1);
+        let payload = rmp_serde::to_vec_named(&CounterMsg::Add(5)).unwrap();
+        let msg_type = std::any::type_name::<CounterMsg>();
+        node.inner
+            .remote
+            .on_data(&node, &peer, tell(counter.id().seq(), msg_type, payload));
+        assert_eq!(total(&counter).await, 5);
+    }
+
+    #[tokio::test]
+    async fn a_message_of_another_type_is_refused_not_misread() {
+        let (node, counter) = exported_counter().await;
+        let peer = NodeId::new("n2", 1);
+        // A u64 encodes like the payload of `Add`, but it was sent as another type: refused.
+        let payload = rmp_serde::to_vec_named(&5u64).unwrap();
+        node.inner
+            .remote
+            .on_data(&node, &peer, tell(counter.id().seq(), "u64", payload));
+        assert_eq!(total(&counter).await, 0);
+        assert_eq!(node.dead_letters(), 1);
+    }
+
+    #[tokio::test]
+    async fn garbage_of_the_right_type_name_is_refused_and_the_node_goes_on() {
+        let (node, counter) = exported_counter().await;
+        let peer = NodeId::new("n2", 1);
+        let msg_type = std::any::type_name::<CounterMsg>();
+        for garbage in [vec![], vec![0xc1], vec![0x92, 0xff, 0x00, 0x13]] {
+            node.inner
+                .remote
+                .on_data(&node, &peer, tell(counter.id().seq(), msg_type, garbage));
+        }
+        assert_eq!(node.dead_letters(), 3);
+        assert_eq!(total(&counter).await, 0);
+        assert!(counter.is_alive());
+    }
+
+    #[tokio::test]
+    async fn a_message_for_an_unknown_actor_is_a_dead_letter() {
+        let (node, _counter) = exported_counter().await;
+        let peer = NodeId::new("n2", 1);
+        node.inner
+            .remote
+            .on_data(&node, &peer, tell(999, "u64", vec![1]));
+        assert_eq!(node.dead_letters(), 1);
+    }
+
+    #[tokio::test]
+    async fn actors_that_were_never_sent_to_another_node_are_not_reachable() {
+        let node = Node::new(NodeConfig::new("n1")).unwrap();
+        let counter = node.spawn(Counter(0)).unwrap();
+        let peer = NodeId::new("n2", 1);
+        let payload = rmp_serde::to_vec_named(&CounterMsg::Add(5)).unwrap();
+        let msg_type = std::any::type_name::<CounterMsg>();
+        node.inner
+            .remote
+            .on_data(&node, &peer, tell(counter.id().seq(), msg_type, payload));
+        assert_eq!(total(&counter).await, 0);
+    }
+}

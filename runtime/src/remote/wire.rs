@@ -1,0 +1,119 @@
+//! Frames of remote messaging: user traffic on data streams, signals on the control stream.
+
+use serde::{Deserialize, Serialize};
+
+use crate::exit::ExitReason;
+use crate::id::ActorId;
+
+/// A data-stream frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Data {
+    /// A message for actor `to` (a sequence number on the receiving node).
+    Tell {
+        /// The receiver.
+        to: u64,
+        /// The Rust type name of the message, checked against the receiver's protocol.
+        msg_type: String,
+        /// The message, MessagePack.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+        /// The ask this message carries the reply handle of, so that a refusal reaches the
+        /// asker even when the message cannot be decoded.
+        ask: Option<u64>,
+    },
+    /// The outcome of an ask made from the receiving node.
+    Reply {
+        /// The ask.
+        ask: u64,
+        /// What came of it.
+        outcome: Outcome,
+    },
+}
+
+/// What came of a remote ask.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The reply, MessagePack.
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The actor dropped the reply handle without replying.
+    Dropped,
+    /// The request was refused (wrong type, undecodable, full mailbox), with the reason.
+    Refused(String),
+    /// No such actor (it has stopped, or never existed).
+    NoActor,
+}
+
+/// A system signal between nodes (control stream).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoteSignal {
+    /// Stop actor `to` gracefully with the reason, or kill it when `reason` is `None`.
+    Stop {
+        /// The actor.
+        to: u64,
+        /// The exit reason; `None` to kill.
+        reason: Option<ExitReason>,
+    },
+    /// Watch actor `to`; answer with `Down { monitor }` when it ends.
+    Monitor {
+        /// The actor.
+        to: u64,
+        /// The monitor, as the watching node numbers them.
+        monitor: u64,
+    },
+    /// Stop watching.
+    Demonitor {
+        /// The actor.
+        to: u64,
+        /// The monitor.
+        monitor: u64,
+    },
+    /// A watched actor ended.
+    Down {
+        /// The monitor.
+        monitor: u64,
+        /// The actor.
+        actor: ActorId,
+        /// Why.
+        reason: ExitReason,
+    },
+    /// Link actor `to` with `from` (on the sending node).
+    Link {
+        /// The local actor.
+        to: u64,
+        /// The remote actor.
+        from: ActorId,
+    },
+    /// Remove that link.
+    Unlink {
+        /// The local actor.
+        to: u64,
+        /// The remote actor.
+        from: ActorId,
+    },
+    /// A linked actor on the sending node ended.
+    Exit {
+        /// The local actor.
+        to: u64,
+        /// The actor that ended.
+        from: ActorId,
+        /// Why.
+        reason: ExitReason,
+    },
+}
+
+/// How an actor reference looks on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRef {
+    /// The actor.
+    pub id: ActorId,
+    /// The Rust type name of its messages.
+    pub msg_type: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WireReply {
+    pub(crate) origin: crate::id::NodeId,
+    pub(crate) ask: u64,
+    /// The actor asked, for error messages on the asking side.
+    pub(crate) target: ActorId,
+}

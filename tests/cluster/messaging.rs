@@ -1,0 +1,302 @@
+//! Remote actors across processes: tell, ask, references inside messages, wrong types, stop,
+//! monitors, links and `NodeDown` after `kill -9`.
+
+use std::time::Duration;
+
+use ensemble::cluster::{Cluster, MemberEvent};
+use ensemble::prelude::*;
+use ensemble::{AskError, LookupError};
+use tokio::sync::mpsc;
+
+use crate::protocol::{EchoMsg, OtherMsg, SinkMsg};
+use crate::util::*;
+
+const ASK: Duration = Duration::from_secs(10);
+
+/// This node and one child node `n1` in a cluster; the child's echo actor, found by name.
+async fn pair(certs: &tempfile::TempDir) -> (Node, Cluster, ChildNode, ActorRef<EchoMsg>) {
+    let (node, cluster) = local_node("n0", certs.path()).await;
+    let mut child = ChildNode::spawn("n1", certs.path(), "test", &[cluster.local_addr()]);
+    child.expect_line("JOINED");
+    wait_members(&cluster, &["n1"]).await;
+    let n1 = member_id(&cluster, "n1");
+    let echo = cluster
+        .whereis::<EchoMsg>(&n1, "echo")
+        .await
+        .expect("echo on n1");
+    (node, cluster, child, echo)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tell_and_ask_an_actor_of_another_process() {
+    let certs = certificates(&["n0", "n1"]);
+    let (_node, cluster, _child, echo) = pair(&certs).await;
+    assert!(!echo.is_local());
+    assert_eq!(echo.id().node().name(), "n1");
+    for i in 0..50 {
+        let text = format!("hello {i}");
+        let reply = echo
+            .ask(|r| EchoMsg::Echo(text.clone(), r), ASK)
+            .await
+            .unwrap();
+        assert_eq!(reply, text);
+    }
+    // Looking up with another protocol is refused, naming the type.
+    let n1 = member_id(&cluster, "n1");
+    let err = cluster.whereis::<OtherMsg>(&n1, "echo").await.unwrap_err();
+    assert!(matches!(err, LookupError::WrongType { .. }), "{err}");
+    assert!(err.to_string().contains("OtherMsg"), "{err}");
+    let err = cluster.whereis::<EchoMsg>(&n1, "nobody").await.unwrap_err();
+    assert!(matches!(err, LookupError::NotFound { .. }), "{err}");
+}
+
+/// Checks that items arrive 0, 1, 2, ... and reports when all have.
+struct Sink {
+    next: u64,
+    expected: u64,
+    done: mpsc::UnboundedSender<Result<u64, String>>,
+}
+
+impl Actor for Sink {
+    type Msg = SinkMsg;
+
+    async fn handle(&mut self, SinkMsg::Item(i): SinkMsg, _ctx: &mut Context<Self>) -> ActorResult {
+        if i != self.next {
+            let _ = self
+                .done
+                .send(Err(format!("got item {i}, expected {}", self.next)));
+        }
+        self.next = i + 1;
+        if self.next == self.expected {
+            let _ = self.done.send(Ok(self.next));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_sent_to_another_node_receives_its_messages_in_order() {
+    let certs = certificates(&["n0", "n1"]);
+    let (node, _cluster, _child, echo) = pair(&certs).await;
+    let count = 20_000;
+    let (tx, mut done) = mpsc::unbounded_channel();
+    let sink = node
+        .spawn_with(
+            Sink {
+                next: 0,
+                expected: count,
+                done: tx,
+            },
+            SpawnOptions::new().mailbox_capacity(100_000),
+        )
+        .unwrap();
+    echo.tell(EchoMsg::Flood { count, to: sink }).await.unwrap();
+    let outcome = tokio::time::timeout(DEADLINE, done.recv())
+        .await
+        .expect("all items within the deadline")
+        .unwrap();
+    assert_eq!(outcome, Ok(count));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_stop_monitors_links_and_exit_reasons() {
+    let certs = certificates(&["n0", "n1"]);
+    let (node, cluster, _child, echo) = pair(&certs).await;
+
+    // A local actor linked to the remote echo dies with it, with its reason; a monitor fires.
+    let linked = node
+        .spawn(Linker {
+            target: echo.clone(),
+        })
+        .unwrap();
+    linked.ask(LinkerMsg::Ready, ASK).await.unwrap();
+    let (tx, mut downs) = mpsc::unbounded_channel();
+    let watcher = node
+        .spawn(Watcher {
+            target: echo.clone(),
+            downs: tx,
+        })
+        .unwrap();
+    watcher.ask(WatcherMsg::Ready, ASK).await.unwrap();
+    // Link and monitor went out on the control stream; the crash goes on a data lane. A
+    // lookup answered on the control stream means n1 has handled them.
+    control_round_trip(&cluster, &echo).await;
+    echo.tell(EchoMsg::Crash("remote failure".into()))
+        .await
+        .unwrap();
+    let reason = ExitReason::Failed("remote failure".into());
+    let down = tokio::time::timeout(DEADLINE, downs.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(down, (echo.id().clone(), reason.clone()));
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, linked.wait_for_exit())
+            .await
+            .unwrap(),
+        reason
+    );
+    // Monitoring an actor that is gone: NoProc.
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, echo.wait_for_exit())
+            .await
+            .unwrap(),
+        ExitReason::NoProc
+    );
+    // Sending to it: refused by its node, the ask gets an error rather than hanging.
+    let err = echo
+        .ask(|r| EchoMsg::Echo("anyone?".into(), r), ASK)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AskError::Dead { .. }), "{err}");
+}
+
+/// Makes sure `n1` has handled every control frame sent to it so far.
+async fn control_round_trip(cluster: &Cluster, echo: &ActorRef<EchoMsg>) {
+    let _ = cluster.whereis::<EchoMsg>(echo.id().node(), "echo").await;
+}
+
+enum WatcherMsg {
+    Ready(ReplyTo<()>),
+}
+
+/// Monitors `target` when started and reports its `Down`.
+struct Watcher {
+    target: ActorRef<EchoMsg>,
+    downs: mpsc::UnboundedSender<(ActorId, ExitReason)>,
+}
+
+impl Actor for Watcher {
+    type Msg = WatcherMsg;
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        ctx.monitor(&self.target);
+        Ok(())
+    }
+
+    async fn handle(
+        &mut self,
+        WatcherMsg::Ready(reply): WatcherMsg,
+        _ctx: &mut Context<Self>,
+    ) -> ActorResult {
+        let _ = reply.send(());
+        Ok(())
+    }
+
+    async fn on_down(&mut self, down: Down, _ctx: &mut Context<Self>) -> ActorResult {
+        let _ = self.downs.send((down.actor, down.reason));
+        Ok(())
+    }
+}
+
+enum LinkerMsg {
+    Ready(ReplyTo<()>),
+}
+
+/// Links itself to `target` when started.
+struct Linker {
+    target: ActorRef<EchoMsg>,
+}
+
+impl Actor for Linker {
+    type Msg = LinkerMsg;
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        ctx.link(&self.target);
+        Ok(())
+    }
+
+    async fn handle(
+        &mut self,
+        LinkerMsg::Ready(reply): LinkerMsg,
+        _ctx: &mut Context<Self>,
+    ) -> ActorResult {
+        let _ = reply.send(());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_fires_node_down_at_monitors_links_and_asks() {
+    let certs = certificates(&["n0", "n1"]);
+    let (node, cluster, mut child, echo) = pair(&certs).await;
+    let n1 = member_id(&cluster, "n1");
+    let mut events = cluster.subscribe();
+
+    let linked = node
+        .spawn(Linker {
+            target: echo.clone(),
+        })
+        .unwrap();
+    linked.ask(LinkerMsg::Ready, ASK).await.unwrap();
+    let waiting = tokio::spawn({
+        let echo = echo.clone();
+        async move { echo.wait_for_exit().await }
+    });
+    let hanging = tokio::spawn({
+        let echo = echo.clone();
+        async move { echo.ask(EchoMsg::Hang, Duration::from_secs(3600)).await }
+    });
+    // The ask has reached the child before the kill.
+    assert_eq!(
+        echo.ask(|r| EchoMsg::Echo("sync".into(), r), ASK)
+            .await
+            .unwrap(),
+        "sync"
+    );
+
+    child.kill();
+    let down = MemberEvent::Down(n1.clone());
+    wait_event(&mut events, "n1 declared down", |e| e == &down).await;
+    let node_down = ExitReason::NodeDown(n1.clone());
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, waiting)
+            .await
+            .unwrap()
+            .unwrap(),
+        node_down
+    );
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, linked.wait_for_exit())
+            .await
+            .unwrap(),
+        node_down
+    );
+    let err = tokio::time::timeout(DEADLINE, hanging)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        AskError::Stopped {
+            actor: echo.id().clone(),
+            reason: node_down.clone()
+        }
+    );
+    // Afterwards: sends fail at once, naming the node.
+    let err = echo.tell(EchoMsg::Crash("late".into())).await.unwrap_err();
+    assert!(err.to_string().contains("is not connected"), "{err}");
+    assert!(!echo.is_alive());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_actor_stopped_from_here_ends_normally() {
+    let certs = certificates(&["n0", "n1"]);
+    let (node, _cluster, _child, echo) = pair(&certs).await;
+    let (tx, mut downs) = mpsc::unbounded_channel();
+    let watcher = node
+        .spawn(Watcher {
+            target: echo.clone(),
+            downs: tx,
+        })
+        .unwrap();
+    watcher.ask(WatcherMsg::Ready, ASK).await.unwrap();
+    // The monitor and the stop travel in this order on the control stream.
+    echo.stop();
+    let down = tokio::time::timeout(DEADLINE, downs.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(down, (echo.id().clone(), ExitReason::Normal));
+}
