@@ -156,6 +156,17 @@ pub enum SpawnError {
         /// The actor holding it.
         holder: ActorId,
     },
+    /// Another node could not start the actor: no such module, arguments that do not decode,
+    /// a failing start, or the node could not be reached.
+    #[error("cannot start module {module:?} on node {node}: {reason}")]
+    Remote {
+        /// The node asked.
+        node: NodeId,
+        /// The module.
+        module: String,
+        /// Why.
+        reason: String,
+    },
     /// The actor's `started` hook returned an error or panicked, or it was stopped before it
     /// finished starting.
     #[error("actor {actor} ({type_name}) failed to start: {reason}")]

@@ -2,7 +2,8 @@
 //!
 //! Lines: `LISTENING <addr>` once listening, `JOINED` once joined, `JOIN-FAILED <error>` if
 //! it could not join (then it exits with status 2), `EVENT <event>` per membership change. It
-//! runs an [`Echo`] actor registered for other nodes as `echo`. It exits when its standard
+//! runs an [`Echo`] actor registered for other nodes as `echo`, and offers the module `echo`
+//! (an `Echo` with the prefix given as argument) for remote spawns. It exits when its standard
 //! input closes, so no child outlives its test.
 
 use std::io::{BufRead, Write};
@@ -18,6 +19,7 @@ pub(crate) const ENV_NAME: &str = "ENSEMBLE_TEST_NODE";
 pub(crate) const ENV_CERTS: &str = "ENSEMBLE_TEST_CERTS";
 pub(crate) const ENV_CLUSTER: &str = "ENSEMBLE_TEST_CLUSTER";
 pub(crate) const ENV_SEEDS: &str = "ENSEMBLE_TEST_SEEDS";
+pub(crate) const ENV_LOG: &str = "ENSEMBLE_TEST_LOG";
 
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -37,6 +39,13 @@ pub(crate) fn run() {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().expect("seed address"))
         .collect();
+    if let Ok(filter) = std::env::var(ENV_LOG) {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
         let node = Node::new(NodeConfig::new(&name)).expect("node");
@@ -51,8 +60,9 @@ pub(crate) fn run() {
                 say(&format!("EVENT {event:?}"));
             }
         });
-        let echo = node.spawn(Echo { hung: Vec::new() }).expect("echo");
+        let echo = node.spawn(Echo::new(String::new())).expect("echo");
         node.register_remote("echo", &echo).expect("register echo");
+        node.register_module("echo", Echo::new);
         say(&format!("LISTENING {}", cluster.local_addr()));
         if !seeds.is_empty() {
             match cluster.join(&seeds).await {

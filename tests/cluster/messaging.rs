@@ -300,3 +300,44 @@ async fn a_remote_actor_stopped_from_here_ends_normally() {
         .unwrap();
     assert_eq!(down, (echo.id().clone(), ExitReason::Normal));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_an_actor_of_a_registered_module_on_another_node() {
+    let certs = certificates(&["n0", "n1"]);
+    let (_node, cluster, _child, _echo) = pair(&certs).await;
+    let n1 = member_id(&cluster, "n1");
+    let greeter = cluster
+        .spawn_remote::<EchoMsg>(&n1, "echo", &"hello, ".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(greeter.id().node(), &n1);
+    let reply = greeter
+        .ask(|r| EchoMsg::Echo("ada".into(), r), ASK)
+        .await
+        .unwrap();
+    assert_eq!(reply, "hello, ada");
+
+    let err = cluster
+        .spawn_remote::<EchoMsg>(&n1, "nope", &())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("has no module named \"nope\""),
+        "{err}"
+    );
+    let err = cluster
+        .spawn_remote::<EchoMsg>(&n1, "echo", &42u32)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot decode the arguments of module \"echo\""),
+        "{err}"
+    );
+    let err = cluster
+        .spawn_remote::<OtherMsg>(&n1, "echo", &String::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not "), "{err}");
+    assert!(err.to_string().contains("OtherMsg"), "{err}");
+}

@@ -29,7 +29,18 @@ pub(crate) enum OtherMsg {
 }
 
 pub(crate) struct Echo {
+    /// Put in front of every echoed text.
+    pub(crate) prefix: String,
     pub(crate) hung: Vec<ReplyTo<String>>,
+}
+
+impl Echo {
+    pub(crate) fn new(prefix: String) -> Self {
+        Self {
+            prefix,
+            hung: Vec::new(),
+        }
+    }
 }
 
 impl Actor for Echo {
@@ -38,7 +49,7 @@ impl Actor for Echo {
     async fn handle(&mut self, msg: EchoMsg, _ctx: &mut Context<Self>) -> ActorResult {
         match msg {
             EchoMsg::Echo(text, reply) => {
-                let _ = reply.send(text);
+                let _ = reply.send(format!("{}{text}", self.prefix));
             }
             EchoMsg::Flood { count, to } => {
                 for i in 0..count {

@@ -12,7 +12,7 @@ use ensemble::transport::certs::ClusterCa;
 use ensemble::{Node, NodeConfig, NodeId};
 use tokio::sync::broadcast;
 
-use crate::child::{ENV_CERTS, ENV_CLUSTER, ENV_NAME, ENV_SEEDS};
+use crate::child::{ENV_CERTS, ENV_CLUSTER, ENV_LOG, ENV_NAME, ENV_SEEDS};
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -21,6 +21,8 @@ pub(crate) struct ChildNode {
     pub(crate) name: String,
     pub(crate) process: Child,
     pub(crate) lines: mpsc::Receiver<String>,
+    /// Where the node's log goes (shown when an expectation fails).
+    pub(crate) log: std::path::PathBuf,
 }
 
 impl ChildNode {
@@ -45,9 +47,10 @@ impl ChildNode {
             .env(ENV_CERTS, certs)
             .env(ENV_CLUSTER, cluster)
             .env(ENV_SEEDS, seeds.join(","))
+            .env(ENV_LOG, "ensemble_runtime=debug")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(certs.join(format!("{name}.log"))).expect("log file"))
             .spawn()
             .expect("spawn a child node");
         let stdout = process.stdout.take().expect("stdout");
@@ -63,6 +66,7 @@ impl ChildNode {
             name: name.to_owned(),
             process,
             lines,
+            log: certs.join(format!("{name}.log")),
         }
     }
 
@@ -79,10 +83,13 @@ impl ChildNode {
                     return line[at..].to_owned();
                 }
                 Ok(_) => {}
-                Err(_) => panic!(
-                    "node {} printed no {prefix:?} line within {DEADLINE:?}",
-                    self.name
-                ),
+                Err(_) => {
+                    let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    panic!(
+                        "node {} printed no {prefix:?} line within {DEADLINE:?}; its log:\n{log}",
+                        self.name
+                    )
+                }
             }
         }
     }

@@ -29,10 +29,12 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use crate::actor::ActorRef;
-use crate::error::LookupError;
-use crate::id::NodeId;
+use crate::error::{LookupError, SpawnError};
+use crate::id::{ActorId, NodeId};
 use crate::node::Node;
-use crate::remote::{Data, LANE_CAPACITY, LANES, PeerLinks, RemoteMessage, RemoteRef};
+use crate::remote::{
+    Answer, Data, LANE_CAPACITY, LANES, PeerLinks, RemoteMessage, RemoteRef, encode_with,
+};
 use crate::transport::certs::NodeCert;
 use crate::transport::frame::{self, FrameDecoder};
 use crate::transport::tls;
@@ -65,6 +67,8 @@ pub struct ClusterConfig {
     pub handshake_timeout: Duration,
     /// Outgoing control frames queued per peer before heartbeats are skipped.
     pub control_queue: usize,
+    /// How long lookups and remote spawns wait for the other node's answer.
+    pub request_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -81,6 +85,7 @@ impl ClusterConfig {
             max_frame_size: frame::DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(5),
             control_queue: 1024,
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -253,18 +258,12 @@ impl Cluster {
         self.inner.state.lock().membership.members()
     }
 
-    /// The actor registered under `name` on `node` with [`Node::register_remote`], as a
-    /// reference for messages of type `M`.
-    pub async fn whereis<M: RemoteMessage>(
+    /// Sends a request to `node` on its control stream and waits for the answer.
+    async fn request(
         &self,
         node: &NodeId,
-        name: &str,
-    ) -> Result<ActorRef<M>, LookupError> {
-        let unreachable = |reason: String| LookupError::Unreachable {
-            name: name.to_owned(),
-            node: node.clone(),
-            reason,
-        };
+        make: impl FnOnce(u64) -> Control,
+    ) -> Result<Answer, String> {
         let control = {
             let state = self.inner.state.lock();
             state
@@ -273,29 +272,43 @@ impl Cluster {
                 .and_then(|p| p.link.as_ref())
                 .map(|l| l.control.clone())
         }
-        .ok_or_else(|| unreachable("the node is not connected".into()))?;
+        .ok_or_else(|| "the node is not connected".to_owned())?;
         let remote = &self.inner.node.inner.remote;
-        let (request, answer) = remote.start_lookup();
-        if control
-            .send(Control::WhereIs {
+        let (request, answer) = remote.start_request();
+        if control.send(make(request)).await.is_err() {
+            remote.forget_request(request);
+            return Err("the connection closed".into());
+        }
+        let timeout = self.inner.config.request_timeout;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err("the connection closed".into()),
+            Err(_) => {
+                remote.forget_request(request);
+                Err(format!("no answer within {timeout:?}"))
+            }
+        }
+    }
+
+    /// The actor registered under `name` on `node` with [`Node::register_remote`], as a
+    /// reference for messages of type `M`.
+    pub async fn whereis<M: RemoteMessage>(
+        &self,
+        node: &NodeId,
+        name: &str,
+    ) -> Result<ActorRef<M>, LookupError> {
+        let found = self
+            .request(node, |request| Control::WhereIs {
                 request,
                 name: name.to_owned(),
             })
             .await
-            .is_err()
-        {
-            remote.forget_lookup(request);
-            return Err(unreachable("the connection closed".into()));
-        }
-        let timeout = self.inner.config.handshake_timeout;
-        let found = match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(found)) => found,
-            Ok(Err(_)) => return Err(unreachable("the connection closed".into())),
-            Err(_) => {
-                remote.forget_lookup(request);
-                return Err(unreachable(format!("no answer within {timeout:?}")));
-            }
-        };
+            .and_then(|answer| answer)
+            .map_err(|reason| LookupError::Unreachable {
+                name: name.to_owned(),
+                node: node.clone(),
+                reason,
+            })?;
         let wire = found.ok_or_else(|| LookupError::NotFound {
             name: name.to_owned(),
         })?;
@@ -307,6 +320,49 @@ impl Cluster {
                 type_name: "a remote actor",
                 expected,
             });
+        }
+        Ok(ActorRef::from_remote(RemoteRef::new(
+            wire.id,
+            self.inner.node.clone(),
+        )))
+    }
+
+    /// Starts an actor of the module registered as `module` on `node` (see
+    /// [`Node::register_module`]) with these arguments, waiting until its `started` hook has
+    /// run. Unknown modules, arguments that do not decode as the module's argument type, and
+    /// actors that fail to start are errors naming the node and module.
+    pub async fn spawn_remote<M: RemoteMessage>(
+        &self,
+        node: &NodeId,
+        module: &str,
+        args: &impl serde::Serialize,
+    ) -> Result<ActorRef<M>, SpawnError> {
+        let failed = |reason: String| SpawnError::Remote {
+            node: node.clone(),
+            module: module.to_owned(),
+            reason,
+        };
+        let target = ActorId::new(node.clone(), 0);
+        let (args, _) = encode_with(&self.inner.node, &target, args)
+            .map_err(|err| failed(format!("cannot encode the arguments: {err}")))?;
+        let wire = self
+            .request(node, |request| Control::Spawn {
+                request,
+                module: module.to_owned(),
+                args,
+            })
+            .await
+            .and_then(|answer| answer)
+            .map_err(failed)?
+            .ok_or_else(|| failed("no actor was started".into()))?;
+        let expected = std::any::type_name::<M>();
+        if wire.msg_type != expected {
+            // Not the protocol the caller will speak: do not leave it running.
+            self.inner.node.inner.remote.stop(&wire.id, None);
+            return Err(failed(format!(
+                "the module's actors take messages of type {}, not {expected}",
+                wire.msg_type
+            )));
         }
         Ok(ActorRef::from_remote(RemoteRef::new(
             wire.id,
@@ -751,12 +807,58 @@ impl Cluster {
                 }
             }
             Control::Found { request, actor } => {
-                self.inner.node.inner.remote.end_lookup(request, actor);
+                self.inner.node.inner.remote.end_request(request, Ok(actor));
+            }
+            Control::Spawned { request, result } => {
+                self.inner
+                    .node
+                    .inner
+                    .remote
+                    .end_request(request, result.map(Some));
+            }
+            Control::Spawn {
+                request,
+                module,
+                args,
+            } => {
+                let node = self.inner.node.clone();
+                let control = self.control_of(peer);
+                let found = node
+                    .inner
+                    .remote
+                    .modules
+                    .get(&module)
+                    .map(|m| m.value().clone());
+                let from = peer.clone();
+                tokio::spawn(async move {
+                    let result = match found {
+                        Some(m) => m.start(&node, &module, &args).await,
+                        None => Err(format!(
+                            "node {} has no module named {module:?} (register it there with Node::register_module)",
+                            node.id()
+                        )),
+                    };
+                    if let Err(reason) = &result {
+                        tracing::warn!(node = %node.id(), %from, %module, "remote spawn failed: {reason}");
+                    }
+                    if let Some(control) = control {
+                        let _ = control.send(Control::Spawned { request, result }).await;
+                    }
+                });
             }
             other => {
                 tracing::warn!(node = %self.inner.node.id(), %peer, "unexpected control frame after the handshake: {other:?}");
             }
         }
+    }
+
+    fn control_of(&self, peer: &NodeId) -> Option<mpsc::Sender<Control>> {
+        let state = self.inner.state.lock();
+        state
+            .peers
+            .get(peer)
+            .and_then(|p| p.link.as_ref())
+            .map(|l| l.control.clone())
     }
 
     /// A connection ended. The peer stays a member until the failure detector decides; the

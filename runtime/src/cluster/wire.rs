@@ -76,4 +76,21 @@ pub enum Control {
         /// The actor and its message type, if any.
         actor: Option<WireRef>,
     },
+    /// Start an actor of a registered module with these (MessagePack) arguments.
+    Spawn {
+        /// Numbers the answer.
+        request: u64,
+        /// The module's name.
+        module: String,
+        /// Its arguments.
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+    },
+    /// The answer to a `Spawn`: the new actor, or why there is none.
+    Spawned {
+        /// The request answered.
+        request: u64,
+        /// The actor, or the reason it could not be started.
+        result: Result<WireRef, String>,
+    },
 }

@@ -31,7 +31,7 @@ use crate::actor::{Actor, ActorRef, Cell, CellHandle, Context, SpawnOptions, run
 use crate::error::{LookupError, RegisterError, SpawnError};
 use crate::exit::ExitReason;
 use crate::id::{ActorId, NodeId};
-use crate::remote::{Remote, RemoteMessage};
+use crate::remote::{FactoryModule, Remote, RemoteMessage};
 
 /// How long killed actors get to unwind after a shutdown deadline before `shutdown` returns.
 const KILL_GRACE: Duration = Duration::from_secs(1);
@@ -313,6 +313,26 @@ impl Node {
         self.register_cell(&name, &(cell.clone() as CellHandle))?;
         self.inner.remote.export(cell);
         Ok(())
+    }
+
+    /// Registers an actor module under `name`, so that other nodes can start actors of it here
+    /// with `Cluster::spawn_remote(node, name, &args)`: `factory` makes the actor from its
+    /// arguments. Replaces a module of the same name.
+    pub fn register_module<A, Args, F>(&self, name: impl Into<String>, factory: F)
+    where
+        A: Actor,
+        A::Msg: RemoteMessage,
+        Args: serde::de::DeserializeOwned + Send + 'static,
+        F: Fn(Args) -> A + Send + Sync + 'static,
+    {
+        let module = FactoryModule {
+            factory,
+            _args: std::marker::PhantomData,
+        };
+        self.inner
+            .remote
+            .modules
+            .insert(name.into(), Arc::new(module));
     }
 
     /// Removes a local name; true if it was registered.

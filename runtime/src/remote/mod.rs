@@ -15,6 +15,7 @@
 //! down, every monitor and link to its actors fires with [`ExitReason::NodeDown`] and every ask
 //! waiting on it fails.
 
+mod modules;
 mod router;
 mod serde_impls;
 mod wire;
@@ -29,7 +30,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
-pub(crate) use router::{PeerLinks, Remote};
+pub(crate) use modules::{FactoryModule, Module};
+pub(crate) use router::{Answer, PeerLinks, Remote, encode_with};
 pub use wire::{Data, Outcome, RemoteSignal, WireRef};
 
 use crate::error::TellError;

@@ -227,6 +227,9 @@ impl Watch {
     }
 }
 
+/// The answer to a request to another node: an actor (or none), or why there is none.
+pub(crate) type Answer = Result<Option<WireRef>, String>;
+
 /// How this node reaches one peer.
 #[derive(Clone)]
 pub(crate) struct PeerLinks {
@@ -243,7 +246,9 @@ pub(crate) struct Remote {
     watches: Mutex<HashMap<u64, Watch>>,
     /// Links between local actors and actors of other nodes: (local seq, remote actor).
     links: Mutex<HashMap<NodeId, HashSet<(u64, ActorId)>>>,
-    lookups: Mutex<HashMap<u64, oneshot::Sender<Option<WireRef>>>>,
+    /// Requests to other nodes (name lookups, spawns) waiting for their answer.
+    requests: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    pub(crate) modules: DashMap<String, Arc<dyn super::Module>>,
     next_id: AtomicU64,
     max_frame: AtomicUsize,
 }
@@ -256,7 +261,8 @@ impl Remote {
             pending: Mutex::new(HashMap::new()),
             watches: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
-            lookups: Mutex::new(HashMap::new()),
+            requests: Mutex::new(HashMap::new()),
+            modules: DashMap::new(),
             next_id: AtomicU64::new(1),
             max_frame: AtomicUsize::new(frame::DEFAULT_MAX_FRAME),
         }
@@ -692,23 +698,23 @@ impl Remote {
         }
     }
 
-    // ---- lookups of names on other nodes
+    // ---- requests to other nodes (name lookups, spawns)
 
-    pub(crate) fn start_lookup(&self) -> (u64, oneshot::Receiver<Option<WireRef>>) {
+    pub(crate) fn start_request(&self) -> (u64, oneshot::Receiver<Answer>) {
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
-        self.lookups.lock().insert(id, tx);
+        self.requests.lock().insert(id, tx);
         (id, rx)
     }
 
-    pub(crate) fn end_lookup(&self, request: u64, found: Option<WireRef>) {
-        if let Some(tx) = self.lookups.lock().remove(&request) {
-            let _ = tx.send(found);
+    pub(crate) fn end_request(&self, request: u64, answer: Answer) {
+        if let Some(tx) = self.requests.lock().remove(&request) {
+            let _ = tx.send(answer);
         }
     }
 
-    pub(crate) fn forget_lookup(&self, request: u64) {
-        self.lookups.lock().remove(&request);
+    pub(crate) fn forget_request(&self, request: u64) {
+        self.requests.lock().remove(&request);
     }
 
     /// Answers another node's lookup of a local name: found only if its holder is exported.
