@@ -23,6 +23,13 @@ pub(crate) struct ChildNode {
     pub(crate) lines: mpsc::Receiver<String>,
     /// Where the node's log goes (shown when an expectation fails).
     pub(crate) log: std::path::PathBuf,
+    /// Lines read but not expected yet.
+    skipped: std::collections::VecDeque<String>,
+}
+
+/// `line` from `prefix` on.
+fn from(line: &str, prefix: &str) -> String {
+    line[line.find(prefix).expect("contains the prefix")..].to_owned()
 }
 
 impl ChildNode {
@@ -67,22 +74,25 @@ impl ChildNode {
             process,
             lines,
             log: certs.join(format!("{name}.log")),
+            skipped: std::collections::VecDeque::new(),
         }
     }
 
-    /// Waits for a line holding `prefix` (skipping others) and returns it from `prefix` on,
-    /// failing after the deadline. (The test harness of the child may print its own text in
-    /// front of the child's first line.)
+    /// Waits for a line holding `prefix` and returns it from `prefix` on, failing after the
+    /// deadline. Lines skipped on the way are kept for later expectations, so the order in
+    /// which a test expects lines does not have to be the order they were printed in. (The
+    /// child's test harness may print its own text in front of the child's first line.)
     pub(crate) fn expect_line(&mut self, prefix: &str) -> String {
+        if let Some(i) = self.skipped.iter().position(|line| line.contains(prefix)) {
+            let line = self.skipped.remove(i).expect("index in range");
+            return from(&line, prefix);
+        }
         let deadline = std::time::Instant::now() + DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(prefix) => {
-                    let at = line.find(prefix).expect("contains");
-                    return line[at..].to_owned();
-                }
-                Ok(_) => {}
+                Ok(line) if line.contains(prefix) => return from(&line, prefix),
+                Ok(line) => self.skipped.push_back(line),
                 Err(_) => {
                     let log = std::fs::read_to_string(&self.log).unwrap_or_default();
                     panic!(
