@@ -94,3 +94,63 @@ pub enum Control {
         result: Result<WireRef, String>,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::transport::frame::{self, DEFAULT_MAX_FRAME, FrameDecoder};
+
+    fn hello() -> impl Strategy<Value = Hello> {
+        (
+            any::<u32>(),
+            "[a-z]{0,12}",
+            "[a-z0-9._-]{1,12}",
+            any::<u64>(),
+            any::<u16>(),
+            prop::collection::btree_map("[a-z]{1,6}", any::<u64>(), 0..4),
+            prop::collection::btree_map("[a-z]{1,6}", "[a-z]{0,6}", 0..4),
+        )
+            .prop_map(
+                |(version, cluster, name, incarnation, port, resources, labels)| Hello {
+                    version,
+                    cluster,
+                    node: NodeId::new(name, incarnation),
+                    listen: SocketAddr::from(([127, 0, 0, 1], port)),
+                    resources,
+                    labels,
+                },
+            )
+    }
+
+    proptest! {
+        /// Every hello survives the trip through a frame.
+        #[test]
+        fn hellos_round_trip(hello in hello()) {
+            let bytes = frame::encode_one(&Control::Hello(hello.clone()), DEFAULT_MAX_FRAME).unwrap();
+            let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+            decoder.extend(&bytes);
+            let payload = decoder.next_frame().unwrap().unwrap();
+            prop_assert_eq!(frame::decode::<Control>(&payload).unwrap(), Control::Hello(hello));
+        }
+
+        /// Garbage where a handshake is expected is an error, never a panic.
+        #[test]
+        fn garbage_handshakes_are_errors(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = frame::decode::<Control>(&bytes);
+            let _ = frame::decode::<crate::remote::Data>(&bytes);
+        }
+
+        /// A valid hello with bytes flipped decodes to something or fails cleanly.
+        #[test]
+        fn corrupted_hellos_never_panic(hello in hello(), flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+            let mut bytes = rmp_serde::to_vec_named(&Control::Hello(hello)).unwrap();
+            for (at, value) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            let _ = frame::decode::<Control>(&bytes);
+        }
+    }
+}
