@@ -75,3 +75,21 @@ async fn a_node_killed_with_kill_9_is_declared_down_everywhere() {
     // Measured, not asserted: the machine is shared (docs/performance.md has the figures).
     eprintln!("kill -9 of n2 declared down after {detected:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_is_reported_left_not_down() {
+    let certs = certificates(&["n0", "n1"]);
+    let (_node, cluster) = local_node("n0", certs.path()).await;
+    let (_other_node, other) = local_node("n1", certs.path()).await;
+    other.join(&[cluster.local_addr()]).await.unwrap();
+    wait_members(&cluster, &["n1"]).await;
+    let n1 = member_id(&cluster, "n1");
+    let mut events = cluster.subscribe();
+    other.leave().await;
+    let event = wait_event(&mut events, "n1 leaving", |e| {
+        matches!(e, MemberEvent::Left(_) | MemberEvent::Down(_))
+    })
+    .await;
+    assert_eq!(event, MemberEvent::Left(n1));
+    wait_members(&cluster, &[]).await;
+}

@@ -27,3 +27,28 @@ async fn a_node_of_another_cluster_is_refused_with_the_reason() {
     );
     assert!(cluster.members().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_datagrams_on_the_port_leave_the_node_running() {
+    let certs = certificates(&["n0", "n1"]);
+    let (_node, cluster) = local_node("n0", certs.path()).await;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut seed = 7u64;
+    for size in [0usize, 1, 5, 40, 1200, 1500] {
+        for _ in 0..50 {
+            let datagram: Vec<u8> = (0..size)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 56) as u8
+                })
+                .collect();
+            let _ = socket.send_to(&datagram, cluster.local_addr());
+        }
+    }
+    // Still accepting members after the noise.
+    let mut child = ChildNode::spawn("n1", certs.path(), "test", &[cluster.local_addr()]);
+    child.expect_line("JOINED");
+    wait_members(&cluster, &["n1"]).await;
+}
