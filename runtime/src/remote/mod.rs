@@ -1,6 +1,7 @@
 //! Remote messaging: actor references, asks and signals that cross nodes.
 //!
-//! An [`ActorRef`] to an actor on another node sends through this node's [`Remote`] router:
+//! An [`ActorRef`](crate::ActorRef) to an actor on another node sends through this node's
+//! router (`Remote`):
 //! the message is encoded (MessagePack), framed, and queued on one of the connection's data
 //! lanes, chosen by the receiver so that messages from one sender to one receiver stay in
 //! order. The receiving node checks the message's type against the actor's protocol before
