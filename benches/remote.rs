@@ -22,8 +22,11 @@ const KILLS: usize = 5;
 
 #[derive(Serialize, Deserialize)]
 enum SinkMsg {
-    Expect(u64, ReplyTo<u64>),
+    /// Start counting from zero; acknowledged at once.
+    Reset(ReplyTo<()>),
     Item(String),
+    /// Answer once `n` items have arrived since the reset.
+    Done(u64, ReplyTo<u64>),
 }
 
 /// Counts items and answers once the expected number has arrived.
@@ -33,24 +36,35 @@ struct Sink {
     done: Option<ReplyTo<u64>>,
 }
 
+impl Sink {
+    fn check(&mut self) {
+        if self.seen >= self.expected
+            && let Some(done) = self.done.take()
+        {
+            let _ = done.send(self.seen);
+        }
+    }
+}
+
 impl Actor for Sink {
     type Msg = SinkMsg;
 
     async fn handle(&mut self, msg: SinkMsg, _ctx: &mut Context<Self>) -> ActorResult {
         match msg {
-            SinkMsg::Expect(n, reply) => {
+            SinkMsg::Reset(ack) => {
                 self.seen = 0;
-                self.expected = n;
-                self.done = Some(reply);
+                self.expected = u64::MAX;
+                let _ = ack.send(());
             }
             SinkMsg::Item(payload) => {
                 std::hint::black_box(payload);
                 self.seen += 1;
-                if self.seen == self.expected
-                    && let Some(done) = self.done.take()
-                {
-                    let _ = done.send(self.seen);
-                }
+                self.check();
+            }
+            SinkMsg::Done(n, reply) => {
+                self.expected = n;
+                self.done = Some(reply);
+                self.check();
             }
         }
         Ok(())
@@ -178,12 +192,7 @@ fn main() {
 
         for senders in [1u64, 8] {
             for round in 0..3 {
-                let done = tokio::spawn({
-                    let sink = sink.clone();
-                    async move { sink.ask(|r| SinkMsg::Expect(TELLS, r), Duration::from_secs(120)).await }
-                });
-                // Let the Expect go first on the sink's lane.
-                tokio::task::yield_now().await;
+                sink.ask(SinkMsg::Reset, Duration::from_secs(10)).await.unwrap();
                 let start = Instant::now();
                 let mut tasks = Vec::new();
                 for _ in 0..senders {
@@ -198,7 +207,10 @@ fn main() {
                 for task in tasks {
                     task.await.unwrap();
                 }
-                let seen = done.await.unwrap().unwrap();
+                let seen = sink
+                    .ask(|r| SinkMsg::Done(TELLS, r), Duration::from_secs(120))
+                    .await
+                    .unwrap();
                 let elapsed = start.elapsed();
                 println!(
                     "remote tell, {senders} sender(s), 64-byte payload: {:.0} msgs/s ({seen} in {elapsed:?}, round {round})",

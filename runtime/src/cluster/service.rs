@@ -1066,22 +1066,23 @@ impl Cluster {
                 Ok(None) | Err(_) => return,
             }
             loop {
-                let data = match decoder.next_frame() {
-                    Ok(Some(payload)) => frame::decode::<Data>(&payload),
+                let decoded = match decoder.next_frame() {
+                    Ok(Some(payload)) => match frame::decode_borrowed::<Data<'_>>(&payload) {
+                        Ok(data) => {
+                            node.inner.remote.on_data(node, &peer, data);
+                            continue;
+                        }
+                        Err(err) => err,
+                    },
                     Ok(None) => break,
-                    Err(err) => Err(err),
+                    Err(err) => err,
                 };
-                match data {
-                    Ok(data) => node.inner.remote.on_data(node, &peer, data),
-                    Err(err) => {
-                        // The stream cannot be resynchronised: drop the connection; the peer
-                        // reconnects (or is declared down) and this node keeps running.
-                        tracing::warn!(node = %node.id(), %peer, "closing the connection after a bad data frame: {err}");
-                        metrics::counter!("ensemble_transport_frame_errors_total").increment(1);
-                        conn.close(quinn::VarInt::from_u32(3), b"bad frame");
-                        return;
-                    }
-                }
+                // The stream cannot be resynchronised: drop the connection; the peer reconnects
+                // (or is declared down) and this node keeps running.
+                tracing::warn!(node = %node.id(), %peer, "closing the connection after a bad data frame: {decoded}");
+                metrics::counter!("ensemble_transport_frame_errors_total").increment(1);
+                conn.close(quinn::VarInt::from_u32(3), b"bad frame");
+                return;
             }
         }
     }

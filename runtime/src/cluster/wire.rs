@@ -139,7 +139,7 @@ mod tests {
         #[test]
         fn garbage_handshakes_are_errors(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             let _ = frame::decode::<Control>(&bytes);
-            let _ = frame::decode::<crate::remote::Data>(&bytes);
+            let _ = frame::decode_borrowed::<crate::remote::Data<'_>>(&bytes);
         }
 
         /// A valid hello with bytes flipped decodes to something or fails cleanly.

@@ -98,12 +98,14 @@ impl<M: Send + 'static> RemoteRef<M> {
                 return Err(self.unreachable(msg, format!("cannot encode the message: {err}")));
             }
         };
-        match remote.frame(&Data::Tell {
+        let framed = remote.frame(&Data::Tell {
             to: self.id.seq(),
-            msg_type: std::any::type_name::<M>().to_owned(),
-            payload,
+            msg_type: std::any::type_name::<M>(),
+            payload: &payload,
             ask,
-        }) {
+        });
+        router::recycle(payload);
+        match framed {
             Ok(frame) => Ok(Prepared {
                 msg,
                 lane,
@@ -207,16 +209,18 @@ impl<T> RemoteReply<T> {
         let remote = &self.node.inner.remote;
         match (self.encode)(&self.node, &self.target, &value) {
             Ok((bytes, _)) => {
-                if remote.reply(&self.origin, self.ask, wire::Outcome::Value(bytes)) {
-                    Ok(())
-                } else {
-                    Err(value)
-                }
+                let sent = remote.reply(&self.origin, self.ask, wire::Outcome::Value(&bytes));
+                router::recycle(bytes);
+                if sent { Ok(()) } else { Err(value) }
             }
             Err(err) => {
                 let reason = format!("the reply cannot be encoded: {err}");
                 tracing::warn!(actor = %self.target, %reason, "reply not sent");
-                remote.reply(&self.origin, self.ask, wire::Outcome::Refused(reason));
+                remote.reply(
+                    &self.origin,
+                    self.ask,
+                    wire::Outcome::Refused(reason.into()),
+                );
                 Err(value)
             }
         }

@@ -42,8 +42,26 @@ pub(crate) struct DecodeContext {
     pub(crate) node: Node,
 }
 
+thread_local! {
+    /// A buffer for encoding payloads, reused so that a send does not allocate one.
+    static PAYLOAD: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Hands a payload buffer back for reuse (buffers that grew very large are dropped).
+pub(crate) fn recycle(mut buf: Vec<u8>) {
+    if buf.capacity() <= 64 * 1024 {
+        buf.clear();
+        PAYLOAD.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.capacity() < buf.capacity() {
+                *p = buf;
+            }
+        });
+    }
+}
+
 /// Encodes `value` for `target`, with this node as the context for the references and reply
-/// handles inside it.
+/// handles inside it. The buffer comes from a per-thread pool: give it back with [`recycle`].
 pub(crate) fn encode_with<T: Serialize>(
     node: &Node,
     target: &ActorId,
@@ -55,7 +73,10 @@ pub(crate) fn encode_with<T: Serialize>(
         ask: None,
     };
     let previous = ENCODING.with(|c| c.replace(Some(context)));
-    let encoded = rmp_serde::to_vec_named(value).map_err(|e| e.to_string());
+    let mut buf = PAYLOAD.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    let encoded = rmp_serde::encode::write_named(&mut buf, value)
+        .map(|()| buf)
+        .map_err(|e| e.to_string());
     let context = ENCODING.with(|c| c.replace(previous));
     let ask = context.and_then(|c| c.ask);
     match encoded {
@@ -116,7 +137,7 @@ impl<M: RemoteMessage> Inbox for Cell<M> {
                     &self.id,
                     "a remote message could not be decoded",
                 );
-                remote.answer(from, ask, Outcome::Refused(reason));
+                remote.answer(from, ask, Outcome::Refused(reason.into()));
                 return;
             }
         };
@@ -127,7 +148,7 @@ impl<M: RemoteMessage> Inbox for Cell<M> {
                 remote.answer(
                     from,
                     ask,
-                    Outcome::Refused(format!("the mailbox of actor {} is full", self.id)),
+                    Outcome::Refused(format!("the mailbox of actor {} is full", self.id).into()),
                 );
                 node.inner.dead_letters.record(
                     1,
@@ -149,24 +170,27 @@ impl<M: RemoteMessage> Inbox for Cell<M> {
 
 /// The asking side of a remote ask.
 trait PendingReply: Send {
-    fn complete(self: Box<Self>, outcome: Outcome, target: &ActorId, node: &Node);
+    fn complete(self: Box<Self>, outcome: Outcome<'_>, target: &ActorId, node: &Node);
     fn fail(self: Box<Self>, error: AskError);
     fn is_closed(&self) -> bool;
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
 }
 
 impl<T: RemoteMessage> PendingReply for oneshot::Sender<Result<T, AskError>> {
-    fn complete(self: Box<Self>, outcome: Outcome, target: &ActorId, node: &Node) {
+    fn complete(self: Box<Self>, outcome: Outcome<'_>, target: &ActorId, node: &Node) {
         let actor = target.clone();
         let result = match outcome {
             Outcome::Value(bytes) => {
-                decode_with::<T>(node, &bytes).map_err(|err| AskError::Refused {
+                decode_with::<T>(node, bytes).map_err(|err| AskError::Refused {
                     actor,
                     reason: format!("the reply could not be decoded: {err}"),
                 })
             }
             Outcome::Dropped => Err(AskError::Dropped { actor }),
-            Outcome::Refused(reason) => Err(AskError::Refused { actor, reason }),
+            Outcome::Refused(reason) => Err(AskError::Refused {
+                actor,
+                reason: reason.into_owned(),
+            }),
             Outcome::NoActor => Err(AskError::Dead { actor }),
         };
         let _ = self.send(result);
@@ -379,7 +403,7 @@ impl Remote {
     }
 
     /// Handles a data frame from `from`.
-    pub(crate) fn on_data(&self, node: &Node, from: &NodeId, data: Data) {
+    pub(crate) fn on_data(&self, node: &Node, from: &NodeId, data: Data<'_>) {
         match data {
             Data::Tell {
                 to,
@@ -408,10 +432,10 @@ impl Remote {
                     node.inner
                         .dead_letters
                         .record(1, &id, "a remote message of the wrong type");
-                    self.answer(from, ask, Outcome::Refused(reason));
+                    self.answer(from, ask, Outcome::Refused(reason.into()));
                     return;
                 }
-                inbox.deliver(node, from, &payload, ask);
+                inbox.deliver(node, from, payload, ask);
             }
             Data::Reply { ask, outcome } => {
                 if let Some(p) = self.pending.lock().remove(&ask) {
@@ -422,14 +446,14 @@ impl Remote {
     }
 
     /// Sends the outcome of an ask back to its node, if the message carried one.
-    pub(crate) fn answer(&self, origin: &NodeId, ask: Option<u64>, outcome: Outcome) {
+    pub(crate) fn answer(&self, origin: &NodeId, ask: Option<u64>, outcome: Outcome<'_>) {
         if let Some(ask) = ask {
             self.reply(origin, ask, outcome);
         }
     }
 
     /// Sends a reply frame; false if it could not be queued.
-    pub(crate) fn reply(&self, origin: &NodeId, ask: u64, outcome: Outcome) -> bool {
+    pub(crate) fn reply(&self, origin: &NodeId, ask: u64, outcome: Outcome<'_>) -> bool {
         let Some(lane) = self.lane(origin, ask) else {
             tracing::debug!(%origin, ask, "reply not sent: the asking node is not connected");
             return false;
@@ -770,10 +794,10 @@ mod tests {
         (node, counter)
     }
 
-    fn tell(to: u64, msg_type: &str, payload: Vec<u8>) -> Data {
+    fn tell<'a>(to: u64, msg_type: &'a str, payload: &'a [u8]) -> Data<'a> {
         Data::Tell {
             to,
-            msg_type: msg_type.to_owned(),
+            msg_type,
             payload,
             ask: Some(7),
         }
@@ -794,7 +818,7 @@ mod tests {
         let msg_type = std::any::type_name::<CounterMsg>();
         node.inner
             .remote
-            .on_data(&node, &peer, tell(counter.id().seq(), msg_type, payload));
+            .on_data(&node, &peer, tell(counter.id().seq(), msg_type, &payload));
         assert_eq!(total(&counter).await, 5);
     }
 
@@ -806,7 +830,7 @@ mod tests {
         let payload = rmp_serde::to_vec_named(&5u64).unwrap();
         node.inner
             .remote
-            .on_data(&node, &peer, tell(counter.id().seq(), "u64", payload));
+            .on_data(&node, &peer, tell(counter.id().seq(), "u64", &payload));
         assert_eq!(total(&counter).await, 0);
         assert_eq!(node.dead_letters(), 1);
     }
@@ -819,7 +843,7 @@ mod tests {
         for garbage in [vec![], vec![0xc1], vec![0x92, 0xff, 0x00, 0x13]] {
             node.inner
                 .remote
-                .on_data(&node, &peer, tell(counter.id().seq(), msg_type, garbage));
+                .on_data(&node, &peer, tell(counter.id().seq(), msg_type, &garbage));
         }
         assert_eq!(node.dead_letters(), 3);
         assert_eq!(total(&counter).await, 0);
@@ -832,7 +856,7 @@ mod tests {
         let peer = NodeId::new("n2", 1);
         node.inner
             .remote
-            .on_data(&node, &peer, tell(999, "u64", vec![1]));
+            .on_data(&node, &peer, tell(999, "u64", &[1]));
         assert_eq!(node.dead_letters(), 1);
     }
 
@@ -845,7 +869,7 @@ mod tests {
         let msg_type = std::any::type_name::<CounterMsg>();
         node.inner
             .remote
-            .on_data(&node, &peer, tell(counter.id().seq(), msg_type, payload));
+            .on_data(&node, &peer, tell(counter.id().seq(), msg_type, &payload));
         assert_eq!(total(&counter).await, 0);
     }
 }

@@ -5,18 +5,19 @@ use serde::{Deserialize, Serialize};
 use crate::exit::ExitReason;
 use crate::id::ActorId;
 
-/// A data-stream frame.
+/// A data-stream frame. It borrows from the frame it is decoded from (and from the buffers
+/// it is encoded from): no allocation per message for the type name and payload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Data {
+pub enum Data<'a> {
     /// A message for actor `to` (a sequence number on the receiving node).
     Tell {
         /// The receiver.
         to: u64,
         /// The Rust type name of the message, checked against the receiver's protocol.
-        msg_type: String,
+        msg_type: &'a str,
         /// The message, MessagePack.
         #[serde(with = "serde_bytes")]
-        payload: Vec<u8>,
+        payload: &'a [u8],
         /// The ask this message carries the reply handle of, so that a refusal reaches the
         /// asker even when the message cannot be decoded.
         ask: Option<u64>,
@@ -26,19 +27,20 @@ pub enum Data {
         /// The ask.
         ask: u64,
         /// What came of it.
-        outcome: Outcome,
+        #[serde(borrow)]
+        outcome: Outcome<'a>,
     },
 }
 
 /// What came of a remote ask.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
+pub enum Outcome<'a> {
     /// The reply, MessagePack.
-    Value(#[serde(with = "serde_bytes")] Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] &'a [u8]),
     /// The actor dropped the reply handle without replying.
     Dropped,
     /// The request was refused (wrong type, undecodable, full mailbox), with the reason.
-    Refused(String),
+    Refused(std::borrow::Cow<'a, str>),
     /// No such actor (it has stopped, or never existed).
     NoActor,
 }

@@ -78,6 +78,11 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
     rmp_serde::from_slice(payload).map_err(|err| FrameError::Malformed(err.to_string()))
 }
 
+/// Decodes a frame's payload as a `T` that borrows from it (no copies of strings and bytes).
+pub fn decode_borrowed<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError> {
+    rmp_serde::from_slice(payload).map_err(|err| FrameError::Malformed(err.to_string()))
+}
+
 /// Cuts frames out of a byte stream.
 #[derive(Debug)]
 pub struct FrameDecoder {
