@@ -448,22 +448,11 @@ impl Cluster {
                 ClusterError::Connect(format!("{from} closed before the handshake: {err}"))
             })?;
         let mut decoder = FrameDecoder::new(self.inner.config.max_frame_size);
-        let hello = match tokio::time::timeout(timeout, read_control(&mut recv, &mut decoder)).await
-        {
-            Ok(Ok(Control::Hello(hello))) => hello,
-            Ok(Ok(other)) => {
+        let hello = match read_handshake(&mut recv, &mut decoder, timeout, from).await? {
+            Control::Hello(hello) => hello,
+            other => {
                 return Err(ClusterError::Connect(format!(
                     "{from} sent {other:?} instead of a hello"
-                )));
-            }
-            Ok(Err(err)) => {
-                return Err(ClusterError::Connect(format!(
-                    "bad handshake from {from}: {err}"
-                )));
-            }
-            Err(_) => {
-                return Err(ClusterError::Connect(format!(
-                    "no hello from {from} within {timeout:?}"
                 )));
             }
         };
@@ -550,30 +539,19 @@ impl Cluster {
                 ClusterError::Connect(format!("cannot send the hello to {addr}: {err}"))
             })?;
         let mut decoder = FrameDecoder::new(max);
-        let welcome =
-            match tokio::time::timeout(timeout, read_control(&mut recv, &mut decoder)).await {
-                Ok(Ok(Control::Welcome(hello))) => hello,
-                Ok(Ok(Control::Refused { reason })) => {
-                    return Err(ClusterError::Connect(format!(
-                        "the node at {addr} refused this node: {reason}"
-                    )));
-                }
-                Ok(Ok(other)) => {
-                    return Err(ClusterError::Connect(format!(
-                        "{addr} answered {other:?} to the hello"
-                    )));
-                }
-                Ok(Err(err)) => {
-                    return Err(ClusterError::Connect(format!(
-                        "bad handshake answer from {addr}: {err}"
-                    )));
-                }
-                Err(_) => {
-                    return Err(ClusterError::Connect(format!(
-                        "no handshake answer from {addr} within {timeout:?}"
-                    )));
-                }
-            };
+        let welcome = match read_handshake(&mut recv, &mut decoder, timeout, addr).await? {
+            Control::Welcome(hello) => hello,
+            Control::Refused { reason } => {
+                return Err(ClusterError::Connect(format!(
+                    "the node at {addr} refused this node: {reason}"
+                )));
+            }
+            other => {
+                return Err(ClusterError::Connect(format!(
+                    "{addr} answered {other:?} to the hello"
+                )));
+            }
+        };
         let certified = tls::peer_node_name(&conn);
         if let Err(refusal) = self.admit(&welcome, certified.as_deref()) {
             conn.close(quinn::VarInt::from_u32(1), refusal.to_string().as_bytes());
@@ -1009,6 +987,24 @@ async fn write_control(
 ) -> Result<(), String> {
     let bytes = frame::encode_one(control, max).map_err(|e| e.to_string())?;
     send.write_all(&bytes).await.map_err(|e| e.to_string())
+}
+
+/// Reads one handshake frame within `timeout`.
+async fn read_handshake(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+    timeout: Duration,
+    peer: SocketAddr,
+) -> Result<Control, ClusterError> {
+    match tokio::time::timeout(timeout, read_control(recv, decoder)).await {
+        Ok(Ok(control)) => Ok(control),
+        Ok(Err(err)) => Err(ClusterError::Connect(format!(
+            "bad handshake with {peer}: {err}"
+        ))),
+        Err(_) => Err(ClusterError::Connect(format!(
+            "no handshake frame from {peer} within {timeout:?}"
+        ))),
+    }
 }
 
 async fn read_control(
