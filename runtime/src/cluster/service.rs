@@ -264,15 +264,9 @@ impl Cluster {
         node: &NodeId,
         make: impl FnOnce(u64) -> Control,
     ) -> Result<Answer, String> {
-        let control = {
-            let state = self.inner.state.lock();
-            state
-                .peers
-                .get(node)
-                .and_then(|p| p.link.as_ref())
-                .map(|l| l.control.clone())
-        }
-        .ok_or_else(|| "the node is not connected".to_owned())?;
+        let control = self
+            .control_of(node)
+            .ok_or_else(|| "the node is not connected".to_owned())?;
         let remote = &self.inner.node.inner.remote;
         let (request, answer) = remote.start_request();
         if control.send(make(request)).await.is_err() {
