@@ -44,6 +44,10 @@ use super::membership::{Member, MemberEvent, MemberStatus, Membership};
 use super::phi::{PhiAccrual, PhiConfig};
 use super::wire::{Control, Hello, MemberView, PROTOCOL_VERSION};
 
+/// The close code and reason of a node leaving on purpose.
+const LEAVING: quinn::VarInt = quinn::VarInt::from_u32(0);
+const LEAVING_REASON: &[u8] = b"leaving";
+
 /// How a node takes part in a cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -384,18 +388,16 @@ impl Cluster {
         for link in &links {
             let _ = link.control.send(Control::Leaving).await;
         }
-        // Give the writers a moment to flush `Leaving`, then close everything.
-        let flushed = async {
+        // Each peer closes the connection once it has read `Leaving`; wait for that (closing
+        // first could discard the frame), for a second at most. Connections still open are then
+        // closed with the `leaving` code, which peers also take as leaving.
+        let acknowledged = async {
             for link in &links {
-                while link.control.capacity() < link.control.max_capacity() {
-                    tokio::task::yield_now().await;
-                }
+                link.conn.closed().await;
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), flushed).await;
-        self.inner
-            .endpoint
-            .close(quinn::VarInt::from_u32(0), b"leaving");
+        let _ = tokio::time::timeout(Duration::from_secs(1), acknowledged).await;
+        self.inner.endpoint.close(LEAVING, LEAVING_REASON);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
         tracing::info!(node = %self.inner.node.id(), "left the cluster");
     }
@@ -689,6 +691,15 @@ impl Cluster {
                 match recv.read_chunk(64 * 1024, true).await {
                     Ok(Some(chunk)) => decoder.extend(&chunk.bytes),
                     Ok(None) => return Ok(()),
+                    Err(quinn::ReadError::ConnectionLost(
+                        quinn::ConnectionError::ApplicationClosed(close),
+                    )) if close.error_code == LEAVING
+                        && close.reason.as_ref() == LEAVING_REASON =>
+                    {
+                        // The peer closed before its `Leaving` frame was read: same meaning.
+                        self.on_control(&peer, Control::Leaving);
+                        return Ok(());
+                    }
                     Err(err) => return Err(format!("connection lost: {err}")),
                 }
             }
