@@ -2,8 +2,9 @@
 //!
 //! This facade re-exports the workspace crates:
 //!
-//! - [`runtime`] (`ensemble-runtime`): actors, mailboxes, links, monitors and the node; its
-//!   items are also re-exported at the root of this crate.
+//! - [`runtime`] (`ensemble-runtime`): actors, mailboxes, links, monitors, the node, and
+//!   clusters of nodes (`cluster`, `remote`, `transport`); its items are also re-exported at
+//!   the root of this crate.
 //! - [`supervisor`] (`ensemble-supervisor`): supervision trees.
 //!
 //! Most programs only need the [`prelude`]:

@@ -6,11 +6,18 @@
 //!   the internals that run an actor (mailbox, signals, cells, the run loop).
 //! - [`node`]: the [`Node`], the local runtime: spawning, local names, the actor table,
 //!   shutdown, dead letters.
+//! - [`transport`]: the cluster CA and node certificates, mutual-TLS QUIC configurations, and
+//!   the frames that cross the wire.
+//! - [`cluster`]: nodes joining a cluster: the handshake, the member table, the phi accrual
+//!   failure detector and the [`Cluster`](cluster::Cluster) service that runs them.
+//! - [`remote`]: actor references, asks and signals that cross nodes, and actor modules that
+//!   other nodes can spawn.
 //! - [`ExitReason`], [`NodeId`] and [`ActorId`]: identities and why actors end.
 //! - [`error`]: one error type per operation, each naming what it is about.
 //!
-//! The semantics (ordering, delivery, exits, links, monitors, mailbox bounds) are written down
-//! in `docs/semantics.md` of the repository.
+//! The semantics (ordering, delivery, exits, links, monitors, mailbox bounds, and what changes
+//! across nodes) are written down in `docs/semantics.md` of the repository, the wire protocol
+//! in `docs/protocol.md`.
 //!
 //! Start with the [`prelude`].
 
