@@ -3,7 +3,9 @@
 //! from `kill -9` of a node to `Down` at its peer with default settings.
 //!
 //! Run: `cargo bench --bench remote`. The benchmark starts its peer nodes by running itself
-//! again as a child process. Figures: docs/performance.md.
+//! again as a child process. With `ENSEMBLE_BENCH_RUNTIME=current_thread` both processes use a
+//! current-thread tokio runtime instead of a multi-thread one (no wake-ups across threads).
+//! Figures: docs/performance.md.
 #![allow(missing_docs)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -92,7 +94,7 @@ fn child(name: String) {
         .expect("seed")
         .parse()
         .expect("seed");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let rt = runtime();
     rt.block_on(async move {
         let node = Node::new(NodeConfig::new(&name)).expect("node");
         let cert = NodeCert::load(std::path::Path::new(&certs), &name).expect("cert");
@@ -120,6 +122,16 @@ fn child(name: String) {
     });
 }
 
+/// A multi-thread runtime, or a current-thread one with `ENSEMBLE_BENCH_RUNTIME=current_thread`
+/// (inherited by the child processes).
+fn runtime() -> tokio::runtime::Runtime {
+    let mut builder = match std::env::var("ENSEMBLE_BENCH_RUNTIME").as_deref() {
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build().expect("runtime")
+}
+
 struct Peer(std::process::Child);
 
 impl Drop for Peer {
@@ -129,7 +141,8 @@ impl Drop for Peer {
     }
 }
 
-fn start_peer(name: &str, certs: &std::path::Path, seed: SocketAddr) -> Peer {
+/// Starts a peer node and waits (without blocking the runtime) until it has joined.
+async fn start_peer(name: &str, certs: &std::path::Path, seed: SocketAddr) -> Peer {
     let mut child = Command::new(std::env::current_exe().expect("exe"))
         .env("ENSEMBLE_BENCH_CHILD", name)
         .env("ENSEMBLE_BENCH_CERTS", certs)
@@ -140,14 +153,19 @@ fn start_peer(name: &str, certs: &std::path::Path, seed: SocketAddr) -> Peer {
         .spawn()
         .expect("spawn peer");
     let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("JOINED") => break,
-            Some(_) => {}
-            None => panic!("peer {name} exited before joining"),
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("JOINED") => break,
+                Some(_) => {}
+                None => panic!("peer {name} exited before joining"),
+            }
         }
-    }
+    })
+    .await
+    .expect("peer start");
     Peer(child)
 }
 
@@ -171,15 +189,12 @@ fn main() {
             .save(dir.path())
             .expect("save");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let node = Node::new(NodeConfig::new("bench-a")).unwrap();
         let cert = NodeCert::load(dir.path(), "bench-a").unwrap();
         let cluster = Cluster::start(&node, ClusterConfig::new("bench"), &cert).await.unwrap();
-        let _peer = start_peer("bench-b", dir.path(), cluster.local_addr());
+        let _peer = start_peer("bench-b", dir.path(), cluster.local_addr()).await;
         let b = cluster
             .members()
             .into_iter()
@@ -238,7 +253,7 @@ fn main() {
         for i in 0..KILLS {
             let name = format!("victim-{i}");
             let mut events = cluster.subscribe();
-            let mut victim = start_peer(&name, dir.path(), cluster.local_addr());
+            let mut victim = start_peer(&name, dir.path(), cluster.local_addr()).await;
             let id = cluster
                 .members()
                 .into_iter()
