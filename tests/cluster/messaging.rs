@@ -341,3 +341,47 @@ async fn spawn_an_actor_of_a_registered_module_on_another_node() {
     assert!(err.to_string().contains("not "), "{err}");
     assert!(err.to_string().contains("OtherMsg"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_rejoins_as_a_new_incarnation() {
+    let certs = certificates(&["n0", "n1"]);
+    let (_node, cluster, mut child, echo) = pair(&certs).await;
+    let old = member_id(&cluster, "n1");
+    let ended = tokio::spawn({
+        let echo = echo.clone();
+        async move { echo.wait_for_exit().await }
+    });
+    child.kill();
+    let mut restarted = ChildNode::spawn("n1", certs.path(), "test", &[cluster.local_addr()]);
+    restarted.expect_line("JOINED");
+    // The old incarnation is down (its actors' watchers hear NodeDown), the new one a member.
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, ended)
+            .await
+            .unwrap()
+            .unwrap(),
+        ExitReason::NodeDown(old.clone())
+    );
+    let new = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let current = cluster
+                .members()
+                .into_iter()
+                .find(|m| m.node.name() == "n1");
+            match current {
+                Some(member) if member.node != old => return member.node,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+    .expect("the new incarnation joins");
+    assert!(new.incarnation() > old.incarnation());
+    let echo = cluster.whereis::<EchoMsg>(&new, "echo").await.unwrap();
+    assert_eq!(
+        echo.ask(|r| EchoMsg::Echo("again".into(), r), ASK)
+            .await
+            .unwrap(),
+        "again"
+    );
+}

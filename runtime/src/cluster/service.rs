@@ -613,14 +613,36 @@ impl Cluster {
                 });
             peer.link = Some(link);
             peer.detector.heartbeat(now);
-            state.membership.up(Member {
+            let events = state.membership.up(Member {
                 node: hello.node.clone(),
                 listen: hello.listen,
                 status: MemberStatus::Up,
                 resources: hello.resources.clone(),
                 labels: hello.labels.clone(),
-            })
+            });
+            // A new incarnation replaces an older one, which can only have restarted: it is
+            // down now, not when its heartbeats are missed.
+            for event in &events {
+                if let MemberEvent::Down(old) = event
+                    && let Some(old_peer) = state.peers.remove(old)
+                    && let Some(old_link) = old_peer.link
+                {
+                    old_link
+                        .conn
+                        .close(quinn::VarInt::from_u32(4), b"replaced by a new incarnation");
+                }
+            }
+            events
         };
+        for event in &events {
+            if let MemberEvent::Down(old) = event {
+                self.inner
+                    .node
+                    .inner
+                    .remote
+                    .node_down(&self.inner.node, old);
+            }
+        }
         tracing::debug!(node = %self.inner.node.id(), peer = %hello.node, addr = %conn.remote_address(), "connected");
         let max = self.inner.config.max_frame_size;
         tokio::spawn(writer(send, queue, max));
