@@ -129,7 +129,7 @@ impl<M: Send + 'static> Cell<M> {
 
     /// Ends the actor: marks it dead, drops what it had not handled (counted as dead letters),
     /// and tells links, monitors, children, parent, names and the node. Runs exactly once, from
-    /// the actor task's exit guard.
+    /// the actor's `Context` when the actor task ends (see `Context`'s `Drop`).
     pub(crate) fn finalize(self: &Arc<Self>, reason: ExitReason, unhandled: VecDeque<M>) {
         // Dead first, so an asker woken by a dropped `ReplyTo` already sees the exit reason.
         let rel = self.core.take_for_exit(&reason);
