@@ -15,10 +15,11 @@ fn expect_joined(child: &mut ChildNode, names: &[&str]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_processes_and_this_one_form_a_full_mesh() {
-    let certs = certificates(&["n0", "n1", "n2", "n3"]);
-    let (_node, cluster) = local_node("n0", certs.path()).await;
+/// This node `n0` and child nodes `n1`..`n3` joined through it.
+async fn four_nodes(
+    certs: &tempfile::TempDir,
+) -> (ensemble::Node, ensemble::cluster::Cluster, Vec<ChildNode>) {
+    let (node, cluster) = local_node("n0", certs.path()).await;
     let seed = cluster.local_addr();
     let mut children: Vec<ChildNode> = ["n1", "n2", "n3"]
         .iter()
@@ -28,6 +29,13 @@ async fn three_processes_and_this_one_form_a_full_mesh() {
         child.expect_line("JOINED");
     }
     wait_members(&cluster, &["n1", "n2", "n3"]).await;
+    (node, cluster, children)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_and_this_one_form_a_full_mesh() {
+    let certs = certificates(&["n0", "n1", "n2", "n3"]);
+    let (_node, _cluster, mut children) = four_nodes(&certs).await;
     // Every child connected to every other node, not only to the seed.
     for (i, child) in children.iter_mut().enumerate() {
         let others: Vec<&str> = ["n0", "n1", "n2", "n3"]
@@ -41,16 +49,7 @@ async fn three_processes_and_this_one_form_a_full_mesh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_with_kill_9_is_declared_down_everywhere() {
     let certs = certificates(&["n0", "n1", "n2", "n3"]);
-    let (_node, cluster) = local_node("n0", certs.path()).await;
-    let seed = cluster.local_addr();
-    let mut children: Vec<ChildNode> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|name| ChildNode::spawn(name, certs.path(), "test", &[seed]))
-        .collect();
-    for child in &mut children {
-        child.expect_line("JOINED");
-    }
-    wait_members(&cluster, &["n1", "n2", "n3"]).await;
+    let (_node, cluster, mut children) = four_nodes(&certs).await;
     for i in [0, 2] {
         let child = &mut children[i];
         let others = if child.name == "n1" {

@@ -799,15 +799,7 @@ impl Cluster {
                     .inner
                     .remote
                     .lookup_local(&self.inner.node, &name);
-                let control = {
-                    let state = self.inner.state.lock();
-                    state
-                        .peers
-                        .get(peer)
-                        .and_then(|p| p.link.as_ref())
-                        .map(|l| l.control.clone())
-                };
-                if let Some(control) = control {
+                if let Some(control) = self.control_of(peer) {
                     let _ = control.try_send(Control::Found { request, actor });
                 }
             }
