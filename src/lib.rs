@@ -5,6 +5,9 @@
 //! - [`runtime`] (`ensemble-runtime`): actors, mailboxes, links, monitors, the node, and
 //!   clusters of nodes (`cluster`, `remote`, `transport`); its items are also re-exported at
 //!   the root of this crate.
+//! - [`registry`] (`ensemble-registry`): the coordination service on Raft: member sessions
+//!   (which decide when a node is down), global names, groups, locks with fencing tokens, and
+//!   config.
 //! - [`supervisor`] (`ensemble-supervisor`): supervision trees.
 //!
 //! Most programs only need the [`prelude`]:
@@ -36,6 +39,7 @@
 //! # }
 //! ```
 
+pub use ensemble_registry as registry;
 pub use ensemble_runtime as runtime;
 pub use ensemble_runtime::*;
 pub use ensemble_supervisor as supervisor;

@@ -131,8 +131,17 @@ impl Membership {
         }
     }
 
+    /// Declares `node` down, whether or not it is a member now (the registry may know of nodes
+    /// this one never met): it is refused from then on. The event is for members only.
     pub(crate) fn down(&mut self, node: &NodeId) -> Option<MemberEvent> {
-        self.remove(node).then(|| MemberEvent::Down(node.clone()))
+        let was_member = self.remove(node);
+        self.gone.insert(node.clone());
+        was_member.then(|| MemberEvent::Down(node.clone()))
+    }
+
+    /// Whether `node` was declared down or left.
+    pub(crate) fn is_gone(&self, node: &NodeId) -> bool {
+        self.gone.contains(node)
     }
 
     pub(crate) fn left(&mut self, node: &NodeId) -> Option<MemberEvent> {

@@ -16,5 +16,5 @@ mod wire;
 pub use handshake::Refusal;
 pub use membership::{Member, MemberEvent, MemberStatus};
 pub use phi::{PhiAccrual, PhiConfig};
-pub use service::{Cluster, ClusterConfig, ClusterError};
+pub use service::{Cluster, ClusterConfig, ClusterError, DownDecision};
 pub use wire::{Control, Hello, MemberView, PROTOCOL_VERSION};

@@ -14,9 +14,10 @@
 //!
 //! Heartbeats go out every `phi.heartbeat_interval` on each connection's control stream and
 //! feed a phi accrual detector per peer. A peer whose phi passes the threshold is `Suspect`; one
-//! suspected without a break for `down_after` is declared `Down`, which is final for that
-//! incarnation. That decision is made in [`Cluster::check_peers`] only, the seam through which
-//! the registry's session expiry will decide instead.
+//! suspected without a break for the time [`DownDecision::AfterSuspicion`] gives is declared
+//! `Down`, which is final for that incarnation. With [`DownDecision::External`], suspicion
+//! never downs a node: only [`Cluster::declare_down`] does, which the registry calls when a
+//! node's session expires, so that every node takes the same decision.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -63,8 +64,8 @@ pub struct ClusterConfig {
     pub labels: BTreeMap<String, String>,
     /// Failure detector settings.
     pub phi: PhiConfig,
-    /// How long a peer must stay suspect before it is declared down.
-    pub down_after: Duration,
+    /// Who declares a peer down.
+    pub down: DownDecision,
     /// Largest frame accepted or sent.
     pub max_frame_size: usize,
     /// How long a connecting peer has to complete the handshake.
@@ -85,13 +86,24 @@ impl ClusterConfig {
             resources: BTreeMap::new(),
             labels: BTreeMap::new(),
             phi: PhiConfig::default(),
-            down_after: Duration::from_millis(200),
+            down: DownDecision::AfterSuspicion(Duration::from_millis(200)),
             max_frame_size: frame::DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(5),
             control_queue: 1024,
             request_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// Who declares a peer down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownDecision {
+    /// This node, once the peer was suspect without a break for this long. Each node decides
+    /// for itself, so two nodes may disagree for a while: fit for clusters without a registry.
+    AfterSuspicion(Duration),
+    /// Only [`Cluster::declare_down`]: the registry's session expiry decides, the same for
+    /// every node.
+    External,
 }
 
 /// Why the cluster service could not start or a peer could not be reached.
@@ -952,7 +964,10 @@ impl Cluster {
     fn check_peers(&self) {
         let now = self.now();
         let instant = Instant::now();
-        let down_after = self.inner.config.down_after;
+        let down_after = match self.inner.config.down {
+            DownDecision::AfterSuspicion(after) => Some(after),
+            DownDecision::External => None,
+        };
         let mut events = Vec::new();
         let mut downed = Vec::new();
         {
@@ -971,10 +986,43 @@ impl Cluster {
                     events.extend(membership.suspect(node));
                     instant
                 });
-                if instant.duration_since(since) >= down_after {
+                if down_after.is_some_and(|after| instant.duration_since(since) >= after) {
                     downed.push(node.clone());
                 }
             }
+        }
+        self.emit(events);
+        if !downed.is_empty() {
+            tracing::warn!(node = %self.inner.node.id(), ?downed, "declared down: heartbeats stopped");
+            self.down(&downed);
+        }
+    }
+
+    /// Declares `node` down: its connection closes, monitors and links to its actors fire with
+    /// `NodeDown`, asks waiting on it fail, and subscribers see [`MemberEvent::Down`]. Final for
+    /// that incarnation: it is refused if it connects again. The registry calls this when the
+    /// node's session expires (see [`DownDecision::External`]).
+    pub fn declare_down(&self, node: &NodeId) {
+        if node == self.inner.node.id() {
+            return;
+        }
+        tracing::warn!(node = %self.inner.node.id(), down = %node, "declared down by the registry");
+        self.down(std::slice::from_ref(node));
+    }
+
+    fn down(&self, downed: &[NodeId]) {
+        let mut events = Vec::new();
+        let downed: Vec<NodeId> = {
+            let mut state = self.inner.state.lock();
+            let State {
+                peers, membership, ..
+            } = &mut *state;
+            // Each incarnation goes down once: its monitors fire exactly once.
+            let downed: Vec<NodeId> = downed
+                .iter()
+                .filter(|node| !membership.is_gone(node))
+                .cloned()
+                .collect();
             for node in &downed {
                 if let Some(peer) = peers.remove(node)
                     && let Some(link) = peer.link
@@ -984,10 +1032,8 @@ impl Cluster {
                 }
                 events.extend(membership.down(node));
             }
-        }
-        if !downed.is_empty() {
-            tracing::warn!(node = %self.inner.node.id(), ?downed, "declared down: heartbeats stopped");
-        }
+            downed
+        };
         for node in &downed {
             self.inner
                 .node

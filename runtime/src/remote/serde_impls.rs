@@ -7,13 +7,16 @@ use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::actor::{ActorRef, ReplyInner, ReplyTo};
+use crate::node::Node;
 
 use super::router::{decoding_node, encode_with, with_encoding};
 use super::wire::{WireRef, WireReply};
 use super::{RemoteMessage, RemoteRef, RemoteReply};
 
-impl<M: RemoteMessage> Serialize for ActorRef<M> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+impl<M: RemoteMessage> ActorRef<M> {
+    /// How this reference travels between nodes: the actor's id and the type of its messages.
+    /// A local actor becomes reachable from other nodes. Registries store references this way.
+    pub fn to_wire(&self) -> WireRef {
         if let Some(cell) = self.local() {
             // Another node may now send to it.
             cell.core.node.inner.remote.export(cell);
@@ -22,7 +25,30 @@ impl<M: RemoteMessage> Serialize for ActorRef<M> {
             id: self.id().clone(),
             msg_type: std::any::type_name::<M>().to_owned(),
         }
-        .serialize(serializer)
+    }
+
+    /// The reference `wire` describes, as `node` sends through it; `None` if the actor takes
+    /// messages of another type than `M`.
+    pub fn from_wire(node: &Node, wire: &WireRef) -> Option<Self> {
+        if wire.msg_type != std::any::type_name::<M>() {
+            return None;
+        }
+        if wire.id.node() == node.id()
+            && let Some(cell) = node.inner.cell(wire.id.seq())
+            && let Ok(cell) = cell.into_any().downcast::<crate::actor::Cell<M>>()
+        {
+            return Some(ActorRef::from_cell(cell));
+        }
+        Some(ActorRef::from_remote(RemoteRef::new(
+            wire.id.clone(),
+            node.clone(),
+        )))
+    }
+}
+
+impl<M: RemoteMessage> Serialize for ActorRef<M> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_wire().serialize(serializer)
     }
 }
 
@@ -34,20 +60,14 @@ impl<'de, M: RemoteMessage> Deserialize<'de> for ActorRef<M> {
                 "an ActorRef can only be decoded by an Ensemble node receiving a message",
             )
         })?;
-        let expected = std::any::type_name::<M>();
-        if wire.msg_type != expected {
-            return Err(D::Error::custom(format!(
-                "actor {} takes messages of type {}, not {expected}",
-                wire.id, wire.msg_type
-            )));
-        }
-        if wire.id.node() == node.id()
-            && let Some(cell) = node.inner.cell(wire.id.seq())
-            && let Ok(cell) = cell.into_any().downcast::<crate::actor::Cell<M>>()
-        {
-            return Ok(ActorRef::from_cell(cell));
-        }
-        Ok(ActorRef::from_remote(RemoteRef::new(wire.id, node)))
+        ActorRef::from_wire(&node, &wire).ok_or_else(|| {
+            D::Error::custom(format!(
+                "actor {} takes messages of type {}, not {}",
+                wire.id,
+                wire.msg_type,
+                std::any::type_name::<M>()
+            ))
+        })
     }
 }
 

@@ -1,0 +1,112 @@
+//! A granted lock: its fencing token, its loss, and the actors bound to it.
+
+use std::sync::Arc;
+
+use ensemble_runtime::UntypedRef;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use super::Shared;
+use crate::state::{Command, Holder, Outcome};
+
+/// What the registry handle and the lease share, so the handle can tell the lease it is lost.
+pub(crate) struct LeaseState {
+    lost: watch::Sender<Option<String>>,
+    bound: Mutex<Vec<UntypedRef>>,
+}
+
+impl LeaseState {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(LeaseState {
+            lost: watch::channel(None).0,
+            bound: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The lease is lost: bound actors are killed first, then waiters on `lost` are told.
+    pub(crate) fn lose(&self, why: &str) {
+        for actor in self.bound.lock().drain(..) {
+            actor.kill();
+        }
+        self.lost.send_if_modified(|lost| {
+            if lost.is_none() {
+                *lost = Some(why.to_owned());
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// A lock held by this node. Dropping it does not release the lock: call
+/// [`release`](Lease::release) (the lock is also released when this node's session ends).
+pub struct Lease {
+    pub(crate) lock: String,
+    pub(crate) holder: Holder,
+    pub(crate) token: u64,
+    pub(crate) state: Arc<LeaseState>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Lease {
+    /// The lock's name.
+    pub fn lock(&self) -> &str {
+        &self.lock
+    }
+
+    /// The grant's fencing token: strictly greater than every earlier grant of this lock.
+    /// Pass it with every side effect, so that receivers can refuse a stale holder's.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Whether the lease is lost (revoked, or this node fenced itself).
+    pub fn is_lost(&self) -> bool {
+        self.state.lost.borrow().is_some()
+    }
+
+    /// Resolves when the lease is lost, saying why. The future does not borrow the lease, so
+    /// it can be awaited in another task.
+    pub fn lost(&self) -> impl Future<Output = String> + Send + 'static {
+        let mut lost = self.state.lost.subscribe();
+        async move {
+            loop {
+                if let Some(why) = lost.borrow_and_update().clone() {
+                    return why;
+                }
+                if lost.changed().await.is_err() {
+                    return "the registry stopped".into();
+                }
+            }
+        }
+    }
+
+    /// Binds an actor to the lease: it is killed when the lease is lost, before the registry
+    /// could grant the lock to anyone else (see the self-fencing rule in docs/registry.md).
+    pub fn bind(&self, actor: impl Into<UntypedRef>) {
+        let actor = actor.into();
+        if self.is_lost() {
+            actor.kill();
+        } else {
+            self.state.bound.lock().push(actor);
+        }
+    }
+
+    /// Gives the lock back; the next waiter gets it.
+    pub async fn release(self) -> Result<(), crate::RegistryError> {
+        self.shared
+            .leases
+            .lock()
+            .remove(&(self.lock.clone(), self.holder.id));
+        self.state.bound.lock().clear();
+        let command = Command::Release {
+            lock: self.lock.clone(),
+            holder: self.holder.clone(),
+        };
+        match self.shared.propose_one(command, true).await? {
+            Outcome::Done { .. } | Outcome::NotHeld => Ok(()),
+            other => Err(self.shared.unexpected("release", other)),
+        }
+    }
+}

@@ -1,0 +1,714 @@
+//! The registry as a node uses it: the [`Registry`] handle, the node's session, its local copy
+//! of the state, and leases.
+//!
+//! # Calls
+//!
+//! Writes and linearizable reads go to the leader. A call starts with the leader it last heard
+//! of; a server that is not the leader names the one it knows, and the call follows it, until
+//! the call's timeout. A write whose request may have reached a failing leader is retried only
+//! when the command is idempotent (everything but compare-and-set); otherwise it ends with
+//! [`RegistryError::Unknown`].
+
+pub(crate) mod lease;
+pub(crate) mod mirror;
+pub(crate) mod session;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use ensemble_runtime::cluster::{Cluster, MemberStatus};
+use ensemble_runtime::remote::RemoteMessage;
+use ensemble_runtime::{ActorId, ActorRef, AskError, Node, ReplyTo};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{broadcast, oneshot};
+use tokio::time::Instant;
+
+pub use lease::Lease;
+use lease::LeaseState;
+use mirror::View;
+
+use crate::config::RegistryConfig;
+use crate::error::RegistryError;
+use crate::raft::network::Servers;
+use crate::server::protocol::{Answer, Query, ServerError, ServerMsg};
+use crate::state::{Command, Effect, Holder, KeyValue, Outcome};
+
+/// What the handle, the mirror and the session tasks share.
+pub(crate) struct Shared {
+    pub(crate) cluster: Cluster,
+    pub(crate) config: RegistryConfig,
+    pub(crate) servers: Servers,
+    pub(crate) view: RwLock<View>,
+    /// Bumped at each new subscription: feed messages of an older one are dropped.
+    pub(crate) epoch: AtomicU64,
+    /// The leader last heard of.
+    pub(crate) leader: Mutex<Option<String>>,
+    /// Waiters of this node queued for a lock, by (lock, holder id).
+    pub(crate) waiters: Mutex<HashMap<(String, u64), oneshot::Sender<u64>>>,
+    /// Leases this node holds, by (lock, holder id).
+    pub(crate) leases: Mutex<HashMap<(String, u64), Arc<LeaseState>>>,
+    pub(crate) effects: broadcast::Sender<Effect>,
+    pub(crate) fenced: AtomicBool,
+    pub(crate) expired: AtomicBool,
+    next_holder: AtomicU64,
+}
+
+impl Shared {
+    fn me(&self) -> &ensemble_runtime::NodeId {
+        self.cluster.node().id()
+    }
+
+    /// Where to send a call: the leader if known, else the members in turn, suspected ones
+    /// (heartbeats late: probably dead) last.
+    fn candidates(&self) -> Vec<String> {
+        let mut members: Vec<(bool, String)> = self
+            .cluster
+            .members()
+            .into_iter()
+            .map(|m| (m.status == MemberStatus::Suspect, m.node.name().to_owned()))
+            .collect();
+        members.push((false, self.me().name().to_owned()));
+        members.sort();
+        let mut names: Vec<String> = members.into_iter().map(|(_, name)| name).collect();
+        if let Some(leader) = self.leader.lock().clone() {
+            names.retain(|n| n != &leader);
+            names.insert(0, leader);
+        }
+        names
+    }
+
+    /// Sends a request to the leader, following redirections until `timeout`.
+    pub(crate) async fn call<T: RemoteMessage>(
+        &self,
+        what: &str,
+        make: impl Fn(ReplyTo<Result<T, ServerError>>) -> ServerMsg,
+        timeout: Duration,
+        idempotent: bool,
+    ) -> Result<T, RegistryError> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("no registry server answered");
+        let mut candidates = self.candidates().into_iter();
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(RegistryError::Timeout {
+                    what: what.to_owned(),
+                    timeout,
+                    last,
+                });
+            }
+            let target = match candidates.next() {
+                Some(target) => target,
+                None => {
+                    // Everyone tried: wait a little for an election, then again.
+                    tokio::time::sleep(Duration::from_millis(20).min(deadline - now)).await;
+                    candidates = self.candidates().into_iter();
+                    continue;
+                }
+            };
+            // One attempt never takes the whole timeout: a leader that died without its
+            // connection closing yet must not keep the call from the next one.
+            let attempt = deadline
+                .saturating_duration_since(Instant::now())
+                .min(self.attempt_timeout(timeout));
+            let server = match tokio::time::timeout(attempt, self.servers.get(&target)).await {
+                Ok(Ok(server)) => server,
+                Ok(Err(err)) => {
+                    last = err.to_string();
+                    continue;
+                }
+                Err(_) => {
+                    last = format!("node {target} did not answer a lookup within {attempt:?}");
+                    continue;
+                }
+            };
+            let attempt = deadline
+                .saturating_duration_since(Instant::now())
+                .min(self.attempt_timeout(timeout));
+            match server.ask(&make, attempt).await {
+                Ok(Ok(answer)) => {
+                    *self.leader.lock() = Some(target);
+                    return Ok(answer);
+                }
+                Ok(Err(ServerError::NotLeader { leader })) => {
+                    last = format!("node {target} is not the leader");
+                    if let Some(leader) = leader.filter(|l| l != &target) {
+                        *self.leader.lock() = Some(leader.clone());
+                        candidates = self.candidates().into_iter();
+                    } else {
+                        *self.leader.lock() = None;
+                    }
+                }
+                Ok(Err(ServerError::SessionExpired(node))) => {
+                    return Err(RegistryError::SessionExpired(node));
+                }
+                Ok(Err(ServerError::NoSession(node))) => {
+                    return Err(RegistryError::NoSession(node));
+                }
+                Ok(Err(err)) => last = format!("node {target}: {err}"),
+                Err(AskError::Timeout { .. }) if !idempotent => {
+                    return Err(RegistryError::Unknown {
+                        what: what.to_owned(),
+                        reason: format!("node {target} did not answer within {timeout:?}"),
+                    });
+                }
+                Err(err) => {
+                    self.servers.forget(&target);
+                    *self.leader.lock() = None;
+                    if !idempotent && !matches!(err, AskError::Unreachable { .. }) {
+                        return Err(RegistryError::Unknown {
+                            what: what.to_owned(),
+                            reason: err.to_string(),
+                        });
+                    }
+                    last = err.to_string();
+                }
+            }
+        }
+    }
+
+    /// How long one attempt of a call may take: a fraction of the session TTL (keepalives must
+    /// find a new leader well within it), but never more than the call's own timeout.
+    fn attempt_timeout(&self, timeout: Duration) -> Duration {
+        (self.config.session_ttl / 4)
+            .max(Duration::from_millis(100))
+            .min(timeout)
+    }
+
+    /// Commits commands, returning their outcomes.
+    pub(crate) async fn propose(
+        &self,
+        commands: Vec<Command>,
+        idempotent: bool,
+    ) -> Result<Vec<Outcome>, RegistryError> {
+        let what = match commands.first() {
+            Some(first) => format!("{first:?}"),
+            None => return Ok(Vec::new()),
+        };
+        self.call(
+            &what,
+            |reply| ServerMsg::Propose(commands.clone(), reply),
+            self.config.request_timeout,
+            idempotent,
+        )
+        .await
+    }
+
+    pub(crate) async fn propose_one(
+        &self,
+        command: Command,
+        idempotent: bool,
+    ) -> Result<Outcome, RegistryError> {
+        let mut outcomes = self.propose(vec![command], idempotent).await?;
+        match outcomes.pop() {
+            Some(Outcome::NoSession { node }) if self.expired.load(Ordering::Acquire) => {
+                Err(RegistryError::SessionExpired(node))
+            }
+            Some(Outcome::NoSession { node }) => Err(RegistryError::NoSession(node)),
+            Some(outcome) => Ok(outcome),
+            None => Err(RegistryError::Unknown {
+                what: "a command".into(),
+                reason: "the leader answered no outcome".into(),
+            }),
+        }
+    }
+
+    async fn read(&self, query: Query) -> Result<Answer, RegistryError> {
+        self.call(
+            &format!("{query:?}"),
+            |reply| ServerMsg::Read(query.clone(), reply),
+            self.config.request_timeout,
+            true,
+        )
+        .await
+    }
+
+    pub(crate) fn unexpected(&self, what: &str, outcome: Outcome) -> RegistryError {
+        RegistryError::Unknown {
+            what: what.to_owned(),
+            reason: format!("unexpected outcome {outcome:?}"),
+        }
+    }
+
+    /// This node's session expired: it is down for the cluster.
+    pub(crate) fn session_expired(self: &Arc<Self>) {
+        if !self.expired.swap(true, Ordering::AcqRel) {
+            tracing::error!(node = %self.me(), "this node's registry session expired: the cluster counts it as down");
+            self.fence("this node's session expired");
+        }
+    }
+
+    /// Every lease is lost and its bound actors are killed. The locks are then given back
+    /// as soon as the registry can be reached again (if the session expired first, the
+    /// expiry released them already).
+    pub(crate) fn fence(self: &Arc<Self>, why: &str) {
+        self.fenced.store(true, Ordering::Release);
+        let leases: Vec<_> = self.leases.lock().drain().collect();
+        if !leases.is_empty() {
+            tracing::warn!(node = %self.me(), leases = leases.len(), why, "fencing: leases lost");
+        }
+        for ((lock, id), lease) in leases {
+            lease.lose(why);
+            let shared = self.clone();
+            tokio::spawn(async move {
+                let release = Command::Release {
+                    lock,
+                    holder: Holder {
+                        node: shared.me().clone(),
+                        id,
+                    },
+                };
+                while !shared.expired.load(Ordering::Acquire) {
+                    match shared.propose_one(release.clone(), true).await {
+                        Ok(_)
+                        | Err(RegistryError::SessionExpired(_) | RegistryError::NoSession(_)) => {
+                            return;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            });
+        }
+    }
+
+    fn check_usable(&self) -> Result<(), RegistryError> {
+        if self.expired.load(Ordering::Acquire) {
+            return Err(RegistryError::SessionExpired(self.me().clone()));
+        }
+        if self.fenced.load(Ordering::Acquire) {
+            return Err(RegistryError::Fenced(self.me().clone()));
+        }
+        Ok(())
+    }
+}
+
+/// A handle to the registry, for one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// A change the registry made, as [`Registry::subscribe`] shows it.
+pub type RegistryEffect = Effect;
+
+impl Registry {
+    pub(crate) fn new_shared(
+        cluster: Cluster,
+        config: RegistryConfig,
+        servers: Servers,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            cluster,
+            config,
+            servers,
+            view: RwLock::default(),
+            epoch: AtomicU64::new(0),
+            leader: Mutex::new(None),
+            waiters: Mutex::default(),
+            leases: Mutex::default(),
+            effects: broadcast::channel(4096).0,
+            fenced: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
+            next_holder: AtomicU64::new(1),
+        })
+    }
+
+    fn node(&self) -> &Node {
+        self.shared.cluster.node()
+    }
+
+    /// Binds a global name to a local actor, for as long as the actor lives and this node's
+    /// session lasts. Fails if another actor holds the name.
+    pub async fn register<M: RemoteMessage>(
+        &self,
+        name: &str,
+        actor: &ActorRef<M>,
+    ) -> Result<(), RegistryError> {
+        self.local_actor(actor)?;
+        let command = Command::RegisterName {
+            name: name.to_owned(),
+            actor: actor.to_wire(),
+        };
+        match self.shared.propose_one(command, true).await? {
+            Outcome::Done { .. } | Outcome::Unchanged => {
+                self.release_on_exit(
+                    actor,
+                    Command::UnregisterName {
+                        name: name.to_owned(),
+                        actor: actor.id().clone(),
+                    },
+                );
+                Ok(())
+            }
+            Outcome::NameTaken { holder } => Err(RegistryError::NameTaken {
+                name: name.to_owned(),
+                holder: holder.id,
+            }),
+            other => Err(self.shared.unexpected("register", other)),
+        }
+    }
+
+    /// Frees a global name if `actor` holds it; says whether it did.
+    pub async fn unregister(&self, name: &str, actor: &ActorId) -> Result<bool, RegistryError> {
+        let command = Command::UnregisterName {
+            name: name.to_owned(),
+            actor: actor.clone(),
+        };
+        Ok(matches!(
+            self.shared.propose_one(command, true).await?,
+            Outcome::Done { .. }
+        ))
+    }
+
+    /// The actor a global name resolves to, from this node's copy of the registry: no round
+    /// trip, and possibly a little behind the leader (a send to a stale entry fails fast;
+    /// resolve again then). See [`whereis_linearizable`](Self::whereis_linearizable).
+    pub fn whereis<M: RemoteMessage>(
+        &self,
+        name: &str,
+    ) -> Result<Option<ActorRef<M>>, RegistryError> {
+        let view = self.shared.view.read();
+        match view.state.name(name) {
+            None => Ok(None),
+            Some(wire) => self.typed(name, wire).map(Some),
+        }
+    }
+
+    /// The actor a global name resolves to, as of now (a read through the leader).
+    pub async fn whereis_linearizable<M: RemoteMessage>(
+        &self,
+        name: &str,
+    ) -> Result<Option<ActorRef<M>>, RegistryError> {
+        match self.shared.read(Query::Name(name.to_owned())).await? {
+            Answer::Name(Some(wire)) => self.typed(name, &wire).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn typed<M: RemoteMessage>(
+        &self,
+        name: &str,
+        wire: &ensemble_runtime::remote::WireRef,
+    ) -> Result<ActorRef<M>, RegistryError> {
+        ActorRef::from_wire(self.node(), wire).ok_or_else(|| RegistryError::WrongType {
+            name: name.to_owned(),
+            found: wire.clone(),
+            expected: std::any::type_name::<M>(),
+        })
+    }
+
+    /// Adds a local actor to a group, for as long as it lives and this node's session lasts.
+    pub async fn join_group<M: RemoteMessage>(
+        &self,
+        group: &str,
+        actor: &ActorRef<M>,
+    ) -> Result<(), RegistryError> {
+        self.local_actor(actor)?;
+        let command = Command::JoinGroup {
+            group: group.to_owned(),
+            actor: actor.to_wire(),
+        };
+        self.shared.propose_one(command, true).await?;
+        self.release_on_exit(
+            actor,
+            Command::LeaveGroup {
+                group: group.to_owned(),
+                actor: actor.id().clone(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes an actor from a group.
+    pub async fn leave_group(&self, group: &str, actor: &ActorId) -> Result<(), RegistryError> {
+        let command = Command::LeaveGroup {
+            group: group.to_owned(),
+            actor: actor.clone(),
+        };
+        self.shared.propose_one(command, true).await.map(|_| ())
+    }
+
+    /// A group's members that take messages of type `M`, from this node's copy.
+    pub fn group<M: RemoteMessage>(&self, group: &str) -> Vec<ActorRef<M>> {
+        let view = self.shared.view.read();
+        view.state
+            .group(group)
+            .iter()
+            .filter_map(|wire| ActorRef::from_wire(self.node(), wire))
+            .collect()
+    }
+
+    /// Takes a lock, waiting in line (first come, first served) for up to `timeout`.
+    pub async fn lock(&self, lock: &str, timeout: Duration) -> Result<Lease, RegistryError> {
+        self.acquire(lock, true, timeout).await
+    }
+
+    /// Takes a lock if it is free; [`RegistryError::Busy`] names the holder otherwise.
+    pub async fn try_lock(&self, lock: &str) -> Result<Lease, RegistryError> {
+        self.acquire(lock, false, self.shared.config.request_timeout)
+            .await
+    }
+
+    async fn acquire(
+        &self,
+        lock: &str,
+        wait: bool,
+        timeout: Duration,
+    ) -> Result<Lease, RegistryError> {
+        self.shared.check_usable()?;
+        let holder = Holder {
+            node: self.node().id().clone(),
+            id: self.shared.next_holder.fetch_add(1, Ordering::Relaxed),
+        };
+        let key = (lock.to_owned(), holder.id);
+        // Listening before asking: the grant may reach the mirror before the answer.
+        let (tx, granted) = oneshot::channel();
+        self.shared.waiters.lock().insert(key.clone(), tx);
+        let command = Command::Acquire {
+            lock: lock.to_owned(),
+            holder: holder.clone(),
+            wait,
+        };
+        let deadline = Instant::now() + timeout;
+        let outcome = self.shared.propose_one(command, true).await;
+        let token = match outcome {
+            Ok(Outcome::Granted { token }) => token,
+            Ok(Outcome::Queued { .. }) => match tokio::time::timeout_at(deadline, granted).await {
+                Ok(Ok(token)) => token,
+                _ => {
+                    self.shared.waiters.lock().remove(&key);
+                    // Leave the line (or give back a grant that raced the timeout).
+                    let release = Command::Release {
+                        lock: lock.to_owned(),
+                        holder,
+                    };
+                    let _ = self.shared.propose_one(release, true).await;
+                    return Err(RegistryError::Timeout {
+                        what: format!("lock {lock:?}"),
+                        timeout,
+                        last: "still waiting in line".into(),
+                    });
+                }
+            },
+            Ok(Outcome::Busy { holder }) => {
+                self.shared.waiters.lock().remove(&key);
+                return Err(RegistryError::Busy {
+                    lock: lock.to_owned(),
+                    holder,
+                });
+            }
+            Ok(other) => {
+                self.shared.waiters.lock().remove(&key);
+                return Err(self.shared.unexpected("lock", other));
+            }
+            Err(err) => {
+                self.shared.waiters.lock().remove(&key);
+                return Err(err);
+            }
+        };
+        self.shared.waiters.lock().remove(&key);
+        let state = LeaseState::new();
+        self.shared.leases.lock().insert(key, state.clone());
+        // Fenced while waiting: the lease is lost already.
+        if self.shared.fenced.load(Ordering::Acquire) {
+            state.lose("this node fenced itself");
+        }
+        Ok(Lease {
+            lock: lock.to_owned(),
+            holder,
+            token,
+            state,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// A lock's holder and waiters, from this node's copy.
+    pub fn lock_info(&self, lock: &str) -> Option<crate::state::Lock> {
+        self.shared.view.read().state.lock(lock).cloned()
+    }
+
+    /// Sets a config key; returns the revision of the change.
+    pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<u64, RegistryError> {
+        let command = Command::Put {
+            key: key.to_owned(),
+            value: value.into(),
+        };
+        match self.shared.propose_one(command, true).await? {
+            Outcome::Done { revision } => Ok(revision),
+            other => Err(self.shared.unexpected("put", other)),
+        }
+    }
+
+    /// Removes a config key; says whether it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool, RegistryError> {
+        let command = Command::Delete {
+            key: key.to_owned(),
+        };
+        Ok(matches!(
+            self.shared.propose_one(command, true).await?,
+            Outcome::Done { .. }
+        ))
+    }
+
+    /// Sets (or removes, with `None`) a config key if its revision is `expected` (0: the key
+    /// must be absent); returns the revision of the change.
+    pub async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: u64,
+        value: Option<Vec<u8>>,
+    ) -> Result<u64, RegistryError> {
+        let command = Command::CompareAndSet {
+            key: key.to_owned(),
+            expected,
+            value,
+        };
+        match self.shared.propose_one(command, false).await? {
+            Outcome::Done { revision } => Ok(revision),
+            Outcome::Unchanged => Ok(self.shared.view.read().state.revision()),
+            Outcome::RevisionMismatch { current } => Err(RegistryError::RevisionMismatch {
+                key: key.to_owned(),
+                expected,
+                current,
+            }),
+            other => Err(self.shared.unexpected("compare_and_set", other)),
+        }
+    }
+
+    /// A config key as of now (a read through the leader).
+    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, RegistryError> {
+        match self.shared.read(Query::Get(key.to_owned())).await? {
+            Answer::Get(value) => Ok(value),
+            _ => Ok(None),
+        }
+    }
+
+    /// Config keys under a prefix, as of now.
+    pub async fn get_prefix(&self, prefix: &str) -> Result<Vec<(String, KeyValue)>, RegistryError> {
+        match self.shared.read(Query::Prefix(prefix.to_owned())).await? {
+            Answer::Prefix(values) => Ok(values),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The registry's voters, by node name, as the leader knows them now.
+    pub async fn voters(&self) -> Result<Vec<String>, RegistryError> {
+        match self.shared.read(Query::Voters).await? {
+            Answer::Voters(voters) => Ok(voters),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// A config key from this node's copy.
+    pub fn get_cached(&self, key: &str) -> Option<KeyValue> {
+        self.shared.view.read().state.get(key).cloned()
+    }
+
+    /// Changes to config keys under `prefix`, from now on, as (key, value or `None` if
+    /// removed, revision).
+    pub fn watch_prefix(&self, prefix: &str) -> Watch {
+        Watch {
+            prefix: prefix.to_owned(),
+            effects: self.shared.effects.subscribe(),
+        }
+    }
+
+    /// Every change the registry makes, from now on, as this node's copy applies it.
+    pub fn subscribe(&self) -> broadcast::Receiver<RegistryEffect> {
+        self.shared.effects.subscribe()
+    }
+
+    /// Whether this node fenced itself (it could not renew its session in time).
+    pub fn is_fenced(&self) -> bool {
+        self.shared.fenced.load(Ordering::Acquire)
+    }
+
+    /// Whether this node's session expired.
+    pub fn is_expired(&self) -> bool {
+        self.shared.expired.load(Ordering::Acquire)
+    }
+
+    /// The registry revision this node's copy has applied.
+    pub fn revision(&self) -> u64 {
+        self.shared.view.read().state.revision()
+    }
+
+    /// The leader this node last heard of.
+    pub fn leader(&self) -> Option<String> {
+        self.shared.leader.lock().clone()
+    }
+
+    /// Ends this node's session on purpose: its names, group entries and locks are released at
+    /// once, and other nodes see it as having left rather than failed.
+    pub async fn leave(&self) -> Result<(), RegistryError> {
+        let command = Command::CloseSession {
+            node: self.node().id().clone(),
+        };
+        self.shared.fence("this node left");
+        self.shared.propose_one(command, true).await.map(|_| ())
+    }
+
+    fn local_actor<M: RemoteMessage>(&self, actor: &ActorRef<M>) -> Result<(), RegistryError> {
+        if actor.id().node() != self.node().id() || !actor.is_local() {
+            return Err(RegistryError::NotLocal {
+                actor: actor.id().clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Proposes `command` when `actor` ends.
+    fn release_on_exit<M: Send + 'static>(&self, actor: &ActorRef<M>, command: Command) {
+        let actor = actor.clone();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            actor.wait_for_exit().await;
+            if !shared.expired.load(Ordering::Acquire) {
+                let _ = shared.propose(vec![command], true).await;
+            }
+        });
+    }
+}
+
+/// Changes to config keys under a prefix.
+pub struct Watch {
+    prefix: String,
+    effects: broadcast::Receiver<Effect>,
+}
+
+/// One change to a watched key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyChange {
+    /// The key.
+    pub key: String,
+    /// Its value, or `None` if it was removed.
+    pub value: Option<Vec<u8>>,
+    /// The revision of the change.
+    pub revision: u64,
+}
+
+impl Watch {
+    /// The next change; `None` when the registry stops. A watcher that falls more than 4096
+    /// changes behind skips the ones it missed (read the prefix again with `get_prefix`).
+    pub async fn next(&mut self) -> Option<KeyChange> {
+        loop {
+            match self.effects.recv().await {
+                Ok(Effect::Key {
+                    key,
+                    value,
+                    revision,
+                }) if key.starts_with(&self.prefix) => {
+                    return Some(KeyChange {
+                        key,
+                        value,
+                        revision,
+                    });
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}

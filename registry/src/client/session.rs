@@ -1,0 +1,156 @@
+//! The node's session: opened at start, renewed by keepalives to the leader, and watched by
+//! a deadline after which the node fences itself; and the subscription that feeds the mirror.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ensemble_runtime::ActorRef;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::Shared;
+use crate::error::RegistryError;
+use crate::server::protocol::{FeedMsg, ServerMsg};
+use crate::state::{Command, Outcome};
+
+/// Opens this node's session, retrying until a leader commits it or `timeout` passes.
+pub(crate) async fn open(shared: &Shared, timeout: Duration) -> Result<(), RegistryError> {
+    let deadline = Instant::now() + timeout;
+    let command = Command::OpenSession {
+        node: shared.me().clone(),
+        ttl_ms: shared.config.session_ttl.as_millis() as u64,
+    };
+    loop {
+        match shared.propose_one(command.clone(), true).await {
+            Ok(Outcome::Done { .. } | Outcome::Unchanged) => return Ok(()),
+            Ok(Outcome::StaleIncarnation { current }) => {
+                return Err(RegistryError::Start(format!(
+                    "incarnation {} of node {} already has a session; this one ({}) is stale",
+                    current,
+                    shared.me().name(),
+                    shared.me().incarnation()
+                )));
+            }
+            Ok(other) => return Err(shared.unexpected("open session", other)),
+            Err(err @ (RegistryError::NoSession(_) | RegistryError::SessionExpired(_))) => {
+                return Err(err);
+            }
+            Err(err) if Instant::now() >= deadline => return Err(err),
+            Err(err) => {
+                tracing::debug!(%err, "registry not ready yet; retrying to open the session");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Renews the session and fences the node when renewals stop coming back in time.
+pub(crate) async fn keep(shared: Arc<Shared>) {
+    let ttl = shared.config.session_ttl;
+    let valid_for = ttl.mul_f64(1.0 - shared.config.drift_margin);
+    let valid_until = Arc::new(Mutex::new(Instant::now() + valid_for));
+    tokio::spawn(watchdog(shared.clone(), valid_until.clone()));
+    let mut tick = tokio::time::interval(shared.config.keepalive_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if shared.expired.load(Ordering::Acquire) {
+            return;
+        }
+        let sent = Instant::now();
+        let me = shared.me().clone();
+        let renewed = shared
+            .call(
+                "keepalive",
+                |reply| ServerMsg::KeepAlive(me.clone(), reply),
+                valid_for / 2,
+                true,
+            )
+            .await;
+        match renewed {
+            Ok(()) => {
+                let mut until = valid_until.lock();
+                *until = (*until).max(sent + valid_for);
+                if shared.fenced.swap(false, Ordering::AcqRel) {
+                    tracing::info!(node = %me, "session renewed again: no longer fenced");
+                }
+            }
+            Err(RegistryError::SessionExpired(_)) => {
+                shared.session_expired();
+                return;
+            }
+            Err(RegistryError::NoSession(_)) => {
+                // Not committed yet on a new leader, or the open was lost: open it again
+                // (opening an open session changes nothing).
+                let _ = open(&shared, valid_for / 2).await;
+            }
+            Err(err) => tracing::debug!(node = %me, %err, "keepalive failed"),
+        }
+    }
+}
+
+/// Fences the node the moment its session may no longer be valid.
+async fn watchdog(shared: Arc<Shared>, valid_until: Arc<Mutex<Instant>>) {
+    loop {
+        let until = *valid_until.lock();
+        tokio::time::sleep_until(until).await;
+        if shared.expired.load(Ordering::Acquire) {
+            return;
+        }
+        if *valid_until.lock() <= Instant::now() && !shared.fenced.load(Ordering::Acquire) {
+            tracing::warn!(node = %shared.me(), "no session renewal in time: fencing this node");
+            shared.fence("this node could not renew its session in time");
+            metrics::counter!("ensemble_registry_fenced_total").increment(1);
+        }
+        if *valid_until.lock() <= Instant::now() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Keeps the mirror subscribed to the leader (or, while none is known, to the voter it has).
+pub(crate) async fn feed(shared: Arc<Shared>, mirror: ActorRef<FeedMsg>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
+    loop {
+        tick.tick().await;
+        let leader = shared.leader.lock().clone();
+        let source = shared.view.read().source.clone();
+        let source_alive = source.as_ref().is_some_and(|name| {
+            name == shared.me().name()
+                || shared
+                    .cluster
+                    .members()
+                    .iter()
+                    .any(|m| m.node.name() == name)
+        });
+        let wanted = match (&leader, source_alive) {
+            (Some(leader), _) if Some(leader) != source.as_ref() => leader.clone(),
+            // No leader known yet: wait for one rather than take a copy from a node that may
+            // not be a voter at all.
+            _ => continue,
+        };
+        let Ok(server) = shared.servers.get(&wanted).await else {
+            continue;
+        };
+        if let Some(old) = source.filter(|old| old != &wanted)
+            && let Ok(old) = shared.servers.get(&old).await
+        {
+            let _ = old.try_tell(ServerMsg::Unsubscribe(mirror.id().clone()));
+        }
+        let epoch = shared.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        {
+            let mut view = shared.view.write();
+            view.source = Some(wanted.clone());
+            view.synced = false;
+        }
+        let subscribe = ServerMsg::Subscribe {
+            mirror: mirror.clone(),
+            epoch,
+        };
+        if server.tell(subscribe).await.is_err() {
+            shared.servers.forget(&wanted);
+            shared.view.write().source = None;
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! How a node takes part in the registry.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Registry settings of a node.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Where the node keeps its Raft log, vote and snapshots (`registry.redb` inside).
+    pub data_dir: PathBuf,
+    /// Start a new registry, with this node its only voter, if the data dir holds none. Set it
+    /// on the first node of a new cluster only (the one started without seeds).
+    pub bootstrap: bool,
+    /// How many voters the leader adds, from the connected members in name order (members
+    /// labelled `registry.voter = "no"` never vote). A single node alone is its own voter.
+    pub voters: usize,
+    /// How long a node's session lives without a keepalive. The node is declared down this
+    /// long after its last keepalive reached the leader.
+    pub session_ttl: Duration,
+    /// How often a node renews its session.
+    pub keepalive_interval: Duration,
+    /// The part of the TTL a node gives up to clock drift when deciding it is still valid:
+    /// it fences itself at (last acknowledged keepalive sent) + TTL x (1 - margin).
+    pub drift_margin: f64,
+    /// How long each call waits for the registry, retries on a changed leader included.
+    pub request_timeout: Duration,
+    /// Raft heartbeats from the leader.
+    pub heartbeat_interval: Duration,
+    /// A follower without heartbeats starts an election after a random time in this range.
+    pub election_timeout: (Duration, Duration),
+}
+
+impl RegistryConfig {
+    /// Defaults, keeping data under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        RegistryConfig {
+            data_dir: data_dir.into(),
+            bootstrap: false,
+            voters: 3,
+            session_ttl: Duration::from_secs(1),
+            keepalive_interval: Duration::from_millis(200),
+            drift_margin: 0.1,
+            request_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(300), Duration::from_millis(500)),
+        }
+    }
+
+    /// Checks the settings, naming the first one that is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.voters == 0 {
+            return Err("registry.voters must be at least 1".into());
+        }
+        if !(0.0..0.5).contains(&self.drift_margin) {
+            return Err(format!(
+                "registry.drift_margin must be in [0, 0.5), not {}",
+                self.drift_margin
+            ));
+        }
+        if self.keepalive_interval * 2 >= self.session_ttl.mul_f64(1.0 - self.drift_margin) {
+            return Err(format!(
+                "registry.keepalive_interval ({:?}) must be under half the session TTL ({:?}) less the drift margin",
+                self.keepalive_interval, self.session_ttl
+            ));
+        }
+        let (min, max) = self.election_timeout;
+        if min <= self.heartbeat_interval * 2 || max <= min {
+            return Err(format!(
+                "registry.election_timeout ({min:?}..{max:?}) must exceed twice the heartbeat interval ({:?}) and be a range",
+                self.heartbeat_interval
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! What can go wrong with a registry call, each error naming what it is about.
+
+use ensemble_runtime::remote::WireRef;
+use ensemble_runtime::{ActorId, NodeId};
+
+use crate::state::Holder;
+
+/// Why a registry call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The name is held by another actor.
+    #[error(
+        "global name {name:?} is taken by actor {holder}; unregister it first or pick another name"
+    )]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// Who holds it.
+        holder: ActorId,
+    },
+    /// The name resolves to an actor of another protocol than the one asked for.
+    #[error("global name {name:?} holds actor {} which takes messages of type {}, not {expected}", .found.id, .found.msg_type)]
+    WrongType {
+        /// The name.
+        name: String,
+        /// The actor found.
+        found: WireRef,
+        /// The message type asked for.
+        expected: &'static str,
+    },
+    /// Only actors of this node can be registered or join groups from it: names and group
+    /// entries are bound to the owner node's session.
+    #[error("actor {actor} is not on this node; register it from its own node ({})", .actor.node())]
+    NotLocal {
+        /// The actor.
+        actor: ActorId,
+    },
+    /// The lock is held and the caller did not want to wait.
+    #[error("lock {lock:?} is held by node {} (holder {})", .holder.node, .holder.id)]
+    Busy {
+        /// The lock.
+        lock: String,
+        /// Who holds it.
+        holder: Holder,
+    },
+    /// A compare-and-set found another revision.
+    #[error(
+        "config key {key:?} is at revision {current}, not {expected} (0 means absent); read it again and retry"
+    )]
+    RevisionMismatch {
+        /// The key.
+        key: String,
+        /// The revision expected.
+        expected: u64,
+        /// Its revision.
+        current: u64,
+    },
+    /// This node's session expired (the cluster counts it down); the node must restart as a new
+    /// incarnation to take part again.
+    #[error(
+        "the registry session of node {0} expired: the cluster counts this node as down; restart it to rejoin"
+    )]
+    SessionExpired(NodeId),
+    /// The node has no session: not opened yet, or closed when it left.
+    #[error("node {0} has no registry session (not opened yet, or closed when it left)")]
+    NoSession(NodeId),
+    /// This node could not renew its session in time and fenced itself: its leases are lost.
+    #[error(
+        "node {0} is fenced: it could not renew its registry session in time (no quorum reachable?)"
+    )]
+    Fenced(NodeId),
+    /// No leader answered within the call's timeout.
+    #[error("the registry did not answer {what} within {timeout:?}: {last}")]
+    Timeout {
+        /// The call.
+        what: String,
+        /// The timeout.
+        timeout: std::time::Duration,
+        /// The last thing that went wrong.
+        last: String,
+    },
+    /// The request reached the leader but its outcome is unknown (the leader failed while
+    /// committing it): it may or may not have taken effect.
+    #[error("the outcome of {what} is unknown: {reason}; check the registry before retrying")]
+    Unknown {
+        /// The call.
+        what: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The registry could not start.
+    #[error("cannot start the registry: {0}")]
+    Start(String),
+}

@@ -1,0 +1,15 @@
+//! Ensemble's registry: the coordination service of a cluster, on openraft.
+
+mod client;
+mod config;
+mod error;
+pub mod raft;
+pub(crate) mod server;
+mod start;
+pub mod state;
+
+pub use client::{KeyChange, Lease, Registry, RegistryEffect, Watch};
+pub use config::RegistryConfig;
+pub use error::RegistryError;
+pub use server::VOTER_LABEL;
+pub use start::LOG_FILE;

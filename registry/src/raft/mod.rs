@@ -1,0 +1,10 @@
+//! Raft: the replicated log under the registry (openraft), its storage (redb) and its RPCs
+//! (asks over the runtime's transport).
+
+pub mod log_store;
+pub(crate) mod network;
+pub mod state_machine;
+pub mod types;
+
+pub use state_machine::StateMachine;
+pub use types::{Batch, TypeConfig, Voter, raft_id};

@@ -1,0 +1,174 @@
+//! Raft's RPCs, carried as asks to the registry server actor of the target node over the
+//! runtime's transport (QUIC with mutual TLS).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ensemble_runtime::cluster::Cluster;
+use ensemble_runtime::{ActorRef, AskError};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use parking_lot::Mutex;
+
+use super::types::{TypeConfig, Voter};
+use crate::server::protocol::{SERVER_NAME, ServerMsg};
+
+/// Finds the registry server of a node by name, and remembers it.
+#[derive(Clone)]
+pub(crate) struct Servers {
+    cluster: Cluster,
+    known: Arc<Mutex<HashMap<String, ActorRef<ServerMsg>>>>,
+}
+
+/// Why a node's server could not be found.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the registry server of node {node}: {reason}")]
+pub(crate) struct NoServer {
+    pub(crate) node: String,
+    pub(crate) reason: String,
+}
+
+impl Servers {
+    pub(crate) fn new(cluster: Cluster) -> Self {
+        Servers {
+            cluster,
+            known: Arc::default(),
+        }
+    }
+
+    /// The server of the node named `name` (this node, or a connected member).
+    pub(crate) async fn get(&self, name: &str) -> Result<ActorRef<ServerMsg>, NoServer> {
+        if let Some(server) = self.known.lock().get(name) {
+            return Ok(server.clone());
+        }
+        let node = self.cluster.node();
+        let server = if node.id().name() == name {
+            node.whereis_local::<ServerMsg>(SERVER_NAME)
+                .map_err(|e| NoServer {
+                    node: name.to_owned(),
+                    reason: e.to_string(),
+                })?
+        } else {
+            let member = self
+                .cluster
+                .members()
+                .into_iter()
+                .find(|m| m.node.name() == name)
+                .ok_or_else(|| NoServer {
+                    node: name.to_owned(),
+                    reason: "it is not connected".into(),
+                })?;
+            self.cluster
+                .whereis::<ServerMsg>(&member.node, SERVER_NAME)
+                .await
+                .map_err(|e| NoServer {
+                    node: name.to_owned(),
+                    reason: e.to_string(),
+                })?
+        };
+        self.known.lock().insert(name.to_owned(), server.clone());
+        Ok(server)
+    }
+
+    /// Forgets a server that failed to answer (its node may have restarted).
+    pub(crate) fn forget(&self, name: &str) {
+        self.known.lock().remove(name);
+    }
+}
+
+/// Opens Raft's connections.
+pub(crate) struct Network {
+    pub(crate) servers: Servers,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: u64, node: &Voter) -> Connection {
+        Connection {
+            target,
+            name: node.name.clone(),
+            servers: self.servers.clone(),
+        }
+    }
+}
+
+/// Raft's connection to one voter.
+pub(crate) struct Connection {
+    target: u64,
+    name: String,
+    servers: Servers,
+}
+
+impl Connection {
+    async fn call<T: Send + 'static, E: std::error::Error + Send + 'static>(
+        &self,
+        make: impl FnOnce(ensemble_runtime::ReplyTo<Result<T, RaftError<u64, E>>>) -> ServerMsg,
+        timeout: Duration,
+    ) -> Result<T, RPCError<u64, Voter, RaftError<u64, E>>>
+    where
+        RaftError<u64, E>: std::error::Error,
+    {
+        let server = self
+            .servers
+            .get(&self.name)
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        match server.ask(make, timeout).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(err)) => Err(RPCError::RemoteError(RemoteError::new(self.target, err))),
+            Err(err) => {
+                self.servers.forget(&self.name);
+                Err(match err {
+                    AskError::Timeout { .. } => RPCError::Network(NetworkError::new(&err)),
+                    _ => RPCError::Unreachable(Unreachable::new(&err)),
+                })
+            }
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Voter, RaftError<u64>>> {
+        self.call(
+            |reply| ServerMsg::AppendEntries(rpc, reply),
+            option.hard_ttl(),
+        )
+        .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, Voter, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.call(
+            |reply| ServerMsg::InstallSnapshot(rpc, reply),
+            option.hard_ttl(),
+        )
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, Voter, RaftError<u64>>> {
+        self.call(|reply| ServerMsg::Vote(rpc, reply), option.hard_ttl())
+            .await
+    }
+}

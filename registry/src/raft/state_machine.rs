@@ -1,0 +1,226 @@
+//! The voter's state machine: the registry state, applied from committed entries, with its
+//! snapshots kept in the same redb file as the log.
+//!
+//! The state itself lives in memory; on restart it comes back from the last snapshot plus the
+//! committed entries after it, which openraft re-applies. Every applied batch also goes out on
+//! a feed, from which each node's local copy (`crate::mirror`) is kept up to date.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::log_store::{LogStore, StoredSnapshot};
+use super::types::{TypeConfig, Voter};
+use crate::state::{Command, Outcome, RegistryState};
+
+/// How many applied batches a slow subscriber may fall behind before it is sent the whole
+/// state again.
+const FEED_CAPACITY: usize = 4096;
+
+/// What the feed carries.
+#[derive(Clone, Debug)]
+pub(crate) enum Fed {
+    /// A committed batch, applied at this log index.
+    Batch {
+        index: u64,
+        commands: Arc<Vec<Command>>,
+    },
+    /// The state was replaced by a snapshot from the leader: subscribers need it whole.
+    Reset,
+}
+
+/// The state as of a log index, shared between the state machine and its readers.
+pub(crate) struct Applied {
+    pub(crate) state: RegistryState,
+    pub(crate) last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, Voter>,
+}
+
+/// What a snapshot holds.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    state: RegistryState,
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, Voter>,
+}
+
+/// The state machine, shared with the server (reads, subscriptions).
+#[derive(Clone)]
+pub struct StateMachine {
+    applied: Arc<Mutex<Applied>>,
+    feed: broadcast::Sender<Fed>,
+    store: LogStore<TypeConfig>,
+}
+
+impl StateMachine {
+    /// The state machine for `store`, starting from its last snapshot.
+    pub async fn open(store: LogStore<TypeConfig>) -> Result<StateMachine, StorageError<u64>> {
+        let applied = match store.load_snapshot().await? {
+            Some(snapshot) => {
+                let data: SnapshotData = decode(&snapshot.data)?;
+                Applied {
+                    state: data.state,
+                    last_applied: data.last_applied,
+                    membership: data.membership,
+                }
+            }
+            None => Applied {
+                state: RegistryState::default(),
+                last_applied: None,
+                membership: StoredMembership::default(),
+            },
+        };
+        Ok(StateMachine {
+            applied: Arc::new(Mutex::new(applied)),
+            feed: broadcast::channel(FEED_CAPACITY).0,
+            store,
+        })
+    }
+
+    /// Reads the state as of now.
+    pub(crate) fn read<T>(&self, read: impl FnOnce(&RegistryState) -> T) -> T {
+        read(&self.applied.lock().state)
+    }
+
+    /// The whole state and its log index, and the feed of what is applied after it: taken
+    /// together, so nothing is missed or seen twice.
+    pub(crate) fn subscribe(&self) -> (RegistryState, u64, broadcast::Receiver<Fed>) {
+        let applied = self.applied.lock();
+        (
+            applied.state.clone(),
+            applied.last_applied.map_or(0, |id| id.index),
+            self.feed.subscribe(),
+        )
+    }
+
+    fn snapshot_data(&self) -> SnapshotData {
+        let applied = self.applied.lock();
+        SnapshotData {
+            state: applied.state.clone(),
+            last_applied: applied.last_applied,
+            membership: applied.membership.clone(),
+        }
+    }
+}
+
+// openraft's trait methods return its (large) `StorageError`; this helper follows them.
+#[allow(clippy::result_large_err)]
+fn decode(bytes: &[u8]) -> Result<SnapshotData, StorageError<u64>> {
+    rmp_serde::from_slice(bytes).map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        let snapshot = self.snapshot_data();
+        let (last_log_id, last_membership) = (snapshot.last_applied, snapshot.membership.clone());
+        let data = rmp_serde::to_vec(&snapshot)
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id: format!(
+                "{}-{}",
+                last_log_id.map_or(0, |id| id.index),
+                fastrand::u64(..)
+            ),
+        };
+        self.store
+            .save_snapshot(&StoredSnapshot {
+                meta: meta.clone(),
+                data: data.clone(),
+            })
+            .await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, Voter>), StorageError<u64>> {
+        let applied = self.applied.lock();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Outcome>>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut responses = Vec::new();
+        let mut applied = self.applied.lock();
+        for entry in entries {
+            applied.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => responses.push(Vec::new()),
+                EntryPayload::Normal(batch) => {
+                    let (outcomes, _) = applied.state.apply(&batch.0);
+                    responses.push(outcomes);
+                    // Sent under the lock, so that `subscribe` sees each batch exactly once.
+                    let _ = self.feed.send(Fed::Batch {
+                        index: entry.log_id.index,
+                        commands: Arc::new(batch.0),
+                    });
+                }
+                EntryPayload::Membership(membership) => {
+                    applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    responses.push(Vec::new());
+                }
+            }
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, Voter>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        let bytes = snapshot.into_inner();
+        let data = decode(&bytes)?;
+        self.store
+            .save_snapshot(&StoredSnapshot {
+                meta: meta.clone(),
+                data: bytes,
+            })
+            .await?;
+        let mut applied = self.applied.lock();
+        applied.state = data.state;
+        applied.last_applied = meta.last_log_id;
+        applied.membership = meta.last_membership.clone();
+        let _ = self.feed.send(Fed::Reset);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+        Ok(self.store.load_snapshot().await?.map(|stored| Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
+    }
+}

@@ -1,0 +1,218 @@
+//! What only the leader does: keep session keepalive times, propose the expiry of overdue
+//! sessions, and grow the voter set to its target size.
+//!
+//! # Why a new leader waits a full TTL
+//!
+//! Keepalives are not written to the log: the leader keeps their times in memory. A new
+//! leader has none, so it counts every session as renewed when it took over and expires
+//! nothing before it has led for that session's TTL. A node counts its session valid until
+//! (when it sent its last acknowledged keepalive) + TTL x (1 - drift margin), and a keepalive
+//! is acknowledged only after the leader confirmed it still leads (a heartbeat round to a
+//! quorum, after the keepalive arrived); so any later leader was elected after that, and
+//! expires the session no earlier than a TTL after it: later than the node fenced itself.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ensemble_runtime::NodeId;
+use ensemble_runtime::cluster::{Cluster, MemberStatus};
+use openraft::{Raft, ServerState};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::protocol::ServerError;
+use super::server_error;
+use crate::raft::StateMachine;
+use crate::raft::types::{Batch, TypeConfig, Voter, raft_id};
+use crate::state::Command;
+
+/// The label a node sets to `"no"` to never become a voter.
+pub const VOTER_LABEL: &str = "registry.voter";
+
+/// The leader's duties, shared between the server (keepalives) and the duty loop.
+#[derive(Clone)]
+pub(crate) struct Leadership {
+    duties: Arc<Mutex<Duties>>,
+}
+
+#[derive(Default)]
+struct Duties {
+    /// When this node became leader of the current term, if it leads.
+    since: Option<Instant>,
+    /// When each session's last keepalive arrived, while this node leads.
+    last_seen: HashMap<NodeId, Instant>,
+    /// Sessions whose expiry was proposed and not yet applied.
+    expiring: HashSet<NodeId>,
+}
+
+impl Leadership {
+    pub(crate) fn new() -> Self {
+        Leadership {
+            duties: Arc::default(),
+        }
+    }
+
+    /// Records a keepalive from `node`, once leadership is confirmed after it arrived.
+    pub(crate) async fn keepalive(
+        &self,
+        raft: &Raft<TypeConfig>,
+        state_machine: &StateMachine,
+        node: &NodeId,
+    ) -> Result<(), ServerError> {
+        let received = Instant::now();
+        raft.ensure_linearizable().await.map_err(server_error)?;
+        // After the read index: the state reflects every committed command.
+        let (open, expired) =
+            state_machine.read(|state| (state.session(node).is_some(), state.has_expired(node)));
+        if expired {
+            return Err(ServerError::SessionExpired(node.clone()));
+        }
+        if !open {
+            return Err(ServerError::NoSession(node.clone()));
+        }
+        let mut duties = self.duties.lock();
+        if duties.since.is_some() {
+            duties.last_seen.insert(node.clone(), received);
+        }
+        Ok(())
+    }
+
+    /// Runs the leader's duties for as long as the Raft node runs.
+    pub(crate) async fn run(
+        self,
+        raft: Raft<TypeConfig>,
+        state_machine: StateMachine,
+        cluster: Cluster,
+        voters: usize,
+    ) {
+        let me = raft_id(cluster.node().id().name());
+        let mut metrics = raft.metrics();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut last_growth = Instant::now();
+        let growing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        loop {
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = tick.tick() => {}
+            }
+            let (leading, membership) = {
+                let m = metrics.borrow();
+                (
+                    m.state == ServerState::Leader && m.current_leader == Some(me),
+                    m.membership_config.clone(),
+                )
+            };
+            let now = Instant::now();
+            {
+                let mut duties = self.duties.lock();
+                if !leading {
+                    *duties = Duties::default();
+                    continue;
+                }
+                if duties.since.is_none() {
+                    tracing::info!(node = %cluster.node().id(), "became the registry leader");
+                    duties.since = Some(now);
+                }
+            }
+            self.expire_overdue(&raft, &state_machine, cluster.node().id(), now);
+            if now.duration_since(last_growth) >= Duration::from_millis(200) {
+                last_growth = now;
+                let current: Vec<u64> = membership.membership().voter_ids().collect();
+                let idle = !growing.swap(true, std::sync::atomic::Ordering::AcqRel);
+                if current.len() < voters && idle {
+                    // Apart from the duty loop: a learner catching up must not delay expiries.
+                    let (raft, cluster, growing) = (raft.clone(), cluster.clone(), growing.clone());
+                    tokio::spawn(async move {
+                        let limit = Duration::from_secs(10);
+                        let _ = tokio::time::timeout(limit, grow(&raft, &cluster, &current)).await;
+                        growing.store(false, std::sync::atomic::Ordering::Release);
+                    });
+                } else if idle {
+                    growing.store(false, std::sync::atomic::Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// Proposes the expiry of every session overdue by this leader's clock.
+    fn expire_overdue(
+        &self,
+        raft: &Raft<TypeConfig>,
+        state_machine: &StateMachine,
+        me: &NodeId,
+        now: Instant,
+    ) {
+        let sessions: Vec<(NodeId, Duration)> = state_machine.read(|state| {
+            state
+                .sessions()
+                .map(|s| (s.node.clone(), Duration::from_millis(s.ttl_ms)))
+                .collect()
+        });
+        let mut overdue = Vec::new();
+        {
+            let mut duties = self.duties.lock();
+            let Some(since) = duties.since else { return };
+            // The leader's own node is evidently alive while it runs this.
+            duties.last_seen.insert(me.clone(), now);
+            duties
+                .expiring
+                .retain(|node| sessions.iter().any(|(n, _)| n == node));
+            for (node, ttl) in sessions {
+                let last = duties
+                    .last_seen
+                    .get(&node)
+                    .copied()
+                    .unwrap_or(since)
+                    .max(since);
+                if now.duration_since(last) > ttl && duties.expiring.insert(node.clone()) {
+                    overdue.push(node);
+                }
+            }
+        }
+        for node in overdue {
+            tracing::warn!(%node, "session overdue: proposing its expiry");
+            metrics::counter!("ensemble_registry_sessions_expired_total").increment(1);
+            let raft = raft.clone();
+            let duties = self.duties.clone();
+            tokio::spawn(async move {
+                let command = Command::ExpireSession { node: node.clone() };
+                if let Err(err) = raft.client_write(Batch(vec![command])).await {
+                    tracing::warn!(%node, %err, "could not expire the session; will retry");
+                    duties.lock().expiring.remove(&node);
+                }
+            });
+        }
+    }
+}
+
+/// Adds one connected member as a voter: the first by name of those that may vote.
+async fn grow(raft: &Raft<TypeConfig>, cluster: &Cluster, voters: &[u64]) {
+    let mut candidates: Vec<String> = cluster
+        .members()
+        .into_iter()
+        .filter(|m| m.status == MemberStatus::Up)
+        .filter(|m| m.labels.get(VOTER_LABEL).is_none_or(|v| v != "no"))
+        .map(|m| m.node.name().to_owned())
+        .filter(|name| !voters.contains(&raft_id(name)))
+        .collect();
+    candidates.sort();
+    let Some(name) = candidates.into_iter().next() else {
+        return;
+    };
+    let id = raft_id(&name);
+    tracing::info!(voter = %name, "adding a registry voter");
+    if let Err(err) = raft
+        .add_learner(id, Voter { name: name.clone() }, true)
+        .await
+    {
+        tracing::warn!(voter = %name, %err, "could not add the voter as a learner");
+        return;
+    }
+    let mut next: Vec<u64> = voters.to_vec();
+    next.push(id);
+    match raft.change_membership(next, false).await {
+        Ok(_) => tracing::info!(voter = %name, "registry voter added"),
+        Err(err) => tracing::warn!(voter = %name, %err, "could not make the node a voter"),
+    }
+}

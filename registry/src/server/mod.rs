@@ -1,0 +1,256 @@
+//! The registry server every node runs: it answers Raft's RPCs and, on the leader, commits
+//! proposals (group commit), serves linearizable reads and keepalives, and feeds the local
+//! copies of other nodes.
+//!
+//! # Group commit
+//!
+//! Proposals from all clients go into one queue. A committer takes everything queued (up to
+//! [`MAX_BATCH`] commands) as one log entry, so one fsync and one replication round serve
+//! them all; up to [`IN_FLIGHT`] entries are written at once, so the next batch forms while
+//! the previous one is replicated. A full queue ([`QUEUE`] proposals) answers `Overloaded`
+//! rather than growing.
+
+mod leader;
+pub use leader::VOTER_LABEL;
+pub(crate) mod protocol;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ensemble_runtime::{Actor, ActorId, ActorResult, Context, ReplyTo};
+use openraft::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+
+pub(crate) use leader::Leadership;
+use protocol::{Answer, FeedMsg, Query, ServerError, ServerMsg};
+
+use crate::raft::state_machine::Fed;
+use crate::raft::types::Batch;
+use crate::raft::{StateMachine, TypeConfig, Voter};
+use crate::state::{Command, Outcome};
+
+/// Most commands in one log entry.
+pub(crate) const MAX_BATCH: usize = 1024;
+/// Log entries being written at once.
+pub(crate) const IN_FLIGHT: usize = 4;
+/// Proposals queued on the leader before it answers `Overloaded`.
+pub(crate) const QUEUE: usize = 65_536;
+
+type Proposal = (Vec<Command>, ReplyTo<Result<Vec<Outcome>, ServerError>>);
+
+/// The server actor.
+pub(crate) struct Server {
+    raft: Raft<TypeConfig>,
+    state_machine: StateMachine,
+    proposals: mpsc::Sender<Proposal>,
+    leadership: Leadership,
+    subscriptions: HashMap<ActorId, tokio::task::AbortHandle>,
+}
+
+impl Server {
+    pub(crate) fn new(
+        raft: Raft<TypeConfig>,
+        state_machine: StateMachine,
+        leadership: Leadership,
+    ) -> Server {
+        let (proposals, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(commit_loop(raft.clone(), queue));
+        Server {
+            raft,
+            state_machine,
+            proposals,
+            leadership,
+            subscriptions: HashMap::new(),
+        }
+    }
+
+    fn subscribe(&mut self, mirror: ensemble_runtime::ActorRef<FeedMsg>, epoch: u64) {
+        let state_machine = self.state_machine.clone();
+        let id = mirror.id().clone();
+        let task = tokio::spawn(async move {
+            'sync: loop {
+                let (state, index, mut feed) = state_machine.subscribe();
+                let sync = FeedMsg::Sync {
+                    epoch,
+                    index,
+                    state: Box::new(state),
+                };
+                if mirror.tell(sync).await.is_err() {
+                    return;
+                }
+                loop {
+                    match feed.recv().await {
+                        Ok(Fed::Batch { index, commands }) => {
+                            let batch = FeedMsg::Batch {
+                                epoch,
+                                index,
+                                commands,
+                            };
+                            if mirror.tell(batch).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Fed::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                            continue 'sync;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }
+        });
+        if let Some(old) = self.subscriptions.insert(id, task.abort_handle()) {
+            old.abort();
+        }
+        self.subscriptions.retain(|_, task| !task.is_finished());
+    }
+}
+
+/// Maps a Raft error on the leader path to what clients see.
+fn server_error<
+    E: std::fmt::Debug
+        + std::fmt::Display
+        + openraft::TryAsRef<openraft::error::ForwardToLeader<u64, Voter>>,
+>(
+    err: RaftError<u64, E>,
+) -> ServerError {
+    if let Some(forward) = err.forward_to_leader() {
+        return ServerError::NotLeader {
+            leader: forward.leader_node.as_ref().map(|n| n.name.clone()),
+        };
+    }
+    ServerError::Raft(err.to_string())
+}
+
+impl Actor for Server {
+    type Msg = ServerMsg;
+
+    async fn handle(&mut self, msg: ServerMsg, _ctx: &mut Context<Self>) -> ActorResult {
+        let raft = self.raft.clone();
+        match msg {
+            ServerMsg::AppendEntries(rpc, reply) => {
+                tokio::spawn(async move {
+                    let _ = reply.send(raft.append_entries(rpc).await);
+                });
+            }
+            ServerMsg::Vote(rpc, reply) => {
+                tokio::spawn(async move {
+                    let _ = reply.send(raft.vote(rpc).await);
+                });
+            }
+            ServerMsg::InstallSnapshot(rpc, reply) => {
+                tokio::spawn(async move {
+                    let _ = reply.send(raft.install_snapshot(rpc).await);
+                });
+            }
+            ServerMsg::Propose(commands, reply) => {
+                if let Err(err) = self.proposals.try_send((commands, reply)) {
+                    let (_, reply) = err.into_inner();
+                    let _ = reply.send(Err(ServerError::Overloaded(QUEUE)));
+                }
+            }
+            ServerMsg::Read(query, reply) => {
+                let state_machine = self.state_machine.clone();
+                tokio::spawn(async move {
+                    let answer = match raft.ensure_linearizable().await {
+                        Ok(_) if matches!(query, Query::Voters) => {
+                            let metrics = raft.metrics().borrow().clone();
+                            let membership = metrics.membership_config.membership();
+                            let mut voters: Vec<String> = membership
+                                .voter_ids()
+                                .filter_map(|id| membership.get_node(&id).map(|v| v.name.clone()))
+                                .collect();
+                            voters.sort();
+                            Ok(Answer::Voters(voters))
+                        }
+                        Ok(_) => Ok(state_machine.read(|state| query.answer(state))),
+                        Err(err) => Err(server_error(err)),
+                    };
+                    let _ = reply.send(answer);
+                });
+            }
+            ServerMsg::KeepAlive(node, reply) => {
+                let leadership = self.leadership.clone();
+                let state_machine = self.state_machine.clone();
+                tokio::spawn(async move {
+                    let answer = leadership.keepalive(&raft, &state_machine, &node).await;
+                    let _ = reply.send(answer);
+                });
+            }
+            ServerMsg::Subscribe { mirror, epoch } => self.subscribe(mirror, epoch),
+            ServerMsg::Unsubscribe(mirror) => {
+                if let Some(task) = self.subscriptions.remove(&mirror) {
+                    task.abort();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn stopped(&mut self, _reason: &ensemble_runtime::ExitReason, _ctx: &mut Context<Self>) {
+        for (_, task) in self.subscriptions.drain() {
+            task.abort();
+        }
+    }
+}
+
+/// Takes whatever proposals are queued as one log entry, a few entries at a time.
+async fn commit_loop(raft: Raft<TypeConfig>, mut queue: mpsc::Receiver<Proposal>) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut first = None;
+    loop {
+        let proposal = match first.take() {
+            Some(proposal) => proposal,
+            None => match queue.recv().await {
+                Some(proposal) => proposal,
+                None => return,
+            },
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut commands = proposal.0;
+        let mut replies = vec![(commands.len(), proposal.1)];
+        // Whatever queued while waiting for a permit joins this entry.
+        while commands.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok((more, reply)) => {
+                    if commands.len() + more.len() > MAX_BATCH {
+                        first = Some((more, reply));
+                        break;
+                    }
+                    replies.push((more.len(), reply));
+                    commands.extend(more);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("ensemble_registry_batch_commands").record(commands.len() as f64);
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let result = raft.client_write(Batch(commands)).await;
+            match result {
+                Ok(response) => {
+                    let mut outcomes = response.data.into_iter();
+                    for (count, reply) in replies {
+                        let _ = reply.send(Ok(outcomes.by_ref().take(count).collect()));
+                    }
+                }
+                Err(err) => {
+                    let err = match err {
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                            ServerError::NotLeader {
+                                leader: forward.leader_node.map(|n| n.name),
+                            }
+                        }
+                        other => ServerError::Raft(other.to_string()),
+                    };
+                    for (_, reply) in replies {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,128 @@
+//! The messages of the registry server actor that every node runs, as they cross nodes.
+
+use ensemble_runtime::remote::WireRef;
+use ensemble_runtime::{ActorRef, NodeId, ReplyTo};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::raft::TypeConfig;
+use crate::state::{Command, KeyValue, Lock, Outcome, RegistryState};
+
+/// The local name of the registry server on every node.
+pub(crate) const SERVER_NAME: &str = "ensemble.registry";
+
+type RaftReply<T, E = openraft::error::Infallible> = ReplyTo<Result<T, RaftError<u64, E>>>;
+
+/// A request to a node's registry server.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum ServerMsg {
+    /// Raft: replicate entries (leader to followers).
+    AppendEntries(
+        AppendEntriesRequest<TypeConfig>,
+        RaftReply<AppendEntriesResponse<u64>>,
+    ),
+    /// Raft: ask for a vote.
+    Vote(VoteRequest<u64>, RaftReply<VoteResponse<u64>>),
+    /// Raft: a chunk of a snapshot.
+    InstallSnapshot(
+        InstallSnapshotRequest<TypeConfig>,
+        RaftReply<InstallSnapshotResponse<u64>, InstallSnapshotError>,
+    ),
+    /// Commands to commit (on the leader), answered once applied.
+    Propose(Vec<Command>, ReplyTo<Result<Vec<Outcome>, ServerError>>),
+    /// A linearizable read (on the leader).
+    Read(Query, ReplyTo<Result<Answer, ServerError>>),
+    /// A node's session keepalive (on the leader), answered once leadership is confirmed.
+    KeepAlive(NodeId, ReplyTo<Result<(), ServerError>>),
+    /// Send the whole state, then every batch applied after it, to this mirror.
+    Subscribe {
+        /// Where to send.
+        mirror: ActorRef<FeedMsg>,
+        /// Told back with each message, so the mirror can drop an old source's stragglers.
+        epoch: u64,
+    },
+    /// Stop sending to this mirror.
+    Unsubscribe(ensemble_runtime::ActorId),
+}
+
+/// What a node's local copy of the registry receives.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum FeedMsg {
+    /// The whole state, as of a log index.
+    Sync {
+        epoch: u64,
+        index: u64,
+        state: Box<RegistryState>,
+    },
+    /// A batch applied at a log index.
+    Batch {
+        epoch: u64,
+        index: u64,
+        commands: std::sync::Arc<Vec<Command>>,
+    },
+}
+
+/// A linearizable read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum Query {
+    Name(String),
+    Group(String),
+    Lock(String),
+    Get(String),
+    Prefix(String),
+    /// The Raft voters (answered from Raft's membership, not the state).
+    Voters,
+}
+
+/// The answer to a [`Query`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum Answer {
+    Name(Option<WireRef>),
+    Group(Vec<WireRef>),
+    Lock(Option<Lock>),
+    Get(Option<KeyValue>),
+    Prefix(Vec<(String, KeyValue)>),
+    Voters(Vec<String>),
+}
+
+impl Query {
+    pub(crate) fn answer(&self, state: &RegistryState) -> Answer {
+        match self {
+            Query::Name(name) => Answer::Name(state.name(name).cloned()),
+            Query::Group(group) => Answer::Group(state.group(group)),
+            Query::Lock(lock) => Answer::Lock(state.lock(lock).cloned()),
+            Query::Get(key) => Answer::Get(state.get(key).cloned()),
+            Query::Prefix(prefix) => Answer::Prefix(
+                state
+                    .prefix(prefix)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            Query::Voters => Answer::Voters(Vec::new()),
+        }
+    }
+}
+
+/// Why a server could not serve a request.
+#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
+pub(crate) enum ServerError {
+    /// This node is not the leader; the leader is named if known.
+    #[error("not the registry leader (leader: {leader:?})")]
+    NotLeader { leader: Option<String> },
+    /// The node has no session (not opened yet, or closed).
+    #[error("node {0} has no registry session")]
+    NoSession(NodeId),
+    /// The node's session expired.
+    #[error("the session of node {0} expired")]
+    SessionExpired(NodeId),
+    /// Too many proposals queued.
+    #[error("the registry leader is overloaded: {0} proposals queued")]
+    Overloaded(usize),
+    /// Raft failed.
+    #[error("{0}")]
+    Raft(String),
+}

@@ -1,0 +1,120 @@
+//! Starting the registry on a node: storage, Raft, the server, the local copy and the session.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ensemble_runtime::cluster::Cluster;
+use openraft::{Config, Raft};
+
+use crate::client::{Registry, mirror::Mirror, session};
+use crate::config::RegistryConfig;
+use crate::error::RegistryError;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{Network, Servers};
+use crate::raft::{StateMachine, TypeConfig, Voter, raft_id};
+use crate::server::protocol::SERVER_NAME;
+use crate::server::{Leadership, Server};
+
+/// The file inside the data dir that holds the Raft log, vote and snapshots.
+pub const LOG_FILE: &str = "registry.redb";
+
+impl Registry {
+    /// Starts the registry on this node and opens the node's session, waiting up to
+    /// `config.request_timeout` x 6 for a leader to commit it.
+    ///
+    /// The cluster should decide downs through the registry
+    /// ([`DownDecision::External`](ensemble_runtime::cluster::DownDecision::External)): the
+    /// registry declares a node down when its session expires.
+    pub async fn start(
+        cluster: &Cluster,
+        config: RegistryConfig,
+    ) -> Result<Registry, RegistryError> {
+        config.validate().map_err(RegistryError::Start)?;
+        let node = cluster.node().clone();
+        let name = node.id().name().to_owned();
+        let path = config.data_dir.join(LOG_FILE);
+        let store =
+            LogStore::<TypeConfig>::open(&path).map_err(|e| RegistryError::Start(e.to_string()))?;
+        let state_machine = StateMachine::open(store.clone()).await.map_err(|e| {
+            RegistryError::Start(format!(
+                "cannot read the registry snapshot in {}: {e}",
+                path.display()
+            ))
+        })?;
+        let raft_config = Config {
+            cluster_name: "ensemble-registry".into(),
+            heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: config.election_timeout.0.as_millis() as u64,
+            election_timeout_max: config.election_timeout.1.as_millis() as u64,
+            max_payload_entries: 256,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| RegistryError::Start(format!("bad Raft settings: {e}")))?;
+        let servers = Servers::new(cluster.clone());
+        let id = raft_id(&name);
+        let raft = Raft::<TypeConfig>::new(
+            id,
+            Arc::new(raft_config),
+            Network {
+                servers: servers.clone(),
+            },
+            store,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|e| RegistryError::Start(format!("Raft did not start: {e}")))?;
+
+        let leadership = Leadership::new();
+        tokio::spawn(leadership.clone().run(
+            raft.clone(),
+            state_machine.clone(),
+            cluster.clone(),
+            config.voters,
+        ));
+        let server = node
+            .spawn(Server::new(raft.clone(), state_machine, leadership))
+            .map_err(|e| RegistryError::Start(e.to_string()))?;
+        node.register_remote(SERVER_NAME, &server)
+            .map_err(|e| RegistryError::Start(e.to_string()))?;
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| RegistryError::Start(e.to_string()))?;
+        if config.bootstrap && !initialized {
+            tracing::info!(node = %node.id(), "starting a new registry with this node as its voter");
+            let voters = BTreeMap::from([(id, Voter { name: name.clone() })]);
+            raft.initialize(voters)
+                .await
+                .map_err(|e| RegistryError::Start(format!("cannot start a new registry: {e}")))?;
+        }
+
+        let timeout = config.request_timeout * 6;
+        let shared = Registry::new_shared(cluster.clone(), config, servers);
+        let mirror = node
+            .spawn(Mirror {
+                shared: shared.clone(),
+            })
+            .map_err(|e| RegistryError::Start(e.to_string()))?;
+        tokio::spawn(session::feed(shared.clone(), mirror));
+        session::open(&shared, timeout).await?;
+        tokio::spawn(session::keep(shared.clone()));
+        let registry = Registry { shared };
+        registry.wait_synced(Duration::from_secs(5)).await;
+        Ok(registry)
+    }
+
+    /// Waits until this node's copy holds its own session (or `limit` passes).
+    async fn wait_synced(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let me = self.shared.cluster.node().id().clone();
+        while tokio::time::Instant::now() < deadline {
+            if self.shared.view.read().state.session(&me).is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! What the registry's log carries (commands) and what applying them answers (outcomes) and
+//! changes (effects).
+
+use ensemble_runtime::remote::WireRef;
+use ensemble_runtime::{ActorId, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// Who holds or waits for a lock: a node's session and a number the node chose, so that one node
+/// can hold and wait for several locks, or for one lock from several places.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Holder {
+    /// The node whose session the lock is bound to.
+    pub node: NodeId,
+    /// Told apart by the node.
+    pub id: u64,
+}
+
+/// One change to the registry, as the log carries it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Opens (or renews the record of) `node`'s session. A newer incarnation of the same node
+    /// name ends the old one's session first, releasing what it held.
+    OpenSession {
+        /// The node.
+        node: NodeId,
+        /// How long the session lives without a keepalive.
+        ttl_ms: u64,
+    },
+    /// Ends `node`'s session because it left on purpose; releases what it held.
+    CloseSession {
+        /// The node.
+        node: NodeId,
+    },
+    /// Ends `node`'s session because no keepalive came in time (proposed by the leader only);
+    /// releases what it held and marks the node down.
+    ExpireSession {
+        /// The node.
+        node: NodeId,
+    },
+    /// Binds a global name to an actor, if the name is free.
+    RegisterName {
+        /// The name.
+        name: String,
+        /// The actor; its node's session must be open.
+        actor: WireRef,
+    },
+    /// Frees a name, if `actor` holds it.
+    UnregisterName {
+        /// The name.
+        name: String,
+        /// The actor that should hold it.
+        actor: ActorId,
+    },
+    /// Adds an actor to a group.
+    JoinGroup {
+        /// The group.
+        group: String,
+        /// The actor; its node's session must be open.
+        actor: WireRef,
+    },
+    /// Removes an actor from a group.
+    LeaveGroup {
+        /// The group.
+        group: String,
+        /// The actor.
+        actor: ActorId,
+    },
+    /// Takes a lock if free; otherwise queues behind the other waiters (`wait`) or fails.
+    Acquire {
+        /// The lock.
+        lock: String,
+        /// Who wants it; its node's session must be open.
+        holder: Holder,
+        /// Queue (true) or fail at once (false) when the lock is held.
+        wait: bool,
+    },
+    /// Gives a lock back, or stops waiting for it; the next waiter gets it.
+    Release {
+        /// The lock.
+        lock: String,
+        /// Who holds it or waits for it.
+        holder: Holder,
+    },
+    /// Sets a config key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Removes a config key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Sets (or removes, for `None`) a config key if its revision is `expected` (0: absent).
+    CompareAndSet {
+        /// The key.
+        key: String,
+        /// The revision of the key's last change the caller saw; 0 if it saw no key.
+        expected: u64,
+        /// The new value, or `None` to remove the key.
+        value: Option<Vec<u8>>,
+    },
+}
+
+impl Command {
+    /// The session the command needs open, if any.
+    pub(crate) fn session(&self) -> Option<&NodeId> {
+        match self {
+            Command::RegisterName { actor, .. } | Command::JoinGroup { actor, .. } => {
+                Some(actor.id.node())
+            }
+            Command::Acquire { holder, .. } => Some(&holder.node),
+            _ => None,
+        }
+    }
+}
+
+/// What applying one command answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Done, at this revision.
+    Done {
+        /// The registry's revision after the command.
+        revision: u64,
+    },
+    /// The command changed nothing (already so, or nothing to do).
+    Unchanged,
+    /// The name is held by another actor.
+    NameTaken {
+        /// The actor holding it.
+        holder: WireRef,
+    },
+    /// The lock was granted.
+    Granted {
+        /// The fencing token of the grant, strictly greater than every earlier grant's.
+        token: u64,
+    },
+    /// The lock is held; the holder waits in line and is granted it later.
+    Queued {
+        /// Waiters ahead of this one, the holder not counted.
+        ahead: usize,
+    },
+    /// The lock is held and the caller did not want to wait.
+    Busy {
+        /// Who holds it.
+        holder: Holder,
+    },
+    /// The caller neither holds the lock nor waits for it.
+    NotHeld,
+    /// The key's revision is not the expected one.
+    RevisionMismatch {
+        /// The key's revision (0: absent).
+        current: u64,
+    },
+    /// The node has no open session (never opened, closed, or expired).
+    NoSession {
+        /// The node.
+        node: NodeId,
+    },
+    /// A newer incarnation of this node already has a session.
+    StaleIncarnation {
+        /// The incarnation with the session.
+        current: u64,
+    },
+}
+
+/// A change that applying a command made, for watchers: the local copy of every node derives
+/// its notifications (lock granted, lock lost, node down, key changed) from these.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Effect {
+    /// A session was opened.
+    SessionOpened(NodeId),
+    /// A session ended because its node left.
+    SessionClosed(NodeId),
+    /// A session expired: its node is down.
+    SessionExpired(NodeId),
+    /// A name now resolves to this actor, or to nothing.
+    Name {
+        /// The name.
+        name: String,
+        /// Its actor, if any.
+        actor: Option<WireRef>,
+    },
+    /// A lock was granted.
+    Granted {
+        /// The lock.
+        lock: String,
+        /// The new holder.
+        holder: Holder,
+        /// The grant's fencing token.
+        token: u64,
+    },
+    /// A lock's holder lost it because its session ended (not by its own release).
+    Revoked {
+        /// The lock.
+        lock: String,
+        /// The holder that lost it.
+        holder: Holder,
+        /// The token of the grant that ended.
+        token: u64,
+    },
+    /// A config key changed.
+    Key {
+        /// The key.
+        key: String,
+        /// Its value, or `None` if removed.
+        value: Option<Vec<u8>>,
+        /// The revision of the change.
+        revision: u64,
+    },
+}

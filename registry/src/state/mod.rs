@@ -1,0 +1,407 @@
+//! The registry's state machine: pure, deterministic, no I/O and no clock.
+//!
+//! Every voter applies the same committed commands in the same order and so holds the same
+//! state; so does every node's local copy, which is fed the same commands after a snapshot.
+//! Time never enters here: session expiry is a command the leader proposes when its own clock
+//! says a session is overdue.
+//!
+//! # Invariants
+//!
+//! - Every name, group entry, lock grant and lock waiter is bound to an open session; ending
+//!   the session removes them all in the same command.
+//! - A lock has at most one holder, and waiters are granted it in the order they queued.
+//! - Every command applied takes the next revision; a lock grant's fencing token is the
+//!   revision of the command that granted it, so tokens strictly increase per lock (and across
+//!   the registry).
+
+mod command;
+mod diff;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ensemble_runtime::remote::WireRef;
+use ensemble_runtime::{ActorId, NodeId};
+use serde::{Deserialize, Serialize};
+
+pub use command::{Command, Effect, Holder, Outcome};
+pub use diff::changes;
+
+/// A node's membership session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// The node, with the incarnation that opened the session.
+    pub node: NodeId,
+    /// How long the session lives without a keepalive.
+    pub ttl_ms: u64,
+}
+
+/// A lock's holder and line of waiters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    /// The holder and the token of its grant.
+    pub holder: Option<(Holder, u64)>,
+    /// Waiters, first in line first.
+    pub waiters: VecDeque<Holder>,
+}
+
+/// A config value and its history counters (as etcd keeps them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    /// The value.
+    pub value: Vec<u8>,
+    /// The revision that created the key.
+    pub created: u64,
+    /// The revision of its last change.
+    pub modified: u64,
+    /// How many times it was set since it was created.
+    pub version: u64,
+}
+
+/// The whole replicated state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryState {
+    revision: u64,
+    /// By node name: one session per name, held by its latest incarnation.
+    sessions: BTreeMap<String, Session>,
+    names: BTreeMap<String, WireRef>,
+    groups: BTreeMap<String, BTreeMap<ActorId, WireRef>>,
+    locks: BTreeMap<String, Lock>,
+    kv: BTreeMap<String, KeyValue>,
+    /// By node name, the latest incarnation whose session expired: it and older ones are down
+    /// for good, so a late command from one is refused rather than reopening its session.
+    expired: BTreeMap<String, u64>,
+}
+
+impl RegistryState {
+    /// The revision of the last command applied.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The open sessions.
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values()
+    }
+
+    /// The session of this node incarnation, if open.
+    pub fn session(&self, node: &NodeId) -> Option<&Session> {
+        self.sessions.get(node.name()).filter(|s| &s.node == node)
+    }
+
+    /// Whether this incarnation's session expired.
+    pub fn has_expired(&self, node: &NodeId) -> bool {
+        self.expired
+            .get(node.name())
+            .is_some_and(|&latest| node.incarnation() <= latest)
+    }
+
+    /// The actor a global name resolves to.
+    pub fn name(&self, name: &str) -> Option<&WireRef> {
+        self.names.get(name)
+    }
+
+    /// Every global name and its actor.
+    pub fn names(&self) -> impl Iterator<Item = (&String, &WireRef)> {
+        self.names.iter()
+    }
+
+    /// The members of a group.
+    pub fn group(&self, group: &str) -> Vec<WireRef> {
+        self.groups
+            .get(group)
+            .map(|members| members.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A lock's holder and waiters.
+    pub fn lock(&self, lock: &str) -> Option<&Lock> {
+        self.locks.get(lock)
+    }
+
+    /// Every lock with a holder or waiters.
+    pub fn locks(&self) -> impl Iterator<Item = (&String, &Lock)> {
+        self.locks.iter()
+    }
+
+    /// A config key.
+    pub fn get(&self, key: &str) -> Option<&KeyValue> {
+        self.kv.get(key)
+    }
+
+    /// Config keys starting with `prefix`, in order.
+    pub fn prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a KeyValue)> {
+        self.kv
+            .range(prefix.to_owned()..)
+            .take_while(move |(key, _)| key.starts_with(prefix))
+    }
+
+    /// Applies one log entry's commands, in order. Returns one outcome per command, and the
+    /// effects of all of them in the order they happened.
+    pub fn apply(&mut self, commands: &[Command]) -> (Vec<Outcome>, Vec<Effect>) {
+        let mut effects = Vec::new();
+        let outcomes = commands
+            .iter()
+            .map(|command| self.apply_one(command, &mut effects))
+            .collect();
+        (outcomes, effects)
+    }
+
+    fn apply_one(&mut self, command: &Command, effects: &mut Vec<Effect>) -> Outcome {
+        self.revision += 1;
+        let revision = self.revision;
+        if let Some(node) = command.session()
+            && self.session(node).is_none()
+        {
+            return Outcome::NoSession { node: node.clone() };
+        }
+        let done = Outcome::Done { revision };
+        match command {
+            Command::OpenSession { node, ttl_ms } => {
+                if let Some(current) = self.sessions.get(node.name()) {
+                    if current.node.incarnation() > node.incarnation() {
+                        return Outcome::StaleIncarnation {
+                            current: current.node.incarnation(),
+                        };
+                    }
+                    if &current.node == node {
+                        self.sessions.get_mut(node.name()).expect("present").ttl_ms = *ttl_ms;
+                        return Outcome::Unchanged;
+                    }
+                    // A newer incarnation: the old one is gone for good.
+                    let old = current.node.clone();
+                    self.end_session(&old, true, effects);
+                }
+                if self.has_expired(node) {
+                    return Outcome::NoSession { node: node.clone() };
+                }
+                self.sessions.insert(
+                    node.name().to_owned(),
+                    Session {
+                        node: node.clone(),
+                        ttl_ms: *ttl_ms,
+                    },
+                );
+                effects.push(Effect::SessionOpened(node.clone()));
+                done
+            }
+            Command::CloseSession { node } | Command::ExpireSession { node } => {
+                if self.session(node).is_none() {
+                    return Outcome::NoSession { node: node.clone() };
+                }
+                let expired = matches!(command, Command::ExpireSession { .. });
+                self.end_session(node, expired, effects);
+                done
+            }
+            Command::RegisterName { name, actor } => match self.names.get(name) {
+                Some(holder) if holder == actor => Outcome::Unchanged,
+                Some(holder) => Outcome::NameTaken {
+                    holder: holder.clone(),
+                },
+                None => {
+                    self.names.insert(name.clone(), actor.clone());
+                    effects.push(Effect::Name {
+                        name: name.clone(),
+                        actor: Some(actor.clone()),
+                    });
+                    done
+                }
+            },
+            Command::UnregisterName { name, actor } => match self.names.get(name) {
+                Some(holder) if &holder.id == actor => {
+                    self.names.remove(name);
+                    effects.push(Effect::Name {
+                        name: name.clone(),
+                        actor: None,
+                    });
+                    done
+                }
+                _ => Outcome::Unchanged,
+            },
+            Command::JoinGroup { group, actor } => {
+                let members = self.groups.entry(group.clone()).or_default();
+                match members.insert(actor.id.clone(), actor.clone()) {
+                    Some(_) => Outcome::Unchanged,
+                    None => done,
+                }
+            }
+            Command::LeaveGroup { group, actor } => {
+                let Some(members) = self.groups.get_mut(group) else {
+                    return Outcome::Unchanged;
+                };
+                let removed = members.remove(actor).is_some();
+                if members.is_empty() {
+                    self.groups.remove(group);
+                }
+                if removed { done } else { Outcome::Unchanged }
+            }
+            Command::Acquire { lock, holder, wait } => {
+                let entry = self.locks.entry(lock.clone()).or_default();
+                match &entry.holder {
+                    None => {
+                        entry.holder = Some((holder.clone(), revision));
+                        effects.push(Effect::Granted {
+                            lock: lock.clone(),
+                            holder: holder.clone(),
+                            token: revision,
+                        });
+                        Outcome::Granted { token: revision }
+                    }
+                    Some((current, token)) if current == holder => {
+                        Outcome::Granted { token: *token }
+                    }
+                    Some((current, _)) => {
+                        if let Some(ahead) = entry.waiters.iter().position(|w| w == holder) {
+                            return Outcome::Queued { ahead };
+                        }
+                        if *wait {
+                            entry.waiters.push_back(holder.clone());
+                            Outcome::Queued {
+                                ahead: entry.waiters.len() - 1,
+                            }
+                        } else {
+                            Outcome::Busy {
+                                holder: current.clone(),
+                            }
+                        }
+                    }
+                }
+            }
+            Command::Release { lock, holder } => {
+                let Some(entry) = self.locks.get_mut(lock) else {
+                    return Outcome::NotHeld;
+                };
+                if entry.holder.as_ref().is_some_and(|(h, _)| h == holder) {
+                    entry.holder = None;
+                    self.grant_next(lock, revision, effects);
+                    done
+                } else if let Some(at) = entry.waiters.iter().position(|w| w == holder) {
+                    entry.waiters.remove(at);
+                    done
+                } else {
+                    Outcome::NotHeld
+                }
+            }
+            Command::Put { key, value } => {
+                self.set(key, Some(value.clone()), revision, effects);
+                done
+            }
+            Command::Delete { key } => {
+                if self.kv.contains_key(key) {
+                    self.set(key, None, revision, effects);
+                    done
+                } else {
+                    Outcome::Unchanged
+                }
+            }
+            Command::CompareAndSet {
+                key,
+                expected,
+                value,
+            } => {
+                let current = self.kv.get(key).map_or(0, |kv| kv.modified);
+                if current != *expected {
+                    return Outcome::RevisionMismatch { current };
+                }
+                if value.is_none() && current == 0 {
+                    return Outcome::Unchanged;
+                }
+                self.set(key, value.clone(), revision, effects);
+                done
+            }
+        }
+    }
+
+    fn set(&mut self, key: &str, value: Option<Vec<u8>>, revision: u64, effects: &mut Vec<Effect>) {
+        match &value {
+            Some(value) => {
+                let entry = self.kv.entry(key.to_owned()).or_insert(KeyValue {
+                    value: Vec::new(),
+                    created: revision,
+                    modified: revision,
+                    version: 0,
+                });
+                entry.value.clone_from(value);
+                entry.modified = revision;
+                entry.version += 1;
+            }
+            None => {
+                self.kv.remove(key);
+            }
+        }
+        effects.push(Effect::Key {
+            key: key.to_owned(),
+            value,
+            revision,
+        });
+    }
+
+    /// Grants a free lock to its first waiter, or forgets the lock if nobody waits.
+    fn grant_next(&mut self, lock: &str, revision: u64, effects: &mut Vec<Effect>) {
+        let Some(entry) = self.locks.get_mut(lock) else {
+            return;
+        };
+        match entry.waiters.pop_front() {
+            Some(next) => {
+                entry.holder = Some((next.clone(), revision));
+                effects.push(Effect::Granted {
+                    lock: lock.to_owned(),
+                    holder: next,
+                    token: revision,
+                });
+            }
+            None => {
+                self.locks.remove(lock);
+            }
+        }
+    }
+
+    /// Ends `node`'s session and releases everything bound to it.
+    fn end_session(&mut self, node: &NodeId, expired: bool, effects: &mut Vec<Effect>) {
+        let revision = self.revision;
+        self.sessions.remove(node.name());
+        let gone: Vec<String> = self
+            .names
+            .iter()
+            .filter(|(_, actor)| actor.id.node() == node)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            self.names.remove(&name);
+            effects.push(Effect::Name { name, actor: None });
+        }
+        self.groups.retain(|_, members| {
+            members.retain(|id, _| id.node() != node);
+            !members.is_empty()
+        });
+        let mut freed = Vec::new();
+        for (name, lock) in &mut self.locks {
+            lock.waiters.retain(|w| &w.node != node);
+            if let Some((holder, token)) = lock.holder.take_if(|(h, _)| &h.node == node) {
+                effects.push(Effect::Revoked {
+                    lock: name.clone(),
+                    holder,
+                    token,
+                });
+                freed.push(name.clone());
+            }
+        }
+        for name in freed {
+            self.grant_next(&name, revision, effects);
+        }
+        self.locks
+            .retain(|_, lock| lock.holder.is_some() || !lock.waiters.is_empty());
+        if expired {
+            let latest = self.expired.entry(node.name().to_owned()).or_default();
+            *latest = (*latest).max(node.incarnation());
+            effects.push(Effect::SessionExpired(node.clone()));
+        } else {
+            effects.push(Effect::SessionClosed(node.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

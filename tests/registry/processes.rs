@@ -1,0 +1,204 @@
+//! Three voters in three processes.
+
+use std::time::Instant;
+
+use crate::util::{ChildNode, certificates, leader, three_voters};
+
+#[test]
+fn names_groups_locks_and_config_across_three_processes() {
+    let dir = certificates(&["a", "b", "c"]);
+    let mut nodes = three_voters(dir.path());
+    let [a, b, c] = &mut nodes[..] else {
+        unreachable!()
+    };
+
+    // Names: one holder, resolved everywhere, taken names refused naming the holder.
+    assert!(b.run("register master").starts_with("ok "));
+    assert_eq!(c.run("whereis_lin master"), "found b");
+    c.run_until("whereis master", "found b");
+    let taken = a.run("register master");
+    assert!(
+        taken.contains("taken by actor") && taken.contains("b#"),
+        "{taken}"
+    );
+
+    // Groups.
+    assert_eq!(a.run("join workers"), "ok");
+    assert_eq!(c.run("join workers"), "ok");
+    b.run_until("group workers", "members 2");
+
+    // Locks: FIFO hand-over with increasing tokens; try_lock names the holder.
+    let first: u64 = a.run("lock l 5000")["granted ".len()..].parse().unwrap();
+    let busy = c.run("trylock l");
+    assert!(busy.contains("is held by node a#"), "{busy}");
+    let waiting = b.send("lock l 10000");
+    assert_eq!(a.run("release l"), "ok");
+    let second: u64 = b.answer(waiting)["granted ".len()..].parse().unwrap();
+    assert!(second > first, "{second} after {first}");
+
+    // Config: put, get, compare-and-set on revisions.
+    let rev: u64 = a.run("put cfg/x 1")["ok ".len()..].parse().unwrap();
+    assert_eq!(c.run("get cfg/x"), format!("value 1 {rev}"));
+    let stale = b.run("cas cfg/x 1 2");
+    assert!(stale.contains(&format!("is at revision {rev}")), "{stale}");
+    assert!(b.run(&format!("cas cfg/x {rev} 2")).starts_with("ok "));
+    assert!(c.run("get cfg/x").starts_with("value 2 "));
+}
+
+#[test]
+fn killing_the_leader_keeps_writes_going_after_an_election() {
+    let dir = certificates(&["a", "b", "c"]);
+    let mut nodes = three_voters(dir.path());
+    let acknowledged: Vec<u64> = (0..20)
+        .map(|i| {
+            nodes[1].run(&format!("put k{i} v{i}"))["ok ".len()..]
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(acknowledged.len(), 20);
+    let leader = leader(&mut nodes[0]);
+    let at = nodes.iter().position(|n| n.name == leader).unwrap();
+    let mut dead = nodes.remove(at);
+    let killed = Instant::now();
+    dead.kill();
+    let survivor = &mut nodes[0];
+    let answer = survivor.run_until("put after-failover yes", "ok ");
+    let failover = killed.elapsed();
+    assert!(answer.starts_with("ok "));
+    for i in 0..20 {
+        let answer = survivor.run(&format!("get k{i}"));
+        assert!(
+            answer.starts_with(&format!("value v{i} ")),
+            "k{i} lost after the leader died: {answer}"
+        );
+    }
+    eprintln!("leader {leader} killed; next write acknowledged after {failover:?}");
+}
+
+#[test]
+fn session_expiry_releases_names_and_locks_and_downs_the_node() {
+    let dir = certificates(&["a", "b", "c", "d"]);
+    let mut nodes = three_voters(dir.path());
+    // d is not a voter: killing it never costs the registry its quorum or leader.
+    let mut d = ChildNode::start("d", dir.path(), &[nodes[0].addr.clone()], false);
+    assert!(d.run("register svc").starts_with("ok "));
+    let held: u64 = d.run("lock l 5000")["granted ".len()..].parse().unwrap();
+    let waiting = nodes[1].send("lock l 20000");
+    nodes[2].run_until("whereis svc", "found d");
+    d.kill();
+    nodes[0].expect_line("DOWN d");
+    nodes[2].expect_line("DOWN d");
+    let granted: u64 = nodes[1].answer(waiting)["granted ".len()..]
+        .parse()
+        .unwrap();
+    assert!(granted > held, "token {granted} after {held}");
+    assert_eq!(nodes[2].run("whereis_lin svc"), "none");
+}
+
+#[test]
+fn a_minority_cannot_write_and_its_lease_holders_fence_themselves() {
+    let dir = certificates(&["a", "b", "c"]);
+    let mut nodes = three_voters(dir.path());
+    let lone = leader(&mut nodes[0]);
+    // Keep the leader's side the minority: its lease must be given up before anyone else
+    // could be granted the lock.
+    let at = nodes.iter().position(|n| n.name == lone).unwrap();
+    let token: u64 = nodes[at].run("lock l 5000")["granted ".len()..]
+        .parse()
+        .unwrap();
+    for (i, node) in nodes.iter().enumerate() {
+        if i != at {
+            node.signal("-STOP");
+        }
+    }
+    let paused = Instant::now();
+    let lost = nodes[at].expect_line("LOST l");
+    assert_eq!(lost, format!("LOST l {token}"));
+    let fenced_after = paused.elapsed();
+    let write = nodes[at].run("put minority yes");
+    assert!(write.starts_with("err "), "the minority wrote: {write}");
+    for (i, node) in nodes.iter().enumerate() {
+        if i != at {
+            node.signal("-CONT");
+        }
+    }
+    // The majority side takes over the lock with a greater token. (Its nodes were paused
+    // too, so each fences itself until its next keepalive gets through.)
+    let other = (at + 1) % 3;
+    let granted: u64 = nodes[other].run_until("lock l 20000", "granted ")["granted ".len()..]
+        .parse()
+        .unwrap();
+    assert!(granted > token);
+    eprintln!("minority fenced itself {fenced_after:?} after losing its quorum");
+}
+
+#[test]
+fn a_full_restart_keeps_every_acknowledged_write() {
+    let dir = certificates(&["a", "b", "c"]);
+    let mut nodes = three_voters(dir.path());
+    let mut acknowledged = Vec::new();
+    for i in 0..30 {
+        let answer = nodes[i % 3].run(&format!("put r{i} v{i}"));
+        if answer.starts_with("ok ") {
+            acknowledged.push(i);
+        }
+    }
+    assert_eq!(acknowledged.len(), 30);
+    for node in &mut nodes {
+        node.kill();
+    }
+    drop(nodes);
+    // Back with their data dirs; none bootstraps: their logs say who votes.
+    let mut a = ChildNode::start_detached("a", dir.path(), &[]);
+    let seeds = vec![a.addr.clone()];
+    let _b = ChildNode::start_detached("b", dir.path(), &seeds);
+    let _c = ChildNode::start_detached("c", dir.path(), &seeds);
+    a.wait_ready();
+    for i in acknowledged {
+        assert_eq!(
+            a.run(&format!("get r{i}")).split_whitespace().nth(1),
+            Some(format!("v{i}").as_str()),
+            "r{i} lost in the restart"
+        );
+    }
+}
+
+#[test]
+fn seeded_lock_clients_never_overlap() {
+    let seed: u64 = std::env::var("ENSEMBLE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    eprintln!("seed {seed} (set ENSEMBLE_TEST_SEED to replay)");
+    let dir = certificates(&["a", "b", "c"]);
+    let mut nodes = three_voters(dir.path());
+    let ids: Vec<u64> = nodes
+        .iter_mut()
+        .enumerate()
+        .map(|(i, n)| n.send(&format!("lockloop shared 15 {}", seed + i as u64)))
+        .collect();
+    let mut holds: Vec<(u64, u128, u128)> = Vec::new();
+    for (node, id) in nodes.iter_mut().zip(ids) {
+        let answer = node.answer(id);
+        let words: Vec<&str> = answer.split_whitespace().collect();
+        assert_eq!(words[0], "held", "{answer}");
+        for hold in words[1..].chunks(3) {
+            holds.push((
+                hold[0].parse().unwrap(),
+                hold[1].parse().unwrap(),
+                hold[2].parse().unwrap(),
+            ));
+        }
+    }
+    assert_eq!(holds.len(), 45);
+    holds.sort();
+    for pair in holds.windows(2) {
+        let ((t1, _, end), (t2, start, _)) = (pair[0], pair[1]);
+        assert!(t2 > t1, "tokens repeat: {t1}, {t2}");
+        assert!(
+            start >= end,
+            "holders overlap: token {t1} held until {end}, token {t2} from {start}"
+        );
+    }
+}
