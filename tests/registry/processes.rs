@@ -2,10 +2,11 @@
 
 use std::time::Instant;
 
-use crate::util::{ChildNode, certificates, leader, three_voters};
+use crate::util::{ChildNode, certificates, leader, one_cluster_at_a_time, three_voters};
 
 #[test]
 fn names_groups_locks_and_config_across_three_processes() {
+    let _turn = one_cluster_at_a_time();
     let dir = certificates(&["a", "b", "c"]);
     let mut nodes = three_voters(dir.path());
     let [a, b, c] = &mut nodes[..] else {
@@ -47,6 +48,7 @@ fn names_groups_locks_and_config_across_three_processes() {
 
 #[test]
 fn killing_the_leader_keeps_writes_going_after_an_election() {
+    let _turn = one_cluster_at_a_time();
     let dir = certificates(&["a", "b", "c"]);
     let mut nodes = three_voters(dir.path());
     let acknowledged: Vec<u64> = (0..20)
@@ -78,6 +80,7 @@ fn killing_the_leader_keeps_writes_going_after_an_election() {
 
 #[test]
 fn session_expiry_releases_names_and_locks_and_downs_the_node() {
+    let _turn = one_cluster_at_a_time();
     let dir = certificates(&["a", "b", "c", "d"]);
     let mut nodes = three_voters(dir.path());
     // d is not a voter: killing it never costs the registry its quorum or leader.
@@ -98,6 +101,7 @@ fn session_expiry_releases_names_and_locks_and_downs_the_node() {
 
 #[test]
 fn a_minority_cannot_write_and_its_lease_holders_fence_themselves() {
+    let _turn = one_cluster_at_a_time();
     let dir = certificates(&["a", "b", "c"]);
     let mut nodes = three_voters(dir.path());
     let lone = leader(&mut nodes[0]);
@@ -135,6 +139,7 @@ fn a_minority_cannot_write_and_its_lease_holders_fence_themselves() {
 
 #[test]
 fn a_full_restart_keeps_every_acknowledged_write() {
+    let _turn = one_cluster_at_a_time();
     let dir = certificates(&["a", "b", "c"]);
     let mut nodes = three_voters(dir.path());
     let mut acknowledged = Vec::new();
@@ -171,6 +176,7 @@ fn seeded_lock_clients_never_overlap() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
     eprintln!("seed {seed} (set ENSEMBLE_TEST_SEED to replay)");
+    let _turn = one_cluster_at_a_time();
     let dir = certificates(&["a", "b", "c"]);
     let mut nodes = three_voters(dir.path());
     let ids: Vec<u64> = nodes

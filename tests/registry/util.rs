@@ -251,6 +251,14 @@ impl ChildNode {
     }
 }
 
+/// Process tests take turns: each runs three or four nodes whose sessions have a one-second
+/// TTL, and a two-core machine running several such clusters at once could starve a node
+/// long enough to fence it, which is not what these tests are about.
+pub(crate) fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Starts three voters a, b and c (a bootstraps) and waits until all three vote.
 pub(crate) fn three_voters(dir: &Path) -> Vec<ChildNode> {
     let mut a = ChildNode::start("a", dir, &[], true);
