@@ -33,19 +33,8 @@ pub(crate) fn run() {
     };
     let certs = PathBuf::from(std::env::var(ENV_CERTS).expect("certificate dir"));
     let cluster_name = std::env::var(ENV_CLUSTER).unwrap_or_else(|_| "test".into());
-    let seeds: Vec<std::net::SocketAddr> = std::env::var(ENV_SEEDS)
-        .unwrap_or_default()
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().expect("seed address"))
-        .collect();
-    if let Ok(filter) = std::env::var(ENV_LOG) {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .with_ansi(false)
-            .init();
-    }
+    let seeds = crate::common::seeds_from_env(ENV_SEEDS);
+    crate::common::log_from_env(ENV_LOG);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
         let node = Node::new(NodeConfig::new(&name)).expect("node");

@@ -6,6 +6,8 @@
 //! too, and watches membership through its own cluster service.
 
 mod child;
+#[path = "../common/mod.rs"]
+mod common;
 mod forming;
 mod messaging;
 mod protocol;

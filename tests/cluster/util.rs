@@ -8,7 +8,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use ensemble::cluster::{Cluster, ClusterConfig, MemberEvent};
-use ensemble::transport::certs::ClusterCa;
 use ensemble::{Node, NodeConfig, NodeId};
 use tokio::sync::broadcast;
 
@@ -117,19 +116,7 @@ impl Drop for ChildNode {
     }
 }
 
-/// A CA in a temporary directory, with certificates for `nodes`.
-pub(crate) fn certificates(nodes: &[&str]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca = ClusterCa::generate("test").expect("CA");
-    ca.save(dir.path()).expect("save CA");
-    for node in nodes {
-        ca.issue(node)
-            .expect("issue")
-            .save(dir.path())
-            .expect("save cert");
-    }
-    dir
-}
+pub(crate) use crate::common::certificates;
 
 /// Cluster settings for test nodes: the default failure detector, but tolerating pauses of
 /// a few seconds, so that a loaded machine running many test processes never makes a live

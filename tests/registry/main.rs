@@ -7,6 +7,8 @@
 //! its standard input (see `child.rs`).
 
 mod child;
+#[path = "../common/mod.rs"]
+mod common;
 mod inproc;
 mod processes;
 mod util;

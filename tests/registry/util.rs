@@ -1,31 +1,9 @@
 //! Certificates, a sink actor, child nodes, and waiting with deadlines.
 
 use ensemble::prelude::*;
-use ensemble::transport::certs::ClusterCa;
 use serde::{Deserialize, Serialize};
 
-/// A CA in a temporary directory, with certificates for `nodes`.
-pub(crate) fn certificates(nodes: &[&str]) -> tempfile::TempDir {
-    // ENSEMBLE_TEST_KEEP keeps the directory (certificates, data dirs, node logs).
-    let keep = std::env::var_os("ENSEMBLE_TEST_KEEP").is_some();
-    let dir = tempfile::Builder::new()
-        .prefix("ensemble-registry-")
-        .disable_cleanup(keep)
-        .tempdir()
-        .expect("temp dir");
-    if keep {
-        eprintln!("keeping {}", dir.path().display());
-    }
-    let ca = ClusterCa::generate("test").expect("CA");
-    ca.save(dir.path()).expect("save CA");
-    for node in nodes {
-        ca.issue(node)
-            .expect("issue")
-            .save(dir.path())
-            .expect("save cert");
-    }
-    dir
-}
+pub(crate) use crate::common::certificates;
 
 /// What a sink takes.
 #[derive(Serialize, Deserialize)]

@@ -110,24 +110,24 @@ impl Shared {
             };
             // One attempt never takes the whole timeout: a leader that died without its
             // connection closing yet must not keep the call from the next one.
-            let attempt = deadline
-                .saturating_duration_since(Instant::now())
-                .min(self.attempt_timeout(timeout));
-            let server = match tokio::time::timeout(attempt, self.servers.get(&target)).await {
+            let attempt = || {
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(self.attempt_timeout(timeout))
+            };
+            let lookup = attempt();
+            let server = match tokio::time::timeout(lookup, self.servers.get(&target)).await {
                 Ok(Ok(server)) => server,
                 Ok(Err(err)) => {
                     last = err.to_string();
                     continue;
                 }
                 Err(_) => {
-                    last = format!("node {target} did not answer a lookup within {attempt:?}");
+                    last = format!("node {target} did not answer a lookup within {lookup:?}");
                     continue;
                 }
             };
-            let attempt = deadline
-                .saturating_duration_since(Instant::now())
-                .min(self.attempt_timeout(timeout));
-            match server.ask(&make, attempt).await {
+            match server.ask(&make, attempt()).await {
                 Ok(Ok(answer)) => {
                     *self.leader.lock() = Some(target);
                     return Ok(answer);
@@ -553,7 +553,8 @@ impl Registry {
     }
 
     /// Sets (or removes, with `None`) a config key if its revision is `expected` (0: the key
-    /// must be absent); returns the revision of the change.
+    /// must be absent); returns the revision of the command (removing an absent key with
+    /// `expected` 0 succeeds and changes nothing).
     pub async fn compare_and_set(
         &self,
         key: &str,
@@ -567,7 +568,6 @@ impl Registry {
         };
         match self.shared.propose_one(command, false).await? {
             Outcome::Done { revision } => Ok(revision),
-            Outcome::Unchanged => Ok(self.shared.view.read().state.revision()),
             Outcome::RevisionMismatch { current } => Err(RegistryError::RevisionMismatch {
                 key: key.to_owned(),
                 expected,

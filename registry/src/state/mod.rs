@@ -306,7 +306,8 @@ impl RegistryState {
                     return Outcome::RevisionMismatch { current };
                 }
                 if value.is_none() && current == 0 {
-                    return Outcome::Unchanged;
+                    // Removing an absent key, as asked: it holds, though nothing changed.
+                    return done;
                 }
                 self.set(key, value.clone(), revision, effects);
                 done
