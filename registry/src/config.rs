@@ -42,7 +42,10 @@ impl RegistryConfig {
             drift_margin: 0.1,
             request_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(300), Duration::from_millis(500)),
+            // openraft's followers refuse votes for a leader lease of election_timeout.1 after
+            // the last heartbeat, so the first candidate is usually refused and the second
+            // round elects: a narrow, low range keeps both rounds short.
+            election_timeout: (Duration::from_millis(200), Duration::from_millis(300)),
         }
     }
 

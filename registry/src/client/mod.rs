@@ -35,6 +35,9 @@ use crate::raft::network::Servers;
 use crate::server::protocol::{Answer, Query, ServerError, ServerMsg};
 use crate::state::{Command, Effect, Holder, KeyValue, Outcome};
 
+/// How long a node that failed to answer is tried last.
+const SILENT_FOR: Duration = Duration::from_secs(2);
+
 /// What the handle, the mirror and the session tasks share.
 pub(crate) struct Shared {
     pub(crate) cluster: Cluster,
@@ -45,6 +48,10 @@ pub(crate) struct Shared {
     pub(crate) epoch: AtomicU64,
     /// The leader last heard of.
     pub(crate) leader: Mutex<Option<String>>,
+    /// Nodes whose server failed to answer an attempt lately, and when: tried last for
+    /// [`SILENT_FOR`], so that a leader that died with its connection still open costs one
+    /// attempt's timeout, not one per call.
+    silent: Mutex<HashMap<String, Instant>>,
     /// Waiters of this node queued for a lock, by (lock, holder id).
     pub(crate) waiters: Mutex<HashMap<(String, u64), oneshot::Sender<u64>>>,
     /// Leases this node holds, by (lock, holder id).
@@ -63,15 +70,28 @@ impl Shared {
     /// Where to send a call: the leader if known, else the members in turn, suspected ones
     /// (heartbeats late: probably dead) last.
     fn candidates(&self) -> Vec<String> {
-        let mut members: Vec<(bool, String)> = self
+        let silent = {
+            let mut silent = self.silent.lock();
+            silent.retain(|_, since| since.elapsed() < SILENT_FOR);
+            silent.clone()
+        };
+        let mut members: Vec<(bool, bool, String)> = self
             .cluster
             .members()
             .into_iter()
-            .map(|m| (m.status == MemberStatus::Suspect, m.node.name().to_owned()))
+            .map(|m| {
+                let name = m.node.name().to_owned();
+                (
+                    silent.contains_key(&name),
+                    m.status == MemberStatus::Suspect,
+                    name,
+                )
+            })
             .collect();
-        members.push((false, self.me().name().to_owned()));
+        let me = self.me().name().to_owned();
+        members.push((silent.contains_key(&me), false, me));
         members.sort();
-        let mut names: Vec<String> = members.into_iter().map(|(_, name)| name).collect();
+        let mut names: Vec<String> = members.into_iter().map(|(_, _, name)| name).collect();
         if let Some(leader) = self.leader.lock().clone() {
             names.retain(|n| n != &leader);
             names.insert(0, leader);
@@ -82,7 +102,8 @@ impl Shared {
     /// Sends a request to the leader, following redirections until `timeout`.
     pub(crate) async fn call<T: RemoteMessage>(
         &self,
-        what: &str,
+        // Described only when the call fails: formatting a command costs more than sending it.
+        what: &(dyn Fn() -> String + Sync),
         make: impl Fn(ReplyTo<Result<T, ServerError>>) -> ServerMsg,
         timeout: Duration,
         idempotent: bool,
@@ -94,7 +115,7 @@ impl Shared {
             let now = Instant::now();
             if now >= deadline {
                 return Err(RegistryError::Timeout {
-                    what: what.to_owned(),
+                    what: what(),
                     timeout,
                     last,
                 });
@@ -124,11 +145,13 @@ impl Shared {
                 }
                 Err(_) => {
                     last = format!("node {target} did not answer a lookup within {lookup:?}");
+                    self.silent.lock().insert(target, Instant::now());
                     continue;
                 }
             };
             match server.ask(&make, attempt()).await {
                 Ok(Ok(answer)) => {
+                    self.silent.lock().remove(&target);
                     *self.leader.lock() = Some(target);
                     return Ok(answer);
                 }
@@ -150,16 +173,17 @@ impl Shared {
                 Ok(Err(err)) => last = format!("node {target}: {err}"),
                 Err(AskError::Timeout { .. }) if !idempotent => {
                     return Err(RegistryError::Unknown {
-                        what: what.to_owned(),
+                        what: what(),
                         reason: format!("node {target} did not answer within {timeout:?}"),
                     });
                 }
                 Err(err) => {
                     self.servers.forget(&target);
+                    self.silent.lock().insert(target.clone(), Instant::now());
                     *self.leader.lock() = None;
                     if !idempotent && !matches!(err, AskError::Unreachable { .. }) {
                         return Err(RegistryError::Unknown {
-                            what: what.to_owned(),
+                            what: what(),
                             reason: err.to_string(),
                         });
                     }
@@ -167,6 +191,18 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// One keepalive of this node's session.
+    pub(crate) async fn keepalive(&self, timeout: Duration) -> Result<(), RegistryError> {
+        let me = self.me().clone();
+        self.call(
+            &|| "keepalive".to_owned(),
+            |reply| ServerMsg::KeepAlive(me.clone(), reply),
+            timeout,
+            true,
+        )
+        .await
     }
 
     /// How long one attempt of a call may take: a fraction of the session TTL (keepalives must
@@ -183,12 +219,11 @@ impl Shared {
         commands: Vec<Command>,
         idempotent: bool,
     ) -> Result<Vec<Outcome>, RegistryError> {
-        let what = match commands.first() {
-            Some(first) => format!("{first:?}"),
-            None => return Ok(Vec::new()),
-        };
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
         self.call(
-            &what,
+            &|| format!("{:?}", commands[0]),
             |reply| ServerMsg::Propose(commands.clone(), reply),
             self.config.request_timeout,
             idempotent,
@@ -217,7 +252,7 @@ impl Shared {
 
     async fn read(&self, query: Query) -> Result<Answer, RegistryError> {
         self.call(
-            &format!("{query:?}"),
+            &|| format!("{query:?}"),
             |reply| ServerMsg::Read(query.clone(), reply),
             self.config.request_timeout,
             true,
@@ -306,6 +341,7 @@ impl Registry {
             view: RwLock::default(),
             epoch: AtomicU64::new(0),
             leader: Mutex::new(None),
+            silent: Mutex::default(),
             waiters: Mutex::default(),
             leases: Mutex::default(),
             effects: broadcast::channel(4096).0,
@@ -618,6 +654,14 @@ impl Registry {
     /// Every change the registry makes, from now on, as this node's copy applies it.
     pub fn subscribe(&self) -> broadcast::Receiver<RegistryEffect> {
         self.shared.effects.subscribe()
+    }
+
+    /// Renews this node's session now, as the periodic keepalive does (like etcd's
+    /// `KeepAliveOnce`): answered once the leader has confirmed it still leads.
+    pub async fn renew(&self) -> Result<(), RegistryError> {
+        self.shared
+            .keepalive(self.shared.config.request_timeout)
+            .await
     }
 
     /// Whether this node fenced itself (it could not renew its session in time).

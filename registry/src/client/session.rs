@@ -60,14 +60,7 @@ pub(crate) async fn keep(shared: Arc<Shared>) {
         }
         let sent = Instant::now();
         let me = shared.me().clone();
-        let renewed = shared
-            .call(
-                "keepalive",
-                |reply| ServerMsg::KeepAlive(me.clone(), reply),
-                valid_for / 2,
-                true,
-            )
-            .await;
+        let renewed = shared.keepalive(valid_for / 2).await;
         match renewed {
             Ok(()) => {
                 let mut until = valid_until.lock();

@@ -21,40 +21,109 @@
 //! Values are encoded with field names so that adding a field to an entry type later still
 //! reads old logs; the few bytes this costs per entry do not matter next to an fsync.
 //!
+//! # Memory
+//!
+//! The store keeps a copy of the log in memory: every entry not yet purged, the last purged log
+//! id, the vote and the committed log id. [`LogStore::open`] loads it from the file, every write
+//! updates it at once, and every log read, vote read and log state answers from it, so the
+//! replication tasks that read entries for the followers never touch the file. Entries leave
+//! memory when openraft purges them, so memory is bounded by openraft's snapshot and purge policy
+//! (`Config::snapshot_policy` and `Config::max_in_snapshot_log_to_keep`), as the file is.
+//!
 //! # Durability
 //!
-//! Every write (append, vote, truncate, purge, committed, snapshot) is one redb write
-//! transaction committed with [`Durability::Immediate`], which fsyncs before the commit returns.
-//! [`LogStore::append`](RaftLogStorage::append) reports the entries flushed to openraft only after
-//! that commit, however many entries the call carries: a batch costs one fsync, not one per entry.
+//! Writes reach the file through a pipeline:
 //!
-//! # Blocking
+//! 1. The method called updates the in-memory copy and puts the write on a queue, in call order.
+//! 2. One writer thread takes everything queued, applies it in queue order in a single redb write
+//!    transaction and commits that with [`Durability::Immediate`], which fsyncs before the commit
+//!    returns. Writes that queue up while a commit runs share the next fsync (group commit).
+//!    Truncates, purges and committed ids that arrive alone wait for the next batch that must
+//!    commit (an append, a vote, a snapshot), and join it in queue order; should 1024 of them
+//!    pile up, or the store close, they commit with [`Durability::None`] (no fsync of their
+//!    own; redb carries them to disk with the next durable commit).
+//! 3. After the commit the writer reports: it calls each append's [`LogFlushed`] callback and
+//!    answers each caller that waits.
 //!
-//! redb is a blocking API. Every call into it runs on tokio's blocking pool
-//! ([`tokio::task::spawn_blocking`]) so a slow disk stalls the caller's task, never the async
-//! worker it runs on; this also holds on a current-thread runtime, where `block_in_place` would
-//! panic. The methods therefore need a tokio runtime. [`LogStore::open`] is the exception: it runs
-//! once at start-up, on the caller's thread.
+//! | call                         | returns          | on disk once                          |
+//! |------------------------------|------------------|---------------------------------------|
+//! | `append`                     | at once          | its callback is called                |
+//! | `truncate`, `purge`          | at once          | a later callback or wait has returned |
+//! | `save_committed`             | at once          | a later callback or wait has returned |
+//! | `save_vote`                  | after its commit | it returns                            |
+//! | [`LogStore::save_snapshot`]  | after its commit | it returns                            |
+//!
+//! This is what openraft's storage contract asks: `append` may return before the entries are
+//! durable as long as they are readable at once and the callback waits for the disk, and a vote
+//! must be durable before `save_vote` returns. It is safe because:
+//!
+//! - Commits are atomic and happen one after another in queue order, and the queue is in call
+//!   order, so the file always holds the writes of some prefix of the calls. A crash loses a
+//!   suffix of the writes, never one from the middle and never one already reported durable, so
+//!   it cannot leave a hole in the log or a vote without the entries appended before it.
+//! - What Raft promises to other nodes waits for the disk: openraft counts the leader's own
+//!   entries towards a quorum, and a follower acknowledges entries, only once the callback came;
+//!   a vote is granted only after `save_vote` returned.
+//! - A lost truncate or purge leaves the log as it was before the call, a state the node was
+//!   durably in anyway: the entries that replace a truncated suffix are appended after the
+//!   truncate, so they cannot be durable without it, and a purge only drops entries that a
+//!   durable snapshot already covers.
+//! - The committed log id is a restart hint: openraft re-applies entries up to it at start-up. A
+//!   lower one after a crash means fewer entries re-applied until the leader sends the commit index
+//!   again, and it is never ahead of the entries on disk, because it is queued after them.
+//!
+//! With openraft 0.9 the overlap this allows does not happen yet: RaftCore itself waits for each
+//! append's callback before it replicates the entries or does anything else
+//! (`RaftCore::append_to_log`), so appends still take one fsync each, one after another. What the
+//! pipeline saves there is the fsync of `save_committed` (called before every apply), `truncate`
+//! and `purge`, which ride along with the next commit, and the file reads of the replication
+//! tasks. A later openraft that does not wait gets the overlap and the group commit as well.
+//!
+//! # Failure
+//!
+//! If a commit fails, every write in it reports the error: callbacks get an [`std::io::Error`],
+//! waiting callers a [`StorageError`]. From then on the store refuses every write, and snapshot
+//! loads, with that error: the in-memory copy is ahead of the file, and committing later writes on
+//! top of the lost ones could leave a hole. openraft treats storage errors as fatal; a restart
+//! reopens the file and starts from what it holds.
+//!
+//! # Backpressure and blocking
+//!
+//! The queue holds at most 1024 writes (`QUEUE_CAPACITY`). When it is full, which happens only
+//! when the disk falls behind, write calls wait (asynchronously) for room before they change
+//! anything.
+//!
+//! redb is a blocking API. Only the writer thread calls into it, apart from [`LogStore::open`],
+//! which runs once at start-up on the caller's thread. The async methods never block a thread:
+//! they wait only for room in the queue or for the writer's answer, with tokio's channels, which
+//! need no particular runtime. Dropping the last clone of a store is the exception: it waits for
+//! the writer to commit what is queued and close the file (normally one commit), so that the
+//! file can be opened again as soon as the drop returns.
 //!
 //! # Invariants
 //!
-//! - Every index in `log` is greater than the index of `last_purged`: purge deletes entries and
-//!   records the new `last_purged` in the same transaction.
+//! - Every index in `log`, and in memory, is greater than the index of `last_purged`: purge
+//!   deletes entries and records the new `last_purged` in the same transaction, and in memory
+//!   under the same lock.
 //! - The snapshot's meta and data are written and replaced in the same transaction, so a reader
 //!   never sees the meta of one snapshot with the data of another.
-//! - Writes reach redb in the order their calls were made: each write method returns only after
-//!   its transaction committed, and openraft calls them one at a time. Openraft requires this
-//!   ordering (a vote must not overtake an append made before it).
+//! - The in-memory copy holds every write accepted; the file holds a prefix of them in call order
+//!   (see Durability). A write changes memory and joins the queue under one lock, so both see the
+//!   writes in the same order even when several clones write at once.
 //! - The store does not check that appended entries are consecutive; openraft only hands it
 //!   consecutive entries, truncating a conflicting suffix first.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fmt::Debug;
+use std::io;
 use std::ops::Bound;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::OnceLock;
+use std::thread::JoinHandle;
 
 use openraft::AnyError;
 use openraft::LogId;
@@ -69,6 +138,7 @@ use openraft::StorageIOError;
 use openraft::Vote;
 use openraft::storage::LogFlushed;
 use openraft::storage::RaftLogStorage;
+use parking_lot::Mutex;
 use redb::Database;
 use redb::Durability;
 use redb::ReadableDatabase;
@@ -77,6 +147,8 @@ use redb::TableDefinition;
 use redb::WriteTransaction;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
 /// Log entries by index.
 const LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("log");
@@ -95,6 +167,14 @@ const SNAPSHOT_DATA_KEY: &str = "data";
 /// The layout described in the module docs. Bump it when the layout changes incompatibly, so an
 /// older build refuses a newer file instead of misreading it.
 const FORMAT_VERSION: u32 = 1;
+
+/// How many writes may wait for the writer thread, and the most it commits at once.
+///
+/// openraft 0.9 keeps at most one append in flight, so the bound is met only when callers other
+/// than RaftCore pile up writes faster than the disk takes them; they then wait for room, which
+/// is the backpressure a slow disk should exert. One commit of this many writes stays well under
+/// a second on any disk that keeps up with Raft at all.
+const QUEUE_CAPACITY: usize = 1024;
 
 /// Why [`LogStore::open`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +239,31 @@ pub enum OpenError {
         /// The version this build reads and writes.
         expected: u32,
     },
+    /// The tables are there, but the entries, vote or pointers in them could not be read into
+    /// memory.
+    #[error(
+        "cannot load the registry log at {}: {source}; the file may be damaged, or written by \
+         another Ensemble version",
+        path.display()
+    )]
+    Load {
+        /// The redb file.
+        path: PathBuf,
+        /// What went wrong: a redb error, or a value that does not decode.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The thread that writes the log could not be started.
+    #[error(
+        "cannot start the writer thread of the registry log at {}: {source}; the system may be \
+         out of threads or memory",
+        path.display()
+    )]
+    StartWriter {
+        /// The redb file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
 }
 
 /// A snapshot of the state machine as stored next to the log.
@@ -178,22 +283,139 @@ where
 
 /// The durable Raft log of one node, in a redb file.
 ///
-/// Cloning is cheap and every clone uses the same open database: openraft takes one clone as
-/// the log store and more as log readers, and the state machine takes one for its snapshots.
-/// The file stays open, and locked against other processes, until the last clone is dropped
-/// and any call whose future was dropped mid-way has finished its work on the blocking pool.
+/// Cloning is cheap and every clone shares the same in-memory log and writer thread: openraft
+/// takes one clone as the log store and more as log readers, and the state machine takes one for
+/// its snapshots. The file stays open, and locked against other processes, until the last clone
+/// is dropped; that drop waits until everything queued is on disk and the file is closed.
+///
+/// Entry types must be `Clone` because reads hand out copies of the entries kept in memory.
 ///
 /// See the [module docs](self) for the file layout and the durability guarantees.
 pub struct LogStore<C>
 where
     C: RaftTypeConfig,
 {
-    db: Arc<Database>,
+    shared: Arc<Shared<C>>,
+}
+
+/// What every clone of a [`LogStore`] shares.
+///
+/// Fields drop in declaration order, and the order matters: `ops` goes first, which closes the
+/// queue and tells the writer to finish, and `_writer` goes last, waiting for it to do so.
+struct Shared<C>
+where
+    C: RaftTypeConfig,
+{
+    /// The writer's queue. Only this one sender exists, so the queue closes exactly when the last
+    /// clone of the store is dropped.
+    ops: mpsc::Sender<Op<C>>,
+    /// The log as openraft sees it, ahead of the file by whatever is queued. A plain mutex: it is
+    /// never held across an `.await`, and only for map operations and entry copies.
+    memory: Mutex<Memory<C>>,
+    /// Set once, by the writer, when a commit fails; writes check it so that they fail at once
+    /// instead of queueing behind a store that can no longer write.
+    failure: Arc<OnceLock<Arc<DbError>>>,
     /// Kept to name the file in every error, since one machine may host several nodes.
     path: Arc<Path>,
-    /// `fn() -> C` rather than `C`: the store owns no `C`, and this keeps it `Send + Sync` and
-    /// `Clone` whatever `C` is.
-    _config: std::marker::PhantomData<fn() -> C>,
+    /// Never read: held for its drop, which waits for the writer thread.
+    _writer: WriterThread,
+}
+
+/// The in-memory copy of the log: what the file will hold once the queue is written.
+struct Memory<C>
+where
+    C: RaftTypeConfig,
+{
+    /// Every entry not purged, by index.
+    entries: BTreeMap<u64, C::Entry>,
+    /// Kept apart from `entries` because the log state reports it even when no entry is left.
+    last_purged: Option<LogId<C::NodeId>>,
+    vote: Option<Vote<C::NodeId>>,
+    committed: Option<LogId<C::NodeId>>,
+}
+
+/// One write (or snapshot load) for the writer thread, with whoever waits for it.
+///
+/// Values travel unencoded: the writer encodes them, so the caller (RaftCore's task, for the
+/// log) pays for a copy of each entry rather than for its encoding.
+enum Op<C>
+where
+    C: RaftTypeConfig,
+{
+    Append {
+        entries: Vec<C::Entry>,
+        flushed: LogFlushed<C>,
+    },
+    Truncate {
+        since: LogId<C::NodeId>,
+    },
+    Purge {
+        upto: LogId<C::NodeId>,
+    },
+    SaveVote {
+        vote: Vote<C::NodeId>,
+        done: Reply<()>,
+    },
+    SaveCommitted {
+        committed: Option<LogId<C::NodeId>>,
+    },
+    SaveSnapshot {
+        snapshot: StoredSnapshot<C>,
+        done: Reply<()>,
+    },
+    /// Served by the writer, after the commit of its batch, so that it sees every snapshot saved
+    /// before it and no other thread needs the database.
+    LoadSnapshot {
+        done: Reply<Option<StoredSnapshot<C>>>,
+    },
+}
+
+/// Where the writer answers a caller that waits for its write.
+type Reply<T> = oneshot::Sender<Result<T, DbError>>;
+
+impl<C> Op<C>
+where
+    C: RaftTypeConfig,
+{
+    /// Whether the op changes the file; a batch of only such ops skips the commit and its fsync.
+    fn writes(&self) -> bool {
+        match self {
+            Op::Append { entries, .. } => !entries.is_empty(),
+            Op::LoadSnapshot { .. } => false,
+            Op::Truncate { .. }
+            | Op::Purge { .. }
+            | Op::SaveVote { .. }
+            | Op::SaveCommitted { .. }
+            | Op::SaveSnapshot { .. } => true,
+        }
+    }
+
+    /// Whether someone waits on the op's commit (a callback or a caller), so that its batch
+    /// cannot wait for a later one.
+    fn is_waited_on(&self) -> bool {
+        match self {
+            Op::Append { .. }
+            | Op::SaveVote { .. }
+            | Op::SaveSnapshot { .. }
+            | Op::LoadSnapshot { .. } => true,
+            Op::Truncate { .. } | Op::Purge { .. } | Op::SaveCommitted { .. } => false,
+        }
+    }
+
+    /// Whether the op must be on disk before anyone is told it is done: entries (acknowledged
+    /// to the leader), votes and snapshots. Truncates, purges and the committed index need
+    /// not: lost in a crash they only leave more log than needed, and any later durable
+    /// commit carries them (redb commits in order).
+    fn must_be_durable(&self) -> bool {
+        match self {
+            Op::Append { entries, .. } => !entries.is_empty(),
+            Op::SaveVote { .. } | Op::SaveSnapshot { .. } => true,
+            Op::LoadSnapshot { .. }
+            | Op::Truncate { .. }
+            | Op::Purge { .. }
+            | Op::SaveCommitted { .. } => false,
+        }
+    }
 }
 
 impl<C> Clone for LogStore<C>
@@ -202,9 +424,7 @@ where
 {
     fn clone(&self) -> Self {
         Self {
-            db: Arc::clone(&self.db),
-            path: Arc::clone(&self.path),
-            _config: std::marker::PhantomData,
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -215,7 +435,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogStore")
-            .field("path", &self.path)
+            .field("path", &self.shared.path)
             .finish_non_exhaustive()
     }
 }
@@ -225,7 +445,7 @@ where
     C: RaftTypeConfig,
 {
     /// Opens the log in the redb file at `path`, creating the file, and its parent directory, if
-    /// they do not exist.
+    /// they do not exist, loads the log into memory and starts the writer thread.
     ///
     /// This blocks on file I/O (and, for a file left by a crash, on redb's repair); call it at
     /// start-up, before the Raft node runs, or from a blocking thread.
@@ -262,126 +482,124 @@ where
                 expected: FORMAT_VERSION,
             });
         }
+        let memory = load_memory::<C>(&db).map_err(|source| OpenError::Load {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+
+        let path: Arc<Path> = Arc::from(path);
+        let failure = Arc::new(OnceLock::new());
+        let (ops, queue) = mpsc::channel(QUEUE_CAPACITY);
+        // The writer takes the only handle on the database, so the file closes when it ends.
+        let writer = Writer {
+            db,
+            queue,
+            failure: Arc::clone(&failure),
+            path: Arc::clone(&path),
+        };
+        let thread = std::thread::Builder::new()
+            .name("registry-log".to_string())
+            .spawn(move || writer.run())
+            .map_err(|source| OpenError::StartWriter {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(Self {
-            db: Arc::new(db),
-            path: Arc::from(path),
-            _config: std::marker::PhantomData,
+            shared: Arc::new(Shared {
+                ops,
+                memory: Mutex::new(memory),
+                failure,
+                path,
+                _writer: WriterThread(Some(thread)),
+            }),
         })
     }
 
     /// The redb file this store was opened on.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
 
     /// Durably replaces the stored snapshot with `snapshot`.
     ///
-    /// Returns once the snapshot is on disk; meta and data are replaced together, so a crash
-    /// leaves either the old snapshot or the new one.
+    /// Returns once the snapshot is on disk, together with every log write made before the
+    /// call; meta and data are replaced together, so a crash leaves either the old snapshot or
+    /// the new one.
     ///
     /// # Errors
     ///
-    /// A [`StorageError`] naming the snapshot if encoding or the write fails.
+    /// A [`StorageError`] naming the snapshot if encoding or the write fails, or if an earlier
+    /// write failed (see the [module docs](self#failure)).
     pub async fn save_snapshot(
         &self,
         snapshot: &StoredSnapshot<C>,
     ) -> Result<(), StorageError<C::NodeId>> {
         let signature = snapshot.meta.signature();
-        let meta = snapshot.meta.clone();
-        // A copy, because the work runs on another thread and the caller keeps its snapshot.
-        let data = snapshot.data.clone();
-        self.blocking(move |db| {
-            let meta = encode(&meta)?;
-            write_durably(db, |txn| {
-                let mut table = txn.open_table(SNAPSHOT)?;
-                table.insert(SNAPSHOT_META_KEY, meta.as_slice())?;
-                table.insert(SNAPSHOT_DATA_KEY, data.as_slice())?;
-                Ok(())
+        // A copy, because the writer runs on another thread and the caller keeps its snapshot.
+        let snapshot = StoredSnapshot {
+            meta: snapshot.meta.clone(),
+            data: snapshot.data.clone(),
+        };
+        self.submit_and_wait(|_, done| Op::SaveSnapshot { snapshot, done })
+            .await
+            .map_err(|e| {
+                let what = format!("saving snapshot {}", signature.snapshot_id);
+                StorageIOError::write_snapshot(Some(signature), self.io_error(what, e)).into()
             })
-        })
-        .await
-        .map_err(|e| {
-            let what = format!("saving snapshot {}", signature.snapshot_id);
-            StorageIOError::write_snapshot(Some(signature), self.io_error(what, e)).into()
-        })
     }
 
     /// The snapshot last saved with [`Self::save_snapshot`], or `None` if there is none.
     ///
     /// # Errors
     ///
-    /// A [`StorageError`] naming the snapshot if the read or decoding fails.
+    /// A [`StorageError`] naming the snapshot if the read or decoding fails, or if an earlier
+    /// write failed (see the [module docs](self#failure)).
     pub async fn load_snapshot(
         &self,
     ) -> Result<Option<StoredSnapshot<C>>, StorageError<C::NodeId>> {
-        self.blocking(|db| {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(SNAPSHOT)?;
-            let Some(meta) = table.get(SNAPSHOT_META_KEY)? else {
-                return Ok(None);
-            };
-            let meta = decode(meta.value())?;
-            let data = table
-                .get(SNAPSHOT_DATA_KEY)?
-                .ok_or_else(|| DbError::Missing("the snapshot's data, though its meta is present"))?
-                .value()
-                .to_vec();
-            Ok(Some(StoredSnapshot { meta, data }))
-        })
-        .await
-        .map_err(|e| {
-            StorageIOError::read_snapshot(None, self.io_error("loading the snapshot", e)).into()
-        })
-    }
-
-    /// Runs `f` on tokio's blocking pool, so that redb's disk I/O never stalls an async worker.
-    async fn blocking<T, F>(&self, f: F) -> Result<T, DbError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Database) -> Result<T, DbError> + Send + 'static,
-    {
-        let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || f(&db))
+        self.submit_and_wait(|_, done| Op::LoadSnapshot { done })
             .await
-            .map_err(DbError::Task)?
-    }
-
-    /// Writes one meta key (or removes it on `None`) in a durable transaction.
-    async fn write_meta<T>(&self, key: &'static str, value: Option<&T>) -> Result<(), DbError>
-    where
-        T: Serialize,
-    {
-        let bytes = value.map(encode).transpose()?;
-        self.blocking(move |db| {
-            write_durably(db, |txn| {
-                let mut table = txn.open_table(META)?;
-                match &bytes {
-                    Some(bytes) => table.insert(key, bytes.as_slice())?,
-                    None => table.remove(key)?,
-                };
-                Ok(())
+            .map_err(|e| {
+                StorageIOError::read_snapshot(None, self.io_error("loading the snapshot", e)).into()
             })
-        })
-        .await
     }
 
-    /// Reads one meta key in its own read transaction.
-    async fn read_meta<T>(&self, key: &'static str) -> Result<Option<T>, DbError>
-    where
-        T: DeserializeOwned + Send + 'static,
-    {
-        self.blocking(move |db| {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(META)?;
-            get_decoded(&table, key)
-        })
-        .await
+    /// Queues the op that `change` returns, after `change` has applied it to memory.
+    ///
+    /// Waits for room in the queue before calling `change`, so that a caller that gives up while
+    /// the queue is full leaves nothing half done.
+    async fn submit(&self, change: impl FnOnce(&mut Memory<C>) -> Op<C>) -> Result<(), DbError> {
+        let permit = self
+            .shared
+            .ops
+            .reserve()
+            .await
+            .map_err(|_| DbError::WriterGone)?;
+        if let Some(failure) = self.shared.failure.get() {
+            return Err(DbError::Refused(Arc::clone(failure)));
+        }
+        // Memory and queue change under one lock, so that clones writing at the same time leave
+        // both in the same order.
+        let mut memory = self.shared.memory.lock();
+        permit.send(change(&mut memory));
+        Ok(())
+    }
+
+    /// Like [`Self::submit`], then waits for the writer's answer: for a write, until it is on
+    /// disk.
+    async fn submit_and_wait<T>(
+        &self,
+        change: impl FnOnce(&mut Memory<C>, Reply<T>) -> Op<C>,
+    ) -> Result<T, DbError> {
+        let (done, answer) = oneshot::channel();
+        self.submit(|memory| change(memory, done)).await?;
+        answer.await.map_err(|_| DbError::WriterGone)?
     }
 
     fn io_error(&self, what: impl fmt::Display, e: DbError) -> AnyError {
         e.context(format!(
             "{what} in the registry log at {}",
-            self.path.display()
+            self.shared.path.display()
         ))
     }
 }
@@ -389,6 +607,7 @@ where
 impl<C> RaftLogReader<C> for LogStore<C>
 where
     C: RaftTypeConfig,
+    C::Entry: Clone,
 {
     async fn try_get_log_entries<RB>(
         &mut self,
@@ -400,49 +619,30 @@ where
         let Some((start, end)) = index_bounds(&range) else {
             return Ok(Vec::new());
         };
-        self.blocking(move |db| {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(LOG)?;
-            let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-            let mut entries = Vec::new();
-            for item in table.range((Bound::Included(start), upper))? {
-                let (_, value) = item?;
-                entries.push(decode::<C::Entry>(value.value())?);
-            }
-            Ok(entries)
-        })
-        .await
-        .map_err(|e| {
-            StorageIOError::read_logs(self.io_error(format!("reading entries {range:?}"), e)).into()
-        })
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let memory = self.shared.memory.lock();
+        Ok(memory
+            .entries
+            .range((Bound::Included(start), upper))
+            .map(|(_, entry)| entry.clone())
+            .collect())
     }
 }
 
 impl<C> RaftLogStorage<C> for LogStore<C>
 where
     C: RaftTypeConfig,
+    C::Entry: Clone,
 {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<C::NodeId>> {
-        let (last_purged_log_id, last_present) = self
-            .blocking(|db| {
-                // One read transaction, so the two halves come from the same commit.
-                let txn = db.begin_read()?;
-                let meta = txn.open_table(META)?;
-                let last_purged: Option<LogId<C::NodeId>> = get_decoded(&meta, LAST_PURGED_KEY)?;
-                let log = txn.open_table(LOG)?;
-                let last_present = match log.last()? {
-                    Some((_, value)) => {
-                        Some(decode::<C::Entry>(value.value())?.get_log_id().clone())
-                    }
-                    None => None,
-                };
-                Ok((last_purged, last_present))
-            })
-            .await
-            .map_err(|e| StorageIOError::read_logs(self.io_error("reading the log state", e)))?;
-        let last_log_id = last_present.or_else(|| last_purged_log_id.clone());
+        let memory = self.shared.memory.lock();
+        let last_purged_log_id = memory.last_purged.clone();
+        let last_log_id = match memory.entries.last_key_value() {
+            Some((_, entry)) => Some(entry.get_log_id().clone()),
+            None => last_purged_log_id.clone(),
+        };
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -454,38 +654,44 @@ where
     }
 
     async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        self.write_meta(VOTE_KEY, Some(vote)).await.map_err(|e| {
+        let saved = vote.clone();
+        self.submit_and_wait(|memory, done| {
+            memory.vote = Some(saved.clone());
+            Op::SaveVote { vote: saved, done }
+        })
+        .await
+        .map_err(|e| {
             StorageIOError::write_vote(self.io_error(format!("saving vote {vote}"), e)).into()
         })
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
-        self.read_meta(VOTE_KEY)
-            .await
-            .map_err(|e| StorageIOError::read_vote(self.io_error("reading the vote", e)).into())
+        Ok(self.shared.memory.lock().vote.clone())
     }
 
     async fn save_committed(
         &mut self,
         committed: Option<LogId<C::NodeId>>,
     ) -> Result<(), StorageError<C::NodeId>> {
-        // Durable like every other write, though a lost update here would only delay re-applying
-        // entries after a restart: the registry commits rarely enough that the fsync is cheap, and
-        // one rule for every write is easier to trust than a list of exceptions.
-        self.write_meta(COMMITTED_KEY, committed.as_ref())
-            .await
-            .map_err(|e| {
-                let what = format!("saving committed log id {committed:?}");
-                StorageIOError::write(self.io_error(what, e)).into()
-            })
+        // Not waited for: RaftCore calls this before every apply, and an fsync of its own would
+        // delay every commit. It rides along with the next commit instead; losing it in a crash
+        // only means re-applying fewer entries at start-up (see the module docs).
+        let saved = committed.clone();
+        self.submit(|memory| {
+            memory.committed = saved.clone();
+            Op::SaveCommitted { committed: saved }
+        })
+        .await
+        .map_err(|e| {
+            let what = format!("saving committed log id {committed:?}");
+            StorageIOError::write(self.io_error(what, e)).into()
+        })
     }
 
     async fn read_committed(
         &mut self,
     ) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
-        self.read_meta(COMMITTED_KEY).await.map_err(|e| {
-            StorageIOError::read(self.io_error("reading the committed log id", e)).into()
-        })
+        Ok(self.shared.memory.lock().committed.clone())
     }
 
     async fn append<I>(
@@ -498,46 +704,34 @@ where
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<C::Entry> = entries.into_iter().collect();
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            callback.log_io_completed(Ok(()));
-            return Ok(());
-        };
-        let (first, last) = (first.get_log_id().index, last.get_log_id().index);
-        tracing::trace!(first, last, "appending to the registry log");
-        // Encoding runs on the blocking thread too: a large batch is real CPU work.
-        let written = self
-            .blocking(move |db| {
-                write_durably(db, |txn| {
-                    let mut table = txn.open_table(LOG)?;
-                    for entry in &entries {
-                        table.insert(entry.get_log_id().index, encode(entry)?.as_slice())?;
-                    }
-                    Ok(())
-                })
-            })
-            .await;
-        match written {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            // The callback is dropped unreported: the error returned here already stops openraft
-            // (it treats storage errors as fatal), and nobody waits on the callback after that.
-            Err(e) => Err(StorageIOError::write_logs(
-                self.io_error(format!("appending entries {first}..={last}"), e),
-            )
-            .into()),
+        let span = index_span(&entries);
+        if let Some((first, last)) = span {
+            tracing::trace!(first, last, "appending to the registry log");
         }
+        // Even an empty append goes through the queue, so that its callback, like any other,
+        // does not come before the writes queued ahead of it are on disk.
+        let copies = entries.clone();
+        self.submit(|memory| {
+            for entry in copies {
+                memory.entries.insert(entry.get_log_id().index, entry);
+            }
+            Op::Append {
+                entries,
+                flushed: callback,
+            }
+        })
+        .await
+        // If the op was never queued, the callback is dropped unreported: the error returned
+        // here already stops openraft (it treats storage errors as fatal).
+        .map_err(|e| StorageIOError::write_logs(self.io_error(describe_append(span), e)).into())
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
         tracing::debug!(since = %log_id, "truncating the registry log");
-        let since = log_id.index;
-        self.blocking(move |db| {
-            write_durably(db, |txn| {
-                txn.open_table(LOG)?.retain_in(since.., |_, _| false)?;
-                Ok(())
-            })
+        let since = log_id.clone();
+        self.submit(|memory| {
+            drop(memory.entries.split_off(&since.index));
+            Op::Truncate { since }
         })
         .await
         .map_err(|e| {
@@ -548,22 +742,144 @@ where
 
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
         tracing::debug!(upto = %log_id, "purging the registry log");
-        let upto = log_id.index;
-        let last_purged = encode(&log_id);
-        self.blocking(move |db| {
-            let last_purged = last_purged?;
-            write_durably(db, |txn| {
-                txn.open_table(LOG)?.retain_in(..=upto, |_, _| false)?;
-                txn.open_table(META)?
-                    .insert(LAST_PURGED_KEY, last_purged.as_slice())?;
-                Ok(())
-            })
+        let upto = log_id.clone();
+        self.submit(|memory| {
+            memory.entries = match upto.index.checked_add(1) {
+                Some(kept) => memory.entries.split_off(&kept),
+                None => BTreeMap::new(),
+            };
+            memory.last_purged = Some(upto.clone());
+            Op::Purge { upto }
         })
         .await
         .map_err(|e| {
             let what = format!("purging entries up to {log_id}");
             StorageIOError::write_logs(self.io_error(what, e)).into()
         })
+    }
+}
+
+/// The writer thread's state: the only handle on the database once the store is open.
+struct Writer<C>
+where
+    C: RaftTypeConfig,
+{
+    db: Database,
+    queue: mpsc::Receiver<Op<C>>,
+    failure: Arc<OnceLock<Arc<DbError>>>,
+    path: Arc<Path>,
+}
+
+/// Why a batch was not written; shared by every op in it.
+#[derive(Clone)]
+enum BatchFailure {
+    /// This batch's commit failed.
+    Now(Arc<DbError>),
+    /// An earlier commit failed, and the store writes nothing since.
+    Earlier(Arc<DbError>),
+}
+
+impl From<BatchFailure> for DbError {
+    fn from(failure: BatchFailure) -> Self {
+        match failure {
+            BatchFailure::Now(e) => DbError::Commit(e),
+            BatchFailure::Earlier(e) => DbError::Refused(e),
+        }
+    }
+}
+
+impl<C> Writer<C>
+where
+    C: RaftTypeConfig,
+{
+    /// Commits batches until the queue closes and is empty, then closes the file by dropping
+    /// the database.
+    fn run(mut self) {
+        let span = tracing::info_span!("registry_log_writer", path = %self.path.display());
+        let _entered = span.enter();
+        let mut batch = Vec::with_capacity(QUEUE_CAPACITY);
+        // Writes nobody waits for and that need no fsync (truncates, purges, committed ids)
+        // wait here for the next batch that commits anyway: a commit costs CPU even without
+        // an fsync, and RaftCore saves the committed id before every apply.
+        let mut deferred = Vec::new();
+        // Takes whatever is queued, up to the capacity: the writes that arrived during the last
+        // commit share the next one.
+        while self.queue.blocking_recv_many(&mut batch, QUEUE_CAPACITY) > 0 {
+            let must_commit = batch.iter().any(Op::is_waited_on);
+            if !must_commit && deferred.len() < QUEUE_CAPACITY {
+                deferred.append(&mut batch);
+                continue;
+            }
+            if !deferred.is_empty() {
+                // In queue order: the deferred writes came first.
+                deferred.append(&mut batch);
+                std::mem::swap(&mut batch, &mut deferred);
+            }
+            self.write(&mut batch);
+        }
+        if !deferred.is_empty() {
+            self.write(&mut deferred);
+        }
+        tracing::debug!("the registry log is closed");
+    }
+
+    /// Commits `batch` in one durable transaction, then reports to everyone waiting on it.
+    fn write(&self, batch: &mut Vec<Op<C>>) {
+        let outcome = match self.failure.get() {
+            Some(earlier) => Err(BatchFailure::Earlier(Arc::clone(earlier))),
+            None => commit_batch(&self.db, batch).map_err(|e| {
+                tracing::error!(error = %e, "commit failed; the log refuses writes from now on");
+                let e = Arc::new(e);
+                // Set only here, and this thread is the only writer, so the set cannot fail.
+                let _ = self.failure.set(Arc::clone(&e));
+                BatchFailure::Now(e)
+            }),
+        };
+        for op in batch.drain(..) {
+            self.report(op, &outcome);
+        }
+    }
+
+    /// Tells whoever waits on `op` how its batch went.
+    fn report(&self, op: Op<C>, outcome: &Result<(), BatchFailure>) {
+        let result = || outcome.clone().map_err(DbError::from);
+        // A caller that stopped waiting has dropped its receiver; its write still happened, and
+        // nobody else needs the answer, so a failed send is ignored.
+        match op {
+            Op::Append { entries, flushed } => {
+                flushed.log_io_completed(result().map_err(|e| {
+                    let what = format!(
+                        "{} in the registry log at {}",
+                        describe_append(index_span(&entries)),
+                        self.path.display()
+                    );
+                    io::Error::other(e.context(what))
+                }));
+            }
+            Op::SaveVote { done, .. } | Op::SaveSnapshot { done, .. } => {
+                let _ = done.send(result());
+            }
+            Op::LoadSnapshot { done } => {
+                let _ = done.send(result().and_then(|()| read_snapshot(&self.db)));
+            }
+            Op::Truncate { .. } | Op::Purge { .. } | Op::SaveCommitted { .. } => {}
+        }
+    }
+}
+
+/// The writer thread's handle; dropping it waits for the thread to end, and so for the file to
+/// close.
+struct WriterThread(Option<JoinHandle<()>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        let Some(thread) = self.0.take() else {
+            return;
+        };
+        if thread.join().is_err() {
+            // The panic was already printed; a drop has no one to hand it to.
+            tracing::error!("the registry log's writer thread panicked");
+        }
     }
 }
 
@@ -599,24 +915,141 @@ fn prepare_tables(db: &Database) -> Result<u32, redb::Error> {
     Ok(found)
 }
 
-/// Runs `f` in a write transaction and commits it with an fsync.
-fn write_durably<T>(
+/// Reads what the in-memory copy starts from, in one read transaction so that all of it comes
+/// from the same commit.
+fn load_memory<C>(db: &Database) -> Result<Memory<C>, DbError>
+where
+    C: RaftTypeConfig,
+{
+    let txn = db.begin_read()?;
+    let mut entries = BTreeMap::new();
+    for item in txn.open_table(LOG)?.iter()? {
+        let (index, value) = item?;
+        entries.insert(index.value(), decode::<C::Entry>(value.value())?);
+    }
+    let meta = txn.open_table(META)?;
+    Ok(Memory {
+        entries,
+        last_purged: get_decoded(&meta, LAST_PURGED_KEY)?,
+        vote: get_decoded(&meta, VOTE_KEY)?,
+        committed: get_decoded(&meta, COMMITTED_KEY)?,
+    })
+}
+
+/// Applies the writes of `batch` in order in one transaction and commits it durably.
+fn commit_batch<C>(db: &Database, batch: &[Op<C>]) -> Result<(), DbError>
+where
+    C: RaftTypeConfig,
+{
+    if !batch.iter().any(Op::writes) {
+        return Ok(());
+    }
+    let durability = if batch.iter().any(Op::must_be_durable) {
+        Durability::Immediate
+    } else {
+        Durability::None
+    };
+    write_with(db, durability, |txn| {
+        let mut log = txn.open_table(LOG)?;
+        let mut meta = txn.open_table(META)?;
+        let mut snapshot = txn.open_table(SNAPSHOT)?;
+        for op in batch {
+            match op {
+                Op::Append { entries, .. } => {
+                    for entry in entries {
+                        log.insert(entry.get_log_id().index, encode(entry)?.as_slice())?;
+                    }
+                }
+                Op::Truncate { since } => {
+                    log.retain_in(since.index.., |_, _| false)?;
+                }
+                Op::Purge { upto } => {
+                    log.retain_in(..=upto.index, |_, _| false)?;
+                    meta.insert(LAST_PURGED_KEY, encode(upto)?.as_slice())?;
+                }
+                Op::SaveVote { vote, .. } => {
+                    meta.insert(VOTE_KEY, encode(vote)?.as_slice())?;
+                }
+                Op::SaveCommitted { committed } => match committed {
+                    Some(committed) => {
+                        meta.insert(COMMITTED_KEY, encode(committed)?.as_slice())?;
+                    }
+                    None => {
+                        meta.remove(COMMITTED_KEY)?;
+                    }
+                },
+                Op::SaveSnapshot {
+                    snapshot: stored, ..
+                } => {
+                    snapshot.insert(SNAPSHOT_META_KEY, encode(&stored.meta)?.as_slice())?;
+                    snapshot.insert(SNAPSHOT_DATA_KEY, stored.data.as_slice())?;
+                }
+                Op::LoadSnapshot { .. } => {}
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The stored snapshot, read in its own read transaction.
+fn read_snapshot<C>(db: &Database) -> Result<Option<StoredSnapshot<C>>, DbError>
+where
+    C: RaftTypeConfig,
+{
+    let txn = db.begin_read()?;
+    let table = txn.open_table(SNAPSHOT)?;
+    let Some(meta) = table.get(SNAPSHOT_META_KEY)? else {
+        return Ok(None);
+    };
+    let meta = decode(meta.value())?;
+    let data = table
+        .get(SNAPSHOT_DATA_KEY)?
+        .ok_or_else(|| DbError::Missing("the snapshot's data, though its meta is present"))?
+        .value()
+        .to_vec();
+    Ok(Some(StoredSnapshot { meta, data }))
+}
+
+/// Runs `f` in a write transaction and commits it with `durability` (`Immediate`: an fsync).
+fn write_with<T>(
     db: &Database,
+    durability: Durability,
     f: impl FnOnce(&WriteTransaction) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
     let mut txn = db.begin_write()?;
-    // Immediate is redb's default. Raft's safety rests on it (a vote or an entry acknowledged but
-    // lost in a crash can elect two leaders or lose a committed write), so it is stated rather
-    // than inherited.
-    txn.set_durability(Durability::Immediate)?;
+    // Immediate is redb's default. Raft's safety rests on it for entries and votes (one
+    // acknowledged but lost in a crash can elect two leaders or lose a committed write), so it
+    // is stated rather than inherited.
+    txn.set_durability(durability)?;
     // On error the transaction is dropped, which aborts it.
     let out = f(&txn)?;
     txn.commit()?;
     Ok(out)
 }
 
+/// The first and last index of an append, or `None` for an empty one.
+fn index_span<E, NID>(entries: &[E]) -> Option<(u64, u64)>
+where
+    E: RaftLogId<NID>,
+    NID: openraft::NodeId,
+{
+    Some((
+        entries.first()?.get_log_id().index,
+        entries.last()?.get_log_id().index,
+    ))
+}
+
+/// Names an append for errors, as "appending entries 3..=7"; computed only when needed, since
+/// appends are the hot path.
+fn describe_append(span: Option<(u64, u64)>) -> String {
+    match span {
+        Some((first, last)) => format!("appending entries {first}..={last}"),
+        None => "appending no entries".to_string(),
+    }
+}
+
 /// Turns a range over log indexes into `[start, end)`, `end == None` meaning unbounded, or `None`
-/// for an empty range; redb, like `BTreeMap`, may panic on a range whose start passes its end.
+/// for an empty range; `BTreeMap::range` panics on a range whose start passes its end.
 fn index_bounds(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
     let start = match range.start_bound() {
         Bound::Included(&start) => start,
@@ -668,8 +1101,18 @@ enum DbError {
     Decode(#[from] rmp_serde::decode::Error),
     #[error("missing {0}")]
     Missing(&'static str),
-    #[error("the blocking storage task did not finish: {0}")]
-    Task(tokio::task::JoinError),
+    /// The commit that carried this write failed; the error is shared by the batch.
+    #[error(transparent)]
+    Commit(Arc<DbError>),
+    /// An earlier commit failed and the store has written nothing since.
+    #[error(
+        "the log stopped writing after an earlier write failed ({0}); restart the node to reopen \
+         it"
+    )]
+    Refused(Arc<DbError>),
+    /// Only a bug ends the writer while a store is alive: it panicked.
+    #[error("the log's writer thread has stopped (it panicked; see the log above)")]
+    WriterGone,
 }
 
 impl DbError {
@@ -699,7 +1142,10 @@ from_redb_error!(
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
     use std::io::Cursor;
+    use std::pin::Pin;
+    use std::task::Poll;
 
     use openraft::BasicNode;
     use openraft::Entry;
@@ -750,6 +1196,31 @@ mod tests {
 
     fn indexes(entries: &[Entry<TestConfig>]) -> Vec<u64> {
         entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    /// Copies the file of a store that is still open, as a crash at this moment would leave it:
+    /// the copy holds at least everything committed so far, and nothing that is only in memory
+    /// or queued and not yet committed.
+    ///
+    /// Call it only while the writer is idle (after waiting for everything queued), so that no
+    /// commit is half written into the copy.
+    fn crash_image(store: &Store) -> PathBuf {
+        let copy = store.path().with_file_name("crash-image.redb");
+        std::fs::copy(store.path(), &copy).expect("copy the log file");
+        copy
+    }
+
+    /// Polls `future` once: it runs until it first waits, and its output is returned if it did
+    /// not need to.
+    async fn poll_once<F>(future: &mut F) -> Option<F::Output>
+    where
+        F: Future + Unpin,
+    {
+        std::future::poll_fn(|cx| match Pin::new(&mut *future).poll(cx) {
+            Poll::Ready(output) => Poll::Ready(Some(output)),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await
     }
 
     fn snapshot(index: u64, data: &[u8]) -> StoredSnapshot<TestConfig> {
@@ -963,6 +1434,125 @@ mod tests {
         assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
         assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 1, 6)));
         assert_eq!(store.load_snapshot().await.unwrap(), Some(snap));
+    }
+
+    /// Appends made one after another, none waiting for the disk before the next is made, are
+    /// readable at once and each on disk once its callback has fired.
+    #[tokio::test]
+    async fn queued_appends_are_durable_once_their_callbacks_fire() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        let mut store = Store::open(&path).unwrap();
+        let written = entries(1..=200);
+
+        // Each append waits for its callback in its own future. Polling each once makes the
+        // append call and leaves the wait for later, so all 200 are queued, in index order,
+        // before any is waited for. `unconstrained`, because polling 200 futures in one go
+        // would otherwise run out of tokio's cooperative budget and leave some unqueued.
+        let appends = written.iter().cloned().map(|entry| {
+            let mut store = store.clone();
+            Box::pin(async move { store.blocking_append([entry]).await })
+        });
+        let mut waiting = Vec::new();
+        tokio::task::unconstrained(async {
+            for mut append in appends {
+                match poll_once(&mut append).await {
+                    Some(appended) => appended.unwrap(),
+                    None => waiting.push(append),
+                }
+            }
+        })
+        .await;
+        assert_eq!(store.try_get_log_entries(..).await.unwrap(), written);
+        assert_eq!(
+            store.get_log_state().await.unwrap().last_log_id,
+            Some(log_id(1, 1, 200))
+        );
+        for append in waiting {
+            append.await.unwrap();
+        }
+
+        let mut recovered = Store::open(&crash_image(&store)).unwrap();
+        assert_eq!(recovered.try_get_log_entries(..).await.unwrap(), written);
+        drop(recovered);
+
+        drop(store);
+        let mut reopened = Store::open(&path).unwrap();
+        assert_eq!(reopened.try_get_log_entries(..).await.unwrap(), written);
+    }
+
+    /// A truncate queued right behind the append it cuts short reaches the file after it: once
+    /// the entry appended after the truncate is on disk, the cut entries are gone from disk too.
+    #[tokio::test]
+    async fn a_truncate_queued_behind_an_append_keeps_the_file_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        let mut store = Store::open(&path).unwrap();
+
+        let mut append = Box::pin({
+            let mut store = store.clone();
+            async move { store.blocking_append(entries(1..=10)).await }
+        });
+        let appended_early = poll_once(&mut append).await;
+        store.truncate(log_id(1, 1, 6)).await.unwrap();
+        assert_eq!(
+            indexes(&store.try_get_log_entries(..).await.unwrap()),
+            [1, 2, 3, 4, 5]
+        );
+        match appended_early {
+            Some(appended) => appended.unwrap(),
+            None => append.await.unwrap(),
+        }
+
+        // A new leader's entry replaces the cut suffix.
+        store.blocking_append([normal(2, 6, "new")]).await.unwrap();
+        let expected = [entries(1..=5), vec![normal(2, 6, "new")]].concat();
+        let mut recovered = Store::open(&crash_image(&store)).unwrap();
+        assert_eq!(recovered.try_get_log_entries(..).await.unwrap(), expected);
+        assert_eq!(
+            recovered.get_log_state().await.unwrap(),
+            LogState {
+                last_purged_log_id: None,
+                last_log_id: Some(log_id(2, 1, 6)),
+            }
+        );
+        drop(recovered);
+
+        // A truncate that nothing waits for is on disk once the last clone is dropped.
+        store.truncate(log_id(1, 1, 4)).await.unwrap();
+        drop(store);
+        let mut reopened = Store::open(&path).unwrap();
+        assert_eq!(
+            reopened.try_get_log_entries(..).await.unwrap(),
+            entries(1..=3)
+        );
+        assert_eq!(
+            reopened.get_log_state().await.unwrap().last_log_id,
+            Some(log_id(1, 1, 3))
+        );
+    }
+
+    /// `save_vote` returns only once the vote, and every write queued before it, is on disk.
+    #[tokio::test]
+    async fn a_saved_vote_is_on_disk_when_save_vote_returns() {
+        let (_dir, mut store) = temp_store();
+        store.blocking_append(entries(1..=3)).await.unwrap();
+        // Queued, not waited for: the vote's commit must carry it along.
+        store.save_committed(Some(log_id(1, 1, 2))).await.unwrap();
+        let mut vote = Vote::new(2, 1);
+        vote.commit();
+        store.save_vote(&vote).await.unwrap();
+
+        let mut recovered = Store::open(&crash_image(&store)).unwrap();
+        assert_eq!(recovered.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(
+            recovered.read_committed().await.unwrap(),
+            Some(log_id(1, 1, 2))
+        );
+        assert_eq!(
+            recovered.try_get_log_entries(..).await.unwrap(),
+            entries(1..=3)
+        );
     }
 
     #[test]

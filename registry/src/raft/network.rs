@@ -116,10 +116,14 @@ impl Connection {
     where
         RaftError<u64, E>: std::error::Error,
     {
-        let server = self
-            .servers
-            .get(&self.name)
+        let lookup = tokio::time::timeout(timeout, self.servers.get(&self.name))
             .await
+            .map_err(|_| NoServer {
+                node: self.name.clone(),
+                reason: format!("no answer to the lookup within {timeout:?}"),
+            });
+        let server = lookup
+            .and_then(|found| found)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         match server.ask(make, timeout).await {
             Ok(Ok(answer)) => Ok(answer),

@@ -1,0 +1,426 @@
+//! The registry on three voters in three processes on loopback, driven by a fourth process
+//! (this one, a client node that never votes), with the workloads etcd 3.4 was measured with:
+//! sequential and concurrent 64-byte puts, name registrations, lock acquire+release cycles
+//! (one client, eight contending), lease grant + keepalive, linearizable and cached `whereis`,
+//! and the time from `kill -9` of the Raft leader to the next acknowledged put.
+//!
+//! Run: `cargo bench --bench registry`. The voters are this binary started again with
+//! `ENSEMBLE_BENCH_VOTER` set; their data dirs are in a temporary directory on the same disk
+//! as everything else, with fsync on. `ENSEMBLE_BENCH_VOTERS=1` runs one voter instead of
+//! three, which shows what replication costs. Figures: docs/performance.md.
+#![allow(missing_docs)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ensemble::cluster::{Cluster, ClusterConfig, DownDecision};
+use ensemble::prelude::*;
+use ensemble::registry::{Registry, RegistryConfig, VOTER_LABEL};
+use ensemble::transport::certs::{ClusterCa, NodeCert};
+use serde::{Deserialize, Serialize};
+
+const SEQUENTIAL: usize = 2_000;
+const CONCURRENT_PUTS: usize = 30_000;
+const IN_FLIGHT: usize = 64;
+const CONTENDERS: usize = 8;
+const CONTENDED_CYCLES: usize = 4_000;
+const CACHED_LOOKUPS: usize = 1_000_000;
+const FAILOVERS: usize = 5;
+const VOTERS: [&str; 3] = ["a", "b", "c"];
+
+#[derive(Serialize, Deserialize)]
+struct Ping(ReplyTo<()>);
+
+struct Target;
+
+impl Actor for Target {
+    type Msg = Ping;
+
+    async fn handle(&mut self, Ping(reply): Ping, _ctx: &mut Context<Self>) -> ActorResult {
+        let _ = reply.send(());
+        Ok(())
+    }
+}
+
+/// Starts a node with the registry. Voters print `LISTENING <addr>` then `READY`.
+async fn start_node(
+    name: &str,
+    dir: &Path,
+    seeds: Vec<std::net::SocketAddr>,
+    voter: bool,
+) -> (Node, Cluster, Registry) {
+    let node = Node::new(NodeConfig::new(name)).expect("node");
+    let cert = NodeCert::load(dir, name).expect("cert");
+    let mut config = ClusterConfig::new("bench");
+    config.down = DownDecision::External;
+    let bootstrap = seeds.is_empty();
+    config.seeds = seeds;
+    if !voter {
+        config.labels.insert(VOTER_LABEL.into(), "no".into());
+    }
+    let cluster = Cluster::start(&node, config, &cert).await.expect("cluster");
+    if voter {
+        println!("LISTENING {}", cluster.local_addr());
+        let _ = std::io::stdout().flush();
+    }
+    let mut settings = RegistryConfig::new(dir.join(format!("{name}-data")));
+    settings.bootstrap = bootstrap;
+    settings.voters = voter_count();
+    let registry = Registry::start(&cluster, settings).await.expect("registry");
+    (node, cluster, registry)
+}
+
+/// How many voters: 3, or `ENSEMBLE_BENCH_VOTERS` (1 shows what replication costs).
+fn voter_count() -> usize {
+    std::env::var("ENSEMBLE_BENCH_VOTERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// A voter process: runs until its standard input closes.
+fn voter(name: String) {
+    let dir = std::path::PathBuf::from(std::env::var("ENSEMBLE_BENCH_DIR").expect("dir"));
+    let seeds = std::env::var("ENSEMBLE_BENCH_SEEDS")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("seed"))
+        .collect();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async move {
+        let _node = start_node(&name, &dir, seeds, true).await;
+        println!("READY");
+        let _ = std::io::stdout().flush();
+        tokio::task::spawn_blocking(|| for _ in std::io::stdin().lock().lines() {})
+            .await
+            .ok();
+    });
+}
+
+struct Voter {
+    name: String,
+    process: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    addr: String,
+}
+
+impl Voter {
+    fn start(name: &str, dir: &Path, seeds: &[String]) -> Voter {
+        let mut process = Command::new(std::env::current_exe().expect("exe"))
+            .env("ENSEMBLE_BENCH_VOTER", name)
+            .env("ENSEMBLE_BENCH_DIR", dir)
+            .env("ENSEMBLE_BENCH_SEEDS", seeds.join(","))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn voter");
+        let stdout = process.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut voter = Voter {
+            name: name.to_owned(),
+            process,
+            lines,
+            addr: String::new(),
+        };
+        voter.addr = voter.wait("LISTENING ")["LISTENING ".len()..].to_owned();
+        voter
+    }
+
+    fn wait(&mut self, prefix: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("voter {} printed no {prefix:?}", self.name),
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Drop for Voter {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// Runs `op` `n` times in sequence; prints the rate, p50 and p99.
+async fn sequential<F, Fut>(what: &str, n: usize, mut op: F)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut latencies = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        op(i).await;
+        latencies.push(t.elapsed());
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    println!(
+        "{what:<44} {:>9.0}/s   p50 {:>8.3} ms   p99 {:>8.3} ms",
+        n as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    );
+}
+
+/// Runs `n` operations from `tasks` concurrent tasks; prints the rate and p50.
+async fn concurrent<F, Fut>(what: &str, n: usize, tasks: usize, op: F)
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|task| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for i in (task..n).step_by(tasks) {
+                    let t = Instant::now();
+                    op(task, i).await;
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(n);
+    for handle in handles {
+        latencies.extend(handle.await.expect("task"));
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    println!(
+        "{what:<44} {:>9.0}/s   p50 {:>8.3} ms   p99 {:>8.3} ms",
+        n as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    );
+}
+
+fn main() {
+    if let Ok(name) = std::env::var("ENSEMBLE_BENCH_VOTER") {
+        voter(name);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = ClusterCa::generate("bench").expect("CA");
+    ca.save(dir.path()).expect("save");
+    for name in VOTERS.iter().chain(&["client"]) {
+        ca.issue(name)
+            .expect("issue")
+            .save(dir.path())
+            .expect("save");
+    }
+    let mut voters = vec![Voter::start("a", dir.path(), &[])];
+    let seeds = vec![voters[0].addr.clone()];
+    for name in &VOTERS[1..voter_count()] {
+        voters.push(Voter::start(name, dir.path(), &seeds));
+    }
+    for voter in &mut voters {
+        voter.wait("READY");
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async move {
+        let seeds = vec![seeds[0].parse().expect("addr")];
+        let (node, _cluster, registry) = start_node("client", dir.path(), seeds, false).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while registry.voters().await.map(|v| v.len()).unwrap_or(0) < voter_count() {
+            assert!(Instant::now() < deadline, "the voters never formed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "{} voter(s) in as many processes, a client node in this one; fsync on\n",
+            voter_count()
+        );
+        let value = vec![b'x'; 64];
+
+        let r = registry.clone();
+        let v = value.clone();
+        sequential("sequential puts, 64 B", SEQUENTIAL, |i| {
+            let (r, v) = (r.clone(), v.clone());
+            async move {
+                r.put(&format!("seq/{i}"), v).await.expect("put");
+            }
+        })
+        .await;
+
+        let r = registry.clone();
+        concurrent(
+            &format!("puts, {IN_FLIGHT} in flight"),
+            CONCURRENT_PUTS,
+            IN_FLIGHT,
+            move |_, i| {
+                let (r, v) = (r.clone(), value.clone());
+                async move {
+                    r.put(&format!("par/{i}"), v).await.expect("put");
+                }
+            },
+        )
+        .await;
+
+        let target = node.spawn(Target).expect("target");
+        let r = registry.clone();
+        sequential("name registration, sequential", SEQUENTIAL, |i| {
+            let (r, target) = (r.clone(), target.clone());
+            async move {
+                r.register(&format!("name/{i}"), &target)
+                    .await
+                    .expect("register");
+            }
+        })
+        .await;
+
+        let r = registry.clone();
+        sequential("lock acquire+release, sequential", SEQUENTIAL, |_| {
+            let r = r.clone();
+            async move {
+                let lease = r
+                    .lock("seq-lock", Duration::from_secs(10))
+                    .await
+                    .expect("lock");
+                lease.release().await.expect("release");
+            }
+        })
+        .await;
+
+        let r = registry.clone();
+        concurrent(
+            &format!("lock acquire+release, {CONTENDERS} contending"),
+            CONTENDED_CYCLES,
+            CONTENDERS,
+            move |_, _| {
+                let r = r.clone();
+                async move {
+                    let lease = r
+                        .lock("hot-lock", Duration::from_secs(30))
+                        .await
+                        .expect("lock");
+                    lease.release().await.expect("release");
+                }
+            },
+        )
+        .await;
+
+        let r = registry.clone();
+        sequential("lease grant + keepalive, sequential", SEQUENTIAL, |i| {
+            let r = r.clone();
+            async move {
+                let lease = r.try_lock(&format!("lease/{i}")).await.expect("grant");
+                r.renew().await.expect("keepalive");
+                std::mem::forget(lease);
+            }
+        })
+        .await;
+
+        let r = registry.clone();
+        sequential("whereis, linearizable", SEQUENTIAL, |i| {
+            let r = r.clone();
+            async move {
+                let found = r
+                    .whereis_linearizable::<Ping>(&format!("name/{}", i % SEQUENTIAL))
+                    .await
+                    .expect("whereis");
+                assert!(found.is_some());
+            }
+        })
+        .await;
+
+        let start = Instant::now();
+        for i in 0..CACHED_LOOKUPS {
+            let found = registry
+                .whereis::<Ping>(&format!("name/{}", i % SEQUENTIAL))
+                .expect("whereis");
+            std::hint::black_box(found);
+        }
+        let per = start.elapsed() / CACHED_LOOKUPS as u32;
+        println!(
+            "{:<44} {:>9.0}/s   mean {:>8.3} µs (name formatting included)",
+            "whereis, cached (local copy)",
+            1.0 / per.as_secs_f64(),
+            per.as_secs_f64() * 1e6
+        );
+        let name = "name/7".to_owned();
+        let start = Instant::now();
+        for _ in 0..CACHED_LOOKUPS {
+            std::hint::black_box(registry.whereis::<Ping>(&name).expect("whereis"));
+        }
+        let per = start.elapsed() / CACHED_LOOKUPS as u32;
+        println!(
+            "{:<44} {:>9.0}/s   mean {:>8.3} µs",
+            "whereis, cached, one name",
+            1.0 / per.as_secs_f64(),
+            per.as_secs_f64() * 1e6
+        );
+
+        // Failover: kill -9 the leader, time the next acknowledged put, bring it back.
+        if voter_count() < 3 {
+            return;
+        }
+        let mut failovers = Vec::new();
+        for trial in 0..FAILOVERS {
+            registry.put("probe", b"x".to_vec()).await.expect("put");
+            let leader = registry.leader().expect("leader known");
+            let at = voters
+                .iter()
+                .position(|v| v.name == leader)
+                .expect("a voter");
+            let killed = Instant::now();
+            voters[at].kill();
+            loop {
+                if registry
+                    .put("probe", format!("{trial}").into_bytes())
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            let took = killed.elapsed();
+            failovers.push(took);
+            println!(
+                "failover {trial}: leader {leader} killed, next put acknowledged after {took:?}"
+            );
+            let seeds: Vec<String> = voters
+                .iter()
+                .filter(|v| v.name != leader)
+                .map(|v| v.addr.clone())
+                .collect();
+            voters[at] = Voter::start(&leader, dir.path(), &seeds);
+            voters[at].wait("READY");
+        }
+        failovers.sort();
+        println!(
+            "{:<44} median {:?}, max {:?} over {FAILOVERS} trials",
+            "kill -9 of the leader -> next acknowledged put",
+            failovers[FAILOVERS / 2],
+            failovers[FAILOVERS - 1]
+        );
+        drop(voters);
+    });
+}
