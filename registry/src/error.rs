@@ -1,5 +1,7 @@
 //! What can go wrong with a registry call, each error naming what it is about.
 
+use std::collections::BTreeMap;
+
 use ensemble_runtime::remote::WireRef;
 use ensemble_runtime::{ActorId, NodeId};
 
@@ -55,14 +57,44 @@ pub enum RegistryError {
         /// Its revision.
         current: u64,
     },
+    /// A reservation does not fit: the node has not enough of a resource free. Nothing was
+    /// reserved.
+    #[error(
+        "node {node} has {free} of resource {resource:?} free, not the {need} asked for; place it on another node, or free some (unreserve) or add capacity"
+    )]
+    Insufficient {
+        /// The node.
+        node: String,
+        /// The first resource (in name order) that does not fit.
+        resource: String,
+        /// How much of it was asked for.
+        need: u64,
+        /// How much of it is free.
+        free: u64,
+    },
+    /// The reservation id is taken by a reservation for another node or another need.
+    #[error(
+        "reservation {id:?} is held already, for node {node} with need {need:?}; unreserve it first or pick another id"
+    )]
+    ReservationTaken {
+        /// The reservation id.
+        id: String,
+        /// The node of the reservation holding it.
+        node: NodeId,
+        /// What that reservation holds.
+        need: BTreeMap<String, u64>,
+    },
     /// This node's session expired (the cluster counts it down); the node must restart as a new
     /// incarnation to take part again.
     #[error(
         "the registry session of node {0} expired: the cluster counts this node as down; restart it to rejoin"
     )]
     SessionExpired(NodeId),
-    /// The node has no session: not opened yet, or closed when it left.
-    #[error("node {0} has no registry session (not opened yet, or closed when it left)")]
+    /// The node has no session: not opened yet, closed when it left, or (for another node
+    /// than this one, such as a reservation's) expired.
+    #[error(
+        "node {0} has no registry session (not opened yet, closed when it left, or expired: down)"
+    )]
     NoSession(NodeId),
     /// This node could not renew its session in time and fenced itself: its leases are lost.
     #[error(

@@ -1,10 +1,11 @@
 //! A registry of nodes in this process (real QUIC on loopback), for what needs no kill -9.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ensemble::cluster::{Cluster, DownDecision};
 use ensemble::prelude::*;
-use ensemble::registry::{Registry, RegistryConfig};
+use ensemble::registry::{Registry, RegistryConfig, RegistryError};
 use ensemble::transport::certs::NodeCert;
 
 use crate::util::{Sink, certificates};
@@ -56,6 +57,75 @@ async fn one_node_is_its_own_registry() {
         assert!(tokio::time::Instant::now() < deadline, "name not released");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_refuse_what_a_node_has_no_room_for() {
+    let certs = certificates(&["host"]);
+    let (node, _cluster, registry) = start("host", certs.path(), vec![]).await;
+    let me = node.id().clone();
+    let amounts = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|&(r, n)| (r.to_owned(), n)).collect()
+    };
+    let capacity = amounts(&[("cpu", 4), ("memory", 1024)]);
+    let web = amounts(&[("cpu", 3), ("memory", 512)]);
+    registry
+        .reserve("web.1", &me, &web, &capacity)
+        .await
+        .unwrap();
+    // A retry of the same reservation changes nothing.
+    registry
+        .reserve("web.1", &me, &web, &capacity)
+        .await
+        .unwrap();
+    let err = registry
+        .reserve("web.2", &me, &web, &capacity)
+        .await
+        .unwrap_err();
+    match &err {
+        RegistryError::Insufficient {
+            node,
+            resource,
+            need,
+            free,
+        } => assert_eq!(
+            (node.as_str(), resource.as_str(), *need, *free),
+            (me.to_string().as_str(), "cpu", 3, 1)
+        ),
+        other => panic!("expected Insufficient, got {other:?}"),
+    }
+    assert!(err.to_string().contains("another node"), "{err}");
+    // This node's copy catches up with the leader.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while registry.reserved(&me) != web {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reservation not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        registry.reservations(),
+        vec![("web.1".to_owned(), me.clone(), web.clone())]
+    );
+    // Freeing the first makes room for the second.
+    assert!(registry.unreserve("web.1").await.unwrap());
+    assert!(!registry.unreserve("web.1").await.unwrap());
+    registry
+        .reserve("web.2", &me, &web, &capacity)
+        .await
+        .unwrap();
+    // A node without a session has nothing to reserve on.
+    let err = registry
+        .reserve(
+            "elsewhere",
+            &ensemble::NodeId::new("nobody", 1),
+            &web,
+            &capacity,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::NoSession(_)), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

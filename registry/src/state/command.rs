@@ -1,6 +1,8 @@
 //! What the registry's log carries (commands) and what applying them answers (outcomes) and
 //! changes (effects).
 
+use std::collections::BTreeMap;
+
 use ensemble_runtime::remote::WireRef;
 use ensemble_runtime::{ActorId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -102,6 +104,29 @@ pub enum Command {
         /// The new value, or `None` to remove the key.
         value: Option<Vec<u8>>,
     },
+    /// Reserves resources on a node for something about to be placed there, if they fit: for
+    /// every resource asked for, what the node's reservations hold already plus `need` must not
+    /// exceed `capacity` (a resource missing from `capacity` has none; asking for 0 of a
+    /// resource always fits). Checked and taken in one step, so two placers racing for the last
+    /// of a node's capacity cannot both get it.
+    Reserve {
+        /// Names the reservation, to release it and to retry the command safely: reserving an
+        /// id again for the same node and need changes nothing.
+        id: String,
+        /// The node the resources are on; its session must be open, and the reservation ends
+        /// with it.
+        node: NodeId,
+        /// How much of each resource, by resource name (`"cpu"`, `"memory"`, custom counters).
+        need: BTreeMap<String, u64>,
+        /// How much of each resource the node has in all, as the caller knows it (the node
+        /// advertises it); the registry keeps no capacities of its own.
+        capacity: BTreeMap<String, u64>,
+    },
+    /// Releases a reservation.
+    Unreserve {
+        /// The reservation.
+        id: String,
+    },
 }
 
 impl Command {
@@ -112,6 +137,7 @@ impl Command {
                 Some(actor.id.node())
             }
             Command::Acquire { holder, .. } => Some(&holder.node),
+            Command::Reserve { node, .. } => Some(node),
             _ => None,
         }
     }
@@ -164,6 +190,22 @@ pub enum Outcome {
         /// The incarnation with the session.
         current: u64,
     },
+    /// The node has not enough of a resource free for a reservation; nothing was reserved.
+    Insufficient {
+        /// The first resource (in name order) that does not fit.
+        resource: String,
+        /// How much of it was asked for.
+        need: u64,
+        /// How much of it is free: the capacity given less what the node's reservations hold.
+        free: u64,
+    },
+    /// The reservation id is taken by a reservation for another node or another need.
+    ReservationTaken {
+        /// The node of the reservation holding the id.
+        node: NodeId,
+        /// What that reservation holds.
+        need: BTreeMap<String, u64>,
+    },
 }
 
 /// A change that applying a command made, for watchers: the local copy of every node derives
@@ -210,4 +252,20 @@ pub enum Effect {
         /// The revision of the change.
         revision: u64,
     },
+    /// A reservation was made, or released (`None`): unreserved, or its node's session ended.
+    Reservation {
+        /// The reservation's id.
+        id: String,
+        /// What it reserves, if it still exists.
+        reservation: Option<Reservation>,
+    },
+}
+
+/// Resources set aside on a node, bound to that node's session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// The node (with the incarnation whose session holds the reservation).
+    pub node: NodeId,
+    /// How much of each resource, by resource name.
+    pub need: BTreeMap<String, u64>,
 }

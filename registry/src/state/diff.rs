@@ -83,5 +83,21 @@ pub fn changes(old: &RegistryState, new: &RegistryState) -> Vec<Effect> {
             });
         }
     }
+    for (id, _) in old.reservations() {
+        if new.reservation(id).is_none() {
+            effects.push(Effect::Reservation {
+                id: id.clone(),
+                reservation: None,
+            });
+        }
+    }
+    for (id, reservation) in new.reservations() {
+        if old.reservation(id) != Some(reservation) {
+            effects.push(Effect::Reservation {
+                id: id.clone(),
+                reservation: Some(reservation.clone()),
+            });
+        }
+    }
     effects
 }

@@ -7,12 +7,15 @@
 //!
 //! # Invariants
 //!
-//! - Every name, group entry, lock grant and lock waiter is bound to an open session; ending
-//!   the session removes them all in the same command.
+//! - Every name, group entry, lock grant, lock waiter and reservation is bound to an open
+//!   session; ending the session removes them all in the same command.
 //! - A lock has at most one holder, and waiters are granted it in the order they queued.
 //! - Every command applied takes the next revision; a lock grant's fencing token is the
 //!   revision of the command that granted it, so tokens strictly increase per lock (and across
 //!   the registry).
+//! - A node's reserved totals ([`RegistryState::reserved`]) are the sums of its reservations'
+//!   needs, and a reservation is only made if it fits in the capacity its command gives: a
+//!   node whose placers agree on its capacity is never reserved beyond it.
 
 mod command;
 mod diff;
@@ -23,7 +26,7 @@ use ensemble_runtime::remote::WireRef;
 use ensemble_runtime::{ActorId, NodeId};
 use serde::{Deserialize, Serialize};
 
-pub use command::{Command, Effect, Holder, Outcome};
+pub use command::{Command, Effect, Holder, Outcome, Reservation};
 pub use diff::changes;
 
 /// A node's membership session.
@@ -70,6 +73,15 @@ pub struct RegistryState {
     /// By node name, the latest incarnation whose session expired: it and older ones are down
     /// for good, so a late command from one is refused rather than reopening its session.
     expired: BTreeMap<String, u64>,
+    /// Placement reservations by id. Last, and defaulted, so that snapshots taken before
+    /// reservations existed still load (they are encoded as arrays of fields).
+    #[serde(default)]
+    reservations: BTreeMap<String, Reservation>,
+    /// What each node's reservations add up to, by resource, kept in step with `reservations`
+    /// so that a reserve looks its node up rather than scanning every reservation. Holds no
+    /// zero totals and no node without any.
+    #[serde(default)]
+    reserved: BTreeMap<NodeId, BTreeMap<String, u64>>,
 }
 
 impl RegistryState {
@@ -136,6 +148,22 @@ impl RegistryState {
         self.kv
             .range(prefix.to_owned()..)
             .take_while(move |(key, _)| key.starts_with(prefix))
+    }
+
+    /// A placement reservation.
+    pub fn reservation(&self, id: &str) -> Option<&Reservation> {
+        self.reservations.get(id)
+    }
+
+    /// Every placement reservation, by id.
+    pub fn reservations(&self) -> impl Iterator<Item = (&String, &Reservation)> {
+        self.reservations.iter()
+    }
+
+    /// What a node's reservations add up to, by resource (resources with nothing reserved are
+    /// left out).
+    pub fn reserved(&self, node: &NodeId) -> BTreeMap<String, u64> {
+        self.reserved.get(node).cloned().unwrap_or_default()
     }
 
     /// Applies one log entry's commands, in order. Returns one outcome per command, and the
@@ -312,6 +340,103 @@ impl RegistryState {
                 self.set(key, value.clone(), revision, effects);
                 done
             }
+            Command::Reserve {
+                id,
+                node,
+                need,
+                capacity,
+            } => {
+                if let Some(existing) = self.reservations.get(id) {
+                    if &existing.node == node && &existing.need == need {
+                        return Outcome::Unchanged;
+                    }
+                    return Outcome::ReservationTaken {
+                        node: existing.node.clone(),
+                        need: existing.need.clone(),
+                    };
+                }
+                if let Some(short) = self.shortage(node, need, capacity) {
+                    return short;
+                }
+                let reservation = Reservation {
+                    node: node.clone(),
+                    need: need.clone(),
+                };
+                self.add_reserved(&reservation);
+                self.reservations.insert(id.clone(), reservation.clone());
+                effects.push(Effect::Reservation {
+                    id: id.clone(),
+                    reservation: Some(reservation),
+                });
+                done
+            }
+            Command::Unreserve { id } => match self.reservations.remove(id) {
+                Some(reservation) => {
+                    self.remove_reserved(&reservation);
+                    effects.push(Effect::Reservation {
+                        id: id.clone(),
+                        reservation: None,
+                    });
+                    done
+                }
+                None => Outcome::Unchanged,
+            },
+        }
+    }
+
+    /// The first resource of `need` (in name order) that does not fit on `node`, as the
+    /// refusal to answer; `None` if all fit.
+    fn shortage(
+        &self,
+        node: &NodeId,
+        need: &BTreeMap<String, u64>,
+        capacity: &BTreeMap<String, u64>,
+    ) -> Option<Outcome> {
+        let reserved = self.reserved.get(node);
+        need.iter().find_map(|(resource, &asked)| {
+            let held = reserved.and_then(|r| r.get(resource)).copied().unwrap_or(0);
+            // Saturating: the capacity given may be less than what reservations made with an
+            // earlier figure hold.
+            let free = capacity
+                .get(resource)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(held);
+            (asked > free).then(|| Outcome::Insufficient {
+                resource: resource.clone(),
+                need: asked,
+                free,
+            })
+        })
+    }
+
+    /// Adds a new reservation to its node's totals. Cannot overflow: it fitted in a capacity.
+    fn add_reserved(&mut self, reservation: &Reservation) {
+        for (resource, &amount) in reservation.need.iter().filter(|(_, a)| **a > 0) {
+            *self
+                .reserved
+                .entry(reservation.node.clone())
+                .or_default()
+                .entry(resource.clone())
+                .or_default() += amount;
+        }
+    }
+
+    /// Takes a released reservation out of its node's totals.
+    fn remove_reserved(&mut self, reservation: &Reservation) {
+        let Some(totals) = self.reserved.get_mut(&reservation.node) else {
+            return;
+        };
+        for (resource, &amount) in &reservation.need {
+            if let Some(total) = totals.get_mut(resource) {
+                *total = total.saturating_sub(amount);
+                if *total == 0 {
+                    totals.remove(resource);
+                }
+            }
+        }
+        if totals.is_empty() {
+            self.reserved.remove(&reservation.node);
         }
     }
 
@@ -394,6 +519,20 @@ impl RegistryState {
         }
         self.locks
             .retain(|_, lock| lock.holder.is_some() || !lock.waiters.is_empty());
+        let released: Vec<String> = self
+            .reservations
+            .iter()
+            .filter(|(_, reservation)| &reservation.node == node)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in released {
+            self.reservations.remove(&id);
+            effects.push(Effect::Reservation {
+                id,
+                reservation: None,
+            });
+        }
+        self.reserved.remove(node);
         if expired {
             let latest = self.expired.entry(node.name().to_owned()).or_default();
             *latest = (*latest).max(node.incarnation());

@@ -417,3 +417,454 @@ proptest! {
         }
     }
 }
+
+fn amounts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|&(r, n)| (r.to_owned(), n)).collect()
+}
+
+fn reserve(id: &str, node: &NodeId, need: &[(&str, u64)], capacity: &[(&str, u64)]) -> Command {
+    Command::Reserve {
+        id: id.into(),
+        node: node.clone(),
+        need: amounts(need),
+        capacity: amounts(capacity),
+    }
+}
+
+#[test]
+fn a_reservation_within_capacity_is_made_and_counted() {
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    open(&mut state, &a);
+    let capacity = [("cpu", 4), ("memory", 8)];
+    let (outcome, effects) = one(
+        &mut state,
+        reserve("web.1", &a, &[("cpu", 1), ("memory", 2)], &capacity),
+    );
+    assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
+    let made = Reservation {
+        node: a.clone(),
+        need: amounts(&[("cpu", 1), ("memory", 2)]),
+    };
+    assert_eq!(
+        effects,
+        vec![Effect::Reservation {
+            id: "web.1".into(),
+            reservation: Some(made.clone())
+        }]
+    );
+    // Up to the capacity exactly.
+    let (outcome, _) = one(
+        &mut state,
+        reserve("web.2", &a, &[("cpu", 3), ("memory", 6)], &capacity),
+    );
+    assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
+    assert_eq!(state.reserved(&a), amounts(&[("cpu", 4), ("memory", 8)]));
+    assert_eq!(state.reservation("web.1"), Some(&made));
+    let ids: Vec<_> = state.reservations().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids, ["web.1", "web.2"]);
+    // Another node's totals are its own.
+    assert!(state.reserved(&node("b", 1)).is_empty());
+}
+
+#[test]
+fn a_reservation_that_does_not_fit_names_the_resource_and_what_is_free() {
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    open(&mut state, &a);
+    let capacity = [("cpu", 4), ("memory", 8)];
+    one(&mut state, reserve("one", &a, &[("cpu", 3)], &capacity));
+    let before = state.clone();
+    let (outcome, effects) = one(
+        &mut state,
+        reserve("two", &a, &[("cpu", 2), ("memory", 1)], &capacity),
+    );
+    assert_eq!(
+        outcome,
+        Outcome::Insufficient {
+            resource: "cpu".into(),
+            need: 2,
+            free: 1
+        }
+    );
+    assert!(effects.is_empty());
+    // Nothing was taken, not even the memory that fitted.
+    assert_eq!(state.reserved(&a), before.reserved(&a));
+    assert!(state.reservation("two").is_none());
+    // A resource the node does not have has none free; asking for 0 of it fits.
+    let (outcome, _) = one(&mut state, reserve("three", &a, &[("gpu", 1)], &capacity));
+    assert_eq!(
+        outcome,
+        Outcome::Insufficient {
+            resource: "gpu".into(),
+            need: 1,
+            free: 0
+        }
+    );
+    let (outcome, _) = one(
+        &mut state,
+        reserve("four", &a, &[("cpu", 1), ("gpu", 0)], &capacity),
+    );
+    assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
+    assert_eq!(state.reserved(&a), amounts(&[("cpu", 4)]));
+    // A capacity figure below what is held already leaves nothing free, and never underflows.
+    let (outcome, _) = one(
+        &mut state,
+        reserve("five", &a, &[("cpu", 1)], &[("cpu", 2)]),
+    );
+    assert_eq!(
+        outcome,
+        Outcome::Insufficient {
+            resource: "cpu".into(),
+            need: 1,
+            free: 0
+        }
+    );
+}
+
+#[test]
+fn reserving_again_changes_nothing_and_a_taken_id_is_refused() {
+    let mut state = RegistryState::default();
+    let (a, b) = (node("a", 1), node("b", 1));
+    open(&mut state, &a);
+    open(&mut state, &b);
+    let capacity = [("cpu", 2)];
+    one(&mut state, reserve("job", &a, &[("cpu", 2)], &capacity));
+    // A retry of the same command: already done, even though the node is full now.
+    let (outcome, effects) = one(&mut state, reserve("job", &a, &[("cpu", 2)], &capacity));
+    assert_eq!(outcome, Outcome::Unchanged);
+    assert!(effects.is_empty());
+    assert_eq!(state.reserved(&a), amounts(&[("cpu", 2)]));
+    // The same id for another need or another node is someone else's reservation.
+    let taken = Outcome::ReservationTaken {
+        node: a.clone(),
+        need: amounts(&[("cpu", 2)]),
+    };
+    let (outcome, _) = one(&mut state, reserve("job", &a, &[("cpu", 1)], &capacity));
+    assert_eq!(outcome, taken);
+    let (outcome, _) = one(&mut state, reserve("job", &b, &[("cpu", 2)], &capacity));
+    assert_eq!(outcome, taken);
+    assert!(state.reserved(&b).is_empty());
+}
+
+#[test]
+fn unreserving_frees_the_capacity() {
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    open(&mut state, &a);
+    let capacity = [("cpu", 2)];
+    one(&mut state, reserve("one", &a, &[("cpu", 2)], &capacity));
+    let (outcome, _) = one(&mut state, reserve("two", &a, &[("cpu", 1)], &capacity));
+    assert!(
+        matches!(outcome, Outcome::Insufficient { .. }),
+        "{outcome:?}"
+    );
+    let (outcome, effects) = one(&mut state, Command::Unreserve { id: "one".into() });
+    assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
+    assert_eq!(
+        effects,
+        vec![Effect::Reservation {
+            id: "one".into(),
+            reservation: None
+        }]
+    );
+    assert!(state.reserved(&a).is_empty());
+    assert!(
+        state.reserved.is_empty(),
+        "no node is kept with nothing reserved"
+    );
+    let (outcome, _) = one(&mut state, Command::Unreserve { id: "one".into() });
+    assert_eq!(outcome, Outcome::Unchanged);
+    let (outcome, _) = one(&mut state, reserve("two", &a, &[("cpu", 1)], &capacity));
+    assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
+}
+
+#[test]
+fn a_session_end_releases_its_node_s_reservations() {
+    let capacity = [("cpu", 1)];
+    let (a, b) = (node("a", 1), node("b", 1));
+    let ends = [
+        ("close", Command::CloseSession { node: a.clone() }),
+        ("expire", Command::ExpireSession { node: a.clone() }),
+        (
+            "newer incarnation",
+            Command::OpenSession {
+                node: node("a", 2),
+                ttl_ms: 1000,
+            },
+        ),
+    ];
+    for (how, end) in ends {
+        let mut state = RegistryState::default();
+        open(&mut state, &a);
+        open(&mut state, &b);
+        one(&mut state, reserve("a.1", &a, &[("cpu", 1)], &capacity));
+        one(&mut state, reserve("b.1", &b, &[("cpu", 1)], &capacity));
+        let (outcome, effects) = one(&mut state, end);
+        assert!(
+            matches!(outcome, Outcome::Done { .. }),
+            "{how}: {outcome:?}"
+        );
+        assert!(
+            effects.contains(&Effect::Reservation {
+                id: "a.1".into(),
+                reservation: None
+            }),
+            "{how}: {effects:?}"
+        );
+        assert!(state.reservation("a.1").is_none(), "{how}");
+        assert!(state.reserved(&a).is_empty(), "{how}");
+        // The other node keeps its own.
+        assert!(state.reservation("b.1").is_some(), "{how}");
+        assert_eq!(state.reserved(&b), amounts(&[("cpu", 1)]), "{how}");
+    }
+    // The new incarnation starts with its whole capacity free.
+    let mut state = RegistryState::default();
+    let old = node("a", 1);
+    open(&mut state, &old);
+    one(&mut state, reserve("x", &old, &[("cpu", 1)], &capacity));
+    let new = node("a", 2);
+    open(&mut state, &new);
+    let (outcome, _) = one(&mut state, reserve("x", &new, &[("cpu", 1)], &capacity));
+    assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
+}
+
+#[test]
+fn reserving_needs_the_node_s_session() {
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    let capacity = [("cpu", 1)];
+    let (outcome, _) = one(&mut state, reserve("x", &a, &[("cpu", 1)], &capacity));
+    assert_eq!(outcome, Outcome::NoSession { node: a.clone() });
+    open(&mut state, &a);
+    one(&mut state, Command::CloseSession { node: a.clone() });
+    let (outcome, _) = one(&mut state, reserve("x", &a, &[("cpu", 1)], &capacity));
+    assert_eq!(outcome, Outcome::NoSession { node: a.clone() });
+    // Nor can an incarnation other than the open one reserve.
+    open(&mut state, &node("a", 2));
+    let (outcome, _) = one(&mut state, reserve("x", &a, &[("cpu", 1)], &capacity));
+    assert_eq!(outcome, Outcome::NoSession { node: a });
+    assert_eq!(state.reservations().count(), 0);
+}
+
+#[test]
+fn a_resync_reports_reservations_made_and_released() {
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    open(&mut state, &a);
+    let capacity = [("cpu", 4)];
+    one(&mut state, reserve("gone", &a, &[("cpu", 1)], &capacity));
+    let old = state.clone();
+    state.apply(&[
+        Command::Unreserve { id: "gone".into() },
+        reserve("new", &a, &[("cpu", 2)], &capacity),
+    ]);
+    let effects = changes(&old, &state);
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Reservation {
+                id: "gone".into(),
+                reservation: None
+            },
+            Effect::Reservation {
+                id: "new".into(),
+                reservation: state.reservation("new").cloned()
+            },
+        ]
+    );
+}
+
+#[test]
+fn reservations_survive_a_serde_round_trip() {
+    let mut state = RegistryState::default();
+    let a = node("a", 3);
+    open(&mut state, &a);
+    one(&mut state, reserve("r", &a, &[("cpu", 1)], &[("cpu", 1)]));
+    let bytes = rmp_serde::to_vec(&state).unwrap();
+    let back: RegistryState = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(back, state);
+    assert_eq!(back.reserved(&a), amounts(&[("cpu", 1)]));
+}
+
+#[test]
+fn a_snapshot_from_before_reservations_still_loads() {
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    open(&mut state, &a);
+    // Snapshots encode the state as an array of its fields; older ones stop before
+    // `reservations`.
+    let old = (
+        &state.revision,
+        &state.sessions,
+        &state.names,
+        &state.groups,
+        &state.locks,
+        &state.kv,
+        &state.expired,
+    );
+    let bytes = rmp_serde::to_vec(&old).unwrap();
+    let back: RegistryState = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(back, state);
+}
+
+/// One step of a random placement workload.
+#[derive(Clone, Debug)]
+enum Placement {
+    Reserve {
+        id: usize,
+        node: usize,
+        need: BTreeMap<String, u64>,
+    },
+    Unreserve {
+        id: usize,
+    },
+    Close {
+        node: usize,
+    },
+    Expire {
+        node: usize,
+    },
+    Reopen {
+        node: usize,
+    },
+}
+
+fn placement() -> impl Strategy<Value = Placement> {
+    let need = proptest::collection::btree_map(
+        proptest::sample::select(vec!["cpu".to_owned(), "memory".into(), "gpu".into()]),
+        0..4u64,
+        0..3,
+    );
+    prop_oneof![
+        8 => (0..8usize, 0..3usize, need).prop_map(|(id, node, need)| Placement::Reserve { id, node, need }),
+        4 => (0..8usize).prop_map(|id| Placement::Unreserve { id }),
+        1 => (0..3usize).prop_map(|node| Placement::Close { node }),
+        1 => (0..3usize).prop_map(|node| Placement::Expire { node }),
+        1 => (0..3usize).prop_map(|node| Placement::Reopen { node }),
+    ]
+}
+
+/// Each node's capacity in the placement workload; the third has no cpu at all.
+fn capacity_of(n: usize) -> BTreeMap<String, u64> {
+    match n {
+        0 => amounts(&[("cpu", 4), ("memory", 6)]),
+        1 => amounts(&[("cpu", 2), ("memory", 2), ("gpu", 1)]),
+        _ => amounts(&[("memory", 3)]),
+    }
+}
+
+/// Each node's totals, summed from the reservations themselves, without zeros.
+fn recomputed(state: &RegistryState) -> BTreeMap<NodeId, BTreeMap<String, u64>> {
+    let mut totals: BTreeMap<NodeId, BTreeMap<String, u64>> = BTreeMap::new();
+    for (_, reservation) in state.reservations() {
+        for (resource, &amount) in reservation.need.iter().filter(|(_, a)| **a > 0) {
+            *totals
+                .entry(reservation.node.clone())
+                .or_default()
+                .entry(resource.clone())
+                .or_default() += amount;
+        }
+    }
+    totals
+}
+
+/// The reservation effects in order, folded to where each id ended.
+fn net_reservations(effects: &[Effect]) -> BTreeMap<String, Option<Reservation>> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Reservation { id, reservation } => Some((id.clone(), reservation.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+proptest! {
+    /// Whatever the mix of reserves, unreserves and session ends: no node is reserved beyond
+    /// its capacity, each node's totals are the sums of its reservations, every reservation's
+    /// node has an open session, a reserve is refused exactly when it does not fit (naming what
+    /// is free), and a resync reports the same reservation changes as applying the commands.
+    #[test]
+    fn reservations_never_oversubscribe_a_node(
+        steps in proptest::collection::vec(placement(), 1..200),
+    ) {
+        let mut state = RegistryState::default();
+        let mut incarnations = [1u64; 3];
+        let name = |n: usize| format!("n{n}");
+        for n in 0..3 {
+            open(&mut state, &node(&name(n), 1));
+        }
+        for step in &steps {
+            let command = match step {
+                Placement::Reserve { id, node: n, need } => Command::Reserve {
+                    id: format!("r{id}"),
+                    node: node(&name(*n), incarnations[*n]),
+                    need: need.clone(),
+                    capacity: capacity_of(*n),
+                },
+                Placement::Unreserve { id } => Command::Unreserve { id: format!("r{id}") },
+                Placement::Close { node: n } => Command::CloseSession {
+                    node: node(&name(*n), incarnations[*n]),
+                },
+                Placement::Expire { node: n } => Command::ExpireSession {
+                    node: node(&name(*n), incarnations[*n]),
+                },
+                Placement::Reopen { node: n } => {
+                    incarnations[*n] += 1;
+                    Command::OpenSession { node: node(&name(*n), incarnations[*n]), ttl_ms: 1 }
+                }
+            };
+            let before = state.clone();
+            let (outcome, effects) = one(&mut state, command.clone());
+
+            if let Command::Reserve { id, node: target, need, capacity } = &command {
+                let held = before.reserved(target);
+                let expected = if before.session(target).is_none() {
+                    Outcome::NoSession { node: target.clone() }
+                } else if let Some(existing) = before.reservation(id) {
+                    if &existing.node == target && &existing.need == need {
+                        Outcome::Unchanged
+                    } else {
+                        Outcome::ReservationTaken {
+                            node: existing.node.clone(),
+                            need: existing.need.clone(),
+                        }
+                    }
+                } else {
+                    need.iter()
+                        .find_map(|(resource, &asked)| {
+                            let cap = capacity.get(resource).copied().unwrap_or(0);
+                            let used = held.get(resource).copied().unwrap_or(0);
+                            (used + asked > cap && asked > 0).then(|| Outcome::Insufficient {
+                                resource: resource.clone(),
+                                need: asked,
+                                free: cap - used,
+                            })
+                        })
+                        .unwrap_or(Outcome::Done { revision: state.revision() })
+                };
+                prop_assert_eq!(outcome, expected);
+            }
+
+            let totals = recomputed(&state);
+            prop_assert_eq!(&state.reserved, &totals);
+            for (target, held) in &totals {
+                let n: usize = target.name()[1..].parse().unwrap();
+                let capacity = capacity_of(n);
+                for (resource, &amount) in held {
+                    let cap = capacity.get(resource).copied().unwrap_or(0);
+                    prop_assert!(amount <= cap, "{target} holds {amount} of {resource}, capacity {cap}");
+                }
+                prop_assert_eq!(&state.reserved(target), held);
+            }
+            for (id, reservation) in state.reservations() {
+                prop_assert!(
+                    state.session(&reservation.node).is_some(),
+                    "{id} is on {} which has no session", reservation.node
+                );
+            }
+            prop_assert_eq!(net_reservations(&effects), net_reservations(&changes(&before, &state)));
+        }
+    }
+}
