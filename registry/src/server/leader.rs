@@ -159,12 +159,9 @@ impl Leadership {
                 .expiring
                 .retain(|node| sessions.iter().any(|(n, _)| n == node));
             for (node, ttl) in sessions {
-                let last = duties
-                    .last_seen
-                    .get(&node)
-                    .copied()
-                    .unwrap_or(since)
-                    .max(since);
+                // A session this leader sees for the first time (opened since the last tick)
+                // counts its TTL from now, as if its opening were its first keepalive.
+                let last = (*duties.last_seen.entry(node.clone()).or_insert(now)).max(since);
                 if now.duration_since(last) > ttl && duties.expiring.insert(node.clone()) {
                     overdue.push(node);
                 }
