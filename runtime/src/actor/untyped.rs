@@ -46,6 +46,18 @@ impl UntypedRef {
         }
     }
 
+    /// A reference to the actor with this id, on this node or another (a remote one is
+    /// reached through `node`'s connections). Enough to stop, kill, link to and monitor it,
+    /// whatever its message type.
+    pub fn from_id(node: &Node, id: &ActorId) -> Self {
+        if id.node() == node.id()
+            && let Some(cell) = node.inner.cell(id.seq())
+        {
+            return Self::local(cell);
+        }
+        Self::remote(id.clone(), node.clone())
+    }
+
     /// The actor's id.
     pub fn id(&self) -> &ActorId {
         match &self.target {

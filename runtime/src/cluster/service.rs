@@ -230,6 +230,7 @@ impl Cluster {
                 origin: Instant::now(),
             }),
         };
+        node.set_extension(cluster.clone());
         tracing::info!(node = %node.id(), %listen, cluster = %cluster.inner.config.cluster, "cluster endpoint listening");
         tokio::spawn(cluster.clone().accept_loop());
         tokio::spawn(cluster.clone().heartbeat_loop());
@@ -262,6 +263,16 @@ impl Cluster {
     /// Where this node accepts connections.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.hello.listen
+    }
+
+    /// The resources this node advertises for placement.
+    pub fn resources(&self) -> &BTreeMap<String, u64> {
+        &self.inner.hello.resources
+    }
+
+    /// The labels this node advertises for placement.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.inner.hello.labels
     }
 
     /// This node.
@@ -841,7 +852,7 @@ impl Cluster {
                 let from = peer.clone();
                 tokio::spawn(async move {
                     let result = match found {
-                        Some(m) => m.start(&node, &module, &args).await,
+                        Some(m) => m.start(&node, &module, &args).await.map(|s| s.to_wire()),
                         None => Err(format!(
                             "node {} has no module named {module:?} (register it there with Node::register_module)",
                             node.id()

@@ -13,7 +13,7 @@ mod config;
 mod dead_letters;
 mod deadlines;
 
-use std::any::type_name;
+use std::any::{Any, TypeId, type_name};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,6 +59,8 @@ pub(crate) struct NodeInner {
     pub(crate) deadlines: Arc<Deadlines>,
     /// Traffic with other nodes (idle until a cluster service connects some).
     pub(crate) remote: Remote,
+    /// Services attached to the node by the layers above (the cluster, the registry), by type.
+    extensions: DashMap<TypeId, Box<dyn Any + Send + Sync>>,
 }
 
 /// Why a node could not be created.
@@ -127,6 +129,7 @@ impl Node {
                 dead_letters: DeadLetters::new(),
                 deadlines: Arc::new(Deadlines::new()),
                 remote: Remote::new(),
+                extensions: DashMap::new(),
             }),
         })
     }
@@ -333,6 +336,57 @@ impl Node {
             .remote
             .modules
             .insert(name.into(), Arc::new(module));
+    }
+
+    /// Starts an actor of a module registered on this node with [`register_module`], from
+    /// arguments encoded as MessagePack (as `rmp_serde::to_vec_named` writes them), waiting
+    /// until its `started` hook has run. The actor is reachable from other nodes.
+    ///
+    /// [`register_module`]: Node::register_module
+    pub async fn start_module(
+        &self,
+        module: &str,
+        args: &[u8],
+    ) -> Result<crate::remote::ModuleActor, SpawnError> {
+        let failed = |reason: String| SpawnError::Remote {
+            node: self.id().clone(),
+            module: module.to_owned(),
+            reason,
+        };
+        let found = self
+            .inner
+            .remote
+            .modules
+            .get(module)
+            .map(|m| m.value().clone())
+            .ok_or_else(|| {
+                failed(format!(
+                    "no module named {module:?} is registered here (register it with Node::register_module)"
+                ))
+            })?;
+        found.start(self, module, args).await.map_err(failed)
+    }
+
+    /// Whether a module of this name is registered on this node.
+    pub fn has_module(&self, module: &str) -> bool {
+        self.inner.remote.modules.contains_key(module)
+    }
+
+    /// Attaches a service to this node, one per type, replacing an earlier one of the same
+    /// type. The layers above the runtime attach theirs (the cluster service, the registry
+    /// handle), so that code holding only a node or an actor context can reach them.
+    pub fn set_extension<T: Clone + Send + Sync + 'static>(&self, value: T) {
+        self.inner
+            .extensions
+            .insert(TypeId::of::<T>(), Box::new(value));
+    }
+
+    /// The service of type `T` attached with [`set_extension`](Node::set_extension), if any.
+    pub fn extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.inner
+            .extensions
+            .get(&TypeId::of::<T>())
+            .and_then(|value| value.downcast_ref::<T>().cloned())
     }
 
     /// Removes a local name; true if it was registered.

@@ -31,6 +31,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
+pub use modules::ModuleActor;
 pub(crate) use modules::{FactoryModule, Module};
 pub(crate) use router::{Answer, PeerLinks, Remote, encode_with};
 pub use wire::{Data, Outcome, RemoteSignal, WireRef};

@@ -5,14 +5,33 @@ use std::pin::Pin;
 
 use serde::de::DeserializeOwned;
 
-use crate::actor::Actor;
+use crate::actor::{Actor, UntypedRef};
 use crate::node::Node;
 
 use super::RemoteMessage;
 use super::router::decode_with;
 use super::wire::WireRef;
 
-pub(crate) type SpawnFuture = Pin<Box<dyn Future<Output = Result<WireRef, String>> + Send>>;
+/// An actor a module started: reachable from other nodes, with its protocol's type name.
+#[derive(Clone, Debug)]
+pub struct ModuleActor {
+    /// The actor.
+    pub actor: UntypedRef,
+    /// The Rust type name of its messages.
+    pub msg_type: &'static str,
+}
+
+impl ModuleActor {
+    /// Its reference as other nodes see it.
+    pub fn to_wire(&self) -> WireRef {
+        WireRef {
+            id: self.actor.id().clone(),
+            msg_type: self.msg_type.to_owned(),
+        }
+    }
+}
+
+pub(crate) type SpawnFuture = Pin<Box<dyn Future<Output = Result<ModuleActor, String>> + Send>>;
 
 /// A registered module: decodes its arguments and starts an actor.
 pub(crate) trait Module: Send + Sync {
@@ -33,7 +52,13 @@ where
     F: Fn(Args) -> A + Send + Sync + 'static,
 {
     fn start(&self, node: &Node, module: &str, args: &[u8]) -> SpawnFuture {
-        let args: Args = match decode_with(node, args) {
+        // No arguments come as an empty map, which struct arguments with defaults accept; a
+        // module whose arguments are `()` takes it as nil.
+        let decoded = decode_with(node, args).or_else(|err| match args {
+            [0x80] => decode_with(node, &[0xc0]).map_err(|_| err),
+            _ => Err(err),
+        });
+        let args: Args = match decoded {
             Ok(args) => args,
             Err(err) => {
                 let reason = format!(
@@ -50,9 +75,9 @@ where
             if let Some(cell) = actor_ref.local() {
                 node.inner.remote.export(cell);
             }
-            Ok(WireRef {
-                id: actor_ref.id().clone(),
-                msg_type: std::any::type_name::<A::Msg>().to_owned(),
+            Ok(ModuleActor {
+                actor: actor_ref.untyped(),
+                msg_type: std::any::type_name::<A::Msg>(),
             })
         })
     }
