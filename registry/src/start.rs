@@ -102,6 +102,7 @@ impl Registry {
         session::open(&shared, timeout).await?;
         tokio::spawn(session::keep(shared.clone()));
         let registry = Registry { shared };
+        cluster.node().set_extension(registry.clone());
         registry.wait_synced(Duration::from_secs(5)).await;
         Ok(registry)
     }

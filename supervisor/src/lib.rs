@@ -51,9 +51,13 @@
 //! # }
 //! ```
 
+pub mod agent;
+pub mod app;
 mod core;
 mod error;
 mod handle;
+pub mod placement;
+pub mod singleton;
 mod snapshot;
 mod spec;
 mod supervisor;

@@ -25,6 +25,7 @@ pub enum Strategy {
 
 /// When a child that ended is restarted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Restart {
     /// Always.
     #[default]

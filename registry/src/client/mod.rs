@@ -12,15 +12,16 @@
 pub(crate) mod lease;
 pub(crate) mod mirror;
 pub(crate) mod session;
+mod untyped;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ensemble_runtime::cluster::{Cluster, MemberStatus};
 use ensemble_runtime::remote::RemoteMessage;
-use ensemble_runtime::{ActorId, ActorRef, AskError, Node, ReplyTo};
+use ensemble_runtime::{ActorId, ActorRef, AskError, Node, NodeId, ReplyTo};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
@@ -563,6 +564,87 @@ impl Registry {
     /// A lock's holder and waiters, from this node's copy.
     pub fn lock_info(&self, lock: &str) -> Option<crate::state::Lock> {
         self.shared.view.read().state.lock(lock).cloned()
+    }
+
+    /// Reserves `need` (amounts by resource name) on `node` under the name `id`, if it fits in
+    /// `capacity` together with what the node's reservations hold already. The check and the
+    /// reservation are one registry command, so two supervisors placing at once never
+    /// oversubscribe a node (as long as they agree on its capacity).
+    ///
+    /// - A resource missing from `capacity` has none; asking for 0 of a resource always fits.
+    /// - The reservation is bound to `node`'s session: it is released when that session ends
+    ///   (the node leaves, expires, or restarts as a new incarnation), or by
+    ///   [`unreserve`](Self::unreserve). It does not end with the caller or with what was placed.
+    /// - Reserving an `id` again for the same node and need succeeds and changes nothing, so the
+    ///   call is retried safely after a failed attempt.
+    ///
+    /// Fails with [`RegistryError::Insufficient`] naming the first resource short (nothing is
+    /// reserved then), [`RegistryError::ReservationTaken`] if `id` holds another reservation, and
+    /// [`RegistryError::NoSession`] if `node` has no open session.
+    pub async fn reserve(
+        &self,
+        id: &str,
+        node: &NodeId,
+        need: &BTreeMap<String, u64>,
+        capacity: &BTreeMap<String, u64>,
+    ) -> Result<(), RegistryError> {
+        let command = Command::Reserve {
+            id: id.to_owned(),
+            node: node.clone(),
+            need: need.clone(),
+            capacity: capacity.clone(),
+        };
+        match self.shared.propose_one(command, true).await {
+            Ok(Outcome::Done { .. } | Outcome::Unchanged) => Ok(()),
+            Ok(Outcome::Insufficient {
+                resource,
+                need,
+                free,
+            }) => Err(RegistryError::Insufficient {
+                node: node.to_string(),
+                resource,
+                need,
+                free,
+            }),
+            Ok(Outcome::ReservationTaken { node, need }) => Err(RegistryError::ReservationTaken {
+                id: id.to_owned(),
+                node,
+                need,
+            }),
+            Ok(other) => Err(self.shared.unexpected("reserve", other)),
+            // The session missing is the target node's: it is not this node that expired.
+            Err(RegistryError::SessionExpired(target)) if &target != self.node().id() => {
+                Err(RegistryError::NoSession(target))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Releases a reservation; says whether it existed.
+    pub async fn unreserve(&self, id: &str) -> Result<bool, RegistryError> {
+        let command = Command::Unreserve { id: id.to_owned() };
+        Ok(matches!(
+            self.shared.propose_one(command, true).await?,
+            Outcome::Done { .. }
+        ))
+    }
+
+    /// What `node`'s reservations add up to, by resource (resources with nothing reserved are
+    /// left out), from this node's copy: possibly a little behind the leader. To place
+    /// something, [`reserve`](Self::reserve) decides; this only helps pick where to try.
+    pub fn reserved(&self, node: &NodeId) -> BTreeMap<String, u64> {
+        self.shared.view.read().state.reserved(node)
+    }
+
+    /// Every reservation as (id, node, need), in id order, from this node's copy.
+    pub fn reservations(&self) -> Vec<(String, NodeId, BTreeMap<String, u64>)> {
+        self.shared
+            .view
+            .read()
+            .state
+            .reservations()
+            .map(|(id, r)| (id.clone(), r.node.clone(), r.need.clone()))
+            .collect()
     }
 
     /// Sets a config key; returns the revision of the change.

@@ -1,0 +1,107 @@
+//! Names and groups for actors known by id and message type only (actors started from
+//! modules), for the layers that place actors without knowing their types (the supervisor's
+//! app controller and node agents).
+
+use std::sync::atomic::Ordering;
+
+use ensemble_runtime::remote::{ModuleActor, WireRef};
+use ensemble_runtime::{ActorId, UntypedRef};
+
+use super::Registry;
+use crate::error::RegistryError;
+use crate::state::{Command, Outcome};
+
+impl Registry {
+    /// [`register`](Registry::register) for an actor started from a module on this node.
+    pub async fn register_module_actor(
+        &self,
+        name: &str,
+        actor: &ModuleActor,
+    ) -> Result<(), RegistryError> {
+        self.local_module_actor(actor)?;
+        let command = Command::RegisterName {
+            name: name.to_owned(),
+            actor: actor.to_wire(),
+        };
+        match self.shared.propose_one(command, true).await? {
+            Outcome::Done { .. } | Outcome::Unchanged => {
+                self.release_when_ended(
+                    &actor.actor,
+                    Command::UnregisterName {
+                        name: name.to_owned(),
+                        actor: actor.actor.id().clone(),
+                    },
+                );
+                Ok(())
+            }
+            Outcome::NameTaken { holder } => Err(RegistryError::NameTaken {
+                name: name.to_owned(),
+                holder: holder.id,
+            }),
+            other => Err(self.shared.unexpected("register", other)),
+        }
+    }
+
+    /// [`join_group`](Registry::join_group) for an actor started from a module on this node.
+    pub async fn join_group_module_actor(
+        &self,
+        group: &str,
+        actor: &ModuleActor,
+    ) -> Result<(), RegistryError> {
+        self.local_module_actor(actor)?;
+        let command = Command::JoinGroup {
+            group: group.to_owned(),
+            actor: actor.to_wire(),
+        };
+        self.shared.propose_one(command, true).await?;
+        self.release_when_ended(
+            &actor.actor,
+            Command::LeaveGroup {
+                group: group.to_owned(),
+                actor: actor.actor.id().clone(),
+            },
+        );
+        Ok(())
+    }
+
+    /// A group's members whatever their message type, from this node's copy.
+    pub fn group_members(&self, group: &str) -> Vec<WireRef> {
+        self.shared.view.read().state.group(group)
+    }
+
+    /// The actor a global name resolves to whatever its message type, from this node's copy.
+    pub fn name_holder(&self, name: &str) -> Option<WireRef> {
+        self.shared.view.read().state.name(name).cloned()
+    }
+
+    /// The global names whose key starts with `prefix`, from this node's copy.
+    pub fn names_with_prefix(&self, prefix: &str) -> Vec<(String, WireRef)> {
+        self.shared
+            .view
+            .read()
+            .state
+            .names()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, wire)| (name.clone(), wire.clone()))
+            .collect()
+    }
+
+    fn local_module_actor(&self, actor: &ModuleActor) -> Result<(), RegistryError> {
+        let id: &ActorId = actor.actor.id();
+        if id.node() != self.node().id() {
+            return Err(RegistryError::NotLocal { actor: id.clone() });
+        }
+        Ok(())
+    }
+
+    fn release_when_ended(&self, actor: &UntypedRef, command: Command) {
+        let actor = actor.clone();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            actor.wait_for_exit().await;
+            if !shared.expired.load(Ordering::Acquire) {
+                let _ = shared.propose(vec![command], true).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,260 @@
+//! The node agent: starts placed instances on its node.
+//!
+//! Every node that takes placed work runs one agent, registered under [`AGENT_NAME`] so that
+//! supervisors and the app controller on any node can reach it. Starting an instance here,
+//! rather than from the placing node, keeps everything bound to the instance tied to the
+//! session of the node it runs on: its resource reservation, its singleton lease, its global
+//! name and its groups all go when the instance ends or this node's session does.
+//!
+//! The steps of a start, each undone if a later one fails:
+//! 1. reserve the instance's resources in the registry (an atomic capacity check, so two
+//!    placers can never oversubscribe this node);
+//! 2. for a singleton, take its lease, waiting in line behind a holder that may still live;
+//! 3. start the module's actor and bind it to the lease (it is killed if the lease is lost);
+//! 4. register its global name and join its groups.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ensemble_registry::{Lease, Registry};
+use ensemble_runtime::cluster::Cluster;
+use ensemble_runtime::remote::{ModuleActor, WireRef};
+use ensemble_runtime::{Actor, ActorRef, ActorResult, Context, Node, NodeId, ReplyTo};
+use serde::{Deserialize, Serialize};
+
+/// The name every node's agent is registered under (a local name other nodes can look up).
+pub const AGENT_NAME: &str = "ensemble.agent";
+
+/// The registry group of all agents: the nodes that take placed work.
+pub const AGENTS_GROUP: &str = "ensemble.agents";
+
+/// What to start: one instance of a module, with what is bound to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartInstance {
+    /// Unique id of the instance, cluster-wide: names its resource reservation.
+    pub instance: String,
+    /// The module registered on the node.
+    pub module: String,
+    /// The module's arguments, MessagePack-encoded.
+    #[serde(with = "serde_bytes")]
+    pub args: Vec<u8>,
+    /// Resources to reserve on the node while the instance runs.
+    pub resources: BTreeMap<String, u64>,
+    /// A global name the instance registers.
+    pub global_name: Option<String>,
+    /// Groups the instance joins.
+    pub groups: Vec<String>,
+    /// For a singleton: the lock that guards it; the instance starts once it is granted.
+    pub singleton: Option<String>,
+    /// How long to wait for the singleton's lock.
+    pub lock_timeout: Duration,
+}
+
+/// The agent's protocol.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum AgentMsg {
+    /// Starts an instance; answers its reference, or why it could not start.
+    Start(StartInstance, ReplyTo<Result<WireRef, String>>),
+}
+
+/// The node agent actor. Start it with [`Agent::start`].
+pub struct Agent {
+    registry: Registry,
+    cluster: Cluster,
+}
+
+impl Agent {
+    /// Starts this node's agent and registers it under [`AGENT_NAME`]. The node needs a
+    /// cluster and a registry (see `Registry::start`).
+    pub async fn start(node: &Node) -> Result<ActorRef<AgentMsg>, String> {
+        let cluster = node.extension::<Cluster>().ok_or_else(|| {
+            format!(
+                "node {} has no cluster service: start one before the agent",
+                node.id()
+            )
+        })?;
+        let registry = node.extension::<Registry>().ok_or_else(|| {
+            format!(
+                "node {} has no registry: start one before the agent",
+                node.id()
+            )
+        })?;
+        let agent = node
+            .start(Agent {
+                registry: registry.clone(),
+                cluster,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        node.register_remote(AGENT_NAME, &agent)
+            .map_err(|e| e.to_string())?;
+        registry
+            .join_group(AGENTS_GROUP, &agent)
+            .await
+            .map_err(|e| format!("cannot join the agents' group: {e}"))?;
+        Ok(agent)
+    }
+}
+
+impl Actor for Agent {
+    type Msg = AgentMsg;
+
+    async fn handle(&mut self, msg: AgentMsg, ctx: &mut Context<Self>) -> ActorResult {
+        match msg {
+            AgentMsg::Start(request, reply) => {
+                // Each start runs on its own: a singleton may wait long for its lease.
+                let (node, registry, cluster) = (
+                    ctx.node().clone(),
+                    self.registry.clone(),
+                    self.cluster.clone(),
+                );
+                tokio::spawn(async move {
+                    let instance = request.instance.clone();
+                    let result = start(&node, &registry, &cluster, request).await;
+                    match &result {
+                        Ok(actor) => {
+                            tracing::info!(node = %node.id(), %instance, actor = %actor.id, "instance started")
+                        }
+                        Err(why) => {
+                            tracing::warn!(node = %node.id(), %instance, "instance not started: {why}")
+                        }
+                    }
+                    let _ = reply.send(result);
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn start(
+    node: &Node,
+    registry: &Registry,
+    cluster: &Cluster,
+    request: StartInstance,
+) -> Result<WireRef, String> {
+    let me = node.id().clone();
+    if !node.has_module(&request.module) {
+        return Err(format!(
+            "node {me} has no module named {:?} (register it there with Node::register_module)",
+            request.module
+        ));
+    }
+    let reserved = !request.resources.is_empty();
+    if reserved {
+        registry
+            .reserve(
+                &request.instance,
+                &me,
+                &request.resources,
+                cluster.resources(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let undo = Undo {
+        registry: registry.clone(),
+        instance: reserved.then(|| request.instance.clone()),
+    };
+    let lease = match &request.singleton {
+        Some(lock) => Some(
+            registry
+                .lock(lock, request.lock_timeout)
+                .await
+                .map_err(|e| format!("cannot take the singleton's lease {lock:?}: {e}"))?,
+        ),
+        None => None,
+    };
+    let started = match node.start_module(&request.module, &request.args).await {
+        Ok(started) => started,
+        Err(e) => {
+            release(lease).await;
+            undo.now().await;
+            return Err(e.to_string());
+        }
+    };
+    if let Some(lease) = &lease {
+        lease.bind(started.actor.clone());
+    }
+    if let Err(e) = bind_names(registry, &started, &request).await {
+        started.actor.kill();
+        started.actor.wait_for_exit().await;
+        release(lease).await;
+        undo.now().await;
+        return Err(e);
+    }
+    let wire = started.to_wire();
+    // When the instance ends, what it held goes back.
+    tokio::spawn(watch(started, lease, undo, me));
+    Ok(wire)
+}
+
+async fn bind_names(
+    registry: &Registry,
+    started: &ModuleActor,
+    request: &StartInstance,
+) -> Result<(), String> {
+    if let Some(name) = &request.global_name {
+        registry
+            .register_module_actor(name, started)
+            .await
+            .map_err(|e| format!("cannot register the global name {name:?}: {e}"))?;
+    }
+    for group in &request.groups {
+        registry
+            .join_group_module_actor(group, started)
+            .await
+            .map_err(|e| format!("cannot join group {group:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn watch(started: ModuleActor, lease: Option<Lease>, undo: Undo, node: NodeId) {
+    let reason = started.actor.wait_for_exit().await;
+    tracing::debug!(%node, actor = %started.actor.id(), %reason, "instance ended");
+    release(lease).await;
+    undo.now().await;
+}
+
+async fn release(lease: Option<Lease>) {
+    if let Some(lease) = lease
+        && !lease.is_lost()
+        && let Err(e) = lease.release().await
+    {
+        tracing::warn!("could not release a singleton's lease (its session's end will): {e}");
+    }
+}
+
+/// Frees an instance's reservation.
+struct Undo {
+    registry: Registry,
+    instance: Option<String>,
+}
+
+impl Undo {
+    async fn now(self) {
+        if let Some(instance) = self.instance
+            && let Err(e) = self.registry.unreserve(&instance).await
+        {
+            tracing::warn!(%instance, "could not free the reservation (its node's session end will): {e}");
+        }
+    }
+}
+
+/// The agents of the cluster, by node, from this node's copy of the registry.
+pub fn agents(registry: &Registry) -> Vec<ActorRef<AgentMsg>> {
+    registry.group::<AgentMsg>(AGENTS_GROUP)
+}
+
+/// Asks an agent to start an instance, waiting up to `timeout` for the answer.
+pub async fn start_on(
+    agent: &ActorRef<AgentMsg>,
+    request: StartInstance,
+    timeout: Duration,
+) -> Result<WireRef, String> {
+    let node = agent.id().node().clone();
+    agent
+        .ask(|reply| AgentMsg::Start(request, reply), timeout)
+        .await
+        .map_err(|e| format!("node {node}'s agent did not answer: {e}"))?
+}

@@ -1,0 +1,509 @@
+//! The app controller: keeps every deployed app at its wanted shape.
+//!
+//! One controller runs in the cluster, as a [`Singleton`](crate::singleton::Singleton); when
+//! its node dies another node's manager starts a fresh one. It holds no state that matters:
+//! the wanted shape is the specs under [`APPS_PREFIX`] in the registry, the actual shape is the
+//! registry group of each role (every instance joins its role's group on the node it runs on,
+//! so an instance leaves the group when it ends or its node's session expires). A controller
+//! that takes over reads both and carries on; instances on surviving nodes keep running.
+//!
+//! Reconciling a role: count its live instances plus the starts under way; place the missing
+//! ones ([`crate::placement::plan`] over the members, their labels and their reservations in
+//! the registry) and ask each chosen node's agent to start one; stop the extras. Replacing an
+//! instance that ended follows the role's restart policy and intensity; a role that exceeds
+//! its intensity gives up until the app is deployed again. What cannot be placed is shown in
+//! the app's status, counted in `ensemble_app_unplaced_instances`, and tried again whenever a
+//! node joins, a session changes or the periodic tick comes.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use ensemble_registry::{Registry, RegistryEffect};
+use ensemble_runtime::cluster::{Cluster, MemberEvent, MemberStatus};
+use ensemble_runtime::remote::WireRef;
+use ensemble_runtime::{
+    Actor, ActorError, ActorId, ActorResult, Context, Down, ExitReason, NodeId, UntypedRef,
+};
+use tokio::time::Instant;
+
+use super::spec::{AppSpec, RoleSpec, role_group};
+use super::{APPS_PREFIX, STATUS_PREFIX};
+use crate::agent::{StartInstance, agents, start_on};
+use crate::placement::{Offer, plan};
+use crate::spec::Restart;
+
+/// How often the controller reconciles without being prompted.
+const TICK: Duration = Duration::from_millis(500);
+/// How long a start may take, singleton lease wait included.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+type RoleKey = (String, String);
+type Capacity = BTreeMap<String, u64>;
+type Labels = BTreeMap<String, String>;
+
+/// The controller's protocol (local only).
+pub enum ControllerMsg {
+    /// Something changed: reconcile every app.
+    Reconcile,
+    /// A start asked of an agent ended.
+    Started {
+        /// App and role.
+        role: RoleKey,
+        /// The start's id.
+        start: u64,
+        /// The instance, or why it did not start.
+        result: Result<WireRef, String>,
+    },
+}
+
+/// A start under way.
+struct Starting {
+    id: u64,
+    node: String,
+    index: usize,
+}
+
+/// The controller actor.
+pub struct Controller {
+    registry: Registry,
+    cluster: Cluster,
+    specs: BTreeMap<String, AppSpec>,
+    starting: HashMap<RoleKey, Vec<Starting>>,
+    /// Instances monitored, by actor.
+    watched: HashMap<ActorId, RoleKey>,
+    /// Instances known to have ended whose group entry may not be gone yet.
+    ended: HashSet<ActorId>,
+    /// Instances being stopped on purpose (their end is not a failure).
+    stopping: HashSet<ActorId>,
+    /// Replacements made, per role, for the restart intensity.
+    restarts: HashMap<RoleKey, VecDeque<Instant>>,
+    /// Instances that ended for good (temporary, or transient that ended normally).
+    done: HashMap<RoleKey, usize>,
+    gave_up: HashSet<RoleKey>,
+    /// Why instances are missing, per app and role, as last written to the status key.
+    problems: BTreeMap<String, BTreeMap<String, String>>,
+    next_start: u64,
+    scheduled: bool,
+}
+
+impl Controller {
+    /// A controller for the node's cluster and registry.
+    pub fn new(registry: Registry, cluster: Cluster) -> Self {
+        Self {
+            registry,
+            cluster,
+            specs: BTreeMap::new(),
+            starting: HashMap::new(),
+            watched: HashMap::new(),
+            ended: HashSet::new(),
+            stopping: HashSet::new(),
+            restarts: HashMap::new(),
+            done: HashMap::new(),
+            gave_up: HashSet::new(),
+            problems: BTreeMap::new(),
+            next_start: 0,
+            scheduled: false,
+        }
+    }
+
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if !self.scheduled {
+            self.scheduled = true;
+            ctx.myself().try_tell(ControllerMsg::Reconcile).ok();
+        }
+    }
+
+    /// Reads the deployed specs; apps no longer deployed are stopped.
+    async fn load_specs(&mut self) -> Result<(), String> {
+        let entries = self
+            .registry
+            .get_prefix(APPS_PREFIX)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut specs = BTreeMap::new();
+        for (key, value) in entries {
+            let text = String::from_utf8_lossy(&value.value);
+            match AppSpec::from_toml(&text) {
+                Ok(spec) => {
+                    specs.insert(spec.name.clone(), spec);
+                }
+                Err(e) => tracing::error!(%key, "deployed app spec is not valid: {e}"),
+            }
+        }
+        let old_specs = std::mem::take(&mut self.specs);
+        for (name, old) in &old_specs {
+            match specs.get(name) {
+                None => self.remove_app(old).await,
+                Some(new) if new != old => {
+                    // Deployed again: a role that gave up gets another chance.
+                    for role in &new.roles {
+                        let key = (name.clone(), role.name.clone());
+                        self.gave_up.remove(&key);
+                        self.done.remove(&key);
+                        self.restarts.remove(&key);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.specs = specs;
+        Ok(())
+    }
+
+    async fn remove_app(&mut self, spec: &AppSpec) {
+        tracing::info!(app = %spec.name, "app removed; stopping its instances");
+        for role in &spec.roles {
+            for wire in self
+                .registry
+                .group_members(&role_group(&spec.name, &role.name))
+            {
+                self.stopping.insert(wire.id.clone());
+                UntypedRef::from_id(self.cluster.node(), &wire.id).stop_with(ExitReason::Shutdown);
+            }
+        }
+        self.problems.remove(&spec.name);
+        let _ = self
+            .registry
+            .delete(&format!("{STATUS_PREFIX}{}", spec.name))
+            .await;
+    }
+
+    async fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        self.scheduled = false;
+        let specs: Vec<AppSpec> = self.specs.values().cloned().collect();
+        for spec in &specs {
+            let mut problems = BTreeMap::new();
+            for role in &spec.roles {
+                if let Some(problem) = self.reconcile_role(&spec.name, role, ctx) {
+                    problems.insert(role.name.clone(), problem);
+                }
+            }
+            if self.problems.get(&spec.name) != Some(&problems) {
+                let key = format!("{STATUS_PREFIX}{}", spec.name);
+                let value = toml::to_string(&problems).expect("a map of strings serializes");
+                if self.registry.put(&key, value).await.is_ok() {
+                    self.problems.insert(spec.name.clone(), problems);
+                }
+            }
+        }
+        // Forget ended instances once their group entries are gone.
+        let live: HashSet<ActorId> = specs
+            .iter()
+            .flat_map(|s| {
+                s.roles
+                    .iter()
+                    .map(|r| role_group(&s.name, &r.name))
+                    .collect::<Vec<_>>()
+            })
+            .flat_map(|g| self.registry.group_members(&g))
+            .map(|w| w.id)
+            .collect();
+        self.ended.retain(|id| live.contains(id));
+    }
+
+    /// Brings one role toward its wanted count; returns why it falls short, if it does.
+    fn reconcile_role(
+        &mut self,
+        app: &str,
+        role: &RoleSpec,
+        ctx: &mut Context<Self>,
+    ) -> Option<String> {
+        let key: RoleKey = (app.to_owned(), role.name.clone());
+        let live: Vec<WireRef> = self
+            .registry
+            .group_members(&role_group(app, &role.name))
+            .into_iter()
+            .filter(|w| !self.ended.contains(&w.id) && !self.stopping.contains(&w.id))
+            .collect();
+        for wire in &live {
+            if !self.watched.contains_key(&wire.id) {
+                ctx.monitor(UntypedRef::from_id(ctx.node(), &wire.id));
+                self.watched.insert(wire.id.clone(), key.clone());
+            }
+        }
+        if self.gave_up.contains(&key) {
+            return Some(format!(
+                "gave up: more than {} restarts within {} s; deploy the app again to retry",
+                role.restart.max_restarts, role.restart.within_secs
+            ));
+        }
+        let starting = self.starting.get(&key).map_or(0, Vec::len);
+        let wanted = role
+            .instances
+            .saturating_sub(self.done.get(&key).copied().unwrap_or(0));
+        let have = live.len() + starting;
+        if have > wanted && starting == 0 {
+            // Too many (a start of an earlier controller landed late): stop the newest.
+            let mut extra = live.clone();
+            extra.sort_by_key(|w| std::cmp::Reverse(w.id.clone()));
+            for wire in extra.into_iter().take(have - wanted) {
+                tracing::info!(%app, role = %role.name, actor = %wire.id, "stopping an instance over the wanted count");
+                self.stopping.insert(wire.id.clone());
+                UntypedRef::from_id(ctx.node(), &wire.id).stop_with(ExitReason::Shutdown);
+            }
+            return None;
+        }
+        if have >= wanted {
+            return None;
+        }
+        let missing = wanted - have;
+        let offers = self.offers(&key, &live);
+        let placed = plan(&offers, &role.placement, missing);
+        let used: HashSet<usize> = self
+            .starting
+            .get(&key)
+            .map(|s| s.iter().map(|s| s.index).collect())
+            .unwrap_or_default();
+        let registry = self.registry.clone();
+        let mut free_indexes = (0..).filter(|i| {
+            !used.contains(i)
+                && role
+                    .global_name_of(*i)
+                    .is_none_or(|name| registry.name_holder(&name).is_none())
+        });
+        for node in &placed.nodes {
+            let index = free_indexes.next().expect("indexes are unbounded");
+            self.start(&key, role, node, index, ctx);
+        }
+        let short = missing - placed.nodes.len();
+        metrics::gauge!("ensemble_app_unplaced_instances", "app" => app.to_owned(), "role" => role.name.clone())
+            .set(short as f64);
+        if short == 0 {
+            return None;
+        }
+        let running = live.len() + self.starting.get(&key).map_or(0, Vec::len);
+        let problem = format!(
+            "{short} of {} instances cannot be placed ({running} placed, at least {} wanted): {}",
+            role.instances,
+            role.min(),
+            placed.reason()
+        );
+        tracing::warn!(%app, role = %role.name, "{problem}");
+        Some(problem)
+    }
+
+    /// The members that can take instances, with what is reserved on them and how many
+    /// instances of the role they run.
+    fn offers(&self, key: &RoleKey, live: &[WireRef]) -> Vec<Offer> {
+        // Nodes with an agent only: the others do not take placed work (or not yet).
+        let agents: HashSet<NodeId> = agents(&self.registry)
+            .iter()
+            .map(|a| a.id().node().clone())
+            .collect();
+        let mut nodes: Vec<(NodeId, Capacity, Labels)> = self
+            .cluster
+            .members()
+            .into_iter()
+            .filter(|m| m.status == MemberStatus::Up)
+            .map(|m| (m.node, m.resources, m.labels))
+            .collect();
+        nodes.push((
+            self.cluster.node().id().clone(),
+            self.cluster.resources().clone(),
+            self.cluster.labels().clone(),
+        ));
+        nodes.retain(|(node, _, _)| agents.contains(node));
+        let starting = self.starting.get(key);
+        nodes
+            .into_iter()
+            .map(|(node, capacity, labels)| {
+                let name = node.name().to_owned();
+                let instances = live.iter().filter(|w| w.id.node() == &node).count()
+                    + starting.map_or(0, |s| s.iter().filter(|s| s.node == name).count());
+                Offer {
+                    reserved: self.registry.reserved(&node),
+                    node: name,
+                    capacity,
+                    labels,
+                    instances,
+                }
+            })
+            .collect()
+    }
+
+    fn start(
+        &mut self,
+        key: &RoleKey,
+        role: &RoleSpec,
+        node: &str,
+        index: usize,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(agent) = agents(&self.registry)
+            .into_iter()
+            .find(|a| a.id().node().name() == node)
+        else {
+            return;
+        };
+        self.next_start += 1;
+        let id = self.next_start;
+        let (app, role_name) = key;
+        let request = StartInstance {
+            instance: format!(
+                "{app}/{role_name}/{index}@{}#{id}",
+                self.cluster.node().id()
+            ),
+            module: role.module.clone(),
+            args: role.encoded_args(),
+            resources: role.placement.resources.clone(),
+            global_name: role.global_name_of(index),
+            groups: std::iter::once(role_group(app, role_name))
+                .chain(role.groups.iter().cloned())
+                .collect(),
+            singleton: role
+                .singleton
+                .then(|| crate::singleton::lock_name(&format!("{app}/{role_name}"))),
+            lock_timeout: START_TIMEOUT,
+        };
+        tracing::info!(%app, role = %role_name, %node, index, "starting an instance");
+        self.starting
+            .entry(key.clone())
+            .or_default()
+            .push(Starting {
+                id,
+                node: node.to_owned(),
+                index,
+            });
+        let (me, key) = (ctx.myself(), key.clone());
+        tokio::spawn(async move {
+            let result = start_on(&agent, request, START_TIMEOUT + TICK).await;
+            let _ = me
+                .tell(ControllerMsg::Started {
+                    role: key,
+                    start: id,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    /// An instance ended: decide whether it is replaced.
+    fn ended(&mut self, key: RoleKey, reason: &ExitReason) {
+        let Some(role) = self.specs.get(&key.0).and_then(|s| s.role(&key.1)).cloned() else {
+            return;
+        };
+        let replace = match role.restart.restart {
+            Restart::Permanent => true,
+            Restart::Transient => !reason.is_normal(),
+            Restart::Temporary => false,
+        };
+        if !replace {
+            *self.done.entry(key).or_default() += 1;
+            return;
+        }
+        let window = Duration::from_secs(role.restart.within_secs);
+        let now = Instant::now();
+        let history = self.restarts.entry(key.clone()).or_default();
+        history.retain(|t| now.duration_since(*t) < window);
+        history.push_back(now);
+        if history.len() > role.restart.max_restarts as usize {
+            tracing::error!(app = %key.0, role = %key.1, "restart intensity exceeded; the role gives up");
+            metrics::counter!("ensemble_app_roles_given_up_total").increment(1);
+            self.gave_up.insert(key);
+        } else {
+            metrics::counter!("ensemble_app_restarts_total", "app" => key.0.clone(), "role" => key.1.clone())
+                .increment(1);
+        }
+    }
+}
+
+impl Actor for Controller {
+    type Msg = ControllerMsg;
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        self.load_specs().await.map_err(|e| {
+            ActorError::new(format!("the app controller cannot read the app specs: {e}"))
+        })?;
+        tracing::info!(node = %ctx.node().id(), apps = self.specs.len(), "app controller started");
+        // Prompts: registry sessions and app specs changing, nodes joining, and a tick.
+        let (mut effects, me) = (self.registry.subscribe(), ctx.myself());
+        tokio::spawn(async move {
+            loop {
+                let prompt = match effects.recv().await {
+                    Ok(RegistryEffect::Key { key, .. }) => key.starts_with(APPS_PREFIX),
+                    Ok(
+                        RegistryEffect::SessionExpired(_)
+                        | RegistryEffect::SessionClosed(_)
+                        | RegistryEffect::SessionOpened(_),
+                    ) => true,
+                    Ok(_) => false,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if prompt && me.tell(ControllerMsg::Reconcile).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (mut members, me) = (self.cluster.subscribe(), ctx.myself());
+        tokio::spawn(async move {
+            loop {
+                match members.recv().await {
+                    Ok(MemberEvent::Joined(_)) | Err(_) => {
+                        if me.tell(ControllerMsg::Reconcile).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
+        });
+        ctx.send_interval(TICK, || ControllerMsg::Reconcile);
+        self.schedule(ctx);
+        Ok(())
+    }
+
+    async fn handle(&mut self, msg: ControllerMsg, ctx: &mut Context<Self>) -> ActorResult {
+        match msg {
+            ControllerMsg::Reconcile => {
+                if let Err(e) = self.load_specs().await {
+                    tracing::warn!("the app controller cannot read the app specs: {e}");
+                }
+                self.reconcile(ctx).await;
+            }
+            ControllerMsg::Started {
+                role,
+                start,
+                result,
+            } => {
+                if let Some(starting) = self.starting.get_mut(&role) {
+                    starting.retain(|s| s.id != start);
+                }
+                match result {
+                    Ok(wire) => {
+                        if let std::collections::hash_map::Entry::Vacant(entry) =
+                            self.watched.entry(wire.id.clone())
+                        {
+                            ctx.monitor(UntypedRef::from_id(ctx.node(), &wire.id));
+                            entry.insert(role);
+                        }
+                    }
+                    Err(why) => {
+                        tracing::warn!(app = %role.0, role = %role.1, "instance did not start: {why}");
+                        metrics::counter!("ensemble_app_start_failures_total").increment(1);
+                        self.ended(role, &ExitReason::Failed(why));
+                        // Tried again at the next tick, not at once: a start that fails
+                        // fast would otherwise spend the restart intensity in a moment.
+                        return Ok(());
+                    }
+                }
+                self.schedule(ctx);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_down(&mut self, down: Down, ctx: &mut Context<Self>) -> ActorResult {
+        let Some(key) = self.watched.remove(&down.actor) else {
+            return Ok(());
+        };
+        self.ended.insert(down.actor.clone());
+        if self.stopping.remove(&down.actor) {
+            return Ok(());
+        }
+        tracing::info!(app = %key.0, role = %key.1, actor = %down.actor, reason = %down.reason, "instance ended");
+        self.ended(key, &down.reason);
+        self.schedule(ctx);
+        Ok(())
+    }
+}

@@ -1,0 +1,323 @@
+//! App specs: what an application is made of, as written in TOML.
+//!
+//! ```toml
+//! name = "kv"
+//!
+//! [[roles]]
+//! name = "master"
+//! module = "kv.master"
+//! singleton = true
+//! global_name = "kv.master"
+//! args = { partitions = 16 }
+//!
+//! [[roles]]
+//! name = "worker"
+//! module = "kv.worker"
+//! instances = 4
+//! min_instances = 2
+//! placement = { spread = "spread", resources = { cpu = 100 } }
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::placement::Requirements;
+use crate::spec::Restart;
+
+/// An application: roles, each a module run as some number of instances across the cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// The app's name, unique in the cluster.
+    pub name: String,
+    /// Its roles, started in this order.
+    pub roles: Vec<RoleSpec>,
+}
+
+/// One role of an app.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSpec {
+    /// The role's name, unique in the app.
+    pub name: String,
+    /// The module its instances run (registered on the nodes with `Node::register_module`).
+    pub module: String,
+    /// How many instances the app wants.
+    #[serde(default = "one")]
+    pub instances: usize,
+    /// The fewest instances the role accepts (negotiation: ask for `instances`, accept
+    /// this many); defaults to `instances`. Fewer placed is reported as a shortage.
+    #[serde(default)]
+    pub min_instances: Option<usize>,
+    /// At most one instance in the cluster, guarded by a registry lease (implies one
+    /// instance).
+    #[serde(default)]
+    pub singleton: bool,
+    /// A global name each instance registers. With several instances it must contain `{i}`,
+    /// replaced by the instance's index.
+    #[serde(default)]
+    pub global_name: Option<String>,
+    /// Groups each instance joins (besides the role's own, see [`role_group`]).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Where instances may run.
+    #[serde(default)]
+    pub placement: Requirements,
+    /// When an instance that ended is replaced.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Arguments for the module, handed to its factory.
+    #[serde(default)]
+    pub args: Option<toml::Value>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// When instances of a role are replaced, and how often at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestartPolicy {
+    /// Permanent (always), transient (after an abnormal end) or temporary (never).
+    pub restart: Restart,
+    /// At most this many replacements within `within_secs`; one more and the role gives up
+    /// (shown in its status) until the app is deployed again.
+    pub max_restarts: u32,
+    /// The window of `max_restarts`.
+    pub within_secs: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            restart: Restart::Permanent,
+            max_restarts: 10,
+            within_secs: 60,
+        }
+    }
+}
+
+/// The registry group every instance of a role joins: how the controller counts them.
+pub fn role_group(app: &str, role: &str) -> String {
+    format!("ensemble.app/{app}/{role}")
+}
+
+/// An app spec that is not valid, saying which key of which role is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The TOML text does not parse or does not fit the spec's shape.
+    #[error("the app spec is not valid TOML for an app: {0}")]
+    Parse(String),
+    /// A value is wrong.
+    #[error("app {app:?}: {key}: {problem}")]
+    Invalid {
+        /// The app.
+        app: String,
+        /// The key, e.g. `roles[worker].instances`.
+        key: String,
+        /// What is wrong and what is expected.
+        problem: String,
+    },
+}
+
+impl AppSpec {
+    /// Parses and validates a spec from TOML.
+    pub fn from_toml(text: &str) -> Result<AppSpec, SpecError> {
+        let spec: AppSpec = toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The spec as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("an app spec always serializes")
+    }
+
+    /// Checks names, counts and options; the error names the key at fault.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let invalid = |key: String, problem: &str| SpecError::Invalid {
+            app: self.name.clone(),
+            key,
+            problem: problem.to_owned(),
+        };
+        if self.name.is_empty() || self.name.contains('/') {
+            return Err(invalid(
+                "name".into(),
+                "must be a non-empty name without '/'",
+            ));
+        }
+        if self.roles.is_empty() {
+            return Err(invalid(
+                "roles".into(),
+                "an app needs at least one role ([[roles]] with name and module)",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for role in &self.roles {
+            let key = |k: &str| format!("roles[{}].{k}", role.name);
+            if role.name.is_empty() || role.name.contains('/') {
+                return Err(invalid(key("name"), "must be a non-empty name without '/'"));
+            }
+            if !seen.insert(role.name.as_str()) {
+                return Err(invalid(key("name"), "another role has the same name"));
+            }
+            if role.module.is_empty() {
+                return Err(invalid(key("module"), "must name a registered module"));
+            }
+            if role.singleton && role.instances != 1 {
+                return Err(invalid(
+                    key("instances"),
+                    "a singleton role has exactly one instance",
+                ));
+            }
+            if let Some(min) = role.min_instances
+                && min > role.instances
+            {
+                return Err(invalid(key("min_instances"), "must not exceed instances"));
+            }
+            if let Some(name) = &role.global_name
+                && role.instances > 1
+                && !name.contains("{i}")
+            {
+                return Err(invalid(
+                    key("global_name"),
+                    "with several instances the name must contain {i} (the instance's index)",
+                ));
+            }
+            if role.restart.within_secs == 0 {
+                return Err(invalid(key("restart.within_secs"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The role named `role`.
+    pub fn role(&self, role: &str) -> Option<&RoleSpec> {
+        self.roles.iter().find(|r| r.name == role)
+    }
+}
+
+impl RoleSpec {
+    /// The fewest instances the role accepts.
+    pub fn min(&self) -> usize {
+        self.min_instances.unwrap_or(self.instances)
+    }
+
+    /// The global name of instance `index`, if the role has one.
+    pub fn global_name_of(&self, index: usize) -> Option<String> {
+        self.global_name
+            .as_ref()
+            .map(|n| n.replace("{i}", &index.to_string()))
+    }
+
+    /// The module's arguments, MessagePack-encoded (an empty map when there are none, which
+    /// modules taking `()` or a struct whose fields all have defaults accept).
+    pub fn encoded_args(&self) -> Vec<u8> {
+        let empty = toml::Value::Table(toml::Table::new());
+        rmp_serde::to_vec_named(self.args.as_ref().unwrap_or(&empty))
+            .expect("TOML values always encode")
+    }
+}
+
+/// What an app is doing, role by role, as any node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppStatus {
+    /// The app.
+    pub name: String,
+    /// Its roles.
+    pub roles: Vec<RoleStatus>,
+}
+
+/// One role's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleStatus {
+    /// The role.
+    pub name: String,
+    /// Instances wanted.
+    pub wanted: usize,
+    /// Instances running, by node.
+    pub running: BTreeMap<String, usize>,
+    /// Why instances are missing, if the controller could not place them.
+    pub problem: Option<String>,
+}
+
+impl RoleStatus {
+    /// Instances running in all.
+    pub fn running_total(&self) -> usize {
+        self.running.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KV: &str = r#"
+name = "kv"
+
+[[roles]]
+name = "master"
+module = "kv.master"
+singleton = true
+global_name = "kv.master"
+args = { partitions = 16 }
+
+[[roles]]
+name = "worker"
+module = "kv.worker"
+instances = 4
+min_instances = 2
+placement = { spread = "pack", anti_affinity = true, resources = { cpu = 100 }, labels = { zone = "a" } }
+restart = { restart = "transient", max_restarts = 3 }
+"#;
+
+    #[test]
+    fn a_spec_round_trips_through_toml() {
+        let spec = AppSpec::from_toml(KV).unwrap();
+        assert_eq!(spec.roles.len(), 2);
+        let worker = spec.role("worker").unwrap();
+        assert_eq!((worker.instances, worker.min()), (4, 2));
+        assert_eq!(worker.placement.resources["cpu"], 100);
+        assert!(worker.placement.anti_affinity);
+        assert_eq!(worker.restart.restart, Restart::Transient);
+        assert_eq!(worker.restart.within_secs, 60);
+        assert_eq!(spec.role("master").unwrap().instances, 1);
+        assert_eq!(AppSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+    }
+
+    #[test]
+    fn bad_specs_name_the_key() {
+        let err = AppSpec::from_toml("name = \"x\"\nroles = []").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "app \"x\": roles: an app needs at least one role ([[roles]] with name and module)"
+        );
+        let err = AppSpec::from_toml(
+            "name = \"x\"\n[[roles]]\nname = \"a\"\nmodule = \"m\"\ninstances = 2\nsingleton = true",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "app \"x\": roles[a].instances: a singleton role has exactly one instance"
+        );
+        let err = AppSpec::from_toml(
+            "name = \"x\"\n[[roles]]\nname = \"a\"\nmodule = \"m\"\ninstances = 2\nglobal_name = \"n\"",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("roles[a].global_name"), "{err}");
+        let err =
+            AppSpec::from_toml("name = \"x\"\n[[roles]]\nname = \"a\"\nmodul = \"m\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field `modul`"), "{err}");
+    }
+
+    #[test]
+    fn global_names_take_the_index() {
+        let spec = AppSpec::from_toml(
+            "name = \"x\"\n[[roles]]\nname = \"a\"\nmodule = \"m\"\ninstances = 2\nglobal_name = \"a.{i}\"",
+        )
+        .unwrap();
+        assert_eq!(spec.roles[0].global_name_of(1).as_deref(), Some("a.1"));
+    }
+}

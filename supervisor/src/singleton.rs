@@ -1,0 +1,247 @@
+//! Cluster singletons: at most one instance in the cluster, guarded by a registry lease.
+//!
+//! Like Akka's cluster singleton manager, a [`Singleton`] runs on every node that may host
+//! the instance. Each waits in line for the singleton's lock (first come, first served); the
+//! one granted it starts the instance, binds it to the lease and, if asked, registers its
+//! global name. So:
+//!
+//! - **at most one**: the instance lives only while its node holds the lease. A node that
+//!   cannot renew its session kills the instance itself before the registry could grant the
+//!   lock to anyone else (the self-fencing rule), and every grant carries a fencing token
+//!   greater than the last ([`Singleton`] passes it to the factory);
+//! - **taken over when the holder dies**: its session expires, the lock goes to the next in
+//!   line, which starts a fresh instance;
+//! - **handed over when the holder leaves**: stopping the manager (its supervisor stops, or
+//!   the node shuts down) stops the instance and releases the lock at once.
+//!
+//! An instance that fails is not restarted in place: its manager releases the lock and queues
+//! again after a backoff, so the next node in line takes over, as a restart elsewhere.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use ensemble_registry::{Lease, Registry};
+use ensemble_runtime::remote::RemoteMessage;
+use ensemble_runtime::{
+    Actor, ActorError, ActorId, ActorRef, ActorResult, Context, ExitReason, SpawnOptions, TellError,
+};
+
+use crate::spec::Backoff;
+
+/// How long one wait in line for the lock lasts before it is renewed (the manager waits for
+/// as long as it runs).
+const WAIT_SLICE: Duration = Duration::from_secs(30);
+
+/// Makes the singleton's instance from the fencing token of the grant.
+pub trait SingletonFactory<A>: Fn(u64) -> A + Send + Sync + 'static {}
+impl<A, F: Fn(u64) -> A + Send + Sync + 'static> SingletonFactory<A> for F {}
+
+/// The manager of one cluster singleton on this node. See the module docs.
+pub struct Singleton<A: Actor, F> {
+    lock: String,
+    global_name: Option<Registration<A::Msg>>,
+    factory: F,
+    registry: Option<Registry>,
+    lease: Option<Lease>,
+    instance: Option<ActorRef<A::Msg>>,
+    failures: u32,
+    backoff: Backoff,
+}
+
+type Registration<M> = Box<
+    dyn Fn(Registry, ActorRef<M>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The manager's protocol (local only).
+pub enum SingletonMsg {
+    /// Queue for the lock now.
+    Acquire,
+    /// The lock was granted.
+    Granted(Lease),
+    /// The registry could not be reached: try again later.
+    Retry(String),
+    /// Asks which actor is the instance on this node, if any.
+    Instance(tokio::sync::oneshot::Sender<Option<ActorId>>),
+}
+
+impl<A, F> Singleton<A, F>
+where
+    A: Actor,
+    F: SingletonFactory<A>,
+{
+    /// A manager for the singleton `name` (its lock is `ensemble.singleton/<name>`).
+    pub fn new(name: &str, factory: F) -> Self {
+        Self {
+            lock: lock_name(name),
+            global_name: None,
+            factory,
+            registry: None,
+            lease: None,
+            instance: None,
+            failures: 0,
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(5),
+                ..Backoff::default()
+            },
+        }
+    }
+
+    /// Registers each new instance under this global name (its messages must be able to
+    /// cross nodes).
+    pub fn global_name(mut self, name: impl Into<String>) -> Self
+    where
+        A::Msg: RemoteMessage,
+    {
+        let name: String = name.into();
+        self.global_name = Some(Box::new(move |registry, actor| {
+            let name = name.clone();
+            Box::pin(async move {
+                registry
+                    .register(&name, &actor)
+                    .await
+                    .map_err(|e| format!("cannot register the global name {name:?}: {e}"))
+            })
+        }));
+        self
+    }
+
+    async fn run_instance(&mut self, lease: Lease, ctx: &mut Context<Self>) -> Result<(), String> {
+        let actor = (self.factory)(lease.token());
+        let instance = ctx
+            .start_with(actor, SpawnOptions::new().linked())
+            .await
+            .map_err(|e| format!("the instance failed to start: {e}"))?;
+        lease.bind(instance.clone());
+        if let (Some(register), Some(registry)) = (&self.global_name, &self.registry)
+            && let Err(e) = register(registry.clone(), instance.clone()).await
+        {
+            instance.kill();
+            return Err(e);
+        }
+        tracing::info!(singleton = %self.lock, token = lease.token(), actor = %instance.id(), "singleton instance started");
+        self.instance = Some(instance);
+        self.lease = Some(lease);
+        Ok(())
+    }
+
+    /// Gives the lock back (the next node in line takes over) and queues again after a delay.
+    async fn requeue(&mut self, why: &str, ctx: &mut Context<Self>) {
+        self.instance = None;
+        if let Some(lease) = self.lease.take()
+            && !lease.is_lost()
+        {
+            let _ = lease.release().await;
+        }
+        self.failures += 1;
+        let delay = self.backoff.delay(self.failures, fastrand::f64());
+        tracing::warn!(singleton = %self.lock, ?delay, "singleton instance ended ({why}); queueing again");
+        ctx.send_after(delay, SingletonMsg::Acquire);
+    }
+}
+
+/// The registry lock guarding the singleton `name`.
+pub fn lock_name(name: &str) -> String {
+    format!("ensemble.singleton/{name}")
+}
+
+impl<A, F> Actor for Singleton<A, F>
+where
+    A: Actor,
+    F: SingletonFactory<A>,
+{
+    type Msg = SingletonMsg;
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        let registry = ctx.node().extension::<Registry>().ok_or_else(|| {
+            ActorError::new(format!(
+                "singleton {}: node {} has no registry; start one first",
+                self.lock,
+                ctx.node().id()
+            ))
+        })?;
+        self.registry = Some(registry);
+        ctx.trap_exit(true);
+        ctx.myself().try_tell(SingletonMsg::Acquire).ok();
+        Ok(())
+    }
+
+    async fn handle(&mut self, msg: SingletonMsg, ctx: &mut Context<Self>) -> ActorResult {
+        match msg {
+            SingletonMsg::Acquire => {
+                let registry = self.registry.clone().expect("set in started");
+                let (lock, me) = (self.lock.clone(), ctx.myself());
+                tokio::spawn(async move {
+                    let msg = match registry.lock(&lock, WAIT_SLICE).await {
+                        Ok(lease) => SingletonMsg::Granted(lease),
+                        Err(e) => SingletonMsg::Retry(e.to_string()),
+                    };
+                    if let Err(
+                        TellError::Dead { message, .. }
+                        | TellError::Unreachable { message, .. }
+                        | TellError::Full { message, .. },
+                    ) = me.tell(msg).await
+                        && let SingletonMsg::Granted(lease) = message
+                    {
+                        // The manager ended while waiting: give the lock back.
+                        let _ = lease.release().await;
+                    }
+                });
+            }
+            SingletonMsg::Granted(lease) => {
+                if let Err(why) = self.run_instance(lease, ctx).await {
+                    self.requeue(&why, ctx).await;
+                }
+            }
+            SingletonMsg::Retry(why) => {
+                tracing::debug!(singleton = %self.lock, "waiting for the singleton's lock: {why}");
+                ctx.send_after(Duration::from_millis(200), SingletonMsg::Acquire);
+            }
+            SingletonMsg::Instance(reply) => {
+                let _ = reply.send(self.instance.as_ref().map(|i| i.id().clone()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_exit(
+        &mut self,
+        from: ActorId,
+        reason: ExitReason,
+        ctx: &mut Context<Self>,
+    ) -> ActorResult {
+        if self.instance.as_ref().map(|i| i.id()) == Some(&from) {
+            let why = match self.lease.as_ref().filter(|l| l.is_lost()) {
+                Some(_) => format!("lease lost, instance ended with {reason}"),
+                None => reason.to_string(),
+            };
+            self.requeue(&why, ctx).await;
+        } else if !reason.is_normal() {
+            ctx.stop_with(reason);
+        }
+        Ok(())
+    }
+
+    async fn stopping(&mut self, _reason: &ExitReason, ctx: &mut Context<Self>) {
+        // Hand over: stop the instance, then give the lock to the next in line.
+        if let Some(instance) = self.instance.take() {
+            ctx.unlink(&instance);
+            instance.stop_with(ExitReason::Shutdown);
+            if tokio::time::timeout(Duration::from_secs(5), instance.wait_for_exit())
+                .await
+                .is_err()
+            {
+                instance.kill();
+                instance.wait_for_exit().await;
+            }
+        }
+        if let Some(lease) = self.lease.take()
+            && !lease.is_lost()
+        {
+            let _ = lease.release().await;
+        }
+    }
+}

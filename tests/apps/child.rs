@@ -1,0 +1,223 @@
+//! A node in a child process taking part in apps, driven by commands on its standard input
+//! (the protocol of the registry tests' child: `<id> <op> <args...>` in, `R <id> <answer>`
+//! out, plus `LISTENING <addr>` and `READY <addr>`).
+//!
+//! Each node advertises 1000 `cpu` and a `zone` label from its name: `a` and `b` are in zone
+//! `one`, every other node in zone `two`. Its modules: `probe.worker` (answers pings with its
+//! node's name) and `probe.boss` (the same, and records when it starts and stops, with its
+//! fencing token, in the file its arguments name).
+//!
+//! Operations: `deploy PATH` (an app spec in TOML), `remove APP`, `status APP` (JSON),
+//! `ping NAME` (the node of the global name's holder, asked through the name), `leader`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ensemble::cluster::{Cluster, ClusterConfig, DownDecision};
+use ensemble::prelude::*;
+use ensemble::registry::{Registry, RegistryConfig};
+use ensemble::supervisor::app::{AppSpec, Apps};
+use ensemble::transport::certs::NodeCert;
+use serde::{Deserialize, Serialize};
+
+pub(crate) const ENV_NAME: &str = "ENSEMBLE_TEST_NODE";
+pub(crate) const ENV_CERTS: &str = "ENSEMBLE_TEST_CERTS";
+pub(crate) const ENV_DATA: &str = "ENSEMBLE_TEST_DATA";
+pub(crate) const ENV_SEEDS: &str = "ENSEMBLE_TEST_SEEDS";
+pub(crate) const ENV_BOOTSTRAP: &str = "ENSEMBLE_TEST_BOOTSTRAP";
+pub(crate) const ENV_LOG: &str = "ENSEMBLE_TEST_LOG";
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+pub(crate) fn micros() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros()
+}
+
+/// What probes take.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum ProbeMsg {
+    /// Answers the probe's node name and fencing token (0 if not a singleton).
+    Ping(ReplyTo<(String, u64)>),
+}
+
+/// A probe's arguments.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct ProbeArgs {
+    /// The singleton lock whose token the probe reads, if any.
+    lock: Option<String>,
+    /// Where to record starts and stops, if anywhere.
+    history: Option<PathBuf>,
+}
+
+struct Probe {
+    args: ProbeArgs,
+    token: u64,
+}
+
+impl Probe {
+    fn record(&self, event: &str, node: &str) {
+        if let Some(path) = &self.args.history {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("history file");
+            writeln!(file, "{event} {} {node} {}", self.token, micros()).expect("record");
+        }
+    }
+}
+
+impl Actor for Probe {
+    type Msg = ProbeMsg;
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        if let Some(lock) = &self.args.lock {
+            // The agent took the lease before starting this instance; this node's copy of
+            // the registry shows the grant once the leader's feed brings it.
+            let registry = ctx.node().extension::<Registry>().expect("registry");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let held = registry
+                    .lock_info(lock)
+                    .and_then(|l| l.holder)
+                    .filter(|(holder, _)| &holder.node == ctx.node().id());
+                if let Some((_, token)) = held {
+                    self.token = token;
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(ActorError::new(format!("started without holding {lock}")));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        self.record("up", ctx.node().id().name());
+        Ok(())
+    }
+
+    async fn handle(&mut self, msg: ProbeMsg, ctx: &mut Context<Self>) -> ActorResult {
+        let ProbeMsg::Ping(reply) = msg;
+        let _ = reply.send((ctx.node().id().name().to_owned(), self.token));
+        Ok(())
+    }
+
+    async fn stopped(&mut self, _reason: &ExitReason, ctx: &mut Context<Self>) {
+        self.record("down", ctx.node().id().name());
+    }
+}
+
+pub(crate) fn run() {
+    let Ok(name) = std::env::var(ENV_NAME) else {
+        return;
+    };
+    let certs = PathBuf::from(std::env::var(ENV_CERTS).expect("certificate dir"));
+    let data = PathBuf::from(std::env::var(ENV_DATA).expect("data dir"));
+    let seeds = crate::common::seeds_from_env(ENV_SEEDS);
+    if let Ok(filter) = std::env::var(ENV_LOG) {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+                "{filter},ensemble_supervisor=debug"
+            )))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async move {
+        let node = Node::new(NodeConfig::new(&name)).expect("node");
+        for module in ["probe.worker", "probe.boss"] {
+            node.register_module(module, |args: ProbeArgs| Probe { args, token: 0 });
+        }
+        let cert = NodeCert::load(&certs, &name).expect("certificate");
+        let mut config = ClusterConfig::new("test");
+        config.down = DownDecision::External;
+        config.seeds = seeds;
+        config.resources = BTreeMap::from([("cpu".to_owned(), 1000)]);
+        let zone = if name == "a" || name == "b" {
+            "one"
+        } else {
+            "two"
+        };
+        config.labels = BTreeMap::from([("zone".to_owned(), zone.to_owned())]);
+        let cluster = Cluster::start(&node, config, &cert)
+            .await
+            .expect("cluster service");
+        say(&format!("LISTENING {}", cluster.local_addr()));
+        let mut settings = RegistryConfig::new(&data);
+        settings.bootstrap = std::env::var(ENV_BOOTSTRAP).is_ok();
+        let registry = Registry::start(&cluster, settings).await.expect("registry");
+        let apps = Apps::start(&node).await.expect("apps").apps;
+        say(&format!("READY {}", cluster.local_addr()));
+        let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        while let Some(line) = lines.recv().await {
+            let (apps, registry) = (apps.clone(), registry.clone());
+            tokio::spawn(async move {
+                let mut words = line.split_whitespace();
+                let id = words.next().unwrap_or("?").to_owned();
+                let op = words.next().unwrap_or("").to_owned();
+                let args: Vec<String> = words.map(str::to_owned).collect();
+                let answer = run_op(&apps, &registry, &op, &args).await;
+                say(&format!("R {id} {answer}"));
+            });
+        }
+    });
+}
+
+async fn run_op(apps: &Apps, registry: &Registry, op: &str, args: &[String]) -> String {
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    match op {
+        "deploy" => {
+            let text = std::fs::read_to_string(arg(0)).expect("spec file");
+            match AppSpec::from_toml(&text) {
+                Ok(spec) => match apps.deploy(&spec).await {
+                    Ok(()) => "ok".into(),
+                    Err(e) => format!("err {e}"),
+                },
+                Err(e) => format!("err {e}"),
+            }
+        }
+        "remove" => match apps.remove(arg(0)).await {
+            Ok(found) => format!("ok {found}"),
+            Err(e) => format!("err {e}"),
+        },
+        "status" => match apps.status(arg(0)) {
+            Some(status) => serde_json::to_string(&status).expect("json"),
+            None => "none".into(),
+        },
+        "ping" => match registry.whereis::<ProbeMsg>(arg(0)) {
+            Ok(Some(probe)) => match probe.ask(ProbeMsg::Ping, Duration::from_secs(2)).await {
+                Ok((node, token)) => format!("ok {node} {token}"),
+                Err(e) => format!("err {e}"),
+            },
+            Ok(None) => "none".into(),
+            Err(e) => format!("err {e}"),
+        },
+        "leader" => format!(
+            "leader {} voters {}",
+            registry.leader().unwrap_or_default(),
+            registry
+                .voters()
+                .await
+                .map(|v| v.join(","))
+                .unwrap_or_default()
+        ),
+        other => format!("err unknown op {other:?}"),
+    }
+}
