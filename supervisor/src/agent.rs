@@ -13,14 +13,19 @@
 //! 3. start the module's actor and bind it to the lease (it is killed if the lease is lost);
 //! 4. register its global name and join its groups.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use ensemble_registry::{Lease, Registry};
-use ensemble_runtime::cluster::Cluster;
+use ensemble_runtime::cluster::{Cluster, MemberStatus};
+
+use crate::placement::Offer;
 use ensemble_runtime::remote::{ModuleActor, WireRef};
 use ensemble_runtime::{Actor, ActorRef, ActorResult, Context, Node, NodeId, ReplyTo};
 use serde::{Deserialize, Serialize};
+
+type Capacity = BTreeMap<String, u64>;
+type Labels = BTreeMap<String, String>;
 
 /// The name every node's agent is registered under (a local name other nodes can look up).
 pub const AGENT_NAME: &str = "ensemble.agent";
@@ -239,6 +244,42 @@ impl Undo {
             tracing::warn!(%instance, "could not free the reservation (its node's session end will): {e}");
         }
     }
+}
+
+/// The nodes with an agent as placement sees them: capacity, labels and reservations from
+/// this node's copies of the member table and the registry; `instances` counts the
+/// instances of the role being placed on a node.
+pub fn offers(
+    registry: &Registry,
+    cluster: &Cluster,
+    instances: impl Fn(&NodeId) -> usize,
+) -> Vec<Offer> {
+    let agents: HashSet<NodeId> = agents(registry)
+        .iter()
+        .map(|a| a.id().node().clone())
+        .collect();
+    let mut nodes: Vec<(NodeId, Capacity, Labels)> = cluster
+        .members()
+        .into_iter()
+        .filter(|m| m.status == MemberStatus::Up)
+        .map(|m| (m.node, m.resources, m.labels))
+        .collect();
+    nodes.push((
+        cluster.node().id().clone(),
+        cluster.resources().clone(),
+        cluster.labels().clone(),
+    ));
+    nodes
+        .into_iter()
+        .filter(|(node, _, _)| agents.contains(node))
+        .map(|(node, capacity, labels)| Offer {
+            reserved: registry.reserved(&node),
+            instances: instances(&node),
+            node: node.name().to_owned(),
+            capacity,
+            labels,
+        })
+        .collect()
 }
 
 /// The agents of the cluster, by node, from this node's copy of the registry.

@@ -39,9 +39,10 @@ pub enum SupervisorError {
         /// Why.
         error: SpawnError,
     },
-    /// The child asks for a placement this node cannot honour yet.
+    /// The child asks to run on another node, but its actor is made by a closure, which
+    /// cannot travel: only children started from a registered module can be placed.
     #[error(
-        "supervisor {supervisor}: child {id:?} asks for placement on {placement}, but only local placement is available until the cluster layer lands; use Placement::Local"
+        "supervisor {supervisor}: child {id:?} asks for placement on {placement}, but it is started by a closure, which only runs locally; start it from a registered module (ChildSpec::module) or use Placement::Local"
     )]
     PlacementUnsupported {
         /// The supervisor.

@@ -56,7 +56,7 @@ impl SupervisorRef {
     pub async fn start_child(&self, spec: ChildSpec) -> Result<UntypedRef, SupervisorError> {
         self.actor
             .ask(
-                |r| SupervisorMsg(Request::StartChild(spec, r)),
+                |r| SupervisorMsg(Request::StartChild(Box::new(spec), r)),
                 self.timeout,
             )
             .await?

@@ -113,15 +113,35 @@ impl Backoff {
     }
 }
 
-/// Where a child runs. Only `Local` is available until the cluster layers land; a spec asking
-/// for anything else is refused with an error naming the child.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Where a child runs. Children made by a closure run locally only; children started from a
+/// registered module ([`ChildSpec::module`]) may run on any node with an agent
+/// ([`crate::agent`]), chosen at every (re)start among the nodes alive then.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Placement {
     /// On the supervisor's node.
     #[default]
     Local,
     /// On the named node.
     Node(String),
+    /// On any node that meets the requirements (resources, labels, spread or pack).
+    Any(crate::placement::Requirements),
+}
+
+impl Placement {
+    /// The requirements of a placement made by the supervisor on `local`.
+    pub(crate) fn requirements(&self, local: &str) -> crate::placement::Requirements {
+        match self {
+            Placement::Local => crate::placement::Requirements {
+                node: Some(local.to_owned()),
+                ..Default::default()
+            },
+            Placement::Node(node) => crate::placement::Requirements {
+                node: Some(node.clone()),
+                ..Default::default()
+            },
+            Placement::Any(needs) => needs.clone(),
+        }
+    }
 }
 
 impl fmt::Display for Placement {
@@ -129,6 +149,7 @@ impl fmt::Display for Placement {
         match self {
             Placement::Local => f.write_str("local"),
             Placement::Node(node) => write!(f, "node {node}"),
+            Placement::Any(needs) => write!(f, "any node meeting {needs:?}"),
         }
     }
 }
@@ -162,6 +183,9 @@ pub struct ChildSpec {
     pub(crate) kind: ChildKind,
     pub(crate) local_name: Option<String>,
     pub(crate) mailbox_capacity: Option<usize>,
+    /// For a child started from a module: its name and encoded arguments.
+    pub(crate) module: Option<(String, Vec<u8>)>,
+    pub(crate) global_name: Option<String>,
 }
 
 impl ChildSpec {
@@ -188,7 +212,46 @@ impl ChildSpec {
             kind: ChildKind::Worker,
             local_name: None,
             mailbox_capacity: None,
+            module: None,
+            global_name: None,
         }
+    }
+
+    /// A worker child started from the module registered as `module` (see
+    /// `Node::register_module`) with these arguments, on the node its [`Placement`] chooses
+    /// at each (re)start: when its node goes down, it is restarted by the strategy on a node
+    /// that is alive. The supervisor links to it across nodes.
+    pub fn module(
+        id: impl Into<String>,
+        module: impl Into<String>,
+        args: &impl Serialize,
+    ) -> Result<Self, rmp_serde::encode::Error> {
+        let args = rmp_serde::to_vec_named(args)?;
+        // Module children are started by the supervisor through the chosen node's agent;
+        // this start function is never called.
+        let start: StartFn = Arc::new(|_ctx: &mut Context<Supervisor>, _options: SpawnOptions| {
+            Box::pin(async { unreachable!("module children start through an agent") })
+        });
+        Ok(Self {
+            id: id.into(),
+            start,
+            restart: Restart::Permanent,
+            shutdown: DEFAULT_WORKER_SHUTDOWN,
+            backoff: None,
+            placement: Placement::Local,
+            kind: ChildKind::Worker,
+            local_name: None,
+            mailbox_capacity: None,
+            module: Some((module.into(), args)),
+            global_name: None,
+        })
+    }
+
+    /// A global name each new instance registers (needs the node's registry; released when
+    /// the instance ends).
+    pub fn global_name(mut self, name: impl Into<String>) -> Self {
+        self.global_name = Some(name.into());
+        self
     }
 
     /// A nested supervisor. Permanent, stopped with `Shutdown::Infinity` (it stops its own

@@ -8,13 +8,20 @@ use ensemble_runtime::{
 };
 use tokio::time::Instant;
 
+use ensemble_registry::Registry;
+use ensemble_runtime::NodeId;
+use ensemble_runtime::cluster::Cluster;
+
 use crate::core::{ChildState, Core, Decision, Time};
 use crate::error::SupervisorError;
 use crate::snapshot::{ChildCounts, ChildInfo, ChildSnapshot, TreeSnapshot};
 use crate::spec::{ChildKind, ChildSpec, Placement, Restart, Shutdown, SupervisorSpec};
+use crate::{agent, placement};
 
 /// How long a supervisor waits for a child supervisor's snapshot.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a supervisor waits for a node's agent to start a module child.
+const PLACED_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A supervisor: an actor that starts children, watches them through links (trapping exits),
 /// and restarts them by its strategy, within its restart intensity.
@@ -41,7 +48,7 @@ pub struct Supervisor {
 pub struct SupervisorMsg(pub(crate) Request);
 
 pub(crate) enum Request {
-    StartChild(ChildSpec, ReplyTo<Result<UntypedRef, SupervisorError>>),
+    StartChild(Box<ChildSpec>, ReplyTo<Result<UntypedRef, SupervisorError>>),
     TerminateChild(String, ReplyTo<Result<(), SupervisorError>>),
     RestartChild(String, ReplyTo<Result<UntypedRef, SupervisorError>>),
     DeleteChild(String, ReplyTo<Result<(), SupervisorError>>),
@@ -94,11 +101,11 @@ impl Supervisor {
                 SupervisorError::ChildExists { supervisor, id }
             }));
         }
-        if let Placement::Node(node) = &spec.placement {
+        if spec.module.is_none() && spec.placement != Placement::Local {
             return Err(SupervisorError::PlacementUnsupported {
                 supervisor: self.name.clone(),
                 id,
-                placement: format!("node {node}"),
+                placement: spec.placement.to_string(),
             });
         }
         self.core.add(&id, spec.restart, spec.backoff);
@@ -128,12 +135,90 @@ impl Supervisor {
             .get(id)
             .expect("start_one is called for held specs")
             .clone();
-        let actor = (spec.start)(ctx, spec.spawn_options()).await?;
+        let actor = match &spec.module {
+            Some((module, args)) => self.start_placed(ctx, &spec, module, args).await?,
+            None => (spec.start)(ctx, spec.spawn_options()).await?,
+        };
         self.by_actor.insert(actor.id().clone(), id.to_owned());
         self.running.insert(id.to_owned(), actor.clone());
         let now = self.now();
         self.core.started(id, now);
         tracing::debug!(supervisor = %self.name, child = id, actor = %actor.id(), "child started");
+        Ok(actor)
+    }
+
+    /// Starts a module child on the node its placement chooses, through that node's agent,
+    /// and links to it.
+    async fn start_placed(
+        &mut self,
+        ctx: &mut Context<Self>,
+        spec: &ChildSpec,
+        module: &str,
+        args: &[u8],
+    ) -> Result<UntypedRef, SpawnError> {
+        let me = ctx.node().id().clone();
+        let failed = |node: &NodeId, reason: String| SpawnError::Remote {
+            node: node.clone(),
+            module: module.to_owned(),
+            reason,
+        };
+        let (Some(registry), Some(cluster)) = (
+            ctx.node().extension::<Registry>(),
+            ctx.node().extension::<Cluster>(),
+        ) else {
+            return Err(failed(
+                &me,
+                "placing a module child needs the node's cluster and registry; start them first"
+                    .into(),
+            ));
+        };
+        let needs = spec.placement.requirements(me.name());
+        // Instances of the same module under this supervisor count as one role (for
+        // anti-affinity and spreading).
+        let same: Vec<NodeId> = self
+            .running
+            .iter()
+            .filter(|(id, _)| {
+                self.specs
+                    .get(*id)
+                    .and_then(|s| s.module.as_ref())
+                    .map(|m| &m.0)
+                    == Some(&module.to_owned())
+            })
+            .map(|(_, actor)| actor.id().node().clone())
+            .collect();
+        let offers = agent::offers(&registry, &cluster, |node| {
+            same.iter().filter(|n| *n == node).count()
+        });
+        let plan = placement::plan(&offers, &needs, 1);
+        let Some(agent) = plan.nodes.first().and_then(|node| {
+            agent::agents(&registry)
+                .into_iter()
+                .find(|a| a.id().node().name() == node)
+        }) else {
+            metrics::counter!("ensemble_supervisor_unplaced_total", "supervisor" => self.name.clone()).increment(1);
+            return Err(failed(
+                &me,
+                format!("no node can take child {:?}: {}", spec.id, plan.reason()),
+            ));
+        };
+        self.next_token += 1;
+        let request = agent::StartInstance {
+            instance: format!("{}/{}@{me}#{}", self.name, spec.id, self.next_token),
+            module: module.to_owned(),
+            args: args.to_vec(),
+            resources: needs.resources.clone(),
+            global_name: spec.global_name.clone(),
+            groups: Vec::new(),
+            singleton: None,
+            lock_timeout: Duration::ZERO,
+        };
+        let node = agent.id().node().clone();
+        let wire = agent::start_on(&agent, request, PLACED_START_TIMEOUT)
+            .await
+            .map_err(|reason| failed(&node, reason))?;
+        let actor = UntypedRef::from_id(ctx.node(), &wire.id);
+        ctx.link(actor.clone());
         Ok(actor)
     }
 
@@ -394,7 +479,7 @@ impl Actor for Supervisor {
     ) -> ActorResult {
         match request {
             Request::StartChild(spec, reply) => {
-                let _ = reply.send(self.add_and_start(ctx, spec).await);
+                let _ = reply.send(self.add_and_start(ctx, *spec).await);
             }
             Request::TerminateChild(id, reply) => {
                 let _ = reply.send(self.terminate_child(ctx, &id).await);

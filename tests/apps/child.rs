@@ -19,6 +19,8 @@ use ensemble::cluster::{Cluster, ClusterConfig, DownDecision};
 use ensemble::prelude::*;
 use ensemble::registry::{Registry, RegistryConfig};
 use ensemble::supervisor::app::{AppSpec, Apps};
+use ensemble::supervisor::placement::Requirements;
+use ensemble::supervisor::{ChildSpec, Placement, SupervisorRef, SupervisorSpec};
 use ensemble::transport::certs::NodeCert;
 use serde::{Deserialize, Serialize};
 
@@ -135,6 +137,7 @@ pub(crate) fn run() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
         let node = Node::new(NodeConfig::new(&name)).expect("node");
+        let _ = NODE.set(node.clone());
         for module in ["probe.worker", "probe.boss"] {
             node.register_module(module, |args: ProbeArgs| Probe { args, token: 0 });
         }
@@ -180,6 +183,12 @@ pub(crate) fn run() {
     });
 }
 
+fn registry_node(_registry: &Registry) -> Node {
+    NODE.get().expect("node set at start").clone()
+}
+
+static NODE: std::sync::OnceLock<Node> = std::sync::OnceLock::new();
+
 async fn run_op(apps: &Apps, registry: &Registry, op: &str, args: &[String]) -> String {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
     match op {
@@ -209,6 +218,51 @@ async fn run_op(apps: &Apps, registry: &Registry, op: &str, args: &[String]) -> 
             Ok(None) => "none".into(),
             Err(e) => format!("err {e}"),
         },
+        "supervise" => {
+            let needs = Requirements {
+                labels: BTreeMap::from([("zone".to_owned(), "two".to_owned())]),
+                ..Requirements::default()
+            };
+            let spec = SupervisorSpec::new("sup")
+                .intensity(5, Duration::from_secs(10))
+                .child(
+                    ChildSpec::module("pinned", "probe.worker", &ProbeArgs::default())
+                        .expect("args")
+                        .placement(Placement::Node(arg(0).to_owned())),
+                )
+                .child(
+                    ChildSpec::module("free", "probe.worker", &ProbeArgs::default())
+                        .expect("args")
+                        .placement(Placement::Any(needs))
+                        .global_name("sup.free"),
+                );
+            let node = registry_node(registry);
+            match SupervisorRef::start(&node, spec).await {
+                Ok(sup) => {
+                    node.set_extension(sup);
+                    "ok".into()
+                }
+                Err(e) => format!("err {e}"),
+            }
+        }
+        "children" => {
+            let node = registry_node(registry);
+            let sup = node.extension::<SupervisorRef>().expect("a supervisor");
+            match sup.which_children().await {
+                Ok(children) => children
+                    .iter()
+                    .map(|c| {
+                        let at = c
+                            .actor
+                            .as_ref()
+                            .map_or("-".to_owned(), |a| a.id().node().name().to_owned());
+                        format!("{}@{at}", c.id)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Err(e) => format!("err {e}"),
+            }
+        }
         "leader" => format!(
             "leader {} voters {}",
             registry.leader().unwrap_or_default(),

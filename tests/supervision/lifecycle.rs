@@ -120,7 +120,7 @@ async fn brutal_shutdown_kills_at_once() {
 }
 
 #[tokio::test]
-async fn placement_on_another_node_is_refused_for_now() {
+async fn placement_elsewhere_needs_a_module() {
     let node = node();
     let (tx, _events) = mpsc::unbounded_channel();
     let sup = start(&node, SupervisorSpec::new("sup")).await;
@@ -132,7 +132,7 @@ async fn placement_on_another_node_is_refused_for_now() {
         .await
         .unwrap_err();
     assert!(matches!(err, SupervisorError::PlacementUnsupported { ref id, .. } if id == "far"));
-    assert!(err.to_string().contains("use Placement::Local"), "{err}");
+    assert!(err.to_string().contains("ChildSpec::module"), "{err}");
 }
 
 #[tokio::test]

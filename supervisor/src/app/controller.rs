@@ -19,16 +19,16 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use ensemble_registry::{Registry, RegistryEffect};
-use ensemble_runtime::cluster::{Cluster, MemberEvent, MemberStatus};
+use ensemble_runtime::cluster::{Cluster, MemberEvent};
 use ensemble_runtime::remote::WireRef;
 use ensemble_runtime::{
-    Actor, ActorError, ActorId, ActorResult, Context, Down, ExitReason, NodeId, UntypedRef,
+    Actor, ActorError, ActorId, ActorResult, Context, Down, ExitReason, UntypedRef,
 };
 use tokio::time::Instant;
 
 use super::spec::{AppSpec, RoleSpec, role_group};
 use super::{APPS_PREFIX, STATUS_PREFIX};
-use crate::agent::{StartInstance, agents, start_on};
+use crate::agent::{StartInstance, agents, offers, start_on};
 use crate::placement::{Offer, plan};
 use crate::spec::Restart;
 
@@ -38,8 +38,6 @@ const TICK: Duration = Duration::from_millis(500);
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 type RoleKey = (String, String);
-type Capacity = BTreeMap<String, u64>;
-type Labels = BTreeMap<String, String>;
 
 /// The controller's protocol (local only).
 pub enum ControllerMsg {
@@ -282,43 +280,14 @@ impl Controller {
         Some(problem)
     }
 
-    /// The members that can take instances, with what is reserved on them and how many
-    /// instances of the role they run.
+    /// The nodes that can take instances, with what is reserved on them and how many
+    /// instances of the role they run (or are starting).
     fn offers(&self, key: &RoleKey, live: &[WireRef]) -> Vec<Offer> {
-        // Nodes with an agent only: the others do not take placed work (or not yet).
-        let agents: HashSet<NodeId> = agents(&self.registry)
-            .iter()
-            .map(|a| a.id().node().clone())
-            .collect();
-        let mut nodes: Vec<(NodeId, Capacity, Labels)> = self
-            .cluster
-            .members()
-            .into_iter()
-            .filter(|m| m.status == MemberStatus::Up)
-            .map(|m| (m.node, m.resources, m.labels))
-            .collect();
-        nodes.push((
-            self.cluster.node().id().clone(),
-            self.cluster.resources().clone(),
-            self.cluster.labels().clone(),
-        ));
-        nodes.retain(|(node, _, _)| agents.contains(node));
         let starting = self.starting.get(key);
-        nodes
-            .into_iter()
-            .map(|(node, capacity, labels)| {
-                let name = node.name().to_owned();
-                let instances = live.iter().filter(|w| w.id.node() == &node).count()
-                    + starting.map_or(0, |s| s.iter().filter(|s| s.node == name).count());
-                Offer {
-                    reserved: self.registry.reserved(&node),
-                    node: name,
-                    capacity,
-                    labels,
-                    instances,
-                }
-            })
-            .collect()
+        offers(&self.registry, &self.cluster, |node| {
+            live.iter().filter(|w| w.id.node() == node).count()
+                + starting.map_or(0, |s| s.iter().filter(|s| s.node == node.name()).count())
+        })
     }
 
     fn start(

@@ -1,0 +1,62 @@
+//! A supervisor whose children are started from modules on other nodes: one pinned to a
+//! node, one placed on any node of a zone and restarted on another when its node dies.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{ChildNode, DEADLINE, certificates, one_cluster_at_a_time};
+
+/// The node of child `id` in `children`'s answer (`id@node ...`).
+fn node_of(children: &str, id: &str) -> String {
+    children
+        .split_whitespace()
+        .find_map(|c| c.strip_prefix(&format!("{id}@")))
+        .unwrap_or_else(|| panic!("no child {id} in {children:?}"))
+        .to_owned()
+}
+
+#[test]
+fn module_children_are_placed_and_restarted_on_a_live_node() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["a", "b", "c", "d"]);
+    let dir = certs.path();
+    let mut a = ChildNode::start("a", dir, &[], true);
+    let seeds = vec![a.addr.clone()];
+    let _b = ChildNode::start("b", dir, &seeds, false);
+    let mut c = ChildNode::start("c", dir, &seeds, false);
+    let mut d = ChildNode::start("d", dir, &seeds, false);
+    a.run_until("leader", "voters a,b,c");
+
+    assert_eq!(a.run("supervise b"), "ok");
+    let children = a.run("children");
+    assert_eq!(node_of(&children, "pinned"), "b", "{children}");
+    let first = node_of(&children, "free");
+    assert!(
+        ["c", "d"].contains(&first.as_str()),
+        "zone two only: {children}"
+    );
+    assert!(a.run_until("ping sup.free", "ok ").contains(&first));
+
+    // Kill the free child's node: the supervisor restarts it on the other node of zone two.
+    let other = if first == "c" { "d" } else { "c" };
+    if first == "c" {
+        c.kill()
+    } else {
+        d.kill()
+    }
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let children = a.run("children");
+        let now = node_of(&children, "free");
+        if now == other {
+            assert_eq!(node_of(&children, "pinned"), "b", "{children}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "child not restarted on {other}: {children}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answer = a.run_until("ping sup.free", &format!("ok {other}"));
+    assert!(answer.starts_with(&format!("ok {other}")), "{answer}");
+}
