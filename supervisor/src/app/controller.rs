@@ -21,9 +21,7 @@ use std::time::Duration;
 use ensemble_registry::{Registry, RegistryEffect};
 use ensemble_runtime::cluster::{Cluster, MemberEvent};
 use ensemble_runtime::remote::WireRef;
-use ensemble_runtime::{
-    Actor, ActorError, ActorId, ActorResult, Context, Down, ExitReason, UntypedRef,
-};
+use ensemble_runtime::{Actor, ActorId, ActorResult, Context, Down, ExitReason, UntypedRef};
 use tokio::time::Instant;
 
 use super::spec::{AppSpec, RoleSpec, role_group};
@@ -380,9 +378,12 @@ impl Actor for Controller {
     type Msg = ControllerMsg;
 
     async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
-        self.load_specs().await.map_err(|e| {
-            ActorError::new(format!("the app controller cannot read the app specs: {e}"))
-        })?;
+        // A controller that takes over may find the registry electing a leader: it reads the
+        // specs again at every tick, so it starts anyway rather than fail (and hand its lease
+        // on) for a moment's unavailability.
+        if let Err(e) = self.load_specs().await {
+            tracing::warn!("the app controller cannot read the app specs yet: {e}");
+        }
         tracing::info!(node = %ctx.node().id(), apps = self.specs.len(), "app controller started");
         // Prompts: registry sessions and app specs changing, nodes joining, and a tick.
         let (mut effects, me) = (self.registry.subscribe(), ctx.myself());
