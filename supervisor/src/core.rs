@@ -30,6 +30,10 @@ pub enum ChildState {
     Restarting,
     /// It ended (or was terminated) and will not be restarted unless asked.
     Stopped,
+    /// It is to run on another node, but no node can take it now; it is started when a node
+    /// joins or room frees up (tried every second). Not a failure: it does not count
+    /// against the restart intensity.
+    Unplaced,
 }
 
 /// What the supervisor must do after a child ended.

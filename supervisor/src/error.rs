@@ -39,6 +39,36 @@ pub enum SupervisorError {
         /// Why.
         error: SpawnError,
     },
+    /// No node can take the child now. Its spec is kept: it starts when a node joins or room
+    /// frees up (see [`ChildState::Unplaced`](crate::ChildState::Unplaced)); delete it to
+    /// give up.
+    #[error(
+        "supervisor {supervisor}: no node can take child {id:?} now ({reason}); it will start when a node that can joins"
+    )]
+    Unplaced {
+        /// The supervisor.
+        supervisor: String,
+        /// The child id.
+        id: String,
+        /// Why, per node.
+        reason: String,
+    },
+    /// A negotiated start placed fewer copies than the minimum accepted; none were kept.
+    #[error(
+        "only {placed} of {asked} copies of child {id:?} could be placed, fewer than the {min} accepted ({reason}); none were kept"
+    )]
+    NotEnough {
+        /// The template's id.
+        id: String,
+        /// Copies asked for.
+        asked: usize,
+        /// The fewest accepted.
+        min: usize,
+        /// Copies that could be placed.
+        placed: usize,
+        /// Why no more.
+        reason: String,
+    },
     /// The child asks to run on another node, but its actor is made by a closure, which
     /// cannot travel: only children started from a registered module can be placed.
     #[error(

@@ -13,6 +13,17 @@ use crate::supervisor::{Request, Supervisor, SupervisorMsg};
 /// child waits for its shutdown.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What a negotiated start ([`SupervisorRef::start_children`]) granted.
+#[derive(Clone, Debug)]
+pub struct Granted {
+    /// How many copies were asked for.
+    pub asked: usize,
+    /// The copies started: id and actor.
+    pub children: Vec<(String, UntypedRef)>,
+    /// Why fewer than asked were started, if they were.
+    pub shortfall: Option<String>,
+}
+
 /// A handle to a running supervisor.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SupervisorRef {
@@ -52,7 +63,9 @@ impl SupervisorRef {
         &self.actor
     }
 
-    /// Adds a child and starts it (after the existing ones); the spec is dropped if it fails.
+    /// Adds a child and starts it (after the existing ones); the spec is dropped if it fails,
+    /// except when no node can take it now ([`SupervisorError::Unplaced`]): then it starts
+    /// as soon as a node can.
     pub async fn start_child(&self, spec: ChildSpec) -> Result<UntypedRef, SupervisorError> {
         self.actor
             .ask(
@@ -60,6 +73,54 @@ impl SupervisorRef {
                 self.timeout,
             )
             .await?
+    }
+
+    /// A negotiated start: asks for `count` copies of `template` (ids `<id>-0`, `<id>-1`,
+    /// ...), placed one after the other, and accepts as few as `min`. Copies that no node can
+    /// take are not kept. Answers what was granted; with fewer than `min`, the copies started
+    /// are stopped and deleted again and the error says how many could be placed and why not
+    /// more.
+    pub async fn start_children(
+        &self,
+        template: ChildSpec,
+        count: usize,
+        min: usize,
+    ) -> Result<Granted, SupervisorError> {
+        let mut children = Vec::new();
+        let mut shortfall = None;
+        for k in 0..count {
+            let id = format!("{}-{k}", template.id());
+            match self.start_child(template.clone().with_id(&id)).await {
+                Ok(actor) => children.push((id, actor)),
+                Err(SupervisorError::Unplaced { reason, .. }) => {
+                    let _ = self.delete_child(&id).await;
+                    shortfall = Some(reason);
+                    break;
+                }
+                Err(err) => {
+                    shortfall = Some(err.to_string());
+                    break;
+                }
+            }
+        }
+        if children.len() < min {
+            for (id, _) in &children {
+                let _ = self.terminate_child(id).await;
+                let _ = self.delete_child(id).await;
+            }
+            return Err(SupervisorError::NotEnough {
+                id: template.id().to_owned(),
+                asked: count,
+                min,
+                placed: children.len(),
+                reason: shortfall.unwrap_or_default(),
+            });
+        }
+        Ok(Granted {
+            asked: count,
+            children,
+            shortfall,
+        })
     }
 
     /// Stops a child by its shutdown spec and keeps its spec (a temporary child's spec is

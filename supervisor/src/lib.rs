@@ -64,7 +64,7 @@ mod supervisor;
 
 pub use crate::core::ChildState;
 pub use error::SupervisorError;
-pub use handle::{DEFAULT_CALL_TIMEOUT, SupervisorRef};
+pub use handle::{DEFAULT_CALL_TIMEOUT, Granted, SupervisorRef};
 pub use snapshot::{ChildCounts, ChildInfo, ChildSnapshot, TreeSnapshot};
 pub use spec::{
     Backoff, ChildKind, ChildSpec, DEFAULT_WORKER_SHUTDOWN, Intensity, Placement, Restart,

@@ -1,6 +1,6 @@
 //! The `Supervisor` actor: carries out the decisions of the pure core (`core.rs`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use ensemble_runtime::{
@@ -10,7 +10,8 @@ use tokio::time::Instant;
 
 use ensemble_registry::Registry;
 use ensemble_runtime::NodeId;
-use ensemble_runtime::cluster::Cluster;
+use ensemble_runtime::TimerRef;
+use ensemble_runtime::cluster::{Cluster, MemberEvent};
 
 use crate::core::{ChildState, Core, Decision, Time};
 use crate::error::SupervisorError;
@@ -20,6 +21,8 @@ use crate::{agent, placement};
 
 /// How long a supervisor waits for a child supervisor's snapshot.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a supervisor tries again to place children no node could take.
+const PLACE_RETRY: Duration = Duration::from_secs(1);
 /// How long a supervisor waits for a node's agent to start a module child.
 const PLACED_START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,6 +43,9 @@ pub struct Supervisor {
     /// Restarts waiting out a backoff delay, by token.
     pending: HashMap<u64, Vec<String>>,
     next_token: u64,
+    /// Children no node can take now, with the reason.
+    unplaced: BTreeMap<String, String>,
+    place_timer: Option<TimerRef>,
     origin: Instant,
     strategy: crate::Strategy,
 }
@@ -57,6 +63,8 @@ pub(crate) enum Request {
     Snapshot(ReplyTo<TreeSnapshot>),
     /// A backoff delay is over: start these children.
     RestartDue(u64),
+    /// A node joined, or the retry timer fired: try to place the children waiting for a node.
+    Place,
 }
 
 impl Supervisor {
@@ -72,6 +80,8 @@ impl Supervisor {
             restarts: HashMap::new(),
             pending: HashMap::new(),
             next_token: 0,
+            unplaced: BTreeMap::new(),
+            place_timer: None,
             origin: Instant::now(),
             strategy: spec.strategy,
         }
@@ -112,6 +122,11 @@ impl Supervisor {
         self.specs.insert(id.clone(), spec);
         match self.start_one(ctx, &id).await {
             Ok(actor) => Ok(actor),
+            Err(_) if self.unplaced.contains_key(&id) => Err(SupervisorError::Unplaced {
+                supervisor: self.name.clone(),
+                reason: self.unplaced[&id].clone(),
+                id,
+            }),
             Err(error) => {
                 self.core.remove(&id);
                 self.specs.remove(&id);
@@ -197,9 +212,15 @@ impl Supervisor {
                 .find(|a| a.id().node().name() == node)
         }) else {
             metrics::counter!("ensemble_supervisor_unplaced_total", "supervisor" => self.name.clone()).increment(1);
+            let reason = plan.reason();
+            if !self.unplaced.contains_key(&spec.id) {
+                tracing::warn!(supervisor = %self.name, child = %spec.id, "no node can take the child: {reason}");
+            }
+            self.unplaced.insert(spec.id.clone(), reason.clone());
+            self.update_unplaced(ctx);
             return Err(failed(
                 &me,
-                format!("no node can take child {:?}: {}", spec.id, plan.reason()),
+                format!("no node can take child {:?}: {reason}", spec.id),
             ));
         };
         self.next_token += 1;
@@ -219,6 +240,9 @@ impl Supervisor {
             .map_err(|reason| failed(&node, reason))?;
         let actor = UntypedRef::from_id(ctx.node(), &wire.id);
         ctx.link(actor.clone());
+        if self.unplaced.remove(&spec.id).is_some() {
+            self.update_unplaced(ctx);
+        }
         Ok(actor)
     }
 
@@ -333,6 +357,8 @@ impl Supervisor {
             }
             match self.start_one(ctx, id).await {
                 Ok(_) => *self.restarts.entry(id.clone()).or_default() += 1,
+                // Waits for a node; not a failure.
+                Err(_) if self.unplaced.contains_key(id) => {}
                 Err(error) => {
                     let reason = ExitReason::Failed(format!("failed to restart: {error}"));
                     tracing::warn!(supervisor = %self.name, child = %id, %error, "child failed to restart");
@@ -358,7 +384,11 @@ impl Supervisor {
                     actor: self.running.get(id).cloned(),
                     kind: spec.kind,
                     restart: spec.restart,
-                    state: self.core.state(id).unwrap_or(ChildState::Stopped),
+                    state: if self.unplaced.contains_key(id) {
+                        ChildState::Unplaced
+                    } else {
+                        self.core.state(id).unwrap_or(ChildState::Stopped)
+                    },
                 })
             })
             .collect()
@@ -409,6 +439,9 @@ impl Supervisor {
         let temporary = spec.restart == Restart::Temporary;
         self.stop_child(ctx, id).await;
         self.core.stopped(id);
+        if self.unplaced.remove(id).is_some() {
+            self.update_unplaced(ctx);
+        }
         if temporary {
             self.specs.remove(id);
             self.core.remove(id);
@@ -431,13 +464,53 @@ impl Supervisor {
                 SupervisorError::ChildRunning { supervisor, id }
             }));
         }
-        self.start_one(ctx, id)
-            .await
-            .map_err(|error| SupervisorError::StartFailed {
+        match self.start_one(ctx, id).await {
+            Ok(actor) => Ok(actor),
+            Err(_) if self.unplaced.contains_key(id) => Err(SupervisorError::Unplaced {
+                supervisor: self.name.clone(),
+                id: id.to_owned(),
+                reason: self.unplaced[id].clone(),
+            }),
+            Err(error) => Err(SupervisorError::StartFailed {
                 supervisor: self.name.clone(),
                 id: id.to_owned(),
                 error,
-            })
+            }),
+        }
+    }
+
+    /// Tries again to start the children no node could take.
+    async fn place_waiting(&mut self, ctx: &mut Context<Self>) {
+        let waiting: Vec<String> = self
+            .core
+            .ids()
+            .filter(|id| self.unplaced.contains_key(*id))
+            .map(str::to_owned)
+            .collect();
+        for id in waiting {
+            if self.running.contains_key(&id) || !self.specs.contains_key(&id) {
+                self.unplaced.remove(&id);
+                continue;
+            }
+            if self.start_one(ctx, &id).await.is_ok() {
+                tracing::info!(supervisor = %self.name, child = %id, "child placed after waiting for a node");
+            }
+        }
+        self.update_unplaced(ctx);
+    }
+
+    /// Keeps the retry timer and the gauge in step with the children waiting for a node.
+    fn update_unplaced(&mut self, ctx: &mut Context<Self>) {
+        metrics::gauge!("ensemble_supervisor_unplaced_children", "supervisor" => self.name.clone())
+            .set(self.unplaced.len() as f64);
+        match (self.unplaced.is_empty(), self.place_timer.take()) {
+            (true, Some(timer)) => ctx.cancel_timer(timer),
+            (false, None) => {
+                self.place_timer =
+                    Some(ctx.send_interval(PLACE_RETRY, || SupervisorMsg(Request::Place)));
+            }
+            (_, timer) => self.place_timer = timer,
+        }
     }
 
     fn delete_child(&mut self, id: &str) -> Result<(), SupervisorError> {
@@ -453,6 +526,7 @@ impl Supervisor {
         }
         self.specs.remove(id);
         self.core.remove(id);
+        self.unplaced.remove(id);
         Ok(())
     }
 }
@@ -463,8 +537,30 @@ impl Actor for Supervisor {
     async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
         ctx.trap_exit(true);
         self.origin = Instant::now();
+        if let Some(cluster) = ctx.node().extension::<Cluster>() {
+            // Children waiting for a node are tried again as soon as one joins.
+            let (mut events, me) = (cluster.subscribe(), ctx.myself());
+            tokio::spawn(async move {
+                loop {
+                    let joined = match events.recv().await {
+                        Ok(MemberEvent::Joined(_)) => true,
+                        Ok(_) => false,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    if joined && me.tell(SupervisorMsg(Request::Place)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         for spec in std::mem::take(&mut self.initial) {
+            let id = spec.id.clone();
             if let Err(err) = self.add_and_start(ctx, spec).await {
+                if self.unplaced.contains_key(&id) {
+                    // Not a failure to start: it waits for a node that can take it.
+                    continue;
+                }
                 self.stop_all(ctx).await;
                 return Err(ActorError::new(err));
             }
@@ -508,6 +604,11 @@ impl Actor for Supervisor {
             }
             Request::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot(ctx).await);
+            }
+            Request::Place => {
+                if !self.unplaced.is_empty() {
+                    self.place_waiting(ctx).await;
+                }
             }
             Request::RestartDue(token) => {
                 if let Some(ids) = self.pending.remove(&token)

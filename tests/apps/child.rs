@@ -235,6 +235,11 @@ async fn run_op(apps: &Apps, registry: &Registry, op: &str, args: &[String]) -> 
                         .expect("args")
                         .placement(Placement::Any(needs))
                         .global_name("sup.free"),
+                )
+                .child(
+                    ChildSpec::module("later", "probe.worker", &ProbeArgs::default())
+                        .expect("args")
+                        .placement(Placement::Node(arg(1).to_owned())),
                 );
             let node = registry_node(registry);
             match SupervisorRef::start(&node, spec).await {
@@ -256,10 +261,34 @@ async fn run_op(apps: &Apps, registry: &Registry, op: &str, args: &[String]) -> 
                             .actor
                             .as_ref()
                             .map_or("-".to_owned(), |a| a.id().node().name().to_owned());
-                        format!("{}@{at}", c.id)
+                        format!("{}@{at}/{:?}", c.id, c.state)
                     })
                     .collect::<Vec<_>>()
                     .join(" "),
+                Err(e) => format!("err {e}"),
+            }
+        }
+        "negotiate" => {
+            let node = registry_node(registry);
+            let sup = node.extension::<SupervisorRef>().expect("a supervisor");
+            let needs = Requirements {
+                anti_affinity: true,
+                ..Requirements::default()
+            };
+            let template = ChildSpec::module(arg(0), "probe.boss", &ProbeArgs::default())
+                .expect("args")
+                .placement(Placement::Any(needs));
+            let (asked, min) = (arg(1).parse().unwrap_or(1), arg(2).parse().unwrap_or(1));
+            match sup.start_children(template, asked, min).await {
+                Ok(granted) => {
+                    let mut nodes: Vec<String> = granted
+                        .children
+                        .iter()
+                        .map(|(_, a)| a.id().node().name().to_owned())
+                        .collect();
+                    nodes.sort();
+                    format!("granted {} {}", granted.children.len(), nodes.join(","))
+                }
                 Err(e) => format!("err {e}"),
             }
         }

@@ -10,6 +10,7 @@ fn node_of(children: &str, id: &str) -> String {
     children
         .split_whitespace()
         .find_map(|c| c.strip_prefix(&format!("{id}@")))
+        .and_then(|rest| rest.split('/').next())
         .unwrap_or_else(|| panic!("no child {id} in {children:?}"))
         .to_owned()
 }
@@ -17,7 +18,7 @@ fn node_of(children: &str, id: &str) -> String {
 #[test]
 fn module_children_are_placed_and_restarted_on_a_live_node() {
     let _turn = one_cluster_at_a_time();
-    let certs = certificates(&["a", "b", "c", "d"]);
+    let certs = certificates(&["a", "b", "c", "d", "e"]);
     let dir = certs.path();
     let mut a = ChildNode::start("a", dir, &[], true);
     let seeds = vec![a.addr.clone()];
@@ -26,8 +27,10 @@ fn module_children_are_placed_and_restarted_on_a_live_node() {
     let mut d = ChildNode::start("d", dir, &seeds, false);
     a.run_until("leader", "voters a,b,c");
 
-    assert_eq!(a.run("supervise b"), "ok");
+    // `later` is pinned to node e, which has not joined: it waits, without failing.
+    assert_eq!(a.run("supervise b e"), "ok");
     let children = a.run("children");
+    assert!(children.contains("later@-/Unplaced"), "{children}");
     assert_eq!(node_of(&children, "pinned"), "b", "{children}");
     let first = node_of(&children, "free");
     assert!(
@@ -59,4 +62,33 @@ fn module_children_are_placed_and_restarted_on_a_live_node() {
     }
     let answer = a.run_until("ping sup.free", &format!("ok {other}"));
     assert!(answer.starts_with(&format!("ok {other}")), "{answer}");
+
+    // Node e joins: the child waiting for it starts there.
+    let _e = ChildNode::start("e", dir, &seeds, false);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let children = a.run("children");
+        if node_of(&children, "later") == "e" {
+            assert!(children.contains("later@e/Running"), "{children}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "child not placed on e: {children}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Negotiation: ten copies, one per node (anti-affinity). Accepting six fails and keeps
+    // none; accepting two takes the four live nodes, one each.
+    let refused = a.run("negotiate more 10 6");
+    assert!(
+        refused.starts_with("err only 4 of 10 copies of child \"more\" could be placed"),
+        "{refused}"
+    );
+    assert!(!a.run("children").contains("more-"));
+    let alive = if first == "c" { "a,b,d,e" } else { "a,b,c,e" };
+    assert_eq!(a.run("negotiate many 10 2"), format!("granted 4 {alive}"));
+    let children = a.run("children");
+    assert_eq!(children.matches("many-").count(), 4, "{children}");
 }
