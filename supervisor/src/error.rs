@@ -53,6 +53,17 @@ pub enum SupervisorError {
         /// Why, per node.
         reason: String,
     },
+    /// A global name was asked for a child made by a closure: only children started from a
+    /// module carry one (a cluster singleton registers its own, see `Singleton`).
+    #[error(
+        "supervisor {supervisor}: child {id:?} asks for a global name, but only children started from a registered module (ChildSpec::module) register one; register it from the actor's started hook instead"
+    )]
+    GlobalNameUnsupported {
+        /// The supervisor.
+        supervisor: String,
+        /// The child id.
+        id: String,
+    },
     /// A negotiated start placed fewer copies than the minimum accepted; none were kept.
     #[error(
         "only {placed} of {asked} copies of child {id:?} could be placed, fewer than the {min} accepted ({reason}); none were kept"

@@ -248,7 +248,8 @@ impl ChildSpec {
     }
 
     /// A global name each new instance registers (needs the node's registry; released when
-    /// the instance ends).
+    /// the instance ends). For children started from a module only: a closure child asking
+    /// for one is refused with `SupervisorError::GlobalNameUnsupported`.
     pub fn global_name(mut self, name: impl Into<String>) -> Self {
         self.global_name = Some(name.into());
         self

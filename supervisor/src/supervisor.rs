@@ -111,6 +111,12 @@ impl Supervisor {
                 SupervisorError::ChildExists { supervisor, id }
             }));
         }
+        if spec.module.is_none() && spec.global_name.is_some() {
+            return Err(SupervisorError::GlobalNameUnsupported {
+                supervisor: self.name.clone(),
+                id,
+            });
+        }
         if spec.module.is_none() && spec.placement != Placement::Local {
             return Err(SupervisorError::PlacementUnsupported {
                 supervisor: self.name.clone(),

@@ -12,6 +12,7 @@ mod child;
 #[path = "../common/mod.rs"]
 mod common;
 mod placement;
+mod singleton;
 mod supervision;
 #[allow(dead_code)]
 #[path = "../registry/util.rs"]

@@ -1,0 +1,148 @@
+//! Cluster singletons on three nodes in this process (real QUIC, a real registry): one
+//! instance, handed over at once when its manager stops (its node leaving gracefully), with a
+//! greater fencing token, and never two at a time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ensemble::cluster::{Cluster, ClusterConfig, DownDecision};
+use ensemble::prelude::*;
+use ensemble::registry::{Registry, RegistryConfig};
+use ensemble::supervisor::singleton::{Singleton, SingletonMsg};
+use ensemble::transport::certs::NodeCert;
+use serde::{Deserialize, Serialize};
+
+use crate::util::{certificates, one_cluster_at_a_time};
+
+type History = Arc<Mutex<Vec<(&'static str, u64, String)>>>;
+
+#[derive(Serialize, Deserialize)]
+enum CounterMsg {
+    Whoami(ReplyTo<(String, u64)>),
+}
+
+struct Counter {
+    token: u64,
+    history: History,
+}
+
+impl Actor for Counter {
+    type Msg = CounterMsg;
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        let node = ctx.node().id().name().to_owned();
+        self.history.lock().unwrap().push(("up", self.token, node));
+        Ok(())
+    }
+
+    async fn handle(&mut self, msg: CounterMsg, ctx: &mut Context<Self>) -> ActorResult {
+        let CounterMsg::Whoami(reply) = msg;
+        let _ = reply.send((ctx.node().id().name().to_owned(), self.token));
+        Ok(())
+    }
+
+    async fn stopped(&mut self, _reason: &ExitReason, ctx: &mut Context<Self>) {
+        let node = ctx.node().id().name().to_owned();
+        self.history
+            .lock()
+            .unwrap()
+            .push(("down", self.token, node));
+    }
+}
+
+async fn start(
+    name: &str,
+    certs: &std::path::Path,
+    seeds: Vec<std::net::SocketAddr>,
+) -> (Node, Cluster, Registry) {
+    let node = Node::new(NodeConfig::new(name)).unwrap();
+    let cert = NodeCert::load(certs, name).unwrap();
+    let mut config = ClusterConfig::new("test");
+    config.down = DownDecision::External;
+    let bootstrap = seeds.is_empty();
+    config.seeds = seeds;
+    let cluster = Cluster::start(&node, config, &cert).await.unwrap();
+    let mut settings = RegistryConfig::new(certs.join(format!("{name}-data")));
+    settings.bootstrap = bootstrap;
+    let registry = Registry::start(&cluster, settings).await.unwrap();
+    (node, cluster, registry)
+}
+
+/// Waits until `registry` resolves the name to an instance answering from another node than
+/// `not_on`, and returns its node and token.
+async fn holder(registry: &Registry, not_on: Option<&str>) -> (String, u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(counter)) = registry.whereis::<CounterMsg>("counter")
+            && let Ok((node, token)) = counter
+                .ask(CounterMsg::Whoami, Duration::from_secs(1))
+                .await
+            && Some(node.as_str()) != not_on
+        {
+            return (node, token);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no singleton answered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_singleton_is_handed_over_when_its_manager_stops() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["s1", "s2", "s3"]);
+    let (n1, c1, r1) = start("s1", certs.path(), vec![]).await;
+    let (n2, _c2, _r2) = start("s2", certs.path(), vec![c1.local_addr()]).await;
+    let (n3, _c3, _r3) = start("s3", certs.path(), vec![c1.local_addr()]).await;
+    let history: History = Arc::default();
+    let mut managers: Vec<(String, ActorRef<SingletonMsg>)> = Vec::new();
+    for node in [&n1, &n2, &n3] {
+        let history = history.clone();
+        let manager = Singleton::new("counter", move |token| Counter {
+            token,
+            history: history.clone(),
+        })
+        .global_name("counter");
+        managers.push((
+            node.id().name().to_owned(),
+            node.start(manager).await.unwrap(),
+        ));
+    }
+
+    let (first, first_token) = holder(&r1, None).await;
+    assert_eq!(
+        history
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.0 == "up")
+            .count(),
+        1,
+        "one instance only: {:?}",
+        history.lock().unwrap()
+    );
+
+    // The holder's manager stops (as when its node leaves): the instance stops, the lease is
+    // released, and the next manager in line starts a new instance with a greater token.
+    let (_, manager) = managers.iter().find(|(n, _)| *n == first).unwrap();
+    manager.stop();
+    manager.wait_for_exit().await;
+    let (second, second_token) = holder(&r1, Some(&first)).await;
+    assert_ne!(second, first);
+    assert!(second_token > first_token);
+
+    let events = history.lock().unwrap().clone();
+    assert_eq!(
+        events,
+        vec![
+            ("up", first_token, first.clone()),
+            ("down", first_token, first.clone()),
+            ("up", second_token, second.clone()),
+        ]
+    );
+    for node in [n1, n2, n3] {
+        node.shutdown().await;
+    }
+}
