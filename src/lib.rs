@@ -8,7 +8,10 @@
 //! - [`registry`] (`ensemble-registry`): the coordination service on Raft: member sessions
 //!   (which decide when a node is down), global names, groups, locks with fencing tokens, and
 //!   config.
-//! - [`supervisor`] (`ensemble-supervisor`): supervision trees.
+//! - [`supervisor`] (`ensemble-supervisor`): supervision trees, placement across nodes,
+//!   cluster singletons and apps.
+//! - [`kv`]: the example application, a partitioned, replicated key-value service that keeps
+//!   its own master/slave logic while the runtime places, restarts and names its actors.
 //!
 //! Most programs only need the [`prelude`]:
 //!
@@ -38,6 +41,9 @@
 //! # Ok(())
 //! # }
 //! ```
+
+/// An example application: a partitioned, replicated key-value service on actors and the registry.
+pub mod kv;
 
 pub use ensemble_registry as registry;
 pub use ensemble_runtime as runtime;

@@ -1,4 +1,4 @@
-//! Ensemble's supervision trees.
+//! Ensemble's supervision trees, placement across nodes, cluster singletons and apps.
 //!
 //! A [`Supervisor`] is an actor that starts children from [`ChildSpec`]s, in order, links to
 //! them, and restarts them when they end, by its [`Strategy`] (one-for-one, one-for-all,
@@ -16,8 +16,19 @@
 //! - `supervisor`: the [`Supervisor`] actor that carries the decisions out.
 //! - `handle`: [`SupervisorRef`], the API to a running supervisor.
 //! - `snapshot`: introspection values ([`ChildInfo`], [`ChildCounts`], [`TreeSnapshot`]).
+//! - [`placement`]: where instances go, as pure code (capacity, reservations, labels,
+//!   anti-affinity, spread or pack).
+//! - [`agent`]: the node agent that starts placed instances on its node (reserving resources
+//!   in the registry, taking a singleton's lease, registering names and groups).
+//! - [`singleton`]: cluster singletons guarded by registry leases and fencing tokens.
+//! - [`app`]: app specs (TOML) deployed into the registry, and the controller that keeps each
+//!   app at its wanted shape across node loss and join.
 //!
-//! Semantics in detail: `docs/supervision.md` of the repository.
+//! Children started from a registered module ([`ChildSpec::module`]) may run on other nodes
+//! ([`Placement`]); when their node goes down they are restarted on a live one.
+//!
+//! Semantics in detail: `docs/supervision.md`, `docs/placement.md` and `docs/apps.md` of the
+//! repository.
 //!
 //! ```
 //! use std::time::Duration;

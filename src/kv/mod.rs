@@ -1,0 +1,113 @@
+//! An example application: a partitioned, replicated key-value service that keeps its own
+//! master/slave intelligence on top of Ensemble's actors and registry.
+//!
+//! The runtime places, restarts and names the actors; everything about *data* (partitioning,
+//! replication, promotion, rebuilding after a failover) is this module's.
+//!
+//! # Layout
+//!
+//! - `protocol`: the messages ([`WorkerMsg`], [`MasterMsg`]), the partition table clients
+//!   route by ([`Table`]), [`partition_of`], and the refusals a worker answers ([`KvError`]).
+//! - `worker`: [`Worker`], module [`WORKER_MODULE`]. Joins the group [`WORKERS_GROUP`] and
+//!   holds the partitions the master gives it, each as [`Role::Primary`] or [`Role::Backup`]
+//!   with an [`Epoch`] and a version. A primary serves reads and writes and answers a write
+//!   only once its backup applied it.
+//! - `master`: [`Master`], module [`MASTER_MODULE`], run as a cluster singleton and registered
+//!   under [`MASTER_NAME`] by whoever starts it. Finds workers through the group, monitors
+//!   them, and in *rounds* collects what every worker holds and hands out assignments.
+//! - `planner`: the master's decisions as a pure function (table + reports → table + orders),
+//!   unit-tested: even spread, primary and backup on different workers and nodes, promotion of
+//!   the backup, rebalancing, rebuilding a table from reports (highest version wins).
+//! - `client`: [`KvClient`]: resolves the master by name, caches its table, routes by key, and
+//!   retries through failures until a deadline.
+//!
+//! # Deployment
+//!
+//! Register both modules on every node with [`register_modules`]. The app platform then starts
+//! one [`MASTER_MODULE`] as a singleton, registers it as [`MASTER_NAME`], and spreads
+//! [`WORKER_MODULE`] instances over the nodes; both take optional arguments ([`MasterArgs`],
+//! [`WorkerArgs`]) with defaults for everything. Clients need only a node with a registry.
+//!
+//! # Guarantees
+//!
+//! - A write acknowledged to a client is held by the partition's primary and its backup, so it
+//!   survives the loss of any one worker (or of a node holding only one of the two: the
+//!   master keeps them on different nodes when it can). Losing both before a new backup has
+//!   its copy loses the partition's data; the master says so in its log and starts the
+//!   partition empty.
+//! - A master that fails over loses nothing: the workers hold the truth, and a new master
+//!   rebuilds the table from their reports before it answers with assignments. Meanwhile
+//!   clients keep working with the table they have.
+//! - Reads go to the primary; they see every acknowledged write, and may see a write that is
+//!   applied but not yet acknowledged (it is acknowledged unless the primary dies first).
+//! - Requests name the epoch of the client's table; a worker that is not the primary at that
+//!   epoch refuses ([`KvError::NotPrimary`]), and the client refreshes its table and retries.
+//!
+//! # Limits
+//!
+//! A partition's snapshot travels in one message, so a partition must fit in the transport's
+//! maximum frame (8 MiB by default). Values are encoded as MessagePack arrays of bytes. The
+//! partition count is fixed for the life of the data.
+//!
+// The links are spelled out because the doc line on `pub mod kv` in the crate root makes
+// rustdoc resolve this whole text from there.
+//! [`Epoch`]: crate::kv::Epoch
+//! [`KvClient`]: crate::kv::KvClient
+//! [`KvError`]: crate::kv::KvError
+//! [`KvError::NotPrimary`]: crate::kv::KvError::NotPrimary
+//! [`MASTER_MODULE`]: crate::kv::MASTER_MODULE
+//! [`MASTER_NAME`]: crate::kv::MASTER_NAME
+//! [`Master`]: crate::kv::Master
+//! [`MasterArgs`]: crate::kv::MasterArgs
+//! [`MasterMsg`]: crate::kv::MasterMsg
+//! [`Role::Backup`]: crate::kv::Role::Backup
+//! [`Role::Primary`]: crate::kv::Role::Primary
+//! [`Table`]: crate::kv::Table
+//! [`WORKERS_GROUP`]: crate::kv::WORKERS_GROUP
+//! [`WORKER_MODULE`]: crate::kv::WORKER_MODULE
+//! [`Worker`]: crate::kv::Worker
+//! [`WorkerArgs`]: crate::kv::WorkerArgs
+//! [`WorkerMsg`]: crate::kv::WorkerMsg
+//! [`partition_of`]: crate::kv::partition_of
+//! [`register_modules`]: crate::kv::register_modules
+
+mod client;
+mod master;
+mod planner;
+mod protocol;
+mod worker;
+
+pub use client::{ClientStats, Failure, KvClient, KvClientError};
+pub use master::{Master, MasterArgs};
+pub use protocol::{
+    Assignment, Epoch, KvError, MasterMsg, PartitionId, PartitionReport, ReadResult,
+    ReplicaOutcome, Role, Route, Status, Table, TableEntry, WorkerMsg, WorkerReport, WorkerStatus,
+    WriteResult, partition_of,
+};
+pub use worker::{Worker, WorkerArgs};
+
+use crate::Node;
+
+/// The module name of the master.
+pub const MASTER_MODULE: &str = "kv.master";
+
+/// The module name of a worker.
+pub const WORKER_MODULE: &str = "kv.worker";
+
+/// The global name the master is registered under (by whoever starts it, not by the master).
+pub const MASTER_NAME: &str = "kv.master";
+
+/// The registry group every worker joins.
+pub const WORKERS_GROUP: &str = "kv.workers";
+
+/// Registers modules [`MASTER_MODULE`] and [`WORKER_MODULE`] on `node`. Their arguments are
+/// optional: nil (no arguments), an empty map and a partial map all decode, missing fields
+/// taking their defaults.
+pub fn register_modules(node: &Node) {
+    node.register_module(MASTER_MODULE, |args: Option<MasterArgs>| {
+        Master::new(args.unwrap_or_default())
+    });
+    node.register_module(WORKER_MODULE, |args: Option<WorkerArgs>| {
+        Worker::new(args.unwrap_or_default())
+    });
+}

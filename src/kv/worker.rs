@@ -1,0 +1,542 @@
+//! The worker: holds partitions as primary or backup, serves clients, replicates.
+//!
+//! # Writes
+//!
+//! A primary applies a write, sends it to its backup ([`WorkerMsg::Replicate`]) and keeps the
+//! client's reply until the backup acknowledges that version; acknowledgements are cumulative.
+//! Without a backup it answers at once. So an acknowledged write is held by two workers
+//! whenever two exist, and survives the loss of either.
+//!
+//! # Epochs
+//!
+//! Every role comes with the epoch the master gave it. Orders of an older epoch are ignored; a
+//! client request must name the primary's current epoch; a backup refuses writes of an older
+//! epoch with [`ReplicaOutcome::Stale`], which tells a primary that was replaced without being
+//! told that it no longer is one (it becomes a [`Role::Spare`] and stops answering writes).
+//! A new epoch starts with a full copy ([`WorkerMsg::Snapshot`]) from primary to backup, and
+//! a backup acknowledges no write of an epoch before it has that copy.
+//!
+//! # Never waiting on another actor
+//!
+//! Workers send to each other (and to the master) with `try_tell`: a worker blocked on a full
+//! mailbox of a worker blocked on its own would deadlock both. What is lost that way heals
+//! itself: a missing write shows as a gap at the backup, which asks for a snapshot; a missing
+//! acknowledgement is covered by the next one (they are cumulative); a missing report or order
+//! by the master's next round.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::WORKERS_GROUP;
+use super::protocol::{
+    Assignment, Epoch, KvError, MasterMsg, PartitionId, PartitionReport, ReadResult,
+    ReplicaOutcome, Role, WorkerMsg, WorkerReport, WriteResult,
+};
+use crate::registry::Registry;
+use crate::{Actor, ActorError, ActorId, ActorRef, ActorResult, Context, ReplyTo, TellError};
+
+/// The arguments of module [`WORKER_MODULE`](super::WORKER_MODULE); every field has a default,
+/// so no arguments (or an empty table) will do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerArgs {
+    /// Writes of one partition that may wait for the backup's acknowledgement; more are
+    /// refused with [`KvError::Overloaded`]. Default 4096.
+    pub max_pending_writes: usize,
+}
+
+impl Default for WorkerArgs {
+    fn default() -> Self {
+        Self {
+            max_pending_writes: 4096,
+        }
+    }
+}
+
+/// The worker actor of module [`WORKER_MODULE`](super::WORKER_MODULE). It joins the group
+/// [`WORKERS_GROUP`] when it starts, and holds whatever partitions the master gives it.
+#[derive(Debug)]
+pub struct Worker {
+    args: WorkerArgs,
+    partitions: BTreeMap<PartitionId, Partition>,
+}
+
+/// One partition held.
+#[derive(Debug)]
+struct Partition {
+    role: Role,
+    epoch: Epoch,
+    /// Writes applied since the partition was created; carried over by snapshots, so a higher
+    /// version means more recent data (the master promotes the highest).
+    version: u64,
+    data: BTreeMap<String, Vec<u8>>,
+    /// Primary only: where writes are replicated.
+    backup: Option<ActorRef<WorkerMsg>>,
+    /// Primary only: writes applied and replicated but not yet acknowledged by the backup, in
+    /// version order, with the client waiting for each.
+    pending: VecDeque<(u64, ReplyTo<WriteResult>)>,
+    /// Backup only: the copy is this epoch's primary's (its snapshot arrived). Until then the
+    /// data is whatever an earlier epoch left, and replicated writes are not acknowledged:
+    /// an acknowledgement must mean the write is here.
+    current: bool,
+    /// Backup only: a snapshot was asked for this epoch and has not come yet (ask only once).
+    snapshot_asked: bool,
+}
+
+impl Partition {
+    fn new(role: Role, epoch: Epoch) -> Self {
+        Self {
+            role,
+            epoch,
+            version: 0,
+            data: BTreeMap::new(),
+            backup: None,
+            pending: VecDeque::new(),
+            current: false,
+            snapshot_asked: false,
+        }
+    }
+}
+
+impl Worker {
+    /// A worker with these arguments.
+    pub fn new(args: WorkerArgs) -> Self {
+        Self {
+            args,
+            partitions: BTreeMap::new(),
+        }
+    }
+
+    fn report(&self, me: &ActorId) -> WorkerReport {
+        WorkerReport {
+            worker: me.clone(),
+            partitions: self
+                .partitions
+                .iter()
+                .map(|(&partition, p)| PartitionReport {
+                    partition,
+                    role: p.role,
+                    epoch: p.epoch,
+                    version: p.version,
+                    keys: p.data.len() as u64,
+                })
+                .collect(),
+        }
+    }
+
+    fn on_assign(&mut self, a: Assignment, ctx: &mut Context<Self>) {
+        let me = ctx.id().clone();
+        let part = match self.partitions.get_mut(&a.partition) {
+            Some(p) if a.epoch < p.epoch => {
+                tracing::debug!(worker = %me, partition = a.partition, epoch = a.epoch, held = p.epoch, "stale assignment ignored");
+                return;
+            }
+            Some(p)
+                if a.epoch == p.epoch
+                    && a.role == p.role
+                    && a.backup.as_ref().map(ActorRef::id)
+                        == p.backup.as_ref().map(ActorRef::id) =>
+            {
+                return;
+            }
+            Some(p) => p,
+            None => self
+                .partitions
+                .entry(a.partition)
+                .or_insert_with(|| Partition::new(a.role, a.epoch)),
+        };
+        tracing::debug!(worker = %me, partition = a.partition, epoch = a.epoch, role = %a.role, backup = ?a.backup, "assigned");
+        if part.role == Role::Primary && a.role != Role::Primary {
+            fail_pending(part, a.partition, &me);
+        }
+        part.role = a.role;
+        part.epoch = a.epoch;
+        // A new role or epoch: a backup waits for this epoch's snapshot.
+        part.current = false;
+        part.snapshot_asked = false;
+        part.backup = if a.role == Role::Primary {
+            a.backup
+        } else {
+            None
+        };
+        if a.role == Role::Primary {
+            if part.backup.is_some() {
+                // Waiting writes are answered once the backup acknowledges the snapshot.
+                send_snapshot(part, a.partition, ctx);
+            } else {
+                release_pending(part, u64::MAX);
+            }
+        }
+    }
+
+    fn on_write(
+        &mut self,
+        (partition, epoch, key, value): (PartitionId, Epoch, String, Option<Vec<u8>>),
+        reply: ReplyTo<WriteResult>,
+        ctx: &mut Context<Self>,
+    ) {
+        let me = ctx.id();
+        let max_pending = self.args.max_pending_writes;
+        let part = match self.primary_at(partition, epoch, me) {
+            Ok(part) => part,
+            Err(err) => {
+                let _ = reply.send(Err(err));
+                return;
+            }
+        };
+        if part.pending.len() >= max_pending {
+            let _ = reply.send(Err(KvError::Overloaded {
+                worker: me.clone(),
+                partition,
+                pending: part.pending.len(),
+            }));
+            return;
+        }
+        match &value {
+            Some(value) => part.data.insert(key.clone(), value.clone()),
+            None => part.data.remove(&key),
+        };
+        part.version += 1;
+        let version = part.version;
+        let Some(backup) = &part.backup else {
+            let _ = reply.send(Ok(version));
+            return;
+        };
+        part.pending.push_back((version, reply));
+        let msg = WorkerMsg::Replicate {
+            partition,
+            epoch,
+            version,
+            key,
+            value,
+            primary: ctx.myself(),
+        };
+        if let Err(err) = backup.try_tell(msg) {
+            // Full: the backup sees a gap at the next write and asks for a snapshot. Gone:
+            // the master gives this partition another backup, or none.
+            tracing::debug!(worker = %me, partition, %err, "write not replicated for now");
+        }
+    }
+
+    fn on_read(
+        &mut self,
+        (partition, epoch, key): (PartitionId, Epoch, String),
+        reply: ReplyTo<ReadResult>,
+        me: &ActorId,
+    ) {
+        let answer = self
+            .primary_at(partition, epoch, me)
+            .map(|part| part.data.get(&key).cloned());
+        let _ = reply.send(answer);
+    }
+
+    /// The partition if this worker is its primary at exactly `epoch`.
+    fn primary_at(
+        &mut self,
+        partition: PartitionId,
+        epoch: Epoch,
+        me: &ActorId,
+    ) -> Result<&mut Partition, KvError> {
+        match self.partitions.get_mut(&partition) {
+            Some(p) if p.role == Role::Primary && p.epoch == epoch => Ok(p),
+            other => Err(KvError::NotPrimary {
+                worker: me.clone(),
+                partition,
+                epoch,
+                held: other.map(|p| (p.role, p.epoch)),
+            }),
+        }
+    }
+
+    /// A backup's side of a replicated write.
+    fn on_replicate(
+        &mut self,
+        (partition, epoch, version): (PartitionId, Epoch, u64),
+        (key, value): (String, Option<Vec<u8>>),
+        primary: ActorRef<WorkerMsg>,
+        me: &ActorId,
+    ) {
+        let (held, outcome) = match self.partitions.get_mut(&partition) {
+            Some(p) if epoch < p.epoch || (epoch == p.epoch && p.role != Role::Backup) => {
+                (p.epoch, Some(ReplicaOutcome::Stale { epoch: p.epoch }))
+            }
+            Some(p) if epoch == p.epoch => {
+                let outcome = if !p.current {
+                    // The snapshot starting the epoch was lost: what is here is older.
+                    ask_snapshot(p)
+                } else if version <= p.version {
+                    // Already in the snapshot this epoch started with.
+                    Some(ReplicaOutcome::Applied { version: p.version })
+                } else if version == p.version + 1 {
+                    match value {
+                        Some(value) => p.data.insert(key, value),
+                        None => p.data.remove(&key),
+                    };
+                    p.version = version;
+                    Some(ReplicaOutcome::Applied { version })
+                } else {
+                    ask_snapshot(p)
+                };
+                (p.epoch, outcome)
+            }
+            // A newer epoch than this worker knows (its assignment is on the way, or the
+            // snapshot that starts the epoch was lost): only a snapshot can be trusted.
+            _ => {
+                let p = self.adopt_backup(partition, epoch, me);
+                (p.epoch, ask_snapshot(p))
+            }
+        };
+        if let Some(outcome) = outcome {
+            ack(&primary, partition, held, me, outcome);
+        }
+    }
+
+    /// A backup's side of a snapshot.
+    fn on_snapshot(
+        &mut self,
+        (partition, epoch, version): (PartitionId, Epoch, u64),
+        data: BTreeMap<String, Vec<u8>>,
+        primary: ActorRef<WorkerMsg>,
+        me: &ActorId,
+    ) {
+        if let Some(p) = self.partitions.get(&partition)
+            && (epoch < p.epoch || (epoch == p.epoch && p.role != Role::Backup))
+        {
+            let outcome = ReplicaOutcome::Stale { epoch: p.epoch };
+            ack(&primary, partition, p.epoch, me, outcome);
+            return;
+        }
+        let p = self.adopt_backup(partition, epoch, me);
+        p.data = data;
+        p.version = version;
+        p.current = true;
+        p.snapshot_asked = false;
+        tracing::debug!(worker = %me, partition, epoch, version, keys = p.data.len(), "snapshot applied");
+        ack(
+            &primary,
+            partition,
+            epoch,
+            me,
+            ReplicaOutcome::Applied { version },
+        );
+    }
+
+    /// Holds `partition` as backup at `epoch` (which is at least the epoch held), keeping the
+    /// data until a snapshot replaces it.
+    fn adopt_backup(
+        &mut self,
+        partition: PartitionId,
+        epoch: Epoch,
+        me: &ActorId,
+    ) -> &mut Partition {
+        let p = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| Partition::new(Role::Backup, epoch));
+        if p.role == Role::Primary {
+            fail_pending(p, partition, me);
+        }
+        if p.epoch != epoch || p.role != Role::Backup {
+            p.current = false;
+            p.snapshot_asked = false;
+        }
+        p.role = Role::Backup;
+        p.epoch = epoch;
+        p.backup = None;
+        p
+    }
+
+    /// A primary's side of a backup's answer.
+    fn on_ack(
+        &mut self,
+        (partition, epoch): (PartitionId, Epoch),
+        backup: ActorId,
+        outcome: ReplicaOutcome,
+        ctx: &mut Context<Self>,
+    ) {
+        let me = ctx.id().clone();
+        let Some(part) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        if part.role != Role::Primary || part.backup.as_ref().map(ActorRef::id) != Some(&backup) {
+            return;
+        }
+        match outcome {
+            ReplicaOutcome::Applied { version } if epoch == part.epoch => {
+                release_pending(part, version);
+            }
+            ReplicaOutcome::NeedSnapshot { have } if epoch == part.epoch => {
+                tracing::debug!(worker = %me, partition, have, version = part.version, "backup asked for a snapshot");
+                send_snapshot(part, partition, ctx);
+            }
+            ReplicaOutcome::Stale { epoch: newer } if newer > part.epoch => {
+                tracing::warn!(worker = %me, partition, epoch = part.epoch, newer, "superseded as primary: the backup holds a newer epoch");
+                fail_pending(part, partition, &me);
+                part.role = Role::Spare;
+                part.backup = None;
+            }
+            _ => {}
+        }
+    }
+
+    fn on_drop(&mut self, partition: PartitionId, epoch: Epoch, me: &ActorId) {
+        if let Some(p) = self.partitions.get_mut(&partition)
+            && (p.epoch < epoch || p.role == Role::Spare)
+        {
+            fail_pending(p, partition, me);
+            tracing::debug!(worker = %me, partition, held = p.epoch, epoch, "copy dropped");
+            self.partitions.remove(&partition);
+        }
+    }
+}
+
+fn ask_snapshot(p: &mut Partition) -> Option<ReplicaOutcome> {
+    if p.snapshot_asked {
+        return None;
+    }
+    p.snapshot_asked = true;
+    Some(ReplicaOutcome::NeedSnapshot { have: p.version })
+}
+
+fn ack(
+    primary: &ActorRef<WorkerMsg>,
+    partition: PartitionId,
+    epoch: Epoch,
+    me: &ActorId,
+    outcome: ReplicaOutcome,
+) {
+    let msg = WorkerMsg::ReplicaAck {
+        partition,
+        epoch,
+        backup: me.clone(),
+        outcome,
+    };
+    if let Err(err) = primary.try_tell(msg) {
+        tracing::debug!(worker = %me, partition, %err, "acknowledgement not sent");
+    }
+}
+
+fn send_snapshot(part: &Partition, partition: PartitionId, ctx: &mut Context<Worker>) {
+    let Some(backup) = &part.backup else {
+        return;
+    };
+    let msg = WorkerMsg::Snapshot {
+        partition,
+        epoch: part.epoch,
+        version: part.version,
+        data: part.data.clone(),
+        primary: ctx.myself(),
+    };
+    match backup.try_tell(msg) {
+        Ok(()) => {}
+        Err(TellError::Unreachable { reason, .. }) => {
+            // Also what a snapshot over the maximum frame size gets.
+            tracing::warn!(worker = %ctx.id(), partition, backup = %backup.id(), %reason, "snapshot not sent");
+        }
+        Err(err) => {
+            tracing::debug!(worker = %ctx.id(), partition, %err, "snapshot not sent for now");
+        }
+    }
+}
+
+/// Answers the writes up to `version`: the backup holds them.
+fn release_pending(part: &mut Partition, version: u64) {
+    while part.pending.front().is_some_and(|(v, _)| *v <= version) {
+        if let Some((v, reply)) = part.pending.pop_front() {
+            let _ = reply.send(Ok(v));
+        }
+    }
+}
+
+/// Refuses the waiting writes: this worker is no longer the primary. (They may or may not
+/// have reached the backup; the client retries them, and writing a value again is harmless.)
+fn fail_pending(part: &mut Partition, partition: PartitionId, me: &ActorId) {
+    for (_, reply) in part.pending.drain(..) {
+        let _ = reply.send(Err(KvError::NotPrimary {
+            worker: me.clone(),
+            partition,
+            epoch: part.epoch,
+            held: None,
+        }));
+    }
+}
+
+impl Actor for Worker {
+    type Msg = WorkerMsg;
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        let registry = ctx.node().extension::<Registry>().ok_or_else(|| {
+            ActorError::new(format!(
+                "kv.worker needs the registry of node {} (start it with Registry::start first)",
+                ctx.node().id()
+            ))
+        })?;
+        registry.join_group(WORKERS_GROUP, &ctx.myself()).await?;
+        tracing::info!(worker = %ctx.id(), "kv worker joined {WORKERS_GROUP}");
+        Ok(())
+    }
+
+    async fn handle(&mut self, msg: WorkerMsg, ctx: &mut Context<Self>) -> ActorResult {
+        match msg {
+            WorkerMsg::Assign(a) => self.on_assign(a, ctx),
+            WorkerMsg::Drop { partition, epoch } => {
+                self.on_drop(partition, epoch, &ctx.id().clone())
+            }
+            WorkerMsg::ReportTo { round, master } => {
+                let report = self.report(ctx.id());
+                if let Err(err) = master.try_tell(MasterMsg::Reported { round, report }) {
+                    tracing::debug!(worker = %ctx.id(), %err, "report not sent");
+                }
+            }
+            WorkerMsg::Report(reply) => {
+                let _ = reply.send(self.report(ctx.id()));
+            }
+            WorkerMsg::Write {
+                partition,
+                epoch,
+                key,
+                value,
+                reply,
+            } => self.on_write((partition, epoch, key, value), reply, ctx),
+            WorkerMsg::Read {
+                partition,
+                epoch,
+                key,
+                reply,
+            } => self.on_read((partition, epoch, key), reply, &ctx.id().clone()),
+            WorkerMsg::Replicate {
+                partition,
+                epoch,
+                version,
+                key,
+                value,
+                primary,
+            } => self.on_replicate(
+                (partition, epoch, version),
+                (key, value),
+                primary,
+                &ctx.id().clone(),
+            ),
+            WorkerMsg::Snapshot {
+                partition,
+                epoch,
+                version,
+                data,
+                primary,
+            } => self.on_snapshot(
+                (partition, epoch, version),
+                data,
+                primary,
+                &ctx.id().clone(),
+            ),
+            WorkerMsg::ReplicaAck {
+                partition,
+                epoch,
+                backup,
+                outcome,
+            } => self.on_ack((partition, epoch), backup, outcome, ctx),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! Failures: workers killed while a client writes; the master stopped and started again on
+//! another node.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ensemble::kv::Status;
+
+use crate::util::{
+    KvCluster, PARTITIONS, check_keys, eventually, key, one_cluster_at_a_time, settled, value,
+};
+
+/// The worker with the most primaries.
+fn busiest(status: &Status) -> ensemble::ActorId {
+    status
+        .workers
+        .iter()
+        .max_by_key(|w| (w.primaries, w.backups))
+        .unwrap()
+        .worker
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_workers_keeps_every_acknowledged_key() {
+    let _turn = one_cluster_at_a_time().await;
+    let mut kv = KvCluster::start().await;
+    kv.start_master(0).await;
+    for i in [0, 1, 2, 1] {
+        kv.start_worker(i).await;
+    }
+    let client = kv.client(2);
+    let status = settled(&client, 4).await;
+
+    // A writer keeps writing while a worker is killed; every put must be acknowledged.
+    const KEYS: usize = 150;
+    let acked = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn({
+        let client = client.clone();
+        let acked = acked.clone();
+        async move {
+            for i in 0..KEYS {
+                if let Err(err) = client.put(key(i), value(i)).await {
+                    panic!("put {} failed: {err}", key(i));
+                }
+                acked.fetch_add(1, Ordering::Release);
+            }
+        }
+    });
+    eventually("50 puts acknowledged", async || {
+        (acked.load(Ordering::Acquire) >= 50).then_some(())
+    })
+    .await;
+    let before = client.stats();
+    let victim = busiest(&status);
+    kv.kill_worker(&victim).await;
+    writer.await.unwrap();
+    check_keys(&client, 0..KEYS).await;
+    let status = settled(&client, 3).await;
+    assert!(status.workers.iter().all(|w| w.worker != victim));
+    let after = client.stats().since(&before);
+    eprintln!("first worker killed: {status}\nclient: {after:?}");
+
+    // Another one, once the first loss is repaired: still nothing lost.
+    let victim = busiest(&status);
+    kv.kill_worker(&victim).await;
+    check_keys(&client, 0..KEYS).await;
+    let status = settled(&client, 2).await;
+    check_keys(&kv.client(0), 0..KEYS).await;
+    eprintln!("second worker killed: {status}");
+
+    // A worker restarted (as the platform would, on any node) takes its share again.
+    let fresh = kv.start_worker(2).await;
+    let status = settled(&client, 3).await;
+    let share = status.workers.iter().find(|w| w.worker == fresh).unwrap();
+    assert!(share.primaries >= 1 && share.backups >= 1, "{status}");
+    check_keys(&client, 0..KEYS).await;
+    eprintln!("worker added: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_master_rebuilds_the_table_from_the_workers() {
+    let _turn = one_cluster_at_a_time().await;
+    let mut kv = KvCluster::start().await;
+    let old = kv.start_master(0).await;
+    for i in [1, 2, 1, 2] {
+        kv.start_worker(i).await;
+    }
+    let client = kv.client(1);
+    settled(&client, 4).await;
+    const KEYS: usize = 100;
+    for i in 0..KEYS {
+        client.put(key(i), value(i)).await.unwrap();
+    }
+    let before = client.table().await.unwrap();
+    let stats = client.stats();
+
+    old.stop();
+    old.wait_for_exit().await;
+    // Workers serve without a master, with the table clients have.
+    check_keys(&client, 0..KEYS).await;
+
+    let new = kv.start_master(2).await;
+    let status = eventually("the client finds the new master, settled", async || {
+        let status = client.status().await.ok()?;
+        (status.master == *new.id() && status.settled && status.assigned == PARTITIONS)
+            .then_some(status)
+    })
+    .await;
+    eprintln!("new master: {status}");
+    // The table is rebuilt from the workers' reports, not made anew: the same primaries and
+    // backups, at newer epochs.
+    let after = client.table().await.unwrap();
+    assert_eq!(after.master, *new.id());
+    for (p, (was, is)) in before.entries.iter().zip(&after.entries).enumerate() {
+        assert_eq!(is.primary, was.primary, "partition {p}: primary");
+        assert_eq!(is.backup, was.backup, "partition {p}: backup");
+        assert!(
+            is.epoch > was.epoch,
+            "partition {p}: epoch {} after {}",
+            is.epoch,
+            was.epoch
+        );
+    }
+    check_keys(&client, 0..KEYS).await;
+    for i in KEYS..KEYS + 20 {
+        client.put(key(i), value(i)).await.unwrap();
+    }
+    check_keys(&kv.client(0), 0..KEYS + 20).await;
+    let stats = client.stats().since(&stats);
+    assert!(stats.master_resolutions >= 1, "{stats:?}");
+    assert!(stats.retries >= 1, "{stats:?}");
+    eprintln!("client after the failover: {stats:?}");
+}

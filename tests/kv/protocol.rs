@@ -1,0 +1,139 @@
+//! The worker protocol without a master: the test gives the orders, to see replication,
+//! snapshots, dropping, and the fencing of a primary that was replaced without being told.
+
+use std::time::Duration;
+
+use ensemble::ActorRef;
+use ensemble::kv::{self, Assignment, KvError, PartitionReport, Role, WorkerMsg, WriteResult};
+
+use crate::util::{KvCluster, eventually, one_cluster_at_a_time};
+
+const T: Duration = Duration::from_secs(5);
+
+fn assign(
+    worker: &ActorRef<WorkerMsg>,
+    epoch: u64,
+    role: Role,
+    backup: Option<&ActorRef<WorkerMsg>>,
+) {
+    let order = Assignment {
+        partition: 0,
+        epoch,
+        role,
+        backup: backup.cloned(),
+    };
+    worker.try_tell(WorkerMsg::Assign(order)).unwrap();
+}
+
+async fn write(worker: &ActorRef<WorkerMsg>, epoch: u64, key: &str) -> WriteResult {
+    worker
+        .ask(
+            |reply| WorkerMsg::Write {
+                partition: 0,
+                epoch,
+                key: key.to_owned(),
+                value: Some(key.as_bytes().to_vec()),
+                reply,
+            },
+            T,
+        )
+        .await
+        .unwrap()
+}
+
+async fn read(worker: &ActorRef<WorkerMsg>, epoch: u64, key: &str) -> Option<Vec<u8>> {
+    worker
+        .ask(
+            |reply| WorkerMsg::Read {
+                partition: 0,
+                epoch,
+                key: key.to_owned(),
+                reply,
+            },
+            T,
+        )
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// How `worker` holds partition 0.
+async fn held(worker: &ActorRef<WorkerMsg>) -> Option<PartitionReport> {
+    let report = worker.ask(WorkerMsg::Report, T).await.unwrap();
+    report.partitions.into_iter().find(|p| p.partition == 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_replicate_and_fence_a_replaced_primary() {
+    let _turn = one_cluster_at_a_time().await;
+    let mut kv = KvCluster::start().await;
+    let ids = [
+        kv.start_worker(1).await,
+        kv.start_worker(2).await,
+        kv.start_worker(2).await,
+    ];
+    // Found as the master finds them: through the group, from another node's copy.
+    let registry = kv.nodes[0].registry.clone();
+    let [a, b, c] = eventually("the workers in the group", async || {
+        let group = registry.group::<WorkerMsg>(kv::WORKERS_GROUP);
+        let find = |i: usize| group.iter().find(|w| *w.id() == ids[i]).cloned();
+        Some([find(0)?, find(1)?, find(2)?])
+    })
+    .await;
+
+    // Epoch 1: a primary, b backup. A write is acknowledged once b holds it.
+    assign(&b, 1, Role::Backup, None);
+    assign(&a, 1, Role::Primary, Some(&b));
+    assert_eq!(write(&a, 1, "k1").await, Ok(1));
+    let on_b = held(&b).await.unwrap();
+    assert_eq!(
+        (on_b.role, on_b.epoch, on_b.version, on_b.keys),
+        (Role::Backup, 1, 1, 1)
+    );
+    // An order of an older epoch is ignored.
+    assign(&a, 0, Role::Backup, None);
+    assert_eq!(write(&a, 1, "k2").await, Ok(2));
+    // Only the primary, at its epoch, serves.
+    assert!(matches!(
+        write(&b, 1, "x").await,
+        Err(KvError::NotPrimary { .. })
+    ));
+    assert!(matches!(
+        write(&a, 2, "x").await,
+        Err(KvError::NotPrimary { .. })
+    ));
+
+    // Epoch 2: c replaces b as backup and gets a snapshot first.
+    assign(&c, 2, Role::Backup, None);
+    assign(&a, 2, Role::Primary, Some(&c));
+    assert_eq!(write(&a, 2, "k3").await, Ok(3));
+    let on_c = held(&c).await.unwrap();
+    assert_eq!((on_c.epoch, on_c.version, on_c.keys), (2, 3, 3));
+    // b's copy is no longer needed.
+    b.try_tell(WorkerMsg::Drop {
+        partition: 0,
+        epoch: 2,
+    })
+    .unwrap();
+    eventually("b drops its copy", async || {
+        held(&b).await.is_none().then_some(())
+    })
+    .await;
+
+    // Epoch 3: c is promoted, but a is not told. Its next write reaches c, which holds a
+    // newer epoch: a learns it was replaced, refuses the write and stops serving.
+    assign(&c, 3, Role::Primary, None);
+    assert_eq!(write(&c, 3, "k4").await, Ok(4));
+    match write(&a, 2, "lost").await {
+        Err(KvError::NotPrimary { .. }) => {}
+        other => panic!("a replaced primary acknowledged a write: {other:?}"),
+    }
+    assert_eq!(held(&a).await.unwrap().role, Role::Spare);
+    assert!(matches!(
+        write(&a, 2, "x").await,
+        Err(KvError::NotPrimary { .. })
+    ));
+    assert_eq!(read(&c, 3, "lost").await, None);
+    assert_eq!(read(&c, 3, "k1").await, Some(b"k1".to_vec()));
+    assert_eq!(read(&c, 3, "k4").await, Some(b"k4".to_vec()));
+}
