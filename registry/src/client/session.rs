@@ -102,6 +102,9 @@ async fn watchdog(shared: Arc<Shared>, valid_until: Arc<Mutex<Instant>>) {
     }
 }
 
+/// How long the feed waits for the lookup of the leader's server before trying again.
+const LOOKUP_LIMIT: Duration = Duration::from_millis(250);
+
 /// Keeps the mirror subscribed to the leader (or, while none is known, to the voter it has).
 pub(crate) async fn feed(shared: Arc<Shared>, mirror: ActorRef<FeedMsg>) {
     let mut tick = tokio::time::interval(Duration::from_millis(25));
@@ -123,15 +126,21 @@ pub(crate) async fn feed(shared: Arc<Shared>, mirror: ActorRef<FeedMsg>) {
             // not be a voter at all.
             _ => continue,
         };
-        let Ok(server) = shared.servers.get(&wanted).await else {
+        // Bounded: a lookup on a node that died with its connection still open would otherwise
+        // wait for the cluster's request timeout, and the mirror would miss everything meanwhile.
+        let lookup = shared.servers.get(&wanted);
+        let Ok(Ok(server)) = tokio::time::timeout(LOOKUP_LIMIT, lookup).await else {
             continue;
         };
+        // The old source is most likely dead (that is why the leader changed): tell it only if
+        // its server is known, never wait on a lookup of it.
         if let Some(old) = source.filter(|old| old != &wanted)
-            && let Ok(old) = shared.servers.get(&old).await
+            && let Some(old) = shared.servers.cached(&old)
         {
             let _ = old.try_tell(ServerMsg::Unsubscribe(mirror.id().clone()));
         }
         let epoch = shared.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        tracing::debug!(node = %shared.me(), from = %wanted, epoch, "subscribing to the registry feed");
         {
             let mut view = shared.view.write();
             view.source = Some(wanted.clone());

@@ -77,6 +77,11 @@ impl Servers {
         Ok(server)
     }
 
+    /// The server of `name` if it was looked up before, without asking anyone.
+    pub(crate) fn cached(&self, name: &str) -> Option<ActorRef<ServerMsg>> {
+        self.known.lock().get(name).cloned()
+    }
+
     /// Forgets a server that failed to answer (its node may have restarted).
     pub(crate) fn forget(&self, name: &str) {
         self.known.lock().remove(name);

@@ -174,9 +174,12 @@ impl Leadership {
             let duties = self.duties.clone();
             tokio::spawn(async move {
                 let command = Command::ExpireSession { node: node.clone() };
-                if let Err(err) = raft.client_write(Batch(vec![command])).await {
-                    tracing::warn!(%node, %err, "could not expire the session; will retry");
-                    duties.lock().expiring.remove(&node);
+                match raft.client_write(Batch(vec![command])).await {
+                    Ok(_) => tracing::info!(%node, "session expired"),
+                    Err(err) => {
+                        tracing::warn!(%node, %err, "could not expire the session; will retry");
+                        duties.lock().expiring.remove(&node);
+                    }
                 }
             });
         }
