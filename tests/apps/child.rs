@@ -141,6 +141,7 @@ pub(crate) fn run() {
         for module in ["probe.worker", "probe.boss"] {
             node.register_module(module, |args: ProbeArgs| Probe { args, token: 0 });
         }
+        ensemble::kv::register_modules(&node);
         let cert = NodeCert::load(&certs, &name).expect("certificate");
         let mut config = ClusterConfig::new("test");
         config.down = DownDecision::External;
@@ -188,6 +189,12 @@ fn registry_node(_registry: &Registry) -> Node {
 }
 
 static NODE: std::sync::OnceLock<Node> = std::sync::OnceLock::new();
+
+/// The node's client of the example key-value app (one, so its table cache is shared).
+fn kv(registry: &Registry) -> &'static ensemble::kv::KvClient {
+    static CLIENT: std::sync::OnceLock<ensemble::kv::KvClient> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| ensemble::kv::KvClient::new(registry.clone()))
+}
 
 async fn run_op(apps: &Apps, registry: &Registry, op: &str, args: &[String]) -> String {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
@@ -292,6 +299,19 @@ async fn run_op(apps: &Apps, registry: &Registry, op: &str, args: &[String]) -> 
                 Err(e) => format!("err {e}"),
             }
         }
+        "kvput" => match kv(registry).put(arg(0), arg(1).as_bytes().to_vec()).await {
+            Ok(_) => "ok".into(),
+            Err(e) => format!("err {e}"),
+        },
+        "kvget" => match kv(registry).get(arg(0)).await {
+            Ok(Some(value)) => format!("ok {}", String::from_utf8_lossy(&value)),
+            Ok(None) => "none".into(),
+            Err(e) => format!("err {e}"),
+        },
+        "kvmaster" => match registry.name_holder(ensemble::kv::MASTER_NAME) {
+            Some(wire) => format!("ok {}", wire.id.node().name()),
+            None => "none".into(),
+        },
         "leader" => format!(
             "leader {} voters {}",
             registry.leader().unwrap_or_default(),

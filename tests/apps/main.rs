@@ -11,6 +11,7 @@ mod child;
 #[allow(dead_code)]
 #[path = "../common/mod.rs"]
 mod common;
+mod kv;
 mod placement;
 mod singleton;
 mod supervision;

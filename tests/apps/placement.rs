@@ -45,9 +45,13 @@ fn deploy(node: &mut ChildNode, dir: &Path, workers: usize) {
     assert_eq!(node.run(&format!("deploy {}", path.display())), "ok");
 }
 
-/// A role's instances by node, and its problem, from `node`'s status of the app.
-fn roles(node: &mut ChildNode) -> BTreeMap<String, (BTreeMap<String, u64>, Option<String>)> {
-    let status: Value = serde_json::from_str(&node.run("status probe")).expect("status JSON");
+type Roles = BTreeMap<String, (BTreeMap<String, u64>, Option<String>)>;
+
+/// A role's instances by node, and its problem, from `node`'s status of the app, waiting until
+/// the node's copy of the registry has the (deployed) app.
+fn roles(node: &mut ChildNode) -> Roles {
+    let answer = node.run_until("status probe", "{");
+    let status: Value = serde_json::from_str(&answer).expect("status JSON");
     status["roles"]
         .as_array()
         .expect("roles")

@@ -90,6 +90,9 @@ async fn holder(registry: &Registry, not_on: Option<&str>) -> (String, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The turn is held for the whole test on purpose: the other holders are the process tests,
+// on their own threads, so no task of this runtime ever waits for it.
+#[allow(clippy::await_holding_lock)]
 async fn a_singleton_is_handed_over_when_its_manager_stops() {
     let _turn = one_cluster_at_a_time();
     let certs = certificates(&["s1", "s2", "s3"]);
