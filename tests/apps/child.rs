@@ -59,6 +59,8 @@ pub(crate) struct ProbeArgs {
     lock: Option<String>,
     /// Where to record starts and stops, if anywhere.
     history: Option<PathBuf>,
+    /// Fail to start (for restart intensity).
+    fail: bool,
 }
 
 struct Probe {
@@ -83,6 +85,9 @@ impl Actor for Probe {
     type Msg = ProbeMsg;
 
     async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        if self.args.fail {
+            return Err(ActorError::new("told to fail"));
+        }
         if let Some(lock) = &self.args.lock {
             // The agent took the lease before starting this instance; this node's copy of
             // the registry shows the grant once the leader's feed brings it.

@@ -88,6 +88,30 @@ fn module_children_are_placed_and_restarted_on_a_live_node() {
     );
     assert!(!a.run("children").contains("more-"));
     let alive = if first == "c" { "a,b,d,e" } else { "a,b,c,e" };
+
+    // An app role whose instances fail to start gives up after its restart intensity, says so
+    // in the app's status, and goes when the app is removed.
+    let spec = dir.join("crashy.toml");
+    std::fs::write(
+        &spec,
+        "name = \"crashy\"\n[[roles]]\nname = \"r\"\nmodule = \"probe.worker\"\n\
+         args = { fail = true }\nrestart = { max_restarts = 2, within_secs = 60 }\n",
+    )
+    .unwrap();
+    assert_eq!(a.run(&format!("deploy {}", spec.display())), "ok");
+    let status = a.run_until("status crashy", "{");
+    let deadline = Instant::now() + DEADLINE;
+    let mut status = status;
+    while !status.contains("gave up: more than 2 restarts within 60 s") {
+        assert!(
+            Instant::now() < deadline,
+            "the role did not give up: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        status = a.run("status crashy");
+    }
+    assert_eq!(a.run("remove crashy"), "ok true");
+    a.run_until("status crashy", "none");
     assert_eq!(a.run("negotiate many 10 2"), format!("granted 4 {alive}"));
     let children = a.run("children");
     assert_eq!(children.matches("many-").count(), 4, "{children}");
