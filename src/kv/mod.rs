@@ -32,7 +32,9 @@
 //!
 //! - A write acknowledged to a client is held by the partition's primary and its backup, so it
 //!   survives the loss of any one worker (or of a node holding only one of the two: the
-//!   master keeps them on different nodes when it can). Losing both before a new backup has
+//!   master keeps them on different nodes when it can). While a partition has no backup (just
+//!   after the first worker started, or while a new backup is copied) its primary acknowledges
+//!   alone; [`Status`]'s `replicated` count says when every partition has one. Losing both before a new backup has
 //!   its copy loses the partition's data; the master says so in its log and starts the
 //!   partition empty.
 //! - A master that fails over loses nothing: the workers hold the truth, and a new master
@@ -62,6 +64,7 @@
 //! [`MasterMsg`]: crate::kv::MasterMsg
 //! [`Role::Backup`]: crate::kv::Role::Backup
 //! [`Role::Primary`]: crate::kv::Role::Primary
+//! [`Status`]: crate::kv::Status
 //! [`Table`]: crate::kv::Table
 //! [`WORKERS_GROUP`]: crate::kv::WORKERS_GROUP
 //! [`WORKER_MODULE`]: crate::kv::WORKER_MODULE

@@ -313,6 +313,10 @@ async fn run_op(apps: &Apps, registry: &Registry, op: &str, args: &[String]) -> 
             Ok(None) => "none".into(),
             Err(e) => format!("err {e}"),
         },
+        "kvstatus" => match kv(registry).status().await {
+            Ok(s) => format!("ok {}/{} replicated", s.replicated, s.partitions),
+            Err(e) => format!("err {e}"),
+        },
         "kvmaster" => match registry.name_holder(ensemble::kv::MASTER_NAME) {
             Some(wire) => format!("ok {}", wire.id.node().name()),
             None => "none".into(),

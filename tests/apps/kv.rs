@@ -46,6 +46,8 @@ fn the_kv_app_survives_the_loss_of_its_masters_node() {
 
     deploy(&mut nodes[0], dir);
     let master = nodes[0].run_until("kvmaster", "ok ")[3..].to_owned();
+    // Ready once every partition has a backup: before that a write is held by one worker.
+    nodes[0].run_until("kvstatus", "ok 16/16 replicated");
     // Drive from a node that is not the master's.
     let driver = nodes.iter().position(|n| n.name != master).unwrap();
     for i in 0..40 {

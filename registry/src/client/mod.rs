@@ -724,6 +724,23 @@ impl Registry {
         self.shared.view.read().state.get(key).cloned()
     }
 
+    /// Whether this node's copy holds a full state from its current source (false from start
+    /// until the first one arrives, and briefly while it follows a new leader).
+    pub fn is_synced(&self) -> bool {
+        self.shared.view.read().synced
+    }
+
+    /// The config keys under `prefix`, from this node's copy.
+    pub fn get_prefix_cached(&self, prefix: &str) -> Vec<(String, KeyValue)> {
+        self.shared
+            .view
+            .read()
+            .state
+            .prefix(prefix)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    }
+
     /// Changes to config keys under `prefix`, from now on, as (key, value or `None` if
     /// removed, revision).
     pub fn watch_prefix(&self, prefix: &str) -> Watch {

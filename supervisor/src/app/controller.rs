@@ -109,13 +109,14 @@ impl Controller {
         }
     }
 
-    /// Reads the deployed specs; apps no longer deployed are stopped.
+    /// Reads the deployed specs; apps no longer deployed are stopped. From this node's copy of
+    /// the registry, like the groups that tell what runs: a reconciliation never waits on the
+    /// leader (which may be being elected), and the copy is complete once synced.
     async fn load_specs(&mut self) -> Result<(), String> {
-        let entries = self
-            .registry
-            .get_prefix(APPS_PREFIX)
-            .await
-            .map_err(|e| e.to_string())?;
+        if !self.registry.is_synced() {
+            return Err("this node's copy of the registry is not synced yet".into());
+        }
+        let entries = self.registry.get_prefix_cached(APPS_PREFIX);
         let mut specs = BTreeMap::new();
         for (key, value) in entries {
             let text = String::from_utf8_lossy(&value.value);
