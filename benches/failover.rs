@@ -297,6 +297,8 @@ module = "probe.boss"
 singleton = true
 global_name = "{NAME}"
 args = {{ lock = "{LOCK}", history = "{history}" }}
+# A kill every few seconds would exhaust the default intensity (10 restarts a minute).
+restart = {{ max_restarts = 1000, within_secs = 60 }}
 "#,
         history = history.display()
     )
@@ -504,10 +506,16 @@ fn main() {
         apps.deploy(&spec).await.expect("deploy");
         holder(&registry).await;
         tokio::time::sleep(SETTLE).await;
+        let defaults = RegistryConfig::new(".");
         println!(
             "{} nodes in as many processes ({VOTERS} registry voters), this process a fifth \
-             that never votes; default settings (session TTL 1 s, keepalive 200 ms)\n",
-            NODES.len()
+             that never votes; default settings (session TTL {:?}, keepalive {:?}, election \
+             timeout {:?}..{:?})\n",
+            NODES.len(),
+            defaults.session_ttl,
+            defaults.keepalive_interval,
+            defaults.election_timeout.0,
+            defaults.election_timeout.1,
         );
 
         let mut results: Vec<Trial> = Vec::new();

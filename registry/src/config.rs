@@ -38,14 +38,17 @@ impl RegistryConfig {
             bootstrap: false,
             voters: 3,
             session_ttl: Duration::from_secs(1),
-            keepalive_interval: Duration::from_millis(200),
+            // A node stays valid for TTL x 0.9 after its last acknowledged keepalive was sent; at
+            // 100 ms that leaves 0.8 s or more after a leader dies, enough to renew with the
+            // next leader (elected within 0.5 s, below) before fencing itself for nothing.
+            keepalive_interval: Duration::from_millis(100),
             drift_margin: 0.1,
             request_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_millis(50),
-            // openraft's followers refuse votes for a leader lease of election_timeout.1 after
-            // the last heartbeat, so the first candidate is usually refused and the second
-            // round elects: a narrow, low range keeps both rounds short.
-            election_timeout: (Duration::from_millis(200), Duration::from_millis(300)),
+            // A follower that heard from a leader waits its lease (openraft: the range's upper
+            // end) plus a random time in the range before it stands, so a dead leader is
+            // replaced 0.40-0.50 s after its last heartbeat.
+            election_timeout: (Duration::from_millis(150), Duration::from_millis(250)),
         }
     }
 

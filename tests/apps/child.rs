@@ -214,6 +214,13 @@ async fn run_op(apps: &Apps, registry: &Registry, op: &str, args: &[String]) -> 
                 Err(e) => format!("err {e}"),
             }
         }
+        "list" => match apps.list().await {
+            Ok(specs) => {
+                let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+                format!("ok {}", names.join(","))
+            }
+            Err(e) => format!("err {e}"),
+        },
         "remove" => match apps.remove(arg(0)).await {
             Ok(found) => format!("ok {found}"),
             Err(e) => format!("err {e}"),

@@ -99,6 +99,7 @@ fn module_children_are_placed_and_restarted_on_a_live_node() {
     )
     .unwrap();
     assert_eq!(a.run(&format!("deploy {}", spec.display())), "ok");
+    assert_eq!(a.run("list"), "ok crashy");
     let status = a.run_until("status crashy", "{");
     let deadline = Instant::now() + DEADLINE;
     let mut status = status;
@@ -111,6 +112,8 @@ fn module_children_are_placed_and_restarted_on_a_live_node() {
         status = a.run("status crashy");
     }
     assert_eq!(a.run("remove crashy"), "ok true");
+    assert_eq!(a.run("list"), "ok ");
+    assert_eq!(a.run("remove crashy"), "ok false");
     a.run_until("status crashy", "none");
     assert_eq!(a.run("negotiate many 10 2"), format!("granted 4 {alive}"));
     let children = a.run("children");
