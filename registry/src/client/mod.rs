@@ -364,27 +364,8 @@ impl Registry {
         actor: &ActorRef<M>,
     ) -> Result<(), RegistryError> {
         self.local_actor(actor)?;
-        let command = Command::RegisterName {
-            name: name.to_owned(),
-            actor: actor.to_wire(),
-        };
-        match self.shared.propose_one(command, true).await? {
-            Outcome::Done { .. } | Outcome::Unchanged => {
-                self.release_on_exit(
-                    actor,
-                    Command::UnregisterName {
-                        name: name.to_owned(),
-                        actor: actor.id().clone(),
-                    },
-                );
-                Ok(())
-            }
-            Outcome::NameTaken { holder } => Err(RegistryError::NameTaken {
-                name: name.to_owned(),
-                holder: holder.id,
-            }),
-            other => Err(self.shared.unexpected("register", other)),
-        }
+        self.register_wire(name, actor.to_wire(), actor.untyped())
+            .await
     }
 
     /// Frees a global name if `actor` holds it; says whether it did.
@@ -443,19 +424,8 @@ impl Registry {
         actor: &ActorRef<M>,
     ) -> Result<(), RegistryError> {
         self.local_actor(actor)?;
-        let command = Command::JoinGroup {
-            group: group.to_owned(),
-            actor: actor.to_wire(),
-        };
-        self.shared.propose_one(command, true).await?;
-        self.release_on_exit(
-            actor,
-            Command::LeaveGroup {
-                group: group.to_owned(),
-                actor: actor.id().clone(),
-            },
-        );
-        Ok(())
+        self.join_group_wire(group, actor.to_wire(), actor.untyped())
+            .await
     }
 
     /// Removes an actor from a group.
@@ -800,18 +770,6 @@ impl Registry {
             });
         }
         Ok(())
-    }
-
-    /// Proposes `command` when `actor` ends.
-    fn release_on_exit<M: Send + 'static>(&self, actor: &ActorRef<M>, command: Command) {
-        let actor = actor.clone();
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            actor.wait_for_exit().await;
-            if !shared.expired.load(Ordering::Acquire) {
-                let _ = shared.propose(vec![command], true).await;
-            }
-        });
     }
 }
 

@@ -1,6 +1,6 @@
 //! Names and groups for actors known by id and message type only (actors started from
 //! modules), for the layers that place actors without knowing their types (the supervisor's
-//! app controller and node agents).
+//! app controller and node agents), and the code the typed calls share with them.
 
 use std::sync::atomic::Ordering;
 
@@ -19,19 +19,39 @@ impl Registry {
         actor: &ModuleActor,
     ) -> Result<(), RegistryError> {
         self.local_module_actor(actor)?;
+        self.register_wire(name, actor.to_wire(), actor.actor.clone())
+            .await
+    }
+
+    /// [`join_group`](Registry::join_group) for an actor started from a module on this node.
+    pub async fn join_group_module_actor(
+        &self,
+        group: &str,
+        actor: &ModuleActor,
+    ) -> Result<(), RegistryError> {
+        self.local_module_actor(actor)?;
+        self.join_group_wire(group, actor.to_wire(), actor.actor.clone())
+            .await
+    }
+
+    /// Binds `name` to the (local) actor `wire`, released when `actor` ends.
+    pub(super) async fn register_wire(
+        &self,
+        name: &str,
+        wire: WireRef,
+        actor: UntypedRef,
+    ) -> Result<(), RegistryError> {
         let command = Command::RegisterName {
             name: name.to_owned(),
-            actor: actor.to_wire(),
+            actor: wire,
         };
         match self.shared.propose_one(command, true).await? {
             Outcome::Done { .. } | Outcome::Unchanged => {
-                self.release_when_ended(
-                    &actor.actor,
-                    Command::UnregisterName {
-                        name: name.to_owned(),
-                        actor: actor.actor.id().clone(),
-                    },
-                );
+                let release = Command::UnregisterName {
+                    name: name.to_owned(),
+                    actor: actor.id().clone(),
+                };
+                self.release_when_ended(actor, release);
                 Ok(())
             }
             Outcome::NameTaken { holder } => Err(RegistryError::NameTaken {
@@ -42,25 +62,23 @@ impl Registry {
         }
     }
 
-    /// [`join_group`](Registry::join_group) for an actor started from a module on this node.
-    pub async fn join_group_module_actor(
+    /// Adds the (local) actor `wire` to `group`, removed when `actor` ends.
+    pub(super) async fn join_group_wire(
         &self,
         group: &str,
-        actor: &ModuleActor,
+        wire: WireRef,
+        actor: UntypedRef,
     ) -> Result<(), RegistryError> {
-        self.local_module_actor(actor)?;
         let command = Command::JoinGroup {
             group: group.to_owned(),
-            actor: actor.to_wire(),
+            actor: wire,
         };
         self.shared.propose_one(command, true).await?;
-        self.release_when_ended(
-            &actor.actor,
-            Command::LeaveGroup {
-                group: group.to_owned(),
-                actor: actor.actor.id().clone(),
-            },
-        );
+        let release = Command::LeaveGroup {
+            group: group.to_owned(),
+            actor: actor.id().clone(),
+        };
+        self.release_when_ended(actor, release);
         Ok(())
     }
 
@@ -94,8 +112,8 @@ impl Registry {
         Ok(())
     }
 
-    fn release_when_ended(&self, actor: &UntypedRef, command: Command) {
-        let actor = actor.clone();
+    /// Proposes `command` when `actor` ends.
+    fn release_when_ended(&self, actor: UntypedRef, command: Command) {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             actor.wait_for_exit().await;
