@@ -45,10 +45,13 @@
 //!   path.
 #![allow(missing_docs)]
 
+#[path = "common/child.rs"]
+mod child;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -60,6 +63,8 @@ use ensemble::supervisor::app::{AppSpec, Apps, CONTROLLER};
 use ensemble::supervisor::singleton::lock_name;
 use ensemble::transport::certs::{ClusterCa, NodeCert};
 use serde::{Deserialize, Serialize};
+
+use child::ChildProcess;
 
 const NODES: [&str; 4] = ["a", "b", "c", "d"];
 const VOTERS: usize = 3;
@@ -214,76 +219,25 @@ fn child(name: String) {
     });
 }
 
-/// A node in a child process; killed when dropped.
-struct ChildNode {
-    name: String,
-    process: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    addr: String,
-}
-
-impl ChildNode {
-    /// Starts the node and waits until it listens.
-    fn start(name: &str, dir: &Path, seeds: &[String], bootstrap: bool) -> ChildNode {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(format!("{name}.log")))
-            .expect("log file");
-        let filter = std::env::var("ENSEMBLE_BENCH_LOG").unwrap_or_else(|_| DEFAULT_LOG.into());
-        let mut command = Command::new(std::env::current_exe().expect("exe"));
-        command
-            .env("ENSEMBLE_BENCH_NODE", name)
-            .env("ENSEMBLE_BENCH_DIR", dir)
-            .env("ENSEMBLE_BENCH_SEEDS", seeds.join(","))
-            .env("ENSEMBLE_BENCH_LOG", filter)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log);
-        if bootstrap {
-            command.env("ENSEMBLE_BENCH_BOOTSTRAP", "1");
-        }
-        let mut process = command.spawn().expect("spawn a node");
-        let stdout = process.stdout.take().expect("stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut node = ChildNode {
-            name: name.to_owned(),
-            process,
-            lines,
-            addr: String::new(),
-        };
-        node.addr = node.wait("LISTENING ")["LISTENING ".len()..].to_owned();
-        node
+/// Starts node `name` in a child process and waits until it listens.
+fn spawn_node(name: &str, dir: &Path, seeds: &[String], bootstrap: bool) -> ChildProcess {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .expect("log file");
+    let filter = std::env::var("ENSEMBLE_BENCH_LOG").unwrap_or_else(|_| DEFAULT_LOG.into());
+    let mut command = Command::new(std::env::current_exe().expect("exe"));
+    command
+        .env("ENSEMBLE_BENCH_NODE", name)
+        .env("ENSEMBLE_BENCH_DIR", dir)
+        .env("ENSEMBLE_BENCH_SEEDS", seeds.join(","))
+        .env("ENSEMBLE_BENCH_LOG", filter)
+        .stderr(log);
+    if bootstrap {
+        command.env("ENSEMBLE_BENCH_BOOTSTRAP", "1");
     }
-
-    fn wait(&mut self, prefix: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("node {} printed no {prefix:?}", self.name),
-            }
-        }
-    }
-
-    /// `kill -9`.
-    fn kill(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-impl Drop for ChildNode {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    ChildProcess::spawn(name, command)
 }
 
 fn spec(history: &Path) -> String {
@@ -479,10 +433,10 @@ fn main() {
     let history = dir.path().join("boss-history");
 
     // The voters first, so that they are the first three members; then `d`.
-    let mut nodes = vec![ChildNode::start("a", dir.path(), &[], true)];
+    let mut nodes = vec![spawn_node("a", dir.path(), &[], true)];
     let seeds = vec![nodes[0].addr.clone()];
     for name in &NODES[1..VOTERS] {
-        nodes.push(ChildNode::start(name, dir.path(), &seeds, false));
+        nodes.push(spawn_node(name, dir.path(), &seeds, false));
     }
     for node in &mut nodes {
         node.wait("READY");
@@ -497,7 +451,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for name in &NODES[VOTERS..] {
-            let mut child = ChildNode::start(name, dir.path(), &seeds, false);
+            let mut child = spawn_node(name, dir.path(), &seeds, false);
             child.wait("READY");
             nodes.push(child);
         }
@@ -586,7 +540,7 @@ fn main() {
                 .filter(|n| n.name != victim)
                 .map(|n| n.addr.clone())
                 .collect();
-            nodes[at] = ChildNode::start(&victim, dir.path(), &seeds, false);
+            nodes[at] = spawn_node(&victim, dir.path(), &seeds, false);
             nodes[at].wait("READY");
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {

@@ -10,9 +10,12 @@
 //! three, which shows what replication costs. Figures: docs/performance.md.
 #![allow(missing_docs)]
 
-use std::io::{BufRead, BufReader, Write};
+#[path = "common/child.rs"]
+mod child;
+
+use std::io::{BufRead, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +24,8 @@ use ensemble::prelude::*;
 use ensemble::registry::{Registry, RegistryConfig, VOTER_LABEL};
 use ensemble::transport::certs::{ClusterCa, NodeCert};
 use serde::{Deserialize, Serialize};
+
+use child::ChildProcess;
 
 const SEQUENTIAL: usize = 2_000;
 const CONCURRENT_PUTS: usize = 30_000;
@@ -101,63 +106,15 @@ fn voter(name: String) {
     });
 }
 
-struct Voter {
-    name: String,
-    process: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    addr: String,
-}
-
-impl Voter {
-    fn start(name: &str, dir: &Path, seeds: &[String]) -> Voter {
-        let mut process = Command::new(std::env::current_exe().expect("exe"))
-            .env("ENSEMBLE_BENCH_VOTER", name)
-            .env("ENSEMBLE_BENCH_DIR", dir)
-            .env("ENSEMBLE_BENCH_SEEDS", seeds.join(","))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn voter");
-        let stdout = process.stdout.take().expect("stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut voter = Voter {
-            name: name.to_owned(),
-            process,
-            lines,
-            addr: String::new(),
-        };
-        voter.addr = voter.wait("LISTENING ")["LISTENING ".len()..].to_owned();
-        voter
-    }
-
-    fn wait(&mut self, prefix: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("voter {} printed no {prefix:?}", self.name),
-            }
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-impl Drop for Voter {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Starts voter `name` in a child process and waits until it listens.
+fn start_voter(name: &str, dir: &Path, seeds: &[String]) -> ChildProcess {
+    let mut command = Command::new(std::env::current_exe().expect("exe"));
+    command
+        .env("ENSEMBLE_BENCH_VOTER", name)
+        .env("ENSEMBLE_BENCH_DIR", dir)
+        .env("ENSEMBLE_BENCH_SEEDS", seeds.join(","))
+        .stderr(Stdio::null());
+    ChildProcess::spawn(name, command)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -237,10 +194,10 @@ fn main() {
             .save(dir.path())
             .expect("save");
     }
-    let mut voters = vec![Voter::start("a", dir.path(), &[])];
+    let mut voters = vec![start_voter("a", dir.path(), &[])];
     let seeds = vec![voters[0].addr.clone()];
     for name in &VOTERS[1..voter_count()] {
-        voters.push(Voter::start(name, dir.path(), &seeds));
+        voters.push(start_voter(name, dir.path(), &seeds));
     }
     for voter in &mut voters {
         voter.wait("READY");
@@ -411,7 +368,7 @@ fn main() {
                 .filter(|v| v.name != leader)
                 .map(|v| v.addr.clone())
                 .collect();
-            voters[at] = Voter::start(&leader, dir.path(), &seeds);
+            voters[at] = start_voter(&leader, dir.path(), &seeds);
             voters[at].wait("READY");
         }
         failovers.sort();
