@@ -111,6 +111,27 @@ fn module_children_are_placed_and_restarted_on_a_live_node() {
         std::thread::sleep(Duration::from_millis(100));
         status = a.run("status crashy");
     }
+    // A role dropped from a deployed app is stopped.
+    let two = |roles: &str| {
+        let path = dir.join(format!("two-{roles}.toml"));
+        let mut text = String::from("name = \"two\"\n");
+        for role in roles.chars() {
+            text.push_str(&format!(
+                "[[roles]]\nname = \"{role}\"\nmodule = \"probe.worker\"\nglobal_name = \"two.{role}\"\n"
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+        format!("deploy {}", path.display())
+    };
+    assert_eq!(a.run(&two("xy")), "ok");
+    a.run_until("ping two.x", "ok ");
+    a.run_until("ping two.y", "ok ");
+    assert_eq!(a.run(&two("x")), "ok");
+    a.run_until("ping two.y", "none");
+    assert!(a.run("ping two.x").starts_with("ok "));
+    assert_eq!(a.run("remove two"), "ok true");
+    a.run_until("ping two.x", "none");
+
     assert_eq!(a.run("remove crashy"), "ok true");
     assert_eq!(a.run("list"), "ok ");
     assert_eq!(a.run("remove crashy"), "ok false");

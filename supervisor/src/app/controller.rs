@@ -132,6 +132,10 @@ impl Controller {
             match specs.get(name) {
                 None => self.remove_app(old).await,
                 Some(new) if new != old => {
+                    // Roles the new spec dropped go.
+                    for role in old.roles.iter().filter(|r| new.role(&r.name).is_none()) {
+                        self.stop_role(&old.name, &role.name);
+                    }
                     // Deployed again: a role that gave up gets another chance.
                     for role in &new.roles {
                         let key = (name.clone(), role.name.clone());
@@ -150,19 +154,21 @@ impl Controller {
     async fn remove_app(&mut self, spec: &AppSpec) {
         tracing::info!(app = %spec.name, "app removed; stopping its instances");
         for role in &spec.roles {
-            for wire in self
-                .registry
-                .group_members(&role_group(&spec.name, &role.name))
-            {
-                self.stopping.insert(wire.id.clone());
-                UntypedRef::from_id(self.cluster.node(), &wire.id).stop_with(ExitReason::Shutdown);
-            }
+            self.stop_role(&spec.name, &role.name);
         }
         self.problems.remove(&spec.name);
         let _ = self
             .registry
             .delete(&format!("{STATUS_PREFIX}{}", spec.name))
             .await;
+    }
+
+    /// Stops every instance of a role (not a failure: they are not replaced).
+    fn stop_role(&mut self, app: &str, role: &str) {
+        for wire in self.registry.group_members(&role_group(app, role)) {
+            self.stopping.insert(wire.id.clone());
+            UntypedRef::from_id(self.cluster.node(), &wire.id).stop_with(ExitReason::Shutdown);
+        }
     }
 
     async fn reconcile(&mut self, ctx: &mut Context<Self>) {
