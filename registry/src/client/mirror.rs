@@ -42,6 +42,7 @@ impl Actor for Mirror {
                 state,
             } => {
                 if epoch != current {
+                    tracing::debug!(epoch, current, "feed: sync of an old subscription dropped");
                     return Ok(());
                 }
                 let mut view = self.shared.view.write();
@@ -64,6 +65,14 @@ impl Actor for Mirror {
             } => {
                 let mut view = self.shared.view.write();
                 if epoch != current || index <= view.index || !view.synced {
+                    tracing::debug!(
+                        epoch,
+                        current,
+                        index,
+                        at = view.index,
+                        synced = view.synced,
+                        "feed: batch dropped"
+                    );
                     return Ok(());
                 }
                 view.index = index;

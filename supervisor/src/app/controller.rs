@@ -65,8 +65,11 @@ pub struct Controller {
     cluster: Cluster,
     specs: BTreeMap<String, AppSpec>,
     starting: HashMap<RoleKey, Vec<Starting>>,
-    /// Instances monitored, by actor.
+    /// Instances monitored, by actor: those in the roles' groups, and those this controller
+    /// started (counted before this node's copy of the registry shows them in their group).
     watched: HashMap<ActorId, RoleKey>,
+    /// The index (for global names) of each instance this controller started.
+    indexes: HashMap<ActorId, usize>,
     /// Instances known to have ended whose group entry may not be gone yet.
     ended: HashSet<ActorId>,
     /// Instances being stopped on purpose (their end is not a failure).
@@ -91,6 +94,7 @@ impl Controller {
             specs: BTreeMap::new(),
             starting: HashMap::new(),
             watched: HashMap::new(),
+            indexes: HashMap::new(),
             ended: HashSet::new(),
             stopping: HashSet::new(),
             restarts: HashMap::new(),
@@ -212,18 +216,23 @@ impl Controller {
         ctx: &mut Context<Self>,
     ) -> Option<String> {
         let key: RoleKey = (app.to_owned(), role.name.clone());
-        let live: Vec<WireRef> = self
-            .registry
-            .group_members(&role_group(app, &role.name))
-            .into_iter()
-            .filter(|w| !self.ended.contains(&w.id) && !self.stopping.contains(&w.id))
-            .collect();
-        for wire in &live {
-            if !self.watched.contains_key(&wire.id) {
+        for wire in self.registry.group_members(&role_group(app, &role.name)) {
+            if !self.watched.contains_key(&wire.id) && !self.ended.contains(&wire.id) {
                 ctx.monitor(UntypedRef::from_id(ctx.node(), &wire.id));
                 self.watched.insert(wire.id.clone(), key.clone());
             }
         }
+        // Live: every instance monitored and not known to have ended, whether or not this
+        // node's copy of the registry shows it in its group yet.
+        let mut live: Vec<ActorId> = self
+            .watched
+            .iter()
+            .filter(|(id, k)| {
+                **k == key && !self.ended.contains(*id) && !self.stopping.contains(*id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        live.sort();
         if self.gave_up.contains(&key) {
             return Some(format!(
                 "gave up: more than {} restarts within {} s; deploy the app again to retry",
@@ -237,12 +246,13 @@ impl Controller {
         let have = live.len() + starting;
         if have > wanted && starting == 0 {
             // Too many (a start of an earlier controller landed late): stop the newest.
+            // Highest index first, so names stay at the low indexes.
             let mut extra = live.clone();
-            extra.sort_by_key(|w| std::cmp::Reverse(w.id.clone()));
-            for wire in extra.into_iter().take(have - wanted) {
-                tracing::info!(%app, role = %role.name, actor = %wire.id, "stopping an instance over the wanted count");
-                self.stopping.insert(wire.id.clone());
-                UntypedRef::from_id(ctx.node(), &wire.id).stop_with(ExitReason::Shutdown);
+            extra.sort_by_key(|id| std::cmp::Reverse(self.indexes.get(id).copied()));
+            for id in extra.into_iter().take(have - wanted) {
+                tracing::info!(%app, role = %role.name, actor = %id, "stopping an instance over the wanted count");
+                self.stopping.insert(id.clone());
+                UntypedRef::from_id(ctx.node(), &id).stop_with(ExitReason::Shutdown);
             }
             return None;
         }
@@ -255,8 +265,11 @@ impl Controller {
         let used: HashSet<usize> = self
             .starting
             .get(&key)
-            .map(|s| s.iter().map(|s| s.index).collect())
-            .unwrap_or_default();
+            .into_iter()
+            .flatten()
+            .map(|s| s.index)
+            .chain(live.iter().filter_map(|id| self.indexes.get(id).copied()))
+            .collect();
         let registry = self.registry.clone();
         let mut free_indexes = (0..).filter(|i| {
             !used.contains(i)
@@ -287,10 +300,10 @@ impl Controller {
 
     /// The nodes that can take instances, with what is reserved on them and how many
     /// instances of the role they run (or are starting).
-    fn offers(&self, key: &RoleKey, live: &[WireRef]) -> Vec<Offer> {
+    fn offers(&self, key: &RoleKey, live: &[ActorId]) -> Vec<Offer> {
         let starting = self.starting.get(key);
         offers(&self.registry, &self.cluster, |node| {
-            live.iter().filter(|w| w.id.node() == node).count()
+            live.iter().filter(|id| id.node() == node).count()
                 + starting.map_or(0, |s| s.iter().filter(|s| s.node == node.name()).count())
         })
     }
@@ -416,12 +429,14 @@ impl Actor for Controller {
         tokio::spawn(async move {
             loop {
                 match members.recv().await {
-                    Ok(MemberEvent::Joined(_)) | Err(_) => {
+                    Ok(MemberEvent::Joined(_))
+                    | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         if me.tell(ControllerMsg::Reconcile).await.is_err() {
                             return;
                         }
                     }
                     Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
             }
         });
@@ -443,11 +458,16 @@ impl Actor for Controller {
                 start,
                 result,
             } => {
+                let mut index = None;
                 if let Some(starting) = self.starting.get_mut(&role) {
+                    index = starting.iter().find(|s| s.id == start).map(|s| s.index);
                     starting.retain(|s| s.id != start);
                 }
                 match result {
                     Ok(wire) => {
+                        if let Some(index) = index {
+                            self.indexes.insert(wire.id.clone(), index);
+                        }
                         if let std::collections::hash_map::Entry::Vacant(entry) =
                             self.watched.entry(wire.id.clone())
                         {
@@ -471,6 +491,7 @@ impl Actor for Controller {
     }
 
     async fn on_down(&mut self, down: Down, ctx: &mut Context<Self>) -> ActorResult {
+        self.indexes.remove(&down.actor);
         let Some(key) = self.watched.remove(&down.actor) else {
             return Ok(());
         };
