@@ -79,6 +79,7 @@ impl Actor for Mirror {
                 view.state.apply(&commands).1
             }
         };
+        self.shared.applied.notify_waiters();
         for effect in effects {
             dispatch(&self.shared, effect);
         }

@@ -36,6 +36,9 @@ use crate::raft::network::Servers;
 use crate::server::protocol::{Answer, Query, ServerError, ServerMsg};
 use crate::state::{Command, Effect, Holder, KeyValue, Outcome};
 
+/// How long a write waits for this node's copy to show it before answering anyway.
+const APPLY_WAIT: Duration = Duration::from_secs(1);
+
 /// How long a node that failed to answer is tried last.
 const SILENT_FOR: Duration = Duration::from_secs(2);
 
@@ -59,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) leases: Mutex<HashMap<(String, u64), Arc<LeaseState>>>,
     pub(crate) effects: broadcast::Sender<Effect>,
     pub(crate) fenced: AtomicBool,
+    /// Signalled each time this node's copy applies a change.
+    pub(crate) applied: tokio::sync::Notify,
     pub(crate) expired: AtomicBool,
     next_holder: AtomicU64,
 }
@@ -223,13 +228,49 @@ impl Shared {
         if commands.is_empty() {
             return Ok(Vec::new());
         }
-        self.call(
-            &|| format!("{:?}", commands[0]),
-            |reply| ServerMsg::Propose(commands.clone(), reply),
-            self.config.request_timeout,
-            idempotent,
-        )
-        .await
+        let outcomes: Vec<Outcome> = self
+            .call(
+                &|| format!("{:?}", commands[0]),
+                |reply| ServerMsg::Propose(commands.clone(), reply),
+                self.config.request_timeout,
+                idempotent,
+            )
+            .await?;
+        // Read your writes: answer once this node's copy shows what the commands changed, so
+        // a cached read right after a write sees it.
+        let revision = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Done { revision } => Some(*revision),
+                Outcome::Granted { token } => Some(*token),
+                _ => None,
+            })
+            .max();
+        if let Some(revision) = revision {
+            self.wait_applied(revision).await;
+        }
+        Ok(outcomes)
+    }
+
+    /// Waits until this node's copy has applied `revision`, for at most
+    /// [`APPLY_WAIT`] (a copy that lags that much is caught up by its feed later).
+    pub(crate) async fn wait_applied(&self, revision: u64) {
+        let deadline = Instant::now() + APPLY_WAIT;
+        loop {
+            let applied = self.applied.notified();
+            tokio::pin!(applied);
+            applied.as_mut().enable();
+            if self.view.read().state.revision() >= revision {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, applied).await.is_err() {
+                tracing::debug!(
+                    revision,
+                    "this node's copy of the registry lags behind a write"
+                );
+                return;
+            }
+        }
     }
 
     pub(crate) async fn propose_one(
@@ -347,6 +388,7 @@ impl Registry {
             leases: Mutex::default(),
             effects: broadcast::channel(4096).0,
             fenced: AtomicBool::new(false),
+            applied: tokio::sync::Notify::new(),
             expired: AtomicBool::new(false),
             next_holder: AtomicU64::new(1),
         })
