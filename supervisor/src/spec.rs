@@ -171,11 +171,21 @@ pub(crate) type StartFuture<'a> =
 pub(crate) type StartFn =
     Arc<dyn for<'a> Fn(&'a mut Context<Supervisor>, SpawnOptions) -> StartFuture<'a> + Send + Sync>;
 
+/// How a child's instances are made.
+#[derive(Clone)]
+pub(crate) enum ChildStart {
+    /// By a closure, on the supervisor's node.
+    Local(StartFn),
+    /// From a registered module (name, encoded arguments), on the node placement chooses,
+    /// through that node's agent.
+    Module(String, Vec<u8>),
+}
+
 /// One child of a supervisor: how to start it, when to restart it, how to stop it.
 #[derive(Clone)]
 pub struct ChildSpec {
     pub(crate) id: String,
-    pub(crate) start: StartFn,
+    pub(crate) start: ChildStart,
     pub(crate) restart: Restart,
     pub(crate) shutdown: Shutdown,
     pub(crate) backoff: Option<Backoff>,
@@ -183,8 +193,6 @@ pub struct ChildSpec {
     pub(crate) kind: ChildKind,
     pub(crate) local_name: Option<String>,
     pub(crate) mailbox_capacity: Option<usize>,
-    /// For a child started from a module: its name and encoded arguments.
-    pub(crate) module: Option<(String, Vec<u8>)>,
     pub(crate) global_name: Option<String>,
 }
 
@@ -202,8 +210,12 @@ impl ChildSpec {
                 Box::pin(async move { ctx.start_with(actor, options).await.map(|r| r.untyped()) })
             },
         );
+        Self::with_start(id.into(), ChildStart::Local(start))
+    }
+
+    fn with_start(id: String, start: ChildStart) -> Self {
         Self {
-            id: id.into(),
+            id,
             start,
             restart: Restart::Permanent,
             shutdown: DEFAULT_WORKER_SHUTDOWN,
@@ -212,7 +224,6 @@ impl ChildSpec {
             kind: ChildKind::Worker,
             local_name: None,
             mailbox_capacity: None,
-            module: None,
             global_name: None,
         }
     }
@@ -227,24 +238,10 @@ impl ChildSpec {
         args: &impl Serialize,
     ) -> Result<Self, rmp_serde::encode::Error> {
         let args = rmp_serde::to_vec_named(args)?;
-        // Module children are started by the supervisor through the chosen node's agent;
-        // this start function is never called.
-        let start: StartFn = Arc::new(|_ctx: &mut Context<Supervisor>, _options: SpawnOptions| {
-            Box::pin(async { unreachable!("module children start through an agent") })
-        });
-        Ok(Self {
-            id: id.into(),
-            start,
-            restart: Restart::Permanent,
-            shutdown: DEFAULT_WORKER_SHUTDOWN,
-            backoff: None,
-            placement: Placement::Local,
-            kind: ChildKind::Worker,
-            local_name: None,
-            mailbox_capacity: None,
-            module: Some((module.into(), args)),
-            global_name: None,
-        })
+        Ok(Self::with_start(
+            id.into(),
+            ChildStart::Module(module.into(), args),
+        ))
     }
 
     /// A global name each new instance registers (needs the node's registry; released when
@@ -310,6 +307,14 @@ impl ChildSpec {
     /// Its id, unique among its supervisor's children.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The module its instances are started from, if any.
+    pub(crate) fn module_name(&self) -> Option<&str> {
+        match &self.start {
+            ChildStart::Module(module, _) => Some(module),
+            ChildStart::Local(_) => None,
+        }
     }
 
     pub(crate) fn spawn_options(&self) -> SpawnOptions {

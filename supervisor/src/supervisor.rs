@@ -16,7 +16,7 @@ use ensemble_runtime::cluster::{Cluster, MemberEvent};
 use crate::core::{ChildState, Core, Decision, Time};
 use crate::error::SupervisorError;
 use crate::snapshot::{ChildCounts, ChildInfo, ChildSnapshot, TreeSnapshot};
-use crate::spec::{ChildKind, ChildSpec, Placement, Restart, Shutdown, SupervisorSpec};
+use crate::spec::{ChildKind, ChildSpec, ChildStart, Placement, Restart, Shutdown, SupervisorSpec};
 use crate::{agent, placement};
 
 /// How long a supervisor waits for a child supervisor's snapshot.
@@ -111,13 +111,13 @@ impl Supervisor {
                 SupervisorError::ChildExists { supervisor, id }
             }));
         }
-        if spec.module.is_none() && spec.global_name.is_some() {
+        if spec.module_name().is_none() && spec.global_name.is_some() {
             return Err(SupervisorError::GlobalNameUnsupported {
                 supervisor: self.name.clone(),
                 id,
             });
         }
-        if spec.module.is_none() && spec.placement != Placement::Local {
+        if spec.module_name().is_none() && spec.placement != Placement::Local {
             return Err(SupervisorError::PlacementUnsupported {
                 supervisor: self.name.clone(),
                 id,
@@ -156,9 +156,9 @@ impl Supervisor {
             .get(id)
             .expect("start_one is called for held specs")
             .clone();
-        let actor = match &spec.module {
-            Some((module, args)) => self.start_placed(ctx, &spec, module, args).await?,
-            None => (spec.start)(ctx, spec.spawn_options()).await?,
+        let actor = match &spec.start {
+            ChildStart::Module(module, args) => self.start_placed(ctx, &spec, module, args).await?,
+            ChildStart::Local(start) => start(ctx, spec.spawn_options()).await?,
         };
         self.by_actor.insert(actor.id().clone(), id.to_owned());
         self.running.insert(id.to_owned(), actor.clone());
@@ -199,13 +199,7 @@ impl Supervisor {
         let same: Vec<NodeId> = self
             .running
             .iter()
-            .filter(|(id, _)| {
-                self.specs
-                    .get(*id)
-                    .and_then(|s| s.module.as_ref())
-                    .map(|m| &m.0)
-                    == Some(&module.to_owned())
-            })
+            .filter(|(id, _)| self.specs.get(*id).and_then(|s| s.module_name()) == Some(module))
             .map(|(_, actor)| actor.id().node().clone())
             .collect();
         let offers = agent::offers(&registry, &cluster, |node| {
