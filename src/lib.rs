@@ -42,6 +42,7 @@
 //! # }
 //! ```
 
+pub mod admin;
 /// An example application: a partitioned, replicated key-value service on actors and the registry.
 pub mod kv;
 

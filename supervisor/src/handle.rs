@@ -1,8 +1,10 @@
 //! `SupervisorRef`: the API to a running supervisor.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble_runtime::{ActorRef, ExitReason, Node, SpawnError, UntypedRef};
+use parking_lot::Mutex;
 
 use crate::error::SupervisorError;
 use crate::snapshot::{ChildCounts, ChildInfo, TreeSnapshot};
@@ -24,6 +26,11 @@ pub struct Granted {
     pub shortfall: Option<String>,
 }
 
+/// The top-level supervisors started on a node, kept as a node extension so that the admin API
+/// and the dashboard can show every supervision tree of the node.
+#[derive(Clone, Default)]
+struct TopLevel(Arc<Mutex<Vec<SupervisorRef>>>);
+
 /// A handle to a running supervisor.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SupervisorRef {
@@ -36,7 +43,32 @@ impl SupervisorRef {
     /// that fails to start (its id and error are in the `StartFailed` reason).
     pub async fn start(node: &Node, spec: SupervisorSpec) -> Result<SupervisorRef, SpawnError> {
         let actor = node.start(Supervisor::new(spec)).await?;
-        Ok(Self::from_actor(actor))
+        let supervisor = Self::from_actor(actor);
+        let top = match node.extension::<TopLevel>() {
+            Some(top) => top,
+            None => {
+                let top = TopLevel::default();
+                node.set_extension(top.clone());
+                top
+            }
+        };
+        let mut list = top.0.lock();
+        list.retain(|s| s.actor.is_alive());
+        list.push(supervisor.clone());
+        drop(list);
+        Ok(supervisor)
+    }
+
+    /// The top-level supervisors running on `node` (those started with [`start`](Self::start)),
+    /// in start order. Their children that are supervisors are in their
+    /// [`snapshot`](Self::snapshot)s.
+    pub fn top_level(node: &Node) -> Vec<SupervisorRef> {
+        let Some(top) = node.extension::<TopLevel>() else {
+            return Vec::new();
+        };
+        let mut list = top.0.lock();
+        list.retain(|s| s.actor.is_alive());
+        list.clone()
     }
 
     /// A handle for a supervisor's actor.

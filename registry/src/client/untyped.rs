@@ -92,6 +92,21 @@ impl Registry {
         self.shared.view.read().state.name(name).cloned()
     }
 
+    /// The open member sessions, from this node's copy.
+    pub fn sessions(&self) -> Vec<crate::state::Session> {
+        self.shared.view.read().state.sessions().cloned().collect()
+    }
+
+    /// Every lock with a holder or waiters, by name, from this node's copy. A lease is a lock
+    /// whose holder keeps it alive through its session, so this lists leases too.
+    pub fn locks(&self) -> Vec<(String, crate::state::Lock)> {
+        let view = self.shared.view.read();
+        view.state
+            .locks()
+            .map(|(name, lock)| (name.clone(), lock.clone()))
+            .collect()
+    }
+
     /// The global names whose key starts with `prefix`, from this node's copy.
     pub fn names_with_prefix(&self, prefix: &str) -> Vec<(String, WireRef)> {
         self.shared
