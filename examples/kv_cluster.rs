@@ -17,23 +17,6 @@ use ensemble::registry::{Registry, RegistryConfig};
 use ensemble::supervisor::app::{AppSpec, Apps};
 use ensemble::transport::certs::{ClusterCa, NodeCert};
 
-const SPEC: &str = r#"
-name = "kv"
-
-[[roles]]
-name = "master"
-module = "kv.master"
-singleton = true
-global_name = "kv.master"
-args = { partitions = 8 }
-
-[[roles]]
-name = "worker"
-module = "kv.worker"
-instances = 3
-placement = { anti_affinity = true }
-"#;
-
 struct Member {
     node: Node,
     cluster: Cluster,
@@ -89,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("three nodes up; the registry runs on all three");
 
     let apps = Apps::new(&members[0].node)?;
-    apps.deploy(&AppSpec::from_toml(SPEC)?).await?;
+    apps.deploy(&AppSpec::from_toml(kv::APP_SPEC)?).await?;
     let client = KvClient::new(members[1].registry.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {

@@ -43,6 +43,7 @@
 //! ```
 
 pub mod admin;
+pub mod host;
 /// An example application: a partitioned, replicated key-value service on actors and the registry.
 pub mod kv;
 

@@ -103,6 +103,10 @@ pub const MASTER_NAME: &str = "kv.master";
 /// The registry group every worker joins.
 pub const WORKERS_GROUP: &str = "kv.workers";
 
+/// The app spec deploying this service: a master singleton named [`MASTER_NAME`] and three
+/// workers on three different nodes (the file `examples/apps/kv.toml`).
+pub const APP_SPEC: &str = include_str!("../../examples/apps/kv.toml");
+
 /// Registers modules [`MASTER_MODULE`] and [`WORKER_MODULE`] on `node`. Their arguments are
 /// optional: nil (no arguments), an empty map and a partial map all decode, missing fields
 /// taking their defaults.

@@ -1,0 +1,373 @@
+//! The commands that ask a node's admin API: `status`, `members`, `names`, `locks` and
+//! `app deploy|list|remove`. Any node answers for the whole cluster (from its copy of the
+//! registry), so `--admin` may name any of them.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ensemble::admin::api::{
+    ApiError, AppChange, AppEntry, LockEntry, MemberEntry, NameEntry, NodeStatus,
+};
+use serde::de::DeserializeOwned;
+
+use super::CliResult;
+use super::table::render;
+
+/// How to reach a node's admin API.
+#[derive(clap::Args, Debug)]
+pub(crate) struct AdminArgs {
+    /// The admin address of any node of the cluster (as its `admin.listen`).
+    #[arg(
+        long,
+        env = "ENSEMBLE_ADMIN",
+        default_value = "127.0.0.1:7070",
+        value_name = "HOST:PORT"
+    )]
+    admin: String,
+    /// The admin API's bearer token, if the node requires one.
+    #[arg(
+        long,
+        env = "ENSEMBLE_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Print the API's JSON document instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A blocking client of one node's admin API.
+struct AdminClient {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl AdminClient {
+    fn new(args: &AdminArgs) -> AdminClient {
+        let address = args.admin.trim().trim_end_matches('/');
+        let base = if address.starts_with("http://") || address.starts_with("https://") {
+            address.to_owned()
+        } else {
+            format!("http://{address}")
+        };
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        AdminClient {
+            base,
+            token: args.token.clone(),
+            agent,
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        let text = self.call("GET", path, None)?;
+        self.decode(path, &text)
+    }
+
+    /// Sends a request and returns the body of a successful answer; any failure is an error
+    /// naming the URL and, for an error answer, the node's message.
+    fn call(&self, method: &str, path: &str, body: Option<String>) -> Result<String, String> {
+        let url = format!("{}{path}", self.base);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let result = match (method, body) {
+            ("POST", Some(body)) => {
+                let mut request = self
+                    .agent
+                    .post(&url)
+                    .header("Content-Type", "application/toml");
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.send(body)
+            }
+            ("DELETE", _) => {
+                let mut request = self.agent.delete(&url);
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.call()
+            }
+            _ => {
+                let mut request = self.agent.get(&url);
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.call()
+            }
+        };
+        let mut response = result.map_err(|e| {
+            format!(
+                "cannot reach the admin API at {url}: {e} (is a node running with its admin server there? pass --admin HOST:PORT)"
+            )
+        })?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("{method} {url}: cannot read the answer: {e}"))?;
+        if status.is_success() {
+            return Ok(text);
+        }
+        let message = serde_json::from_str::<ApiError>(&text)
+            .map(|e| e.error)
+            .unwrap_or(text);
+        if status.as_u16() == 401 {
+            return Err(format!(
+                "{method} {url}: refused ({status}): {message} (pass --token or set ENSEMBLE_ADMIN_TOKEN)"
+            ));
+        }
+        Err(format!("{method} {url}: {status}: {message}"))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, path: &str, text: &str) -> Result<T, String> {
+        serde_json::from_str(text).map_err(|e| {
+            format!(
+                "{}{path} answered a document this ensemble does not understand ({e}); is the node another version?",
+                self.base
+            )
+        })
+    }
+}
+
+/// Prints the raw JSON when asked for it, and reports whether it did.
+fn print_json(args: &AdminArgs, client: &AdminClient, path: &str) -> Result<bool, String> {
+    if args.json {
+        println!("{}", client.call("GET", path, None)?);
+    }
+    Ok(args.json)
+}
+
+pub(crate) fn status(args: &AdminArgs) -> CliResult {
+    let client = AdminClient::new(args);
+    if print_json(args, &client, "/api/v1/status")? {
+        return Ok(());
+    }
+    let status: NodeStatus = client.get("/api/v1/status")?;
+    println!(
+        "node      {} (incarnation {})",
+        status.node, status.incarnation
+    );
+    println!(
+        "cluster   {} (listening on {})",
+        status.cluster, status.listen
+    );
+    println!(
+        "members   {} up, {} suspect",
+        status.members_up, status.members_suspect
+    );
+    println!(
+        "registry  leader {}, revision {}{}{}",
+        status.registry.leader.as_deref().unwrap_or("unknown"),
+        status.registry.revision,
+        if status.registry.synced {
+            ""
+        } else {
+            ", catching up"
+        },
+        if status.registry.fenced {
+            ", FENCED (session may have expired)"
+        } else {
+            ""
+        }
+    );
+    println!("actors    {}", status.actors);
+    println!("uptime    {} s", status.uptime_secs);
+    Ok(())
+}
+
+pub(crate) fn members(args: &AdminArgs) -> CliResult {
+    let client = AdminClient::new(args);
+    if print_json(args, &client, "/api/v1/members")? {
+        return Ok(());
+    }
+    let members: Vec<MemberEntry> = client.get("/api/v1/members")?;
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .map(|m| {
+            vec![
+                m.node.clone(),
+                m.status.clone(),
+                if m.session { "open" } else { "none" }.to_owned(),
+                m.listen.clone(),
+                join_map(m.resources.iter().map(|(k, v)| format!("{k}={v}"))),
+                join_map(m.labels.iter().map(|(k, v)| format!("{k}={v}"))),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render(
+            &[
+                "NODE",
+                "STATUS",
+                "SESSION",
+                "ADDRESS",
+                "RESOURCES",
+                "LABELS"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+pub(crate) fn names(args: &AdminArgs) -> CliResult {
+    let client = AdminClient::new(args);
+    if print_json(args, &client, "/api/v1/names")? {
+        return Ok(());
+    }
+    let names: Vec<NameEntry> = client.get("/api/v1/names")?;
+    let rows: Vec<Vec<String>> = names
+        .iter()
+        .map(|n| vec![n.name.clone(), n.node.clone(), n.actor.clone()])
+        .collect();
+    print!("{}", render(&["NAME", "NODE", "ACTOR"], &rows));
+    Ok(())
+}
+
+pub(crate) fn locks(args: &AdminArgs) -> CliResult {
+    let client = AdminClient::new(args);
+    if print_json(args, &client, "/api/v1/locks")? {
+        return Ok(());
+    }
+    let locks: Vec<LockEntry> = client.get("/api/v1/locks")?;
+    let rows: Vec<Vec<String>> = locks
+        .iter()
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                l.holder.clone().unwrap_or_else(|| "-".into()),
+                l.token.to_string(),
+                if l.waiters.is_empty() {
+                    "-".into()
+                } else {
+                    l.waiters.join(", ")
+                },
+            ]
+        })
+        .collect();
+    print!("{}", render(&["LOCK", "HOLDER", "TOKEN", "WAITERS"], &rows));
+    Ok(())
+}
+
+pub(crate) fn app_deploy(args: &AdminArgs, file: &Path, wait: Option<u64>) -> CliResult {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read app spec {}: {e}", file.display()))?;
+    let client = AdminClient::new(args);
+    let answer = client
+        .call("POST", "/api/v1/apps", Some(text))
+        .map_err(|e| format!("app spec {}: {e}", file.display()))?;
+    let change: AppChange = client.decode("/api/v1/apps", &answer)?;
+    eprintln!("deployed app {} from {}", change.app, file.display());
+    let Some(wait_secs) = wait else {
+        return Ok(());
+    };
+    // Wait until every role runs its count, saying what changed as it goes.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(wait_secs);
+    let mut last = String::new();
+    loop {
+        let apps: Vec<AppEntry> = client.get("/api/v1/apps")?;
+        let entry = apps.iter().find(|a| a.spec.name == change.app);
+        let (line, done) = match entry.and_then(|a| a.status.as_ref()) {
+            Some(status) => {
+                let parts: Vec<String> = status
+                    .roles
+                    .iter()
+                    .map(|r| {
+                        let problem = r
+                            .problem
+                            .as_ref()
+                            .map(|p| format!(" ({p})"))
+                            .unwrap_or_default();
+                        format!("{} {}/{}{problem}", r.name, r.running_total(), r.wanted)
+                    })
+                    .collect();
+                let done = !status.roles.is_empty()
+                    && status.roles.iter().all(|r| r.running_total() >= r.wanted);
+                (parts.join(", "), done)
+            }
+            None => ("waiting for the app controller".to_owned(), false),
+        };
+        if line != last {
+            eprintln!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
+            last = line;
+        }
+        if done {
+            println!(
+                "app {} running ({last}) after {:.1} s",
+                change.app,
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "app {} did not reach its instance counts in {wait_secs} s: {last} (see `ensemble app list`; the app stays deployed)",
+                change.app
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+pub(crate) fn app_list(args: &AdminArgs) -> CliResult {
+    let client = AdminClient::new(args);
+    if print_json(args, &client, "/api/v1/apps")? {
+        return Ok(());
+    }
+    let apps: Vec<AppEntry> = client.get("/api/v1/apps")?;
+    let mut rows = Vec::new();
+    for app in &apps {
+        for role in &app.spec.roles {
+            let status = app
+                .status
+                .as_ref()
+                .and_then(|s| s.roles.iter().find(|r| r.name == role.name));
+            rows.push(vec![
+                app.spec.name.clone(),
+                role.name.clone(),
+                status.map_or("-".into(), |s| {
+                    format!("{}/{}", s.running_total(), s.wanted)
+                }),
+                status.map_or(String::new(), |s| {
+                    join_map(s.running.iter().map(|(node, n)| format!("{node}:{n}")))
+                }),
+                status.and_then(|s| s.problem.clone()).unwrap_or_default(),
+            ]);
+        }
+    }
+    print!(
+        "{}",
+        render(&["APP", "ROLE", "RUNNING", "NODES", "PROBLEM"], &rows)
+    );
+    Ok(())
+}
+
+pub(crate) fn app_remove(args: &AdminArgs, name: &str) -> CliResult {
+    let client = AdminClient::new(args);
+    let answer = client.call("DELETE", &format!("/api/v1/apps/{name}"), None)?;
+    let change: AppChange = client.decode("/api/v1/apps", &answer)?;
+    if change.changed {
+        println!("removed app {name}: its instances are being stopped");
+        Ok(())
+    } else {
+        Err(format!(
+            "no app named {name} is deployed (see `ensemble app list`)"
+        ))
+    }
+}
+
+fn join_map(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(",")
+    }
+}

@@ -1,0 +1,122 @@
+//! `ensemble node`: run a node until Ctrl-C, SIGTERM (or, for child nodes of the demo, the
+//! end of standard input), then leave the cluster on purpose.
+//!
+//! On standard output it prints one line per stage as it starts, and these lines, which the
+//! demo and the tests read: `node NAME: cluster address ADDR`, `node NAME: admin URL` and
+//! `node NAME: ready`. Logs go to standard error.
+
+use std::io::Write;
+
+use clap::ArgMatches;
+use ensemble::host::{Host, HostConfig};
+use ensemble::transport::certs::NodeCert;
+
+use super::CliResult;
+use super::config::{self, NodeArgs};
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+pub(crate) fn run(args: NodeArgs, matches: &ArgMatches) -> CliResult {
+    let settings = config::resolve(&args, matches)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&settings.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let cert = NodeCert::load(&settings.certs, &settings.name)
+        .map_err(|e| format!("certs (directory {}): {e}", settings.certs.display()))?;
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        format!(
+            "data_dir: cannot create {}: {e}",
+            settings.data_dir.display()
+        )
+    })?;
+
+    let name = settings.name.clone();
+    let mut config = HostConfig::new(settings.name, cert, &settings.data_dir);
+    config.cluster = settings.cluster;
+    config.listen = settings.listen;
+    config.seeds = settings.join.clone();
+    config.registry = settings.registry;
+    config.resources = settings.resources;
+    config.labels = settings.labels;
+    config.apps = settings.apps;
+    config.admin = settings.admin;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        if settings.join.is_empty() {
+            say(&format!(
+                "node {name}: starting a new cluster {:?} (no --join given)",
+                config.cluster
+            ));
+        } else {
+            let seeds: Vec<String> = settings.join.iter().map(|s| s.to_string()).collect();
+            say(&format!(
+                "node {name}: joining through {}",
+                seeds.join(", ")
+            ));
+        }
+        let host = Host::start(config, |_| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        say(&format!(
+            "node {name}: cluster address {}",
+            host.cluster.local_addr()
+        ));
+        if let Some(admin) = &host.admin {
+            say(&format!(
+                "node {name}: admin http://{}/",
+                admin.local_addr()
+            ));
+        }
+        say(&format!(
+            "node {name}: ready; registry leader {} (Ctrl-C to leave the cluster and stop)",
+            host.registry
+                .leader()
+                .unwrap_or_else(|| "not known yet".into())
+        ));
+
+        let reason = stop_signal(args.exit_with_stdin).await;
+        say(&format!("node {name}: {reason}; leaving the cluster"));
+        host.stop().await;
+        say(&format!("node {name}: stopped"));
+        Ok(())
+    })
+}
+
+/// Waits for a reason to stop: Ctrl-C, SIGTERM, or (if asked) the end of standard input.
+async fn stop_signal(exit_with_stdin: bool) -> &'static str {
+    let stdin_closed = async {
+        if !exit_with_stdin {
+            return std::future::pending().await;
+        }
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut stdin, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        () = terminate => "terminated",
+        () = stdin_closed => "standard input closed",
+    }
+}

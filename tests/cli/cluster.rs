@@ -1,0 +1,186 @@
+//! Two nodes started with `ensemble node` as separate processes, looked at and changed with
+//! the client commands through their admin APIs, then stopped with SIGTERM.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::util::{Running, command, run, stderr, stdout};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// An `ensemble node` process and the addresses it printed.
+struct NodeProcess {
+    process: Running,
+    cluster: String,
+    admin: String,
+}
+
+fn start_node(dir: &Path, name: &str, extra: &[&str]) -> NodeProcess {
+    let certs = dir.join("certs");
+    let data = dir.join(name);
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+    let mut args = vec![
+        "node",
+        "--name",
+        name,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--certs",
+        certs.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let mut cmd = command(&args, &[]);
+    cmd.stderr(log);
+    let mut process = Running::start(cmd);
+    let cluster = process.wait_for_line("cluster address", WAIT);
+    let admin = process.wait_for_line(": admin http://", WAIT);
+    process.wait_for_line(": ready", WAIT);
+    NodeProcess {
+        process,
+        cluster: cluster.rsplit(' ').next().unwrap().to_owned(),
+        admin: admin.rsplit(' ').next().unwrap().to_owned(),
+    }
+}
+
+/// Runs a client command against `admin` until `check` accepts its standard output.
+fn until_output(args: &[&str], admin: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut full = args.to_vec();
+        full.extend_from_slice(&["--admin", admin]);
+        let output = run(&full, &[], None);
+        let text = stdout(&output);
+        if output.status.success() && check(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`ensemble {}` never gave the expected output; last:\n{text}\n{}",
+            args.join(" "),
+            stderr(&output)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_cluster_of_node_processes_is_driven_by_the_client_commands() {
+    let dir = crate::common::certificates(&["n1", "n2"]);
+    let dir = dir.path();
+    let n1 = start_node(dir, "n1", &[]);
+    let join = format!("--join={}", n1.cluster);
+    let mut n2 = start_node(dir, "n2", &[&join, "--admin-token", "secret-token"]);
+
+    let members = until_output(&["members"], &n1.admin, |text| {
+        text.lines().filter(|l| l.contains("open")).count() == 2
+    });
+    assert!(members.starts_with("NODE"), "{members}");
+    assert!(
+        members.contains("n1") && members.contains("n2"),
+        "{members}"
+    );
+    let json = until_output(&["members", "--json"], &n1.admin, |_| true);
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("--json prints JSON");
+    assert_eq!(parsed.as_array().map(Vec::len), Some(2), "{json}");
+
+    let status = until_output(&["status"], &n1.admin, |t| t.contains("leader n"));
+    assert!(status.contains("n1") && status.contains("2 up"), "{status}");
+
+    // The second node requires its token.
+    let refused = run(&["members", "--admin", &n2.admin], &[], None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("--token"), "{}", stderr(&refused));
+    let allowed = run(
+        &["members", "--admin", &n2.admin],
+        &[("ENSEMBLE_ADMIN_TOKEN", "secret-token")],
+        None,
+    );
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+
+    // An app: deployed, listed, its name and lock visible, removed.
+    let spec = dir.join("kv.toml");
+    std::fs::write(
+        &spec,
+        "name = \"kv\"\n\n[[roles]]\nname = \"master\"\nmodule = \"kv.master\"\nsingleton = true\n\
+         global_name = \"kv.master\"\n\n[[roles]]\nname = \"worker\"\nmodule = \"kv.worker\"\n\
+         instances = 2\nplacement = { anti_affinity = true }\n",
+    )
+    .unwrap();
+    let deploy = run(
+        &[
+            "app",
+            "deploy",
+            spec.to_str().unwrap(),
+            "--admin",
+            &n1.admin,
+        ],
+        &[],
+        None,
+    );
+    assert!(deploy.status.success(), "{}", stderr(&deploy));
+    assert!(
+        stdout(&deploy).contains("app kv running"),
+        "{}",
+        stdout(&deploy)
+    );
+    assert!(
+        stderr(&deploy).contains("worker"),
+        "progress: {}",
+        stderr(&deploy)
+    );
+
+    let list = until_output(&["app", "list"], &n1.admin, |t| t.contains("2/2"));
+    assert!(list.contains("master") && list.contains("1/1"), "{list}");
+    until_output(&["names"], &n1.admin, |t| t.contains("kv.master"));
+    until_output(&["locks"], &n1.admin, |t| {
+        t.contains("ensemble.singleton/kv/master")
+    });
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"broken\"\n[[roles]]\nname = \"w\"\nmodule = \"kv.worker\"\ninstances = \"two\"\n",
+    )
+    .unwrap();
+    let refused = run(
+        &["app", "deploy", bad.to_str().unwrap(), "--admin", &n1.admin],
+        &[],
+        None,
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let err = stderr(&refused);
+    assert!(
+        err.contains("bad.toml") && err.contains("instances"),
+        "{err}"
+    );
+
+    let removed = run(&["app", "remove", "kv", "--admin", &n1.admin], &[], None);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    let again = run(&["app", "remove", "kv", "--admin", &n1.admin], &[], None);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("no app named kv"),
+        "{}",
+        stderr(&again)
+    );
+
+    // SIGTERM: each node leaves the cluster and exits 0.
+    let mut n1 = n1;
+    for node in [&mut n2, &mut n1] {
+        node.process.signal(Signal::SIGTERM);
+        let status = node.process.wait(WAIT);
+        assert!(status.success(), "exit status {status}");
+        let rest = node.process.rest(WAIT);
+        assert!(
+            rest.iter().any(|l| l.contains("stopped")),
+            "{:?}",
+            node.process.seen
+        );
+    }
+}

@@ -1,0 +1,76 @@
+//! `ensemble demo`: run to its end, it exits 0 having read back every acknowledged write; run
+//! and interrupted, it removes every child process and its temp dir.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::util::{Running, alive, command};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// The temp dir and node pids the demo printed.
+fn printed(lines: &[String]) -> (PathBuf, Vec<u32>) {
+    let certs = lines
+        .iter()
+        .find_map(|l| l.split(" in ").nth(1).filter(|p| p.ends_with("/certs")))
+        .expect("the demo prints where its certificates are");
+    let dir = PathBuf::from(certs.trim_end_matches("/certs"));
+    let pids = lines
+        .iter()
+        .filter_map(|l| l.split("(pid ").nth(1))
+        .filter_map(|rest| rest.split(')').next()?.parse().ok())
+        .collect();
+    (dir, pids)
+}
+
+#[test]
+fn the_demo_fails_over_and_cleans_up() {
+    let mut demo = Running::start(command(&["demo", "--warmup-secs", "1"], &[]));
+    let status = demo.wait(WAIT);
+    demo.rest(Duration::from_secs(5));
+    let output = demo.seen.join("\n");
+    assert!(status.success(), "exit status {status}; output:\n{output}");
+    for needle in [
+        "kill -9 node",
+        "suspected",
+        "session expired",
+        "taken over",
+        "re-resolved",
+        "writes acknowledged again",
+        "failover",
+    ] {
+        assert!(output.contains(needle), "{needle:?} missing:\n{output}");
+    }
+    let read_back = demo
+        .seen
+        .iter()
+        .find(|l| l.contains("read back"))
+        .expect("a read-back line");
+    assert!(!read_back.contains("LOST"), "{read_back}");
+    let (dir, pids) = printed(&demo.seen);
+    assert_eq!(pids.len(), 4, "3 nodes and the killed one's pid: {output}");
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+    for pid in pids {
+        assert!(!alive(pid), "node process {pid} was left running");
+    }
+}
+
+#[test]
+fn an_interrupted_demo_removes_its_processes_and_temp_dir() {
+    let mut demo = Running::start(command(&["demo", "--warmup-secs", "30"], &[]));
+    demo.wait_for_line("writing:", WAIT);
+    demo.signal(Signal::SIGINT);
+    let status = demo.wait(WAIT);
+    demo.rest(Duration::from_secs(5));
+    let output = demo.seen.join("\n");
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(output.contains("interrupted"), "{output}");
+    let (dir, pids) = printed(&demo.seen);
+    assert_eq!(pids.len(), 3, "{output}");
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+    for pid in pids {
+        assert!(!alive(pid), "node process {pid} was left running");
+    }
+}
