@@ -95,6 +95,8 @@ pub struct Host {
     pub apps: Option<AppsNode>,
     /// The admin server, if it serves one.
     pub admin: Option<AdminServer>,
+    /// Updates the node's gauges.
+    gauges: tokio::task::JoinHandle<()>,
 }
 
 impl Host {
@@ -139,12 +141,18 @@ impl Host {
                 return Err(fail("registry", e.to_string()));
             }
         };
+        let gauges = tokio::spawn(update_gauges(
+            node.clone(),
+            cluster.clone(),
+            registry.clone(),
+        ));
         let mut host = Host {
             node,
             cluster,
             registry,
             apps: None,
             admin: None,
+            gauges,
         };
         if config.apps {
             match Apps::start(&host.node).await {
@@ -171,6 +179,7 @@ impl Host {
     /// (releasing this node's names, locks and reservations at once), the actors are stopped,
     /// then the connections are closed.
     pub async fn stop(self) {
+        self.gauges.abort();
         if let Some(admin) = self.admin {
             admin.shutdown().await;
         }
@@ -187,5 +196,33 @@ impl Host {
         }
         self.node.shutdown().await;
         self.cluster.leave().await;
+    }
+}
+
+/// How often [`update_gauges`] samples the node.
+const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps the node-level gauges current (the admin server exports them on `/metrics`):
+/// members by status, actors, and the registry's revision, sessions, leadership and fencing.
+async fn update_gauges(node: Node, cluster: Cluster, registry: Registry) {
+    let mut tick = tokio::time::interval(GAUGE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let members = cluster.members();
+        let suspect = members
+            .iter()
+            .filter(|m| m.status == ensemble_runtime::cluster::MemberStatus::Suspect)
+            .count();
+        // The member list holds the other nodes; this one is up by definition.
+        metrics::gauge!("ensemble_members", "status" => "up")
+            .set((members.len() - suspect + 1) as f64);
+        metrics::gauge!("ensemble_members", "status" => "suspect").set(suspect as f64);
+        metrics::gauge!("ensemble_actors").set(node.actor_count() as f64);
+        metrics::gauge!("ensemble_registry_revision").set(registry.revision() as f64);
+        metrics::gauge!("ensemble_registry_sessions").set(registry.sessions().len() as f64);
+        let leads = registry.leader().as_deref() == Some(node.id().name());
+        metrics::gauge!("ensemble_registry_leader").set(f64::from(u8::from(leads)));
+        metrics::gauge!("ensemble_registry_fenced").set(f64::from(u8::from(registry.is_fenced())));
     }
 }
