@@ -28,6 +28,10 @@ pub struct RegistryConfig {
     pub heartbeat_interval: Duration,
     /// A follower without heartbeats starts an election after a random time in this range.
     pub election_timeout: (Duration, Duration),
+    /// Write the Raft log on the calling task instead of a writer thread, blocking the async
+    /// runtime during every commit. Only for simulations on paused tokio time, where a writer
+    /// thread would let virtual time run on while the disk works; never in production.
+    pub inline_storage: bool,
 }
 
 impl RegistryConfig {
@@ -49,6 +53,7 @@ impl RegistryConfig {
             // end) plus a random time in the range before it stands, so a dead leader is
             // replaced 0.40-0.50 s after its last heartbeat.
             election_timeout: (Duration::from_millis(150), Duration::from_millis(250)),
+            inline_storage: false,
         }
     }
 

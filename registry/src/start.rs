@@ -34,8 +34,12 @@ impl Registry {
         let node = cluster.node().clone();
         let name = node.id().name().to_owned();
         let path = config.data_dir.join(LOG_FILE);
-        let store =
-            LogStore::<TypeConfig>::open(&path).map_err(|e| RegistryError::Start(e.to_string()))?;
+        let store = if config.inline_storage {
+            LogStore::<TypeConfig>::open_inline(&path)
+        } else {
+            LogStore::<TypeConfig>::open(&path)
+        }
+        .map_err(|e| RegistryError::Start(e.to_string()))?;
         let state_machine = StateMachine::open(store.clone()).await.map_err(|e| {
             RegistryError::Start(format!(
                 "cannot read the registry snapshot in {}: {e}",
@@ -101,6 +105,7 @@ impl Registry {
         tokio::spawn(session::feed(shared.clone(), mirror));
         session::open(&shared, timeout).await?;
         tokio::spawn(session::keep(shared.clone()));
+        tokio::spawn(session::watch_declared_down(shared.clone()));
         let registry = Registry { shared };
         cluster.node().set_extension(registry.clone());
         registry.wait_synced(Duration::from_secs(5)).await;

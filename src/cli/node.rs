@@ -83,11 +83,31 @@ pub(crate) fn run(args: NodeArgs, matches: &ArgMatches) -> CliResult {
                 .unwrap_or_else(|| "not known yet".into())
         ));
 
-        let reason = stop_signal(args.exit_with_stdin).await;
-        say(&format!("node {name}: {reason}; leaving the cluster"));
-        host.stop().await;
-        say(&format!("node {name}: stopped"));
-        Ok(())
+        let registry = host.registry.clone();
+        let expired = async move {
+            // The cluster declared this node down (its session expired while it was cut
+            // off): it cannot rejoin as this incarnation. Exit with an error, so that
+            // whatever supervises the process (systemd, a container runtime) starts it again
+            // as a new incarnation.
+            while !registry.is_expired() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            reason = stop_signal(args.exit_with_stdin) => {
+                say(&format!("node {name}: {reason}; leaving the cluster"));
+                host.stop().await;
+                say(&format!("node {name}: stopped"));
+                Ok(())
+            }
+            () = expired => {
+                host.stop().await;
+                Err(format!(
+                    "node {name}: the cluster declared this node down (its registry session expired, \
+                     probably while it was cut off); start it again to rejoin as a new incarnation"
+                ))
+            }
+        }
     })
 }
 

@@ -117,6 +117,10 @@ impl Shared {
         let deadline = Instant::now() + timeout;
         let mut last = String::from("no registry server answered");
         let mut candidates = self.candidates().into_iter();
+        // Leaders named by NotLeader answers this round: each starts the round over once at
+        // most, so two nodes naming each other (a stale view, a partition) cannot keep the
+        // call spinning without ever waiting.
+        let mut redirected: Vec<String> = Vec::new();
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -132,6 +136,7 @@ impl Shared {
                     // Everyone tried: wait a little for an election, then again.
                     tokio::time::sleep(Duration::from_millis(20).min(deadline - now)).await;
                     candidates = self.candidates().into_iter();
+                    redirected.clear();
                     continue;
                 }
             };
@@ -165,7 +170,10 @@ impl Shared {
                     last = format!("node {target} is not the leader");
                     if let Some(leader) = leader.filter(|l| l != &target) {
                         *self.leader.lock() = Some(leader.clone());
-                        candidates = self.candidates().into_iter();
+                        if !redirected.contains(&leader) {
+                            redirected.push(leader);
+                            candidates = self.candidates().into_iter();
+                        }
                     } else {
                         *self.leader.lock() = None;
                     }

@@ -83,6 +83,32 @@ pub(crate) async fn keep(shared: Arc<Shared>) {
     }
 }
 
+/// Marks the session expired when a peer says the cluster declared this node down: a node cut
+/// off while its session expired cannot hear it from the registry (every member refuses it),
+/// only from the refusal of the first peer it reaches again.
+pub(crate) async fn watch_declared_down(shared: Arc<Shared>) {
+    let mut events = shared.cluster.subscribe();
+    if shared.cluster.is_declared_down() {
+        shared.session_expired();
+        return;
+    }
+    loop {
+        match events.recv().await {
+            Ok(ensemble_runtime::cluster::MemberEvent::Down(node)) if &node == shared.me() => {
+                shared.session_expired();
+                return;
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                if shared.cluster.is_declared_down() {
+                    shared.session_expired();
+                    return;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
 /// Fences the node the moment its session may no longer be valid.
 async fn watchdog(shared: Arc<Shared>, valid_until: Arc<Mutex<Instant>>) {
     loop {

@@ -298,6 +298,19 @@ where
     shared: Arc<Shared<C>>,
 }
 
+/// Where writes go: the writer thread's queue, or (for simulations) straight to the file.
+enum Sink<C>
+where
+    C: RaftTypeConfig,
+{
+    /// The writer's queue. Only this one sender exists, so the queue closes exactly when the last
+    /// clone of the store is dropped.
+    Queue(mpsc::Sender<Op<C>>),
+    /// Each write commits on the caller's thread before the call returns (see
+    /// [`LogStore::open_inline`]).
+    Inline(Mutex<Writer<C>>),
+}
+
 /// What every clone of a [`LogStore`] shares.
 ///
 /// Fields drop in declaration order, and the order matters: `ops` goes first, which closes the
@@ -306,9 +319,8 @@ struct Shared<C>
 where
     C: RaftTypeConfig,
 {
-    /// The writer's queue. Only this one sender exists, so the queue closes exactly when the last
-    /// clone of the store is dropped.
-    ops: mpsc::Sender<Op<C>>,
+    /// Where writes go.
+    ops: Sink<C>,
     /// The log as openraft sees it, ahead of the file by whatever is queued. A plain mutex: it is
     /// never held across an `.await`, and only for map operations and entry copies.
     memory: Mutex<Memory<C>>,
@@ -456,6 +468,20 @@ where
     /// the other variants of [`OpenError`] when the file cannot be created, read or is not a
     /// registry log of a known layout.
     pub fn open(path: &Path) -> Result<Self, OpenError> {
+        Self::open_with(path, false)
+    }
+
+    /// Like [`open`](Self::open), but with no writer thread: every write commits (with its
+    /// fsync) on the calling task before the call returns, blocking the async runtime meanwhile.
+    ///
+    /// Only for simulations on paused tokio time: there, a writer thread would let virtual time
+    /// run on while the disk works, as if every fsync took forever; inline, virtual time stands
+    /// still during the write. Production nodes use [`open`](Self::open).
+    pub fn open_inline(path: &Path) -> Result<Self, OpenError> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, inline: bool) -> Result<Self, OpenError> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
                 dir: dir.to_path_buf(),
@@ -489,28 +515,33 @@ where
 
         let path: Arc<Path> = Arc::from(path);
         let failure = Arc::new(OnceLock::new());
-        let (ops, queue) = mpsc::channel(QUEUE_CAPACITY);
         // The writer takes the only handle on the database, so the file closes when it ends.
         let writer = Writer {
             db,
-            queue,
             failure: Arc::clone(&failure),
             path: Arc::clone(&path),
+            _types: std::marker::PhantomData,
         };
-        let thread = std::thread::Builder::new()
-            .name("registry-log".to_string())
-            .spawn(move || writer.run())
-            .map_err(|source| OpenError::StartWriter {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let (ops, thread) = if inline {
+            (Sink::Inline(Mutex::new(writer)), None)
+        } else {
+            let (ops, queue) = mpsc::channel(QUEUE_CAPACITY);
+            let thread = std::thread::Builder::new()
+                .name("registry-log".to_string())
+                .spawn(move || writer.run(queue))
+                .map_err(|source| OpenError::StartWriter {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            (Sink::Queue(ops), Some(thread))
+        };
         Ok(Self {
             shared: Arc::new(Shared {
                 ops,
                 memory: Mutex::new(memory),
                 failure,
                 path,
-                _writer: WriterThread(Some(thread)),
+                _writer: WriterThread(thread),
             }),
         })
     }
@@ -569,12 +600,21 @@ where
     /// Waits for room in the queue before calling `change`, so that a caller that gives up while
     /// the queue is full leaves nothing half done.
     async fn submit(&self, change: impl FnOnce(&mut Memory<C>) -> Op<C>) -> Result<(), DbError> {
-        let permit = self
-            .shared
-            .ops
-            .reserve()
-            .await
-            .map_err(|_| DbError::WriterGone)?;
+        let ops = match &self.shared.ops {
+            Sink::Queue(ops) => ops,
+            Sink::Inline(writer) => {
+                if let Some(failure) = self.shared.failure.get() {
+                    return Err(DbError::Refused(Arc::clone(failure)));
+                }
+                // The writer's lock first, so that writes reach memory and the file in the
+                // same order.
+                let writer = writer.lock();
+                let op = change(&mut self.shared.memory.lock());
+                writer.write(&mut vec![op]);
+                return Ok(());
+            }
+        };
+        let permit = ops.reserve().await.map_err(|_| DbError::WriterGone)?;
         if let Some(failure) = self.shared.failure.get() {
             return Err(DbError::Refused(Arc::clone(failure)));
         }
@@ -765,9 +805,9 @@ where
     C: RaftTypeConfig,
 {
     db: Database,
-    queue: mpsc::Receiver<Op<C>>,
     failure: Arc<OnceLock<Arc<DbError>>>,
     path: Arc<Path>,
+    _types: std::marker::PhantomData<fn() -> C>,
 }
 
 /// Why a batch was not written; shared by every op in it.
@@ -794,7 +834,7 @@ where
 {
     /// Commits batches until the queue closes and is empty, then closes the file by dropping
     /// the database.
-    fn run(mut self) {
+    fn run(self, mut queue: mpsc::Receiver<Op<C>>) {
         let span = tracing::info_span!("registry_log_writer", path = %self.path.display());
         let _entered = span.enter();
         let mut batch = Vec::with_capacity(QUEUE_CAPACITY);
@@ -804,7 +844,7 @@ where
         let mut deferred = Vec::new();
         // Takes whatever is queued, up to the capacity: the writes that arrived during the last
         // commit share the next one.
-        while self.queue.blocking_recv_many(&mut batch, QUEUE_CAPACITY) > 0 {
+        while queue.blocking_recv_many(&mut batch, QUEUE_CAPACITY) > 0 {
             let must_commit = batch.iter().any(Op::is_waited_on);
             if !must_commit && deferred.len() < QUEUE_CAPACITY {
                 deferred.append(&mut batch);

@@ -191,6 +191,11 @@ impl Actor for Server {
         for (_, task) in self.subscriptions.drain() {
             task.abort();
         }
+        // The node is shutting down: stop Raft, which closes the log, so that the node can be
+        // started again on the same data dir in this process.
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "the registry's Raft did not shut down cleanly");
+        }
     }
 }
 

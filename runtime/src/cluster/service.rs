@@ -38,6 +38,7 @@ use crate::remote::{
 };
 use crate::transport::certs::NodeCert;
 use crate::transport::frame::{self, FrameDecoder};
+use crate::transport::simnet::Network;
 use crate::transport::tls;
 
 use super::handshake::{self, Refusal};
@@ -74,6 +75,8 @@ pub struct ClusterConfig {
     pub control_queue: usize,
     /// How long lookups and remote spawns wait for the other node's answer.
     pub request_timeout: Duration,
+    /// Real UDP, or a simulated network for tests.
+    pub network: Network,
 }
 
 impl ClusterConfig {
@@ -91,6 +94,7 @@ impl ClusterConfig {
             handshake_timeout: Duration::from_secs(5),
             control_queue: 1024,
             request_timeout: Duration::from_secs(10),
+            network: Network::Udp,
         }
     }
 }
@@ -166,6 +170,8 @@ struct State {
     peers: HashMap<NodeId, Peer>,
     dialing: HashSet<SocketAddr>,
     left: bool,
+    /// A peer refused this node as declared down.
+    downed_elsewhere: bool,
 }
 
 struct Peer {
@@ -198,12 +204,23 @@ impl Cluster {
         }
         let server = tls::server_config(cert)?;
         let client = tls::client_config(cert)?;
-        let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
-            ClusterError::Bind {
-                addr: config.listen,
-                source,
+        let bind_error = |source| ClusterError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let endpoint = match &config.network {
+            Network::Udp => quinn::Endpoint::server(server, config.listen).map_err(bind_error)?,
+            Network::Simulated(net) => {
+                let socket = net.bind(config.listen).map_err(bind_error)?;
+                quinn::Endpoint::new_with_abstract_socket(
+                    quinn::EndpointConfig::default(),
+                    Some(server),
+                    socket,
+                    Arc::new(quinn::TokioRuntime),
+                )
+                .map_err(bind_error)?
             }
-        })?;
+        };
         let listen = endpoint.local_addr().map_err(|source| ClusterError::Bind {
             addr: config.listen,
             source,
@@ -258,6 +275,11 @@ impl Cluster {
                 .join(", "),
             last,
         })
+    }
+
+    /// The name of the cluster this node belongs to.
+    pub fn cluster_name(&self) -> &str {
+        &self.inner.config.cluster
     }
 
     /// Where this node accepts connections.
@@ -478,10 +500,12 @@ impl Cluster {
         let certified = tls::peer_node_name(&conn);
         if let Err(refusal) = self.admit(&hello, certified.as_deref()) {
             let reason = refusal.to_string();
+            let downed = matches!(refusal, Refusal::Downed { .. });
             let _ = write_control(
                 &mut send,
                 &Control::Refused {
                     reason: reason.clone(),
+                    downed,
                 },
                 self.inner.config.max_frame_size,
             )
@@ -560,7 +584,10 @@ impl Cluster {
         let mut decoder = FrameDecoder::new(max);
         let welcome = match read_handshake(&mut recv, &mut decoder, timeout, addr).await? {
             Control::Welcome(hello) => hello,
-            Control::Refused { reason } => {
+            Control::Refused { reason, downed } => {
+                if downed {
+                    self.declared_down_elsewhere(addr);
+                }
                 return Err(ClusterError::Connect(format!(
                     "the node at {addr} refused this node: {reason}"
                 )));
@@ -881,8 +908,31 @@ impl Cluster {
             .map(|l| l.control.clone())
     }
 
+    /// A peer refused this node because the cluster declared it down (its registry session
+    /// expired while it was cut off). Tells this node's subscribers with a `Down` event for
+    /// this node itself, once: the registry marks its session expired, and whoever runs the
+    /// node restarts it as a new incarnation.
+    fn declared_down_elsewhere(&self, by: SocketAddr) {
+        let me = self.inner.node.id().clone();
+        {
+            let mut state = self.inner.state.lock();
+            if state.downed_elsewhere {
+                return;
+            }
+            state.downed_elsewhere = true;
+        }
+        tracing::error!(node = %me, %by, "the cluster declared this node down; restart it to rejoin as a new incarnation");
+        let _ = self.inner.events.send(MemberEvent::Down(me));
+    }
+
+    /// Whether a peer told this node that the cluster declared it down.
+    pub fn is_declared_down(&self) -> bool {
+        self.inner.state.lock().downed_elsewhere
+    }
+
     /// A connection ended. The peer stays a member until the failure detector decides; the
-    /// lower-named side of the pair tries to reconnect meanwhile.
+    /// lower-named side of the pair tries to reconnect at once, the other after a while (so
+    /// that a node cut off while the cluster declared it down hears so from either side).
     fn lost(&self, peer: &NodeId, conn: &quinn::Connection) {
         let redial = {
             let mut state = self.inner.state.lock();
@@ -903,21 +953,28 @@ impl Cluster {
                 .remote
                 .disconnect(peer, conn.stable_id());
             let listen = state.membership.get(peer).map(|m| m.listen);
-            (!state.left && self.inner.node.id().name() < peer.name())
+            let first = if self.inner.node.id().name() < peer.name() {
+                Duration::from_millis(50)
+            } else {
+                Duration::from_secs(1)
+            };
+            (!state.left)
                 .then_some(listen)
                 .flatten()
+                .map(|addr| (addr, first))
         };
         tracing::debug!(node = %self.inner.node.id(), %peer, "connection lost");
-        if let Some(addr) = redial {
+        if let Some((addr, first)) = redial {
             let cluster = self.clone();
             let peer = peer.clone();
-            tokio::spawn(async move { cluster.redial(peer, addr).await });
+            tokio::spawn(async move { cluster.redial(peer, addr, first).await });
         }
     }
 
-    /// Reconnects with exponential backoff until connected, or the peer is down or gone.
-    async fn redial(self, peer: NodeId, addr: SocketAddr) {
-        let mut delay = Duration::from_millis(50);
+    /// Reconnects with exponential backoff (starting at `first`) until connected, or the peer
+    /// is down or gone.
+    async fn redial(self, peer: NodeId, addr: SocketAddr, first: Duration) {
+        let mut delay = first;
         loop {
             tokio::time::sleep(delay).await;
             {
@@ -925,7 +982,7 @@ impl Cluster {
                 match state.peers.get(&peer) {
                     None => return,
                     Some(p) if p.link.is_some() => return,
-                    Some(_) if state.left => return,
+                    Some(_) if state.left || state.downed_elsewhere => return,
                     Some(_) => {}
                 }
             }

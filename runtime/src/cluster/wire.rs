@@ -53,6 +53,10 @@ pub enum Control {
     Refused {
         /// Why, for the log on the refused side.
         reason: String,
+        /// The refused node was declared down (as this incarnation): it learns it this way
+        /// when it was cut off while the cluster decided, and must restart to rejoin.
+        #[serde(default)]
+        downed: bool,
     },
     /// I am alive (sent every heartbeat interval).
     Heartbeat,
