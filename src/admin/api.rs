@@ -1,8 +1,10 @@
 //! The admin JSON API's documents: what the node's admin server answers and what the CLI reads.
 //!
 //! Every endpoint is under `/api/v1/` and answers JSON; an error answers a status code and an
-//! [`ApiError`] document. Names of nodes are printed as `name#incarnation`, actors as
-//! `name#incarnation/serial` (their `Display` forms), so the documents read well in `curl`.
+//! [`ApiError`] document. Nodes are printed as `name#incarnation` and actors as
+//! `<name#incarnation.serial>` (their `Display` forms), so the documents read well in `curl`;
+//! [`MemberEntry`], [`LeaseEntry`] and [`NodeStatus`] give the name and the incarnation apart.
+//! Examples of every document are in `docs/admin.md` of the repository.
 
 use std::collections::BTreeMap;
 

@@ -22,6 +22,8 @@ fn say(line: &str) {
 
 pub(crate) fn run(args: NodeArgs, matches: &ArgMatches) -> CliResult {
     let settings = config::resolve(&args, matches)?;
+    // Before anything records a metric, so that `/metrics` shows everything from the start.
+    ensemble::admin::install_metrics_recorder();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&settings.log))
         .with_writer(std::io::stderr)
