@@ -227,6 +227,7 @@ impl Demo {
             .lock_info(&lock)
             .and_then(|l| l.holder)
             .map_or(0, |(_, token)| token);
+        let led_registry = registry.leader().as_deref() == Some(master_node.as_str());
         let mut events = cluster.subscribe();
         let victim = self
             .nodes
@@ -391,6 +392,12 @@ impl Demo {
                 d.as_secs_f64()
             ))
         );
+        if led_registry {
+            println!(
+                "                    ({master_node} also led the registry: a new leader was elected first, \
+                 and it waits one session TTL before declaring anyone down)"
+            );
+        }
         println!(
             "  writes            {acked} acknowledged, {failed} failed (each retried by the client for up to 15 s); slowest {:.2} s",
             slowest.as_secs_f64()

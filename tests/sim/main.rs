@@ -420,20 +420,21 @@ async fn scenario(seed: u64) -> Result<String, String> {
         }
     }
 
-    let h = history.lock();
-    let mut problems = h.violations.clone();
-    problems.extend(h.check_history(origin));
+    let (mut problems, grants) = {
+        let h = history.lock();
+        let mut problems = h.violations.clone();
+        problems.extend(h.check_history(origin));
+        (problems, h.grants.len())
+    };
     if !lost.is_empty() {
         problems.push(format!("acknowledged writes lost: {lost:?}"));
     }
     let stats = net.stats();
     let summary = format!(
-        "seed {seed}: {} grants, {} acknowledged keys, faults {faults:?}, {} partitions, network {stats:?}",
-        h.grants.len(),
+        "seed {seed}: {grants} grants, {} acknowledged keys, faults {faults:?}, {} partitions, network {stats:?}",
         acked.len(),
         schedule.len()
     );
-    drop(h);
     for n in nodes {
         n.node.shutdown().await;
         n.cluster.leave().await;

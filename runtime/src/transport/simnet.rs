@@ -299,12 +299,13 @@ impl quinn::AsyncUdpSocket for SimSocket {
             };
             let len = datagram.len().min(bufs[received].len());
             bufs[received][..len].copy_from_slice(&datagram[..len]);
-            let mut m = RecvMeta::default();
-            m.addr = from;
-            m.len = len;
-            m.stride = len;
-            m.dst_ip = Some(self.addr.ip());
-            meta[received] = m;
+            meta[received] = RecvMeta {
+                addr: from,
+                len,
+                stride: len,
+                dst_ip: Some(self.addr.ip()),
+                ..RecvMeta::default()
+            };
             received += 1;
         }
         if received > 0 {

@@ -271,17 +271,26 @@ impl Controller {
             .chain(live.iter().filter_map(|id| self.indexes.get(id).copied()))
             .collect();
         let registry = self.registry.clone();
-        let mut free_indexes = (0..).filter(|i| {
+        // Bounded: a global name without `{i}` is the same for every index, and while an
+        // instance on its way out still holds it, no index is free (an unbounded search would
+        // spin forever). Such a start waits for the next round, once the name is released.
+        let limit = used.len() + wanted + placed.nodes.len();
+        let mut free_indexes = (0..=limit).filter(|i| {
             !used.contains(i)
                 && role
                     .global_name_of(*i)
                     .is_none_or(|name| registry.name_holder(&name).is_none())
         });
+        let mut started = 0;
         for node in &placed.nodes {
-            let index = free_indexes.next().expect("indexes are unbounded");
+            let Some(index) = free_indexes.next() else {
+                tracing::debug!(%app, role = %role.name, "the role's global name is still held; starting once it is released");
+                break;
+            };
             self.start(&key, role, node, index, ctx);
+            started += 1;
         }
-        let short = missing - placed.nodes.len();
+        let short = missing - started;
         metrics::gauge!("ensemble_app_unplaced_instances", "app" => app.to_owned(), "role" => role.name.clone())
             .set(short as f64);
         if short == 0 {
@@ -292,7 +301,11 @@ impl Controller {
             "{short} of {} instances cannot be placed ({running} placed, at least {} wanted): {}",
             role.instances,
             role.min(),
-            placed.reason()
+            if started < placed.nodes.len() {
+                "its global name is still held by an instance that is stopping".to_owned()
+            } else {
+                placed.reason()
+            }
         );
         tracing::warn!(%app, role = %role.name, "{problem}");
         Some(problem)
