@@ -18,7 +18,8 @@ struct NodeProcess {
 }
 
 fn start_node(dir: &Path, name: &str, extra: &[&str]) -> NodeProcess {
-    let certs = dir.join("certs");
+    // The CA and node certificates are in the test's directory itself.
+    let certs = dir.to_path_buf();
     let data = dir.join(name);
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
     let mut args = vec![

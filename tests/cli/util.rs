@@ -85,8 +85,13 @@ impl Running {
                         return line;
                     }
                 }
-                Err(_) => panic!(
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
                     "no line with {needle:?} within {within:?}; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "the process closed its output ({:?}) before a line with {needle:?}; output so far:\n{}",
+                    self.child.try_wait(),
                     self.seen.join("\n")
                 ),
             }
