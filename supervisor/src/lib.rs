@@ -23,6 +23,8 @@
 //! - [`singleton`]: cluster singletons guarded by registry leases and fencing tokens.
 //! - [`app`]: app specs (TOML) deployed into the registry, and the controller that keeps each
 //!   app at its wanted shape across node loss and join.
+//! - [`program`]: supervised OS processes: an external program owned by an actor, with
+//!   health checks, a stop signal and its output in the logs.
 //!
 //! Children started from a registered module ([`ChildSpec::module`]) may run on other nodes
 //! ([`Placement`]); when their node goes down they are restarted on a live one.
@@ -68,6 +70,7 @@ mod core;
 mod error;
 mod handle;
 pub mod placement;
+pub mod program;
 pub mod singleton;
 mod snapshot;
 mod spec;

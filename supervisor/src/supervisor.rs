@@ -187,6 +187,17 @@ impl Supervisor {
             ctx.node().extension::<Registry>(),
             ctx.node().extension::<Cluster>(),
         ) else {
+            // A node on its own can still run a module child on itself: there is nothing to
+            // place, reserve or name.
+            if spec.placement == Placement::Local && spec.global_name.is_none() {
+                let started = ctx
+                    .node()
+                    .start_module(module, args)
+                    .await
+                    .map_err(|e| failed(&me, e.to_string()))?;
+                ctx.link(started.actor.clone());
+                return Ok(started.actor);
+            }
             return Err(failed(
                 &me,
                 "placing a module child needs the node's cluster and registry; start them first"

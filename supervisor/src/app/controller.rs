@@ -343,7 +343,7 @@ impl Controller {
                 "{app}/{role_name}/{index}@{}#{id}",
                 self.cluster.node().id()
             ),
-            module: role.module.clone(),
+            module: role.module_name().to_owned(),
             args: role.encoded_args(),
             resources: role.placement.resources.clone(),
             global_name: role.global_name_of(index),

@@ -84,6 +84,8 @@ impl Apps {
     /// here when the node holding it dies).
     pub async fn start(node: &Node) -> Result<AppsNode, AppError> {
         let apps = Apps::new(node)?;
+        // Program roles run as this module, on whichever node they are placed.
+        crate::program::register(node);
         let agent = Agent::start(node).await.map_err(AppError::Setup)?;
         let (registry, cluster) = (apps.registry.clone(), apps.cluster.clone());
         let manager = Singleton::new(CONTROLLER, move |_token| {

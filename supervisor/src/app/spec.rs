@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::placement::Requirements;
+use crate::program::{PROGRAM_MODULE, ProgramSpec};
 use crate::spec::Restart;
 
 /// An application: roles, each a module run as some number of instances across the cluster.
@@ -41,8 +42,14 @@ pub struct AppSpec {
 pub struct RoleSpec {
     /// The role's name, unique in the app.
     pub name: String,
-    /// The module its instances run (registered on the nodes with `Node::register_module`).
+    /// The module its instances run (registered on the nodes with `Node::register_module`);
+    /// or empty, for a program role.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub module: String,
+    /// The external program its instances run, instead of a module (see
+    /// [`program`](crate::program)): `program = { command = "python3", args = [...] }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<ProgramSpec>,
     /// How many instances the app wants.
     #[serde(default = "one")]
     pub instances: usize,
@@ -163,8 +170,32 @@ impl AppSpec {
             if !seen.insert(role.name.as_str()) {
                 return Err(invalid(key("name"), "another role has the same name"));
             }
-            if role.module.is_empty() {
-                return Err(invalid(key("module"), "must name a registered module"));
+            match (&role.program, role.module.is_empty()) {
+                (None, true) => {
+                    return Err(invalid(
+                        key("module"),
+                        "give a module (a registered actor module) or a program (an external program)",
+                    ));
+                }
+                (Some(_), false) => {
+                    return Err(invalid(
+                        key("program"),
+                        "give either a module or a program, not both",
+                    ));
+                }
+                (Some(program), true) => {
+                    if let Err(problem) = program.validate() {
+                        let (field, what) = problem.split_once(": ").unwrap_or(("", &problem));
+                        return Err(invalid(key(&format!("program.{field}")), what));
+                    }
+                    if role.args.is_some() {
+                        return Err(invalid(
+                            key("args"),
+                            "a program role takes no args (give the program's own args in program.args)",
+                        ));
+                    }
+                }
+                (None, false) => {}
             }
             if role.singleton && role.instances != 1 {
                 return Err(invalid(
@@ -212,9 +243,22 @@ impl RoleSpec {
             .map(|n| n.replace("{i}", &index.to_string()))
     }
 
+    /// The module its instances run: its own, or [`PROGRAM_MODULE`] for a program role.
+    pub fn module_name(&self) -> &str {
+        if self.program.is_some() {
+            PROGRAM_MODULE
+        } else {
+            &self.module
+        }
+    }
+
     /// The module's arguments, MessagePack-encoded (an empty map when there are none, which
-    /// modules taking `()` or a struct whose fields all have defaults accept).
+    /// modules taking `()` or a struct whose fields all have defaults accept); for a program
+    /// role, the program's spec.
     pub fn encoded_args(&self) -> Vec<u8> {
+        if let Some(program) = &self.program {
+            return rmp_serde::to_vec_named(program).expect("a program spec always encodes");
+        }
         let empty = toml::Value::Table(toml::Table::new());
         rmp_serde::to_vec_named(self.args.as_ref().unwrap_or(&empty))
             .expect("TOML values always encode")
@@ -272,6 +316,37 @@ min_instances = 2
 placement = { spread = "pack", anti_affinity = true, resources = { cpu = 100 }, labels = { zone = "a" } }
 restart = { restart = "transient", max_restarts = 3 }
 "#;
+
+    #[test]
+    fn a_program_role_runs_the_program_module_and_round_trips() {
+        let text = r#"
+name = "web"
+
+[[roles]]
+name = "http"
+instances = 2
+program = { command = "python3", args = ["-m", "http.server", "{port}"], health = { http = "http://127.0.0.1:{port}/" } }
+"#;
+        let spec = AppSpec::from_toml(text).unwrap();
+        let role = spec.role("http").unwrap();
+        assert_eq!(role.module_name(), PROGRAM_MODULE);
+        let args: ProgramSpec = rmp_serde::from_slice(&role.encoded_args()).unwrap();
+        assert_eq!(args.command, "python3");
+        assert_eq!(AppSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+    }
+
+    #[test]
+    fn a_bad_program_role_names_the_key() {
+        let both = "name = \"a\"\n[[roles]]\nname = \"r\"\nmodule = \"m\"\nprogram = { command = \"x\" }\n";
+        let err = AppSpec::from_toml(both).unwrap_err().to_string();
+        assert!(err.contains("roles[r].program"), "{err}");
+        let neither = "name = \"a\"\n[[roles]]\nname = \"r\"\n";
+        let err = AppSpec::from_toml(neither).unwrap_err().to_string();
+        assert!(err.contains("roles[r].module"), "{err}");
+        let signal = "name = \"a\"\n[[roles]]\nname = \"r\"\nprogram = { command = \"x\", stop_signal = \"STOP\" }\n";
+        let err = AppSpec::from_toml(signal).unwrap_err().to_string();
+        assert!(err.contains("roles[r].program.stop_signal"), "{err}");
+    }
 
     #[test]
     fn a_spec_round_trips_through_toml() {
