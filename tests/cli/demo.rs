@@ -59,7 +59,10 @@ fn the_demo_fails_over_and_cleans_up() {
 
 #[test]
 fn an_interrupted_demo_removes_its_processes_and_temp_dir() {
-    let mut demo = Running::start(command(&["demo", "--warmup-secs", "30"], &[]));
+    let mut cmd = command(&["demo", "--warmup-secs", "30"], &[]);
+    // Its `error: interrupted` is expected; keep it out of the test output.
+    cmd.stderr(std::process::Stdio::null());
+    let mut demo = Running::start(cmd);
     demo.wait_for_line("writing:", WAIT);
     demo.signal(Signal::SIGINT);
     let status = demo.wait(WAIT);
