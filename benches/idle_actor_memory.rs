@@ -1,6 +1,7 @@
 //! Bytes per idle actor: spawns 100,000 actors that have started and wait for messages, and
 //! counts the heap bytes they hold with a counting allocator (RSS growth is printed too).
-//! Run: `cargo bench --bench idle_actor_memory`. Figures: docs/performance.md.
+//! Run: `cargo bench --bench idle_actor_memory`; `ENSEMBLE_IDLE_ACTORS=1000000` for a million.
+//! Figures: docs/performance.md and docs/reliability.md.
 #![allow(missing_docs)]
 // A counting global allocator is the one way to count heap bytes exactly; it only wraps `System`.
 #![allow(unsafe_code)]
@@ -33,7 +34,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const ACTORS: u64 = 100_000;
+/// How many actors, unless `ENSEMBLE_IDLE_ACTORS` says otherwise.
+const DEFAULT_ACTORS: u64 = 100_000;
 
 /// An actor with a typical small state and protocol.
 struct Idle {
@@ -68,6 +70,8 @@ impl Actor for Idle {
     }
 }
 
+const MIB: f64 = 1024.0 * 1024.0;
+
 fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
@@ -79,6 +83,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let actors: u64 = std::env::var("ENSEMBLE_IDLE_ACTORS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_ACTORS);
     rt.block_on(async {
         let node = Node::new(NodeConfig::new("memory")).unwrap();
         let started = Arc::new(AtomicU64::new(0));
@@ -94,9 +102,9 @@ fn main() {
             .unwrap();
         let heap_before = LIVE_BYTES.load(Ordering::Relaxed);
         let rss_before = rss_bytes();
-        let mut refs = Vec::with_capacity(ACTORS as usize);
-        let refs_bytes = ACTORS as usize * std::mem::size_of::<ActorRef<IdleMsg>>();
-        for _ in 0..ACTORS {
+        let mut refs = Vec::with_capacity(actors as usize);
+        let refs_bytes = actors as usize * std::mem::size_of::<ActorRef<IdleMsg>>();
+        for _ in 0..actors {
             refs.push(
                 node.spawn(Idle {
                     started: started.clone(),
@@ -105,16 +113,24 @@ fn main() {
                 .unwrap(),
             );
         }
-        while started.load(Ordering::Relaxed) < ACTORS + 1 {
+        while started.load(Ordering::Relaxed) < actors + 1 {
             tokio::task::yield_now().await;
         }
         let heap = LIVE_BYTES.load(Ordering::Relaxed) - heap_before - refs_bytes;
-        let per_actor = heap as f64 / ACTORS as f64;
-        println!("idle actors: {ACTORS}");
-        println!("heap bytes per idle actor (counting allocator): {per_actor:.0}");
+        let per_actor = heap as f64 / actors as f64;
+        println!("idle actors: {actors}");
+        println!(
+            "heap bytes per idle actor (counting allocator): {per_actor:.0} ({:.0} MiB in all)",
+            heap as f64 / MIB
+        );
         if let (Some(before), Some(after)) = (rss_before, rss_bytes()) {
-            let rss = after.saturating_sub(before) as f64 / ACTORS as f64;
-            println!("RSS growth per idle actor: {rss:.0} bytes");
+            let grown = after.saturating_sub(before) as f64;
+            println!(
+                "RSS growth per idle actor: {:.0} bytes ({:.0} MiB in all, the ActorRefs held \
+                 by this benchmark included)",
+                grown / actors as f64,
+                grown / MIB
+            );
         }
         drop(refs);
         node.shutdown().await;

@@ -1,5 +1,6 @@
 //! Helpers shared by the test binaries whose nodes run in child processes (`tests/cluster`,
-//! `tests/registry`); each includes this file as its `common` module.
+//! `tests/registry`, `tests/chaos`, `tests/overload`...); each includes this file as its
+//! `common` module.
 
 use std::net::SocketAddr;
 
