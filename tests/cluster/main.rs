@@ -1,5 +1,6 @@
 //! Clusters of real processes on loopback: forming, failure detection after `kill -9`, and
-//! refusing peers without the cluster's certificate or with another cluster's name.
+//! refusing peers that must not join (`security`: no certificate, another CA's, another
+//! node's name, another cluster, garbled, stalled and replayed handshakes).
 //!
 //! Every node but one runs in a child process: this test binary started again with
 //! `ENSEMBLE_TEST_NODE` set, running the ignored `child_node` entry below. The parent is a node
@@ -11,7 +12,7 @@ mod common;
 mod forming;
 mod messaging;
 mod protocol;
-mod refusals;
+mod security;
 mod util;
 
 /// The entry point of a child node process (see `child.rs`); ignored in normal runs.

@@ -49,6 +49,9 @@ use super::wire::{Control, Hello, MemberView, PROTOCOL_VERSION};
 /// The close code and reason of a node leaving on purpose.
 const LEAVING: quinn::VarInt = quinn::VarInt::from_u32(0);
 const LEAVING_REASON: &[u8] = b"leaving";
+/// The QUIC close code for a connection whose peer sent no valid hello in time (garbage, a
+/// frame over the size limit, another frame first, or nothing).
+const HANDSHAKE_FAILED: u32 = 5;
 
 /// How a node takes part in a cluster.
 #[derive(Clone, Debug)]
@@ -478,6 +481,26 @@ impl Cluster {
         let conn = incoming.await.map_err(|err| {
             ClusterError::Connect(format!("TLS handshake with {from} failed: {err}"))
         })?;
+        let result = self.handshake(&conn, from, timeout).await;
+        if let Err(err) = &result {
+            // Whatever went wrong, the peer hears why before the connection goes (a refusal
+            // has closed it already, with its own reason).
+            conn.close(
+                quinn::VarInt::from_u32(HANDSHAKE_FAILED),
+                err.to_string().as_bytes(),
+            );
+        }
+        result
+    }
+
+    /// The accepting side of the handshake on an established connection: reads the peer's
+    /// hello, refuses or welcomes it.
+    async fn handshake(
+        &self,
+        conn: &quinn::Connection,
+        from: SocketAddr,
+        timeout: Duration,
+    ) -> Result<(), ClusterError> {
         let (mut send, mut recv) = tokio::time::timeout(timeout, conn.accept_bi())
             .await
             .map_err(|_| {
@@ -497,7 +520,7 @@ impl Cluster {
                 )));
             }
         };
-        let certified = tls::peer_node_name(&conn);
+        let certified = tls::peer_node_name(conn);
         if let Err(refusal) = self.admit(&hello, certified.as_deref()) {
             let reason = refusal.to_string();
             let downed = matches!(refusal, Refusal::Downed { .. });
@@ -527,7 +550,7 @@ impl Cluster {
         .await
         .map_err(|err| ClusterError::Connect(format!("cannot welcome {from}: {err}")))?;
         let dialer = hello.node.clone();
-        self.register(hello, conn, send, recv, decoder, dialer);
+        self.register(hello, conn.clone(), send, recv, decoder, dialer);
         Ok(())
     }
 
