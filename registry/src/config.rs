@@ -32,9 +32,19 @@ pub struct RegistryConfig {
     /// runtime during every commit. Only for simulations on paused tokio time, where a writer
     /// thread would let virtual time run on while the disk works; never in production.
     pub inline_storage: bool,
+    /// How fast this node's clock runs against true time: 1.0 everywhere but in simulations
+    /// of clock skew, where a node at 1.05 measures every duration (its TTL checks, keepalive
+    /// ticks, fencing and Raft timers) 5 % short. Keep `drift_margin` above the skew between
+    /// any two nodes (safe while `fastest / slowest <= 1 / (1 - drift_margin)`).
+    pub clock_rate: f64,
 }
 
 impl RegistryConfig {
+    /// How long `duration`, measured by this node's clock, lasts in true time.
+    pub(crate) fn on_local_clock(&self, duration: Duration) -> Duration {
+        duration.div_f64(self.clock_rate)
+    }
+
     /// Defaults, keeping data under `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         RegistryConfig {
@@ -54,6 +64,7 @@ impl RegistryConfig {
             // replaced 0.40-0.50 s after its last heartbeat.
             election_timeout: (Duration::from_millis(150), Duration::from_millis(250)),
             inline_storage: false,
+            clock_rate: 1.0,
         }
     }
 
@@ -66,6 +77,12 @@ impl RegistryConfig {
             return Err(format!(
                 "registry.drift_margin must be in [0, 0.5), not {}",
                 self.drift_margin
+            ));
+        }
+        if !(0.5..=2.0).contains(&self.clock_rate) {
+            return Err(format!(
+                "registry.clock_rate must be in [0.5, 2], not {}",
+                self.clock_rate
             ));
         }
         if self.keepalive_interval * 2 >= self.session_ttl.mul_f64(1.0 - self.drift_margin) {

@@ -48,9 +48,11 @@ impl Registry {
         })?;
         let raft_config = Config {
             cluster_name: "ensemble-registry".into(),
-            heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
-            election_timeout_min: config.election_timeout.0.as_millis() as u64,
-            election_timeout_max: config.election_timeout.1.as_millis() as u64,
+            heartbeat_interval: config.on_local_clock(config.heartbeat_interval).as_millis() as u64,
+            election_timeout_min: config.on_local_clock(config.election_timeout.0).as_millis()
+                as u64,
+            election_timeout_max: config.on_local_clock(config.election_timeout.1).as_millis()
+                as u64,
             max_payload_entries: 256,
             ..Config::default()
         }
@@ -70,7 +72,7 @@ impl Registry {
         .await
         .map_err(|e| RegistryError::Start(format!("Raft did not start: {e}")))?;
 
-        let leadership = Leadership::new();
+        let leadership = Leadership::new(config.clock_rate);
         tokio::spawn(leadership.clone().run(
             raft.clone(),
             state_machine.clone(),

@@ -1,14 +1,24 @@
 //! Deterministic simulation: three nodes in this process, their QUIC endpoints over a
 //! simulated network ([`SimNet`]) with seeded loss, duplication, delay and partitions, on
-//! paused tokio time, running the real cluster service and registry. Lock clients on every
-//! node take and give back one lock while a chaos schedule cuts nodes off and heals them; a
-//! writer stores config keys. The invariants of DESIGN.md section 8 are checked as it runs
-//! and at the end:
+//! paused tokio time, running the real cluster service and registry. On every node one client
+//! takes and gives back a lock, another takes a singleton lock and keeps it until it is lost,
+//! while a chaos schedule cuts nodes off and heals them; a writer stores config keys. A node
+//! that learns its session expired is restarted as a new incarnation, as a process supervisor
+//! would. The invariants of DESIGN.md section 8 are checked as it runs and at the end:
 //!
-//! 1. at no instant do two nodes hold an unlost lease on the lock, and fencing tokens
+//! 1. at no instant do two nodes hold an unlost lease on one lock, and fencing tokens
 //!    strictly increase across grants;
 //! 2. no global name resolves to an actor of a node whose session expired;
-//! 3. every acknowledged config write reads back after the network heals.
+//! 3. every acknowledged config write reads back after the network heals;
+//! 4. once the network heals, the registry takes a write again within 30 s.
+//!
+//! Clock skew: every node's clock runs at its own rate, drawn from the seed within
+//! `ENSEMBLE_SIM_SKEW` (default 0.05, i.e. 0.95-1.05) of true time
+//! (`RegistryConfig::clock_rate`: its TTL checks, keepalives, fencing and Raft timers). The
+//! registry's drift margin of 10 % covers a ratio of 1/0.9 between the fastest and the
+//! slowest clock; a larger `ENSEMBLE_SIM_SKEW` shows what happens past it.
+//!
+//! Logs: `ENSEMBLE_SIM_LOG=<filter>` (a `tracing` filter such as `openraft=info`).
 //!
 //! Seeds: `ENSEMBLE_SIM_SEED=N` runs one seed; `ENSEMBLE_SIM_SEEDS=N` runs seeds 0..N (the
 //! default is a small number, for CI); a failure names its seed.
@@ -27,7 +37,11 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 const NODES: u8 = 3;
+/// Taken, held 10-300 ms and given back, over and over, by a client on every node.
 const LOCK: &str = "sim-lock";
+/// Taken and kept until it is lost, by a client on every node: its holder is the one a
+/// partition or a slow clock catches holding on.
+const SINGLETON: &str = "sim-singleton";
 /// How long the chaos schedule runs, in virtual time.
 const CHAOS: Duration = Duration::from_secs(30);
 /// Seeds run by default (each takes a few seconds of real time in a debug build).
@@ -36,6 +50,7 @@ const DEFAULT_SEEDS: u64 = 4;
 /// One grant of the lock, as its holder saw it.
 #[derive(Clone, Debug)]
 struct Grant {
+    lock: &'static str,
     node: usize,
     token: u64,
     from: Instant,
@@ -46,44 +61,67 @@ struct Grant {
 #[derive(Default)]
 struct History {
     grants: Vec<Grant>,
-    /// The leases held right now, by node.
-    live: BTreeMap<usize, Arc<Lease>>,
+    /// The leases held right now, by lock and node.
+    live: BTreeMap<(&'static str, usize), Arc<Lease>>,
     /// Acknowledged config writes: key -> value.
     acked: BTreeMap<String, String>,
     violations: Vec<String>,
+    /// Overlaps reported already (lock, holders): each is reported once, when first seen.
+    overlaps: std::collections::BTreeSet<(&'static str, Vec<(usize, u64)>)>,
+    /// When the chaos began (the time reports count from).
+    origin: Option<Instant>,
 }
 
 impl History {
-    /// Invariant 1 at this instant: at most one unlost lease.
-    fn check_now(&mut self, at: Instant, origin: Instant) {
-        let holders: Vec<(usize, u64)> = self
-            .live
-            .iter()
-            .filter(|(_, lease)| !lease.is_lost())
-            .map(|(node, lease)| (*node, lease.token()))
-            .collect();
-        if holders.len() > 1 {
-            self.violations.push(format!(
-                "at {:?}: {} holders of {LOCK} at once: {holders:?}",
-                at - origin,
-                holders.len()
-            ));
+    /// Invariant 1 at this instant: at most one unlost lease per lock.
+    fn check_now(&mut self, at: Instant) {
+        for lock in [LOCK, SINGLETON] {
+            let holders: Vec<(usize, u64)> = self
+                .live
+                .iter()
+                .filter(|((l, _), lease)| *l == lock && !lease.is_lost())
+                .map(|((_, node), lease)| (*node, lease.token()))
+                .collect();
+            if holders.len() > 1 && self.overlaps.insert((lock, holders.clone())) {
+                let origin = self.origin.unwrap_or(at);
+                self.violations.push(format!(
+                    "at {:?}: {} holders of {lock} at once (node, token): {holders:?}",
+                    at - origin,
+                    holders.len()
+                ));
+            }
         }
     }
 
-    /// Invariant 1 over the whole history: grants in token order never overlap.
+    /// Invariant 1 over the whole history: per lock, grants in token order never overlap.
     fn check_history(&self, origin: Instant) -> Vec<String> {
-        let mut grants = self.grants.clone();
-        grants.sort_by_key(|g| g.token);
+        let mut problems = Vec::new();
+        for lock in [LOCK, SINGLETON] {
+            let mut grants: Vec<Grant> = self
+                .grants
+                .iter()
+                .filter(|g| g.lock == lock)
+                .cloned()
+                .collect();
+            grants.sort_by_key(|g| g.token);
+            problems.extend(Self::check_grants(lock, &grants, origin));
+        }
+        problems
+    }
+
+    fn check_grants(lock: &str, grants: &[Grant], origin: Instant) -> Vec<String> {
         let mut problems = Vec::new();
         for pair in grants.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
             if a.token == b.token {
-                problems.push(format!("token {} granted twice: {a:?} {b:?}", a.token));
+                problems.push(format!(
+                    "{lock}: token {} granted twice: {a:?} {b:?}",
+                    a.token
+                ));
             }
             if b.from < a.from {
                 problems.push(format!(
-                    "token {} granted at {:?}, before token {} at {:?}",
+                    "{lock}: token {} granted at {:?}, before token {} at {:?}",
                     b.token,
                     b.from - origin,
                     a.token,
@@ -93,7 +131,7 @@ impl History {
             match a.until {
                 Some(until) if until <= b.from || a.node == b.node => {}
                 _ => problems.push(format!(
-                    "grant {} (node {}) still held at {:?} when grant {} (node {}) began",
+                    "{lock}: grant {} (node {}) still held at {:?} when grant {} (node {}) began",
                     a.token,
                     a.node,
                     b.from - origin,
@@ -116,11 +154,12 @@ struct SimNode {
     client: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Starts node `i` (incarnation number `generation`, counting restarts), joining through
-/// `seeds`.
+/// Starts node `i` (incarnation number `generation`, counting restarts) with its clock at
+/// `clock_rate`, joining through `seeds`.
 async fn start_node(
     i: u8,
     generation: u16,
+    clock_rate: f64,
     seeds: Vec<SocketAddr>,
     net: &SimNet,
     ca: &ClusterCa,
@@ -142,6 +181,7 @@ async fn start_node(
     let mut settings = RegistryConfig::new(dir.join(&name));
     settings.bootstrap = i == 0 && generation == 0;
     settings.inline_storage = true;
+    settings.clock_rate = clock_rate;
     let registry = Registry::start(&cluster, settings)
         .await
         .map_err(|e| format!("{name}: {e}"))?;
@@ -172,26 +212,47 @@ async fn until(
     Ok(())
 }
 
-/// A node's lock client: takes the lock, holds it a while, gives it back; forever.
+/// A node's lock clients: one takes [`LOCK`], holds it a while and gives it back, forever;
+/// the other takes [`SINGLETON`] and keeps it until it is lost, forever.
 async fn lock_client(i: usize, registry: Registry, history: Arc<Mutex<History>>, seed: u64) {
+    tokio::join!(
+        hold(LOCK, true, i, registry.clone(), history.clone(), seed),
+        hold(SINGLETON, false, i, registry, history, seed ^ 0x5167),
+    );
+}
+
+/// Takes `lock` over and over; holds it 10-300 ms if `give_back`, else until it is lost.
+async fn hold(
+    lock: &'static str,
+    give_back: bool,
+    i: usize,
+    registry: Registry,
+    history: Arc<Mutex<History>>,
+    seed: u64,
+) {
     let mut rng = fastrand::Rng::with_seed(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9));
     loop {
-        match registry.lock(LOCK, Duration::from_secs(2)).await {
+        match registry.lock(lock, Duration::from_secs(2)).await {
             Ok(lease) => {
                 let lease = Arc::new(lease);
                 let from = Instant::now();
                 {
                     let mut h = history.lock();
                     h.grants.push(Grant {
+                        lock,
                         node: i,
                         token: lease.token(),
                         from,
                         until: None,
                     });
-                    h.live.insert(i, lease.clone());
-                    h.check_now(from, from);
+                    h.live.insert((lock, i), lease.clone());
+                    h.check_now(from);
                 }
-                let hold = Duration::from_millis(rng.u64(10..300));
+                let hold = if give_back {
+                    Duration::from_millis(rng.u64(10..300))
+                } else {
+                    Duration::MAX
+                };
                 let lost = tokio::select! {
                     _ = lease.lost() => true,
                     () = tokio::time::sleep(hold) => false,
@@ -199,12 +260,12 @@ async fn lock_client(i: usize, registry: Registry, history: Arc<Mutex<History>>,
                 let until = Instant::now();
                 {
                     let mut h = history.lock();
-                    h.live.remove(&i);
+                    h.live.remove(&(lock, i));
                     if let Some(g) = h
                         .grants
                         .iter_mut()
                         .rev()
-                        .find(|g| g.node == i && g.token == lease.token())
+                        .find(|g| g.lock == lock && g.node == i && g.token == lease.token())
                     {
                         g.until = Some(until);
                     }
@@ -215,7 +276,7 @@ async fn lock_client(i: usize, registry: Registry, history: Arc<Mutex<History>>,
             }
             Err(e) => {
                 if trace() {
-                    eprintln!("  s{i} lock: {e}");
+                    eprintln!("  s{i} {lock}: {e}");
                 }
                 tokio::time::sleep(Duration::from_millis(rng.u64(5..50))).await;
             }
@@ -243,17 +304,111 @@ async fn writer(registries: Arc<Mutex<Vec<Registry>>>, history: Arc<Mutex<Histor
     }
 }
 
+/// What a scenario needs to restart a node: how each was started, and where things are
+/// recorded.
+struct Sim {
+    seed: u64,
+    net: SimNet,
+    ca: ClusterCa,
+    dir: tempfile::TempDir,
+    /// Each node's clock rate.
+    rates: Vec<f64>,
+    /// Each node's restarts so far.
+    generations: Vec<u16>,
+    history: Arc<Mutex<History>>,
+    /// The registries the writer writes through, by node.
+    writes: Arc<Mutex<Vec<Registry>>>,
+    /// What the chaos did, when (from `origin`).
+    schedule: Vec<String>,
+    origin: Instant,
+    /// Whether restarted nodes get lock clients (not once the chaos is over).
+    clients: bool,
+}
+
+impl Sim {
+    fn log(&mut self, what: String) {
+        let line = format!("{:?}: {what}", self.origin.elapsed());
+        if trace() {
+            eprintln!("seed {}: {line}", self.seed);
+        }
+        self.schedule.push(line);
+    }
+}
+
+/// Restarts, as a new incarnation on its data dir, every node whose session expired: such a
+/// node is down for good, and a process supervisor would start it again.
+async fn restart_expired(sim: &mut Sim, nodes: &mut [SimNode]) -> Result<(), String> {
+    for i in 0..nodes.len() {
+        if !nodes[i].registry.is_expired() {
+            continue;
+        }
+        sim.generations[i] += 1;
+        sim.log(format!(
+            "s{i} expired; restarted as incarnation {}",
+            sim.generations[i] + 1
+        ));
+        let old = &mut nodes[i];
+        if let Some(client) = old.client.take() {
+            client.abort();
+        }
+        sim.history.lock().live.retain(|&(_, node), _| node != i);
+        old.node.shutdown().await;
+        old.cluster.leave().await;
+        let seeds: Vec<SocketAddr> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| n.addr)
+            .collect();
+        let mut fresh = start_node(
+            i as u8,
+            sim.generations[i],
+            sim.rates[i],
+            seeds,
+            &sim.net,
+            &sim.ca,
+            sim.dir.path(),
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "seed {}: restarting s{i} failed: {e}; the others:\n  {}\nschedule:\n  {}",
+                sim.seed,
+                describe(nodes),
+                sim.schedule.join("\n  ")
+            )
+        })?;
+        if sim.clients {
+            fresh.client = Some(tokio::spawn(lock_client(
+                i,
+                fresh.registry.clone(),
+                sim.history.clone(),
+                sim.seed,
+            )));
+        }
+        sim.writes.lock()[i] = fresh.registry.clone();
+        nodes[i] = fresh;
+    }
+    Ok(())
+}
+
 async fn scenario(seed: u64) -> Result<String, String> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let net = SimNet::new(seed);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let ca = ClusterCa::generate("sim").map_err(|e| e.to_string())?;
+    // A generator of its own, so that the skew leaves the seed's fault schedule as it was.
+    let mut clocks = fastrand::Rng::with_seed(seed ^ 0x00c1_0c4e);
+    let skew = max_skew();
+    let rates: Vec<f64> = (0..NODES)
+        .map(|_| 1.0 + (clocks.f64() * 2.0 - 1.0) * skew)
+        .collect();
     let mut nodes: Vec<SimNode> = Vec::new();
     for i in 0..NODES {
         let seeds = nodes.first().map(|n| vec![n.addr]).unwrap_or_default();
-        nodes.push(start_node(i, 0, seeds, &net, &ca, dir.path()).await?);
+        let rate = rates[i as usize];
+        nodes.push(start_node(i, 0, rate, seeds, &net, &ca, dir.path()).await?);
     }
-    let mut generations = vec![0u16; NODES as usize];
     let registries: Vec<Registry> = nodes.iter().map(|n| n.registry.clone()).collect();
     if std::env::var_os("ENSEMBLE_SIM_TRACE").is_some() {
         eprintln!("seed {seed}: nodes started");
@@ -277,7 +432,24 @@ async fn scenario(seed: u64) -> Result<String, String> {
 
     let origin = Instant::now();
     let real_start = std::time::Instant::now();
-    let history: Arc<Mutex<History>> = Arc::default();
+    let history = Arc::new(Mutex::new(History {
+        origin: Some(origin),
+        ..History::default()
+    }));
+    let writes = Arc::new(Mutex::new(registries.clone()));
+    let mut sim = Sim {
+        seed,
+        net: net.clone(),
+        ca,
+        dir,
+        rates: rates.clone(),
+        generations: vec![0; NODES as usize],
+        history: history.clone(),
+        writes: writes.clone(),
+        schedule: Vec::new(),
+        origin,
+        clients: true,
+    };
     let mut tasks = Vec::new();
     for (i, node) in nodes.iter_mut().enumerate() {
         node.client = Some(tokio::spawn(lock_client(
@@ -287,7 +459,6 @@ async fn scenario(seed: u64) -> Result<String, String> {
             seed,
         )));
     }
-    let writes = Arc::new(Mutex::new(registries.clone()));
     tasks.push(tokio::spawn(writer(writes.clone(), history.clone())));
     // Invariant 1, sampled every millisecond of virtual time.
     let checker = {
@@ -295,30 +466,22 @@ async fn scenario(seed: u64) -> Result<String, String> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(1)).await;
-                history.lock().check_now(Instant::now(), origin);
+                history.lock().check_now(Instant::now());
             }
         })
     };
     tasks.push(checker);
 
     // Chaos: cut one node off for a while, heal, repeat.
-    let mut schedule = Vec::new();
     while origin.elapsed() < CHAOS {
         tokio::time::sleep(Duration::from_millis(rng.u64(200..2000))).await;
         let victim = rng.usize(..NODES as usize);
         let cut_for = Duration::from_millis(rng.u64(300..3000));
-        schedule.push(format!(
-            "{:?}: isolate s{victim} for {cut_for:?}",
-            origin.elapsed()
+        let grants = history.lock().grants.len();
+        sim.log(format!(
+            "isolate s{victim} for {cut_for:?} (real {:?}, {grants} grants so far)",
+            real_start.elapsed()
         ));
-        if std::env::var_os("ENSEMBLE_SIM_TRACE").is_some() {
-            eprintln!(
-                "seed {seed}: {} (real {:?}, {} grants)",
-                schedule.last().expect("just pushed"),
-                real_start.elapsed(),
-                history.lock().grants.len()
-            );
-        }
         net.isolate(nodes[victim].addr);
         tokio::time::sleep(cut_for).await;
         net.heal();
@@ -326,40 +489,7 @@ async fn scenario(seed: u64) -> Result<String, String> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         // A node whose session expired is down for good: like a supervised OS process, it is
         // started again as a new incarnation, with its data dir.
-        for i in 0..nodes.len() {
-            if !nodes[i].registry.is_expired() {
-                continue;
-            }
-            generations[i] += 1;
-            schedule.push(format!(
-                "{:?}: s{i} expired; restarted as incarnation {}",
-                origin.elapsed(),
-                generations[i] + 1
-            ));
-            let old = &mut nodes[i];
-            if let Some(client) = old.client.take() {
-                client.abort();
-            }
-            history.lock().live.remove(&i);
-            old.node.shutdown().await;
-            old.cluster.leave().await;
-            let seeds: Vec<SocketAddr> = nodes
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, n)| n.addr)
-                .collect();
-            let mut fresh =
-                start_node(i as u8, generations[i], seeds, &net, &ca, dir.path()).await?;
-            fresh.client = Some(tokio::spawn(lock_client(
-                i,
-                fresh.registry.clone(),
-                history.clone(),
-                seed,
-            )));
-            writes.lock()[i] = fresh.registry.clone();
-            nodes[i] = fresh;
-        }
+        restart_expired(&mut sim, &mut nodes).await?;
         // Invariant 2: names never point at a node whose session expired.
         for r in nodes.iter().map(|n| &n.registry) {
             let sessions: Vec<_> = r.sessions().into_iter().map(|s| s.node).collect();
@@ -385,17 +515,32 @@ async fn scenario(seed: u64) -> Result<String, String> {
             client.abort();
         }
     }
-    if std::env::var_os("ENSEMBLE_SIM_TRACE").is_some() {
-        eprintln!(
-            "seed {seed}: chaos over; reading back (real {:?})",
-            real_start.elapsed()
-        );
-    }
-    let survivor = nodes
-        .iter()
-        .find(|n| !n.registry.is_fenced())
-        .map(|n| n.registry.clone())
-        .unwrap_or_else(|| nodes[0].registry.clone());
+    sim.clients = false;
+    sim.log(format!("chaos over (real {:?})", real_start.elapsed()));
+    // Liveness: with the network healed, and the nodes that learn their session expired
+    // restarted (the last partitions may have left two of them so), the registry takes
+    // writes again within a few election rounds.
+    let healed = Instant::now();
+    let survivor = loop {
+        restart_expired(&mut sim, &mut nodes).await?;
+        let candidate = nodes
+            .iter()
+            .find(|n| !n.registry.is_fenced())
+            .map(|n| n.registry.clone())
+            .unwrap_or_else(|| nodes[0].registry.clone());
+        match candidate.put("sim/probe", "after the chaos").await {
+            Ok(_) => break candidate,
+            Err(e) if healed.elapsed() > Duration::from_secs(30) => {
+                return Err(format!(
+                    "seed {seed}: the registry took no write within 30 s of the network \
+                     healing (last: {e}); the nodes:\n  {}\nschedule:\n  {}",
+                    describe(&nodes),
+                    sim.schedule.join("\n  ")
+                ));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
     let acked = history.lock().acked.clone();
     let mut lost = Vec::new();
     for (key, value) in &acked {
@@ -438,9 +583,11 @@ async fn scenario(seed: u64) -> Result<String, String> {
     }
     let stats = net.stats();
     let summary = format!(
-        "seed {seed}: {grants} grants, {} acknowledged keys, faults {faults:?}, {} partitions, network {stats:?}",
+        "seed {seed}: {grants} grants, {} acknowledged keys, clock rates {:?}, faults {faults:?}, \
+         {} partitions, network {stats:?}",
         acked.len(),
-        schedule.len()
+        rates.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>(),
+        sim.schedule.len()
     );
     for n in nodes {
         n.node.shutdown().await;
@@ -451,10 +598,46 @@ async fn scenario(seed: u64) -> Result<String, String> {
     } else {
         Err(format!(
             "{summary}\nschedule:\n  {}\nviolations:\n  {}",
-            schedule.join("\n  "),
+            sim.schedule.join("\n  "),
             problems.join("\n  ")
         ))
     }
+}
+
+/// What each node knows, for a failure report.
+fn describe(nodes: &[SimNode]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "{} at {}: leader {:?}, fenced {}, expired {}, members {:?}, sessions {:?}",
+                n.node.id(),
+                n.addr,
+                n.registry.leader(),
+                n.registry.is_fenced(),
+                n.registry.is_expired(),
+                n.cluster
+                    .members()
+                    .iter()
+                    .map(|m| format!("{} {:?}", m.node, m.status))
+                    .collect::<Vec<_>>(),
+                n.registry
+                    .sessions()
+                    .iter()
+                    .map(|s| s.node.to_string())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n  ")
+}
+
+/// How far a node's clock rate may be from 1 (`ENSEMBLE_SIM_SKEW`, default 0.05).
+fn max_skew() -> f64 {
+    std::env::var("ENSEMBLE_SIM_SKEW").map_or(0.05, |s| {
+        s.parse()
+            .expect("ENSEMBLE_SIM_SKEW must be a number such as 0.05")
+    })
 }
 
 fn trace() -> bool {
@@ -462,6 +645,16 @@ fn trace() -> bool {
 }
 
 fn run_seed(seed: u64) -> Result<String, String> {
+    // `ENSEMBLE_SIM_LOG=<filter>` (e.g. `openraft=info,ensemble_registry=debug`) logs the
+    // nodes to standard error.
+    if let Ok(filter) = std::env::var("ENSEMBLE_SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)

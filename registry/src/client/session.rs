@@ -48,10 +48,16 @@ pub(crate) async fn open(shared: &Shared, timeout: Duration) -> Result<(), Regis
 /// Renews the session and fences the node when renewals stop coming back in time.
 pub(crate) async fn keep(shared: Arc<Shared>) {
     let ttl = shared.config.session_ttl;
-    let valid_for = ttl.mul_f64(1.0 - shared.config.drift_margin);
+    let valid_for = shared
+        .config
+        .on_local_clock(ttl.mul_f64(1.0 - shared.config.drift_margin));
     let valid_until = Arc::new(Mutex::new(Instant::now() + valid_for));
     tokio::spawn(watchdog(shared.clone(), valid_until.clone()));
-    let mut tick = tokio::time::interval(shared.config.keepalive_interval);
+    let mut tick = tokio::time::interval(
+        shared
+            .config
+            .on_local_clock(shared.config.keepalive_interval),
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

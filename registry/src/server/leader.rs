@@ -34,6 +34,9 @@ pub const VOTER_LABEL: &str = "registry.voter";
 #[derive(Clone)]
 pub(crate) struct Leadership {
     duties: Arc<Mutex<Duties>>,
+    /// How fast this node's clock runs (`RegistryConfig::clock_rate`): it measures a
+    /// session's silence by its own clock.
+    clock_rate: f64,
 }
 
 #[derive(Default)]
@@ -47,9 +50,10 @@ struct Duties {
 }
 
 impl Leadership {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(clock_rate: f64) -> Self {
         Leadership {
             duties: Arc::default(),
+            clock_rate,
         }
     }
 
@@ -162,7 +166,8 @@ impl Leadership {
                 // A session this leader sees for the first time (opened since the last tick)
                 // counts its TTL from now, as if its opening were its first keepalive.
                 let last = (*duties.last_seen.entry(node.clone()).or_insert(now)).max(since);
-                if now.duration_since(last) > ttl && duties.expiring.insert(node.clone()) {
+                let silent = now.duration_since(last).mul_f64(self.clock_rate);
+                if silent > ttl && duties.expiring.insert(node.clone()) {
                     overdue.push(node);
                 }
             }
