@@ -62,7 +62,9 @@ pub enum Refusal {
 
 /// Checks a peer's hello against this node and the name in the peer's certificate. Membership
 /// checks (downed or stale incarnations) are made by the member table.
-pub(crate) fn check(
+///
+/// Public (hidden) only so that the fuzz targets in `fuzz/` can run the node's own decision.
+pub fn check(
     local_cluster: &str,
     local: &NodeId,
     hello: &Hello,

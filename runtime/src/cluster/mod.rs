@@ -14,6 +14,8 @@ mod service;
 mod wire;
 
 pub use handshake::Refusal;
+#[doc(hidden)]
+pub use handshake::check as check_hello;
 pub use membership::{Member, MemberEvent, MemberStatus};
 pub use phi::{PhiAccrual, PhiConfig};
 pub use service::{Cluster, ClusterConfig, ClusterError, DownDecision};
