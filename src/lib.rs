@@ -12,6 +12,8 @@
 //!   cluster singletons and apps.
 //! - [`kv`]: the example application, a partitioned, replicated key-value service that keeps
 //!   its own master/slave logic while the runtime places, restarts and names its actors.
+//! - `actix` (with the `actix` cargo feature): actix actors reached through an `ActorRef` from
+//!   any node, and Ensemble actors reached from actix actors (see `docs/actix.md`).
 //!
 //! Most programs only need the [`prelude`]:
 //!
@@ -42,6 +44,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "actix")]
+pub mod actix;
 pub mod admin;
 pub mod host;
 /// An example application: a partitioned, replicated key-value service on actors and the registry.
