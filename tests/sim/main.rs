@@ -8,9 +8,12 @@
 //!
 //! 1. at no instant do two nodes hold an unlost lease on one lock, and fencing tokens
 //!    strictly increase across grants;
-//! 2. no global name resolves to an actor of a node whose session expired;
-//! 3. every acknowledged config write reads back after the network heals;
-//! 4. once the network heals, the registry takes a write again within 30 s.
+//! 2. no global name resolves to an actor of a node whose session expired, past a TTL
+//!    (each node's echo actor is named; see `probes`);
+//! 3. every monitor fires exactly once, when its target dies, and every ask completes by its
+//!    deadline (`probes`);
+//! 4. every acknowledged config write reads back after the network heals;
+//! 5. once the network heals, the registry takes a write again within 30 s.
 //!
 //! Clock skew: every node's clock runs at its own rate, drawn from the seed within
 //! `ENSEMBLE_SIM_SKEW` (default 0.05, i.e. 0.95-1.05) of true time
@@ -21,7 +24,10 @@
 //! Logs: `ENSEMBLE_SIM_LOG=<filter>` (a `tracing` filter such as `openraft=info`).
 //!
 //! Seeds: `ENSEMBLE_SIM_SEED=N` runs one seed; `ENSEMBLE_SIM_SEEDS=N` runs seeds 0..N (the
-//! default is a small number, for CI); a failure names its seed.
+//! default is a small number, for CI); a failure names its seed. `ENSEMBLE_SIM_REPEAT=N` runs
+//! each seed up to N times, until it fails.
+
+mod probes;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,6 +40,7 @@ use ensemble::registry::{Lease, Registry, RegistryConfig};
 use ensemble::transport::certs::ClusterCa;
 use ensemble::transport::simnet::{Faults, Network, SimNet, sim_addr};
 use parking_lot::Mutex;
+use probes::Probes;
 use tokio::time::Instant;
 
 const NODES: u8 = 3;
@@ -44,8 +51,12 @@ const LOCK: &str = "sim-lock";
 const SINGLETON: &str = "sim-singleton";
 /// How long the chaos schedule runs, in virtual time.
 const CHAOS: Duration = Duration::from_secs(30);
+/// How long after a node was restarted (having learned that its session expired, so after the
+/// registry released its names) another node's copy may still resolve one of its names: the
+/// session TTL, for the feed to bring the release.
+const NAME_GRACE: Duration = Duration::from_secs(1);
 /// Seeds run by default (each takes a few seconds of real time in a debug build).
-const DEFAULT_SEEDS: u64 = 4;
+const DEFAULT_SEEDS: u64 = 8;
 
 /// One grant of the lock, as its holder saw it.
 #[derive(Clone, Debug)]
@@ -152,6 +163,8 @@ struct SimNode {
     addr: SocketAddr,
     /// Its lock client.
     client: Option<tokio::task::JoinHandle<()>>,
+    /// Shut down (its session expired), waiting to be started again.
+    stopped: bool,
 }
 
 /// Starts node `i` (incarnation number `generation`, counting restarts) with its clock at
@@ -169,7 +182,7 @@ async fn start_node(
     let node = Node::new(NodeConfig::new(&name).incarnation(u64::from(generation) + 1))
         .map_err(|e| e.to_string())?;
     let mut config = ClusterConfig::new("sim");
-    let addr = SocketAddr::new(sim_addr(i).ip(), 7000 + generation);
+    let addr = incarnation_addr(i, generation);
     config.listen = addr;
     config.network = Network::Simulated(net.clone());
     config.down = DownDecision::External;
@@ -182,16 +195,28 @@ async fn start_node(
     settings.bootstrap = i == 0 && generation == 0;
     settings.inline_storage = true;
     settings.clock_rate = clock_rate;
-    let registry = Registry::start(&cluster, settings)
-        .await
-        .map_err(|e| format!("{name}: {e}"))?;
+    let registry = match Registry::start(&cluster, settings).await {
+        Ok(registry) => registry,
+        Err(e) => {
+            // As `ensemble node` exits: its Raft stops and its data dir is free again.
+            node.shutdown().await;
+            cluster.leave().await;
+            return Err(format!("{name}#{}: {e}", generation + 1));
+        }
+    };
     Ok(SimNode {
         node,
         cluster,
         registry,
         addr,
         client: None,
+        stopped: false,
     })
+}
+
+/// Where node `i` listens in its incarnation number `generation` (a new port each time).
+fn incarnation_addr(i: u8, generation: u16) -> SocketAddr {
+    SocketAddr::new(sim_addr(i).ip(), 7000 + generation)
 }
 
 /// Waits (virtual time) until `check` holds.
@@ -212,13 +237,34 @@ async fn until(
     Ok(())
 }
 
-/// A node's lock clients: one takes [`LOCK`], holds it a while and gives it back, forever;
-/// the other takes [`SINGLETON`] and keeps it until it is lost, forever.
-async fn lock_client(i: usize, registry: Registry, history: Arc<Mutex<History>>, seed: u64) {
-    tokio::join!(
-        hold(LOCK, true, i, registry.clone(), history.clone(), seed),
-        hold(SINGLETON, false, i, registry, history, seed ^ 0x5167),
+/// Starts node `i`'s clients (as incarnation `generation`): one takes [`LOCK`], holds it a
+/// while and gives it back, forever; one takes [`SINGLETON`] and keeps it until it is lost,
+/// forever; the probes ([`probes::run`]) register an echo and monitor and ask the others'.
+fn start_clients(
+    i: usize,
+    generation: u16,
+    node: &SimNode,
+    sim: &Sim,
+) -> tokio::task::JoinHandle<()> {
+    let registry = node.registry.clone();
+    let history = sim.history.clone();
+    let seed = sim.seed;
+    let probing = probes::run(
+        i,
+        generation,
+        NODES as usize,
+        node.node.clone(),
+        registry.clone(),
+        sim.probes.clone(),
+        seed,
     );
+    tokio::spawn(async move {
+        tokio::join!(
+            hold(LOCK, true, i, registry.clone(), history.clone(), seed),
+            hold(SINGLETON, false, i, registry, history, seed ^ 0x5167),
+            probing,
+        );
+    })
 }
 
 /// Takes `lock` over and over; holds it 10-300 ms if `give_back`, else until it is lost.
@@ -316,6 +362,7 @@ struct Sim {
     /// Each node's restarts so far.
     generations: Vec<u16>,
     history: Arc<Mutex<History>>,
+    probes: Arc<Mutex<Probes>>,
     /// The registries the writer writes through, by node.
     writes: Arc<Mutex<Vec<Registry>>>,
     /// What the chaos did, when (from `origin`).
@@ -336,31 +383,54 @@ impl Sim {
 }
 
 /// Restarts, as a new incarnation on its data dir, every node whose session expired: such a
-/// node is down for good, and a process supervisor would start it again.
+/// node is down for good, and its process supervisor would start it again. They start side
+/// by side, as their supervisors would start them. A node whose registry cannot open its
+/// session in time (with two voters down, it waits for the other restarts) exits, as
+/// `ensemble node` does: it stays down until the next call, which tries again.
 async fn restart_expired(sim: &mut Sim, nodes: &mut [SimNode]) -> Result<(), String> {
-    for i in 0..nodes.len() {
-        if !nodes[i].registry.is_expired() {
+    let expired: Vec<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].registry.is_expired())
+        .collect();
+    if expired.is_empty() {
+        return Ok(());
+    }
+    for &i in &expired {
+        let old = &mut nodes[i];
+        if old.stopped {
             continue;
         }
-        sim.generations[i] += 1;
-        sim.log(format!(
-            "s{i} expired; restarted as incarnation {}",
-            sim.generations[i] + 1
-        ));
-        let old = &mut nodes[i];
         if let Some(client) = old.client.take() {
             client.abort();
         }
         sim.history.lock().live.retain(|&(_, node), _| node != i);
+        {
+            let mut probes = sim.probes.lock();
+            probes.pending.remove(&(i, sim.generations[i]));
+            probes.dead.insert(old.node.id().clone(), Instant::now());
+        }
         old.node.shutdown().await;
         old.cluster.leave().await;
-        let seeds: Vec<SocketAddr> = nodes
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, n)| n.addr)
+        old.stopped = true;
+    }
+    // Where every node will listen: the restarted ones on a new port.
+    for &i in &expired {
+        sim.generations[i] += 1;
+    }
+    let addrs: Vec<SocketAddr> = (0..nodes.len())
+        .map(|i| {
+            if expired.contains(&i) {
+                incarnation_addr(i as u8, sim.generations[i])
+            } else {
+                nodes[i].addr
+            }
+        })
+        .collect();
+    let starts = expired.iter().map(|&i| {
+        let seeds: Vec<SocketAddr> = (0..addrs.len())
+            .filter(|&j| j != i)
+            .map(|j| addrs[j])
             .collect();
-        let mut fresh = start_node(
+        start_node(
             i as u8,
             sim.generations[i],
             sim.rates[i],
@@ -369,25 +439,23 @@ async fn restart_expired(sim: &mut Sim, nodes: &mut [SimNode]) -> Result<(), Str
             &sim.ca,
             sim.dir.path(),
         )
-        .await
-        .map_err(|e| {
-            format!(
-                "seed {}: restarting s{i} failed: {e}; the others:\n  {}\nschedule:\n  {}",
-                sim.seed,
-                describe(nodes),
-                sim.schedule.join("\n  ")
-            )
-        })?;
-        if sim.clients {
-            fresh.client = Some(tokio::spawn(lock_client(
-                i,
-                fresh.registry.clone(),
-                sim.history.clone(),
-                sim.seed,
-            )));
+    });
+    let started = futures_util::future::join_all(starts).await;
+    for (&i, outcome) in expired.iter().zip(started) {
+        match outcome {
+            Ok(mut fresh) => {
+                sim.log(format!(
+                    "s{i} expired; restarted as incarnation {}",
+                    sim.generations[i] + 1
+                ));
+                if sim.clients {
+                    fresh.client = Some(start_clients(i, sim.generations[i], &fresh, sim));
+                }
+                sim.writes.lock()[i] = fresh.registry.clone();
+                nodes[i] = fresh;
+            }
+            Err(e) => sim.log(format!("s{i} expired; could not start again: {e}")),
         }
-        sim.writes.lock()[i] = fresh.registry.clone();
-        nodes[i] = fresh;
     }
     Ok(())
 }
@@ -445,6 +513,7 @@ async fn scenario(seed: u64) -> Result<String, String> {
         rates: rates.clone(),
         generations: vec![0; NODES as usize],
         history: history.clone(),
+        probes: Arc::default(),
         writes: writes.clone(),
         schedule: Vec::new(),
         origin,
@@ -452,21 +521,29 @@ async fn scenario(seed: u64) -> Result<String, String> {
     };
     let mut tasks = Vec::new();
     for (i, node) in nodes.iter_mut().enumerate() {
-        node.client = Some(tokio::spawn(lock_client(
-            i,
-            node.registry.clone(),
-            history.clone(),
-            seed,
-        )));
+        node.client = Some(start_clients(i, 0, node, &sim));
     }
     tasks.push(tokio::spawn(writer(writes.clone(), history.clone())));
-    // Invariant 1, sampled every millisecond of virtual time.
+    // Invariant 1 sampled every millisecond of virtual time; every 10 ms, invariant 2 on the
+    // copies of nodes not fenced (a fenced node knows its copy may be stale) and invariant 3
+    // for asks.
     let checker = {
-        let history = history.clone();
+        let (history, probes, registries) = (history.clone(), sim.probes.clone(), writes.clone());
         tokio::spawn(async move {
-            loop {
+            for tick in 0u64.. {
                 tokio::time::sleep(Duration::from_millis(1)).await;
-                history.lock().check_now(Instant::now());
+                let now = Instant::now();
+                history.lock().check_now(now);
+                if tick % 10 == 0 {
+                    let registries = registries.lock().clone();
+                    let mut probes = probes.lock();
+                    probes.check_asks(now);
+                    for (k, registry) in registries.iter().enumerate() {
+                        if !registry.is_fenced() {
+                            probes.check_names(&format!("s{k}"), registry, now, NAME_GRACE);
+                        }
+                    }
+                }
             }
         })
     };
@@ -516,6 +593,7 @@ async fn scenario(seed: u64) -> Result<String, String> {
         }
     }
     sim.clients = false;
+    sim.probes.lock().pending.clear();
     sim.log(format!("chaos over (real {:?})", real_start.elapsed()));
     // Liveness: with the network healed, and the nodes that learn their session expired
     // restarted (the last partitions may have left two of them so), the registry takes
@@ -572,19 +650,83 @@ async fn scenario(seed: u64) -> Result<String, String> {
         }
     }
 
+    // Invariant 3: every monitor held by a running watcher fires once its target has died
+    // (its incarnation was restarted, or the registry expired its session: a node cut off
+    // may not have heard yet), and for a target that lives only with `NodeDown` (set while
+    // its node was not connected). A node that learned late that its session expired is
+    // restarted first.
+    restart_expired(&mut sim, &mut nodes).await?;
+    let live: Vec<(usize, u16)> = (0..nodes.len()).map(|i| (i, sim.generations[i])).collect();
+    let (unfired, wrongly) = {
+        let settled = Instant::now();
+        loop {
+            let open: Vec<ensemble::NodeId> =
+                survivor.sessions().into_iter().map(|s| s.node).collect();
+            let (unfired, wrongly) = {
+                let mut unfired = Vec::new();
+                let mut wrongly = Vec::new();
+                let probes = sim.probes.lock();
+                for ((w, g, target), (fired, reason)) in &probes.downs {
+                    let died =
+                        probes.dead.contains_key(target.node()) || !open.contains(target.node());
+                    if died && *fired == 0 && live.contains(&(*w, *g)) {
+                        unfired.push(format!("{target} (watched by s{w}, restart {g})"));
+                    }
+                    // An actor that lives may be reported down only as Erlang's `noconnection`
+                    // is: `NodeDown`, when the monitor was set while its node was not connected.
+                    if !died && !matches!(reason, None | Some(ensemble::ExitReason::NodeDown(_))) {
+                        wrongly.push(format!(
+                            "{target} (watched by s{w}, restart {g}; reason {reason:?})"
+                        ));
+                    }
+                }
+                (unfired, wrongly)
+            };
+            if (unfired.is_empty() && wrongly.is_empty())
+                || settled.elapsed() > Duration::from_secs(30)
+            {
+                break (unfired, wrongly);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (monitors, fired) = {
+        let mut probes = sim.probes.lock();
+        if !unfired.is_empty() {
+            probes.violations.push(format!(
+                "monitors of dead actors that had not fired 30 s after the chaos: {unfired:?}"
+            ));
+        }
+        if !wrongly.is_empty() {
+            probes.violations.push(format!(
+                "monitors fired for live actors with another reason than NodeDown: {wrongly:?}"
+            ));
+        }
+        (
+            probes.downs.len(),
+            probes.downs.values().filter(|(n, _)| *n > 0).count(),
+        )
+    };
+
     let (mut problems, grants) = {
         let h = history.lock();
         let mut problems = h.violations.clone();
         problems.extend(h.check_history(origin));
+        problems.extend(sim.probes.lock().violations.iter().cloned());
         (problems, h.grants.len())
+    };
+    let (answered, failed) = {
+        let probes = sim.probes.lock();
+        (probes.answered, probes.failed)
     };
     if !lost.is_empty() {
         problems.push(format!("acknowledged writes lost: {lost:?}"));
     }
     let stats = net.stats();
     let summary = format!(
-        "seed {seed}: {grants} grants, {} acknowledged keys, clock rates {:?}, faults {faults:?}, \
-         {} partitions, network {stats:?}",
+        "seed {seed}: {grants} grants, {} acknowledged keys, {monitors} monitors ({fired} fired), \
+         {answered} asks answered and {failed} failed in time, clock rates {:?}, \
+         faults {faults:?}, {} partitions, network {stats:?}",
         acked.len(),
         rates.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>(),
         sim.schedule.len()
@@ -610,9 +752,10 @@ fn describe(nodes: &[SimNode]) -> String {
         .iter()
         .map(|n| {
             format!(
-                "{} at {}: leader {:?}, fenced {}, expired {}, members {:?}, sessions {:?}",
+                "{} at {}{}: leader {:?}, fenced {}, expired {}, members {:?}, sessions {:?}",
                 n.node.id(),
                 n.addr,
+                if n.stopped { " (stopped)" } else { "" },
                 n.registry.leader(),
                 n.registry.is_fenced(),
                 n.registry.is_expired(),
@@ -676,13 +819,22 @@ fn seeds() -> Vec<u64> {
 
 #[test]
 fn locks_names_and_config_hold_their_invariants_under_seeded_faults() {
+    // `ENSEMBLE_SIM_REPEAT=N` runs each seed up to N times, stopping at its first failure: a
+    // seed fixes the faults but not the whole interleaving (docs/reliability.md), so a rare
+    // failure is chased by repeating its seed.
+    let repeat: usize = std::env::var("ENSEMBLE_SIM_REPEAT")
+        .map(|n| n.parse().expect("ENSEMBLE_SIM_REPEAT must be a number"))
+        .unwrap_or(1);
     let mut failures = Vec::new();
     for seed in seeds() {
-        match run_seed(seed) {
-            Ok(summary) => eprintln!("{summary}"),
-            Err(report) => {
-                eprintln!("FAILED {report}");
-                failures.push(seed);
+        for run in 1..=repeat {
+            match run_seed(seed) {
+                Ok(summary) => eprintln!("{summary}"),
+                Err(report) => {
+                    eprintln!("FAILED (run {run} of seed {seed}) {report}");
+                    failures.push(seed);
+                    break;
+                }
             }
         }
     }
