@@ -45,7 +45,7 @@ pub fn check(data: &[u8]) {
         return;
     };
     let mut run = Run::default();
-    if form.is_multiple_of(2) {
+    if form % 2 == 0 {
         for entry in values::<Entry<TypeConfig>>(rest) {
             if let EntryPayload::Normal(batch) = entry.payload
                 && !run.apply(&batch.0)
