@@ -423,6 +423,14 @@ async fn replayed_handshake_datagrams_admit_no_one() {
     .await
     .expect("welcome");
     assert!(matches!(welcome, Control::Welcome(_)), "{welcome:?}");
+    // n1 keeps sending heartbeats, as a node does, so that the failure detector never takes
+    // it for dead while the test runs.
+    let heartbeats = tokio::spawn(async move {
+        let beat = frame::encode_one(&Control::Heartbeat, DEFAULT_MAX_FRAME).unwrap();
+        while send.write_all(&beat).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
     wait_members(&cluster, &["n1"]).await;
     let n1_id = member_id(&cluster, "n1");
 
@@ -455,5 +463,5 @@ async fn replayed_handshake_datagrams_admit_no_one() {
         "the replay closed n1's connection: {:?}",
         conn.close_reason()
     );
-    drop(send);
+    heartbeats.abort();
 }
