@@ -5,7 +5,9 @@ use actix::Actor as _;
 use ensemble::actix::{ActixAskError, ActixError, ActixRefExt, ActixSystem, Bridge, Lifeline};
 use ensemble::{AskError, ExitReason};
 
-use crate::util::{Bridged, Cmd, DEADLINE, Greeter, monitor, next_down, resolve, two_nodes, until};
+use crate::util::{
+    Bridged, Cmd, DEADLINE, Greeter, monitor, next_down, released, resolve, two_nodes, until,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_actix_actor_fires_monitors_on_other_nodes_and_releases_its_name() {
@@ -33,15 +35,7 @@ async fn stopping_the_actix_actor_fires_monitors_on_other_nodes_and_releases_its
     );
 
     // The name is released, on node b's copy too.
-    until("the name to be released on b", || {
-        pair.b
-            .registry
-            .whereis::<Bridged>("greeter")
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    released(&pair.b, "greeter").await;
     // A sender still holding the old reference gets an error, not a hang.
     let err = greeter.ask_actix(Cmd::Total, DEADLINE).await.unwrap_err();
     assert!(
@@ -85,15 +79,7 @@ async fn a_lifeline_held_by_the_actor_gives_its_exit_reason() {
     let down = next_down(&mut downs).await;
     assert_eq!(down.actor, *proxy.id());
     assert_eq!(down.reason, reason);
-    until("the name to be released on b", || {
-        pair.b
-            .registry
-            .whereis::<Bridged>("greeter")
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    released(&pair.b, "greeter").await;
 
     actix.shutdown().await;
 }
@@ -136,15 +122,7 @@ async fn without_a_lifeline_the_next_message_finds_the_actor_stopped() {
     let down = next_down(&mut downs).await;
     assert_eq!(down.actor, *proxy.id());
     assert_eq!(down.reason, ExitReason::Normal);
-    until("the name to be released on b", || {
-        pair.b
-            .registry
-            .whereis::<Bridged>("greeter")
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    released(&pair.b, "greeter").await;
 
     actix.shutdown().await;
 }

@@ -77,6 +77,22 @@ pub(crate) async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -
     }
 }
 
+/// Waits until `name` no longer resolves in `member`'s copy of the registry.
+pub(crate) async fn released(member: &Member, name: &str) {
+    until(
+        &format!("{name} to be released on {}", member.node.id()),
+        || {
+            member
+                .registry
+                .whereis::<Bridged>(name)
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// Resolves a global name from `member`'s copy of the registry, waiting until it shows.
 pub(crate) async fn resolve<M: ensemble::remote::RemoteMessage>(
     member: &Member,
