@@ -33,6 +33,12 @@ pub(crate) const ENV_DATA: &str = "ENSEMBLE_TEST_DATA";
 pub(crate) const ENV_SEEDS: &str = "ENSEMBLE_TEST_SEEDS";
 pub(crate) const ENV_BOOTSTRAP: &str = "ENSEMBLE_TEST_BOOTSTRAP";
 pub(crate) const ENV_LOG: &str = "ENSEMBLE_TEST_LOG";
+/// The node's `RegistryConfig::drift_margin`, if not the default.
+pub(crate) const ENV_DRIFT_MARGIN: &str = "ENSEMBLE_TEST_DRIFT_MARGIN";
+/// The node's `RegistryConfig::session_ttl` in milliseconds, if not the default.
+pub(crate) const ENV_SESSION_TTL_MS: &str = "ENSEMBLE_TEST_SESSION_TTL_MS";
+/// The node's `RegistryConfig::request_timeout` in milliseconds, if not the default.
+pub(crate) const ENV_REQUEST_TIMEOUT_MS: &str = "ENSEMBLE_TEST_REQUEST_TIMEOUT_MS";
 
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -76,6 +82,20 @@ pub(crate) fn run() {
         });
         let mut settings = RegistryConfig::new(&data);
         settings.bootstrap = std::env::var(ENV_BOOTSTRAP).is_ok();
+        if let Ok(margin) = std::env::var(ENV_DRIFT_MARGIN) {
+            settings.drift_margin = margin.parse().expect("a drift margin such as 0.4");
+        }
+        let millis = |var| {
+            std::env::var(var).ok().map(|ms: String| {
+                Duration::from_millis(ms.parse().expect("a number of milliseconds"))
+            })
+        };
+        if let Some(ttl) = millis(ENV_SESSION_TTL_MS) {
+            settings.session_ttl = ttl;
+        }
+        if let Some(timeout) = millis(ENV_REQUEST_TIMEOUT_MS) {
+            settings.request_timeout = timeout;
+        }
         let registry = Registry::start(&cluster, settings).await.expect("registry");
         say(&format!("READY {}", cluster.local_addr()));
         let driver = Arc::new(Driver {

@@ -2,7 +2,10 @@
 
 use std::time::Instant;
 
-use crate::util::{ChildNode, certificates, leader, one_cluster_at_a_time, three_voters};
+use crate::child::{ENV_DRIFT_MARGIN, ENV_REQUEST_TIMEOUT_MS, ENV_SESSION_TTL_MS};
+use crate::util::{
+    ChildNode, certificates, leader, one_cluster_at_a_time, three_voters, three_voters_with,
+};
 
 #[test]
 fn names_groups_locks_and_config_across_three_processes() {
@@ -103,7 +106,19 @@ fn session_expiry_releases_names_and_locks_and_downs_the_node() {
 fn a_minority_cannot_write_and_its_lease_holders_fence_themselves() {
     let _turn = one_cluster_at_a_time();
     let dir = certificates(&["a", "b", "c"]);
-    let mut nodes = three_voters(dir.path());
+    // The majority is made by pausing the two other nodes until the leader has fenced itself
+    // and failed a write, so they are silent too: past their TTL, the leader (which may lead
+    // again when they wake) would rightly expire their sessions. So sessions last 4 s here,
+    // the leader fences itself at 60 % of that (2.4 s, a drift margin of 40 %) and gives up
+    // its write after 300 ms: the others wake more than a second before they are due.
+    let mut nodes = three_voters_with(
+        dir.path(),
+        &[
+            (ENV_SESSION_TTL_MS, "4000"),
+            (ENV_DRIFT_MARGIN, "0.4"),
+            (ENV_REQUEST_TIMEOUT_MS, "300"),
+        ],
+    );
     let lone = leader(&mut nodes[0]);
     // Keep the leader's side the minority: its lease must be given up before anyone else
     // could be granted the lock.
@@ -122,6 +137,7 @@ fn a_minority_cannot_write_and_its_lease_holders_fence_themselves() {
     let fenced_after = paused.elapsed();
     let write = nodes[at].run("put minority yes");
     assert!(write.starts_with("err "), "the minority wrote: {write}");
+    let silent_for = paused.elapsed();
     for (i, node) in nodes.iter().enumerate() {
         if i != at {
             node.signal("-CONT");
@@ -134,7 +150,10 @@ fn a_minority_cannot_write_and_its_lease_holders_fence_themselves() {
         .parse()
         .unwrap();
     assert!(granted > token);
-    eprintln!("minority fenced itself {fenced_after:?} after losing its quorum");
+    eprintln!(
+        "minority fenced itself {fenced_after:?} after losing its quorum; the majority was \
+         paused for {silent_for:?}"
+    );
 }
 
 #[test]

@@ -53,7 +53,7 @@ impl ChildNode {
     /// Starts `name` with its data under `dir/<name>-data`, joining `seeds` (or starting a
     /// new registry if `seeds` is empty and `bootstrap`), and waits until it is ready.
     pub(crate) fn start(name: &str, dir: &Path, seeds: &[String], bootstrap: bool) -> ChildNode {
-        let mut child = Self::spawn(name, dir, seeds, bootstrap);
+        let mut child = Self::spawn(name, dir, seeds, bootstrap, &[]);
         child.wait_ready();
         child
     }
@@ -61,7 +61,7 @@ impl ChildNode {
     /// Starts `name` without waiting for its registry (which may need nodes not started
     /// yet): only until it listens.
     pub(crate) fn start_detached(name: &str, dir: &Path, seeds: &[String]) -> ChildNode {
-        Self::spawn(name, dir, seeds, false)
+        Self::spawn(name, dir, seeds, false, &[])
     }
 
     /// Waits until the node's registry started and its session is open.
@@ -69,7 +69,15 @@ impl ChildNode {
         self.expect_line("READY ");
     }
 
-    fn spawn(name: &str, dir: &Path, seeds: &[String], bootstrap: bool) -> ChildNode {
+    /// Starts the child process, with the environment variables `env` besides its own (such as
+    /// [`ENV_DRIFT_MARGIN`](crate::child::ENV_DRIFT_MARGIN)), and waits until it listens.
+    fn spawn(
+        name: &str,
+        dir: &Path,
+        seeds: &[String],
+        bootstrap: bool,
+        env: &[(&str, &str)],
+    ) -> ChildNode {
         let exe = std::env::current_exe().expect("test binary");
         let log = dir.join(format!("{name}.log"));
         let stderr = std::fs::OpenOptions::new()
@@ -100,6 +108,7 @@ impl ChildNode {
         if bootstrap {
             command.env(ENV_BOOTSTRAP, "1");
         }
+        command.envs(env.iter().copied());
         let mut process = command.spawn().expect("spawn a child node");
         let stdout = process.stdout.take().expect("stdout");
         let stdin = process.stdin.take();
@@ -239,10 +248,20 @@ pub(crate) fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 /// Starts three voters a, b and c (a bootstraps) and waits until all three vote.
 pub(crate) fn three_voters(dir: &Path) -> Vec<ChildNode> {
-    let mut a = ChildNode::start("a", dir, &[], true);
+    three_voters_with(dir, &[])
+}
+
+/// [`three_voters`], each child with the environment variables `env` too.
+pub(crate) fn three_voters_with(dir: &Path, env: &[(&str, &str)]) -> Vec<ChildNode> {
+    let start = |name, seeds: &[String], bootstrap| {
+        let mut child = ChildNode::spawn(name, dir, seeds, bootstrap, env);
+        child.wait_ready();
+        child
+    };
+    let mut a = start("a", &[], true);
     let seeds = vec![a.addr.clone()];
-    let b = ChildNode::start("b", dir, &seeds, false);
-    let c = ChildNode::start("c", dir, &seeds, false);
+    let b = start("b", &seeds, false);
+    let c = start("c", &seeds, false);
     a.run_until("leader", "voters a,b,c");
     vec![a, b, c]
 }
