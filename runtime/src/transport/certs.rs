@@ -21,6 +21,14 @@
 //! node both dials and accepts. Node names follow the same rule as
 //! [`NodeConfig`](crate::NodeConfig): one or more ASCII letters, digits, `-`, `_` or `.`.
 //!
+//! # Keys
+//!
+//! Keys are Ed25519: fast, small, and signing needs no random numbers, so a handshake's
+//! signature never depends on a random source and always has the same length (an ECDSA
+//! signature's DER length varies, which changes how QUIC packs a handshake into datagrams and
+//! so the course of a deterministic simulation). A CA or certificate made with another key type
+//! (ECDSA, by an earlier version) loads and works as before.
+//!
 //! # Invariants
 //!
 //! A [`ClusterCa`] or [`NodeCert`] value only exists with well-formed contents: generating,
@@ -76,12 +84,21 @@ impl ClusterCa {
     /// Generates a new self-signed CA for the cluster named `cluster`, with the common name
     /// `Ensemble cluster CA <cluster>`.
     pub fn generate(cluster: &str) -> Result<ClusterCa, CertError> {
+        Self::generate_with(cluster, &rcgen::PKCS_ED25519)
+    }
+
+    /// A CA with a key of algorithm `alg` (earlier versions made ECDSA P-256 keys).
+    fn generate_with(
+        cluster: &str,
+        alg: &'static rcgen::SignatureAlgorithm,
+    ) -> Result<ClusterCa, CertError> {
         let what = || format!("CA for cluster {cluster:?}");
-        let key = KeyPair::generate().map_err(|source| CertError::Generate {
+        let key = KeyPair::generate_for(alg).map_err(|source| CertError::Generate {
             what: what(),
             source,
         })?;
         let mut params = CertificateParams::default();
+        params.serial_number = Some(serial_number(&key));
         params.distinguished_name = DistinguishedName::new();
         params
             .distinguished_name
@@ -167,6 +184,15 @@ impl ClusterCa {
     /// alternative name and common name `node`, usable for TLS server and client
     /// authentication, valid for 10 years.
     pub fn issue(&self, node: &str) -> Result<NodeCert, CertError> {
+        self.issue_with(node, &rcgen::PKCS_ED25519)
+    }
+
+    /// A node certificate with a key of algorithm `alg`.
+    fn issue_with(
+        &self,
+        node: &str,
+        alg: &'static rcgen::SignatureAlgorithm,
+    ) -> Result<NodeCert, CertError> {
         validate_node_name(node)?;
         let what = || format!("certificate for node {node}");
         let generate = |source| CertError::Generate {
@@ -176,8 +202,9 @@ impl ClusterCa {
         let ca_key = KeyPair::from_pem(&self.key_pem).map_err(generate)?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key).map_err(generate)?;
 
-        let key = KeyPair::generate().map_err(generate)?;
+        let key = KeyPair::generate_for(alg).map_err(generate)?;
         let mut params = CertificateParams::default();
+        params.serial_number = Some(serial_number(&key));
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, node);
         let dns_name = node.try_into().map_err(generate)?;
@@ -545,6 +572,18 @@ fn inspect_der(der: &[u8]) -> Result<CertInfo, String> {
     })
 }
 
+/// A certificate serial number unique to `key`: its public key's first 20 bytes, with the
+/// top bits set to `01` so that the number is positive and always encodes in exactly 20 bytes
+/// (a certificate's length never depends on its key).
+fn serial_number(key: &KeyPair) -> rcgen::SerialNumber {
+    let mut serial = [0u8; 20];
+    let public = key.public_key_raw();
+    let n = public.len().min(serial.len());
+    serial[..n].copy_from_slice(&public[..n]);
+    serial[0] = 0x40 | (serial[0] & 0x3f);
+    rcgen::SerialNumber::from_slice(&serial)
+}
+
 /// Sets validity from a little before now (see [`CLOCK_SKEW`]) for `length`.
 fn set_validity(params: &mut CertificateParams, length: Duration) {
     let start = SystemTime::now() - CLOCK_SKEW;
@@ -609,9 +648,67 @@ fn write(path: &Path, contents: &str, what: &str, private: bool) -> Result<(), C
     })
 }
 
+/// Certificates as earlier versions made them, with ECDSA P-256 keys: for tests that show
+/// they still work.
+#[cfg(test)]
+pub(crate) mod ecdsa {
+    use super::*;
+
+    pub(crate) fn generate(cluster: &str) -> ClusterCa {
+        ClusterCa::generate_with(cluster, &rcgen::PKCS_ECDSA_P256_SHA256).unwrap()
+    }
+
+    pub(crate) fn issue(ca: &ClusterCa, node: &str) -> NodeCert {
+        ca.issue_with(node, &rcgen::PKCS_ECDSA_P256_SHA256).unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The signature algorithm of a PEM certificate.
+    fn signature_oid(pem: &str) -> String {
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        cert.signature_algorithm.algorithm.to_id_string()
+    }
+
+    /// Ed25519 (RFC 8410).
+    const ED25519: &str = "1.3.101.112";
+    /// ECDSA with SHA-256 (RFC 5758).
+    const ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
+
+    #[test]
+    fn keys_are_ed25519_and_certificates_of_one_kind_have_one_length() {
+        let ca = ClusterCa::generate("prod").unwrap();
+        assert_eq!(signature_oid(ca.cert_pem()), ED25519);
+        let lengths: std::collections::BTreeSet<usize> = (0..20)
+            .map(|_| {
+                let cert = ca.issue("n1").unwrap();
+                assert_eq!(signature_oid(cert.cert_pem()), ED25519);
+                CertificateDer::from_pem_slice(cert.cert_pem().as_bytes())
+                    .unwrap()
+                    .len()
+            })
+            .collect();
+        assert_eq!(lengths.len(), 1, "certificate lengths {lengths:?}");
+    }
+
+    #[test]
+    fn an_ecdsa_ca_of_an_earlier_version_loads_and_issues_ed25519_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = ecdsa::generate("prod");
+        assert_eq!(signature_oid(old.cert_pem()), ECDSA_SHA256);
+        old.save(dir.path()).unwrap();
+        let loaded = ClusterCa::load(dir.path()).unwrap();
+        let node = loaded.issue("n1").unwrap();
+        // Signed by the CA's ECDSA key; the node's own key is Ed25519.
+        assert_eq!(signature_oid(node.cert_pem()), ECDSA_SHA256);
+        assert!(KeyPair::from_pem(node.key_pem()).unwrap().algorithm() == &rcgen::PKCS_ED25519);
+        node.save(dir.path()).unwrap();
+        NodeCert::load(dir.path(), "n1").unwrap();
+    }
 
     #[test]
     fn ca_generate_save_load_round_trip() {

@@ -364,6 +364,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_ecdsa_node_of_an_earlier_version_and_an_ed25519_node_connect() {
+        let ca = crate::transport::certs::ecdsa::generate("test");
+        let old = crate::transport::certs::ecdsa::issue(&ca, "old");
+        let new = ca.issue("new").unwrap();
+        for (server_cert, client_cert) in [(&old, &new), (&new, &old)] {
+            let server = server(server_cert);
+            let client = client(client_config(client_cert).unwrap());
+            let addr = server.local_addr().unwrap();
+            let accept = async { server.accept().await.expect("endpoint closed").await };
+            let dial = async { client.connect(addr, "seed").unwrap().await };
+            let (accepted, dialed) = timeout(WAIT, async { tokio::join!(accept, dial) })
+                .await
+                .expect("handshake did not finish in time");
+            let (accepted, dialed) = (accepted.unwrap(), dialed.unwrap());
+            assert_eq!(
+                peer_node_name(&accepted),
+                Some(client_cert.node().to_owned())
+            );
+            assert_eq!(peer_node_name(&dialed), Some(server_cert.node().to_owned()));
+        }
+    }
+
+    #[tokio::test]
     async fn client_with_a_certificate_from_another_ca_is_refused() {
         let ours = ClusterCa::generate("ours").unwrap();
         let theirs = ClusterCa::generate("theirs").unwrap();
