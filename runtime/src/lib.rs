@@ -14,6 +14,7 @@
 //!   other nodes can spawn.
 //! - [`ExitReason`], [`NodeId`] and [`ActorId`]: identities and why actors end.
 //! - [`error`]: one error type per operation, each naming what it is about.
+//! - [`hashing`]: the hasher of the runtime's maps, whose seed a simulation fixes.
 //!
 //! The semantics (ordering, delivery, exits, links, monitors, mailbox bounds, and what changes
 //! across nodes) are written down in `docs/semantics.md` of the repository, the wire protocol
@@ -25,6 +26,7 @@ pub mod actor;
 pub mod cluster;
 pub mod error;
 mod exit;
+pub mod hashing;
 mod id;
 pub mod node;
 pub mod remote;

@@ -24,8 +24,12 @@
 //! Logs: `ENSEMBLE_SIM_LOG=<filter>` (a `tracing` filter such as `openraft=info`).
 //!
 //! Seeds: `ENSEMBLE_SIM_SEED=N` runs one seed; `ENSEMBLE_SIM_SEEDS=N` runs seeds 0..N (the
-//! default is a small number, for CI); a failure names its seed. `ENSEMBLE_SIM_REPEAT=N` runs
-//! each seed up to N times, until it fails.
+//! default is a small number, for CI); a failure names its seed. A seed fixes the whole run:
+//! everything random on the simulation's thread is seeded from it (see `run_seed`), and
+//! `a_seed_repeats_from_its_number_alone` checks that two runs of one seed in fresh processes
+//! send the same datagrams at the same instants. `ENSEMBLE_SIM_REPEAT=N` runs each seed up to
+//! N times, until it fails. `ENSEMBLE_SIM_CHAOS_SECS=N` sets the length of the chaos (virtual
+//! seconds, default 30); `ENSEMBLE_SIM_JOURNAL=<file>` writes a line per datagram.
 
 mod probes;
 
@@ -49,7 +53,7 @@ const LOCK: &str = "sim-lock";
 /// Taken and kept until it is lost, by a client on every node: its holder is the one a
 /// partition or a slow clock catches holding on.
 const SINGLETON: &str = "sim-singleton";
-/// How long the chaos schedule runs, in virtual time.
+/// How long the chaos schedule runs, in virtual time, unless `ENSEMBLE_SIM_CHAOS_SECS` says.
 const CHAOS: Duration = Duration::from_secs(30);
 /// How long after a node was restarted (having learned that its session expired, so after the
 /// registry released its names) another node's copy may still resolve one of its names: the
@@ -463,6 +467,10 @@ async fn restart_expired(sim: &mut Sim, nodes: &mut [SimNode]) -> Result<(), Str
 async fn scenario(seed: u64) -> Result<String, String> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let net = SimNet::new(seed);
+    let journal = std::env::var_os("ENSEMBLE_SIM_JOURNAL");
+    if journal.is_some() {
+        net.record();
+    }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let ca = ClusterCa::generate("sim").map_err(|e| e.to_string())?;
     // A generator of its own, so that the skew leaves the seed's fault schedule as it was.
@@ -550,7 +558,13 @@ async fn scenario(seed: u64) -> Result<String, String> {
     tasks.push(checker);
 
     // Chaos: cut one node off for a while, heal, repeat.
-    while origin.elapsed() < CHAOS {
+    let chaos = std::env::var("ENSEMBLE_SIM_CHAOS_SECS").map_or(CHAOS, |s| {
+        Duration::from_secs(
+            s.parse()
+                .expect("ENSEMBLE_SIM_CHAOS_SECS must be a number of seconds"),
+        )
+    });
+    while origin.elapsed() < chaos {
         tokio::time::sleep(Duration::from_millis(rng.u64(200..2000))).await;
         let victim = rng.usize(..NODES as usize);
         let cut_for = Duration::from_millis(rng.u64(300..3000));
@@ -735,6 +749,9 @@ async fn scenario(seed: u64) -> Result<String, String> {
         n.node.shutdown().await;
         n.cluster.leave().await;
     }
+    if let Some(path) = journal {
+        std::fs::write(&path, net.journal().join("\n")).map_err(|e| format!("{path:?}: {e}"))?;
+    }
     if problems.is_empty() {
         Ok(summary)
     } else {
@@ -798,11 +815,17 @@ fn run_seed(seed: u64) -> Result<String, String> {
             .with_ansi(false)
             .try_init();
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
+    // Everything random on this thread follows the seed: the network's faults (`SimNet`),
+    // the order `select!` polls its branches in (tokio's generator), openraft's election
+    // timeouts and snapshot names (`fastrand`'s generator of this thread), and the iteration
+    // order of the runtime's and the registry's hash maps.
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all().start_paused(true);
+    #[cfg(tokio_unstable)]
+    builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
+    fastrand::seed(seed);
+    ensemble::hashing::seed(seed);
+    let runtime = builder.build().expect("runtime");
     runtime.block_on(scenario(seed))
 }
 
@@ -820,8 +843,7 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn locks_names_and_config_hold_their_invariants_under_seeded_faults() {
     // `ENSEMBLE_SIM_REPEAT=N` runs each seed up to N times, stopping at its first failure: a
-    // seed fixes the faults but not the whole interleaving (docs/reliability.md), so a rare
-    // failure is chased by repeating its seed.
+    // seed fixes the whole run, so this confirms that it does (or that a fix holds).
     let repeat: usize = std::env::var("ENSEMBLE_SIM_REPEAT")
         .map(|n| n.parse().expect("ENSEMBLE_SIM_REPEAT must be a number"))
         .unwrap_or(1);
@@ -842,4 +864,67 @@ fn locks_names_and_config_hold_their_invariants_under_seeded_faults() {
         failures.is_empty(),
         "seeds {failures:?} broke an invariant (rerun one with ENSEMBLE_SIM_SEED=<seed>)"
     );
+}
+
+/// The test above, run for one seed in a process of its own; returns its summary line and the
+/// journal of its datagrams.
+fn run_in_child(seed: u64, chaos_secs: u64, journal: &std::path::Path) -> (String, Vec<String>) {
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "locks_names_and_config_hold_their_invariants_under_seeded_faults",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ENSEMBLE_SIM_SEED", seed.to_string())
+        .env("ENSEMBLE_SIM_CHAOS_SECS", chaos_secs.to_string())
+        .env("ENSEMBLE_SIM_JOURNAL", journal)
+        .env_remove("ENSEMBLE_SIM_REPEAT")
+        .output()
+        .expect("run the simulation in a child process");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "seed {seed} failed in a child process:\n{stderr}"
+    );
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with(&format!("seed {seed}:")))
+        .unwrap_or_else(|| panic!("no summary of seed {seed} in:\n{stderr}"))
+        .to_owned();
+    let journal = std::fs::read_to_string(journal).expect("the child's journal");
+    (summary, journal.lines().map(str::to_owned).collect())
+}
+
+/// A seed's whole run repeats from its number alone: two runs of one seed, each in a fresh
+/// process, send the same datagrams at the same virtual instants (their network traces are
+/// equal) and end with the same grants, writes, monitors and asks. Where they part ways, the
+/// first datagrams that differ are shown.
+#[test]
+fn a_seed_repeats_from_its_number_alone() {
+    let seed = std::env::var("ENSEMBLE_SIM_SEED").map_or(1, |s| {
+        s.parse().expect("ENSEMBLE_SIM_SEED must be a number")
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = run_in_child(seed, 10, &dir.path().join("first"));
+    let second = run_in_child(seed, 10, &dir.path().join("second"));
+    if first != second {
+        let parted = first
+            .1
+            .iter()
+            .zip(&second.1)
+            .position(|(a, b)| a != b)
+            .unwrap_or(first.1.len().min(second.1.len()));
+        let around = |journal: &[String]| {
+            journal[parted.saturating_sub(3)..(parted + 3).min(journal.len())].join("\n  ")
+        };
+        panic!(
+            "two runs of seed {seed} parted ways at datagram {parted}:\n first:\n  {}\n second:\n  {}\n\
+             summaries:\n  {}\n  {}",
+            around(&first.1),
+            around(&second.1),
+            first.0,
+            second.0
+        );
+    }
 }

@@ -14,12 +14,13 @@ pub(crate) mod mirror;
 pub(crate) mod session;
 mod untyped;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ensemble_runtime::cluster::{Cluster, MemberStatus};
+use ensemble_runtime::hashing::HashMap;
 use ensemble_runtime::remote::RemoteMessage;
 use ensemble_runtime::{ActorId, ActorRef, AskError, Node, NodeId, ReplyTo};
 use parking_lot::{Mutex, RwLock};

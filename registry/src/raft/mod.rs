@@ -3,6 +3,7 @@
 
 pub mod log_store;
 pub(crate) mod network;
+pub mod runtime;
 pub mod state_machine;
 pub mod types;
 

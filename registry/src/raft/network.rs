@@ -1,11 +1,10 @@
 //! Raft's RPCs, carried as asks to the registry server actor of the target node over the
 //! runtime's transport (QUIC with mutual TLS).
-
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble_runtime::cluster::Cluster;
+use ensemble_runtime::hashing::HashMap;
 use ensemble_runtime::{ActorRef, AskError};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,

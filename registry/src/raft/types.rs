@@ -8,14 +8,15 @@ use serde::{Deserialize, Serialize};
 use crate::state::{Command, Outcome};
 
 openraft::declare_raft_types!(
-    /// The registry's Raft types: entries carry a batch of commands (group commit), and a
-    /// voter is known by its node name.
+    /// The registry's Raft types: entries carry a batch of commands (group commit), a voter
+    /// is known by its node name, and timers run on tokio with seedable random numbers.
     pub TypeConfig:
         D = Batch,
         R = Vec<Outcome>,
         NodeId = u64,
         Node = Voter,
         SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = super::runtime::RaftRuntime,
 );
 
 /// One log entry's commands: every command proposed while the previous entry was being

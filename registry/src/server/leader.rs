@@ -10,13 +10,12 @@
 //! is acknowledged only after the leader confirmed it still leads (a heartbeat round to a
 //! quorum, after the keepalive arrived); so any later leader was elected after that, and
 //! expires the session no earlier than a TTL after it: later than the node fenced itself.
-
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble_runtime::NodeId;
 use ensemble_runtime::cluster::{Cluster, MemberStatus};
+use ensemble_runtime::hashing::{HashMap, HashSet};
 use openraft::{Raft, ServerState};
 use parking_lot::Mutex;
 use tokio::time::Instant;

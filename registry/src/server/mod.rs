@@ -13,10 +13,9 @@
 mod leader;
 pub use leader::VOTER_LABEL;
 pub(crate) mod protocol;
-
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use ensemble_runtime::hashing::HashMap;
 use ensemble_runtime::{Actor, ActorId, ActorResult, Context, ReplyTo};
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
@@ -61,7 +60,7 @@ impl Server {
             state_machine,
             proposals,
             leadership,
-            subscriptions: HashMap::new(),
+            subscriptions: HashMap::default(),
         }
     }
 

@@ -14,7 +14,7 @@
 //! - No two cell locks are ever held at once.
 
 use std::any::Any;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use crate::exit::ExitReason;
+use crate::hashing::HashMap;
 use crate::id::{ActorId, NodeId};
 use crate::node::Node;
 use crate::remote::RemoteSignal;

@@ -1,6 +1,6 @@
 //! `Context<A>`: what a running actor can do besides handling its message.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -10,6 +10,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::error::{RegisterError, SpawnError};
 use crate::exit::ExitReason;
+use crate::hashing::HashMap;
 use crate::id::ActorId;
 use crate::node::Node;
 

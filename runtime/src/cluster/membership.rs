@@ -7,11 +7,12 @@
 //! - `Down` and `Left` are final for an incarnation: it is remembered and refused if it tries
 //!   to come back.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::hashing::HashSet;
 use crate::id::NodeId;
 
 use super::handshake::Refusal;

@@ -19,7 +19,7 @@
 //! never downs a node: only [`Cluster::declare_down`] does, which the registry calls when a
 //! node's session expires, so that every node takes the same decision.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use crate::actor::ActorRef;
 use crate::error::{LookupError, SpawnError};
+use crate::hashing::{HashMap, HashSet};
 use crate::id::{ActorId, NodeId};
 use crate::node::Node;
 use crate::remote::{
@@ -215,8 +216,10 @@ impl Cluster {
             Network::Udp => quinn::Endpoint::server(server, config.listen).map_err(bind_error)?,
             Network::Simulated(net) => {
                 let socket = net.bind(config.listen).map_err(bind_error)?;
+                let mut endpoint = quinn::EndpointConfig::default();
+                endpoint.rng_seed(Some(net.endpoint_seed(config.listen)));
                 quinn::Endpoint::new_with_abstract_socket(
-                    quinn::EndpointConfig::default(),
+                    endpoint,
                     Some(server),
                     socket,
                     Arc::new(quinn::TokioRuntime),

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, oneshot};
@@ -30,6 +29,7 @@ pub(crate) use deadlines::Deadlines;
 use crate::actor::{Actor, ActorRef, Cell, CellHandle, Context, SpawnOptions, run_actor};
 use crate::error::{LookupError, RegisterError, SpawnError};
 use crate::exit::ExitReason;
+use crate::hashing::{self, DashMap};
 use crate::id::{ActorId, NodeId};
 use crate::remote::{FactoryModule, Remote, RemoteMessage};
 
@@ -121,15 +121,15 @@ impl Node {
                 config,
                 runtime,
                 next_seq: AtomicU64::new(1),
-                actors: DashMap::new(),
+                actors: hashing::dash_map(),
                 live: AtomicUsize::new(0),
                 idle: Notify::new(),
-                names: DashMap::new(),
+                names: hashing::dash_map(),
                 shutting_down: AtomicBool::new(false),
                 dead_letters: DeadLetters::new(),
                 deadlines: Arc::new(Deadlines::new()),
                 remote: Remote::new(),
-                extensions: DashMap::new(),
+                extensions: hashing::dash_map(),
             }),
         })
     }

@@ -3,12 +3,10 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,6 +16,7 @@ use crate::actor::{Cell, CellHandle, Down, MonitorRef, Signal};
 use crate::cluster::Control;
 use crate::error::AskError;
 use crate::exit::ExitReason;
+use crate::hashing::{self, DashMap, HashMap, HashSet};
 use crate::id::{ActorId, NodeId};
 use crate::node::Node;
 use crate::transport::frame;
@@ -280,13 +279,13 @@ pub(crate) struct Remote {
 impl Remote {
     pub(crate) fn new() -> Self {
         Self {
-            peers: DashMap::new(),
-            exports: DashMap::new(),
-            pending: Mutex::new(HashMap::new()),
-            watches: Mutex::new(HashMap::new()),
-            links: Mutex::new(HashMap::new()),
-            requests: Mutex::new(HashMap::new()),
-            modules: DashMap::new(),
+            peers: hashing::dash_map(),
+            exports: hashing::dash_map(),
+            pending: Mutex::new(HashMap::default()),
+            watches: Mutex::new(HashMap::default()),
+            links: Mutex::new(HashMap::default()),
+            requests: Mutex::new(HashMap::default()),
+            modules: hashing::dash_map(),
             next_id: AtomicU64::new(1),
             max_frame: AtomicUsize::new(frame::DEFAULT_MAX_FRAME),
         }

@@ -9,12 +9,15 @@
 //! With tokio's time paused (`start_paused`), a datagram's delay is virtual, so a simulation
 //! of many seconds of cluster life runs in a fraction of that. Every fault decision comes from
 //! one random number generator seeded by [`SimNet::new`]'s seed, in the order datagrams are
-//! sent: on a current-thread runtime the fault schedule is a function of the seed. (What is
-//! not: the bytes TLS encrypts with fresh keys, and openraft's own random election timeouts;
-//! see `docs/reliability.md`.)
+//! sent: on a current-thread runtime the fault schedule is a function of the seed. The QUIC
+//! endpoints' own random choices follow it too ([`SimNet::endpoint_seed`]); what else must be
+//! seeded for a whole run to repeat (tokio's, fastrand's and the hash maps' seeds) is listed
+//! in `docs/reliability.md`. Every datagram goes into a running hash, [`SimStats::trace`]:
+//! two runs with the same trace took the same course.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -73,6 +76,9 @@ pub struct SimStats {
     pub cut: u64,
     /// Extra copies delivered.
     pub duplicated: u64,
+    /// A hash of every datagram's virtual send time, ends, length and fate, in order: two
+    /// runs whose traces are equal sent the same datagrams at the same instants.
+    pub trace: u64,
 }
 
 /// A simulated network. Clones share it.
@@ -84,6 +90,8 @@ struct Net {
 }
 
 struct NetState {
+    /// The seed the network was made with.
+    seed: u64,
     rng: fastrand::Rng,
     faults: Faults,
     sockets: BTreeMap<SocketAddr, Weak<SimSocket>>,
@@ -91,6 +99,10 @@ struct NetState {
     cut: BTreeSet<(SocketAddr, SocketAddr)>,
     next_port: u16,
     stats: SimStats,
+    /// When the network was made: the zero of the times in the trace.
+    origin: tokio::time::Instant,
+    /// Every datagram's line of the trace, when recorded (`SimNet::record`).
+    journal: Option<Vec<String>>,
 }
 
 impl fmt::Debug for SimNet {
@@ -109,12 +121,15 @@ impl SimNet {
     pub fn new(seed: u64) -> SimNet {
         SimNet(Arc::new(Net {
             state: Mutex::new(NetState {
+                seed,
                 rng: fastrand::Rng::with_seed(seed),
                 faults: Faults::default(),
                 sockets: BTreeMap::new(),
                 cut: BTreeSet::new(),
                 next_port: 10_000,
                 stats: SimStats::default(),
+                origin: tokio::time::Instant::now(),
+                journal: None,
             }),
         }))
     }
@@ -157,6 +172,28 @@ impl SimNet {
     /// What the network did so far.
     pub fn stats(&self) -> SimStats {
         self.0.state.lock().stats
+    }
+
+    /// Keeps a line per datagram from now on (its virtual send time, ends, length and fate),
+    /// for finding where two runs of one seed part ways.
+    pub fn record(&self) {
+        self.0.state.lock().journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The lines kept since [`SimNet::record`].
+    pub fn journal(&self) -> Vec<String> {
+        self.0.state.lock().journal.clone().unwrap_or_default()
+    }
+
+    /// The seed of the QUIC endpoint at `addr`: its connections' random choices (packet
+    /// number skips, greasing) follow the network's seed.
+    pub(crate) fn endpoint_seed(&self, addr: SocketAddr) -> [u8; 32] {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (self.0.state.lock().seed, addr).hash(&mut hasher);
+        let mut rng = fastrand::Rng::with_seed(hasher.finish());
+        let mut bytes = [0; 32];
+        rng.fill(&mut bytes);
+        bytes
     }
 
     /// Binds a socket at `addr`; port 0 picks a free one.
@@ -221,35 +258,70 @@ impl SimSocket {
     }
 }
 
-/// Sends one datagram through the network: lost, cut, delayed, or duplicated.
-fn route(net: &Net, from: SocketAddr, to: SocketAddr, datagram: &[u8]) {
-    let (target, delays) = {
-        let mut state = net.state.lock();
-        state.stats.sent += 1;
-        if state.cut.contains(&(from, to)) {
-            state.stats.cut += 1;
-            return;
+/// What the network did with one datagram.
+#[derive(Debug, Hash)]
+enum Fate {
+    Cut,
+    Lost,
+    NoListener,
+    Delivered(Vec<Duration>),
+}
+
+impl NetState {
+    /// Decides a datagram's fate, counting it.
+    fn decide(&mut self, from: SocketAddr, to: SocketAddr) -> Fate {
+        self.stats.sent += 1;
+        if self.cut.contains(&(from, to)) {
+            self.stats.cut += 1;
+            return Fate::Cut;
         }
-        let faults = state.faults;
-        if state.rng.f64() < faults.loss {
-            state.stats.lost += 1;
-            return;
+        let faults = self.faults;
+        if self.rng.f64() < faults.loss {
+            self.stats.lost += 1;
+            return Fate::Lost;
         }
-        let copies = if state.rng.f64() < faults.duplicate {
-            state.stats.duplicated += 1;
+        let copies = if self.rng.f64() < faults.duplicate {
+            self.stats.duplicated += 1;
             2
         } else {
             1
         };
         let spread = faults.max_delay.saturating_sub(faults.min_delay);
         let delays: Vec<Duration> = (0..copies)
-            .map(|_| faults.min_delay + spread.mul_f64(state.rng.f64()))
+            .map(|_| faults.min_delay + spread.mul_f64(self.rng.f64()))
             .collect();
-        let Some(target) = state.sockets.get(&to).and_then(Weak::upgrade) else {
+        if self.sockets.get(&to).is_none_or(|s| s.strong_count() == 0) {
             // Nobody listens there: the datagram vanishes, as on a real network.
+            return Fate::NoListener;
+        }
+        self.stats.delivered += copies;
+        Fate::Delivered(delays)
+    }
+
+    /// Adds a datagram to the trace (and the journal, if kept).
+    fn trace(&mut self, from: SocketAddr, to: SocketAddr, len: usize, fate: &Fate) {
+        let at = self.origin.elapsed();
+        let mut hasher = std::hash::DefaultHasher::new();
+        (self.stats.trace, at, from, to, len, fate).hash(&mut hasher);
+        self.stats.trace = hasher.finish();
+        if let Some(journal) = &mut self.journal {
+            journal.push(format!("{at:?} {from} -> {to} {len} B: {fate:?}"));
+        }
+    }
+}
+
+/// Sends one datagram through the network: lost, cut, delayed, or duplicated.
+fn route(net: &Net, from: SocketAddr, to: SocketAddr, datagram: &[u8]) {
+    let (target, delays) = {
+        let mut state = net.state.lock();
+        let fate = state.decide(from, to);
+        state.trace(from, to, datagram.len(), &fate);
+        let Fate::Delivered(delays) = fate else {
             return;
         };
-        state.stats.delivered += copies;
+        let Some(target) = state.sockets.get(&to).and_then(Weak::upgrade) else {
+            return;
+        };
         (target, delays)
     };
     for delay in delays {
