@@ -25,7 +25,7 @@ pub type DashMap<K, V> = dashmap::DashMap<K, V, State>;
 /// so that a map's iteration order is the same on every machine.
 const SHARDS: usize = 64;
 
-/// A new, empty [`DashMap`] with [`SHARDS`] shards.
+/// A new, empty [`DashMap`] with a fixed number of shards (64), whatever the core count.
 pub fn dash_map<K: Eq + Hash, V>() -> DashMap<K, V> {
     DashMap::with_hasher_and_shard_amount(State::default(), SHARDS)
 }
