@@ -815,10 +815,13 @@ fn run_seed(seed: u64) -> Result<String, String> {
             .with_ansi(false)
             .try_init();
     }
-    // Everything random on this thread follows the seed: the network's faults (`SimNet`),
-    // the order `select!` polls its branches in (tokio's generator), openraft's election
-    // timeouts and snapshot names (`fastrand`'s generator of this thread), and the iteration
-    // order of the runtime's and the registry's hash maps.
+    // Everything random on this thread that can change the course of a run follows the
+    // seed: the network's faults (`SimNet`), openraft's election timeouts and snapshot names
+    // (`fastrand`'s generator of this thread), and the iteration order of the runtime's and
+    // the registry's hash maps. The order `select!` polls ready branches in (tokio's
+    // generator) is seeded only in a build with `--cfg tokio_unstable`: leaving it out made
+    // no difference in any run measured (docs/reliability.md), and the flag slows the
+    // runtime down.
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all().start_paused(true);
     #[cfg(tokio_unstable)]
@@ -866,9 +869,15 @@ fn locks_names_and_config_hold_their_invariants_under_seeded_faults() {
     );
 }
 
-/// The test above, run for one seed in a process of its own; returns its summary line and the
-/// journal of its datagrams.
-fn run_in_child(seed: u64, chaos_secs: u64, journal: &std::path::Path) -> (String, Vec<String>) {
+/// The test above, run in a process of its own with `seeds` (`ENSEMBLE_SIM_SEED` or
+/// `ENSEMBLE_SIM_SEEDS` and its value) of which `seed` is the last; returns the summary line
+/// of `seed` and the journal of its datagrams.
+fn run_in_child(
+    seeds: (&str, u64),
+    seed: u64,
+    chaos_secs: u64,
+    journal: &std::path::Path,
+) -> (String, Vec<String>) {
     let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
@@ -876,7 +885,9 @@ fn run_in_child(seed: u64, chaos_secs: u64, journal: &std::path::Path) -> (Strin
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("ENSEMBLE_SIM_SEED", seed.to_string())
+        .env_remove("ENSEMBLE_SIM_SEED")
+        .env_remove("ENSEMBLE_SIM_SEEDS")
+        .env(seeds.0, seeds.1.to_string())
         .env("ENSEMBLE_SIM_CHAOS_SECS", chaos_secs.to_string())
         .env("ENSEMBLE_SIM_JOURNAL", journal)
         .env_remove("ENSEMBLE_SIM_REPEAT")
@@ -896,18 +907,29 @@ fn run_in_child(seed: u64, chaos_secs: u64, journal: &std::path::Path) -> (Strin
     (summary, journal.lines().map(str::to_owned).collect())
 }
 
-/// A seed's whole run repeats from its number alone: two runs of one seed, each in a fresh
-/// process, send the same datagrams at the same virtual instants (their network traces are
-/// equal) and end with the same grants, writes, monitors and asks. Where they part ways, the
-/// first datagrams that differ are shown.
+/// A seed's whole run repeats from its number alone: run after the seeds before it in one
+/// process (as CI runs them), then alone in a fresh process (as `ENSEMBLE_SIM_SEED` does), it
+/// sends the same datagrams at the same virtual instants (the network traces are equal) and
+/// ends with the same grants, writes, monitors and asks. Where the runs part ways, the first
+/// datagrams that differ are shown.
 #[test]
 fn a_seed_repeats_from_its_number_alone() {
     let seed = std::env::var("ENSEMBLE_SIM_SEED").map_or(1, |s| {
         s.parse().expect("ENSEMBLE_SIM_SEED must be a number")
     });
     let dir = tempfile::tempdir().expect("temp dir");
-    let first = run_in_child(seed, 10, &dir.path().join("first"));
-    let second = run_in_child(seed, 10, &dir.path().join("second"));
+    let first = run_in_child(
+        ("ENSEMBLE_SIM_SEEDS", seed + 1),
+        seed,
+        10,
+        &dir.path().join("first"),
+    );
+    let second = run_in_child(
+        ("ENSEMBLE_SIM_SEED", seed),
+        seed,
+        10,
+        &dir.path().join("second"),
+    );
     if first != second {
         let parted = first
             .1

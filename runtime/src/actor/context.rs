@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -254,7 +253,7 @@ impl<A: Actor> Context<A> {
     /// if its node goes down.
     pub fn monitor(&mut self, other: impl Into<UntypedRef>) -> MonitorRef {
         let other = other.into();
-        let monitor = MonitorRef::next();
+        let monitor = self.node().inner.remote.next_monitor();
         self.monitors
             .get_or_insert_with(Default::default)
             .insert(monitor, other.clone());
@@ -348,8 +347,7 @@ impl<A: Actor> Context<A> {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = self.node().inner.next_timer_id();
         let handle = self.node().inner.runtime.spawn(task(id));
         // If a zero-delay timer fired before this, its entry stays until the actor ends:
         // aborting a finished task is a no-op.

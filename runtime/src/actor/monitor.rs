@@ -1,20 +1,14 @@
 //! Monitors: one-way watches that deliver exactly one [`Down`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::exit::ExitReason;
 use crate::id::ActorId;
 
-/// Identifies one monitor, as returned by `Context::monitor`; unique within the process.
+/// Identifies one monitor, as returned by `Context::monitor`; unique within the watcher's
+/// node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MonitorRef(u64);
 
 impl MonitorRef {
-    pub(crate) fn next() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        MonitorRef(NEXT.fetch_add(1, Ordering::Relaxed))
-    }
-
     pub(crate) fn from_raw(raw: u64) -> Self {
         MonitorRef(raw)
     }

@@ -48,6 +48,8 @@ pub(crate) struct NodeInner {
     /// Actors run here even when spawned from outside the runtime.
     pub(crate) runtime: Handle,
     next_seq: AtomicU64,
+    /// The number of the next timer an actor of this node starts.
+    next_timer: AtomicU64,
     actors: DashMap<u64, CellHandle>,
     /// Live actors, kept apart from `actors.len()` (which locks every shard) so that each exit
     /// can cheaply tell whether the node became idle.
@@ -121,6 +123,7 @@ impl Node {
                 config,
                 runtime,
                 next_seq: AtomicU64::new(1),
+                next_timer: AtomicU64::new(1),
                 actors: hashing::dash_map(),
                 live: AtomicUsize::new(0),
                 idle: Notify::new(),
@@ -517,6 +520,11 @@ impl Node {
 }
 
 impl NodeInner {
+    /// A new timer number, unique on this node.
+    pub(crate) fn next_timer_id(&self) -> u64 {
+        self.next_timer.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// A live actor of this node by sequence number.
     pub(crate) fn cell(&self, seq: u64) -> Option<CellHandle> {
         self.actors.get(&seq).map(|entry| entry.value().clone())

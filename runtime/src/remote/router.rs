@@ -273,6 +273,9 @@ pub(crate) struct Remote {
     requests: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     pub(crate) modules: DashMap<String, Arc<dyn super::Module>>,
     next_id: AtomicU64,
+    /// The number of the next monitor set on this node (per node, not per process, so that
+    /// one node's numbers, which cross the wire, do not depend on other nodes in the process).
+    next_monitor: AtomicU64,
     max_frame: AtomicUsize,
 }
 
@@ -287,6 +290,7 @@ impl Remote {
             requests: Mutex::new(HashMap::default()),
             modules: hashing::dash_map(),
             next_id: AtomicU64::new(1),
+            next_monitor: AtomicU64::new(1),
             max_frame: AtomicUsize::new(frame::DEFAULT_MAX_FRAME),
         }
     }
@@ -301,6 +305,11 @@ impl Remote {
 
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new monitor reference, unique on this node.
+    pub(crate) fn next_monitor(&self) -> MonitorRef {
+        MonitorRef::from_raw(self.next_monitor.fetch_add(1, Ordering::Relaxed))
     }
 
     // ---- connections
@@ -577,7 +586,7 @@ impl Remote {
             return node_down_reason(target.node());
         }
         let (tx, rx) = oneshot::channel();
-        let id = MonitorRef::next().raw();
+        let id = self.next_monitor().raw();
         self.watches.lock().insert(
             id,
             Watch::Waiter {
