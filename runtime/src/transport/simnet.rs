@@ -11,7 +11,7 @@
 //! one random number generator seeded by [`SimNet::new`]'s seed, in the order datagrams are
 //! sent: on a current-thread runtime the fault schedule is a function of the seed. The QUIC
 //! endpoints' own random choices follow it too (`SimNet::endpoint_seed`); what else must be
-//! seeded for a whole run to repeat (tokio's, fastrand's and the hash maps' seeds) is listed
+//! seeded for a whole run to repeat (fastrand's and the hash maps' seeds) is listed
 //! in `docs/reliability.md`. Every datagram goes into a running hash, [`SimStats::trace`]:
 //! two runs with the same trace took the same course.
 
