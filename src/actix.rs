@@ -380,6 +380,11 @@ impl ActixExit {
     pub fn has_ended(&self) -> bool {
         self.watch.borrow().is_some() || self.watch.has_changed().is_err()
     }
+
+    /// The reason given so far, if any.
+    fn reason(&self) -> Option<ExitReason> {
+        self.watch.borrow().clone()
+    }
 }
 
 /// Makes an actix actor reachable as an Ensemble actor: spawns its proxy.
@@ -523,7 +528,8 @@ where
     /// One permit per message sent to actix and not yet handled: the bound on actix's side,
     /// whose own mailbox bound a fresh sender per message does not see.
     in_flight: Arc<Semaphore>,
-    /// Taken by `started`, which watches it.
+    /// Watched from `started`; also read when a send finds the mailbox closed, so that the
+    /// proxy ends with the lifeline's reason whichever of the two notices first.
     exit: Option<ActixExit>,
 }
 
@@ -548,7 +554,7 @@ where
     type Msg = ActixMsg<M>;
 
     async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
-        if let Some(exit) = self.exit.take() {
+        if let Some(exit) = self.exit.clone() {
             let proxy = ctx.myself();
             let label = self.label.clone();
             let span = tracing::debug_span!("actix_lifeline", actor = %proxy.id(), label = %label);
@@ -576,7 +582,7 @@ where
             if let Some(reply) = reply {
                 let _ = reply.send(Err(Self::stopped_error(&self.label, ctx.id())));
             }
-            actix_gone(&ctx.myself(), &self.label);
+            actix_gone(&ctx.myself(), &self.label, self.exit.as_ref());
             return Ok(());
         }
         let permit = self
@@ -590,6 +596,7 @@ where
         let request = self.recipient.clone().send(msg);
         let proxy = ctx.myself();
         let label = self.label.clone();
+        let exit = self.exit.clone();
         tokio::spawn(async move {
             let outcome = request.await;
             drop(permit);
@@ -604,7 +611,7 @@ where
                     if let Some(reply) = reply {
                         let _ = reply.send(Err(Self::stopped_error(&label, proxy.id())));
                     }
-                    actix_gone(&proxy, &label);
+                    actix_gone(&proxy, &label, exit.as_ref());
                 }
             }
         });
@@ -613,9 +620,17 @@ where
 }
 
 /// The actix actor is gone: the proxy stops gracefully, answering what is queued.
-fn actix_gone<M: Send + 'static>(proxy: &ActorRef<M>, label: &str) {
-    tracing::debug!(actor = %proxy.id(), label, "actix actor stopped (mailbox closed); its bridge ends");
-    proxy.stop_with(ExitReason::Normal);
+///
+/// With a lifeline, the proxy ends with the reason it holds. actix calls the actor's `stopped`
+/// (where it gives its reason) before it drops the mailbox and the replies it still owed, so
+/// once a send has found the mailbox closed the reason is already there; without this the
+/// lifeline's watcher and this path raced, and the proxy sometimes ended `Normal`.
+fn actix_gone<M: Send + 'static>(proxy: &ActorRef<M>, label: &str, exit: Option<&ActixExit>) {
+    let reason = exit
+        .and_then(ActixExit::reason)
+        .unwrap_or(ExitReason::Normal);
+    tracing::debug!(actor = %proxy.id(), label, %reason, "actix actor stopped (mailbox closed); its bridge ends");
+    proxy.stop_with(reason);
 }
 
 /// Sends to an Ensemble actor from an actix actor, as an [`ActorFuture`] for the actix
