@@ -7,11 +7,14 @@
 //! Run: `cargo bench --bench registry`. The voters are this binary started again with
 //! `ENSEMBLE_BENCH_VOTER` set; their data dirs are in a temporary directory on the same disk
 //! as everything else, with fsync on. `ENSEMBLE_BENCH_VOTERS=1` runs one voter instead of
-//! three, which shows what replication costs. Figures: docs/performance.md.
+//! three, which shows what replication costs. `ENSEMBLE_BENCH_RUNTIME=current_thread` runs every
+//! process on a current-thread tokio runtime. Figures: docs/performance.md.
 #![allow(missing_docs)]
 
 #[path = "common/child.rs"]
 mod child;
+#[path = "common/runtime.rs"]
+mod runtime;
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -95,7 +98,7 @@ fn voter(name: String) {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().expect("seed"))
         .collect();
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let rt = runtime::runtime();
     rt.block_on(async move {
         let _node = start_node(&name, &dir, seeds, true).await;
         println!("READY");
@@ -202,7 +205,7 @@ fn main() {
     for voter in &mut voters {
         voter.wait("READY");
     }
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let rt = runtime::runtime();
     rt.block_on(async move {
         let seeds = vec![seeds[0].parse().expect("addr")];
         let (node, _cluster, registry) = start_node("client", dir.path(), seeds, false).await;

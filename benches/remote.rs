@@ -8,6 +8,9 @@
 //! Figures: docs/performance.md.
 #![allow(missing_docs)]
 
+#[path = "common/runtime.rs"]
+mod runtime;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -94,7 +97,7 @@ fn child(name: String) {
         .expect("seed")
         .parse()
         .expect("seed");
-    let rt = runtime();
+    let rt = runtime::runtime();
     rt.block_on(async move {
         let node = Node::new(NodeConfig::new(&name)).expect("node");
         let cert = NodeCert::load(std::path::Path::new(&certs), &name).expect("cert");
@@ -120,16 +123,6 @@ fn child(name: String) {
             .await
             .ok();
     });
-}
-
-/// A multi-thread runtime, or a current-thread one with `ENSEMBLE_BENCH_RUNTIME=current_thread`
-/// (inherited by the child processes).
-fn runtime() -> tokio::runtime::Runtime {
-    let mut builder = match std::env::var("ENSEMBLE_BENCH_RUNTIME").as_deref() {
-        Ok("current_thread") => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    };
-    builder.enable_all().build().expect("runtime")
 }
 
 struct Peer(std::process::Child);
@@ -189,7 +182,7 @@ fn main() {
             .save(dir.path())
             .expect("save");
     }
-    let rt = runtime();
+    let rt = runtime::runtime();
     rt.block_on(async {
         let node = Node::new(NodeConfig::new("bench-a")).unwrap();
         let cert = NodeCert::load(dir.path(), "bench-a").unwrap();
