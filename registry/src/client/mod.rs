@@ -536,13 +536,8 @@ impl Registry {
             Ok(Outcome::Queued { .. }) => match tokio::time::timeout_at(deadline, granted).await {
                 Ok(Ok(token)) => token,
                 _ => {
-                    self.shared.waiters.lock().remove(&key);
                     // Leave the line (or give back a grant that raced the timeout).
-                    let release = Command::Release {
-                        lock: lock.to_owned(),
-                        holder,
-                    };
-                    let _ = self.shared.propose_one(release, true).await;
+                    self.abandon(&key, holder).await;
                     return Err(RegistryError::Timeout {
                         what: format!("lock {lock:?}"),
                         timeout,
@@ -558,11 +553,14 @@ impl Registry {
                 });
             }
             Ok(other) => {
-                self.shared.waiters.lock().remove(&key);
+                self.abandon(&key, holder).await;
                 return Err(self.shared.unexpected("lock", other));
             }
             Err(err) => {
-                self.shared.waiters.lock().remove(&key);
+                // The request may have been committed all the same (the leader failed after
+                // it): without a release, the holder would wait in line, and later hold the
+                // lock, with nobody to release it until this node's session ends.
+                self.abandon(&key, holder).await;
                 return Err(err);
             }
         };
@@ -580,6 +578,20 @@ impl Registry {
             state,
             shared: self.shared.clone(),
         })
+    }
+
+    /// Gives up an acquire: stops listening for its grant and releases the holder, which
+    /// leaves the line or gives back a grant the caller will not use. Releasing a holder the
+    /// registry does not know changes nothing, so this is safe whatever became of the acquire.
+    async fn abandon(&self, key: &(String, u64), holder: Holder) {
+        self.shared.waiters.lock().remove(key);
+        let release = Command::Release {
+            lock: key.0.clone(),
+            holder,
+        };
+        if let Err(err) = self.shared.propose_one(release, true).await {
+            tracing::warn!(lock = %key.0, %err, "could not release an abandoned acquire; it is released when this node's session ends");
+        }
     }
 
     /// A lock's holder and waiters, from this node's copy.
