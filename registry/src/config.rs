@@ -6,7 +6,7 @@ use std::time::Duration;
 /// Registry settings of a node.
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
-    /// Where the node keeps its Raft log, vote and snapshots (`registry.redb` inside).
+    /// Where the node keeps its Raft log, vote and snapshots (in `registry-log/` inside).
     pub data_dir: PathBuf,
     /// Start a new registry, with this node its only voter, if the data dir holds none. Set it
     /// on the first node of a new cluster only (the one started without seeds).

@@ -12,4 +12,4 @@ pub use client::{KeyChange, Lease, Registry, RegistryEffect, Watch};
 pub use config::RegistryConfig;
 pub use error::RegistryError;
 pub use server::VOTER_LABEL;
-pub use start::LOG_FILE;
+pub use start::{LEGACY_LOG_FILE, LOG_DIR};

@@ -10,14 +10,18 @@ use openraft::{Config, Raft};
 use crate::client::{Registry, mirror::Mirror, session};
 use crate::config::RegistryConfig;
 use crate::error::RegistryError;
-use crate::raft::log_store::LogStore;
+use crate::raft::log_store::{self, LogStore};
 use crate::raft::network::{Network, Servers};
 use crate::raft::{StateMachine, TypeConfig, Voter, raft_id};
 use crate::server::protocol::SERVER_NAME;
 use crate::server::{Leadership, Server};
 
-/// The file inside the data dir that holds the Raft log, vote and snapshots.
-pub const LOG_FILE: &str = "registry.redb";
+/// The directory inside the data dir that holds the Raft log, vote and snapshots.
+pub const LOG_DIR: &str = "registry-log";
+
+/// The file inside the data dir where versions before the move to fjall kept the log; it is
+/// imported into [`LOG_DIR`] at start, then renamed to `registry.redb.imported`.
+pub const LEGACY_LOG_FILE: &str = "registry.redb";
 
 impl Registry {
     /// Starts the registry on this node and opens the node's session, waiting up to
@@ -33,7 +37,9 @@ impl Registry {
         config.validate().map_err(RegistryError::Start)?;
         let node = cluster.node().clone();
         let name = node.id().name().to_owned();
-        let path = config.data_dir.join(LOG_FILE);
+        let path = config.data_dir.join(LOG_DIR);
+        log_store::import_redb(&config.data_dir.join(LEGACY_LOG_FILE), &path)
+            .map_err(|e| RegistryError::Start(e.to_string()))?;
         let store = if config.inline_storage {
             LogStore::<TypeConfig>::open_inline(&path)
         } else {

@@ -1,16 +1,18 @@
 //! The durable Raft log: entries, vote, purge and commit pointers, and the state machine's
-//! snapshot, in one redb file.
+//! snapshot, in one fjall database (a directory).
 //!
 //! [`LogStore`] implements openraft's [`RaftLogStorage`] and [`RaftLogReader`] (storage API v2).
-//! The state machine keeps its snapshot in the same file through [`LogStore::save_snapshot`] and
-//! [`LogStore::load_snapshot`], so a node's whole durable Raft state is one file to back up, move
-//! or delete.
+//! The state machine keeps its snapshot in the same database through
+//! [`LogStore::save_snapshot`] and [`LogStore::load_snapshot`], so a node's whole durable Raft
+//! state is one directory to back up, move or delete.
 //!
 //! # Layout
 //!
-//! | table      | key                  | value                                              |
+//! Three keyspaces of one fjall database; one write batch spans them atomically.
+//!
+//! | keyspace   | key                  | value                                              |
 //! |------------|----------------------|----------------------------------------------------|
-//! | `log`      | `u64` log index      | the entry, MessagePack (`rmp_serde::to_vec_named`) |
+//! | `log`      | log index, `u64` big-endian (key order is index order) | the entry, MessagePack (`rmp_serde::to_vec_named`) |
 //! | `meta`     | `"vote"`             | [`Vote`], MessagePack                              |
 //! | `meta`     | `"last_purged"`      | [`LogId`] of the last purged entry, MessagePack    |
 //! | `meta`     | `"committed"`        | [`LogId`] last known committed, MessagePack        |
@@ -21,27 +23,37 @@
 //! Values are encoded with field names so that adding a field to an entry type later still
 //! reads old logs; the few bytes this costs per entry do not matter next to an fsync.
 //!
+//! fjall is a log-structured store: a commit appends one record to its journal and, when it must
+//! be durable, `fdatasync`s the journal; fjall's own threads later move the data into sorted
+//! files. That is one small sequential write per commit, where a B-tree such as redb (which
+//! earlier versions used) writes several pages: on this project's test machines a durable
+//! commit costs about a third of redb's when three nodes write to one disk at once
+//! (docs/performance.md). A log left by an earlier version in a redb file is imported once, at
+//! start ([`import_redb`]).
+//!
 //! # Memory
 //!
 //! The store keeps a copy of the log in memory: every entry not yet purged, the last purged log
-//! id, the vote and the committed log id. [`LogStore::open`] loads it from the file, every write
+//! id, the vote and the committed log id. [`LogStore::open`] loads it from the disk, every write
 //! updates it at once, and every log read, vote read and log state answers from it, so the
-//! replication tasks that read entries for the followers never touch the file. Entries leave
+//! replication tasks that read entries for the followers never touch the disk. Entries leave
 //! memory when openraft purges them, so memory is bounded by openraft's snapshot and purge policy
-//! (`Config::snapshot_policy` and `Config::max_in_snapshot_log_to_keep`), as the file is.
+//! (`Config::snapshot_policy` and `Config::max_in_snapshot_log_to_keep`), as the disk is.
 //!
 //! # Durability
 //!
-//! Writes reach the file through a pipeline:
+//! Writes reach the disk through a pipeline:
 //!
 //! 1. The method called updates the in-memory copy and puts the write on a queue, in call order.
-//! 2. One writer thread takes everything queued, applies it in queue order in a single redb write
-//!    transaction and commits that with [`Durability::Immediate`], which fsyncs before the commit
-//!    returns. Writes that queue up while a commit runs share the next fsync (group commit).
-//!    Truncates, purges and committed ids that arrive alone wait for the next batch that must
-//!    commit (an append, a vote, a snapshot), and join it in queue order; should 1024 of them
-//!    pile up, or the store close, they commit with [`Durability::None`] (no fsync of their
-//!    own; redb carries them to disk with the next durable commit).
+//! 2. One writer thread takes everything queued, folds it in queue order into a single fjall
+//!    write batch (the last write to a key wins, so a truncate or purge also removes entries
+//!    appended earlier in the same batch) and commits that with [`PersistMode::SyncData`], which
+//!    `fdatasync`s the journal before the commit returns. Writes that queue up while a commit
+//!    runs share the next fsync (group commit). Truncates, purges and committed ids that arrive
+//!    alone wait for the next batch that must commit (an append, a vote, a snapshot), and join
+//!    it in queue order; should 1024 of them pile up, or the store close, they commit without a
+//!    sync of their own (the journal is written in order, and the next synced commit, or the
+//!    close, carries them to disk).
 //! 3. After the commit the writer reports: it calls each append's [`LogFlushed`] callback and
 //!    answers each caller that waits.
 //!
@@ -57,10 +69,11 @@
 //! durable as long as they are readable at once and the callback waits for the disk, and a vote
 //! must be durable before `save_vote` returns. It is safe because:
 //!
-//! - Commits are atomic and happen one after another in queue order, and the queue is in call
-//!   order, so the file always holds the writes of some prefix of the calls. A crash loses a
-//!   suffix of the writes, never one from the middle and never one already reported durable, so
-//!   it cannot leave a hole in the log or a vote without the entries appended before it.
+//! - Commits are atomic (fjall drops a journal record cut short by a crash) and happen one after
+//!   another in queue order, and the queue is in call order, so the disk always holds the writes
+//!   of some prefix of the calls. A crash loses a suffix of the writes, never one from the
+//!   middle and never one already reported durable, so it cannot leave a hole in the log or a
+//!   vote without the entries appended before it.
 //! - What Raft promises to other nodes waits for the disk: openraft counts the leader's own
 //!   entries towards a quorum, and a follower acknowledges entries, only once the callback came;
 //!   a vote is granted only after `save_vote` returned.
@@ -76,16 +89,16 @@
 //! append's callback before it replicates the entries or does anything else
 //! (`RaftCore::append_to_log`), so appends still take one fsync each, one after another. What the
 //! pipeline saves there is the fsync of `save_committed` (called before every apply), `truncate`
-//! and `purge`, which ride along with the next commit, and the file reads of the replication
+//! and `purge`, which ride along with the next commit, and the disk reads of the replication
 //! tasks. A later openraft that does not wait gets the overlap and the group commit as well.
 //!
 //! # Failure
 //!
 //! If a commit fails, every write in it reports the error: callbacks get an [`std::io::Error`],
 //! waiting callers a [`StorageError`]. From then on the store refuses every write, and snapshot
-//! loads, with that error: the in-memory copy is ahead of the file, and committing later writes on
+//! loads, with that error: the in-memory copy is ahead of the disk, and committing later writes on
 //! top of the lost ones could leave a hole. openraft treats storage errors as fatal; a restart
-//! reopens the file and starts from what it holds.
+//! reopens the log and starts from what it holds.
 //!
 //! # Backpressure and blocking
 //!
@@ -93,21 +106,21 @@
 //! when the disk falls behind, write calls wait (asynchronously) for room before they change
 //! anything.
 //!
-//! redb is a blocking API. Only the writer thread calls into it, apart from [`LogStore::open`],
+//! fjall is a blocking API. Only the writer thread calls into it, apart from [`LogStore::open`],
 //! which runs once at start-up on the caller's thread. The async methods never block a thread:
 //! they wait only for room in the queue or for the writer's answer, with tokio's channels, which
 //! need no particular runtime. Dropping the last clone of a store is the exception: it waits for
-//! the writer to commit what is queued and close the file (normally one commit), so that the
-//! file can be opened again as soon as the drop returns.
+//! the writer to commit what is queued and close the database (normally one commit), so that it
+//! can be opened again as soon as the drop returns.
 //!
 //! # Invariants
 //!
 //! - Every index in `log`, and in memory, is greater than the index of `last_purged`: purge
-//!   deletes entries and records the new `last_purged` in the same transaction, and in memory
+//!   deletes entries and records the new `last_purged` in the same batch, and in memory
 //!   under the same lock.
-//! - The snapshot's meta and data are written and replaced in the same transaction, so a reader
+//! - The snapshot's meta and data are written and replaced in the same batch, so a reader
 //!   never sees the meta of one snapshot with the data of another.
-//! - The in-memory copy holds every write accepted; the file holds a prefix of them in call order
+//! - The in-memory copy holds every write accepted; the disk holds a prefix of them in call order
 //!   (see Durability). A write changes memory and joins the queue under one lock, so both see the
 //!   writes in the same order even when several clones write at once.
 //! - The store does not check that appended entries are consecutive; openraft only hands it
@@ -125,6 +138,10 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
+use fjall::Database;
+use fjall::Keyspace;
+use fjall::KeyspaceCreateOptions;
+use fjall::PersistMode;
 use openraft::AnyError;
 use openraft::LogId;
 use openraft::LogState;
@@ -139,23 +156,17 @@ use openraft::Vote;
 use openraft::storage::LogFlushed;
 use openraft::storage::RaftLogStorage;
 use parking_lot::Mutex;
-use redb::Database;
-use redb::Durability;
-use redb::ReadableDatabase;
-use redb::ReadableTable;
-use redb::TableDefinition;
-use redb::WriteTransaction;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
 /// Log entries by index.
-const LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("log");
+const LOG: &str = "log";
 /// Vote, purge and commit pointers, and the layout version.
-const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
+const META: &str = "meta";
 /// The one current snapshot, as `"meta"` and `"data"`.
-const SNAPSHOT: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("snapshot");
+const SNAPSHOT: &str = "snapshot";
 
 const VOTE_KEY: &str = "vote";
 const LAST_PURGED_KEY: &str = "last_purged";
@@ -165,8 +176,9 @@ const SNAPSHOT_META_KEY: &str = "meta";
 const SNAPSHOT_DATA_KEY: &str = "data";
 
 /// The layout described in the module docs. Bump it when the layout changes incompatibly, so an
-/// older build refuses a newer file instead of misreading it.
-const FORMAT_VERSION: u32 = 1;
+/// older build refuses a newer log instead of misreading it. Version 1 was the redb file of
+/// earlier versions, which [`import_redb`] reads.
+const FORMAT_VERSION: u32 = 2;
 
 /// How many writes may wait for the writer thread, and the most it commits at once.
 ///
@@ -180,7 +192,7 @@ const QUEUE_CAPACITY: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
-    /// The directory that should hold the file did not exist and could not be created.
+    /// The directory that should hold the log did not exist and could not be created.
     #[error(
         "cannot create the directory {} for the registry log: {source}; check that the data dir \
          is on a mounted, writable file system",
@@ -192,64 +204,64 @@ pub enum OpenError {
         /// What the file system said.
         source: std::io::Error,
     },
-    /// Another process, or another [`LogStore`] in this one, has the file open.
+    /// Another process, or another [`LogStore`] in this one, has the log open.
     #[error(
         "the registry log at {} is already open; is another node using this data dir?",
         path.display()
     )]
     AlreadyOpen {
-        /// The redb file.
+        /// The log's directory.
         path: PathBuf,
     },
-    /// redb could not open or create the file.
+    /// fjall could not open or create the database.
     #[error(
-        "cannot open the registry log at {}: {source}; check that the file is readable and \
+        "cannot open the registry log at {}: {source}; check that the directory is readable and \
          writable and was written by Ensemble",
         path.display()
     )]
     Open {
-        /// The redb file.
+        /// The log's directory.
         path: PathBuf,
-        /// What redb said.
-        source: redb::DatabaseError,
+        /// What fjall said.
+        source: fjall::Error,
     },
-    /// The file opened, but its tables could not be created or read.
+    /// The database opened, but its keyspaces or layout version could not be created or read.
     #[error(
-        "cannot prepare the tables of the registry log at {}: {source}; check free disk space, \
-         and that the file was written by Ensemble",
+        "cannot prepare the keyspaces of the registry log at {}: {source}; check free disk \
+         space, and that the directory was written by Ensemble",
         path.display()
     )]
     Tables {
-        /// The redb file.
+        /// The log's directory.
         path: PathBuf,
-        /// What redb said.
-        source: redb::Error,
+        /// What went wrong: a fjall error, or a layout version that does not decode.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The file was written with a layout this build does not know.
+    /// The log was written with a layout this build does not know.
     #[error(
         "the registry log at {} has layout version {found} but this build reads version \
          {expected}; run the Ensemble version that wrote it",
         path.display()
     )]
     UnsupportedFormat {
-        /// The redb file.
+        /// The log's directory.
         path: PathBuf,
-        /// The version recorded in the file.
+        /// The version recorded in the log.
         found: u32,
         /// The version this build reads and writes.
         expected: u32,
     },
-    /// The tables are there, but the entries, vote or pointers in them could not be read into
+    /// The keyspaces are there, but the entries, vote or pointers in them could not be read into
     /// memory.
     #[error(
-        "cannot load the registry log at {}: {source}; the file may be damaged, or written by \
-         another Ensemble version",
+        "cannot load the registry log at {}: {source}; it may be damaged, or written by another \
+         Ensemble version",
         path.display()
     )]
     Load {
-        /// The redb file.
+        /// The log's directory.
         path: PathBuf,
-        /// What went wrong: a redb error, or a value that does not decode.
+        /// What went wrong: a fjall error, or a value that does not decode.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The thread that writes the log could not be started.
@@ -259,10 +271,25 @@ pub enum OpenError {
         path.display()
     )]
     StartWriter {
-        /// The redb file.
+        /// The log's directory.
         path: PathBuf,
         /// What the operating system said.
         source: std::io::Error,
+    },
+    /// A redb log of an earlier version was found but could not be imported.
+    #[error(
+        "cannot import the registry log of an earlier version from {} into {}: {source}; the \
+         old file is left as it was; check free disk space and that the file is readable",
+        legacy.display(),
+        path.display()
+    )]
+    Import {
+        /// The redb file of the earlier version.
+        legacy: PathBuf,
+        /// The log's directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -281,16 +308,17 @@ where
     pub data: Vec<u8>,
 }
 
-/// The durable Raft log of one node, in a redb file.
+/// The durable Raft log of one node, in a fjall database.
 ///
 /// Cloning is cheap and every clone shares the same in-memory log and writer thread: openraft
 /// takes one clone as the log store and more as log readers, and the state machine takes one for
-/// its snapshots. The file stays open, and locked against other processes, until the last clone
-/// is dropped; that drop waits until everything queued is on disk and the file is closed.
+/// its snapshots. The database stays open, and locked against other processes, until the last
+/// clone is dropped; that drop waits until everything queued is on disk and the database is
+/// closed.
 ///
 /// Entry types must be `Clone` because reads hand out copies of the entries kept in memory.
 ///
-/// See the [module docs](self) for the file layout and the durability guarantees.
+/// See the [module docs](self) for the layout and the durability guarantees.
 pub struct LogStore<C>
 where
     C: RaftTypeConfig,
@@ -298,7 +326,7 @@ where
     shared: Arc<Shared<C>>,
 }
 
-/// Where writes go: the writer thread's queue, or (for simulations) straight to the file.
+/// Where writes go: the writer thread's queue, or (for simulations) straight to the disk.
 enum Sink<C>
 where
     C: RaftTypeConfig,
@@ -321,19 +349,19 @@ where
 {
     /// Where writes go.
     ops: Sink<C>,
-    /// The log as openraft sees it, ahead of the file by whatever is queued. A plain mutex: it is
+    /// The log as openraft sees it, ahead of the disk by whatever is queued. A plain mutex: it is
     /// never held across an `.await`, and only for map operations and entry copies.
     memory: Mutex<Memory<C>>,
     /// Set once, by the writer, when a commit fails; writes check it so that they fail at once
     /// instead of queueing behind a store that can no longer write.
     failure: Arc<OnceLock<Arc<DbError>>>,
-    /// Kept to name the file in every error, since one machine may host several nodes.
+    /// Kept to name the log in every error, since one machine may host several nodes.
     path: Arc<Path>,
     /// Never read: held for its drop, which waits for the writer thread.
     _writer: WriterThread,
 }
 
-/// The in-memory copy of the log: what the file will hold once the queue is written.
+/// The in-memory copy of the log: what the disk will hold once the queue is written.
 struct Memory<C>
 where
     C: RaftTypeConfig,
@@ -389,7 +417,7 @@ impl<C> Op<C>
 where
     C: RaftTypeConfig,
 {
-    /// Whether the op changes the file; a batch of only such ops skips the commit and its fsync.
+    /// Whether the op changes the disk; a batch of only such ops skips the commit and its fsync.
     fn writes(&self) -> bool {
         match self {
             Op::Append { entries, .. } => !entries.is_empty(),
@@ -417,7 +445,7 @@ where
     /// Whether the op must be on disk before anyone is told it is done: entries (acknowledged
     /// to the leader), votes and snapshots. Truncates, purges and the committed index need
     /// not: lost in a crash they only leave more log than needed, and any later durable
-    /// commit carries them (redb commits in order).
+    /// commit carries them (the journal is written in order).
     fn must_be_durable(&self) -> bool {
         match self {
             Op::Append { entries, .. } => !entries.is_empty(),
@@ -456,17 +484,17 @@ impl<C> LogStore<C>
 where
     C: RaftTypeConfig,
 {
-    /// Opens the log in the redb file at `path`, creating the file, and its parent directory, if
-    /// they do not exist, loads the log into memory and starts the writer thread.
+    /// Opens the log in the directory `path`, creating it, and its parents, if they do not
+    /// exist, loads the log into memory and starts the writer thread.
     ///
-    /// This blocks on file I/O (and, for a file left by a crash, on redb's repair); call it at
-    /// start-up, before the Raft node runs, or from a blocking thread.
+    /// This blocks on file I/O (and, for a log left by a crash, on fjall's journal recovery);
+    /// call it at start-up, before the Raft node runs, or from a blocking thread.
     ///
     /// # Errors
     ///
-    /// [`OpenError::AlreadyOpen`] if another process or another `LogStore` holds the file, and
-    /// the other variants of [`OpenError`] when the file cannot be created, read or is not a
-    /// registry log of a known layout.
+    /// [`OpenError::AlreadyOpen`] if another process or another `LogStore` holds the log, and
+    /// the other variants of [`OpenError`] when the directory cannot be created, read or does
+    /// not hold a registry log of a known layout.
     pub fn open(path: &Path) -> Result<Self, OpenError> {
         Self::open_with(path, false)
     }
@@ -482,24 +510,14 @@ where
     }
 
     fn open_with(path: &Path, inline: bool) -> Result<Self, OpenError> {
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let db = Database::create(path).map_err(|source| match source {
-            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::AlreadyOpen {
-                path: path.to_path_buf(),
-            },
-            source => OpenError::Open {
-                path: path.to_path_buf(),
-                source,
-            },
-        })?;
-        let found = prepare_tables(&db).map_err(|source| OpenError::Tables {
-            path: path.to_path_buf(),
+        std::fs::create_dir_all(path).map_err(|source| OpenError::CreateDir {
+            dir: path.to_path_buf(),
             source,
+        })?;
+        let tables = Tables::open(path)?;
+        let found = tables.format().map_err(|source| OpenError::Tables {
+            path: path.to_path_buf(),
+            source: Box::new(source),
         })?;
         if found != FORMAT_VERSION {
             return Err(OpenError::UnsupportedFormat {
@@ -508,16 +526,16 @@ where
                 expected: FORMAT_VERSION,
             });
         }
-        let memory = load_memory::<C>(&db).map_err(|source| OpenError::Load {
+        let memory = load_memory::<C>(&tables).map_err(|source| OpenError::Load {
             path: path.to_path_buf(),
             source: Box::new(source),
         })?;
 
         let path: Arc<Path> = Arc::from(path);
         let failure = Arc::new(OnceLock::new());
-        // The writer takes the only handle on the database, so the file closes when it ends.
+        // The writer takes the only handle on the database, so it closes when the writer ends.
         let writer = Writer {
-            db,
+            tables,
             failure: Arc::clone(&failure),
             path: Arc::clone(&path),
             _types: std::marker::PhantomData,
@@ -546,7 +564,7 @@ where
         })
     }
 
-    /// The redb file this store was opened on.
+    /// The directory this store was opened on.
     pub fn path(&self) -> &Path {
         &self.shared.path
     }
@@ -606,7 +624,7 @@ where
                 if let Some(failure) = self.shared.failure.get() {
                     return Err(DbError::Refused(Arc::clone(failure)));
                 }
-                // The writer's lock first, so that writes reach memory and the file in the
+                // The writer's lock first, so that writes reach memory and the disk in the
                 // same order.
                 let writer = writer.lock();
                 let op = change(&mut self.shared.memory.lock());
@@ -804,7 +822,7 @@ struct Writer<C>
 where
     C: RaftTypeConfig,
 {
-    db: Database,
+    tables: Tables,
     failure: Arc<OnceLock<Arc<DbError>>>,
     path: Arc<Path>,
     _types: std::marker::PhantomData<fn() -> C>,
@@ -832,8 +850,8 @@ impl<C> Writer<C>
 where
     C: RaftTypeConfig,
 {
-    /// Commits batches until the queue closes and is empty, then closes the file by dropping
-    /// the database.
+    /// Commits batches until the queue closes and is empty, then closes the database by
+    /// dropping it.
     fn run(self, mut queue: mpsc::Receiver<Op<C>>) {
         let span = tracing::info_span!("registry_log_writer", path = %self.path.display());
         let _entered = span.enter();
@@ -860,6 +878,11 @@ where
         if !deferred.is_empty() {
             self.write(&mut deferred);
         }
+        // Writes nobody waited for (the deferred ones above, a last committed id) reach the
+        // disk too, not only the operating system's cache.
+        if let Err(e) = self.tables.db.persist(PersistMode::SyncData) {
+            tracing::warn!(error = ?e, "could not sync the registry log while closing it");
+        }
         tracing::debug!("the registry log is closed");
     }
 
@@ -867,7 +890,7 @@ where
     fn write(&self, batch: &mut Vec<Op<C>>) {
         let outcome = match self.failure.get() {
             Some(earlier) => Err(BatchFailure::Earlier(Arc::clone(earlier))),
-            None => commit_batch(&self.db, batch).map_err(|e| {
+            None => commit_batch(&self.tables, batch).map_err(|e| {
                 tracing::error!(error = %e, "commit failed; the log refuses writes from now on");
                 let e = Arc::new(e);
                 // Set only here, and this thread is the only writer, so the set cannot fail.
@@ -900,15 +923,15 @@ where
                 let _ = done.send(result());
             }
             Op::LoadSnapshot { done } => {
-                let _ = done.send(result().and_then(|()| read_snapshot(&self.db)));
+                let _ = done.send(result().and_then(|()| read_snapshot(&self.tables)));
             }
             Op::Truncate { .. } | Op::Purge { .. } | Op::SaveCommitted { .. } => {}
         }
     }
 }
 
-/// The writer thread's handle; dropping it waits for the thread to end, and so for the file to
-/// close.
+/// The writer thread's handle; dropping it waits for the thread to end, and so for the database
+/// to close.
 struct WriterThread(Option<JoinHandle<()>>);
 
 impl Drop for WriterThread {
@@ -923,148 +946,321 @@ impl Drop for WriterThread {
     }
 }
 
-/// Creates the tables, so that read transactions never meet a missing table, and returns the
-/// layout version of the file, recording the current one in a new file.
-fn prepare_tables(db: &Database) -> Result<u32, redb::Error> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    let found = {
-        txn.open_table(LOG)?;
-        txn.open_table(SNAPSHOT)?;
-        let mut meta = txn.open_table(META)?;
-        let recorded = meta
-            .get(FORMAT_KEY)?
-            .map(|bytes| rmp_serde::from_slice::<u32>(bytes.value()));
-        match recorded {
-            Some(Ok(found)) => found,
-            Some(Err(e)) => {
-                return Err(redb::Error::Corrupted(format!(
-                    "unreadable layout version: {e}"
-                )));
-            }
-            None => {
-                let version = rmp_serde::to_vec_named(&FORMAT_VERSION).map_err(|e| {
-                    redb::Error::Corrupted(format!("cannot encode the layout version: {e}"))
-                })?;
-                meta.insert(FORMAT_KEY, version.as_slice())?;
-                FORMAT_VERSION
-            }
-        }
-    };
-    txn.commit()?;
-    Ok(found)
+/// The database and its keyspaces: the writer's only handle on the disk once the store is open.
+struct Tables {
+    log: Keyspace,
+    meta: Keyspace,
+    snapshot: Keyspace,
+    /// Dropped last: closing the database waits for fjall's threads and releases its lock.
+    db: Database,
 }
 
-/// Reads what the in-memory copy starts from, in one read transaction so that all of it comes
-/// from the same commit.
-fn load_memory<C>(db: &Database) -> Result<Memory<C>, DbError>
+impl Tables {
+    fn open(path: &Path) -> Result<Tables, OpenError> {
+        let db = Database::builder(path)
+            // The writer decides when the journal reaches the disk: a batch that must be durable
+            // syncs it, the others wait for the next such batch.
+            .manual_journal_persist(true)
+            .open()
+            .map_err(|source| match source {
+                fjall::Error::Locked => OpenError::AlreadyOpen {
+                    path: path.to_path_buf(),
+                },
+                source => OpenError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            })?;
+        let keyspace = |name| db.keyspace(name, KeyspaceCreateOptions::default);
+        let opened =
+            (|| Ok::<_, fjall::Error>((keyspace(LOG)?, keyspace(META)?, keyspace(SNAPSHOT)?)))();
+        let (log, meta, snapshot) = opened.map_err(|source| OpenError::Tables {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        Ok(Tables {
+            log,
+            meta,
+            snapshot,
+            db,
+        })
+    }
+
+    /// The layout version recorded in the database; a new database records the current one.
+    fn format(&self) -> Result<u32, DbError> {
+        if let Some(found) = get_decoded::<u32>(&self.meta, FORMAT_KEY)? {
+            return Ok(found);
+        }
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        batch.insert(&self.meta, FORMAT_KEY, encode(&FORMAT_VERSION)?);
+        batch.commit()?;
+        Ok(FORMAT_VERSION)
+    }
+}
+
+/// Reads what the in-memory copy starts from. Nothing writes while the store opens, so all of
+/// it comes from the same state.
+fn load_memory<C>(tables: &Tables) -> Result<Memory<C>, DbError>
 where
     C: RaftTypeConfig,
 {
-    let txn = db.begin_read()?;
     let mut entries = BTreeMap::new();
-    for item in txn.open_table(LOG)?.iter()? {
-        let (index, value) = item?;
-        entries.insert(index.value(), decode::<C::Entry>(value.value())?);
+    for item in tables.log.iter() {
+        let (key, value) = item.into_inner()?;
+        entries.insert(index_of(&key)?, decode::<C::Entry>(&value)?);
     }
-    let meta = txn.open_table(META)?;
     Ok(Memory {
         entries,
-        last_purged: get_decoded(&meta, LAST_PURGED_KEY)?,
-        vote: get_decoded(&meta, VOTE_KEY)?,
-        committed: get_decoded(&meta, COMMITTED_KEY)?,
+        last_purged: get_decoded(&tables.meta, LAST_PURGED_KEY)?,
+        vote: get_decoded(&tables.meta, VOTE_KEY)?,
+        committed: get_decoded(&tables.meta, COMMITTED_KEY)?,
     })
 }
 
-/// Applies the writes of `batch` in order in one transaction and commits it durably.
-fn commit_batch<C>(db: &Database, batch: &[Op<C>]) -> Result<(), DbError>
+/// The key of the entry at `index`: big-endian, so that fjall's byte order is index order.
+fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// The index a key of the `log` keyspace stands for.
+fn index_of(key: &[u8]) -> Result<u64, DbError> {
+    <[u8; 8]>::try_from(key)
+        .map(u64::from_be_bytes)
+        .map_err(|_| DbError::Corrupt(format!("a log key of {} bytes, not 8", key.len())))
+}
+
+/// The indexes in `range` that the `log` keyspace holds, as committed so far.
+fn stored_indexes(log: &Keyspace, range: impl RangeBounds<u64>) -> Result<Vec<u64>, DbError> {
+    let bound = |bound: Bound<&u64>| bound.map(|&index| log_key(index));
+    let keys = (bound(range.start_bound()), bound(range.end_bound()));
+    let mut indexes = Vec::new();
+    for item in log.range::<[u8; 8], _>(keys) {
+        indexes.push(index_of(&item.key()?)?);
+    }
+    Ok(indexes)
+}
+
+/// What one op changes on disk, borrowed from it.
+enum Write<'a, C>
+where
+    C: RaftTypeConfig,
+{
+    Append(&'a [C::Entry]),
+    Truncate(&'a LogId<C::NodeId>),
+    Purge(&'a LogId<C::NodeId>),
+    Vote(&'a Vote<C::NodeId>),
+    Committed(Option<&'a LogId<C::NodeId>>),
+    Snapshot(&'a StoredSnapshot<C>),
+}
+
+impl<C> Op<C>
+where
+    C: RaftTypeConfig,
+{
+    fn write(&self) -> Option<Write<'_, C>> {
+        Some(match self {
+            Op::Append { entries, .. } => Write::Append(entries),
+            Op::Truncate { since } => Write::Truncate(since),
+            Op::Purge { upto } => Write::Purge(upto),
+            Op::SaveVote { vote, .. } => Write::Vote(vote),
+            Op::SaveCommitted { committed } => Write::Committed(committed.as_ref()),
+            Op::SaveSnapshot { snapshot, .. } => Write::Snapshot(snapshot),
+            Op::LoadSnapshot { .. } => return None,
+        })
+    }
+}
+
+/// Commits the writes of `batch` in one fjall write batch, synced to disk if any of them must
+/// be durable.
+fn commit_batch<C>(tables: &Tables, batch: &[Op<C>]) -> Result<(), DbError>
 where
     C: RaftTypeConfig,
 {
     if !batch.iter().any(Op::writes) {
         return Ok(());
     }
-    let durability = if batch.iter().any(Op::must_be_durable) {
-        Durability::Immediate
-    } else {
-        Durability::None
-    };
-    write_with(db, durability, |txn| {
-        let mut log = txn.open_table(LOG)?;
-        let mut meta = txn.open_table(META)?;
-        let mut snapshot = txn.open_table(SNAPSHOT)?;
-        for op in batch {
-            match op {
-                Op::Append { entries, .. } => {
-                    for entry in entries {
-                        log.insert(entry.get_log_id().index, encode(entry)?.as_slice())?;
-                    }
-                }
-                Op::Truncate { since } => {
-                    log.retain_in(since.index.., |_, _| false)?;
-                }
-                Op::Purge { upto } => {
-                    log.retain_in(..=upto.index, |_, _| false)?;
-                    meta.insert(LAST_PURGED_KEY, encode(upto)?.as_slice())?;
-                }
-                Op::SaveVote { vote, .. } => {
-                    meta.insert(VOTE_KEY, encode(vote)?.as_slice())?;
-                }
-                Op::SaveCommitted { committed } => match committed {
-                    Some(committed) => {
-                        meta.insert(COMMITTED_KEY, encode(committed)?.as_slice())?;
-                    }
-                    None => {
-                        meta.remove(COMMITTED_KEY)?;
-                    }
-                },
-                Op::SaveSnapshot {
-                    snapshot: stored, ..
-                } => {
-                    snapshot.insert(SNAPSHOT_META_KEY, encode(&stored.meta)?.as_slice())?;
-                    snapshot.insert(SNAPSHOT_DATA_KEY, stored.data.as_slice())?;
-                }
-                Op::LoadSnapshot { .. } => {}
-            }
-        }
-        Ok(())
-    })
+    let durable = batch.iter().any(Op::must_be_durable);
+    commit_writes(tables, batch.iter().filter_map(Op::write), durable)
 }
 
-/// The stored snapshot, read in its own read transaction.
-fn read_snapshot<C>(db: &Database) -> Result<Option<StoredSnapshot<C>>, DbError>
+/// Folds `writes`, in order, into one fjall write batch and commits it.
+fn commit_writes<'a, C>(
+    tables: &Tables,
+    writes: impl IntoIterator<Item = Write<'a, C>>,
+    durable: bool,
+) -> Result<(), DbError>
 where
     C: RaftTypeConfig,
 {
-    let txn = db.begin_read()?;
-    let table = txn.open_table(SNAPSHOT)?;
-    let Some(meta) = table.get(SNAPSHOT_META_KEY)? else {
+    // The last write to each key, `None` for a delete. fjall gives every item of a write batch
+    // the same sequence number, so two writes to one key in a batch must become one.
+    let mut log: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
+    let mut meta: BTreeMap<&'static str, Option<Vec<u8>>> = BTreeMap::new();
+    let mut snapshot: Option<(Vec<u8>, &[u8])> = None;
+    for write in writes {
+        match write {
+            Write::Append(entries) => {
+                for entry in entries {
+                    log.insert(entry.get_log_id().index, Some(encode(entry)?));
+                }
+            }
+            Write::Truncate(since) => {
+                for index in stored_indexes(&tables.log, since.index..)? {
+                    log.insert(index, None);
+                }
+                for (_, write) in log.range_mut(since.index..) {
+                    *write = None;
+                }
+            }
+            Write::Purge(upto) => {
+                for index in stored_indexes(&tables.log, ..=upto.index)? {
+                    log.insert(index, None);
+                }
+                for (_, write) in log.range_mut(..=upto.index) {
+                    *write = None;
+                }
+                meta.insert(LAST_PURGED_KEY, Some(encode(upto)?));
+            }
+            Write::Vote(vote) => {
+                meta.insert(VOTE_KEY, Some(encode(vote)?));
+            }
+            Write::Committed(committed) => {
+                meta.insert(COMMITTED_KEY, committed.map(encode).transpose()?);
+            }
+            Write::Snapshot(stored) => {
+                snapshot = Some((encode(&stored.meta)?, stored.data.as_slice()));
+            }
+        }
+    }
+    let mut write = tables
+        .db
+        .batch()
+        .durability(durable.then_some(PersistMode::SyncData));
+    for (index, value) in log {
+        match value {
+            Some(value) => write.insert(&tables.log, log_key(index), value),
+            None => write.remove(&tables.log, log_key(index)),
+        }
+    }
+    for (key, value) in meta {
+        match value {
+            Some(value) => write.insert(&tables.meta, key, value),
+            None => write.remove(&tables.meta, key),
+        }
+    }
+    if let Some((meta, data)) = snapshot {
+        write.insert(&tables.snapshot, SNAPSHOT_META_KEY, meta);
+        write.insert(&tables.snapshot, SNAPSHOT_DATA_KEY, data);
+    }
+    write.commit()?;
+    Ok(())
+}
+
+/// The stored snapshot. Only the writer thread reads it, after its batch is committed, so meta
+/// and data come from the same commit.
+fn read_snapshot<C>(tables: &Tables) -> Result<Option<StoredSnapshot<C>>, DbError>
+where
+    C: RaftTypeConfig,
+{
+    let Some(meta) = get_decoded(&tables.snapshot, SNAPSHOT_META_KEY)? else {
         return Ok(None);
     };
-    let meta = decode(meta.value())?;
-    let data = table
+    let data = tables
+        .snapshot
         .get(SNAPSHOT_DATA_KEY)?
-        .ok_or_else(|| DbError::Missing("the snapshot's data, though its meta is present"))?
-        .value()
+        .ok_or(DbError::Missing(
+            "the snapshot's data, though its meta is present",
+        ))?
         .to_vec();
     Ok(Some(StoredSnapshot { meta, data }))
 }
 
-/// Runs `f` in a write transaction and commits it with `durability` (`Immediate`: an fsync).
-fn write_with<T>(
-    db: &Database,
-    durability: Durability,
-    f: impl FnOnce(&WriteTransaction) -> Result<T, DbError>,
-) -> Result<T, DbError> {
-    let mut txn = db.begin_write()?;
-    // Immediate is redb's default. Raft's safety rests on it for entries and votes (one
-    // acknowledged but lost in a crash can elect two leaders or lose a committed write), so it
-    // is stated rather than inherited.
-    txn.set_durability(durability)?;
-    // On error the transaction is dropped, which aborts it.
-    let out = f(&txn)?;
-    txn.commit()?;
-    Ok(out)
+/// Imports the log of an earlier version, kept in the redb file `legacy`, into the database at
+/// `path`, then renames the file to `<legacy>.imported`. Returns whether there was one.
+///
+/// Values are copied as they are (both layouts encode them the same way), in one synced
+/// batch, before the rename: a crash in between leaves the file, and the next start sees the
+/// database already holds a log and only renames it.
+///
+/// # Errors
+///
+/// [`OpenError::Import`] naming both paths if the file cannot be read or is not a registry log
+/// of layout version 1, or the copy or the rename fails; the file is then left as it was.
+pub fn import_redb(legacy: &Path, path: &Path) -> Result<bool, OpenError> {
+    if !legacy.exists() {
+        return Ok(false);
+    }
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| OpenError::Import {
+        legacy: legacy.to_path_buf(),
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(|source| OpenError::CreateDir {
+        dir: path.to_path_buf(),
+        source,
+    })?;
+    let tables = Tables::open(path)?;
+    let holds_a_log = get_decoded::<u32>(&tables.meta, FORMAT_KEY)
+        .map_err(|e| failed(Box::new(e)))?
+        .is_some();
+    if !holds_a_log {
+        copy_redb(legacy, &tables).map_err(failed)?;
+    }
+    drop(tables);
+    let mut imported = legacy.as_os_str().to_owned();
+    imported.push(".imported");
+    std::fs::rename(legacy, &imported).map_err(|e| failed(Box::new(e)))?;
+    tracing::info!(
+        from = %legacy.display(),
+        to = %path.display(),
+        "imported the registry log of an earlier version"
+    );
+    Ok(true)
+}
+
+/// Copies the redb log at `legacy` into `tables`, with the current layout version, in one
+/// synced batch.
+fn copy_redb(
+    legacy: &Path,
+    tables: &Tables,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    const LEGACY_LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new(LOG);
+    const LEGACY_META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new(META);
+    const LEGACY_SNAPSHOT: TableDefinition<'static, &str, &[u8]> = TableDefinition::new(SNAPSHOT);
+    const LEGACY_FORMAT: u32 = 1;
+
+    let db = redb::Database::open(legacy)?;
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(LEGACY_META)?;
+    let found = match meta.get(FORMAT_KEY)? {
+        Some(bytes) => Some(decode::<u32>(bytes.value())?),
+        None => None,
+    };
+    if found != Some(LEGACY_FORMAT) {
+        return Err(format!(
+            "it records layout version {found:?}, and only version {LEGACY_FORMAT} is imported"
+        )
+        .into());
+    }
+    let mut batch = tables.db.batch().durability(Some(PersistMode::SyncData));
+    for item in txn.open_table(LEGACY_LOG)?.iter()? {
+        let (index, value) = item?;
+        batch.insert(&tables.log, log_key(index.value()), value.value());
+    }
+    for item in meta.iter()? {
+        let (key, value) = item?;
+        if key.value() != FORMAT_KEY {
+            batch.insert(&tables.meta, key.value(), value.value());
+        }
+    }
+    for item in txn.open_table(LEGACY_SNAPSHOT)?.iter()? {
+        let (key, value) = item?;
+        batch.insert(&tables.snapshot, key.value(), value.value());
+    }
+    batch.insert(&tables.meta, FORMAT_KEY, encode(&FORMAT_VERSION)?);
+    batch.commit()?;
+    Ok(())
 }
 
 /// The first and last index of an append, or `None` for an empty one.
@@ -1108,15 +1304,12 @@ fn index_bounds(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
     }
 }
 
-fn get_decoded<T>(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    key: &str,
-) -> Result<Option<T>, DbError>
+fn get_decoded<T>(keyspace: &Keyspace, key: &str) -> Result<Option<T>, DbError>
 where
     T: DeserializeOwned,
 {
-    match table.get(key)? {
-        Some(bytes) => Ok(Some(decode(bytes.value())?)),
+    match keyspace.get(key)? {
+        Some(bytes) => Ok(Some(decode(&bytes)?)),
         None => Ok(None),
     }
 }
@@ -1133,8 +1326,10 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DbError> {
 /// [`StorageIOError`] with a description of the operation.
 #[derive(Debug, thiserror::Error)]
 enum DbError {
-    #[error(transparent)]
-    Redb(#[from] redb::Error),
+    #[error("fjall: {0:?}")]
+    Fjall(#[from] fjall::Error),
+    #[error("the log holds {0}; it may be damaged")]
+    Corrupt(String),
     #[error("cannot encode a value for the log: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
     #[error("cannot decode a value from the log (written by another version?): {0}")]
@@ -1160,25 +1355,6 @@ impl DbError {
         AnyError::new(&self).add_context(|| what)
     }
 }
-
-/// redb returns a narrow error type per call; `?` funnels them all into [`redb::Error`].
-macro_rules! from_redb_error {
-    ($($error:ty),* $(,)?) => {
-        $(impl From<$error> for DbError {
-            fn from(e: $error) -> Self {
-                Self::Redb(e.into())
-            }
-        })*
-    };
-}
-
-from_redb_error!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError,
-);
 
 #[cfg(test)]
 mod tests {
@@ -1211,7 +1387,7 @@ mod tests {
 
     fn temp_store() -> (TempDir, Store) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("raft.redb")).expect("open the log store");
+        let store = Store::open(&dir.path().join("log")).expect("open the log store");
         (dir, store)
     }
 
@@ -1245,9 +1421,22 @@ mod tests {
     /// Call it only while the writer is idle (after waiting for everything queued), so that no
     /// commit is half written into the copy.
     fn crash_image(store: &Store) -> PathBuf {
-        let copy = store.path().with_file_name("crash-image.redb");
-        std::fs::copy(store.path(), &copy).expect("copy the log file");
+        let copy = store.path().with_file_name("crash-image");
+        copy_dir(store.path(), &copy);
         copy
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("create the copy's directory");
+        for item in std::fs::read_dir(from).expect("list the log directory") {
+            let item = item.expect("a directory entry");
+            let target = to.join(item.file_name());
+            if item.file_type().expect("a file type").is_dir() {
+                copy_dir(&item.path(), &target);
+            } else {
+                std::fs::copy(item.path(), &target).expect("copy a log file");
+            }
+        }
     }
 
     /// Polls `future` once: it runs until it first waits, and its output is returned if it did
@@ -1449,7 +1638,7 @@ mod tests {
     #[tokio::test]
     async fn everything_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.redb");
+        let path = dir.path().join("log");
         let written = entries(1..=10);
         let snap = snapshot(4, b"state at 4");
         {
@@ -1481,7 +1670,7 @@ mod tests {
     #[tokio::test]
     async fn queued_appends_are_durable_once_their_callbacks_fire() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.redb");
+        let path = dir.path().join("log");
         let mut store = Store::open(&path).unwrap();
         let written = entries(1..=200);
 
@@ -1526,7 +1715,7 @@ mod tests {
     #[tokio::test]
     async fn a_truncate_queued_behind_an_append_keeps_the_file_consistent() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.redb");
+        let path = dir.path().join("log");
         let mut store = Store::open(&path).unwrap();
 
         let mut append = Box::pin({
@@ -1598,17 +1787,17 @@ mod tests {
     #[test]
     fn open_creates_missing_parent_dirs() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("node-1").join("raft").join("log.redb");
+        let path = dir.path().join("node-1").join("raft").join("log");
         let store = Store::open(&path).unwrap();
         assert_eq!(store.path(), path);
-        assert!(path.is_file());
+        assert!(path.is_dir());
     }
 
     #[test]
-    fn second_open_of_the_same_file_is_refused_with_advice() {
+    fn second_open_of_the_same_log_is_refused_with_advice() {
         let (dir, _store) = temp_store();
-        let path = dir.path().join("raft.redb");
-        let err = Store::open(&path).expect_err("the file is already open");
+        let path = dir.path().join("log");
+        let err = Store::open(&path).expect_err("the log is already open");
         assert!(matches!(err, OpenError::AlreadyOpen { .. }), "{err:?}");
         let message = err.to_string();
         assert!(message.contains(&path.display().to_string()), "{message}");
@@ -1616,15 +1805,11 @@ mod tests {
     }
 
     #[test]
-    fn a_file_that_is_not_redb_is_refused() {
+    fn a_file_where_the_log_directory_should_be_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.redb");
-        std::fs::write(
-            &path,
-            b"definitely not a redb file, but long enough to look at",
-        )
-        .unwrap();
-        let err = Store::open(&path).expect_err("garbage is not a log");
+        let path = dir.path().join("log");
+        std::fs::write(&path, b"definitely not a registry log").unwrap();
+        let err = Store::open(&path).expect_err("a file is not a log");
         assert!(
             err.to_string().contains(&path.display().to_string()),
             "{err}"
@@ -1632,25 +1817,118 @@ mod tests {
     }
 
     #[test]
-    fn a_file_of_another_layout_version_is_refused() {
+    fn a_log_of_another_layout_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.redb");
+        let path = dir.path().join("log");
         drop(Store::open(&path).unwrap());
         {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
+            let tables = Tables::open(&path).unwrap();
             let newer = rmp_serde::to_vec_named(&(FORMAT_VERSION + 1)).unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert(FORMAT_KEY, newer.as_slice())
-                .unwrap();
-            txn.commit().unwrap();
+            tables.meta.insert(FORMAT_KEY, newer).unwrap();
+            tables.db.persist(PersistMode::SyncAll).unwrap();
         }
         let err = Store::open(&path).expect_err("a newer layout must not be misread");
         assert!(
             matches!(err, OpenError::UnsupportedFormat { found, .. } if found == FORMAT_VERSION + 1),
             "{err:?}"
         );
+    }
+
+    /// Writes to one key within one batch: the last one wins, whatever their kinds.
+    #[tokio::test]
+    async fn a_batch_that_appends_truncates_and_appends_again_keeps_the_last_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let store = Store::open_inline(&path).unwrap();
+        {
+            let writer = match &store.shared.ops {
+                Sink::Inline(writer) => writer.lock(),
+                Sink::Queue(_) => unreachable!("opened inline"),
+            };
+            let (first, replacement) = (entries(1..=6), vec![normal(2, 4, "new")]);
+            let (since, upto) = (log_id(1, 1, 4), log_id(1, 1, 1));
+            let writes: [Write<'_, TestConfig>; 4] = [
+                Write::Append(&first),
+                Write::Truncate(&since),
+                Write::Append(&replacement),
+                Write::Purge(&upto),
+            ];
+            commit_writes(&writer.tables, writes, true).unwrap();
+        }
+        drop(store);
+        let mut reopened = Store::open(&path).unwrap();
+        let expected = [entries(2..=3), vec![normal(2, 4, "new")]].concat();
+        assert_eq!(reopened.try_get_log_entries(..).await.unwrap(), expected);
+        assert_eq!(
+            reopened.get_log_state().await.unwrap().last_purged_log_id,
+            Some(log_id(1, 1, 1))
+        );
+    }
+
+    /// A log kept in redb by an earlier version is imported once, then its file renamed.
+    #[tokio::test]
+    async fn a_redb_log_of_an_earlier_version_is_imported() {
+        use redb::TableDefinition;
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join("registry.redb");
+        let path = dir.path().join("log");
+        let written = entries(1..=5);
+        let snap = snapshot(2, b"state at 2");
+        {
+            let db = redb::Database::create(&legacy).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let log: TableDefinition<'_, u64, &[u8]> = TableDefinition::new(LOG);
+                let meta: TableDefinition<'_, &str, &[u8]> = TableDefinition::new(META);
+                let snapshots: TableDefinition<'_, &str, &[u8]> = TableDefinition::new(SNAPSHOT);
+                let mut log = txn.open_table(log).unwrap();
+                for entry in &written {
+                    log.insert(entry.log_id.index, encode(entry).unwrap().as_slice())
+                        .unwrap();
+                }
+                let mut meta = txn.open_table(meta).unwrap();
+                meta.insert(FORMAT_KEY, encode(&1u32).unwrap().as_slice())
+                    .unwrap();
+                meta.insert(
+                    VOTE_KEY,
+                    encode(&Vote::<u64>::new(3, 1)).unwrap().as_slice(),
+                )
+                .unwrap();
+                let mut snapshots = txn.open_table(snapshots).unwrap();
+                snapshots
+                    .insert(SNAPSHOT_META_KEY, encode(&snap.meta).unwrap().as_slice())
+                    .unwrap();
+                snapshots
+                    .insert(SNAPSHOT_DATA_KEY, snap.data.as_slice())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+
+        assert!(import_redb(&legacy, &path).unwrap());
+        assert!(!legacy.exists());
+        assert!(dir.path().join("registry.redb.imported").exists());
+        // Nothing left to import the second time.
+        assert!(!import_redb(&legacy, &path).unwrap());
+
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.try_get_log_entries(..).await.unwrap(), written);
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+        assert_eq!(store.load_snapshot().await.unwrap(), Some(snap));
+    }
+
+    #[test]
+    fn a_redb_file_of_an_unknown_layout_is_not_imported_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join("registry.redb");
+        std::fs::write(&legacy, b"not a redb file at all, but long enough").unwrap();
+        let err = import_redb(&legacy, &dir.path().join("log")).expect_err("garbage");
+        assert!(matches!(err, OpenError::Import { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&legacy.display().to_string()),
+            "{err}"
+        );
+        assert!(legacy.exists());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Raft: the replicated log under the registry (openraft), its storage (redb) and its RPCs
+//! Raft: the replicated log under the registry (openraft), its storage (fjall) and its RPCs
 //! (asks over the runtime's transport).
 
 pub mod log_store;

@@ -1,5 +1,5 @@
 //! The voter's state machine: the registry state, applied from committed entries, with its
-//! snapshots kept in the same redb file as the log.
+//! snapshots kept in the same fjall database as the log.
 //!
 //! The state itself lives in memory; on restart it comes back from the last snapshot plus the
 //! committed entries after it, which openraft re-applies. Every applied batch also goes out on
