@@ -961,6 +961,10 @@ impl Tables {
             // The writer decides when the journal reaches the disk: a batch that must be durable
             // syncs it, the others wait for the next such batch.
             .manual_journal_persist(true)
+            // fjall's smallest: journals are rotated (and memtables flushed to sorted files)
+            // once they hold this much, so a node's log takes tens of MiB of disk, not the
+            // default 512.
+            .max_journaling_size(64 * 1024 * 1024)
             .open()
             .map_err(|source| match source {
                 fjall::Error::Locked => OpenError::AlreadyOpen {
@@ -1862,6 +1866,33 @@ mod tests {
         assert_eq!(
             reopened.get_log_state().await.unwrap().last_purged_log_id,
             Some(log_id(1, 1, 1))
+        );
+    }
+
+    /// More than the journal limit (64 MiB): fjall rotates its journal and flushes memtables to
+    /// sorted files in the background, and a reopen still finds every entry not purged.
+    #[tokio::test]
+    async fn a_log_larger_than_the_journal_limit_survives_purges_and_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let big = "x".repeat(100 * 1024);
+        let written: Vec<_> = (1..=800).map(|i| normal(1, i, &big)).collect();
+        {
+            let mut store = Store::open(&path).unwrap();
+            for chunk in written.chunks(50) {
+                store.blocking_append(chunk.to_vec()).await.unwrap();
+            }
+            store.purge(log_id(1, 1, 400)).await.unwrap();
+            store.save_vote(&Vote::new(1, 1)).await.unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(
+            indexes(&store.try_get_log_entries(..).await.unwrap()),
+            (401..=800).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            store.get_log_state().await.unwrap().last_purged_log_id,
+            Some(log_id(1, 1, 400))
         );
     }
 
