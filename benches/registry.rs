@@ -8,11 +8,14 @@
 //! `ENSEMBLE_BENCH_VOTER` set; their data dirs are in a temporary directory on the same disk
 //! as everything else, with fsync on. `ENSEMBLE_BENCH_VOTERS=1` runs one voter instead of
 //! three, which shows what replication costs. `ENSEMBLE_BENCH_RUNTIME=current_thread` runs every
-//! process on a current-thread tokio runtime. Figures: docs/performance.md.
+//! process on a current-thread tokio runtime. `ENSEMBLE_BENCH_ONLY=<text>` runs only the
+//! workloads whose name contains the text (to profile one). Figures: docs/performance.md.
 #![allow(missing_docs)]
 
 #[path = "common/child.rs"]
 mod child;
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "common/runtime.rs"]
 mod runtime;
 
@@ -38,6 +41,13 @@ const CONTENDED_CYCLES: usize = 4_000;
 const CACHED_LOOKUPS: usize = 1_000_000;
 const FAILOVERS: usize = 5;
 const VOTERS: [&str; 3] = ["a", "b", "c"];
+
+/// The processes whose CPU time a workload counts: this one and the voters.
+static PROCESSES: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn cpu_now() -> cpu::CpuReading {
+    cpu::read(&PROCESSES.lock().expect("pids"))
+}
 
 #[derive(Serialize, Deserialize)]
 struct Ping(ReplyTo<()>);
@@ -120,6 +130,11 @@ fn start_voter(name: &str, dir: &Path, seeds: &[String]) -> ChildProcess {
     ChildProcess::spawn(name, command)
 }
 
+/// Whether the workload named `what` runs: all do, unless `ENSEMBLE_BENCH_ONLY` names some.
+fn selected(what: &str) -> bool {
+    std::env::var("ENSEMBLE_BENCH_ONLY").map_or(true, |only| what.contains(&only))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
@@ -130,7 +145,11 @@ where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = ()>,
 {
+    if !selected(what) {
+        return;
+    }
     let mut latencies = Vec::with_capacity(n);
+    let cpu = cpu_now();
     let start = Instant::now();
     for i in 0..n {
         let t = Instant::now();
@@ -138,12 +157,24 @@ where
         latencies.push(t.elapsed());
     }
     let elapsed = start.elapsed();
+    report(what, n, elapsed, latencies, cpu);
+}
+
+/// Prints a workload's rate, p50, p99, and CPU time per operation (every process).
+fn report(
+    what: &str,
+    n: usize,
+    elapsed: Duration,
+    mut latencies: Vec<Duration>,
+    cpu: cpu::CpuReading,
+) {
     latencies.sort();
     println!(
-        "{what:<44} {:>9.0}/s   p50 {:>8.3} ms   p99 {:>8.3} ms",
+        "{what:<44} {:>9.0}/s   p50 {:>8.3} ms   p99 {:>8.3} ms   {}",
         n as f64 / elapsed.as_secs_f64(),
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        cpu.describe_until(&cpu_now(), n),
     );
 }
 
@@ -153,7 +184,11 @@ where
     F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
+    if !selected(what) {
+        return;
+    }
     let op = Arc::new(op);
+    let cpu = cpu_now();
     let start = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|task| {
@@ -174,13 +209,7 @@ where
         latencies.extend(handle.await.expect("task"));
     }
     let elapsed = start.elapsed();
-    latencies.sort();
-    println!(
-        "{what:<44} {:>9.0}/s   p50 {:>8.3} ms   p99 {:>8.3} ms",
-        n as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-    );
+    report(what, n, elapsed, latencies, cpu);
 }
 
 fn main() {
@@ -205,6 +234,11 @@ fn main() {
     for voter in &mut voters {
         voter.wait("READY");
     }
+    *PROCESSES.lock().expect("pids") = voters
+        .iter()
+        .map(|v| v.process.id())
+        .chain([std::process::id()])
+        .collect();
     let rt = runtime::runtime();
     rt.block_on(async move {
         let seeds = vec![seeds[0].parse().expect("addr")];
@@ -217,6 +251,17 @@ fn main() {
         println!(
             "{} voter(s) in as many processes, a client node in this one; fsync on\n",
             voter_count()
+        );
+        // What the cluster costs doing nothing (heartbeats, keepalives, timers): part of the
+        // CPU time per operation below, more so the slower the workload.
+        let idle = cpu_now();
+        let idle_for = Duration::from_secs(2);
+        tokio::time::sleep(idle_for).await;
+        println!(
+            "{:<44} {}\n",
+            "idle, per second",
+            idle.describe_until(&cpu_now(), idle_for.as_secs() as usize)
+                .replace("/op", "/s")
         );
         let value = vec![b'x'; 64];
 
@@ -306,40 +351,42 @@ fn main() {
                     .whereis_linearizable::<Ping>(&format!("name/{}", i % SEQUENTIAL))
                     .await
                     .expect("whereis");
-                assert!(found.is_some());
+                assert!(found.is_some() || !selected("name registration"));
             }
         })
         .await;
 
-        let start = Instant::now();
-        for i in 0..CACHED_LOOKUPS {
-            let found = registry
-                .whereis::<Ping>(&format!("name/{}", i % SEQUENTIAL))
-                .expect("whereis");
-            std::hint::black_box(found);
+        if selected("whereis, cached") {
+            let start = Instant::now();
+            for i in 0..CACHED_LOOKUPS {
+                let found = registry
+                    .whereis::<Ping>(&format!("name/{}", i % SEQUENTIAL))
+                    .expect("whereis");
+                std::hint::black_box(found);
+            }
+            let per = start.elapsed() / CACHED_LOOKUPS as u32;
+            println!(
+                "{:<44} {:>9.0}/s   mean {:>8.3} µs (name formatting included)",
+                "whereis, cached (local copy)",
+                1.0 / per.as_secs_f64(),
+                per.as_secs_f64() * 1e6
+            );
+            let name = "name/7".to_owned();
+            let start = Instant::now();
+            for _ in 0..CACHED_LOOKUPS {
+                std::hint::black_box(registry.whereis::<Ping>(&name).expect("whereis"));
+            }
+            let per = start.elapsed() / CACHED_LOOKUPS as u32;
+            println!(
+                "{:<44} {:>9.0}/s   mean {:>8.3} µs",
+                "whereis, cached, one name",
+                1.0 / per.as_secs_f64(),
+                per.as_secs_f64() * 1e6
+            );
         }
-        let per = start.elapsed() / CACHED_LOOKUPS as u32;
-        println!(
-            "{:<44} {:>9.0}/s   mean {:>8.3} µs (name formatting included)",
-            "whereis, cached (local copy)",
-            1.0 / per.as_secs_f64(),
-            per.as_secs_f64() * 1e6
-        );
-        let name = "name/7".to_owned();
-        let start = Instant::now();
-        for _ in 0..CACHED_LOOKUPS {
-            std::hint::black_box(registry.whereis::<Ping>(&name).expect("whereis"));
-        }
-        let per = start.elapsed() / CACHED_LOOKUPS as u32;
-        println!(
-            "{:<44} {:>9.0}/s   mean {:>8.3} µs",
-            "whereis, cached, one name",
-            1.0 / per.as_secs_f64(),
-            per.as_secs_f64() * 1e6
-        );
 
         // Failover: kill -9 the leader, time the next acknowledged put, bring it back.
-        if voter_count() < 3 {
+        if voter_count() < 3 || !selected("kill -9") {
             return;
         }
         let mut failovers = Vec::new();
