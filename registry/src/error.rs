@@ -1,6 +1,7 @@
 //! What can go wrong with a registry call, each error naming what it is about.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use ensemble_runtime::remote::WireRef;
 use ensemble_runtime::{ActorId, NodeId};
@@ -123,4 +124,29 @@ pub enum RegistryError {
     /// The registry could not start.
     #[error("cannot start the registry: {0}")]
     Start(String),
+}
+
+impl RegistryError {
+    /// The failure of a request that carried several calls, as one of them (`what`, given
+    /// `timeout`) reports it.
+    pub(crate) fn shared_with(&self, what: String, timeout: Duration) -> RegistryError {
+        match self {
+            RegistryError::Timeout { last, .. } => RegistryError::Timeout {
+                what,
+                timeout,
+                last: last.clone(),
+            },
+            RegistryError::Unknown { reason, .. } => RegistryError::Unknown {
+                what,
+                reason: reason.clone(),
+            },
+            RegistryError::SessionExpired(node) => RegistryError::SessionExpired(node.clone()),
+            RegistryError::NoSession(node) => RegistryError::NoSession(node.clone()),
+            RegistryError::Fenced(node) => RegistryError::Fenced(node.clone()),
+            other => RegistryError::Unknown {
+                what,
+                reason: other.to_string(),
+            },
+        }
+    }
 }

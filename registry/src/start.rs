@@ -7,7 +7,7 @@ use std::time::Duration;
 use ensemble_runtime::cluster::Cluster;
 use openraft::{Config, Raft};
 
-use crate::client::{Registry, mirror::Mirror, session};
+use crate::client::{Registry, mirror::Mirror, proposer, session};
 use crate::config::RegistryConfig;
 use crate::error::RegistryError;
 use crate::raft::log_store::{self, LogStore};
@@ -110,7 +110,12 @@ impl Registry {
                 shared: shared.clone(),
             })
             .map_err(|e| RegistryError::Start(e.to_string()))?;
-        tokio::spawn(session::feed(shared.clone(), mirror));
+        let local = session::LocalVoter {
+            id,
+            metrics: raft.metrics(),
+        };
+        tokio::spawn(session::feed(shared.clone(), mirror, local));
+        tokio::spawn(proposer::run(Arc::downgrade(&shared)));
         session::open(&shared, timeout).await?;
         tokio::spawn(session::keep(shared.clone()));
         tokio::spawn(session::watch_declared_down(shared.clone()));

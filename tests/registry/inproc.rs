@@ -59,6 +59,48 @@ async fn one_node_is_its_own_registry() {
     }
 }
 
+/// Writes made at once on one node share requests to the leader (client-side group commit):
+/// each caller must still get the outcome of its own command, and puts (retried when a leader
+/// fails) must not share a request with compare-and-sets (never retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_of_one_node_each_get_their_own_outcome() {
+    let certs = certificates(&["busy"]);
+    let (_node, _cluster, registry) = start("busy", certs.path(), vec![]).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let key = format!("k/{i}");
+                let value = i.to_string().into_bytes();
+                if i % 2 == 0 {
+                    let revision = registry.put(&key, value.clone()).await.unwrap();
+                    let stored = registry.get(&key).await.unwrap().expect("stored");
+                    assert_eq!((stored.modified, stored.value), (revision, value), "{key}");
+                } else {
+                    let revision = registry
+                        .compare_and_set(&key, 0, Some(value))
+                        .await
+                        .unwrap();
+                    match registry
+                        .compare_and_set(&key, 0, Some(b"again".to_vec()))
+                        .await
+                    {
+                        Err(RegistryError::RevisionMismatch {
+                            key: named,
+                            current,
+                            ..
+                        }) => assert_eq!((named, current), (key.clone(), revision), "{key}"),
+                        other => panic!("{key}: the second compare-and-set gave {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservations_refuse_what_a_node_has_no_room_for() {
     let certs = certificates(&["host"]);

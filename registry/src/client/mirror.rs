@@ -1,4 +1,5 @@
-//! The node's local copy of the registry state, fed by one voter (the leader when known):
+//! The node's local copy of the registry state, fed by one voter (on a voter, its own server;
+//! elsewhere the leader):
 //! first the whole state, then every batch applied after it, applied here with the same pure
 //! state machine. Cached reads (`whereis`, group members) read it without a round trip, and
 //! every change's effects are dispatched from here: nodes declared down, locks granted to a

@@ -7,10 +7,12 @@
 //! of; a server that is not the leader names the one it knows, and the call follows it, until
 //! the call's timeout. A write whose request may have reached a failing leader is retried only
 //! when the command is idempotent (everything but compare-and-set); otherwise it ends with
-//! [`RegistryError::Unknown`].
+//! [`RegistryError::Unknown`]. Writes made at once on one node share requests to the leader
+//! (`proposer`: client-side group commit).
 
 pub(crate) mod lease;
 pub(crate) mod mirror;
+pub(crate) mod proposer;
 pub(crate) mod session;
 mod untyped;
 
@@ -67,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) applied: tokio::sync::Notify,
     pub(crate) expired: AtomicBool,
     next_holder: AtomicU64,
+    /// Proposals queued for the next request to the leader.
+    pub(crate) proposer: proposer::Proposer,
 }
 
 impl Shared {
@@ -237,14 +241,7 @@ impl Shared {
         if commands.is_empty() {
             return Ok(Vec::new());
         }
-        let outcomes: Vec<Outcome> = self
-            .call(
-                &|| format!("{:?}", commands[0]),
-                |reply| ServerMsg::Propose(commands.clone(), reply),
-                self.config.request_timeout,
-                idempotent,
-            )
-            .await?;
+        let outcomes = proposer::propose(self, commands, idempotent).await?;
         // Read your writes: answer once this node's copy shows what the commands changed, so
         // a cached read right after a write sees it.
         let revision = outcomes
@@ -259,6 +256,23 @@ impl Shared {
             self.wait_applied(revision).await;
         }
         Ok(outcomes)
+    }
+
+    /// One request to the leader carrying `commands`; `what` describes it if it fails.
+    pub(crate) async fn send_proposal(
+        &self,
+        commands: &[Command],
+        idempotent: bool,
+        timeout: Duration,
+        what: &(dyn Fn() -> String + Sync),
+    ) -> Result<Vec<Outcome>, RegistryError> {
+        self.call(
+            what,
+            |reply| ServerMsg::Propose(commands.to_vec(), reply),
+            timeout,
+            idempotent,
+        )
+        .await
     }
 
     /// Waits until this node's copy has applied `revision`, for at most
@@ -400,6 +414,7 @@ impl Registry {
             applied: tokio::sync::Notify::new(),
             expired: AtomicBool::new(false),
             next_holder: AtomicU64::new(1),
+            proposer: proposer::Proposer::new(),
         })
     }
 

@@ -1,0 +1,210 @@
+//! Client-side group commit: proposals made on this node while its earlier requests are on
+//! their way travel to the leader together, as one request.
+//!
+//! A proposal goes out at once, from its caller's task, while fewer than [`IN_FLIGHT`]
+//! requests of this node are on their way. Otherwise it queues, and the next request to go
+//! takes everything queued (up to [`MAX_BATCH`] commands, only proposals that agree on whether
+//! they may be retried). The leader folds requests into log entries the same way, so a command
+//! means the same either way: each caller's commands stay together, in one log entry, and each
+//! caller gets its own outcomes and its own timeout. What it saves is a request and an answer
+//! per proposal, most of what a node making many writes at once spends on them.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::Shared;
+use crate::error::RegistryError;
+use crate::server::MAX_BATCH;
+use crate::state::{Command, Outcome};
+
+/// Requests of this node on their way to the leader at once.
+pub(crate) const IN_FLIGHT: usize = 4;
+
+/// How long past its deadline a queued proposal waits for the request carrying it.
+const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
+type Answer = Result<Vec<Outcome>, RegistryError>;
+
+/// A proposal waiting for a request to carry it.
+struct Pending {
+    commands: Vec<Command>,
+    idempotent: bool,
+    /// When its caller's timeout ends.
+    deadline: Instant,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// The queue of proposals and the requests on their way.
+pub(crate) struct Proposer {
+    queue: mpsc::UnboundedSender<Pending>,
+    /// Taken by [`run`] when it starts.
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<Pending>>>,
+    /// Proposals queued and not yet taken into a request.
+    queued: AtomicUsize,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Proposer {
+    pub(crate) fn new() -> Proposer {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        Proposer {
+            queue,
+            receiver: Mutex::new(Some(receiver)),
+            queued: AtomicUsize::new(0),
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+        }
+    }
+}
+
+/// Commits `commands` (not empty), alone or with other proposals of this node.
+pub(crate) async fn propose(shared: &Shared, commands: Vec<Command>, idempotent: bool) -> Answer {
+    let proposer = &shared.proposer;
+    if proposer.queued.load(Ordering::Acquire) == 0
+        && let Ok(_permit) = proposer.in_flight.try_acquire()
+    {
+        let what = || format!("{:?}", commands[0]);
+        let timeout = shared.config.request_timeout;
+        return shared
+            .send_proposal(&commands, idempotent, timeout, &what)
+            .await;
+    }
+    let (answer, answered) = oneshot::channel();
+    let deadline = Instant::now() + shared.config.request_timeout;
+    let pending = Pending {
+        commands,
+        idempotent,
+        deadline,
+        answer,
+    };
+    proposer.queued.fetch_add(1, Ordering::AcqRel);
+    if let Err(mpsc::error::SendError(pending)) = proposer.queue.send(pending) {
+        proposer.queued.fetch_sub(1, Ordering::AcqRel);
+        return Err(RegistryError::Unknown {
+            what: format!("{:?}", pending.commands[0]),
+            reason: "the registry client of this node has stopped".into(),
+        });
+    }
+    // The request carrying it ends by the deadline; the margin only guards against a client
+    // that stopped without answering.
+    let what = || format!("a write of node {}", shared.me());
+    match tokio::time::timeout_at(deadline + ANSWER_MARGIN, answered).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => Err(RegistryError::Unknown {
+            what: what(),
+            reason: "the registry client of this node stopped while sending it".into(),
+        }),
+        Err(_) => Err(RegistryError::Unknown {
+            what: what(),
+            reason: "it was queued and never sent".into(),
+        }),
+    }
+}
+
+/// Sends queued proposals as permits free up; ends when the registry handle is gone.
+pub(crate) async fn run(shared: Weak<Shared>) {
+    let Some(mut queue) = shared
+        .upgrade()
+        .and_then(|shared| shared.proposer.receiver.lock().take())
+    else {
+        return;
+    };
+    let mut next: Option<Pending> = None;
+    loop {
+        let first = match next.take() {
+            Some(pending) => pending,
+            None => match queue.recv().await {
+                Some(pending) => pending,
+                None => return,
+            },
+        };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let Ok(permit) = shared.proposer.in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        // Whatever queued while waiting for a permit goes in the same request.
+        let idempotent = first.idempotent;
+        let mut count = first.commands.len();
+        let mut batch = vec![first];
+        while count < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(pending)
+                    if pending.idempotent == idempotent
+                        && count + pending.commands.len() <= MAX_BATCH =>
+                {
+                    count += pending.commands.len();
+                    batch.push(pending);
+                }
+                Ok(pending) => {
+                    next = Some(pending);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        shared
+            .proposer
+            .queued
+            .fetch_sub(batch.len(), Ordering::AcqRel);
+        tokio::spawn(async move {
+            let _permit = permit;
+            send(&shared, batch, idempotent).await;
+        });
+    }
+}
+
+/// Sends one request carrying `batch`, and gives each caller its outcomes.
+async fn send(shared: &Shared, batch: Vec<Pending>, idempotent: bool) {
+    let deadline = batch.iter().map(|p| p.deadline).min().expect("a proposal");
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let commands: Vec<Command> = batch
+        .iter()
+        .flat_map(|p| p.commands.iter().cloned())
+        .collect();
+    let what = || {
+        format!(
+            "{} proposals of node {} (the first: {:?})",
+            batch.len(),
+            shared.me(),
+            commands[0]
+        )
+    };
+    let result = shared
+        .send_proposal(&commands, idempotent, timeout, &what)
+        .await;
+    match result {
+        Ok(outcomes) if outcomes.len() == commands.len() => {
+            let mut outcomes = outcomes.into_iter();
+            for pending in batch {
+                let mine = outcomes.by_ref().take(pending.commands.len()).collect();
+                let _ = pending.answer.send(Ok(mine));
+            }
+        }
+        Ok(outcomes) => {
+            let reason = format!(
+                "the leader answered {} outcomes for {} commands",
+                outcomes.len(),
+                commands.len()
+            );
+            for pending in batch {
+                let _ = pending.answer.send(Err(RegistryError::Unknown {
+                    what: format!("{:?}", pending.commands[0]),
+                    reason: reason.clone(),
+                }));
+            }
+        }
+        Err(err) => {
+            for pending in batch {
+                let what = format!("{:?}", pending.commands[0]);
+                let own = err.shared_with(what, shared.config.request_timeout);
+                let _ = pending.answer.send(Err(own));
+            }
+        }
+    }
+}
