@@ -15,6 +15,15 @@ async fn start(
     certs: &std::path::Path,
     seeds: Vec<std::net::SocketAddr>,
 ) -> (Node, Cluster, Registry) {
+    start_with(name, certs, seeds, |_| {}).await
+}
+
+async fn start_with(
+    name: &str,
+    certs: &std::path::Path,
+    seeds: Vec<std::net::SocketAddr>,
+    settings: impl FnOnce(&mut RegistryConfig),
+) -> (Node, Cluster, Registry) {
     let node = Node::new(NodeConfig::new(name)).unwrap();
     let cert = NodeCert::load(certs, name).unwrap();
     let mut config = ensemble::cluster::ClusterConfig::new("test");
@@ -24,6 +33,7 @@ async fn start(
     let cluster = Cluster::start(&node, config, &cert).await.unwrap();
     let mut registry = RegistryConfig::new(certs.join(format!("{name}-data")));
     registry.bootstrap = bootstrap;
+    settings(&mut registry);
     let registry = Registry::start(&cluster, registry).await.unwrap();
     (node, cluster, registry)
 }
@@ -98,6 +108,54 @@ async fn concurrent_writes_of_one_node_each_get_their_own_outcome() {
         .collect();
     for task in tasks {
         task.await.unwrap();
+    }
+}
+
+/// Writes queued behind others on a node that lost its quorum still end by their own timeout,
+/// each with an error naming its own key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_writes_without_a_quorum_time_out_each_naming_its_key() {
+    let certs = certificates(&["qa", "qb", "qc"]);
+    // A long session: the node must not fence itself while its writes wait.
+    let settings = |config: &mut RegistryConfig| {
+        config.session_ttl = Duration::from_secs(30);
+        config.request_timeout = Duration::from_millis(500);
+    };
+    let (_a_node, a_cluster, a) = start_with("qa", certs.path(), vec![], settings).await;
+    let seeds = vec![a_cluster.local_addr()];
+    let (b_node, _b_cluster, _b) = start_with("qb", certs.path(), seeds.clone(), settings).await;
+    let (c_node, _c_cluster, _c) = start_with("qc", certs.path(), seeds, settings).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while a.voters().await.map_or(0, |v| v.len()) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the voters never grew to 3"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b_node.shutdown().await;
+    c_node.shutdown().await;
+    let writes: Vec<_> = (0..20)
+        .map(|i| {
+            let a = a.clone();
+            tokio::spawn(async move { (i, a.put(&format!("k/{i}"), b"v".to_vec()).await) })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for write in writes {
+        let (i, result) = tokio::time::timeout_at(deadline, write)
+            .await
+            .expect("a write without a quorum never ended")
+            .unwrap();
+        match result {
+            Err(RegistryError::Timeout { what, .. }) | Err(RegistryError::Unknown { what, .. }) => {
+                assert!(
+                    what.contains(&format!("\"k/{i}\"")),
+                    "write {i} reported {what}"
+                )
+            }
+            other => panic!("write {i} without a quorum gave {other:?}"),
+        }
     }
 }
 
