@@ -163,16 +163,30 @@ pub(crate) async fn run(shared: Weak<Shared>) {
 async fn send(shared: &Shared, batch: Vec<Pending>, idempotent: bool) {
     let deadline = batch.iter().map(|p| p.deadline).min().expect("a proposal");
     let timeout = deadline.saturating_duration_since(Instant::now());
-    let commands: Vec<Command> = batch
-        .iter()
-        .flat_map(|p| p.commands.iter().cloned())
-        .collect();
+    // The callers' commands one after the other; each caller keeps where its own start.
+    let mut commands = Vec::with_capacity(batch.len());
+    let mut callers = Vec::with_capacity(batch.len());
+    for pending in batch {
+        callers.push((commands.len(), pending.commands.len(), pending.answer));
+        commands.extend(pending.commands);
+    }
+    let what_of = |start: usize| format!("{:?}", commands[start]);
+    if timeout.is_zero() {
+        for (start, _, answer) in callers {
+            let _ = answer.send(Err(RegistryError::Timeout {
+                what: what_of(start),
+                timeout: shared.config.request_timeout,
+                last: "it waited that long behind this node's other requests to the leader".into(),
+            }));
+        }
+        return;
+    }
     let what = || {
         format!(
-            "{} proposals of node {} (the first: {:?})",
-            batch.len(),
+            "{} proposals of node {} (the first: {})",
+            callers.len(),
             shared.me(),
-            commands[0]
+            what_of(0)
         )
     };
     let result = shared
@@ -181,9 +195,8 @@ async fn send(shared: &Shared, batch: Vec<Pending>, idempotent: bool) {
     match result {
         Ok(outcomes) if outcomes.len() == commands.len() => {
             let mut outcomes = outcomes.into_iter();
-            for pending in batch {
-                let mine = outcomes.by_ref().take(pending.commands.len()).collect();
-                let _ = pending.answer.send(Ok(mine));
+            for (_, count, answer) in callers {
+                let _ = answer.send(Ok(outcomes.by_ref().take(count).collect()));
             }
         }
         Ok(outcomes) => {
@@ -192,18 +205,17 @@ async fn send(shared: &Shared, batch: Vec<Pending>, idempotent: bool) {
                 outcomes.len(),
                 commands.len()
             );
-            for pending in batch {
-                let _ = pending.answer.send(Err(RegistryError::Unknown {
-                    what: format!("{:?}", pending.commands[0]),
+            for (start, _, answer) in callers {
+                let _ = answer.send(Err(RegistryError::Unknown {
+                    what: what_of(start),
                     reason: reason.clone(),
                 }));
             }
         }
         Err(err) => {
-            for pending in batch {
-                let what = format!("{:?}", pending.commands[0]);
-                let own = err.shared_with(what, shared.config.request_timeout);
-                let _ = pending.answer.send(Err(own));
+            for (start, _, answer) in callers {
+                let own = err.shared_with(what_of(start), shared.config.request_timeout);
+                let _ = answer.send(Err(own));
             }
         }
     }
