@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ensemble_runtime::{Actor, ActorResult, Context};
+use ensemble_runtime::{Actor, ActorResult, Context, NodeId};
+use tokio::time::Instant;
 
 use super::Shared;
 use crate::server::protocol::FeedMsg;
@@ -20,8 +21,10 @@ pub(crate) struct View {
     pub(crate) state: RegistryState,
     /// The log index the state is at.
     pub(crate) index: u64,
-    /// The voter feeding it.
-    pub(crate) source: Option<String>,
+    /// The server feeding it (a voter's, of one incarnation).
+    pub(crate) source: Option<NodeId>,
+    /// When the current subscription last sent anything (or was made).
+    pub(crate) heard: Option<Instant>,
     /// Whether a whole state has arrived since the last subscription.
     pub(crate) synced: bool,
 }
@@ -36,6 +39,14 @@ impl Actor for Mirror {
 
     async fn handle(&mut self, msg: FeedMsg, _ctx: &mut Context<Self>) -> ActorResult {
         let current = self.shared.epoch.load(Ordering::Acquire);
+        let epoch = match &msg {
+            FeedMsg::Sync { epoch, .. }
+            | FeedMsg::Batch { epoch, .. }
+            | FeedMsg::Idle { epoch, .. } => *epoch,
+        };
+        if epoch == current {
+            self.shared.view.write().heard = Some(Instant::now());
+        }
         let effects = match msg {
             FeedMsg::Sync {
                 epoch,
@@ -78,6 +89,20 @@ impl Actor for Mirror {
                 }
                 view.index = index;
                 view.state.apply(&commands).1
+            }
+            FeedMsg::Idle { epoch, index } => {
+                let view = self.shared.view.read();
+                if epoch == current && view.synced && index > view.index {
+                    // Batches this copy never got: subscribe again for the whole state.
+                    tracing::warn!(
+                        index,
+                        at = view.index,
+                        "feed: batches were lost; subscribing again"
+                    );
+                    drop(view);
+                    self.shared.view.write().heard = None;
+                }
+                return Ok(());
             }
         };
         self.shared.applied.notify_waiters();

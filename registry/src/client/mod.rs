@@ -78,6 +78,11 @@ impl Shared {
         self.cluster.node().id()
     }
 
+    /// Whether `node` is this node or a member of the cluster, in that incarnation.
+    fn is_live(&self, node: &NodeId) -> bool {
+        node == self.me() || self.cluster.members().iter().any(|m| &m.node == node)
+    }
+
     /// Where to send a call: the leader if known, else the members in turn, suspected ones
     /// (heartbeats late: probably dead) last.
     fn candidates(&self) -> Vec<String> {

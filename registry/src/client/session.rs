@@ -135,6 +135,11 @@ async fn watchdog(shared: Arc<Shared>, valid_until: Arc<Mutex<Instant>>) {
     }
 }
 
+/// How long a subscription may stay silent before the feed counts it dead and subscribes
+/// again: a few of the server's
+/// [`FEED_IDLE`](crate::server::protocol::FEED_IDLE) messages.
+const FEED_SILENCE: Duration = Duration::from_millis(2_000);
+
 /// How long the feed waits for the lookup of the leader's server before trying again.
 const LOOKUP_LIMIT: Duration = Duration::from_millis(250);
 
@@ -165,7 +170,10 @@ pub(crate) async fn feed(shared: Arc<Shared>, mirror: ActorRef<FeedMsg>, local: 
     let mut tick = tokio::time::interval(Duration::from_millis(25));
     loop {
         tick.tick().await;
-        let source = shared.view.read().source.clone();
+        let (source, heard) = {
+            let view = shared.view.read();
+            (view.source.clone(), view.heard)
+        };
         let wanted = if local.votes() {
             Some(shared.me().name().to_owned())
         } else {
@@ -173,27 +181,44 @@ pub(crate) async fn feed(shared: Arc<Shared>, mirror: ActorRef<FeedMsg>, local: 
             // not be a voter at all.
             shared.leader.lock().clone()
         };
-        let Some(wanted) = wanted.filter(|wanted| Some(wanted) != source.as_ref()) else {
+        let Some(wanted) = wanted else {
             continue;
         };
+        // The subscription holds while its source is the wanted node, in the incarnation
+        // subscribed to, and keeps talking: a source that restarted, or a message lost with a
+        // connection, ends it without a word.
+        let holds = source.as_ref().is_some_and(|source| {
+            source.name() == wanted
+                && shared.is_live(source)
+                && heard.is_some_and(|heard| heard.elapsed() < FEED_SILENCE)
+        });
+        if holds {
+            continue;
+        }
         // Bounded: a lookup on a node that died with its connection still open would otherwise
         // wait for the cluster's request timeout, and the mirror would miss everything meanwhile.
         let lookup = shared.servers.get(&wanted);
         let Ok(Ok(server)) = tokio::time::timeout(LOOKUP_LIMIT, lookup).await else {
             continue;
         };
+        if !shared.is_live(server.id().node()) {
+            // Remembered from an incarnation that is gone: look it up afresh next time.
+            shared.servers.forget(&wanted);
+            continue;
+        }
         // The old source may be dead (a leader that changed, say): tell it only if its server
         // is known, never wait on a lookup of it.
-        if let Some(old) = source
-            && let Some(old) = shared.servers.cached(&old)
+        if let Some(old) = source.filter(|old| old.name() != wanted)
+            && let Some(old) = shared.servers.cached(old.name())
         {
             let _ = old.try_tell(ServerMsg::Unsubscribe(mirror.id().clone()));
         }
         let epoch = shared.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-        tracing::debug!(node = %shared.me(), from = %wanted, epoch, "subscribing to the registry feed");
+        tracing::debug!(node = %shared.me(), from = %server.id().node(), epoch, "subscribing to the registry feed");
         {
             let mut view = shared.view.write();
-            view.source = Some(wanted.clone());
+            view.source = Some(server.id().node().clone());
+            view.heard = Some(Instant::now());
             view.synced = false;
         }
         let subscribe = ServerMsg::Subscribe {

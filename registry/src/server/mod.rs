@@ -22,7 +22,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
 pub(crate) use leader::Leadership;
-use protocol::{Answer, FeedMsg, Query, ServerError, ServerMsg};
+use protocol::{Answer, FEED_IDLE, FeedMsg, Query, ServerError, ServerMsg};
 
 use crate::raft::state_machine::Fed;
 use crate::raft::types::Batch;
@@ -78,9 +78,20 @@ impl Server {
                 if mirror.tell(sync).await.is_err() {
                     return;
                 }
+                let mut at = index;
                 loop {
-                    match feed.recv().await {
+                    // A quiet feed says so now and then: the mirror tells a quiet feed from a
+                    // dead one (its source restarted, a message was lost with a connection).
+                    let Ok(next) = tokio::time::timeout(FEED_IDLE, feed.recv()).await else {
+                        let idle = FeedMsg::Idle { epoch, index: at };
+                        if mirror.tell(idle).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    };
+                    match next {
                         Ok(Fed::Batch { index, commands }) => {
+                            at = index;
                             let batch = FeedMsg::Batch {
                                 epoch,
                                 index,

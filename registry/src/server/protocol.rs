@@ -64,7 +64,12 @@ pub(crate) enum FeedMsg {
         index: u64,
         commands: std::sync::Arc<Vec<Command>>,
     },
+    /// Nothing was applied for [`FEED_IDLE`]: the subscription is alive, at this index.
+    Idle { epoch: u64, index: u64 },
 }
+
+/// How long a subscription stays quiet before it says it is alive ([`FeedMsg::Idle`]).
+pub(crate) const FEED_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A linearizable read.
 #[derive(Clone, Debug, Serialize, Deserialize)]
