@@ -39,6 +39,8 @@ pub(crate) const ENV_DRIFT_MARGIN: &str = "ENSEMBLE_TEST_DRIFT_MARGIN";
 pub(crate) const ENV_SESSION_TTL_MS: &str = "ENSEMBLE_TEST_SESSION_TTL_MS";
 /// The node's `RegistryConfig::request_timeout` in milliseconds, if not the default.
 pub(crate) const ENV_REQUEST_TIMEOUT_MS: &str = "ENSEMBLE_TEST_REQUEST_TIMEOUT_MS";
+/// The node's `RegistryConfig::voters`, if not the default.
+pub(crate) const ENV_VOTERS: &str = "ENSEMBLE_TEST_VOTERS";
 
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -95,6 +97,9 @@ pub(crate) fn run() {
         }
         if let Some(timeout) = millis(ENV_REQUEST_TIMEOUT_MS) {
             settings.request_timeout = timeout;
+        }
+        if let Ok(voters) = std::env::var(ENV_VOTERS) {
+            settings.voters = voters.parse().expect("a number of voters");
         }
         let registry = Registry::start(&cluster, settings).await.expect("registry");
         say(&format!("READY {}", cluster.local_addr()));

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::child::{ENV_DRIFT_MARGIN, ENV_REQUEST_TIMEOUT_MS, ENV_SESSION_TTL_MS};
+use crate::child::{ENV_DRIFT_MARGIN, ENV_REQUEST_TIMEOUT_MS, ENV_SESSION_TTL_MS, ENV_VOTERS};
 use crate::util::{
     ChildNode, certificates, leader, one_cluster_at_a_time, three_voters, three_voters_with,
 };
@@ -100,6 +100,33 @@ fn session_expiry_releases_names_and_locks_and_downs_the_node() {
         .unwrap();
     assert!(granted > held, "token {granted} after {held}");
     assert_eq!(nodes[2].run("whereis_lin svc"), "none");
+}
+
+/// A node that does not vote keeps its copy of the registry fed by the leader. Here the
+/// leader is killed and comes back under the same name (it is the only voter, so it leads
+/// again): a new incarnation, whose feed the copy must take up although the leader's name never
+/// changed. The chaos test found copies that froze in this case.
+#[test]
+fn a_copy_follows_a_leader_that_came_back_under_the_same_name() {
+    let _turn = one_cluster_at_a_time();
+    let dir = certificates(&["a", "d"]);
+    // A TTL long enough that d does not fence itself while a is away: this test is about d's
+    // copy, not its session.
+    let env = [(ENV_VOTERS, "1"), (ENV_SESSION_TTL_MS, "5000")];
+    let mut a = ChildNode::start_with("a", dir.path(), &[], true, &env);
+    let mut d = ChildNode::start_with("d", dir.path(), &[a.addr.clone()], false, &env);
+    assert_eq!(d.run("leader"), "leader a voters a");
+    assert!(a.run("register before").starts_with("ok "));
+    d.run_until("whereis before", "found a");
+
+    a.kill();
+    // Back with its data dir, whose log makes it the only voter, so it leads again.
+    let mut a = ChildNode::start_with("a", dir.path(), &[d.addr.clone()], false, &env);
+    assert!(a.run("register after").starts_with("ok "));
+    // d's copy hears of the new incarnation's writes...
+    d.run_until("whereis after", "found a");
+    // ...and of the old incarnation's session expiring, which released the name it held.
+    d.run_until("whereis before", "none");
 }
 
 #[test]

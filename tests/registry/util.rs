@@ -58,6 +58,20 @@ impl ChildNode {
         child
     }
 
+    /// [`start`](Self::start), with the environment variables `env` too (such as
+    /// [`ENV_VOTERS`](crate::child::ENV_VOTERS)).
+    pub(crate) fn start_with(
+        name: &str,
+        dir: &Path,
+        seeds: &[String],
+        bootstrap: bool,
+        env: &[(&str, &str)],
+    ) -> ChildNode {
+        let mut child = Self::spawn(name, dir, seeds, bootstrap, env);
+        child.wait_ready();
+        child
+    }
+
     /// Starts `name` without waiting for its registry (which may need nodes not started
     /// yet): only until it listens.
     pub(crate) fn start_detached(name: &str, dir: &Path, seeds: &[String]) -> ChildNode {
