@@ -7,9 +7,13 @@
 //! Run: `cargo bench --bench registry`. The voters are this binary started again with
 //! `ENSEMBLE_BENCH_VOTER` set; their data dirs are in a temporary directory on the same disk
 //! as everything else, with fsync on. `ENSEMBLE_BENCH_VOTERS=1` runs one voter instead of
-//! three, which shows what replication costs. `ENSEMBLE_BENCH_RUNTIME=current_thread` runs every
-//! process on a current-thread tokio runtime. `ENSEMBLE_BENCH_ONLY=<text>` runs only the
-//! workloads whose name contains the text (to profile one). Figures: docs/performance.md.
+//! three, which shows what replication costs. The processes share the machine's cores: each
+//! runs a multi-thread tokio runtime with its share of them as worker threads (one each on two
+//! cores), as docs/operations.md advises for nodes sharing a machine;
+//! `ENSEMBLE_BENCH_WORKERS=<n>` gives each `n` instead (`2` is tokio's default here), and
+//! `ENSEMBLE_BENCH_RUNTIME=current_thread` a current-thread runtime. `ENSEMBLE_BENCH_ONLY=<text>`
+//! runs only the workloads whose name contains the text (to profile one). Figures:
+//! docs/performance.md.
 #![allow(missing_docs)]
 
 #[path = "common/child.rs"]
@@ -108,7 +112,7 @@ fn voter(name: String) {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().expect("seed"))
         .collect();
-    let rt = runtime::runtime();
+    let rt = runtime::sharing_with(voter_count() + 1);
     rt.block_on(async move {
         let _node = start_node(&name, &dir, seeds, true).await;
         println!("READY");
@@ -239,7 +243,7 @@ fn main() {
         .map(|v| v.process.id())
         .chain([std::process::id()])
         .collect();
-    let rt = runtime::runtime();
+    let rt = runtime::sharing_with(voter_count() + 1);
     rt.block_on(async move {
         let seeds = vec![seeds[0].parse().expect("addr")];
         let (node, _cluster, registry) = start_node("client", dir.path(), seeds, false).await;
@@ -249,8 +253,9 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         println!(
-            "{} voter(s) in as many processes, a client node in this one; fsync on\n",
-            voter_count()
+            "{} voter(s) in as many processes, a client node in this one; fsync on; {}\n",
+            voter_count(),
+            runtime::describe_sharing(voter_count() + 1)
         );
         // What the cluster costs doing nothing (heartbeats, keepalives, timers): part of the
         // CPU time per operation below, more so the slower the workload.

@@ -13,6 +13,7 @@
 //! | `labels` | `ENSEMBLE_LABELS` (`zone=a,disk=ssd`) | `--label` (repeated) | none |
 //! | `apps` | `ENSEMBLE_APPS` | `--no-apps` | `true` |
 //! | `log` | `ENSEMBLE_LOG` | `--log` | `info` |
+//! | `threads` | `ENSEMBLE_THREADS` | `--threads` | one per core |
 //! | `admin.listen` | `ENSEMBLE_ADMIN` | `--admin` | `127.0.0.1:7070` (`off` to disable) |
 //! | `admin.token` | `ENSEMBLE_ADMIN_TOKEN` | `--admin-token` | none (required beyond loopback) |
 //! | `registry.*` | | | see [`RegistrySection`] |
@@ -88,6 +89,10 @@ pub(crate) struct NodeArgs {
     /// The log filter, as RUST_LOG takes it (`info`, `ensemble_registry=debug,info`) [key: log].
     #[arg(long, env = "ENSEMBLE_LOG", value_name = "FILTER")]
     pub(crate) log: Option<String>,
+    /// Worker threads of the node's async runtime; nodes sharing a machine do best with a
+    /// share of its cores each (default: one per core) [key: threads].
+    #[arg(long, env = "ENSEMBLE_THREADS", value_name = "N")]
+    pub(crate) threads: Option<String>,
     /// Where the admin HTTP server (API, metrics, dashboard) listens; `off` for none
     /// [key: admin.listen].
     #[arg(long, env = "ENSEMBLE_ADMIN", value_name = "HOST:PORT")]
@@ -120,6 +125,7 @@ struct FileConfig {
     labels: Option<BTreeMap<String, String>>,
     apps: Option<bool>,
     log: Option<String>,
+    threads: Option<usize>,
     #[serde(default)]
     admin: AdminSection,
     #[serde(default)]
@@ -170,6 +176,7 @@ pub(crate) struct NodeSettings {
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) apps: bool,
     pub(crate) log: String,
+    pub(crate) threads: usize,
     pub(crate) admin: Option<AdminConfig>,
     pub(crate) registry: RegistryConfig,
 }
@@ -288,6 +295,27 @@ pub(crate) fn resolve(args: &NodeArgs, matches: &ArgMatches) -> Result<NodeSetti
         return Err(bad("log", &origin.of("log", "--log", "ENSEMBLE_LOG"), e));
     }
 
+    let threads_origin = origin.of("threads", "--threads", "ENSEMBLE_THREADS");
+    let threads = match &args.threads {
+        Some(text) => text.trim().parse::<usize>().map_err(|_| {
+            bad(
+                "threads",
+                &threads_origin,
+                format!("{text:?} is not a whole number of threads"),
+            )
+        })?,
+        None => file.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
+    };
+    if threads == 0 {
+        return Err(bad(
+            "threads",
+            &threads_origin,
+            "0 threads cannot run a node; give 1 or more",
+        ));
+    }
+
     let admin_origin = origin.of("admin", "--admin", "ENSEMBLE_ADMIN");
     let admin = match args.admin.clone().or(file.admin.listen) {
         Some(text) if text == "off" => None,
@@ -327,6 +355,7 @@ pub(crate) fn resolve(args: &NodeArgs, matches: &ArgMatches) -> Result<NodeSetti
         labels,
         apps,
         log,
+        threads,
         admin,
         registry,
     })
@@ -490,6 +519,28 @@ mod tests {
             err.contains("resources.cpu") && err.contains("whole number"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn threads_default_to_one_per_core_and_refuse_zero() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(resolve_args(&["--name", "n1"]).unwrap().threads, cores);
+        let config = file("name = \"n1\"\nthreads = 3\n");
+        let path = config.path().to_str().unwrap();
+        assert_eq!(resolve_args(&["--config", path]).unwrap().threads, 3);
+        let settings = resolve_args(&["--config", path, "--threads", "1"]).unwrap();
+        assert_eq!(settings.threads, 1);
+        let err = resolve_args(&["--name", "n1", "--threads", "0"]).unwrap_err();
+        assert!(
+            err.contains("threads") && err.contains("flag --threads") && err.contains("1 or more"),
+            "{err}"
+        );
+        let err = resolve_args(&["--name", "n1", "--threads", "many"]).unwrap_err();
+        assert!(err.contains("\"many\" is not a whole number"), "{err}");
+        let config = file("name = \"n1\"\nthreads = 0\n");
+        let path = config.path().to_str().unwrap();
+        let err = resolve_args(&["--config", path]).unwrap_err();
+        assert!(err.contains(path) && err.contains("1 or more"), "{err}");
     }
 
     #[test]

@@ -50,11 +50,20 @@ pub(crate) struct DemoArgs {
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 /// The client member this process runs.
 const CLIENT: &str = "demo-client";
+/// The worker threads of each process: the three nodes and this one share the machine, and a
+/// node with more threads than its share of the cores spends its time waking them
+/// (docs/operations.md, "Several nodes on one machine").
+fn threads_per_process() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (cores / (NODES.len() + 1)).max(1)
+}
+
 /// How long each stage may take before the demo gives up.
 const STAGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) fn run(args: DemoArgs) -> CliResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads_per_process())
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
@@ -456,6 +465,7 @@ impl Demo {
             .arg(self.dir.join("certs"))
             .arg("--data-dir")
             .arg(self.dir.join(name))
+            .arg(format!("--threads={}", threads_per_process()))
             .arg("--exit-with-stdin")
             .args(seed.map(|s| format!("--join={s}")))
             .env_remove("ENSEMBLE_CONFIG")

@@ -51,7 +51,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: join (or start) a cluster and serve until Ctrl-C or SIGTERM.
-    Node(config::NodeArgs),
+    Node(Box<config::NodeArgs>),
     /// Run the demo: a local 3-node cluster, the kv app, the master's node killed with kill -9.
     Demo(demo::DemoArgs),
     /// Show a node's view of the cluster: itself, the registry, members.
@@ -116,7 +116,7 @@ pub(crate) fn main() -> ExitCode {
             let sub = matches
                 .subcommand_matches("node")
                 .expect("the node subcommand was parsed");
-            node::run(args, sub)
+            node::run(*args, sub)
         }
         Command::Demo(args) => demo::run(args),
         Command::Status(admin) => client::status(&admin),

@@ -49,6 +49,7 @@ pub(crate) fn run(args: NodeArgs, matches: &ArgMatches) -> CliResult {
     config.admin = settings.admin;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.threads)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
