@@ -31,6 +31,7 @@
 //! N times, until it fails. `ENSEMBLE_SIM_CHAOS_SECS=N` sets the length of the chaos (virtual
 //! seconds, default 30); `ENSEMBLE_SIM_JOURNAL=<file>` writes a line per datagram.
 
+mod abandoned;
 mod probes;
 
 use std::collections::BTreeMap;
@@ -172,7 +173,8 @@ struct SimNode {
 }
 
 /// Starts node `i` (incarnation number `generation`, counting restarts) with its clock at
-/// `clock_rate`, joining through `seeds`.
+/// `clock_rate`, joining through `seeds`; `tune` changes its registry's settings.
+#[allow(clippy::too_many_arguments)]
 async fn start_node(
     i: u8,
     generation: u16,
@@ -181,6 +183,7 @@ async fn start_node(
     net: &SimNet,
     ca: &ClusterCa,
     dir: &std::path::Path,
+    tune: impl FnOnce(&mut RegistryConfig),
 ) -> Result<SimNode, String> {
     let name = format!("s{i}");
     let node = Node::new(NodeConfig::new(&name).incarnation(u64::from(generation) + 1))
@@ -199,6 +202,7 @@ async fn start_node(
     settings.bootstrap = i == 0 && generation == 0;
     settings.inline_storage = true;
     settings.clock_rate = clock_rate;
+    tune(&mut settings);
     let registry = match Registry::start(&cluster, settings).await {
         Ok(registry) => registry,
         Err(e) => {
@@ -442,6 +446,7 @@ async fn restart_expired(sim: &mut Sim, nodes: &mut [SimNode]) -> Result<(), Str
             &sim.net,
             &sim.ca,
             sim.dir.path(),
+            |_| {},
         )
     });
     let started = futures_util::future::join_all(starts).await;
@@ -483,7 +488,7 @@ async fn scenario(seed: u64) -> Result<String, String> {
     for i in 0..NODES {
         let seeds = nodes.first().map(|n| vec![n.addr]).unwrap_or_default();
         let rate = rates[i as usize];
-        nodes.push(start_node(i, 0, rate, seeds, &net, &ca, dir.path()).await?);
+        nodes.push(start_node(i, 0, rate, seeds, &net, &ca, dir.path(), |_| {}).await?);
     }
     let registries: Vec<Registry> = nodes.iter().map(|n| n.registry.clone()).collect();
     if std::env::var_os("ENSEMBLE_SIM_TRACE").is_some() {

@@ -49,6 +49,17 @@ pub struct Lease {
     pub(crate) shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("lock", &self.lock)
+            .field("holder", &self.holder)
+            .field("token", &self.token)
+            .field("lost", &*self.state.lost.borrow())
+            .finish()
+    }
+}
+
 impl Lease {
     /// The lock's name.
     pub fn lock(&self) -> &str {

@@ -73,6 +73,41 @@ pub(crate) struct Shared {
     pub(crate) proposer: proposer::Proposer,
 }
 
+/// How long [`release_until_taken`] waits after its first failure; doubled after each, up to
+/// [`RELEASE_RETRY_MAX`].
+const RELEASE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const RELEASE_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Whether `err` says this node's session is over, which releases all it held: nothing is
+/// left to give back.
+fn session_ended(err: &RegistryError) -> bool {
+    matches!(
+        err,
+        RegistryError::SessionExpired(_) | RegistryError::NoSession(_) | RegistryError::Fenced(_)
+    )
+}
+
+/// Proposes `release` (of an abandoned acquire) until it is committed, this node's session
+/// ends, or the registry handle is dropped.
+async fn release_until_taken(shared: std::sync::Weak<Shared>, release: Command) {
+    let mut wait = RELEASE_RETRY_FIRST;
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RELEASE_RETRY_MAX);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        match shared.propose_one(release.clone(), true).await {
+            Ok(_) => {
+                tracing::info!(?release, "released an abandoned acquire");
+                return;
+            }
+            Err(err) if session_ended(&err) => return,
+            Err(err) => tracing::debug!(?release, %err, "an abandoned acquire is not released yet"),
+        }
+    }
+}
+
 impl Shared {
     fn me(&self) -> &ensemble_runtime::NodeId {
         self.cluster.node().id()
@@ -603,14 +638,22 @@ impl Registry {
     /// Gives up an acquire: stops listening for its grant and releases the holder, which
     /// leaves the line or gives back a grant the caller will not use. Releasing a holder the
     /// registry does not know changes nothing, so this is safe whatever became of the acquire.
+    ///
+    /// The first release is awaited. If it fails too (no quorum for a whole request timeout,
+    /// say), a task keeps trying: the acquire may still be committed later, and its holder
+    /// would then keep the lock for as long as this node's session lives.
     async fn abandon(&self, key: &(String, u64), holder: Holder) {
         self.shared.waiters.lock().remove(key);
         let release = Command::Release {
             lock: key.0.clone(),
             holder,
         };
-        if let Err(err) = self.shared.propose_one(release, true).await {
-            tracing::warn!(lock = %key.0, %err, "could not release an abandoned acquire; it is released when this node's session ends");
+        if let Err(err) = self.shared.propose_one(release.clone(), true).await {
+            if session_ended(&err) {
+                return;
+            }
+            tracing::warn!(lock = %key.0, %err, "could not release an abandoned acquire yet; trying again until the registry takes it");
+            tokio::spawn(release_until_taken(Arc::downgrade(&self.shared), release));
         }
     }
 
