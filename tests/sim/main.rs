@@ -24,7 +24,8 @@
 //! Logs: `ENSEMBLE_SIM_LOG=<filter>` (a `tracing` filter such as `openraft=info`).
 //!
 //! Seeds: `ENSEMBLE_SIM_SEED=N` runs one seed; `ENSEMBLE_SIM_SEEDS=N` runs seeds 0..N (the
-//! default is a small number, for CI); a failure names its seed. A seed fixes the whole run:
+//! default is a small number, for CI, plus the seeds that once found a bug); a failure names
+//! its seed. A seed fixes the whole run:
 //! everything random on the simulation's thread is seeded from it (see `run_seed`), and
 //! `a_seed_repeats_from_its_number_alone` checks that two runs of one seed in fresh processes
 //! send the same datagrams at the same instants. `ENSEMBLE_SIM_REPEAT=N` runs each seed up to
@@ -62,6 +63,9 @@ const CHAOS: Duration = Duration::from_secs(30);
 const NAME_GRACE: Duration = Duration::from_secs(1);
 /// Seeds run by default (each takes a few seconds of real time in a debug build).
 const DEFAULT_SEEDS: u64 = 8;
+/// Seeds past the default ones that once broke an invariant, run by default too so that the
+/// fix stays in (docs/reliability.md says what each found).
+const REGRESSION_SEEDS: [u64; 1] = [12];
 
 /// One grant of the lock, as its holder saw it.
 #[derive(Clone, Debug)]
@@ -841,11 +845,11 @@ fn seeds() -> Vec<u64> {
     if let Ok(seed) = std::env::var("ENSEMBLE_SIM_SEED") {
         return vec![seed.parse().expect("ENSEMBLE_SIM_SEED must be a number")];
     }
-    let count = std::env::var("ENSEMBLE_SIM_SEEDS")
-        .ok()
-        .map(|n| n.parse().expect("ENSEMBLE_SIM_SEEDS must be a number"))
-        .unwrap_or(DEFAULT_SEEDS);
-    (0..count).collect()
+    if let Ok(count) = std::env::var("ENSEMBLE_SIM_SEEDS") {
+        let count: u64 = count.parse().expect("ENSEMBLE_SIM_SEEDS must be a number");
+        return (0..count).collect();
+    }
+    (0..DEFAULT_SEEDS).chain(REGRESSION_SEEDS).collect()
 }
 
 #[test]

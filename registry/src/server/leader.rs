@@ -75,6 +75,15 @@ impl Leadership {
             return Err(ServerError::NoSession(node.clone()));
         }
         let mut duties = self.duties.lock();
+        // An expiry this leader proposed already, not applied yet: acknowledging the keepalive
+        // would let the node count its session valid (and take leases) for another TTL while
+        // the expiry commits and hands its locks to others. Refused, the node stays fenced;
+        // should the expiry fail, the next keepalive after it is taken again.
+        if duties.expiring.contains(node) {
+            return Err(ServerError::Raft(format!(
+                "the session of node {node} is being expired: it was silent past its TTL"
+            )));
+        }
         if duties.since.is_some() {
             duties.last_seen.insert(node.clone(), received);
         }
