@@ -73,8 +73,8 @@ pub(crate) struct Shared {
     pub(crate) proposer: proposer::Proposer,
 }
 
-/// How long [`release_until_taken`] waits after its first failure; doubled after each, up to
-/// [`RELEASE_RETRY_MAX`].
+/// How long [`release_until_taken`] waits after a failure: doubled after each, from
+/// `RELEASE_RETRY_FIRST` up to `RELEASE_RETRY_MAX`.
 const RELEASE_RETRY_FIRST: Duration = Duration::from_millis(100);
 const RELEASE_RETRY_MAX: Duration = Duration::from_secs(2);
 
@@ -83,27 +83,31 @@ const RELEASE_RETRY_MAX: Duration = Duration::from_secs(2);
 fn session_ended(err: &RegistryError) -> bool {
     matches!(
         err,
-        RegistryError::SessionExpired(_) | RegistryError::NoSession(_) | RegistryError::Fenced(_)
+        RegistryError::SessionExpired(_) | RegistryError::NoSession(_)
     )
 }
 
-/// Proposes `release` (of an abandoned acquire) until it is committed, this node's session
-/// ends, or the registry handle is dropped.
-async fn release_until_taken(shared: std::sync::Weak<Shared>, release: Command) {
-    let mut wait = RELEASE_RETRY_FIRST;
+/// Proposes `release` (of an abandoned acquire, or of the leases a fenced node gives up),
+/// after `first` and then again after each failure, until it is committed, this node's
+/// session ends, or the registry handle is dropped.
+async fn release_until_taken(shared: std::sync::Weak<Shared>, release: Command, first: Duration) {
+    let mut wait = first;
     loop {
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(RELEASE_RETRY_MAX);
+        wait = (wait * 2).clamp(RELEASE_RETRY_FIRST, RELEASE_RETRY_MAX);
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        if shared.expired.load(Ordering::Acquire) {
+            return;
+        }
         match shared.propose_one(release.clone(), true).await {
             Ok(_) => {
-                tracing::info!(?release, "released an abandoned acquire");
+                tracing::info!(?release, "released a lock holder an earlier call could not");
                 return;
             }
             Err(err) if session_ended(&err) => return,
-            Err(err) => tracing::debug!(?release, %err, "an abandoned acquire is not released yet"),
+            Err(err) => tracing::debug!(?release, %err, "a lock holder is not released yet"),
         }
     }
 }
@@ -391,25 +395,18 @@ impl Shared {
         }
         for ((lock, id), lease) in leases {
             lease.lose(why);
-            let shared = self.clone();
-            tokio::spawn(async move {
-                let release = Command::Release {
-                    lock,
-                    holder: Holder {
-                        node: shared.me().clone(),
-                        id,
-                    },
-                };
-                while !shared.expired.load(Ordering::Acquire) {
-                    match shared.propose_one(release.clone(), true).await {
-                        Ok(_)
-                        | Err(RegistryError::SessionExpired(_) | RegistryError::NoSession(_)) => {
-                            return;
-                        }
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    }
-                }
-            });
+            let release = Command::Release {
+                lock,
+                holder: Holder {
+                    node: self.me().clone(),
+                    id,
+                },
+            };
+            tokio::spawn(release_until_taken(
+                Arc::downgrade(self),
+                release,
+                Duration::ZERO,
+            ));
         }
     }
 
@@ -653,7 +650,11 @@ impl Registry {
                 return;
             }
             tracing::warn!(lock = %key.0, %err, "could not release an abandoned acquire yet; trying again until the registry takes it");
-            tokio::spawn(release_until_taken(Arc::downgrade(&self.shared), release));
+            tokio::spawn(release_until_taken(
+                Arc::downgrade(&self.shared),
+                release,
+                RELEASE_RETRY_FIRST,
+            ));
         }
     }
 
