@@ -53,9 +53,7 @@ impl ChildNode {
     /// Starts `name` with its data under `dir/<name>-data`, joining `seeds` (or starting a
     /// new registry if `seeds` is empty and `bootstrap`), and waits until it is ready.
     pub(crate) fn start(name: &str, dir: &Path, seeds: &[String], bootstrap: bool) -> ChildNode {
-        let mut child = Self::spawn(name, dir, seeds, bootstrap, &[]);
-        child.wait_ready();
-        child
+        Self::start_with(name, dir, seeds, bootstrap, &[])
     }
 
     /// [`start`](Self::start), with the environment variables `env` too (such as
@@ -267,11 +265,8 @@ pub(crate) fn three_voters(dir: &Path) -> Vec<ChildNode> {
 
 /// [`three_voters`], each child with the environment variables `env` too.
 pub(crate) fn three_voters_with(dir: &Path, env: &[(&str, &str)]) -> Vec<ChildNode> {
-    let start = |name, seeds: &[String], bootstrap| {
-        let mut child = ChildNode::spawn(name, dir, seeds, bootstrap, env);
-        child.wait_ready();
-        child
-    };
+    let start =
+        |name, seeds: &[String], bootstrap| ChildNode::start_with(name, dir, seeds, bootstrap, env);
     let mut a = start("a", &[], true);
     let seeds = vec![a.addr.clone()];
     let b = start("b", &seeds, false);

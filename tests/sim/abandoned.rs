@@ -1,12 +1,16 @@
-//! A lock request the registry commits while its caller, cut off, sees only an error: the
-//! caller's node must give the grant back once it can, rather than hold the lock with nobody
-//! to release it for as long as its session lives.
+//! Lock holders whose release was lost: the caller's node must give the lock back once it
+//! can, rather than leave it with a holder nobody will release for as long as its session
+//! lives.
 //!
-//! Deterministic: the network is perfect (a fixed 100 µs per datagram) until the client is
-//! cut off, 150 µs after it sent its request, so the request reaches the leader and commits
-//! while every answer to the client is lost. Its lock call fails after the request timeout,
-//! and so does its first try to release the holder; the network heals well within the
-//! session TTL, so only the client's later tries can free the lock.
+//! Both tests are deterministic: the network is perfect (a fixed 100 µs per datagram) until a
+//! cut the test makes at a chosen instant, and the session TTL is far longer than the cut.
+//!
+//! - An acquire the registry commits while its caller, cut off 150 µs after sending it, sees
+//!   only an error: the lock call fails after the request timeout, and so does its first try
+//!   to release the holder.
+//! - A release sent to a leader just cut off: the call fails after the request timeout, the
+//!   others elect a new leader that never saw the release, and the old one hears of it, if
+//!   at all, only once it has been deposed.
 
 use std::time::Duration;
 
@@ -25,9 +29,9 @@ fn tune(settings: &mut RegistryConfig) {
     settings.session_ttl = SESSION_TTL;
 }
 
-#[test]
-fn an_acquire_committed_while_its_caller_was_cut_off_is_given_back() {
-    let seed = 7;
+/// Runs `scenario` on a paused single-threaded runtime, with every source of chance seeded.
+fn run<F: Future<Output = Result<(), String>>>(seed: u64, scenario: impl FnOnce(u64) -> F) {
+    crate::log_if_asked();
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all().start_paused(true);
     fastrand::seed(seed);
@@ -38,11 +42,17 @@ fn an_acquire_committed_while_its_caller_was_cut_off_is_given_back() {
     }
 }
 
-async fn scenario(seed: u64) -> Result<(), String> {
+/// Three voters (s0, s1, s2) and a client (s3) on a perfect network, every session open.
+struct Cluster {
+    net: SimNet,
+    nodes: Vec<SimNode>,
+    _dir: tempfile::TempDir,
+}
+
+async fn four_nodes(seed: u64) -> Result<Cluster, String> {
     let net = SimNet::new(seed);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let ca = ClusterCa::generate("sim").map_err(|e| e.to_string())?;
-    // s0, s1 and s2 vote; s3 is the client.
     let mut nodes: Vec<SimNode> = Vec::new();
     for i in 0..4 {
         let seeds = nodes.first().map(|n| vec![n.addr]).unwrap_or_default();
@@ -54,6 +64,29 @@ async fn scenario(seed: u64) -> Result<(), String> {
             .all(|n| n.registry.sessions().len() == 4 && n.registry.leader().is_some())
     })
     .await?;
+    // The voters are added one at a time after the first: wait for all three, so that losing
+    // one leaves a majority.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes[0].registry.voters().await.map_or(0, |v| v.len()) < 3 {
+        if Instant::now() > deadline {
+            return Err("the voters never grew to three".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(Cluster {
+        net,
+        nodes,
+        _dir: dir,
+    })
+}
+
+#[test]
+fn an_acquire_committed_while_its_caller_was_cut_off_is_given_back() {
+    run(7, an_acquire_committed_while_cut_off);
+}
+
+async fn an_acquire_committed_while_cut_off(seed: u64) -> Result<(), String> {
+    let Cluster { net, nodes, _dir } = four_nodes(seed).await?;
     let client = nodes[3].registry.clone();
     let voter = nodes[0].registry.clone();
     let client_node = nodes[3].node.id().clone();
@@ -119,6 +152,85 @@ async fn scenario(seed: u64) -> Result<(), String> {
         .try_lock("x")
         .await
         .map_err(|e| format!("s0 could not take the freed lock: {e}"))?;
+    if client.is_fenced() || client.is_expired() {
+        return Err("the client's session ended: the test did not show what it is for".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn a_release_lost_with_its_leader_is_given_back() {
+    run(8, a_release_lost_with_its_leader);
+}
+
+async fn a_release_lost_with_its_leader(seed: u64) -> Result<(), String> {
+    let Cluster { net, nodes, _dir } = four_nodes(seed).await?;
+    let client = nodes[3].registry.clone();
+    let client_node = nodes[3].node.id().clone();
+    let lease = client
+        .lock("x", Duration::from_secs(5))
+        .await
+        .map_err(|e| format!("the client could not take the lock: {e}"))?;
+    // The lock call went to the leader, so the client names it.
+    let leader_name = client
+        .leader()
+        .ok_or("the client names no leader after its lock call")?;
+    let leader = nodes[..3]
+        .iter()
+        .position(|n| n.node.id().name() == leader_name)
+        .ok_or_else(|| format!("the leader {leader_name} is not a voter"))?;
+    let observer = nodes[(leader + 1) % 3].registry.clone();
+    until(
+        "the grant in a voter's copy",
+        Duration::from_secs(2),
+        || {
+            observer
+                .lock_info("x")
+                .and_then(|lock| lock.holder)
+                .is_some_and(|(holder, _)| holder.node == client_node)
+        },
+    )
+    .await?;
+    // A quiet moment, so that nothing else is in flight.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    net.isolate(nodes[leader].addr);
+    let answer = lease.release().await;
+    let failed = Instant::now();
+    if !matches!(answer, Err(RegistryError::Timeout { .. })) {
+        return Err(format!(
+            "the release sent to the cut-off leader answered {answer:?}, not a timeout"
+        ));
+    }
+    // The other voters elect a leader that never saw the release: a write commits without
+    // the old one. Only then does the old leader hear from the others again.
+    let mut attempts = 0;
+    while let Err(err) = observer.put("elected", b"1".to_vec()).await {
+        attempts += 1;
+        if attempts == 20 {
+            return Err(format!(
+                "the two voters left took no write in 20 attempts: {err}"
+            ));
+        }
+    }
+    net.heal();
+
+    // Well within the client's session: the lock is free again, and another node takes it.
+    until("the lost release made again", SESSION_TTL / 2, || {
+        observer
+            .lock_info("x")
+            .and_then(|lock| lock.holder)
+            .is_none()
+    })
+    .await?;
+    eprintln!(
+        "the lock was free {:?} after the release failed",
+        failed.elapsed()
+    );
+    observer
+        .try_lock("x")
+        .await
+        .map_err(|e| format!("a voter could not take the freed lock: {e}"))?;
     if client.is_fenced() || client.is_expired() {
         return Err("the client's session ended: the test did not show what it is for".into());
     }

@@ -813,9 +813,9 @@ fn trace() -> bool {
     std::env::var_os("ENSEMBLE_SIM_TRACE").is_some()
 }
 
-fn run_seed(seed: u64) -> Result<String, String> {
-    // `ENSEMBLE_SIM_LOG=<filter>` (e.g. `openraft=info,ensemble_registry=debug`) logs the
-    // nodes to standard error.
+/// `ENSEMBLE_SIM_LOG=<filter>` (e.g. `openraft=info,ensemble_registry=debug`) logs the
+/// nodes to standard error.
+fn log_if_asked() {
     if let Ok(filter) = std::env::var("ENSEMBLE_SIM_LOG") {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -824,6 +824,10 @@ fn run_seed(seed: u64) -> Result<String, String> {
             .with_ansi(false)
             .try_init();
     }
+}
+
+fn run_seed(seed: u64) -> Result<String, String> {
+    log_if_asked();
     // Everything random on this thread that can change the course of a run follows the
     // seed: the network's faults (`SimNet`), openraft's election timeouts and snapshot names
     // (`fastrand`'s generator of this thread), and the iteration order of the runtime's and

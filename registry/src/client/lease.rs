@@ -105,6 +105,10 @@ impl Lease {
     }
 
     /// Gives the lock back; the next waiter gets it.
+    ///
+    /// If the registry cannot be reached within the request timeout, the error is returned
+    /// and the lock is still given back: a task of this node keeps proposing the release
+    /// until the registry takes it or this node's session ends (which releases it too).
     pub async fn release(self) -> Result<(), crate::RegistryError> {
         self.shared
             .leases
@@ -115,7 +119,7 @@ impl Lease {
             lock: self.lock.clone(),
             holder: self.holder.clone(),
         };
-        match self.shared.propose_one(command, true).await? {
+        match self.shared.release_or_keep_trying(command).await? {
             Outcome::Done { .. } | Outcome::NotHeld => Ok(()),
             other => Err(self.shared.unexpected("release", other)),
         }

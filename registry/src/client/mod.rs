@@ -410,6 +410,28 @@ impl Shared {
         }
     }
 
+    /// Proposes `release` once and returns what came of it. If that failed while this node's
+    /// session lives, a task keeps proposing it ([`release_until_taken`]): the holder would
+    /// otherwise keep the lock, with nobody to release it, for as long as the session lives.
+    /// A failed release may also have been committed; releasing again changes nothing then.
+    pub(crate) async fn release_or_keep_trying(
+        self: &Arc<Self>,
+        release: Command,
+    ) -> Result<Outcome, RegistryError> {
+        let result = self.propose_one(release.clone(), true).await;
+        if let Err(err) = &result
+            && !session_ended(err)
+        {
+            tracing::warn!(?release, %err, "a lock holder is not released yet; trying again until the registry takes it");
+            tokio::spawn(release_until_taken(
+                Arc::downgrade(self),
+                release,
+                RELEASE_RETRY_FIRST,
+            ));
+        }
+        result
+    }
+
     fn check_usable(&self) -> Result<(), RegistryError> {
         if self.expired.load(Ordering::Acquire) {
             return Err(RegistryError::SessionExpired(self.me().clone()));
@@ -645,17 +667,7 @@ impl Registry {
             lock: key.0.clone(),
             holder,
         };
-        if let Err(err) = self.shared.propose_one(release.clone(), true).await {
-            if session_ended(&err) {
-                return;
-            }
-            tracing::warn!(lock = %key.0, %err, "could not release an abandoned acquire yet; trying again until the registry takes it");
-            tokio::spawn(release_until_taken(
-                Arc::downgrade(&self.shared),
-                release,
-                RELEASE_RETRY_FIRST,
-            ));
-        }
+        let _ = self.shared.release_or_keep_trying(release).await;
     }
 
     /// A lock's holder and waiters, from this node's copy.
