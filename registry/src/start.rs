@@ -86,7 +86,7 @@ impl Registry {
             config.voters,
         ));
         let server = node
-            .spawn(Server::new(raft.clone(), state_machine, leadership))
+            .spawn(Server::new(raft.clone(), state_machine, leadership.clone()))
             .map_err(|e| RegistryError::Start(e.to_string()))?;
         node.register_remote(SERVER_NAME, &server)
             .map_err(|e| RegistryError::Start(e.to_string()))?;
@@ -104,7 +104,7 @@ impl Registry {
         }
 
         let timeout = config.request_timeout * 6;
-        let shared = Registry::new_shared(cluster.clone(), config, servers);
+        let shared = Registry::new_shared(cluster.clone(), config, servers, leadership);
         let mirror = node
             .spawn(Mirror {
                 shared: shared.clone(),

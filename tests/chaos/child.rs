@@ -203,6 +203,7 @@ pub(crate) fn run() {
         tokio::spawn(hold(work.clone(), SINGLETON, None, rng.u64(..)));
         tokio::spawn(name_and_lookups(work.clone(), nodes));
         tokio::spawn(write(work.clone(), rng.u64(..)));
+        tokio::spawn(leadership(work.clone()));
         tokio::spawn(async move {
             // As `ensemble node`: a node the cluster declared down exits, to be started again
             // as a new incarnation.
@@ -329,8 +330,8 @@ async fn hold(work: Arc<Work>, lock: &'static str, hold_ms: Option<(u64, u64)>, 
         work.history
             .record(format!("end {lock} {token} {me} {inc} {last} {reason}"));
         if reason == "released" {
-            // A release that fails leaves the lock to this node's session (see the report in
-            // docs/reliability.md); the holder goes on either way.
+            // A release that fails is made again by this node (see docs/registry.md); the
+            // holder goes on either way.
             let _ = lease.release().await;
         }
     }
@@ -363,6 +364,23 @@ async fn name_and_lookups(work: Arc<Work>, nodes: Vec<String>) {
                 ));
             }
         }
+    }
+}
+
+/// Records when this node starts and stops leading the registry (polled every 10 ms, so a
+/// start is recorded up to 10 ms late, and so is a stop).
+async fn leadership(work: Arc<Work>) {
+    let (me, inc) = (&work.me, work.incarnation);
+    let mut leading = false;
+    loop {
+        let now = work.registry.leads();
+        if now != leading {
+            leading = now;
+            let what = if now { "lead" } else { "unlead" };
+            work.history
+                .record(format!("{what} {} {me} {inc}", micros()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -19,6 +19,10 @@ pub(crate) const VALID: u128 = TTL * 9 / 10;
 /// looking node's copy, on a loaded two-core machine. Generous on purpose: what the check
 /// catches is a name that is never released, or released only much later.
 pub(crate) const NAME_MARGIN: u128 = 10_000_000;
+/// How long past the session TTL a name may still resolve to a dead node's actor once one
+/// leader has led (and had a majority) without a break since the death: the leader's expiry
+/// sweep, the commit, and the feed to the looking node's copy, on a loaded machine.
+pub(crate) const LEADER_MARGIN: u128 = 1_500_000;
 
 /// What the test did, as it did it.
 #[derive(Default, Debug)]
@@ -75,6 +79,47 @@ impl Timeline {
             }
         }
     }
+
+    /// The longest time between `death` and `at` during which one leader led without a break,
+    /// could itself be reached (not dead, paused or cut off) and had a majority: time enough
+    /// to have counted a session silent since `death` down once it exceeds the TTL (a leader
+    /// also waits a TTL after its election before it expires any session).
+    pub(crate) fn stable_leadership(
+        &self,
+        leads: &[Lead],
+        death: u128,
+        at: u128,
+        no_quorum: &[(u128, u128)],
+    ) -> u128 {
+        let mut longest = 0;
+        for lead in leads {
+            let end = lead
+                .end
+                .or_else(|| self.deaths.get(&lead.leader).copied())
+                .unwrap_or(u128::MAX)
+                .min(at);
+            let from = lead.start.max(death);
+            if from >= end {
+                continue;
+            }
+            let mut blocked: Vec<(u128, u128)> = no_quorum.to_vec();
+            blocked.extend(self.voter_gaps.get(&lead.leader.0).into_iter().flatten());
+            blocked.sort_unstable();
+            let mut cursor = from;
+            for (start, stop) in blocked {
+                if stop <= cursor {
+                    continue;
+                }
+                if start >= end {
+                    break;
+                }
+                longest = longest.max(start.saturating_sub(cursor));
+                cursor = cursor.max(stop);
+            }
+            longest = longest.max(end.saturating_sub(cursor));
+        }
+        longest
+    }
 }
 
 /// One hold of a lock, as its holder recorded it.
@@ -101,6 +146,15 @@ pub(crate) struct Lookup {
     pub(crate) holder: Incarnation,
 }
 
+/// A spell of leading the registry, as the leader recorded it.
+#[derive(Clone, Debug)]
+pub(crate) struct Lead {
+    pub(crate) leader: Incarnation,
+    pub(crate) start: u128,
+    /// When it recorded that it no longer led; `None` if it died leading, or led to the end.
+    pub(crate) end: Option<u128>,
+}
+
 /// A hold's lock, token, holder name and holder incarnation.
 type HoldKey = (String, u64, String, u64);
 
@@ -109,6 +163,7 @@ type HoldKey = (String, u64, String, u64);
 pub(crate) struct Records {
     pub(crate) holds: Vec<Hold>,
     pub(crate) lookups: Vec<Lookup>,
+    pub(crate) leads: Vec<Lead>,
     /// Acknowledged puts: key -> (value, revision).
     pub(crate) acks: BTreeMap<String, (String, u64)>,
     /// Lines that did not parse: cut short by a `kill -9` during their write.
@@ -116,7 +171,8 @@ pub(crate) struct Records {
 }
 
 impl Records {
-    /// Parses history files (`acq`, `end`, `look` and `ack` lines, each ending with ` .`). A
+    /// Parses history files (`acq`, `end`, `look`, `lead`, `unlead` and `ack` lines, each
+    /// ending with ` .`). A
     /// line cut short by a `kill -9` in the middle of its write lacks the end mark; it is
     /// counted in `torn` and otherwise ignored.
     pub(crate) fn parse(texts: &[String]) -> Records {
@@ -173,6 +229,19 @@ impl Records {
                 name: word(3)?,
                 holder: (word(4)?, num(5)? as u64),
             }),
+            "lead" if w.len() == 4 => self.leads.push(Lead {
+                leader: (word(2)?, num(3)? as u64),
+                start: num(1)?,
+                end: None,
+            }),
+            "unlead" if w.len() == 4 => {
+                let leader = (word(2)?, num(3)? as u64);
+                let lead = self
+                    .leads
+                    .iter_mut()
+                    .rfind(|l| l.leader == leader && l.end.is_none())?;
+                lead.end = Some(num(1)?);
+            }
             "ack" if w.len() == 4 => {
                 self.acks.insert(word(1)?, (word(2)?, num(3)? as u64));
             }
@@ -271,8 +340,11 @@ pub(crate) fn check_locks(records: &Records, timeline: &Timeline) -> LockReport 
     report
 }
 
-/// Invariant 2: no name resolves to an actor of a dead incarnation past the TTL (and the
-/// margin) after the registry could decide so.
+/// Invariant 2: no name resolves to an actor of a dead incarnation past the TTL (and a
+/// margin) after the registry could decide so: after one leader had led, with a majority,
+/// for that long since the death (`LEADER_MARGIN`), and, whoever led, after the registry
+/// had had a majority for that long (`NAME_MARGIN`, which holds even if the leaders' records
+/// were wrong).
 pub(crate) fn check_names(records: &Records, timeline: &Timeline) -> Vec<String> {
     let no_quorum = timeline.no_quorum();
     let mut worst: BTreeMap<(String, Incarnation), (u128, String)> = BTreeMap::new();
@@ -281,7 +353,8 @@ pub(crate) fn check_names(records: &Records, timeline: &Timeline) -> Vec<String>
             continue;
         };
         let deadline = timeline.name_deadline(death, &no_quorum);
-        if look.at > deadline {
+        let led = timeline.stable_leadership(&records.leads, death, look.at, &no_quorum);
+        if look.at > deadline || led > TTL + LEADER_MARGIN {
             let key = (look.name.clone(), look.holder.clone());
             let late = look.at - death;
             let entry = worst.entry(key).or_insert((0, String::new()));
@@ -413,6 +486,51 @@ mod tests {
             .insert("n2".into(), vec![(900_000, 16_000_000)]);
         assert_eq!(timeline.no_quorum(), vec![(900_000, 15_000_000)]);
         assert!(check_names(&r, &timeline).is_empty());
+    }
+
+    #[test]
+    fn names_must_go_once_one_leader_led_a_ttl_and_the_margin_since_the_death() {
+        let mut timeline = Timeline::default();
+        timeline.deaths.insert(inc("n1", 1), 1_000_000);
+        // n2 led from the start; cut off from 1.5 s to 2 s; the majority lost from 3 s to
+        // 4 s.
+        timeline
+            .voter_gaps
+            .insert("n2".into(), vec![(1_500_000, 2_000_000)]);
+        timeline
+            .voter_gaps
+            .insert("n3".into(), vec![(3_000_000, 4_000_000)]);
+        timeline
+            .voter_gaps
+            .insert("n1".into(), vec![(1_000_000, 5_000_000)]);
+        let lead = "lead 0 n2 1";
+        let no_quorum = timeline.no_quorum();
+        let at = |r: &Records, t| timeline.stable_leadership(&r.leads, 1_000_000, t, &no_quorum);
+        let r = records(&[lead]);
+        // From the death to the cut: 0.5 s; from 2 s to 3 s: 1 s; from 4 s on: the rest.
+        assert_eq!(at(&r, 3_500_000), 1_000_000);
+        assert_eq!(at(&r, 5_000_000), 1_000_000);
+        assert_eq!(at(&r, 7_000_000), 3_000_000);
+        // n2 stopped leading at 5 s, n3 led from 6 s.
+        let r = records(&[lead, "unlead 5000000 n2 1", "lead 6000000 n3 1"]);
+        assert_eq!(at(&r, 7_000_000), 1_000_000);
+        // A name of n1 seen at 6.4 s: n2 led, reachable and with a majority, for 1 s before
+        // that; at 9 s, n3 for 3 s: too long.
+        let look = |t: u128| format!("look {t} n4 svc.n1 n1 1");
+        let early = records(&[
+            lead,
+            "unlead 5000000 n2 1",
+            "lead 6000000 n3 1",
+            &look(6_400_000),
+        ]);
+        assert!(check_names(&early, &timeline).is_empty());
+        let late = records(&[
+            lead,
+            "unlead 5000000 n2 1",
+            "lead 6000000 n3 1",
+            &look(9_000_000),
+        ]);
+        assert_eq!(check_names(&late, &timeline).len(), 1);
     }
 
     #[test]

@@ -15,8 +15,8 @@
 //! new incarnation. Afterwards the invariants of DESIGN.md section 8 are checked on the
 //! recorded histories (`history.rs`): lock and singleton holders never overlap and tokens
 //! are unique; no name resolves to an actor of a dead node past the session TTL (plus a
-//! margin) after the registry could release it; every acknowledged config write reads back
-//! after the full restart.
+//! margin) after one leader could release it (each voter records when it leads); every
+//! acknowledged config write reads back after the full restart.
 //!
 //! Environment: `ENSEMBLE_CHAOS_SEED=N` (default 1) replays a schedule; the bounded run makes
 //! faults for 60 s, `ENSEMBLE_CHAOS_LONG=1` for 10 minutes, `ENSEMBLE_CHAOS_SECS=N` for N

@@ -487,14 +487,22 @@ pub(crate) fn run(settings: &Settings, dir: &Path) -> Outcome {
     let acks = history::check_acks(&records, &stored);
     problems.extend(acks.lost.iter().cloned());
 
-    let dead_lookups: Vec<u128> = records
+    // Lookups of a dead incarnation: how long after its death, and for how long one leader
+    // had led, reachable and with a majority, since then (its time to count the death).
+    let no_quorum = run.timeline.no_quorum();
+    let (dead_lookups, led): (Vec<u128>, Vec<u128>) = records
         .lookups
         .iter()
         .filter_map(|l| {
-            let died = run.timeline.deaths.get(&l.holder)?;
-            (l.at > *died).then(|| l.at - died)
+            let died = *run.timeline.deaths.get(&l.holder)?;
+            (l.at > died).then(|| {
+                let led = run
+                    .timeline
+                    .stable_leadership(&records.leads, died, l.at, &no_quorum);
+                (l.at - died, led)
+            })
         })
-        .collect();
+        .unzip();
     // Holders that saw their lease valid after being resumed from a pause past its validity:
     // benign when no one else held the lock by then (a renewal got through before the
     // fencing timer ran), an overlap otherwise (reported, not failed: see docs/reliability.md).
@@ -520,7 +528,9 @@ pub(crate) fn run(settings: &Settings, dir: &Path) -> Outcome {
     let summary = format!(
         "seed {}: {:.0} s of faults {:?}, {} no-majority spells, {} incarnations died, {} \
          starts failed; \
-         grants {:?}; {} lookups ({} of a dead incarnation, the latest {:.1} s after its death); \
+         grants {:?}; {} lookups ({} of a dead incarnation, the latest {:.1} s after its death; \
+         the longest one leader had led since such a death, reachable and with a majority: \
+         {:.2} s); \
          {} acknowledged writes, all read back after the full restart: {} ({} applied twice: \
          {}); {} torn history lines; holders that saw a lease valid after a pause past its validity: {} ({} while \
          another node held the lock){}",
@@ -534,6 +544,7 @@ pub(crate) fn run(settings: &Settings, dir: &Path) -> Outcome {
         records.lookups.len(),
         dead_lookups.len(),
         dead_lookups.iter().max().copied().unwrap_or(0) as f64 / 1e6,
+        led.iter().max().copied().unwrap_or(0) as f64 / 1e6,
         records.acks.len(),
         acks.lost.is_empty(),
         acks.reapplied.len(),

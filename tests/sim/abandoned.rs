@@ -11,10 +11,13 @@
 //! - A release sent to a leader just cut off: the call fails after the request timeout, the
 //!   others elect a new leader that never saw the release, and the old one hears of it, if
 //!   at all, only once it has been deposed.
+//! - A grant that reaches a node while it is fenced (cut off past its session's validity,
+//!   not yet past the TTL): the lease is lost at once, and the node must give the lock back.
 
 use std::time::Duration;
 
-use ensemble::registry::{RegistryConfig, RegistryError};
+use ensemble::NodeId;
+use ensemble::registry::{Registry, RegistryConfig, RegistryError};
 use ensemble::transport::certs::ClusterCa;
 use ensemble::transport::simnet::SimNet;
 use tokio::time::Instant;
@@ -49,7 +52,7 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
-async fn four_nodes(seed: u64) -> Result<Cluster, String> {
+async fn four_nodes(seed: u64, tune: fn(&mut RegistryConfig)) -> Result<Cluster, String> {
     let net = SimNet::new(seed);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let ca = ClusterCa::generate("sim").map_err(|e| e.to_string())?;
@@ -80,13 +83,19 @@ async fn four_nodes(seed: u64) -> Result<Cluster, String> {
     })
 }
 
+/// The node whose holder has `lock`, in `registry`'s copy.
+fn holder_of(registry: &Registry, lock: &str) -> Option<NodeId> {
+    let (holder, _) = registry.lock_info(lock)?.holder?;
+    Some(holder.node)
+}
+
 #[test]
 fn an_acquire_committed_while_its_caller_was_cut_off_is_given_back() {
     run(7, an_acquire_committed_while_cut_off);
 }
 
 async fn an_acquire_committed_while_cut_off(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed).await?;
+    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
     let client = nodes[3].registry.clone();
     let voter = nodes[0].registry.clone();
     let client_node = nodes[3].node.id().clone();
@@ -110,12 +119,7 @@ async fn an_acquire_committed_while_cut_off(seed: u64) -> Result<(), String> {
     until(
         "the lock granted to the cut-off client",
         Duration::from_secs(2),
-        || {
-            voter
-                .lock_info("x")
-                .and_then(|lock| lock.holder)
-                .is_some_and(|(holder, _)| holder.node == client_node)
-        },
+        || holder_of(&voter, "x").as_ref() == Some(&client_node),
     )
     .await?;
     // The client saw only its timeout (after its first release failed too).
@@ -125,7 +129,7 @@ async fn an_acquire_committed_while_cut_off(seed: u64) -> Result<(), String> {
             "the cut-off lock call answered {answer:?}, not a timeout"
         ));
     }
-    if voter.lock_info("x").and_then(|lock| lock.holder).is_none() {
+    if holder_of(&voter, "x").is_none() {
         return Err("the lock was freed while the client was cut off".into());
     }
     net.heal();
@@ -140,7 +144,7 @@ async fn an_acquire_committed_while_cut_off(seed: u64) -> Result<(), String> {
 
     // Well within the client's session: the lock is free again, and another node takes it.
     until("the abandoned grant given back", SESSION_TTL / 2, || {
-        voter.lock_info("x").and_then(|lock| lock.holder).is_none()
+        holder_of(&voter, "x").is_none()
     })
     .await?;
     eprintln!(
@@ -164,7 +168,7 @@ fn a_release_lost_with_its_leader_is_given_back() {
 }
 
 async fn a_release_lost_with_its_leader(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed).await?;
+    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
     let client = nodes[3].registry.clone();
     let client_node = nodes[3].node.id().clone();
     let lease = client
@@ -183,12 +187,7 @@ async fn a_release_lost_with_its_leader(seed: u64) -> Result<(), String> {
     until(
         "the grant in a voter's copy",
         Duration::from_secs(2),
-        || {
-            observer
-                .lock_info("x")
-                .and_then(|lock| lock.holder)
-                .is_some_and(|(holder, _)| holder.node == client_node)
-        },
+        || holder_of(&observer, "x").as_ref() == Some(&client_node),
     )
     .await?;
     // A quiet moment, so that nothing else is in flight.
@@ -217,10 +216,7 @@ async fn a_release_lost_with_its_leader(seed: u64) -> Result<(), String> {
 
     // Well within the client's session: the lock is free again, and another node takes it.
     until("the lost release made again", SESSION_TTL / 2, || {
-        observer
-            .lock_info("x")
-            .and_then(|lock| lock.holder)
-            .is_none()
+        holder_of(&observer, "x").is_none()
     })
     .await?;
     eprintln!(
@@ -234,5 +230,87 @@ async fn a_release_lost_with_its_leader(seed: u64) -> Result<(), String> {
     if client.is_fenced() || client.is_expired() {
         return Err("the client's session ended: the test did not show what it is for".into());
     }
+    Ok(())
+}
+
+/// A wide drift margin: the client fences itself 0.6 TTL after its last renewal, well
+/// before the leader could expire its session.
+fn tune_wide_margin(settings: &mut RegistryConfig) {
+    tune(settings);
+    settings.drift_margin = 0.4;
+}
+
+#[test]
+fn a_grant_that_reaches_a_fenced_node_is_given_back() {
+    run(9, a_grant_reaching_a_fenced_node);
+}
+
+async fn a_grant_reaching_a_fenced_node(seed: u64) -> Result<(), String> {
+    let Cluster { net, nodes, _dir } = four_nodes(seed, tune_wide_margin).await?;
+    let voter = nodes[0].registry.clone();
+    let client = nodes[3].registry.clone();
+    let client_node = nodes[3].node.id().clone();
+    let first = voter
+        .lock("x", Duration::from_secs(5))
+        .await
+        .map_err(|e| format!("s0 could not take the lock: {e}"))?;
+    // The client waits in line.
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move { client.lock("x", Duration::from_secs(20)).await })
+    };
+    until("the client in line", Duration::from_secs(2), || {
+        voter
+            .lock_info("x")
+            .is_some_and(|lock| lock.waiters.iter().any(|w| w.node == client_node))
+    })
+    .await?;
+
+    // Cut off until it fences itself; then the lock is handed to it, and the network heals
+    // before the leader could expire its session.
+    net.isolate(nodes[3].addr);
+    let cut = Instant::now();
+    until("the client fenced", SESSION_TTL, || client.is_fenced()).await?;
+    first
+        .release()
+        .await
+        .map_err(|e| format!("s0 could not release the lock: {e}"))?;
+    net.heal();
+    if cut.elapsed() >= SESSION_TTL * 3 / 4 {
+        return Err(format!(
+            "the client was cut off for {:?}: its session could end, which would free the lock \
+             whatever its node does",
+            cut.elapsed()
+        ));
+    }
+    let lease = call
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("the client's lock call failed: {e}"))?;
+    if !lease.is_lost() {
+        return Err(format!(
+            "the grant reached the client after it renewed its session ({lease:?}): the test \
+             did not show what it is for"
+        ));
+    }
+    let granted = Instant::now();
+
+    // The client's session lives on, and the lock is free again.
+    until("the grant given back", SESSION_TTL / 2, || {
+        holder_of(&voter, "x").as_ref() != Some(&client_node)
+    })
+    .await?;
+    eprintln!(
+        "the grant that reached the fenced client was given back {:?} after it arrived",
+        granted.elapsed()
+    );
+    until("the client unfenced", SESSION_TTL, || !client.is_fenced()).await?;
+    if client.is_expired() {
+        return Err("the client's session ended: the test did not show what it is for".into());
+    }
+    voter
+        .try_lock("x")
+        .await
+        .map_err(|e| format!("s0 could not take the freed lock: {e}"))?;
     Ok(())
 }

@@ -36,6 +36,7 @@ use mirror::View;
 use crate::config::RegistryConfig;
 use crate::error::RegistryError;
 use crate::raft::network::Servers;
+use crate::server::Leadership;
 use crate::server::protocol::{Answer, Query, ServerError, ServerMsg};
 use crate::state::{Command, Effect, Holder, KeyValue, Outcome};
 
@@ -71,6 +72,8 @@ pub(crate) struct Shared {
     next_holder: AtomicU64,
     /// Proposals queued for the next request to the leader.
     pub(crate) proposer: proposer::Proposer,
+    /// This node's part as the registry's leader, when it leads.
+    leadership: Leadership,
 }
 
 /// How long [`release_until_taken`] waits after a failure: doubled after each, from
@@ -457,11 +460,13 @@ impl Registry {
         cluster: Cluster,
         config: RegistryConfig,
         servers: Servers,
+        leadership: Leadership,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             cluster,
             config,
             servers,
+            leadership,
             view: RwLock::default(),
             epoch: AtomicU64::new(0),
             leader: Mutex::new(None),
@@ -640,10 +645,21 @@ impl Registry {
         };
         self.shared.waiters.lock().remove(&key);
         let state = LeaseState::new();
-        self.shared.leases.lock().insert(key, state.clone());
-        // Fenced while waiting: the lease is lost already.
+        self.shared.leases.lock().insert(key.clone(), state.clone());
+        // Fenced while waiting: the lease is lost already, and nobody will release it unless
+        // this call does. `fence` gives back the leases it finds, and it may have run before
+        // this one was inserted; releasing a holder twice changes nothing.
         if self.shared.fenced.load(Ordering::Acquire) {
+            self.shared.leases.lock().remove(&key);
             state.lose("this node fenced itself");
+            tokio::spawn(release_until_taken(
+                Arc::downgrade(&self.shared),
+                Command::Release {
+                    lock: key.0,
+                    holder: holder.clone(),
+                },
+                Duration::ZERO,
+            ));
         }
         Ok(Lease {
             lock: lock.to_owned(),
@@ -890,6 +906,12 @@ impl Registry {
     /// The leader this node last heard of.
     pub fn leader(&self) -> Option<String> {
         self.shared.leader.lock().clone()
+    }
+
+    /// Whether this node leads the registry now, as its own Raft sees it. A leader cut off
+    /// from the other voters may still count itself leader for a while, unable to commit.
+    pub fn leads(&self) -> bool {
+        self.shared.leadership.leads()
     }
 
     /// Ends this node's session on purpose: its names, group entries and locks are released at

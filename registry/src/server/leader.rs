@@ -56,6 +56,12 @@ impl Leadership {
         }
     }
 
+    /// Whether this node leads the registry (its duty loop has seen it become leader of the
+    /// current term and not lose it since).
+    pub(crate) fn leads(&self) -> bool {
+        self.duties.lock().since.is_some()
+    }
+
     /// Records a keepalive from `node`, once leadership is confirmed after it arrived.
     pub(crate) async fn keepalive(
         &self,
