@@ -382,6 +382,8 @@ struct Sim {
     origin: Instant,
     /// Whether restarted nodes get lock clients (not once the chaos is over).
     clients: bool,
+    /// Nodes being started again, each in a task of its own, beside the chaos.
+    starting: Vec<(usize, tokio::task::JoinHandle<Result<SimNode, String>>)>,
 }
 
 impl Sim {
@@ -395,17 +397,27 @@ impl Sim {
 }
 
 /// Restarts, as a new incarnation on its data dir, every node whose session expired: such a
-/// node is down for good, and its process supervisor would start it again. They start side
-/// by side, as their supervisors would start them. A node whose registry cannot open its
-/// session in time (with two voters down, it waits for the other restarts) exits, as
-/// `ensemble node` does: it stays down until the next call, which tries again.
+/// node is down for good, and its process supervisor would start it again. Each start runs
+/// in a task of its own, beside the chaos and the other starts, as each node's supervisor
+/// would start it: a node whose registry cannot open its session yet (with two voters down,
+/// it waits for their restarts) holds up nothing else. This call takes in the starts that
+/// have ended; one that failed (the registry refused the session, or did not answer in
+/// time, and `ensemble node` would exit) leaves the node stopped, to be started again at the
+/// next call.
 async fn restart_expired(sim: &mut Sim, nodes: &mut [SimNode]) -> Result<(), String> {
-    let expired: Vec<usize> = (0..nodes.len())
-        .filter(|&i| nodes[i].registry.is_expired())
-        .collect();
-    if expired.is_empty() {
-        return Ok(());
+    let mut k = 0;
+    while k < sim.starting.len() {
+        if sim.starting[k].1.is_finished() {
+            let (i, start) = sim.starting.remove(k);
+            let outcome = start.await.map_err(|e| e.to_string())?;
+            take_in(sim, nodes, i, outcome);
+        } else {
+            k += 1;
+        }
     }
+    let expired: Vec<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].registry.is_expired() && !sim.starting.iter().any(|s| s.0 == i))
+        .collect();
     for &i in &expired {
         let old = &mut nodes[i];
         if old.stopped {
@@ -424,53 +436,55 @@ async fn restart_expired(sim: &mut Sim, nodes: &mut [SimNode]) -> Result<(), Str
         old.cluster.leave().await;
         old.stopped = true;
     }
-    // Where every node will listen: the restarted ones on a new port.
+    // The restarted ones listen on a new port.
     for &i in &expired {
         sim.generations[i] += 1;
     }
-    let addrs: Vec<SocketAddr> = (0..nodes.len())
-        .map(|i| {
-            if expired.contains(&i) {
-                incarnation_addr(i as u8, sim.generations[i])
-            } else {
-                nodes[i].addr
-            }
-        })
-        .collect();
-    let starts = expired.iter().map(|&i| {
-        let seeds: Vec<SocketAddr> = (0..addrs.len())
+    for &i in &expired {
+        let seeds: Vec<SocketAddr> = (0..nodes.len())
             .filter(|&j| j != i)
-            .map(|j| addrs[j])
+            .map(|j| incarnation_addr(j as u8, sim.generations[j]))
             .collect();
-        start_node(
-            i as u8,
-            sim.generations[i],
-            sim.rates[i],
-            seeds,
-            &sim.net,
-            &sim.ca,
-            sim.dir.path(),
-            |_| {},
-        )
-    });
-    let started = futures_util::future::join_all(starts).await;
-    for (&i, outcome) in expired.iter().zip(started) {
-        match outcome {
-            Ok(mut fresh) => {
-                sim.log(format!(
-                    "s{i} expired; restarted as incarnation {}",
-                    sim.generations[i] + 1
-                ));
-                if sim.clients {
-                    fresh.client = Some(start_clients(i, sim.generations[i], &fresh, sim));
-                }
-                sim.writes.lock()[i] = fresh.registry.clone();
-                nodes[i] = fresh;
-            }
-            Err(e) => sim.log(format!("s{i} expired; could not start again: {e}")),
-        }
+        let (generation, rate) = (sim.generations[i], sim.rates[i]);
+        let (net, ca, dir) = (
+            sim.net.clone(),
+            sim.ca.clone(),
+            sim.dir.path().to_path_buf(),
+        );
+        let start = tokio::spawn(async move {
+            start_node(i as u8, generation, rate, seeds, &net, &ca, &dir, |_| {}).await
+        });
+        sim.starting.push((i, start));
     }
     Ok(())
+}
+
+/// [`restart_expired`], then waits until every start has ended.
+async fn restart_expired_and_wait(sim: &mut Sim, nodes: &mut [SimNode]) -> Result<(), String> {
+    restart_expired(sim, nodes).await?;
+    for (i, start) in std::mem::take(&mut sim.starting) {
+        let outcome = start.await.map_err(|e| e.to_string())?;
+        take_in(sim, nodes, i, outcome);
+    }
+    Ok(())
+}
+
+/// Puts a restarted node in its place, with its clients while the chaos lasts.
+fn take_in(sim: &mut Sim, nodes: &mut [SimNode], i: usize, outcome: Result<SimNode, String>) {
+    match outcome {
+        Ok(mut fresh) => {
+            sim.log(format!(
+                "s{i} expired; restarted as incarnation {}",
+                sim.generations[i] + 1
+            ));
+            if sim.clients {
+                fresh.client = Some(start_clients(i, sim.generations[i], &fresh, sim));
+            }
+            sim.writes.lock()[i] = fresh.registry.clone();
+            nodes[i] = fresh;
+        }
+        Err(e) => sim.log(format!("s{i} expired; could not start again: {e}")),
+    }
 }
 
 async fn scenario(seed: u64) -> Result<String, String> {
@@ -535,6 +549,7 @@ async fn scenario(seed: u64) -> Result<String, String> {
         schedule: Vec::new(),
         origin,
         clients: true,
+        starting: Vec::new(),
     };
     let mut tasks = Vec::new();
     for (i, node) in nodes.iter_mut().enumerate() {
@@ -582,7 +597,7 @@ async fn scenario(seed: u64) -> Result<String, String> {
             "isolate s{victim} for {cut_for:?} (real {:?}, {grants} grants so far)",
             real_start.elapsed()
         ));
-        net.isolate(nodes[victim].addr);
+        net.isolate(incarnation_addr(victim as u8, sim.generations[victim]));
         tokio::time::sleep(cut_for).await;
         net.heal();
         // Time for a healed node to hear that its session expired.
@@ -590,8 +605,9 @@ async fn scenario(seed: u64) -> Result<String, String> {
         // A node whose session expired is down for good: like a supervised OS process, it is
         // started again as a new incarnation, with its data dir.
         restart_expired(&mut sim, &mut nodes).await?;
-        // Invariant 2: names never point at a node whose session expired.
-        for r in nodes.iter().map(|n| &n.registry) {
+        // Invariant 2: names never point at a node whose session expired (in the copies of
+        // the nodes that run).
+        for r in nodes.iter().filter(|n| !n.stopped).map(|n| &n.registry) {
             let sessions: Vec<_> = r.sessions().into_iter().map(|s| s.node).collect();
             for (name, wire) in r.names_with_prefix("") {
                 if !sessions.contains(wire.id.node()) {
@@ -678,7 +694,7 @@ async fn scenario(seed: u64) -> Result<String, String> {
     // may not have heard yet), and for a target that lives only with `NodeDown` (set while
     // its node was not connected). A node that learned late that its session expired is
     // restarted first.
-    restart_expired(&mut sim, &mut nodes).await?;
+    restart_expired_and_wait(&mut sim, &mut nodes).await?;
     let live: Vec<(usize, u16)> = (0..nodes.len()).map(|i| (i, sim.generations[i])).collect();
     let (unfired, wrongly) = {
         let settled = Instant::now();
