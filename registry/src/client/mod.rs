@@ -398,19 +398,25 @@ impl Shared {
         }
         for ((lock, id), lease) in leases {
             lease.lose(why);
-            let release = Command::Release {
-                lock,
-                holder: Holder {
-                    node: self.me().clone(),
-                    id,
-                },
-            };
-            tokio::spawn(release_until_taken(
-                Arc::downgrade(self),
-                release,
-                Duration::ZERO,
-            ));
+            self.give_back(lock, id);
         }
+    }
+
+    /// Releases this node's holder `id` of `lock` from a task: at once, then again after each
+    /// failure ([`release_until_taken`]), for a lease lost to fencing.
+    fn give_back(self: &Arc<Self>, lock: String, id: u64) {
+        let release = Command::Release {
+            lock,
+            holder: Holder {
+                node: self.me().clone(),
+                id,
+            },
+        };
+        tokio::spawn(release_until_taken(
+            Arc::downgrade(self),
+            release,
+            Duration::ZERO,
+        ));
     }
 
     /// Proposes `release` once and returns what came of it. If that failed while this node's
@@ -652,14 +658,7 @@ impl Registry {
         if self.shared.fenced.load(Ordering::Acquire) {
             self.shared.leases.lock().remove(&key);
             state.lose("this node fenced itself");
-            tokio::spawn(release_until_taken(
-                Arc::downgrade(&self.shared),
-                Command::Release {
-                    lock: key.0,
-                    holder: holder.clone(),
-                },
-                Duration::ZERO,
-            ));
+            self.shared.give_back(key.0, holder.id);
         }
         Ok(Lease {
             lock: lock.to_owned(),
