@@ -15,8 +15,11 @@
 //! does not compare the server's certificate with the name it dialed: any certificate from the
 //! cluster CA is accepted, and the name passed to `Endpoint::connect` only needs to be a valid
 //! DNS name (it is sent as SNI and otherwise ignored). Which node is on the other end is
-//! decided afterwards by the protocol layer, from [`peer_node_name`], which reads the node name
+//! decided afterwards by the protocol layer, from `peer_node_name`, which reads the node name
 //! in the peer's certificate on either side of a connection.
+//!
+//! Both are public so that tools measuring the transport (`benches/write_floor.rs`) speak QUIC
+//! with exactly the node's settings.
 //!
 //! # Crypto provider
 //!
@@ -49,7 +52,7 @@ const MAX_IDLE_TIMEOUT_MS: u32 = 10_000;
 
 /// A QUIC server configuration for `cert`'s node: presents its certificate and requires a
 /// client certificate that verifies against the cluster CA.
-pub(crate) fn server_config(cert: &NodeCert) -> Result<quinn::ServerConfig, CertError> {
+pub fn server_config(cert: &NodeCert) -> Result<quinn::ServerConfig, CertError> {
     server_config_with_roots(cert, roots(cert)?)
 }
 
@@ -81,7 +84,7 @@ fn server_config_with_roots(
 /// A QUIC client configuration for `cert`'s node: presents its certificate and accepts any
 /// server whose certificate verifies against the cluster CA, whatever name it was dialed by
 /// (see the module docs).
-pub(crate) fn client_config(cert: &NodeCert) -> Result<quinn::ClientConfig, CertError> {
+pub fn client_config(cert: &NodeCert) -> Result<quinn::ClientConfig, CertError> {
     client_config_with_roots(cert, roots(cert)?)
 }
 
