@@ -10,6 +10,7 @@ use openraft::{Config, Raft};
 use crate::client::{Registry, mirror::Mirror, proposer, session};
 use crate::config::RegistryConfig;
 use crate::error::RegistryError;
+use crate::raft::lease::LeaderLease;
 use crate::raft::log_store::{self, LogStore};
 use crate::raft::network::{Network, Servers};
 use crate::raft::{StateMachine, TypeConfig, Voter, raft_id};
@@ -66,11 +67,16 @@ impl Registry {
         .map_err(|e| RegistryError::Start(format!("bad Raft settings: {e}")))?;
         let servers = Servers::new(cluster.clone());
         let id = raft_id(&name);
+        // The followers' vote refusal (openraft: `election_timeout_max`) less the drift margin.
+        let lease_length =
+            config.on_local_clock(config.election_timeout.1.mul_f64(1.0 - config.drift_margin));
+        let lease = LeaderLease::new(id, lease_length);
         let raft = Raft::<TypeConfig>::new(
             id,
             Arc::new(raft_config),
             Network {
                 servers: servers.clone(),
+                lease: lease.clone(),
             },
             store,
             state_machine.clone(),
@@ -78,7 +84,7 @@ impl Registry {
         .await
         .map_err(|e| RegistryError::Start(format!("Raft did not start: {e}")))?;
 
-        let leadership = Leadership::new(config.clock_rate);
+        let leadership = Leadership::new(config.clock_rate, lease);
         tokio::spawn(leadership.clone().run(
             raft.clone(),
             state_machine.clone(),

@@ -16,13 +16,11 @@
 
 use std::time::Duration;
 
-use ensemble::NodeId;
-use ensemble::registry::{Registry, RegistryConfig, RegistryError};
-use ensemble::transport::certs::ClusterCa;
-use ensemble::transport::simnet::SimNet;
+use ensemble::registry::{RegistryConfig, RegistryError};
 use tokio::time::Instant;
 
-use crate::{SimNode, start_node, until};
+use crate::setup::{Cluster, four_nodes, holder_of, run};
+use crate::until;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(300);
 const SESSION_TTL: Duration = Duration::from_secs(3);
@@ -30,63 +28,6 @@ const SESSION_TTL: Duration = Duration::from_secs(3);
 fn tune(settings: &mut RegistryConfig) {
     settings.request_timeout = REQUEST_TIMEOUT;
     settings.session_ttl = SESSION_TTL;
-}
-
-/// Runs `scenario` on a paused single-threaded runtime, with every source of chance seeded.
-fn run<F: Future<Output = Result<(), String>>>(seed: u64, scenario: impl FnOnce(u64) -> F) {
-    crate::log_if_asked();
-    let mut builder = tokio::runtime::Builder::new_current_thread();
-    builder.enable_all().start_paused(true);
-    fastrand::seed(seed);
-    ensemble::hashing::seed(seed);
-    let runtime = builder.build().expect("runtime");
-    if let Err(report) = runtime.block_on(scenario(seed)) {
-        panic!("{report}");
-    }
-}
-
-/// Three voters (s0, s1, s2) and a client (s3) on a perfect network, every session open.
-struct Cluster {
-    net: SimNet,
-    nodes: Vec<SimNode>,
-    _dir: tempfile::TempDir,
-}
-
-async fn four_nodes(seed: u64, tune: fn(&mut RegistryConfig)) -> Result<Cluster, String> {
-    let net = SimNet::new(seed);
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let ca = ClusterCa::generate("sim").map_err(|e| e.to_string())?;
-    let mut nodes: Vec<SimNode> = Vec::new();
-    for i in 0..4 {
-        let seeds = nodes.first().map(|n| vec![n.addr]).unwrap_or_default();
-        nodes.push(start_node(i, 0, 1.0, seeds, &net, &ca, dir.path(), tune).await?);
-    }
-    until("every node's session", Duration::from_secs(30), || {
-        nodes
-            .iter()
-            .all(|n| n.registry.sessions().len() == 4 && n.registry.leader().is_some())
-    })
-    .await?;
-    // The voters are added one at a time after the first: wait for all three, so that losing
-    // one leaves a majority.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while nodes[0].registry.voters().await.map_or(0, |v| v.len()) < 3 {
-        if Instant::now() > deadline {
-            return Err("the voters never grew to three".into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(Cluster {
-        net,
-        nodes,
-        _dir: dir,
-    })
-}
-
-/// The node whose holder has `lock`, in `registry`'s copy.
-fn holder_of(registry: &Registry, lock: &str) -> Option<NodeId> {
-    let (holder, _) = registry.lock_info(lock)?.holder?;
-    Some(holder.node)
 }
 
 #[test]

@@ -33,7 +33,9 @@
 //! seconds, default 30); `ENSEMBLE_SIM_JOURNAL=<file>` writes a line per datagram.
 
 mod abandoned;
+mod lease;
 mod probes;
+mod setup;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,6 +1,7 @@
-//! Raft: the replicated log under the registry (openraft), its storage (fjall) and its RPCs
-//! (asks over the runtime's transport).
+//! Raft: the replicated log under the registry (openraft), its storage (fjall), its RPCs
+//! (asks over the runtime's transport) and the leader's lease for reads (`lease`).
 
+pub(crate) mod lease;
 pub mod log_store;
 pub(crate) mod network;
 pub mod runtime;

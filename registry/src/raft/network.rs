@@ -16,6 +16,7 @@ use openraft::raft::{
 };
 use parking_lot::Mutex;
 
+use super::lease::LeaderLease;
 use super::types::{TypeConfig, Voter};
 use crate::server::protocol::{SERVER_NAME, ServerMsg};
 
@@ -90,6 +91,8 @@ impl Servers {
 /// Opens Raft's connections.
 pub(crate) struct Network {
     pub(crate) servers: Servers,
+    /// Where connections record the followers' acknowledgements.
+    pub(crate) lease: LeaderLease,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -100,6 +103,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             name: node.name.clone(),
             servers: self.servers.clone(),
+            lease: self.lease.clone(),
         }
     }
 }
@@ -109,6 +113,7 @@ pub(crate) struct Connection {
     target: u64,
     name: String,
     servers: Servers,
+    lease: LeaderLease,
 }
 
 impl Connection {
@@ -149,11 +154,20 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Voter, RaftError<u64>>> {
-        self.call(
-            |reply| ServerMsg::AppendEntries(rpc, reply),
-            option.hard_ttl(),
-        )
-        .await
+        // Taken before sending: the follower accepted the vote no earlier than this.
+        let (vote, sent) = (rpc.vote, tokio::time::Instant::now());
+        let answer = self
+            .call(
+                |reply| ServerMsg::AppendEntries(rpc, reply),
+                option.hard_ttl(),
+            )
+            .await;
+        if let Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)) =
+            &answer
+        {
+            self.lease.acknowledged(self.target, vote, sent);
+        }
+        answer
     }
 
     async fn install_snapshot(

@@ -7,9 +7,10 @@
 //! leader has none, so it counts every session as renewed when it took over and expires
 //! nothing before it has led for that session's TTL. A node counts its session valid until
 //! (when it sent its last acknowledged keepalive) + TTL x (1 - drift margin), and a keepalive
-//! is acknowledged only after the leader confirmed it still leads (a heartbeat round to a
-//! quorum, after the keepalive arrived); so any later leader was elected after that, and
-//! expires the session no earlier than a TTL after it: later than the node fenced itself.
+//! is acknowledged only after the leader confirmed it still leads after the keepalive arrived
+//! (by a heartbeat round to a quorum, or by its lease, which gives the same guarantee: see
+//! `raft::lease`); so any later leader was elected after that, and expires the session no
+//! earlier than a TTL after it: later than the node fenced itself.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 use super::protocol::ServerError;
 use super::server_error;
 use crate::raft::StateMachine;
+use crate::raft::lease::LeaderLease;
 use crate::raft::types::{Batch, TypeConfig, Voter, raft_id};
 use crate::state::Command;
 
@@ -33,6 +35,8 @@ pub const VOTER_LABEL: &str = "registry.voter";
 #[derive(Clone)]
 pub(crate) struct Leadership {
     duties: Arc<Mutex<Duties>>,
+    /// Confirms leadership for reads and keepalives without a heartbeat round while it holds.
+    lease: LeaderLease,
     /// How fast this node's clock runs (`RegistryConfig::clock_rate`): it measures a
     /// session's silence by its own clock.
     clock_rate: f64,
@@ -49,11 +53,33 @@ struct Duties {
 }
 
 impl Leadership {
-    pub(crate) fn new(clock_rate: f64) -> Self {
+    pub(crate) fn new(clock_rate: f64, lease: LeaderLease) -> Self {
         Leadership {
             duties: Arc::default(),
+            lease,
             clock_rate,
         }
+    }
+
+    /// Confirms that this node still leads, for a read or a keepalive that arrived before the
+    /// call, and waits until its state machine has applied everything committed before: on
+    /// the leader's lease while it holds (`raft::lease`), else by a heartbeat round to a
+    /// quorum (`Raft::ensure_linearizable`).
+    pub(crate) async fn confirm(&self, raft: &Raft<TypeConfig>) -> Result<(), ServerError> {
+        let Some(index) = self.lease.read_index(raft).await else {
+            metrics::counter!("ensemble_registry_reads_total", "confirmed_by" => "heartbeat")
+                .increment(1);
+            raft.ensure_linearizable().await.map_err(server_error)?;
+            return Ok(());
+        };
+        metrics::counter!("ensemble_registry_reads_total", "confirmed_by" => "lease").increment(1);
+        raft.wait(None)
+            .applied_index_at_least(Some(index), "a read on the leader's lease")
+            .await
+            .map_err(|e| {
+                ServerError::Raft(format!("waiting to apply entry {index} for a read: {e}"))
+            })?;
+        Ok(())
     }
 
     /// Whether this node leads the registry (its duty loop has seen it become leader of the
@@ -70,7 +96,7 @@ impl Leadership {
         node: &NodeId,
     ) -> Result<(), ServerError> {
         let received = Instant::now();
-        raft.ensure_linearizable().await.map_err(server_error)?;
+        self.confirm(raft).await?;
         // After the read index: the state reflects every committed command.
         let (open, expired) =
             state_machine.read(|state| (state.session(node).is_some(), state.has_expired(node)));

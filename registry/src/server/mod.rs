@@ -161,8 +161,9 @@ impl Actor for Server {
             }
             ServerMsg::Read(query, reply) => {
                 let state_machine = self.state_machine.clone();
+                let leadership = self.leadership.clone();
                 tokio::spawn(async move {
-                    let answer = match raft.ensure_linearizable().await {
+                    let answer = match leadership.confirm(&raft).await {
                         Ok(_) if matches!(query, Query::Voters) => {
                             let metrics = raft.metrics().borrow().clone();
                             let membership = metrics.membership_config.membership();
@@ -174,7 +175,7 @@ impl Actor for Server {
                             Ok(Answer::Voters(voters))
                         }
                         Ok(_) => Ok(state_machine.read(|state| query.answer(state))),
-                        Err(err) => Err(server_error(err)),
+                        Err(err) => Err(err),
                     };
                     let _ = reply.send(answer);
                 });
