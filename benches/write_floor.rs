@@ -131,18 +131,29 @@ fn listen(cert: &NodeCert) -> quinn::Endpoint {
     endpoint
 }
 
+/// Accepts the connection of `who` and the one stream it opens.
+async fn accept_stream(
+    endpoint: &quinn::Endpoint,
+    who: &str,
+) -> (quinn::SendStream, quinn::RecvStream) {
+    let incoming = endpoint
+        .accept()
+        .await
+        .unwrap_or_else(|| panic!("{who} never connected"));
+    let conn = incoming
+        .await
+        .unwrap_or_else(|e| panic!("handshake with {who}: {e}"));
+    conn.accept_bi()
+        .await
+        .unwrap_or_else(|e| panic!("the stream of {who}: {e}"))
+}
+
 /// A follower: syncs every entry the leader sends and acknowledges it.
 async fn follower(dir: &Path, name: &str) {
     let cert = cert_of(dir, name);
     let endpoint = listen(&cert);
     let log = Log::open(&dir.join(format!("{name}.log")));
-    let conn = endpoint
-        .accept()
-        .await
-        .expect("the leader connects")
-        .await
-        .expect("handshake");
-    let (mut send, mut recv) = conn.accept_bi().await.expect("the leader's stream");
+    let (mut send, mut recv) = accept_stream(&endpoint, "the leader").await;
     let mut entry = [0u8; REQUEST];
     while recv.read_exact(&mut entry).await.is_ok() {
         log.append(&entry).await;
@@ -178,13 +189,7 @@ async fn leader(dir: &Path, followers: Vec<SocketAddr>) {
     }
     println!("READY");
     let _ = std::io::stdout().flush();
-    let conn = endpoint
-        .accept()
-        .await
-        .expect("the client connects")
-        .await
-        .expect("handshake with the client");
-    let (mut send, mut recv) = conn.accept_bi().await.expect("the client's stream");
+    let (mut send, mut recv) = accept_stream(&endpoint, "the client").await;
     let mut request = [0u8; REQUEST];
     while recv.read_exact(&mut request).await.is_ok() {
         let index = u64::from_le_bytes(request[1..1 + ANSWER].try_into().expect("8 bytes"));

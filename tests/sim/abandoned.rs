@@ -19,7 +19,7 @@ use std::time::Duration;
 use ensemble::registry::{RegistryConfig, RegistryError};
 use tokio::time::Instant;
 
-use crate::setup::{Cluster, four_nodes, holder_of, run};
+use crate::setup::{Cluster, four_nodes, holder_of, leader_named_by, put_retrying, run};
 use crate::until;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(300);
@@ -117,13 +117,7 @@ async fn a_release_lost_with_its_leader(seed: u64) -> Result<(), String> {
         .await
         .map_err(|e| format!("the client could not take the lock: {e}"))?;
     // The lock call went to the leader, so the client names it.
-    let leader_name = client
-        .leader()
-        .ok_or("the client names no leader after its lock call")?;
-    let leader = nodes[..3]
-        .iter()
-        .position(|n| n.node.id().name() == leader_name)
-        .ok_or_else(|| format!("the leader {leader_name} is not a voter"))?;
+    let leader = leader_named_by(&client, &nodes)?;
     let observer = nodes[(leader + 1) % 3].registry.clone();
     until(
         "the grant in a voter's copy",
@@ -144,15 +138,7 @@ async fn a_release_lost_with_its_leader(seed: u64) -> Result<(), String> {
     }
     // The other voters elect a leader that never saw the release: a write commits without
     // the old one. Only then does the old leader hear from the others again.
-    let mut attempts = 0;
-    while let Err(err) = observer.put("elected", b"1".to_vec()).await {
-        attempts += 1;
-        if attempts == 20 {
-            return Err(format!(
-                "the two voters left took no write in 20 attempts: {err}"
-            ));
-        }
-    }
+    put_retrying(&observer, "elected", b"1", "the two voters left").await?;
     net.heal();
 
     // Well within the client's session: the lock is free again, and another node takes it.

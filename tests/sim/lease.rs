@@ -11,7 +11,7 @@ use ensemble::registry::RegistryConfig;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::setup::{Cluster, four_nodes, run};
+use crate::setup::{Cluster, four_nodes, leader_named_by, put_retrying, run};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -32,13 +32,7 @@ async fn a_cut_off_leader_reads_on_its_lease(seed: u64) -> Result<(), String> {
         .put("k", b"before".to_vec())
         .await
         .map_err(|e| format!("the first write failed: {e}"))?;
-    let leader_name = client
-        .leader()
-        .ok_or("the client names no leader after its write")?;
-    let leader = nodes[..3]
-        .iter()
-        .position(|n| n.node.id().name() == leader_name)
-        .ok_or_else(|| format!("the leader {leader_name} is not a voter"))?;
+    let leader = leader_named_by(&client, &nodes)?;
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
 
     // The client keeps reading through the old leader, the only voter it can reach.
@@ -74,14 +68,7 @@ async fn a_cut_off_leader_reads_on_its_lease(seed: u64) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
-    // Its first tries may go to the old leader, as the writer's node still names it.
-    let mut attempts = 0;
-    while let Err(err) = nodes[others[0]].registry.put("k", b"after".to_vec()).await {
-        attempts += 1;
-        if attempts == 20 {
-            return Err(format!("the new side took no write in 20 attempts: {err}"));
-        }
-    }
+    put_retrying(&nodes[others[0]].registry, "k", b"after", "the new side").await?;
     reader.await.map_err(|e| e.to_string())?;
     net.heal();
 

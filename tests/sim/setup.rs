@@ -74,3 +74,33 @@ pub(crate) fn holder_of(registry: &Registry, lock: &str) -> Option<NodeId> {
     let (holder, _) = registry.lock_info(lock)?.holder?;
     Some(holder.node)
 }
+
+/// The position among the voters (`nodes[..3]`) of the leader `client` names, which it
+/// learned from its last call.
+pub(crate) fn leader_named_by(client: &Registry, nodes: &[SimNode]) -> Result<usize, String> {
+    let name = client
+        .leader()
+        .ok_or("the client names no leader after its call")?;
+    nodes[..3]
+        .iter()
+        .position(|n| n.node.id().name() == name)
+        .ok_or_else(|| format!("the leader {name} is not a voter"))
+}
+
+/// Writes `key` through `registry`, trying up to 20 times: its node may still name a leader
+/// that was just cut off. Fails naming `side`.
+pub(crate) async fn put_retrying(
+    registry: &Registry,
+    key: &str,
+    value: &[u8],
+    side: &str,
+) -> Result<(), String> {
+    let mut attempts = 0;
+    while let Err(err) = registry.put(key, value.to_vec()).await {
+        attempts += 1;
+        if attempts == 20 {
+            return Err(format!("{side} took no write in 20 attempts: {err}"));
+        }
+    }
+    Ok(())
+}
