@@ -40,6 +40,12 @@ pub struct RegistryConfig {
 }
 
 impl RegistryConfig {
+    /// How long a node counts its session valid after sending a keepalive that is then
+    /// acknowledged: TTL x (1 - drift margin), on this node's clock.
+    pub(crate) fn session_validity(&self) -> Duration {
+        self.on_local_clock(self.session_ttl.mul_f64(1.0 - self.drift_margin))
+    }
+
     /// How long `duration`, measured by this node's clock, lasts in true time.
     pub(crate) fn on_local_clock(&self, duration: Duration) -> Duration {
         duration.div_f64(self.clock_rate)

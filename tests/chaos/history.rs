@@ -256,8 +256,8 @@ impl Records {
 pub(crate) struct LockReport {
     pub(crate) violations: Vec<String>,
     /// Holds whose holder, paused past its session's validity, still saw the lease valid
-    /// after it was resumed (before its fencing timer ran): (hold, resumed at, last seen
-    /// valid, a later grant that had begun by then).
+    /// after it was resumed: (hold, resumed at, last seen valid, a later grant that had begun
+    /// by then). The scenario fails on any.
     pub(crate) late: Vec<(Hold, u128, u128, Option<u64>)>,
     /// Grants by lock.
     pub(crate) grants: BTreeMap<String, usize>,
@@ -268,8 +268,11 @@ pub(crate) struct LockReport {
 ///
 /// A hold ends at the last instant its holder saw the lease valid; a holder that died before
 /// recording it ends at its death. A holder paused for longer than a session's validity
-/// could not count on its lease past (pause start + validity), whatever it saw after it was
-/// resumed: its hold is cut there, and what it saw afterwards is reported in `late`.
+/// while it held the lease could not count on it past (pause start + validity), whatever it
+/// saw after it was resumed: its hold is cut there, and what it saw afterwards is reported in
+/// `late`. A grant first seen after such a pause (the call waited in line through it) is a
+/// lease of its own, valid only if the node renewed its session after the resume; it is
+/// judged like any other hold, by what its holder saw.
 pub(crate) fn check_locks(records: &Records, timeline: &Timeline) -> LockReport {
     let mut report = LockReport::default();
     let mut by_lock: BTreeMap<&str, Vec<(Hold, u128)>> = BTreeMap::new();
@@ -279,8 +282,8 @@ pub(crate) fn check_locks(records: &Records, timeline: &Timeline) -> LockReport 
         let seen = hold.end.unwrap_or(hold.start);
         let mut resumed_late = None;
         for &(stopped, resumed) in timeline.pauses.get(&hold.holder).into_iter().flatten() {
-            // A pause from the call on (a grant may have been on its way while paused).
-            if stopped >= hold.asked && stopped < end && resumed - stopped > VALID {
+            // A pause while the lease was held.
+            if stopped >= hold.start && stopped < end && resumed - stopped > VALID {
                 if seen > resumed {
                     resumed_late = Some(resumed);
                 }
@@ -469,6 +472,32 @@ mod tests {
         assert!(report.violations.is_empty(), "{report:?}");
         assert_eq!(report.late.len(), 1);
         assert_eq!(report.late[0].3, Some(7));
+    }
+
+    #[test]
+    fn a_grant_first_seen_after_a_long_pause_is_judged_by_what_its_holder_saw() {
+        // n1 asked at 90 µs, was paused from 1 ms to 4 s while in line, and saw the grant at
+        // 4.5 s: not a lease held across the pause.
+        let mut timeline = Timeline::default();
+        timeline
+            .pauses
+            .insert(inc("n1", 1), vec![(1_000, 4_000_000)]);
+        let alone = records(&[
+            "acq mutex 5 n1 1 4500000 90",
+            "end mutex 5 n1 1 5000000 released",
+        ]);
+        let report = check_locks(&alone, &timeline);
+        assert!(
+            report.violations.is_empty() && report.late.is_empty(),
+            "{report:?}"
+        );
+        // Its hold runs to what it saw, so a later grant before that overlaps.
+        let overlapped = records(&[
+            "acq mutex 5 n1 1 4500000 90",
+            "end mutex 5 n1 1 5000000 released",
+            "acq mutex 7 n2 1 4800000 4700000",
+        ]);
+        assert_eq!(check_locks(&overlapped, &timeline).violations.len(), 1);
     }
 
     #[test]

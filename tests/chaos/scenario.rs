@@ -504,18 +504,20 @@ pub(crate) fn run(settings: &Settings, dir: &Path) -> Outcome {
         })
         .unzip();
     // Holders that saw their lease valid after being resumed from a pause past its validity:
-    // benign when no one else held the lock by then (a renewal got through before the
-    // fencing timer ran), an overlap otherwise (reported, not failed: see docs/reliability.md).
+    // `Lease::is_lost` reads the clock, so none may (docs/reliability.md); whether another
+    // node held the lock by then says how bad it was.
     let late: Vec<String> = locks
         .late
         .iter()
         .map(|(hold, resumed, seen, later)| {
             format!(
-                "{} token {} on {}#{}: seen valid {} ms after its node was resumed{}",
+                "{} token {} on {}#{} (granted {} ms after it asked): seen valid {} ms after its \
+                 node was resumed{}",
                 hold.lock,
                 hold.token,
                 hold.holder.0,
                 hold.holder.1,
+                hold.start.saturating_sub(hold.asked) / 1000,
                 (seen - resumed) / 1000,
                 match later {
                     Some(token) => format!(", when token {token} was already held elsewhere"),
@@ -525,6 +527,10 @@ pub(crate) fn run(settings: &Settings, dir: &Path) -> Outcome {
         })
         .collect();
     let overlapping = locks.late.iter().filter(|l| l.3.is_some()).count();
+    problems.extend(
+        late.iter()
+            .map(|l| format!("a holder saw its lease valid after a pause past its validity: {l}")),
+    );
     let summary = format!(
         "seed {}: {:.0} s of faults {:?}, {} no-majority spells, {} incarnations died, {} \
          starts failed; \

@@ -72,9 +72,12 @@ impl Lease {
         self.token
     }
 
-    /// Whether the lease is lost (revoked, or this node fenced itself).
+    /// Whether the lease is lost: revoked, or this node fenced itself, or this node's clock
+    /// is past its session's validity. The last is read from the clock at each call, so a
+    /// holder resumed from a freeze sees its lease lost at once, before the node's fencing
+    /// timer has run (which then releases the lock).
     pub fn is_lost(&self) -> bool {
-        self.state.lost.borrow().is_some()
+        self.state.lost.borrow().is_some() || self.shared.is_fenced()
     }
 
     /// Resolves when the lease is lost, saying why. The future does not borrow the lease, so

@@ -65,7 +65,12 @@ pub(crate) struct Shared {
     /// Leases this node holds, by (lock, holder id).
     pub(crate) leases: Mutex<HashMap<(String, u64), Arc<LeaseState>>>,
     pub(crate) effects: broadcast::Sender<Effect>,
+    /// Set when this node fences itself (`fence`), cleared when a renewal makes its session
+    /// valid again.
     pub(crate) fenced: AtomicBool,
+    /// Until when this node counts its session valid: (when its last acknowledged keepalive
+    /// was sent) + [`RegistryConfig::session_validity`]. Kept by `session::keep`.
+    pub(crate) valid_until: Mutex<Instant>,
     /// Signalled each time this node's copy applies a change.
     pub(crate) applied: tokio::sync::Notify,
     pub(crate) expired: AtomicBool,
@@ -441,11 +446,19 @@ impl Shared {
         result
     }
 
+    /// Whether this node may not count on its session now: it fenced itself, or its clock is
+    /// past the validity its last acknowledged keepalive gave. The second can hold before the
+    /// watchdog has fenced the node: a node resumed from a freeze may run a task that reads
+    /// its clock before the watchdog's timer fires.
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire) || Instant::now() >= *self.valid_until.lock()
+    }
+
     fn check_usable(&self) -> Result<(), RegistryError> {
         if self.expired.load(Ordering::Acquire) {
             return Err(RegistryError::SessionExpired(self.me().clone()));
         }
-        if self.fenced.load(Ordering::Acquire) {
+        if self.is_fenced() {
             return Err(RegistryError::Fenced(self.me().clone()));
         }
         Ok(())
@@ -468,6 +481,7 @@ impl Registry {
         servers: Servers,
         leadership: Leadership,
     ) -> Arc<Shared> {
+        let valid_until = Mutex::new(Instant::now() + config.session_validity());
         Arc::new(Shared {
             cluster,
             config,
@@ -481,6 +495,7 @@ impl Registry {
             leases: Mutex::default(),
             effects: broadcast::channel(4096).0,
             fenced: AtomicBool::new(false),
+            valid_until,
             applied: tokio::sync::Notify::new(),
             expired: AtomicBool::new(false),
             next_holder: AtomicU64::new(1),
@@ -655,7 +670,7 @@ impl Registry {
         // Fenced while waiting: the lease is lost already, and nobody will release it unless
         // this call does. `fence` gives back the leases it finds, and it may have run before
         // this one was inserted; releasing a holder twice changes nothing.
-        if self.shared.fenced.load(Ordering::Acquire) {
+        if self.shared.is_fenced() {
             self.shared.leases.lock().remove(&key);
             state.lose("this node fenced itself");
             self.shared.give_back(key.0, holder.id);
@@ -887,9 +902,10 @@ impl Registry {
             .await
     }
 
-    /// Whether this node fenced itself (it could not renew its session in time).
+    /// Whether this node is fenced: it could not renew its session in time, so its clock is
+    /// past the session's validity or it fenced itself and has not renewed since.
     pub fn is_fenced(&self) -> bool {
-        self.shared.fenced.load(Ordering::Acquire)
+        self.shared.is_fenced()
     }
 
     /// Whether this node's session expired.

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ensemble_runtime::ActorRef;
-use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::Shared;
@@ -48,12 +47,9 @@ pub(crate) async fn open(shared: &Shared, timeout: Duration) -> Result<(), Regis
 
 /// Renews the session and fences the node when renewals stop coming back in time.
 pub(crate) async fn keep(shared: Arc<Shared>) {
-    let ttl = shared.config.session_ttl;
-    let valid_for = shared
-        .config
-        .on_local_clock(ttl.mul_f64(1.0 - shared.config.drift_margin));
-    let valid_until = Arc::new(Mutex::new(Instant::now() + valid_for));
-    tokio::spawn(watchdog(shared.clone(), valid_until.clone()));
+    let valid_for = shared.config.session_validity();
+    *shared.valid_until.lock() = Instant::now() + valid_for;
+    tokio::spawn(watchdog(shared.clone()));
     let mut tick = tokio::time::interval(
         shared
             .config
@@ -70,9 +66,16 @@ pub(crate) async fn keep(shared: Arc<Shared>) {
         let renewed = shared.keepalive(valid_for / 2).await;
         match renewed {
             Ok(()) => {
-                let mut until = valid_until.lock();
-                *until = (*until).max(sent + valid_for);
-                if shared.fenced.swap(false, Ordering::AcqRel) {
+                // Past the validity already (the node was frozen, say): fence first, as the
+                // watchdog would have, so that the leases held meanwhile are lost for good
+                // rather than counted valid again by the renewal.
+                fence_if_overdue(&shared);
+                let until = {
+                    let mut until = shared.valid_until.lock();
+                    *until = (*until).max(sent + valid_for);
+                    *until
+                };
+                if until > Instant::now() && shared.fenced.swap(false, Ordering::AcqRel) {
                     tracing::info!(node = %me, "session renewed again: no longer fenced");
                 }
             }
@@ -117,22 +120,31 @@ pub(crate) async fn watch_declared_down(shared: Arc<Shared>) {
 }
 
 /// Fences the node the moment its session may no longer be valid.
-async fn watchdog(shared: Arc<Shared>, valid_until: Arc<Mutex<Instant>>) {
+async fn watchdog(shared: Arc<Shared>) {
     loop {
-        let until = *valid_until.lock();
+        let until = *shared.valid_until.lock();
         tokio::time::sleep_until(until).await;
         if shared.expired.load(Ordering::Acquire) {
             return;
         }
-        if *valid_until.lock() <= Instant::now() && !shared.fenced.load(Ordering::Acquire) {
-            tracing::warn!(node = %shared.me(), "no session renewal in time: fencing this node");
-            shared.fence("this node could not renew its session in time");
-            metrics::counter!("ensemble_registry_fenced_total").increment(1);
-        }
-        if *valid_until.lock() <= Instant::now() {
+        if fence_if_overdue(&shared) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// Fences the node if its clock is past its session's validity and it is not fenced yet.
+/// Returns whether the validity is past.
+fn fence_if_overdue(shared: &Arc<Shared>) -> bool {
+    if *shared.valid_until.lock() > Instant::now() {
+        return false;
+    }
+    if !shared.fenced.load(Ordering::Acquire) {
+        tracing::warn!(node = %shared.me(), "no session renewal in time: fencing this node");
+        shared.fence("this node could not renew its session in time");
+        metrics::counter!("ensemble_registry_fenced_total").increment(1);
+    }
+    true
 }
 
 /// How long a subscription may stay silent before the feed counts it dead and subscribes
