@@ -451,7 +451,12 @@ impl Shared {
     /// watchdog has fenced the node: a node resumed from a freeze may run a task that reads
     /// its clock before the watchdog's timer fires.
     pub(crate) fn is_fenced(&self) -> bool {
-        self.fenced.load(Ordering::Acquire) || Instant::now() >= *self.valid_until.lock()
+        self.fenced.load(Ordering::Acquire) || self.past_validity()
+    }
+
+    /// Whether this node's clock is past the validity its last acknowledged keepalive gave.
+    pub(crate) fn past_validity(&self) -> bool {
+        Instant::now() >= *self.valid_until.lock()
     }
 
     fn check_usable(&self) -> Result<(), RegistryError> {

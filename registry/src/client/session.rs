@@ -136,7 +136,7 @@ async fn watchdog(shared: Arc<Shared>) {
 /// Fences the node if its clock is past its session's validity and it is not fenced yet.
 /// Returns whether the validity is past.
 fn fence_if_overdue(shared: &Arc<Shared>) -> bool {
-    if *shared.valid_until.lock() > Instant::now() {
+    if !shared.past_validity() {
         return false;
     }
     if !shared.fenced.load(Ordering::Acquire) {
