@@ -46,10 +46,31 @@ pub(crate) struct Leadership {
 struct Duties {
     /// When this node became leader of the current term, if it leads.
     since: Option<Instant>,
+    /// The term it leads.
+    term: u64,
     /// When each session's last keepalive arrived, while this node leads.
     last_seen: HashMap<NodeId, Instant>,
     /// Sessions whose expiry was proposed and not yet applied.
     expiring: HashSet<NodeId>,
+}
+
+impl Duties {
+    /// Notes that this node leads `term` as of `now`; says whether it only now began to.
+    ///
+    /// A term other than the one it led starts afresh even if the duty loop never saw this
+    /// node lose the lead in between (watched metrics show only the latest state): the
+    /// keepalive times of an earlier term say nothing of those the leaders in between took.
+    fn lead(&mut self, term: u64, now: Instant) -> bool {
+        if self.since.is_some() && self.term == term {
+            return false;
+        }
+        *self = Duties {
+            since: Some(now),
+            term,
+            ..Duties::default()
+        };
+        true
+    }
 }
 
 impl Leadership {
@@ -131,33 +152,33 @@ impl Leadership {
         voters: usize,
     ) {
         let me = raft_id(cluster.node().id().name());
-        let mut metrics = raft.metrics();
+        // Only the server's metrics (state, leader, vote, membership): the full metrics change
+        // with every write, and a duty loop woken by each would spend CPU on every voter.
+        let mut metrics = raft.server_metrics();
         let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_growth = Instant::now();
         let growing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
-            tokio::select! {
-                changed = metrics.changed() => if changed.is_err() { return },
-                _ = tick.tick() => {}
-            }
-            let (leading, membership) = {
-                let m = metrics.borrow();
+            let (leading, term, membership) = {
+                let m = metrics.borrow_and_update();
                 (
                     m.state == ServerState::Leader && m.current_leader == Some(me),
+                    m.vote.leader_id().get_term(),
                     m.membership_config.clone(),
                 )
             };
+            if !leading {
+                *self.duties.lock() = Duties::default();
+                // Nothing to do until this node leads: no tick on followers.
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
             let now = Instant::now();
-            {
-                let mut duties = self.duties.lock();
-                if !leading {
-                    *duties = Duties::default();
-                    continue;
-                }
-                if duties.since.is_none() {
-                    tracing::info!(node = %cluster.node().id(), "became the registry leader");
-                    duties.since = Some(now);
-                }
+            if self.duties.lock().lead(term, now) {
+                tracing::info!(node = %cluster.node().id(), term, "became the registry leader");
             }
             self.expire_overdue(&raft, &state_machine, cluster.node().id(), now);
             if now.duration_since(last_growth) >= Duration::from_millis(200) {
@@ -175,6 +196,10 @@ impl Leadership {
                 } else if idle {
                     growing.store(false, std::sync::atomic::Ordering::Release);
                 }
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = tick.tick() => {}
             }
         }
     }
@@ -259,5 +284,35 @@ async fn grow(raft: &Raft<TypeConfig>, cluster: &Cluster, voters: &[u64]) {
     match raft.change_membership(next, false).await {
         Ok(_) => tracing::info!(voter = %name, "registry voter added"),
         Err(err) => tracing::warn!(voter = %name, %err, "could not make the node a voter"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leading_a_later_term_forgets_the_keepalives_of_the_earlier_one() {
+        let start = Instant::now();
+        let node = NodeId::new("n1", 1);
+        let mut duties = Duties::default();
+        assert!(duties.lead(5, start), "the first term led begins the lead");
+        duties.last_seen.insert(node.clone(), start);
+        duties.expiring.insert(node.clone());
+
+        let later = start + Duration::from_secs(1);
+        assert!(!duties.lead(5, later), "the same term goes on");
+        assert_eq!(duties.since, Some(start));
+        assert_eq!(duties.last_seen.get(&node), Some(&start));
+
+        // Term 6 led by another node in between, never seen by this one's duty loop.
+        let again = start + Duration::from_secs(2);
+        assert!(duties.lead(7, again), "a later term begins a new lead");
+        assert_eq!(duties.since, Some(again));
+        assert!(
+            duties.last_seen.is_empty(),
+            "keepalive times of term 5 are gone"
+        );
+        assert!(duties.expiring.is_empty());
     }
 }
