@@ -85,17 +85,29 @@ impl Leadership {
     /// Confirms that this node still leads, for a read or a keepalive that arrived before the
     /// call, and waits until its state machine has applied everything committed before: on
     /// the leader's lease while it holds (`raft::lease`), else by a heartbeat round to a
-    /// quorum (`Raft::ensure_linearizable`).
+    /// quorum (`Raft::ensure_linearizable`). A lead restored at start also waits for the
+    /// node's whole log as of its start (`raft::lease`, "A leader restarted in its own term").
     pub(crate) async fn confirm(&self, raft: &Raft<TypeConfig>) -> Result<(), ServerError> {
-        let Some(index) = self.lease.read_index(raft).await else {
-            metrics::counter!("ensemble_registry_reads_total", "confirmed_by" => "heartbeat")
-                .increment(1);
-            raft.ensure_linearizable().await.map_err(server_error)?;
-            return Ok(());
+        let index = match self.lease.read_index(raft).await {
+            Some(index) => {
+                metrics::counter!("ensemble_registry_reads_total", "confirmed_by" => "lease")
+                    .increment(1);
+                index
+            }
+            None => {
+                metrics::counter!("ensemble_registry_reads_total", "confirmed_by" => "heartbeat")
+                    .increment(1);
+                // It waits for its own read index to apply; only the log of a lead restored
+                // at start can lie beyond it (`raft::lease`).
+                let read = raft.ensure_linearizable().await.map_err(server_error)?;
+                read.map_or(0, |id| self.lease.read_floor(id.leader_id.get_term()))
+            }
         };
-        metrics::counter!("ensemble_registry_reads_total", "confirmed_by" => "lease").increment(1);
+        if index == 0 {
+            return Ok(());
+        }
         raft.wait(None)
-            .applied_index_at_least(Some(index), "a read on the leader's lease")
+            .applied_index_at_least(Some(index), "a linearizable read")
             .await
             .map_err(|e| {
                 ServerError::Raft(format!("waiting to apply entry {index} for a read: {e}"))
