@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use ensemble_runtime::hashing::HashMap;
 use openraft::storage::RaftLogStorage;
-use openraft::{Raft, RaftState, StorageError, Vote};
+use openraft::{LogId, Raft, RaftState, StorageError, Vote};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -143,9 +143,9 @@ impl LeaderLease {
         }
     }
 
-    /// The log index a linearizable read must see applied, if the lease holds now; `None`
+    /// The log id a linearizable read must see applied, if the lease holds now; `None`
     /// when only a heartbeat round can tell (see the module docs).
-    pub(crate) async fn read_index(&self, raft: &Raft<TypeConfig>) -> Option<u64> {
+    pub(crate) async fn read_index(&self, raft: &Raft<TypeConfig>) -> Option<LogId<u64>> {
         let lease = self.clone();
         raft.with_raft_state(move |state| lease.check(state, Instant::now()))
             .await
@@ -154,7 +154,7 @@ impl LeaderLease {
     }
 
     /// Runs inside the Raft core: the state and `now` are of one moment.
-    fn check(&self, state: &RaftState<u64, Voter, Instant>, now: Instant) -> Option<u64> {
+    fn check(&self, state: &RaftState<u64, Voter, Instant>, now: Instant) -> Option<LogId<u64>> {
         let vote = state.vote_ref();
         let committed = state.committed.as_ref()?;
         // Leading with a committed vote, and an entry of this term committed.
@@ -174,11 +174,7 @@ impl LeaderLease {
             now,
             self.length,
         )
-        .then_some(
-            committed
-                .index
-                .max(self.read_floor(vote.leader_id().get_term())),
-        )
+        .then_some(*committed)
     }
 }
 
@@ -231,7 +227,7 @@ mod tests {
     #[tokio::test]
     async fn only_a_saved_committed_vote_of_its_own_makes_a_restored_lead() {
         use openraft::storage::RaftLogStorageExt;
-        use openraft::{Entry, EntryPayload, LogId};
+        use openraft::{Entry, EntryPayload};
 
         use crate::raft::TypeConfig;
         use crate::raft::log_store::LogStore;

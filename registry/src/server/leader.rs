@@ -88,24 +88,25 @@ impl Leadership {
     /// quorum (`Raft::ensure_linearizable`). A lead restored at start also waits for the
     /// node's whole log as of its start (`raft::lease`, "A leader restarted in its own term").
     pub(crate) async fn confirm(&self, raft: &Raft<TypeConfig>) -> Result<(), ServerError> {
-        let index = match self.lease.read_index(raft).await {
-            Some(index) => {
+        let read = match self.lease.read_index(raft).await {
+            Some(read) => {
                 metrics::counter!("ensemble_registry_reads_total", "confirmed_by" => "lease")
                     .increment(1);
-                index
+                Some(read)
             }
             None => {
                 metrics::counter!("ensemble_registry_reads_total", "confirmed_by" => "heartbeat")
                     .increment(1);
-                // It waits for its own read index to apply; only the log of a lead restored
-                // at start can lie beyond it (`raft::lease`).
-                let read = raft.ensure_linearizable().await.map_err(server_error)?;
-                read.map_or(0, |id| self.lease.read_floor(id.leader_id.get_term()))
+                raft.ensure_linearizable().await.map_err(server_error)?
             }
         };
-        if index == 0 {
+        let Some(read) = read else {
             return Ok(());
-        }
+        };
+        // A lead restored at start also reads its whole log as of its start (`raft::lease`).
+        let index = read
+            .index
+            .max(self.lease.read_floor(read.leader_id.get_term()));
         raft.wait(None)
             .applied_index_at_least(Some(index), "a linearizable read")
             .await
