@@ -88,6 +88,7 @@ pub enum Command {
         /// The key.
         key: String,
         /// The value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Removes a config key.
@@ -102,6 +103,7 @@ pub enum Command {
         /// The revision of the key's last change the caller saw; 0 if it saw no key.
         expected: u64,
         /// The new value, or `None` to remove the key.
+        #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
     },
     /// Reserves resources on a node for something about to be placed there, if they fit: for
@@ -248,6 +250,7 @@ pub enum Effect {
         /// The key.
         key: String,
         /// Its value, or `None` if removed.
+        #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
         /// The revision of the change.
         revision: u64,

@@ -708,6 +708,81 @@ fn a_snapshot_from_before_reservations_still_loads() {
     assert_eq!(back, state);
 }
 
+#[test]
+fn values_encoded_as_arrays_of_integers_still_load() {
+    // Config values were once encoded byte by byte, as a MessagePack array of integers; they
+    // are MessagePack bin now. Logs and snapshots written before must still read.
+    #[derive(Serialize)]
+    enum Old {
+        Put {
+            key: String,
+            value: Vec<u8>,
+        },
+        CompareAndSet {
+            key: String,
+            expected: u64,
+            value: Option<Vec<u8>>,
+        },
+    }
+    let value = vec![0, 127, 128, 255];
+    let cases = [
+        (
+            Old::Put {
+                key: "k".into(),
+                value: value.clone(),
+            },
+            Command::Put {
+                key: "k".into(),
+                value: value.clone(),
+            },
+        ),
+        (
+            Old::CompareAndSet {
+                key: "k".into(),
+                expected: 3,
+                value: Some(value.clone()),
+            },
+            Command::CompareAndSet {
+                key: "k".into(),
+                expected: 3,
+                value: Some(value.clone()),
+            },
+        ),
+        (
+            Old::CompareAndSet {
+                key: "k".into(),
+                expected: 0,
+                value: None,
+            },
+            Command::CompareAndSet {
+                key: "k".into(),
+                expected: 0,
+                value: None,
+            },
+        ),
+    ];
+    for (old, new) in cases {
+        // Log entries are encoded with field names.
+        let bytes = rmp_serde::to_vec_named(&old).unwrap();
+        let back: Command = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, new);
+    }
+    // Snapshots encode a key's record as an array of its fields.
+    let old = (&value, 1_u64, 2_u64, 1_u64);
+    let back: KeyValue = rmp_serde::from_slice(&rmp_serde::to_vec(&old).unwrap()).unwrap();
+    assert_eq!(back.value, value);
+    // And what is written now is bin: a 0xc4 marker, the length, the bytes.
+    let now = rmp_serde::to_vec_named(&Command::Put {
+        key: "k".into(),
+        value: value.clone(),
+    })
+    .unwrap();
+    assert!(
+        now.ends_with(&[0xc4, 4, 0, 127, 128, 255]),
+        "not bin: {now:x?}"
+    );
+}
+
 /// One step of a random placement workload.
 #[derive(Clone, Debug)]
 enum Placement {
