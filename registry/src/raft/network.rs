@@ -179,7 +179,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         RPCError<u64, Voter, RaftError<u64, InstallSnapshotError>>,
     > {
         self.call(
-            |reply| ServerMsg::InstallSnapshot(rpc, reply),
+            |reply| ServerMsg::InstallSnapshot(rpc.into(), reply),
             option.hard_ttl(),
         )
         .await

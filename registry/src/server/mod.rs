@@ -150,7 +150,7 @@ impl Actor for Server {
             }
             ServerMsg::InstallSnapshot(rpc, reply) => {
                 tokio::spawn(async move {
-                    let _ = reply.send(raft.install_snapshot(rpc).await);
+                    let _ = reply.send(raft.install_snapshot(rpc.into()).await);
                 });
             }
             ServerMsg::Propose(commands, reply) => {
