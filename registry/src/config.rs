@@ -28,6 +28,14 @@ pub struct RegistryConfig {
     pub heartbeat_interval: Duration,
     /// A follower without heartbeats starts an election after a random time in this range.
     pub election_timeout: (Duration, Duration),
+    /// A voter snapshots its state once it has applied this many entries since its last
+    /// snapshot (openraft's `SnapshotPolicy::LogsSinceLast`), and then drops the log the
+    /// snapshot covers but for `log_kept_after_snapshot` entries.
+    pub snapshot_every: u64,
+    /// How many entries before its latest snapshot a voter keeps in its log: a voter that is
+    /// at most this far behind catches up from the log; one further behind is sent the
+    /// snapshot.
+    pub log_kept_after_snapshot: u64,
     /// Write the Raft log on the calling task instead of a writer thread, blocking the async
     /// runtime during every commit. Only for simulations on paused tokio time, where a writer
     /// thread would let virtual time run on while the disk works; never in production.
@@ -69,6 +77,9 @@ impl RegistryConfig {
             // end) plus a random time in the range before it stands, so a dead leader is
             // replaced 0.40-0.50 s after its last heartbeat.
             election_timeout: (Duration::from_millis(150), Duration::from_millis(250)),
+            // openraft's defaults.
+            snapshot_every: 5000,
+            log_kept_after_snapshot: 1000,
             inline_storage: false,
             clock_rate: 1.0,
         }
@@ -84,6 +95,9 @@ impl RegistryConfig {
                 "registry.drift_margin must be in [0, 0.5), not {}",
                 self.drift_margin
             ));
+        }
+        if self.snapshot_every == 0 {
+            return Err("registry.snapshot_every must be at least 1 entry".into());
         }
         if !(0.5..=2.0).contains(&self.clock_rate) {
             return Err(format!(
@@ -105,5 +119,19 @@ impl RegistryConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_every_zero_entries_are_refused_by_name() {
+        let mut config = RegistryConfig::new("data");
+        assert_eq!(config.validate(), Ok(()));
+        config.snapshot_every = 0;
+        let problem = config.validate().unwrap_err();
+        assert!(problem.contains("registry.snapshot_every"), "{problem}");
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble_runtime::cluster::Cluster;
-use openraft::{Config, Raft};
+use openraft::{Config, Raft, SnapshotPolicy};
 
 use crate::client::{Registry, mirror::Mirror, proposer, session};
 use crate::config::RegistryConfig;
@@ -61,6 +61,8 @@ impl Registry {
             election_timeout_max: config.on_local_clock(config.election_timeout.1).as_millis()
                 as u64,
             max_payload_entries: 256,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.log_kept_after_snapshot,
             ..Config::default()
         }
         .validate()
@@ -117,7 +119,8 @@ impl Registry {
         }
 
         let timeout = config.request_timeout * 6;
-        let shared = Registry::new_shared(cluster.clone(), config, servers, leadership);
+        let shared =
+            Registry::new_shared(cluster.clone(), config, servers, leadership, raft.metrics());
         let mirror = node
             .spawn(Mirror {
                 shared: shared.clone(),

@@ -161,6 +161,10 @@ pub(crate) struct RegistrySection {
     election_timeout_min_ms: Option<u64>,
     /// The election timeout's upper bound (default 250).
     election_timeout_max_ms: Option<u64>,
+    /// A voter snapshots its state after this many entries (default 5000).
+    snapshot_every: Option<u64>,
+    /// Entries a voter keeps before its latest snapshot (default 1000).
+    log_kept_after_snapshot: Option<u64>,
 }
 
 /// A node's settings, resolved.
@@ -400,6 +404,12 @@ fn registry_config(
     }
     if let Some(v) = section.election_timeout_max_ms {
         config.election_timeout.1 = ms(v);
+    }
+    if let Some(v) = section.snapshot_every {
+        config.snapshot_every = v;
+    }
+    if let Some(v) = section.log_kept_after_snapshot {
+        config.log_kept_after_snapshot = v;
     }
     config.validate().map_err(|problem| {
         let from = match origin.file {

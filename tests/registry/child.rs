@@ -9,9 +9,10 @@
 //!
 //! Operations: `register NAME`, `whereis NAME` (local copy), `whereis_lin NAME`, `join GROUP`,
 //! `group GROUP`, `lock NAME MILLIS`, `trylock NAME`, `release NAME`, `put KEY VALUE`,
-//! `get KEY`, `cas KEY EXPECTED VALUE`, `leader`, `lockloop NAME ROUNDS SEED` (acquire,
-//! hold a random few ms, release, ROUNDS times; answers `R <id> held <token> <start> <end>...`
-//! in microseconds of the system clock).
+//! `get KEY`, `get_cached KEY` (local copy), `cas KEY EXPECTED VALUE`, `leader`, `raft` (this
+//! node's log positions: `log I applied I snapshot I purged I`, `-` for none), `lockloop NAME
+//! ROUNDS SEED` (acquire, hold a random few ms, release, ROUNDS times; answers
+//! `R <id> held <token> <start> <end>...` in microseconds of the system clock).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -41,6 +42,10 @@ pub(crate) const ENV_SESSION_TTL_MS: &str = "ENSEMBLE_TEST_SESSION_TTL_MS";
 pub(crate) const ENV_REQUEST_TIMEOUT_MS: &str = "ENSEMBLE_TEST_REQUEST_TIMEOUT_MS";
 /// The node's `RegistryConfig::voters`, if not the default.
 pub(crate) const ENV_VOTERS: &str = "ENSEMBLE_TEST_VOTERS";
+/// The node's `RegistryConfig::snapshot_every`, if not the default.
+pub(crate) const ENV_SNAPSHOT_EVERY: &str = "ENSEMBLE_TEST_SNAPSHOT_EVERY";
+/// The node's `RegistryConfig::log_kept_after_snapshot`, if not the default.
+pub(crate) const ENV_LOG_KEPT: &str = "ENSEMBLE_TEST_LOG_KEPT";
 
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -100,6 +105,12 @@ pub(crate) fn run() {
         }
         if let Ok(voters) = std::env::var(ENV_VOTERS) {
             settings.voters = voters.parse().expect("a number of voters");
+        }
+        if let Ok(every) = std::env::var(ENV_SNAPSHOT_EVERY) {
+            settings.snapshot_every = every.parse().expect("a number of entries");
+        }
+        if let Ok(kept) = std::env::var(ENV_LOG_KEPT) {
+            settings.log_kept_after_snapshot = kept.parse().expect("a number of entries");
         }
         let registry = Registry::start(&cluster, settings).await.expect("registry");
         say(&format!("READY {}", cluster.local_addr()));
@@ -231,6 +242,21 @@ impl Driver {
                 )),
                 None => Ok("none".into()),
             },
+            "get_cached" => Ok(match registry.get_cached(&arg(0)) {
+                Some(kv) => format!("value {}", String::from_utf8_lossy(&kv.value)),
+                None => "none".into(),
+            }),
+            "raft" => {
+                let status = registry.raft_status();
+                let index = |at: Option<u64>| at.map_or("-".to_owned(), |i| i.to_string());
+                Ok(format!(
+                    "log {} applied {} snapshot {} purged {}",
+                    index(status.last_log_index),
+                    index(status.last_applied),
+                    index(status.snapshot),
+                    index(status.purged)
+                ))
+            }
             "cas" => registry
                 .compare_and_set(
                     &arg(0),

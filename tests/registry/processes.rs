@@ -2,9 +2,13 @@
 
 use std::time::Instant;
 
-use crate::child::{ENV_DRIFT_MARGIN, ENV_REQUEST_TIMEOUT_MS, ENV_SESSION_TTL_MS, ENV_VOTERS};
+use crate::child::{
+    ENV_DRIFT_MARGIN, ENV_LOG_KEPT, ENV_REQUEST_TIMEOUT_MS, ENV_SESSION_TTL_MS, ENV_SNAPSHOT_EVERY,
+    ENV_VOTERS,
+};
 use crate::util::{
-    ChildNode, certificates, leader, one_cluster_at_a_time, three_voters, three_voters_with,
+    ChildNode, DEADLINE, certificates, leader, one_cluster_at_a_time, three_voters,
+    three_voters_with,
 };
 
 #[test]
@@ -213,6 +217,69 @@ fn a_full_restart_keeps_every_acknowledged_write() {
             "r{i} lost in the restart"
         );
     }
+}
+
+/// One of a node's log positions, from its answer to `raft`: `log`, `applied`, `snapshot`
+/// or `purged` (0 for none).
+fn raft_position(node: &mut ChildNode, which: &str) -> u64 {
+    let answer = node.run("raft");
+    let mut words = answer.split_whitespace();
+    words.find(|word| *word == which);
+    words
+        .next()
+        .and_then(|at| at.parse().ok())
+        .unwrap_or_else(|| {
+            if answer.starts_with("log ") {
+                0
+            } else {
+                panic!("{answer}")
+            }
+        })
+}
+
+/// A voter that was away while the others snapshotted and dropped the log it missed is sent
+/// the snapshot when it comes back (openraft's InstallSnapshot, over the transport), and then
+/// holds every write.
+#[test]
+fn a_voter_behind_the_dropped_log_catches_up_from_a_snapshot() {
+    let _turn = one_cluster_at_a_time();
+    let dir = certificates(&["a", "b", "c"]);
+    // A snapshot every 20 entries, keeping none of the log it covers.
+    let env = [(ENV_SNAPSHOT_EVERY, "20"), (ENV_LOG_KEPT, "0")];
+    let mut nodes = three_voters_with(dir.path(), &env);
+    let lead = leader(&mut nodes[0]);
+    let writer = nodes.iter().position(|n| n.name == lead).unwrap();
+    let away = (writer + 1) % 3;
+    let stopped_at = raft_position(&mut nodes[away], "log");
+    nodes[away].kill();
+    for i in 0..100 {
+        let answer = nodes[writer].run(&format!("put s{i} v{i}"));
+        assert!(answer.starts_with("ok "), "put s{i}: {answer}");
+    }
+    // The voters left dropped the log past where the absent one stopped...
+    let deadline = Instant::now() + DEADLINE;
+    while raft_position(&mut nodes[writer], "purged") <= stopped_at {
+        assert!(
+            Instant::now() < deadline,
+            "the leader kept its log from {stopped_at} on: {}",
+            nodes[writer].run("raft")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // ...so when it comes back with its data dir, only a snapshot can bring it up to date.
+    let name = nodes[away].name.clone();
+    let seeds = vec![nodes[writer].addr.clone()];
+    let mut back = ChildNode::start_with(&name, dir.path(), &seeds, false, &env);
+    back.run_until("get_cached s99", "value v99");
+    for i in 0..100 {
+        assert_eq!(back.run(&format!("get_cached s{i}")), format!("value v{i}"));
+    }
+    let snapshot = raft_position(&mut back, "snapshot");
+    assert!(
+        snapshot > stopped_at,
+        "its snapshot covers up to {snapshot}, no further than its log when it stopped \
+         ({stopped_at})"
+    );
 }
 
 #[test]

@@ -25,8 +25,9 @@ use ensemble_runtime::cluster::{Cluster, MemberStatus};
 use ensemble_runtime::hashing::HashMap;
 use ensemble_runtime::remote::RemoteMessage;
 use ensemble_runtime::{ActorId, ActorRef, AskError, Node, NodeId, ReplyTo};
+use openraft::RaftMetrics;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 
 pub use lease::Lease;
@@ -35,6 +36,7 @@ use mirror::View;
 
 use crate::config::RegistryConfig;
 use crate::error::RegistryError;
+use crate::raft::Voter;
 use crate::raft::network::Servers;
 use crate::server::Leadership;
 use crate::server::protocol::{Answer, Query, ServerError, ServerMsg};
@@ -79,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) proposer: proposer::Proposer,
     /// This node's part as the registry's leader, when it leads.
     leadership: Leadership,
+    /// What this node's Raft reports of itself ([`Registry::raft_status`]).
+    raft_metrics: watch::Receiver<RaftMetrics<u64, Voter>>,
 }
 
 /// How long [`release_until_taken`] waits after a failure: doubled after each, from
@@ -485,6 +489,7 @@ impl Registry {
         config: RegistryConfig,
         servers: Servers,
         leadership: Leadership,
+        raft_metrics: watch::Receiver<RaftMetrics<u64, Voter>>,
     ) -> Arc<Shared> {
         let valid_until = Mutex::new(Instant::now() + config.session_validity());
         Arc::new(Shared {
@@ -505,6 +510,7 @@ impl Registry {
             expired: AtomicBool::new(false),
             next_holder: AtomicU64::new(1),
             proposer: proposer::Proposer::new(),
+            raft_metrics,
         })
     }
 
@@ -934,6 +940,24 @@ impl Registry {
         self.shared.leadership.leads()
     }
 
+    /// This node's part in the registry's Raft group, as its own Raft reports it now.
+    pub fn raft_status(&self) -> RaftStatus {
+        let metrics = self.shared.raft_metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        RaftStatus {
+            voter: membership.voter_ids().any(|id| id == metrics.id),
+            term: metrics.current_term,
+            leader: metrics
+                .current_leader
+                .and_then(|id| membership.get_node(&id))
+                .map(|voter| voter.name.clone()),
+            last_log_index: metrics.last_log_index,
+            last_applied: metrics.last_applied.map(|id| id.index),
+            snapshot: metrics.snapshot.map(|id| id.index),
+            purged: metrics.purged.map(|id| id.index),
+        }
+    }
+
     /// Ends this node's session on purpose: its names, group entries and locks are released at
     /// once, and other nodes see it as having left rather than failed.
     pub async fn leave(&self) -> Result<(), RegistryError> {
@@ -958,6 +982,26 @@ impl Registry {
 pub struct Watch {
     prefix: String,
     effects: broadcast::Receiver<Effect>,
+}
+
+/// A node's part in the registry's Raft group ([`Registry::raft_status`]). Log positions are
+/// indexes; `None` where there is none yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// Whether the node is one of the voters.
+    pub voter: bool,
+    /// The Raft term the node is in.
+    pub term: u64,
+    /// The leader the node knows of, by node name.
+    pub leader: Option<String>,
+    /// The last entry in the node's log.
+    pub last_log_index: Option<u64>,
+    /// The last entry applied to the node's state machine.
+    pub last_applied: Option<u64>,
+    /// The last entry the node's latest snapshot covers.
+    pub snapshot: Option<u64>,
+    /// The last entry dropped from the node's log (a snapshot covers it).
+    pub purged: Option<u64>,
 }
 
 /// One change to a watched key.
