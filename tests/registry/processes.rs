@@ -7,8 +7,7 @@ use crate::child::{
     ENV_VOTERS,
 };
 use crate::util::{
-    ChildNode, DEADLINE, certificates, leader, one_cluster_at_a_time, three_voters,
-    three_voters_with,
+    ChildNode, certificates, leader, one_cluster_at_a_time, three_voters, three_voters_with,
 };
 
 #[test]
@@ -219,22 +218,18 @@ fn a_full_restart_keeps_every_acknowledged_write() {
     }
 }
 
-/// One of a node's log positions, from its answer to `raft`: `log`, `applied`, `snapshot`
-/// or `purged` (0 for none).
-fn raft_position(node: &mut ChildNode, which: &str) -> u64 {
-    let answer = node.run("raft");
+/// One of the log positions in a node's answer to `raft`: `log`, `applied`, `snapshot` or
+/// `purged` (0 for none, which the answer gives as `-`).
+fn raft_position(answer: &str, which: &str) -> u64 {
     let mut words = answer.split_whitespace();
     words.find(|word| *word == which);
-    words
-        .next()
-        .and_then(|at| at.parse().ok())
-        .unwrap_or_else(|| {
-            if answer.starts_with("log ") {
-                0
-            } else {
-                panic!("{answer}")
-            }
-        })
+    match words.next() {
+        Some("-") => 0,
+        Some(at) => at
+            .parse()
+            .unwrap_or_else(|_| panic!("{which} is not a position in {answer:?}")),
+        None => panic!("no {which} in {answer:?}"),
+    }
 }
 
 /// A voter that was away while the others snapshotted and dropped the log it missed is sent
@@ -250,22 +245,16 @@ fn a_voter_behind_the_dropped_log_catches_up_from_a_snapshot() {
     let lead = leader(&mut nodes[0]);
     let writer = nodes.iter().position(|n| n.name == lead).unwrap();
     let away = (writer + 1) % 3;
-    let stopped_at = raft_position(&mut nodes[away], "log");
+    let stopped_at = raft_position(&nodes[away].run("raft"), "log");
     nodes[away].kill();
     for i in 0..100 {
         let answer = nodes[writer].run(&format!("put s{i} v{i}"));
         assert!(answer.starts_with("ok "), "put s{i}: {answer}");
     }
     // The voters left dropped the log past where the absent one stopped...
-    let deadline = Instant::now() + DEADLINE;
-    while raft_position(&mut nodes[writer], "purged") <= stopped_at {
-        assert!(
-            Instant::now() < deadline,
-            "the leader kept its log from {stopped_at} on: {}",
-            nodes[writer].run("raft")
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    nodes[writer].run_until_answer("raft", |answer| {
+        raft_position(answer, "purged") > stopped_at
+    });
     // ...so when it comes back with its data dir, only a snapshot can bring it up to date.
     let name = nodes[away].name.clone();
     let seeds = vec![nodes[writer].addr.clone()];
@@ -274,7 +263,7 @@ fn a_voter_behind_the_dropped_log_catches_up_from_a_snapshot() {
     for i in 0..100 {
         assert_eq!(back.run(&format!("get_cached s{i}")), format!("value v{i}"));
     }
-    let snapshot = raft_position(&mut back, "snapshot");
+    let snapshot = raft_position(&back.run("raft"), "snapshot");
     assert!(
         snapshot > stopped_at,
         "its snapshot covers up to {snapshot}, no further than its log when it stopped \

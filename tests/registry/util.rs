@@ -203,10 +203,22 @@ impl ChildNode {
     /// Runs `command` until its answer starts with `wanted` (or, for a `leader` command,
     /// ends with it), or fails at the deadline.
     pub(crate) fn run_until(&mut self, command: &str, wanted: &str) -> String {
+        self.run_until_answer(command, |answer| {
+            answer.starts_with(wanted) || (command == "leader" && answer.ends_with(wanted))
+        })
+    }
+
+    /// Runs `command` until its answer satisfies `done` (or [`DEADLINE`] passes: a panic),
+    /// and returns that answer.
+    pub(crate) fn run_until_answer(
+        &mut self,
+        command: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let answer = self.run(command);
-            if answer.starts_with(wanted) || (command == "leader" && answer.ends_with(wanted)) {
+            if done(&answer) {
                 return answer;
             }
             assert!(
