@@ -10,7 +10,7 @@ use openraft::{Config, Raft, SnapshotPolicy};
 use crate::client::{Registry, mirror::Mirror, proposer, session};
 use crate::config::RegistryConfig;
 use crate::error::RegistryError;
-use crate::raft::lease::{LeaderLease, RestoredLead};
+use crate::raft::lease::LeaderLease;
 use crate::raft::log_store::{self, LogStore};
 use crate::raft::network::{Network, Servers};
 use crate::raft::{StateMachine, TypeConfig, Voter, raft_id};
@@ -72,20 +72,17 @@ impl Registry {
         // The followers' vote refusal (openraft: `election_timeout_max`) less the drift margin.
         let lease_length =
             config.on_local_clock(config.election_timeout.1.mul_f64(1.0 - config.drift_margin));
-        let mut probe = store.clone();
-        let restored = RestoredLead::read(&mut probe, id).await.map_err(|e| {
-            RegistryError::Start(format!(
-                "cannot read the registry log in {}: {e}",
-                path.display()
-            ))
-        })?;
-        let lease = LeaderLease::new(id, lease_length, restored);
+        let lease = LeaderLease::new(id, lease_length);
+        // Before Raft reads the vote: a restarted node must not resume a lead (see there).
+        store.report_own_appends_early(id);
         let raft = Raft::<TypeConfig>::new(
             id,
             Arc::new(raft_config),
             Network {
                 servers: servers.clone(),
                 lease: lease.clone(),
+                log: store.clone(),
+                retry: config.on_local_clock(config.heartbeat_interval),
             },
             store,
             state_machine.clone(),

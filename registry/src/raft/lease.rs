@@ -28,18 +28,14 @@
 //! self-fencing makes. Otherwise (no recent acknowledgements, a leader cut off, a new leader
 //! that has not committed yet) the caller falls back to the heartbeat round.
 //!
-//! # A leader restarted in its own term
+//! # Every lead starts with an election
 //!
-//! openraft 0.9 starts a node whose saved vote is its own committed vote as the leader of that
-//! term again, without an election, and takes its commit index from disk. The log store writes
-//! the committed id without a sync of its own (`log_store`), so after a crash that index may
-//! lag behind reads the node answered before it stopped, and so does openraft's own read index
-//! (`Raft::ensure_linearizable`: the larger of the commit index and the term's first entry,
-//! here an old one). Such a node ([`RestoredLead`]) therefore answers no read of that term
-//! before it has applied its whole log as of its start: every entry it had committed, and so
-//! every read it had answered, is in that log, since a leader counts its own entries only once
-//! they are durable. A later term needs nothing more: its leader commits an entry of the term
-//! first, above everything in its log.
+//! openraft 0.9 would start a node whose saved vote is its own committed vote as the leader of
+//! that term again, with the commit index it saved without a sync of its own, which may lag
+//! behind reads it answered before it stopped. The registry's log store never lets it
+//! (`log_store`, "A leader's own entries"): a restarted node stands for election. So every
+//! leader commits an entry of its own term before it answers a read, and that entry is above
+//! everything any earlier leader committed.
 //!
 //! The argument rests on openraft 0.9's vote handling (`Engine::handle_vote_req`, and a
 //! restarted node's vote time set at its start). openraft 0.10 lets a vote request marked as a
@@ -49,8 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble_runtime::hashing::HashMap;
-use openraft::storage::RaftLogStorage;
-use openraft::{LogId, Raft, RaftState, StorageError, Vote};
+use openraft::{LogId, Raft, RaftState, Vote};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -66,42 +61,6 @@ pub(crate) struct LeaderLease {
     /// refusing votes, in true time.
     length: Duration,
     acks: Arc<Mutex<HashMap<u64, Ack>>>,
-    /// The lead this node held when it started, if any (see the module docs).
-    restored: Option<RestoredLead>,
-}
-
-/// A lead this node held when it started, which openraft restores without an election.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct RestoredLead {
-    /// The term it led.
-    pub(crate) term: u64,
-    /// The index of the last entry in its log at start.
-    pub(crate) last_index: u64,
-}
-
-impl RestoredLead {
-    /// The lead `store`'s saved vote gives node `me`, if it is `me`'s own committed vote.
-    // openraft's storage calls return its (large) `StorageError`; this follows them.
-    #[allow(clippy::result_large_err)]
-    pub(crate) async fn read<S: RaftLogStorage<C>, C>(
-        store: &mut S,
-        me: u64,
-    ) -> Result<Option<RestoredLead>, StorageError<u64>>
-    where
-        C: openraft::RaftTypeConfig<NodeId = u64>,
-    {
-        let Some(vote) = store.read_vote().await? else {
-            return Ok(None);
-        };
-        if !vote.is_committed() || vote.leader_id().voted_for() != Some(me) {
-            return Ok(None);
-        }
-        let last = store.get_log_state().await?.last_log_id;
-        Ok(Some(RestoredLead {
-            term: vote.leader_id().get_term(),
-            last_index: last.map_or(0, |id| id.index),
-        }))
-    }
 }
 
 /// The latest acknowledged AppendEntries to one follower.
@@ -114,21 +73,12 @@ pub(crate) struct Ack {
 }
 
 impl LeaderLease {
-    pub(crate) fn new(me: u64, length: Duration, restored: Option<RestoredLead>) -> Self {
+    pub(crate) fn new(me: u64, length: Duration) -> Self {
         LeaderLease {
             me,
             length,
             acks: Arc::default(),
-            restored,
         }
-    }
-
-    /// The least log index a read confirmed in `term` must see applied beyond the read index:
-    /// this node's whole log at start if `term` is the lead it was restored in, else 0.
-    pub(crate) fn read_floor(&self, term: u64) -> u64 {
-        self.restored
-            .filter(|lead| lead.term == term)
-            .map_or(0, |lead| lead.last_index)
     }
 
     /// Records that `target` answered success to an AppendEntries carrying `vote`, sent at
@@ -224,54 +174,6 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn only_a_saved_committed_vote_of_its_own_makes_a_restored_lead() {
-        use openraft::storage::RaftLogStorageExt;
-        use openraft::{Entry, EntryPayload};
-
-        use crate::raft::TypeConfig;
-        use crate::raft::log_store::LogStore;
-
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let mut store = LogStore::<TypeConfig>::open(&path).unwrap();
-        assert_eq!(RestoredLead::read(&mut store, 1).await.unwrap(), None);
-        let blank = |index| Entry::<TypeConfig> {
-            log_id: LogId::new(openraft::CommittedLeaderId::new(4, 1), index),
-            payload: EntryPayload::Blank,
-        };
-        store.blocking_append((1..=7).map(blank)).await.unwrap();
-        store.save_vote(&Vote::new(4, 1)).await.unwrap();
-        assert_eq!(
-            RestoredLead::read(&mut store, 1).await.unwrap(),
-            None,
-            "a vote not committed is a candidacy, not a lead"
-        );
-        store.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
-        let lead = RestoredLead::read(&mut store, 1).await.unwrap();
-        assert_eq!(
-            lead,
-            Some(RestoredLead {
-                term: 4,
-                last_index: 7
-            })
-        );
-        assert_eq!(RestoredLead::read(&mut store, 2).await.unwrap(), None);
-
-        let lease = LeaderLease::new(1, LEASE, lead);
-        assert_eq!(
-            lease.read_floor(4),
-            7,
-            "the restored term reads the whole log"
-        );
-        assert_eq!(
-            lease.read_floor(5),
-            0,
-            "a later term commits its own entry first"
-        );
-        assert_eq!(LeaderLease::new(1, LEASE, None).read_floor(4), 0);
-    }
-
     #[test]
     fn one_fresh_acknowledgement_makes_a_majority_of_three() {
         let now = Instant::now();
@@ -353,7 +255,7 @@ mod tests {
 
     #[test]
     fn a_later_acknowledgement_replaces_an_earlier_one_but_not_the_reverse() {
-        let lease = LeaderLease::new(1, LEASE, None);
+        let lease = LeaderLease::new(1, LEASE);
         let vote = Vote::new_committed(3, 1);
         let now = Instant::now();
         lease.acknowledged(2, vote, now);

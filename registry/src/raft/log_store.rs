@@ -59,7 +59,7 @@
 //!
 //! | call                         | returns          | on disk once                          |
 //! |------------------------------|------------------|---------------------------------------|
-//! | `append`                     | at once          | its callback is called                |
+//! | `append`                     | at once          | its callback is called; a leader's own entries: see below |
 //! | `truncate`, `purge`          | at once          | a later callback or wait has returned |
 //! | `save_committed`             | at once          | a later callback or wait has returned |
 //! | `save_vote`                  | after its commit | it returns                            |
@@ -74,9 +74,6 @@
 //!   of some prefix of the calls. A crash loses a suffix of the writes, never one from the
 //!   middle and never one already reported durable, so it cannot leave a hole in the log or a
 //!   vote without the entries appended before it.
-//! - What Raft promises to other nodes waits for the disk: openraft counts the leader's own
-//!   entries towards a quorum, and a follower acknowledges entries, only once the callback came;
-//!   a vote is granted only after `save_vote` returned.
 //! - A lost truncate or purge leaves the log as it was before the call, a state the node was
 //!   durably in anyway: the entries that replace a truncated suffix are appended after the
 //!   truncate, so they cannot be durable without it, and a purge only drops entries that a
@@ -85,12 +82,33 @@
 //!   lower one after a crash means fewer entries re-applied until the leader sends the commit index
 //!   again, and it is never ahead of the entries on disk, because it is queued after them.
 //!
-//! With openraft 0.9 the overlap this allows does not happen yet: RaftCore itself waits for each
-//! append's callback before it replicates the entries or does anything else
-//! (`RaftCore::append_to_log`), so appends still take one fsync each, one after another. What the
-//! pipeline saves there is the fsync of `save_committed` (called before every apply), `truncate`
-//! and `purge`, which ride along with the next commit, and the disk reads of the replication
-//! tasks. A later openraft that does not wait gets the overlap and the group commit as well.
+//! # A leader's own entries
+//!
+//! openraft 0.9 waits for each append's callback before it replicates the entries or does
+//! anything else (`RaftCore::append_to_log`). Reported only once on disk, a leader's entries
+//! would cost two fsyncs one after the other on every write: the leader's, then a follower's.
+//! Once told its node's id ([`LogStore::report_own_appends_early`]), the store reports an
+//! append of entries that this node wrote as leader durable as soon as it is queued, so the
+//! leader's fsync runs while the entries travel to the followers and are synced there (etcd's
+//! order). Other appends (a follower's) are reported after their commit, as above.
+//!
+//! The leader then counts its own entries towards a quorum before they are on its disk. Nothing
+//! that rests on them leaves the node before they are; [`LogStore::durable_through`] is the
+//! wait, and the appends reported early are the only ones it waits for:
+//!
+//! - A follower's acknowledgement reaches openraft only once the entries it acknowledges are on
+//!   the leader's disk too (`raft::network`). A quorum that includes a follower therefore holds
+//!   only durable copies.
+//! - An AppendEntries carries a commit index only once the entries it covers are on the
+//!   leader's disk, and the state machine applies an entry only once it is on disk (a quorum of
+//!   the leader alone commits before that). So no client and no other node sees an entry that a
+//!   crash could take back.
+//! - A node answers an AppendEntries with success only once its log is durable up to the entry
+//!   it matched (`server`): it may hold entries it wrote as leader of an earlier term.
+//! - A restarted node never resumes its lead: its own committed vote reads back uncommitted, so
+//!   it stands for election in a later term, still voting for nobody else in its old one.
+//!   openraft 0.9 would otherwise make it leader of the same term again, and it could write new
+//!   entries under the log ids of entries it lost in the crash and its followers hold.
 //!
 //! # Failure
 //!
@@ -127,6 +145,7 @@
 //!   consecutive entries, truncating a conflicting suffix first.
 
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fmt;
 use std::fmt::Debug;
 use std::io;
@@ -136,6 +155,7 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use fjall::Database;
@@ -160,6 +180,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 /// Log entries by index.
 const LOG: &str = "log";
@@ -357,6 +378,14 @@ where
     failure: Arc<OnceLock<Arc<DbError>>>,
     /// Kept to name the log in every error, since one machine may host several nodes.
     path: Arc<Path>,
+    /// This node's Raft id, once set: appends of entries it wrote as leader are reported
+    /// durable at once (see "A leader's own entries" above).
+    own: OnceLock<C::NodeId>,
+    /// How far the writes are on disk, published by the writer.
+    synced: Arc<watch::Sender<Synced>>,
+    /// Held by a test to keep the writer from committing.
+    #[cfg(test)]
+    pause: Arc<Mutex<()>>,
     /// Never read: held for its drop, which waits for the writer thread.
     _writer: WriterThread,
 }
@@ -372,6 +401,28 @@ where
     last_purged: Option<LogId<C::NodeId>>,
     vote: Option<Vote<C::NodeId>>,
     committed: Option<LogId<C::NodeId>>,
+    /// How many ops were queued so far; an op's number is this count once it is queued.
+    queued: u64,
+    /// Appends reported durable before they were, oldest first, until they are.
+    early: VecDeque<EarlyAppend>,
+}
+
+/// An append of this node's own entries, reported durable when it was queued.
+#[derive(Clone, Copy, Debug)]
+struct EarlyAppend {
+    /// The index of its first entry.
+    first: u64,
+    /// Its number in queue order.
+    op: u64,
+}
+
+/// How far the disk holds the ops queued, in queue order.
+#[derive(Clone, Copy, Debug, Default)]
+struct Synced {
+    /// Every op numbered up to this one is on disk.
+    through: u64,
+    /// A commit failed: nothing later will be.
+    failed: bool,
 }
 
 /// One write (or snapshot load) for the writer thread, with whoever waits for it.
@@ -384,7 +435,8 @@ where
 {
     Append {
         entries: Vec<C::Entry>,
-        flushed: LogFlushed<C>,
+        /// `None` when the append was reported durable as it was queued.
+        flushed: Option<LogFlushed<C>>,
     },
     Truncate {
         since: LogId<C::NodeId>,
@@ -534,10 +586,17 @@ where
         let path: Arc<Path> = Arc::from(path);
         let failure = Arc::new(OnceLock::new());
         // The writer takes the only handle on the database, so it closes when the writer ends.
+        let synced = Arc::new(watch::Sender::new(Synced::default()));
+        #[cfg(test)]
+        let pause = Arc::new(Mutex::new(()));
         let writer = Writer {
             tables,
             failure: Arc::clone(&failure),
             path: Arc::clone(&path),
+            written: AtomicU64::new(0),
+            synced: Arc::clone(&synced),
+            #[cfg(test)]
+            pause: Arc::clone(&pause),
             _types: std::marker::PhantomData,
         };
         let (ops, thread) = if inline {
@@ -559,6 +618,10 @@ where
                 memory: Mutex::new(memory),
                 failure,
                 path,
+                own: OnceLock::new(),
+                synced,
+                #[cfg(test)]
+                pause,
                 _writer: WriterThread(thread),
             }),
         })
@@ -613,6 +676,59 @@ where
             })
     }
 
+    /// Reports appends of entries that `me` wrote as leader durable as soon as they are queued,
+    /// before the writer has synced them, and reads `me`'s own committed vote back uncommitted
+    /// (see "A leader's own entries" in the module docs). Call it before Raft starts.
+    pub(crate) fn report_own_appends_early(&self, me: C::NodeId) {
+        let _ = self.shared.own.set(me);
+    }
+
+    /// Whether an append of `entries` is reported durable at once: they are all this node's
+    /// own, and writes go through the writer thread.
+    fn reports_early(&self, entries: &[C::Entry]) -> bool {
+        let Some(me) = self.shared.own.get() else {
+            return false;
+        };
+        matches!(self.shared.ops, Sink::Queue(_))
+            && !entries.is_empty()
+            && entries
+                .iter()
+                .all(|entry| &entry.get_log_id().leader_id.node_id == me)
+    }
+
+    /// Waits until every entry up to `index` that this store holds is on disk.
+    pub(crate) async fn durable_through(&self, index: u64) -> Result<(), StorageError<C::NodeId>> {
+        let mut synced = self.shared.synced.subscribe();
+        let op = {
+            let mut memory = self.shared.memory.lock();
+            let through = synced.borrow().through;
+            while memory
+                .early
+                .front()
+                .is_some_and(|early| early.op <= through)
+            {
+                memory.early.pop_front();
+            }
+            // Appends are numbered in order: the last one that wrote at or below `index`.
+            match memory.early.iter().rev().find(|early| early.first <= index) {
+                Some(early) => early.op,
+                None => return Ok(()),
+            }
+        };
+        let reached = synced
+            .wait_for(|synced| synced.failed || synced.through >= op)
+            .await
+            .map(|synced| !synced.failed);
+        match reached {
+            Ok(true) => Ok(()),
+            _ => Err(StorageIOError::write_logs(AnyError::error(format!(
+                "the registry log at {} could not write entries up to {index}",
+                self.shared.path.display()
+            )))
+            .into()),
+        }
+    }
+
     /// Queues the op that `change` returns, after `change` has applied it to memory.
     ///
     /// Waits for room in the queue before calling `change`, so that a caller that gives up while
@@ -627,7 +743,10 @@ where
                 // The writer's lock first, so that writes reach memory and the disk in the
                 // same order.
                 let writer = writer.lock();
-                let op = change(&mut self.shared.memory.lock());
+                let mut memory = self.shared.memory.lock();
+                let op = change(&mut memory);
+                memory.queued += 1;
+                drop(memory);
                 writer.write(&mut vec![op]);
                 return Ok(());
             }
@@ -640,6 +759,7 @@ where
         // both in the same order.
         let mut memory = self.shared.memory.lock();
         permit.send(change(&mut memory));
+        memory.queued += 1;
         Ok(())
     }
 
@@ -724,6 +844,18 @@ where
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
+        if let Some(me) = self.shared.own.get() {
+            return Ok(self.shared.memory.lock().vote.clone().map(|mut vote| {
+                // A leader that reported its entries early may have lost some in a crash that
+                // its followers hold: it must not lead that term again (openraft 0.9 resumes a
+                // committed lead at start), or it would write other entries under the same
+                // log ids. As a candidate's vote, it still votes for nobody else in the term.
+                if vote.leader_id().voted_for().as_ref() == Some(me) {
+                    vote.committed = false;
+                }
+                vote
+            }));
+        }
         Ok(self.shared.memory.lock().vote.clone())
     }
 
@@ -768,20 +900,31 @@ where
         }
         // Even an empty append goes through the queue, so that its callback, like any other,
         // does not come before the writes queued ahead of it are on disk.
+        let early = self.reports_early(&entries);
         let copies = entries.clone();
+        let (flushed, report_now) = if early {
+            (None, Some(callback))
+        } else {
+            (Some(callback), None)
+        };
         self.submit(|memory| {
+            if let (true, Some((first, _))) = (early, span) {
+                let op = memory.queued + 1;
+                memory.early.push_back(EarlyAppend { first, op });
+            }
             for entry in copies {
                 memory.entries.insert(entry.get_log_id().index, entry);
             }
-            Op::Append {
-                entries,
-                flushed: callback,
-            }
+            Op::Append { entries, flushed }
         })
         .await
         // If the op was never queued, the callback is dropped unreported: the error returned
         // here already stops openraft (it treats storage errors as fatal).
-        .map_err(|e| StorageIOError::write_logs(self.io_error(describe_append(span), e)).into())
+        .map_err(|e| StorageIOError::write_logs(self.io_error(describe_append(span), e)))?;
+        if let Some(callback) = report_now {
+            callback.log_io_completed(Ok(()));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
@@ -825,6 +968,11 @@ where
     tables: Tables,
     failure: Arc<OnceLock<Arc<DbError>>>,
     path: Arc<Path>,
+    /// How many ops were written (committed, durably or not): the number of the last one.
+    written: AtomicU64,
+    synced: Arc<watch::Sender<Synced>>,
+    #[cfg(test)]
+    pause: Arc<Mutex<()>>,
     _types: std::marker::PhantomData<fn() -> C>,
 }
 
@@ -888,6 +1036,8 @@ where
 
     /// Commits `batch` in one durable transaction, then reports to everyone waiting on it.
     fn write(&self, batch: &mut Vec<Op<C>>) {
+        #[cfg(test)]
+        let _paused = self.pause.lock();
         let outcome = match self.failure.get() {
             Some(earlier) => Err(BatchFailure::Earlier(Arc::clone(earlier))),
             None => commit_batch(&self.tables, batch).map_err(|e| {
@@ -898,6 +1048,18 @@ where
                 BatchFailure::Now(e)
             }),
         };
+        let written = self
+            .written
+            .fetch_add(batch.len() as u64, Ordering::Relaxed)
+            + batch.len() as u64;
+        match &outcome {
+            // A durable commit syncs the journal, and with it every write committed before.
+            Ok(()) if batch.iter().any(Op::must_be_durable) => {
+                self.synced.send_modify(|synced| synced.through = written);
+            }
+            Ok(()) => {}
+            Err(_) => self.synced.send_modify(|synced| synced.failed = true),
+        }
         for op in batch.drain(..) {
             self.report(op, &outcome);
         }
@@ -909,7 +1071,11 @@ where
         // A caller that stopped waiting has dropped its receiver; its write still happened, and
         // nobody else needs the answer, so a failed send is ignored.
         match op {
-            Op::Append { entries, flushed } => {
+            Op::Append { flushed: None, .. } => {}
+            Op::Append {
+                entries,
+                flushed: Some(flushed),
+            } => {
                 flushed.log_io_completed(result().map_err(|e| {
                     let what = format!(
                         "{} in the registry log at {}",
@@ -1018,6 +1184,8 @@ where
         last_purged: get_decoded(&tables.meta, LAST_PURGED_KEY)?,
         vote: get_decoded(&tables.meta, VOTE_KEY)?,
         committed: get_decoded(&tables.meta, COMMITTED_KEY)?,
+        queued: 0,
+        early: VecDeque::new(),
     })
 }
 
@@ -1549,6 +1717,64 @@ mod tests {
         let (_dir, mut store) = temp_store();
         store.blocking_append(Vec::new()).await.unwrap();
         assert_eq!(store.get_log_state().await.unwrap(), LogState::default());
+    }
+
+    /// A leader's own appends are reported durable as they are queued; `durable_through`
+    /// waits for the disk. Another leader's entries wait for the disk as before.
+    #[tokio::test]
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the lock holds the writer thread back, no task waits for it"
+    )]
+    async fn own_appends_are_reported_at_once_and_durable_through_waits_for_the_disk() {
+        let (_dir, mut store) = temp_store();
+        store.report_own_appends_early(1);
+        let pause = Arc::clone(&store.shared.pause);
+        let paused = pause.lock();
+        // `normal` entries are node 1's.
+        let mut own = Box::pin(store.blocking_append([normal(1, 1, "a"), normal(1, 2, "b")]));
+        let reported = poll_once(&mut own).await;
+        assert!(
+            matches!(reported, Some(Ok(_))),
+            "reported at once: {reported:?}"
+        );
+        drop(own);
+        let mut durable = Box::pin(store.durable_through(2));
+        assert!(poll_once(&mut durable).await.is_none(), "not on disk yet");
+        let mut other = store.clone();
+        let mut append = Box::pin(async move {
+            let entry = Entry {
+                log_id: log_id(2, 2, 3),
+                payload: EntryPayload::Normal("c".to_string()),
+            };
+            other.blocking_append([entry]).await
+        });
+        assert!(
+            poll_once(&mut append).await.is_none(),
+            "node 2's entry waits"
+        );
+        drop(paused);
+        durable.await.unwrap();
+        append.await.unwrap();
+        let mut recovered = Store::open(&crash_image(&store)).unwrap();
+        assert_eq!(recovered.try_get_log_entries(..).await.unwrap().len(), 3);
+        store.durable_through(3).await.unwrap();
+    }
+
+    /// A node that reports its own appends early never resumes its lead at start.
+    #[tokio::test]
+    async fn an_own_committed_vote_reads_back_uncommitted_once_appends_report_early() {
+        let (_dir, mut store) = temp_store();
+        let mut own = Vote::new(3, 1);
+        own.commit();
+        store.save_vote(&own).await.unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(own));
+        store.report_own_appends_early(1);
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+        let mut other = Vote::new(4, 2);
+        other.commit();
+        store.save_vote(&other).await.unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(other));
     }
 
     #[tokio::test]

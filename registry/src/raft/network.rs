@@ -9,7 +9,7 @@ use ensemble_runtime::{ActorRef, AskError};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -17,6 +17,7 @@ use openraft::raft::{
 use parking_lot::Mutex;
 
 use super::lease::LeaderLease;
+use super::log_store::LogStore;
 use super::types::{TypeConfig, Voter};
 use crate::server::protocol::{SERVER_NAME, ServerMsg};
 
@@ -93,6 +94,11 @@ pub(crate) struct Network {
     pub(crate) servers: Servers,
     /// Where connections record the followers' acknowledgements.
     pub(crate) lease: LeaderLease,
+    /// This node's log: a follower's acknowledgement reaches Raft only once the entries it
+    /// acknowledges are on this node's disk too.
+    pub(crate) log: LogStore<TypeConfig>,
+    /// How long a connection waits before it tries an unreachable voter again.
+    pub(crate) retry: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -104,6 +110,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             name: node.name.clone(),
             servers: self.servers.clone(),
             lease: self.lease.clone(),
+            log: self.log.clone(),
+            retry: self.retry,
         }
     }
 }
@@ -114,6 +122,8 @@ pub(crate) struct Connection {
     name: String,
     servers: Servers,
     lease: LeaderLease,
+    log: LogStore<TypeConfig>,
+    retry: Duration,
 }
 
 impl Connection {
@@ -149,13 +159,34 @@ impl Connection {
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
+    /// A voter that comes back hears from the leader within a heartbeat interval, before its
+    /// election timer can fire (openraft's default waits 500 ms). A restarted node does not
+    /// resume a lead (`LogStore::report_own_appends_early`), so one that hears nothing stands
+    /// for election in a term the leader holds and makes it step down.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(self.retry))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Voter, RaftError<u64>>> {
+        // A follower applies what the commit index covers: it must be on this node's disk.
+        if let Some(committed) = rpc.leader_commit
+            && let Err(e) = self.log.durable_through(committed.index).await
+        {
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
         // Taken before sending: the follower accepted the vote no earlier than this.
         let (vote, sent) = (rpc.vote, tokio::time::Instant::now());
+        // The last entry a success acknowledges (this node's own may not be on disk yet).
+        let last = rpc
+            .entries
+            .last()
+            .map(|entry| entry.log_id)
+            .or(rpc.prev_log_id)
+            .map_or(0, |id| id.index);
         let answer = self
             .call(
                 |reply| ServerMsg::AppendEntries(rpc, reply),
@@ -166,6 +197,9 @@ impl RaftNetwork<TypeConfig> for Connection {
             &answer
         {
             self.lease.acknowledged(self.target, vote, sent);
+            if let Err(e) = self.log.durable_through(last).await {
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
         }
         answer
     }

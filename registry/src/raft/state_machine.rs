@@ -61,6 +61,11 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
+    /// The log this state machine keeps its snapshots in.
+    pub(crate) fn log(&self) -> &LogStore<TypeConfig> {
+        &self.store
+    }
+
     /// The state machine for `store`, starting from its last snapshot.
     pub async fn open(store: LogStore<TypeConfig>) -> Result<StateMachine, StorageError<u64>> {
         let applied = match store.load_snapshot().await? {
@@ -160,6 +165,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<_> = entries.into_iter().collect();
+        // A leader counts its own entries before they are on its disk; with a quorum of one it
+        // may commit them that early. Nothing reaches a client before it is durable.
+        if let Some(last) = entries.last() {
+            self.store.durable_through(last.log_id.index).await?;
+        }
         let mut responses = Vec::new();
         let mut applied = self.applied.lock();
         for entry in entries {

@@ -85,8 +85,7 @@ impl Leadership {
     /// Confirms that this node still leads, for a read or a keepalive that arrived before the
     /// call, and waits until its state machine has applied everything committed before: on
     /// the leader's lease while it holds (`raft::lease`), else by a heartbeat round to a
-    /// quorum (`Raft::ensure_linearizable`). A lead restored at start also waits for the
-    /// node's whole log as of its start (`raft::lease`, "A leader restarted in its own term").
+    /// quorum (`Raft::ensure_linearizable`).
     pub(crate) async fn confirm(&self, raft: &Raft<TypeConfig>) -> Result<(), ServerError> {
         let read = match self.lease.read_index(raft).await {
             Some(read) => {
@@ -103,10 +102,7 @@ impl Leadership {
         let Some(read) = read else {
             return Ok(());
         };
-        // A lead restored at start also reads its whole log as of its start (`raft::lease`).
-        let index = read
-            .index
-            .max(self.lease.read_floor(read.leader_id.get_term()));
+        let index = read.index;
         raft.wait(None)
             .applied_index_at_least(Some(index), "a linearizable read")
             .await

@@ -19,6 +19,7 @@ use ensemble_runtime::hashing::HashMap;
 use ensemble_runtime::{Actor, ActorId, ActorResult, Context, ReplyTo};
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::AppendEntriesResponse;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
 pub(crate) use leader::Leadership;
@@ -139,8 +140,24 @@ impl Actor for Server {
         let raft = self.raft.clone();
         match msg {
             ServerMsg::AppendEntries(rpc, reply) => {
+                let log = self.state_machine.log().clone();
                 tokio::spawn(async move {
-                    let _ = reply.send(raft.append_entries(rpc).await);
+                    let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+                    let answer = raft.append_entries(rpc).await;
+                    // Entries this node wrote as an earlier term's leader were reported durable
+                    // before they were: a success must not count on them before they are. If
+                    // the log failed, no answer goes: this node's Raft is stopping.
+                    let matched = match &answer {
+                        Ok(AppendEntriesResponse::Success) => last,
+                        Ok(AppendEntriesResponse::PartialSuccess(matched)) => *matched,
+                        _ => None,
+                    };
+                    if let Some(matched) = matched
+                        && log.durable_through(matched.index).await.is_err()
+                    {
+                        return;
+                    }
+                    let _ = reply.send(answer);
                 });
             }
             ServerMsg::Vote(rpc, reply) => {
