@@ -250,7 +250,8 @@ impl Driver {
                 let status = registry.raft_status();
                 let index = |at: Option<u64>| at.map_or("-".to_owned(), |i| i.to_string());
                 Ok(format!(
-                    "log {} applied {} snapshot {} purged {}",
+                    "term {} log {} applied {} snapshot {} purged {}",
+                    status.term,
                     index(status.last_log_index),
                     index(status.last_applied),
                     index(status.snapshot),

@@ -68,6 +68,7 @@ fn killing_the_leader_keeps_writes_going_after_an_election() {
     let leader = leader(&mut nodes[0]);
     let at = nodes.iter().position(|n| n.name == leader).unwrap();
     let mut dead = nodes.remove(at);
+    let led = raft_position(&dead.run("raft"), "term");
     let killed = Instant::now();
     dead.kill();
     let survivor = &mut nodes[0];
@@ -82,6 +83,20 @@ fn killing_the_leader_keeps_writes_going_after_an_election() {
         );
     }
     eprintln!("leader {leader} killed; next write acknowledged after {failover:?}");
+
+    // Back with its data dir, the old leader follows the new one, in a later term, and its
+    // copy holds every write, those acknowledged before its death and after.
+    let seeds = vec![survivor.addr.clone()];
+    let mut back = ChildNode::start_with(&leader, dir.path(), &seeds, false, &[]);
+    back.run_until("get_cached after-failover", "value yes");
+    for i in 0..20 {
+        assert_eq!(back.run(&format!("get_cached k{i}")), format!("value v{i}"));
+    }
+    let term = raft_position(&back.run("raft"), "term");
+    assert!(
+        term > led,
+        "back in term {term}, which it led before ({led})"
+    );
 }
 
 #[test]
@@ -218,8 +233,8 @@ fn a_full_restart_keeps_every_acknowledged_write() {
     }
 }
 
-/// One of the log positions in a node's answer to `raft`: `log`, `applied`, `snapshot` or
-/// `purged` (0 for none, which the answer gives as `-`).
+/// One of the figures in a node's answer to `raft`: its `term`, or one of its log positions
+/// `log`, `applied`, `snapshot` or `purged` (0 for none, which the answer gives as `-`).
 fn raft_position(answer: &str, which: &str) -> u64 {
     let mut words = answer.split_whitespace();
     words.find(|word| *word == which);
