@@ -66,8 +66,9 @@
 //! | [`LogStore::save_snapshot`]  | after its commit | it returns                            |
 //!
 //! This is what openraft's storage contract asks: `append` may return before the entries are
-//! durable as long as they are readable at once and the callback waits for the disk, and a vote
-//! must be durable before `save_vote` returns. It is safe because:
+//! durable as long as they are readable at once and the callback waits for the disk (except,
+//! here, for a leader's own entries: below), and a vote must be durable before `save_vote`
+//! returns. It is safe because:
 //!
 //! - Commits are atomic (fjall drops a journal record cut short by a crash) and happen one after
 //!   another in queue order, and the queue is in call order, so the disk always holds the writes
@@ -109,6 +110,10 @@
 //!   it stands for election in a later term, still voting for nobody else in its old one.
 //!   openraft 0.9 would otherwise make it leader of the same term again, and it could write new
 //!   entries under the log ids of entries it lost in the crash and its followers hold.
+//!
+//! The leader's fsync, which starts when the entries are queued, now ends inside the
+//! AppendEntries round that openraft times (the heartbeat interval, 50 ms by default), next to
+//! the follower's own fsync, which was always inside it.
 //!
 //! # Failure
 //!
@@ -155,7 +160,6 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use fjall::Database;
@@ -203,9 +207,10 @@ const FORMAT_VERSION: u32 = 2;
 
 /// How many writes may wait for the writer thread, and the most it commits at once.
 ///
-/// openraft 0.9 keeps at most one append in flight, so the bound is met only when callers other
-/// than RaftCore pile up writes faster than the disk takes them; they then wait for room, which
-/// is the backpressure a slow disk should exert. One commit of this many writes stays well under
+/// openraft 0.9 keeps at most one append in flight on a follower; a leader, whose own appends
+/// are reported at once, queues as fast as it takes proposals. Either way callers that pile up
+/// writes faster than the disk takes them wait for room, which is the backpressure a slow disk
+/// should exert. One commit of this many writes stays well under
 /// a second on any disk that keeps up with Raft at all.
 const QUEUE_CAPACITY: usize = 1024;
 
@@ -482,8 +487,9 @@ where
         }
     }
 
-    /// Whether someone waits on the op's commit (a callback or a caller), so that its batch
-    /// cannot wait for a later one.
+    /// Whether someone waits on the op's commit (a callback, a caller, or for an append
+    /// reported early, [`LogStore::durable_through`]), so that its batch cannot wait for a
+    /// later one.
     fn is_waited_on(&self) -> bool {
         match self {
             Op::Append { .. }
@@ -593,7 +599,7 @@ where
             tables,
             failure: Arc::clone(&failure),
             path: Arc::clone(&path),
-            written: AtomicU64::new(0),
+            written: 0,
             synced: Arc::clone(&synced),
             #[cfg(test)]
             pause: Arc::clone(&pause),
@@ -696,7 +702,10 @@ where
                 .all(|entry| &entry.get_log_id().leader_id.node_id == me)
     }
 
-    /// Waits until every entry up to `index` that this store holds is on disk.
+    /// Waits until the appends reported early (a leader's own) that wrote at or below `index`
+    /// are on disk. Other appends are on disk once openraft has heard of them, since their
+    /// callback waits for the disk, so after this every entry up to `index` that openraft
+    /// knows of is durable.
     pub(crate) async fn durable_through(&self, index: u64) -> Result<(), StorageError<C::NodeId>> {
         let mut synced = self.shared.synced.subscribe();
         let op = {
@@ -742,7 +751,7 @@ where
                 }
                 // The writer's lock first, so that writes reach memory and the disk in the
                 // same order.
-                let writer = writer.lock();
+                let mut writer = writer.lock();
                 let mut memory = self.shared.memory.lock();
                 let op = change(&mut memory);
                 memory.queued += 1;
@@ -968,8 +977,9 @@ where
     tables: Tables,
     failure: Arc<OnceLock<Arc<DbError>>>,
     path: Arc<Path>,
-    /// How many ops were written (committed, durably or not): the number of the last one.
-    written: AtomicU64,
+    /// How many ops were taken into batches (committed, durably or not, or failed): the number
+    /// of the last one.
+    written: u64,
     synced: Arc<watch::Sender<Synced>>,
     #[cfg(test)]
     pause: Arc<Mutex<()>>,
@@ -1000,7 +1010,7 @@ where
 {
     /// Commits batches until the queue closes and is empty, then closes the database by
     /// dropping it.
-    fn run(self, mut queue: mpsc::Receiver<Op<C>>) {
+    fn run(mut self, mut queue: mpsc::Receiver<Op<C>>) {
         let span = tracing::info_span!("registry_log_writer", path = %self.path.display());
         let _entered = span.enter();
         let mut batch = Vec::with_capacity(QUEUE_CAPACITY);
@@ -1035,7 +1045,7 @@ where
     }
 
     /// Commits `batch` in one durable transaction, then reports to everyone waiting on it.
-    fn write(&self, batch: &mut Vec<Op<C>>) {
+    fn write(&mut self, batch: &mut Vec<Op<C>>) {
         #[cfg(test)]
         let _paused = self.pause.lock();
         let outcome = match self.failure.get() {
@@ -1048,10 +1058,8 @@ where
                 BatchFailure::Now(e)
             }),
         };
-        let written = self
-            .written
-            .fetch_add(batch.len() as u64, Ordering::Relaxed)
-            + batch.len() as u64;
+        self.written += batch.len() as u64;
+        let written = self.written;
         match &outcome {
             // A durable commit syncs the journal, and with it every write committed before.
             Ok(()) if batch.iter().any(Op::must_be_durable) => {

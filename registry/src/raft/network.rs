@@ -89,6 +89,11 @@ impl Servers {
     }
 }
 
+/// How long after a voter became unreachable the leader tries it every heartbeat interval.
+const QUICK_RETRIES: Duration = Duration::from_secs(2);
+/// How often it tries after that: openraft's default.
+const SLOW_RETRY: Duration = Duration::from_millis(500);
+
 /// Opens Raft's connections.
 pub(crate) struct Network {
     pub(crate) servers: Servers,
@@ -159,12 +164,15 @@ impl Connection {
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
-    /// A voter that comes back hears from the leader within a heartbeat interval, before its
-    /// election timer can fire (openraft's default waits 500 ms). A restarted node does not
-    /// resume a lead (`LogStore::report_own_appends_early`), so one that hears nothing stands
-    /// for election in a term the leader holds and makes it step down.
+    /// A voter restarted soon after it became unreachable hears from the leader within a
+    /// heartbeat interval, before its election timer can fire (openraft's default waits
+    /// 500 ms). A restarted node does not resume a lead (`LogStore::report_own_appends_early`),
+    /// so one that hears nothing stands for election in a term the leader holds and makes it
+    /// step down. After [`QUICK_RETRIES`], tries (each logged by openraft) come at openraft's
+    /// pace again.
     fn backoff(&self) -> Backoff {
-        Backoff::new(std::iter::repeat(self.retry))
+        let quick = (QUICK_RETRIES.as_millis() / self.retry.as_millis().max(1)) as usize;
+        Backoff::new(std::iter::repeat_n(self.retry, quick).chain(std::iter::repeat(SLOW_RETRY)))
     }
 
     async fn append_entries(
