@@ -88,13 +88,13 @@
 //! openraft 0.9 waits for each append's callback before it replicates the entries or does
 //! anything else (`RaftCore::append_to_log`). Reported only once on disk, a leader's entries
 //! would cost two fsyncs one after the other on every write: the leader's, then a follower's.
-//! Once told its node's id ([`LogStore::report_own_appends_early`]), the store reports an
+//! Once told its node's id (`LogStore::report_own_appends_early`), the store reports an
 //! append of entries that this node wrote as leader durable as soon as it is queued, so the
 //! leader's fsync runs while the entries travel to the followers and are synced there (etcd's
 //! order). Other appends (a follower's) are reported after their commit, as above.
 //!
 //! The leader then counts its own entries towards a quorum before they are on its disk. Nothing
-//! that rests on them leaves the node before they are; [`LogStore::durable_through`] is the
+//! that rests on them leaves the node before they are; `LogStore::durable_through` is the
 //! wait, and the appends reported early are the only ones it waits for:
 //!
 //! - A follower's acknowledgement reaches openraft only once the entries it acknowledges are on
