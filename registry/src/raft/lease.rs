@@ -40,8 +40,9 @@
 //! The argument rests on openraft 0.9's vote handling (`Engine::handle_vote_req`, and a
 //! restarted node's vote time set at its start). A node whose saved vote is its own committed
 //! one reads it back uncommitted and so refuses no vote at start; under that vote it never
-//! acknowledged another leader, so no lease counts on it. openraft 0.10 lets a vote request marked as a
-//! leadership transfer through a follower's lease: moving to it means checking this again.
+//! acknowledged another leader, so no lease counts on it. openraft 0.10 lets a vote request
+//! marked as a leadership transfer through a follower's lease: moving to it means checking
+//! this again.
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;

@@ -59,7 +59,7 @@
 //!
 //! | call                         | returns          | on disk once                          |
 //! |------------------------------|------------------|---------------------------------------|
-//! | `append`                     | at once          | its callback is called; a leader's own entries: see below |
+//! | `append`                     | at once          | its callback came (own entries: below) |
 //! | `truncate`, `purge`          | at once          | a later callback or wait has returned |
 //! | `save_committed`             | at once          | a later callback or wait has returned |
 //! | `save_vote`                  | after its commit | it returns                            |
