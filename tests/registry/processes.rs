@@ -86,12 +86,9 @@ fn killing_the_leader_keeps_writes_going_after_an_election() {
 
     // Back with its data dir, the old leader follows the new one, in a later term, and its
     // copy holds every write, those acknowledged before its death and after.
-    let seeds = vec![survivor.addr.clone()];
-    let mut back = ChildNode::start_with(&leader, dir.path(), &seeds, false, &[]);
-    back.run_until("get_cached after-failover", "value yes");
-    for i in 0..20 {
-        assert_eq!(back.run(&format!("get_cached k{i}")), format!("value v{i}"));
-    }
+    let survivor = survivor.addr.clone();
+    let last = ("after-failover", "yes");
+    let mut back = restart_with_writes(&leader, dir.path(), &survivor, &[], last, "k", 20);
     let term = raft_position(&back.run("raft"), "term");
     assert!(
         term > led,
@@ -233,6 +230,33 @@ fn a_full_restart_keeps_every_acknowledged_write() {
     }
 }
 
+/// Starts voter `name` again on its data dir, joining through `seed`, and waits until its
+/// local copy shows the write `last` (key, value); then checks that the copy holds the writes
+/// `{prefix}{i}` = `v{i}` for `i` below `count`.
+fn restart_with_writes(
+    name: &str,
+    dir: &std::path::Path,
+    seed: &str,
+    env: &[(&str, &str)],
+    last: (&str, &str),
+    prefix: &str,
+    count: usize,
+) -> ChildNode {
+    let mut back = ChildNode::start_with(name, dir, &[seed.to_owned()], false, env);
+    back.run_until(
+        &format!("get_cached {}", last.0),
+        &format!("value {}", last.1),
+    );
+    for i in 0..count {
+        assert_eq!(
+            back.run(&format!("get_cached {prefix}{i}")),
+            format!("value v{i}"),
+            "{prefix}{i} on {name} once back"
+        );
+    }
+    back
+}
+
 /// One of the figures in a node's answer to `raft`: its `term`, or one of its log positions
 /// `log`, `applied`, `snapshot` or `purged` (0 for none, which the answer gives as `-`).
 fn raft_position(answer: &str, which: &str) -> u64 {
@@ -272,12 +296,8 @@ fn a_voter_behind_the_dropped_log_catches_up_from_a_snapshot() {
     });
     // ...so when it comes back with its data dir, only a snapshot can bring it up to date.
     let name = nodes[away].name.clone();
-    let seeds = vec![nodes[writer].addr.clone()];
-    let mut back = ChildNode::start_with(&name, dir.path(), &seeds, false, &env);
-    back.run_until("get_cached s99", "value v99");
-    for i in 0..100 {
-        assert_eq!(back.run(&format!("get_cached s{i}")), format!("value v{i}"));
-    }
+    let seed = nodes[writer].addr.clone();
+    let mut back = restart_with_writes(&name, dir.path(), &seed, &env, ("s99", "v99"), "s", 100);
     let snapshot = raft_position(&back.run("raft"), "snapshot");
     assert!(
         snapshot > stopped_at,
