@@ -121,6 +121,20 @@ pub enum RegistryError {
         /// What happened.
         reason: String,
     },
+    /// A command, or the answer to a read, is larger than the registry takes. A command may
+    /// take an eighth of the transport's frame limit (`max_frame_size`, so 1 MiB by default),
+    /// and is refused before it is sent; an answer may take half.
+    #[error(
+        "{what} takes about {bytes} bytes, over the registry's limit of {max} bytes for it (set by max_frame_size); keep large data elsewhere and store references to it in the registry, or read a narrower prefix"
+    )]
+    TooLarge {
+        /// The command or the read.
+        what: String,
+        /// About how many bytes it takes.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The registry could not start.
     #[error("cannot start the registry: {0}")]
     Start(String),

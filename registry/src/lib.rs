@@ -3,6 +3,7 @@
 mod client;
 mod config;
 mod error;
+mod limits;
 pub mod raft;
 pub(crate) mod server;
 mod start;

@@ -10,6 +10,7 @@ use openraft::{Config, Raft, SnapshotPolicy};
 use crate::client::{Registry, mirror::Mirror, proposer, session};
 use crate::config::RegistryConfig;
 use crate::error::RegistryError;
+use crate::limits::Limits;
 use crate::raft::lease::LeaderLease;
 use crate::raft::log_store::{self, LogStore};
 use crate::raft::network::{Network, Servers};
@@ -53,6 +54,7 @@ impl Registry {
                 path.display()
             ))
         })?;
+        let limits = Limits::for_frame(cluster.max_frame_size());
         let raft_config = Config {
             cluster_name: "ensemble-registry".into(),
             heartbeat_interval: config.on_local_clock(config.heartbeat_interval).as_millis() as u64,
@@ -61,6 +63,8 @@ impl Registry {
             election_timeout_max: config.on_local_clock(config.election_timeout.1).as_millis()
                 as u64,
             max_payload_entries: 256,
+            // A chunk and its framing must fit one frame of the transport.
+            snapshot_max_chunk_size: limits.append as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: config.log_kept_after_snapshot,
             ..Config::default()
@@ -83,6 +87,7 @@ impl Registry {
                 lease: lease.clone(),
                 log: store.clone(),
                 retry: config.on_local_clock(config.heartbeat_interval),
+                limits,
             },
             store,
             state_machine.clone(),
@@ -98,7 +103,12 @@ impl Registry {
             config.voters,
         ));
         let server = node
-            .spawn(Server::new(raft.clone(), state_machine, leadership.clone()))
+            .spawn(Server::new(
+                raft.clone(),
+                state_machine,
+                leadership.clone(),
+                limits,
+            ))
             .map_err(|e| RegistryError::Start(e.to_string()))?;
         node.register_remote(SERVER_NAME, &server)
             .map_err(|e| RegistryError::Start(e.to_string()))?;
@@ -121,6 +131,7 @@ impl Registry {
         let mirror = node
             .spawn(Mirror {
                 shared: shared.clone(),
+                partial: None,
             })
             .map_err(|e| RegistryError::Start(e.to_string()))?;
         let local = session::LocalVoter {

@@ -24,10 +24,28 @@ async fn start_with(
     seeds: Vec<std::net::SocketAddr>,
     settings: impl FnOnce(&mut RegistryConfig),
 ) -> (Node, Cluster, Registry) {
+    start_framed(
+        name,
+        certs,
+        seeds,
+        ensemble::transport::frame::DEFAULT_MAX_FRAME,
+        settings,
+    )
+    .await
+}
+
+async fn start_framed(
+    name: &str,
+    certs: &std::path::Path,
+    seeds: Vec<std::net::SocketAddr>,
+    max_frame_size: usize,
+    settings: impl FnOnce(&mut RegistryConfig),
+) -> (Node, Cluster, Registry) {
     let node = Node::new(NodeConfig::new(name)).unwrap();
     let cert = NodeCert::load(certs, name).unwrap();
     let mut config = ensemble::cluster::ClusterConfig::new("test");
     config.down = DownDecision::External;
+    config.max_frame_size = max_frame_size;
     let bootstrap = seeds.is_empty();
     config.seeds = seeds;
     let cluster = Cluster::start(&node, config, &cert).await.unwrap();
@@ -66,6 +84,18 @@ async fn one_node_is_its_own_registry() {
     {
         assert!(tokio::time::Instant::now() < deadline, "name not released");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the registry of `registry` has three voters.
+async fn three_voters(registry: &Registry) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while registry.voters().await.map_or(0, |v| v.len()) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the voters never grew to 3"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -125,14 +155,7 @@ async fn queued_writes_without_a_quorum_time_out_each_naming_its_key() {
     let seeds = vec![a_cluster.local_addr()];
     let (b_node, _b_cluster, _b) = start_with("qb", certs.path(), seeds.clone(), settings).await;
     let (c_node, _c_cluster, _c) = start_with("qc", certs.path(), seeds, settings).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while a.voters().await.map_or(0, |v| v.len()) < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the voters never grew to 3"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    three_voters(&a).await;
     b_node.shutdown().await;
     c_node.shutdown().await;
     let writes: Vec<_> = (0..20)
@@ -258,4 +281,100 @@ async fn three_nodes_share_names_and_locks() {
     lease.release().await.unwrap();
     let second = waiting.await.unwrap().unwrap();
     assert!(second.token() > first);
+}
+
+/// Writes, reads and copies larger than a frame: a command over the limit is refused at once
+/// with an error naming it briefly; commands that fit one by one but not together go through
+/// in several log entries; a voter that was away catches up through AppendEntries that each
+/// fit a frame; a new node's copy receives a state larger than a frame in parts; a read whose
+/// answer would not fit says so. The frames here are 64 KiB, so a command may take 8 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_larger_than_a_frame_is_split_or_refused_by_name() {
+    const FRAME: usize = 64 << 10;
+    let certs = certificates(&["fa", "fb", "fc", "fd"]);
+    let start = |name: &'static str, seeds| start_framed(name, certs.path(), seeds, FRAME, |_| {});
+    let (_a_node, a_cluster, a) = start("fa", vec![]).await;
+    let seeds = vec![a_cluster.local_addr()];
+    let (_b_node, _b_cluster, b) = start("fb", seeds.clone()).await;
+    let (c_node, _c_cluster, _c) = start("fc", seeds.clone()).await;
+    three_voters(&a).await;
+
+    let started = tokio::time::Instant::now();
+    match b.put("big/too", vec![7; 9 << 10]).await {
+        Err(err @ RegistryError::TooLarge { .. }) => {
+            let message = err.to_string();
+            assert!(
+                message.contains("big/too") && message.contains("8192"),
+                "{message}"
+            );
+            assert!(
+                message.len() < 600,
+                "the value is not spelled out: {message}"
+            );
+        }
+        other => panic!("a 9 KiB value gave {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused before it was sent, not after a timeout"
+    );
+
+    // fc is away while the writes are made, and must catch up on all of them later.
+    c_node.shutdown().await;
+    // 6 KiB each: two fit a log entry (16 KiB), five an AppendEntries (32 KiB).
+    let writes: Vec<_> = (0..40)
+        .map(|i| {
+            let b = b.clone();
+            tokio::spawn(async move { b.put(&format!("big/{i:02}"), large_value(i)).await })
+        })
+        .collect();
+    for (i, write) in writes.into_iter().enumerate() {
+        write
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("put {i}: {e}"));
+    }
+    b.put("small", b"1".to_vec())
+        .await
+        .expect("a small put after the large ones");
+
+    // About 240 KiB of entries reach fc, restarted on its data dir.
+    let (_c_node, _c_cluster, c) = start("fc", seeds.clone()).await;
+    holds_the_large_values(&c, "fc").await;
+    // About 240 KiB of state reaches a new node's copy in parts.
+    let (_d_node, _d_cluster, d) = start("fd", seeds).await;
+    holds_the_large_values(&d, "fd").await;
+
+    match d.get_prefix("big/").await {
+        Err(err @ RegistryError::TooLarge { .. }) => {
+            assert!(err.to_string().contains("big/"), "{err}");
+        }
+        other => panic!("a 240 KiB prefix read gave {:?}", other.map(|v| v.len())),
+    }
+    assert_eq!(d.get_prefix("small").await.unwrap().len(), 1);
+}
+
+/// The value of key `big/{i:02}` in `data_larger_than_a_frame_is_split_or_refused_by_name`.
+fn large_value(i: usize) -> Vec<u8> {
+    vec![i as u8; 6 << 10]
+}
+
+/// Waits until the copy of `node` holds the last write of that test, then checks that it holds
+/// every large value.
+async fn holds_the_large_values(registry: &Registry, node: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while registry.get_cached("small").is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the copy of {node} never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..40 {
+        let key = format!("big/{i:02}");
+        let cached = registry
+            .get_cached(&key)
+            .unwrap_or_else(|| panic!("{key} missing on {node}"));
+        assert_eq!(cached.value, large_value(i), "{key} on {node}");
+    }
 }

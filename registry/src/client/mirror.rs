@@ -1,9 +1,9 @@
 //! The node's local copy of the registry state, fed by one voter (on a voter, its own server;
-//! elsewhere the leader):
-//! first the whole state, then every batch applied after it, applied here with the same pure
-//! state machine. Cached reads (`whereis`, group members) read it without a round trip, and
-//! every change's effects are dispatched from here: nodes declared down, locks granted to a
-//! waiter of this node, leases lost, config keys changed.
+//! elsewhere the leader): first the whole state (in parts, each within a frame), then every
+//! batch applied after it, applied here with the same pure state machine. Cached reads
+//! (`whereis`, group members) read it without a round trip, and every change's effects are
+//! dispatched from here: nodes declared down, locks granted to a waiter of this node, leases
+//! lost, config keys changed.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,6 +32,15 @@ pub(crate) struct View {
 /// The actor the feed is sent to.
 pub(crate) struct Mirror {
     pub(crate) shared: Arc<Shared>,
+    /// The parts of a whole state received so far.
+    pub(crate) partial: Option<PartialSync>,
+}
+
+/// A whole state arriving in parts.
+pub(crate) struct PartialSync {
+    epoch: u64,
+    index: u64,
+    bytes: Vec<u8>,
 }
 
 impl Actor for Mirror {
@@ -51,12 +60,44 @@ impl Actor for Mirror {
             FeedMsg::Sync {
                 epoch,
                 index,
-                state,
+                part,
+                last,
             } => {
                 if epoch != current {
                     tracing::debug!(epoch, current, "feed: sync of an old subscription dropped");
+                    self.partial = None;
                     return Ok(());
                 }
+                // Parts come in order; a part of another sync starts over.
+                let partial = match self.partial.take() {
+                    Some(partial) if partial.epoch == epoch && partial.index == index => {
+                        let mut partial = partial;
+                        partial.bytes.extend_from_slice(&part);
+                        partial
+                    }
+                    _ => PartialSync {
+                        epoch,
+                        index,
+                        bytes: part,
+                    },
+                };
+                if !last {
+                    self.partial = Some(partial);
+                    return Ok(());
+                }
+                let state: RegistryState = match rmp_serde::from_slice(&partial.bytes) {
+                    Ok(state) => state,
+                    Err(err) => {
+                        // Parts lost with a connection: subscribe again.
+                        tracing::warn!(
+                            %err,
+                            index,
+                            "feed: a whole state did not decode; subscribing again"
+                        );
+                        self.shared.view.write().heard = None;
+                        return Ok(());
+                    }
+                };
                 let mut view = self.shared.view.write();
                 if index < view.index {
                     // A voter a little behind the one before: the log is the same, so keep the
@@ -65,7 +106,7 @@ impl Actor for Mirror {
                     return Ok(());
                 }
                 let effects = changes(&view.state, &state);
-                view.state = *state;
+                view.state = state;
                 view.index = index;
                 view.synced = true;
                 effects

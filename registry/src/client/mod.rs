@@ -36,6 +36,7 @@ use mirror::View;
 
 use crate::config::RegistryConfig;
 use crate::error::RegistryError;
+use crate::limits::Limits;
 use crate::raft::Voter;
 use crate::raft::network::Servers;
 use crate::server::Leadership;
@@ -245,6 +246,9 @@ impl Shared {
                 Ok(Err(ServerError::NoSession(node))) => {
                     return Err(RegistryError::NoSession(node));
                 }
+                Ok(Err(ServerError::TooLarge { what, bytes, max })) => {
+                    return Err(RegistryError::TooLarge { what, bytes, max });
+                }
                 Ok(Err(err)) => last = format!("node {target}: {err}"),
                 Err(AskError::Timeout { .. }) if !idempotent => {
                     return Err(RegistryError::Unknown {
@@ -280,6 +284,11 @@ impl Shared {
         .await
     }
 
+    /// How large this node lets what it sends to the registry grow.
+    pub(crate) fn limits(&self) -> Limits {
+        Limits::for_frame(self.cluster.max_frame_size())
+    }
+
     /// How long one attempt of a call may take: a fraction of the session TTL (keepalives must
     /// find a new leader well within it), but never more than the call's own timeout.
     fn attempt_timeout(&self, timeout: Duration) -> Duration {
@@ -296,6 +305,14 @@ impl Shared {
     ) -> Result<Vec<Outcome>, RegistryError> {
         if commands.is_empty() {
             return Ok(Vec::new());
+        }
+        let max = self.limits().command;
+        if let Some(command) = commands.iter().find(|c| c.approx_bytes() > max) {
+            return Err(RegistryError::TooLarge {
+                what: command.brief(),
+                bytes: command.approx_bytes(),
+                max,
+            });
         }
         let outcomes = proposer::propose(self, commands, idempotent).await?;
         // Read your writes: answer once this node's copy shows what the commands changed, so
@@ -861,7 +878,8 @@ impl Registry {
         }
     }
 
-    /// The registry's voters, by node name, as the leader knows them now.
+    /// The registry's voters, by node name: the membership committed as of the read (a
+    /// change still being made shows once it commits).
     pub async fn voters(&self) -> Result<Vec<String>, RegistryError> {
         match self.shared.read(Query::Voters).await? {
             Answer::Voters(voters) => Ok(voters),

@@ -3,11 +3,12 @@
 //!
 //! A proposal goes out at once, from its caller's task, while fewer than [`IN_FLIGHT`]
 //! requests of this node are on their way. Otherwise it queues, and the next request to go
-//! takes everything queued (up to [`MAX_BATCH`] commands, only proposals that agree on whether
-//! they may be retried). The leader folds requests into log entries the same way, so a command
-//! means the same either way: each caller's commands stay together, in one log entry, and each
-//! caller gets its own outcomes and its own timeout. What it saves is a request and an answer
-//! per proposal, most of what a node making many writes at once spends on them.
+//! takes everything queued (up to [`MAX_BATCH`] commands and a log entry's size, only
+//! proposals that agree on whether they may be retried). The leader folds requests into log
+//! entries the same way, so a command means the same either way: each caller's commands stay
+//! together, in one log entry, and each caller gets its own outcomes and its own timeout.
+//! What it saves is a request and an answer per proposal, most of what a node making many
+//! writes at once spends on them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use crate::error::RegistryError;
+use crate::limits::approx_bytes;
 use crate::server::MAX_BATCH;
 use crate::state::{Command, Outcome};
 
@@ -67,7 +69,7 @@ pub(crate) async fn propose(shared: &Shared, commands: Vec<Command>, idempotent:
     if proposer.queued.load(Ordering::Acquire) == 0
         && let Ok(_permit) = proposer.in_flight.try_acquire()
     {
-        let what = || format!("{:?}", commands[0]);
+        let what = || commands[0].brief();
         let timeout = shared.config.request_timeout;
         return shared
             .send_proposal(&commands, idempotent, timeout, &what)
@@ -85,7 +87,7 @@ pub(crate) async fn propose(shared: &Shared, commands: Vec<Command>, idempotent:
     if let Err(mpsc::error::SendError(pending)) = proposer.queue.send(pending) {
         proposer.queued.fetch_sub(1, Ordering::AcqRel);
         return Err(RegistryError::Unknown {
-            what: format!("{:?}", pending.commands[0]),
+            what: pending.commands[0].brief(),
             reason: "the registry client of this node has stopped".into(),
         });
     }
@@ -128,17 +130,22 @@ pub(crate) async fn run(shared: Weak<Shared>) {
         let Ok(permit) = shared.proposer.in_flight.clone().acquire_owned().await else {
             return;
         };
-        // Whatever queued while waiting for a permit goes in the same request.
+        // Whatever queued while waiting for a permit goes in the same request, as long as the
+        // request stays within a log entry's size.
         let idempotent = first.idempotent;
+        let max_bytes = shared.limits().entry;
         let mut count = first.commands.len();
+        let mut bytes = approx_bytes(&first.commands);
         let mut batch = vec![first];
         while count < MAX_BATCH {
             match queue.try_recv() {
                 Ok(pending)
                     if pending.idempotent == idempotent
-                        && count + pending.commands.len() <= MAX_BATCH =>
+                        && count + pending.commands.len() <= MAX_BATCH
+                        && bytes + approx_bytes(&pending.commands) <= max_bytes =>
                 {
                     count += pending.commands.len();
+                    bytes += approx_bytes(&pending.commands);
                     batch.push(pending);
                 }
                 Ok(pending) => {
@@ -170,7 +177,7 @@ async fn send(shared: &Shared, batch: Vec<Pending>, idempotent: bool) {
         callers.push((commands.len(), pending.commands.len(), pending.answer));
         commands.extend(pending.commands);
     }
-    let what_of = |start: usize| format!("{:?}", commands[start]);
+    let what_of = |start: usize| commands[start].brief();
     if timeout.is_zero() {
         for (start, _, answer) in callers {
             let _ = answer.send(Err(RegistryError::Timeout {

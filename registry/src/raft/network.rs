@@ -7,18 +7,21 @@ use ensemble_runtime::cluster::Cluster;
 use ensemble_runtime::hashing::HashMap;
 use ensemble_runtime::{ActorRef, AskError};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{Entry, EntryPayload};
 use parking_lot::Mutex;
 
 use super::lease::LeaderLease;
 use super::log_store::LogStore;
 use super::types::{TypeConfig, Voter};
+use crate::limits::{Limits, approx_bytes};
 use crate::server::protocol::{SERVER_NAME, ServerMsg};
 
 /// Finds the registry server of a node by name, and remembers it.
@@ -104,6 +107,8 @@ pub(crate) struct Network {
     pub(crate) log: LogStore<TypeConfig>,
     /// How long a connection waits before it tries an unreachable voter again.
     pub(crate) retry: Duration,
+    /// How many bytes of entries one AppendEntries may carry.
+    pub(crate) limits: Limits,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -117,6 +122,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             lease: self.lease.clone(),
             log: self.log.clone(),
             retry: self.retry,
+            limits: self.limits,
         }
     }
 }
@@ -129,6 +135,25 @@ pub(crate) struct Connection {
     lease: LeaderLease,
     log: LogStore<TypeConfig>,
     retry: Duration,
+    limits: Limits,
+}
+
+/// How many of `entries`, from the first, fit in `max` bytes (at least one: an entry is never
+/// larger than a log entry's limit, well under an AppendEntries').
+fn entries_that_fit(entries: &[Entry<TypeConfig>], max: usize) -> usize {
+    let mut bytes = 0;
+    let fit = entries
+        .iter()
+        .take_while(|entry| {
+            bytes += match &entry.payload {
+                EntryPayload::Normal(batch) => approx_bytes(&batch.0),
+                EntryPayload::Membership(_) => 1024,
+                EntryPayload::Blank => 0,
+            } + 64;
+            bytes <= max
+        })
+        .count();
+    fit.max(1)
 }
 
 impl Connection {
@@ -180,6 +205,14 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Voter, RaftError<u64>>> {
+        // More than a frame takes would be refused by the transport, again on every retry:
+        // openraft sends fewer entries at once after this answer.
+        let fit = entries_that_fit(&rpc.entries, self.limits.append);
+        if fit < rpc.entries.len() {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit as u64),
+            ));
+        }
         // A follower applies what the commit index covers: it must be on this node's disk.
         if let Some(committed) = rpc.leader_commit
             && let Err(e) = self.log.durable_through(committed.index).await

@@ -106,6 +106,19 @@ impl StateMachine {
         )
     }
 
+    /// The voters of the last membership applied, by node name, sorted. A membership change
+    /// still in the log (not yet committed) is not in it.
+    pub(crate) fn voters(&self) -> Vec<String> {
+        let applied = self.applied.lock();
+        let membership = applied.membership.membership();
+        let mut voters: Vec<String> = membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|voter| voter.name.clone()))
+            .collect();
+        voters.sort();
+        voters
+    }
+
     fn snapshot_data(&self) -> SnapshotData {
         let applied = self.applied.lock();
         SnapshotData {

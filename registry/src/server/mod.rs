@@ -5,10 +5,10 @@
 //! # Group commit
 //!
 //! Proposals from all clients go into one queue. A committer takes everything queued (up to
-//! [`MAX_BATCH`] commands) as one log entry, so one fsync and one replication round serve
-//! them all; up to [`IN_FLIGHT`] entries are written at once, so the next batch forms while
-//! the previous one is replicated. A full queue ([`QUEUE`] proposals) answers `Overloaded`
-//! rather than growing.
+//! [`MAX_BATCH`] commands and [`Limits::entry`] bytes) as one log entry, so one fsync and one
+//! replication round serve them all; up to [`IN_FLIGHT`] entries are written at once, so the
+//! next batch forms while the previous one is replicated. A full queue ([`QUEUE`] proposals)
+//! answers `Overloaded` rather than growing.
 
 mod leader;
 pub use leader::VOTER_LABEL;
@@ -25,6 +25,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc};
 pub(crate) use leader::Leadership;
 use protocol::{Answer, FEED_IDLE, FeedMsg, Query, ServerError, ServerMsg};
 
+use crate::limits::{Limits, approx_bytes};
 use crate::raft::state_machine::Fed;
 use crate::raft::types::Batch;
 use crate::raft::{StateMachine, TypeConfig, Voter};
@@ -46,6 +47,7 @@ pub(crate) struct Server {
     proposals: mpsc::Sender<Proposal>,
     leadership: Leadership,
     subscriptions: HashMap<ActorId, tokio::task::AbortHandle>,
+    limits: Limits,
 }
 
 impl Server {
@@ -53,31 +55,46 @@ impl Server {
         raft: Raft<TypeConfig>,
         state_machine: StateMachine,
         leadership: Leadership,
+        limits: Limits,
     ) -> Server {
         let (proposals, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(commit_loop(raft.clone(), queue));
+        tokio::spawn(commit_loop(raft.clone(), queue, limits));
         Server {
             raft,
             state_machine,
             proposals,
             leadership,
             subscriptions: HashMap::default(),
+            limits,
         }
     }
 
     fn subscribe(&mut self, mirror: ensemble_runtime::ActorRef<FeedMsg>, epoch: u64) {
         let state_machine = self.state_machine.clone();
         let id = mirror.id().clone();
+        let part_size = self.limits.entry;
         let task = tokio::spawn(async move {
             'sync: loop {
                 let (state, index, mut feed) = state_machine.subscribe();
-                let sync = FeedMsg::Sync {
-                    epoch,
-                    index,
-                    state: Box::new(state),
+                let whole = match rmp_serde::to_vec(&state) {
+                    Ok(whole) => whole,
+                    Err(err) => {
+                        tracing::error!(%err, "cannot encode the registry state for a copy");
+                        return;
+                    }
                 };
-                if mirror.tell(sync).await.is_err() {
-                    return;
+                drop(state);
+                let mut parts = whole.chunks(part_size).peekable();
+                while let Some(part) = parts.next() {
+                    let sync = FeedMsg::Sync {
+                        epoch,
+                        index,
+                        part: part.to_vec(),
+                        last: parts.peek().is_none(),
+                    };
+                    if mirror.tell(sync).await.is_err() {
+                        return;
+                    }
                 }
                 let mut at = index;
                 loop {
@@ -171,6 +188,17 @@ impl Actor for Server {
                 });
             }
             ServerMsg::Propose(commands, reply) => {
+                // Clients check this before they send; one that did not (a node with a larger
+                // frame limit) must not get an entry into the log that cannot be replicated.
+                let max = self.limits.command;
+                if let Some(command) = commands.iter().find(|c| c.approx_bytes() > max) {
+                    let _ = reply.send(Err(ServerError::TooLarge {
+                        what: command.brief(),
+                        bytes: command.approx_bytes(),
+                        max,
+                    }));
+                    return Ok(());
+                }
                 if let Err(err) = self.proposals.try_send((commands, reply)) {
                     let (_, reply) = err.into_inner();
                     let _ = reply.send(Err(ServerError::Overloaded(QUEUE)));
@@ -179,19 +207,23 @@ impl Actor for Server {
             ServerMsg::Read(query, reply) => {
                 let state_machine = self.state_machine.clone();
                 let leadership = self.leadership.clone();
+                let max = self.limits.append;
                 tokio::spawn(async move {
                     let answer = match leadership.confirm(&raft).await {
+                        // Confirmed reads wait until the read index is applied, so the applied
+                        // membership holds every change committed before the read.
                         Ok(_) if matches!(query, Query::Voters) => {
-                            let metrics = raft.metrics().borrow().clone();
-                            let membership = metrics.membership_config.membership();
-                            let mut voters: Vec<String> = membership
-                                .voter_ids()
-                                .filter_map(|id| membership.get_node(&id).map(|v| v.name.clone()))
-                                .collect();
-                            voters.sort();
-                            Ok(Answer::Voters(voters))
+                            Ok(Answer::Voters(state_machine.voters()))
                         }
-                        Ok(_) => Ok(state_machine.read(|state| query.answer(state))),
+                        Ok(_) => match state_machine.read(|state| query.answer(state)) {
+                            // It would not fit a frame: say so rather than send nothing.
+                            answer if answer.approx_bytes() > max => Err(ServerError::TooLarge {
+                                what: format!("the answer to {query:?}"),
+                                bytes: answer.approx_bytes(),
+                                max,
+                            }),
+                            answer => Ok(answer),
+                        },
                         Err(err) => Err(err),
                     };
                     let _ = reply.send(answer);
@@ -228,7 +260,7 @@ impl Actor for Server {
 }
 
 /// Takes whatever proposals are queued as one log entry, a few entries at a time.
-async fn commit_loop(raft: Raft<TypeConfig>, mut queue: mpsc::Receiver<Proposal>) {
+async fn commit_loop(raft: Raft<TypeConfig>, mut queue: mpsc::Receiver<Proposal>, limits: Limits) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut first = None;
     loop {
@@ -243,15 +275,19 @@ async fn commit_loop(raft: Raft<TypeConfig>, mut queue: mpsc::Receiver<Proposal>
             return;
         };
         let mut commands = proposal.0;
+        let mut bytes = approx_bytes(&commands);
         let mut replies = vec![(commands.len(), proposal.1)];
-        // Whatever queued while waiting for a permit joins this entry.
+        // Whatever queued while waiting for a permit joins this entry, within its limits.
         while commands.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok((more, reply)) => {
-                    if commands.len() + more.len() > MAX_BATCH {
+                    let more_bytes = approx_bytes(&more);
+                    if commands.len() + more.len() > MAX_BATCH || bytes + more_bytes > limits.entry
+                    {
                         first = Some((more, reply));
                         break;
                     }
+                    bytes += more_bytes;
                     replies.push((more.len(), reply));
                     commands.extend(more);
                 }

@@ -91,11 +91,14 @@ impl From<SnapshotChunk> for InstallSnapshotRequest<TypeConfig> {
 /// What a node's local copy of the registry receives.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum FeedMsg {
-    /// The whole state, as of a log index.
+    /// A part of the whole state as of a log index: the state encoded (MessagePack) and cut
+    /// into parts that each fit a frame, sent in order; `last` ends it.
     Sync {
         epoch: u64,
         index: u64,
-        state: Box<RegistryState>,
+        #[serde(with = "serde_bytes")]
+        part: Vec<u8>,
+        last: bool,
     },
     /// A batch applied at a log index.
     Batch {
@@ -118,7 +121,7 @@ pub(crate) enum Query {
     Lock(String),
     Get(String),
     Prefix(String),
-    /// The Raft voters (answered from Raft's membership, not the state).
+    /// The Raft voters (answered from the committed membership, not the registry state).
     Voters,
 }
 
@@ -131,6 +134,21 @@ pub(crate) enum Answer {
     Get(Option<KeyValue>),
     Prefix(Vec<(String, KeyValue)>),
     Voters(Vec<String>),
+}
+
+impl Answer {
+    /// About how many bytes the answer takes encoded (config values and keys; the rest is
+    /// small).
+    pub(crate) fn approx_bytes(&self) -> usize {
+        match self {
+            Answer::Get(Some(value)) => value.value.len() + 64,
+            Answer::Prefix(values) => values
+                .iter()
+                .map(|(key, value)| key.len() + value.value.len() + 64)
+                .sum(),
+            _ => 0,
+        }
+    }
 }
 
 impl Query {
@@ -166,6 +184,13 @@ pub(crate) enum ServerError {
     /// Too many proposals queued.
     #[error("the registry leader is overloaded: {0} proposals queued")]
     Overloaded(usize),
+    /// A command or an answer is over the leader's limit ([`crate::limits::Limits`]).
+    #[error("{what} takes about {bytes} bytes, over the leader's limit of {max} bytes for it")]
+    TooLarge {
+        what: String,
+        bytes: usize,
+        max: usize,
+    },
     /// Raft failed.
     #[error("{0}")]
     Raft(String),

@@ -132,6 +132,69 @@ pub enum Command {
 }
 
 impl Command {
+    /// About how many bytes the command takes encoded: its strings and values, plus a margin
+    /// for its fields of fixed size. Keeps requests, log entries and the messages that carry
+    /// them under the transport's frame limit without encoding anything twice.
+    pub(crate) fn approx_bytes(&self) -> usize {
+        const FIXED: usize = 64;
+        let node = |node: &NodeId| node.name().len();
+        let actor = |actor: &WireRef| node(actor.id.node()) + actor.msg_type.len();
+        let map = |map: &BTreeMap<String, u64>| map.keys().map(|k| k.len() + 9).sum::<usize>();
+        FIXED
+            + match self {
+                Command::OpenSession { node: n, .. }
+                | Command::CloseSession { node: n }
+                | Command::ExpireSession { node: n } => node(n),
+                Command::RegisterName { name, actor: a } => name.len() + actor(a),
+                Command::UnregisterName { name, actor: a } => name.len() + node(a.node()),
+                Command::JoinGroup { group, actor: a } => group.len() + actor(a),
+                Command::LeaveGroup { group, actor: a } => group.len() + node(a.node()),
+                Command::Acquire { lock, holder, .. } | Command::Release { lock, holder } => {
+                    lock.len() + node(&holder.node)
+                }
+                Command::Put { key, value } => key.len() + value.len(),
+                Command::Delete { key } => key.len(),
+                Command::CompareAndSet { key, value, .. } => {
+                    key.len() + value.as_ref().map_or(0, Vec::len)
+                }
+                Command::Reserve {
+                    id,
+                    node: n,
+                    need,
+                    capacity,
+                } => id.len() + node(n) + map(need) + map(capacity),
+                Command::Unreserve { id } => id.len(),
+            }
+    }
+
+    /// The command as error messages name it: its debug form, cut short after a few hundred
+    /// characters (a config value of a megabyte must not fill a log line).
+    pub(crate) fn brief(&self) -> String {
+        const MAX: usize = 200;
+        struct Capped(String);
+        impl std::fmt::Write for Capped {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                let room = MAX.saturating_sub(self.0.len());
+                if s.len() <= room {
+                    self.0.push_str(s);
+                    return Ok(());
+                }
+                let mut cut = room;
+                while !s.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                self.0.push_str(&s[..cut]);
+                Err(std::fmt::Error)
+            }
+        }
+        let mut out = Capped(String::new());
+        if std::fmt::write(&mut out, format_args!("{self:?}")).is_err() {
+            out.0
+                .push_str(&format!("… (about {} bytes)", self.approx_bytes()));
+        }
+        out.0
+    }
+
     /// The session the command needs open, if any.
     pub(crate) fn session(&self) -> Option<&NodeId> {
         match self {

@@ -293,6 +293,12 @@ impl Cluster {
         self.inner.hello.listen
     }
 
+    /// The largest frame this node sends or accepts (`max_frame_size`): no message between
+    /// nodes may encode larger.
+    pub fn max_frame_size(&self) -> usize {
+        self.inner.config.max_frame_size
+    }
+
     /// The resources this node advertises for placement.
     pub fn resources(&self) -> &BTreeMap<String, u64> {
         &self.inner.hello.resources

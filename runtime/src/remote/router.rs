@@ -469,7 +469,16 @@ impl Remote {
         match self.frame(&Data::Reply { ask, outcome }) {
             Ok(frame) => lane.try_send(frame).is_ok(),
             Err(err) => {
+                // Too large for a frame, most likely: the asker hears why now rather than
+                // waiting out its timeout.
                 tracing::warn!(%origin, ask, "reply not sent: {err}");
+                let reason = format!("the reply could not be sent: {err}");
+                if let Ok(frame) = self.frame(&Data::Reply {
+                    ask,
+                    outcome: Outcome::Refused(reason.into()),
+                }) {
+                    let _ = lane.try_send(frame);
+                }
                 false
             }
         }

@@ -1,0 +1,70 @@
+//! How large the registry lets commands, log entries and Raft messages grow.
+//!
+//! Everything the registry sends between nodes must fit one frame of the transport
+//! (`max_frame_size`, 8 MiB by default), and a message that does not fit is refused, not cut.
+//! A log entry the leader cannot send would stop replication for good, so the limits are
+//! set from the frame size, each with room for the next: a command takes at most an eighth
+//! of a frame, a log entry (and a client's request) a quarter, an AppendEntries or a
+//! snapshot chunk half.
+
+use crate::state::Command;
+
+/// The limits for one frame size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// The most one command may take (`Command::approx_bytes`): larger ones are refused with
+    /// [`RegistryError::TooLarge`](crate::RegistryError::TooLarge) before they are sent.
+    pub(crate) command: usize,
+    /// The most commands one log entry, or one request of a client, gathers.
+    pub(crate) entry: usize,
+    /// The most entries one AppendEntries carries, and the size of a snapshot's chunks.
+    pub(crate) append: usize,
+}
+
+impl Limits {
+    /// The limits under frames of at most `max_frame` bytes.
+    pub(crate) fn for_frame(max_frame: usize) -> Limits {
+        Limits {
+            command: max_frame / 8,
+            entry: max_frame / 4,
+            append: max_frame / 2,
+        }
+    }
+}
+
+/// About how many bytes `commands` take encoded ([`Command::approx_bytes`]).
+pub(crate) fn approx_bytes(commands: &[Command]) -> usize {
+    commands.iter().map(Command::approx_bytes).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_limit_leaves_room_for_the_next() {
+        let limits = Limits::for_frame(8 << 20);
+        assert_eq!(limits.command, 1 << 20);
+        assert!(limits.command * 2 <= limits.entry);
+        assert!(limits.entry * 2 <= limits.append);
+        assert!(limits.append < 8 << 20);
+    }
+
+    #[test]
+    fn a_large_command_is_named_briefly_and_a_small_one_whole() {
+        let small = Command::Put {
+            key: "k".into(),
+            value: b"v".to_vec(),
+        };
+        assert_eq!(small.brief(), format!("{small:?}"));
+        let large = Command::Put {
+            key: "big".into(),
+            value: vec![7; 1 << 20],
+        };
+        let brief = large.brief();
+        assert!(brief.starts_with("Put { key: \"big\""), "{brief}");
+        let size = format!("… (about {} bytes)", large.approx_bytes());
+        assert!(brief.len() < 300 && brief.ends_with(&size), "{brief}");
+        assert!(large.approx_bytes() > 1 << 20);
+    }
+}
