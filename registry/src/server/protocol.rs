@@ -137,10 +137,14 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
-    /// About how many bytes the answer takes encoded (config values and keys; the rest is
-    /// small).
+    /// About how many bytes the answer takes encoded (config values and keys, group members;
+    /// the rest is small).
     pub(crate) fn approx_bytes(&self) -> usize {
         match self {
+            Answer::Group(members) => members
+                .iter()
+                .map(|member| member.msg_type.len() + member.id.node().name().len() + 32)
+                .sum(),
             Answer::Get(Some(value)) => value.value.len() + 64,
             Answer::Prefix(values) => values
                 .iter()
