@@ -9,6 +9,10 @@
 
 use crate::state::Command;
 
+/// The smallest frame limit the registry runs with: under it, a command could take only a
+/// few kilobytes.
+pub(crate) const MIN_FRAME: usize = 64 << 10;
+
 /// The limits for one frame size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Limits {

@@ -10,7 +10,7 @@ use openraft::{Config, Raft, SnapshotPolicy};
 use crate::client::{Registry, mirror::Mirror, proposer, session};
 use crate::config::RegistryConfig;
 use crate::error::RegistryError;
-use crate::limits::Limits;
+use crate::limits::{Limits, MIN_FRAME};
 use crate::raft::lease::LeaderLease;
 use crate::raft::log_store::{self, LogStore};
 use crate::raft::network::{Network, Servers};
@@ -54,7 +54,14 @@ impl Registry {
                 path.display()
             ))
         })?;
-        let limits = Limits::for_frame(cluster.max_frame_size());
+        let max_frame = cluster.max_frame_size();
+        if max_frame < MIN_FRAME {
+            return Err(RegistryError::Start(format!(
+                "the cluster's max_frame_size ({max_frame} bytes) is too small for the registry, \
+                 which needs frames of at least {MIN_FRAME} bytes: raise it"
+            )));
+        }
+        let limits = Limits::for_frame(max_frame);
         let raft_config = Config {
             cluster_name: "ensemble-registry".into(),
             heartbeat_interval: config.on_local_clock(config.heartbeat_interval).as_millis() as u64,

@@ -378,3 +378,24 @@ async fn holds_the_large_values(registry: &Registry, node: &str) {
         assert_eq!(cached.value, large_value(i), "{key} on {node}");
     }
 }
+
+/// A registry refuses to start under frames too small for its commands, saying which setting
+/// to raise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_under_too_small_frames_refuses_to_start_naming_the_setting() {
+    let certs = certificates(&["tiny"]);
+    let node = Node::new(NodeConfig::new("tiny")).unwrap();
+    let cert = NodeCert::load(certs.path(), "tiny").unwrap();
+    let mut config = ensemble::cluster::ClusterConfig::new("test");
+    config.down = DownDecision::External;
+    config.max_frame_size = 16 << 10;
+    let cluster = Cluster::start(&node, config, &cert).await.unwrap();
+    let mut registry = RegistryConfig::new(certs.path().join("tiny-data"));
+    registry.bootstrap = true;
+    match Registry::start(&cluster, registry).await {
+        Err(RegistryError::Start(reason)) => {
+            assert!(reason.contains("max_frame_size (16384 bytes)"), "{reason}");
+        }
+        other => panic!("16 KiB frames gave {:?}", other.map(|_| "a registry")),
+    }
+}
