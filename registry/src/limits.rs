@@ -19,9 +19,11 @@ pub(crate) struct Limits {
     /// The most one command may take (`Command::approx_bytes`): larger ones are refused with
     /// [`RegistryError::TooLarge`](crate::RegistryError::TooLarge) before they are sent.
     pub(crate) command: usize,
-    /// The most commands one log entry, or one request of a client, gathers.
+    /// The most bytes of commands one log entry, or one request of a client, gathers; also
+    /// the size of the parts a whole state is sent to a copy in.
     pub(crate) entry: usize,
-    /// The most entries one AppendEntries carries, and the size of a snapshot's chunks.
+    /// The most bytes of entries one AppendEntries carries, the size of a snapshot's chunks,
+    /// and the most an answer to a read may take.
     pub(crate) append: usize,
 }
 
