@@ -50,6 +50,29 @@ async fn tell_and_ask_an_actor_of_another_process() {
     assert!(matches!(err, LookupError::NotFound { .. }), "{err}");
 }
 
+/// A reply over the frame limit is not sent; the asker hears why at once, not at its timeout,
+/// and the connection carries the next ask as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_too_large_for_a_frame_is_refused_to_the_asker() {
+    let certs = certificates(&["n0", "n1"]);
+    let (_node, _cluster, _child, echo) = pair(&certs).await;
+    // 9 MiB against the default 8 MiB frames; the timeout only bounds a failing run.
+    let err = echo
+        .ask(
+            |r| EchoMsg::Repeat("x".into(), 9 << 20, r),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AskError::Refused { .. }), "{err}");
+    assert!(err.to_string().contains("over the maximum"), "{err}");
+    let reply = echo
+        .ask(|r| EchoMsg::Echo("after".into(), r), ASK)
+        .await
+        .unwrap();
+    assert_eq!(reply, "after");
+}
+
 /// Checks that items arrive 0, 1, 2, ... and reports when all have.
 struct Sink {
     next: u64,

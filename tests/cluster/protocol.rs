@@ -14,6 +14,8 @@ pub(crate) enum EchoMsg {
     Crash(String),
     /// Keep the reply handle and never answer.
     Hang(ReplyTo<String>),
+    /// Reply with the text repeated this many times.
+    Repeat(String, usize, ReplyTo<String>),
 }
 
 /// What a sink takes.
@@ -58,6 +60,9 @@ impl Actor for Echo {
             }
             EchoMsg::Crash(why) => return Err(ActorError::new(why)),
             EchoMsg::Hang(reply) => self.hung.push(reply),
+            EchoMsg::Repeat(text, times, reply) => {
+                let _ = reply.send(text.repeat(times));
+            }
         }
         Ok(())
     }
