@@ -36,6 +36,14 @@ impl Limits {
             append: max_frame / 2,
         }
     }
+
+    /// The first of `commands` over the limit of a command, named briefly, and its size.
+    pub(crate) fn oversized(&self, commands: &[Command]) -> Option<(String, usize)> {
+        commands.iter().find_map(|command| {
+            let bytes = command.approx_bytes();
+            (bytes > self.command).then(|| (command.brief(), bytes))
+        })
+    }
 }
 
 /// About how many bytes `commands` take encoded ([`Command::approx_bytes`]).

@@ -70,8 +70,7 @@ impl Actor for Mirror {
                 }
                 // Parts come in order; a part of another sync starts over.
                 let partial = match self.partial.take() {
-                    Some(partial) if partial.epoch == epoch && partial.index == index => {
-                        let mut partial = partial;
+                    Some(mut partial) if partial.epoch == epoch && partial.index == index => {
                         partial.bytes.extend_from_slice(&part);
                         partial
                     }

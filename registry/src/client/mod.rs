@@ -306,13 +306,10 @@ impl Shared {
         if commands.is_empty() {
             return Ok(Vec::new());
         }
-        let max = self.limits().command;
-        if let Some(command) = commands.iter().find(|c| c.approx_bytes() > max) {
-            return Err(RegistryError::TooLarge {
-                what: command.brief(),
-                bytes: command.approx_bytes(),
-                max,
-            });
+        let limits = self.limits();
+        if let Some((what, bytes)) = limits.oversized(&commands) {
+            let max = limits.command;
+            return Err(RegistryError::TooLarge { what, bytes, max });
         }
         let outcomes = proposer::propose(self, commands, idempotent).await?;
         // Read your writes: answer once this node's copy shows what the commands changed, so

@@ -139,18 +139,18 @@ pub(crate) async fn run(shared: Weak<Shared>) {
         let mut batch = vec![first];
         while count < MAX_BATCH {
             match queue.try_recv() {
-                Ok(pending)
-                    if pending.idempotent == idempotent
-                        && count + pending.commands.len() <= MAX_BATCH
-                        && bytes + approx_bytes(&pending.commands) <= max_bytes =>
-                {
-                    count += pending.commands.len();
-                    bytes += approx_bytes(&pending.commands);
-                    batch.push(pending);
-                }
                 Ok(pending) => {
-                    next = Some(pending);
-                    break;
+                    let more = approx_bytes(&pending.commands);
+                    if pending.idempotent != idempotent
+                        || count + pending.commands.len() > MAX_BATCH
+                        || bytes + more > max_bytes
+                    {
+                        next = Some(pending);
+                        break;
+                    }
+                    count += pending.commands.len();
+                    bytes += more;
+                    batch.push(pending);
                 }
                 Err(_) => break,
             }

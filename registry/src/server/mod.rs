@@ -190,13 +190,9 @@ impl Actor for Server {
             ServerMsg::Propose(commands, reply) => {
                 // Clients check this before they send; one that did not (a node with a larger
                 // frame limit) must not get an entry into the log that cannot be replicated.
-                let max = self.limits.command;
-                if let Some(command) = commands.iter().find(|c| c.approx_bytes() > max) {
-                    let _ = reply.send(Err(ServerError::TooLarge {
-                        what: command.brief(),
-                        bytes: command.approx_bytes(),
-                        max,
-                    }));
+                if let Some((what, bytes)) = self.limits.oversized(&commands) {
+                    let max = self.limits.command;
+                    let _ = reply.send(Err(ServerError::TooLarge { what, bytes, max }));
                     return Ok(());
                 }
                 if let Err(err) = self.proposals.try_send((commands, reply)) {
