@@ -49,11 +49,13 @@
 //!    write batch (the last write to a key wins, so a truncate or purge also removes entries
 //!    appended earlier in the same batch) and commits that with [`PersistMode::SyncData`], which
 //!    `fdatasync`s the journal before the commit returns. Writes that queue up while a commit
-//!    runs share the next fsync (group commit). Truncates, purges and committed ids that arrive
-//!    alone wait for the next batch that must commit (an append, a vote, a snapshot), and join
-//!    it in queue order; should 1024 of them pile up, or the store close, they commit without a
-//!    sync of their own (the journal is written in order, and the next synced commit, or the
-//!    close, carries them to disk).
+//!    runs share the next fsync (group commit). Truncates and purges that arrive alone wait for
+//!    the next batch that must commit (an append, a vote, a snapshot), and join it in queue
+//!    order; should 1024 of them pile up, or the store close, they commit without a sync of
+//!    their own (the journal is written in order, and the next synced commit, or the close,
+//!    carries them to disk). The committed log id, which openraft saves before every apply on
+//!    every node, does not even wake the writer: it waits in a slot of its own, which the
+//!    writer takes into the next batch it commits (see "The committed log id" below).
 //! 3. After the commit the writer reports: it calls each append's [`LogFlushed`] callback and
 //!    answers each caller that waits.
 //!
@@ -81,7 +83,19 @@
 //!   durable snapshot already covers.
 //! - The committed log id is a restart hint: openraft re-applies entries up to it at start-up. A
 //!   lower one after a crash means fewer entries re-applied until the leader sends the commit index
-//!   again, and it is never ahead of the entries on disk, because it is queued after them.
+//!   again, and it is never ahead of the entries on disk (below).
+//!
+//! # The committed log id
+//!
+//! `save_committed` puts the id in a slot (the newest replaces an older one not yet written)
+//! and returns; it queues nothing, so the writer thread is not woken for it. Before every batch
+//! it commits, the writer empties the slot, then takes whatever else is queued by then, and
+//! writes the id last in the batch. Entries are queued before openraft can count them
+//! committed, so every entry the id covers was queued before the id reached the slot, and so
+//! before the writer took it: the batch, or one before it, holds them, and one batch commits
+//! atomically. Woken for every apply (that is, for nearly every write on every voter, and for
+//! the commit-index AppendEntries of openraft 0.9 besides), the writer would sleep and wake
+//! once more per write for a commit that waits for the next one anyway.
 //!
 //! # A leader's own entries
 //!
@@ -388,6 +402,8 @@ where
     own: OnceLock<C::NodeId>,
     /// How far the writes are on disk, published by the writer.
     synced: Arc<watch::Sender<Synced>>,
+    /// The committed log id saved last, until the writer takes it into a batch.
+    committed: Arc<CommittedSlot<C>>,
     /// Held by a test to keep the writer from committing.
     #[cfg(test)]
     pause: Arc<Mutex<()>>,
@@ -453,6 +469,7 @@ where
         vote: Vote<C::NodeId>,
         done: Reply<()>,
     },
+    /// Only on an inline store: with a writer thread, the committed id waits in its slot.
     SaveCommitted {
         committed: Option<LogId<C::NodeId>>,
     },
@@ -593,6 +610,7 @@ where
         let failure = Arc::new(OnceLock::new());
         // The writer takes the only handle on the database, so it closes when the writer ends.
         let synced = Arc::new(watch::Sender::new(Synced::default()));
+        let committed = Arc::new(Mutex::new(None));
         #[cfg(test)]
         let pause = Arc::new(Mutex::new(()));
         let writer = Writer {
@@ -601,6 +619,7 @@ where
             path: Arc::clone(&path),
             written: 0,
             synced: Arc::clone(&synced),
+            committed: Arc::clone(&committed),
             #[cfg(test)]
             pause: Arc::clone(&pause),
             _types: std::marker::PhantomData,
@@ -626,6 +645,7 @@ where
                 path,
                 own: OnceLock::new(),
                 synced,
+                committed,
                 #[cfg(test)]
                 pause,
                 _writer: WriterThread(thread),
@@ -756,7 +776,7 @@ where
                 let op = change(&mut memory);
                 memory.queued += 1;
                 drop(memory);
-                writer.write(&mut vec![op]);
+                writer.write(&mut vec![op], None);
                 return Ok(());
             }
         };
@@ -876,12 +896,24 @@ where
         // delay every commit. It rides along with the next commit instead; losing it in a crash
         // only means re-applying fewer entries at start-up (see the module docs).
         let saved = committed.clone();
-        self.submit(|memory| {
-            memory.committed = saved.clone();
-            Op::SaveCommitted { committed: saved }
-        })
-        .await
-        .map_err(|e| {
+        let queued = match &self.shared.ops {
+            Sink::Queue(_) => match self.shared.failure.get() {
+                Some(failure) => Err(DbError::Refused(Arc::clone(failure))),
+                None => {
+                    self.shared.memory.lock().committed = saved.clone();
+                    *self.shared.committed.lock() = Some(saved);
+                    Ok(())
+                }
+            },
+            Sink::Inline(_) => {
+                self.submit(|memory| {
+                    memory.committed = saved.clone();
+                    Op::SaveCommitted { committed: saved }
+                })
+                .await
+            }
+        };
+        queued.map_err(|e| {
             let what = format!("saving committed log id {committed:?}");
             StorageIOError::write(self.io_error(what, e)).into()
         })
@@ -981,10 +1013,15 @@ where
     /// of the last one.
     written: u64,
     synced: Arc<watch::Sender<Synced>>,
+    committed: Arc<CommittedSlot<C>>,
     #[cfg(test)]
     pause: Arc<Mutex<()>>,
     _types: std::marker::PhantomData<fn() -> C>,
 }
+
+/// A committed log id saved and not yet written: `Some(id)`, where `id` is itself an option
+/// (openraft may save "nothing committed").
+type CommittedSlot<C> = Mutex<Option<Option<LogId<<C as RaftTypeConfig>::NodeId>>>>;
 
 /// Why a batch was not written; shared by every op in it.
 #[derive(Clone)]
@@ -1014,9 +1051,8 @@ where
         let span = tracing::info_span!("registry_log_writer", path = %self.path.display());
         let _entered = span.enter();
         let mut batch = Vec::with_capacity(QUEUE_CAPACITY);
-        // Writes nobody waits for and that need no fsync (truncates, purges, committed ids)
-        // wait here for the next batch that commits anyway: a commit costs CPU even without
-        // an fsync, and RaftCore saves the committed id before every apply.
+        // Writes nobody waits for and that need no fsync (truncates, purges) wait here for the
+        // next batch that commits anyway: a commit costs CPU even without an fsync.
         let mut deferred = Vec::new();
         // Takes whatever is queued, up to the capacity: the writes that arrived during the last
         // commit share the next one.
@@ -1031,10 +1067,17 @@ where
                 deferred.append(&mut batch);
                 std::mem::swap(&mut batch, &mut deferred);
             }
-            self.write(&mut batch);
+            // The slot first, then the queue: the entries the committed id covers were queued
+            // before it was saved, so they are in the batch by now, or in an earlier one.
+            let committed = self.committed.lock().take();
+            while let Ok(op) = queue.try_recv() {
+                batch.push(op);
+            }
+            self.write(&mut batch, committed);
         }
-        if !deferred.is_empty() {
-            self.write(&mut deferred);
+        let committed = self.committed.lock().take();
+        if !deferred.is_empty() || committed.is_some() {
+            self.write(&mut deferred, committed);
         }
         // Writes nobody waited for (the deferred ones above, a last committed id) reach the
         // disk too, not only the operating system's cache.
@@ -1044,13 +1087,15 @@ where
         tracing::debug!("the registry log is closed");
     }
 
-    /// Commits `batch` in one durable transaction, then reports to everyone waiting on it.
-    fn write(&mut self, batch: &mut Vec<Op<C>>) {
+    /// Commits `batch`, and `committed` (a committed log id from the slot) after it, in one
+    /// transaction, durable if anything in the batch must be, then reports to everyone waiting
+    /// on it.
+    fn write(&mut self, batch: &mut Vec<Op<C>>, committed: Option<Option<LogId<C::NodeId>>>) {
         #[cfg(test)]
         let _paused = self.pause.lock();
         let outcome = match self.failure.get() {
             Some(earlier) => Err(BatchFailure::Earlier(Arc::clone(earlier))),
-            None => commit_batch(&self.tables, batch).map_err(|e| {
+            None => commit_batch(&self.tables, batch, committed.as_ref()).map_err(|e| {
                 tracing::error!(error = %e, "commit failed; the log refuses writes from now on");
                 let e = Arc::new(e);
                 // Set only here, and this thread is the only writer, so the set cannot fail.
@@ -1250,17 +1295,23 @@ where
     }
 }
 
-/// Commits the writes of `batch` in one fjall write batch, synced to disk if any of them must
-/// be durable.
-fn commit_batch<C>(tables: &Tables, batch: &[Op<C>]) -> Result<(), DbError>
+/// Commits the writes of `batch`, then `committed` if given, in one fjall write batch, synced
+/// to disk if any of them must be durable.
+fn commit_batch<C>(
+    tables: &Tables,
+    batch: &[Op<C>],
+    committed: Option<&Option<LogId<C::NodeId>>>,
+) -> Result<(), DbError>
 where
     C: RaftTypeConfig,
 {
-    if !batch.iter().any(Op::writes) {
+    if !batch.iter().any(Op::writes) && committed.is_none() {
         return Ok(());
     }
     let durable = batch.iter().any(Op::must_be_durable);
-    commit_writes(tables, batch.iter().filter_map(Op::write), durable)
+    let committed = committed.map(|id| Write::Committed(id.as_ref()));
+    let writes = batch.iter().filter_map(Op::write).chain(committed);
+    commit_writes(tables, writes, durable)
 }
 
 /// Folds `writes`, in order, into one fjall write batch and commits it.
@@ -1859,6 +1910,37 @@ mod tests {
         assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 1, 7)));
         store.save_committed(None).await.unwrap();
         assert_eq!(store.read_committed().await.unwrap(), None);
+    }
+
+    /// A committed id saved alone wakes nobody and reaches the disk with the next commit, or
+    /// when the store closes.
+    #[tokio::test]
+    async fn a_saved_committed_id_queues_nothing_and_rides_with_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut store = Store::open(&path).unwrap();
+        store.blocking_append(entries(1..=3)).await.unwrap();
+        let queued = store.shared.memory.lock().queued;
+        store.save_committed(Some(log_id(1, 1, 3))).await.unwrap();
+        assert_eq!(store.shared.memory.lock().queued, queued, "nothing queued");
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 1, 3)));
+
+        store.blocking_append(entries(4..=4)).await.unwrap();
+        let mut recovered = Store::open(&crash_image(&store)).unwrap();
+        assert_eq!(
+            recovered.read_committed().await.unwrap(),
+            Some(log_id(1, 1, 3))
+        );
+        assert_eq!(recovered.try_get_log_entries(..).await.unwrap().len(), 4);
+        drop(recovered);
+
+        store.save_committed(Some(log_id(1, 1, 4))).await.unwrap();
+        drop(store);
+        let mut reopened = Store::open(&path).unwrap();
+        assert_eq!(
+            reopened.read_committed().await.unwrap(),
+            Some(log_id(1, 1, 4))
+        );
     }
 
     #[tokio::test]
