@@ -34,6 +34,7 @@
 
 mod abandoned;
 mod lease;
+mod notices;
 mod probes;
 mod setup;
 

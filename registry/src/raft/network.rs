@@ -1,5 +1,32 @@
 //! Raft's RPCs, carried as asks to the registry server actor of the target node over the
 //! runtime's transport (QUIC with mutual TLS).
+//!
+//! # Commit notices
+//!
+//! After every commit, openraft 0.9 sends each idle follower an AppendEntries with no entries,
+//! only to tell it the new commit index, and sends that follower nothing else until the answer
+//! is back. Under load the next entries arrive while it is out, and then only the other
+//! followers can take them: with three voters, one fsync instead of the faster of two decides
+//! the next commit, and the leader spends a receive and a hand-off on every answer.
+//!
+//! Such an AppendEntries has only one possible answer while nothing has changed: success. A
+//! connection therefore sends it as a commit notice ([`ServerMsg::CommitNotice`]), which the
+//! follower hands to its Raft like any AppendEntries but does not answer, and answers openraft
+//! with success itself, when:
+//! - the connection's last AppendEntries carried entries and succeeded less than
+//!   [`NOTICE_WINDOW`] ago, in the same vote;
+//! - the new one follows exactly the last entry that one acknowledged.
+//!
+//! Nothing that needs a follower's answer rests on a notice: entries always travel in
+//! AppendEntries that are answered, so every commit still counts real acknowledgements, and the
+//! leader's lease ([`LeaderLease`]) counts only those. A follower that has seen a higher vote
+//! in the meantime says so in its answer to the next AppendEntries with entries, or to the next
+//! heartbeat: an idle leader's heartbeats come a heartbeat interval apart, longer than the
+//! window, so they are always answered. openraft's read-index round
+//! (`Raft::ensure_linearizable`) uses connections of its own, which have no last AppendEntries,
+//! so it is always answered too. Notices and AppendEntries to one follower travel in order
+//! (one actor, one connection); one arriving late carries a commit index the follower already
+//! has, and openraft ignores it.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +42,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{Entry, EntryPayload};
+use openraft::{Entry, EntryPayload, LogId, Vote};
 use parking_lot::Mutex;
 
 use super::lease::LeaderLease;
@@ -92,6 +119,10 @@ impl Servers {
     }
 }
 
+/// How recent an answered AppendEntries with entries must be for an empty one to go as a
+/// commit notice (see the module docs): well under the heartbeat interval (50 ms by default).
+const NOTICE_WINDOW: Duration = Duration::from_millis(10);
+
 /// How long after a voter became unreachable the leader tries it every heartbeat interval.
 const QUICK_RETRIES: Duration = Duration::from_secs(2);
 /// How often it tries after that: openraft's default.
@@ -123,6 +154,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             log: self.log.clone(),
             retry: self.retry,
             limits: self.limits,
+            acknowledged: None,
         }
     }
 }
@@ -136,6 +168,28 @@ pub(crate) struct Connection {
     log: LogStore<TypeConfig>,
     retry: Duration,
     limits: Limits,
+    /// The last AppendEntries with entries that the follower acknowledged.
+    acknowledged: Option<Acknowledged>,
+}
+
+/// An AppendEntries with entries that a follower acknowledged.
+#[derive(Clone, Copy)]
+struct Acknowledged {
+    vote: Vote<u64>,
+    /// Its last entry.
+    last: LogId<u64>,
+    /// When it was sent.
+    sent: tokio::time::Instant,
+}
+
+impl Acknowledged {
+    /// Whether `rpc` can go as a commit notice (see the module docs).
+    fn covers(&self, rpc: &AppendEntriesRequest<TypeConfig>) -> bool {
+        rpc.entries.is_empty()
+            && rpc.vote == self.vote
+            && rpc.prev_log_id == Some(self.last)
+            && self.sent.elapsed() < NOTICE_WINDOW
+    }
 }
 
 /// How many of `entries`, from the first, fit in `max` bytes (at least one: an entry is never
@@ -219,15 +273,19 @@ impl RaftNetwork<TypeConfig> for Connection {
         {
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         }
+        if self.acknowledged.is_some_and(|acked| acked.covers(&rpc))
+            && let Some(server) = self.servers.cached(&self.name)
+            && server
+                .try_tell(ServerMsg::CommitNotice(rpc.clone()))
+                .is_ok()
+        {
+            return Ok(AppendEntriesResponse::Success);
+        }
         // Taken before sending: the follower accepted the vote no earlier than this.
         let (vote, sent) = (rpc.vote, tokio::time::Instant::now());
+        let carried = rpc.entries.last().map(|entry| entry.log_id);
         // The last entry a success acknowledges (this node's own may not be on disk yet).
-        let last = rpc
-            .entries
-            .last()
-            .map(|entry| entry.log_id)
-            .or(rpc.prev_log_id)
-            .map_or(0, |id| id.index);
+        let last = carried.or(rpc.prev_log_id).map_or(0, |id| id.index);
         let answer = self
             .call(
                 |reply| ServerMsg::AppendEntries(rpc, reply),
@@ -242,6 +300,14 @@ impl RaftNetwork<TypeConfig> for Connection {
                 return Err(RPCError::Unreachable(Unreachable::new(&e)));
             }
         }
+        self.acknowledged = match (&answer, carried) {
+            (Ok(AppendEntriesResponse::Success), Some(last)) => {
+                Some(Acknowledged { vote, last, sent })
+            }
+            // An empty AppendEntries that succeeded changes nothing a notice relies on.
+            (Ok(AppendEntriesResponse::Success), None) => self.acknowledged,
+            _ => None,
+        };
         answer
     }
 
@@ -267,5 +333,56 @@ impl RaftNetwork<TypeConfig> for Connection {
     ) -> Result<VoteResponse<u64>, RPCError<u64, Voter, RaftError<u64>>> {
         self.call(|reply| ServerMsg::Vote(rpc, reply), option.hard_ttl())
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload};
+
+    use super::*;
+
+    fn log_id(term: u64, index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn empty(vote: Vote<u64>, prev: LogId<u64>) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote,
+            prev_log_id: Some(prev),
+            entries: Vec::new(),
+            leader_commit: Some(prev),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_empty_append_right_after_an_acknowledged_one_goes_as_a_notice() {
+        let vote = Vote::new_committed(3, 1);
+        let acked = Acknowledged {
+            vote,
+            last: log_id(3, 10),
+            sent: tokio::time::Instant::now(),
+        };
+        assert!(acked.covers(&empty(vote, log_id(3, 10))));
+
+        let mut with_entries = empty(vote, log_id(3, 10));
+        with_entries.entries.push(Entry {
+            log_id: log_id(3, 11),
+            payload: EntryPayload::Blank,
+        });
+        assert!(!acked.covers(&with_entries), "entries need an answer");
+        assert!(
+            !acked.covers(&empty(vote, log_id(3, 9))),
+            "it must follow the acknowledged entry"
+        );
+        assert!(
+            !acked.covers(&empty(Vote::new_committed(4, 1), log_id(3, 10))),
+            "a new vote needs an answer"
+        );
+        tokio::time::advance(NOTICE_WINDOW).await;
+        assert!(
+            !acked.covers(&empty(vote, log_id(3, 10))),
+            "a heartbeat of an idle leader needs an answer"
+        );
     }
 }

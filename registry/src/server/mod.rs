@@ -177,6 +177,17 @@ impl Actor for Server {
                     let _ = reply.send(answer);
                 });
             }
+            ServerMsg::CommitNotice(rpc) => {
+                tokio::spawn(async move {
+                    // Nobody waits for the answer: the leader took it for success, and the
+                    // next AppendEntries it sends is answered (see `raft::network`).
+                    match raft.append_entries(rpc).await {
+                        Ok(AppendEntriesResponse::Success) => {}
+                        Ok(answer) => tracing::debug!(%answer, "a commit notice was refused"),
+                        Err(err) => tracing::debug!(%err, "a commit notice was not taken"),
+                    }
+                });
+            }
             ServerMsg::Vote(rpc, reply) => {
                 tokio::spawn(async move {
                     let _ = reply.send(raft.vote(rpc).await);

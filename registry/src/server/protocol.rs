@@ -26,6 +26,9 @@ pub(crate) enum ServerMsg {
         AppendEntriesRequest<TypeConfig>,
         RaftReply<AppendEntriesResponse<u64>>,
     ),
+    /// Raft: an AppendEntries with no entries that only tells a follower the commit index, sent
+    /// without waiting for an answer (see "Commit notices" in `raft::network`).
+    CommitNotice(AppendEntriesRequest<TypeConfig>),
     /// Raft: ask for a vote.
     Vote(VoteRequest<u64>, RaftReply<VoteResponse<u64>>),
     /// Raft: a chunk of a snapshot.
