@@ -109,12 +109,30 @@ impl Registry {
             cluster.clone(),
             config.voters,
         ));
+        let timeout = config.request_timeout * 6;
+        let bootstrap = config.bootstrap;
+        let shared = Registry::new_shared(
+            cluster.clone(),
+            config,
+            servers,
+            leadership.clone(),
+            raft.metrics(),
+        );
+        let waits_on_copy = {
+            let shared = Arc::downgrade(&shared);
+            Arc::new(move || {
+                shared
+                    .upgrade()
+                    .is_some_and(|shared| shared.waits_on_copy())
+            })
+        };
         let server = node
             .spawn(Server::new(
                 raft.clone(),
                 state_machine,
-                leadership.clone(),
+                leadership,
                 limits,
+                waits_on_copy,
             ))
             .map_err(|e| RegistryError::Start(e.to_string()))?;
         node.register_remote(SERVER_NAME, &server)
@@ -124,7 +142,7 @@ impl Registry {
             .is_initialized()
             .await
             .map_err(|e| RegistryError::Start(e.to_string()))?;
-        if config.bootstrap && !initialized {
+        if bootstrap && !initialized {
             tracing::info!(node = %node.id(), "starting a new registry with this node as its voter");
             let voters = BTreeMap::from([(id, Voter { name: name.clone() })]);
             raft.initialize(voters)
@@ -132,9 +150,6 @@ impl Registry {
                 .map_err(|e| RegistryError::Start(format!("cannot start a new registry: {e}")))?;
         }
 
-        let timeout = config.request_timeout * 6;
-        let shared =
-            Registry::new_shared(cluster.clone(), config, servers, leadership, raft.metrics());
         let mirror = node
             .spawn(Mirror {
                 shared: shared.clone(),

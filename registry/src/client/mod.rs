@@ -18,7 +18,7 @@ mod untyped;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ensemble_runtime::cluster::{Cluster, MemberStatus};
@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     pub(crate) valid_until: Mutex<Instant>,
     /// Signalled each time this node's copy applies a change.
     pub(crate) applied: tokio::sync::Notify,
+    /// Writes of this node under way, from proposal until this node's copy shows them.
+    proposing: AtomicUsize,
     pub(crate) expired: AtomicBool,
     next_holder: AtomicU64,
     /// Proposals queued for the next request to the leader.
@@ -126,6 +128,16 @@ async fn release_until_taken(shared: std::sync::Weak<Shared>, release: Command, 
 }
 
 impl Shared {
+    /// Whether something on this node waits on its copy of the state: a write of its own
+    /// (answered once the copy shows it), a lock waiter (granted from the copy), or a watch or
+    /// subscription to changes (told as the copy applies them). A voter then wants each commit
+    /// at once, not with the leader's next message.
+    pub(crate) fn waits_on_copy(&self) -> bool {
+        self.proposing.load(Ordering::Acquire) > 0
+            || self.effects.receiver_count() > 0
+            || !self.waiters.lock().is_empty()
+    }
+
     fn me(&self) -> &ensemble_runtime::NodeId {
         self.cluster.node().id()
     }
@@ -311,6 +323,9 @@ impl Shared {
             let max = limits.command;
             return Err(RegistryError::TooLarge { what, bytes, max });
         }
+        // From before the proposal leaves: a voter's answers to the leader then say that this
+        // node wants the commit at once (`waits_on_copy`).
+        let _proposing = Proposing::start(&self.proposing);
         let outcomes = proposer::propose(self, commands, idempotent).await?;
         // Read your writes: answer once this node's copy shows what the commands changed, so
         // a cached read right after a write sees it.
@@ -494,6 +509,22 @@ pub struct Registry {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// Counts one write of this node as under way while it lives.
+struct Proposing<'a>(&'a AtomicUsize);
+
+impl<'a> Proposing<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Proposing(count)
+    }
+}
+
+impl Drop for Proposing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A change the registry made, as [`Registry::subscribe`] shows it.
 pub type RegistryEffect = Effect;
 
@@ -521,6 +552,7 @@ impl Registry {
             fenced: AtomicBool::new(false),
             valid_until,
             applied: tokio::sync::Notify::new(),
+            proposing: AtomicUsize::new(0),
             expired: AtomicBool::new(false),
             next_holder: AtomicU64::new(1),
             proposer: proposer::Proposer::new(),

@@ -23,7 +23,7 @@ use openraft::raft::AppendEntriesResponse;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
 pub(crate) use leader::Leadership;
-use protocol::{Answer, FEED_IDLE, FeedMsg, Query, ServerError, ServerMsg};
+use protocol::{Answer, Appended, FEED_IDLE, FeedMsg, Query, ServerError, ServerMsg};
 
 use crate::limits::{Limits, approx_bytes};
 use crate::raft::state_machine::Fed;
@@ -40,6 +40,10 @@ pub(crate) const QUEUE: usize = 65_536;
 
 type Proposal = (Vec<Command>, ReplyTo<Result<Vec<Outcome>, ServerError>>);
 
+/// Whether something on this node waits on its copy of the registry state: asked each time a
+/// follower answers an AppendEntries ([`Appended::wants_notices`]).
+pub(crate) type WaitsOnCopy = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// The server actor.
 pub(crate) struct Server {
     raft: Raft<TypeConfig>,
@@ -48,6 +52,7 @@ pub(crate) struct Server {
     leadership: Leadership,
     subscriptions: HashMap<ActorId, tokio::task::AbortHandle>,
     limits: Limits,
+    waits_on_copy: WaitsOnCopy,
 }
 
 impl Server {
@@ -56,6 +61,7 @@ impl Server {
         state_machine: StateMachine,
         leadership: Leadership,
         limits: Limits,
+        waits_on_copy: WaitsOnCopy,
     ) -> Server {
         let (proposals, queue) = mpsc::channel(QUEUE);
         tokio::spawn(commit_loop(raft.clone(), queue, limits));
@@ -66,6 +72,7 @@ impl Server {
             leadership,
             subscriptions: HashMap::default(),
             limits,
+            waits_on_copy,
         }
     }
 
@@ -158,6 +165,7 @@ impl Actor for Server {
         match msg {
             ServerMsg::AppendEntries(rpc, reply) => {
                 let log = self.state_machine.log().clone();
+                let waits_on_copy = self.waits_on_copy.clone();
                 tokio::spawn(async move {
                     let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
                     let answer = raft.append_entries(rpc).await;
@@ -174,7 +182,10 @@ impl Actor for Server {
                     {
                         return;
                     }
-                    let _ = reply.send(answer);
+                    let _ = reply.send(answer.map(|response| Appended {
+                        response,
+                        wants_notices: waits_on_copy(),
+                    }));
                 });
             }
             ServerMsg::CommitNotice(rpc) => {

@@ -22,10 +22,7 @@ type RaftReply<T, E = openraft::error::Infallible> = ReplyTo<Result<T, RaftError
 #[derive(Serialize, Deserialize)]
 pub(crate) enum ServerMsg {
     /// Raft: replicate entries (leader to followers).
-    AppendEntries(
-        AppendEntriesRequest<TypeConfig>,
-        RaftReply<AppendEntriesResponse<u64>>,
-    ),
+    AppendEntries(AppendEntriesRequest<TypeConfig>, RaftReply<Appended>),
     /// Raft: an AppendEntries with no entries that only tells a follower the commit index, sent
     /// without waiting for an answer (see "Commit notices" in `raft::network`).
     CommitNotice(AppendEntriesRequest<TypeConfig>),
@@ -51,6 +48,17 @@ pub(crate) enum ServerMsg {
     },
     /// Stop sending to this mirror.
     Unsubscribe(ensemble_runtime::ActorId),
+}
+
+/// A follower's answer to an AppendEntries.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Appended {
+    /// Raft's answer.
+    pub(crate) response: AppendEntriesResponse<u64>,
+    /// Whether something on the follower's node waits on its copy of the state (a lock waiter,
+    /// a write of its own, a watch), so that it wants each commit at once: a commit notice rather than
+    /// the commit index on the leader's next message (see "Commit notices" in `raft::network`).
+    pub(crate) wants_notices: bool,
 }
 
 /// openraft's [`InstallSnapshotRequest`] as it crosses nodes, with its data as one
