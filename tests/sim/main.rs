@@ -33,6 +33,7 @@
 //! seconds, default 30); `ENSEMBLE_SIM_JOURNAL=<file>` writes a line per datagram.
 
 mod abandoned;
+mod answers;
 mod lease;
 mod notices;
 mod probes;

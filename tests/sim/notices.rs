@@ -32,7 +32,8 @@ fn a_follower(nodes: &[SimNode]) -> Result<Registry, String> {
         .ok_or_else(|| "every voter leads".to_owned())
 }
 
-fn tune(settings: &mut RegistryConfig) {
+/// Settings of a healthy cluster: timeouts that no test here comes near.
+pub(crate) fn tune(settings: &mut RegistryConfig) {
     settings.request_timeout = Duration::from_secs(1);
     settings.session_ttl = Duration::from_secs(5);
 }

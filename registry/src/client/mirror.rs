@@ -12,7 +12,7 @@ use ensemble_runtime::{Actor, ActorResult, Context, NodeId};
 use tokio::time::Instant;
 
 use super::Shared;
-use crate::server::protocol::FeedMsg;
+use crate::server::protocol::{FedAnswers, FeedMsg};
 use crate::state::{Effect, RegistryState, changes};
 
 /// The copy, shared between the mirror actor (writes) and the registry handle (reads).
@@ -56,6 +56,8 @@ impl Actor for Mirror {
         if epoch == current {
             self.shared.view.write().heard = Some(Instant::now());
         }
+        // Given last, on every way out: see `Answer`.
+        let mut answered = Answer(Vec::new());
         let effects = match msg {
             FeedMsg::Sync {
                 epoch,
@@ -114,7 +116,11 @@ impl Actor for Mirror {
                 epoch,
                 index,
                 commands,
+                answers,
             } => {
+                // Answered whether or not this copy applies the batch: the outcomes are
+                // committed either way, and a write waits for its copy on its own.
+                answered = Answer(answers);
                 let mut view = self.shared.view.write();
                 if epoch != current || index <= view.index || !view.synced {
                     tracing::debug!(
@@ -149,7 +155,21 @@ impl Actor for Mirror {
         for effect in effects {
             dispatch(&self.shared, effect);
         }
+        drop(answered);
         Ok(())
+    }
+}
+
+/// Answers to this node's proposals that came with a batch, given when dropped: after the copy
+/// has applied the batch and dispatched its effects, so that a write answered here is already
+/// in the copy.
+struct Answer(FedAnswers);
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        for (reply, outcomes) in self.0.drain(..) {
+            let _ = reply.send(Ok(outcomes));
+        }
     }
 }
 

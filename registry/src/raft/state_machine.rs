@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::log_store::{LogStore, StoredSnapshot};
-use super::types::{TypeConfig, Voter};
+use super::types::{Batch, TypeConfig, Voter};
 use crate::state::{Command, Outcome, RegistryState};
 
 /// How many applied batches a slow subscriber may fall behind before it is sent the whole
@@ -190,13 +190,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => responses.push(Vec::new()),
-                EntryPayload::Normal(batch) => {
-                    let (outcomes, _) = applied.state.apply(&batch.0);
+                EntryPayload::Normal(Batch(commands, on_apply)) => {
+                    let (outcomes, _) = applied.state.apply(&commands);
+                    // Before the feed: the answers it carries must be queued when it sends
+                    // this batch (`server::answers`).
+                    if let Some(on_apply) = on_apply.0 {
+                        on_apply(entry.log_id.index, &outcomes);
+                    }
                     responses.push(outcomes);
                     // Sent under the lock, so that `subscribe` sees each batch exactly once.
                     let _ = self.feed.send(Fed::Batch {
                         index: entry.log_id.index,
-                        commands: Arc::new(batch.0),
+                        commands: Arc::new(commands),
                     });
                 }
                 EntryPayload::Membership(membership) => {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io::Cursor;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,8 +22,57 @@ openraft::declare_raft_types!(
 
 /// One log entry's commands: every command proposed while the previous entry was being
 /// written (group commit).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Batch(pub Vec<Command>);
+///
+/// On the leader that proposed it, it also carries what to do with the outcomes as the entry
+/// is applied ([`OnApply`]); that part is neither stored nor sent, so the entry's encoding is
+/// that of its commands alone.
+#[derive(Clone, Default)]
+pub struct Batch(pub Vec<Command>, pub(crate) OnApply);
+
+impl Batch {
+    /// A batch of `commands`, with nothing to do on apply.
+    pub fn new(commands: Vec<Command>) -> Self {
+        Batch(commands, OnApply::default())
+    }
+}
+
+/// Called with a batch's log index and outcomes when the leader that proposed it applies it,
+/// before the state machine's feed sees it: the server answers the proposals there
+/// (`server::answers`).
+#[derive(Clone, Default)]
+pub(crate) struct OnApply(pub(crate) Option<ApplyHook>);
+
+/// See [`OnApply`].
+pub(crate) type ApplyHook = Arc<dyn Fn(u64, &[Outcome]) + Send + Sync>;
+
+/// The encoding of a batch: its commands, as a newtype (the encoding entries always had).
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Batch")]
+struct Stored<C>(C);
+
+impl Serialize for Batch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Stored(&self.0).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Stored::<Vec<Command>>::deserialize(deserializer).map(|stored| Batch::new(stored.0))
+    }
+}
+
+impl PartialEq for Batch {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Batch").field(&self.0).finish()
+    }
+}
 
 impl fmt::Display for Batch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -57,6 +107,24 @@ pub fn raft_id(name: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Entries written before a batch could carry anything but its commands still read, and
+    /// what a leader keeps beside the commands never reaches the disk or the wire.
+    #[test]
+    fn a_batch_is_encoded_as_its_commands_alone() {
+        #[derive(Serialize)]
+        struct Batch(Vec<Command>);
+        let commands = vec![Command::Delete { key: "k".into() }];
+        let earlier = rmp_serde::to_vec_named(&Batch(commands.clone())).unwrap();
+        let answered = super::Batch(
+            commands.clone(),
+            OnApply(Some(Arc::new(|_: u64, _: &[Outcome]| {}))),
+        );
+        assert_eq!(rmp_serde::to_vec_named(&answered).unwrap(), earlier);
+        let read: super::Batch = rmp_serde::from_slice(&earlier).unwrap();
+        assert_eq!(read.0, commands);
+        assert!(read.1.0.is_none());
+    }
 
     #[test]
     fn raft_ids_are_stable_and_differ_by_name() {

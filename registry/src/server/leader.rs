@@ -253,7 +253,7 @@ impl Leadership {
             let duties = self.duties.clone();
             tokio::spawn(async move {
                 let command = Command::ExpireSession { node: node.clone() };
-                match raft.client_write(Batch(vec![command])).await {
+                match raft.client_write(Batch::new(vec![command])).await {
                     Ok(_) => tracing::info!(%node, "session expired"),
                     Err(err) => {
                         tracing::warn!(%node, %err, "could not expire the session; will retry");

@@ -10,26 +10,31 @@
 //! next batch forms while the previous one is replicated. A full queue ([`QUEUE`] proposals)
 //! answers `Overloaded` rather than growing.
 
+mod answers;
 mod leader;
 pub use leader::VOTER_LABEL;
 pub(crate) mod protocol;
 use std::sync::Arc;
 
 use ensemble_runtime::hashing::HashMap;
-use ensemble_runtime::{Actor, ActorId, ActorResult, Context, ReplyTo};
+use ensemble_runtime::{Actor, ActorId, ActorResult, Context};
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::AppendEntriesResponse;
+use parking_lot::Mutex;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
+use answers::AnswerQueues;
 pub(crate) use leader::Leadership;
-use protocol::{Answer, Appended, FEED_IDLE, FeedMsg, Query, ServerError, ServerMsg};
+use protocol::{
+    Answer, Appended, FEED_IDLE, FeedMsg, ProposalReply, Query, ServerError, ServerMsg,
+};
 
 use crate::limits::{Limits, approx_bytes};
 use crate::raft::state_machine::Fed;
 use crate::raft::types::Batch;
 use crate::raft::{StateMachine, TypeConfig, Voter};
-use crate::state::{Command, Outcome};
+use crate::state::Command;
 
 /// Most commands in one log entry.
 pub(crate) const MAX_BATCH: usize = 1024;
@@ -38,7 +43,7 @@ pub(crate) const IN_FLIGHT: usize = 4;
 /// Proposals queued on the leader before it answers `Overloaded`.
 pub(crate) const QUEUE: usize = 65_536;
 
-type Proposal = (Vec<Command>, ReplyTo<Result<Vec<Outcome>, ServerError>>);
+type Proposal = (Vec<Command>, ProposalReply);
 
 /// Whether something on this node waits on its copy of the registry state: asked each time a
 /// follower answers an AppendEntries ([`Appended::wants_notices`]).
@@ -53,6 +58,8 @@ pub(crate) struct Server {
     subscriptions: HashMap<ActorId, tokio::task::AbortHandle>,
     limits: Limits,
     waits_on_copy: WaitsOnCopy,
+    /// Where the answers to other nodes' proposals wait for their node's feed.
+    answers: AnswerQueues,
 }
 
 impl Server {
@@ -64,8 +71,10 @@ impl Server {
         waits_on_copy: WaitsOnCopy,
     ) -> Server {
         let (proposals, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(commit_loop(raft.clone(), queue, limits));
+        let answers = AnswerQueues::default();
+        tokio::spawn(commit_loop(raft.clone(), queue, limits, answers.clone()));
         Server {
+            answers,
             raft,
             state_machine,
             proposals,
@@ -80,9 +89,12 @@ impl Server {
         let state_machine = self.state_machine.clone();
         let id = mirror.id().clone();
         let part_size = self.limits.entry;
+        let mut answers = self.answers.open(id.node().clone());
         let task = tokio::spawn(async move {
             'sync: loop {
                 let (state, index, mut feed) = state_machine.subscribe();
+                // Those of batches the whole state holds, which are not sent on their own.
+                answers.answer_directly();
                 let whole = match rmp_serde::to_vec(&state) {
                     Ok(whole) => whole,
                     Err(err) => {
@@ -121,6 +133,7 @@ impl Server {
                                 epoch,
                                 index,
                                 commands,
+                                answers: answers.for_batch(index),
                             };
                             if mirror.tell(batch).await.is_err() {
                                 return;
@@ -278,7 +291,12 @@ impl Actor for Server {
 }
 
 /// Takes whatever proposals are queued as one log entry, a few entries at a time.
-async fn commit_loop(raft: Raft<TypeConfig>, mut queue: mpsc::Receiver<Proposal>, limits: Limits) {
+async fn commit_loop(
+    raft: Raft<TypeConfig>,
+    mut queue: mpsc::Receiver<Proposal>,
+    limits: Limits,
+    answers: AnswerQueues,
+) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut first = None;
     loop {
@@ -314,9 +332,15 @@ async fn commit_loop(raft: Raft<TypeConfig>, mut queue: mpsc::Receiver<Proposal>
         }
         metrics::histogram!("ensemble_registry_batch_commands").record(commands.len() as f64);
         let raft = raft.clone();
+        // Answered as the entry is applied (`answers`), or here if it never is on this node.
+        let replies = Arc::new(Mutex::new(Some(replies)));
+        let batch = Batch(commands, answers.on_apply(replies.clone()));
         tokio::spawn(async move {
             let _permit = permit;
-            let result = raft.client_write(Batch(commands)).await;
+            let result = raft.client_write(batch).await;
+            let Some(replies) = replies.lock().take() else {
+                return;
+            };
             match result {
                 Ok(response) => {
                     let mut outcomes = response.data.into_iter();

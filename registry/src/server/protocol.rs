@@ -34,7 +34,7 @@ pub(crate) enum ServerMsg {
         RaftReply<InstallSnapshotResponse<u64>, InstallSnapshotError>,
     ),
     /// Commands to commit (on the leader), answered once applied.
-    Propose(Vec<Command>, ReplyTo<Result<Vec<Outcome>, ServerError>>),
+    Propose(Vec<Command>, ProposalReply),
     /// A linearizable read (on the leader).
     Read(Query, ReplyTo<Result<Answer, ServerError>>),
     /// A node's session keepalive (on the leader), answered once leadership is confirmed.
@@ -99,6 +99,12 @@ impl From<SnapshotChunk> for InstallSnapshotRequest<TypeConfig> {
     }
 }
 
+/// Where a proposal's answer goes.
+pub(crate) type ProposalReply = ReplyTo<Result<Vec<Outcome>, ServerError>>;
+
+/// Answers to a node's proposals that travel with a batch: where each goes, and its outcomes.
+pub(crate) type FedAnswers = Vec<(ProposalReply, Vec<Outcome>)>;
+
 /// What a node's local copy of the registry receives.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum FeedMsg {
@@ -111,11 +117,14 @@ pub(crate) enum FeedMsg {
         part: Vec<u8>,
         last: bool,
     },
-    /// A batch applied at a log index.
+    /// A batch applied at a log index, with the answers to this node's proposals in it (and
+    /// in earlier batches) for the copy to give once it has applied the batch
+    /// (`server::answers`).
     Batch {
         epoch: u64,
         index: u64,
         commands: std::sync::Arc<Vec<Command>>,
+        answers: FedAnswers,
     },
     /// Nothing was applied for [`FEED_IDLE`]: the subscription is alive, at this index.
     Idle { epoch: u64, index: u64 },

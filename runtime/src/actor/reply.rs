@@ -6,6 +6,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::error::AskError;
+use crate::id::NodeId;
 use crate::remote::RemoteReply;
 
 /// Where to send the reply to an `ask`. Put it in the request message; the actor calls
@@ -44,6 +45,17 @@ impl<T> ReplyTo<T> {
                 None => Err(value),
             },
             ReplyInner::Remote(remote) => remote.send(value),
+        }
+    }
+
+    /// The node of the asker if it is another node; `None` if it is this one.
+    ///
+    /// A `ReplyTo` may be passed on inside another message (to the asker's node, say, with
+    /// other news for it): it answers the ask from wherever it is sent.
+    pub fn origin(&self) -> Option<&NodeId> {
+        match &self.inner {
+            ReplyInner::Local(_) => None,
+            ReplyInner::Remote(remote) => Some(remote.origin()),
         }
     }
 

@@ -205,6 +205,11 @@ pub(crate) struct RemoteReply<T> {
 }
 
 impl<T> RemoteReply<T> {
+    /// The node that asked.
+    pub(crate) fn origin(&self) -> &NodeId {
+        &self.origin
+    }
+
     pub(crate) fn send(self, value: T) -> Result<(), T> {
         self.done.store(true, Ordering::Relaxed);
         let remote = &self.node.inner.remote;
