@@ -6,8 +6,10 @@
 //! - `membership`: the member table and its events, pure.
 //! - [`phi`]: the phi accrual failure detector, pure.
 //! - `service`: [`Cluster`], the service that runs it all for one node.
+//! - `lane`: the writing end of a data lane, which lets frames ready together leave together.
 
 mod handshake;
+mod lane;
 mod membership;
 pub mod phi;
 mod service;

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -732,7 +732,7 @@ impl Cluster {
         let mut lanes = Vec::with_capacity(LANES);
         for _ in 0..LANES {
             let (lane, queue) = mpsc::channel(LANE_CAPACITY);
-            tokio::spawn(data_writer(conn.clone(), queue));
+            tokio::spawn(super::lane::write(conn.clone(), queue));
             lanes.push(lane);
         }
         self.inner.node.inner.remote.connect(
@@ -1243,38 +1243,6 @@ impl Cluster {
                 tracing::warn!(node = %node.id(), %peer, "closing the connection after a bad data frame: {decoded}");
                 metrics::counter!("ensemble_transport_frame_errors_total").increment(1);
                 conn.close(quinn::VarInt::from_u32(3), b"bad frame");
-                return;
-            }
-        }
-    }
-}
-
-/// Writes one data lane: opens its stream on the first frame, then writes whatever is queued
-/// in one go.
-async fn data_writer(conn: quinn::Connection, mut queue: mpsc::Receiver<Bytes>) {
-    let Some(first) = queue.recv().await else {
-        return;
-    };
-    let Ok(mut send) = conn.open_uni().await else {
-        return;
-    };
-    let mut batch: Vec<Bytes> = Vec::with_capacity(256);
-    batch.push(first);
-    loop {
-        while batch.len() < 256 {
-            match queue.try_recv() {
-                Ok(frame) => batch.push(frame),
-                Err(_) => break,
-            }
-        }
-        if send.write_all_chunks(&mut batch).await.is_err() {
-            return;
-        }
-        batch.clear();
-        match queue.recv().await {
-            Some(frame) => batch.push(frame),
-            None => {
-                let _ = send.finish();
                 return;
             }
         }
