@@ -120,7 +120,8 @@ async fn writes_on_a_follower_are_answered_promptly(seed: u64) -> Result<(), Str
         // Read your writes: the answer came once this node's copy showed the write.
         if writer.revision() < revision {
             return Err(format!(
-                "round {round}: the follower's copy is at revision {} after its own write at {revision}",
+                "round {round}: the follower's copy is at revision {} after its own write at \
+                 {revision}",
                 writer.revision()
             ));
         }

@@ -15,29 +15,27 @@
 //!   [`NOTICE_WINDOW`] ago, in the same vote;
 //! - the new one follows exactly the last entry that one acknowledged.
 //!
-//! Whether it sends anything depends on the follower. A follower whose node waits on its copy
-//! of the state (a lock waiter, which is granted from that copy; a write of its own, which is
-//! answered once the copy shows it; a watch, told of changes as the copy applies them) says
-//! so in its answers, and is sent the AppendEntries
-//! as a commit notice ([`ServerMsg::CommitNotice`]): it hands it to its Raft like any
-//! AppendEntries but does not answer. Any other follower is sent nothing: it learns of the
-//! commit with the leader's next message, the next entries or at the latest the next
-//! heartbeat, as in plain Raft. That saves two datagrams per commit with three voters, and a
-//! round of applying on each follower, whenever the writers are elsewhere. The wish is known
-//! in time: a node counts itself as waiting before its write or lock request leaves it, so the
-//! follower's answer to the AppendEntries that carries the request already says so, and
+//! Whether it sends anything depends on the follower. A follower whose node waits on its copy of
+//! the state (a lock waiter, which is granted from that copy; a write of its own, which is answered
+//! once the copy shows it; a watch, told of changes as the copy applies them) says so in its
+//! answers, and is sent the AppendEntries as a commit notice ([`ServerMsg::CommitNotice`]): it
+//! hands it to its Raft like any AppendEntries but does not answer. Any other follower is sent
+//! nothing: it learns of the commit with the leader's next message, the next entries or at the
+//! latest the next heartbeat, as in plain Raft. That saves two datagrams per commit with three
+//! voters, and a round of applying on each follower, whenever the writers are elsewhere. The wish
+//! is known in time: a node counts itself as waiting before its write or lock request leaves it, so
+//! the follower's answer to the AppendEntries that carries the request already says so, and
 //! openraft sends that follower nothing more before the answer is back.
 //!
-//! Nothing that needs a follower's answer rests on a notice or on its absence: entries always travel in
-//! AppendEntries that are answered, so every commit still counts real acknowledgements, and the
-//! leader's lease ([`LeaderLease`]) counts only those. A follower that has seen a higher vote
-//! in the meantime says so in its answer to the next AppendEntries with entries, or to the next
-//! heartbeat: an idle leader's heartbeats come a heartbeat interval apart, longer than the
-//! window, so they are always answered. openraft's read-index round
-//! (`Raft::ensure_linearizable`) uses connections of its own, which have no last AppendEntries,
-//! so it is always answered too. Notices and AppendEntries to one follower travel in order
-//! (one actor, one connection); one arriving late carries a commit index the follower already
-//! has, and openraft ignores it.
+//! Nothing that needs a follower's answer rests on a notice or on its absence: entries always
+//! travel in AppendEntries that are answered, so every commit still counts real acknowledgements,
+//! and the leader's lease ([`LeaderLease`]) counts only those. A follower that has seen a higher
+//! vote in the meantime says so in its answer to the next AppendEntries with entries, or to the
+//! next heartbeat: an idle leader's heartbeats come a heartbeat interval apart, longer than the
+//! window, so they are always answered. openraft's read-index round (`Raft::ensure_linearizable`)
+//! uses connections of its own, which have no last AppendEntries, so it is always answered too.
+//! Notices and AppendEntries to one follower travel in order (one actor, one connection); one
+//! arriving late carries a commit index the follower already has, and openraft ignores it.
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -24,7 +24,7 @@ openraft::declare_raft_types!(
 /// written (group commit).
 ///
 /// On the leader that proposed it, it also carries what to do with the outcomes as the entry
-/// is applied ([`OnApply`]); that part is neither stored nor sent, so the entry's encoding is
+/// is applied (`OnApply`); that part is neither stored nor sent, so the entry's encoding is
 /// that of its commands alone.
 #[derive(Clone, Default)]
 pub struct Batch(pub Vec<Command>, pub(crate) OnApply);

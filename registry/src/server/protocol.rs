@@ -56,8 +56,9 @@ pub(crate) struct Appended {
     /// Raft's answer.
     pub(crate) response: AppendEntriesResponse<u64>,
     /// Whether something on the follower's node waits on its copy of the state (a lock waiter,
-    /// a write of its own, a watch), so that it wants each commit at once: a commit notice rather than
-    /// the commit index on the leader's next message (see "Commit notices" in `raft::network`).
+    /// a write of its own, a watch), so that it wants each commit at once: a commit notice
+    /// rather than the commit index on the leader's next message (see "Commit notices" in
+    /// `raft::network`).
     pub(crate) wants_notices: bool,
 }
 
