@@ -690,7 +690,7 @@ fn registry_command(seeds: &mut Vec<Seed>) {
         for (i, batch) in batches.iter().enumerate() {
             entries.extend(payload(&Entry::<TypeConfig> {
                 log_id: openraft::testing::log_id(1, 7, i as u64 + 2),
-                payload: EntryPayload::Normal(Batch(batch.clone())),
+                payload: EntryPayload::Normal(Batch::new(batch.clone())),
             }));
         }
         seed(seeds, TARGET, &format!("log-{name}"), entries);
