@@ -32,6 +32,12 @@ fn a_follower(nodes: &[SimNode]) -> Result<Registry, String> {
         .ok_or_else(|| "every voter leads".to_owned())
 }
 
+/// Waits a different while in each round (virtual time), so that what the round does next
+/// falls at another point of the leader's heartbeat cycle than in the round before.
+async fn next_point_of_the_heartbeat_cycle(round: usize) {
+    tokio::time::sleep(Duration::from_millis(7 + 9 * round as u64)).await;
+}
+
 /// Settings of a healthy cluster: timeouts that no test here comes near.
 pub(crate) fn tune(settings: &mut RegistryConfig) {
     settings.request_timeout = Duration::from_secs(1);
@@ -70,9 +76,7 @@ async fn a_waiter_on_a_follower_is_granted_promptly(seed: u64) -> Result<(), Str
             },
         )
         .await?;
-        // Apart from the write before, so that the release falls at another point of the
-        // heartbeat cycle in each round.
-        tokio::time::sleep(Duration::from_millis(7 + 9 * round as u64)).await;
+        next_point_of_the_heartbeat_cycle(round).await;
         let released = Instant::now();
         lease
             .release()
@@ -108,9 +112,7 @@ async fn writes_on_a_follower_are_answered_promptly(seed: u64) -> Result<(), Str
     let writer = a_follower(&nodes)?;
     let mut took = Vec::new();
     for round in 0..ROUNDS {
-        // Apart from the write before, so that each falls at another point of the heartbeat
-        // cycle.
-        tokio::time::sleep(Duration::from_millis(7 + 9 * round as u64)).await;
+        next_point_of_the_heartbeat_cycle(round).await;
         let started = Instant::now();
         let revision = writer
             .put("follower/key", format!("value {round}"))
@@ -147,7 +149,7 @@ async fn an_idle_follower_is_sent_no_notice(seed: u64) -> Result<(), String> {
     let idle = a_follower(&nodes)?;
     let mut behind = 0;
     for round in 0..ROUNDS {
-        tokio::time::sleep(Duration::from_millis(7 + 9 * round as u64)).await;
+        next_point_of_the_heartbeat_cycle(round).await;
         let revision = client
             .put("client/key", format!("value {round}"))
             .await

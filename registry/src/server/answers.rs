@@ -120,9 +120,7 @@ pub(crate) struct AnswerQueue {
 impl AnswerQueue {
     /// The answers that belong to the batch at `index` (or to earlier ones), in order.
     pub(crate) fn for_batch(&mut self, index: u64) -> FedAnswers {
-        while let Ok(answer) = self.queue.try_recv() {
-            self.held.push_back(answer);
-        }
+        self.take_queued();
         let mut answers = Vec::new();
         while self
             .held
@@ -139,11 +137,18 @@ impl AnswerQueue {
     /// Answers everything queued directly: the subscription sends the whole state next, not
     /// the batches these answers belong to.
     pub(crate) fn answer_directly(&mut self) {
-        while let Ok(answer) = self.queue.try_recv() {
-            self.held.push_back(answer);
-        }
+        self.take_queued();
         for answer in self.held.drain(..) {
             answer.answer_directly();
+        }
+    }
+}
+
+impl AnswerQueue {
+    /// Moves what the channel holds behind what was taken before, keeping the order.
+    fn take_queued(&mut self) {
+        while let Ok(answer) = self.queue.try_recv() {
+            self.held.push_back(answer);
         }
     }
 }

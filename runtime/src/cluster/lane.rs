@@ -129,17 +129,15 @@ mod tests {
             for _ in 0..ROUNDS {
                 let senders: Vec<_> = (0..2)
                     .map(|_| {
-                        let (lane, ready) = (lane.clone(), ready.clone());
+                        let lane = lane.clone();
+                        // Woken by `notify_waiters` from here on, even before it is polled.
                         let waiting = ready.clone().notified_owned();
                         tokio::spawn(async move {
                             waiting.await;
                             lane.send(Bytes::from_static(b"ab")).await.unwrap();
-                            drop(ready);
                         })
                     })
                     .collect();
-                // Both wait before they are woken.
-                tokio::task::yield_now().await;
                 let before = dialed.stats().udp_tx.datagrams;
                 // Woken by a task of the runtime, as the registry's copy wakes them.
                 let waker = ready.clone();
