@@ -13,7 +13,16 @@
 //!   each of which syncs and acknowledges; the leader answers after the first acknowledgement
 //!   (openraft 0.9's order: its leader replicates only what its own log has made durable);
 //! - `3 voters, sync while replicating`: the leader sends the entry to the followers and syncs
-//!   its own copy at the same time (etcd's order, and openraft 0.10's).
+//!   its own copy at the same time (etcd's order, and openraft 0.10's);
+//! - `3 voters, a follower answers`: as the last, but the leader tells the followers when its
+//!   own copy is on disk, and each follower answers the client itself once its copy and the
+//!   leader's are (with three voters, a majority); the client takes the first answer. One hop
+//!   fewer on the way back (the follower's acknowledgement still goes to the leader), for three
+//!   datagrams more: the two notices, and the second follower's answer;
+//! - `3 voters, the client counts copies`: the leader answers the client as soon as its own
+//!   copy is on disk, each follower as soon as its copy is; the client takes the write as
+//!   committed once it has the leader's answer and a follower's (with three voters, a
+//!   majority). For two datagrams more: both followers' answers.
 //!
 //! Run: `cargo bench --bench write_floor`. `ENSEMBLE_BENCH_WRITES=<n>` sets the writes per
 //! shape and round (default 1,000). Figures: docs/performance.md, "The registry".
@@ -52,13 +61,21 @@ enum Shape {
     Durable = 1,
     SyncThenReplicate = 2,
     SyncWhileReplicating = 3,
+    FollowerAnswers = 4,
+    ClientCounts = 5,
 }
 
-const SHAPES: [Shape; 4] = [
+/// The first byte of a message from the leader to a follower that says the leader's copy is on
+/// disk up to the index that follows (the rest of the message as long as a request).
+const LEADER_DURABLE: u8 = 0xff;
+
+const SHAPES: [Shape; 6] = [
     Shape::Hop,
     Shape::Durable,
     Shape::SyncThenReplicate,
     Shape::SyncWhileReplicating,
+    Shape::FollowerAnswers,
+    Shape::ClientCounts,
 ];
 
 impl Shape {
@@ -68,6 +85,8 @@ impl Shape {
             Shape::Durable => "durable, 1 voter",
             Shape::SyncThenReplicate => "3 voters, sync then replicate",
             Shape::SyncWhileReplicating => "3 voters, sync while replicating",
+            Shape::FollowerAnswers => "3 voters, a follower answers",
+            Shape::ClientCounts => "3 voters, the client counts copies",
         }
     }
 
@@ -131,34 +150,71 @@ fn listen(cert: &NodeCert) -> quinn::Endpoint {
     endpoint
 }
 
-/// Accepts the connection of `who` and the one stream it opens.
-async fn accept_stream(
-    endpoint: &quinn::Endpoint,
-    who: &str,
-) -> (quinn::SendStream, quinn::RecvStream) {
+/// Accepts the connection of `who`.
+async fn accept_connection(endpoint: &quinn::Endpoint, who: &str) -> quinn::Connection {
     let incoming = endpoint
         .accept()
         .await
         .unwrap_or_else(|| panic!("{who} never connected"));
-    let conn = incoming
+    incoming
         .await
-        .unwrap_or_else(|e| panic!("handshake with {who}: {e}"));
+        .unwrap_or_else(|e| panic!("handshake with {who}: {e}"))
+}
+
+/// Accepts the one stream `who` opens on `conn` (it is seen once `who` writes to it).
+async fn accept_stream(
+    conn: &quinn::Connection,
+    who: &str,
+) -> (quinn::SendStream, quinn::RecvStream) {
     conn.accept_bi()
         .await
         .unwrap_or_else(|e| panic!("the stream of {who}: {e}"))
 }
 
-/// A follower: syncs every entry the leader sends and acknowledges it.
+/// A follower: syncs every entry the leader sends and acknowledges it. In the shape where a
+/// follower answers, it also answers the client once its copy and the leader's are on disk;
+/// in the shape where the client counts copies, once its own copy is.
 async fn follower(dir: &Path, name: &str) {
     let cert = cert_of(dir, name);
     let endpoint = listen(&cert);
     let log = Log::open(&dir.join(format!("{name}.log")));
-    let (mut send, mut recv) = accept_stream(&endpoint, "the leader").await;
+    // The leader connects while it starts, the client once the leader is ready; each stream
+    // shows only once its opener writes, the leader's with the first entry.
+    let leader = accept_connection(&endpoint, "the leader").await;
+    let client = accept_connection(&endpoint, "the client").await;
+    let ((mut send, mut recv), (mut to_client, _)) = tokio::join!(
+        accept_stream(&leader, "the leader"),
+        accept_stream(&client, "the client")
+    );
     let mut entry = [0u8; REQUEST];
+    // The last entry this follower synced that the client waits for, and how far the leader's
+    // copy is on disk.
+    let (mut synced, mut leader_durable) = (None::<u64>, 0u64);
     while recv.read_exact(&mut entry).await.is_ok() {
-        log.append(&entry).await;
-        if send.write_all(&entry[1..1 + ANSWER]).await.is_err() {
-            return;
+        let index = u64::from_le_bytes(entry[1..1 + ANSWER].try_into().expect("8 bytes"));
+        if entry[0] == LEADER_DURABLE {
+            leader_durable = leader_durable.max(index);
+        } else {
+            log.append(&entry).await;
+            let shape = Shape::from_byte(entry[0]);
+            // The client waits for this notice; the leader's acknowledgement can follow it.
+            if shape == Shape::ClientCounts
+                && to_client.write_all(&index.to_le_bytes()).await.is_err()
+            {
+                return;
+            }
+            if send.write_all(&entry[1..1 + ANSWER]).await.is_err() {
+                return;
+            }
+            if shape == Shape::FollowerAnswers {
+                synced = Some(index);
+            }
+        }
+        if let Some(index) = synced.filter(|index| *index <= leader_durable) {
+            synced = None;
+            if to_client.write_all(&index.to_le_bytes()).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -172,24 +228,14 @@ async fn leader(dir: &Path, followers: Vec<SocketAddr>) {
     let (acks_tx, mut acks) = mpsc::unbounded_channel::<(usize, u64)>();
     let mut replicas = Vec::new();
     for (at, addr) in followers.into_iter().enumerate() {
-        let conn = endpoint
-            .connect(addr, "follower")
-            .expect("connect")
-            .await
-            .expect("handshake with a follower");
-        let (send, mut recv) = conn.open_bi().await.expect("stream");
-        let acks_tx = acks_tx.clone();
-        tokio::spawn(async move {
-            let mut ack = [0u8; ANSWER];
-            while recv.read_exact(&mut ack).await.is_ok() {
-                let _ = acks_tx.send((at, u64::from_le_bytes(ack)));
-            }
-        });
+        let (conn, send, recv) = open_to_follower(&endpoint, addr).await;
+        collect_indices(at, recv, acks_tx.clone());
         replicas.push((conn, send));
     }
     println!("READY");
     let _ = std::io::stdout().flush();
-    let (mut send, mut recv) = accept_stream(&endpoint, "the client").await;
+    let client = accept_connection(&endpoint, "the client").await;
+    let (mut send, mut recv) = accept_stream(&client, "the client").await;
     let mut request = [0u8; REQUEST];
     while recv.read_exact(&mut request).await.is_ok() {
         let index = u64::from_le_bytes(request[1..1 + ANSWER].try_into().expect("8 bytes"));
@@ -209,11 +255,66 @@ async fn leader(dir: &Path, followers: Vec<SocketAddr>) {
                 }
                 tokio::join!(log.append(&request), first_ack(&mut acks, index));
             }
+            Shape::FollowerAnswers => {
+                for (_, replica) in &mut replicas {
+                    replica.write_all(&request).await.expect("to a follower");
+                }
+                log.append(&request).await;
+                let mut durable = request;
+                durable[0] = LEADER_DURABLE;
+                for (_, replica) in &mut replicas {
+                    replica.write_all(&durable).await.expect("to a follower");
+                }
+                // The client's answer comes from a follower; the leader still hears of the
+                // commit, as a Raft leader would.
+                first_ack(&mut acks, index).await;
+                continue;
+            }
+            Shape::ClientCounts => {
+                for (_, replica) in &mut replicas {
+                    replica.write_all(&request).await.expect("to a follower");
+                }
+                // Answered as soon as its own copy is on disk; the commit, below, as before.
+                log.append(&request).await;
+                if send.write_all(&index.to_le_bytes()).await.is_err() {
+                    return;
+                }
+                first_ack(&mut acks, index).await;
+                continue;
+            }
         }
         if send.write_all(&index.to_le_bytes()).await.is_err() {
             return;
         }
     }
+}
+
+/// Connects to the follower at `addr` and opens a stream to it.
+async fn open_to_follower(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+    let conn = endpoint
+        .connect(addr, "follower")
+        .expect("connect")
+        .await
+        .expect("handshake with a follower");
+    let (send, recv) = conn.open_bi().await.expect("stream");
+    (conn, send, recv)
+}
+
+/// Forwards the indices that follower number `follower` sends on `recv` into `into`.
+fn collect_indices(
+    follower: usize,
+    mut recv: quinn::RecvStream,
+    into: mpsc::UnboundedSender<(usize, u64)>,
+) {
+    tokio::spawn(async move {
+        let mut index = [0u8; ANSWER];
+        while recv.read_exact(&mut index).await.is_ok() {
+            let _ = into.send((follower, u64::from_le_bytes(index)));
+        }
+    });
 }
 
 /// Waits for the first follower's acknowledgement of `index`, passing over the slower
@@ -311,12 +412,26 @@ fn main() {
             quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
         endpoint.set_default_client_config(tls::client_config(&cert).expect("client config"));
         let addr: SocketAddr = leader.addr.parse().expect("leader address");
+        let follower_addrs: Vec<SocketAddr> = addrs
+            .iter()
+            .map(|a| a.parse().expect("follower address"))
+            .collect();
         let conn = endpoint
             .connect(addr, "leader")
             .expect("connect")
             .await
             .expect("handshake with the leader");
         let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+        // The followers' answers, in the shape where a follower answers: (follower, index).
+        let (answers_tx, mut follower_answers) = mpsc::unbounded_channel::<(usize, u64)>();
+        let mut to_followers = Vec::new();
+        for (at, addr) in follower_addrs.iter().enumerate() {
+            let (conn, mut hello, answers) = open_to_follower(&endpoint, *addr).await;
+            // The follower sees the stream once something is written to it.
+            hello.write_all(b"h").await.expect("to a follower");
+            collect_indices(at, answers, answers_tx.clone());
+            to_followers.push((conn, hello));
+        }
         let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); SHAPES.len()];
         let mut elapsed = [Duration::ZERO; SHAPES.len()];
         let mut reports = vec![Vec::new(); SHAPES.len()];
@@ -333,11 +448,23 @@ fn main() {
                     request[1..1 + ANSWER].copy_from_slice(&index.to_le_bytes());
                     let sent = Instant::now();
                     send.write_all(&request).await.expect("to the leader");
-                    recv.read_exact(&mut answer)
-                        .await
-                        .expect("the leader's answer");
+                    if *shape == Shape::FollowerAnswers {
+                        first_ack(&mut follower_answers, index).await;
+                    } else if *shape == Shape::ClientCounts {
+                        let leader_copy = async {
+                            recv.read_exact(&mut answer)
+                                .await
+                                .expect("the leader's answer");
+                        };
+                        tokio::join!(leader_copy, first_ack(&mut follower_answers, index));
+                        assert_eq!(u64::from_le_bytes(answer), index, "answers come in order");
+                    } else {
+                        recv.read_exact(&mut answer)
+                            .await
+                            .expect("the leader's answer");
+                        assert_eq!(u64::from_le_bytes(answer), index, "answers come in order");
+                    }
                     latencies[at].push(sent.elapsed());
-                    assert_eq!(u64::from_le_bytes(answer), index, "answers come in order");
                 }
                 elapsed[at] += started.elapsed();
                 reports[at].push(format!(
@@ -361,6 +488,9 @@ fn main() {
             println!("{:<36} rounds: {}", "", reports[at].join("; "));
         }
         conn.close(0u32.into(), b"done");
+        for (conn, _) in to_followers {
+            conn.close(0u32.into(), b"done");
+        }
         endpoint.wait_idle().await;
     });
     drop(followers);
