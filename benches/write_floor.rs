@@ -5,7 +5,7 @@
 //! the registry benchmark's, each durable append a `write` and an `fdatasync` on a thread of
 //! its own, as the registry's log writer does.
 //!
-//! A write is one of four shapes, run in alternating rounds so that the machine's noise falls
+//! A write is one of six shapes, run in alternating rounds so that the machine's noise falls
 //! on all of them alike:
 //! - `hop`: the client's request and the leader's answer, nothing else;
 //! - `durable, 1 voter`: the leader appends and syncs before it answers;
@@ -422,7 +422,7 @@ fn main() {
             .await
             .expect("handshake with the leader");
         let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-        // The followers' answers, in the shape where a follower answers: (follower, index).
+        // The followers' answers to the client, in the shapes that have them: (follower, index).
         let (answers_tx, mut follower_answers) = mpsc::unbounded_channel::<(usize, u64)>();
         let mut to_followers = Vec::new();
         for (at, addr) in follower_addrs.iter().enumerate() {
