@@ -133,6 +133,7 @@ impl Registry {
                 leadership,
                 limits,
                 waits_on_copy,
+                id,
             ))
             .map_err(|e| RegistryError::Start(e.to_string()))?;
         node.register_remote(SERVER_NAME, &server)
@@ -154,6 +155,7 @@ impl Registry {
             .spawn(Mirror {
                 shared: shared.clone(),
                 partial: None,
+                uncommitted: Default::default(),
             })
             .map_err(|e| RegistryError::Start(e.to_string()))?;
         let local = session::LocalVoter {

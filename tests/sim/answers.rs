@@ -1,6 +1,8 @@
-//! A write from a node whose copy the leader feeds is answered together with its batch, in
-//! one message (`registry/src/server/answers.rs`): the leader sends that node one datagram per
-//! write, where an answer of its own would make two.
+//! A write from a node whose copy the leader feeds costs the leader one datagram to that node:
+//! the batch, sent early (`registry/src/client/early.rs`), from which the node's copy answers
+//! the write. The leader's word that such batches committed, and the answers that go with it
+//! (`registry/src/server/answers.rs`), follow for many writes at once; sent for each write, or
+//! with an answer of its own apart from the batch, they would make two.
 //!
 //! The test is deterministic: a perfect network (100 µs a datagram) and paused time.
 
@@ -13,11 +15,11 @@ use crate::setup::{Cluster, four_nodes, run};
 const WRITES: u64 = 20;
 
 #[test]
-fn a_write_from_a_client_node_is_answered_with_its_batch() {
-    run(24, writes_are_answered_with_their_batch);
+fn a_write_from_a_client_node_costs_the_leader_one_datagram_to_that_node() {
+    run(24, each_write_costs_one_datagram);
 }
 
-async fn writes_are_answered_with_their_batch(seed: u64) -> Result<(), String> {
+async fn each_write_costs_one_datagram(seed: u64) -> Result<(), String> {
     let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
     let client = &nodes[3];
     let leader = nodes[..3]
@@ -47,12 +49,12 @@ async fn writes_are_answered_with_their_batch(seed: u64) -> Result<(), String> {
         .filter(|line| line.contains(&to_client))
         .count() as u64;
     eprintln!("the leader sent the client node {sent} datagrams for {WRITES} writes");
-    // One a write, and a few to spare for acknowledgements and heartbeats: with the answers
-    // apart from the batches, it is two a write.
+    // One a write, and a few to spare for the leader's word of commits, acknowledgements and
+    // heartbeats: with that word, or the answers, apart for each write, it is two a write.
     if sent > WRITES * 3 / 2 {
         return Err(format!(
             "the leader sent the client node {sent} datagrams for {WRITES} writes: the answers \
-             did not travel with their batches"
+             or the word that the writes committed went apart for each write"
         ));
     }
     Ok(())

@@ -34,6 +34,7 @@
 
 mod abandoned;
 mod answers;
+mod early;
 mod lease;
 mod notices;
 mod probes;

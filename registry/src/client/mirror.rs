@@ -4,6 +4,10 @@
 //! (`whereis`, group members) read it without a round trip, and every change's effects are
 //! dispatched from here: nodes declared down, locks granted to a waiter of this node, leases
 //! lost, config keys changed.
+//!
+//! On a node that is not a voter, the copy also applies its node's batches before the leader
+//! has heard that they committed, once it holds copies of a majority of the voters, and
+//! answers its node's writes from them (`super::early`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,6 +16,7 @@ use ensemble_runtime::{Actor, ActorResult, Context, NodeId};
 use tokio::time::Instant;
 
 use super::Shared;
+use super::early::Uncommitted;
 use crate::server::protocol::{FedAnswers, FeedMsg};
 use crate::state::{Effect, RegistryState, changes};
 
@@ -34,6 +39,8 @@ pub(crate) struct Mirror {
     pub(crate) shared: Arc<Shared>,
     /// The parts of a whole state received so far.
     pub(crate) partial: Option<PartialSync>,
+    /// Batches sent before they were known committed, until a majority holds them.
+    pub(crate) uncommitted: Uncommitted,
 }
 
 /// A whole state arriving in parts.
@@ -51,7 +58,15 @@ impl Actor for Mirror {
         let epoch = match &msg {
             FeedMsg::Sync { epoch, .. }
             | FeedMsg::Batch { epoch, .. }
-            | FeedMsg::Idle { epoch, .. } => *epoch,
+            | FeedMsg::Idle { epoch, .. }
+            | FeedMsg::Committed { epoch, .. } => *epoch,
+            FeedMsg::Early(batch) => batch.epoch,
+            // From a follower, of no subscription.
+            FeedMsg::Copy { voter, entry } => {
+                self.uncommitted.copy(*voter, *entry);
+                self.apply_early(current, 0);
+                return Ok(());
+            }
         };
         if epoch == current {
             self.shared.view.write().heard = Some(Instant::now());
@@ -136,6 +151,35 @@ impl Actor for Mirror {
                 view.index = index;
                 view.state.apply(&commands).1
             }
+            FeedMsg::Early(batch) => {
+                if epoch == current {
+                    self.uncommitted.early(batch);
+                    self.apply_early(current, 0);
+                }
+                return Ok(());
+            }
+            FeedMsg::Copy { .. } => return Ok(()),
+            FeedMsg::Committed {
+                epoch,
+                through,
+                answers,
+            } => {
+                // Given last, as below.
+                let _answered = Answer(answers);
+                if epoch != current || !self.shared.view.read().synced {
+                    return Ok(());
+                }
+                self.apply_early(current, through);
+                if self.shared.view.read().index < through {
+                    // A batch sent early never came: subscribe again for the whole state.
+                    tracing::warn!(
+                        through,
+                        "feed: a batch sent early was lost; subscribing again"
+                    );
+                    self.shared.view.write().heard = None;
+                }
+                return Ok(());
+            }
             FeedMsg::Idle { epoch, index } => {
                 let view = self.shared.view.read();
                 if epoch == current && view.synced && index > view.index {
@@ -155,8 +199,53 @@ impl Actor for Mirror {
         for effect in effects {
             dispatch(&self.shared, effect);
         }
+        // What came before a batch may be here now.
+        self.apply_early(current, 0);
         drop(answered);
         Ok(())
+    }
+}
+
+impl Mirror {
+    /// Applies the batches sent early that a majority now holds, or that the leader said
+    /// committed (up to `committed`), in order.
+    fn apply_early(&mut self, epoch: u64, committed: u64) {
+        loop {
+            let (outcomes, effects, requests) = {
+                let mut view = self.shared.view.write();
+                if !view.synced {
+                    return;
+                }
+                let Some(batch) = self.uncommitted.next(epoch, view.index, committed) else {
+                    return;
+                };
+                view.index = batch.entry.index;
+                let by = if batch.entry.index <= committed {
+                    "leader"
+                } else {
+                    "copies"
+                };
+                metrics::counter!("ensemble_registry_early_batches_total", "committed_by" => by)
+                    .increment(1);
+                let (outcomes, effects) = view.state.apply(&batch.commands);
+                (outcomes, effects, batch.requests)
+            };
+            self.shared.applied.notify_waiters();
+            for effect in effects {
+                dispatch(&self.shared, effect);
+            }
+            // After the copy shows them, as for answers that come with a batch.
+            for request in requests {
+                let start = request.start as usize;
+                let end = start + request.count as usize;
+                if let (Some(answer), Some(outcomes)) = (
+                    self.shared.early_answers.lock().remove(&request.request),
+                    outcomes.get(start..end),
+                ) {
+                    let _ = answer.send(outcomes.to_vec());
+                }
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! [`RegistryError::Unknown`]. Writes made at once on one node share requests to the leader
 //! (`proposer`: client-side group commit).
 
+mod early;
 pub(crate) mod lease;
 pub(crate) mod mirror;
 pub(crate) mod proposer;
@@ -82,10 +83,27 @@ pub(crate) struct Shared {
     next_holder: AtomicU64,
     /// Proposals queued for the next request to the leader.
     pub(crate) proposer: proposer::Proposer,
+    /// The number of this node's next request to the leader.
+    next_request: AtomicU64,
+    /// Requests this node's copy may answer first, as it applies a batch sent early
+    /// (`early`), by number.
+    pub(crate) early_answers: Mutex<HashMap<u64, oneshot::Sender<Vec<Outcome>>>>,
     /// This node's part as the registry's leader, when it leads.
     leadership: Leadership,
     /// What this node's Raft reports of itself ([`Registry::raft_status`]).
     raft_metrics: watch::Receiver<RaftMetrics<u64, Voter>>,
+}
+
+/// Forgets a request's early answer however its call ends, an abandoned one included.
+struct ForgetEarlyAnswer<'a> {
+    shared: &'a Shared,
+    request: u64,
+}
+
+impl Drop for ForgetEarlyAnswer<'_> {
+    fn drop(&mut self) {
+        self.shared.early_answers.lock().remove(&self.request);
+    }
 }
 
 /// How long [`release_until_taken`] waits after a failure: doubled after each, from
@@ -351,13 +369,24 @@ impl Shared {
         timeout: Duration,
         what: &(dyn Fn() -> String + Sync),
     ) -> Result<Vec<Outcome>, RegistryError> {
-        self.call(
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (answer, answered_early) = oneshot::channel();
+        self.early_answers.lock().insert(request, answer);
+        let _forget = ForgetEarlyAnswer {
+            shared: self,
+            request,
+        };
+        let asked = self.call(
             what,
-            |reply| ServerMsg::Propose(commands.to_vec(), reply),
+            |reply| ServerMsg::Propose(commands.to_vec(), reply, request),
             timeout,
             idempotent,
-        )
-        .await
+        );
+        // Whichever comes first: this node's copy applying the batch early, or the answer.
+        tokio::select! {
+            Ok(outcomes) = answered_early => Ok(outcomes),
+            result = asked => result,
+        }
     }
 
     /// Waits until this node's copy has applied `revision`, for at most
@@ -556,6 +585,8 @@ impl Registry {
             expired: AtomicBool::new(false),
             next_holder: AtomicU64::new(1),
             proposer: proposer::Proposer::new(),
+            next_request: AtomicU64::new(1),
+            early_answers: Mutex::default(),
             raft_metrics,
         })
     }

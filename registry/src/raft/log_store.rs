@@ -129,6 +129,10 @@
 //! AppendEntries round that openraft times (the heartbeat interval, 50 ms by default), next to
 //! the follower's own fsync, which was always inside it.
 //!
+//! The registry server learns of each append of the leader's own entries as it is queued
+//! (`LogStore::on_own_append`), and sends client nodes' copies the batches among them once
+//! `LogStore::durable_through` says they are on disk (`server::early`).
+//!
 //! # Failure
 //!
 //! If a commit fails, every write in it reports the error: callbacks get an [`std::io::Error`],
@@ -191,6 +195,7 @@ use openraft::SnapshotMeta;
 use openraft::StorageError;
 use openraft::StorageIOError;
 use openraft::Vote;
+use openraft::entry::RaftPayload;
 use openraft::storage::LogFlushed;
 use openraft::storage::RaftLogStorage;
 use parking_lot::Mutex;
@@ -379,6 +384,9 @@ where
     Inline(Mutex<Writer<C>>),
 }
 
+/// See [`LogStore::on_own_append`].
+type OwnAppended<C> = Box<dyn Fn(&[<C as RaftTypeConfig>::Entry]) + Send + Sync>;
+
 /// What every clone of a [`LogStore`] shares.
 ///
 /// Fields drop in declaration order, and the order matters: `ops` goes first, which closes the
@@ -400,6 +408,9 @@ where
     /// This node's Raft id, once set: appends of entries it wrote as leader are reported
     /// durable at once (see "A leader's own entries" above).
     own: OnceLock<C::NodeId>,
+    /// Told of every append of this node's own entries, once it is queued
+    /// ([`LogStore::on_own_append`]).
+    own_appended: OnceLock<OwnAppended<C>>,
     /// How far the writes are on disk, published by the writer.
     synced: Arc<watch::Sender<Synced>>,
     /// The committed log id saved last, until the writer takes it into a batch.
@@ -644,6 +655,7 @@ where
                 failure,
                 path,
                 own: OnceLock::new(),
+                own_appended: OnceLock::new(),
                 synced,
                 committed,
                 #[cfg(test)]
@@ -709,14 +721,38 @@ where
         let _ = self.shared.own.set(me);
     }
 
-    /// Whether an append of `entries` is reported durable at once: they are all this node's
-    /// own, and writes go through the writer thread.
-    fn reports_early(&self, entries: &[C::Entry]) -> bool {
+    /// Calls `told` with the entries of every append of this node's own entries as leader,
+    /// once they are queued: from then on [`Self::durable_through`] waits for them.
+    pub(crate) fn on_own_append(&self, told: impl Fn(&[C::Entry]) + Send + Sync + 'static) {
+        let _ = self.shared.own_appended.set(Box::new(told));
+    }
+
+    /// For the entry at `index`: the index of the last entry before it that is neither blank
+    /// nor a membership change (or of the last purged entry, if none is left), and whether an
+    /// entry after `since`, up to `index`, changes the membership.
+    pub(crate) fn entry_context(&self, index: u64, since: u64) -> (u64, bool) {
+        let memory = self.shared.memory.lock();
+        let before = memory
+            .entries
+            .range(..index)
+            .rev()
+            .find(|(_, entry)| !entry.is_blank() && entry.get_membership().is_none())
+            .map(|(at, _)| *at)
+            .unwrap_or_else(|| memory.last_purged.as_ref().map_or(0, |id| id.index));
+        let changes_membership = since < index
+            && memory
+                .entries
+                .range(since + 1..=index)
+                .any(|(_, entry)| entry.get_membership().is_some());
+        (before, changes_membership)
+    }
+
+    /// Whether `entries` are all entries this node wrote as leader (once it knows its id).
+    fn own(&self, entries: &[C::Entry]) -> bool {
         let Some(me) = self.shared.own.get() else {
             return false;
         };
-        matches!(self.shared.ops, Sink::Queue(_))
-            && !entries.is_empty()
+        !entries.is_empty()
             && entries
                 .iter()
                 .all(|entry| &entry.get_log_id().leader_id.node_id == me)
@@ -941,7 +977,15 @@ where
         }
         // Even an empty append goes through the queue, so that its callback, like any other,
         // does not come before the writes queued ahead of it are on disk.
-        let early = self.reports_early(&entries);
+        let own = self.own(&entries);
+        // Reported durable at once: this node's own, when writes go through the writer thread.
+        let early = own && matches!(self.shared.ops, Sink::Queue(_));
+        let told = self
+            .shared
+            .own_appended
+            .get()
+            .filter(|_| own)
+            .map(|told| (told, entries.clone()));
         let copies = entries.clone();
         let (flushed, report_now) = if early {
             (None, Some(callback))
@@ -962,6 +1006,9 @@ where
         // If the op was never queued, the callback is dropped unreported: the error returned
         // here already stops openraft (it treats storage errors as fatal).
         .map_err(|e| StorageIOError::write_logs(self.io_error(describe_append(span), e)))?;
+        if let Some((told, entries)) = told {
+            told(&entries);
+        }
         if let Some(callback) = report_now {
             callback.log_io_completed(Ok(()));
         }

@@ -56,9 +56,9 @@ use parking_lot::Mutex;
 
 use super::lease::LeaderLease;
 use super::log_store::LogStore;
-use super::types::{TypeConfig, Voter};
+use super::types::{Batch, Early, TypeConfig, Voter};
 use crate::limits::{Limits, approx_bytes};
-use crate::server::protocol::{SERVER_NAME, ServerMsg};
+use crate::server::protocol::{FeedMsg, SERVER_NAME, ServerMsg};
 
 /// Finds the registry server of a node by name, and remembers it.
 #[derive(Clone)]
@@ -222,6 +222,23 @@ fn entries_that_fit(entries: &[Entry<TypeConfig>], max: usize) -> usize {
     fit.max(1)
 }
 
+/// The copies on other nodes that learn of `entries` before they commit (`client::early`),
+/// each once.
+fn copies_to(entries: &[Entry<TypeConfig>]) -> Vec<ActorRef<FeedMsg>> {
+    let mut mirrors: Vec<ActorRef<FeedMsg>> = Vec::new();
+    for entry in entries {
+        if let EntryPayload::Normal(Batch(_, _, Early(Some(feeds)))) = &entry.payload {
+            for copy in feeds.iter() {
+                let mirror = &copy.feed.mirror;
+                if !mirrors.iter().any(|known| known.id() == mirror.id()) {
+                    mirrors.push(mirror.clone());
+                }
+            }
+        }
+    }
+    mirrors
+}
+
 impl Connection {
     async fn call<T: Send + 'static, E: std::error::Error + Send + 'static>(
         &self,
@@ -303,9 +320,10 @@ impl RaftNetwork<TypeConfig> for Connection {
         let carried = rpc.entries.last().map(|entry| entry.log_id);
         // The last entry a success acknowledges (this node's own may not be on disk yet).
         let last = carried.or(rpc.prev_log_id).map_or(0, |id| id.index);
+        let tell = copies_to(&rpc.entries);
         let answer = self
             .call(
-                |reply| ServerMsg::AppendEntries(rpc, reply),
+                |reply| ServerMsg::AppendEntries(rpc, reply, tell),
                 option.hard_ttl(),
             )
             .await;

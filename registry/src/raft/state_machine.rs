@@ -28,9 +28,9 @@ const FEED_CAPACITY: usize = 4096;
 /// What the feed carries.
 #[derive(Clone, Debug)]
 pub(crate) enum Fed {
-    /// A committed batch, applied at this log index.
+    /// A committed batch, applied as this log entry.
     Batch {
-        index: u64,
+        entry: LogId<u64>,
         commands: Arc<Vec<Command>>,
     },
     /// The state was replaced by a snapshot from the leader: subscribers need it whole.
@@ -104,6 +104,32 @@ impl StateMachine {
             applied.last_applied.map_or(0, |id| id.index),
             self.feed.subscribe(),
         )
+    }
+
+    /// For a batch at `index` that the copies of other nodes get before it commits
+    /// (`client::early`): the index of the last entry before it that carries commands, and the
+    /// Raft ids of the voters a majority of which must hold it. `None` while a membership
+    /// change is in the log and not applied, or a joint membership is: then the copies wait for
+    /// the batch as it commits.
+    pub(crate) fn early_context(&self, index: u64) -> Option<(u64, Vec<u64>)> {
+        let (since, voters) = {
+            let applied = self.applied.lock();
+            let membership = applied.membership.membership();
+            if membership.get_joint_config().len() != 1 {
+                return None;
+            }
+            let voters: Vec<u64> = membership.voter_ids().collect();
+            let since = applied.last_applied.map_or(0, |id| id.index);
+            if since >= index {
+                // Applied already: the copies get it as it commits, as soon.
+                return None;
+            }
+            (since, voters)
+        };
+        // Changes up to `since` are in the membership read above; one after it, up to `index`,
+        // would rule the batch instead.
+        let (after, changes_membership) = self.store.entry_context(index, since);
+        (!changes_membership).then_some((after, voters))
     }
 
     /// The voters of the last membership applied, by node name, sorted. A membership change
@@ -190,7 +216,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => responses.push(Vec::new()),
-                EntryPayload::Normal(Batch(commands, on_apply)) => {
+                EntryPayload::Normal(Batch(commands, on_apply, _)) => {
                     let (outcomes, _) = applied.state.apply(&commands);
                     // Before the feed: the answers it carries must be queued when it sends
                     // this batch (`server::answers`).
@@ -200,7 +226,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     responses.push(outcomes);
                     // Sent under the lock, so that `subscribe` sees each batch exactly once.
                     let _ = self.feed.send(Fed::Batch {
-                        index: entry.log_id.index,
+                        entry: entry.log_id,
                         commands: Arc::new(commands),
                     });
                 }

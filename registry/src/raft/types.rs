@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::server::early::EarlyCopy;
 use crate::state::{Command, Outcome};
 
 openraft::declare_raft_types!(
@@ -24,17 +25,23 @@ openraft::declare_raft_types!(
 /// written (group commit).
 ///
 /// On the leader that proposed it, it also carries what to do with the outcomes as the entry
-/// is applied (`OnApply`); that part is neither stored nor sent, so the entry's encoding is
-/// that of its commands alone.
+/// is applied (`OnApply`) and which copies of other nodes learn of it before it commits
+/// (`Early`); those parts are neither stored nor sent, so the entry's encoding is that of its
+/// commands alone.
 #[derive(Clone, Default)]
-pub struct Batch(pub Vec<Command>, pub(crate) OnApply);
+pub struct Batch(pub Vec<Command>, pub(crate) OnApply, pub(crate) Early);
 
 impl Batch {
     /// A batch of `commands`, with nothing to do on apply.
     pub fn new(commands: Vec<Command>) -> Self {
-        Batch(commands, OnApply::default())
+        Batch(commands, OnApply::default(), Early::default())
     }
 }
+
+/// The copies on other nodes that learn of a batch before it commits, on the leader that
+/// proposed it: the nodes whose proposals it holds (`client::early`).
+#[derive(Clone, Default)]
+pub(crate) struct Early(pub(crate) Option<Arc<[EarlyCopy]>>);
 
 /// Called with a batch's log index and outcomes when the leader that proposed it applies it,
 /// before the state machine's feed sees it: the server answers the proposals there
@@ -119,6 +126,7 @@ mod tests {
         let answered = super::Batch(
             commands.clone(),
             OnApply(Some(Arc::new(|_: u64, _: &[Outcome]| {}))),
+            Early::default(),
         );
         assert_eq!(rmp_serde::to_vec_named(&answered).unwrap(), earlier);
         let read: super::Batch = rmp_serde::from_slice(&earlier).unwrap();

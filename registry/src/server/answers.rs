@@ -20,7 +20,13 @@
 //! ([`Batch`](crate::raft::Batch)'s [`OnApply`]); if it loses the lead first, the committer
 //! answers with the error, as before.
 //!
+//! A batch the copy was sent before it committed (`super::early`) is not sent again: its
+//! answers wait, with those of the batches after it, for the leader's word that they
+//! committed ([`FeedMsg::Committed`]), and the copy has most often answered from its own
+//! outcomes by then. A subscription that ends first answers them directly.
+//!
 //! [`FeedMsg::Batch`]: super::protocol::FeedMsg::Batch
+//! [`FeedMsg::Committed`]: super::protocol::FeedMsg::Committed
 
 use std::collections::VecDeque;
 use std::sync::Arc;

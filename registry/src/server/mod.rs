@@ -11,6 +11,7 @@
 //! answers `Overloaded` rather than growing.
 
 mod answers;
+pub(crate) mod early;
 mod leader;
 pub use leader::VOTER_LABEL;
 pub(crate) mod protocol;
@@ -25,6 +26,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
 use answers::AnswerQueues;
+use early::{Deferred, EarlyFeeds};
 pub(crate) use leader::Leadership;
 use protocol::{
     Answer, Appended, FEED_IDLE, FeedMsg, ProposalReply, Query, ServerError, ServerMsg,
@@ -32,7 +34,7 @@ use protocol::{
 
 use crate::limits::{Limits, approx_bytes};
 use crate::raft::state_machine::Fed;
-use crate::raft::types::Batch;
+use crate::raft::types::{Batch, raft_id};
 use crate::raft::{StateMachine, TypeConfig, Voter};
 use crate::state::Command;
 
@@ -43,7 +45,9 @@ pub(crate) const IN_FLIGHT: usize = 4;
 /// Proposals queued on the leader before it answers `Overloaded`.
 pub(crate) const QUEUE: usize = 65_536;
 
-type Proposal = (Vec<Command>, ProposalReply);
+/// Commands, where their answer goes, and the request's number on its node (see
+/// `ServerMsg::Propose`).
+type Proposal = (Vec<Command>, ProposalReply, u64);
 
 /// Whether something on this node waits on its copy of the registry state: asked each time a
 /// follower answers an AppendEntries ([`Appended::wants_notices`]).
@@ -60,6 +64,11 @@ pub(crate) struct Server {
     waits_on_copy: WaitsOnCopy,
     /// Where the answers to other nodes' proposals wait for their node's feed.
     answers: AnswerQueues,
+    /// The copies on other nodes this server feeds: sent the batches of their node's proposals
+    /// before they commit, when this server leads.
+    early_feeds: EarlyFeeds,
+    /// This node's Raft id.
+    me: u64,
 }
 
 impl Server {
@@ -69,12 +78,22 @@ impl Server {
         leadership: Leadership,
         limits: Limits,
         waits_on_copy: WaitsOnCopy,
+        me: u64,
     ) -> Server {
         let (proposals, queue) = mpsc::channel(QUEUE);
         let answers = AnswerQueues::default();
-        tokio::spawn(commit_loop(raft.clone(), queue, limits, answers.clone()));
+        let early_feeds = EarlyFeeds::start(&state_machine);
+        tokio::spawn(commit_loop(
+            raft.clone(),
+            queue,
+            limits,
+            answers.clone(),
+            early_feeds.clone(),
+        ));
         Server {
             answers,
+            early_feeds,
+            me,
             raft,
             state_machine,
             proposals,
@@ -90,6 +109,9 @@ impl Server {
         let id = mirror.id().clone();
         let part_size = self.limits.entry;
         let mut answers = self.answers.open(id.node().clone());
+        // Only copies on other nodes: a voter's own copy subscribes to its own server.
+        let sent_early = (raft_id(id.node().name()) != self.me)
+            .then(|| self.early_feeds.open(mirror.clone(), epoch));
         let task = tokio::spawn(async move {
             'sync: loop {
                 let (state, index, mut feed) = state_machine.subscribe();
@@ -116,24 +138,53 @@ impl Server {
                     }
                 }
                 let mut at = index;
+                // Batches the copy was sent early, held back (see `Deferred`).
+                let mut deferred: Option<Deferred> = None;
                 loop {
                     // A quiet feed says so now and then: the mirror tells a quiet feed from a
                     // dead one (its source restarted, a message was lost with a connection).
-                    let Ok(next) = tokio::time::timeout(FEED_IDLE, feed.recv()).await else {
-                        let idle = FeedMsg::Idle { epoch, index: at };
-                        if mirror.tell(idle).await.is_err() {
+                    let wait = deferred.as_ref().map_or(FEED_IDLE, |held| {
+                        held.until
+                            .saturating_duration_since(tokio::time::Instant::now())
+                    });
+                    let Ok(next) = tokio::time::timeout(wait, feed.recv()).await else {
+                        let message = match deferred.take() {
+                            Some(held) => held.into_message(epoch),
+                            None => FeedMsg::Idle { epoch, index: at },
+                        };
+                        if mirror.tell(message).await.is_err() {
                             return;
                         }
                         continue;
                     };
                     match next {
-                        Ok(Fed::Batch { index, commands }) => {
+                        Ok(Fed::Batch { entry, commands }) => {
+                            let index = entry.index;
                             at = index;
+                            let answers = answers.for_batch(index);
+                            if sent_early.as_ref().is_some_and(|sent| sent.take(entry)) {
+                                let held = deferred.get_or_insert_with(Deferred::new);
+                                held.add(index, answers);
+                                // Due while batches keep coming (the wait above never ends
+                                // then): sent now.
+                                if held.is_due()
+                                    && let Some(held) = deferred.take()
+                                    && mirror.tell(held.into_message(epoch)).await.is_err()
+                                {
+                                    return;
+                                }
+                                continue;
+                            }
+                            if let Some(held) = deferred.take()
+                                && mirror.tell(held.into_message(epoch)).await.is_err()
+                            {
+                                return;
+                            }
                             let batch = FeedMsg::Batch {
                                 epoch,
                                 index,
                                 commands,
-                                answers: answers.for_batch(index),
+                                answers,
                             };
                             if mirror.tell(batch).await.is_err() {
                                 return;
@@ -176,11 +227,13 @@ impl Actor for Server {
     async fn handle(&mut self, msg: ServerMsg, _ctx: &mut Context<Self>) -> ActorResult {
         let raft = self.raft.clone();
         match msg {
-            ServerMsg::AppendEntries(rpc, reply) => {
+            ServerMsg::AppendEntries(rpc, reply, tell) => {
                 let log = self.state_machine.log().clone();
                 let waits_on_copy = self.waits_on_copy.clone();
+                let me = self.me;
                 tokio::spawn(async move {
-                    let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+                    let carried = rpc.entries.last().map(|e| e.log_id);
+                    let last = carried.or(rpc.prev_log_id);
                     let answer = raft.append_entries(rpc).await;
                     // Entries this node wrote as an earlier term's leader were reported durable
                     // before they were: a success must not count on them before they are. If
@@ -195,10 +248,17 @@ impl Actor for Server {
                     {
                         return;
                     }
+                    let copied = carried.filter(|_| matched == last);
                     let _ = reply.send(answer.map(|response| Appended {
                         response,
                         wants_notices: waits_on_copy(),
                     }));
+                    // This node's log holds the leader's up to its last entry, on disk.
+                    if let Some(entry) = copied {
+                        for mirror in tell {
+                            let _ = mirror.try_tell(FeedMsg::Copy { voter: me, entry });
+                        }
+                    }
                 });
             }
             ServerMsg::CommitNotice(rpc) => {
@@ -222,7 +282,7 @@ impl Actor for Server {
                     let _ = reply.send(raft.install_snapshot(rpc.into()).await);
                 });
             }
-            ServerMsg::Propose(commands, reply) => {
+            ServerMsg::Propose(commands, reply, request) => {
                 // Clients check this before they send; one that did not (a node with a larger
                 // frame limit) must not get an entry into the log that cannot be replicated.
                 if let Some((what, bytes)) = self.limits.oversized(&commands) {
@@ -230,8 +290,8 @@ impl Actor for Server {
                     let _ = reply.send(Err(ServerError::TooLarge { what, bytes, max }));
                     return Ok(());
                 }
-                if let Err(err) = self.proposals.try_send((commands, reply)) {
-                    let (_, reply) = err.into_inner();
+                if let Err(err) = self.proposals.try_send((commands, reply, request)) {
+                    let (_, reply, _) = err.into_inner();
                     let _ = reply.send(Err(ServerError::Overloaded(QUEUE)));
                 }
             }
@@ -273,6 +333,7 @@ impl Actor for Server {
                 if let Some(task) = self.subscriptions.remove(&mirror) {
                     task.abort();
                 }
+                self.early_feeds.close(&mirror);
             }
         }
         Ok(())
@@ -282,6 +343,7 @@ impl Actor for Server {
         for (_, task) in self.subscriptions.drain() {
             task.abort();
         }
+        self.early_feeds.stop();
         // The node is shutting down: stop Raft, which closes the log, so that the node can be
         // started again on the same data dir in this process.
         if let Err(e) = self.raft.shutdown().await {
@@ -296,6 +358,7 @@ async fn commit_loop(
     mut queue: mpsc::Receiver<Proposal>,
     limits: Limits,
     answers: AnswerQueues,
+    early_feeds: EarlyFeeds,
 ) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut first = None;
@@ -312,18 +375,20 @@ async fn commit_loop(
         };
         let mut commands = proposal.0;
         let mut bytes = approx_bytes(&commands);
+        let mut requests = vec![proposal.2];
         let mut replies = vec![(commands.len(), proposal.1)];
         // Whatever queued while waiting for a permit joins this entry, within its limits.
         while commands.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok((more, reply)) => {
+                Ok((more, reply, request)) => {
                     let more_bytes = approx_bytes(&more);
                     if commands.len() + more.len() > MAX_BATCH || bytes + more_bytes > limits.entry
                     {
-                        first = Some((more, reply));
+                        first = Some((more, reply, request));
                         break;
                     }
                     bytes += more_bytes;
+                    requests.push(request);
                     replies.push((more.len(), reply));
                     commands.extend(more);
                 }
@@ -333,8 +398,9 @@ async fn commit_loop(
         metrics::histogram!("ensemble_registry_batch_commands").record(commands.len() as f64);
         let raft = raft.clone();
         // Answered as the entry is applied (`answers`), or here if it never is on this node.
+        let early = early_feeds.for_batch(&replies, &requests);
         let replies = Arc::new(Mutex::new(Some(replies)));
-        let batch = Batch(commands, answers.on_apply(replies.clone()));
+        let batch = Batch(commands, answers.on_apply(replies.clone()), early);
         tokio::spawn(async move {
             let _permit = permit;
             let result = raft.client_write(batch).await;

@@ -7,7 +7,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{SnapshotMeta, Vote};
+use openraft::{LogId, SnapshotMeta, Vote};
 use serde::{Deserialize, Serialize};
 
 use crate::raft::{TypeConfig, Voter};
@@ -21,8 +21,13 @@ type RaftReply<T, E = openraft::error::Infallible> = ReplyTo<Result<T, RaftError
 /// A request to a node's registry server.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum ServerMsg {
-    /// Raft: replicate entries (leader to followers).
-    AppendEntries(AppendEntriesRequest<TypeConfig>, RaftReply<Appended>),
+    /// Raft: replicate entries (leader to followers). The follower tells the copies named once
+    /// the entries are on its disk ([`FeedMsg::Copy`]; see `client::early`).
+    AppendEntries(
+        AppendEntriesRequest<TypeConfig>,
+        RaftReply<Appended>,
+        Vec<ActorRef<FeedMsg>>,
+    ),
     /// Raft: an AppendEntries with no entries that only tells a follower the commit index, sent
     /// without waiting for an answer (see "Commit notices" in `raft::network`).
     CommitNotice(AppendEntriesRequest<TypeConfig>),
@@ -33,8 +38,9 @@ pub(crate) enum ServerMsg {
         SnapshotChunk,
         RaftReply<InstallSnapshotResponse<u64>, InstallSnapshotError>,
     ),
-    /// Commands to commit (on the leader), answered once applied.
-    Propose(Vec<Command>, ProposalReply),
+    /// Commands to commit (on the leader), answered once applied; the number is the request's
+    /// on its node, for a copy that answers it first (`client::early`).
+    Propose(Vec<Command>, ProposalReply, u64),
     /// A linearizable read (on the leader).
     Read(Query, ReplyTo<Result<Answer, ServerError>>),
     /// A node's session keepalive (on the leader), answered once leadership is confirmed.
@@ -129,6 +135,45 @@ pub(crate) enum FeedMsg {
     },
     /// Nothing was applied for [`FEED_IDLE`]: the subscription is alive, at this index.
     Idle { epoch: u64, index: u64 },
+    /// A batch the leader wrote, sent once it is on the leader's disk but before it is known
+    /// committed: the copy applies it once a majority of its voters hold it (`client::early`).
+    Early(EarlyBatch),
+    /// A follower (`voter`, by Raft id) holds on its disk the leader's log up to `entry`.
+    Copy { voter: u64, entry: LogId<u64> },
+    /// The batches sent early up to the one at `through` are committed, with the answers to
+    /// this node's proposals in them: sent in place of those batches, a little later, for a
+    /// copy that could not count enough voters (`client::early`).
+    Committed {
+        epoch: u64,
+        through: u64,
+        answers: FedAnswers,
+    },
+}
+
+/// A batch sent before it is known committed ([`FeedMsg::Early`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct EarlyBatch {
+    /// The subscription it goes with.
+    pub(crate) epoch: u64,
+    /// Its entry in the leader's log.
+    pub(crate) entry: LogId<u64>,
+    /// The index of the leader's last entry before it that carries commands: those in between
+    /// change no state.
+    pub(crate) after: u64,
+    /// The voters (Raft ids) a majority of which must hold it.
+    pub(crate) voters: Vec<u64>,
+    pub(crate) commands: std::sync::Arc<Vec<Command>>,
+    /// The requests of the copy's node that it answers.
+    pub(crate) requests: Vec<EarlyRequest>,
+}
+
+/// A request (by its number on its node) whose commands are `count` of a batch's, from
+/// `start`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EarlyRequest {
+    pub(crate) request: u64,
+    pub(crate) start: u32,
+    pub(crate) count: u32,
 }
 
 /// How long a subscription stays quiet before it says it is alive ([`FeedMsg::Idle`]).
