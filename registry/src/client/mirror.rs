@@ -158,6 +158,7 @@ impl Actor for Mirror {
                 }
                 return Ok(());
             }
+            // Taken above.
             FeedMsg::Copy { .. } => return Ok(()),
             FeedMsg::Committed {
                 epoch,
@@ -195,10 +196,7 @@ impl Actor for Mirror {
                 return Ok(());
             }
         };
-        self.shared.applied.notify_waiters();
-        for effect in effects {
-            dispatch(&self.shared, effect);
-        }
+        applied(&self.shared, effects);
         // What came before a batch may be here now.
         self.apply_early(current, 0);
         drop(answered);
@@ -230,10 +228,7 @@ impl Mirror {
                 let (outcomes, effects) = view.state.apply(&batch.commands);
                 (outcomes, effects, batch.requests)
             };
-            self.shared.applied.notify_waiters();
-            for effect in effects {
-                dispatch(&self.shared, effect);
-            }
+            applied(&self.shared, effects);
             // After the copy shows them, as for answers that come with a batch.
             for request in requests {
                 let start = request.start as usize;
@@ -259,6 +254,14 @@ impl Drop for Answer {
         for (reply, outcomes) in self.0.drain(..) {
             let _ = reply.send(Ok(outcomes));
         }
+    }
+}
+
+/// Wakes what waits on the copy, now that it applied a change, and dispatches its effects.
+fn applied(shared: &Arc<Shared>, effects: Vec<Effect>) {
+    shared.applied.notify_waiters();
+    for effect in effects {
+        dispatch(shared, effect);
     }
 }
 

@@ -162,31 +162,30 @@ impl Server {
                             let index = entry.index;
                             at = index;
                             let answers = answers.for_batch(index);
-                            if sent_early.as_ref().is_some_and(|sent| sent.take(entry)) {
-                                let held = deferred.get_or_insert_with(Deferred::new);
-                                held.add(index, answers);
-                                // Due while batches keep coming (the wait above never ends
-                                // then): sent now.
-                                if held.is_due()
-                                    && let Some(held) = deferred.take()
-                                    && mirror.tell(held.into_message(epoch)).await.is_err()
-                                {
-                                    return;
-                                }
-                                continue;
-                            }
-                            if let Some(held) = deferred.take()
+                            let whole = if sent_early.as_ref().is_some_and(|s| s.take(entry)) {
+                                deferred
+                                    .get_or_insert_with(Deferred::new)
+                                    .add(index, answers);
+                                None
+                            } else {
+                                Some(FeedMsg::Batch {
+                                    epoch,
+                                    index,
+                                    commands,
+                                    answers,
+                                })
+                            };
+                            // What is held goes before a batch sent whole, and once due even
+                            // while batches keep coming (the wait above never ends then).
+                            if (whole.is_some() || deferred.as_ref().is_some_and(Deferred::is_due))
+                                && let Some(held) = deferred.take()
                                 && mirror.tell(held.into_message(epoch)).await.is_err()
                             {
                                 return;
                             }
-                            let batch = FeedMsg::Batch {
-                                epoch,
-                                index,
-                                commands,
-                                answers,
-                            };
-                            if mirror.tell(batch).await.is_err() {
+                            if let Some(batch) = whole
+                                && mirror.tell(batch).await.is_err()
+                            {
                                 return;
                             }
                         }
