@@ -670,6 +670,12 @@ where
         &self.shared.path
     }
 
+    /// Whether writes commit on the caller's thread ([`LogStore::open_inline`]): a simulation
+    /// on paused time, where other work meant for a thread of its own runs inline too.
+    pub(crate) fn is_inline(&self) -> bool {
+        matches!(self.shared.ops, Sink::Inline(_))
+    }
+
     /// Durably replaces the stored snapshot with `snapshot`.
     ///
     /// Returns once the snapshot is on disk, together with every log write made before the

@@ -145,6 +145,23 @@ impl StateMachine {
         voters
     }
 
+    /// Encodes `value`, a whole state (milliseconds of work for a large one), on a thread
+    /// meant for blocking work, so that the node's other tasks (heartbeats, the transport, the
+    /// applies that go on meanwhile) are not held up. Inline on an inline log: simulations on
+    /// paused time, whose order a thread would make depend on the host's timing.
+    pub(crate) async fn encode_off_runtime<T>(&self, value: T) -> Result<Vec<u8>, String>
+    where
+        T: Serialize + Send + 'static,
+    {
+        let encode = move || rmp_serde::to_vec(&value).map_err(|err| err.to_string());
+        if self.store.is_inline() {
+            return encode();
+        }
+        tokio::task::spawn_blocking(encode)
+            .await
+            .map_err(|err| format!("the encoding task failed: {err}"))?
+    }
+
     fn snapshot_data(&self) -> SnapshotData {
         let applied = self.applied.lock();
         SnapshotData {
@@ -163,10 +180,16 @@ fn decode(bytes: &[u8]) -> Result<SnapshotData, StorageError<u64>> {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        // The copy costs nothing (the state's maps share their nodes until either side
+        // changes one), so the state machine goes on applying while it is encoded.
         let snapshot = self.snapshot_data();
         let (last_log_id, last_membership) = (snapshot.last_applied, snapshot.membership.clone());
-        let data = rmp_serde::to_vec(&snapshot)
-            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
+        let data = self.encode_off_runtime(snapshot).await.map_err(|err| {
+            StorageError::from(StorageIOError::write_snapshot(
+                None,
+                &std::io::Error::other(err),
+            ))
+        })?;
         let meta = SnapshotMeta {
             last_log_id,
             last_membership,
@@ -277,5 +300,76 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Notes the thread it is encoded on.
+    struct ThreadProbe(Arc<Mutex<Option<std::thread::ThreadId>>>);
+
+    impl Serialize for ThreadProbe {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            *self.0.lock() = Some(std::thread::current().id());
+            serializer.serialize_unit()
+        }
+    }
+
+    async fn encoded_on(store: LogStore<TypeConfig>) -> std::thread::ThreadId {
+        let state_machine = StateMachine::open(store).await.expect("open");
+        let seen = Arc::default();
+        state_machine
+            .encode_off_runtime(ThreadProbe(Arc::clone(&seen)))
+            .await
+            .expect("encode");
+        let thread = *seen.lock();
+        thread.expect("encoded")
+    }
+
+    #[tokio::test]
+    async fn a_whole_state_is_encoded_off_the_runtime_thread_unless_the_log_is_inline() {
+        let dir = tempfile::tempdir().expect("dir");
+        let here = std::thread::current().id();
+        let store = LogStore::open(&dir.path().join("threaded")).expect("store");
+        assert_ne!(encoded_on(store).await, here);
+        let store = LogStore::open_inline(&dir.path().join("inline")).expect("store");
+        assert_eq!(encoded_on(store).await, here);
+    }
+
+    fn put(key: &str) -> Command {
+        Command::Put {
+            key: key.to_owned(),
+            value: key.as_bytes().to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_holds_the_state_as_of_its_copy_while_applies_go_on() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = LogStore::open(dir.path()).expect("store");
+        let state_machine = StateMachine::open(store).await.expect("open");
+        let before: Vec<Command> = (0..1000).map(|i| put(&format!("k/{i}"))).collect();
+        state_machine.applied.lock().state.apply(&before);
+        let copy = state_machine.snapshot_data();
+        // Applied after the copy was taken, as if while the copy is encoded.
+        state_machine
+            .applied
+            .lock()
+            .state
+            .apply(&[put("k/late"), Command::Delete { key: "k/0".into() }]);
+
+        let encoded = state_machine
+            .encode_off_runtime(copy)
+            .await
+            .expect("encode");
+        let snapshot = decode(&encoded).expect("decode");
+        assert!(snapshot.state.get("k/late").is_none());
+        assert!(snapshot.state.get("k/0").is_some());
+        assert_eq!(snapshot.state.prefix("k/").count(), 1000);
+        let live =
+            state_machine.read(|state| (state.get("k/0").is_none(), state.get("k/late").is_some()));
+        assert_eq!(live, (true, true));
     }
 }

@@ -117,14 +117,13 @@ impl Server {
                 let (state, index, mut feed) = state_machine.subscribe();
                 // Those of batches the whole state holds, which are not sent on their own.
                 answers.answer_directly();
-                let whole = match rmp_serde::to_vec(&state) {
+                let whole = match state_machine.encode_off_runtime(state).await {
                     Ok(whole) => whole,
                     Err(err) => {
                         tracing::error!(%err, "cannot encode the registry state for a copy");
                         return;
                     }
                 };
-                drop(state);
                 let mut parts = whole.chunks(part_size).peekable();
                 while let Some(part) = parts.next() {
                     let sync = FeedMsg::Sync {

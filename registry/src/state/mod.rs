@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use ensemble_runtime::remote::WireRef;
 use ensemble_runtime::{ActorId, NodeId};
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 pub use command::{Command, Effect, Holder, Outcome, Reservation};
@@ -66,23 +67,23 @@ pub struct KeyValue {
 pub struct RegistryState {
     revision: u64,
     /// By node name: one session per name, held by its latest incarnation.
-    sessions: BTreeMap<String, Session>,
-    names: BTreeMap<String, WireRef>,
-    groups: BTreeMap<String, BTreeMap<ActorId, WireRef>>,
-    locks: BTreeMap<String, Lock>,
-    kv: BTreeMap<String, KeyValue>,
+    sessions: OrdMap<String, Session>,
+    names: OrdMap<String, WireRef>,
+    groups: OrdMap<String, OrdMap<ActorId, WireRef>>,
+    locks: OrdMap<String, Lock>,
+    kv: OrdMap<String, KeyValue>,
     /// By node name, the latest incarnation whose session expired: it and older ones are down
     /// for good, so a late command from one is refused rather than reopening its session.
-    expired: BTreeMap<String, u64>,
+    expired: OrdMap<String, u64>,
     /// Placement reservations by id. Last, and defaulted, so that snapshots taken before
     /// reservations existed still load (they are encoded as arrays of fields).
     #[serde(default)]
-    reservations: BTreeMap<String, Reservation>,
+    reservations: OrdMap<String, Reservation>,
     /// What each node's reservations add up to, by resource, kept in step with `reservations`
     /// so that a reserve looks its node up rather than scanning every reservation. Holds no
     /// zero totals and no node without any.
     #[serde(default)]
-    reserved: BTreeMap<NodeId, BTreeMap<String, u64>>,
+    reserved: OrdMap<NodeId, BTreeMap<String, u64>>,
 }
 
 impl RegistryState {
@@ -443,17 +444,22 @@ impl RegistryState {
 
     fn set(&mut self, key: &str, value: Option<Vec<u8>>, revision: u64, effects: &mut Vec<Effect>) {
         match &value {
-            Some(value) => {
-                let entry = self.kv.entry(key.to_owned()).or_insert(KeyValue {
-                    value: Vec::new(),
-                    created: revision,
-                    modified: revision,
-                    version: 0,
-                });
-                entry.value.clone_from(value);
-                entry.modified = revision;
-                entry.version += 1;
-            }
+            Some(value) => match self.kv.get_mut(key) {
+                Some(entry) => {
+                    entry.value.clone_from(value);
+                    entry.modified = revision;
+                    entry.version += 1;
+                }
+                None => {
+                    let entry = KeyValue {
+                        value: value.clone(),
+                        created: revision,
+                        modified: revision,
+                        version: 1,
+                    };
+                    self.kv.insert(key.to_owned(), entry);
+                }
+            },
             None => {
                 self.kv.remove(key);
             }
@@ -499,12 +505,38 @@ impl RegistryState {
             self.names.remove(&name);
             effects.push(Effect::Name { name, actor: None });
         }
-        self.groups.retain(|_, members| {
-            members.retain(|id, _| id.node() != node);
-            !members.is_empty()
-        });
+        let left: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, members)| members.keys().any(|id| id.node() == node))
+            .map(|(group, _)| group.clone())
+            .collect();
+        for group in left {
+            let members = self.groups.get_mut(&group).expect("present");
+            let gone: Vec<ActorId> = members
+                .keys()
+                .filter(|id| id.node() == node)
+                .cloned()
+                .collect();
+            for id in gone {
+                members.remove(&id);
+            }
+            if members.is_empty() {
+                self.groups.remove(&group);
+            }
+        }
+        let bound: Vec<String> = self
+            .locks
+            .iter()
+            .filter(|(_, lock)| {
+                lock.waiters.iter().any(|w| &w.node == node)
+                    || lock.holder.as_ref().is_some_and(|(h, _)| &h.node == node)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         let mut freed = Vec::new();
-        for (name, lock) in &mut self.locks {
+        for name in bound {
+            let lock = self.locks.get_mut(&name).expect("present");
             lock.waiters.retain(|w| &w.node != node);
             if let Some((holder, token)) = lock.holder.take_if(|(h, _)| &h.node == node) {
                 effects.push(Effect::Revoked {
@@ -512,14 +544,14 @@ impl RegistryState {
                     holder,
                     token,
                 });
-                freed.push(name.clone());
+                freed.push(name);
+            } else if lock.waiters.is_empty() && lock.holder.is_none() {
+                self.locks.remove(&name);
             }
         }
         for name in freed {
             self.grant_next(&name, revision, effects);
         }
-        self.locks
-            .retain(|_, lock| lock.holder.is_some() || !lock.waiters.is_empty());
         let released: Vec<String> = self
             .reservations
             .iter()

@@ -923,7 +923,8 @@ proptest! {
             }
 
             let totals = recomputed(&state);
-            prop_assert_eq!(&state.reserved, &totals);
+            let reserved: BTreeMap<_, _> = state.reserved.clone().into_iter().collect();
+            prop_assert_eq!(&reserved, &totals);
             for (target, held) in &totals {
                 let n: usize = target.name()[1..].parse().unwrap();
                 let capacity = capacity_of(n);
@@ -942,4 +943,26 @@ proptest! {
             prop_assert_eq!(net_reservations(&effects), net_reservations(&changes(&before, &state)));
         }
     }
+}
+
+/// The state's maps became persistent ones (so that a snapshot copies them in O(1)); they are
+/// encoded exactly as the standard maps they replaced were, so snapshots and copies taken
+/// before still load.
+#[test]
+fn persistent_maps_encode_as_the_standard_maps_did() {
+    let entries = (0..300u64).map(|i| {
+        let value = KeyValue {
+            value: vec![i as u8; 3],
+            created: i,
+            modified: i + 1,
+            version: 2,
+        };
+        (format!("key/{i:03}"), value)
+    });
+    let standard: BTreeMap<String, KeyValue> = entries.clone().collect();
+    let persistent: OrdMap<String, KeyValue> = entries.collect();
+    let bytes = rmp_serde::to_vec(&standard).unwrap();
+    assert_eq!(rmp_serde::to_vec(&persistent).unwrap(), bytes);
+    let loaded: OrdMap<String, KeyValue> = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(loaded, persistent);
 }
