@@ -30,6 +30,9 @@
 //!
 //! - A follower's copy of the entry at index `j` of leader `L` holds every entry of `L`'s log up
 //!   to `j` (Raft's log matching), so one notice counts for every earlier batch of that leader.
+//! - A follower tells the copies only of entries of the term the leader sent them in. An entry
+//!   `L` wrote in an earlier term and sends again may still be replaced once a majority holds
+//!   it (Raft's "Figure 8"), so it must not be counted.
 //! - The leader sends nothing early while a membership change is in its log and not applied, or
 //!   a joint membership rules: the voters it names are those every later leader answers to.
 //! - Batches of an older subscription (another source, or a resent whole state) are dropped:
@@ -37,7 +40,9 @@
 //!   when the leader's batch for their index (or a later one) arrives, or the whole state.
 //! - A source that leads again in a later term may have lost entries it sent early in the
 //!   earlier one to a leader in between: when its batches of the new term start, the copy
-//!   drops those it still holds, and the leader's word speaks only for what it holds then.
+//!   drops those it still holds. The leader's word names the entry it goes up to, and speaks
+//!   only for batches of that entry's term: the copy may hold no batch of the new term when
+//!   the word comes (the first was lost on the way), and then still holds the old ones.
 //! - Nothing rests on a notice arriving: without one, the copy applies the batch on the
 //!   leader's word, a little later.
 //!
@@ -117,10 +122,19 @@ impl Uncommitted {
     }
 
     /// Takes the next batch to apply on a copy of subscription `epoch` that is at index `at`,
-    /// if a majority holds it or the leader said that it committed (every batch of this
-    /// subscription up to `committed`); drops those the copy has passed or that are of another
-    /// epoch.
-    pub(crate) fn next(&mut self, epoch: u64, at: u64, committed: u64) -> Option<EarlyBatch> {
+    /// if a majority holds it or the leader said that it committed, and which of the two;
+    /// drops those the copy has passed or that are of another epoch.
+    ///
+    /// The leader's word (`committed`: every batch of this subscription up to that entry
+    /// committed) speaks only for batches of the same leader and term. One the copy holds from
+    /// an earlier term of the same leader may have been replaced in between by another
+    /// leader's entry at its index, and the leader's log now holds that one instead.
+    pub(crate) fn next(
+        &mut self,
+        epoch: u64,
+        at: u64,
+        committed: Option<LogId<u64>>,
+    ) -> Option<(EarlyBatch, CommittedBy)> {
         while self
             .held
             .front()
@@ -129,11 +143,30 @@ impl Uncommitted {
             self.held.pop_front();
         }
         let first = self.held.front()?;
-        if first.after > at || (first.entry.index > committed && !first.committed(&self.copies)) {
+        if first.after > at {
             return None;
         }
-        self.held.pop_front()
+        let said = committed.is_some_and(|committed| {
+            committed.leader_id == first.entry.leader_id && committed.index >= first.entry.index
+        });
+        let by = if said {
+            CommittedBy::Leader
+        } else if first.committed(&self.copies) {
+            CommittedBy::Copies
+        } else {
+            return None;
+        };
+        self.held.pop_front().map(|batch| (batch, by))
     }
+}
+
+/// What showed a copy that a batch it was sent early committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommittedBy {
+    /// The leader's word.
+    Leader,
+    /// Copies of a majority of the voters.
+    Copies,
 }
 
 #[cfg(test)]
@@ -169,15 +202,16 @@ mod tests {
         let mut held = Uncommitted::default();
         held.early(batch(7, id(2, LEADER, 10), 9, &[1, 2, 3]));
         assert!(
-            held.next(7, 9, 0).is_none(),
+            held.next(7, 9, None).is_none(),
             "the leader's copy alone is no majority"
         );
         held.copy(2, id(2, LEADER, 10));
-        let ready = held
-            .next(7, 9, 0)
+        let (ready, by) = held
+            .next(7, 9, None)
             .expect("the leader's and one follower's copies");
         assert_eq!(ready.entry, id(2, LEADER, 10));
-        assert!(held.next(7, 10, 0).is_none());
+        assert_eq!(by, CommittedBy::Copies);
+        assert!(held.next(7, 10, None).is_none());
     }
 
     #[test]
@@ -185,10 +219,10 @@ mod tests {
         let mut held = Uncommitted::default();
         held.early(batch(1, id(4, LEADER, 3), 2, &[1, 2, 3, 4, 5]));
         held.copy(5, id(4, LEADER, 3));
-        assert!(held.next(1, 2, 0).is_none());
+        assert!(held.next(1, 2, None).is_none());
         held.copy(3, id(4, LEADER, 8));
         assert!(
-            held.next(1, 2, 0).is_some(),
+            held.next(1, 2, None).is_some(),
             "a later entry's copy holds the earlier ones"
         );
     }
@@ -200,19 +234,19 @@ mod tests {
         held.copy(2, id(4, LEADER, 25));
         held.copy(3, id(5, 3, 30));
         assert!(
-            held.next(1, 19, 0).is_none(),
+            held.next(1, 19, None).is_none(),
             "other terms' or leaders' logs"
         );
         held.copy(3, id(5, LEADER, 19));
         assert!(
-            held.next(1, 19, 0).is_none(),
+            held.next(1, 19, None).is_none(),
             "a copy that ends before the batch"
         );
         // A notice that arrived first still counts once the batch comes.
         let mut held = Uncommitted::default();
         held.copy(2, id(5, LEADER, 21));
         held.early(batch(1, id(5, LEADER, 20), 19, &[1, 2, 3]));
-        assert!(held.next(1, 19, 0).is_some());
+        assert!(held.next(1, 19, None).is_some());
     }
 
     #[test]
@@ -220,12 +254,19 @@ mod tests {
         let mut held = Uncommitted::default();
         held.early(batch(1, id(2, LEADER, 5), 4, &[1, 2, 3]));
         held.early(batch(1, id(2, LEADER, 6), 5, &[1, 2, 3]));
-        assert_eq!(held.next(1, 4, 5).map(|b| b.entry.index), Some(5));
+        let said = |index| Some(id(2, LEADER, index));
+        assert_eq!(
+            held.next(1, 4, said(5)).map(|(b, by)| (b.entry.index, by)),
+            Some((5, CommittedBy::Leader))
+        );
         assert!(
-            held.next(1, 5, 5).is_none(),
+            held.next(1, 5, said(5)).is_none(),
             "the one at 6 is not said committed"
         );
-        assert_eq!(held.next(1, 5, 6).map(|b| b.entry.index), Some(6));
+        assert_eq!(
+            held.next(1, 5, said(6)).map(|(b, _)| b.entry.index),
+            Some(6)
+        );
     }
 
     #[test]
@@ -234,11 +275,11 @@ mod tests {
         held.early(batch(1, id(2, LEADER, 12), 11, &[1, 2, 3]));
         held.copy(2, id(2, LEADER, 12));
         assert!(
-            held.next(1, 10, 0).is_none(),
+            held.next(1, 10, None).is_none(),
             "the batch at 11 is not applied yet"
         );
         // Entries between `after` and the batch carry no commands: at 11 the copy may go on.
-        assert!(held.next(1, 11, 0).is_some());
+        assert!(held.next(1, 11, None).is_some());
     }
 
     #[test]
@@ -249,15 +290,15 @@ mod tests {
         held.early(batch(1, id(2, LEADER, 7), 6, &[1, 2, 3]));
         held.copy(2, id(2, LEADER, 7));
         assert!(
-            held.next(2, 4, 0).is_none(),
+            held.next(2, 4, None).is_none(),
             "epoch 2 holds none of epoch 1's"
         );
         let mut held = Uncommitted::default();
         held.early(batch(1, id(2, LEADER, 5), 4, &[1, 2, 3]));
         held.early(batch(1, id(2, LEADER, 6), 5, &[1, 2, 3]));
         held.copy(2, id(2, LEADER, 6));
-        let next = held
-            .next(1, 5, 0)
+        let (next, _) = held
+            .next(1, 5, None)
             .expect("the one at 5 came as it committed");
         assert_eq!(next.entry.index, 6);
     }
@@ -268,11 +309,29 @@ mod tests {
         held.early(batch(1, id(2, LEADER, 5), 4, &[1, 2, 3]));
         // Entry 5 was replaced by a later leader's blank; this source leads again in term 4.
         held.early(batch(1, id(4, LEADER, 7), 4, &[1, 2, 3]));
-        let next = held
-            .next(1, 4, 7)
+        let said = Some(id(4, LEADER, 7));
+        let (next, _) = held
+            .next(1, 4, said)
             .expect("the leader's word covers the entry at 7");
         assert_eq!(next.entry, id(4, LEADER, 7), "not the old entry at 5");
-        assert!(held.next(1, 7, 7).is_none());
+        assert!(held.next(1, 7, said).is_none());
+    }
+
+    #[test]
+    fn the_leaders_word_does_not_speak_for_a_batch_of_its_earlier_term() {
+        // Sent in term 2; a leader of term 3 put its own entry at 5; the source leads again
+        // in term 4 and says its log is committed through 7 before the copy has any batch of
+        // term 4 (the word and the batch travel apart).
+        let mut held = Uncommitted::default();
+        held.early(batch(1, id(2, LEADER, 5), 4, &[1, 2, 3]));
+        assert!(
+            held.next(1, 4, Some(id(4, LEADER, 7))).is_none(),
+            "the entry at 5 in the leader's log may no longer be this one"
+        );
+        assert!(
+            held.next(1, 4, Some(id(2, LEADER, 5))).is_some(),
+            "the word of the batch's own term speaks for it"
+        );
     }
 
     #[test]
@@ -282,10 +341,10 @@ mod tests {
         held.early(batch(1, id(2, LEADER, 6), 5, &[1, 2, 3]));
         held.early(batch(2, id(3, 2, 5), 4, &[1, 2, 3]));
         held.copy(3, id(3, 2, 5));
-        let next = held.next(2, 4, 0).expect("the new leader's batch");
+        let (next, _) = held.next(2, 4, None).expect("the new leader's batch");
         assert_eq!(next.entry, id(3, 2, 5));
         assert!(
-            held.next(2, 5, 0).is_none(),
+            held.next(2, 5, None).is_none(),
             "nothing of the old leader's is left"
         );
     }

@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ensemble_runtime::{Actor, ActorResult, Context, NodeId};
+use openraft::LogId;
 use tokio::time::Instant;
 
 use super::Shared;
-use super::early::Uncommitted;
+use super::early::{CommittedBy, Uncommitted};
 use crate::server::protocol::{FedAnswers, FeedMsg};
 use crate::state::{Effect, RegistryState, changes};
 
@@ -32,6 +33,38 @@ pub(crate) struct View {
     pub(crate) heard: Option<Instant>,
     /// Whether a whole state has arrived since the last subscription.
     pub(crate) synced: bool,
+}
+
+impl View {
+    /// Where a batch sent whole fits: `epoch` is its subscription's, `current` the one this
+    /// copy is fed by, `after` the index of the subscription's batch before it.
+    fn fit(&self, current: u64, epoch: u64, after: u64, index: u64) -> Fit {
+        if epoch != current || !self.synced || index <= self.index {
+            Fit::Passed
+        } else if after > self.index {
+            Fit::Gap
+        } else {
+            Fit::Next
+        }
+    }
+
+    /// Something the feed sent never arrived: apply nothing more until a new subscription's
+    /// whole state (the feed task subscribes again at once).
+    fn lost(&mut self) {
+        self.heard = None;
+        self.synced = false;
+    }
+}
+
+/// Where a batch sent whole fits into a copy ([`View::fit`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Fit {
+    /// The copy holds everything before it: apply it.
+    Next,
+    /// Of another subscription, before the whole state came, or applied already: drop it.
+    Passed,
+    /// A batch before it never arrived.
+    Gap,
 }
 
 /// The actor the feed is sent to.
@@ -64,7 +97,7 @@ impl Actor for Mirror {
             // From a follower, of no subscription.
             FeedMsg::Copy { voter, entry } => {
                 self.uncommitted.copy(*voter, *entry);
-                self.apply_early(current, 0);
+                self.apply_early(current, None);
                 return Ok(());
             }
         };
@@ -130,6 +163,7 @@ impl Actor for Mirror {
             FeedMsg::Batch {
                 epoch,
                 index,
+                after,
                 commands,
                 answers,
             } => {
@@ -137,16 +171,29 @@ impl Actor for Mirror {
                 // committed either way, and a write waits for its copy on its own.
                 answered = Answer(answers);
                 let mut view = self.shared.view.write();
-                if epoch != current || index <= view.index || !view.synced {
-                    tracing::debug!(
-                        epoch,
-                        current,
-                        index,
-                        at = view.index,
-                        synced = view.synced,
-                        "feed: batch dropped"
-                    );
-                    return Ok(());
+                match view.fit(current, epoch, after, index) {
+                    Fit::Next => {}
+                    Fit::Passed => {
+                        tracing::debug!(
+                            epoch,
+                            current,
+                            index,
+                            at = view.index,
+                            synced = view.synced,
+                            "feed: batch dropped"
+                        );
+                        return Ok(());
+                    }
+                    Fit::Gap => {
+                        tracing::warn!(
+                            index,
+                            after,
+                            at = view.index,
+                            "feed: a batch was lost; subscribing again"
+                        );
+                        view.lost();
+                        return Ok(());
+                    }
                 }
                 view.index = index;
                 view.state.apply(&commands).1
@@ -154,7 +201,7 @@ impl Actor for Mirror {
             FeedMsg::Early(batch) => {
                 if epoch == current {
                     self.uncommitted.early(batch);
-                    self.apply_early(current, 0);
+                    self.apply_early(current, None);
                 }
                 return Ok(());
             }
@@ -170,19 +217,22 @@ impl Actor for Mirror {
                 if epoch != current || !self.shared.view.read().synced {
                     return Ok(());
                 }
-                self.apply_early(current, through);
-                if self.shared.view.read().index < through {
-                    // A batch sent early never came: subscribe again for the whole state.
+                self.apply_early(current, Some(through));
+                let mut view = self.shared.view.write();
+                if view.index < through.index {
+                    // A batch sent early never came, or came in a term the leader's word does
+                    // not speak for: subscribe again for the whole state.
                     tracing::warn!(
-                        through,
+                        through = through.index,
+                        at = view.index,
                         "feed: a batch sent early was lost; subscribing again"
                     );
-                    self.shared.view.write().heard = None;
+                    view.lost();
                 }
                 return Ok(());
             }
             FeedMsg::Idle { epoch, index } => {
-                let view = self.shared.view.read();
+                let mut view = self.shared.view.write();
                 if epoch == current && view.synced && index > view.index {
                     // Batches this copy never got: subscribe again for the whole state.
                     tracing::warn!(
@@ -190,15 +240,14 @@ impl Actor for Mirror {
                         at = view.index,
                         "feed: batches were lost; subscribing again"
                     );
-                    drop(view);
-                    self.shared.view.write().heard = None;
+                    view.lost();
                 }
                 return Ok(());
             }
         };
         applied(&self.shared, effects);
         // What came before a batch may be here now.
-        self.apply_early(current, 0);
+        self.apply_early(current, None);
         drop(answered);
         Ok(())
     }
@@ -206,22 +255,21 @@ impl Actor for Mirror {
 
 impl Mirror {
     /// Applies the batches sent early that a majority now holds, or that the leader said
-    /// committed (up to `committed`), in order.
-    fn apply_early(&mut self, epoch: u64, committed: u64) {
+    /// committed (those of `committed`'s leader up to it), in order.
+    fn apply_early(&mut self, epoch: u64, committed: Option<LogId<u64>>) {
         loop {
             let (outcomes, effects, requests) = {
                 let mut view = self.shared.view.write();
                 if !view.synced {
                     return;
                 }
-                let Some(batch) = self.uncommitted.next(epoch, view.index, committed) else {
+                let Some((batch, by)) = self.uncommitted.next(epoch, view.index, committed) else {
                     return;
                 };
                 view.index = batch.entry.index;
-                let by = if batch.entry.index <= committed {
-                    "leader"
-                } else {
-                    "copies"
+                let by = match by {
+                    CommittedBy::Leader => "leader",
+                    CommittedBy::Copies => "copies",
                 };
                 metrics::counter!("ensemble_registry_early_batches_total", "committed_by" => by)
                     .increment(1);
@@ -289,4 +337,56 @@ fn dispatch(shared: &Arc<Shared>, effect: Effect) {
         _ => {}
     }
     let _ = shared.effects.send(effect);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(index: u64, synced: bool) -> View {
+        View {
+            index,
+            synced,
+            ..View::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_applies_only_on_top_of_the_one_before_it() {
+        let at_10 = view(10, true);
+        assert_eq!(at_10.fit(3, 3, 10, 11), Fit::Next);
+        assert_eq!(
+            at_10.fit(3, 3, 8, 12),
+            Fit::Next,
+            "entries between 8 and 12 carry no commands"
+        );
+        assert_eq!(
+            at_10.fit(3, 3, 11, 12),
+            Fit::Gap,
+            "the batch at 11 never arrived"
+        );
+    }
+
+    #[test]
+    fn batches_of_another_subscription_before_the_whole_state_or_applied_are_dropped() {
+        assert_eq!(view(10, true).fit(3, 2, 10, 11), Fit::Passed);
+        assert_eq!(view(10, false).fit(3, 3, 10, 11), Fit::Passed);
+        assert_eq!(view(10, true).fit(3, 3, 9, 10), Fit::Passed);
+        // A whole state newer than the batches that follow it (from a voter a little behind
+        // the one before): they are passed, not a gap.
+        assert_eq!(view(20, true).fit(3, 3, 14, 15), Fit::Passed);
+    }
+
+    #[test]
+    fn a_lost_batch_stops_the_copy_until_it_has_the_whole_state_again() {
+        let mut at_10 = view(10, true);
+        at_10.heard = Some(Instant::now());
+        at_10.lost();
+        assert!(at_10.heard.is_none(), "the feed task subscribes again");
+        assert_eq!(
+            at_10.fit(3, 3, 10, 11),
+            Fit::Passed,
+            "nothing more applies on top of a gap"
+        );
+    }
 }

@@ -96,7 +96,6 @@ impl EarlyFeeds {
     pub(crate) fn open(&self, mirror: ActorRef<FeedMsg>, epoch: u64) -> SentEarly {
         let sent = Arc::default();
         let node = mirror.id().node().clone();
-        let id = mirror.id().clone();
         let feed = EarlyFeed {
             mirror,
             epoch,
@@ -106,7 +105,6 @@ impl EarlyFeeds {
         SentEarly {
             feeds: self.clone(),
             node,
-            mirror: id,
             sent,
         }
     }
@@ -160,7 +158,6 @@ impl EarlyFeeds {
 pub(crate) struct SentEarly {
     feeds: EarlyFeeds,
     node: NodeId,
-    mirror: ActorId,
     sent: Arc<Mutex<VecDeque<LogId<u64>>>>,
 }
 
@@ -185,9 +182,11 @@ impl SentEarly {
 impl Drop for SentEarly {
     fn drop(&mut self) {
         let mut feeds = self.feeds.feeds.lock();
+        // This subscription's feed only: the same copy, subscribed again, has a feed of its own
+        // by now (opened before the old subscription ends).
         if feeds
             .get(&self.node)
-            .is_some_and(|feed| feed.mirror.id() == &self.mirror)
+            .is_some_and(|feed| Arc::ptr_eq(&feed.sent, &self.sent))
         {
             feeds.remove(&self.node);
         }
@@ -199,24 +198,26 @@ impl Drop for SentEarly {
 /// [`FeedMsg::Committed`] when [`DEFERRED_FOR`] has passed, or before the next batch sent
 /// whole. Answers not sent by then (the subscription ended) are given directly.
 pub(crate) struct Deferred {
-    through: u64,
+    /// The last batch added.
+    through: LogId<u64>,
     answers: FedAnswers,
     /// When to send it.
     pub(crate) until: Instant,
 }
 
 impl Deferred {
-    pub(crate) fn new() -> Self {
+    /// Holds back what is owed for the batch of `entry`, the first.
+    pub(crate) fn new(entry: LogId<u64>, answers: FedAnswers) -> Self {
         Deferred {
-            through: 0,
-            answers: Vec::new(),
+            through: entry,
+            answers,
             until: Instant::now() + DEFERRED_FOR,
         }
     }
 
-    /// Adds the batch at `index`, with its answers.
-    pub(crate) fn add(&mut self, index: u64, answers: FedAnswers) {
-        self.through = index;
+    /// Adds the batch of `entry`, with its answers.
+    pub(crate) fn add(&mut self, entry: LogId<u64>, answers: FedAnswers) {
+        self.through = entry;
         self.answers.extend(answers);
     }
 
@@ -262,7 +263,11 @@ async fn send(state_machine: StateMachine, mut written: mpsc::UnboundedReceiver<
         };
         for copy in batch.copies.iter() {
             // Recorded first: the entry may commit, and the subscription look, at any moment.
-            copy.feed.sent.lock().push_back(batch.entry);
+            // Sent under the record's lock: a subscription that finds the entry there queues
+            // its word that the entry committed after this batch, and messages from one node
+            // to one actor keep their order, so the copy never hears the word first.
+            let mut sent = copy.feed.sent.lock();
+            sent.push_back(batch.entry);
             let told = copy.feed.mirror.try_tell(FeedMsg::Early(EarlyBatch {
                 epoch: copy.feed.epoch,
                 entry: batch.entry,
@@ -273,11 +278,49 @@ async fn send(state_machine: StateMachine, mut written: mpsc::UnboundedReceiver<
             }));
             if told.is_err() {
                 // Not sent: the subscription sends it whole as it commits.
-                let mut sent = copy.feed.sent.lock();
-                if sent.back() == Some(&batch.entry) {
-                    sent.pop_back();
-                }
+                sent.pop_back();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ensemble_runtime::{Actor, ActorResult, Context, Node, NodeConfig};
+
+    use super::*;
+
+    struct Copy;
+
+    impl Actor for Copy {
+        type Msg = FeedMsg;
+
+        async fn handle(&mut self, _: FeedMsg, _: &mut Context<Self>) -> ActorResult {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_copy_subscribed_again_keeps_its_new_feed_when_the_old_subscription_ends() {
+        let node = Node::new(NodeConfig::new("test")).expect("node");
+        let mirror = node.spawn(Copy).expect("copy");
+        let feeds = EarlyFeeds {
+            feeds: Arc::default(),
+            sender: tokio::spawn(async {}).abort_handle(),
+        };
+        let epoch = || {
+            feeds
+                .feeds
+                .lock()
+                .get(mirror.id().node())
+                .map(|feed| feed.epoch)
+        };
+        let first = feeds.open(mirror.clone(), 1);
+        // The server opens the new subscription's feed, then ends the old subscription.
+        let second = feeds.open(mirror.clone(), 2);
+        drop(first);
+        assert_eq!(epoch(), Some(2), "the new subscription is still told early");
+        drop(second);
+        assert_eq!(epoch(), None);
     }
 }

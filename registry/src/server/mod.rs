@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use ensemble_runtime::hashing::HashMap;
 use ensemble_runtime::{Actor, ActorId, ActorResult, Context};
-use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::AppendEntriesResponse;
+use openraft::{LogId, Raft, Vote};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
@@ -159,17 +159,19 @@ impl Server {
                     match next {
                         Ok(Fed::Batch { entry, commands }) => {
                             let index = entry.index;
-                            at = index;
+                            let after = std::mem::replace(&mut at, index);
                             let answers = answers.for_batch(index);
                             let whole = if sent_early.as_ref().is_some_and(|s| s.take(entry)) {
-                                deferred
-                                    .get_or_insert_with(Deferred::new)
-                                    .add(index, answers);
+                                match &mut deferred {
+                                    Some(held) => held.add(entry, answers),
+                                    None => deferred = Some(Deferred::new(entry, answers)),
+                                }
                                 None
                             } else {
                                 Some(FeedMsg::Batch {
                                     epoch,
                                     index,
+                                    after,
                                     commands,
                                     answers,
                                 })
@@ -203,6 +205,22 @@ impl Server {
     }
 }
 
+/// What a follower may tell the copies an AppendEntries names, once it answered it: that its
+/// log holds the leader's up to the last entry carried (`carried`), on disk, if it took all
+/// of them (`matched`), and only if that entry is of the term the leader sent it in (`vote`).
+///
+/// A copy counts the notice as one of the majority that commits the entry
+/// (`client::early`), which Raft allows only for entries of the leader's current term. An
+/// entry the same leader wrote in an earlier term, sent again now, may still be replaced by a
+/// later leader's even once a majority holds it (Raft's "Figure 8").
+fn notice(
+    carried: Option<LogId<u64>>,
+    matched: Option<LogId<u64>>,
+    vote: &Vote<u64>,
+) -> Option<LogId<u64>> {
+    carried.filter(|entry| matched == carried && entry.leader_id == *vote.leader_id())
+}
+
 /// Maps a Raft error on the leader path to what clients see.
 fn server_error<
     E: std::fmt::Debug
@@ -232,6 +250,7 @@ impl Actor for Server {
                 tokio::spawn(async move {
                     let carried = rpc.entries.last().map(|e| e.log_id);
                     let last = carried.or(rpc.prev_log_id);
+                    let vote = rpc.vote;
                     let answer = raft.append_entries(rpc).await;
                     // Entries this node wrote as an earlier term's leader were reported durable
                     // before they were: a success must not count on them before they are. If
@@ -246,12 +265,11 @@ impl Actor for Server {
                     {
                         return;
                     }
-                    let copied = carried.filter(|_| matched == last);
+                    let copied = notice(carried, matched, &vote);
                     let _ = reply.send(answer.map(|response| Appended {
                         response,
                         wants_notices: waits_on_copy(),
                     }));
-                    // This node's log holds the leader's up to its last entry, on disk.
                     if let Some(entry) = copied {
                         for mirror in tell {
                             let _ = mirror.try_tell(FeedMsg::Copy { voter: me, entry });
@@ -427,5 +445,36 @@ async fn commit_loop(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    fn id(term: u64, index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    #[test]
+    fn a_follower_tells_the_copies_only_of_entries_of_the_leaders_current_term() {
+        let vote = Vote::new_committed(4, 1);
+        assert_eq!(
+            notice(Some(id(4, 7)), Some(id(4, 7)), &vote),
+            Some(id(4, 7))
+        );
+        assert_eq!(
+            notice(Some(id(2, 6)), Some(id(2, 6)), &vote),
+            None,
+            "an entry of the leader's term 2, sent again in term 4, may still be replaced"
+        );
+        assert_eq!(
+            notice(Some(id(4, 7)), Some(id(4, 5)), &vote),
+            None,
+            "the follower took only part of the entries"
+        );
+        assert_eq!(notice(None, Some(id(4, 7)), &vote), None, "a heartbeat");
     }
 }

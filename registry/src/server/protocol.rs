@@ -130,6 +130,10 @@ pub(crate) enum FeedMsg {
     Batch {
         epoch: u64,
         index: u64,
+        /// The index of the subscription's batch before this one, sent whole or early (or of
+        /// the whole state, for the first): a copy that is not there lost one on the way (a
+        /// full mailbox, a connection that broke) and must not apply this one on top.
+        after: u64,
         commands: std::sync::Arc<Vec<Command>>,
         answers: FedAnswers,
     },
@@ -142,10 +146,11 @@ pub(crate) enum FeedMsg {
     Copy { voter: u64, entry: LogId<u64> },
     /// The batches sent early up to the one at `through` are committed, with the answers to
     /// this node's proposals in them: sent in place of those batches, a little later, for a
-    /// copy that could not count enough voters (`client::early`).
+    /// copy that could not count enough voters (`client::early`). The word speaks only for
+    /// batches of `through`'s leader and term: the leader's log as it is now.
     Committed {
         epoch: u64,
-        through: u64,
+        through: LogId<u64>,
         answers: FedAnswers,
     },
 }
