@@ -225,7 +225,8 @@ pub enum Outcome {
     },
     /// The lock was granted.
     Granted {
-        /// The fencing token of the grant, strictly greater than every earlier grant's.
+        /// The fencing token of the grant, strictly greater than every earlier grant's of
+        /// this lock.
         token: u64,
     },
     /// The lock is held; the holder waits in line and is granted it later.

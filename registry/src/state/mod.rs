@@ -11,8 +11,9 @@
 //!   session; ending the session removes them all in the same command.
 //! - A lock has at most one holder, and waiters are granted it in the order they queued.
 //! - Every command applied takes the next revision; a lock grant's fencing token is the
-//!   revision of the command that granted it, so tokens strictly increase per lock (and across
-//!   the registry).
+//!   revision of the command that granted it, so tokens strictly increase per lock. Across
+//!   locks they never decrease, but one command can grant several locks the same token (a
+//!   session's end frees every lock its node held).
 //! - A node's reserved totals ([`RegistryState::reserved`]) are the sums of its reservations'
 //!   needs, and a reservation is only made if it fits in the capacity its command gives: a
 //!   node whose placers agree on its capacity is never reserved beyond it.
