@@ -48,9 +48,10 @@ impl View {
         }
     }
 
-    /// Something the feed sent never arrived: apply nothing more until a new subscription's
-    /// whole state (the feed task subscribes again at once).
-    fn lost(&mut self) {
+    /// Something the feed sent never arrived (`what`, for the metric): apply nothing more
+    /// until a new subscription's whole state (the feed task subscribes again at once).
+    fn lost(&mut self, what: &'static str) {
+        metrics::counter!("ensemble_registry_copy_resyncs_total", "lost" => what).increment(1);
         self.heard = None;
         self.synced = false;
     }
@@ -143,7 +144,7 @@ impl Actor for Mirror {
                             index,
                             "feed: a whole state did not decode; subscribing again"
                         );
-                        self.shared.view.write().heard = None;
+                        self.shared.view.write().lost("state");
                         return Ok(());
                     }
                 };
@@ -191,7 +192,7 @@ impl Actor for Mirror {
                             at = view.index,
                             "feed: a batch was lost; subscribing again"
                         );
-                        view.lost();
+                        view.lost("batch");
                         return Ok(());
                     }
                 }
@@ -227,7 +228,7 @@ impl Actor for Mirror {
                         at = view.index,
                         "feed: a batch sent early was lost; subscribing again"
                     );
-                    view.lost();
+                    view.lost("early");
                 }
                 return Ok(());
             }
@@ -240,7 +241,7 @@ impl Actor for Mirror {
                         at = view.index,
                         "feed: batches were lost; subscribing again"
                     );
-                    view.lost();
+                    view.lost("idle");
                 }
                 return Ok(());
             }
@@ -381,7 +382,7 @@ mod tests {
     fn a_lost_batch_stops_the_copy_until_it_has_the_whole_state_again() {
         let mut at_10 = view(10, true);
         at_10.heard = Some(Instant::now());
-        at_10.lost();
+        at_10.lost("batch");
         assert!(at_10.heard.is_none(), "the feed task subscribes again");
         assert_eq!(
             at_10.fit(3, 3, 10, 11),
