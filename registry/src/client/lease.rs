@@ -12,20 +12,33 @@ use crate::state::{Command, Holder, Outcome};
 /// What the registry handle and the lease share, so the handle can tell the lease it is lost.
 pub(crate) struct LeaseState {
     lost: watch::Sender<Option<String>>,
-    bound: Mutex<Vec<UntypedRef>>,
+    bound: Mutex<Bound>,
+}
+
+/// The actors bound to a lease, and whether it is lost: under one lock, so that an actor bound
+/// while the lease is being lost is either killed with the others or not bound at all.
+#[derive(Default)]
+struct Bound {
+    actors: Vec<UntypedRef>,
+    lost: bool,
 }
 
 impl LeaseState {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(LeaseState {
             lost: watch::channel(None).0,
-            bound: Mutex::new(Vec::new()),
+            bound: Mutex::default(),
         })
     }
 
     /// The lease is lost: bound actors are killed first, then waiters on `lost` are told.
     pub(crate) fn lose(&self, why: &str) {
-        for actor in self.bound.lock().drain(..) {
+        let actors = {
+            let mut bound = self.bound.lock();
+            bound.lost = true;
+            std::mem::take(&mut bound.actors)
+        };
+        for actor in actors {
             actor.kill();
         }
         self.lost.send_if_modified(|lost| {
@@ -100,11 +113,14 @@ impl Lease {
     /// could grant the lock to anyone else (see the self-fencing rule in docs/registry.md).
     pub fn bind(&self, actor: impl Into<UntypedRef>) {
         let actor = actor.into();
-        if self.is_lost() {
-            actor.kill();
-        } else {
-            self.state.bound.lock().push(actor);
+        {
+            let mut bound = self.state.bound.lock();
+            if !bound.lost && !self.is_lost() {
+                bound.actors.push(actor);
+                return;
+            }
         }
+        actor.kill();
     }
 
     /// Gives the lock back; the next waiter gets it.
@@ -117,7 +133,7 @@ impl Lease {
             .leases
             .lock()
             .remove(&(self.lock.clone(), self.holder.id));
-        self.state.bound.lock().clear();
+        self.state.bound.lock().actors.clear();
         let command = Command::Release {
             lock: self.lock.clone(),
             holder: self.holder.clone(),
