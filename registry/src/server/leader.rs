@@ -147,7 +147,13 @@ impl Leadership {
             )));
         }
         if duties.since.is_some() {
-            duties.last_seen.insert(node.clone(), received);
+            // The later of the two: a keepalive confirmed slowly must not take back a later one
+            // confirmed before it.
+            duties
+                .last_seen
+                .entry(node.clone())
+                .and_modify(|seen| *seen = (*seen).max(received))
+                .or_insert(received);
         }
         Ok(())
     }
