@@ -164,8 +164,8 @@ impl Registry {
         };
         tokio::spawn(session::feed(shared.clone(), mirror, local));
         tokio::spawn(proposer::run(Arc::downgrade(&shared)));
-        session::open(&shared, timeout).await?;
-        tokio::spawn(session::keep(shared.clone()));
+        let opened = session::open(&shared, timeout).await?;
+        tokio::spawn(session::keep(shared.clone(), opened));
         tokio::spawn(session::watch_declared_down(shared.clone()));
         let registry = Registry { shared };
         cluster.node().set_extension(registry.clone());

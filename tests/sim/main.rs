@@ -36,6 +36,7 @@ mod abandoned;
 mod answers;
 mod early;
 mod lease;
+mod leave;
 mod notices;
 mod probes;
 mod setup;

@@ -6,8 +6,9 @@
 //! Writes and linearizable reads go to the leader. A call starts with the leader it last heard
 //! of; a server that is not the leader names the one it knows, and the call follows it, until
 //! the call's timeout. A write whose request may have reached a failing leader is retried only
-//! when the command is idempotent (everything but compare-and-set); otherwise it ends with
-//! [`RegistryError::Unknown`]. Writes made at once on one node share requests to the leader
+//! when the command is idempotent (everything but compare-and-set; a retried put or delete
+//! whose first attempt took effect takes effect twice, as docs/registry.md says); otherwise it
+//! ends with [`RegistryError::Unknown`]. Writes made at once on one node share requests to the leader
 //! (`proposer`: client-side group commit).
 
 mod early;
@@ -80,6 +81,9 @@ pub(crate) struct Shared {
     /// Writes of this node under way, from proposal until this node's copy shows them.
     proposing: AtomicUsize,
     pub(crate) expired: AtomicBool,
+    /// This node left ([`Registry::leave`]): its session is closed for good, and nothing
+    /// renews or reopens it.
+    pub(crate) left: AtomicBool,
     next_holder: AtomicU64,
     /// Proposals queued for the next request to the leader.
     pub(crate) proposer: proposer::Proposer,
@@ -270,16 +274,7 @@ impl Shared {
                         *self.leader.lock() = None;
                     }
                 }
-                Ok(Err(ServerError::SessionExpired(node))) => {
-                    return Err(RegistryError::SessionExpired(node));
-                }
-                Ok(Err(ServerError::NoSession(node))) => {
-                    return Err(RegistryError::NoSession(node));
-                }
-                Ok(Err(ServerError::TooLarge { what, bytes, max })) => {
-                    return Err(RegistryError::TooLarge { what, bytes, max });
-                }
-                Ok(Err(err)) => last = format!("node {target}: {err}"),
+                Ok(Err(err)) => last = refused(err, &target, idempotent, what)?,
                 Err(AskError::Timeout { .. }) if !idempotent => {
                     return Err(RegistryError::Unknown {
                         what: what(),
@@ -525,10 +520,38 @@ impl Shared {
         if self.expired.load(Ordering::Acquire) {
             return Err(RegistryError::SessionExpired(self.me().clone()));
         }
+        if self.left.load(Ordering::Acquire) {
+            return Err(RegistryError::NoSession(self.me().clone()));
+        }
         if self.is_fenced() {
             return Err(RegistryError::Fenced(self.me().clone()));
         }
         Ok(())
+    }
+}
+
+/// What an attempt that `target`'s server answered with `err` (other than `NotLeader`) leads
+/// to: the call's error, or, to try another node, why the attempt failed.
+fn refused(
+    err: ServerError,
+    target: &str,
+    idempotent: bool,
+    what: &dyn Fn() -> String,
+) -> Result<String, RegistryError> {
+    match err {
+        ServerError::SessionExpired(node) => Err(RegistryError::SessionExpired(node)),
+        ServerError::NoSession(node) => Err(RegistryError::NoSession(node)),
+        ServerError::TooLarge { what, bytes, max } => {
+            Err(RegistryError::TooLarge { what, bytes, max })
+        }
+        // Raft failed on the leader (it stopped, or its log failed) after the entry may have
+        // been replicated: a later leader may still commit it.
+        ServerError::Raft(reason) if !idempotent => Err(RegistryError::Unknown {
+            what: what(),
+            reason: format!("node {target}: {reason}"),
+        }),
+        // Overloaded: refused before it reached the log.
+        err => Ok(format!("node {target}: {err}")),
     }
 }
 
@@ -583,6 +606,7 @@ impl Registry {
             applied: tokio::sync::Notify::new(),
             proposing: AtomicUsize::new(0),
             expired: AtomicBool::new(false),
+            left: AtomicBool::new(false),
             next_holder: AtomicU64::new(1),
             proposer: proposer::Proposer::new(),
             next_request: AtomicU64::new(1),
@@ -1037,11 +1061,14 @@ impl Registry {
     }
 
     /// Ends this node's session on purpose: its names, group entries and locks are released at
-    /// once, and other nodes see it as having left rather than failed.
+    /// once, and other nodes see it as having left rather than failed. For good: the node
+    /// stops renewing its session and does not open it again; calls that need a session
+    /// answer [`RegistryError::NoSession`].
     pub async fn leave(&self) -> Result<(), RegistryError> {
         let command = Command::CloseSession {
             node: self.node().id().clone(),
         };
+        self.shared.left.store(true, Ordering::Release);
         self.shared.fence("this node left");
         self.shared.propose_one(command, true).await.map(|_| ())
     }
@@ -1114,5 +1141,43 @@ impl Watch {
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn what() -> String {
+        "compare-and-set of config key \"k\"".into()
+    }
+
+    #[test]
+    fn a_write_that_raft_failed_on_the_leader_is_retried_only_if_idempotent() {
+        let failed = || ServerError::Raft("raft stopped".into());
+        match refused(failed(), "s0", false, &what) {
+            Err(RegistryError::Unknown { what, reason }) => {
+                assert!(what.contains("compare-and-set"), "{what}");
+                assert!(
+                    reason.contains("s0") && reason.contains("raft stopped"),
+                    "{reason}"
+                );
+            }
+            other => panic!("a compare-and-set whose outcome is unknown answered {other:?}"),
+        }
+        assert!(
+            refused(failed(), "s0", true, &what).is_ok(),
+            "a put is retried"
+        );
+    }
+
+    #[test]
+    fn an_overloaded_leader_is_tried_again_and_a_missing_session_is_not() {
+        assert!(refused(ServerError::Overloaded(65_536), "s0", false, &what).is_ok());
+        let me = NodeId::new("s3", 1);
+        assert!(matches!(
+            refused(ServerError::NoSession(me.clone()), "s0", true, &what),
+            Err(RegistryError::NoSession(node)) if node == me
+        ));
     }
 }

@@ -15,15 +15,23 @@ use crate::server::protocol::{FeedMsg, ServerMsg};
 use crate::state::{Command, Outcome};
 
 /// Opens this node's session, retrying until a leader commits it or `timeout` passes.
-pub(crate) async fn open(shared: &Shared, timeout: Duration) -> Result<(), RegistryError> {
-    let deadline = Instant::now() + timeout;
+///
+/// Returns a time no later than the session's commit, from which the node may count it valid
+/// (the leader counts its TTL from after the commit): when the request that opened it was
+/// first sent, or, when an earlier request (whose answer was lost) opened it, when the first
+/// was sent.
+pub(crate) async fn open(shared: &Shared, timeout: Duration) -> Result<Instant, RegistryError> {
+    let first = Instant::now();
+    let deadline = first + timeout;
     let command = Command::OpenSession {
         node: shared.me().clone(),
         ttl_ms: shared.config.session_ttl.as_millis() as u64,
     };
     loop {
+        let sent = Instant::now();
         match shared.propose_one(command.clone(), true).await {
-            Ok(Outcome::Done { .. } | Outcome::Unchanged) => return Ok(()),
+            Ok(Outcome::Done { .. }) => return Ok(sent),
+            Ok(Outcome::Unchanged) => return Ok(first),
             Ok(Outcome::StaleIncarnation { current }) => {
                 return Err(RegistryError::Start(format!(
                     "incarnation {} of node {} already has a session; this one ({}) is stale",
@@ -45,10 +53,13 @@ pub(crate) async fn open(shared: &Shared, timeout: Duration) -> Result<(), Regis
     }
 }
 
-/// Renews the session and fences the node when renewals stop coming back in time.
-pub(crate) async fn keep(shared: Arc<Shared>) {
+/// Renews the session, opened at `opened` (as [`open`] returns it), and fences the node when
+/// renewals stop coming back in time.
+pub(crate) async fn keep(shared: Arc<Shared>, opened: Instant) {
     let valid_for = shared.config.session_validity();
-    *shared.valid_until.lock() = Instant::now() + valid_for;
+    // Not from now: the open may have taken a while (an answer lost and the request sent
+    // again, the copy slow to show it), and the leader counts the TTL from the commit.
+    *shared.valid_until.lock() = opened + valid_for;
     tokio::spawn(watchdog(shared.clone()));
     let mut tick = tokio::time::interval(
         shared
@@ -58,12 +69,17 @@ pub(crate) async fn keep(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if shared.expired.load(Ordering::Acquire) {
+        if shared.expired.load(Ordering::Acquire) || shared.left.load(Ordering::Acquire) {
             return;
         }
         let sent = Instant::now();
         let me = shared.me().clone();
         let renewed = shared.keepalive(valid_for / 2).await;
+        if shared.left.load(Ordering::Acquire) {
+            // Left while the keepalive was under way: an acknowledgement must not unfence the
+            // node, nor a refusal open the session again.
+            return;
+        }
         match renewed {
             Ok(()) => {
                 // Past the validity already (the node was frozen, say): fence first, as the
@@ -124,7 +140,7 @@ async fn watchdog(shared: Arc<Shared>) {
     loop {
         let until = *shared.valid_until.lock();
         tokio::time::sleep_until(until).await;
-        if shared.expired.load(Ordering::Acquire) {
+        if shared.expired.load(Ordering::Acquire) || shared.left.load(Ordering::Acquire) {
             return;
         }
         if fence_if_overdue(&shared) {
