@@ -24,7 +24,8 @@ use std::time::Duration;
 use ensemble_registry::{Lease, Registry};
 use ensemble_runtime::remote::RemoteMessage;
 use ensemble_runtime::{
-    Actor, ActorError, ActorId, ActorRef, ActorResult, Context, ExitReason, SpawnOptions, TellError,
+    Actor, ActorError, ActorId, ActorRef, ActorResult, Context, ExitReason, SpawnError,
+    SpawnOptions, TellError,
 };
 
 use crate::spec::Backoff;
@@ -45,6 +46,9 @@ pub struct Singleton<A: Actor, F> {
     registry: Option<Registry>,
     lease: Option<Lease>,
     instance: Option<ActorRef<A::Msg>>,
+    /// Instances given up on (failed to start, or their name was taken), whose exits are
+    /// expected and change nothing.
+    abandoned: Vec<ActorId>,
     failures: u32,
     backoff: Backoff,
 }
@@ -81,6 +85,7 @@ where
             registry: None,
             lease: None,
             instance: None,
+            abandoned: Vec::new(),
             failures: 0,
             backoff: Backoff {
                 initial: Duration::from_millis(100),
@@ -109,22 +114,33 @@ where
         self
     }
 
+    /// Starts an instance under `lease`. On an error the lease is still this manager's, for
+    /// [`Self::requeue`] to give back: dropped, a lease is not released, and the lock would
+    /// stay with a holder that runs nothing until this node's session ends.
     async fn run_instance(&mut self, lease: Lease, ctx: &mut Context<Self>) -> Result<(), String> {
-        let actor = (self.factory)(lease.token());
-        let instance = ctx
-            .start_with(actor, SpawnOptions::new().linked())
-            .await
-            .map_err(|e| format!("the instance failed to start: {e}"))?;
+        let token = lease.token();
+        let lease = self.lease.insert(lease);
+        let actor = (self.factory)(token);
+        let instance = match ctx.start_with(actor, SpawnOptions::new().linked()).await {
+            Ok(instance) => instance,
+            Err(e) => {
+                if let SpawnError::StartFailed { actor, .. } = &e {
+                    // Linked: its exit comes too, and is this failure, not the manager's.
+                    self.abandoned.push(actor.clone());
+                }
+                return Err(format!("the instance failed to start: {e}"));
+            }
+        };
         lease.bind(instance.clone());
         if let (Some(register), Some(registry)) = (&self.global_name, &self.registry)
             && let Err(e) = register(registry.clone(), instance.clone()).await
         {
+            self.abandoned.push(instance.id().clone());
             instance.kill();
             return Err(e);
         }
-        tracing::info!(singleton = %self.lock, token = lease.token(), actor = %instance.id(), "singleton instance started");
+        tracing::info!(singleton = %self.lock, token, actor = %instance.id(), "singleton instance started");
         self.instance = Some(instance);
-        self.lease = Some(lease);
         Ok(())
     }
 
@@ -219,6 +235,8 @@ where
                 None => reason.to_string(),
             };
             self.requeue(&why, ctx).await;
+        } else if let Some(at) = self.abandoned.iter().position(|id| id == &from) {
+            self.abandoned.swap_remove(at);
         } else if !reason.is_normal() {
             ctx.stop_with(reason);
         }

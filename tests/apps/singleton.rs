@@ -2,6 +2,7 @@
 //! instance, handed over at once when its manager stops (its node leaving gracefully), with a
 //! greater fencing token, and never two at a time.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,12 +25,17 @@ enum CounterMsg {
 struct Counter {
     token: u64,
     history: History,
+    /// Fails in `started` instead.
+    fail_start: bool,
 }
 
 impl Actor for Counter {
     type Msg = CounterMsg;
 
     async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        if self.fail_start {
+            return Err(ActorError::new("this instance fails to start"));
+        }
         let node = ctx.node().id().name().to_owned();
         self.history.lock().unwrap().push(("up", self.token, node));
         Ok(())
@@ -106,6 +112,7 @@ async fn a_singleton_is_handed_over_when_its_manager_stops() {
         let manager = Singleton::new("counter", move |token| Counter {
             token,
             history: history.clone(),
+            fail_start: false,
         })
         .global_name("counter");
         managers.push((
@@ -148,4 +155,69 @@ async fn a_singleton_is_handed_over_when_its_manager_stops() {
     for node in [n1, n2, n3] {
         node.shutdown().await;
     }
+}
+
+/// A manager whose instance failed (`fail_first`: to start; otherwise: to take its global name,
+/// held by another actor until the manager has tried once) on a node of its own, and how many
+/// instances it made.
+async fn after_a_failed_instance(fail_first: bool) {
+    let certs = certificates(&["s1"]);
+    let (node, _cluster, registry) = start("s1", certs.path(), vec![]).await;
+    let history: History = Arc::default();
+    let squatter = node
+        .spawn(Counter {
+            token: 0,
+            history: Arc::default(),
+            fail_start: false,
+        })
+        .unwrap();
+    if !fail_first {
+        registry.register("counter", &squatter).await.unwrap();
+    }
+    let made = Arc::new(AtomicUsize::new(0));
+    let manager = {
+        let (history, made) = (history.clone(), made.clone());
+        Singleton::new("counter", move |token| Counter {
+            token,
+            history: history.clone(),
+            fail_start: made.fetch_add(1, Ordering::SeqCst) == 0 && fail_first,
+        })
+        .global_name("counter")
+    };
+    let manager = node.start(manager).await.unwrap();
+    if !fail_first {
+        // The first instance found the name taken and was stopped, and the manager made
+        // another; now the name is free.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while made.load(Ordering::SeqCst) < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the manager made no second instance"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        registry.unregister("counter", squatter.id()).await.unwrap();
+    }
+    // The manager gave the lock back and queued again: the next instance runs.
+    let (_, token) = holder(&registry, None).await;
+    assert!(token > 0, "the name resolves to the squatter");
+    assert!(made.load(Ordering::SeqCst) >= 2);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    manager.tell(SingletonMsg::Instance(tx)).await.unwrap();
+    assert!(rx.await.unwrap().is_some(), "the manager runs the instance");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn an_instance_that_fails_to_start_gives_the_lock_back_for_the_next() {
+    let _turn = one_cluster_at_a_time();
+    after_a_failed_instance(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn an_instance_whose_name_is_taken_gives_the_lock_back_for_the_next() {
+    let _turn = one_cluster_at_a_time();
+    after_a_failed_instance(false).await;
 }
