@@ -162,12 +162,13 @@ async fn start(
         instance: reserved.then(|| request.instance.clone()),
     };
     let lease = match &request.singleton {
-        Some(lock) => Some(
-            registry
-                .lock(lock, request.lock_timeout)
-                .await
-                .map_err(|e| format!("cannot take the singleton's lease {lock:?}: {e}"))?,
-        ),
+        Some(lock) => match registry.lock(lock, request.lock_timeout).await {
+            Ok(lease) => Some(lease),
+            Err(e) => {
+                undo.now().await;
+                return Err(format!("cannot take the singleton's lease {lock:?}: {e}"));
+            }
+        },
         None => None,
     };
     let started = match node.start_module(&request.module, &request.args).await {

@@ -7,6 +7,7 @@
 //! set, running the ignored `child_node` entry (see `child.rs`), driven through its standard
 //! input like the registry's process tests.
 
+mod agent;
 mod child;
 #[allow(dead_code)]
 #[path = "../common/mod.rs"]
