@@ -236,7 +236,16 @@ impl Supervisor {
         };
         self.next_token += 1;
         let request = agent::StartInstance {
-            instance: format!("{}/{}@{me}#{}", self.name, spec.id, self.next_token),
+            // The supervisor's own id, not its name and node only: two supervisors of one
+            // name on a node (built from one spec), or one restarted by its parent, would
+            // otherwise share ids, and so reservations.
+            instance: format!(
+                "{}/{}@{}#{}",
+                self.name,
+                spec.id,
+                ctx.myself().id(),
+                self.next_token
+            ),
             module: module.to_owned(),
             args: args.to_vec(),
             resources: needs.resources.clone(),

@@ -7,7 +7,9 @@ use std::time::Duration;
 use ensemble::cluster::{Cluster, ClusterConfig, DownDecision};
 use ensemble::prelude::*;
 use ensemble::registry::{Registry, RegistryConfig};
-use ensemble::supervisor::agent::{Agent, StartInstance, start_on};
+use ensemble::supervisor::agent::{Agent, AgentMsg, StartInstance, start_on};
+use ensemble::supervisor::placement::Requirements;
+use ensemble::supervisor::{ChildSpec, Placement, SupervisorRef, SupervisorSpec};
 use ensemble::transport::certs::NodeCert;
 
 use crate::util::{certificates, one_cluster_at_a_time};
@@ -22,24 +24,34 @@ impl Actor for Idle {
     }
 }
 
+/// A node of its own with 1000 `cpu`, its registry, the module `test.idle` and its agent.
+async fn one_node(certs: &std::path::Path) -> (Node, Registry, ActorRef<AgentMsg>) {
+    let node = Node::new(NodeConfig::new("s1")).unwrap();
+    let mut config = ClusterConfig::new("test");
+    config.down = DownDecision::External;
+    config.resources = BTreeMap::from([("cpu".to_owned(), 1000)]);
+    let cluster = Cluster::start(&node, config, &NodeCert::load(certs, "s1").unwrap())
+        .await
+        .unwrap();
+    let mut settings = RegistryConfig::new(certs.join("s1-data"));
+    settings.bootstrap = true;
+    let registry = Registry::start(&cluster, settings).await.unwrap();
+    node.register_module("test.idle", |(): ()| Idle);
+    let agent = Agent::start(&node).await.unwrap();
+    (node, registry, agent)
+}
+
+fn cpu(amount: u64) -> BTreeMap<String, u64> {
+    BTreeMap::from([("cpu".to_owned(), amount)])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 // Held for the whole test on purpose, as in the other tests of this file's neighbours.
 #[allow(clippy::await_holding_lock)]
 async fn a_singleton_that_cannot_take_its_lease_frees_its_reservation() {
     let _turn = one_cluster_at_a_time();
     let certs = certificates(&["s1"]);
-    let node = Node::new(NodeConfig::new("s1")).unwrap();
-    let mut config = ClusterConfig::new("test");
-    config.down = DownDecision::External;
-    config.resources = BTreeMap::from([("cpu".to_owned(), 1000)]);
-    let cluster = Cluster::start(&node, config, &NodeCert::load(certs.path(), "s1").unwrap())
-        .await
-        .unwrap();
-    let mut settings = RegistryConfig::new(certs.path().join("s1-data"));
-    settings.bootstrap = true;
-    let registry = Registry::start(&cluster, settings).await.unwrap();
-    node.register_module("test.idle", |(): ()| Idle);
-    let agent = Agent::start(&node).await.unwrap();
+    let (node, registry, agent) = one_node(certs.path()).await;
 
     // Someone else holds the singleton's lock for the whole test.
     let _held = registry.try_lock("test.singleton").await.unwrap();
@@ -47,7 +59,7 @@ async fn a_singleton_that_cannot_take_its_lease_frees_its_reservation() {
         instance: "test/idle@s1#1".into(),
         module: "test.idle".into(),
         args: rmp_serde::to_vec(&()).unwrap(),
-        resources: BTreeMap::from([("cpu".to_owned(), 600)]),
+        resources: cpu(600),
         global_name: None,
         groups: Vec::new(),
         singleton: Some("test.singleton".into()),
@@ -61,5 +73,47 @@ async fn a_singleton_that_cannot_take_its_lease_frees_its_reservation() {
         BTreeMap::new(),
         "the reservation of the instance that did not start is still there"
     );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn two_supervisors_of_one_name_reserve_each_for_its_own_child() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["s1"]);
+    let (node, registry, _agent) = one_node(certs.path()).await;
+    let child = || {
+        ChildSpec::module("w", "test.idle", &())
+            .unwrap()
+            .placement(Placement::Any(Requirements {
+                resources: cpu(300),
+                ..Requirements::default()
+            }))
+    };
+    // Two supervisors built from one spec, as a parent's children or a restarted one are.
+    let first = SupervisorRef::start(&node, SupervisorSpec::new("shard"))
+        .await
+        .unwrap();
+    let second = SupervisorRef::start(&node, SupervisorSpec::new("shard"))
+        .await
+        .unwrap();
+    first.start_child(child()).await.unwrap();
+    second.start_child(child()).await.unwrap();
+    assert_eq!(
+        registry.reserved(node.id()),
+        cpu(600),
+        "each child holds a reservation of its own"
+    );
+    // The first child's end frees its reservation only.
+    first.terminate_child("w").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while registry.reserved(node.id()) != cpu(300) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reserved after the first child ended: {:?}",
+            registry.reserved(node.id())
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     node.shutdown().await;
 }

@@ -339,10 +339,10 @@ impl Controller {
         let id = self.next_start;
         let (app, role_name) = key;
         let request = StartInstance {
-            instance: format!(
-                "{app}/{role_name}/{index}@{}#{id}",
-                self.cluster.node().id()
-            ),
+            // The controller's own id, not only its node's: a controller started again on the
+            // same node (its manager restarted) counts from 0 again, and an instance it
+            // started before may still hold its reservation.
+            instance: format!("{app}/{role_name}/{index}@{}#{id}", ctx.myself().id()),
             module: role.module_name().to_owned(),
             args: role.encoded_args(),
             resources: role.placement.resources.clone(),
