@@ -13,6 +13,7 @@ mod forming;
 mod messaging;
 mod protocol;
 mod security;
+mod signals;
 mod util;
 
 /// The entry point of a child node process (see `child.rs`); ignored in normal runs.

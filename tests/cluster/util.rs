@@ -137,6 +137,20 @@ pub(crate) async fn local_node(name: &str, certs: &Path) -> (Node, Cluster) {
     (node, cluster)
 }
 
+/// An in-process node with a cluster service that joins through `seed`.
+pub(crate) async fn local_node_joining(
+    name: &str,
+    certs: &Path,
+    seed: std::net::SocketAddr,
+) -> (Node, Cluster) {
+    let node = Node::new(NodeConfig::new(name)).expect("node");
+    let cert = ensemble::transport::certs::NodeCert::load(certs, name).expect("certificate");
+    let mut config = test_config("test");
+    config.seeds = vec![seed];
+    let cluster = Cluster::start(&node, config, &cert).await.expect("cluster");
+    (node, cluster)
+}
+
 /// Waits for a membership event matching `wanted`, failing after the deadline.
 pub(crate) async fn wait_event(
     events: &mut broadcast::Receiver<MemberEvent>,

@@ -75,7 +75,8 @@ pub struct ClusterConfig {
     pub max_frame_size: usize,
     /// How long a connecting peer has to complete the handshake.
     pub handshake_timeout: Duration,
-    /// Outgoing control frames queued per peer before heartbeats are skipped.
+    /// Outgoing control frames queued per peer before heartbeats are skipped (signals wait
+    /// for room instead).
     pub control_queue: usize,
     /// How long lookups and remote spawns wait for the other node's answer.
     pub request_timeout: Duration,
@@ -739,6 +740,7 @@ impl Cluster {
             hello.node.clone(),
             PeerLinks {
                 control: link_control,
+                overflow: Arc::default(),
                 lanes: lanes.into(),
                 connection: conn.stable_id(),
             },

@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -257,8 +258,60 @@ pub(crate) type Answer = Result<Option<WireRef>, String>;
 #[derive(Clone)]
 pub(crate) struct PeerLinks {
     pub(crate) control: mpsc::Sender<Control>,
+    /// Signals that found the control queue full, in order, until a task moves them into it
+    /// ([`PeerLinks::signal`]).
+    pub(crate) overflow: Arc<Mutex<VecDeque<Control>>>,
     pub(crate) lanes: Arc<[mpsc::Sender<Bytes>]>,
     pub(crate) connection: usize,
+}
+
+impl PeerLinks {
+    /// Queues a signal on the control stream, after every signal queued before it. One that
+    /// finds the queue full waits for room (heartbeats are skipped instead): a signal lost
+    /// would be a monitor or link that never fires while both nodes live. It is gone only
+    /// with the connection, as what the connection carried is.
+    fn signal(&self, signal: RemoteSignal) {
+        let mut overflow = self.overflow.lock();
+        if !overflow.is_empty() {
+            overflow.push_back(Control::Signal(signal));
+            return;
+        }
+        match self.control.try_send(Control::Signal(signal)) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(waiting)) => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    tracing::debug!(?waiting, "signal not sent: the control queue is full");
+                    return;
+                };
+                overflow.push_back(waiting);
+                runtime.spawn(drain_overflow(
+                    self.control.clone(),
+                    Arc::clone(&self.overflow),
+                ));
+            }
+        }
+    }
+}
+
+/// Moves the signals that found a peer's control queue full into it, in order, as room comes.
+/// One task at a time: it starts when the first signal waits and ends when none does. A
+/// signal stays first in line until it is in the queue, so that no later one overtakes it.
+async fn drain_overflow(control: mpsc::Sender<Control>, overflow: Arc<Mutex<VecDeque<Control>>>) {
+    loop {
+        let Some(next) = overflow.lock().front().cloned() else {
+            return;
+        };
+        if control.send(next).await.is_err() {
+            // The connection ended.
+            overflow.lock().clear();
+            return;
+        }
+        let mut overflow = overflow.lock();
+        overflow.pop_front();
+        if overflow.is_empty() {
+            return;
+        }
+    }
 }
 
 /// The router of one node's remote traffic.
@@ -333,17 +386,14 @@ impl Remote {
         Some(links.lanes[(key as usize) % LANES].clone())
     }
 
-    /// Sends a signal to a peer; dropped (with a log line) if it is not connected or its
-    /// control queue is full.
+    /// Sends a signal to a peer, in order with the others to it ([`PeerLinks::signal`]);
+    /// dropped (with a log line) if it is not connected.
     pub(crate) fn signal(&self, peer: &NodeId, signal: RemoteSignal) {
-        let sent = self.peers.get(peer).map(|links| {
-            links
-                .control
-                .try_send(Control::Signal(signal.clone()))
-                .is_ok()
-        });
-        if sent != Some(true) {
-            tracing::debug!(%peer, ?signal, "signal not sent: the node is not connected or not reading");
+        match self.peers.get(peer) {
+            Some(links) => links.signal(signal),
+            None => {
+                tracing::debug!(%peer, ?signal, "signal not sent: the node is not connected");
+            }
         }
     }
 
