@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use ensemble_registry::{Lease, Registry};
+use ensemble_registry::{Lease, Registry, RegistryError};
 use ensemble_runtime::cluster::{Cluster, MemberStatus};
 
 use crate::placement::Offer;
@@ -55,11 +55,30 @@ pub struct StartInstance {
     pub lock_timeout: Duration,
 }
 
+/// Why an agent did not start an instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum NotStarted {
+    /// The node had no room left for the instance's resources: another placer reserved them
+    /// first (its plan was made from the same, slightly old, copy of the registry). Not a
+    /// failure of the instance: plan again.
+    #[error("{0}")]
+    NoRoom(String),
+    /// Anything else: no such module, a name or lease not taken, the start failed, no answer.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for NotStarted {
+    fn from(reason: String) -> Self {
+        NotStarted::Failed(reason)
+    }
+}
+
 /// The agent's protocol.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum AgentMsg {
     /// Starts an instance; answers its reference, or why it could not start.
-    Start(StartInstance, ReplyTo<Result<WireRef, String>>),
+    Start(StartInstance, ReplyTo<Result<WireRef, NotStarted>>),
 }
 
 /// The node agent actor. Start it with [`Agent::start`].
@@ -137,13 +156,13 @@ async fn start(
     registry: &Registry,
     cluster: &Cluster,
     request: StartInstance,
-) -> Result<WireRef, String> {
+) -> Result<WireRef, NotStarted> {
     let me = node.id().clone();
     if !node.has_module(&request.module) {
-        return Err(format!(
+        return Err(NotStarted::Failed(format!(
             "node {me} has no module named {:?} (register it there with Node::register_module)",
             request.module
-        ));
+        )));
     }
     let reserved = !request.resources.is_empty();
     if reserved {
@@ -155,7 +174,10 @@ async fn start(
                 cluster.resources(),
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                RegistryError::Insufficient { .. } => NotStarted::NoRoom(e.to_string()),
+                e => NotStarted::Failed(e.to_string()),
+            })?;
     }
     let undo = Undo {
         registry: registry.clone(),
@@ -166,7 +188,9 @@ async fn start(
             Ok(lease) => Some(lease),
             Err(e) => {
                 undo.now().await;
-                return Err(format!("cannot take the singleton's lease {lock:?}: {e}"));
+                return Err(NotStarted::Failed(format!(
+                    "cannot take the singleton's lease {lock:?}: {e}"
+                )));
             }
         },
         None => None,
@@ -176,7 +200,7 @@ async fn start(
         Err(e) => {
             release(lease).await;
             undo.now().await;
-            return Err(e.to_string());
+            return Err(NotStarted::Failed(e.to_string()));
         }
     };
     if let Some(lease) = &lease {
@@ -187,7 +211,7 @@ async fn start(
         started.actor.wait_for_exit().await;
         release(lease).await;
         undo.now().await;
-        return Err(e);
+        return Err(NotStarted::Failed(e));
     }
     let wire = started.to_wire();
     // When the instance ends, what it held goes back.
@@ -293,10 +317,10 @@ pub async fn start_on(
     agent: &ActorRef<AgentMsg>,
     request: StartInstance,
     timeout: Duration,
-) -> Result<WireRef, String> {
+) -> Result<WireRef, NotStarted> {
     let node = agent.id().node().clone();
     agent
         .ask(|reply| AgentMsg::Start(request, reply), timeout)
         .await
-        .map_err(|e| format!("node {node}'s agent did not answer: {e}"))?
+        .map_err(|e| NotStarted::Failed(format!("node {node}'s agent did not answer: {e}")))?
 }

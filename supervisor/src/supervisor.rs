@@ -13,6 +13,7 @@ use ensemble_runtime::NodeId;
 use ensemble_runtime::TimerRef;
 use ensemble_runtime::cluster::{Cluster, MemberEvent};
 
+use crate::agent::NotStarted;
 use crate::core::{ChildState, Core, Decision, Time};
 use crate::error::SupervisorError;
 use crate::snapshot::{ChildCounts, ChildInfo, ChildSnapshot, TreeSnapshot};
@@ -255,9 +256,18 @@ impl Supervisor {
             lock_timeout: Duration::ZERO,
         };
         let node = agent.id().node().clone();
-        let wire = agent::start_on(&agent, request, PLACED_START_TIMEOUT)
-            .await
-            .map_err(|reason| failed(&node, reason))?;
+        let wire = match agent::start_on(&agent, request, PLACED_START_TIMEOUT).await {
+            Ok(wire) => wire,
+            Err(NotStarted::NoRoom(reason)) => {
+                // Another placer took the node's last room first: the child waits and is
+                // planned again, as when no node fits; not a failure to count.
+                tracing::info!(supervisor = %self.name, child = %spec.id, %node, "the node's room went to another placer first: {reason}");
+                self.unplaced.insert(spec.id.clone(), reason.clone());
+                self.update_unplaced(ctx);
+                return Err(failed(&node, reason));
+            }
+            Err(NotStarted::Failed(reason)) => return Err(failed(&node, reason)),
+        };
         let actor = UntypedRef::from_id(ctx.node(), &wire.id);
         ctx.link(actor.clone());
         if self.unplaced.remove(&spec.id).is_some() {

@@ -7,9 +7,9 @@ use std::time::Duration;
 use ensemble::cluster::{Cluster, ClusterConfig, DownDecision};
 use ensemble::prelude::*;
 use ensemble::registry::{Registry, RegistryConfig};
-use ensemble::supervisor::agent::{Agent, AgentMsg, StartInstance, start_on};
+use ensemble::supervisor::agent::{Agent, AgentMsg, NotStarted, StartInstance, start_on};
 use ensemble::supervisor::placement::Requirements;
-use ensemble::supervisor::{ChildSpec, Placement, SupervisorRef, SupervisorSpec};
+use ensemble::supervisor::{ChildSpec, Placement, SupervisorError, SupervisorRef, SupervisorSpec};
 use ensemble::transport::certs::NodeCert;
 
 use crate::util::{certificates, one_cluster_at_a_time};
@@ -45,6 +45,28 @@ fn cpu(amount: u64) -> BTreeMap<String, u64> {
     BTreeMap::from([("cpu".to_owned(), amount)])
 }
 
+/// A child `w` of the module `test.idle` that needs `amount` of `cpu` on any node.
+fn placed_child(amount: u64) -> ChildSpec {
+    ChildSpec::module("w", "test.idle", &())
+        .unwrap()
+        .placement(Placement::Any(Requirements {
+            resources: cpu(amount),
+            ..Requirements::default()
+        }))
+}
+
+/// Two supervisors of these names on `node`.
+async fn two_supervisors(node: &Node, names: [&str; 2]) -> (SupervisorRef, SupervisorRef) {
+    (
+        SupervisorRef::start(node, SupervisorSpec::new(names[0]))
+            .await
+            .unwrap(),
+        SupervisorRef::start(node, SupervisorSpec::new(names[1]))
+            .await
+            .unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 // Held for the whole test on purpose, as in the other tests of this file's neighbours.
 #[allow(clippy::await_holding_lock)]
@@ -67,7 +89,8 @@ async fn a_singleton_that_cannot_take_its_lease_frees_its_reservation() {
     };
     let refused = start_on(&agent, request, Duration::from_secs(10)).await;
     let why = refused.expect_err("the lease is held by another");
-    assert!(why.contains("test.singleton"), "{why}");
+    assert!(matches!(why, NotStarted::Failed(_)), "{why:?}");
+    assert!(why.to_string().contains("test.singleton"), "{why}");
     assert_eq!(
         registry.reserved(node.id()),
         BTreeMap::new(),
@@ -82,21 +105,9 @@ async fn two_supervisors_of_one_name_reserve_each_for_its_own_child() {
     let _turn = one_cluster_at_a_time();
     let certs = certificates(&["s1"]);
     let (node, registry, _agent) = one_node(certs.path()).await;
-    let child = || {
-        ChildSpec::module("w", "test.idle", &())
-            .unwrap()
-            .placement(Placement::Any(Requirements {
-                resources: cpu(300),
-                ..Requirements::default()
-            }))
-    };
+    let child = || placed_child(300);
     // Two supervisors built from one spec, as a parent's children or a restarted one are.
-    let first = SupervisorRef::start(&node, SupervisorSpec::new("shard"))
-        .await
-        .unwrap();
-    let second = SupervisorRef::start(&node, SupervisorSpec::new("shard"))
-        .await
-        .unwrap();
+    let (first, second) = two_supervisors(&node, ["shard", "shard"]).await;
     first.start_child(child()).await.unwrap();
     second.start_child(child()).await.unwrap();
     assert_eq!(
@@ -115,5 +126,49 @@ async fn two_supervisors_of_one_name_reserve_each_for_its_own_child() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_child_that_finds_no_room_left_waits_for_a_node_instead_of_failing() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["s1"]);
+    let (node, registry, agent) = one_node(certs.path()).await;
+    // An agent asked for more than the node has answers that there is no room, not a failure.
+    let request = StartInstance {
+        instance: "test/big@s1#1".into(),
+        module: "test.idle".into(),
+        args: rmp_serde::to_vec(&()).unwrap(),
+        resources: cpu(1200),
+        global_name: None,
+        groups: Vec::new(),
+        singleton: None,
+        lock_timeout: Duration::ZERO,
+    };
+    let refused = start_on(&agent, request, Duration::from_secs(10)).await;
+    assert!(
+        matches!(refused, Err(NotStarted::NoRoom(ref why)) if why.contains("cpu")),
+        "{refused:?}"
+    );
+    // Two supervisors place a child each at the same moment, 600 of the node's 1000 each:
+    // both plan from the same copy of the registry, and one loses the race at the agent (or,
+    // later, finds no room in its plan). Either way it waits for a node; it has not failed.
+    let child = || placed_child(600);
+    let (first, second) = two_supervisors(&node, ["a", "b"]).await;
+    let (one, other) = tokio::join!(first.start_child(child()), second.start_child(child()));
+    let outcomes = [one, other];
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Err(SupervisorError::Unplaced { .. }))),
+        "the child that found no room failed instead of waiting: {outcomes:?}"
+    );
+    assert_eq!(registry.reserved(node.id()), cpu(600));
     node.shutdown().await;
 }

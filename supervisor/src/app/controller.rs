@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::spec::{AppSpec, RoleSpec, role_group};
 use super::{APPS_PREFIX, STATUS_PREFIX};
-use crate::agent::{StartInstance, agents, offers, start_on};
+use crate::agent::{NotStarted, StartInstance, agents, offers, start_on};
 use crate::placement::{Offer, plan};
 use crate::spec::Restart;
 
@@ -48,7 +48,7 @@ pub enum ControllerMsg {
         /// The start's id.
         start: u64,
         /// The instance, or why it did not start.
-        result: Result<WireRef, String>,
+        result: Result<WireRef, NotStarted>,
     },
 }
 
@@ -488,7 +488,13 @@ impl Actor for Controller {
                             entry.insert(role);
                         }
                     }
-                    Err(why) => {
+                    Err(NotStarted::NoRoom(why)) => {
+                        // Another placer took the node's last room first: planned again at
+                        // the next tick, from a fresher copy; not a failure of the role.
+                        tracing::info!(app = %role.0, role = %role.1, "instance not placed, the node's room went first: {why}");
+                        return Ok(());
+                    }
+                    Err(NotStarted::Failed(why)) => {
                         tracing::warn!(app = %role.0, role = %role.1, "instance did not start: {why}");
                         metrics::counter!("ensemble_app_start_failures_total").increment(1);
                         self.ended(role, &ExitReason::Failed(why));
