@@ -11,18 +11,21 @@
 //!    placers can never oversubscribe this node);
 //! 2. for a singleton, take its lease, waiting in line behind a holder that may still live;
 //! 3. start the module's actor and bind it to the lease (it is killed if the lease is lost);
-//! 4. register its global name and join its groups.
+//! 4. register its global name and join its groups;
+//! 5. answer, unless the asker has stopped waiting by then (a module slow to start): an
+//!    instance nobody would supervise is stopped again, and the steps undone.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use ensemble_registry::{Lease, Registry, RegistryError};
 use ensemble_runtime::cluster::{Cluster, MemberStatus};
-
-use crate::placement::Offer;
 use ensemble_runtime::remote::{ModuleActor, WireRef};
 use ensemble_runtime::{Actor, ActorRef, ActorResult, Context, Node, NodeId, ReplyTo};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::placement::Offer;
 
 type Capacity = BTreeMap<String, u64>;
 type Labels = BTreeMap<String, String>;
@@ -78,7 +81,14 @@ impl From<String> for NotStarted {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum AgentMsg {
     /// Starts an instance; answers its reference, or why it could not start.
-    Start(StartInstance, ReplyTo<Result<WireRef, NotStarted>>),
+    /// Starts an instance; answers its reference, or why it could not start. The asker
+    /// waits for the answer for the given time: an instance that starts later than that is
+    /// stopped again, since nobody would supervise it.
+    Start(
+        StartInstance,
+        Duration,
+        ReplyTo<Result<WireRef, NotStarted>>,
+    ),
 }
 
 /// The node agent actor. Start it with [`Agent::start`].
@@ -125,16 +135,20 @@ impl Actor for Agent {
 
     async fn handle(&mut self, msg: AgentMsg, ctx: &mut Context<Self>) -> ActorResult {
         match msg {
-            AgentMsg::Start(request, reply) => {
+            AgentMsg::Start(request, answer_within, reply) => {
                 // Each start runs on its own: a singleton may wait long for its lease.
                 let (node, registry, cluster) = (
                     ctx.node().clone(),
                     self.registry.clone(),
                     self.cluster.clone(),
                 );
+                // The asker's clock started before the request left: answer a little
+                // before its end, or not at all.
+                let deadline =
+                    Instant::now() + answer_within.saturating_sub(late_margin(answer_within));
                 tokio::spawn(async move {
                     let instance = request.instance.clone();
-                    let result = start(&node, &registry, &cluster, request).await;
+                    let result = start(&node, &registry, &cluster, request, deadline).await;
                     match &result {
                         Ok(actor) => {
                             tracing::info!(node = %node.id(), %instance, actor = %actor.id, "instance started")
@@ -156,6 +170,7 @@ async fn start(
     registry: &Registry,
     cluster: &Cluster,
     request: StartInstance,
+    deadline: Instant,
 ) -> Result<WireRef, NotStarted> {
     let me = node.id().clone();
     if !node.has_module(&request.module) {
@@ -206,7 +221,14 @@ async fn start(
     if let Some(lease) = &lease {
         lease.bind(started.actor.clone());
     }
-    if let Err(e) = bind_names(registry, &started, &request).await {
+    let bound = match bind_names(registry, &started, &request).await {
+        Ok(()) if Instant::now() > deadline => Err(format!(
+            "instance {} started after its asker stopped waiting; stopped again",
+            request.instance
+        )),
+        bound => bound,
+    };
+    if let Err(e) = bound {
         started.actor.kill();
         started.actor.wait_for_exit().await;
         release(lease).await;
@@ -312,7 +334,14 @@ pub fn agents(registry: &Registry) -> Vec<ActorRef<AgentMsg>> {
     registry.group::<AgentMsg>(AGENTS_GROUP)
 }
 
-/// Asks an agent to start an instance, waiting up to `timeout` for the answer.
+/// How long before the asker's end an agent gives up answering: the request's trip, and the
+/// answer's, take some of the asker's time.
+fn late_margin(answer_within: Duration) -> Duration {
+    (answer_within / 4).min(Duration::from_secs(1))
+}
+
+/// Asks an agent to start an instance, waiting up to `timeout` for the answer (the agent
+/// stops an instance that started too late for it).
 pub async fn start_on(
     agent: &ActorRef<AgentMsg>,
     request: StartInstance,
@@ -320,7 +349,7 @@ pub async fn start_on(
 ) -> Result<WireRef, NotStarted> {
     let node = agent.id().node().clone();
     agent
-        .ask(|reply| AgentMsg::Start(request, reply), timeout)
+        .ask(|reply| AgentMsg::Start(request, timeout, reply), timeout)
         .await
         .map_err(|e| NotStarted::Failed(format!("node {node}'s agent did not answer: {e}")))?
 }

@@ -24,7 +24,24 @@ impl Actor for Idle {
     }
 }
 
-/// A node of its own with 1000 `cpu`, its registry, the module `test.idle` and its agent.
+/// An actor whose start takes the given number of milliseconds.
+struct Slow(u64);
+
+impl Actor for Slow {
+    type Msg = ();
+
+    async fn started(&mut self, _ctx: &mut Context<Self>) -> ActorResult {
+        tokio::time::sleep(Duration::from_millis(self.0)).await;
+        Ok(())
+    }
+
+    async fn handle(&mut self, (): (), _ctx: &mut Context<Self>) -> ActorResult {
+        Ok(())
+    }
+}
+
+/// A node of its own with 1000 `cpu`, its registry, the modules `test.idle` and `test.slow`
+/// and its agent.
 async fn one_node(certs: &std::path::Path) -> (Node, Registry, ActorRef<AgentMsg>) {
     let node = Node::new(NodeConfig::new("s1")).unwrap();
     let mut config = ClusterConfig::new("test");
@@ -37,12 +54,27 @@ async fn one_node(certs: &std::path::Path) -> (Node, Registry, ActorRef<AgentMsg
     settings.bootstrap = true;
     let registry = Registry::start(&cluster, settings).await.unwrap();
     node.register_module("test.idle", |(): ()| Idle);
+    node.register_module("test.slow", Slow);
     let agent = Agent::start(&node).await.unwrap();
     (node, registry, agent)
 }
 
 fn cpu(amount: u64) -> BTreeMap<String, u64> {
     BTreeMap::from([("cpu".to_owned(), amount)])
+}
+
+/// A start of `module` with these arguments, needing `amount` of `cpu`.
+fn instance(module: &str, args: &impl serde::Serialize, amount: u64) -> StartInstance {
+    StartInstance {
+        instance: format!("test/{module}@s1#1"),
+        module: module.into(),
+        args: rmp_serde::to_vec(args).unwrap(),
+        resources: cpu(amount),
+        global_name: None,
+        groups: Vec::new(),
+        singleton: None,
+        lock_timeout: Duration::ZERO,
+    }
 }
 
 /// A child `w` of the module `test.idle` that needs `amount` of `cpu` on any node.
@@ -78,14 +110,9 @@ async fn a_singleton_that_cannot_take_its_lease_frees_its_reservation() {
     // Someone else holds the singleton's lock for the whole test.
     let _held = registry.try_lock("test.singleton").await.unwrap();
     let request = StartInstance {
-        instance: "test/idle@s1#1".into(),
-        module: "test.idle".into(),
-        args: rmp_serde::to_vec(&()).unwrap(),
-        resources: cpu(600),
-        global_name: None,
-        groups: Vec::new(),
         singleton: Some("test.singleton".into()),
         lock_timeout: Duration::from_millis(200),
+        ..instance("test.idle", &(), 600)
     };
     let refused = start_on(&agent, request, Duration::from_secs(10)).await;
     let why = refused.expect_err("the lease is held by another");
@@ -136,16 +163,7 @@ async fn a_child_that_finds_no_room_left_waits_for_a_node_instead_of_failing() {
     let certs = certificates(&["s1"]);
     let (node, registry, agent) = one_node(certs.path()).await;
     // An agent asked for more than the node has answers that there is no room, not a failure.
-    let request = StartInstance {
-        instance: "test/big@s1#1".into(),
-        module: "test.idle".into(),
-        args: rmp_serde::to_vec(&()).unwrap(),
-        resources: cpu(1200),
-        global_name: None,
-        groups: Vec::new(),
-        singleton: None,
-        lock_timeout: Duration::ZERO,
-    };
+    let request = instance("test.idle", &(), 1200);
     let refused = start_on(&agent, request, Duration::from_secs(10)).await;
     assert!(
         matches!(refused, Err(NotStarted::NoRoom(ref why)) if why.contains("cpu")),
@@ -170,5 +188,40 @@ async fn a_child_that_finds_no_room_left_waits_for_a_node_instead_of_failing() {
         "the child that found no room failed instead of waiting: {outcomes:?}"
     );
     assert_eq!(registry.reserved(node.id()), cpu(600));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn an_instance_that_starts_after_its_asker_gave_up_is_stopped_again() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["s1"]);
+    let (node, registry, agent) = one_node(certs.path()).await;
+    let before = node.actor_count();
+    let request = StartInstance {
+        global_name: Some("test.slow".into()),
+        ..instance("test.slow", &800_u64, 100)
+    };
+    // The asker gives up after 400 ms; the instance is up after 800.
+    let asked = start_on(&agent, request, Duration::from_millis(400)).await;
+    assert!(
+        matches!(asked, Err(NotStarted::Failed(ref why)) if why.contains("did not answer")),
+        "{asked:?}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reserved = registry.reserved(node.id());
+        let named = registry.whereis::<()>("test.slow").ok().flatten();
+        if reserved.is_empty() && named.is_none() && node.actor_count() == before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the instance nobody waits for still runs: {} actors against {before}, reserved \
+             {reserved:?}, name {named:?}",
+            node.actor_count()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     node.shutdown().await;
 }
