@@ -164,14 +164,12 @@ impl<M: Send + 'static> Cell<M> {
                             reason: reason.clone(),
                         });
                     }
-                    Linked::Remote(local) => local.inner.remote.signal(
-                        other.node(),
-                        RemoteSignal::Exit {
-                            to: other.seq(),
-                            from: self.id.clone(),
-                            reason: reason.clone(),
-                        },
-                    ),
+                    Linked::Remote(local) => {
+                        local
+                            .inner
+                            .remote
+                            .linked_ended(&self.id, &other, reason.clone());
+                    }
                 }
             }
             for watcher in rel.monitors {

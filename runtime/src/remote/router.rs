@@ -581,10 +581,42 @@ impl Remote {
     /// accumulate.
     pub(crate) fn sweep(&self) {
         self.pending.lock().retain(|_, p| !p.reply.is_closed());
-        self.watches.lock().retain(|_, w| match w {
-            Watch::Waiter { tx, .. } => !tx.is_closed(),
-            Watch::Actor { watcher, .. } => watcher.core().is_alive(),
+        let mut abandoned = Vec::new();
+        self.watches.lock().retain(|monitor, w| {
+            let wanted = match w {
+                Watch::Waiter { tx, .. } => !tx.is_closed(),
+                Watch::Actor { watcher, .. } => watcher.core().is_alive(),
+            };
+            if !wanted {
+                abandoned.push((*monitor, w.target().clone()));
+            }
+            wanted
         });
+        // The watched actors' nodes forget them too, rather than hold them until the actors end.
+        for (monitor, target) in abandoned {
+            self.signal(
+                target.node(),
+                RemoteSignal::Demonitor {
+                    to: target.seq(),
+                    monitor,
+                },
+            );
+        }
+    }
+
+    /// A local actor linked with a remote one ended: forgets the link and tells the other end.
+    pub(crate) fn linked_ended(&self, local: &ActorId, remote_actor: &ActorId, reason: ExitReason) {
+        if let Some(set) = self.links.lock().get_mut(remote_actor.node()) {
+            set.remove(&(local.seq(), remote_actor.clone()));
+        }
+        self.signal(
+            remote_actor.node(),
+            RemoteSignal::Exit {
+                to: remote_actor.seq(),
+                from: local.clone(),
+                reason,
+            },
+        );
     }
 
     // ---- signals
@@ -938,5 +970,77 @@ mod tests {
             .remote
             .on_data(&node, &peer, tell(counter.id().seq(), msg_type, &payload));
         assert_eq!(total(&counter).await, 0);
+    }
+
+    /// This node, with a peer `n2` whose control frames the test reads.
+    fn connected() -> (Node, NodeId, mpsc::Receiver<Control>) {
+        let node = Node::new(NodeConfig::new("n1")).unwrap();
+        let peer = NodeId::new("n2", 1);
+        let (control, sent) = mpsc::channel(16);
+        let lanes: Vec<mpsc::Sender<Bytes>> = (0..LANES).map(|_| mpsc::channel(1).0).collect();
+        node.inner.remote.connect(
+            peer.clone(),
+            PeerLinks {
+                control,
+                overflow: Arc::default(),
+                lanes: lanes.into(),
+                connection: 1,
+            },
+        );
+        (node, peer, sent)
+    }
+
+    #[tokio::test]
+    async fn a_local_actor_that_ends_forgets_its_links_to_other_nodes() {
+        let (node, peer, mut sent) = connected();
+        let counter = node.spawn(Counter(0)).unwrap();
+        let remote_actor = ActorId::new(peer.clone(), 9);
+        node.inner.remote.on_signal(
+            &node,
+            &peer,
+            RemoteSignal::Link {
+                to: counter.id().seq(),
+                from: remote_actor.clone(),
+            },
+        );
+        let linked = || {
+            node.inner
+                .remote
+                .links
+                .lock()
+                .get(&peer)
+                .map_or(0, |set| set.len())
+        };
+        assert_eq!(linked(), 1);
+        counter.stop();
+        counter.wait_for_exit().await;
+        assert_eq!(linked(), 0, "the link outlived its local end");
+        assert!(matches!(
+            sent.try_recv(),
+            Ok(Control::Signal(RemoteSignal::Exit { to: 9, .. }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn monitors_of_a_watcher_that_ended_are_dropped_on_the_watched_node_too() {
+        let (node, peer, mut sent) = connected();
+        let watcher = node.spawn(Counter(0)).unwrap();
+        let target = ActorId::new(peer.clone(), 9);
+        let monitor = node.inner.remote.next_monitor();
+        let handle: CellHandle = watcher.local().unwrap().clone();
+        node.inner.remote.monitor(handle, &target, monitor);
+        assert!(matches!(
+            sent.try_recv(),
+            Ok(Control::Signal(RemoteSignal::Monitor { to: 9, .. }))
+        ));
+        watcher.stop();
+        watcher.wait_for_exit().await;
+        node.inner.remote.sweep();
+        match sent.try_recv() {
+            Ok(Control::Signal(RemoteSignal::Demonitor { to: 9, monitor: m })) => {
+                assert_eq!(m, monitor.raw());
+            }
+            other => panic!("no demonitor went to the watched node: {other:?}"),
+        }
     }
 }
