@@ -118,3 +118,71 @@ async fn racing_monitors_and_exits_still_fire_exactly_once() {
         "{rest:?}"
     );
 }
+
+/// Watches and links to one actor when started, trapping exits, and reports what fires.
+struct Watcher {
+    target: UntypedRef,
+    fired: mpsc::UnboundedSender<(&'static str, ExitReason)>,
+}
+
+impl Actor for Watcher {
+    type Msg = ();
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        ctx.trap_exit(true);
+        ctx.monitor(self.target.clone());
+        ctx.link(self.target.clone());
+        Ok(())
+    }
+
+    async fn handle(&mut self, (): (), _ctx: &mut Context<Self>) -> ActorResult {
+        Ok(())
+    }
+
+    async fn on_down(&mut self, down: Down, _ctx: &mut Context<Self>) -> ActorResult {
+        let _ = self.fired.send(("down", down.reason));
+        Ok(())
+    }
+
+    async fn on_exit(
+        &mut self,
+        _from: ActorId,
+        reason: ExitReason,
+        _ctx: &mut Context<Self>,
+    ) -> ActorResult {
+        let _ = self.fired.send(("exit", reason));
+        Ok(())
+    }
+}
+
+/// A reference made from the id of a local actor that has ended (as one taken from a
+/// registry entry or a message is) reports `NoProc`, as the actor's own reference does; not
+/// that this node is down.
+#[tokio::test]
+async fn a_reference_made_from_the_id_of_an_ended_actor_reports_noproc() {
+    let node = node();
+    let (tx, _events) = mpsc::unbounded_channel();
+    let target = node.spawn(Probe::new("target", &tx)).unwrap();
+    target.stop();
+    within("target", target.wait_for_exit()).await;
+    let by_id = UntypedRef::from_id(&node, target.id());
+    assert_eq!(
+        within("the exit by id", by_id.wait_for_exit()).await,
+        ExitReason::NoProc
+    );
+    let (fired, mut seen) = mpsc::unbounded_channel();
+    node.spawn(Watcher {
+        target: by_id,
+        fired,
+    })
+    .unwrap();
+    let mut got = vec![
+        within("a signal", seen.recv()).await.unwrap(),
+        within("a signal", seen.recv()).await.unwrap(),
+    ];
+    got.sort_by_key(|(what, _)| *what);
+    assert_eq!(
+        got,
+        vec![("down", ExitReason::NoProc), ("exit", ExitReason::NoProc)]
+    );
+}

@@ -229,7 +229,7 @@ impl<A: Actor> Context<A> {
                 } else {
                     self.cell.push_signal(Signal::Exit {
                         from: remote.0.clone(),
-                        reason: ExitReason::NodeDown(remote.0.node().clone()),
+                        reason: crate::remote::unreachable_reason(node.id(), &remote.0),
                     });
                 }
             }

@@ -119,7 +119,10 @@ impl UntypedRef {
     pub async fn wait_for_exit(&self) -> ExitReason {
         match &self.target {
             UntypedTarget::Local(cell) => cell.core().wait_for_exit().await,
-            UntypedTarget::Remote(remote) => remote.1.inner.remote.wait_for_exit(&remote.0).await,
+            UntypedTarget::Remote(remote) => {
+                let own = remote.1.id();
+                remote.1.inner.remote.wait_for_exit(own, &remote.0).await
+            }
         }
     }
 }

@@ -254,3 +254,14 @@ impl<T> fmt::Debug for RemoteReply<T> {
 pub(crate) fn node_down_reason(node: &NodeId) -> ExitReason {
     ExitReason::NodeDown(node.clone())
 }
+
+/// Why a monitor, link or wait set from node `own` on `target`, which no connection reaches,
+/// fires at once: the target's node is not connected, or it is this node and the actor is
+/// gone (a reference made from the id of an actor that had ended).
+pub(crate) fn unreachable_reason(own: &NodeId, target: &ActorId) -> ExitReason {
+    if target.node() == own {
+        ExitReason::NoProc
+    } else {
+        node_down_reason(target.node())
+    }
+}

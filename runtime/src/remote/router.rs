@@ -23,7 +23,7 @@ use crate::node::Node;
 use crate::transport::frame;
 
 use super::wire::{Data, Outcome, RemoteSignal, WireRef};
-use super::{LANES, RemoteMessage, node_down_reason};
+use super::{LANES, RemoteMessage, node_down_reason, unreachable_reason};
 
 thread_local! {
     static ENCODING: RefCell<Option<EncodeContext>> = const { RefCell::new(None) };
@@ -636,11 +636,12 @@ impl Remote {
     pub(crate) fn monitor(&self, watcher: CellHandle, target: &ActorId, monitor: MonitorRef) {
         let id = monitor.raw();
         if !self.is_connected(target.node()) {
+            let reason = unreachable_reason(watcher.core().node.id(), target);
             Watch::Actor {
                 watcher,
                 target: target.clone(),
             }
-            .fire(id, node_down_reason(target.node()));
+            .fire(id, reason);
             return;
         }
         self.watches.lock().insert(
@@ -671,10 +672,10 @@ impl Remote {
         }
     }
 
-    /// Waits for a remote actor's end.
-    pub(crate) async fn wait_for_exit(&self, target: &ActorId) -> ExitReason {
+    /// Waits for a remote actor's end (`own` is this node).
+    pub(crate) async fn wait_for_exit(&self, own: &NodeId, target: &ActorId) -> ExitReason {
         if !self.is_connected(target.node()) {
-            return node_down_reason(target.node());
+            return unreachable_reason(own, target);
         }
         let (tx, rx) = oneshot::channel();
         let id = self.next_monitor().raw();
