@@ -671,6 +671,15 @@ impl Cluster {
         };
         let events = {
             let mut state = self.inner.state.lock();
+            // Checked again under the lock that declaring a node down takes: the node may have
+            // been declared down while its handshake was answered, and must not come back
+            // with its monitors and links fired already.
+            if let Err(refusal) = state.membership.admissible(&hello.node) {
+                drop(state);
+                tracing::warn!(node = %self.inner.node.id(), peer = %hello.node, "connection dropped after the handshake: {refusal}");
+                conn.close(quinn::VarInt::from_u32(1), refusal.to_string().as_bytes());
+                return;
+            }
             if let Some(existing) = state.peers.get(&hello.node).and_then(|p| p.link.as_ref())
                 && existing.conn.close_reason().is_none()
             {
