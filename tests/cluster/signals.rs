@@ -1,12 +1,12 @@
-//! Signals between nodes are not dropped while the connection lives: a burst of monitors that
-//! overflows the control queue still arrives whole, in order, and every monitor fires.
+//! Signals between nodes are not lost while both nodes live: a burst of monitors that
+//! overflows the control queue still arrives whole, in order, and every monitor fires; and
+//! monitors and links set over a connection that ends are set again over the next.
 //!
-//! Both nodes run in this process (real QUIC on loopback); the watching node's control queue
-//! holds 4 frames, so that a burst from one handler overflows it at once.
+//! Both nodes run in this process (real QUIC on loopback).
 
 use std::time::Duration;
 
-use ensemble::cluster::Cluster;
+use ensemble::cluster::{Cluster, ClusterConfig};
 use ensemble::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -20,6 +20,8 @@ const ASK: Duration = Duration::from_secs(10);
 #[derive(Serialize, Deserialize)]
 enum IdleMsg {
     Stop,
+    /// Bytes to take and drop.
+    Blob(Vec<u8>),
 }
 
 /// An actor that waits until told to stop.
@@ -29,8 +31,9 @@ impl Actor for Idle {
     type Msg = IdleMsg;
 
     async fn handle(&mut self, msg: IdleMsg, ctx: &mut Context<Self>) -> ActorResult {
-        let IdleMsg::Stop = msg;
-        ctx.stop();
+        if let IdleMsg::Stop = msg {
+            ctx.stop();
+        }
         Ok(())
     }
 }
@@ -84,17 +87,25 @@ impl Actor for Watcher {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_monitors_larger_than_the_control_queue_all_fire() {
-    let certs = certificates(&["n0", "n1"]);
+/// The watching node `n0` (its cluster settings tuned) and the watched node `n1`, in this
+/// process, with `n1`'s factory as `n0` reaches it.
+struct Pair {
+    watching: Node,
+    cluster: Cluster,
+    watched: Node,
+    _watched_cluster: Cluster,
+    factory: ActorRef<FactoryMsg>,
+}
+
+async fn pair(certs: &std::path::Path, tune: impl FnOnce(&mut ClusterConfig)) -> Pair {
     let watching = Node::new(NodeConfig::new("n0")).expect("node");
     let mut config = test_config("test");
-    config.control_queue = 4;
-    let cert = ensemble::transport::certs::NodeCert::load(certs.path(), "n0").expect("cert");
+    tune(&mut config);
+    let cert = ensemble::transport::certs::NodeCert::load(certs, "n0").expect("cert");
     let cluster = Cluster::start(&watching, config, &cert)
         .await
         .expect("cluster");
-    let (watched, other) = local_node_joining("n1", certs.path(), cluster.local_addr()).await;
+    let (watched, watched_cluster) = local_node_joining("n1", certs, cluster.local_addr()).await;
     let factory = watched.spawn(Factory).expect("factory");
     watched
         .register_remote("factory", &factory)
@@ -104,6 +115,27 @@ async fn a_burst_of_monitors_larger_than_the_control_queue_all_fire() {
         .whereis::<FactoryMsg>(&member_id(&cluster, "n1"), "factory")
         .await
         .expect("the factory");
+    Pair {
+        watching,
+        cluster,
+        watched,
+        _watched_cluster: watched_cluster,
+        factory,
+    }
+}
+
+/// The watching node's control queue holds 4 frames, so that a burst from one handler
+/// overflows it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_monitors_larger_than_the_control_queue_all_fire() {
+    let certs = certificates(&["n0", "n1"]);
+    let Pair {
+        watching,
+        cluster,
+        watched,
+        factory,
+        ..
+    } = pair(certs.path(), |config| config.control_queue = 4).await;
     let targets = factory
         .ask(|reply| FactoryMsg::Make(WATCHED, reply), ASK)
         .await
@@ -134,7 +166,118 @@ async fn a_burst_of_monitors_larger_than_the_control_queue_all_fire() {
             ),
         }
     }
-    drop(other);
+    watched.shutdown().await;
+    watching.shutdown().await;
+}
+
+enum TrapperMsg {
+    Watch(ActorRef<IdleMsg>, ActorRef<IdleMsg>, ReplyTo<()>),
+}
+
+/// Monitors one actor and links to another (trapping exits), reporting what fires.
+struct Trapper {
+    fired: mpsc::UnboundedSender<(&'static str, ActorId)>,
+}
+
+impl Actor for Trapper {
+    type Msg = TrapperMsg;
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        ctx.trap_exit(true);
+        Ok(())
+    }
+
+    async fn handle(&mut self, msg: TrapperMsg, ctx: &mut Context<Self>) -> ActorResult {
+        let TrapperMsg::Watch(monitored, linked, reply) = msg;
+        ctx.monitor(&monitored);
+        ctx.link(&linked);
+        let _ = reply.send(());
+        Ok(())
+    }
+
+    async fn on_down(&mut self, down: Down, _ctx: &mut Context<Self>) -> ActorResult {
+        let _ = self.fired.send(("down", down.actor));
+        Ok(())
+    }
+
+    async fn on_exit(
+        &mut self,
+        from: ActorId,
+        _reason: ExitReason,
+        _ctx: &mut Context<Self>,
+    ) -> ActorResult {
+        let _ = self.fired.send(("exit", from));
+        Ok(())
+    }
+}
+
+/// n0 sends frames of up to 16 MiB, n1 takes 8 MiB at most: one large message from n0 is a
+/// bad frame to n1, which closes the connection; the nodes then connect again, both alive.
+/// The actors watched on n1 end in between, when no connection carries their `Down` and
+/// `Exit`: the monitor and the link fire all the same, once the nodes are connected again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_and_links_outlive_a_connection_that_ends() {
+    let certs = certificates(&["n0", "n1"]);
+    let Pair {
+        watching,
+        cluster,
+        watched,
+        factory,
+        ..
+    } = pair(certs.path(), |config| config.max_frame_size = 16 << 20).await;
+    let n1 = member_id(&cluster, "n1");
+    let made = factory
+        .ask(|reply| FactoryMsg::Make(2, reply), ASK)
+        .await
+        .expect("the actors");
+    let (monitored, linked) = (made[0].clone(), made[1].clone());
+    let (tx, mut fired) = mpsc::unbounded_channel();
+    let trapper = watching.spawn(Trapper { fired: tx }).expect("trapper");
+    trapper
+        .ask(
+            |reply| TrapperMsg::Watch(monitored.clone(), linked.clone(), reply),
+            ASK,
+        )
+        .await
+        .expect("watching");
+    // n1 has handled the monitor and the link once a lookup is answered on the same stream.
+    let _ = cluster.whereis::<FactoryMsg>(&n1, "factory").await;
+
+    monitored
+        .tell(IdleMsg::Blob(vec![0; 9 << 20]))
+        .await
+        .expect("the large message");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while monitored.is_alive() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "n1 did not close the connection after the large message"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Not connected now: their ends go nowhere.
+    for actor in [&monitored, &linked] {
+        UntypedRef::from_id(&watched, actor.id()).stop();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match tokio::time::timeout(DEADLINE, fired.recv()).await {
+            Ok(Some(event)) => seen.push(event),
+            _ => panic!("after the connection ended, only {seen:?} fired within {DEADLINE:?}"),
+        }
+    }
+    seen.sort_by_key(|(what, _)| *what);
+    assert_eq!(
+        seen,
+        vec![
+            ("down", monitored.id().clone()),
+            ("exit", linked.id().clone())
+        ]
+    );
+    assert!(
+        cluster.members().iter().any(|m| m.node == n1),
+        "n1 was declared down: the test needs it alive"
+    );
     watched.shutdown().await;
     watching.shutdown().await;
 }

@@ -746,6 +746,7 @@ impl Cluster {
             lanes.push(lane);
         }
         self.inner.node.inner.remote.connect(
+            &self.inner.node,
             hello.node.clone(),
             PeerLinks {
                 control: link_control,

@@ -367,8 +367,47 @@ impl Remote {
 
     // ---- connections
 
-    pub(crate) fn connect(&self, peer: NodeId, links: PeerLinks) {
-        self.peers.insert(peer, links);
+    /// A connection to `peer` is up (`node` is this node). Monitors and links to its actors
+    /// that were set over an earlier connection are set again: signals on their way when that
+    /// connection ended (a `Down`, an `Exit`, the monitor or link itself) were lost with it.
+    /// A target that ended meanwhile answers `NoProc`, so the monitor or link fires; one
+    /// that lives takes the monitor again (a second `Down` for one monitor is ignored here)
+    /// and the link as it was.
+    pub(crate) fn connect(&self, node: &Node, peer: NodeId, links: PeerLinks) {
+        self.peers.insert(peer.clone(), links);
+        let monitors: Vec<(u64, ActorId)> = self
+            .watches
+            .lock()
+            .iter()
+            .filter(|(_, watch)| watch.target().node() == &peer)
+            .map(|(monitor, watch)| (*monitor, watch.target().clone()))
+            .collect();
+        for (monitor, target) in monitors {
+            self.signal(
+                &peer,
+                RemoteSignal::Monitor {
+                    to: target.seq(),
+                    monitor,
+                },
+            );
+        }
+        let linked: Vec<(u64, ActorId)> = self
+            .links
+            .lock()
+            .get(&peer)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default();
+        for (local, remote_actor) in linked {
+            if node.inner.cell(local).is_some() {
+                self.signal(
+                    &peer,
+                    RemoteSignal::Link {
+                        to: remote_actor.seq(),
+                        from: ActorId::new(node.id().clone(), local),
+                    },
+                );
+            }
+        }
     }
 
     /// A connection ended; the peer stays a member until declared down.
@@ -980,6 +1019,7 @@ mod tests {
         let (control, sent) = mpsc::channel(16);
         let lanes: Vec<mpsc::Sender<Bytes>> = (0..LANES).map(|_| mpsc::channel(1).0).collect();
         node.inner.remote.connect(
+            &node,
             peer.clone(),
             PeerLinks {
                 control,
