@@ -34,6 +34,9 @@ use crate::spec::Restart;
 const TICK: Duration = Duration::from_millis(500);
 /// How long a start may take, singleton lease wait included.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an instance's end is remembered when its group entry is not (or not yet) in this
+/// node's copy of the registry: far longer than the copy lags.
+const ENDED_KEPT: Duration = Duration::from_secs(30);
 
 type RoleKey = (String, String);
 
@@ -70,8 +73,9 @@ pub struct Controller {
     watched: HashMap<ActorId, RoleKey>,
     /// The index (for global names) of each instance this controller started.
     indexes: HashMap<ActorId, usize>,
-    /// Instances known to have ended whose group entry may not be gone yet.
-    ended: HashSet<ActorId>,
+    /// Instances known to have ended whose group entry may not be gone yet, with when their
+    /// end was seen.
+    ended: HashMap<ActorId, Instant>,
     /// Instances being stopped on purpose (their end is not a failure).
     stopping: HashSet<ActorId>,
     /// Replacements made, per role, for the restart intensity.
@@ -95,7 +99,7 @@ impl Controller {
             starting: HashMap::new(),
             watched: HashMap::new(),
             indexes: HashMap::new(),
-            ended: HashSet::new(),
+            ended: HashMap::new(),
             stopping: HashSet::new(),
             restarts: HashMap::new(),
             done: HashMap::new(),
@@ -193,7 +197,9 @@ impl Controller {
                 }
             }
         }
-        // Forget ended instances once their group entries are gone.
+        // Forget ended instances once their group entries are gone, but not before this node's
+        // copy of the registry could have shown an entry it did not show yet: one that
+        // appeared after the end was seen would be watched again, and its end counted twice.
         let live: HashSet<ActorId> = specs
             .iter()
             .flat_map(|s| {
@@ -205,7 +211,8 @@ impl Controller {
             .flat_map(|g| self.registry.group_members(&g))
             .map(|w| w.id)
             .collect();
-        self.ended.retain(|id| live.contains(id));
+        self.ended
+            .retain(|id, seen| live.contains(id) || seen.elapsed() < ENDED_KEPT);
     }
 
     /// Brings one role toward its wanted count; returns why it falls short, if it does.
@@ -217,7 +224,7 @@ impl Controller {
     ) -> Option<String> {
         let key: RoleKey = (app.to_owned(), role.name.clone());
         for wire in self.registry.group_members(&role_group(app, &role.name)) {
-            if !self.watched.contains_key(&wire.id) && !self.ended.contains(&wire.id) {
+            if !self.watched.contains_key(&wire.id) && !self.ended.contains_key(&wire.id) {
                 ctx.monitor(UntypedRef::from_id(ctx.node(), &wire.id));
                 self.watched.insert(wire.id.clone(), key.clone());
             }
@@ -228,7 +235,7 @@ impl Controller {
             .watched
             .iter()
             .filter(|(id, k)| {
-                **k == key && !self.ended.contains(*id) && !self.stopping.contains(*id)
+                **k == key && !self.ended.contains_key(*id) && !self.stopping.contains(*id)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -514,7 +521,7 @@ impl Actor for Controller {
         let Some(key) = self.watched.remove(&down.actor) else {
             return Ok(());
         };
-        self.ended.insert(down.actor.clone());
+        self.ended.insert(down.actor.clone(), Instant::now());
         if self.stopping.remove(&down.actor) {
             return Ok(());
         }
