@@ -571,8 +571,15 @@ impl Actor for Supervisor {
             // Children waiting for a node are tried again as soon as one joins.
             let (mut events, me) = (cluster.subscribe(), ctx.myself());
             tokio::spawn(async move {
+                // Ends with the supervisor, not at the first membership event after it.
+                let ended = me.wait_for_exit();
+                tokio::pin!(ended);
                 loop {
-                    let joined = match events.recv().await {
+                    let event = tokio::select! {
+                        _ = &mut ended => return,
+                        event = events.recv() => event,
+                    };
+                    let joined = match event {
                         Ok(MemberEvent::Joined(_)) => true,
                         Ok(_) => false,
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,

@@ -225,3 +225,38 @@ async fn an_instance_that_starts_after_its_asker_gave_up_is_stopped_again() {
     }
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn supervisors_that_ended_leave_no_task_behind() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["s1"]);
+    let (node, _registry, _agent) = one_node(certs.path()).await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = tasks();
+    // Each supervisor on a node with a cluster listens for joining nodes.
+    const STARTED: usize = 40;
+    for i in 0..STARTED {
+        let supervisor = SupervisorRef::start(&node, SupervisorSpec::new(format!("s{i}")))
+            .await
+            .unwrap();
+        supervisor.stop();
+        supervisor.wait_for_exit().await;
+    }
+    // The node's own tasks come and go (keepalives, the copy's feed): a margin, far below
+    // one task per supervisor.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tasks() > before + STARTED / 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} tasks alive against {before} before {STARTED} supervisors started and ended",
+            tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    node.shutdown().await;
+}
