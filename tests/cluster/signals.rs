@@ -1,11 +1,13 @@
 //! Signals between nodes are not lost while both nodes live: a burst of monitors that
 //! overflows the control queue still arrives whole, in order, and every monitor fires; and
-//! monitors and links set over a connection that ends are set again over the next.
+//! monitors and links set over a connection that ends are set again over the next; and an
+//! actor spawned for a node that gave up waiting does not live on unowned.
 //!
 //! Both nodes run in this process (real QUIC on loopback).
 
 use std::time::Duration;
 
+use ensemble::SpawnError;
 use ensemble::cluster::{Cluster, ClusterConfig};
 use ensemble::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -278,6 +280,58 @@ async fn monitors_and_links_outlive_a_connection_that_ends() {
         cluster.members().iter().any(|m| m.node == n1),
         "n1 was declared down: the test needs it alive"
     );
+    watched.shutdown().await;
+    watching.shutdown().await;
+}
+
+/// An actor whose start takes the given number of milliseconds.
+struct SlowStart(u64);
+
+impl Actor for SlowStart {
+    type Msg = IdleMsg;
+
+    async fn started(&mut self, _ctx: &mut Context<Self>) -> ActorResult {
+        tokio::time::sleep(Duration::from_millis(self.0)).await;
+        Ok(())
+    }
+
+    async fn handle(&mut self, _msg: IdleMsg, _ctx: &mut Context<Self>) -> ActorResult {
+        Ok(())
+    }
+}
+
+/// n0 waits 300 ms for a remote spawn whose actor takes 800 ms to start on n1: when the late
+/// answer comes, n0 stops the actor, which nobody would own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_spawn_answered_after_its_asker_gave_up_is_stopped() {
+    let certs = certificates(&["n0", "n1"]);
+    let Pair {
+        watching,
+        cluster,
+        watched,
+        ..
+    } = pair(certs.path(), |config| {
+        config.request_timeout = Duration::from_millis(300)
+    })
+    .await;
+    watched.register_module("slow", SlowStart);
+    let before = watched.actor_count();
+    let asked = cluster
+        .spawn_remote::<IdleMsg>(&member_id(&cluster, "n1"), "slow", &800_u64)
+        .await;
+    assert!(
+        matches!(asked, Err(SpawnError::Remote { ref reason, .. }) if reason.contains("no answer")),
+        "{asked:?}"
+    );
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while watched.actor_count() != before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the actor spawned too late still runs on n1: {} actors against {before}",
+            watched.actor_count()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     watched.shutdown().await;
     watching.shutdown().await;
 }

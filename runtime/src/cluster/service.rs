@@ -898,14 +898,15 @@ impl Cluster {
                 }
             }
             Control::Found { request, actor } => {
-                self.inner.node.inner.remote.end_request(request, Ok(actor));
+                let _ = self.inner.node.inner.remote.end_request(request, Ok(actor));
             }
             Control::Spawned { request, result } => {
-                self.inner
-                    .node
-                    .inner
-                    .remote
-                    .end_request(request, result.map(Some));
+                let remote = &self.inner.node.inner.remote;
+                if let Some(Ok(Some(late))) = remote.end_request(request, result.map(Some)) {
+                    // Started after its asker gave up: nobody would own it.
+                    tracing::warn!(node = %self.inner.node.id(), %peer, actor = %late.id, "an actor spawned for this node started after the request timed out; stopping it");
+                    remote.stop(&late.id, None);
+                }
             }
             Control::Spawn {
                 request,

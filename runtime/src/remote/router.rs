@@ -870,9 +870,13 @@ impl Remote {
         (id, rx)
     }
 
-    pub(crate) fn end_request(&self, request: u64, answer: Answer) {
-        if let Some(tx) = self.requests.lock().remove(&request) {
-            let _ = tx.send(answer);
+    /// Gives a request its answer; hands the answer back if nobody waits for it any more (the
+    /// asker timed out, or stopped waiting).
+    pub(crate) fn end_request(&self, request: u64, answer: Answer) -> Option<Answer> {
+        let waiting = self.requests.lock().remove(&request);
+        match waiting {
+            Some(tx) => tx.send(answer).err(),
+            None => Some(answer),
         }
     }
 
