@@ -396,8 +396,15 @@ fn main() {
         }
         let mut failovers = Vec::new();
         for trial in 0..FAILOVERS {
-            registry.put("probe", b"x".to_vec()).await.expect("put");
-            let leader = registry.leader().expect("leader known");
+            // The leader this node last heard of. A concurrent call (a keepalive) that met a
+            // voter not knowing the leader yet, one just restarted say, forgets it until the
+            // next call: write again then.
+            let leader = loop {
+                registry.put("probe", b"x".to_vec()).await.expect("put");
+                if let Some(leader) = registry.leader() {
+                    break leader;
+                }
+            };
             let at = voters
                 .iter()
                 .position(|v| v.name == leader)
