@@ -328,6 +328,16 @@ impl CellCore {
     }
 
     /// Adds a watcher, or hands it back if the actor is already dead.
+    /// How many monitors are set on this actor.
+    #[cfg(test)]
+    pub(crate) fn monitor_count(&self) -> usize {
+        self.state
+            .lock()
+            .rel
+            .as_ref()
+            .map_or(0, |rel| rel.monitors.len())
+    }
+
     pub(crate) fn add_watcher(&self, watcher: Watcher) -> Result<(), Watcher> {
         let mut state = self.state.lock();
         if !state.alive {

@@ -287,14 +287,7 @@ impl<A: Actor> Context<A> {
     pub fn demonitor(&mut self, monitor: MonitorRef) -> bool {
         match self.monitors.as_mut().and_then(|m| m.remove(&monitor)) {
             Some(target) => {
-                match &target.target {
-                    UntypedTarget::Local(cell) => {
-                        cell.core().remove_monitor(monitor);
-                    }
-                    UntypedTarget::Remote(remote) => {
-                        self.node().inner.remote.demonitor(&remote.0, monitor)
-                    }
-                }
+                unwatch(self.node(), &target, monitor);
                 true
             }
             None => false,
@@ -361,8 +354,25 @@ impl<A: Actor> Context<A> {
     }
 }
 
+/// Takes `monitor` off `target`.
+fn unwatch(node: &Node, target: &UntypedRef, monitor: MonitorRef) {
+    match &target.target {
+        UntypedTarget::Local(cell) => {
+            cell.core().remove_monitor(monitor);
+        }
+        UntypedTarget::Remote(remote) => node.inner.remote.demonitor(&remote.0, monitor),
+    }
+}
+
 impl<A: Actor> Drop for Context<A> {
     fn drop(&mut self) {
+        // Monitors that have not fired come off their targets: a local target would otherwise
+        // keep this actor's cell until it ends itself.
+        if let Some(monitors) = self.monitors.take() {
+            for (monitor, target) in *monitors {
+                unwatch(self.node(), &target, monitor);
+            }
+        }
         let reason = match self.exit.take().map(|exit| *exit) {
             Some(Exit::Ending(reason)) => reason,
             // The task ended without reaching the end of its run loop.
@@ -379,5 +389,50 @@ impl<A: Actor> Drop for Context<A> {
             _ => tracing::trace!(actor = %cell.id, %reason, "actor stopped"),
         }
         cell.finalize(reason, std::mem::take(&mut self.batch));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actor::{Actor, ActorResult};
+    use crate::node::NodeConfig;
+
+    struct Idle;
+
+    impl Actor for Idle {
+        type Msg = ();
+
+        async fn handle(&mut self, (): (), _ctx: &mut Context<Self>) -> ActorResult {
+            Ok(())
+        }
+    }
+
+    /// Monitors its target when started.
+    struct Watching(crate::ActorRef<()>);
+
+    impl Actor for Watching {
+        type Msg = ();
+
+        async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+            ctx.monitor(&self.0);
+            Ok(())
+        }
+
+        async fn handle(&mut self, (): (), _ctx: &mut Context<Self>) -> ActorResult {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_actor_that_ends_takes_its_monitors_off_their_targets() {
+        let node = Node::new(NodeConfig::new("n1")).unwrap();
+        let target = node.spawn(Idle).unwrap();
+        let watching = node.start(Watching(target.clone())).await.unwrap();
+        let monitors = || target.local().unwrap().core().monitor_count();
+        assert_eq!(monitors(), 1);
+        watching.stop();
+        watching.wait_for_exit().await;
+        assert_eq!(monitors(), 0, "the target still holds the ended watcher");
     }
 }
