@@ -643,11 +643,16 @@ impl Remote {
         }
     }
 
+    /// Forgets the link between local actor `local` (by sequence number) and `remote_actor`.
+    fn forget_link(&self, local: u64, remote_actor: &ActorId) {
+        if let Some(set) = self.links.lock().get_mut(remote_actor.node()) {
+            set.remove(&(local, remote_actor.clone()));
+        }
+    }
+
     /// A local actor linked with a remote one ended: forgets the link and tells the other end.
     pub(crate) fn linked_ended(&self, local: &ActorId, remote_actor: &ActorId, reason: ExitReason) {
-        if let Some(set) = self.links.lock().get_mut(remote_actor.node()) {
-            set.remove(&(local.seq(), remote_actor.clone()));
-        }
+        self.forget_link(local.seq(), remote_actor);
         self.signal(
             remote_actor.node(),
             RemoteSignal::Exit {
@@ -752,9 +757,7 @@ impl Remote {
     }
 
     pub(crate) fn unlink(&self, local: &ActorId, remote_actor: &ActorId) {
-        if let Some(set) = self.links.lock().get_mut(remote_actor.node()) {
-            set.remove(&(local.seq(), remote_actor.clone()));
-        }
+        self.forget_link(local.seq(), remote_actor);
         self.signal(
             remote_actor.node(),
             RemoteSignal::Unlink {
