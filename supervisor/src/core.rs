@@ -7,13 +7,15 @@
 //! - Children keep the order they were added in; `stop` lists are in reverse of that order and
 //!   `start` lists in that order.
 //! - A restart decision counts one restart against the intensity; the supervisor escalates
-//!   exactly when more than `max_restarts` restarts fall within the last `period`.
+//!   exactly when more than `max_restarts` restarts fall within the last `period`. Children
+//!   that ended because one node died count as one restart within the period: one failure,
+//!   however many children it took (see [`RestartWindow`]).
 //! - Only running children are ever listed to stop; temporary children are never restarted.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use ensemble_runtime::ExitReason;
+use ensemble_runtime::{ExitReason, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{Backoff, Intensity, Restart, Strategy};
@@ -75,8 +77,50 @@ pub(crate) struct Core {
     /// Where each child is in `children`: supervisors with thousands of dynamic children look
     /// children up on every exit. Rebuilt when children are removed (rare).
     positions: HashMap<String, usize>,
-    /// When the restarts within the current window happened, oldest first.
-    restarts: VecDeque<Time>,
+    /// The restarts within the current window.
+    restarts: RestartWindow,
+}
+
+/// The restarts counted against a restart intensity within its sliding window.
+///
+/// A node that dies ends every child placed on it at once, each with `NodeDown` of that node.
+/// That is one failure, not one per child: counted per child, a supervisor with the default
+/// intensity (1 in 5 s) would give up on two children of a dead node instead of starting them
+/// elsewhere. So an exit with `NodeDown(n)` counts only if no restart for `NodeDown(n)` is in
+/// the window already. A node id names the node's incarnation, so a node that comes back and
+/// dies again counts again.
+#[derive(Debug, Default)]
+pub(crate) struct RestartWindow {
+    /// When each counted restart happened, oldest first, and the node whose death it was for.
+    restarts: VecDeque<(Time, Option<NodeId>)>,
+}
+
+impl RestartWindow {
+    /// Counts a restart after an exit with `reason` at `now` (unless that node's death is
+    /// counted already), forgets the restarts older than `period`, and returns how many the
+    /// window holds.
+    pub(crate) fn count(&mut self, reason: &ExitReason, now: Time, period: Duration) -> usize {
+        while let Some((oldest, _)) = self.restarts.front() {
+            if now.saturating_sub(*oldest) >= period {
+                self.restarts.pop_front();
+            } else {
+                break;
+            }
+        }
+        let node = match reason {
+            ExitReason::NodeDown(node) => Some(node),
+            _ => None,
+        };
+        let counted = node.is_some()
+            && self
+                .restarts
+                .iter()
+                .any(|(_, earlier)| earlier.as_ref() == node);
+        if !counted {
+            self.restarts.push_back((now, node.cloned()));
+        }
+        self.restarts.len()
+    }
 }
 
 impl Core {
@@ -86,7 +130,7 @@ impl Core {
             intensity,
             children: Vec::new(),
             positions: HashMap::new(),
-            restarts: VecDeque::new(),
+            restarts: RestartWindow::default(),
         }
     }
 
@@ -175,15 +219,9 @@ impl Core {
             return Decision::Nothing;
         }
 
-        self.restarts.push_back(now);
-        while let Some(&oldest) = self.restarts.front() {
-            if now.saturating_sub(oldest) >= self.intensity.period {
-                self.restarts.pop_front();
-            } else {
-                break;
-            }
-        }
-        if self.restarts.len() > self.intensity.max_restarts as usize {
+        if self.restarts.count(reason, now, self.intensity.period)
+            > self.intensity.max_restarts as usize
+        {
             return Decision::Escalate {
                 restarts: self.intensity.max_restarts,
                 period: self.intensity.period,
@@ -400,6 +438,64 @@ mod tests {
         ));
     }
 
+    fn node_down(name: &str, incarnation: u64) -> ExitReason {
+        ExitReason::NodeDown(NodeId::new(name, incarnation))
+    }
+
+    #[test]
+    fn children_of_one_dead_node_count_as_one_restart() {
+        let mut c = core(Strategy::OneForOne, 1, &[("a", P), ("b", P), ("c", P)]);
+        for id in ["a", "b", "c"] {
+            assert_eq!(
+                c.exited(id, &node_down("n", 1), MS, 0.0),
+                restart(&[], &[], &[id]),
+                "{id}"
+            );
+        }
+        // Any other failure within the period is one more restart: over the intensity.
+        c.started("a", 2 * MS);
+        assert!(matches!(
+            c.exited("a", &crash(), 3 * MS, 0.0),
+            Decision::Escalate { .. }
+        ));
+    }
+
+    #[test]
+    fn another_node_or_the_same_node_come_back_counts_again() {
+        let mut c = core(Strategy::OneForOne, 1, &[("a", P), ("b", P)]);
+        assert!(matches!(
+            c.exited("a", &node_down("n", 1), MS, 0.0),
+            Decision::Restart { .. }
+        ));
+        assert!(matches!(
+            c.exited("b", &node_down("m", 1), MS, 0.0),
+            Decision::Escalate { .. }
+        ));
+        let mut c = core(Strategy::OneForOne, 1, &[("a", P), ("b", P)]);
+        assert!(matches!(
+            c.exited("a", &node_down("n", 1), MS, 0.0),
+            Decision::Restart { .. }
+        ));
+        assert!(matches!(
+            c.exited("b", &node_down("n", 2), MS, 0.0),
+            Decision::Escalate { .. }
+        ));
+    }
+
+    #[test]
+    fn a_node_death_counts_again_once_its_restart_left_the_period() {
+        let mut c = core(Strategy::OneForOne, 1, &[("a", P), ("b", P)]);
+        assert!(matches!(
+            c.exited("a", &node_down("n", 1), Duration::ZERO, 0.0),
+            Decision::Restart { .. }
+        ));
+        // Late news of the same death, after the period: a restart of its own, in a fresh window.
+        assert!(matches!(
+            c.exited("b", &node_down("n", 1), 1000 * MS, 0.0),
+            Decision::Restart { .. }
+        ));
+    }
+
     #[test]
     fn zero_max_restarts_escalates_on_the_first_failure() {
         let mut c = core(Strategy::OneForOne, 0, &[("a", P)]);
@@ -467,6 +563,9 @@ mod model {
             Just(ExitReason::Shutdown),
             Just(ExitReason::Killed),
             Just(ExitReason::Failed("x".into())),
+            Just(ExitReason::NodeDown(NodeId::new("n", 1))),
+            Just(ExitReason::NodeDown(NodeId::new("n", 2))),
+            Just(ExitReason::NodeDown(NodeId::new("m", 1))),
         ]
     }
 
@@ -486,13 +585,14 @@ mod model {
         ]
     }
 
-    /// The model: a list of (id, restart type, running) and the full list of restart times.
+    /// The model: a list of (id, restart type, running) and the full list of restart times,
+    /// each with the node whose death it was for.
     struct Model {
         strategy: crate::Strategy,
         max: u32,
         period: Duration,
         children: Vec<(String, Restart, bool)>,
-        history: Vec<Time>,
+        history: Vec<(Time, Option<NodeId>)>,
     }
 
     impl Model {
@@ -515,12 +615,21 @@ mod model {
                 self.children[i].2 = false;
                 return Decision::Nothing;
             }
-            self.history.push(now);
-            let recent = self
-                .history
-                .iter()
-                .filter(|&&t| now - t < self.period)
-                .count();
+            let within = |t: &Time| now - *t < self.period;
+            let node = match reason {
+                ExitReason::NodeDown(node) => Some(node.clone()),
+                _ => None,
+            };
+            // A node's death counts once within the period, however many children it took.
+            let counted_already = node.is_some()
+                && self
+                    .history
+                    .iter()
+                    .any(|(t, earlier)| within(t) && *earlier == node);
+            if !counted_already {
+                self.history.push((now, node));
+            }
+            let recent = self.history.iter().filter(|(t, _)| within(t)).count();
             if recent > self.max as usize {
                 return Decision::Escalate {
                     restarts: self.max,

@@ -19,7 +19,7 @@ use ensemble::cluster::{Cluster, ClusterConfig, DownDecision};
 use ensemble::prelude::*;
 use ensemble::registry::{Registry, RegistryConfig};
 use ensemble::supervisor::app::{AppSpec, Apps};
-use ensemble::supervisor::placement::Requirements;
+use ensemble::supervisor::placement::{Requirements, Spread};
 use ensemble::supervisor::{ChildSpec, Placement, SupervisorRef, SupervisorSpec};
 use ensemble::transport::certs::NodeCert;
 use serde::{Deserialize, Serialize};
@@ -122,6 +122,10 @@ impl Actor for Probe {
         self.record("down", ctx.node().id().name());
     }
 }
+
+/// The supervisor of `supervise-pair`, kept apart from the one of `supervise`.
+#[derive(Clone)]
+struct Pair(SupervisorRef);
 
 pub(crate) fn run() {
     let Ok(name) = std::env::var(ENV_NAME) else {
@@ -269,9 +273,37 @@ async fn run_op(apps: &Apps, registry: &Registry, op: &str, args: &[String]) -> 
                 Err(e) => format!("err {e}"),
             }
         }
+        "supervise-pair" => {
+            // Two children of one module packed on one node, with the default restart
+            // intensity (1 in 5 s).
+            let needs = Requirements {
+                labels: BTreeMap::from([("zone".to_owned(), "two".to_owned())]),
+                spread: Spread::Pack,
+                ..Requirements::default()
+            };
+            let mut spec = SupervisorSpec::new("pair");
+            for id in ["one", "two"] {
+                spec = spec.child(
+                    ChildSpec::module(id, "probe.worker", &ProbeArgs::default())
+                        .expect("args")
+                        .placement(Placement::Any(needs.clone())),
+                );
+            }
+            let node = registry_node(registry);
+            match SupervisorRef::start(&node, spec).await {
+                Ok(sup) => {
+                    node.set_extension(Pair(sup));
+                    "ok".into()
+                }
+                Err(e) => format!("err {e}"),
+            }
+        }
         "children" => {
             let node = registry_node(registry);
-            let sup = node.extension::<SupervisorRef>().expect("a supervisor");
+            let sup = match arg(0) {
+                "pair" => node.extension::<Pair>().expect("the pair supervisor").0,
+                _ => node.extension::<SupervisorRef>().expect("a supervisor"),
+            };
             match sup.which_children().await {
                 Ok(children) => children
                     .iter()

@@ -1,6 +1,7 @@
 //! A supervisor whose children are started from modules on other nodes: one pinned to a
 //! node, one placed on any node of a zone and restarted on another when its node dies.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::util::{ChildNode, DEADLINE, certificates, one_cluster_at_a_time};
@@ -15,17 +16,24 @@ fn node_of(children: &str, id: &str) -> String {
         .to_owned()
 }
 
+/// Nodes a, b, c and d of one cluster (a, b and c its voters, with a leader), and the seeds
+/// that join it.
+fn four_nodes(dir: &Path) -> ([ChildNode; 4], Vec<String>) {
+    let mut a = ChildNode::start("a", dir, &[], true);
+    let seeds = vec![a.addr.clone()];
+    let b = ChildNode::start("b", dir, &seeds, false);
+    let c = ChildNode::start("c", dir, &seeds, false);
+    let d = ChildNode::start("d", dir, &seeds, false);
+    a.run_until("leader", "voters a,b,c");
+    ([a, b, c, d], seeds)
+}
+
 #[test]
 fn module_children_are_placed_and_restarted_on_a_live_node() {
     let _turn = one_cluster_at_a_time();
     let certs = certificates(&["a", "b", "c", "d", "e"]);
     let dir = certs.path();
-    let mut a = ChildNode::start("a", dir, &[], true);
-    let seeds = vec![a.addr.clone()];
-    let _b = ChildNode::start("b", dir, &seeds, false);
-    let mut c = ChildNode::start("c", dir, &seeds, false);
-    let mut d = ChildNode::start("d", dir, &seeds, false);
-    a.run_until("leader", "voters a,b,c");
+    let ([mut a, _b, mut c, mut d], seeds) = four_nodes(dir);
 
     // `later` is pinned to node e, which has not joined: it waits, without failing.
     assert_eq!(a.run("supervise b e"), "ok");
@@ -40,44 +48,20 @@ fn module_children_are_placed_and_restarted_on_a_live_node() {
     assert!(a.run_until("ping sup.free", "ok ").contains(&first));
 
     // Kill the free child's node: the supervisor restarts it on the other node of zone two.
-    let other = if first == "c" { "d" } else { "c" };
-    if first == "c" {
-        c.kill()
-    } else {
-        d.kill()
-    }
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let children = a.run("children");
-        let now = node_of(&children, "free");
-        if now == other {
-            assert_eq!(node_of(&children, "pinned"), "b", "{children}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "child not restarted on {other}: {children}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let other = kill_one_of(&first, &mut c, &mut d);
+    let children = ask_until(&mut a, "children", |children| {
+        node_of(children, "free") == other
+    });
+    assert_eq!(node_of(&children, "pinned"), "b", "{children}");
     let answer = a.run_until("ping sup.free", &format!("ok {other}"));
     assert!(answer.starts_with(&format!("ok {other}")), "{answer}");
 
     // Node e joins: the child waiting for it starts there.
     let _e = ChildNode::start("e", dir, &seeds, false);
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let children = a.run("children");
-        if node_of(&children, "later") == "e" {
-            assert!(children.contains("later@e/Running"), "{children}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "child not placed on e: {children}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let children = ask_until(&mut a, "children", |children| {
+        node_of(children, "later") == "e"
+    });
+    assert!(children.contains("later@e/Running"), "{children}");
 
     // Negotiation: ten copies, one per node (anti-affinity). Accepting six fails and keeps
     // none; accepting two takes the four live nodes, one each.
@@ -100,17 +84,9 @@ fn module_children_are_placed_and_restarted_on_a_live_node() {
     .unwrap();
     assert_eq!(a.run(&format!("deploy {}", spec.display())), "ok");
     assert_eq!(a.run("list"), "ok crashy");
-    let status = a.run_until("status crashy", "{");
-    let deadline = Instant::now() + DEADLINE;
-    let mut status = status;
-    while !status.contains("gave up: more than 2 restarts within 60 s") {
-        assert!(
-            Instant::now() < deadline,
-            "the role did not give up: {status}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        status = a.run("status crashy");
-    }
+    ask_until(&mut a, "status crashy", |status| {
+        status.contains("gave up: more than 2 restarts within 60 s")
+    });
     // A role dropped from a deployed app is stopped.
     let two = |roles: &str| {
         let path = dir.join(format!("two-{roles}.toml"));
@@ -139,4 +115,59 @@ fn module_children_are_placed_and_restarted_on_a_live_node() {
     assert_eq!(a.run("negotiate many 10 2"), format!("granted 4 {alive}"));
     let children = a.run("children");
     assert_eq!(children.matches("many-").count(), 4, "{children}");
+}
+
+/// A node's death is one failure: a supervisor with the default intensity (1 restart in 5 s)
+/// whose two children ran on a node that dies restarts both elsewhere instead of giving up.
+#[test]
+fn the_children_of_a_dead_node_count_as_one_restart() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["a", "b", "c", "d"]);
+    let dir = certs.path();
+    let ([mut a, _b, mut c, mut d], _) = four_nodes(dir);
+
+    assert_eq!(a.run("supervise-pair"), "ok");
+    let children = a.run("children pair");
+    let first = node_of(&children, "one");
+    assert_eq!(node_of(&children, "two"), first, "{children}");
+    let other = kill_one_of(&first, &mut c, &mut d);
+    let wanted = [
+        format!("one@{other}/Running"),
+        format!("two@{other}/Running"),
+    ];
+    ask_until(&mut a, "children pair", |children| {
+        assert!(
+            !children.starts_with("err"),
+            "the supervisor gave up: {children}"
+        );
+        wanted.iter().all(|w| children.contains(w.as_str()))
+    });
+}
+
+/// Kills `first` of the nodes c and d (zone two); answers the other.
+fn kill_one_of(first: &str, c: &mut ChildNode, d: &mut ChildNode) -> &'static str {
+    if first == "c" {
+        c.kill();
+        "d"
+    } else {
+        d.kill();
+        "c"
+    }
+}
+
+/// Runs `command` on `node` until `done` holds for its answer, which it returns; fails the
+/// test with the last answer after the deadline.
+fn ask_until(node: &mut ChildNode, command: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let answer = node.run(command);
+        if done(&answer) {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{command}` never answered as awaited: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

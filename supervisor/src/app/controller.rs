@@ -15,7 +15,7 @@
 //! the app's status, counted in `ensemble_app_unplaced_instances`, and tried again whenever a
 //! node joins, a session changes or the periodic tick comes.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use ensemble_registry::{Registry, RegistryEffect};
@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use super::spec::{AppSpec, RoleSpec, role_group};
 use super::{APPS_PREFIX, STATUS_PREFIX};
 use crate::agent::{NotStarted, StartInstance, agents, offers, start_on};
+use crate::core::RestartWindow;
 use crate::placement::{Offer, plan};
 use crate::spec::Restart;
 
@@ -78,8 +79,11 @@ pub struct Controller {
     ended: HashMap<ActorId, Instant>,
     /// Instances being stopped on purpose (their end is not a failure).
     stopping: HashSet<ActorId>,
-    /// Replacements made, per role, for the restart intensity.
-    restarts: HashMap<RoleKey, VecDeque<Instant>>,
+    /// Replacements made, per role, for the restart intensity (instances that one node's death
+    /// took count once).
+    restarts: HashMap<RoleKey, RestartWindow>,
+    /// What the restart windows count time from.
+    epoch: Instant,
     /// Instances that ended for good (temporary, or transient that ended normally).
     done: HashMap<RoleKey, usize>,
     gave_up: HashSet<RoleKey>,
@@ -102,6 +106,7 @@ impl Controller {
             ended: HashMap::new(),
             stopping: HashSet::new(),
             restarts: HashMap::new(),
+            epoch: Instant::now(),
             done: HashMap::new(),
             gave_up: HashSet::new(),
             problems: BTreeMap::new(),
@@ -399,11 +404,9 @@ impl Controller {
             return;
         }
         let window = Duration::from_secs(role.restart.within_secs);
-        let now = Instant::now();
+        let now = self.epoch.elapsed();
         let history = self.restarts.entry(key.clone()).or_default();
-        history.retain(|t| now.duration_since(*t) < window);
-        history.push_back(now);
-        if history.len() > role.restart.max_restarts as usize {
+        if history.count(reason, now, window) > role.restart.max_restarts as usize {
             tracing::error!(app = %key.0, role = %key.1, "restart intensity exceeded; the role gives up");
             metrics::counter!("ensemble_app_roles_given_up_total").increment(1);
             self.gave_up.insert(key);
