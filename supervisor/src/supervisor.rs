@@ -1,6 +1,6 @@
 //! The `Supervisor` actor: carries out the decisions of the pure core (`core.rs`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use ensemble_runtime::{
@@ -509,12 +509,21 @@ impl Supervisor {
         }
     }
 
-    /// Tries again to start the children no node could take.
+    /// Tries again to start the children no node could take, except those of a restart that
+    /// is not due yet: that restart starts them in order, after the siblings they depend on
+    /// (one-for-all, rest-for-one) come back from their backoff.
     async fn place_waiting(&mut self, ctx: &mut Context<Self>) {
+        let due_later: HashSet<&str> = self
+            .pending
+            .values()
+            .flatten()
+            .map(String::as_str)
+            .collect();
         let waiting: Vec<String> = self
             .core
             .ids()
             .filter(|id| self.unplaced.contains_key(*id))
+            .filter(|id| !due_later.contains(id))
             .map(str::to_owned)
             .collect();
         for id in waiting {

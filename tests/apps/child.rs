@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ensemble::cluster::{Cluster, ClusterConfig, DownDecision};
@@ -20,7 +21,9 @@ use ensemble::prelude::*;
 use ensemble::registry::{Registry, RegistryConfig};
 use ensemble::supervisor::app::{AppSpec, Apps};
 use ensemble::supervisor::placement::{Requirements, Spread};
-use ensemble::supervisor::{ChildSpec, Placement, SupervisorRef, SupervisorSpec};
+use ensemble::supervisor::{
+    Backoff, ChildSpec, Placement, Strategy, SupervisorRef, SupervisorSpec,
+};
 use ensemble::transport::certs::NodeCert;
 use serde::{Deserialize, Serialize};
 
@@ -123,9 +126,25 @@ impl Actor for Probe {
     }
 }
 
-/// The supervisor of `supervise-pair`, kept apart from the one of `supervise`.
-#[derive(Clone)]
-struct Pair(SupervisorRef);
+/// The supervisors of `supervise-pair` and `supervise-rest`, by name, kept apart from the one
+/// of `supervise`.
+#[derive(Clone, Default)]
+struct Others(Arc<Mutex<BTreeMap<String, SupervisorRef>>>);
+
+/// Starts a supervisor kept in [`Others`].
+async fn start_other(registry: &Registry, spec: SupervisorSpec) -> String {
+    let node = registry_node(registry);
+    let name = spec.name().to_owned();
+    match SupervisorRef::start(&node, spec).await {
+        Ok(sup) => {
+            let others = node.extension::<Others>().unwrap_or_default();
+            others.0.lock().unwrap().insert(name, sup);
+            node.set_extension(others);
+            "ok".into()
+        }
+        Err(e) => format!("err {e}"),
+    }
+}
 
 pub(crate) fn run() {
     let Ok(name) = std::env::var(ENV_NAME) else {
@@ -289,20 +308,47 @@ async fn run_op(apps: &Apps, registry: &Registry, op: &str, args: &[String]) -> 
                         .placement(Placement::Any(needs.clone())),
                 );
             }
-            let node = registry_node(registry);
-            match SupervisorRef::start(&node, spec).await {
-                Ok(sup) => {
-                    node.set_extension(Pair(sup));
-                    "ok".into()
-                }
-                Err(e) => format!("err {e}"),
-            }
+            start_other(registry, spec).await
+        }
+        "supervise-rest" => {
+            // Rest-for-one: `first` placed in zone two, restarted after a 4 s backoff;
+            // `second` pinned to node `arg(0)`, which has not joined yet.
+            let needs = Requirements {
+                labels: BTreeMap::from([("zone".to_owned(), "two".to_owned())]),
+                ..Requirements::default()
+            };
+            let backoff = Backoff {
+                initial: Duration::from_secs(4),
+                max: Duration::from_secs(4),
+                jitter: 0.0,
+                ..Backoff::default()
+            };
+            let spec = SupervisorSpec::new("rest")
+                .strategy(Strategy::RestForOne)
+                .child(
+                    ChildSpec::module("first", "probe.worker", &ProbeArgs::default())
+                        .expect("args")
+                        .placement(Placement::Any(needs))
+                        .backoff(backoff),
+                )
+                .child(
+                    ChildSpec::module("second", "probe.worker", &ProbeArgs::default())
+                        .expect("args")
+                        .placement(Placement::Node(arg(0).to_owned())),
+                );
+            start_other(registry, spec).await
         }
         "children" => {
             let node = registry_node(registry);
             let sup = match arg(0) {
-                "pair" => node.extension::<Pair>().expect("the pair supervisor").0,
-                _ => node.extension::<SupervisorRef>().expect("a supervisor"),
+                "" => node.extension::<SupervisorRef>().expect("a supervisor"),
+                name => node
+                    .extension::<Others>()
+                    .expect("supervisors")
+                    .0
+                    .lock()
+                    .unwrap()[name]
+                    .clone(),
             };
             match sup.which_children().await {
                 Ok(children) => children

@@ -144,6 +144,40 @@ fn the_children_of_a_dead_node_count_as_one_restart() {
     });
 }
 
+/// Rest-for-one across nodes: a child waiting for a node that joins while the sibling before
+/// it waits out its restart backoff starts only after that sibling, as the strategy orders.
+#[test]
+fn a_waiting_child_does_not_start_before_the_sibling_it_depends_on() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["a", "b", "c", "d", "e"]);
+    let dir = certs.path();
+    let ([mut a, _b, mut c, mut d], seeds) = four_nodes(dir);
+
+    assert_eq!(a.run("supervise-rest e"), "ok");
+    let children = a.run("children rest");
+    assert!(children.contains("second@-/Unplaced"), "{children}");
+    let first = node_of(&children, "first");
+    // `first` ends with its node and restarts after its backoff (4 s); `second`'s node joins
+    // meanwhile.
+    kill_one_of(&first, &mut c, &mut d);
+    ask_until(&mut a, "children rest", |children| {
+        children.contains("first@-/Restarting")
+    });
+    let _e = ChildNode::start("e", dir, &seeds, false);
+    ask_until(&mut a, "children rest", |children| {
+        let running = |id: &str| {
+            children
+                .split_whitespace()
+                .any(|c| c.starts_with(&format!("{id}@")) && c.ends_with("/Running"))
+        };
+        assert!(
+            running("first") || !running("second"),
+            "second started before first: {children}"
+        );
+        running("first") && running("second")
+    });
+}
+
 /// Kills `first` of the nodes c and d (zone two); answers the other.
 fn kill_one_of(first: &str, c: &mut ChildNode, d: &mut ChildNode) -> &'static str {
     if first == "c" {
