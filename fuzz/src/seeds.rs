@@ -119,56 +119,81 @@ fn controls() -> Vec<(&'static str, Control)> {
         ("leaving", Control::Leaving),
         (
             "stop",
-            Control::Signal(RemoteSignal::Stop {
-                to: 12,
-                reason: Some(ExitReason::Shutdown),
-            }),
+            Control::Signal {
+                seq: 1,
+                signal: RemoteSignal::Stop {
+                    to: 12,
+                    reason: Some(ExitReason::Shutdown),
+                },
+            },
         ),
         (
             "kill",
-            Control::Signal(RemoteSignal::Stop {
-                to: 12,
-                reason: None,
-            }),
+            Control::Signal {
+                seq: 2,
+                signal: RemoteSignal::Stop {
+                    to: 12,
+                    reason: None,
+                },
+            },
         ),
         (
             "monitor",
-            Control::Signal(RemoteSignal::Monitor { to: 3, monitor: 44 }),
+            Control::Signal {
+                seq: 3,
+                signal: RemoteSignal::Monitor { to: 3, monitor: 44 },
+            },
         ),
         (
             "demonitor",
-            Control::Signal(RemoteSignal::Demonitor { to: 3, monitor: 44 }),
+            Control::Signal {
+                seq: 4,
+                signal: RemoteSignal::Demonitor { to: 3, monitor: 44 },
+            },
         ),
         (
             "down",
-            Control::Signal(RemoteSignal::Down {
-                monitor: 44,
-                actor: actor(&n2, 3),
-                reason: ExitReason::Panicked("index out of bounds".into()),
-            }),
+            Control::Signal {
+                seq: 5,
+                signal: RemoteSignal::Down {
+                    monitor: 44,
+                    actor: actor(&n2, 3),
+                    reason: ExitReason::Panicked("index out of bounds".into()),
+                },
+            },
         ),
         (
             "link",
-            Control::Signal(RemoteSignal::Link {
-                to: 5,
-                from: actor(&n2, 9),
-            }),
+            Control::Signal {
+                seq: 6,
+                signal: RemoteSignal::Link {
+                    to: 5,
+                    from: actor(&n2, 9),
+                },
+            },
         ),
         (
             "unlink",
-            Control::Signal(RemoteSignal::Unlink {
-                to: 5,
-                from: actor(&n2, 9),
-            }),
+            Control::Signal {
+                seq: 7,
+                signal: RemoteSignal::Unlink {
+                    to: 5,
+                    from: actor(&n2, 9),
+                },
+            },
         ),
         (
             "exit",
-            Control::Signal(RemoteSignal::Exit {
-                to: 5,
-                from: actor(&n2, 9),
-                reason: ExitReason::NodeDown(node("n3", 2)),
-            }),
+            Control::Signal {
+                seq: 8,
+                signal: RemoteSignal::Exit {
+                    to: 5,
+                    from: actor(&n2, 9),
+                    reason: ExitReason::NodeDown(node("n3", 2)),
+                },
+            },
         ),
+        ("signals-applied", Control::SignalsApplied { through: 8 }),
         (
             "whereis",
             Control::WhereIs {

@@ -1,15 +1,15 @@
 //! Signals between nodes are not lost while both nodes live: a burst of monitors that
-//! overflows the control queue still arrives whole, in order, and every monitor fires; and
-//! monitors and links set over a connection that ends are set again over the next; and an
-//! actor spawned for a node that gave up waiting does not live on unowned.
+//! overflows the control queue still arrives whole, in order, and every monitor fires;
+//! monitors, links, stops and unlinks outlive a connection that ends; and an actor spawned for
+//! a node that gave up waiting does not live on unowned.
 //!
 //! Both nodes run in this process (real QUIC on loopback).
 
 use std::time::Duration;
 
-use ensemble::SpawnError;
 use ensemble::cluster::{Cluster, ClusterConfig};
 use ensemble::prelude::*;
+use ensemble::{NodeId, SpawnError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -24,6 +24,8 @@ enum IdleMsg {
     Stop,
     /// Bytes to take and drop.
     Blob(Vec<u8>),
+    /// Remove the link with this actor.
+    Unlink(ActorId),
 }
 
 /// An actor that waits until told to stop.
@@ -33,8 +35,13 @@ impl Actor for Idle {
     type Msg = IdleMsg;
 
     async fn handle(&mut self, msg: IdleMsg, ctx: &mut Context<Self>) -> ActorResult {
-        if let IdleMsg::Stop = msg {
-            ctx.stop();
+        match msg {
+            IdleMsg::Stop => ctx.stop(),
+            IdleMsg::Blob(_) => {}
+            IdleMsg::Unlink(other) => {
+                let other = UntypedRef::from_id(ctx.node(), &other);
+                ctx.unlink(other);
+            }
         }
         Ok(())
     }
@@ -213,31 +220,40 @@ impl Actor for Trapper {
     }
 }
 
+/// Two nodes whose connection ended while both live, and what n0 set up before: `made` are
+/// actors of n1, the first monitored and the second linked by n0's `trapper`, which reports
+/// on `fired` what reaches it.
+struct Apart {
+    watching: Node,
+    watched: Node,
+    cluster: Cluster,
+    n1: NodeId,
+    made: Vec<ActorRef<IdleMsg>>,
+    trapper: ActorRef<TrapperMsg>,
+    fired: mpsc::UnboundedReceiver<(&'static str, ActorId)>,
+}
+
 /// n0 sends frames of up to 16 MiB, n1 takes 8 MiB at most: one large message from n0 is a
 /// bad frame to n1, which closes the connection; the nodes then connect again, both alive.
-/// The actors watched on n1 end in between, when no connection carries their `Down` and
-/// `Exit`: the monitor and the link fire all the same, once the nodes are connected again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn monitors_and_links_outlive_a_connection_that_ends() {
-    let certs = certificates(&["n0", "n1"]);
+/// Answers once n0 saw the connection end, with `count` actors made on n1.
+async fn apart(certs: &std::path::Path, count: usize) -> Apart {
     let Pair {
         watching,
         cluster,
         watched,
         factory,
         ..
-    } = pair(certs.path(), |config| config.max_frame_size = 16 << 20).await;
+    } = pair(certs, |config| config.max_frame_size = 16 << 20).await;
     let n1 = member_id(&cluster, "n1");
     let made = factory
-        .ask(|reply| FactoryMsg::Make(2, reply), ASK)
+        .ask(|reply| FactoryMsg::Make(count, reply), ASK)
         .await
         .expect("the actors");
-    let (monitored, linked) = (made[0].clone(), made[1].clone());
-    let (tx, mut fired) = mpsc::unbounded_channel();
+    let (tx, fired) = mpsc::unbounded_channel();
     let trapper = watching.spawn(Trapper { fired: tx }).expect("trapper");
     trapper
         .ask(
-            |reply| TrapperMsg::Watch(monitored.clone(), linked.clone(), reply),
+            |reply| TrapperMsg::Watch(made[0].clone(), made[1].clone(), reply),
             ASK,
         )
         .await
@@ -245,25 +261,55 @@ async fn monitors_and_links_outlive_a_connection_that_ends() {
     // n1 has handled the monitor and the link once a lookup is answered on the same stream.
     let _ = cluster.whereis::<FactoryMsg>(&n1, "factory").await;
 
-    monitored
+    made[0]
         .tell(IdleMsg::Blob(vec![0; 9 << 20]))
         .await
         .expect("the large message");
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    while monitored.is_alive() {
+    while made[0].is_alive() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "n1 did not close the connection after the large message"
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    // Not connected now: their ends go nowhere.
+    Apart {
+        watching,
+        watched,
+        cluster,
+        n1,
+        made,
+        trapper,
+        fired,
+    }
+}
+
+impl Apart {
+    /// Checks that the test ran as meant (n1 stayed a member) and shuts both nodes down.
+    async fn end(self) {
+        assert!(
+            self.cluster.members().iter().any(|m| m.node == self.n1),
+            "n1 was declared down: the test needs it alive"
+        );
+        self.watched.shutdown().await;
+        self.watching.shutdown().await;
+    }
+}
+
+/// The actors watched on n1 end while the nodes are apart, when no connection carries their
+/// `Down` and `Exit`: the monitor and the link fire all the same, once the nodes are connected
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_and_links_outlive_a_connection_that_ends() {
+    let certs = certificates(&["n0", "n1"]);
+    let mut apart = apart(certs.path(), 2).await;
+    let (monitored, linked) = (apart.made[0].clone(), apart.made[1].clone());
     for actor in [&monitored, &linked] {
-        UntypedRef::from_id(&watched, actor.id()).stop();
+        UntypedRef::from_id(&apart.watched, actor.id()).stop();
     }
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        match tokio::time::timeout(DEADLINE, fired.recv()).await {
+        match tokio::time::timeout(DEADLINE, apart.fired.recv()).await {
             Ok(Some(event)) => seen.push(event),
             _ => panic!("after the connection ended, only {seen:?} fired within {DEADLINE:?}"),
         }
@@ -276,12 +322,72 @@ async fn monitors_and_links_outlive_a_connection_that_ends() {
             ("exit", linked.id().clone())
         ]
     );
+    apart.end().await;
+}
+
+/// While the nodes are apart, n0 stops one actor of n1 and kills another, and the actor of n1
+/// linked with n0's trapper unlinks. The stop and the kill arrive once the nodes are connected
+/// again, and the unlink holds: the linked actor's end later sends the trapper no exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_and_unlinks_made_while_apart_arrive_once_connected_again() {
+    let certs = certificates(&["n0", "n1"]);
+    let mut apart = apart(certs.path(), 4).await;
+    let made = apart.made.clone();
+    let (monitored, linked, stopped, killed) = (&made[0], &made[1], &made[2], &made[3]);
+    let watched = apart.watched.clone();
+    let local = |actor: &ActorRef<IdleMsg>| UntypedRef::from_id(&watched, actor.id());
+    let ends = [("stopped", local(stopped)), ("killed", local(killed))];
+    stopped.stop();
+    killed.kill();
+    local(linked)
+        .downcast::<IdleMsg>()
+        .expect("an idle actor")
+        .tell(IdleMsg::Unlink(apart.trapper.id().clone()))
+        .await
+        .expect("the unlink");
+    for (what, actor) in ends {
+        let reason = tokio::time::timeout(DEADLINE, actor.wait_for_exit())
+            .await
+            .unwrap_or_else(|_| panic!("the {what} actor still runs after {DEADLINE:?}"));
+        let want = if what == "stopped" {
+            ExitReason::Normal
+        } else {
+            ExitReason::Killed
+        };
+        assert_eq!(reason, want, "{what}");
+    }
+    // n1 sent the unlink before the `Down` of the monitored actor, on one ordered stream:
+    // once that `Down` fired here, the unlink applied too.
+    local(monitored).stop();
+    match tokio::time::timeout(DEADLINE, apart.fired.recv()).await {
+        Ok(Some(event)) => assert_eq!(event, ("down", monitored.id().clone())),
+        other => panic!("the monitor did not fire: {other:?}"),
+    }
+    let linked_end = local(linked);
+    linked_end.stop();
+    linked_end.wait_for_exit().await;
+    // A marker behind the linked actor's end on n1's control stream: a monitor of an actor
+    // that ended answers `Down` with `NoProc` after any exit n1 sent before it.
+    apart
+        .trapper
+        .ask(
+            |reply| TrapperMsg::Watch(linked.clone(), stopped.clone(), reply),
+            ASK,
+        )
+        .await
+        .expect("watching again");
+    let mut seen = Vec::new();
+    while !seen.contains(&("down", linked.id().clone())) {
+        match tokio::time::timeout(DEADLINE, apart.fired.recv()).await {
+            Ok(Some(event)) => seen.push(event),
+            other => panic!("no down for the linked actor: {other:?} after {seen:?}"),
+        }
+    }
     assert!(
-        cluster.members().iter().any(|m| m.node == n1),
-        "n1 was declared down: the test needs it alive"
+        !seen.contains(&("exit", linked.id().clone())),
+        "the unlinked actor's end reached the trapper: {seen:?}"
     );
-    watched.shutdown().await;
-    watching.shutdown().await;
+    apart.end().await;
 }
 
 /// An actor whose start takes the given number of milliseconds.

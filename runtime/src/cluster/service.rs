@@ -746,7 +746,6 @@ impl Cluster {
             lanes.push(lane);
         }
         self.inner.node.inner.remote.connect(
-            &self.inner.node,
             hello.node.clone(),
             PeerLinks {
                 control: link_control,
@@ -879,12 +878,15 @@ impl Cluster {
                     .node_down(&self.inner.node, peer);
                 self.emit(event);
             }
-            Control::Signal(signal) => {
+            Control::Signal { seq, signal } => {
                 self.inner
                     .node
                     .inner
                     .remote
-                    .on_signal(&self.inner.node, peer, signal);
+                    .on_signal(&self.inner.node, peer, seq, signal);
+            }
+            Control::SignalsApplied { through } => {
+                self.inner.node.inner.remote.signals_applied(peer, through);
             }
             Control::WhereIs { request, name } => {
                 let actor = self
@@ -1056,17 +1058,27 @@ impl Cluster {
             if self.inner.state.lock().left {
                 return;
             }
-            let links: Vec<Link> = self
+            let links: Vec<(NodeId, Link)> = self
                 .inner
                 .state
                 .lock()
                 .peers
-                .values()
-                .filter_map(|p| p.link.clone())
+                .iter()
+                .filter_map(|(node, p)| Some((node.clone(), p.link.clone()?)))
                 .collect();
-            for link in links {
+            let remote = &self.inner.node.inner.remote;
+            for (peer, link) in links {
                 // A full queue means the peer is not reading: skipping a heartbeat is right.
                 let _ = link.control.try_send(Control::Heartbeat);
+                // The peer keeps the signals it sent until told they applied.
+                if let Some(through) = remote.acknowledgement_due(&peer)
+                    && link
+                        .control
+                        .try_send(Control::SignalsApplied { through })
+                        .is_ok()
+                {
+                    remote.acknowledgement_sent(&peer, through);
+                }
             }
             self.check_peers();
             self.inner.node.inner.remote.sweep();

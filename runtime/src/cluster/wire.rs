@@ -14,7 +14,7 @@ use crate::id::NodeId;
 use crate::remote::{RemoteSignal, WireRef};
 
 /// The protocol version this build speaks. Peers must speak the same one.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Who a node is, as told in the handshake.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,8 +64,21 @@ pub enum Control {
     Members(Vec<MemberView>),
     /// The sender is leaving the cluster on purpose.
     Leaving,
-    /// A system signal for one of the receiver's actors, or about one of the sender's.
-    Signal(RemoteSignal),
+    /// A system signal for one of the receiver's actors, or about one of the sender's,
+    /// numbered per pair of nodes from 1. Sent again on a new connection until acknowledged;
+    /// the receiver applies each number once.
+    Signal {
+        /// The signal's number.
+        seq: u64,
+        /// The signal.
+        signal: RemoteSignal,
+    },
+    /// The sender applied every signal of the receiver up to this number (sent with
+    /// heartbeats, when signals came since the last one).
+    SignalsApplied {
+        /// The last signal applied.
+        through: u64,
+    },
     /// Which actor holds this name on your node (if it can be reached from other nodes)?
     WhereIs {
         /// Numbers the answer.

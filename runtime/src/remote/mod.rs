@@ -12,10 +12,13 @@
 //! into this node's table of pending asks, so the reply can find its way back. Decoding needs
 //! the receiving node, which is set for the duration of each decode.
 //!
-//! Signals (stop, kill, monitors, links, exits) travel on the control stream. When a node goes
-//! down, every monitor and link to its actors fires with [`ExitReason::NodeDown`] and every ask
-//! waiting on it fails.
+//! Signals (stop, kill, monitors, links, exits) travel on the control stream, numbered, and are
+//! sent again on a new connection until the peer acknowledges them (`delivery`), so a
+//! connection that ends while both nodes live loses none. When a node goes down, every monitor
+//! and link to its actors fires with [`ExitReason::NodeDown`] and every ask waiting on it
+//! fails.
 
+mod delivery;
 mod modules;
 mod router;
 mod serde_impls;

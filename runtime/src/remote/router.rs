@@ -22,6 +22,7 @@ use crate::id::{ActorId, NodeId};
 use crate::node::Node;
 use crate::transport::frame;
 
+use super::delivery::PeerSignals;
 use super::wire::{Data, Outcome, RemoteSignal, WireRef};
 use super::{LANES, RemoteMessage, node_down_reason, unreachable_reason};
 
@@ -266,17 +267,18 @@ pub(crate) struct PeerLinks {
 }
 
 impl PeerLinks {
-    /// Queues a signal on the control stream, after every signal queued before it. One that
-    /// finds the queue full waits for room (heartbeats are skipped instead): a signal lost
-    /// would be a monitor or link that never fires while both nodes live. It is gone only
-    /// with the connection, as what the connection carried is.
-    fn signal(&self, signal: RemoteSignal) {
+    /// Queues signal number `seq` on the control stream, after every signal queued before it.
+    /// One that finds the queue full waits for room (heartbeats are skipped instead), so the
+    /// connection carries every signal in order; one that the connection's end takes is sent
+    /// again on the next (`delivery`).
+    fn signal(&self, seq: u64, signal: RemoteSignal) {
+        let signal = Control::Signal { seq, signal };
         let mut overflow = self.overflow.lock();
         if !overflow.is_empty() {
-            overflow.push_back(Control::Signal(signal));
+            overflow.push_back(signal);
             return;
         }
-        match self.control.try_send(Control::Signal(signal)) {
+        match self.control.try_send(signal) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(waiting)) => {
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -317,6 +319,9 @@ async fn drain_overflow(control: mpsc::Sender<Control>, overflow: Arc<Mutex<VecD
 /// The router of one node's remote traffic.
 pub(crate) struct Remote {
     peers: DashMap<NodeId, PeerLinks>,
+    /// The signals sent to and applied from each peer this node connected to, until the peer
+    /// is declared down or leaves (a connection's end keeps them: `delivery`).
+    signals: DashMap<NodeId, Arc<PeerSignals>>,
     exports: DashMap<u64, Arc<dyn Inbox>>,
     pending: Mutex<HashMap<u64, Pending>>,
     watches: Mutex<HashMap<u64, Watch>>,
@@ -336,6 +341,7 @@ impl Remote {
     pub(crate) fn new() -> Self {
         Self {
             peers: hashing::dash_map(),
+            signals: hashing::dash_map(),
             exports: hashing::dash_map(),
             pending: Mutex::new(HashMap::default()),
             watches: Mutex::new(HashMap::default()),
@@ -367,47 +373,16 @@ impl Remote {
 
     // ---- connections
 
-    /// A connection to `peer` is up (`node` is this node). Monitors and links to its actors
-    /// that were set over an earlier connection are set again: signals on their way when that
-    /// connection ended (a `Down`, an `Exit`, the monitor or link itself) were lost with it.
-    /// A target that ended meanwhile answers `NoProc`, so the monitor or link fires; one
-    /// that lives takes the monitor again (a second `Down` for one monitor is ignored here)
-    /// and the link as it was.
-    pub(crate) fn connect(&self, node: &Node, peer: NodeId, links: PeerLinks) {
-        self.peers.insert(peer.clone(), links);
-        let monitors: Vec<(u64, ActorId)> = self
-            .watches
-            .lock()
-            .iter()
-            .filter(|(_, watch)| watch.target().node() == &peer)
-            .map(|(monitor, watch)| (*monitor, watch.target().clone()))
-            .collect();
-        for (monitor, target) in monitors {
-            self.signal(
-                &peer,
-                RemoteSignal::Monitor {
-                    to: target.seq(),
-                    monitor,
-                },
-            );
+    /// A connection to `peer` is up. The signals the peer has not acknowledged (sent on an
+    /// earlier connection that ended while both nodes lived, or while none was up) go out on
+    /// it first, in order; signals sent from now on follow them.
+    pub(crate) fn connect(&self, peer: NodeId, links: PeerLinks) {
+        let signals = Arc::clone(self.signals.entry(peer.clone()).or_default().value());
+        let outbox = signals.outbox.lock();
+        for (seq, signal) in outbox.unacknowledged() {
+            links.signal(*seq, signal.clone());
         }
-        let linked: Vec<(u64, ActorId)> = self
-            .links
-            .lock()
-            .get(&peer)
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default();
-        for (local, remote_actor) in linked {
-            if node.inner.cell(local).is_some() {
-                self.signal(
-                    &peer,
-                    RemoteSignal::Link {
-                        to: remote_actor.seq(),
-                        from: ActorId::new(node.id().clone(), local),
-                    },
-                );
-            }
-        }
+        self.peers.insert(peer, links);
     }
 
     /// A connection ended; the peer stays a member until declared down.
@@ -425,20 +400,47 @@ impl Remote {
         Some(links.lanes[(key as usize) % LANES].clone())
     }
 
-    /// Sends a signal to a peer, in order with the others to it ([`PeerLinks::signal`]);
-    /// dropped (with a log line) if it is not connected.
+    /// Sends a signal to a peer, in order with the others to it; kept until the peer
+    /// acknowledges it, and sent again on the next connection if this one ends first (or
+    /// when the next comes up, if none is up now). Dropped (with a log line) for a node this
+    /// node never connected to, or one declared down.
     pub(crate) fn signal(&self, peer: &NodeId, signal: RemoteSignal) {
-        match self.peers.get(peer) {
-            Some(links) => links.signal(signal),
-            None => {
-                tracing::debug!(%peer, ?signal, "signal not sent: the node is not connected");
-            }
+        let Some(signals) = self.signals.get(peer).map(|s| Arc::clone(s.value())) else {
+            tracing::debug!(%peer, ?signal, "signal not sent: the node is not a connected member");
+            return;
+        };
+        let mut outbox = signals.outbox.lock();
+        let seq = outbox.push(signal.clone());
+        if let Some(links) = self.peers.get(peer) {
+            links.signal(seq, signal);
+        }
+    }
+
+    /// The peer applied this node's signals up to `through`.
+    pub(crate) fn signals_applied(&self, peer: &NodeId, through: u64) {
+        if let Some(signals) = self.signals.get(peer) {
+            signals.outbox.lock().acknowledged(through);
+        }
+    }
+
+    /// The number of the last signal applied from `peer`, if not acknowledged yet.
+    pub(crate) fn acknowledgement_due(&self, peer: &NodeId) -> Option<u64> {
+        self.signals
+            .get(peer)
+            .and_then(|s| s.inbox.lock().acknowledgement_due())
+    }
+
+    /// An acknowledgement of `peer`'s signals up to `through` went out.
+    pub(crate) fn acknowledgement_sent(&self, peer: &NodeId, through: u64) {
+        if let Some(signals) = self.signals.get(peer) {
+            signals.inbox.lock().acknowledgement_sent(through);
         }
     }
 
     /// A peer is gone for good: fail asks waiting on it, fire monitors and links to its actors.
     pub(crate) fn node_down(&self, node: &Node, down: &NodeId) {
         self.peers.remove(down);
+        self.signals.remove(down);
         let reason = node_down_reason(down);
         let failed: Vec<Pending> = {
             let mut pending = self.pending.lock();
@@ -767,8 +769,22 @@ impl Remote {
         );
     }
 
-    /// Handles a signal from `from`.
-    pub(crate) fn on_signal(&self, node: &Node, from: &NodeId, signal: RemoteSignal) {
+    /// Handles signal number `seq` from `from`, unless it applied already (sent again on a
+    /// new connection). Signals of a node this node holds no state for (one declared down,
+    /// whose last frames are still read) apply as they come.
+    pub(crate) fn on_signal(&self, node: &Node, from: &NodeId, seq: u64, signal: RemoteSignal) {
+        match self.signals.get(from).map(|s| Arc::clone(s.value())) {
+            Some(signals) => {
+                let mut inbox = signals.inbox.lock();
+                if inbox.admit(seq) {
+                    self.apply(node, from, signal);
+                }
+            }
+            None => self.apply(node, from, signal),
+        }
+    }
+
+    fn apply(&self, node: &Node, from: &NodeId, signal: RemoteSignal) {
         match signal {
             RemoteSignal::Stop { to, reason } => {
                 if let Some(cell) = node.inner.cell(to) {
@@ -1023,19 +1039,93 @@ mod tests {
     fn connected() -> (Node, NodeId, mpsc::Receiver<Control>) {
         let node = Node::new(NodeConfig::new("n1")).unwrap();
         let peer = NodeId::new("n2", 1);
+        let sent = connection(&node, &peer, 1);
+        (node, peer, sent)
+    }
+
+    /// Connection number `connection` of `node` to `peer`; answers its control frames.
+    fn connection(node: &Node, peer: &NodeId, connection: usize) -> mpsc::Receiver<Control> {
         let (control, sent) = mpsc::channel(16);
         let lanes: Vec<mpsc::Sender<Bytes>> = (0..LANES).map(|_| mpsc::channel(1).0).collect();
         node.inner.remote.connect(
-            &node,
             peer.clone(),
             PeerLinks {
                 control,
                 overflow: Arc::default(),
                 lanes: lanes.into(),
-                connection: 1,
+                connection,
             },
         );
-        (node, peer, sent)
+        sent
+    }
+
+    /// The numbers and targets of the stops queued on a connection.
+    fn stops(sent: &mut mpsc::Receiver<Control>) -> Vec<(u64, u64)> {
+        let mut stops = Vec::new();
+        while let Ok(frame) = sent.try_recv() {
+            match frame {
+                Control::Signal {
+                    seq,
+                    signal: RemoteSignal::Stop { to, .. },
+                } => stops.push((seq, to)),
+                other => panic!("not a stop: {other:?}"),
+            }
+        }
+        stops
+    }
+
+    #[tokio::test]
+    async fn signals_outlive_a_connection_until_the_peer_applied_them() {
+        let (node, peer, mut first) = connected();
+        let remote = &node.inner.remote;
+        let stop = |to| remote.stop(&ActorId::new(peer.clone(), to), None);
+        stop(7);
+        assert_eq!(stops(&mut first), [(1, 7)]);
+        // The connection ends; a stop sent meanwhile waits for the next one.
+        remote.disconnect(&peer, 1);
+        stop(8);
+        let mut second = connection(&node, &peer, 2);
+        stop(9);
+        assert_eq!(
+            stops(&mut second),
+            [(1, 7), (2, 8), (3, 9)],
+            "the unapplied signals first, in order"
+        );
+        remote.signals_applied(&peer, 2);
+        remote.disconnect(&peer, 2);
+        let mut third = connection(&node, &peer, 3);
+        assert_eq!(stops(&mut third), [(3, 9)]);
+        // Declared down: nothing is kept for it any more.
+        remote.node_down(&node, &peer);
+        stop(10);
+        let mut fourth = connection(&node, &peer, 4);
+        assert_eq!(stops(&mut fourth), []);
+    }
+
+    #[tokio::test]
+    async fn a_signal_sent_again_applies_once_and_in_order() {
+        let (node, peer, _sent) = connected();
+        let counter = node.spawn(Counter(0)).unwrap();
+        let remote_actor = ActorId::new(peer.clone(), 9);
+        let link = RemoteSignal::Link {
+            to: counter.id().seq(),
+            from: remote_actor.clone(),
+        };
+        let unlink = RemoteSignal::Unlink {
+            to: counter.id().seq(),
+            from: remote_actor.clone(),
+        };
+        let remote = &node.inner.remote;
+        remote.on_signal(&node, &peer, 1, link.clone());
+        remote.on_signal(&node, &peer, 2, unlink.clone());
+        // A new connection brings the link again (and ends before the unlink): the unlink
+        // stays.
+        remote.on_signal(&node, &peer, 1, link);
+        let linked = remote.links.lock().get(&peer).map_or(0, |set| set.len());
+        assert_eq!(linked, 0, "a link sent again undid the unlink after it");
+        assert_eq!(remote.acknowledgement_due(&peer), Some(2));
+        remote.acknowledgement_sent(&peer, 2);
+        assert_eq!(remote.acknowledgement_due(&peer), None);
     }
 
     #[tokio::test]
@@ -1046,6 +1136,7 @@ mod tests {
         node.inner.remote.on_signal(
             &node,
             &peer,
+            1,
             RemoteSignal::Link {
                 to: counter.id().seq(),
                 from: remote_actor.clone(),
@@ -1065,7 +1156,10 @@ mod tests {
         assert_eq!(linked(), 0, "the link outlived its local end");
         assert!(matches!(
             sent.try_recv(),
-            Ok(Control::Signal(RemoteSignal::Exit { to: 9, .. }))
+            Ok(Control::Signal {
+                signal: RemoteSignal::Exit { to: 9, .. },
+                ..
+            })
         ));
     }
 
@@ -1079,13 +1173,19 @@ mod tests {
         node.inner.remote.monitor(handle, &target, monitor);
         assert!(matches!(
             sent.try_recv(),
-            Ok(Control::Signal(RemoteSignal::Monitor { to: 9, .. }))
+            Ok(Control::Signal {
+                signal: RemoteSignal::Monitor { to: 9, .. },
+                ..
+            })
         ));
         watcher.stop();
         watcher.wait_for_exit().await;
         node.inner.remote.sweep();
         match sent.try_recv() {
-            Ok(Control::Signal(RemoteSignal::Demonitor { to: 9, monitor: m })) => {
+            Ok(Control::Signal {
+                signal: RemoteSignal::Demonitor { to: 9, monitor: m },
+                ..
+            }) => {
                 assert_eq!(m, monitor.raw());
             }
             other => panic!("no demonitor went to the watched node: {other:?}"),
