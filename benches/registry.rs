@@ -12,7 +12,8 @@
 //! cores), as docs/operations.md advises for nodes sharing a machine;
 //! `ENSEMBLE_BENCH_WORKERS=<n>` gives each `n` instead (`2` is tokio's default here), and
 //! `ENSEMBLE_BENCH_RUNTIME=current_thread` a current-thread runtime. `ENSEMBLE_BENCH_ONLY=<text>`
-//! runs only the workloads whose name contains the text (to profile one). Figures:
+//! runs only the workloads whose name contains the text (to profile one; `a|b` for those
+//! that contain either). Figures:
 //! docs/performance.md.
 #![allow(missing_docs)]
 
@@ -134,9 +135,11 @@ fn start_voter(name: &str, dir: &Path, seeds: &[String]) -> ChildProcess {
     ChildProcess::spawn(name, command)
 }
 
-/// Whether the workload named `what` runs: all do, unless `ENSEMBLE_BENCH_ONLY` names some.
+/// Whether the workload named `what` runs: all do, unless `ENSEMBLE_BENCH_ONLY` names some
+/// (texts separated by `|`).
 fn selected(what: &str) -> bool {
-    std::env::var("ENSEMBLE_BENCH_ONLY").map_or(true, |only| what.contains(&only))
+    std::env::var("ENSEMBLE_BENCH_ONLY")
+        .map_or(true, |only| only.split('|').any(|text| what.contains(text)))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
