@@ -8,7 +8,7 @@
 //!   `start` lists in that order.
 //! - A restart decision counts one restart against the intensity; the supervisor escalates
 //!   exactly when more than `max_restarts` restarts fall within the last `period`. Children
-//!   that ended because one node died count as one restart within the period: one failure,
+//!   that ran on a node that died count as one restart within the period: one failure,
 //!   however many children it took (see [`RestartWindow`]).
 //! - Only running children are ever listed to stop; temporary children are never restarted.
 
@@ -86,9 +86,11 @@ pub(crate) struct Core {
 /// A node that dies ends every child placed on it at once, each with `NodeDown` of that node.
 /// That is one failure, not one per child: counted per child, a supervisor with the default
 /// intensity (1 in 5 s) would give up on two children of a dead node instead of starting them
-/// elsewhere. So an exit with `NodeDown(n)` counts only if no restart for `NodeDown(n)` is in
-/// the window already. A node id names the node's incarnation, so a node that comes back and
-/// dies again counts again.
+/// elsewhere. So the end of a child that ran on node `n`, because `n` died, counts only if
+/// no restart for `n`'s death is in the window already. Only children that ran there: a child
+/// elsewhere that ends with `NodeDown(n)` (it linked to an actor of `n`, and does so again
+/// each time it starts) fails like any other, or it would restart without end. A node id
+/// names the node's incarnation, so a node that comes back and dies again counts again.
 #[derive(Debug, Default)]
 pub(crate) struct RestartWindow {
     /// When each counted restart happened, oldest first, and the node whose death it was for.
@@ -96,10 +98,10 @@ pub(crate) struct RestartWindow {
 }
 
 impl RestartWindow {
-    /// Counts a restart after an exit with `reason` at `now` (unless that node's death is
-    /// counted already), forgets the restarts older than `period`, and returns how many the
-    /// window holds.
-    pub(crate) fn count(&mut self, reason: &ExitReason, now: Time, period: Duration) -> usize {
+    /// Counts a restart at `now`, for the death of node `died` if that is why the child
+    /// ended (unless that death is counted already), forgets the restarts older than
+    /// `period`, and returns how many the window holds.
+    pub(crate) fn count(&mut self, died: Option<&NodeId>, now: Time, period: Duration) -> usize {
         while let Some((oldest, _)) = self.restarts.front() {
             if now.saturating_sub(*oldest) >= period {
                 self.restarts.pop_front();
@@ -107,19 +109,27 @@ impl RestartWindow {
                 break;
             }
         }
-        let node = match reason {
-            ExitReason::NodeDown(node) => Some(node),
-            _ => None,
-        };
-        let counted = node.is_some()
+        let counted = died.is_some()
             && self
                 .restarts
                 .iter()
-                .any(|(_, earlier)| earlier.as_ref() == node);
+                .any(|(_, earlier)| earlier.as_ref() == died);
         if !counted {
-            self.restarts.push_back((now, node.cloned()));
+            self.restarts.push_back((now, died.cloned()));
         }
         self.restarts.len()
+    }
+}
+
+/// The node whose death ended an actor that ran on `ran_on` and ended with `reason`: `Some`
+/// only for `NodeDown` of that very node.
+pub(crate) fn died_with_its_node<'a>(
+    ran_on: &NodeId,
+    reason: &'a ExitReason,
+) -> Option<&'a NodeId> {
+    match reason {
+        ExitReason::NodeDown(node) if node == ran_on => Some(node),
+        _ => None,
     }
 }
 
@@ -199,6 +209,24 @@ impl Core {
     /// A running child ended with `reason` at `now`; `u` is a random sample in `0.0..1.0` for
     /// the backoff jitter.
     pub(crate) fn exited(&mut self, id: &str, reason: &ExitReason, now: Time, u: f64) -> Decision {
+        self.ended(id, reason, None, now, u)
+    }
+
+    /// A running child ended because the node it ran on, `node`, died (with
+    /// `ExitReason::NodeDown(node)`): as [`Core::exited`], but the children one death took
+    /// count as one restart ([`RestartWindow`]).
+    pub(crate) fn node_died(&mut self, id: &str, node: &NodeId, now: Time, u: f64) -> Decision {
+        self.ended(id, &ExitReason::NodeDown(node.clone()), Some(node), now, u)
+    }
+
+    fn ended(
+        &mut self,
+        id: &str,
+        reason: &ExitReason,
+        died: Option<&NodeId>,
+        now: Time,
+        u: f64,
+    ) -> Decision {
         let Some(i) = self.index(id) else {
             return Decision::Nothing;
         };
@@ -219,7 +247,7 @@ impl Core {
             return Decision::Nothing;
         }
 
-        if self.restarts.count(reason, now, self.intensity.period)
+        if self.restarts.count(died, now, self.intensity.period)
             > self.intensity.max_restarts as usize
         {
             return Decision::Escalate {
@@ -447,7 +475,7 @@ mod tests {
         let mut c = core(Strategy::OneForOne, 1, &[("a", P), ("b", P), ("c", P)]);
         for id in ["a", "b", "c"] {
             assert_eq!(
-                c.exited(id, &node_down("n", 1), MS, 0.0),
+                c.node_died(id, &NodeId::new("n", 1), MS, 0.0),
                 restart(&[], &[], &[id]),
                 "{id}"
             );
@@ -462,38 +490,68 @@ mod tests {
 
     #[test]
     fn another_node_or_the_same_node_come_back_counts_again() {
+        let (n1, n2, m1) = (
+            NodeId::new("n", 1),
+            NodeId::new("n", 2),
+            NodeId::new("m", 1),
+        );
         let mut c = core(Strategy::OneForOne, 1, &[("a", P), ("b", P)]);
         assert!(matches!(
-            c.exited("a", &node_down("n", 1), MS, 0.0),
+            c.node_died("a", &n1, MS, 0.0),
             Decision::Restart { .. }
         ));
         assert!(matches!(
-            c.exited("b", &node_down("m", 1), MS, 0.0),
+            c.node_died("b", &m1, MS, 0.0),
             Decision::Escalate { .. }
         ));
         let mut c = core(Strategy::OneForOne, 1, &[("a", P), ("b", P)]);
         assert!(matches!(
-            c.exited("a", &node_down("n", 1), MS, 0.0),
+            c.node_died("a", &n1, MS, 0.0),
             Decision::Restart { .. }
         ));
         assert!(matches!(
-            c.exited("b", &node_down("n", 2), MS, 0.0),
+            c.node_died("b", &n2, MS, 0.0),
             Decision::Escalate { .. }
         ));
     }
 
     #[test]
     fn a_node_death_counts_again_once_its_restart_left_the_period() {
+        let n = NodeId::new("n", 1);
         let mut c = core(Strategy::OneForOne, 1, &[("a", P), ("b", P)]);
         assert!(matches!(
-            c.exited("a", &node_down("n", 1), Duration::ZERO, 0.0),
+            c.node_died("a", &n, Duration::ZERO, 0.0),
             Decision::Restart { .. }
         ));
         // Late news of the same death, after the period: a restart of its own, in a fresh window.
         assert!(matches!(
-            c.exited("b", &node_down("n", 1), 1000 * MS, 0.0),
+            c.node_died("b", &n, 1000 * MS, 0.0),
             Decision::Restart { .. }
         ));
+    }
+
+    #[test]
+    fn a_child_elsewhere_that_ends_with_a_dead_node_counts_each_time() {
+        // It links to an actor of the dead node at every start, and so ends again at once.
+        let mut c = core(Strategy::OneForOne, 1, &[("a", P)]);
+        assert!(matches!(
+            c.exited("a", &node_down("n", 1), MS, 0.0),
+            Decision::Restart { .. }
+        ));
+        c.started("a", 2 * MS);
+        assert!(matches!(
+            c.exited("a", &node_down("n", 1), 3 * MS, 0.0),
+            Decision::Escalate { .. }
+        ));
+    }
+
+    #[test]
+    fn only_a_node_down_of_the_node_it_ran_on_is_its_death() {
+        let (n, m) = (NodeId::new("n", 1), NodeId::new("m", 1));
+        let down = ExitReason::NodeDown(n.clone());
+        assert_eq!(died_with_its_node(&n, &down), Some(&n));
+        assert_eq!(died_with_its_node(&m, &down), None);
+        assert_eq!(died_with_its_node(&n, &crash()), None);
     }
 
     #[test]
@@ -546,7 +604,9 @@ mod tests {
 /// histories of exits.
 #[cfg(test)]
 mod model {
-    use proptest::prelude::{Just, Strategy as Gen, prop, prop_assert_eq, prop_oneof, proptest};
+    use proptest::prelude::{
+        Just, Strategy as Gen, any, prop, prop_assert_eq, prop_oneof, proptest,
+    };
 
     use super::*;
 
@@ -554,6 +614,9 @@ mod model {
     struct Event {
         child: usize,
         reason: ExitReason,
+        /// For `NodeDown(n)`: whether the child ran on `n` (it died with its node) or
+        /// elsewhere (it linked to an actor of `n`).
+        ran_there: bool,
         after_ms: u64,
     }
 
@@ -596,7 +659,13 @@ mod model {
     }
 
     impl Model {
-        fn exited(&mut self, id: &str, reason: &ExitReason, now: Time) -> Decision {
+        fn exited(
+            &mut self,
+            id: &str,
+            reason: &ExitReason,
+            ran_there: bool,
+            now: Time,
+        ) -> Decision {
             let Some(i) = self.children.iter().position(|c| c.0 == id) else {
                 return Decision::Nothing;
             };
@@ -617,10 +686,11 @@ mod model {
             }
             let within = |t: &Time| now - *t < self.period;
             let node = match reason {
-                ExitReason::NodeDown(node) => Some(node.clone()),
+                ExitReason::NodeDown(node) if ran_there => Some(node.clone()),
                 _ => None,
             };
-            // A node's death counts once within the period, however many children it took.
+            // A node's death counts once within the period, however many of the children
+            // that ran there it took.
             let counted_already = node.is_some()
                 && self
                     .history
@@ -683,7 +753,7 @@ mod model {
             max in 0u32..4,
             types in prop::collection::vec(restart_type(), 1..6),
             // Steps of 100 ms, so that restarts often fall exactly on the window's edge.
-            events in prop::collection::vec((0usize..6, reason(), 0u64..8), 1..40),
+            events in prop::collection::vec((0usize..6, reason(), any::<bool>(), 0u64..8), 1..40),
         ) {
             let period = Duration::from_millis(1000);
             let mut core = Core::new(strategy, Intensity { max_restarts: max, period });
@@ -695,12 +765,17 @@ mod model {
                 model.children.push((id, *restart, true));
             }
             let mut now = Duration::ZERO;
-            for (child, reason, after_ms) in events {
-                let event = Event { child, reason, after_ms };
+            for (child, reason, ran_there, after_ms) in events {
+                let event = Event { child, reason, ran_there, after_ms };
                 now += Duration::from_millis(100 * event.after_ms);
                 let id = format!("c{}", event.child);
-                let got = core.exited(&id, &event.reason, now, 0.0);
-                let want = model.exited(&id, &event.reason, now);
+                let got = match &event.reason {
+                    ExitReason::NodeDown(node) if event.ran_there => {
+                        core.node_died(&id, node, now, 0.0)
+                    }
+                    reason => core.exited(&id, reason, now, 0.0),
+                };
+                let want = model.exited(&id, &event.reason, event.ran_there, now);
                 prop_assert_eq!(&got, &want);
                 match got {
                     Decision::Escalate { .. } => break,

@@ -51,8 +51,9 @@ pub enum Shutdown {
 pub const DEFAULT_WORKER_SHUTDOWN: Shutdown = Shutdown::Timeout(Duration::from_secs(5));
 
 /// At most `max_restarts` restarts within `period`; one more and the supervisor gives up: it
-/// stops its children and exits, so that its own supervisor decides. The children one node's
-/// death ended (`ExitReason::NodeDown` of that node) count as one restart within the period.
+/// stops its children and exits, so that its own supervisor decides. The children that ran on
+/// a node that died (ended with `ExitReason::NodeDown` of that node) count as one restart
+/// within the period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intensity {
     /// Restarts allowed within the period.

@@ -14,7 +14,7 @@ use ensemble_runtime::TimerRef;
 use ensemble_runtime::cluster::{Cluster, MemberEvent};
 
 use crate::agent::NotStarted;
-use crate::core::{ChildState, Core, Decision, Time};
+use crate::core::{ChildState, Core, Decision, Time, died_with_its_node};
 use crate::error::SupervisorError;
 use crate::snapshot::{ChildCounts, ChildInfo, ChildSnapshot, TreeSnapshot};
 use crate::spec::{ChildKind, ChildSpec, ChildStart, Placement, Restart, Shutdown, SupervisorSpec};
@@ -683,7 +683,10 @@ impl Actor for Supervisor {
         };
         self.running.remove(&id);
         let now = self.now();
-        let decision = self.core.exited(&id, &reason, now, fastrand::f64());
+        let decision = match died_with_its_node(from.node(), &reason) {
+            Some(node) => self.core.node_died(&id, node, now, fastrand::f64()),
+            None => self.core.exited(&id, &reason, now, fastrand::f64()),
+        };
         self.apply(ctx, decision, id, reason).await;
         Ok(())
     }

@@ -663,7 +663,21 @@ impl Cluster {
         dialer: NodeId,
     ) {
         let (control, queue) = mpsc::channel(self.inner.config.control_queue);
-        let link_control = control.clone();
+        // User traffic: lanes of unidirectional streams, apart from the control stream. Their
+        // writers end with their queues if the connection is not kept.
+        let mut lanes = Vec::with_capacity(LANES);
+        for _ in 0..LANES {
+            let (lane, queue) = mpsc::channel(LANE_CAPACITY);
+            tokio::spawn(super::lane::write(conn.clone(), queue));
+            lanes.push(lane);
+        }
+        let links = PeerLinks {
+            control: control.clone(),
+            overflow: Arc::default(),
+            lanes: lanes.into(),
+            connection: conn.stable_id(),
+            runtime: tokio::runtime::Handle::current(),
+        };
         let link = Link {
             conn: conn.clone(),
             control,
@@ -705,6 +719,14 @@ impl Cluster {
                 });
             peer.link = Some(link);
             peer.detector.heartbeat(now);
+            // Under the lock that picked this connection and checked the node is not down: a
+            // connection that lost the pick, or a node declared down meanwhile, must not take
+            // the router's place for the peer after this one.
+            self.inner
+                .node
+                .inner
+                .remote
+                .connect(hello.node.clone(), links);
             let events = state.membership.up(Member {
                 node: hello.node.clone(),
                 listen: hello.listen,
@@ -738,22 +760,6 @@ impl Cluster {
         tracing::debug!(node = %self.inner.node.id(), peer = %hello.node, addr = %conn.remote_address(), "connected");
         let max = self.inner.config.max_frame_size;
         tokio::spawn(writer(send, queue, max));
-        // User traffic: lanes of unidirectional streams, apart from the control stream.
-        let mut lanes = Vec::with_capacity(LANES);
-        for _ in 0..LANES {
-            let (lane, queue) = mpsc::channel(LANE_CAPACITY);
-            tokio::spawn(super::lane::write(conn.clone(), queue));
-            lanes.push(lane);
-        }
-        self.inner.node.inner.remote.connect(
-            hello.node.clone(),
-            PeerLinks {
-                control: link_control,
-                overflow: Arc::default(),
-                lanes: lanes.into(),
-                connection: conn.stable_id(),
-            },
-        );
         tokio::spawn(self.clone().accept_data(hello.node.clone(), conn.clone()));
         tokio::spawn(self.clone().reader(hello.node.clone(), conn, recv, decoder));
         self.emit(events);

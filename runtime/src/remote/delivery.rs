@@ -71,18 +71,29 @@ pub(crate) struct Received {
     applied: u64,
     /// The number last acknowledged to the peer.
     acknowledged: u64,
+    /// The peer was declared down or left: its signals are not applied any more (its
+    /// monitors and links fired with `NodeDown`, and one applied now would never fire).
+    closed: bool,
 }
 
 impl Received {
     /// Whether signal `seq` is to be applied: true the first time a number comes, false for
-    /// one sent again that was applied already.
+    /// one sent again that was applied already, and for every signal once the peer is gone.
     pub(crate) fn admit(&mut self, seq: u64) -> bool {
+        if self.closed {
+            return false;
+        }
         if seq <= self.applied {
+            // Sent again: the peer did not hear the acknowledgement (it went with a
+            // connection). Acknowledge again.
+            self.acknowledged = self.acknowledged.min(seq - 1);
             return false;
         }
         if seq != self.applied + 1 {
             // The sender keeps what it sent until this node acknowledges it and sends it again
-            // first on a new connection, so a number is never skipped; applying beats dropping.
+            // first on a new connection; only a signal its writer could not encode (larger
+            // than this node's frame limit, logged there) leaves a hole. Applying the rest
+            // beats dropping them.
             tracing::warn!(
                 expected = self.applied + 1,
                 got = seq,
@@ -91,6 +102,11 @@ impl Received {
         }
         self.applied = seq;
         true
+    }
+
+    /// The peer is gone for good: nothing of it applies any more.
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
     }
 
     /// The number to acknowledge, if signals were applied since the last acknowledgement.
@@ -160,9 +176,26 @@ mod tests {
         assert_eq!(inbox.acknowledgement_due(), Some(2));
         inbox.acknowledgement_sent(2);
         assert_eq!(inbox.acknowledgement_due(), None);
-        inbox.admit(2);
-        assert_eq!(inbox.acknowledgement_due(), None, "a repeat is not news");
         inbox.admit(3);
         assert_eq!(inbox.acknowledgement_due(), Some(3));
+    }
+
+    #[test]
+    fn a_signal_sent_again_is_acknowledged_again() {
+        // The acknowledgement of 1 and 2 went with a connection: the peer sends them again.
+        let mut inbox = Received::default();
+        inbox.admit(1);
+        inbox.admit(2);
+        inbox.acknowledgement_sent(2);
+        assert!(!inbox.admit(1));
+        assert_eq!(inbox.acknowledgement_due(), Some(2));
+    }
+
+    #[test]
+    fn nothing_applies_from_a_peer_gone_for_good() {
+        let mut inbox = Received::default();
+        assert!(inbox.admit(1));
+        inbox.close();
+        assert!(!inbox.admit(2));
     }
 }

@@ -264,6 +264,9 @@ pub(crate) struct PeerLinks {
     pub(crate) overflow: Arc<Mutex<VecDeque<Control>>>,
     pub(crate) lanes: Arc<[mpsc::Sender<Bytes>]>,
     pub(crate) connection: usize,
+    /// Runs the task that moves overflowing signals into the queue, whatever thread sends
+    /// them (a signal left out would leave a hole in the peer's numbers).
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 impl PeerLinks {
@@ -281,12 +284,8 @@ impl PeerLinks {
         match self.control.try_send(signal) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(waiting)) => {
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                    tracing::debug!(?waiting, "signal not sent: the control queue is full");
-                    return;
-                };
                 overflow.push_back(waiting);
-                runtime.spawn(drain_overflow(
+                self.runtime.spawn(drain_overflow(
                     self.control.clone(),
                     Arc::clone(&self.overflow),
                 ));
@@ -440,7 +439,11 @@ impl Remote {
     /// A peer is gone for good: fail asks waiting on it, fire monitors and links to its actors.
     pub(crate) fn node_down(&self, node: &Node, down: &NodeId) {
         self.peers.remove(down);
-        self.signals.remove(down);
+        // Closed before its monitors and links fire below: a signal of it applied after them
+        // (a link, a monitor) would never fire. One being applied now finishes first.
+        if let Some((_, signals)) = self.signals.remove(down) {
+            signals.inbox.lock().close();
+        }
         let reason = node_down_reason(down);
         let failed: Vec<Pending> = {
             let mut pending = self.pending.lock();
@@ -770,17 +773,16 @@ impl Remote {
     }
 
     /// Handles signal number `seq` from `from`, unless it applied already (sent again on a
-    /// new connection). Signals of a node this node holds no state for (one declared down,
-    /// whose last frames are still read) apply as they come.
+    /// new connection) or `from` is gone (declared down or left: its last frames may still be
+    /// read after its monitors and links fired).
     pub(crate) fn on_signal(&self, node: &Node, from: &NodeId, seq: u64, signal: RemoteSignal) {
-        match self.signals.get(from).map(|s| Arc::clone(s.value())) {
-            Some(signals) => {
-                let mut inbox = signals.inbox.lock();
-                if inbox.admit(seq) {
-                    self.apply(node, from, signal);
-                }
-            }
-            None => self.apply(node, from, signal),
+        let Some(signals) = self.signals.get(from).map(|s| Arc::clone(s.value())) else {
+            tracing::debug!(%from, ?signal, "signal dropped: its node is gone");
+            return;
+        };
+        let mut inbox = signals.inbox.lock();
+        if inbox.admit(seq) {
+            self.apply(node, from, signal);
         }
     }
 
@@ -1054,6 +1056,7 @@ mod tests {
                 overflow: Arc::default(),
                 lanes: lanes.into(),
                 connection,
+                runtime: tokio::runtime::Handle::current(),
             },
         );
         sent
@@ -1126,6 +1129,26 @@ mod tests {
         assert_eq!(remote.acknowledgement_due(&peer), Some(2));
         remote.acknowledgement_sent(&peer, 2);
         assert_eq!(remote.acknowledgement_due(&peer), None);
+    }
+
+    #[tokio::test]
+    async fn signals_of_a_node_declared_down_no_longer_apply() {
+        let (node, peer, _sent) = connected();
+        let counter = node.spawn(Counter(0)).unwrap();
+        let remote = &node.inner.remote;
+        remote.node_down(&node, &peer);
+        // Its last frames, read after its links fired: a link set now would never fire.
+        remote.on_signal(
+            &node,
+            &peer,
+            1,
+            RemoteSignal::Link {
+                to: counter.id().seq(),
+                from: ActorId::new(peer.clone(), 9),
+            },
+        );
+        assert!(remote.links.lock().get(&peer).is_none());
+        assert!(counter.is_alive());
     }
 
     #[tokio::test]

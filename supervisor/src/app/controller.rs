@@ -21,13 +21,15 @@ use std::time::Duration;
 use ensemble_registry::{Registry, RegistryEffect};
 use ensemble_runtime::cluster::{Cluster, MemberEvent};
 use ensemble_runtime::remote::WireRef;
-use ensemble_runtime::{Actor, ActorId, ActorResult, Context, Down, ExitReason, UntypedRef};
+use ensemble_runtime::{
+    Actor, ActorId, ActorResult, Context, Down, ExitReason, NodeId, UntypedRef,
+};
 use tokio::time::Instant;
 
 use super::spec::{AppSpec, RoleSpec, role_group};
 use super::{APPS_PREFIX, STATUS_PREFIX};
 use crate::agent::{NotStarted, StartInstance, agents, offers, start_on};
-use crate::core::RestartWindow;
+use crate::core::{RestartWindow, died_with_its_node};
 use crate::placement::{Offer, plan};
 use crate::spec::Restart;
 
@@ -389,8 +391,9 @@ impl Controller {
         });
     }
 
-    /// An instance ended: decide whether it is replaced.
-    fn ended(&mut self, key: RoleKey, reason: &ExitReason) {
+    /// An instance ended (because node `died` died, if that is why): decide whether it is
+    /// replaced.
+    fn ended(&mut self, key: RoleKey, reason: &ExitReason, died: Option<&NodeId>) {
         let Some(role) = self.specs.get(&key.0).and_then(|s| s.role(&key.1)).cloned() else {
             return;
         };
@@ -406,7 +409,7 @@ impl Controller {
         let window = Duration::from_secs(role.restart.within_secs);
         let now = self.epoch.elapsed();
         let history = self.restarts.entry(key.clone()).or_default();
-        if history.count(reason, now, window) > role.restart.max_restarts as usize {
+        if history.count(died, now, window) > role.restart.max_restarts as usize {
             tracing::error!(app = %key.0, role = %key.1, "restart intensity exceeded; the role gives up");
             metrics::counter!("ensemble_app_roles_given_up_total").increment(1);
             self.gave_up.insert(key);
@@ -507,7 +510,7 @@ impl Actor for Controller {
                     Err(NotStarted::Failed(why)) => {
                         tracing::warn!(app = %role.0, role = %role.1, "instance did not start: {why}");
                         metrics::counter!("ensemble_app_start_failures_total").increment(1);
-                        self.ended(role, &ExitReason::Failed(why));
+                        self.ended(role, &ExitReason::Failed(why), None);
                         // Tried again at the next tick, not at once: a start that fails
                         // fast would otherwise spend the restart intensity in a moment.
                         return Ok(());
@@ -529,7 +532,8 @@ impl Actor for Controller {
             return Ok(());
         }
         tracing::info!(app = %key.0, role = %key.1, actor = %down.actor, reason = %down.reason, "instance ended");
-        self.ended(key, &down.reason);
+        let died = died_with_its_node(down.actor.node(), &down.reason);
+        self.ended(key, &down.reason, died);
         self.schedule(ctx);
         Ok(())
     }
