@@ -13,10 +13,12 @@
 //!   last error, and the program is stopped.
 //! - the actor stopping (its supervisor, its node shutting down): the program gets its stop
 //!   signal, and `SIGKILL` after `stop_timeout_ms` if it is still running. The signals go to
-//!   the program's process group, so children it started end with it.
+//!   the program's process group, so children it started end with it, also when the program
+//!   itself ended first.
 //! - the node process dying (`kill -9`): the program gets `SIGKILL` from the kernel
 //!   (`PR_SET_PDEATHSIG`), so it cannot outlive its node and run twice once its child is
-//!   restarted elsewhere.
+//!   restarted elsewhere. Processes the program starts are not covered (the kernel clears
+//!   the setting in them): docs/processes.md.
 //!
 //! Standard output and error are logged line by line through `tracing` (target
 //! `ensemble_program`; error lines at warn level).
@@ -40,13 +42,19 @@ use ensemble_runtime::prelude::*;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::watch;
 
-use crate::spec::ChildSpec;
+use crate::spec::{ChildSpec, Shutdown};
 
 /// The module name programs are registered under.
 pub const PROGRAM_MODULE: &str = "ensemble.program";
+
+/// How long a stop waits for `SIGKILL` to end the program's process group.
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// The longest line of the program's output logged as one; a longer one is logged in pieces.
+const MAX_LINE: u64 = 64 * 1024;
 
 /// An external program to run and supervise.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -190,8 +198,15 @@ impl ChildSpec {
     /// A worker child running an external program (see [`program`](crate::program)): a
     /// module child of [`PROGRAM_MODULE`], so it can be placed on any node that registered
     /// the module.
+    ///
+    /// Its shutdown timeout covers the program's own stop: `stop_timeout_ms`, then up to
+    /// [`KILL_WAIT`] for `SIGKILL` to end what is left, and a second of slack, so that its
+    /// supervisor does not kill the actor while the program is still stopping.
     pub fn program(id: impl Into<String>, spec: &ProgramSpec) -> ChildSpec {
-        ChildSpec::module(id, PROGRAM_MODULE, spec).expect("a program spec always encodes")
+        let stop = Duration::from_millis(spec.stop_timeout_ms) + KILL_WAIT + Duration::from_secs(1);
+        ChildSpec::module(id, PROGRAM_MODULE, spec)
+            .expect("a program spec always encodes")
+            .shutdown(Shutdown::Timeout(stop))
     }
 }
 
@@ -241,23 +256,22 @@ struct Running {
     info: ProgramInfo,
     /// Set (to how it ended) once the program exited.
     exited: watch::Receiver<Option<String>>,
-    /// Kills the program's process group if the actor ends without stopping it.
+    /// Kills what is left of the program's process group when the actor ends.
     _guard: KillOnDrop,
     health: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// `SIGKILL` to the program's process group when dropped while the program still runs: the
-/// last resort when the actor is killed and its `stopped` hook does not run.
+/// `SIGKILL` to the program's process group when dropped: the last resort when the actor is
+/// killed and its `stopped` hook does not run (after that hook, the group is gone already).
 struct KillOnDrop {
     pid: Pid,
-    exited: watch::Receiver<Option<String>>,
 }
 
 impl Drop for KillOnDrop {
+    /// The actor ended without its `stopped` hook (killed): the program's whole group gets
+    /// `SIGKILL`, also what it started if the program itself has ended.
     fn drop(&mut self) {
-        if self.exited.borrow().is_none() {
-            let _ = nix::sys::signal::killpg(self.pid, Signal::SIGKILL);
-        }
+        let _ = nix::sys::signal::killpg(self.pid, Signal::SIGKILL);
     }
 }
 
@@ -326,6 +340,13 @@ impl Actor for Program {
             // Its own process group, so that the stop signal reaches what it starts too.
             .process_group(0);
         if let Some(cwd) = &spec.cwd {
+            if !cwd.is_dir() {
+                return Err(ActorError::new(format!(
+                    "cannot start program {:?}: its working directory (cwd) {} is not a directory",
+                    spec.command,
+                    cwd.display()
+                )));
+            }
             command.current_dir(cwd);
         }
         die_with_parent(&mut command);
@@ -358,17 +379,7 @@ impl Actor for Program {
             ),
         ] {
             let Some(stream) = stream else { continue };
-            let command = spec.command.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if is_err {
-                        tracing::warn!(target: "ensemble_program", %command, pid = pid_number, stream = "stderr", "{line}");
-                    } else {
-                        tracing::info!(target: "ensemble_program", %command, pid = pid_number, stream = "stdout", "{line}");
-                    }
-                }
-            });
+            tokio::spawn(log_output(stream, spec.command.clone(), pid_number, is_err));
         }
 
         let (exited_tx, exited) = watch::channel(None);
@@ -382,7 +393,9 @@ impl Actor for Program {
             metrics::counter!("ensemble_process_exits_total", "command" => command_name)
                 .increment(1);
             let _ = exited_tx.send(Some(status.clone()));
-            let _ = me.try_tell(ProgramMsg::Exited { status, success });
+            // Waits for room in a full mailbox: lost, the actor would live on without its
+            // program. It fails only if the actor ended meanwhile.
+            let _ = me.tell(ProgramMsg::Exited { status, success }).await;
         });
 
         let health = spec.health.clone().map(|check| {
@@ -404,7 +417,7 @@ impl Actor for Program {
                 args,
             },
             exited: exited.clone(),
-            _guard: KillOnDrop { pid, exited },
+            _guard: KillOnDrop { pid },
             health,
         });
         Ok(())
@@ -441,25 +454,87 @@ impl Actor for Program {
         if let Some(health) = running.health.take() {
             health.abort();
         }
-        if running.exited.borrow().is_some() {
-            return;
-        }
         let pid = Pid::from_raw(running.info.pid as i32);
         let signal = parse_signal(&self.spec.stop_signal).unwrap_or(Signal::SIGTERM);
-        let _ = nix::sys::signal::killpg(pid, signal);
         let timeout = Duration::from_millis(self.spec.stop_timeout_ms);
-        let stopped_in_time =
-            tokio::time::timeout(timeout, running.exited.wait_for(Option::is_some))
-                .await
-                .is_ok();
-        if !stopped_in_time {
-            tracing::warn!(target: "ensemble_program", command = %self.spec.command, pid = running.info.pid, ?timeout, "program did not stop in time: killing it");
-            let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                running.exited.wait_for(Option::is_some),
-            )
-            .await;
+        let started = tokio::time::Instant::now();
+        if running.exited.borrow().is_none() {
+            let _ = nix::sys::signal::killpg(pid, signal);
+            let stopped_in_time =
+                tokio::time::timeout(timeout, running.exited.wait_for(Option::is_some))
+                    .await
+                    .is_ok();
+            if !stopped_in_time {
+                tracing::warn!(target: "ensemble_program", command = %self.spec.command, pid = running.info.pid, ?timeout, "program did not stop in time: killing it");
+                let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
+                let _ =
+                    tokio::time::timeout(KILL_WAIT, running.exited.wait_for(Option::is_some)).await;
+            }
+        }
+        // The program itself has ended (stopped, or on its own); what it started in its
+        // process group may live on (a shell that ran a server in the background): it gets
+        // the stop signal too, within what is left of the timeout, then `SIGKILL`.
+        let left = timeout.saturating_sub(started.elapsed());
+        end_group(pid, signal, left, &self.spec.command).await;
+    }
+}
+
+/// Ends what is left of the program's process group (whose id is the program's pid) once the
+/// program itself has ended: the stop signal, `timeout` for the members to end, then
+/// `SIGKILL`. The kernel keeps a group's id while any member lives, so the signals reach the
+/// program's own children and no one else.
+async fn end_group(group: Pid, signal: Signal, timeout: Duration, command: &str) {
+    // A signal of none sends nothing and says whether any member lives.
+    let alive = || nix::sys::signal::killpg(group, None).is_ok();
+    if !alive() {
+        return;
+    }
+    let _ = nix::sys::signal::killpg(group, signal);
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Not children of this process: nothing tells when they end but asking.
+    while alive() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if alive() {
+        tracing::warn!(target: "ensemble_program", %command, group = group.as_raw(), ?timeout, "processes the program started did not stop in time: killing them");
+        let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+    }
+}
+
+/// Logs the program's output (`stream`) line by line, until it ends. Lines need not be UTF-8
+/// (they are logged lossily) nor short (a long one is logged in pieces of [`MAX_LINE`]); the
+/// pipe is read to its end whatever comes, because a program whose output pipe closed would
+/// die of `SIGPIPE` at its next write.
+async fn log_output(
+    stream: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    command: String,
+    pid: u32,
+    is_err: bool,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end_matches(['\n', '\r']);
+                if is_err {
+                    tracing::warn!(target: "ensemble_program", %command, pid, stream = "stderr", "{text}");
+                } else {
+                    tracing::info!(target: "ensemble_program", %command, pid, stream = "stdout", "{text}");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target: "ensemble_program", %command, pid, "cannot read the program's output any more ({e}); dropping the rest");
+                let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+                return;
+            }
         }
     }
 }
@@ -467,14 +542,22 @@ impl Actor for Program {
 /// Makes the kernel kill the program when the process that started it dies, so that a
 /// program never outlives its node (`PR_SET_PDEATHSIG`). The signal is sent when the thread
 /// that forked exits: programs are started from the actor's task on a runtime worker thread,
-/// which lives as long as the node.
+/// which lives as long as the node. It covers the program itself, not the processes it
+/// starts (the kernel clears it in them). A node that died between the fork and the `prctl`
+/// would leave the program uncovered: the start fails instead.
 #[allow(unsafe_code)]
 fn die_with_parent(command: &mut tokio::process::Command) {
-    // SAFETY: the closure runs in the forked child before exec and only makes the prctl
-    // system call, which is async-signal-safe; it allocates nothing and takes no lock.
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only makes the prctl and
+    // getppid system calls, which are async-signal-safe; it allocates nothing (an error made
+    // from an errno holds no allocation) and takes no lock.
     unsafe {
-        command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from(nix::errno::Errno::ESRCH));
+            }
+            Ok(())
         });
     }
 }
@@ -605,6 +688,17 @@ mod tests {
         spec.health = Some(toml::from_str("http = \"https://example.com/\"").unwrap());
         assert!(spec.validate().unwrap_err().starts_with("health.http"));
         assert!(toml::from_str::<ProgramSpec>("command = \"x\"\ncomand = \"y\"").is_err());
+    }
+
+    #[test]
+    fn a_program_child_waits_out_its_stop_timeout() {
+        let mut spec = ProgramSpec::new("sleep", &["1000"]);
+        spec.stop_timeout_ms = 30_000;
+        let child = ChildSpec::program("db", &spec);
+        assert_eq!(
+            child.shutdown,
+            Shutdown::Timeout(Duration::from_secs(30) + KILL_WAIT + Duration::from_secs(1))
+        );
     }
 
     #[test]

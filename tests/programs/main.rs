@@ -1,7 +1,9 @@
 //! Supervised OS processes: programs run by actors under supervisors and in app roles. A
 //! program killed from outside comes back with a new pid; one whose health check starts
 //! failing is restarted; one that ignores its stop signal is killed after its stop timeout;
-//! a command that does not exist fails to start with an error naming it; an app role running
+//! what a program started in its process group ends with it; output that is not text does
+//! not kill it; a command that does not exist fails to start with an error naming it; an app
+//! role running
 //! `python3 -m http.server` is placed on two nodes and serves on both.
 
 use std::path::Path;
@@ -67,6 +69,15 @@ async fn restarted(supervisor: &SupervisorRef, id: &str, old: u32) -> ProgramInf
     }
 }
 
+/// Waits until `done` holds; fails the test saying `what` did not happen after [`WAIT`].
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn supervise(node: &Node, child: ChildSpec) -> SupervisorRef {
     program::register(node);
     SupervisorRef::start(
@@ -125,14 +136,10 @@ async fn a_failing_health_check_restarts_the_program() {
     let (_, first) = running(&supervisor, "checked").await;
 
     std::fs::remove_file(&ready).unwrap();
-    let deadline = Instant::now() + WAIT;
-    while alive(first.pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the unhealthy program was not stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the unhealthy program was not stopped", || {
+        !alive(first.pid)
+    })
+    .await;
     // Healthy again: the restarted program stays.
     std::fs::write(&ready, b"").unwrap();
     let second = restarted(&supervisor, "checked", first.pid).await;
@@ -154,6 +161,73 @@ async fn a_program_ignoring_its_stop_signal_is_killed_after_the_timeout() {
     supervisor.terminate_child("stubborn").await.unwrap();
     // terminate_child returns once the actor ended, which waits for the program.
     assert!(!alive(info.pid), "the program survived its stop");
+
+    supervisor.stop();
+    supervisor.wait_for_exit().await;
+    node.shutdown().await;
+}
+
+/// The program's shell ends at once on its stop signal; what it started in the background
+/// ignores it, and is killed after the stop timeout with the rest of the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_program_started_ends_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("background.pid");
+    let script = format!(
+        "(trap '' TERM; exec sleep 1000) & echo $! > {}; wait",
+        pid_file.display()
+    );
+    let mut spec = ProgramSpec::new("sh", &["-c", &script]);
+    spec.stop_timeout_ms = 300;
+    let node = Node::new(NodeConfig::new("p5")).unwrap();
+    let supervisor = supervise(&node, ChildSpec::program("wrapper", &spec)).await;
+    let (_, info) = running(&supervisor, "wrapper").await;
+    let mut background = 0;
+    wait_until("the script never started its background process", || {
+        background = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
+        background != 0
+    })
+    .await;
+    assert!(alive(background));
+
+    supervisor.terminate_child("wrapper").await.unwrap();
+    assert!(!alive(info.pid), "the program survived its stop");
+    // Killed before terminate_child returned; the kernel may take a moment to reap it.
+    wait_until("what the program started outlived it", || {
+        !alive(background)
+    })
+    .await;
+
+    supervisor.stop();
+    supervisor.wait_for_exit().await;
+    node.shutdown().await;
+}
+
+/// A line that is not UTF-8, then more output than a pipe holds: all of it is read, so the
+/// program is not killed by a closed pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_that_is_not_text_does_not_kill_the_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("wrote-everything");
+    let script = format!(
+        "set -e; printf '\\377\\376 not text\\n'; head -c 1000000 /dev/zero; touch {}; exec sleep 1000",
+        mark.display()
+    );
+    let spec = ProgramSpec::new("sh", &["-c", &script]);
+    let node = Node::new(NodeConfig::new("p6")).unwrap();
+    let supervisor = supervise(&node, ChildSpec::program("binary", &spec)).await;
+    let (_, first) = running(&supervisor, "binary").await;
+    wait_until(
+        "the program never got its output out (killed by a closed pipe?)",
+        || mark.exists(),
+    )
+    .await;
+    let (_, now) = running(&supervisor, "binary").await;
+    assert_eq!(now.pid, first.pid, "the program was restarted");
+    assert!(alive(first.pid));
 
     supervisor.stop();
     supervisor.wait_for_exit().await;
