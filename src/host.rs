@@ -112,6 +112,16 @@ impl Host {
             .registry
             .validate()
             .map_err(|e| fail("registry", e))?;
+        // Before joining: an admin address in use, or one that needs a token, fails the start
+        // here rather than after the node joined and took work.
+        let admin = match config.admin {
+            Some(admin) => Some(
+                AdminServer::bind(admin)
+                    .await
+                    .map_err(|e| fail("admin", e.to_string()))?,
+            ),
+            None => None,
+        };
         let node = Node::new(NodeConfig::new(config.name.clone()))
             .map_err(|e| fail("node", e.to_string()))?;
         crate::kv::register_modules(&node);
@@ -163,15 +173,7 @@ impl Host {
                 }
             }
         }
-        if let Some(admin) = config.admin {
-            match AdminServer::start(&host.node, admin).await {
-                Ok(admin) => host.admin = Some(admin),
-                Err(e) => {
-                    host.stop().await;
-                    return Err(fail("admin", e.to_string()));
-                }
-            }
-        }
+        host.admin = admin.map(|admin| admin.serve(&host.node));
         Ok(host)
     }
 

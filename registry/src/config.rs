@@ -90,6 +90,19 @@ impl RegistryConfig {
         if self.voters == 0 {
             return Err("registry.voters must be at least 1".into());
         }
+        // Each drives a timer or bounds a wait; zero would spin a timer or fail every call.
+        for (name, value) in [
+            ("session_ttl", self.session_ttl),
+            ("keepalive_interval", self.keepalive_interval),
+            ("request_timeout", self.request_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
+        ] {
+            if value < Duration::from_millis(1) {
+                return Err(format!(
+                    "registry.{name} must be at least 1 ms, not {value:?}"
+                ));
+            }
+        }
         if !(0.0..0.5).contains(&self.drift_margin) {
             return Err(format!(
                 "registry.drift_margin must be in [0, 0.5), not {}",
@@ -133,5 +146,28 @@ mod tests {
         config.snapshot_every = 0;
         let problem = config.validate().unwrap_err();
         assert!(problem.contains("registry.snapshot_every"), "{problem}");
+    }
+
+    #[test]
+    fn zero_intervals_are_refused_by_name() {
+        for (name, set) in [
+            (
+                "keepalive_interval",
+                (|c| c.keepalive_interval = Duration::ZERO) as fn(&mut RegistryConfig),
+            ),
+            ("heartbeat_interval", |c| {
+                c.heartbeat_interval = Duration::ZERO
+            }),
+            ("request_timeout", |c| c.request_timeout = Duration::ZERO),
+            ("session_ttl", |c| c.session_ttl = Duration::ZERO),
+        ] {
+            let mut config = RegistryConfig::new("data");
+            set(&mut config);
+            let problem = config.validate().unwrap_err();
+            assert!(
+                problem.contains(&format!("registry.{name} must be at least 1 ms")),
+                "{problem}"
+            );
+        }
     }
 }

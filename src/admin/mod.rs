@@ -114,7 +114,9 @@ impl Default for AdminConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// The address could not be bound.
-    #[error("cannot bind the admin server to {addr}: {source}")]
+    #[error(
+        "cannot bind the admin server to {addr}: {source} (another node there?); give another address with --admin HOST:PORT (admin.listen), or --admin off"
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -148,6 +150,16 @@ impl AdminServer {
     /// [`install_metrics_recorder`]). Fails if the address cannot be bound, or if it is not a
     /// loopback address and `config` has no token.
     pub async fn start(node: &Node, config: AdminConfig) -> Result<AdminServer, AdminError> {
+        Ok(AdminServer::bind(config).await?.serve(node))
+    }
+
+    /// Checks `config` and binds its address, without serving yet: a node checks this before
+    /// it joins its cluster, so that an address in use does not make it join and leave again.
+    ///
+    /// # Errors
+    ///
+    /// As [`AdminServer::start`].
+    pub async fn bind(config: AdminConfig) -> Result<BoundAdmin, AdminError> {
         let token = config.token.filter(|t| !t.is_empty());
         if token.is_none() && !is_loopback(config.listen.ip()) {
             return Err(AdminError::TokenRequired {
@@ -161,7 +173,23 @@ impl AdminServer {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(bind_error)?;
-        let addr = listener.local_addr().map_err(bind_error)?;
+        Ok(BoundAdmin { listener, token })
+    }
+}
+
+/// An admin server's address, bound and not served yet ([`AdminServer::bind`]).
+pub struct BoundAdmin {
+    listener: tokio::net::TcpListener,
+    token: Option<String>,
+}
+
+impl BoundAdmin {
+    /// Serves the admin API of `node` on the bound address.
+    pub fn serve(self, node: &Node) -> AdminServer {
+        let BoundAdmin { listener, token } = self;
+        let addr = listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address");
         if let Err(why) = exporter::handle() {
             tracing::warn!(node = %node.id(), "{why}");
         }
@@ -182,13 +210,15 @@ impl AdminServer {
             }
             .instrument(span),
         );
-        Ok(AdminServer {
+        AdminServer {
             addr,
             stop: Some(stop),
             task: Some(task),
-        })
+        }
     }
+}
 
+impl AdminServer {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr

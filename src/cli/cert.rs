@@ -37,11 +37,13 @@ pub(crate) struct IssueArgs {
 
 pub(crate) fn init(args: &InitArgs) -> CliResult {
     let cert = args.dir.join("ca.pem");
-    if cert.exists() && !args.force {
-        return Err(format!(
-            "{} exists already: a cluster keeps one CA; pass --force to replace it, or pick another --dir",
-            cert.display()
-        ));
+    for file in [&cert, &args.dir.join("ca.key")] {
+        if file.exists() && !args.force {
+            return Err(format!(
+                "{} exists already: a cluster keeps one CA; pass --force to replace it, or pick another --dir",
+                file.display()
+            ));
+        }
     }
     eprintln!("generating a CA for cluster {:?}…", args.cluster);
     let ca = ClusterCa::generate(&args.cluster).map_err(|e| e.to_string())?;

@@ -350,6 +350,11 @@ pub(crate) fn app_list(args: &AdminArgs) -> CliResult {
 }
 
 pub(crate) fn app_remove(args: &AdminArgs, name: &str) -> CliResult {
+    if !ensemble::supervisor::app::is_app_name(name) {
+        return Err(format!(
+            "{name:?} is not an app name: app names are 1 or more ASCII letters, digits, '-', '_' or '.' (see `ensemble app list`)"
+        ));
+    }
     let client = AdminClient::new(args);
     let answer = client.call("DELETE", &format!("/api/v1/apps/{name}"), None)?;
     let change: AppChange = client.decode("/api/v1/apps", &answer)?;

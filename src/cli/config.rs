@@ -249,6 +249,17 @@ pub(crate) fn resolve(args: &NodeArgs, matches: &ArgMatches) -> Result<NodeSetti
         Some(text) => parse_addr(&text).map_err(|e| bad("listen", &listen_origin, e))?,
         None => SocketAddr::from(([127, 0, 0, 1], 7000)),
     };
+    if listen.ip().is_unspecified() {
+        // The node tells its peers this address to dial it back.
+        return Err(bad(
+            "listen",
+            &listen_origin,
+            format!(
+                "{listen} is not an address peers can dial; give this machine's address that they reach, e.g. 10.0.0.2:{}",
+                listen.port()
+            ),
+        ));
+    }
 
     let join_origin = origin.of("join", "--join", "ENSEMBLE_JOIN");
     let join_texts = if args.join.is_empty() {
@@ -256,11 +267,21 @@ pub(crate) fn resolve(args: &NodeArgs, matches: &ArgMatches) -> Result<NodeSetti
     } else {
         args.join.clone()
     };
+    // A blank entry (`--join=`, a template's unset variable) is refused, not skipped: an empty
+    // list would start a new cluster where one was to be joined.
     let join = join_texts
         .iter()
-        .filter(|text| !text.trim().is_empty())
         .enumerate()
-        .map(|(i, text)| parse_addr(text).map_err(|e| bad(&format!("join[{i}]"), &join_origin, e)))
+        .map(|(i, text)| {
+            if text.trim().is_empty() {
+                return Err(bad(
+                    &format!("join[{i}]"),
+                    &join_origin,
+                    "empty; give HOST:PORT of a member, or leave join out to start a new cluster",
+                ));
+            }
+            parse_addr(text).map_err(|e| bad(&format!("join[{i}]"), &join_origin, e))
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let data_dir = args
@@ -332,8 +353,13 @@ pub(crate) fn resolve(args: &NodeArgs, matches: &ArgMatches) -> Result<NodeSetti
         })?),
         None => Some(SocketAddr::from(([127, 0, 0, 1], 7070))),
     };
-    let token = args.admin_token.clone().or(file.admin.token);
-    if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+    // Trimmed as tokens in requests are, so that one with spaces around it still matches.
+    let token = args
+        .admin_token
+        .clone()
+        .or(file.admin.token)
+        .map(|t| t.trim().to_owned());
+    if token.as_deref().is_some_and(str::is_empty) {
         return Err(bad(
             "admin.token",
             &origin.of("admin_token", "--admin-token", "ENSEMBLE_ADMIN_TOKEN"),

@@ -42,8 +42,9 @@ pub(crate) struct DemoArgs {
     /// Keep the temp dir (certificates, data dirs, node logs) to look at afterwards.
     #[arg(long)]
     keep: bool,
-    /// How long to write before the kill, in seconds.
-    #[arg(long, default_value_t = 3, value_name = "SECONDS")]
+    /// How long to write before the kill, in seconds (at most an hour).
+    #[arg(long, default_value_t = 3, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
     warmup_secs: u64,
 }
 
@@ -458,6 +459,13 @@ impl Demo {
         let log = std::fs::File::create(&log_path)
             .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
         let mut command = Command::new(exe);
+        // The demo's nodes take their settings from the flags below only: an ENSEMBLE_JOIN or
+        // ENSEMBLE_NO_APPS of the user's shell would send them elsewhere or change the demo.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ENSEMBLE_") {
+                command.env_remove(&key);
+            }
+        }
         command
             .args(["node", "--name", name, "--cluster", "demo"])
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
@@ -468,7 +476,6 @@ impl Demo {
             .arg(format!("--threads={}", threads_per_process()))
             .arg("--exit-with-stdin")
             .args(seed.map(|s| format!("--join={s}")))
-            .env_remove("ENSEMBLE_CONFIG")
             .env("ENSEMBLE_LOG", "info")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

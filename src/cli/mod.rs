@@ -79,8 +79,10 @@ enum AppCommand {
         /// Return once the spec is stored, without waiting for the instances.
         #[arg(long)]
         no_wait: bool,
-        /// How long to wait for every role to reach its instance count, in seconds.
-        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        /// How long to wait for every role to reach its instance count, in seconds (at most a
+        /// day).
+        #[arg(long, default_value_t = 60, value_name = "SECONDS",
+              value_parser = clap::value_parser!(u64).range(0..=86_400))]
         wait_secs: u64,
         #[command(flatten)]
         admin: client::AdminArgs,

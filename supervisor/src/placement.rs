@@ -196,7 +196,8 @@ impl Plan {
 pub fn plan(offers: &[Offer], needs: &Requirements, count: usize) -> Plan {
     let mut offers: Vec<Offer> = offers.to_vec();
     offers.sort_by(|a, b| a.node.cmp(&b.node));
-    let mut nodes = Vec::with_capacity(count);
+    // `count` comes from the user: the vector grows with what is placed, not with the ask.
+    let mut nodes = Vec::new();
     for _ in 0..count {
         let best = offers
             .iter()

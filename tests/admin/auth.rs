@@ -132,6 +132,32 @@ async fn listening_beyond_loopback_needs_a_token() {
     node.shutdown().await;
 }
 
+/// An admin address in use fails the node's start before the node does anything else (it
+/// would otherwise join its cluster, take work, and leave again), saying what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_address_in_use_fails_the_start_before_anything_else() {
+    let taken = std::net::TcpListener::bind(loopback()).expect("a port");
+    let addr = taken.local_addr().expect("its address");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = ensemble::transport::certs::ClusterCa::generate("ensemble").expect("ca");
+    let cert = ca.issue("late").expect("cert");
+    let mut config = ensemble::host::HostConfig::new("late", cert, dir.path().join("data"));
+    config.admin = Some(AdminConfig {
+        listen: addr,
+        token: None,
+    });
+    let err = match ensemble::host::Host::start(config, |_| {}).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started with its admin address taken"),
+    };
+    assert!(
+        err.contains(&addr.to_string()) && err.contains("--admin"),
+        "{err}"
+    );
+    // Failed before the registry opened its data dir.
+    assert!(!dir.path().join("data").exists(), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_on_its_own_answers_what_it_can() {
     let (node, admin) = bare("alone", None).await;

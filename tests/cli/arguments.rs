@@ -62,6 +62,20 @@ fn a_bad_flag_value_names_the_key_and_the_flag() {
         &["resources", "KEY=VALUE"],
     );
     assert_refused(&run(&["node"], &[], None), 1, &["--name", "ENSEMBLE_NAME"]);
+    assert_refused(
+        &run(
+            &["node", "--name", "n1", "--listen", "0.0.0.0:7000"],
+            &[],
+            None,
+        ),
+        1,
+        &["listen", "flag --listen", "not an address peers can dial"],
+    );
+    assert_refused(
+        &run(&["node", "--name", "n1", "--join="], &[], None),
+        1,
+        &["join[0]", "empty", "leave join out to start a new cluster"],
+    );
 }
 
 #[test]

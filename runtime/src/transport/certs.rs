@@ -393,6 +393,15 @@ pub enum CertError {
         name: String,
     },
 
+    /// A node name that its certificate's files cannot carry.
+    #[error(
+        "{name:?} cannot be a node name: its certificate files would be the CA's ca.pem and ca.key; pick another name"
+    )]
+    ReservedNodeName {
+        /// The rejected name.
+        name: String,
+    },
+
     /// A certificate or key file could not be read.
     #[error("cannot read {what} {}: {source} ({fix})", path.display())]
     Read {
@@ -501,15 +510,20 @@ pub enum CertError {
     },
 }
 
-/// Checks a node name against the node-name rule (the same as `NodeConfig`'s).
+/// Checks a node name against the node-name rule (the same as `NodeConfig`'s), and that its
+/// files (`<name>.pem`, `<name>.key`) are not the CA's.
 pub(crate) fn validate_node_name(name: &str) -> Result<(), CertError> {
-    if is_node_name(name) {
-        Ok(())
-    } else {
-        Err(CertError::InvalidNodeName {
+    if !is_node_name(name) {
+        return Err(CertError::InvalidNodeName {
             name: name.to_owned(),
-        })
+        });
     }
+    if format!("{name}.pem") == CA_CERT_FILE {
+        return Err(CertError::ReservedNodeName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Whether `name` is 1 or more ASCII letters, digits, `-`, `_` or `.`.
@@ -776,6 +790,14 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{file}");
         }
+    }
+
+    #[test]
+    fn a_node_named_like_the_ca_is_refused_before_it_overwrites_the_ca() {
+        let ca = ClusterCa::generate("prod").unwrap();
+        let err = ca.issue("ca").unwrap_err();
+        assert!(matches!(err, CertError::ReservedNodeName { .. }), "{err}");
+        assert!(err.to_string().contains("ca.key"), "{err}");
     }
 
     #[test]

@@ -18,7 +18,9 @@ use ensemble_runtime::cluster::Cluster;
 use ensemble_runtime::{ActorRef, Node};
 
 pub use controller::{Controller, ControllerMsg};
-pub use spec::{AppSpec, AppStatus, RestartPolicy, RoleSpec, RoleStatus, SpecError, role_group};
+pub use spec::{
+    AppSpec, AppStatus, RestartPolicy, RoleSpec, RoleStatus, SpecError, is_app_name, role_group,
+};
 
 use crate::agent::{Agent, AgentMsg};
 use crate::singleton::{Singleton, SingletonMsg};

@@ -26,6 +26,19 @@ use crate::placement::Requirements;
 use crate::program::{PROGRAM_MODULE, ProgramSpec};
 use crate::spec::Restart;
 
+/// Whether `name` can name an app: 1 or more ASCII letters, digits, `-`, `_` or `.`, so that
+/// it goes into an admin API path and a registry key as it is.
+pub fn is_app_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The most instances one role may ask for: each is an actor the controller plans, starts and
+/// watches, and a plan is made instance by instance.
+pub(crate) const MAX_INSTANCES: usize = 100_000;
+
 /// An application: roles, each a module run as some number of instances across the cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,10 +162,10 @@ impl AppSpec {
             key,
             problem: problem.to_owned(),
         };
-        if self.name.is_empty() || self.name.contains('/') {
+        if !is_app_name(&self.name) {
             return Err(invalid(
                 "name".into(),
-                "must be a non-empty name without '/'",
+                "must be 1 or more ASCII letters, digits, '-', '_' or '.' (it is a path segment of the admin API and a registry key)",
             ));
         }
         if self.roles.is_empty() {
@@ -196,6 +209,15 @@ impl AppSpec {
                     }
                 }
                 (None, false) => {}
+            }
+            if role.instances > MAX_INSTANCES {
+                return Err(invalid(
+                    key("instances"),
+                    &format!(
+                        "{} is more than a role may ask for; give at most {MAX_INSTANCES}",
+                        role.instances
+                    ),
+                ));
             }
             if role.singleton && role.instances != 1 {
                 return Err(invalid(
@@ -382,6 +404,21 @@ program = { command = "python3", args = ["-m", "http.server", "{port}"], health 
         )
         .unwrap_err();
         assert!(err.to_string().contains("roles[a].global_name"), "{err}");
+        let err = AppSpec::from_toml("name = \"kv?x\"\n[[roles]]\nname = \"a\"\nmodule = \"m\"")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("app \"kv?x\": name: must be 1 or more ASCII letters"),
+            "{err}"
+        );
+        let err = AppSpec::from_toml(
+            "name = \"x\"\n[[roles]]\nname = \"a\"\nmodule = \"m\"\ninstances = 1000000000000",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "app \"x\": roles[a].instances: 1000000000000 is more than a role may ask for; give at most 100000"
+        );
         let err =
             AppSpec::from_toml("name = \"x\"\n[[roles]]\nname = \"a\"\nmodul = \"m\"").unwrap_err();
         assert!(err.to_string().contains("unknown field `modul`"), "{err}");
