@@ -42,9 +42,10 @@ pub(crate) struct DemoArgs {
     /// Keep the temp dir (certificates, data dirs, node logs) to look at afterwards.
     #[arg(long)]
     keep: bool,
-    /// How long to write before the kill, in seconds (at most an hour).
+    /// How long to write before the kill, in seconds (at most 300: every write is kept to be
+    /// read back).
     #[arg(long, default_value_t = 3, value_name = "SECONDS",
-          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+          value_parser = clap::value_parser!(u64).range(0..=300))]
     warmup_secs: u64,
 }
 
@@ -365,19 +366,39 @@ impl Demo {
         }
         self.say(&format!("reading back {} acknowledged keys", latest.len()));
         let mut lost = Vec::new();
-        for (key, (value, later)) in &latest {
-            match kv.get(key).await {
-                Ok(Some(found))
+        // Within one stage's time in all, however many reads fail (each is retried by the
+        // client for up to 15 s), with progress as it goes.
+        let read_deadline = Instant::now() + STAGE_TIMEOUT;
+        let mut last_said = Instant::now();
+        // Keys not read at all, the reads having run out of time (one entry in `lost`).
+        let mut unread = 0;
+        for (done, (key, (value, later))) in latest.iter().enumerate() {
+            let left = read_deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, kv.get(key)).await {
+                Ok(Ok(Some(found)))
                     if found == value.as_bytes() || later.iter().any(|v| found == v.as_bytes()) => {
                 }
-                Ok(other) => lost.push(format!(
+                Ok(Ok(other)) => lost.push(format!(
                     "{key}: expected {value:?}, found {:?}",
                     other.map(|v| String::from_utf8_lossy(&v).into_owned())
                 )),
-                Err(e) => lost.push(format!("{key}: {e}")),
+                Ok(Err(e)) => lost.push(format!("{key}: {e}")),
+                Err(_) => {
+                    unread = latest.len() - done;
+                    lost.push(format!(
+                        "{key} and the {} keys after it: not read back within {STAGE_TIMEOUT:?}",
+                        unread - 1
+                    ));
+                    break;
+                }
+            }
+            if last_said.elapsed() >= Duration::from_secs(2) {
+                self.say(&format!("read back {} of {}", done + 1, latest.len()));
+                last_said = Instant::now();
             }
         }
 
+        let missing = lost.len() + unread.saturating_sub(1);
         let acked = writes.iter().filter(|w| w.ok).count();
         let failed = writes.len() - acked;
         let slowest = writes
@@ -414,7 +435,7 @@ impl Demo {
         );
         println!(
             "  read back         {} of {} acknowledged keys{}",
-            latest.len() - lost.len(),
+            latest.len() - missing,
             latest.len(),
             if lost.is_empty() {
                 ""
@@ -433,10 +454,16 @@ impl Demo {
         for problem in lost.iter().take(10) {
             self.say(&format!("lost: {problem}"));
         }
-        if !lost.is_empty() {
+        if missing > 0 {
+            return Err(format!("{missing} acknowledged writes did not read back"));
+        }
+        // A failover that never took writes again is no failover, whatever read back.
+        if acked == 0 {
+            return Err("no write was acknowledged: the kv app never took writes".into());
+        }
+        if !seen.contains_key("write") {
             return Err(format!(
-                "{} acknowledged writes did not read back",
-                lost.len()
+                "no write sent after the kill of {master_node} was acknowledged within {STAGE_TIMEOUT:?}"
             ));
         }
         match new_master {

@@ -38,12 +38,18 @@
 //!   its copy loses the partition's data; the master says so in its log and starts the
 //!   partition empty.
 //! - A master that fails over loses nothing: the workers hold the truth, and a new master
-//!   rebuilds the table from their reports before it answers with assignments. Meanwhile
-//!   clients keep working with the table they have.
+//!   rebuilds the table from their reports before it answers with assignments, promoting a
+//!   copy only once every live worker has reported (a silent one may hold the newest).
+//!   Meanwhile clients keep working with the table they have.
 //! - Reads go to the primary; they see every acknowledged write, and may see a write that is
 //!   applied but not yet acknowledged (it is acknowledged unless the primary dies first).
 //! - Requests name the epoch of the client's table; a worker that is not the primary at that
 //!   epoch refuses ([`KvError::NotPrimary`]), and the client refreshes its table and retries.
+//!   A worker whose node is fenced (cut off past its registry session's validity, so that
+//!   its partitions may be someone else's by now) refuses every read and write
+//!   ([`KvError::Fenced`]) until the session is back.
+//! - A backup that lost the snapshot starting its epoch (or the ask for it) asks again after
+//!   a second, rather than leave the partition's writes unacknowledged.
 //!
 //! # Limits
 //!
@@ -57,6 +63,7 @@
 //! [`KvClient`]: crate::kv::KvClient
 //! [`KvError`]: crate::kv::KvError
 //! [`KvError::NotPrimary`]: crate::kv::KvError::NotPrimary
+//! [`KvError::Fenced`]: crate::kv::KvError::Fenced
 //! [`MASTER_MODULE`]: crate::kv::MASTER_MODULE
 //! [`MASTER_NAME`]: crate::kv::MASTER_NAME
 //! [`Master`]: crate::kv::Master

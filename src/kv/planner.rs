@@ -7,8 +7,9 @@
 //! 1. **Primary.** Kept while it is alive and confirms it (or has not reported this round).
 //!    Otherwise the copy with the highest version wins (then the highest epoch, then a
 //!    primary over a backup over a spare): after a failure that is the backup, for a fresh
-//!    master it is whoever held the partition. If the former backup is alive but has not
-//!    reported, the partition waits for its report. With no copy anywhere, an empty partition
+//!    master it is whoever held the partition. A new primary is chosen only once every live
+//!    worker has reported: one that has not may hold a newer copy than any reported (the
+//!    former backup, or the primary a master that has just started does not know yet). With no copy anywhere, an empty partition
 //!    is started on the least loaded worker, but only once every live worker has reported (a
 //!    silent worker might hold the data) and the caller allows it (a master that has just
 //!    started gives workers it has not found yet some time).
@@ -122,7 +123,8 @@ impl Load {
 /// `may_start_empty` allows starting partitions of which no copy is known anew, empty.
 pub(crate) fn plan(current: &[Slot], workers: &[WorkerView], may_start_empty: bool) -> Plan {
     let live: BTreeMap<&ActorId, &WorkerView> = workers.iter().map(|w| (&w.id, w)).collect();
-    let all_reported = may_start_empty && workers.iter().all(|w| w.held.is_some());
+    let every_live_reported = workers.iter().all(|w| w.held.is_some());
+    let all_reported = may_start_empty && every_live_reported;
     let report = |w: &ActorId, p: PartitionId| -> Option<Option<Held>> {
         live.get(w)
             .and_then(|v| v.held.as_ref())
@@ -165,6 +167,13 @@ pub(crate) fn plan(current: &[Slot], workers: &[WorkerView], may_start_empty: bo
                 .as_ref()
                 .is_some_and(|b| live.contains_key(b) && report(b, p).is_none()) =>
             {
+                waiting[i] = true;
+                None
+            }
+            // A live worker that has not reported may hold a newer copy than any reported (the
+            // primary of a master that just started, slow to answer): promoting an older
+            // copy would lose the writes acknowledged on it.
+            _ if !every_live_reported => {
                 waiting[i] = true;
                 None
             }
@@ -581,6 +590,30 @@ mod tests {
         assert_eq!(plan.slots[0].primary, None);
         assert_eq!(plan.slots[0].backup, Some(b));
         assert_eq!(plan.slots[0].epoch, 3);
+    }
+
+    #[test]
+    fn a_fresh_master_waits_for_every_live_worker_before_it_promotes_a_copy() {
+        // c is the partition's primary (version 10) and slow to answer; b holds an older copy.
+        let (b, c) = (id(2, 1), id(3, 1));
+        let views = vec![
+            view(&b, Some(vec![(0, Role::Backup, 4, 5)])),
+            view(&c, None),
+        ];
+        let waiting = plan(&[Slot::default()], &views, true);
+        assert_eq!(
+            waiting.slots[0].primary, None,
+            "the older copy was promoted"
+        );
+        assert!(waiting.commands.is_empty());
+        // Once c reports, its newer copy wins.
+        let views = vec![
+            view(&b, Some(vec![(0, Role::Backup, 4, 5)])),
+            view(&c, Some(vec![(0, Role::Primary, 5, 10)])),
+        ];
+        let plan = plan(&[Slot::default()], &views, true);
+        assert_eq!(plan.slots[0].primary, Some(c));
+        assert!(plan.slots[0].epoch > 5);
     }
 
     #[test]

@@ -230,6 +230,12 @@ pub enum KvError {
         /// The writes waiting.
         pending: usize,
     },
+    /// The worker's node lost its registry session (it is fenced): the master may have given
+    /// its partitions to others already, so it serves nothing until the session is back.
+    Fenced {
+        /// The worker asked.
+        worker: ActorId,
+    },
 }
 
 impl fmt::Display for KvError {
@@ -258,6 +264,10 @@ impl fmt::Display for KvError {
             } => write!(
                 f,
                 "worker {worker} has {pending} writes of partition {partition} waiting for its backup; retry later"
+            ),
+            KvError::Fenced { worker } => write!(
+                f,
+                "worker {worker} is on a node that lost its registry session (fenced): its copies may be stale; refresh the table from the master and retry"
             ),
         }
     }

@@ -25,6 +25,9 @@
 //! by the master's next round.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +38,9 @@ use super::protocol::{
 };
 use crate::registry::Registry;
 use crate::{Actor, ActorError, ActorId, ActorRef, ActorResult, Context, ReplyTo, TellError};
+
+/// How long a backup waits for a snapshot it asked for before it asks again.
+const SNAPSHOT_ASK_AGAIN: Duration = Duration::from_secs(1);
 
 /// The arguments of module [`WORKER_MODULE`](super::WORKER_MODULE); every field has a default,
 /// so no arguments (or an empty table) will do.
@@ -56,10 +62,20 @@ impl Default for WorkerArgs {
 
 /// The worker actor of module [`WORKER_MODULE`](super::WORKER_MODULE). It joins the group
 /// [`WORKERS_GROUP`] when it starts, and holds whatever partitions the master gives it.
-#[derive(Debug)]
 pub struct Worker {
     args: WorkerArgs,
     partitions: BTreeMap<PartitionId, Partition>,
+    /// The node's registry, once started: a worker of a fenced node serves nothing.
+    registry: Option<Registry>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("args", &self.args)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One partition held.
@@ -80,8 +96,10 @@ struct Partition {
     /// data is whatever an earlier epoch left, and replicated writes are not acknowledged:
     /// an acknowledgement must mean the write is here.
     current: bool,
-    /// Backup only: a snapshot was asked for this epoch and has not come yet (ask only once).
-    snapshot_asked: bool,
+    /// Backup only: when a snapshot was last asked for this epoch, if one was and has not
+    /// come yet. Asked again after [`SNAPSHOT_ASK_AGAIN`]: an ask or a snapshot lost (a full
+    /// mailbox, a connection reset) would otherwise leave every later write unacknowledged.
+    snapshot_asked: Option<Instant>,
 }
 
 impl Partition {
@@ -94,7 +112,7 @@ impl Partition {
             backup: None,
             pending: VecDeque::new(),
             current: false,
-            snapshot_asked: false,
+            snapshot_asked: None,
         }
     }
 }
@@ -105,6 +123,7 @@ impl Worker {
         Self {
             args,
             partitions: BTreeMap::new(),
+            registry: None,
         }
     }
 
@@ -154,7 +173,7 @@ impl Worker {
         part.epoch = a.epoch;
         // A new role or epoch: a backup waits for this epoch's snapshot.
         part.current = false;
-        part.snapshot_asked = false;
+        part.snapshot_asked = None;
         part.backup = if a.role == Role::Primary {
             a.backup
         } else {
@@ -231,13 +250,18 @@ impl Worker {
         let _ = reply.send(answer);
     }
 
-    /// The partition if this worker is its primary at exactly `epoch`.
+    /// The partition if this worker is its primary at exactly `epoch`, and its node is not
+    /// fenced: a node cut off past its session's validity may have had its partitions given
+    /// to others, who take writes this copy does not see.
     fn primary_at(
         &mut self,
         partition: PartitionId,
         epoch: Epoch,
         me: &ActorId,
     ) -> Result<&mut Partition, KvError> {
+        if self.registry.as_ref().is_some_and(Registry::is_fenced) {
+            return Err(KvError::Fenced { worker: me.clone() });
+        }
         match self.partitions.get_mut(&partition) {
             Some(p) if p.role == Role::Primary && p.epoch == epoch => Ok(p),
             other => Err(KvError::NotPrimary {
@@ -311,7 +335,7 @@ impl Worker {
         p.data = data;
         p.version = version;
         p.current = true;
-        p.snapshot_asked = false;
+        p.snapshot_asked = None;
         tracing::debug!(worker = %me, partition, epoch, version, keys = p.data.len(), "snapshot applied");
         ack(
             &primary,
@@ -339,7 +363,7 @@ impl Worker {
         }
         if p.epoch != epoch || p.role != Role::Backup {
             p.current = false;
-            p.snapshot_asked = false;
+            p.snapshot_asked = None;
         }
         p.role = Role::Backup;
         p.epoch = epoch;
@@ -391,11 +415,16 @@ impl Worker {
     }
 }
 
+/// Asks the primary for a snapshot, unless one was asked for lately: each replicated write
+/// that finds the copy behind would ask again, and a snapshot takes a while to come.
 fn ask_snapshot(p: &mut Partition) -> Option<ReplicaOutcome> {
-    if p.snapshot_asked {
+    let now = Instant::now();
+    if p.snapshot_asked
+        .is_some_and(|asked| now.duration_since(asked) < SNAPSHOT_ASK_AGAIN)
+    {
         return None;
     }
-    p.snapshot_asked = true;
+    p.snapshot_asked = Some(now);
     Some(ReplicaOutcome::NeedSnapshot { have: p.version })
 }
 
@@ -473,6 +502,7 @@ impl Actor for Worker {
             ))
         })?;
         registry.join_group(WORKERS_GROUP, &ctx.myself()).await?;
+        self.registry = Some(registry);
         tracing::info!(worker = %ctx.id(), "kv worker joined {WORKERS_GROUP}");
         Ok(())
     }
@@ -538,5 +568,26 @@ impl Actor for Worker {
             } => self.on_ack((partition, epoch), backup, outcome, ctx),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_that_never_came_is_asked_for_again() {
+        let mut p = Partition::new(Role::Backup, 3);
+        assert!(matches!(
+            ask_snapshot(&mut p),
+            Some(ReplicaOutcome::NeedSnapshot { have: 0 })
+        ));
+        // The writes behind it do not each ask again...
+        assert!(ask_snapshot(&mut p).is_none());
+        tokio::time::advance(SNAPSHOT_ASK_AGAIN / 2).await;
+        assert!(ask_snapshot(&mut p).is_none());
+        // ...but the ask, or the snapshot, may be lost.
+        tokio::time::advance(SNAPSHOT_ASK_AGAIN).await;
+        assert!(ask_snapshot(&mut p).is_some());
     }
 }
