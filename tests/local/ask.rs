@@ -156,3 +156,28 @@ async fn an_ask_error_inside_a_handler_fails_the_asking_actor() {
         ))
     );
 }
+
+/// `Duration::MAX`, the usual "no timeout", waits as long as it takes (it overflowed an
+/// `Instant` and panicked).
+#[tokio::test]
+async fn an_ask_without_a_timeout_is_answered() {
+    let node = node();
+    let echo = node.spawn(Echo).unwrap();
+    let answer = within("the answer", echo.ask(|r| (7, r), Duration::MAX)).await;
+    assert_eq!(answer.unwrap(), 7);
+}
+
+struct Echo;
+
+impl Actor for Echo {
+    type Msg = (u64, ReplyTo<u64>);
+
+    async fn handle(
+        &mut self,
+        (n, reply): (u64, ReplyTo<u64>),
+        _ctx: &mut Context<Self>,
+    ) -> ActorResult {
+        let _ = reply.send(n);
+        Ok(())
+    }
+}

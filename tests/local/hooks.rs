@@ -72,3 +72,32 @@ async fn untyped_refs_identify_stop_and_downcast() {
     );
     assert!(!untyped.is_alive());
 }
+
+/// Stops itself in `started`.
+struct Quitter;
+
+impl Actor for Quitter {
+    type Msg = ();
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        ctx.stop_with(ExitReason::Failed("not today".into()));
+        Ok(())
+    }
+
+    async fn handle(&mut self, (): (), _ctx: &mut Context<Self>) -> ActorResult {
+        Ok(())
+    }
+}
+
+/// A stop asked for in `started` stands whether the actor was spawned or started with a wait
+/// for its hook (as supervisors start children).
+#[tokio::test]
+async fn a_stop_in_started_stands_when_started_with_a_wait() {
+    let node = node();
+    let spawned = node.spawn(Quitter).unwrap();
+    let started = node.start(Quitter).await.unwrap();
+    for actor in [spawned, started] {
+        let reason = within("the actor to stop", actor.wait_for_exit()).await;
+        assert_eq!(reason, ExitReason::Failed("not today".into()));
+    }
+}

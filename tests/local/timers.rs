@@ -44,6 +44,21 @@ impl Actor for Ticker {
     }
 }
 
+type Events = mpsc::UnboundedReceiver<(tokio::time::Instant, u64)>;
+
+/// A [`Ticker`] on `node`, and what it reports.
+fn ticker(node: &Node) -> (ActorRef<Tick>, Events) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let actor = node
+        .spawn(Ticker {
+            events: tx,
+            interval: None,
+            ticks: 0,
+        })
+        .unwrap();
+    (actor, rx)
+}
+
 struct Delayed {
     events: mpsc::UnboundedSender<(tokio::time::Instant, u64)>,
 }
@@ -80,14 +95,7 @@ async fn send_after_fires_after_its_delay_in_order() {
 #[tokio::test(start_paused = true)]
 async fn interval_ticks_until_cancelled() {
     let node = node();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let actor = node
-        .spawn(Ticker {
-            events: tx,
-            interval: None,
-            ticks: 0,
-        })
-        .unwrap();
+    let (actor, mut rx) = ticker(&node);
     let start = tokio::time::Instant::now();
     actor
         .tell(Tick::StartInterval(Duration::from_millis(100)))
@@ -110,14 +118,7 @@ async fn interval_ticks_until_cancelled() {
 #[tokio::test(start_paused = true)]
 async fn timers_are_cancelled_when_the_actor_stops() {
     let node = node();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let actor = node
-        .spawn(Ticker {
-            events: tx,
-            interval: None,
-            ticks: 0,
-        })
-        .unwrap();
+    let (actor, mut rx) = ticker(&node);
     actor
         .tell(Tick::StartInterval(Duration::from_millis(100)))
         .await
@@ -131,4 +132,21 @@ async fn timers_are_cancelled_when_the_actor_stops() {
     }
     assert_eq!(node.dead_letters(), 0);
     assert!(rx.try_recv().is_err());
+}
+
+/// A zero period is a millisecond: the interval ticks (tokio's would panic in the timer task,
+/// and the timer would never fire).
+#[tokio::test(start_paused = true)]
+async fn an_interval_of_zero_ticks_every_millisecond() {
+    let node = node();
+    let (actor, mut rx) = ticker(&node);
+    let start = tokio::time::Instant::now();
+    actor
+        .tell(Tick::StartInterval(Duration::ZERO))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(rx.recv().await.unwrap().1, 1000);
+    }
+    assert!(tokio::time::Instant::now() - start >= Duration::from_millis(3));
 }

@@ -9,7 +9,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use crate::error::{AskError, TellError};
 use crate::exit::ExitReason;
@@ -125,7 +124,7 @@ impl<M: Send + 'static> ActorRef<M> {
         request: impl FnOnce(ReplyTo<R>) -> M,
         timeout: Duration,
     ) -> Result<R, AskError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = super::deadline_after(timeout);
         let (tx, rx) = oneshot::channel();
         let msg = request(ReplyTo::local(tx));
         let exchange = async {

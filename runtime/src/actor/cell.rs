@@ -86,6 +86,8 @@ struct CoreState {
     alive: bool,
     /// Set right after the actor's task is spawned; `kill` aborts through it.
     abort: Option<AbortHandle>,
+    /// `kill` came before `abort` was set: the task is aborted as soon as it is.
+    kill_requested: bool,
     /// Allocated on first use: most actors never link, monitor, spawn or register a name.
     rel: Option<Box<Relations>>,
 }
@@ -118,6 +120,7 @@ impl<M: Send + 'static> Cell<M> {
                 state: Mutex::new(CoreState {
                     alive: true,
                     abort: None,
+                    kill_requested: false,
                     rel: None,
                 }),
             },
@@ -125,7 +128,12 @@ impl<M: Send + 'static> Cell<M> {
     }
 
     pub(crate) fn set_abort_handle(&self, handle: AbortHandle) {
-        self.core.state.lock().abort = Some(handle);
+        let mut state = self.core.state.lock();
+        if state.kill_requested {
+            // Killed while being spawned: a long `started` hook must not outlive the kill.
+            handle.abort();
+        }
+        state.abort = Some(handle);
     }
 
     /// Ends the actor: marks it dead, drops what it had not handled (counted as dead letters),
@@ -221,15 +229,21 @@ impl<M: Send + 'static> AnyCell for Cell<M> {
     }
 
     fn stop(&self, reason: ExitReason) {
-        self.mailbox.close();
-        self.mailbox.push_signal(Signal::Stop(reason));
+        self.mailbox.close_with_signal(Signal::Stop(reason));
     }
 
     fn kill(&self) {
-        let abort = self.core.state.lock().abort.clone();
+        let abort = {
+            let mut state = self.core.state.lock();
+            if state.abort.is_none() {
+                state.kill_requested = true;
+            }
+            state.abort.clone()
+        };
         match abort {
             Some(handle) => handle.abort(),
-            // Not spawned yet: the task sees this before running anything.
+            // Not spawned yet: aborted once it is (`set_abort_handle`); the signal covers a
+            // task that runs before that.
             None => {
                 self.mailbox.push_signal(Signal::Kill);
             }
@@ -330,6 +344,11 @@ impl CellCore {
     /// Adds a watcher, or hands it back if the actor is already dead.
     /// How many monitors are set on this actor.
     #[cfg(test)]
+    pub(crate) fn timer_count(&self) -> usize {
+        self.with_existing_rel(|rel| rel.timers.len()).unwrap_or(0)
+    }
+
+    #[cfg(test)]
     pub(crate) fn monitor_count(&self) -> usize {
         self.state
             .lock()
@@ -343,11 +362,13 @@ impl CellCore {
         if !state.alive {
             return Err(watcher);
         }
-        state
-            .rel
-            .get_or_insert_with(Default::default)
-            .monitors
-            .push(watcher);
+        let monitors = &mut state.rel.get_or_insert_with(Default::default).monitors;
+        if matches!(watcher, Watcher::Waiter(_)) {
+            // Waiters that gave up (a `wait_for_exit` under a timeout, in a loop) go when the
+            // next one comes, not only when the actor ends.
+            monitors.retain(|w| !matches!(w, Watcher::Waiter(tx) if tx.is_closed()));
+        }
+        monitors.push(watcher);
         Ok(())
     }
 
@@ -385,8 +406,13 @@ impl CellCore {
     }
 
     pub(crate) fn add_name(&self, name: &str) -> bool {
-        self.with_rel(|rel| rel.names.push(name.to_owned()))
-            .is_some()
+        self.with_rel(|rel| {
+            // Registering a name it holds again leaves it held once.
+            if !rel.names.iter().any(|n| n == name) {
+                rel.names.push(name.to_owned());
+            }
+        })
+        .is_some()
     }
 
     pub(crate) fn remove_name(&self, name: &str) {
@@ -405,11 +431,12 @@ impl CellCore {
             handle.abort();
             return;
         }
-        state
-            .rel
-            .get_or_insert_with(Default::default)
-            .timers
-            .push((id, handle));
+        let timers = &mut state.rel.get_or_insert_with(Default::default).timers;
+        // A timer that fired before it was added here (a zero delay on another worker) could
+        // not remove itself: drop the finished ones, or an actor re-arming such a timer in a
+        // loop would keep every handle.
+        timers.retain(|(_, handle)| !handle.is_finished());
+        timers.push((id, handle));
     }
 
     /// Forgets a timer (it fired); with `abort`, cancels it too.

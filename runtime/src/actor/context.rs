@@ -49,8 +49,10 @@ pub struct Context<A: Actor> {
 
 /// Where an actor that is not simply running is, on its way in or out.
 enum Exit {
-    /// Before the `started` hook has run, with the `start` call waiting for its outcome.
-    Starting(oneshot::Sender<Result<(), ExitReason>>),
+    /// Before the `started` hook has run, with the `start` call waiting for its outcome, and
+    /// the reason of a `stop`/`stop_with` called inside the hook, if any (it takes effect once
+    /// the hook returns, as for an actor spawned without waiting).
+    Starting(oneshot::Sender<Result<(), ExitReason>>, Option<ExitReason>),
     /// A graceful stop began (the sender closed the mailbox): end with this reason once the
     /// queued messages are handled.
     Draining(ExitReason),
@@ -69,7 +71,7 @@ impl<A: Actor> Context<A> {
         Self {
             cell,
             batch: VecDeque::new(),
-            exit: started.map(|tx| Box::new(Exit::Starting(tx))),
+            exit: started.map(|tx| Box::new(Exit::Starting(tx, None))),
             trap_exit: false,
             monitors: None,
         }
@@ -135,8 +137,10 @@ impl<A: Actor> Context<A> {
 
     /// Stops this actor after the current hook returns, with the given reason.
     pub fn stop_with(&mut self, reason: ExitReason) {
-        if let None | Some(Exit::Draining(_)) = self.exit.as_deref() {
-            self.exit = Some(Box::new(Exit::Requested(reason)));
+        match self.exit.as_deref_mut() {
+            None | Some(Exit::Draining(_)) => self.exit = Some(Box::new(Exit::Requested(reason))),
+            Some(Exit::Starting(_, stop)) => *stop = Some(reason),
+            Some(Exit::Requested(_) | Exit::Ending(_)) => {}
         }
     }
 
@@ -176,11 +180,15 @@ impl<A: Actor> Context<A> {
 
     /// Leaves the starting state, handing back whoever waits for its outcome.
     pub(crate) fn take_started(&mut self) -> Option<oneshot::Sender<Result<(), ExitReason>>> {
-        if !matches!(self.exit.as_deref(), Some(Exit::Starting(_))) {
+        if !matches!(self.exit.as_deref(), Some(Exit::Starting(..))) {
             return None;
         }
         match self.exit.take().map(|exit| *exit) {
-            Some(Exit::Starting(tx)) => Some(tx),
+            Some(Exit::Starting(tx, stop)) => {
+                // A stop asked for inside `started` stands.
+                self.exit = stop.map(|reason| Box::new(Exit::Requested(reason)));
+                Some(tx)
+            }
             _ => None,
         }
     }
@@ -312,13 +320,17 @@ impl<A: Actor> Context<A> {
     }
 
     /// Sends `make()` to this actor every `period`, the first time after one period. Ticks wait
-    /// for mailbox room rather than pile up. Cancelled when the actor ends.
+    /// for mailbox room rather than pile up. Cancelled when the actor ends. A period under a
+    /// millisecond counts as one millisecond.
     pub fn send_interval(
         &mut self,
         period: Duration,
         mut make: impl FnMut() -> A::Msg + Send + 'static,
     ) -> TimerRef {
         let target = self.myself();
+        // Zero would make tokio's interval panic inside the task (the timer would never
+        // fire); a period past a century is a century.
+        let period = period.clamp(Duration::from_millis(1), super::FOREVER);
         self.start_timer(move |_| async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -342,8 +354,7 @@ impl<A: Actor> Context<A> {
     {
         let id = self.node().inner.next_timer_id();
         let handle = self.node().inner.runtime.spawn(task(id));
-        // If a zero-delay timer fired before this, its entry stays until the actor ends:
-        // aborting a finished task is a no-op.
+        // A zero-delay timer may have fired already: `add_timer` drops finished handles.
         self.cell.core.add_timer(id, handle.abort_handle());
         TimerRef(id)
     }
@@ -422,6 +433,32 @@ mod tests {
         async fn handle(&mut self, (): (), _ctx: &mut Context<Self>) -> ActorResult {
             Ok(())
         }
+    }
+
+    /// A timer that fired before it was added (a zero delay, run at once on another worker)
+    /// could not remove itself: the next one added drops it.
+    #[tokio::test]
+    async fn timers_that_fired_before_they_were_added_do_not_pile_up() {
+        let node = Node::new(NodeConfig::new("n1")).unwrap();
+        let actor = node.spawn(Idle).unwrap();
+        let core = actor.local().unwrap().core();
+        let fired = tokio::spawn(async {});
+        let fired_handle = fired.abort_handle();
+        fired.await.unwrap();
+        core.add_timer(1, fired_handle);
+        let pending = tokio::spawn(std::future::pending::<()>());
+        core.add_timer(2, pending.abort_handle());
+        assert_eq!(core.timer_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn waiters_that_gave_up_are_dropped() {
+        let node = Node::new(NodeConfig::new("n1")).unwrap();
+        let target = node.spawn(Idle).unwrap();
+        for _ in 0..50 {
+            let _ = tokio::time::timeout(Duration::from_millis(1), target.wait_for_exit()).await;
+        }
+        assert!(target.local().unwrap().core().monitor_count() <= 1);
     }
 
     #[tokio::test]

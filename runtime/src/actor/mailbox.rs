@@ -27,6 +27,9 @@ use parking_lot::Mutex;
 
 use super::signal::Signal;
 
+/// Senders waiting for room past which all are woken to register again (see `poll_push`).
+const MAX_WAITING_SENDERS: usize = 1024;
+
 pub(crate) struct Mailbox<M> {
     state: Mutex<State<M>>,
     signal_pending: AtomicBool,
@@ -139,8 +142,20 @@ impl<M> Mailbox<M> {
         if state.queue.len() >= self.capacity() {
             *slot = Some(msg);
             let senders = &mut state.rare().senders;
+            // A sender that gave up (an ask that timed out) leaves its waker here until the
+            // receiver makes room; an actor stuck in a handler would gather them without end.
+            // Past a bound, all are woken: those still waiting register again.
+            let stale = if senders.len() >= MAX_WAITING_SENDERS {
+                std::mem::take(senders)
+            } else {
+                Vec::new()
+            };
             if !senders.iter().any(|w| w.will_wake(cx.waker())) {
                 senders.push(cx.waker().clone());
+            }
+            drop(state);
+            for waker in stale {
+                waker.wake();
             }
             return Poll::Pending;
         }
@@ -236,12 +251,23 @@ impl<M> Mailbox<M> {
 
     /// Accepts no more user messages; those already queued stay to be handled. Senders waiting
     /// for room are woken and get their message back.
-    pub(crate) fn close(&self) {
+    /// Closes the mailbox and queues `signal` in one step: the receiver never finds it
+    /// closed and empty without the signal that says why (it would end with `Normal`).
+    pub(crate) fn close_with_signal(&self, signal: Signal) {
         let mut state = self.state.lock();
+        if state.dead {
+            return;
+        }
         state.closed = true;
+        state.rare().signals.push_back(signal);
+        self.signal_pending.store(true, Ordering::Release);
         let senders = state.take_senders();
+        let receiver = state.receiver.take();
         drop(state);
         for waker in senders {
+            waker.wake();
+        }
+        if let Some(waker) = receiver {
             waker.wake();
         }
     }
@@ -388,9 +414,18 @@ mod tests {
         let (_, w) = waker();
         let mut cx = Context::from_waker(&w);
         assert!(matches!(mb.try_push(1), Push::Accepted));
-        mb.close();
+        mb.close_with_signal(Signal::Stop(ExitReason::Shutdown));
         assert!(matches!(mb.try_push(2), Push::Closed(2)));
         let mut batch = VecDeque::new();
+        // The signal saying why comes with the close, before the end of the queue.
+        assert!(matches!(
+            mb.poll_next(&mut cx, &mut batch),
+            Poll::Ready(Next::Signals)
+        ));
+        assert!(matches!(
+            mb.take_signals().pop_front(),
+            Some(Signal::Stop(ExitReason::Shutdown))
+        ));
         assert!(matches!(
             mb.poll_next(&mut cx, &mut batch),
             Poll::Ready(Next::Messages)

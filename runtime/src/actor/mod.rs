@@ -43,6 +43,17 @@ use crate::error::ActorError;
 use crate::exit::ExitReason;
 use crate::id::ActorId;
 
+/// The longest wait a deadline or a timer period stands for: a century. `Duration::MAX`, the
+/// usual way to say "no timeout", would overflow an `Instant`.
+pub(crate) const FOREVER: std::time::Duration =
+    std::time::Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// The instant `timeout` from now (tokio's clock, so paused time applies), `timeout` capped at
+/// [`FOREVER`].
+pub(crate) fn deadline_after(timeout: std::time::Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + timeout.min(FOREVER)
+}
+
 /// What a hook returns: `Err` ends the actor with [`ExitReason::Failed`].
 pub type ActorResult = Result<(), ActorError>;
 

@@ -93,6 +93,10 @@ async fn start<A: Actor>(actor: &mut A, ctx: &mut Context<A>) -> Result<(), Exit
 
 async fn on_signals<A: Actor>(actor: &mut A, ctx: &mut Context<A>) -> Flow {
     let signals = ctx.cell().mailbox.take_signals();
+    // A kill wins over whatever came before it in the batch: no hook runs for a killed actor.
+    if signals.iter().any(|s| matches!(s, Signal::Kill)) {
+        return Flow::Kill;
+    }
     for signal in signals {
         let flow = match signal {
             Signal::Stop(reason) => {
