@@ -9,10 +9,11 @@
 //!    primary over a backup over a spare): after a failure that is the backup, for a fresh
 //!    master it is whoever held the partition. A new primary is chosen only once every live
 //!    worker has reported: one that has not may hold a newer copy than any reported (the
-//!    former backup, or the primary a master that has just started does not know yet). With no copy anywhere, an empty partition
-//!    is started on the least loaded worker, but only once every live worker has reported (a
-//!    silent worker might hold the data) and the caller allows it (a master that has just
-//!    started gives workers it has not found yet some time).
+//!    former backup, or the primary a master that has just started does not know yet). With
+//!    no copy anywhere, an empty partition is started on the least loaded worker, but only
+//!    once every live worker has reported (a silent worker might hold the data) and the
+//!    caller allows it (a master that has just started gives workers it has not found yet
+//!    some time).
 //! 2. **Backup.** Kept while alive, distinct from the primary and confirming it. Otherwise the
 //!    least loaded reporting worker, on another node than the primary if there is one.
 //! 3. **Balance.** A backup on its primary's node moves to another node if there is a worker
