@@ -6,7 +6,8 @@ use std::time::Duration;
 /// Registry settings of a node.
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
-    /// Where the node keeps its Raft log, vote and snapshots (in `registry-log/` inside).
+    /// Where the node keeps its Raft log and vote (in `registry-log/` inside) and its snapshots
+    /// (in `registry-log-snapshots/`).
     pub data_dir: PathBuf,
     /// Start a new registry, with this node its only voter, if the data dir holds none. Set it
     /// on the first node of a new cluster only (the one started without seeds).

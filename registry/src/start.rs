@@ -18,7 +18,9 @@ use crate::raft::{StateMachine, TypeConfig, Voter, raft_id};
 use crate::server::protocol::SERVER_NAME;
 use crate::server::{Leadership, Server};
 
-/// The directory inside the data dir that holds the Raft log, vote and snapshots.
+/// The directory inside the data dir that holds the Raft log and vote; the snapshots are in
+/// its sibling [`snapshot_dir`](crate::raft::log_store::snapshot_dir)
+/// (`registry-log-snapshots`).
 pub const LOG_DIR: &str = "registry-log";
 
 /// The file inside the data dir where versions before the move to fjall kept the log; it is

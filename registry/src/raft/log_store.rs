@@ -1,14 +1,16 @@
-//! The durable Raft log: entries, vote, purge and commit pointers, and the state machine's
-//! snapshot, in one fjall database (a directory).
+//! The durable Raft log: entries, vote, purge and commit pointers in one fjall database (a
+//! directory), and beside it the state machine's snapshot in another.
 //!
 //! [`LogStore`] implements openraft's [`RaftLogStorage`] and [`RaftLogReader`] (storage API v2).
-//! The state machine keeps its snapshot in the same database through
-//! [`LogStore::save_snapshot`] and [`LogStore::load_snapshot`], so a node's whole durable Raft
-//! state is one directory to back up, move or delete.
+//! The state machine keeps its snapshot through [`LogStore::save_snapshot`] and
+//! [`LogStore::load_snapshot`], in a database of its own written by a thread of its own
+//! ([`snapshot_store`](super::snapshot_store)), so that appends need not wait while a large
+//! snapshot is written. A node's whole durable Raft state is the log's directory and the
+//! snapshots' beside it ([`snapshot_dir`]).
 //!
 //! # Layout
 //!
-//! Three keyspaces of one fjall database; one write batch spans them atomically.
+//! Two keyspaces of the log's fjall database; one write batch spans them atomically.
 //!
 //! | keyspace   | key                  | value                                              |
 //! |------------|----------------------|----------------------------------------------------|
@@ -17,8 +19,9 @@
 //! | `meta`     | `"last_purged"`      | [`LogId`] of the last purged entry, MessagePack    |
 //! | `meta`     | `"committed"`        | [`LogId`] last known committed, MessagePack        |
 //! | `meta`     | `"format"`           | `u32` layout version, MessagePack                  |
-//! | `snapshot` | `"meta"`             | [`SnapshotMeta`], MessagePack                      |
-//! | `snapshot` | `"data"`             | the snapshot bytes as they are                     |
+//!
+//! Layout version 2 kept the snapshot in a third keyspace, `snapshot`, of this database;
+//! [`LogStore::open`] moves it into the snapshots' database and records version 3.
 //!
 //! Values are encoded with field names so that adding a field to an entry type later still
 //! reads old logs; the few bytes this costs per entry do not matter next to an fsync.
@@ -50,8 +53,8 @@
 //!    appended earlier in the same batch) and commits that with [`PersistMode::SyncData`], which
 //!    `fdatasync`s the journal before the commit returns. Writes that queue up while a commit
 //!    runs share the next fsync (group commit). Truncates and purges that arrive alone wait for
-//!    the next batch that must commit (an append, a vote, a snapshot), and join it in queue
-//!    order; should 1024 of them pile up, or the store close, they commit without a sync of
+//!    the next batch that must commit (an append, a vote, a snapshot's barrier), and join it in
+//!    queue order; should 1024 of them pile up, or the store close, they commit without a sync of
 //!    their own (the journal is written in order, and the next synced commit, or the close,
 //!    carries them to disk). The committed log id, which openraft saves before every apply on
 //!    every node, does not even wake the writer: it waits in a slot of its own, which the
@@ -65,7 +68,7 @@
 //! | `truncate`, `purge`          | at once          | a later callback or wait has returned |
 //! | `save_committed`             | at once          | a later callback or wait has returned |
 //! | `save_vote`                  | after its commit | it returns                            |
-//! | [`LogStore::save_snapshot`]  | after its commit | it returns                            |
+//! | [`LogStore::save_snapshot`]  | after its commit | it returns, with every write before it |
 //!
 //! This is what openraft's storage contract asks: `append` may return before the entries are
 //! durable as long as they are readable at once and the callback waits for the disk (except,
@@ -136,9 +139,10 @@
 //! # Failure
 //!
 //! If a commit fails, every write in it reports the error: callbacks get an [`std::io::Error`],
-//! waiting callers a [`StorageError`]. From then on the store refuses every write, and snapshot
-//! loads, with that error: the in-memory copy is ahead of the disk, and committing later writes on
-//! top of the lost ones could leave a hole. openraft treats storage errors as fatal; a restart
+//! waiting callers a [`StorageError`]. From then on the store refuses every write, snapshot
+//! saves included (their barrier is a write), with that error: the in-memory copy is ahead of
+//! the disk, and committing later writes on top of the lost ones could leave a hole. A failed
+//! snapshot save fails only that save. openraft treats storage errors as fatal; a restart
 //! reopens the log and starts from what it holds.
 //!
 //! # Backpressure and blocking
@@ -159,8 +163,8 @@
 //! - Every index in `log`, and in memory, is greater than the index of `last_purged`: purge
 //!   deletes entries and records the new `last_purged` in the same batch, and in memory
 //!   under the same lock.
-//! - The snapshot's meta and data are written and replaced in the same batch, so a reader
-//!   never sees the meta of one snapshot with the data of another.
+//! - A snapshot reaches the disk only after every log write made before it (see "Order with
+//!   the log" in [`snapshot_store`](super::snapshot_store)).
 //! - The in-memory copy holds every write accepted; the disk holds a prefix of them in call order
 //!   (see Durability). A write changes memory and joins the queue under one lock, so both see the
 //!   writes in the same order even when several clones write at once.
@@ -205,24 +209,28 @@ use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tokio::sync::watch;
 
+pub use super::snapshot_store::snapshot_dir;
+use super::snapshot_store::{SNAPSHOT, SnapshotDb, SnapshotStore, read_encoded};
+
 /// Log entries by index.
 const LOG: &str = "log";
 /// Vote, purge and commit pointers, and the layout version.
 const META: &str = "meta";
-/// The one current snapshot, as `"meta"` and `"data"`.
-const SNAPSHOT: &str = "snapshot";
 
 const VOTE_KEY: &str = "vote";
 const LAST_PURGED_KEY: &str = "last_purged";
 const COMMITTED_KEY: &str = "committed";
 const FORMAT_KEY: &str = "format";
-const SNAPSHOT_META_KEY: &str = "meta";
-const SNAPSHOT_DATA_KEY: &str = "data";
 
 /// The layout described in the module docs. Bump it when the layout changes incompatibly, so an
 /// older build refuses a newer log instead of misreading it. Version 1 was the redb file of
-/// earlier versions, which [`import_redb`] reads.
-const FORMAT_VERSION: u32 = 2;
+/// earlier versions, which [`import_redb`] reads; version 2 kept the snapshot in this
+/// database, and [`LogStore::open`] moves it out.
+const FORMAT_VERSION: u32 = 3;
+
+/// The layout that kept the snapshot in the log's database, which [`LogStore::open`] still
+/// reads.
+const FORMAT_SNAPSHOT_INSIDE: u32 = 2;
 
 /// How many writes may wait for the writer thread, and the most it commits at once.
 ///
@@ -307,6 +315,18 @@ pub enum OpenError {
         /// The log's directory.
         path: PathBuf,
         /// What went wrong: a fjall error, or a value that does not decode.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The database that holds the snapshots could not be opened or created.
+    #[error(
+        "cannot open the registry's snapshots at {}: {source}; check that the directory is \
+         readable and writable and was written by Ensemble",
+        path.display()
+    )]
+    Snapshots {
+        /// The snapshots' directory.
+        path: PathBuf,
+        /// What fjall said.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The thread that writes the log could not be started.
@@ -397,6 +417,8 @@ where
 {
     /// Where writes go.
     ops: Sink<C>,
+    /// Where the snapshot goes.
+    snapshots: SnapshotStore<C>,
     /// The log as openraft sees it, ahead of the disk by whatever is queued. A plain mutex: it is
     /// never held across an `.await`, and only for map operations and entry copies.
     memory: Mutex<Memory<C>>,
@@ -484,14 +506,10 @@ where
     SaveCommitted {
         committed: Option<LogId<C::NodeId>>,
     },
-    SaveSnapshot {
-        snapshot: StoredSnapshot<C>,
+    /// Writes nothing of its own; answered once every op queued before it is on disk (its
+    /// batch syncs the journal), which a snapshot waits for before it is saved.
+    Barrier {
         done: Reply<()>,
-    },
-    /// Served by the writer, after the commit of its batch, so that it sees every snapshot saved
-    /// before it and no other thread needs the database.
-    LoadSnapshot {
-        done: Reply<Option<StoredSnapshot<C>>>,
     },
 }
 
@@ -506,12 +524,11 @@ where
     fn writes(&self) -> bool {
         match self {
             Op::Append { entries, .. } => !entries.is_empty(),
-            Op::LoadSnapshot { .. } => false,
             Op::Truncate { .. }
             | Op::Purge { .. }
             | Op::SaveVote { .. }
             | Op::SaveCommitted { .. }
-            | Op::SaveSnapshot { .. } => true,
+            | Op::Barrier { .. } => true,
         }
     }
 
@@ -520,26 +537,20 @@ where
     /// later one.
     fn is_waited_on(&self) -> bool {
         match self {
-            Op::Append { .. }
-            | Op::SaveVote { .. }
-            | Op::SaveSnapshot { .. }
-            | Op::LoadSnapshot { .. } => true,
+            Op::Append { .. } | Op::SaveVote { .. } | Op::Barrier { .. } => true,
             Op::Truncate { .. } | Op::Purge { .. } | Op::SaveCommitted { .. } => false,
         }
     }
 
     /// Whether the op must be on disk before anyone is told it is done: entries (acknowledged
-    /// to the leader), votes and snapshots. Truncates, purges and the committed index need
-    /// not: lost in a crash they only leave more log than needed, and any later durable
-    /// commit carries them (the journal is written in order).
+    /// to the leader), votes, and a barrier (with all before it). Truncates, purges and the
+    /// committed index need not: lost in a crash they only leave more log than needed, and
+    /// any later durable commit carries them (the journal is written in order).
     fn must_be_durable(&self) -> bool {
         match self {
             Op::Append { entries, .. } => !entries.is_empty(),
-            Op::SaveVote { .. } | Op::SaveSnapshot { .. } => true,
-            Op::LoadSnapshot { .. }
-            | Op::Truncate { .. }
-            | Op::Purge { .. }
-            | Op::SaveCommitted { .. } => false,
+            Op::SaveVote { .. } | Op::Barrier { .. } => true,
+            Op::Truncate { .. } | Op::Purge { .. } | Op::SaveCommitted { .. } => false,
         }
     }
 }
@@ -605,13 +616,20 @@ where
             path: path.to_path_buf(),
             source: Box::new(source),
         })?;
-        if found != FORMAT_VERSION {
+        if found != FORMAT_VERSION && found != FORMAT_SNAPSHOT_INSIDE {
             return Err(OpenError::UnsupportedFormat {
                 path: path.to_path_buf(),
                 found,
                 expected: FORMAT_VERSION,
             });
         }
+        let snapshots_path = snapshot_dir(path);
+        let snapshot_db = SnapshotDb::open(&snapshots_path)?;
+        move_snapshot_out(&tables, &snapshot_db).map_err(|source| OpenError::Tables {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        let snapshots = SnapshotStore::start(snapshot_db, &snapshots_path, inline)?;
         let memory = load_memory::<C>(&tables).map_err(|source| OpenError::Load {
             path: path.to_path_buf(),
             source: Box::new(source),
@@ -651,6 +669,7 @@ where
         Ok(Self {
             shared: Arc::new(Shared {
                 ops,
+                snapshots,
                 memory: Mutex::new(memory),
                 failure,
                 path,
@@ -678,9 +697,10 @@ where
 
     /// Durably replaces the stored snapshot with `snapshot`.
     ///
-    /// Returns once the snapshot is on disk, together with every log write made before the
-    /// call; meta and data are replaced together, so a crash leaves either the old snapshot or
-    /// the new one.
+    /// Returns once the snapshot is on disk, and every log write made before the call before it
+    /// (see "Order with the log" in [`snapshot_store`](super::snapshot_store)); meta and data
+    /// are replaced together, so a crash leaves either the old snapshot or the new one. Log
+    /// writes made meanwhile go on committing while the snapshot is written.
     ///
     /// # Errors
     ///
@@ -691,17 +711,33 @@ where
         snapshot: &StoredSnapshot<C>,
     ) -> Result<(), StorageError<C::NodeId>> {
         let signature = snapshot.meta.signature();
-        // A copy, because the writer runs on another thread and the caller keeps its snapshot.
-        let snapshot = StoredSnapshot {
+        let failed = |e: DbError, what: String| {
+            let e = e.context(what);
+            StorageIOError::write_snapshot(Some(signature.clone()), e).into()
+        };
+        self.submit_and_wait(|_, done| Op::Barrier { done })
+            .await
+            .map_err(|e| {
+                let what = format!(
+                    "syncing the registry log at {} before snapshot {}",
+                    self.shared.path.display(),
+                    signature.snapshot_id
+                );
+                failed(e, what)
+            })?;
+        // A copy, because the snapshot thread writes it and the caller keeps its snapshot.
+        let copy = StoredSnapshot {
             meta: snapshot.meta.clone(),
             data: snapshot.data.clone(),
         };
-        self.submit_and_wait(|_, done| Op::SaveSnapshot { snapshot, done })
-            .await
-            .map_err(|e| {
-                let what = format!("saving snapshot {}", signature.snapshot_id);
-                StorageIOError::write_snapshot(Some(signature), self.io_error(what, e)).into()
-            })
+        self.shared.snapshots.save(copy).await.map_err(|e| {
+            let what = format!(
+                "saving snapshot {} in {}",
+                signature.snapshot_id,
+                self.shared.snapshots.path().display()
+            );
+            failed(e, what)
+        })
     }
 
     /// The snapshot last saved with [`Self::save_snapshot`], or `None` if there is none.
@@ -713,11 +749,13 @@ where
     pub async fn load_snapshot(
         &self,
     ) -> Result<Option<StoredSnapshot<C>>, StorageError<C::NodeId>> {
-        self.submit_and_wait(|_, done| Op::LoadSnapshot { done })
-            .await
-            .map_err(|e| {
-                StorageIOError::read_snapshot(None, self.io_error("loading the snapshot", e)).into()
-            })
+        self.shared.snapshots.load().await.map_err(|e| {
+            let what = format!(
+                "loading the snapshot from {}",
+                self.shared.snapshots.path().display()
+            );
+            StorageIOError::read_snapshot(None, e.context(what)).into()
+        })
     }
 
     /// Reports appends of entries that `me` wrote as leader durable as soon as they are queued,
@@ -1191,29 +1229,31 @@ where
                     io::Error::other(e.context(what))
                 }));
             }
-            Op::SaveVote { done, .. } | Op::SaveSnapshot { done, .. } => {
+            Op::SaveVote { done, .. } | Op::Barrier { done } => {
                 let _ = done.send(result());
-            }
-            Op::LoadSnapshot { done } => {
-                let _ = done.send(result().and_then(|()| read_snapshot(&self.tables)));
             }
             Op::Truncate { .. } | Op::Purge { .. } | Op::SaveCommitted { .. } => {}
         }
     }
 }
 
-/// The writer thread's handle; dropping it waits for the thread to end, and so for the database
-/// to close.
-struct WriterThread(Option<JoinHandle<()>>);
+/// A writer thread's handle (the log's, the snapshots'), `None` for an inline store; dropping
+/// it waits for the thread to end, and so for its database to close.
+pub(super) struct WriterThread(pub(super) Option<JoinHandle<()>>);
 
 impl Drop for WriterThread {
     fn drop(&mut self) {
         let Some(thread) = self.0.take() else {
             return;
         };
+        let name = thread
+            .thread()
+            .name()
+            .unwrap_or("a registry writer")
+            .to_owned();
         if thread.join().is_err() {
             // The panic was already printed; a drop has no one to hand it to.
-            tracing::error!("the registry log's writer thread panicked");
+            tracing::error!("the thread {name} panicked");
         }
     }
 }
@@ -1222,7 +1262,6 @@ impl Drop for WriterThread {
 struct Tables {
     log: Keyspace,
     meta: Keyspace,
-    snapshot: Keyspace,
     /// Dropped last: closing the database waits for fjall's threads and releases its lock.
     db: Database,
 }
@@ -1248,18 +1287,12 @@ impl Tables {
                 },
             })?;
         let keyspace = |name| db.keyspace(name, KeyspaceCreateOptions::default);
-        let opened =
-            (|| Ok::<_, fjall::Error>((keyspace(LOG)?, keyspace(META)?, keyspace(SNAPSHOT)?)))();
-        let (log, meta, snapshot) = opened.map_err(|source| OpenError::Tables {
+        let opened = (|| Ok::<_, fjall::Error>((keyspace(LOG)?, keyspace(META)?)))();
+        let (log, meta) = opened.map_err(|source| OpenError::Tables {
             path: path.to_path_buf(),
             source: Box::new(source),
         })?;
-        Ok(Tables {
-            log,
-            meta,
-            snapshot,
-            db,
-        })
+        Ok(Tables { log, meta, db })
     }
 
     /// The layout version recorded in the database; a new database records the current one.
@@ -1272,6 +1305,41 @@ impl Tables {
         batch.commit()?;
         Ok(FORMAT_VERSION)
     }
+}
+
+/// Moves a snapshot that layout version 2 kept in the log's own database into `snapshots`, then
+/// records the current layout and drops the old keyspace; a no-op for a log of the current
+/// layout.
+///
+/// Each step is synced before the next, so a crash part-way leaves either version 2 with its
+/// snapshot (the next open moves it again, over the same snapshot) or version 3 with the old
+/// keyspace still there (the next open drops it).
+fn move_snapshot_out(tables: &Tables, snapshots: &SnapshotDb) -> Result<(), DbError> {
+    if !tables.db.keyspace_exists(SNAPSHOT) {
+        if get_decoded::<u32>(&tables.meta, FORMAT_KEY)? == Some(FORMAT_SNAPSHOT_INSIDE) {
+            record_format(tables)?;
+        }
+        return Ok(());
+    }
+    let inside = tables
+        .db
+        .keyspace(SNAPSHOT, KeyspaceCreateOptions::default)?;
+    if get_decoded::<u32>(&tables.meta, FORMAT_KEY)? == Some(FORMAT_SNAPSHOT_INSIDE) {
+        if let Some(stored) = read_encoded(&inside)? {
+            snapshots.save_encoded(&stored.meta, &stored.data)?;
+        }
+        record_format(tables)?;
+    }
+    tables.db.delete_keyspace(inside)?;
+    Ok(())
+}
+
+/// Records the current layout version, durably.
+fn record_format(tables: &Tables) -> Result<(), DbError> {
+    let mut batch = tables.db.batch().durability(Some(PersistMode::SyncData));
+    batch.insert(&tables.meta, FORMAT_KEY, encode(&FORMAT_VERSION)?);
+    batch.commit()?;
+    Ok(())
 }
 
 /// Reads what the in-memory copy starts from. Nothing writes while the store opens, so all of
@@ -1328,7 +1396,6 @@ where
     Purge(&'a LogId<C::NodeId>),
     Vote(&'a Vote<C::NodeId>),
     Committed(Option<&'a LogId<C::NodeId>>),
-    Snapshot(&'a StoredSnapshot<C>),
 }
 
 impl<C> Op<C>
@@ -1342,8 +1409,7 @@ where
             Op::Purge { upto } => Write::Purge(upto),
             Op::SaveVote { vote, .. } => Write::Vote(vote),
             Op::SaveCommitted { committed } => Write::Committed(committed.as_ref()),
-            Op::SaveSnapshot { snapshot, .. } => Write::Snapshot(snapshot),
-            Op::LoadSnapshot { .. } => return None,
+            Op::Barrier { .. } => return None,
         })
     }
 }
@@ -1380,7 +1446,6 @@ where
     // the same sequence number, so two writes to one key in a batch must become one.
     let mut log: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
     let mut meta: BTreeMap<&'static str, Option<Vec<u8>>> = BTreeMap::new();
-    let mut snapshot: Option<(Vec<u8>, &[u8])> = None;
     for write in writes {
         match write {
             Write::Append(entries) => {
@@ -1411,9 +1476,6 @@ where
             Write::Committed(committed) => {
                 meta.insert(COMMITTED_KEY, committed.map(encode).transpose()?);
             }
-            Write::Snapshot(stored) => {
-                snapshot = Some((encode(&stored.meta)?, stored.data.as_slice()));
-            }
         }
     }
     let mut write = tables
@@ -1432,31 +1494,16 @@ where
             None => write.remove(&tables.meta, key),
         }
     }
-    if let Some((meta, data)) = snapshot {
-        write.insert(&tables.snapshot, SNAPSHOT_META_KEY, meta);
-        write.insert(&tables.snapshot, SNAPSHOT_DATA_KEY, data);
+    if write.is_empty() {
+        // Only a barrier (or writes that cancelled out): fjall skips an empty batch, sync
+        // included, so the journal is synced on its own.
+        if durable {
+            tables.db.persist(PersistMode::SyncData)?;
+        }
+        return Ok(());
     }
     write.commit()?;
     Ok(())
-}
-
-/// The stored snapshot. Only the writer thread reads it, after its batch is committed, so meta
-/// and data come from the same commit.
-fn read_snapshot<C>(tables: &Tables) -> Result<Option<StoredSnapshot<C>>, DbError>
-where
-    C: RaftTypeConfig,
-{
-    let Some(meta) = get_decoded(&tables.snapshot, SNAPSHOT_META_KEY)? else {
-        return Ok(None);
-    };
-    let data = tables
-        .snapshot
-        .get(SNAPSHOT_DATA_KEY)?
-        .ok_or(DbError::Missing(
-            "the snapshot's data, though its meta is present",
-        ))?
-        .to_vec();
-    Ok(Some(StoredSnapshot { meta, data }))
 }
 
 /// Imports the log of an earlier version, kept in the redb file `legacy`, into the database at
@@ -1502,8 +1549,9 @@ pub fn import_redb(legacy: &Path, path: &Path) -> Result<bool, OpenError> {
     Ok(true)
 }
 
-/// Copies the redb log at `legacy` into `tables`, with the current layout version, in one
-/// synced batch.
+/// Copies the redb log at `legacy` into `tables` as layout version 2, snapshot included, in one
+/// synced batch; [`LogStore::open`] then moves the snapshot out as it does for any log of that
+/// version.
 fn copy_redb(
     legacy: &Path,
     tables: &Tables,
@@ -1527,6 +1575,9 @@ fn copy_redb(
         )
         .into());
     }
+    let snapshot = tables
+        .db
+        .keyspace(SNAPSHOT, KeyspaceCreateOptions::default)?;
     let mut batch = tables.db.batch().durability(Some(PersistMode::SyncData));
     for item in txn.open_table(LEGACY_LOG)?.iter()? {
         let (index, value) = item?;
@@ -1540,9 +1591,9 @@ fn copy_redb(
     }
     for item in txn.open_table(LEGACY_SNAPSHOT)?.iter()? {
         let (key, value) = item?;
-        batch.insert(&tables.snapshot, key.value(), value.value());
+        batch.insert(&snapshot, key.value(), value.value());
     }
-    batch.insert(&tables.meta, FORMAT_KEY, encode(&FORMAT_VERSION)?);
+    batch.insert(&tables.meta, FORMAT_KEY, encode(&FORMAT_SNAPSHOT_INSIDE)?);
     batch.commit()?;
     Ok(())
 }
@@ -1598,18 +1649,18 @@ where
     }
 }
 
-fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, DbError> {
+pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, DbError> {
     Ok(rmp_serde::to_vec_named(value)?)
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DbError> {
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DbError> {
     Ok(rmp_serde::from_slice(bytes)?)
 }
 
 /// Everything that can fail inside the store, before it is wrapped into openraft's
 /// [`StorageIOError`] with a description of the operation.
 #[derive(Debug, thiserror::Error)]
-enum DbError {
+pub(super) enum DbError {
     #[error("fjall: {0:?}")]
     Fjall(#[from] fjall::Error),
     #[error("the log holds {0}; it may be damaged")]
@@ -1635,7 +1686,7 @@ enum DbError {
 }
 
 impl DbError {
-    fn context(self, what: impl fmt::Display) -> AnyError {
+    pub(super) fn context(self, what: impl fmt::Display) -> AnyError {
         AnyError::new(&self).add_context(|| what)
     }
 }
@@ -1646,6 +1697,7 @@ mod tests {
     use std::io::Cursor;
     use std::pin::Pin;
     use std::task::Poll;
+    use std::time::Duration;
 
     use openraft::BasicNode;
     use openraft::Entry;
@@ -1664,6 +1716,7 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
+    use crate::raft::snapshot_store::{SNAPSHOT_DATA_KEY, SNAPSHOT_META_KEY};
 
     openraft::declare_raft_types!(TestConfig: D = String, R = String);
 
@@ -1707,6 +1760,7 @@ mod tests {
     fn crash_image(store: &Store) -> PathBuf {
         let copy = store.path().with_file_name("crash-image");
         copy_dir(store.path(), &copy);
+        copy_dir(&snapshot_dir(store.path()), &snapshot_dir(&copy));
         copy
     }
 
@@ -2006,6 +2060,110 @@ mod tests {
         let second = snapshot(9, &[0xff; 100_000]);
         store.save_snapshot(&second).await.unwrap();
         assert_eq!(store.load_snapshot().await.unwrap(), Some(second));
+    }
+
+    /// A snapshot is on disk only after the log writes made before it, even those that alone
+    /// would wait for a later commit (a truncate).
+    #[tokio::test]
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the lock holds the writer thread back, no task waits for it"
+    )]
+    async fn a_snapshot_waits_for_the_log_writes_made_before_it() {
+        let (_dir, mut store) = temp_store();
+        store.blocking_append(entries(1..=6)).await.unwrap();
+        let pause = Arc::clone(&store.shared.pause);
+        let paused = pause.lock();
+        store.truncate(log_id(1, 1, 4)).await.unwrap();
+        let snap = snapshot(3, b"state at 3");
+        let mut save = Box::pin(store.save_snapshot(&snap));
+        for _ in 0..100 {
+            assert!(
+                poll_once(&mut save).await.is_none(),
+                "the snapshot was saved while the truncate before it was not on disk"
+            );
+            tokio::task::yield_now().await;
+        }
+        drop(paused);
+        save.await.unwrap();
+        let mut recovered = Store::open(&crash_image(&store)).unwrap();
+        assert_eq!(recovered.load_snapshot().await.unwrap(), Some(snap));
+        assert_eq!(
+            indexes(&recovered.try_get_log_entries(..).await.unwrap()),
+            [1, 2, 3]
+        );
+    }
+
+    /// The log's writer does not wait for a snapshot being written: appends commit meanwhile.
+    #[tokio::test]
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the lock holds the snapshot thread back, no task waits for it"
+    )]
+    async fn appends_commit_while_a_snapshot_is_written() {
+        let (_dir, mut store) = temp_store();
+        let pause = Arc::clone(&store.shared.snapshots.pause);
+        let paused = pause.lock();
+        let snap = snapshot(1, &[7; 1 << 20]);
+        let saver = store.clone();
+        let save = tokio::spawn(async move { saver.save_snapshot(&snap).await });
+        let appended = tokio::time::timeout(
+            Duration::from_secs(30),
+            store.blocking_append(entries(1..=3)),
+        )
+        .await;
+        assert!(
+            matches!(appended, Ok(Ok(()))),
+            "an append waited for the snapshot: {appended:?}"
+        );
+        assert!(!save.is_finished(), "the snapshot thread was held");
+        drop(paused);
+        save.await.unwrap().unwrap();
+        assert_eq!(
+            store.load_snapshot().await.unwrap(),
+            Some(snapshot(1, &[7; 1 << 20]))
+        );
+    }
+
+    /// A log of layout version 2 kept its snapshot in its own database: opening it moves the
+    /// snapshot out, records version 3 and drops the old keyspace.
+    #[tokio::test]
+    async fn a_snapshot_kept_in_the_log_by_layout_2_is_moved_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let written = entries(1..=5);
+        let snap = snapshot(2, b"state at 2");
+        {
+            let tables = Tables::open(&path).unwrap();
+            let inside = tables
+                .db
+                .keyspace(SNAPSHOT, KeyspaceCreateOptions::default)
+                .unwrap();
+            let mut batch = tables.db.batch().durability(Some(PersistMode::SyncData));
+            for entry in &written {
+                batch.insert(
+                    &tables.log,
+                    log_key(entry.log_id.index),
+                    encode(entry).unwrap(),
+                );
+            }
+            batch.insert(
+                &tables.meta,
+                FORMAT_KEY,
+                encode(&FORMAT_SNAPSHOT_INSIDE).unwrap(),
+            );
+            batch.insert(&inside, SNAPSHOT_META_KEY, encode(&snap.meta).unwrap());
+            batch.insert(&inside, SNAPSHOT_DATA_KEY, snap.data.clone());
+            batch.commit().unwrap();
+        }
+        for _ in 0..2 {
+            let mut store = Store::open(&path).unwrap();
+            assert_eq!(store.try_get_log_entries(..).await.unwrap(), written);
+            assert_eq!(store.load_snapshot().await.unwrap(), Some(snap.clone()));
+        }
+        let tables = Tables::open(&path).unwrap();
+        assert_eq!(tables.format().unwrap(), FORMAT_VERSION);
+        assert!(!tables.db.keyspace_exists(SNAPSHOT));
     }
 
     #[tokio::test]

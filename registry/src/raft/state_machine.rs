@@ -1,5 +1,6 @@
 //! The voter's state machine: the registry state, applied from committed entries, with its
-//! snapshots kept in the same fjall database as the log.
+//! snapshots kept through the log store, in a database beside the log's
+//! (`crate::raft::snapshot_store`).
 //!
 //! The state itself lives in memory; on restart it comes back from the last snapshot plus the
 //! committed entries after it, which openraft re-applies. Every applied batch also goes out on
