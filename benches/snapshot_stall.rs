@@ -2,8 +2,10 @@
 //!
 //! One log store on this machine's disk, as a voter has it (`LogStore`, fsync on). A task
 //! appends one entry at a time, each waiting until it is on disk, as a follower's appends do.
-//! First alone, then while the state machine saves a snapshot of each size given; the report
-//! gives the appends' latency in both cases and how long the save took.
+//! First alone, then while the state machine saves a snapshot of each size given, and for a
+//! second after each save (when fjall writes the snapshot's memtable out to a table of its
+//! own in the background); the report gives the appends' latency in each case and how long
+//! the save took.
 //!
 //! Run: `cargo bench --bench snapshot_stall`. `ENSEMBLE_BENCH_SNAPSHOT_MB=3,75` (the default)
 //! sets the snapshot sizes in MB. Figures: docs/performance.md, "Snapshots and the log".
@@ -24,6 +26,9 @@ use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, Snapsh
 
 /// Appends made alone, before any snapshot, for the baseline.
 const ALONE: usize = 500;
+
+/// How long the appends go on after a save returns.
+const AFTER: Duration = Duration::from_secs(1);
 
 fn main() {
     let sizes: Vec<usize> = std::env::var("ENSEMBLE_BENCH_SNAPSHOT_MB")
@@ -60,7 +65,8 @@ async fn run(sizes: Vec<usize>) {
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    latencies.push(append(&mut store, &mut index).await);
+                    let took = append(&mut store, &mut index).await;
+                    latencies.push((Instant::now(), took));
                 }
                 (latencies, index)
             })
@@ -84,14 +90,21 @@ async fn run(sizes: Vec<usize>) {
             .await
             .expect("save the snapshot");
         let saved = started.elapsed();
+        let saved_at = Instant::now();
+        tokio::time::sleep(AFTER).await;
         stop.store(true, Ordering::Relaxed);
-        let (mut during, reached) = appender.await.expect("the appender");
+        let (latencies, reached) = appender.await.expect("the appender");
         next = reached;
+        let (mut during, mut after): (Vec<_>, Vec<_>) =
+            latencies.into_iter().partition(|(at, _)| *at <= saved_at);
+        let mut during: Vec<Duration> = during.drain(..).map(|(_, took)| took).collect();
+        let mut after: Vec<Duration> = after.drain(..).map(|(_, took)| took).collect();
         report(
             &format!("appends during a {mb} MB snapshot"),
             &mut during,
             Some(saved),
         );
+        report(&format!("  and in the {AFTER:?} after"), &mut after, None);
     }
 }
 

@@ -53,7 +53,7 @@ impl Registry {
         let state_machine = StateMachine::open(store.clone()).await.map_err(|e| {
             RegistryError::Start(format!(
                 "cannot read the registry snapshot in {}: {e}",
-                path.display()
+                log_store::snapshot_dir(&path).display()
             ))
         })?;
         let max_frame = cluster.max_frame_size();

@@ -27,8 +27,12 @@
 //! snapshot durable and the truncate lost in a crash, the node would come back with entries it
 //! had been told to drop, and as leader could send them on. So [`LogStore::save_snapshot`]
 //! first waits for a synced commit of everything queued to the log before it, then writes
-//! here. Log writes that depend on the snapshot (the purge of the entries it covers) are made
-//! only after `save_snapshot` has returned, by which time it is on disk.
+//! here. The one log write that depends on the snapshot, the purge of the entries it covers,
+//! reaches the disk only once the snapshot is stored ("Purges wait for their snapshot" in
+//! [`log_store`](super::log_store)).
+//!
+//! A snapshot the node built can finish after a newer one it installed from the leader
+//! (openraft builds in a task of its own); the older one is then not stored.
 //!
 //! [`LogStore::save_snapshot`]: super::log_store::LogStore::save_snapshot
 //! [`SnapshotMeta`]: openraft::SnapshotMeta
@@ -42,6 +46,7 @@ use fjall::Keyspace;
 use fjall::KeyspaceCreateOptions;
 use fjall::PersistMode;
 use openraft::RaftTypeConfig;
+use openraft::SnapshotMeta;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
@@ -76,6 +81,9 @@ where
     /// Held by a test to keep the thread from saving or loading.
     #[cfg(test)]
     pub(super) pause: Arc<Mutex<()>>,
+    /// How many requests the thread has taken from its queue, paused or not.
+    #[cfg(test)]
+    pub(super) taken: Arc<std::sync::atomic::AtomicUsize>,
     /// Never read: held for its drop, which waits for the thread, and so for the database to
     /// close, after the sink above has closed its queue.
     _thread: WriterThread,
@@ -97,7 +105,7 @@ where
 {
     Save {
         snapshot: StoredSnapshot<C>,
-        done: oneshot::Sender<Result<(), DbError>>,
+        done: oneshot::Sender<Result<Option<u64>, DbError>>,
     },
     Load {
         done: oneshot::Sender<Result<Option<StoredSnapshot<C>>, DbError>>,
@@ -120,11 +128,18 @@ where
                 path,
                 #[cfg(test)]
                 pause,
+                #[cfg(test)]
+                taken: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
                 _thread: WriterThread(None),
             });
         }
         #[cfg(test)]
         let held = Arc::clone(&pause);
+        #[cfg(test)]
+        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        #[cfg(test)]
+        let received = Arc::clone(&taken);
+        let mut db = db;
         let (ops, mut queue) = mpsc::unbounded_channel::<SnapshotOp<C>>();
         let span = tracing::info_span!("registry_snapshot_writer", path = %path.display());
         let thread = std::thread::Builder::new()
@@ -133,6 +148,8 @@ where
                 let _entered = span.enter();
                 // In queue order, so a load sees every save queued before it.
                 while let Some(op) = queue.blocking_recv() {
+                    #[cfg(test)]
+                    received.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     #[cfg(test)]
                     let _paused = held.lock();
                     match op {
@@ -154,6 +171,8 @@ where
             path,
             #[cfg(test)]
             pause,
+            #[cfg(test)]
+            taken,
             _thread: WriterThread(Some(thread)),
         })
     }
@@ -163,8 +182,9 @@ where
         &self.path
     }
 
-    /// Durably replaces the stored snapshot with `snapshot`.
-    pub(super) async fn save(&self, snapshot: StoredSnapshot<C>) -> Result<(), DbError> {
+    /// Durably replaces the stored snapshot with `snapshot`, unless the stored one covers more
+    /// of the log; answers the index of the last entry the stored snapshot covers.
+    pub(super) async fn save(&self, snapshot: StoredSnapshot<C>) -> Result<Option<u64>, DbError> {
         match &self.sink {
             Sink::Inline(db) => db.lock().save(&snapshot),
             Sink::Queue(ops) => {
@@ -193,20 +213,18 @@ where
 /// The database and its one keyspace.
 pub(super) struct SnapshotDb {
     snapshot: Keyspace,
+    /// The index of the last entry the stored snapshot covers, once read
+    /// ([`SnapshotDb::covered`]).
+    covered: Option<u64>,
     /// Dropped last: closing the database waits for fjall's threads and releases its lock.
     db: Database,
 }
 
 impl SnapshotDb {
     pub(super) fn open(path: &Path) -> Result<Self, OpenError> {
-        let failed = |source: fjall::Error| match source {
-            fjall::Error::Locked => OpenError::AlreadyOpen {
-                path: path.to_path_buf(),
-            },
-            source => OpenError::Snapshots {
-                path: path.to_path_buf(),
-                source: Box::new(source),
-            },
+        let failed = |source: fjall::Error| OpenError::Snapshots {
+            path: path.to_path_buf(),
+            source: Box::new(source),
         };
         std::fs::create_dir_all(path).map_err(|source| OpenError::CreateDir {
             dir: path.to_path_buf(),
@@ -227,15 +245,41 @@ impl SnapshotDb {
         let snapshot = db
             .keyspace(SNAPSHOT, KeyspaceCreateOptions::default)
             .map_err(failed)?;
-        Ok(Self { snapshot, db })
+        Ok(Self {
+            snapshot,
+            covered: None,
+            db,
+        })
     }
 
-    /// Replaces meta and data in one synced batch.
-    pub(super) fn save<C>(&self, stored: &StoredSnapshot<C>) -> Result<(), DbError>
+    /// Reads which entries the stored snapshot covers: the index of the last, or `None` if
+    /// there is no snapshot. Called once, after any import, before the store serves saves.
+    pub(super) fn covered<C>(&mut self) -> Result<Option<u64>, DbError>
     where
         C: RaftTypeConfig,
     {
-        self.save_encoded(&encode(&stored.meta)?, &stored.data)
+        self.covered = covered_by::<C>(&self.snapshot)?;
+        Ok(self.covered)
+    }
+
+    /// Replaces meta and data in one synced batch, unless the stored snapshot covers more of
+    /// the log: a snapshot the node built can finish after a newer one it installed from the
+    /// leader. Answers the index the stored snapshot covers afterwards.
+    pub(super) fn save<C>(&mut self, stored: &StoredSnapshot<C>) -> Result<Option<u64>, DbError>
+    where
+        C: RaftTypeConfig,
+    {
+        let index = stored.meta.last_log_id.as_ref().map(|id| id.index);
+        if index < self.covered {
+            tracing::debug!(
+                snapshot = %stored.meta.snapshot_id,
+                "not storing a snapshot older than the one stored"
+            );
+            return Ok(self.covered);
+        }
+        self.save_encoded(&encode(&stored.meta)?, &stored.data)?;
+        self.covered = index;
+        Ok(self.covered)
     }
 
     /// [`Self::save`] of a meta already encoded (the import of a snapshot kept in the log).
@@ -259,6 +303,19 @@ impl SnapshotDb {
             None => Ok(None),
         }
     }
+}
+
+/// The index of the last entry the snapshot held in `keyspace` covers, read from its meta
+/// alone; `None` if it holds no snapshot.
+fn covered_by<C>(keyspace: &Keyspace) -> Result<Option<u64>, DbError>
+where
+    C: RaftTypeConfig,
+{
+    let Some(meta) = keyspace.get(SNAPSHOT_META_KEY)? else {
+        return Ok(None);
+    };
+    let meta: SnapshotMeta<C::NodeId, C::Node> = decode(&meta)?;
+    Ok(meta.last_log_id.map(|id| id.index))
 }
 
 /// A snapshot as stored: its meta still encoded.
