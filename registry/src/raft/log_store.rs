@@ -47,7 +47,9 @@
 //!
 //! Writes reach the disk through a pipeline:
 //!
-//! 1. The method called updates the in-memory copy and puts the write on a queue, in call order.
+//! 1. The method called updates the in-memory copy and puts the write on a queue, in call order
+//!    (a purge no stored snapshot covers yet is held back instead, and queued later: "Purges
+//!    wait for their snapshot" below).
 //! 2. One writer thread takes everything queued, folds it in queue order into a single fjall
 //!    write batch (the last write to a key wins, so a truncate or purge also removes entries
 //!    appended earlier in the same batch) and commits that with [`PersistMode::SyncData`], which
@@ -70,6 +72,8 @@
 //! | `save_vote`                  | after its commit | it returns                            |
 //! | [`LogStore::save_snapshot`]  | after its commit | it returns, with every write before it |
 //!
+//! A purge held back for its snapshot (below) counts from the moment it is queued.
+//!
 //! This is what openraft's storage contract asks: `append` may return before the entries are
 //! durable as long as they are readable at once and the callback waits for the disk (except,
 //! here, for a leader's own entries: below), and a vote must be durable before `save_vote`
@@ -77,9 +81,10 @@
 //!
 //! - Commits are atomic (fjall drops a journal record cut short by a crash) and happen one after
 //!   another in queue order, and the queue is in call order, so the disk always holds the writes
-//!   of some prefix of the calls. A crash loses a suffix of the writes, never one from the
-//!   middle and never one already reported durable, so it cannot leave a hole in the log or a
-//!   vote without the entries appended before it.
+//!   of some prefix of the calls (leaving out a held purge, which joins the queue later). A
+//!   crash loses a suffix of the writes, never one from the middle and never one already
+//!   reported durable, so it cannot leave a hole in the log or a vote without the entries
+//!   appended before it.
 //! - A lost truncate or purge leaves the log as it was before the call, a state the node was
 //!   durably in anyway: the entries that replace a truncated suffix are appended after the
 //!   truncate, so they cannot be durable without it, and a purge reaches the disk only once a
@@ -96,9 +101,12 @@
 //! neither the entries nor a snapshot that holds them, unable to start. So a purge past the
 //! snapshot on disk changes memory at once (openraft reads the log from memory) but is held
 //! back from the disk; [`LogStore::save_snapshot`] queues it once the snapshot that covers it
-//! is stored, before it returns, and so before openraft answers the leader and receives the
-//! entries that follow the snapshot. A purge that a stored snapshot covers, as a voter's own
-//! after it builds one, goes to the disk at once.
+//! is stored, before it returns. That puts it ahead of the entries after the snapshot on the
+//! disk too, because openraft 0.9 runs a follower's log commands in order and holds every one
+//! behind the answer to the install, which waits for the install itself (a new leader's
+//! AppendEntries included): were that to change, an append past the snapshot could reach the
+//! disk before the purge, and a crash between would leave a hole. A purge that a stored
+//! snapshot covers, as a voter's own after it builds one, goes to the disk at once.
 //!
 //! # The committed log id
 //!
@@ -179,7 +187,8 @@
 //! - A snapshot reaches the disk only after every log write made before it (see "Order with
 //!   the log" in [`snapshot_store`](super::snapshot_store)).
 //! - The in-memory copy holds every write accepted; the disk holds a prefix of them in call order
-//!   (see Durability). A write changes memory and joins the queue under one lock, so both see the
+//!   (see Durability), but for a held purge, which joins the queue when its snapshot is
+//!   stored. A write changes memory and joins the queue under one lock, so both see the
 //!   writes in the same order even when several clones write at once.
 //! - The store does not check that appended entries are consecutive; openraft only hands it
 //!   consecutive entries, truncating a conflicting suffix first.
@@ -462,8 +471,9 @@ where
     ops: Sink<C>,
     /// Where the snapshot goes.
     snapshots: SnapshotStore<C>,
-    /// The log as openraft sees it, ahead of the disk by whatever is queued. A plain mutex: it is
-    /// never held across an `.await`, and only for map operations and entry copies.
+    /// The log as openraft sees it, ahead of the disk by whatever is queued or held. A plain
+    /// mutex: it is never held across an `.await`, and only for map operations and entry
+    /// copies.
     memory: Mutex<Memory<C>>,
     /// Set once, by the writer, when a commit fails; writes check it so that they fail at once
     /// instead of queueing behind a store that can no longer write.
@@ -487,7 +497,8 @@ where
     _writer: WriterThread,
 }
 
-/// The in-memory copy of the log: what the disk will hold once the queue is written.
+/// The in-memory copy of the log: what the disk will hold once the queue is written and any
+/// held purge released.
 struct Memory<C>
 where
     C: RaftTypeConfig,
@@ -660,10 +671,13 @@ where
             source,
         })?;
         let tables = Tables::open(path)?;
-        let (found, new) = tables.format().map_err(|source| OpenError::Tables {
+        let tables_failed = |source: DbError| OpenError::Tables {
             path: path.to_path_buf(),
             source: Box::new(source),
-        })?;
+        };
+        // A new log records its layout only once the checks below pass.
+        let recorded = tables.format().map_err(tables_failed)?;
+        let found = recorded.unwrap_or(FORMAT_VERSION);
         if found != FORMAT_VERSION && found != FORMAT_SNAPSHOT_INSIDE {
             return Err(OpenError::UnsupportedFormat {
                 path: path.to_path_buf(),
@@ -684,13 +698,17 @@ where
                 path: snapshots_path.clone(),
                 source: Box::new(source),
             })?;
-        if new && covered.is_some() {
-            // The log was deleted or replaced and its vote with it: taking up the snapshot
-            // alone would hide that the node may vote twice in a term it already voted in.
-            return Err(OpenError::SnapshotsWithoutLog {
-                path: path.to_path_buf(),
-                snapshots: snapshots_path,
-            });
+        if recorded.is_none() {
+            if covered.is_some() {
+                // The log was deleted or replaced and its vote with it: taking up the snapshot
+                // alone would hide that the node may vote twice in a term it already voted in.
+                // Nothing is recorded, so every later start is refused too.
+                return Err(OpenError::SnapshotsWithoutLog {
+                    path: path.to_path_buf(),
+                    snapshots: snapshots_path,
+                });
+            }
+            record_format(&tables).map_err(tables_failed)?;
         }
         let snapshots = SnapshotStore::start(snapshot_db, &snapshots_path, inline)?;
         let mut memory = load_memory::<C>(&tables).map_err(|source| OpenError::Load {
@@ -759,7 +777,8 @@ where
         matches!(self.shared.ops, Sink::Inline(_))
     }
 
-    /// Durably replaces the stored snapshot with `snapshot`.
+    /// Durably replaces the stored snapshot with `snapshot`, unless the stored one covers more
+    /// of the log (then it keeps that one), and queues the purge held back for it.
     ///
     /// Returns once the snapshot is on disk, and every log write made before the call before it
     /// (see "Order with the log" in [`snapshot_store`](super::snapshot_store)); meta and data
@@ -827,7 +846,8 @@ where
         })
     }
 
-    /// The snapshot last saved with [`Self::save_snapshot`], or `None` if there is none.
+    /// The stored snapshot (the one covering most of the log of those saved with
+    /// [`Self::save_snapshot`]), or `None` if there is none.
     ///
     /// # Errors
     ///
@@ -1397,14 +1417,9 @@ impl Tables {
         Ok(Tables { log, meta, db })
     }
 
-    /// The layout version recorded in the database, and whether the database is new: a new
-    /// one records the current version.
-    fn format(&self) -> Result<(u32, bool), DbError> {
-        if let Some(found) = get_decoded::<u32>(&self.meta, FORMAT_KEY)? {
-            return Ok((found, false));
-        }
-        record_format(self)?;
-        Ok((FORMAT_VERSION, true))
+    /// The layout version recorded in the database, `None` for a new one.
+    fn format(&self) -> Result<Option<u32>, DbError> {
+        get_decoded::<u32>(&self.meta, FORMAT_KEY)
     }
 }
 
@@ -2312,6 +2327,18 @@ mod tests {
             store.load_snapshot().await.unwrap(),
             Some(snapshot(9, b"state at 9"))
         );
+        // Also once the stored snapshot is known only from the disk.
+        let path = store.path().to_path_buf();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        store
+            .save_snapshot(&snapshot(7, b"state at 7"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load_snapshot().await.unwrap(),
+            Some(snapshot(9, b"state at 9"))
+        );
     }
 
     /// A log deleted by hand, with its snapshots left beside it, is not started afresh.
@@ -2327,12 +2354,14 @@ mod tests {
                 .unwrap();
         }
         std::fs::remove_dir_all(&path).unwrap();
-        let err = Store::open(&path).expect_err("the vote went with the log");
-        assert!(
-            matches!(err, OpenError::SnapshotsWithoutLog { .. }),
-            "{err:?}"
-        );
-        assert!(err.to_string().contains("log-snapshots"), "{err}");
+        for start in ["first", "second"] {
+            let err = Store::open(&path).expect_err("the vote went with the log");
+            assert!(
+                matches!(err, OpenError::SnapshotsWithoutLog { .. }),
+                "{start} start: {err:?}"
+            );
+            assert!(err.to_string().contains("log-snapshots"), "{err}");
+        }
     }
 
     /// A log of layout version 2 kept its snapshot in its own database: opening it moves the
@@ -2372,7 +2401,7 @@ mod tests {
             assert_eq!(store.load_snapshot().await.unwrap(), Some(snap.clone()));
         }
         let tables = Tables::open(&path).unwrap();
-        assert_eq!(tables.format().unwrap(), (FORMAT_VERSION, false));
+        assert_eq!(tables.format().unwrap(), Some(FORMAT_VERSION));
         assert!(!tables.db.keyspace_exists(SNAPSHOT));
     }
 

@@ -5,8 +5,8 @@
 //! through the log's journal and writer thread, as it once was, it held every append queued
 //! behind it until it was written and synced (about 220 ms at 75 MB on the benchmark's disk,
 //! on every voter at about the same moment). Here the log's writer goes on committing appends
-//! while a snapshot is written; the two meet only in the barrier [`LogStore::save_snapshot`]
-//! passes first (below).
+//! while a snapshot is written; the two meet in the barrier [`LogStore::save_snapshot`]
+//! passes first and in the purge it releases after (below).
 //!
 //! # Layout
 //!
@@ -97,8 +97,9 @@ where
     Inline(Mutex<SnapshotDb>),
 }
 
-/// One request for the snapshot thread. Saves are rare (one per `snapshot_every` entries) and
-/// openraft makes them one at a time, so the queue needs no bound.
+/// One request for the snapshot thread. Saves are rare (one per `snapshot_every` entries, and
+/// an install from the leader now and then, which may overlap a build) and each caller waits
+/// for its own, so the queue needs no bound.
 enum SnapshotOp<C>
 where
     C: RaftTypeConfig,
