@@ -380,6 +380,25 @@ pub enum OpenError {
         /// The snapshots' directory.
         snapshots: PathBuf,
     },
+    /// The log has dropped entries that no stored snapshot covers.
+    #[error(
+        "the registry log at {} has dropped its entries up to {purged}, but the snapshot in {} \
+         covers {}: the snapshots' directory was deleted or replaced; restore it, or delete \
+         both directories to start this node's registry data afresh",
+        path.display(),
+        snapshots.display(),
+        covered.map_or("none of them".to_owned(), |index| format!("only those up to {index}"))
+    )]
+    PurgedPastSnapshot {
+        /// The log's directory.
+        path: PathBuf,
+        /// The snapshots' directory.
+        snapshots: PathBuf,
+        /// The index of the last entry dropped.
+        purged: u64,
+        /// The index of the last entry the stored snapshot covers, if there is one.
+        covered: Option<u64>,
+    },
     /// The thread that writes the log, or the one that writes the snapshots, could not be
     /// started.
     #[error(
@@ -715,6 +734,19 @@ where
             path: path.to_path_buf(),
             source: Box::new(source),
         })?;
+        if let Some(purged) = &memory.last_purged
+            && covered.is_none_or(|covered| covered < purged.index)
+        {
+            // The entries are gone and no snapshot holds them: openraft would start from an
+            // empty state, and as leader send it on. Purges reach the disk only behind their
+            // snapshot, so only a snapshots' directory deleted or replaced by hand gets here.
+            return Err(OpenError::PurgedPastSnapshot {
+                path: path.to_path_buf(),
+                snapshots: snapshots_path,
+                purged: purged.index,
+                covered,
+            });
+        }
         memory.snapshot_on_disk = covered;
 
         let path: Arc<Path> = Arc::from(path);
@@ -2364,6 +2396,39 @@ mod tests {
         }
     }
 
+    /// A log whose snapshots' directory was deleted by hand, after it dropped the entries the
+    /// snapshot covered, is not started from an empty state.
+    #[tokio::test]
+    async fn a_log_purged_past_its_snapshot_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        {
+            let mut store = Store::open(&path).unwrap();
+            store.blocking_append(entries(1..=6)).await.unwrap();
+            store
+                .save_snapshot(&snapshot(4, b"state at 4"))
+                .await
+                .unwrap();
+            store.purge(log_id(1, 1, 4)).await.unwrap();
+        }
+        std::fs::remove_dir_all(snapshot_dir(&path)).unwrap();
+        for start in ["first", "second"] {
+            let err = Store::open(&path).expect_err("the purged entries are nowhere");
+            assert!(
+                matches!(
+                    err,
+                    OpenError::PurgedPastSnapshot {
+                        purged: 4,
+                        covered: None,
+                        ..
+                    }
+                ),
+                "{start} start: {err:?}"
+            );
+            assert!(err.to_string().contains("up to 4"), "{err}");
+        }
+    }
+
     /// A log of layout version 2 kept its snapshot in its own database: opening it moves the
     /// snapshot out, records version 3 and drops the old keyspace.
     #[tokio::test]
@@ -2610,6 +2675,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
         let store = Store::open_inline(&path).unwrap();
+        // A snapshot covers what the batch purges, as openraft's would.
+        store
+            .save_snapshot(&snapshot(1, b"state at 1"))
+            .await
+            .unwrap();
         {
             let writer = match &store.shared.ops {
                 Sink::Inline(writer) => writer.lock(),
