@@ -5,7 +5,7 @@ pub(crate) mod lease;
 pub mod log_store;
 pub(crate) mod network;
 pub mod runtime;
-pub(crate) mod snapshot_store;
+pub mod snapshot_store;
 pub mod state_machine;
 pub mod types;
 
