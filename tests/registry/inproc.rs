@@ -87,6 +87,46 @@ async fn one_node_is_its_own_registry() {
     }
 }
 
+/// A lock call whose caller stops waiting (a timeout around it) leaves no holder behind: the
+/// node takes its place in line back, so the lock is free once its holder releases it.
+/// `Duration::MAX` as a lock's timeout means no deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_call_its_caller_stopped_waiting_for_leaves_no_holder() {
+    let certs = certificates(&["dropper"]);
+    let (_node, _cluster, registry) = start("dropper", certs.path(), vec![]).await;
+    let first = registry.try_lock("l").await.unwrap();
+    let waiting = {
+        let registry = registry.clone();
+        tokio::spawn(async move { registry.lock("l", Duration::from_secs(60)).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while registry
+        .lock_info("l")
+        .is_none_or(|lock| lock.waiters.is_empty())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second call never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    waiting.abort();
+    let _ = waiting.await;
+    first.release().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Some(lock) = registry.lock_info("l")
+        && (lock.holder.is_some() || !lock.waiters.is_empty())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the abandoned call kept its place: {lock:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lease = registry.lock("l", Duration::MAX).await.unwrap();
+    lease.release().await.unwrap();
+}
+
 /// Waits until the registry of `registry` has three voters.
 async fn three_voters(registry: &Registry) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

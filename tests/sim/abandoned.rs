@@ -19,6 +19,7 @@ use std::time::Duration;
 use ensemble::registry::{RegistryConfig, RegistryError};
 use tokio::time::Instant;
 
+use crate::probes::{Echo, EchoMsg};
 use crate::setup::{Cluster, four_nodes, holder_of, leader_named_by, put_retrying, run};
 use crate::until;
 
@@ -97,6 +98,63 @@ async fn an_acquire_committed_while_cut_off(seed: u64) -> Result<(), String> {
         .try_lock("x")
         .await
         .map_err(|e| format!("s0 could not take the freed lock: {e}"))?;
+    if client.is_fenced() || client.is_expired() {
+        return Err("the client's session ended: the test did not show what it is for".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn a_name_whose_unregister_was_lost_with_its_leader_is_released() {
+    run(9, a_name_whose_unregister_was_lost);
+}
+
+/// An actor's name is unregistered when the actor ends; if that fails (here: sent to a leader
+/// just cut off, which the others replace without ever seeing it), its node keeps trying,
+/// rather than leave the name to a dead actor for as long as its session lives.
+async fn a_name_whose_unregister_was_lost(seed: u64) -> Result<(), String> {
+    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let client = nodes[3].registry.clone();
+    let named = |registry: &ensemble::registry::Registry| {
+        registry
+            .whereis::<EchoMsg>("named")
+            .ok()
+            .flatten()
+            .is_some()
+    };
+    let actor = nodes[3]
+        .node
+        .spawn(Echo)
+        .map_err(|e| format!("spawn: {e}"))?;
+    client
+        .register("named", &actor)
+        .await
+        .map_err(|e| format!("the client could not register its actor: {e}"))?;
+    // The register went to the leader, so the client names it.
+    let leader = leader_named_by(&client, &nodes)?;
+    let observer = nodes[(leader + 1) % 3].registry.clone();
+    until("the name in a voter's copy", Duration::from_secs(2), || {
+        named(&observer)
+    })
+    .await?;
+    // A quiet moment, so that nothing else is in flight.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    net.isolate(nodes[leader].addr);
+    let cut = Instant::now();
+    actor.stop();
+    // The other voters elect a leader that never saw the unregister; only then does the old
+    // leader hear from the others again.
+    put_retrying(&observer, "elected", b"1", "the two voters left").await?;
+    net.heal();
+    until("the dead actor's name released", SESSION_TTL / 2, || {
+        !named(&observer)
+    })
+    .await?;
+    eprintln!(
+        "the dead actor's name was released {:?} after the cut",
+        cut.elapsed()
+    );
     if client.is_fenced() || client.is_expired() {
         return Err("the client's session ended: the test did not show what it is for".into());
     }

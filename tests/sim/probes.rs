@@ -34,7 +34,7 @@ pub(crate) enum EchoMsg {
     Ping(u64, ReplyTo<u64>),
 }
 
-struct Echo;
+pub(crate) struct Echo;
 
 impl Actor for Echo {
     type Msg = EchoMsg;

@@ -69,6 +69,10 @@ pub(crate) struct Shared {
     pub(crate) waiters: Mutex<HashMap<(String, u64), oneshot::Sender<u64>>>,
     /// Leases this node holds, by (lock, holder id).
     pub(crate) leases: Mutex<HashMap<(String, u64), Arc<LeaseState>>>,
+    /// The tasks that unregister a name or leave a group when its actor ends, by what they
+    /// release, with a number that tells a task its own entry from a later one.
+    pub(crate) on_exit: Mutex<HashMap<ExitRelease, (u64, tokio::task::AbortHandle)>>,
+    pub(crate) next_on_exit: AtomicU64,
     pub(crate) effects: broadcast::Sender<Effect>,
     /// Set when this node fences itself (`fence`), cleared when a renewal makes its session
     /// valid again.
@@ -124,7 +128,8 @@ fn session_ended(err: &RegistryError) -> bool {
     )
 }
 
-/// Proposes `release` (of an abandoned acquire, or of the leases a fenced node gives up),
+/// Proposes `release` (of an abandoned acquire, of the leases a fenced node gives up, or of
+/// the name or group membership of an actor that ended),
 /// after `first` and then again after each failure, until it is committed, this node's
 /// session ends, or the registry handle is dropped.
 async fn release_until_taken(shared: std::sync::Weak<Shared>, release: Command, first: Duration) {
@@ -140,11 +145,14 @@ async fn release_until_taken(shared: std::sync::Weak<Shared>, release: Command, 
         }
         match shared.propose_one(release.clone(), true).await {
             Ok(_) => {
-                tracing::info!(?release, "released a lock holder an earlier call could not");
+                tracing::info!(
+                    ?release,
+                    "the registry took a release an earlier attempt could not"
+                );
                 return;
             }
             Err(err) if session_ended(&err) => return,
-            Err(err) => tracing::debug!(?release, %err, "a lock holder is not released yet"),
+            Err(err) => tracing::debug!(?release, %err, "a release is not taken yet"),
         }
     }
 }
@@ -275,10 +283,15 @@ impl Shared {
                     }
                 }
                 Ok(Err(err)) => last = refused(err, &target, idempotent, what)?,
-                Err(AskError::Timeout { .. }) if !idempotent => {
+                Err(AskError::Timeout { after, .. }) if !idempotent => {
+                    // One attempt's wait, not the call's timeout: the attempt is cut short so
+                    // that a dead leader does not take the whole call (see `attempt`).
                     return Err(RegistryError::Unknown {
                         what: what(),
-                        reason: format!("node {target} did not answer within {timeout:?}"),
+                        reason: format!(
+                            "node {target} did not answer within {after:?} (one attempt's \
+                             share of the call's {timeout:?})"
+                        ),
                     });
                 }
                 Err(err) => {
@@ -481,6 +494,14 @@ impl Shared {
         ));
     }
 
+    /// Stops the task that would release `release` when its actor ends: the release was made
+    /// already.
+    fn forget_on_exit(&self, release: &ExitRelease) {
+        if let Some((_, task)) = self.on_exit.lock().remove(release) {
+            task.abort();
+        }
+    }
+
     /// Proposes `release` once and returns what came of it. If that failed while this node's
     /// session lives, a task keeps proposing it ([`release_until_taken`]): the holder would
     /// otherwise keep the lock, with nobody to release it, for as long as the session lives.
@@ -493,7 +514,7 @@ impl Shared {
         if let Err(err) = &result
             && !session_ended(err)
         {
-            tracing::warn!(?release, %err, "a lock holder is not released yet; trying again until the registry takes it");
+            tracing::warn!(?release, %err, "a release is not taken yet; trying again until the registry takes it");
             tokio::spawn(release_until_taken(
                 Arc::downgrade(self),
                 release,
@@ -555,6 +576,15 @@ fn refused(
     }
 }
 
+/// What a task waiting for an actor's end releases then.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum ExitRelease {
+    /// The name, bound to the actor.
+    Name(String, ActorId),
+    /// The actor's membership of the group.
+    Member(String, ActorId),
+}
+
 /// A handle to the registry, for one node. Cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
@@ -600,6 +630,8 @@ impl Registry {
             silent: Mutex::default(),
             waiters: Mutex::default(),
             leases: Mutex::default(),
+            on_exit: Mutex::default(),
+            next_on_exit: AtomicU64::new(1),
             effects: broadcast::channel(4096).0,
             fenced: AtomicBool::new(false),
             valid_until,
@@ -637,10 +669,10 @@ impl Registry {
             name: name.to_owned(),
             actor: actor.clone(),
         };
-        Ok(matches!(
-            self.shared.propose_one(command, true).await?,
-            Outcome::Done { .. }
-        ))
+        let outcome = self.shared.propose_one(command, true).await?;
+        self.shared
+            .forget_on_exit(&ExitRelease::Name(name.to_owned(), actor.clone()));
+        Ok(matches!(outcome, Outcome::Done { .. }))
     }
 
     /// The actor a global name resolves to, from this node's copy of the registry: no round
@@ -697,7 +729,10 @@ impl Registry {
             group: group.to_owned(),
             actor: actor.clone(),
         };
-        self.shared.propose_one(command, true).await.map(|_| ())
+        self.shared.propose_one(command, true).await?;
+        self.shared
+            .forget_on_exit(&ExitRelease::Member(group.to_owned(), actor.clone()));
+        Ok(())
     }
 
     /// A group's members that take messages of type `M`, from this node's copy.
@@ -721,6 +756,11 @@ impl Registry {
             .await
     }
 
+    /// Runs the acquire in a task of its own, so that a caller who stops waiting (a timeout
+    /// or a `select!` around the call) leaves no holder behind: the task learns what became of
+    /// the request first, then leaves the line or gives the lock back, in that order. Released
+    /// before its acquire was committed, a holder would be queued after it, and later hold the
+    /// lock with nobody to release it for as long as this node's session lives.
     async fn acquire(
         &self,
         lock: &str,
@@ -728,6 +768,37 @@ impl Registry {
         timeout: Duration,
     ) -> Result<Lease, RegistryError> {
         self.shared.check_usable()?;
+        let (answer, answered) = oneshot::channel();
+        let this = self.clone();
+        let what = format!("lock {lock:?}");
+        let lock = lock.to_owned();
+        tokio::spawn(async move {
+            let mut answer = answer;
+            let result = this.acquire_for(&lock, wait, timeout, &mut answer).await;
+            if let Err(Ok(lease)) = answer.send(result) {
+                tracing::debug!(lock, "giving back a lock whose caller stopped waiting");
+                if let Err(err) = lease.release().await {
+                    tracing::warn!(lock, %err, "could not give back a lock whose caller stopped waiting");
+                }
+            }
+        });
+        answered.await.unwrap_or_else(|_| {
+            Err(RegistryError::Unknown {
+                what,
+                reason: "the task taking the lock ended without an answer (it panicked)".into(),
+            })
+        })
+    }
+
+    /// The acquire itself, for [`Self::acquire`]'s task; `answer` closes if the caller stops
+    /// waiting.
+    async fn acquire_for(
+        &self,
+        lock: &str,
+        wait: bool,
+        timeout: Duration,
+        answer: &mut oneshot::Sender<Result<Lease, RegistryError>>,
+    ) -> Result<Lease, RegistryError> {
         let holder = Holder {
             node: self.node().id().clone(),
             id: self.shared.next_holder.fetch_add(1, Ordering::Relaxed),
@@ -741,13 +812,29 @@ impl Registry {
             holder: holder.clone(),
             wait,
         };
-        let deadline = Instant::now() + timeout;
+        // `Duration::MAX` and the like: as good as no deadline.
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600));
         let outcome = self.shared.propose_one(command, true).await;
         let token = match outcome {
             Ok(Outcome::Granted { token }) => token,
-            Ok(Outcome::Queued { .. }) => match tokio::time::timeout_at(deadline, granted).await {
-                Ok(Ok(token)) => token,
-                _ => {
+            Ok(Outcome::Queued { .. }) => match tokio::select! {
+                granted = tokio::time::timeout_at(deadline, granted) => Some(granted),
+                () = answer.closed() => None,
+            } {
+                Some(Ok(Ok(token))) => token,
+                None => {
+                    // The caller stopped waiting: leave the line now rather than at the
+                    // deadline, or at a grant nobody would use.
+                    self.abandon(&key, holder).await;
+                    return Err(RegistryError::Timeout {
+                        what: format!("lock {lock:?}"),
+                        timeout,
+                        last: "the caller stopped waiting".into(),
+                    });
+                }
+                Some(_) => {
                     // Leave the line (or give back a grant that raced the timeout).
                     self.abandon(&key, holder).await;
                     return Err(RegistryError::Timeout {
@@ -1120,10 +1207,24 @@ pub struct KeyChange {
     pub revision: u64,
 }
 
+/// What a [`Watch`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// A watched key changed.
+    Changed(KeyChange),
+    /// The watcher fell more than 4096 of this node's registry changes (of every kind, not
+    /// only its keys) behind, and those were dropped: changes to its keys may be among them.
+    /// Read the prefix again with [`Registry::get_prefix`], then go on watching (etcd's
+    /// "compacted" answer asks the same).
+    Lagged {
+        /// How many registry changes were dropped.
+        skipped: u64,
+    },
+}
+
 impl Watch {
-    /// The next change; `None` when the registry stops. A watcher that falls more than 4096
-    /// changes behind skips the ones it missed (read the prefix again with `get_prefix`).
-    pub async fn next(&mut self) -> Option<KeyChange> {
+    /// The next change, or word that some were missed; `None` when the registry stops.
+    pub async fn next(&mut self) -> Option<WatchEvent> {
         loop {
             match self.effects.recv().await {
                 Ok(Effect::Key {
@@ -1131,13 +1232,16 @@ impl Watch {
                     value,
                     revision,
                 }) if key.starts_with(&self.prefix) => {
-                    return Some(KeyChange {
+                    return Some(WatchEvent::Changed(KeyChange {
                         key,
                         value,
                         revision,
-                    });
+                    }));
                 }
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    return Some(WatchEvent::Lagged { skipped });
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
@@ -1147,6 +1251,45 @@ impl Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(key: &str, revision: u64) -> Effect {
+        Effect::Key {
+            key: key.to_owned(),
+            value: Some(b"v".to_vec()),
+            revision,
+        }
+    }
+
+    /// A watcher that fell behind is told so, instead of going on as if nothing was missed.
+    #[tokio::test]
+    async fn a_watch_that_fell_behind_says_so() {
+        let (effects, _keep) = broadcast::channel(8);
+        let mut watch = Watch {
+            prefix: "a/".into(),
+            effects: effects.subscribe(),
+        };
+        effects.send(key("a/x", 1)).unwrap();
+        for revision in 2..20 {
+            effects.send(key("b/y", revision)).unwrap();
+        }
+        effects.send(key("a/z", 20)).unwrap();
+        assert_eq!(
+            watch.next().await,
+            Some(WatchEvent::Lagged { skipped: 12 }),
+            "a/x was dropped with eleven others"
+        );
+        assert_eq!(
+            watch.next().await,
+            Some(WatchEvent::Changed(KeyChange {
+                key: "a/z".into(),
+                value: Some(b"v".to_vec()),
+                revision: 20,
+            }))
+        );
+        drop(effects);
+        drop(_keep);
+        assert_eq!(watch.next().await, None);
+    }
 
     fn what() -> String {
         "compare-and-set of config key \"k\"".into()

@@ -2,12 +2,13 @@
 //! modules), for the layers that place actors without knowing their types (the supervisor's
 //! app controller and node agents), and the code the typed calls share with them.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ensemble_runtime::remote::{ModuleActor, WireRef};
 use ensemble_runtime::{ActorId, UntypedRef};
 
-use super::Registry;
+use super::{ExitRelease, Registry};
 use crate::error::RegistryError;
 use crate::state::{Command, Outcome};
 
@@ -51,7 +52,8 @@ impl Registry {
                     name: name.to_owned(),
                     actor: actor.id().clone(),
                 };
-                self.release_when_ended(actor, release);
+                let key = ExitRelease::Name(name.to_owned(), actor.id().clone());
+                self.release_when_ended(actor, release, key);
                 Ok(())
             }
             Outcome::NameTaken { holder } => Err(RegistryError::NameTaken {
@@ -78,7 +80,8 @@ impl Registry {
             group: group.to_owned(),
             actor: actor.id().clone(),
         };
-        self.release_when_ended(actor, release);
+        let key = ExitRelease::Member(group.to_owned(), actor.id().clone());
+        self.release_when_ended(actor, release, key);
         Ok(())
     }
 
@@ -127,14 +130,36 @@ impl Registry {
         Ok(())
     }
 
-    /// Proposes `command` when `actor` ends.
-    fn release_when_ended(&self, actor: UntypedRef, command: Command) {
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
+    /// Proposes `command` when `actor` ends, and again until the registry takes it (an
+    /// actor that ends while the registry has no quorum must not keep its name for as long as
+    /// this node's session lives). One task per `key`: registering the same name for the same
+    /// actor again replaces it, and an explicit unregister or leave stops it.
+    fn release_when_ended(&self, actor: UntypedRef, command: Command, key: ExitRelease) {
+        let shared = Arc::downgrade(&self.shared);
+        let number = self.shared.next_on_exit.fetch_add(1, Ordering::Relaxed);
+        let mine = key.clone();
+        // Locked until the entry is in: the task looks for it once the actor has ended, which
+        // may be at once.
+        let mut on_exit = self.shared.on_exit.lock();
+        let task = tokio::spawn(async move {
             actor.wait_for_exit().await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            {
+                let mut on_exit = shared.on_exit.lock();
+                if on_exit.get(&mine).is_some_and(|(n, _)| *n == number) {
+                    on_exit.remove(&mine);
+                }
+            }
             if !shared.expired.load(Ordering::Acquire) {
-                let _ = shared.propose(vec![command], true).await;
+                let _ = shared.release_or_keep_trying(command).await;
             }
         });
+        let replaced = on_exit.insert(key, (number, task.abort_handle()));
+        drop(on_exit);
+        if let Some((_, earlier)) = replaced {
+            earlier.abort();
+        }
     }
 }
