@@ -92,3 +92,70 @@ async fn a_node_that_leaves_is_reported_left_not_down() {
     assert_eq!(event, MemberEvent::Left(n1));
     wait_members(&cluster, &[]).await;
 }
+
+/// A start whose join fails leaves nothing behind: the address it listened on is free again,
+/// so the node can be started again on it (here without seeds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_whose_join_failed_frees_its_address() {
+    let certs = certificates(&["lonely"]);
+    let cert = ensemble::transport::certs::NodeCert::load(certs.path(), "lonely").unwrap();
+    // A seed where nobody listens, and an address for this node, both free just now.
+    let free = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|socket| socket.local_addr())
+            .unwrap()
+    };
+    let (dead_seed, listen) = (free(), free());
+    let node = ensemble::Node::new(ensemble::NodeConfig::new("lonely")).unwrap();
+    let mut config = test_config("test");
+    config.listen = listen;
+    config.seeds = vec![dead_seed];
+    config.handshake_timeout = std::time::Duration::from_millis(300);
+    let err = match ensemble::cluster::Cluster::start(&node, config, &cert).await {
+        Ok(_) => panic!("joined through a seed where nobody listens"),
+        Err(err) => err,
+    };
+    assert!(err.to_string().contains(&dead_seed.to_string()), "{err}");
+    assert!(node.extension::<ensemble::cluster::Cluster>().is_none());
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut config = test_config("test");
+        config.listen = listen;
+        match ensemble::cluster::Cluster::start(&node, config, &cert).await {
+            Ok(cluster) => {
+                assert_eq!(cluster.local_addr(), listen);
+                break;
+            }
+            Err(err) => assert!(
+                Instant::now() < deadline,
+                "{listen} still taken after the failed start: {err}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Settings that would panic a task later are refused at start, naming the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_cannot_work_are_refused_at_start() {
+    let certs = certificates(&["strict"]);
+    let cert = ensemble::transport::certs::NodeCert::load(certs.path(), "strict").unwrap();
+    let node = ensemble::Node::new(ensemble::NodeConfig::new("strict")).unwrap();
+    type Spoil = fn(&mut ensemble::cluster::ClusterConfig);
+    let cases: [(&str, Spoil); 4] = [
+        ("phi.heartbeat_interval", |c| {
+            c.phi.heartbeat_interval = std::time::Duration::ZERO
+        }),
+        ("control_queue", |c| c.control_queue = 0),
+        ("max_frame_size", |c| c.max_frame_size = 100),
+        ("phi.threshold", |c| c.phi.threshold = f64::NAN),
+    ];
+    for (setting, spoil) in cases {
+        let mut config = test_config("test");
+        spoil(&mut config);
+        match ensemble::cluster::Cluster::start(&node, config, &cert).await {
+            Ok(_) => panic!("started with a bad {setting}"),
+            Err(err) => assert!(err.to_string().contains(setting), "{setting}: {err}"),
+        }
+    }
+}

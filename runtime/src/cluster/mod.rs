@@ -20,5 +20,5 @@ pub use handshake::Refusal;
 pub use handshake::check as check_hello;
 pub use membership::{Member, MemberEvent, MemberStatus};
 pub use phi::{PhiAccrual, PhiConfig};
-pub use service::{Cluster, ClusterConfig, ClusterError, DownDecision};
+pub use service::{Cluster, ClusterConfig, ClusterError, DownDecision, MIN_MAX_FRAME};
 pub use wire::{Control, Hello, MemberView, PROTOCOL_VERSION};

@@ -78,6 +78,15 @@ impl PhiAccrual {
         self.last = Some(now);
     }
 
+    /// The peer is back on a new connection at `now`: counts from there, without taking the
+    /// time it was away as an interval between heartbeats. Recorded, one outage of a few
+    /// seconds would stay in the history for `max_samples` heartbeats and slow the detection
+    /// of a real crash for that long (Akka leaves such a gap out too). Pauses within a
+    /// connection still count, so the detector adapts to a peer slower than expected.
+    pub fn reconnected(&mut self, now: Duration) {
+        self.last = Some(now);
+    }
+
     fn record(&mut self, interval: f64) {
         if self.intervals.len() >= self.config.max_samples.max(2) {
             if let Some(old) = self.intervals.pop_front() {
@@ -149,6 +158,24 @@ mod tests {
         let d = PhiAccrual::new(PhiConfig::default());
         assert_eq!(d.phi(Duration::from_secs(100)), 0.0);
         assert!(d.is_available(Duration::from_secs(100)));
+    }
+
+    /// An outage (here 3 s away, then the peer back on a new connection) leaves no trace in
+    /// the history: a crash afterwards is suspected as soon as before it.
+    #[test]
+    fn the_first_heartbeat_after_an_outage_does_not_slow_detection() {
+        let before = steady(50, 100 * MS);
+        let mut after = steady(50, 100 * MS);
+        let back = 4900 * MS + 3000 * MS;
+        after.reconnected(back);
+        for silence in [300u32, 500, 700, 1000] {
+            let expected = before.phi(4900 * MS + silence * MS);
+            let phi = after.phi(back + silence * MS);
+            assert!(
+                (phi - expected).abs() < 1e-9,
+                "after {silence} ms of silence: phi {phi}, {expected} without the outage"
+            );
+        }
     }
 
     #[test]

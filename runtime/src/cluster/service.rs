@@ -54,6 +54,10 @@ const LEAVING_REASON: &[u8] = b"leaving";
 /// frame over the size limit, another frame first, or nothing).
 const HANDSHAKE_FAILED: u32 = 5;
 
+/// The smallest `max_frame_size` taken: room for the handshake and the control traffic
+/// (member lists of a hundred nodes). The registry asks for more (64 KiB).
+pub const MIN_MAX_FRAME: usize = 16 * 1024;
+
 /// How a node takes part in a cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -85,6 +89,45 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// Checks the settings that would otherwise fail later, inside a task (a zero interval
+    /// panics a timer; a zero queue panics a channel): [`Cluster::start`] calls it first.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Config`] naming the setting, what it holds and what it takes.
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        let bad = |what: String| Err(ClusterError::Config(what));
+        let positive = [
+            ("phi.heartbeat_interval", self.phi.heartbeat_interval),
+            ("handshake_timeout", self.handshake_timeout),
+            ("request_timeout", self.request_timeout),
+        ];
+        for (name, value) in positive {
+            if value.is_zero() {
+                return bad(format!("{name} is 0; it must be longer than that"));
+            }
+        }
+        if self.control_queue == 0 {
+            return bad("control_queue is 0; at least 1 frame must fit in it".into());
+        }
+        if self.max_frame_size < MIN_MAX_FRAME {
+            return bad(format!(
+                "max_frame_size is {} bytes; it takes at least {MIN_MAX_FRAME}",
+                self.max_frame_size
+            ));
+        }
+        if !(self.phi.threshold.is_finite() && self.phi.threshold > 0.0) {
+            return bad(format!(
+                "phi.threshold is {}; it must be a positive number (8 by default)",
+                self.phi.threshold
+            ));
+        }
+        if self.phi.max_samples == 0 {
+            return bad("phi.max_samples is 0; the detector needs at least 1".into());
+        }
+        Ok(())
+    }
+
     /// Defaults for a cluster of this name, listening on an OS-chosen port of 127.0.0.1.
     pub fn new(cluster: impl Into<String>) -> Self {
         Self {
@@ -150,6 +193,9 @@ pub enum ClusterError {
     /// A connection to a peer failed.
     #[error("{0}")]
     Connect(String),
+    /// A setting of the [`ClusterConfig`] cannot work.
+    #[error("bad cluster setting: {0}")]
+    Config(String),
 }
 
 /// A handle to this node's cluster service.
@@ -201,6 +247,7 @@ impl Cluster {
         config: ClusterConfig,
         cert: &NodeCert,
     ) -> Result<Cluster, ClusterError> {
+        config.validate()?;
         if cert.node() != node.id().name() {
             return Err(ClusterError::WrongCertificate {
                 certified: cert.node().to_owned(),
@@ -259,8 +306,14 @@ impl Cluster {
         tokio::spawn(cluster.clone().accept_loop());
         tokio::spawn(cluster.clone().heartbeat_loop());
         let seeds = cluster.inner.config.seeds.clone();
-        if !seeds.is_empty() {
-            cluster.join(&seeds).await?;
+        if !seeds.is_empty()
+            && let Err(err) = cluster.join(&seeds).await
+        {
+            // Undo the start: without this the endpoint would stay bound, listening and
+            // accepting peers, with its loops running, held by the node for as long as it lives.
+            cluster.leave().await;
+            node.remove_extension::<Cluster>();
+            return Err(err);
         }
         Ok(cluster)
     }
@@ -718,7 +771,7 @@ impl Cluster {
                     suspect_since: None,
                 });
             peer.link = Some(link);
-            peer.detector.heartbeat(now);
+            peer.detector.reconnected(now);
             // Under the lock that picked this connection and checked the node is not down: a
             // connection that lost the pick, or a node declared down meanwhile, must not take
             // the router's place for the peer after this one.

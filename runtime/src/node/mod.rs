@@ -384,6 +384,11 @@ impl Node {
             .insert(TypeId::of::<T>(), Box::new(value));
     }
 
+    /// Detaches the service of type `T`, if one is attached.
+    pub(crate) fn remove_extension<T: Clone + Send + Sync + 'static>(&self) {
+        self.inner.extensions.remove(&TypeId::of::<T>());
+    }
+
     /// The service of type `T` attached with [`set_extension`](Node::set_extension), if any.
     pub fn extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
         self.inner
