@@ -340,6 +340,20 @@ async fn spawn_an_actor_of_a_registered_module_on_another_node() {
         .unwrap();
     assert_eq!(reply, "hello, ada");
 
+    // Arguments too large for one frame are refused at once, naming the setting; the largest
+    // that pass the check do fit.
+    let max = cluster.max_frame_size();
+    let err = cluster
+        .spawn_remote::<EchoMsg>(&n1, "echo", &"x".repeat(max))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_frame_size"), "{err}");
+    let largest = "x".repeat(max - 5 - "echo".len() - 128);
+    cluster
+        .spawn_remote::<EchoMsg>(&n1, "echo", &largest)
+        .await
+        .expect("the largest arguments that pass the check fit in a frame");
+
     let err = cluster
         .spawn_remote::<EchoMsg>(&n1, "nope", &())
         .await
@@ -407,4 +421,44 @@ async fn a_restarted_node_rejoins_as_a_new_incarnation() {
             .unwrap(),
         "again"
     );
+}
+
+/// A lookup waiting on a node that goes down ends when it is declared down, saying so, not
+/// after the whole request timeout with "no answer".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_on_a_node_that_goes_down_ends_with_it() {
+    let certs = certificates(&["n0", "n1"]);
+    let (_node, cluster, mut child, _echo) = pair(&certs).await;
+    let n1 = member_id(&cluster, "n1");
+    let mut events = cluster.subscribe();
+    // Frozen, it neither answers nor sends heartbeats: this node suspects it, then declares
+    // it down (after a few seconds, with the tests' tolerant detector).
+    let pid = child.process.id().to_string();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill -STOP");
+    assert!(stopped.success());
+    let lookup = {
+        let cluster = cluster.clone();
+        let n1 = n1.clone();
+        tokio::spawn(async move { cluster.whereis::<EchoMsg>(&n1, "echo").await })
+    };
+    wait_event(
+        &mut events,
+        "n1 down",
+        |e| matches!(e, MemberEvent::Down(id) if *id == n1),
+    )
+    .await;
+    let err = tokio::time::timeout(DEADLINE, lookup)
+        .await
+        .expect("the lookup ended")
+        .expect("the lookup task")
+        .expect_err("a frozen node cannot answer");
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
+    child.kill();
+    let message = err.to_string();
+    assert!(message.contains("went down"), "{message}");
 }

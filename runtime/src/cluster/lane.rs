@@ -21,16 +21,39 @@ use std::task::Poll;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::id::{ActorId, NodeId};
+use crate::node::Node;
+
 /// Most frames taken into one write.
 const MAX_FRAMES: usize = 256;
 
 /// Writes one data lane: opens its stream on the first frame, then writes whatever is queued
-/// in one go, after letting the other ready tasks queue theirs.
-pub(super) async fn write(conn: quinn::Connection, mut queue: mpsc::Receiver<Bytes>) {
+/// in one go, after letting the other ready tasks queue theirs. If the stream cannot be opened
+/// or written (the connection ended), the frames in hand and those still queued are counted
+/// as dead letters of `node`, with `peer` named, and the lane closes.
+pub(super) async fn write(
+    conn: quinn::Connection,
+    mut queue: mpsc::Receiver<Bytes>,
+    node: Node,
+    peer: NodeId,
+) {
+    let lost = |in_hand: usize, queue: &mut mpsc::Receiver<Bytes>| {
+        queue.close();
+        let mut count = in_hand as u64;
+        while queue.try_recv().is_ok() {
+            count += 1;
+        }
+        tracing::debug!(%peer, count, "frames lost with a data lane to a peer whose connection ended");
+        let to = ActorId::new(peer.clone(), 0);
+        node.inner
+            .dead_letters
+            .record(count, &to, "lost with the connection to their node");
+    };
     let Some(first) = queue.recv().await else {
         return;
     };
     let Ok(mut send) = conn.open_uni().await else {
+        lost(1, &mut queue);
         return;
     };
     let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_FRAMES);
@@ -44,6 +67,8 @@ pub(super) async fn write(conn: quinn::Connection, mut queue: mpsc::Receiver<Byt
             }
         }
         if send.write_all_chunks(&mut batch).await.is_err() {
+            // Some of the batch may have left; none is known to have arrived.
+            lost(batch.len(), &mut queue);
             return;
         }
         batch.clear();
@@ -118,7 +143,9 @@ mod tests {
             );
 
             let (lane, queue) = mpsc::channel(64);
-            tokio::spawn(write(dialed.clone(), queue));
+            let node = Node::new(crate::node::NodeConfig::new("node-b")).unwrap();
+            let peer = node.id().clone();
+            tokio::spawn(write(dialed.clone(), queue, node, peer));
             lane.send(Bytes::from_static(b"open")).await.unwrap();
             let mut recv = accepted.accept_uni().await.unwrap();
             let mut buf = [0u8; 4];
@@ -157,5 +184,35 @@ mod tests {
                 "{sent} datagrams for {ROUNDS} rounds of two frames ready at once"
             );
         });
+    }
+
+    /// Frames queued on a lane whose connection has ended are counted as dead letters, not
+    /// dropped without a trace.
+    #[tokio::test]
+    async fn frames_lost_with_the_connection_are_dead_letters() {
+        let localhost = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let ca = ClusterCa::generate("test").unwrap();
+        let server = Endpoint::server(
+            tls::server_config(&ca.issue("node-a").unwrap()).unwrap(),
+            localhost,
+        )
+        .unwrap();
+        let mut client = Endpoint::client(localhost).unwrap();
+        client.set_default_client_config(tls::client_config(&ca.issue("node-b").unwrap()).unwrap());
+        let addr = server.local_addr().unwrap();
+        let (_accepted, dialed) = tokio::join!(
+            async { server.accept().await.unwrap().await.unwrap() },
+            async { client.connect(addr, "seed").unwrap().await.unwrap() },
+        );
+        dialed.close(0u32.into(), b"gone");
+        let node = Node::new(crate::node::NodeConfig::new("node-b")).unwrap();
+        let (lane, queue) = mpsc::channel(64);
+        for _ in 0..3 {
+            lane.send(Bytes::from_static(b"lost")).await.unwrap();
+        }
+        let peer = node.id().clone();
+        write(dialed, queue, node.clone(), peer).await;
+        assert_eq!(node.inner.dead_letters.total(), 3);
+        assert!(lane.send(Bytes::from_static(b"late")).await.is_err());
     }
 }

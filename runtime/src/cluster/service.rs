@@ -54,6 +54,10 @@ const LEAVING_REASON: &[u8] = b"leaving";
 /// frame over the size limit, another frame first, or nothing).
 const HANDSHAKE_FAILED: u32 = 5;
 
+/// What a spawn request adds to its arguments and module name, at most: the frame's length
+/// prefix, the request number and MessagePack's markers.
+const SPAWN_ENVELOPE: usize = 128;
+
 /// The smallest `max_frame_size` taken: room for the handshake and the control traffic
 /// (member lists of a hundred nodes). The registry asks for more (64 KiB).
 pub const MIN_MAX_FRAME: usize = 16 * 1024;
@@ -383,15 +387,26 @@ impl Cluster {
             .control_of(node)
             .ok_or_else(|| "the node is not connected".to_owned())?;
         let remote = &self.inner.node.inner.remote;
-        let (request, answer) = remote.start_request();
-        if control.send(make(request)).await.is_err() {
-            remote.forget_request(request);
-            return Err("the connection closed".into());
-        }
+        let (request, answer) = remote.start_request(node);
         let timeout = self.inner.config.request_timeout;
-        match tokio::time::timeout(timeout, answer).await {
+        // One deadline for both: a full control queue is waited on within it too.
+        let deadline = tokio::time::Instant::now() + timeout;
+        match tokio::time::timeout_at(deadline, control.send(make(request))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                remote.forget_request(request);
+                return Err("the connection closed".into());
+            }
+            Err(_) => {
+                remote.forget_request(request);
+                return Err(format!(
+                    "its control queue stayed full for {timeout:?}; the node is not keeping up"
+                ));
+            }
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Err("the connection closed".into()),
+            Ok(Err(_)) => Err("the node went down before it answered".into()),
             Err(_) => {
                 remote.forget_request(request);
                 Err(format!("no answer within {timeout:?}"))
@@ -454,6 +469,18 @@ impl Cluster {
         let target = ActorId::new(node.clone(), 0);
         let (args, _) = encode_with(&self.inner.node, &target, args)
             .map_err(|err| failed(format!("cannot encode the arguments: {err}")))?;
+        // Refused here, not dropped by the control stream's writer (the caller would wait
+        // for the request timeout and learn nothing). The frame adds the module's name and a
+        // few dozen bytes of envelope.
+        let max = self.inner.config.max_frame_size;
+        if args.len() + module.len() + SPAWN_ENVELOPE > max {
+            return Err(failed(format!(
+                "the arguments take {} bytes encoded, and with the request they exceed the \
+                 frame limit of {max} bytes (max_frame_size); pass large data another way, \
+                 such as a reference to it",
+                args.len()
+            )));
+        }
         let wire = self
             .request(node, |request| Control::Spawn {
                 request,
@@ -721,7 +748,12 @@ impl Cluster {
         let mut lanes = Vec::with_capacity(LANES);
         for _ in 0..LANES {
             let (lane, queue) = mpsc::channel(LANE_CAPACITY);
-            tokio::spawn(super::lane::write(conn.clone(), queue));
+            tokio::spawn(super::lane::write(
+                conn.clone(),
+                queue,
+                self.inner.node.clone(),
+                hello.node.clone(),
+            ));
             lanes.push(lane);
         }
         let links = PeerLinks {
@@ -1279,7 +1311,9 @@ async fn writer(mut send: quinn::SendStream, mut queue: mpsc::Receiver<Control>,
         let mut next = Some(first);
         while let Some(control) = next.take() {
             if let Err(err) = frame::encode(&control, max, &mut buf) {
-                tracing::warn!("dropping a control frame: {err}");
+                tracing::error!("dropping a control frame that cannot be sent: {err}");
+                metrics::counter!("ensemble_transport_dropped_frames_total", "stream" => "control")
+                    .increment(1);
             }
             if buf.len() < 64 * 1024 {
                 next = queue.try_recv().ok();

@@ -326,8 +326,9 @@ pub(crate) struct Remote {
     watches: Mutex<HashMap<u64, Watch>>,
     /// Links between local actors and actors of other nodes: (local seq, remote actor).
     links: Mutex<HashMap<NodeId, HashSet<(u64, ActorId)>>>,
-    /// Requests to other nodes (name lookups, spawns) waiting for their answer.
-    requests: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    /// Requests to other nodes (name lookups, spawns) waiting for their answer, with the node
+    /// asked: failed at once when it goes down.
+    requests: Mutex<HashMap<u64, (NodeId, oneshot::Sender<Answer>)>>,
     pub(crate) modules: DashMap<String, Arc<dyn super::Module>>,
     next_id: AtomicU64,
     /// The number of the next monitor set on this node (per node, not per process, so that
@@ -444,6 +445,8 @@ impl Remote {
         if let Some((_, signals)) = self.signals.remove(down) {
             signals.inbox.lock().close();
         }
+        // Requests to it end now, their askers told it went down (the sender dropped).
+        self.requests.lock().retain(|_, (to, _)| to != down);
         let reason = node_down_reason(down);
         let failed: Vec<Pending> = {
             let mut pending = self.pending.lock();
@@ -884,10 +887,10 @@ impl Remote {
 
     // ---- requests to other nodes (name lookups, spawns)
 
-    pub(crate) fn start_request(&self) -> (u64, oneshot::Receiver<Answer>) {
+    pub(crate) fn start_request(&self, to: &NodeId) -> (u64, oneshot::Receiver<Answer>) {
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
-        self.requests.lock().insert(id, tx);
+        self.requests.lock().insert(id, (to.clone(), tx));
         (id, rx)
     }
 
@@ -896,7 +899,7 @@ impl Remote {
     pub(crate) fn end_request(&self, request: u64, answer: Answer) -> Option<Answer> {
         let waiting = self.requests.lock().remove(&request);
         match waiting {
-            Some(tx) => tx.send(answer).err(),
+            Some((_, tx)) => tx.send(answer).err(),
             None => Some(answer),
         }
     }
