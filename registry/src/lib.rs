@@ -9,7 +9,9 @@ pub(crate) mod server;
 mod start;
 pub mod state;
 
-pub use client::{KeyChange, Lease, RaftStatus, Registry, RegistryEffect, Watch, WatchEvent};
+pub use client::{
+    KeyChange, LEASE_RELEASED, Lease, RaftStatus, Registry, RegistryEffect, Watch, WatchEvent,
+};
 pub use config::RegistryConfig;
 pub use error::RegistryError;
 pub use server::VOTER_LABEL;

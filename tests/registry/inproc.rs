@@ -124,7 +124,9 @@ async fn a_lock_call_its_caller_stopped_waiting_for_leaves_no_holder() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let lease = registry.lock("l", Duration::MAX).await.unwrap();
+    let lost = lease.lost();
     lease.release().await.unwrap();
+    assert_eq!(lost.await, ensemble::registry::LEASE_RELEASED);
 }
 
 /// Waits until the registry of `registry` has three voters.

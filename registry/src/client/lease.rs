@@ -52,6 +52,9 @@ impl LeaseState {
     }
 }
 
+/// What [`Lease::lost`] says of a lease its holder released.
+pub const LEASE_RELEASED: &str = "released by its holder";
+
 /// A lock held by this node. Dropping it does not release the lock: call
 /// [`release`](Lease::release) (the lock is also released when this node's session ends).
 pub struct Lease {
@@ -93,8 +96,8 @@ impl Lease {
         self.state.lost.borrow().is_some() || self.shared.is_fenced()
     }
 
-    /// Resolves when the lease is lost, saying why. The future does not borrow the lease, so
-    /// it can be awaited in another task.
+    /// Resolves when the lease is lost, saying why ([`LEASE_RELEASED`] once its holder released
+    /// it). The future does not borrow the lease, so it can be awaited in another task.
     pub fn lost(&self) -> impl Future<Output = String> + Send + 'static {
         let mut lost = self.state.lost.subscribe();
         async move {
@@ -133,7 +136,9 @@ impl Lease {
             .leases
             .lock()
             .remove(&(self.lock.clone(), self.holder.id));
+        // Its bound actors stay; whoever awaits `lost` learns why it ended.
         self.state.bound.lock().actors.clear();
+        self.state.lose(LEASE_RELEASED);
         let command = Command::Release {
             lock: self.lock.clone(),
             holder: self.holder.clone(),

@@ -32,8 +32,8 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 
-pub use lease::Lease;
 use lease::LeaseState;
+pub use lease::{LEASE_RELEASED, Lease};
 use mirror::View;
 
 use crate::config::RegistryConfig;
