@@ -90,6 +90,9 @@ async fn many_children_of_one_spec_each_restarted_after_a_crash() {
     for actor in &before {
         within("a crash", actor.wait_for_exit()).await;
     }
+    // Each exit reached the supervisor before `wait_for_exit` returned (also for an actor
+    // found dead while it was still telling its links), and signals overtake requests: the
+    // answer shows every restart.
     let after = sup.which_children().await.unwrap();
     assert_eq!(after.len(), N);
     for info in &after {

@@ -216,7 +216,9 @@ impl<M: Send + 'static> ActorRef<M> {
     }
 
     /// Waits until the actor has ended and returns why (at once if it already has). For a
-    /// remote actor this sets a monitor on its node; if the node goes down the reason is
+    /// local actor it returns only once the actor's end has been told to its links, monitors
+    /// and parent, so a supervisor has the exit signal queued by then. For a remote actor
+    /// this sets a monitor on its node; if the node goes down the reason is
     /// [`ExitReason::NodeDown`].
     pub async fn wait_for_exit(&self) -> ExitReason {
         self.untyped().wait_for_exit().await

@@ -100,6 +100,9 @@ struct Relations {
     names: Vec<String>,
     timers: Vec<(u64, AbortHandle)>,
     exit: Option<ExitReason>,
+    /// After the exit: whether finalization has told links, monitors, parent and node. Until
+    /// then, `wait_for_exit` waiters queue in `monitors`, answered last.
+    finalized: bool,
 }
 
 impl<M: Send + 'static> Cell<M> {
@@ -212,6 +215,12 @@ impl<M: Send + 'static> Cell<M> {
             parent.push_signal(Signal::ChildTerminated);
         }
         node.actor_exited(&self.id);
+        // Last, the waiters that came while this ran.
+        for late in self.core.finalized() {
+            if let Watcher::Waiter(tx) = late {
+                let _ = tx.send(reason.clone());
+            }
+        }
     }
 }
 
@@ -299,6 +308,18 @@ impl CellCore {
         }
     }
 
+    /// Marks finalization done; returns the waiters that came during it.
+    fn finalized(&self) -> Vec<Watcher> {
+        let mut state = self.state.lock();
+        match state.rel.as_mut() {
+            Some(exited) => {
+                exited.finalized = true;
+                std::mem::take(&mut exited.monitors)
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// Marks the actor dead and returns its relations for finalization.
     fn take_for_exit(&self, reason: &ExitReason) -> Option<Box<Relations>> {
         let mut state = self.state.lock();
@@ -360,6 +381,14 @@ impl CellCore {
     pub(crate) fn add_watcher(&self, watcher: Watcher) -> Result<(), Watcher> {
         let mut state = self.state.lock();
         if !state.alive {
+            // Dead, but its links and monitors are not told yet: a waiter waits for that, so
+            // that whatever its caller looks at next (a supervisor's restart, say) comes after.
+            if let (Watcher::Waiter(_), Some(exited)) = (&watcher, state.rel.as_mut())
+                && !exited.finalized
+            {
+                exited.monitors.push(watcher);
+                return Ok(());
+            }
             return Err(watcher);
         }
         let monitors = &mut state.rel.get_or_insert_with(Default::default).monitors;
