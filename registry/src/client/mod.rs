@@ -496,10 +496,21 @@ impl Shared {
 
     /// Stops the task that would release `release` when its actor ends: the release was made
     /// already.
-    fn forget_on_exit(&self, release: &ExitRelease) {
-        if let Some((_, task)) = self.on_exit.lock().remove(release) {
-            task.abort();
+    ///
+    /// `seen` is the entry's number read before the release was proposed: an entry made since
+    /// (the name registered again meanwhile) is a newer binding's, and stays.
+    fn forget_on_exit(&self, release: &ExitRelease, seen: Option<u64>) {
+        let mut on_exit = self.on_exit.lock();
+        if seen.is_some() && on_exit.get(release).map(|(number, _)| *number) == seen {
+            if let Some((_, task)) = on_exit.remove(release) {
+                task.abort();
+            }
         }
+    }
+
+    /// The number of the task that releases `release` when its actor ends, if there is one.
+    fn on_exit_number(&self, release: &ExitRelease) -> Option<u64> {
+        self.on_exit.lock().get(release).map(|(number, _)| *number)
     }
 
     /// Proposes `release` once and returns what came of it. If that failed while this node's
@@ -573,6 +584,28 @@ fn refused(
         }),
         // Overloaded: refused before it reached the log.
         err => Ok(format!("node {target}: {err}")),
+    }
+}
+
+/// The answer of a lock's acquire task, until the caller has it. Dropped before (the caller
+/// stopped waiting just as the answer came), it gives back a lease found in it: the task saw
+/// its answer taken and will not.
+struct Unclaimed(Option<oneshot::Receiver<Result<Lease, RegistryError>>>);
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        let Some(mut receiver) = self.0.take() else {
+            return;
+        };
+        if let Ok(Ok(lease)) = receiver.try_recv()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(err) = lease.release().await {
+                    tracing::warn!(%err, "could not give back a lock whose caller stopped waiting");
+                }
+            });
+        }
     }
 }
 
@@ -669,9 +702,10 @@ impl Registry {
             name: name.to_owned(),
             actor: actor.clone(),
         };
+        let key = ExitRelease::Name(name.to_owned(), actor.clone());
+        let seen = self.shared.on_exit_number(&key);
         let outcome = self.shared.propose_one(command, true).await?;
-        self.shared
-            .forget_on_exit(&ExitRelease::Name(name.to_owned(), actor.clone()));
+        self.shared.forget_on_exit(&key, seen);
         Ok(matches!(outcome, Outcome::Done { .. }))
     }
 
@@ -729,9 +763,10 @@ impl Registry {
             group: group.to_owned(),
             actor: actor.clone(),
         };
+        let key = ExitRelease::Member(group.to_owned(), actor.clone());
+        let seen = self.shared.on_exit_number(&key);
         self.shared.propose_one(command, true).await?;
-        self.shared
-            .forget_on_exit(&ExitRelease::Member(group.to_owned(), actor.clone()));
+        self.shared.forget_on_exit(&key, seen);
         Ok(())
     }
 
@@ -782,10 +817,18 @@ impl Registry {
                 }
             }
         });
-        answered.await.unwrap_or_else(|_| {
+        let mut answered = Unclaimed(Some(answered));
+        let result = match answered.0.as_mut() {
+            Some(receiver) => receiver.await,
+            None => unreachable!("set just above"),
+        };
+        answered.0 = None;
+        result.unwrap_or_else(|_| {
             Err(RegistryError::Unknown {
                 what,
-                reason: "the task taking the lock ended without an answer (it panicked)".into(),
+                reason: "the task taking the lock ended without an answer (it panicked, or \
+                         the runtime is shutting down)"
+                    .into(),
             })
         })
     }

@@ -10,7 +10,9 @@
 //!
 //! - Relations are added only while the cell is alive, under its lock; `take_for_exit` marks it
 //!   dead under the same lock. So every link, monitor and child registered is seen by exactly
-//!   one finalization, and every monitor fires exactly once.
+//!   one finalization, and every monitor fires exactly once. The one exception is a
+//!   `wait_for_exit` waiter that comes during finalization: it queues in the exited relations
+//!   and is answered at the end of finalization, with the waiters registered before.
 //! - No two cell locks are ever held at once.
 
 use std::any::Any;
@@ -156,6 +158,7 @@ impl<M: Send + 'static> Cell<M> {
                 "the receiver stopped with messages queued",
             );
         }
+        let mut waiters = Vec::new();
         if let Some(rel) = rel {
             for (_, timer) in rel.timers {
                 timer.abort();
@@ -185,15 +188,14 @@ impl<M: Send + 'static> Cell<M> {
             }
             for watcher in rel.monitors {
                 match watcher {
+                    // Answered last, once everything else was told (below).
+                    Watcher::Waiter(tx) => waiters.push(tx),
                     Watcher::Actor { monitor, watcher } => {
                         watcher.push_signal(Signal::Down(Down {
                             monitor,
                             actor: self.id.clone(),
                             reason: reason.clone(),
                         }));
-                    }
-                    Watcher::Waiter(tx) => {
-                        let _ = tx.send(reason.clone());
                     }
                     Watcher::Remote {
                         node: peer,
@@ -215,11 +217,15 @@ impl<M: Send + 'static> Cell<M> {
             parent.push_signal(Signal::ChildTerminated);
         }
         node.actor_exited(&self.id);
-        // Last, the waiters that came while this ran.
+        // Last, the waiters: those registered while the actor lived and those that came while
+        // this ran. Whatever they look at next comes after all of the above.
         for late in self.core.finalized() {
             if let Watcher::Waiter(tx) = late {
-                let _ = tx.send(reason.clone());
+                waiters.push(tx);
             }
+        }
+        for waiter in waiters {
+            let _ = waiter.send(reason.clone());
         }
     }
 }

@@ -390,7 +390,11 @@ impl Cluster {
         let (request, answer) = remote.start_request(node);
         let timeout = self.inner.config.request_timeout;
         // One deadline for both: a full control queue is waited on within it too.
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A timeout too long to add (`Duration::MAX`) waits as long as a timer can.
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
         match tokio::time::timeout_at(deadline, control.send(make(request))).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
