@@ -326,8 +326,11 @@ fn dispatch(shared: &Arc<Shared>, effect: Effect) {
             holder,
             token,
         } if &holder.node == me => {
-            if let Some(waiter) = shared.waiters.lock().remove(&(lock.clone(), holder.id)) {
-                let _ = waiter.send(*token);
+            if let Some(waiter) = shared.waiters.lock().remove(&(lock.clone(), holder.id))
+                && waiter.send(*token).is_err()
+            {
+                // Its caller stopped waiting (`Abandoned`): nobody will use or release it.
+                shared.give_back(lock.clone(), holder.id);
             }
         }
         Effect::Revoked { lock, holder, .. } if &holder.node == me => {
