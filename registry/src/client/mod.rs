@@ -500,12 +500,22 @@ impl Shared {
     /// `seen` is the entry's number read before the release was proposed: an entry made since
     /// (the name registered again meanwhile) is a newer binding's, and stays.
     fn forget_on_exit(&self, release: &ExitRelease, seen: Option<u64>) {
-        let mut on_exit = self.on_exit.lock();
-        if seen.is_some() && on_exit.get(release).map(|(number, _)| *number) == seen {
-            if let Some((_, task)) = on_exit.remove(release) {
-                task.abort();
-            }
+        if let Some(task) = self.take_on_exit(release, seen) {
+            task.abort();
         }
+    }
+
+    /// Removes the entry for `release` if its number is `number` (and there is one).
+    pub(crate) fn take_on_exit(
+        &self,
+        release: &ExitRelease,
+        number: Option<u64>,
+    ) -> Option<tokio::task::AbortHandle> {
+        let mut on_exit = self.on_exit.lock();
+        if number.is_none() || on_exit.get(release).map(|(n, _)| *n) != number {
+            return None;
+        }
+        on_exit.remove(release).map(|(_, task)| task)
     }
 
     /// The number of the task that releases `release` when its actor ends, if there is one.

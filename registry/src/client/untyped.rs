@@ -146,12 +146,8 @@ impl Registry {
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            {
-                let mut on_exit = shared.on_exit.lock();
-                if on_exit.get(&mine).is_some_and(|(n, _)| *n == number) {
-                    on_exit.remove(&mine);
-                }
-            }
+            // Its own entry, not one a later registration put in its place.
+            shared.take_on_exit(&mine, Some(number));
             if !shared.expired.load(Ordering::Acquire) {
                 let _ = shared.release_or_keep_trying(command).await;
             }

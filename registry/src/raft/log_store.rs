@@ -2386,13 +2386,18 @@ mod tests {
                 .unwrap();
         }
         std::fs::remove_dir_all(&path).unwrap();
+        refused_at_every_start(&path, |err| {
+            matches!(err, OpenError::SnapshotsWithoutLog { .. })
+                && err.to_string().contains("log-snapshots")
+        });
+    }
+
+    /// Opens the log at `path` twice, expecting both opens to fail as `expected` says: a
+    /// refusal must not record anything that lets the next start through.
+    fn refused_at_every_start(path: &Path, expected: impl Fn(&OpenError) -> bool) {
         for start in ["first", "second"] {
-            let err = Store::open(&path).expect_err("the vote went with the log");
-            assert!(
-                matches!(err, OpenError::SnapshotsWithoutLog { .. }),
-                "{start} start: {err:?}"
-            );
-            assert!(err.to_string().contains("log-snapshots"), "{err}");
+            let err = Store::open(path).expect_err("the open must be refused");
+            assert!(expected(&err), "{start} start: {err:?}: {err}");
         }
     }
 
@@ -2412,21 +2417,16 @@ mod tests {
             store.purge(log_id(1, 1, 4)).await.unwrap();
         }
         std::fs::remove_dir_all(snapshot_dir(&path)).unwrap();
-        for start in ["first", "second"] {
-            let err = Store::open(&path).expect_err("the purged entries are nowhere");
-            assert!(
-                matches!(
-                    err,
-                    OpenError::PurgedPastSnapshot {
-                        purged: 4,
-                        covered: None,
-                        ..
-                    }
-                ),
-                "{start} start: {err:?}"
-            );
-            assert!(err.to_string().contains("up to 4"), "{err}");
-        }
+        refused_at_every_start(&path, |err| {
+            matches!(
+                err,
+                OpenError::PurgedPastSnapshot {
+                    purged: 4,
+                    covered: None,
+                    ..
+                }
+            ) && err.to_string().contains("up to 4")
+        });
     }
 
     /// A log of layout version 2 kept its snapshot in its own database: opening it moves the
