@@ -58,7 +58,16 @@
 //! At most [`MAX_IN_FLIGHT`] API requests are served at once; more are answered `503` at once.
 //! Request bodies (app specs) are limited to [`MAX_BODY`] bytes (`413` beyond). Everything that
 //! waits has a deadline: a supervision tree that does not answer its snapshot within 2 s is
-//! left out, a change the registry does not confirm within 8 s answers `504`.
+//! left out, a change the registry does not confirm within 8 s answers `504`, and a request
+//! not answered within [`AdminConfig::request_timeout`] (a body sent too slowly) answers
+//! `408`.
+//!
+//! Connections are bounded too, so that clients which connect and send nothing cannot take
+//! the node's file descriptors, which its registry and cluster need: at most
+//! [`AdminConfig::max_connections`] are open at once (more are closed as they are accepted,
+//! and counted in `ensemble_admin_connections_refused_total`), and a connection that does not
+//! send a request's headers within [`AdminConfig::header_timeout`] (idle between requests
+//! included) is closed.
 
 pub mod api;
 mod dashboard;
@@ -69,10 +78,14 @@ mod handlers;
 mod routes;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble_runtime::Node;
-use tokio::sync::oneshot;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -90,6 +103,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The admin port used by default.
 pub const DEFAULT_PORT: u16 = 7070;
 
+/// What a failed `accept` (out of file descriptors, say) waits before the next, so the
+/// server does not spin on it.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Where the admin server listens and who may use it.
 #[derive(Clone, Debug)]
 pub struct AdminConfig {
@@ -98,14 +115,26 @@ pub struct AdminConfig {
     /// The bearer token required on every API call, if any. Required when `listen` is not a
     /// loopback address. An empty token counts as none.
     pub token: Option<String>,
+    /// How long a connection may take to send a request's headers, counted from when the
+    /// server starts waiting for them (so idle time between requests counts); then it is
+    /// closed. 10 s by default.
+    pub header_timeout: Duration,
+    /// The longest a request may take from its headers to its answer, body included;
+    /// `408 Request Timeout` after it. 30 s by default.
+    pub request_timeout: Duration,
+    /// Connections open at once; more are closed as they are accepted. 256 by default.
+    pub max_connections: usize,
 }
 
 impl Default for AdminConfig {
-    /// `127.0.0.1:7070`, no token.
+    /// `127.0.0.1:7070`, no token, 10 s for headers, 30 s for a request, 256 connections.
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
             token: None,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 256,
         }
     }
 }
@@ -173,7 +202,13 @@ impl AdminServer {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(bind_error)?;
-        Ok(BoundAdmin { listener, token })
+        Ok(BoundAdmin {
+            listener,
+            token,
+            header_timeout: config.header_timeout,
+            request_timeout: config.request_timeout,
+            max_connections: config.max_connections.max(1),
+        })
     }
 }
 
@@ -181,40 +216,73 @@ impl AdminServer {
 pub struct BoundAdmin {
     listener: tokio::net::TcpListener,
     token: Option<String>,
+    header_timeout: Duration,
+    request_timeout: Duration,
+    max_connections: usize,
 }
 
 impl BoundAdmin {
     /// Serves the admin API of `node` on the bound address.
     pub fn serve(self, node: &Node) -> AdminServer {
-        let BoundAdmin { listener, token } = self;
-        let addr = listener
+        let addr = self
+            .listener
             .local_addr()
             .expect("a bound TCP listener has a local address");
         if let Err(why) = exporter::handle() {
             tracing::warn!(node = %node.id(), "{why}");
         }
-        let router = routes::router(node.clone(), token);
+        let router = routes::router(node.clone(), self.token.clone(), self.request_timeout);
         let (stop, stopped) = oneshot::channel::<()>();
         let span = tracing::info_span!("admin", node = %node.id(), %addr);
-        let task = tokio::spawn(
-            async move {
-                tracing::info!("admin server listening");
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-                if let Err(e) = served {
-                    tracing::warn!(error = %e, "admin server stopped");
-                }
-            }
-            .instrument(span),
-        );
+        let task = tokio::spawn(self.accept_loop(router, stopped).instrument(span));
         AdminServer {
             addr,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+}
+
+impl BoundAdmin {
+    /// Accepts connections until `stopped`, each served by hyper in a task of its own within
+    /// the bounds of the config; then lets the open ones finish their requests and close.
+    async fn accept_loop(self, router: axum::Router, mut stopped: oneshot::Receiver<()>) {
+        tracing::info!("admin server listening");
+        let connections = Arc::new(Semaphore::new(self.max_connections));
+        let graceful = GracefulShutdown::new();
+        let service = TowerToHyperService::new(router);
+        loop {
+            let (stream, from) = tokio::select! {
+                _ = &mut stopped => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot accept an admin connection; trying again shortly");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tracing::debug!(%from, max = self.max_connections, "admin connection refused: too many open");
+                metrics::counter!("ensemble_admin_connections_refused_total").increment(1);
+                drop(stream);
+                continue;
+            };
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.header_timeout)
+                .serve_connection(TokioIo::new(stream), service.clone());
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(%from, error = %err, "admin connection ended");
+                }
+                drop(permit);
+            });
+        }
+        // Closes idle connections at once and the others after their request in progress.
+        graceful.shutdown().await;
     }
 }
 

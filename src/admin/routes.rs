@@ -2,11 +2,13 @@
 //! JSON errors for everything else.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, Uri};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use ensemble_runtime::Node;
 use tokio::sync::Semaphore;
@@ -24,15 +26,18 @@ pub(crate) struct AdminState {
     pub(crate) token: Option<String>,
     /// Bounds the API requests served at once.
     pub(crate) in_flight: Semaphore,
+    /// The longest a request may take, body included.
+    pub(crate) request_timeout: Duration,
 }
 
 /// The whole admin router for `node`.
-pub(crate) fn router(node: Node, token: Option<String>) -> Router {
+pub(crate) fn router(node: Node, token: Option<String>, request_timeout: Duration) -> Router {
     let state = Arc::new(AdminState {
         node,
         started: Instant::now(),
         token,
         in_flight: Semaphore::new(super::MAX_IN_FLIGHT),
+        request_timeout,
     });
     let guarded = Router::new()
         .route("/metrics", get(handlers::metrics))
@@ -60,7 +65,33 @@ pub(crate) fn router(node: Node, token: Option<String>) -> Router {
         .merge(guarded)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            within_deadline,
+        ))
         .with_state(state)
+}
+
+/// Answers `408` to a request not answered within the request timeout, such as one whose
+/// body comes too slowly: it would hold its connection and a place among the requests in
+/// flight for as long as its client liked.
+async fn within_deadline(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let timeout = state.request_timeout;
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Failure::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "{method} {path} was not answered within {timeout:?} (admin request timeout): its body came too slowly, or the node did not keep up"
+            ),
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> Failure {
@@ -72,7 +103,7 @@ async fn not_found(method: Method, uri: Uri) -> Failure {
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
     Failure::new(
-        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        StatusCode::METHOD_NOT_ALLOWED,
         format!(
             "{} does not take {method}: GET reads every endpoint; POST /api/v1/apps deploys an app and DELETE /api/v1/apps/NAME removes one",
             uri.path()

@@ -366,7 +366,11 @@ pub(crate) fn resolve(args: &NodeArgs, matches: &ArgMatches) -> Result<NodeSetti
             "the token is empty; give a long random string, or none on loopback",
         ));
     }
-    let admin = admin.map(|listen| AdminConfig { listen, token });
+    let admin = admin.map(|listen| AdminConfig {
+        listen,
+        token,
+        ..AdminConfig::default()
+    });
 
     let registry = registry_config(&file.registry, &data_dir, &origin)?;
     let mut labels = labels;

@@ -19,6 +19,7 @@ async fn bare(name: &str, token: Option<&str>) -> (Node, AdminServer) {
         AdminConfig {
             listen: loopback(),
             token: token.map(str::to_owned),
+            ..AdminConfig::default()
         },
     )
     .await
@@ -94,6 +95,7 @@ async fn listening_beyond_loopback_needs_a_token() {
             AdminConfig {
                 listen: everywhere,
                 token,
+                ..AdminConfig::default()
             },
         )
         .await;
@@ -111,6 +113,7 @@ async fn listening_beyond_loopback_needs_a_token() {
         AdminConfig {
             listen: everywhere,
             token: Some("s3cret".into()),
+            ..AdminConfig::default()
         },
     )
     .await
@@ -124,6 +127,7 @@ async fn listening_beyond_loopback_needs_a_token() {
         AdminConfig {
             listen: loopback(),
             token: None,
+            ..AdminConfig::default()
         },
     )
     .await
@@ -145,6 +149,7 @@ async fn an_admin_address_in_use_fails_the_start_before_anything_else() {
     config.admin = Some(AdminConfig {
         listen: addr,
         token: None,
+        ..AdminConfig::default()
     });
     let err = match ensemble::host::Host::start(config, |_| {}).await {
         Err(e) => e.to_string(),

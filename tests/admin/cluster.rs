@@ -144,6 +144,7 @@ impl TestCluster {
                 AdminConfig {
                     listen: ([127, 0, 0, 1], 0).into(),
                     token: token.map(str::to_owned),
+                    ..AdminConfig::default()
                 },
             )
             .await

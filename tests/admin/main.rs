@@ -6,6 +6,7 @@
 
 mod api;
 mod auth;
+mod bounds;
 #[allow(dead_code)]
 mod cluster;
 mod http;
