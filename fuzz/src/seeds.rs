@@ -79,6 +79,7 @@ fn hello(name: &str) -> Hello {
         listen: "127.0.0.1:7401".parse().expect("an address"),
         resources: BTreeMap::from([("cpu".into(), 8), ("memory_mb".into(), 16_384)]),
         labels: BTreeMap::from([("zone".into(), "a".into()), ("role".into(), "kv".into())]),
+        heartbeat_interval_us: 100_000,
     }
 }
 
@@ -88,6 +89,7 @@ fn controls() -> Vec<(&'static str, Control)> {
     vec![
         ("hello", Control::Hello(hello("n2"))),
         ("welcome", Control::Welcome(hello("n1"))),
+        ("ready", Control::Ready),
         (
             "refused",
             Control::Refused {
@@ -209,14 +211,6 @@ fn controls() -> Vec<(&'static str, Control)> {
             },
         ),
         (
-            "spawn",
-            Control::Spawn {
-                request: 2,
-                module: "kv.shard".into(),
-                args: payload(&(3u32, "shard-3")),
-            },
-        ),
-        (
             "spawned",
             Control::Spawned {
                 request: 2,
@@ -280,6 +274,14 @@ fn data() -> Vec<(&'static str, Data<'static>)> {
             Data::Reply {
                 ask: 80,
                 outcome: Outcome::NoActor,
+            },
+        ),
+        (
+            "spawn",
+            Data::Spawn {
+                request: 2,
+                module: "kv.shard",
+                args: b"\x92\x03\xa7shard-3",
             },
         ),
     ]

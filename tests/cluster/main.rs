@@ -14,6 +14,7 @@ mod messaging;
 mod protocol;
 mod security;
 mod signals;
+mod slow_link;
 mod util;
 
 /// The entry point of a child node process (see `child.rs`); ignored in normal runs.

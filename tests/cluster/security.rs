@@ -1,7 +1,7 @@
 //! Peers that must not join, each refused while the node goes on serving its members: no
 //! client certificate, a certificate from another CA, a certificate for another node's name,
-//! another cluster's name, garbled and stalled handshakes, replayed handshake datagrams, and
-//! noise on the port.
+//! another cluster's name, garbled and stalled handshakes, replayed handshake datagrams,
+//! noise on the port, and peers that refuse the node's welcome or never answer it.
 //!
 //! The misbehaving peers that a real node cannot be made into are raw QUIC clients (quinn and
 //! rustls, as an attacker would use them) speaking to a real node.
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble::NodeId;
-use ensemble::cluster::{Cluster, Control, Hello, PROTOCOL_VERSION};
+use ensemble::cluster::{Cluster, Control, Hello, MemberEvent, PROTOCOL_VERSION};
 use ensemble::transport::certs::NodeCert;
 use ensemble::transport::frame::{self, DEFAULT_MAX_FRAME, FrameDecoder};
 use ensemble::{Node, NodeConfig};
@@ -143,13 +143,29 @@ fn hello(name: &str) -> Control {
         listen: "127.0.0.1:9".parse().unwrap(),
         resources: BTreeMap::new(),
         labels: BTreeMap::new(),
+        heartbeat_interval_us: 100_000,
     })
+}
+
+/// A hello as node `name` would send it, with the `Ready` it sends once welcomed: the node
+/// reads it after its welcome, and counts the peer a member only then.
+fn hello_and_ready(name: &str) -> Vec<u8> {
+    let mut bytes = frame::encode_one(&hello(name), DEFAULT_MAX_FRAME)
+        .unwrap()
+        .to_vec();
+    bytes.extend_from_slice(&frame::encode_one(&Control::Ready, DEFAULT_MAX_FRAME).unwrap());
+    bytes
 }
 
 /// Opens the control stream on `conn`, writes `bytes` on it and reads the node's answer.
 async fn say(conn: &quinn::Connection, bytes: &[u8]) -> Control {
     let (mut send, mut recv) = conn.open_bi().await.expect("control stream");
     send.write_all(bytes).await.expect("write");
+    read_answer(&mut recv).await
+}
+
+/// Reads the node's next control frame (of a stream that had no frame from it before).
+async fn read_answer(recv: &mut quinn::RecvStream) -> Control {
     let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
     let answer = async {
         loop {
@@ -166,7 +182,7 @@ async fn say(conn: &quinn::Connection, bytes: &[u8]) -> Control {
     };
     tokio::time::timeout(DEADLINE, answer)
         .await
-        .expect("an answer to the hello")
+        .expect("an answer from the node")
 }
 
 /// Checks that a real node still joins `cluster`: the node kept serving.
@@ -223,7 +239,7 @@ async fn a_certificate_for_another_node_s_name_is_refused() {
 
     // The same certificate, claiming its own name, is welcome: the name was the reason.
     let conn = connect(&client, cluster.local_addr()).await.expect("TLS");
-    let bytes = frame::encode_one(&hello("n1"), DEFAULT_MAX_FRAME).unwrap();
+    let bytes = hello_and_ready("n1");
     match say(&conn, &bytes).await {
         Control::Welcome(node) => assert_eq!(node.node.name(), "n0"),
         other => panic!("n1 with its own certificate was answered {other:?}"),
@@ -407,21 +423,10 @@ async fn replayed_handshake_datagrams_admit_no_one() {
 
     // n1 joins through the relay, which records every datagram it sends.
     let conn = connect(&client, relay.addr).await.expect("TLS");
-    let bytes = frame::encode_one(&hello("n1"), DEFAULT_MAX_FRAME).unwrap();
+    let bytes = hello_and_ready("n1");
     let (mut send, mut recv) = conn.open_bi().await.expect("control stream");
     send.write_all(&bytes).await.expect("hello");
-    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
-    let welcome = tokio::time::timeout(DEADLINE, async {
-        loop {
-            if let Some(payload) = decoder.next_frame().unwrap() {
-                return frame::decode::<Control>(&payload).unwrap();
-            }
-            let chunk = recv.read_chunk(65536, true).await.unwrap().unwrap();
-            decoder.extend(&chunk.bytes);
-        }
-    })
-    .await
-    .expect("welcome");
+    let welcome = read_answer(&mut recv).await;
     assert!(matches!(welcome, Control::Welcome(_)), "{welcome:?}");
     // n1 keeps sending heartbeats, as a node does, so that the failure detector never takes
     // it for dead while the test runs.
@@ -464,4 +469,64 @@ async fn replayed_handshake_datagrams_admit_no_one() {
         conn.close_reason()
     );
     heartbeats.abort();
+}
+
+/// A peer welcomed by the node may still refuse the node (it knows a newer incarnation of
+/// it, or the node's certificate names another node): the node counts the peer a member only
+/// once it answers the welcome with `Ready`. One that refuses is never counted, and one that
+/// says the node was declared down tells it so; one that answers nothing is closed after the
+/// handshake timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_refuses_the_welcome_is_never_counted_a_member() {
+    let certs = certificates(&["n0", "n1", "n9"]);
+    let (_node, cluster) = impatient_node("n0", certs.path()).await;
+    let mut events = cluster.subscribe();
+    let n1 = NodeCert::load(certs.path(), "n1").expect("n1's certificate");
+    let client = raw_client(Some(&n1));
+    let hello = frame::encode_one(&hello("n1"), DEFAULT_MAX_FRAME).unwrap();
+
+    // Welcomed, n1 answers with a refusal, then nothing.
+    let answers: [Option<Control>; 3] = [
+        Some(Control::Refused {
+            reason: "node n0 is older than the incarnation already in the cluster".into(),
+            downed: false,
+        }),
+        None,
+        Some(Control::Refused {
+            reason: "node n0 was declared down".into(),
+            downed: true,
+        }),
+    ];
+    for answer in answers {
+        let conn = connect(&client, cluster.local_addr()).await.expect("TLS");
+        let (mut send, mut recv) = conn.open_bi().await.expect("control stream");
+        send.write_all(&hello).await.expect("hello");
+        let welcome = read_answer(&mut recv).await;
+        assert!(matches!(welcome, Control::Welcome(_)), "{welcome:?}");
+        let stalled = answer.is_none();
+        if let Some(answer) = answer {
+            let bytes = frame::encode_one(&answer, DEFAULT_MAX_FRAME).unwrap();
+            send.write_all(&bytes)
+                .await
+                .expect("the answer to the welcome");
+        }
+        let (code, reason) = closed(&conn).await;
+        assert_eq!(code, 5, "{reason}");
+        if stalled {
+            assert!(reason.contains("no handshake frame"), "{reason}");
+        } else {
+            assert!(reason.contains("refused this node's welcome"), "{reason}");
+        }
+        assert!(cluster.members().is_empty(), "{:?}", cluster.members());
+    }
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            matches!(&event, MemberEvent::Down(me) if me.name() == "n0"),
+            "n0 reported {event:?} of a peer it never admitted"
+        );
+    }
+    assert!(
+        cluster.is_declared_down(),
+        "n0 did not learn that it was declared down from the refusal saying so"
+    );
 }

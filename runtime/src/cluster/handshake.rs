@@ -111,6 +111,7 @@ mod tests {
             listen: "127.0.0.1:1".parse().unwrap(),
             resources: BTreeMap::new(),
             labels: BTreeMap::new(),
+            heartbeat_interval_us: 100_000,
         }
     }
 
@@ -119,6 +120,48 @@ mod tests {
         assert_eq!(
             check("prod", &NodeId::new("n1", 1), &hello("n2"), Some("n2")),
             Ok(())
+        );
+    }
+
+    /// A hello of version 2, which had no heartbeat interval, still decodes far enough to be
+    /// refused for its version, with the message that says what to do.
+    #[test]
+    fn an_earlier_version_s_hello_is_refused_for_its_version() {
+        #[derive(serde::Serialize)]
+        struct HelloV2 {
+            version: u32,
+            cluster: String,
+            node: NodeId,
+            listen: std::net::SocketAddr,
+            resources: BTreeMap<String, u64>,
+            labels: BTreeMap<String, String>,
+        }
+        #[derive(serde::Serialize)]
+        enum ControlV2 {
+            Hello(HelloV2),
+        }
+        let old = ControlV2::Hello(HelloV2 {
+            version: 2,
+            cluster: "prod".into(),
+            node: NodeId::new("n2", 1),
+            listen: "127.0.0.1:1".parse().unwrap(),
+            resources: BTreeMap::new(),
+            labels: BTreeMap::new(),
+        });
+        let bytes = rmp_serde::to_vec_named(&old).unwrap();
+        let super::super::wire::Control::Hello(hello) =
+            crate::transport::frame::decode(&bytes).expect("a version 2 hello decodes")
+        else {
+            panic!("not a hello");
+        };
+        assert_eq!(hello.heartbeat_interval_us, 0);
+        let err = check("prod", &NodeId::new("n1", 1), &hello, Some("n2")).unwrap_err();
+        assert_eq!(
+            err,
+            Refusal::Version {
+                theirs: 2,
+                ours: PROTOCOL_VERSION
+            }
         );
     }
 

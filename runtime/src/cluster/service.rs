@@ -13,7 +13,9 @@
 //! Member lists go out whenever a peer connects and about once a second.
 //!
 //! Heartbeats go out every `phi.heartbeat_interval` on each connection's control stream and
-//! feed a phi accrual detector per peer. A peer whose phi passes the threshold is `Suspect`; one
+//! feed a phi accrual detector per peer, which expects them as often as the peer said it
+//! sends them in its hello. Nothing large shares that stream: spawn requests, whose arguments
+//! may take up to a frame, go on a data lane. A peer whose phi passes the threshold is `Suspect`; one
 //! suspected without a break for the time [`DownDecision::AfterSuspicion`] gives is declared
 //! `Down`, which is final for that incarnation. With [`DownDecision::External`], suspicion
 //! never downs a node: only [`Cluster::declare_down`] does, which the registry calls when a
@@ -243,6 +245,16 @@ struct Link {
     dialer: NodeId,
 }
 
+/// How a request to another node leaves.
+enum Outgoing {
+    /// On the control stream: small requests (name lookups).
+    Control(Control),
+    /// On a data lane, as an encoded frame: requests that may take up to a frame (spawns,
+    /// with their arguments), which on the control stream would hold heartbeats and signals
+    /// back while they are sent.
+    Lane(bytes::Bytes),
+}
+
 impl Cluster {
     /// Starts the service for `node`: binds the endpoint, then joins through the seeds (if
     /// any; the first seed that answers is enough).
@@ -290,6 +302,8 @@ impl Cluster {
             listen,
             resources: config.resources.clone(),
             labels: config.labels.clone(),
+            heartbeat_interval_us: u64::try_from(config.phi.heartbeat_interval.as_micros())
+                .unwrap_or(u64::MAX),
         };
         let (events, _) = broadcast::channel(1024);
         node.inner.remote.set_max_frame(config.max_frame_size);
@@ -377,11 +391,12 @@ impl Cluster {
         self.inner.state.lock().membership.members()
     }
 
-    /// Sends a request to `node` on its control stream and waits for the answer.
+    /// Sends a request to `node` (the frame `make` builds for its number) and waits for the
+    /// answer, which comes on the control stream.
     async fn request(
         &self,
         node: &NodeId,
-        make: impl FnOnce(u64) -> Control,
+        make: impl FnOnce(u64) -> Result<Outgoing, String>,
     ) -> Result<Answer, String> {
         let control = self
             .control_of(node)
@@ -389,24 +404,35 @@ impl Cluster {
         let remote = &self.inner.node.inner.remote;
         let (request, answer) = remote.start_request(node);
         let timeout = self.inner.config.request_timeout;
-        // One deadline for both: a full control queue is waited on within it too.
+        // One deadline for both: a full queue is waited on within it too.
         // A timeout too long to add (`Duration::MAX`) waits as long as a timer can.
         let now = tokio::time::Instant::now();
         let deadline = now
             .checked_add(timeout)
             .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
-        match tokio::time::timeout_at(deadline, control.send(make(request))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                remote.forget_request(request);
-                return Err("the connection closed".into());
+        let queued = match make(request) {
+            Err(err) => Err(err),
+            Ok(Outgoing::Control(frame)) => {
+                match tokio::time::timeout_at(deadline, control.send(frame)).await {
+                    Ok(sent) => sent.map_err(|_| "the connection closed".to_owned()),
+                    Err(_) => Err(format!(
+                        "its control queue stayed full for {timeout:?}; the node is not keeping up"
+                    )),
+                }
             }
-            Err(_) => {
-                remote.forget_request(request);
-                return Err(format!(
-                    "its control queue stayed full for {timeout:?}; the node is not keeping up"
-                ));
-            }
+            Ok(Outgoing::Lane(frame)) => match remote.lane(node, request) {
+                None => Err("the node is not connected".to_owned()),
+                Some(lane) => match tokio::time::timeout_at(deadline, lane.send(frame)).await {
+                    Ok(sent) => sent.map_err(|_| "the connection closed".to_owned()),
+                    Err(_) => Err(format!(
+                        "its data lane stayed full for {timeout:?}; the node is not keeping up"
+                    )),
+                },
+            },
+        };
+        if let Err(err) = queued {
+            remote.forget_request(request);
+            return Err(err);
         }
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(answer)) => Ok(answer),
@@ -426,9 +452,11 @@ impl Cluster {
         name: &str,
     ) -> Result<ActorRef<M>, LookupError> {
         let found = self
-            .request(node, |request| Control::WhereIs {
-                request,
-                name: name.to_owned(),
+            .request(node, |request| {
+                Ok(Outgoing::Control(Control::WhereIs {
+                    request,
+                    name: name.to_owned(),
+                }))
             })
             .await
             .and_then(|answer| answer)
@@ -485,11 +513,17 @@ impl Cluster {
                 args.len()
             )));
         }
+        let remote = &self.inner.node.inner.remote;
         let wire = self
-            .request(node, |request| Control::Spawn {
-                request,
-                module: module.to_owned(),
-                args,
+            .request(node, |request| {
+                remote
+                    .frame(&Data::Spawn {
+                        request,
+                        module,
+                        args: &args,
+                    })
+                    .map(Outgoing::Lane)
+                    .map_err(|err| format!("cannot frame the request: {err}"))
             })
             .await
             .and_then(|answer| answer)
@@ -616,21 +650,7 @@ impl Cluster {
         };
         let certified = tls::peer_node_name(conn);
         if let Err(refusal) = self.admit(&hello, certified.as_deref()) {
-            let reason = refusal.to_string();
-            let downed = matches!(refusal, Refusal::Downed { .. });
-            let _ = write_control(
-                &mut send,
-                &Control::Refused {
-                    reason: reason.clone(),
-                    downed,
-                },
-                self.inner.config.max_frame_size,
-            )
-            .await;
-            let _ = send.finish();
-            // Let the refusal reach the peer before closing.
-            let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
-            conn.close(quinn::VarInt::from_u32(1), reason.as_bytes());
+            let reason = self.refuse(conn, &mut send, &refusal).await;
             return Err(ClusterError::Connect(format!(
                 "node {} at {from}: {reason}",
                 hello.node
@@ -643,9 +663,59 @@ impl Cluster {
         )
         .await
         .map_err(|err| ClusterError::Connect(format!("cannot welcome {from}: {err}")))?;
+        // The dialer checks the welcome in turn: the peer is a member only once it says so.
+        match read_handshake(&mut recv, &mut decoder, timeout, from).await {
+            Ok(Control::Ready) => {}
+            Ok(Control::Refused { reason, downed }) => {
+                if downed {
+                    self.declared_down_elsewhere(from);
+                }
+                return Err(ClusterError::Connect(format!(
+                    "node {} at {from} refused this node's welcome: {reason}",
+                    hello.node
+                )));
+            }
+            Ok(other) => {
+                return Err(ClusterError::Connect(format!(
+                    "{from} answered {other:?} to the welcome"
+                )));
+            }
+            Err(_) if is_duplicate(conn) => {
+                // Both dialed at once and the dialer kept the other connection: not a fault.
+                tracing::debug!(node = %self.inner.node.id(), peer = %hello.node, "a duplicate connection closed by its dialer");
+                return Ok(());
+            }
+            Err(err) => return Err(err),
+        }
         let dialer = hello.node.clone();
         self.register(hello, conn.clone(), send, recv, decoder, dialer);
         Ok(())
+    }
+
+    /// Tells the peer why it is refused (and whether it was declared down, which it must
+    /// learn to restart), lets that reach it (a second at most), and closes the connection.
+    /// Answers the reason.
+    async fn refuse(
+        &self,
+        conn: &quinn::Connection,
+        send: &mut quinn::SendStream,
+        refusal: &Refusal,
+    ) -> String {
+        let reason = refusal.to_string();
+        let downed = matches!(refusal, Refusal::Downed { .. });
+        let _ = write_control(
+            send,
+            &Control::Refused {
+                reason: reason.clone(),
+                downed,
+            },
+            self.inner.config.max_frame_size,
+        )
+        .await;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+        conn.close(quinn::VarInt::from_u32(1), reason.as_bytes());
+        reason
     }
 
     fn admit(&self, hello: &Hello, certified: Option<&str>) -> Result<(), Refusal> {
@@ -717,9 +787,9 @@ impl Cluster {
         };
         let certified = tls::peer_node_name(&conn);
         if let Err(refusal) = self.admit(&welcome, certified.as_deref()) {
-            conn.close(quinn::VarInt::from_u32(1), refusal.to_string().as_bytes());
+            let reason = self.refuse(&conn, &mut send, &refusal).await;
             return Err(ClusterError::Connect(format!(
-                "refused node {} at {addr}: {refusal}",
+                "refused node {} at {addr}: {reason}",
                 welcome.node
             )));
         }
@@ -747,6 +817,16 @@ impl Cluster {
         dialer: NodeId,
     ) {
         let (control, queue) = mpsc::channel(self.inner.config.control_queue);
+        if dialer == *self.inner.node.id() {
+            // The dialer's answer to the welcome, ahead of anything else it sends. Not sent if
+            // this connection is dropped below: the acceptor then never counts this node in.
+            let _ = control.try_send(Control::Ready);
+        }
+        // The peer's detector expects heartbeats as often as the peer sends them.
+        let mut phi = self.inner.config.phi;
+        if hello.heartbeat_interval_us > 0 {
+            phi.heartbeat_interval = Duration::from_micros(hello.heartbeat_interval_us);
+        }
         // User traffic: lanes of unidirectional streams, apart from the control stream. Their
         // writers end with their queues if the connection is not kept.
         let mut lanes = Vec::with_capacity(LANES);
@@ -803,7 +883,7 @@ impl Cluster {
                 .entry(hello.node.clone())
                 .or_insert_with(|| Peer {
                     link: None,
-                    detector: PhiAccrual::new(self.inner.config.phi),
+                    detector: PhiAccrual::new(phi),
                     suspect_since: None,
                 });
             peer.link = Some(link);
@@ -1004,36 +1084,6 @@ impl Cluster {
                     tracing::warn!(node = %self.inner.node.id(), %peer, actor = %late.id, "an actor spawned for this node started after the request timed out; stopping it");
                     remote.stop(&late.id, None);
                 }
-            }
-            Control::Spawn {
-                request,
-                module,
-                args,
-            } => {
-                let node = self.inner.node.clone();
-                let control = self.control_of(peer);
-                let found = node
-                    .inner
-                    .remote
-                    .modules
-                    .get(&module)
-                    .map(|m| m.value().clone());
-                let from = peer.clone();
-                tokio::spawn(async move {
-                    let result = match found {
-                        Some(m) => m.start(&node, &module, &args).await.map(|s| s.to_wire()),
-                        None => Err(format!(
-                            "node {} has no module named {module:?} (register it there with Node::register_module)",
-                            node.id()
-                        )),
-                    };
-                    if let Err(reason) = &result {
-                        tracing::warn!(node = %node.id(), %from, %module, "remote spawn failed: {reason}");
-                    }
-                    if let Some(control) = control {
-                        let _ = control.send(Control::Spawned { request, result }).await;
-                    }
-                });
             }
             other => {
                 tracing::warn!(node = %self.inner.node.id(), %peer, "unexpected control frame after the handshake: {other:?}");
@@ -1263,6 +1313,15 @@ impl Cluster {
         }
         self.emit(events);
     }
+}
+
+/// Whether `conn` was closed as the duplicate of a connection both nodes dialed at once.
+fn is_duplicate(conn: &quinn::Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(close))
+            if close.error_code == quinn::VarInt::from_u32(2)
+    )
 }
 
 async fn write_control(

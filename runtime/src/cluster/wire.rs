@@ -1,9 +1,10 @@
 //! What nodes say to each other on a connection's control stream.
 //!
 //! The dialing node opens one bidirectional stream and sends [`Control::Hello`]; the
-//! accepting node answers [`Control::Welcome`] or [`Control::Refused`]. Then both sides send
-//! heartbeats, member lists and, when leaving, [`Control::Leaving`]. docs/protocol.md
-//! describes the whole exchange.
+//! accepting node answers [`Control::Welcome`] or [`Control::Refused`], and the dialer, having
+//! checked the welcome, [`Control::Ready`] or [`Control::Refused`]. Then both sides send
+//! heartbeats, member lists, signals and, when leaving, [`Control::Leaving`].
+//! docs/protocol.md describes the whole exchange.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use crate::id::NodeId;
 use crate::remote::{RemoteSignal, WireRef};
 
 /// The protocol version this build speaks. Peers must speak the same one.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Who a node is, as told in the handshake.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +32,12 @@ pub struct Hello {
     pub resources: BTreeMap<String, u64>,
     /// Labels for placement constraints (e.g. `zone`, `rack`, `role`).
     pub labels: BTreeMap<String, String>,
+    /// How often it sends heartbeats, in microseconds: the receiver's failure detector
+    /// expects them that often, whatever its own interval. 0 (or absent, as in the hellos of
+    /// earlier versions, which then decode far enough to be refused for their version): the
+    /// receiver's own interval.
+    #[serde(default)]
+    pub heartbeat_interval_us: u64,
 }
 
 /// A member as one node tells the others (so that every node connects to every other).
@@ -49,7 +56,11 @@ pub enum Control {
     Hello(Hello),
     /// The acceptor accepts, introducing itself.
     Welcome(Hello),
-    /// The peer refuses the connection, saying why; it closes the connection next.
+    /// The dialer accepts the acceptor's welcome: only now does the acceptor count it a
+    /// member, so that a dialer refusing the welcome never shows up as one.
+    Ready,
+    /// The peer refuses the connection, saying why (the acceptor, the dialer's hello; the
+    /// dialer, the acceptor's welcome); it closes the connection next.
     Refused {
         /// Why, for the log on the refused side.
         reason: String,
@@ -93,17 +104,8 @@ pub enum Control {
         /// The actor and its message type, if any.
         actor: Option<WireRef>,
     },
-    /// Start an actor of a registered module with these (MessagePack) arguments.
-    Spawn {
-        /// Numbers the answer.
-        request: u64,
-        /// The module's name.
-        module: String,
-        /// Its arguments.
-        #[serde(with = "serde_bytes")]
-        args: Vec<u8>,
-    },
-    /// The answer to a `Spawn`: the new actor, or why there is none.
+    /// The answer to a spawn request (which comes on a data lane: its arguments may take up to
+    /// a frame): the new actor, or why there is none.
     Spawned {
         /// The request answered.
         request: u64,
@@ -128,15 +130,17 @@ mod tests {
             any::<u16>(),
             prop::collection::btree_map("[a-z]{1,6}", any::<u64>(), 0..4),
             prop::collection::btree_map("[a-z]{1,6}", "[a-z]{0,6}", 0..4),
+            any::<u64>(),
         )
             .prop_map(
-                |(version, cluster, name, incarnation, port, resources, labels)| Hello {
+                |(version, cluster, name, incarnation, port, resources, labels, heartbeat)| Hello {
                     version,
                     cluster,
                     node: NodeId::new(name, incarnation),
                     listen: SocketAddr::from(([127, 0, 0, 1], port)),
                     resources,
                     labels,
+                    heartbeat_interval_us: heartbeat,
                 },
             )
     }

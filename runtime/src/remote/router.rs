@@ -547,7 +547,42 @@ impl Remote {
                     p.reply.complete(outcome, &p.target, node);
                 }
             }
+            Data::Spawn {
+                request,
+                module,
+                args,
+            } => self.spawn_for(node, from, request, module, args),
         }
+    }
+
+    /// Starts an actor of `module` for a spawn request from `from`, and answers on its
+    /// control stream once the actor's `started` hook has run (or why none was started).
+    fn spawn_for(&self, node: &Node, from: &NodeId, request: u64, module: &str, args: &[u8]) {
+        let found = self.modules.get(module).map(|m| m.value().clone());
+        let (node, from, module, args) =
+            (node.clone(), from.clone(), module.to_owned(), args.to_vec());
+        tokio::spawn(async move {
+            let result = match found {
+                Some(m) => m.start(&node, &module, &args).await.map(|s| s.to_wire()),
+                None => Err(format!(
+                    "node {} has no module named {module:?} (register it there with Node::register_module)",
+                    node.id()
+                )),
+            };
+            if let Err(reason) = &result {
+                tracing::warn!(node = %node.id(), %from, %module, "remote spawn failed: {reason}");
+            }
+            // On the connection up now: the one the request came on may have ended.
+            let control = node
+                .inner
+                .remote
+                .peers
+                .get(&from)
+                .map(|links| links.control.clone());
+            if let Some(control) = control {
+                let _ = control.send(Control::Spawned { request, result }).await;
+            }
+        });
     }
 
     /// Sends the outcome of an ask back to its node, if the message carried one.

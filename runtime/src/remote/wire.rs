@@ -30,6 +30,19 @@ pub enum Data<'a> {
         #[serde(borrow)]
         outcome: Outcome<'a>,
     },
+    /// Start an actor of a module registered on the receiving node with these (MessagePack)
+    /// arguments; answered on the control stream (`Control::Spawned`). A data frame because
+    /// its arguments may take up to a frame: on the control stream they would hold heartbeats
+    /// and signals back for as long as they take to send.
+    Spawn {
+        /// Numbers the answer.
+        request: u64,
+        /// The module's name.
+        module: &'a str,
+        /// Its arguments.
+        #[serde(with = "serde_bytes")]
+        args: &'a [u8],
+    },
 }
 
 /// What came of a remote ask.
