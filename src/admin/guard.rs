@@ -10,8 +10,8 @@
 //!   `POST`; it always adds `Origin` to it, while curl and the CLI send none.
 //!
 //! The checks are pure functions of the token and the request's method and headers; the
-//! middleware around them also bounds the requests in progress and counts answers in
-//! `ensemble_admin_requests_total`.
+//! middleware around them also bounds the requests in progress and the time each takes, and
+//! counts answers in `ensemble_admin_requests_total`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -42,7 +42,7 @@ pub(crate) async fn guard(
         .into_response(),
         Ok(_permit) => match check(state.token.as_deref(), request.method(), request.headers()) {
             Err(failure) => failure.into_response(),
-            Ok(()) => next.run(request).await,
+            Ok(()) => within(state.request_timeout, request, next).await,
         },
     };
     metrics::counter!(
@@ -52,6 +52,23 @@ pub(crate) async fn guard(
     )
     .increment(1);
     response
+}
+
+/// Runs the request, answering `408` if it is not answered within `timeout`: one whose body
+/// comes too slowly would otherwise hold its connection and its place among the requests in
+/// progress for as long as its client liked.
+async fn within(timeout: std::time::Duration, request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Failure::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "{method} {path} was not answered within {timeout:?} (admin request timeout): its body came too slowly, or the node took too long (a change may still be applied)"
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Whether a request with this method and these headers may go on.

@@ -15,12 +15,14 @@
 //! # Layout
 //!
 //! - [`api`]: the JSON documents the API answers (and the CLI reads).
+//! - `connections`: accepting connections and bounding them (how many, how long they may
+//!   stall), each served by hyper.
 //! - `routes`: the router: which path is served by what, behind which guard.
 //! - `handlers`: the endpoints, turning what the node, its cluster, registry, supervisors and
 //!   apps report into documents; the conversions are pure functions.
 //! - `guard`: who may call: the bearer token (compared in constant time), and without a token,
 //!   requests addressed to an IP address or `localhost` only, changes from the page's own
-//!   origin only.
+//!   origin only; and how many requests at once, for how long.
 //! - `exporter`: the process-wide Prometheus recorder behind `/metrics`.
 //! - `dashboard`: the web page (HTML, CSS and script compiled into the binary).
 //! - `failure`: errors as an HTTP status and an [`api::ApiError`] document.
@@ -62,14 +64,15 @@
 //! not answered within [`AdminConfig::request_timeout`] (a body sent too slowly) answers
 //! `408`.
 //!
-//! Connections are bounded too, so that clients which connect and send nothing cannot take
-//! the node's file descriptors, which its registry and cluster need: at most
+//! Connections are bounded too, so that clients which connect and stall cannot take the
+//! node's file descriptors, which its registry and cluster need: at most
 //! [`AdminConfig::max_connections`] are open at once (more are closed as they are accepted,
-//! and counted in `ensemble_admin_connections_refused_total`), and a connection that does not
-//! send a request's headers within [`AdminConfig::header_timeout`] (idle between requests
-//! included) is closed.
+//! and counted in `ensemble_admin_connections_refused_total`), and a connection is closed
+//! when it sends no request's headers within [`AdminConfig::header_timeout`] (idle between
+//! requests included) or reads nothing of an answer for [`AdminConfig::request_timeout`].
 
 pub mod api;
+mod connections;
 mod dashboard;
 mod exporter;
 mod failure;
@@ -78,13 +81,9 @@ mod handlers;
 mod routes;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble_runtime::Node;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -97,15 +96,8 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// The largest request body accepted (an app spec), in bytes.
 pub const MAX_BODY: usize = 256 * 1024;
 
-/// How long [`AdminServer::shutdown`] lets requests in progress finish.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// The admin port used by default.
 pub const DEFAULT_PORT: u16 = 7070;
-
-/// What a failed `accept` (out of file descriptors, say) waits before the next, so the
-/// server does not spin on it.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Where the admin server listens and who may use it.
 #[derive(Clone, Debug)]
@@ -119,15 +111,20 @@ pub struct AdminConfig {
     /// server starts waiting for them (so idle time between requests counts); then it is
     /// closed. 10 s by default.
     pub header_timeout: Duration,
-    /// The longest a request may take from its headers to its answer, body included;
-    /// `408 Request Timeout` after it. 30 s by default.
+    /// The longest an API request may take from its headers to its answer, body included
+    /// (`408 Request Timeout` after it), and the longest a client may read nothing of an
+    /// answer (the connection is closed after it). 30 s by default.
     pub request_timeout: Duration,
     /// Connections open at once; more are closed as they are accepted. 256 by default.
     pub max_connections: usize,
+    /// How long requests in progress get to finish once the server stops (its address is
+    /// closed at once, and idle connections too). 5 s by default.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for AdminConfig {
-    /// `127.0.0.1:7070`, no token, 10 s for headers, 30 s for a request, 256 connections.
+    /// `127.0.0.1:7070`, no token, 10 s for headers, 30 s for a request, 256 connections,
+    /// 5 s of grace at shutdown.
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
@@ -135,6 +132,7 @@ impl Default for AdminConfig {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections: 256,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -160,6 +158,16 @@ pub enum AdminError {
         /// The address.
         addr: SocketAddr,
     },
+    /// A setting that cannot work.
+    #[error("admin setting {setting} is {value}: {reason}")]
+    Setting {
+        /// The setting.
+        setting: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong, and what would do.
+        reason: &'static str,
+    },
 }
 
 /// A running admin server. Stop it with [`shutdown`](AdminServer::shutdown); dropping it
@@ -168,7 +176,8 @@ pub struct AdminServer {
     addr: SocketAddr,
     /// Tells the serving task to stop accepting and finish; taken by `shutdown` or drop.
     stop: Option<oneshot::Sender<()>>,
-    /// The serving task, awaited (within [`SHUTDOWN_GRACE`]) by `shutdown`.
+    /// The serving task, which ends once the connections it served did (within the shutdown
+    /// grace of the stop); awaited by `shutdown`.
     task: Option<JoinHandle<()>>,
 }
 
@@ -189,6 +198,7 @@ impl AdminServer {
     ///
     /// As [`AdminServer::start`].
     pub async fn bind(config: AdminConfig) -> Result<BoundAdmin, AdminError> {
+        config.validate()?;
         let token = config.token.filter(|t| !t.is_empty());
         if token.is_none() && !is_loopback(config.listen.ip()) {
             return Err(AdminError::TokenRequired {
@@ -207,8 +217,45 @@ impl AdminServer {
             token,
             header_timeout: config.header_timeout,
             request_timeout: config.request_timeout,
-            max_connections: config.max_connections.max(1),
+            max_connections: config.max_connections,
+            shutdown_grace: config.shutdown_grace,
         })
+    }
+}
+
+impl AdminConfig {
+    /// Refuses settings that cannot work: zero timeouts (every connection would be closed at
+    /// once), and no connections or more than a semaphore can count.
+    fn validate(&self) -> Result<(), AdminError> {
+        let setting = |setting, value: String, reason| {
+            Err(AdminError::Setting {
+                setting,
+                value,
+                reason,
+            })
+        };
+        if self.header_timeout.is_zero() {
+            return setting(
+                "header_timeout",
+                "0".into(),
+                "every connection would be closed before its request; give a few seconds",
+            );
+        }
+        if self.request_timeout.is_zero() {
+            return setting(
+                "request_timeout",
+                "0".into(),
+                "every request would time out; give a few seconds",
+            );
+        }
+        if self.max_connections == 0 || self.max_connections > Semaphore::MAX_PERMITS {
+            return setting(
+                "max_connections",
+                self.max_connections.to_string(),
+                "give at least 1 (and far fewer than the process may open files)",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -219,6 +266,7 @@ pub struct BoundAdmin {
     header_timeout: Duration,
     request_timeout: Duration,
     max_connections: usize,
+    shutdown_grace: Duration,
 }
 
 impl BoundAdmin {
@@ -231,58 +279,27 @@ impl BoundAdmin {
         if let Err(why) = exporter::handle() {
             tracing::warn!(node = %node.id(), "{why}");
         }
-        let router = routes::router(node.clone(), self.token.clone(), self.request_timeout);
+        let router = routes::router(node.clone(), self.token, self.request_timeout);
+        let bounds = connections::Bounds {
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            write_stall: self.request_timeout,
+            grace: self.shutdown_grace,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let span = tracing::info_span!("admin", node = %node.id(), %addr);
-        let task = tokio::spawn(self.accept_loop(router, stopped).instrument(span));
+        let task = tokio::spawn(
+            async move {
+                tracing::info!("admin server listening");
+                connections::serve(self.listener, router, bounds, stopped).await;
+            }
+            .instrument(span),
+        );
         AdminServer {
             addr,
             stop: Some(stop),
             task: Some(task),
         }
-    }
-}
-
-impl BoundAdmin {
-    /// Accepts connections until `stopped`, each served by hyper in a task of its own within
-    /// the bounds of the config; then lets the open ones finish their requests and close.
-    async fn accept_loop(self, router: axum::Router, mut stopped: oneshot::Receiver<()>) {
-        tracing::info!("admin server listening");
-        let connections = Arc::new(Semaphore::new(self.max_connections));
-        let graceful = GracefulShutdown::new();
-        let service = TowerToHyperService::new(router);
-        loop {
-            let (stream, from) = tokio::select! {
-                _ = &mut stopped => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot accept an admin connection; trying again shortly");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(permit) = connections.clone().try_acquire_owned() else {
-                tracing::debug!(%from, max = self.max_connections, "admin connection refused: too many open");
-                metrics::counter!("ensemble_admin_connections_refused_total").increment(1);
-                drop(stream);
-                continue;
-            };
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(self.header_timeout)
-                .serve_connection(TokioIo::new(stream), service.clone());
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(%from, error = %err, "admin connection ended");
-                }
-                drop(permit);
-            });
-        }
-        // Closes idle connections at once and the others after their request in progress.
-        graceful.shutdown().await;
     }
 }
 
@@ -292,19 +309,15 @@ impl AdminServer {
         self.addr
     }
 
-    /// Stops serving: no new connections are accepted, and requests in progress get a few
-    /// seconds to finish.
+    /// Stops serving: the address is closed at once, idle connections too, and requests in
+    /// progress get [`AdminConfig::shutdown_grace`] to finish before their connections are
+    /// closed.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
-                .await
-                .is_err()
-        {
-            tracing::warn!(addr = %self.addr, grace = ?SHUTDOWN_GRACE, "admin requests still running after the grace period; dropping them");
-            task.abort();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
         }
     }
 }

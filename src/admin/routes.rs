@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, StatusCode, Uri};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use ensemble_runtime::Node;
 use tokio::sync::Semaphore;
@@ -26,7 +24,7 @@ pub(crate) struct AdminState {
     pub(crate) token: Option<String>,
     /// Bounds the API requests served at once.
     pub(crate) in_flight: Semaphore,
-    /// The longest a request may take, body included.
+    /// The longest an API request may take, body included.
     pub(crate) request_timeout: Duration,
 }
 
@@ -65,33 +63,7 @@ pub(crate) fn router(node: Node, token: Option<String>, request_timeout: Duratio
         .merge(guarded)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            within_deadline,
-        ))
         .with_state(state)
-}
-
-/// Answers `408` to a request not answered within the request timeout, such as one whose
-/// body comes too slowly: it would hold its connection and a place among the requests in
-/// flight for as long as its client liked.
-async fn within_deadline(
-    State(state): State<Arc<AdminState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    let timeout = state.request_timeout;
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => Failure::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "{method} {path} was not answered within {timeout:?} (admin request timeout): its body came too slowly, or the node did not keep up"
-            ),
-        )
-        .into_response(),
-    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> Failure {

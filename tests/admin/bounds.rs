@@ -136,3 +136,100 @@ async fn connections_past_the_limit_are_closed_until_one_ends() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Opens a connection whose request is in progress: its handler is reading a body that
+/// does not come. (The server says `100 Continue` when the handler starts reading it.)
+async fn busy_connection(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            b"POST /api/v1/apps HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/toml\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("100 Continue") {
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+            .await
+            .expect("100 Continue in time")
+            .expect("read");
+        assert!(n > 0, "closed before the handler read the body");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    stream.write_all(b"name = ").await.expect("write");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_closes_the_address_at_once_and_ends_connections_after_the_grace() {
+    // A grace longer than the test: the address must be closed while the shutdown waits.
+    let (_node, admin) = serve("stopping", |c| {
+        c.request_timeout = Duration::from_secs(3600);
+        c.shutdown_grace = Duration::from_secs(3600);
+    })
+    .await;
+    let addr = admin.local_addr();
+    let busy = busy_connection(addr).await;
+    let shutdown = tokio::spawn(admin.shutdown());
+    let deadline = Instant::now() + PATIENCE;
+    // Until a connection is refused: one accepted, or left waiting in a full backlog, means
+    // the address is still open.
+    while !matches!(
+        tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await,
+        Ok(Err(ref err)) if err.kind() == std::io::ErrorKind::ConnectionRefused
+    ) {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting connections {PATIENCE:?} after the shutdown began"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !shutdown.is_finished(),
+        "the shutdown ended without waiting for the request in progress"
+    );
+    drop(busy);
+    tokio::time::timeout(PATIENCE, shutdown)
+        .await
+        .expect("the shutdown ends once its last connection did")
+        .expect("shutdown task");
+
+    // A short grace ends the connections still open when it runs out.
+    let (_node, admin) = serve("stopping-soon", |c| {
+        c.request_timeout = Duration::from_secs(3600);
+        c.shutdown_grace = Duration::from_millis(300);
+    })
+    .await;
+    let mut busy = busy_connection(admin.local_addr()).await;
+    tokio::time::timeout(PATIENCE, admin.shutdown())
+        .await
+        .expect("the shutdown ends after its grace");
+    read_until_closed(&mut busy, "a connection open past the grace").await;
+}
+
+#[tokio::test]
+async fn settings_that_cannot_work_are_refused_naming_them() {
+    let node = Node::new(NodeConfig::new("unset")).expect("node");
+    type Spoil = fn(&mut AdminConfig);
+    let cases: [(Spoil, &str); 3] = [
+        (|c| c.header_timeout = Duration::ZERO, "header_timeout is 0"),
+        (
+            |c| c.request_timeout = Duration::ZERO,
+            "request_timeout is 0",
+        ),
+        (|c| c.max_connections = 0, "max_connections is 0"),
+    ];
+    for (tune, expected) in cases {
+        let mut config = AdminConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            ..AdminConfig::default()
+        };
+        tune(&mut config);
+        let err = match AdminServer::start(&node, config).await {
+            Ok(_) => panic!("started with {expected}"),
+            Err(err) => err.to_string(),
+        };
+        assert!(err.contains(expected), "{err}");
+    }
+}

@@ -142,9 +142,12 @@ async fn settings_that_cannot_work_are_refused_at_start() {
     let cert = ensemble::transport::certs::NodeCert::load(certs.path(), "strict").unwrap();
     let node = ensemble::Node::new(ensemble::NodeConfig::new("strict")).unwrap();
     type Spoil = fn(&mut ensemble::cluster::ClusterConfig);
-    let cases: [(&str, Spoil); 4] = [
+    let cases: [(&str, Spoil); 5] = [
         ("phi.heartbeat_interval", |c| {
             c.phi.heartbeat_interval = std::time::Duration::ZERO
+        }),
+        ("phi.heartbeat_interval is 61s", |c| {
+            c.phi.heartbeat_interval = std::time::Duration::from_secs(61)
         }),
         ("control_queue", |c| c.control_queue = 0),
         ("max_frame_size", |c| c.max_frame_size = 100),

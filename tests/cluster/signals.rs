@@ -390,6 +390,20 @@ async fn stops_and_unlinks_made_while_apart_arrive_once_connected_again() {
     apart.end().await;
 }
 
+/// Waits until `node`'s actor count passes `check`, failing after the deadline.
+async fn until_actors(node: &Node, check: impl Fn(usize) -> bool, what: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check(node.actor_count()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {DEADLINE:?} for {what} on {}: {} actors",
+            node.id(),
+            node.actor_count()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// An actor whose start takes the given number of milliseconds.
 struct SlowStart(u64);
 
@@ -429,15 +443,44 @@ async fn a_remote_spawn_answered_after_its_asker_gave_up_is_stopped() {
         matches!(asked, Err(SpawnError::Remote { ref reason, .. }) if reason.contains("no answer")),
         "{asked:?}"
     );
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while watched.actor_count() != before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the actor spawned too late still runs on n1: {} actors against {before}",
-            watched.actor_count()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_actors(
+        &watched,
+        |n| n == before,
+        "the actor spawned too late to end",
+    )
+    .await;
+    watched.shutdown().await;
+    watching.shutdown().await;
+}
+
+/// n0 asks n1 for an actor whose start takes 800 ms, and leaves the cluster while it starts:
+/// n1 cannot answer, and stops the actor, which nobody would own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_spawn_whose_asker_left_while_it_started_is_stopped() {
+    let certs = certificates(&["n0", "n1"]);
+    let Pair {
+        watching,
+        cluster,
+        watched,
+        ..
+    } = pair(certs.path(), |_| {}).await;
+    watched.register_module("slow", SlowStart);
+    let before = watched.actor_count();
+    let n1 = member_id(&cluster, "n1");
+    let asking = {
+        let cluster = cluster.clone();
+        tokio::spawn(async move { cluster.spawn_remote::<IdleMsg>(&n1, "slow", &800_u64).await })
+    };
+    until_actors(&watched, |n| n > before, "the actor to start").await;
+    cluster.leave().await;
+    let asked = asking.await.expect("the asking task");
+    assert!(asked.is_err(), "{asked:?}");
+    until_actors(
+        &watched,
+        |n| n == before,
+        "the actor of a node that left to end",
+    )
+    .await;
     watched.shutdown().await;
     watching.shutdown().await;
 }

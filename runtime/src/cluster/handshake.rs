@@ -1,9 +1,15 @@
 //! Deciding whether to accept a peer: pure checks on what it says and what its certificate
 //! says, each refusal with a reason both sides can log.
 
+use std::time::Duration;
+
 use crate::id::NodeId;
 
 use super::wire::{Hello, PROTOCOL_VERSION};
+
+/// The longest heartbeat interval a peer may announce: a peer silent for longer between
+/// heartbeats could not be told from a dead one for minutes.
+pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why a peer is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +56,17 @@ pub enum Refusal {
         /// The peer.
         node: NodeId,
     },
+    /// It announces heartbeats less often than [`MAX_HEARTBEAT_INTERVAL`].
+    #[error(
+        "node {node} sends heartbeats every {interval:?}, more than the {max:?} peers take; lower its phi.heartbeat_interval (100 ms by default)",
+        max = MAX_HEARTBEAT_INTERVAL
+    )]
+    HeartbeatInterval {
+        /// The peer.
+        node: NodeId,
+        /// What it announced.
+        interval: Duration,
+    },
     /// A newer incarnation of that node is already a member.
     #[error("node {node} is older than the incarnation {newer} already in the cluster")]
     Stale {
@@ -92,6 +109,13 @@ pub fn check(
     if hello.node.name() == local.name() {
         return Err(Refusal::SameName {
             claimed: hello.node.clone(),
+        });
+    }
+    let interval = Duration::from_micros(hello.heartbeat_interval_us);
+    if interval > MAX_HEARTBEAT_INTERVAL {
+        return Err(Refusal::HeartbeatInterval {
+            node: hello.node.clone(),
+            interval,
         });
     }
     Ok(())
@@ -190,5 +214,15 @@ mod tests {
 
         let err = check("prod", &me, &hello("n1"), Some("n1")).unwrap_err();
         assert!(matches!(err, Refusal::SameName { .. }));
+
+        let mut slow = hello("n2");
+        slow.heartbeat_interval_us = 3_600_000_000;
+        let err = check("prod", &me, &slow, Some("n2")).unwrap_err();
+        assert!(
+            err.to_string().contains("sends heartbeats every 3600s"),
+            "{err}"
+        );
+        slow.heartbeat_interval_us = 60_000_000;
+        assert_eq!(check("prod", &me, &slow, Some("n2")), Ok(()));
     }
 }

@@ -15,9 +15,9 @@ pub mod phi;
 mod service;
 mod wire;
 
-pub use handshake::Refusal;
 #[doc(hidden)]
 pub use handshake::check as check_hello;
+pub use handshake::{MAX_HEARTBEAT_INTERVAL, Refusal};
 pub use membership::{Member, MemberEvent, MemberStatus};
 pub use phi::{PhiAccrual, PhiConfig};
 pub use service::{Cluster, ClusterConfig, ClusterError, DownDecision, MIN_MAX_FRAME};

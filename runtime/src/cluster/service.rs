@@ -113,6 +113,13 @@ impl ClusterConfig {
                 return bad(format!("{name} is 0; it must be longer than that"));
             }
         }
+        if self.phi.heartbeat_interval > handshake::MAX_HEARTBEAT_INTERVAL {
+            return bad(format!(
+                "phi.heartbeat_interval is {:?}; peers take at most {:?} (100 ms by default)",
+                self.phi.heartbeat_interval,
+                handshake::MAX_HEARTBEAT_INTERVAL
+            ));
+        }
         if self.control_queue == 0 {
             return bad("control_queue is 0; at least 1 frame must fit in it".into());
         }

@@ -556,7 +556,9 @@ impl Remote {
     }
 
     /// Starts an actor of `module` for a spawn request from `from`, and answers on its
-    /// control stream once the actor's `started` hook has run (or why none was started).
+    /// control stream once the actor's `started` hook has run (or why none was started). An
+    /// actor whose answer cannot be sent (the asker's node left, went down or lost its
+    /// connection meanwhile) is stopped: nobody would own it.
     fn spawn_for(&self, node: &Node, from: &NodeId, request: u64, module: &str, args: &[u8]) {
         let found = self.modules.get(module).map(|m| m.value().clone());
         let (node, from, module, args) =
@@ -573,14 +575,19 @@ impl Remote {
                 tracing::warn!(node = %node.id(), %from, %module, "remote spawn failed: {reason}");
             }
             // On the connection up now: the one the request came on may have ended.
-            let control = node
-                .inner
-                .remote
-                .peers
-                .get(&from)
-                .map(|links| links.control.clone());
-            if let Some(control) = control {
-                let _ = control.send(Control::Spawned { request, result }).await;
+            let remote = &node.inner.remote;
+            let control = remote.peers.get(&from).map(|links| links.control.clone());
+            let started = result.as_ref().ok().map(|actor| actor.id.seq());
+            let answered = match control {
+                Some(control) => control
+                    .send(Control::Spawned { request, result })
+                    .await
+                    .is_ok(),
+                None => false,
+            };
+            if !answered && let Some(cell) = started.and_then(|seq| node.inner.cell(seq)) {
+                tracing::warn!(node = %node.id(), %from, actor = %cell.id(), "killing an actor spawned for a node that can no longer be told of it");
+                cell.kill();
             }
         });
     }
