@@ -15,9 +15,9 @@
 //! Heartbeats go out every `phi.heartbeat_interval` on each connection's control stream and
 //! feed a phi accrual detector per peer, which expects them as often as the peer said it
 //! sends them in its hello. Nothing large shares that stream: spawn requests, whose arguments
-//! may take up to a frame, go on a data lane. A peer whose phi passes the threshold is `Suspect`; one
-//! suspected without a break for the time [`DownDecision::AfterSuspicion`] gives is declared
-//! `Down`, which is final for that incarnation. With [`DownDecision::External`], suspicion
+//! may take up to a frame, go on a data lane. A peer whose phi passes the threshold is
+//! `Suspect`; one suspected without a break for the time [`DownDecision::AfterSuspicion`]
+//! gives is declared `Down`, which is final for that incarnation. With [`DownDecision::External`], suspicion
 //! never downs a node: only [`Cluster::declare_down`] does, which the registry calls when a
 //! node's session expires, so that every node takes the same decision.
 

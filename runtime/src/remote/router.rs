@@ -558,7 +558,7 @@ impl Remote {
     /// Starts an actor of `module` for a spawn request from `from`, and answers on its
     /// control stream once the actor's `started` hook has run (or why none was started). An
     /// actor whose answer cannot be sent (the asker's node left, went down or lost its
-    /// connection meanwhile) is stopped: nobody would own it.
+    /// connection meanwhile) is killed: nobody would own it.
     fn spawn_for(&self, node: &Node, from: &NodeId, request: u64, module: &str, args: &[u8]) {
         let found = self.modules.get(module).map(|m| m.value().clone());
         let (node, from, module, args) =
