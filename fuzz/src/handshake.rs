@@ -9,8 +9,9 @@
 //!
 //! - Decoding it never panics, whatever it is.
 //! - A `Hello` (what the accepting node reads) or a `Welcome` (what the dialing node reads) is
-//!   accepted exactly when its version, cluster and certificate name match and it does not
-//!   claim the local node's name; this is checked against a few local configurations and
+//!   accepted exactly when its version, cluster and certificate name match, it does not
+//!   claim the local node's name, and it announces heartbeats at least every
+//!   `MAX_HEARTBEAT_INTERVAL`; this is checked against a few local configurations and
 //!   certificate names so that every branch is reached from any decoded hello.
 //! - Every refusal renders a non-empty reason, and the `Refused` frame carrying it back to the
 //!   peer encodes and decodes to the same reason.
@@ -18,7 +19,9 @@
 //!   logs it.
 
 use ensemble_runtime::NodeId;
-use ensemble_runtime::cluster::{Control, Hello, PROTOCOL_VERSION, check_hello};
+use ensemble_runtime::cluster::{
+    Control, Hello, MAX_HEARTBEAT_INTERVAL, PROTOCOL_VERSION, check_hello,
+};
 use ensemble_runtime::transport::frame::{self, HEADER_LEN};
 
 /// The cluster the local node belongs to, in the seeds.
@@ -65,7 +68,8 @@ fn decide(cluster: &str, local: &NodeId, hello: &Hello, certified: Option<&str>)
     let expected = hello.version == PROTOCOL_VERSION
         && hello.cluster == cluster
         && certified == Some(hello.node.name())
-        && hello.node.name() != local.name();
+        && hello.node.name() != local.name()
+        && u128::from(hello.heartbeat_interval_us) <= MAX_HEARTBEAT_INTERVAL.as_micros();
     assert_eq!(
         verdict.is_ok(),
         expected,

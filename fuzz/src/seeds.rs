@@ -371,6 +371,12 @@ fn handshake(seeds: &mut Vec<Seed>) {
     zero.node = node("n6", 0);
     zero.listen = "0.0.0.0:0".parse().expect("an address");
     variants.push(("incarnation-0", Control::Welcome(zero)));
+    let mut slow = hello("n7");
+    slow.heartbeat_interval_us = 3_600_000_000;
+    variants.push(("slow-heartbeats", Control::Hello(slow)));
+    let mut unsaid = hello("n8");
+    unsaid.heartbeat_interval_us = 0;
+    variants.push(("heartbeats-unsaid", Control::Welcome(unsaid)));
     variants.extend(controls().into_iter().filter(|(name, _)| {
         [
             "refused",
@@ -381,7 +387,7 @@ fn handshake(seeds: &mut Vec<Seed>) {
             "down",
             "whereis",
             "found",
-            "spawn",
+            "ready",
             "spawn-failed",
         ]
         .contains(name)
