@@ -1,6 +1,8 @@
 //! A registry of nodes in this process (real QUIC on loopback), for what needs no kill -9.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ensemble::cluster::{Cluster, DownDecision};
@@ -435,4 +437,57 @@ async fn a_registry_under_too_small_frames_refuses_to_start_naming_the_setting()
         }
         other => panic!("16 KiB frames gave {:?}", other.map(|_| "a registry")),
     }
+}
+
+/// Works without an `.await` for a while when told to: a kill takes effect only after that.
+struct Busy(Arc<AtomicBool>);
+
+impl Actor for Busy {
+    type Msg = Duration;
+
+    async fn handle(&mut self, work: Duration, _ctx: &mut Context<Self>) -> ActorResult {
+        self.0.store(true, Ordering::SeqCst);
+        std::thread::sleep(work);
+        self.0.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A node that leaves gives its locks to the next holder only once the actors bound to them
+/// have ended: b's actor is in the middle of 500 ms of work with no `.await` when b leaves, so
+/// its kill takes effect only after it, and a must not be granted the lock before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_gives_its_locks_on_once_their_actors_ended() {
+    let certs = certificates(&["a", "b"]);
+    let (_a_node, a_cluster, a) = start("a", certs.path(), vec![]).await;
+    let (b_node, _b_cluster, b) = start("b", certs.path(), vec![a_cluster.local_addr()]).await;
+    let lease = b.try_lock("l").await.unwrap();
+    let working = Arc::new(AtomicBool::new(false));
+    let busy = b_node.spawn(Busy(working.clone())).unwrap();
+    lease.bind(&busy);
+    let waiting = tokio::spawn({
+        let a = a.clone();
+        async move { a.lock("l", Duration::from_secs(20)).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while b.lock_info("l").is_none_or(|l| l.waiters.is_empty()) {
+        assert!(tokio::time::Instant::now() < deadline, "a never queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    busy.tell(Duration::from_millis(500)).await.unwrap();
+    while !working.load(Ordering::SeqCst) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the work never began"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    b.leave().await.unwrap();
+    let granted = waiting.await.unwrap().unwrap();
+    assert!(
+        !working.load(Ordering::SeqCst),
+        "a was granted the lock (token {}) while b's bound actor was still working",
+        granted.token()
+    );
+    assert!(!busy.is_alive());
 }

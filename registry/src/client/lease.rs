@@ -32,13 +32,15 @@ impl LeaseState {
     }
 
     /// The lease is lost: bound actors are killed first, then waiters on `lost` are told.
-    pub(crate) fn lose(&self, why: &str) {
+    /// Answers the actors killed (a kill takes effect at an actor's next `.await`: whoever
+    /// must know them ended waits for their exits).
+    pub(crate) fn lose(&self, why: &str) -> Vec<UntypedRef> {
         let actors = {
             let mut bound = self.bound.lock();
             bound.lost = true;
             std::mem::take(&mut bound.actors)
         };
-        for actor in actors {
+        for actor in &actors {
             actor.kill();
         }
         self.lost.send_if_modified(|lost| {
@@ -49,6 +51,7 @@ impl LeaseState {
                 false
             }
         });
+        actors
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 use ensemble_runtime::cluster::{Cluster, MemberStatus};
 use ensemble_runtime::hashing::HashMap;
 use ensemble_runtime::remote::RemoteMessage;
-use ensemble_runtime::{ActorId, ActorRef, AskError, Node, NodeId, ReplyTo};
+use ensemble_runtime::{ActorId, ActorRef, AskError, Node, NodeId, ReplyTo, UntypedRef};
 use openraft::RaftMetrics;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, oneshot, watch};
@@ -466,15 +466,26 @@ impl Shared {
     /// as soon as the registry can be reached again (if the session expired first, the
     /// expiry released them already).
     pub(crate) fn fence(self: &Arc<Self>, why: &str) {
+        for (lock, id) in self.lose_leases(why).0 {
+            self.give_back(lock, id);
+        }
+    }
+
+    /// Fences the node without giving the locks back: marks every lease lost and kills the
+    /// actors bound to them. Answers the leases' (lock, holder) pairs and the actors killed.
+    fn lose_leases(&self, why: &str) -> (Vec<(String, u64)>, Vec<UntypedRef>) {
         self.fenced.store(true, Ordering::Release);
         let leases: Vec<_> = self.leases.lock().drain().collect();
         if !leases.is_empty() {
             tracing::warn!(node = %self.me(), leases = leases.len(), why, "fencing: leases lost");
         }
-        for ((lock, id), lease) in leases {
-            lease.lose(why);
-            self.give_back(lock, id);
+        let mut holders = Vec::with_capacity(leases.len());
+        let mut killed = Vec::new();
+        for (holder, lease) in leases {
+            killed.extend(lease.lose(why));
+            holders.push(holder);
         }
+        (holders, killed)
     }
 
     /// Releases this node's holder `id` of `lock` from a task: at once, then again after each
@@ -1189,7 +1200,23 @@ impl Registry {
             node: self.node().id().clone(),
         };
         self.shared.left.store(true, Ordering::Release);
-        self.shared.fence("this node left");
+        // Closing the session releases every lock of the node at once, with no margin of
+        // time as self-fencing has: the actors bound to its leases must have ended first, or
+        // a new holder could run beside one still finishing what it was doing. A kill ends an
+        // actor at its next `.await`; one that does not get there within a session's TTL (the
+        // time the registry would take to release its locks had the node died) is left
+        // behind, and named.
+        let (_, killed) = self.shared.lose_leases("this node left");
+        let ttl = self.shared.config.session_ttl;
+        let deadline = tokio::time::Instant::now() + ttl;
+        for actor in killed {
+            if tokio::time::timeout_at(deadline, actor.wait_for_exit())
+                .await
+                .is_err()
+            {
+                tracing::warn!(node = %self.shared.me(), actor = %actor.id(), ?ttl, "an actor bound to a lease did not end within the session TTL of its kill; leaving without it");
+            }
+        }
         self.shared.propose_one(command, true).await.map(|_| ())
     }
 
