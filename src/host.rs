@@ -147,7 +147,10 @@ impl Host {
             Ok(registry) => registry,
             Err(e) => {
                 node.shutdown().await;
+                let listen = cluster.local_addr();
                 cluster.leave().await;
+                drop(cluster);
+                address_released(listen).await;
                 return Err(fail("registry", e.to_string()));
             }
         };
@@ -178,8 +181,10 @@ impl Host {
     }
 
     /// Leaves the cluster on purpose and stops everything: the registry session is closed
-    /// (releasing this node's names, locks and reservations at once), the actors are stopped,
-    /// then the connections are closed.
+    /// once the actors bound to this node's locks have ended (releasing its names, locks and
+    /// reservations at once), the actors are stopped, then the connections are closed. Returns
+    /// once the cluster address is free again (2 s at most), so that a node can be started on
+    /// it again at once.
     pub async fn stop(self) {
         self.gauges.abort();
         if let Some(admin) = self.admin {
@@ -197,7 +202,27 @@ impl Host {
             }
         }
         self.node.shutdown().await;
+        let listen = self.cluster.local_addr();
         self.cluster.leave().await;
+        drop((self.node, self.cluster, self.registry, self.apps));
+        address_released(listen).await;
+    }
+}
+
+/// How long [`Host::stop`] waits for the cluster's address to be free.
+const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits until nothing of the stopped node holds its cluster address any more (the last tasks
+/// that held the cluster service end within moments of it), so that a program can start a
+/// node on it again at once, as after a session expired. Bounded by [`RELEASE_TIMEOUT`].
+async fn address_released(listen: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + RELEASE_TIMEOUT;
+    while std::net::UdpSocket::bind(listen).is_err() {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(%listen, timeout = ?RELEASE_TIMEOUT, "the stopped node's cluster address is still bound");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 

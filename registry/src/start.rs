@@ -167,8 +167,8 @@ impl Registry {
         tokio::spawn(session::feed(shared.clone(), mirror, local));
         tokio::spawn(proposer::run(Arc::downgrade(&shared)));
         let opened = session::open(&shared, timeout).await?;
-        tokio::spawn(session::keep(shared.clone(), opened));
-        tokio::spawn(session::watch_declared_down(shared.clone()));
+        tokio::spawn(session::keep(Arc::downgrade(&shared), opened));
+        tokio::spawn(session::watch_declared_down(Arc::downgrade(&shared)));
         let registry = Registry { shared };
         cluster.node().set_extension(registry.clone());
         registry.wait_synced(Duration::from_secs(5)).await;

@@ -120,12 +120,32 @@ async fn stop_signal(exit_with_stdin: bool) -> &'static str {
         if !exit_with_stdin {
             return std::future::pending().await;
         }
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 64];
-        loop {
-            match tokio::io::AsyncReadExt::read(&mut stdin, &mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+        // Read on a thread of its own, not tokio's (`tokio::io::stdin` reads on its blocking
+        // pool): a read there cannot be cancelled, and the runtime would wait for it at exit,
+        // so a node stopped by a signal with its standard input still open would never exit.
+        let (closed, on_close) = tokio::sync::oneshot::channel::<()>();
+        let reader = std::thread::Builder::new()
+            .name("stdin-watch".into())
+            .spawn(move || {
+                let mut buf = [0u8; 64];
+                let mut stdin = std::io::stdin();
+                loop {
+                    match std::io::Read::read(&mut stdin, &mut buf) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                let _ = closed.send(());
+            });
+        match reader {
+            Ok(_) => {
+                let _ = on_close.await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch standard input; stop the node with a signal");
+                std::future::pending::<()>().await;
             }
         }
     };

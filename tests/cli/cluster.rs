@@ -38,6 +38,11 @@ fn start_node(dir: &Path, name: &str, extra: &[&str]) -> NodeProcess {
     args.extend_from_slice(extra);
     let mut cmd = command(&args, &[]);
     cmd.stderr(log);
+    if extra.contains(&"--exit-with-stdin") {
+        // Held open by the test for as long as the process runs: a signal must stop the node
+        // all the same.
+        cmd.stdin(std::process::Stdio::piped());
+    }
     let mut process = Running::start(cmd);
     let cluster = process.wait_for_line("cluster address", WAIT);
     let admin = process.wait_for_line(": admin http://", WAIT);
@@ -76,7 +81,11 @@ fn a_cluster_of_node_processes_is_driven_by_the_client_commands() {
     let dir = dir.path();
     let n1 = start_node(dir, "n1", &[]);
     let join = format!("--join={}", n1.cluster);
-    let mut n2 = start_node(dir, "n2", &[&join, "--admin-token", "secret-token"]);
+    let mut n2 = start_node(
+        dir,
+        "n2",
+        &[&join, "--admin-token", "secret-token", "--exit-with-stdin"],
+    );
 
     let members = until_output(&["members"], &n1.admin, |text| {
         text.lines().filter(|l| l.contains("open")).count() == 2
@@ -171,7 +180,8 @@ fn a_cluster_of_node_processes_is_driven_by_the_client_commands() {
         stderr(&again)
     );
 
-    // SIGTERM: each node leaves the cluster and exits 0.
+    // SIGTERM: each node leaves the cluster and exits 0 (n2 with its standard input, which it
+    // also watches, still open).
     let mut n1 = n1;
     for node in [&mut n2, &mut n1] {
         node.process.signal(Signal::SIGTERM);

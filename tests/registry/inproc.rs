@@ -491,3 +491,48 @@ async fn a_node_that_leaves_gives_its_locks_on_once_their_actors_ended() {
     );
     assert!(!busy.is_alive());
 }
+
+/// A loopback address with a UDP port free at the moment.
+fn free_udp_addr() -> std::net::SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap()
+}
+
+/// A program that stops its node (its session expired, say) can start it again in-process, on
+/// the same address and data dir: a stopped host lets go of both. So does a host whose start
+/// failed part-way (here at the registry, whose data dir another host holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_host_frees_its_address_and_data_dir() {
+    use ensemble::host::{Host, HostConfig};
+    use ensemble::transport::certs::ClusterCa;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::generate("again").unwrap();
+    let mut config = HostConfig::new(
+        "again",
+        ca.issue("again").unwrap(),
+        dir.path().join("again"),
+    );
+    config.listen = free_udp_addr();
+    let host = Host::start(config.clone(), |_| {})
+        .await
+        .expect("the first start");
+    host.stop().await;
+    let host = Host::start(config.clone(), |_| {})
+        .await
+        .expect("a start again on the same address and data dir");
+
+    let mut other = HostConfig::new(
+        "other",
+        ca.issue("other").unwrap(),
+        dir.path().join("again"),
+    );
+    other.listen = free_udp_addr();
+    let err = match Host::start(other.clone(), |_| {}).await {
+        Ok(_) => panic!("started on a data dir another host holds"),
+        Err(err) => err,
+    };
+    assert_eq!(err.stage, "registry", "{err}");
+    std::net::UdpSocket::bind(other.listen)
+        .unwrap_or_else(|e| panic!("the address of a failed start is still bound: {e}"));
+    host.stop().await;
+}

@@ -88,6 +88,10 @@ pub(crate) struct Shared {
     /// This node left ([`Registry::leave`]): its session is closed for good, and nothing
     /// renews or reopens it.
     pub(crate) left: AtomicBool,
+    /// The leave is over (its session closed, or the attempt given up): calls still under way
+    /// end at their next try instead of trying until their timeout, each holding the
+    /// registry, and through it the node's cluster service and its address.
+    closed: AtomicBool,
     next_holder: AtomicU64,
     /// Proposals queued for the next request to the leader.
     pub(crate) proposer: proposer::Proposer,
@@ -226,6 +230,9 @@ impl Shared {
         // call spinning without ever waiting.
         let mut redirected: Vec<String> = Vec::new();
         loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(RegistryError::NoSession(self.me().clone()));
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Err(RegistryError::Timeout {
@@ -647,6 +654,15 @@ impl Drop for Abandoned<'_> {
     }
 }
 
+/// Marks the registry closed when dropped: the end of [`Registry::leave`], however it ends.
+struct Closed<'a>(&'a Shared);
+
+impl Drop for Closed<'_> {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+    }
+}
+
 /// What a task waiting for an actor's end releases then.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum ExitRelease {
@@ -710,6 +726,7 @@ impl Registry {
             proposing: AtomicUsize::new(0),
             expired: AtomicBool::new(false),
             left: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             next_holder: AtomicU64::new(1),
             proposer: proposer::Proposer::new(),
             next_request: AtomicU64::new(1),
@@ -1200,6 +1217,12 @@ impl Registry {
             node: self.node().id().clone(),
         };
         self.shared.left.store(true, Ordering::Release);
+        // However the leave ends, even dropped by a caller's timeout, calls still under way
+        // end with it.
+        let _closed = Closed(&self.shared);
+        // As the cluster service does when it leaves: the node holds the registry and the
+        // registry the node, and neither would be freed.
+        self.node().remove_extension::<Registry>();
         // Closing the session releases every lock of the node at once, with no margin of
         // time as self-fencing has: the actors bound to its leases must have ended first, or
         // a new holder could run beside one still finishing what it was doing. A kill ends an

@@ -1,8 +1,8 @@
 //! The node's session: opened at start, renewed by keepalives to the leader, and watched by
 //! a deadline after which the node fences itself; and the subscription that feeds the mirror.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ensemble_runtime::ActorRef;
@@ -55,20 +55,32 @@ pub(crate) async fn open(shared: &Shared, timeout: Duration) -> Result<Instant, 
 
 /// Renews the session, opened at `opened` (as [`open`] returns it), and fences the node when
 /// renewals stop coming back in time.
-pub(crate) async fn keep(shared: Arc<Shared>, opened: Instant) {
-    let valid_for = shared.config.session_validity();
-    // Not from now: the open may have taken a while (an answer lost and the request sent
-    // again, the copy slow to show it), and the leader counts the TTL from the commit.
-    *shared.valid_until.lock() = opened + valid_for;
-    tokio::spawn(watchdog(shared.clone()));
-    let mut tick = tokio::time::interval(
-        shared
-            .config
-            .on_local_clock(shared.config.keepalive_interval),
-    );
+///
+/// Like the watchdog, it holds the registry only while it works, not while it waits: the
+/// registry holds the node's cluster service, whose address must be free once the node stopped.
+pub(crate) async fn keep(shared: Weak<Shared>, opened: Instant) {
+    let (valid_for, mut tick) = {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let valid_for = shared.config.session_validity();
+        // Not from now: the open may have taken a while (an answer lost and the request sent
+        // again, the copy slow to show it), and the leader counts the TTL from the commit.
+        *shared.valid_until.lock() = opened + valid_for;
+        tokio::spawn(watchdog(Arc::downgrade(&shared)));
+        let tick = tokio::time::interval(
+            shared
+                .config
+                .on_local_clock(shared.config.keepalive_interval),
+        );
+        (valid_for, tick)
+    };
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         if shared.expired.load(Ordering::Acquire) || shared.left.load(Ordering::Acquire) {
             return;
         }
@@ -112,14 +124,29 @@ pub(crate) async fn keep(shared: Arc<Shared>, opened: Instant) {
 /// Marks the session expired when a peer says the cluster declared this node down: a node cut
 /// off while its session expired cannot hear it from the registry (every member refuses it),
 /// only from the refusal of the first peer it reaches again.
-pub(crate) async fn watch_declared_down(shared: Arc<Shared>) {
-    let mut events = shared.cluster.subscribe();
-    if shared.cluster.is_declared_down() {
-        shared.session_expired();
-        return;
-    }
+///
+/// Holds the registry only while it handles an event: waiting, it must not keep the registry,
+/// and through it the cluster service, alive after the node stopped.
+pub(crate) async fn watch_declared_down(shared: Weak<Shared>) {
+    let mut events = {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.cluster.is_declared_down() {
+            shared.session_expired();
+            return;
+        }
+        shared.cluster.subscribe()
+    };
     loop {
-        match events.recv().await {
+        let event = events.recv().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.left.load(Ordering::Acquire) {
+            return;
+        }
+        match event {
             Ok(ensemble_runtime::cluster::MemberEvent::Down(node)) if &node == shared.me() => {
                 shared.session_expired();
                 return;
@@ -136,10 +163,15 @@ pub(crate) async fn watch_declared_down(shared: Arc<Shared>) {
 }
 
 /// Fences the node the moment its session may no longer be valid.
-async fn watchdog(shared: Arc<Shared>) {
+async fn watchdog(shared: Weak<Shared>) {
     loop {
-        let until = *shared.valid_until.lock();
+        let Some(until) = shared.upgrade().map(|shared| *shared.valid_until.lock()) else {
+            return;
+        };
         tokio::time::sleep_until(until).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         if shared.expired.load(Ordering::Acquire) || shared.left.load(Ordering::Acquire) {
             return;
         }
@@ -198,6 +230,10 @@ pub(crate) async fn feed(shared: Arc<Shared>, mirror: ActorRef<FeedMsg>, local: 
     let mut tick = tokio::time::interval(Duration::from_millis(25));
     loop {
         tick.tick().await;
+        if shared.left.load(Ordering::Acquire) {
+            // The node left for good; it stops next.
+            return;
+        }
         let (source, heard) = {
             let view = shared.view.read();
             (view.source.clone(), view.heard)

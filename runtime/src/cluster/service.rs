@@ -335,9 +335,9 @@ impl Cluster {
             && let Err(err) = cluster.join(&seeds).await
         {
             // Undo the start: without this the endpoint would stay bound, listening and
-            // accepting peers, with its loops running, held by the node for as long as it lives.
+            // accepting peers, with its loops running, held by the node for as long as it lives
+            // (leaving detaches the service from the node).
             cluster.leave().await;
-            node.remove_extension::<Cluster>();
             return Err(err);
         }
         Ok(cluster)
@@ -568,13 +568,14 @@ impl Cluster {
                 .filter_map(|p| p.link.clone())
                 .collect()
         };
-        for link in &links {
-            let _ = link.control.send(Control::Leaving).await;
-        }
         // Each peer closes the connection once it has read `Leaving`; wait for that (closing
-        // first could discard the frame), for a second at most. Connections still open are then
-        // closed with the `leaving` code, which peers also take as leaving.
+        // first could discard the frame), for a second at most, a full control queue (a peer
+        // not reading) included. Connections still open are then closed with the `leaving`
+        // code, which peers also take as leaving.
         let acknowledged = async {
+            for link in &links {
+                let _ = link.control.send(Control::Leaving).await;
+            }
             for link in &links {
                 link.conn.closed().await;
             }
@@ -582,6 +583,9 @@ impl Cluster {
         let _ = tokio::time::timeout(Duration::from_secs(1), acknowledged).await;
         self.inner.endpoint.close(LEAVING, LEAVING_REASON);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+        // The node holds the service and the service the node: without this, neither would be
+        // freed, and the endpoint would keep its address bound for as long as the process runs.
+        self.inner.node.remove_extension::<Cluster>();
         tracing::info!(node = %self.inner.node.id(), "left the cluster");
     }
 

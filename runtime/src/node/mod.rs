@@ -384,8 +384,9 @@ impl Node {
             .insert(TypeId::of::<T>(), Box::new(value));
     }
 
-    /// Detaches the service of type `T`, if one is attached.
-    pub(crate) fn remove_extension<T: Clone + Send + Sync + 'static>(&self) {
+    /// Detaches the service of type `T`, if one is attached: a service stopping for good
+    /// detaches itself, since it usually holds the node too, and neither would be freed.
+    pub fn remove_extension<T: Clone + Send + Sync + 'static>(&self) {
         self.inner.extensions.remove(&TypeId::of::<T>());
     }
 
