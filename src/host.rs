@@ -22,9 +22,6 @@ use ensemble_supervisor::app::{Apps, AppsNode};
 
 use crate::admin::{AdminConfig, AdminServer};
 
-/// How long [`Host::stop`] waits for the registry to close the node's session.
-const LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// What a [`Host`] runs, and where.
 #[derive(Clone)]
 pub struct HostConfig {
@@ -192,13 +189,14 @@ impl Host {
         }
         // Best effort, bounded: when the cluster has lost its registry quorum (the last nodes
         // of a cluster stopping), the session simply expires instead.
-        match tokio::time::timeout(LEAVE_TIMEOUT, self.registry.leave()).await {
+        let leave_timeout = self.registry.leave_timeout();
+        match tokio::time::timeout(leave_timeout, self.registry.leave()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::warn!(node = %self.node.id(), error = %e, "leaving the registry failed; the session will expire instead");
             }
             Err(_) => {
-                tracing::warn!(node = %self.node.id(), timeout = ?LEAVE_TIMEOUT, "leaving the registry timed out; the session will expire instead");
+                tracing::warn!(node = %self.node.id(), timeout = ?leave_timeout, "leaving the registry timed out; the session will expire instead");
             }
         }
         self.node.shutdown().await;

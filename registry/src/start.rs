@@ -164,7 +164,7 @@ impl Registry {
             id,
             metrics: raft.metrics(),
         };
-        tokio::spawn(session::feed(shared.clone(), mirror, local));
+        tokio::spawn(session::feed(Arc::downgrade(&shared), mirror, local));
         tokio::spawn(proposer::run(Arc::downgrade(&shared)));
         let opened = session::open(&shared, timeout).await?;
         tokio::spawn(session::keep(Arc::downgrade(&shared), opened));

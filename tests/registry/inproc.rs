@@ -499,34 +499,58 @@ fn free_udp_addr() -> std::net::SocketAddr {
 }
 
 /// A program that stops its node (its session expired, say) can start it again in-process, on
-/// the same address and data dir: a stopped host lets go of both. So does a host whose start
-/// failed part-way (here at the registry, whose data dir another host holds).
+/// the same address and data dir: a stopped host lets go of both, even with a lock call of it
+/// still waiting in line (it ends with the leave). So does a host whose start failed
+/// part-way (here at the registry, whose data dir another host holds).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_host_frees_its_address_and_data_dir() {
     use ensemble::host::{Host, HostConfig};
     use ensemble::transport::certs::ClusterCa;
     let dir = tempfile::tempdir().unwrap();
     let ca = ClusterCa::generate("again").unwrap();
-    let mut config = HostConfig::new(
-        "again",
-        ca.issue("again").unwrap(),
-        dir.path().join("again"),
-    );
-    config.listen = free_udp_addr();
-    let host = Host::start(config.clone(), |_| {})
+    let config = |name: &str, data: &str| {
+        let mut config = HostConfig::new(name, ca.issue(name).unwrap(), dir.path().join(data));
+        config.listen = free_udp_addr();
+        config.apps = false;
+        config
+    };
+    let first = Host::start(config("first", "first"), |_| {})
         .await
-        .expect("the first start");
+        .expect("the first node");
+    let holder = first.registry.try_lock("held").await.unwrap();
+    let mut again = config("again", "again");
+    again.seeds = vec![first.cluster.local_addr()];
+    let host = Host::start(again.clone(), |_| {})
+        .await
+        .expect("the node that stops");
+    let waiting = tokio::spawn({
+        let registry = host.registry.clone();
+        async move { registry.lock("held", Duration::from_secs(60)).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while first
+        .registry
+        .lock_info("held")
+        .is_none_or(|l| l.waiters.is_empty())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     host.stop().await;
-    let host = Host::start(config.clone(), |_| {})
+    let ended = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the lock call ends with the leave")
+        .unwrap();
+    assert!(
+        matches!(ended, Err(RegistryError::NoSession(_))),
+        "{ended:?}"
+    );
+    let host = Host::start(again, |_| {})
         .await
         .expect("a start again on the same address and data dir");
 
-    let mut other = HostConfig::new(
-        "other",
-        ca.issue("other").unwrap(),
-        dir.path().join("again"),
-    );
-    other.listen = free_udp_addr();
+    let mut other = config("other", "again");
+    other.seeds = vec![first.cluster.local_addr()];
     let err = match Host::start(other.clone(), |_| {}).await {
         Ok(_) => panic!("started on a data dir another host holds"),
         Err(err) => err,
@@ -534,5 +558,7 @@ async fn a_stopped_host_frees_its_address_and_data_dir() {
     assert_eq!(err.stage, "registry", "{err}");
     std::net::UdpSocket::bind(other.listen)
         .unwrap_or_else(|e| panic!("the address of a failed start is still bound: {e}"));
+    drop(holder);
     host.stop().await;
+    first.stop().await;
 }

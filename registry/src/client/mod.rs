@@ -88,6 +88,9 @@ pub(crate) struct Shared {
     /// This node left ([`Registry::leave`]): its session is closed for good, and nothing
     /// renews or reopens it.
     pub(crate) left: AtomicBool,
+    /// [`Registry::leave`] has begun: the session is still renewed while the actors bound to
+    /// leases end, but a renewal no longer unfences the node.
+    pub(crate) leaving: AtomicBool,
     /// The leave is over (its session closed, or the attempt given up): calls still under way
     /// end at their next try instead of trying until their timeout, each holding the
     /// registry, and through it the node's cluster service and its address.
@@ -648,18 +651,34 @@ impl Drop for Abandoned<'_> {
                 },
             };
             let _ = shared.release_or_keep_trying(release).await;
-            tokio::time::sleep(shared.config.request_timeout * 2).await;
-            shared.waiters.lock().remove(&key);
+            // Not holding the registry while it waits: it must not outlive a node stopped.
+            let wait = shared.config.request_timeout * 2;
+            let shared = Arc::downgrade(&shared);
+            tokio::time::sleep(wait).await;
+            if let Some(shared) = shared.upgrade() {
+                shared.waiters.lock().remove(&key);
+            }
         });
     }
 }
 
-/// Marks the registry closed when dropped: the end of [`Registry::leave`], however it ends.
-struct Closed<'a>(&'a Shared);
+/// The end of [`Registry::leave`], however it ends (its future may be dropped by a caller's
+/// timeout): the node counts as left; calls under way end at their next try, and lock calls
+/// waiting in line at once, instead of holding the registry (and through it the node's
+/// cluster service and its address) until their timeouts; and the registry is detached from
+/// the node, which it holds in turn, so that neither keeps the other alive.
+struct Closed<'a> {
+    shared: &'a Shared,
+    node: &'a Node,
+}
 
 impl Drop for Closed<'_> {
     fn drop(&mut self) {
-        self.0.closed.store(true, Ordering::Release);
+        self.shared.left.store(true, Ordering::Release);
+        self.shared.closed.store(true, Ordering::Release);
+        // Dropping a waiter's sender ends its wait; the call then answers `NoSession`.
+        self.shared.waiters.lock().clear();
+        self.node.remove_extension::<Registry>();
     }
 }
 
@@ -726,6 +745,7 @@ impl Registry {
             proposing: AtomicUsize::new(0),
             expired: AtomicBool::new(false),
             left: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             next_holder: AtomicU64::new(1),
             proposer: proposer::Proposer::new(),
@@ -897,6 +917,10 @@ impl Registry {
                     _ => {
                         // Leave the line (or give back a grant that raced the timeout).
                         self.abandon(&key, holder).await;
+                        if self.shared.closed.load(Ordering::Acquire) {
+                            // The node left while this call waited (it ended the wait).
+                            return Err(RegistryError::NoSession(self.shared.me().clone()));
+                        }
                         return Err(RegistryError::Timeout {
                             what: format!("lock {lock:?}"),
                             timeout,
@@ -1216,19 +1240,22 @@ impl Registry {
         let command = Command::CloseSession {
             node: self.node().id().clone(),
         };
-        self.shared.left.store(true, Ordering::Release);
-        // However the leave ends, even dropped by a caller's timeout, calls still under way
-        // end with it.
-        let _closed = Closed(&self.shared);
-        // As the cluster service does when it leaves: the node holds the registry and the
-        // registry the node, and neither would be freed.
-        self.node().remove_extension::<Registry>();
+        // The session is still renewed while the bound actors end (it must not expire, which
+        // would release their locks just the same), but no renewal unfences the node.
+        self.shared.leaving.store(true, Ordering::Release);
+        // However the leave ends, even dropped by a caller's timeout: the node counts as
+        // left, calls and lock waits still under way end, and the registry lets go of the node.
+        let _closed = Closed {
+            shared: &self.shared,
+            node: self.node(),
+        };
         // Closing the session releases every lock of the node at once, with no margin of
         // time as self-fencing has: the actors bound to its leases must have ended first, or
         // a new holder could run beside one still finishing what it was doing. A kill ends an
         // actor at its next `.await`; one that does not get there within a session's TTL (the
         // time the registry would take to release its locks had the node died) is left
-        // behind, and named.
+        // behind, and named. (A bound actor of another node is only told to stop: one that
+        // cannot be reached counts as ended.)
         let (_, killed) = self.shared.lose_leases("this node left");
         let ttl = self.shared.config.session_ttl;
         let deadline = tokio::time::Instant::now() + ttl;
@@ -1240,7 +1267,15 @@ impl Registry {
                 tracing::warn!(node = %self.shared.me(), actor = %actor.id(), ?ttl, "an actor bound to a lease did not end within the session TTL of its kill; leaving without it");
             }
         }
+        // From here on nothing renews the session or opens it again.
+        self.shared.left.store(true, Ordering::Release);
         self.shared.propose_one(command, true).await.map(|_| ())
+    }
+
+    /// How long [`leave`](Registry::leave) may take: a session TTL for the actors bound to
+    /// this node's leases to end, then a request timeout to close the session.
+    pub fn leave_timeout(&self) -> Duration {
+        self.shared.config.session_ttl + self.shared.config.request_timeout
     }
 
     fn local_actor<M: RemoteMessage>(&self, actor: &ActorRef<M>) -> Result<(), RegistryError> {

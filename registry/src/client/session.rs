@@ -103,7 +103,11 @@ pub(crate) async fn keep(shared: Weak<Shared>, opened: Instant) {
                     *until = (*until).max(sent + valid_for);
                     *until
                 };
-                if until > Instant::now() && shared.fenced.swap(false, Ordering::AcqRel) {
+                // A node leaving stays fenced: its leases were lost for good.
+                if until > Instant::now()
+                    && !shared.leaving.load(Ordering::Acquire)
+                    && shared.fenced.swap(false, Ordering::AcqRel)
+                {
                     tracing::info!(node = %me, "session renewed again: no longer fenced");
                 }
             }
@@ -132,11 +136,13 @@ pub(crate) async fn watch_declared_down(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        // Subscribed before the check: a `Down` between the two is then not missed.
+        let events = shared.cluster.subscribe();
         if shared.cluster.is_declared_down() {
             shared.session_expired();
             return;
         }
-        shared.cluster.subscribe()
+        events
     };
     loop {
         let event = events.recv().await;
@@ -226,10 +232,16 @@ impl LocalVoter {
 /// A voter feeding itself saves the leader one message per committed entry and voter, and
 /// lags the leader by no more than the follower's apply: the leader sends the new commit index
 /// to every follower as soon as an entry commits.
-pub(crate) async fn feed(shared: Arc<Shared>, mirror: ActorRef<FeedMsg>, local: LocalVoter) {
+///
+/// Holds the registry only while it works, not while it waits: a registry that never got
+/// going (its start failed) or was left must not stay alive through it.
+pub(crate) async fn feed(shared: Weak<Shared>, mirror: ActorRef<FeedMsg>, local: LocalVoter) {
     let mut tick = tokio::time::interval(Duration::from_millis(25));
     loop {
         tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         if shared.left.load(Ordering::Acquire) {
             // The node left for good; it stops next.
             return;
