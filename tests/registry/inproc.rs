@@ -101,17 +101,7 @@ async fn a_lock_call_its_caller_stopped_waiting_for_leaves_no_holder() {
         let registry = registry.clone();
         tokio::spawn(async move { registry.lock("l", Duration::from_secs(60)).await })
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while registry
-        .lock_info("l")
-        .is_none_or(|lock| lock.waiters.is_empty())
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the second call never queued"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_queued(&registry, "l", "the second call").await;
     waiting.abort();
     let _ = waiting.await;
     first.release().await.unwrap();
@@ -129,6 +119,21 @@ async fn a_lock_call_its_caller_stopped_waiting_for_leaves_no_holder() {
     let lost = lease.lost();
     lease.release().await.unwrap();
     assert_eq!(lost.await, ensemble::registry::LEASE_RELEASED);
+}
+
+/// Waits until `registry`'s copy shows someone in line for `lock` (`who`, for the failure).
+async fn until_queued(registry: &Registry, lock: &str, who: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while registry
+        .lock_info(lock)
+        .is_none_or(|l| l.waiters.is_empty())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{who} never queued for {lock}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Waits until the registry of `registry` has three voters.
@@ -316,11 +321,7 @@ async fn three_nodes_share_names_and_locks() {
         async move { c.lock("l", Duration::from_secs(10)).await }
     });
     // Wait until c is in line (as a's copy shows it), so the hand-over is what is tested.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while a.lock_info("l").is_none_or(|l| l.waiters.is_empty()) {
-        assert!(tokio::time::Instant::now() < deadline, "c never queued");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_queued(&a, "l", "c").await;
     let first = lease.token();
     lease.release().await.unwrap();
     let second = waiting.await.unwrap().unwrap();
@@ -469,11 +470,8 @@ async fn a_node_that_leaves_gives_its_locks_on_once_their_actors_ended() {
         let a = a.clone();
         async move { a.lock("l", Duration::from_secs(20)).await }
     });
+    until_queued(&b, "l", "a").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while b.lock_info("l").is_none_or(|l| l.waiters.is_empty()) {
-        assert!(tokio::time::Instant::now() < deadline, "a never queued");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     busy.tell(Duration::from_millis(500)).await.unwrap();
     while !working.load(Ordering::SeqCst) {
         assert!(
@@ -527,15 +525,7 @@ async fn a_stopped_host_frees_its_address_and_data_dir() {
         let registry = host.registry.clone();
         async move { registry.lock("held", Duration::from_secs(60)).await }
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while first
-        .registry
-        .lock_info("held")
-        .is_none_or(|l| l.waiters.is_empty())
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never queued");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_queued(&first.registry, "held", "the stopping node's call").await;
     host.stop().await;
     let ended = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
