@@ -97,6 +97,46 @@ impl Actor for Sink {
     }
 }
 
+/// A reply handle of this node that comes home inside a reply completes its own ask here; the
+/// reply carrying it is taken as any other (its decoding once waited on itself for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_handle_that_comes_home_inside_a_reply_answers_its_ask() {
+    let certs = certificates(&["n0", "n1"]);
+    let (_node, _cluster, _child, echo) = pair(&certs).await;
+    let kept = echo.clone();
+    let first = tokio::spawn(async move { kept.ask(EchoMsg::Hang, ASK).await });
+    // The handle reaches the echo actor after the ask starts: ask until it is handed back.
+    let deadline = tokio::time::Instant::now() + ASK;
+    let handles = loop {
+        let handles = echo
+            .ask(EchoMsg::GiveBack, Duration::from_secs(5))
+            .await
+            .expect("the reply carrying the handle");
+        if !handles.is_empty() {
+            break handles;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the echo actor never got the first ask's handle"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(handles.len(), 1);
+    for handle in handles {
+        handle
+            .send("answered at home".to_owned())
+            .expect("the first ask waits");
+    }
+    let answer = first.await.expect("the first ask's task");
+    assert_eq!(answer.expect("the first ask"), "answered at home");
+    // The node takes replies as before.
+    let reply = echo
+        .ask(|r| EchoMsg::Echo("after".into(), r), ASK)
+        .await
+        .expect("an ask after");
+    assert_eq!(reply, "after");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reference_sent_to_another_node_receives_its_messages_in_order() {
     let certs = certificates(&["n0", "n1"]);

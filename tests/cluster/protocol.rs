@@ -16,6 +16,8 @@ pub(crate) enum EchoMsg {
     Hang(ReplyTo<String>),
     /// Reply with the text repeated this many times.
     Repeat(String, usize, ReplyTo<String>),
+    /// Reply with the handles kept by `Hang` so far (and keep them no longer).
+    GiveBack(ReplyTo<Vec<ReplyTo<String>>>),
 }
 
 /// What a sink takes.
@@ -62,6 +64,9 @@ impl Actor for Echo {
             EchoMsg::Hang(reply) => self.hung.push(reply),
             EchoMsg::Repeat(text, times, reply) => {
                 let _ = reply.send(text.repeat(times));
+            }
+            EchoMsg::GiveBack(reply) => {
+                let _ = reply.send(std::mem::take(&mut self.hung));
             }
         }
         Ok(())

@@ -86,7 +86,8 @@ impl Received {
         if seq <= self.applied {
             // Sent again: the peer did not hear the acknowledgement (it went with a
             // connection). Acknowledge again.
-            self.acknowledged = self.acknowledged.min(seq - 1);
+            // Numbers start at 1; a 0 from a faulty peer changes nothing.
+            self.acknowledged = self.acknowledged.min(seq.saturating_sub(1));
             return false;
         }
         if seq != self.applied + 1 {
@@ -189,6 +190,15 @@ mod tests {
         inbox.acknowledgement_sent(2);
         assert!(!inbox.admit(1));
         assert_eq!(inbox.acknowledgement_due(), Some(2));
+    }
+
+    #[test]
+    fn a_signal_numbered_zero_is_dropped() {
+        // Numbers start at 1: a faulty peer's 0 is neither applied nor a fault here.
+        let mut inbox = Received::default();
+        assert!(!inbox.admit(0));
+        assert_eq!(inbox.acknowledgement_due(), None);
+        assert!(inbox.admit(1));
     }
 
     #[test]

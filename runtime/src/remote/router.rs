@@ -543,7 +543,10 @@ impl Remote {
                 inbox.deliver(node, from, payload, ask);
             }
             Data::Reply { ask, outcome } => {
-                if let Some(p) = self.pending.lock().remove(&ask) {
+                // Out of the table before the reply is decoded: a reply handle of this node
+                // inside it takes its own ask from the table (`take_pending`).
+                let pending = self.pending.lock().remove(&ask);
+                if let Some(p) = pending {
                     p.reply.complete(outcome, &p.target, node);
                 }
             }
@@ -606,7 +609,27 @@ impl Remote {
             return false;
         };
         match self.frame(&Data::Reply { ask, outcome }) {
-            Ok(frame) => lane.try_send(frame).is_ok(),
+            Ok(frame) => match lane.try_send(frame) {
+                Ok(()) => true,
+                // The lane is full of tells: the answer waits for room rather than being lost
+                // (its asker would wait out its timeout).
+                Err(mpsc::error::TrySendError::Full(frame)) => {
+                    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                        tracing::debug!(%origin, ask, "reply not sent: its lane is full");
+                        return false;
+                    };
+                    runtime.spawn(async move {
+                        // Fails only if the connection ends first: the answer goes with it,
+                        // as the frames queued before it do.
+                        let _ = lane.send(frame).await;
+                    });
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::debug!(%origin, ask, "reply not sent: the connection ended");
+                    false
+                }
+            },
             Err(err) => {
                 // Too large for a frame, most likely: the asker hears why now rather than
                 // waiting out its timeout.
@@ -658,7 +681,8 @@ impl Remote {
     /// Fails an ask whose request could not go out.
     pub(crate) fn fail_pending(&self, ask: Option<u64>, reason: &str) {
         let Some(ask) = ask else { return };
-        if let Some(p) = self.pending.lock().remove(&ask) {
+        let pending = self.pending.lock().remove(&ask);
+        if let Some(p) = pending {
             p.reply.fail(AskError::Unreachable {
                 actor: p.target,
                 reason: reason.to_owned(),
@@ -1105,6 +1129,36 @@ mod tests {
             },
         );
         sent
+    }
+
+    #[tokio::test]
+    async fn a_reply_waits_for_room_in_a_full_lane() {
+        let node = Node::new(NodeConfig::new("n1")).unwrap();
+        let peer = NodeId::new("n2", 1);
+        let (lanes, mut queued): (Vec<_>, Vec<_>) = (0..LANES).map(|_| mpsc::channel(1)).unzip();
+        node.inner.remote.connect(
+            peer.clone(),
+            PeerLinks {
+                control: mpsc::channel(16).0,
+                overflow: Arc::default(),
+                lanes: lanes.clone().into(),
+                connection: 1,
+                runtime: tokio::runtime::Handle::current(),
+            },
+        );
+        let ask = 5;
+        let lane = &mut queued[ask as usize % LANES];
+        // Tells fill the lane the reply goes on.
+        lanes[ask as usize % LANES]
+            .try_send(Bytes::from_static(b"a tell"))
+            .unwrap();
+        assert!(node.inner.remote.reply(&peer, ask, Outcome::Dropped));
+        assert_eq!(lane.recv().await.unwrap(), "a tell");
+        let reply = tokio::time::timeout(Duration::from_secs(10), lane.recv())
+            .await
+            .expect("the reply was dropped")
+            .unwrap();
+        assert_ne!(reply, "a tell");
     }
 
     /// The numbers and targets of the stops queued on a connection.
