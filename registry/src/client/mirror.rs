@@ -48,6 +48,25 @@ impl View {
         }
     }
 
+    /// A message of the current subscription came: whether the subscription still works.
+    ///
+    /// Only a working subscription counts as heard from; the feed task subscribes again once
+    /// one has been silent a while (`FEED_SILENCE`, in `session.rs`). One that lost
+    /// something keeps talking: were each message counted, the copy would wait for good,
+    /// applying nothing. The feed sends its whole state first and then the rest in order, so
+    /// a batch, an idle word or a word of commits that comes while the copy has no whole
+    /// state means the state was lost: the subscription is dead already.
+    fn heard_from(&mut self, sent: Sent) {
+        match sent {
+            Sent::StatePart => self.heard = Some(Instant::now()),
+            _ if self.synced => self.heard = Some(Instant::now()),
+            // Sent by another task of the source, in no order with the whole state.
+            Sent::Early => {}
+            Sent::AfterState if self.heard.is_some() => self.lost("state"),
+            Sent::AfterState => {}
+        }
+    }
+
     /// Something the feed sent never arrived (`what`, for the metric): apply nothing more
     /// until a new subscription's whole state (the feed task subscribes again at once).
     fn lost(&mut self, what: &'static str) {
@@ -66,6 +85,17 @@ enum Fit {
     Passed,
     /// A batch before it never arrived.
     Gap,
+}
+
+/// What a subscription sent, for [`View::heard_from`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// A part of its whole state.
+    StatePart,
+    /// A batch, an idle word or a word of commits: sent after the whole state.
+    AfterState,
+    /// A batch sent before it is known committed.
+    Early,
 }
 
 /// The actor the feed is sent to.
@@ -103,7 +133,12 @@ impl Actor for Mirror {
             }
         };
         if epoch == current {
-            self.shared.view.write().heard = Some(Instant::now());
+            let sent = match &msg {
+                FeedMsg::Sync { .. } => Sent::StatePart,
+                FeedMsg::Early(_) => Sent::Early,
+                _ => Sent::AfterState,
+            };
+            self.shared.view.write().heard_from(sent);
         }
         // Given last, on every way out: see `Answer`.
         let mut answered = Answer(Vec::new());
@@ -116,7 +151,10 @@ impl Actor for Mirror {
             } => {
                 if epoch != current {
                     tracing::debug!(epoch, current, "feed: sync of an old subscription dropped");
-                    self.partial = None;
+                    // Only its own parts: a stale part must not wipe the current sync's.
+                    if self.partial.as_ref().is_some_and(|p| p.epoch == epoch) {
+                        self.partial = None;
+                    }
                     return Ok(());
                 }
                 // Parts come in order; a part of another sync starts over.
@@ -379,6 +417,42 @@ mod tests {
         // A whole state newer than the batches that follow it (from a voter a little behind
         // the one before): they are passed, not a gap.
         assert_eq!(view(20, true).fit(3, 3, 14, 15), Fit::Passed);
+    }
+
+    #[test]
+    fn a_subscription_that_lost_something_is_not_heard_from_until_a_whole_state_comes() {
+        let mut copy = view(10, true);
+        copy.heard = Some(Instant::now());
+        copy.heard_from(Sent::AfterState);
+        assert!(copy.heard.is_some(), "a working subscription is heard from");
+        copy.lost("batch");
+        // What the same subscription sends next would keep it alive for good, the copy
+        // applying none of it.
+        for sent in [Sent::AfterState, Sent::Early, Sent::AfterState] {
+            copy.heard_from(sent);
+            assert!(
+                copy.heard.is_none(),
+                "{sent:?} kept a dead subscription alive"
+            );
+        }
+        // A new subscription: heard from as its whole state comes.
+        copy.heard = Some(Instant::now());
+        copy.heard_from(Sent::StatePart);
+        assert!(copy.heard.is_some());
+    }
+
+    #[test]
+    fn a_batch_before_the_whole_state_means_the_state_was_lost() {
+        // Just subscribed: the whole state comes first.
+        let mut copy = view(10, false);
+        copy.heard = Some(Instant::now());
+        copy.heard_from(Sent::Early);
+        assert!(
+            copy.heard.is_some(),
+            "an early batch comes in no order with the state"
+        );
+        copy.heard_from(Sent::AfterState);
+        assert!(copy.heard.is_none(), "the feed task subscribes again");
     }
 
     #[test]
