@@ -12,6 +12,7 @@ mod child;
 #[allow(dead_code)]
 #[path = "../common/mod.rs"]
 mod common;
+mod controller;
 mod kv;
 mod placement;
 mod singleton;

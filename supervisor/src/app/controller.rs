@@ -79,7 +79,8 @@ pub struct Controller {
     /// Instances known to have ended whose group entry may not be gone yet, with when their
     /// end was seen.
     ended: HashMap<ActorId, Instant>,
-    /// Instances being stopped on purpose (their end is not a failure).
+    /// Instances being stopped on purpose (their end is not a failure). All of them are
+    /// watched, so their ends clear them.
     stopping: HashSet<ActorId>,
     /// Replacements made, per role, for the restart intensity (instances that one node's death
     /// took count once).
@@ -89,6 +90,11 @@ pub struct Controller {
     /// Instances that ended for good (temporary, or transient that ended normally).
     done: HashMap<RoleKey, usize>,
     gave_up: HashSet<RoleKey>,
+    /// Why the last replacement of each role was needed, for the status of one that gives up.
+    last_failure: HashMap<RoleKey, String>,
+    /// The revision of each app's spec as last read: a new one means the app was deployed
+    /// again.
+    revisions: HashMap<String, u64>,
     /// Why instances are missing, per app and role, as last written to the status key.
     problems: BTreeMap<String, BTreeMap<String, String>>,
     next_start: u64,
@@ -111,6 +117,8 @@ impl Controller {
             epoch: Instant::now(),
             done: HashMap::new(),
             gave_up: HashSet::new(),
+            last_failure: HashMap::new(),
+            revisions: HashMap::new(),
             problems: BTreeMap::new(),
             next_start: 0,
             scheduled: false,
@@ -127,16 +135,18 @@ impl Controller {
     /// Reads the deployed specs; apps no longer deployed are stopped. From this node's copy of
     /// the registry, like the groups that tell what runs: a reconciliation never waits on the
     /// leader (which may be being elected), and the copy is complete once synced.
-    async fn load_specs(&mut self) -> Result<(), String> {
+    async fn load_specs(&mut self, ctx: &mut Context<Self>) -> Result<(), String> {
         if !self.registry.is_synced() {
             return Err("this node's copy of the registry is not synced yet".into());
         }
         let entries = self.registry.get_prefix_cached(APPS_PREFIX);
         let mut specs = BTreeMap::new();
+        let mut revisions = HashMap::new();
         for (key, value) in entries {
             let text = String::from_utf8_lossy(&value.value);
             match AppSpec::from_toml(&text) {
                 Ok(spec) => {
+                    revisions.insert(spec.name.clone(), value.modified);
                     specs.insert(spec.name.clone(), spec);
                 }
                 Err(e) => tracing::error!(%key, "deployed app spec is not valid: {e}"),
@@ -145,31 +155,37 @@ impl Controller {
         let old_specs = std::mem::take(&mut self.specs);
         for (name, old) in &old_specs {
             match specs.get(name) {
-                None => self.remove_app(old).await,
-                Some(new) if new != old => {
+                None => self.remove_app(old, ctx).await,
+                // Deployed again, changed or not: every deploy writes the key, so its
+                // revision tells a deploy apart from a tick that found nothing new (comparing
+                // the specs could not: one deployed again unchanged is equal, and one with a
+                // NaN among its arguments is never equal to itself).
+                Some(new) if revisions.get(name) != self.revisions.get(name) => {
                     // Roles the new spec dropped go.
                     for role in old.roles.iter().filter(|r| new.role(&r.name).is_none()) {
-                        self.stop_role(&old.name, &role.name);
+                        self.stop_role(&old.name, &role.name, ctx);
+                        self.forget_role(&(old.name.clone(), role.name.clone()));
                     }
-                    // Deployed again: a role that gave up gets another chance.
+                    // A role that gave up, or whose instances ended for good, gets another
+                    // chance.
                     for role in &new.roles {
-                        let key = (name.clone(), role.name.clone());
-                        self.gave_up.remove(&key);
-                        self.done.remove(&key);
-                        self.restarts.remove(&key);
+                        self.forget_role(&(name.clone(), role.name.clone()));
                     }
                 }
                 _ => {}
             }
         }
         self.specs = specs;
+        self.revisions = revisions;
         Ok(())
     }
 
-    async fn remove_app(&mut self, spec: &AppSpec) {
+    async fn remove_app(&mut self, spec: &AppSpec, ctx: &mut Context<Self>) {
         tracing::info!(app = %spec.name, "app removed; stopping its instances");
         for role in &spec.roles {
-            self.stop_role(&spec.name, &role.name);
+            self.stop_role(&spec.name, &role.name, ctx);
+            // Deployed again later, the app starts afresh.
+            self.forget_role(&(spec.name.clone(), role.name.clone()));
         }
         self.problems.remove(&spec.name);
         let _ = self
@@ -178,12 +194,58 @@ impl Controller {
             .await;
     }
 
-    /// Stops every instance of a role (not a failure: they are not replaced).
-    fn stop_role(&mut self, app: &str, role: &str) {
-        for wire in self.registry.group_members(&role_group(app, role)) {
-            self.stopping.insert(wire.id.clone());
-            UntypedRef::from_id(self.cluster.node(), &wire.id).stop_with(ExitReason::Shutdown);
+    /// Forgets what a role's history decided: its restarts, whether it gave up, how many of
+    /// its instances ended for good.
+    fn forget_role(&mut self, key: &RoleKey) {
+        self.gave_up.remove(key);
+        self.done.remove(key);
+        self.restarts.remove(key);
+        self.last_failure.remove(key);
+    }
+
+    /// Whether the deployed specs still have this role.
+    fn wants(&self, key: &RoleKey) -> bool {
+        self.specs
+            .get(&key.0)
+            .is_some_and(|s| s.role(&key.1).is_some())
+    }
+
+    /// Stops every instance of a role (not a failure: they are not replaced): those its group
+    /// shows, those this controller started that the group does not show yet, and those
+    /// still starting (their start is forgotten, so the instance is stopped when it answers).
+    fn stop_role(&mut self, app: &str, role: &str, ctx: &mut Context<Self>) {
+        let key: RoleKey = (app.to_owned(), role.to_owned());
+        let mut ids: HashSet<ActorId> = self
+            .registry
+            .group_members(&role_group(app, role))
+            .into_iter()
+            .map(|w| w.id)
+            .collect();
+        ids.extend(
+            self.watched
+                .iter()
+                .filter(|(_, k)| **k == key)
+                .map(|(id, _)| id.clone()),
+        );
+        for id in ids {
+            self.stop_instance(&key, id, ctx);
         }
+        self.starting.remove(&key);
+    }
+
+    /// Stops an instance on purpose, watching it until it ends (so its end is not taken for a
+    /// failure, and the stopping instance is forgotten then).
+    fn stop_instance(&mut self, key: &RoleKey, id: ActorId, ctx: &mut Context<Self>) {
+        if self.ended.contains_key(&id) {
+            return;
+        }
+        let instance = UntypedRef::from_id(ctx.node(), &id);
+        if !self.watched.contains_key(&id) {
+            ctx.monitor(instance.clone());
+            self.watched.insert(id.clone(), key.clone());
+        }
+        self.stopping.insert(id);
+        instance.stop_with(ExitReason::Shutdown);
     }
 
     async fn reconcile(&mut self, ctx: &mut Context<Self>) {
@@ -249,8 +311,12 @@ impl Controller {
         live.sort();
         if self.gave_up.contains(&key) {
             return Some(format!(
-                "gave up: more than {} restarts within {} s; deploy the app again to retry",
-                role.restart.max_restarts, role.restart.within_secs
+                "gave up: more than {} restarts within {} s (the last because {}); deploy the app again to retry",
+                role.restart.max_restarts,
+                role.restart.within_secs,
+                self.last_failure
+                    .get(&key)
+                    .map_or("of an unknown failure", String::as_str)
             ));
         }
         let starting = self.starting.get(&key).map_or(0, Vec::len);
@@ -265,8 +331,7 @@ impl Controller {
             extra.sort_by_key(|id| std::cmp::Reverse(self.indexes.get(id).copied()));
             for id in extra.into_iter().take(have - wanted) {
                 tracing::info!(%app, role = %role.name, actor = %id, "stopping an instance over the wanted count");
-                self.stopping.insert(id.clone());
-                UntypedRef::from_id(ctx.node(), &id).stop_with(ExitReason::Shutdown);
+                self.stop_instance(&key, id, ctx);
             }
             return None;
         }
@@ -316,13 +381,46 @@ impl Controller {
             role.instances,
             role.min(),
             if started < placed.nodes.len() {
-                "its global name is still held by an instance that is stopping".to_owned()
+                self.name_held(&key, role, &used, limit)
             } else {
                 placed.reason()
             }
         );
         tracing::warn!(%app, role = %role.name, "{problem}");
         Some(problem)
+    }
+
+    /// Who holds the global name that a start of the role waits for: the name of the lowest
+    /// index not in `used` (up to `limit`) that is held.
+    fn name_held(
+        &self,
+        key: &RoleKey,
+        role: &RoleSpec,
+        used: &HashSet<usize>,
+        limit: usize,
+    ) -> String {
+        let held = (0..=limit)
+            .filter(|i| !used.contains(i))
+            .filter_map(|i| role.global_name_of(i))
+            .find_map(|name| {
+                self.registry
+                    .name_holder(&name)
+                    .map(|holder| (name, holder.id))
+            });
+        let Some((name, holder)) = held else {
+            return "its global name was held; it is free again, the next round starts it".into();
+        };
+        if self.stopping.contains(&holder) {
+            format!(
+                "its global name {name:?} is still held by instance {holder}, which is stopping"
+            )
+        } else if self.watched.get(&holder) == Some(key) {
+            format!("its global name {name:?} is held by instance {holder} of the role")
+        } else {
+            format!(
+                "its global name {name:?} is held by actor {holder}, which is not an instance of the role (end or unregister it, or give the role another global_name)"
+            )
+        }
     }
 
     /// The nodes that can take instances, with what is reserved on them and how many
@@ -393,7 +491,7 @@ impl Controller {
 
     /// An instance ended (because node `died` died, if that is why): decide whether it is
     /// replaced.
-    fn ended(&mut self, key: RoleKey, reason: &ExitReason, died: Option<&NodeId>) {
+    fn ended(&mut self, key: RoleKey, reason: &ExitReason, died: Option<&NodeId>, why: String) {
         let Some(role) = self.specs.get(&key.0).and_then(|s| s.role(&key.1)).cloned() else {
             return;
         };
@@ -406,10 +504,18 @@ impl Controller {
             *self.done.entry(key).or_default() += 1;
             return;
         }
+        self.count_restart(key, &role, died, why);
+    }
+
+    /// Counts one replacement of a role (for node `died`'s death, if that is why) against its
+    /// restart intensity; the role gives up when it is exceeded.
+    fn count_restart(&mut self, key: RoleKey, role: &RoleSpec, died: Option<&NodeId>, why: String) {
         let window = Duration::from_secs(role.restart.within_secs);
         let now = self.epoch.elapsed();
         let history = self.restarts.entry(key.clone()).or_default();
-        if history.count(died, now, window) > role.restart.max_restarts as usize {
+        let count = history.count(died, now, window);
+        self.last_failure.insert(key.clone(), why);
+        if count > role.restart.max_restarts as usize {
             tracing::error!(app = %key.0, role = %key.1, "restart intensity exceeded; the role gives up");
             metrics::counter!("ensemble_app_roles_given_up_total").increment(1);
             self.gave_up.insert(key);
@@ -427,7 +533,7 @@ impl Actor for Controller {
         // A controller that takes over may find the registry electing a leader: it reads the
         // specs again at every tick, so it starts anyway rather than fail (and hand its lease
         // on) for a moment's unavailability.
-        if let Err(e) = self.load_specs().await {
+        if let Err(e) = self.load_specs(ctx).await {
             tracing::warn!("the app controller cannot read the app specs yet: {e}");
         }
         tracing::info!(node = %ctx.node().id(), apps = self.specs.len(), "app controller started");
@@ -474,7 +580,7 @@ impl Actor for Controller {
     async fn handle(&mut self, msg: ControllerMsg, ctx: &mut Context<Self>) -> ActorResult {
         match msg {
             ControllerMsg::Reconcile => {
-                if let Err(e) = self.load_specs().await {
+                if let Err(e) = self.load_specs(ctx).await {
                     tracing::warn!("the app controller cannot read the app specs: {e}");
                 }
                 self.reconcile(ctx).await;
@@ -484,12 +590,24 @@ impl Actor for Controller {
                 start,
                 result,
             } => {
+                // A start that is not under way any more was forgotten on purpose: its role
+                // was stopped (the app removed, or the role dropped) while it ran.
                 let mut index = None;
                 if let Some(starting) = self.starting.get_mut(&role) {
                     index = starting.iter().find(|s| s.id == start).map(|s| s.index);
                     starting.retain(|s| s.id != start);
                 }
+                let wanted = index.is_some() && self.wants(&role);
                 match result {
+                    Ok(wire) if !wanted => {
+                        tracing::info!(app = %role.0, role = %role.1, actor = %wire.id, "an instance started for a role no longer deployed; stopping it");
+                        self.stop_instance(&role, wire.id, ctx);
+                        return Ok(());
+                    }
+                    Ok(wire) if self.ended.contains_key(&wire.id) => {
+                        // Its end came first (this node's copy of the registry showed it in
+                        // its group, so it was watched) and is counted already.
+                    }
                     Ok(wire) => {
                         if let Some(index) = index {
                             self.indexes.insert(wire.id.clone(), index);
@@ -501,6 +619,7 @@ impl Actor for Controller {
                             entry.insert(role);
                         }
                     }
+                    Err(_) if !wanted => return Ok(()),
                     Err(NotStarted::NoRoom(why)) => {
                         // Another placer took the node's last room first: planned again at
                         // the next tick, from a fresher copy; not a failure of the role.
@@ -510,7 +629,16 @@ impl Actor for Controller {
                     Err(NotStarted::Failed(why)) => {
                         tracing::warn!(app = %role.0, role = %role.1, "instance did not start: {why}");
                         metrics::counter!("ensemble_app_start_failures_total").increment(1);
-                        self.ended(role, &ExitReason::Failed(why), None);
+                        // Counted against the restart intensity whatever the restart policy,
+                        // but never as an instance that ended for good: no instance ran.
+                        if let Some(spec) = self
+                            .specs
+                            .get(&role.0)
+                            .and_then(|s| s.role(&role.1))
+                            .cloned()
+                        {
+                            self.count_restart(role, &spec, None, format!("a start failed: {why}"));
+                        }
                         // Tried again at the next tick, not at once: a start that fails
                         // fast would otherwise spend the restart intensity in a moment.
                         return Ok(());
@@ -533,7 +661,8 @@ impl Actor for Controller {
         }
         tracing::info!(app = %key.0, role = %key.1, actor = %down.actor, reason = %down.reason, "instance ended");
         let died = died_with_its_node(down.actor.node(), &down.reason);
-        self.ended(key, &down.reason, died);
+        let why = format!("instance {} ended: {}", down.actor, down.reason);
+        self.ended(key, &down.reason, died, why);
         self.schedule(ctx);
         Ok(())
     }
