@@ -180,8 +180,12 @@ async fn start(
         )));
     }
     let reserved = !request.resources.is_empty();
-    if reserved {
-        registry
+    let undo = Undo {
+        registry: registry.clone(),
+        instance: reserved.then(|| request.instance.clone()),
+    };
+    if reserved
+        && let Err(e) = registry
             .reserve(
                 &request.instance,
                 &me,
@@ -189,15 +193,18 @@ async fn start(
                 cluster.resources(),
             )
             .await
-            .map_err(|e| match e {
-                RegistryError::Insufficient { .. } => NotStarted::NoRoom(e.to_string()),
-                e => NotStarted::Failed(e.to_string()),
-            })?;
+    {
+        // An answer lost on its way (a timeout after the leader committed the reservation)
+        // leaves one that nothing would free until this node's session ends: unreserve it,
+        // which does nothing if it was never made.
+        if may_have_reserved(&e) {
+            undo.now().await;
+        }
+        return Err(match e {
+            RegistryError::Insufficient { .. } => NotStarted::NoRoom(e.to_string()),
+            e => NotStarted::Failed(e.to_string()),
+        });
     }
-    let undo = Undo {
-        registry: registry.clone(),
-        instance: reserved.then(|| request.instance.clone()),
-    };
     let lease = match &request.singleton {
         Some(lock) => match registry.lock(lock, request.lock_timeout).await {
             Ok(lease) => Some(lease),
@@ -277,6 +284,15 @@ async fn release(lease: Option<Lease>) {
     }
 }
 
+/// Whether a reservation may have been made though `reserve` failed with `error`: only a
+/// definite refusal says it was not.
+fn may_have_reserved(error: &RegistryError) -> bool {
+    !matches!(
+        error,
+        RegistryError::Insufficient { .. } | RegistryError::ReservationTaken { .. }
+    )
+}
+
 /// Frees an instance's reservation.
 struct Undo {
     registry: Registry,
@@ -352,4 +368,40 @@ pub async fn start_on(
         .ask(|reply| AgentMsg::Start(request, timeout, reply), timeout)
         .await
         .map_err(|e| NotStarted::Failed(format!("node {node}'s agent did not answer: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_is_undone_unless_it_was_refused_for_sure() {
+        let node = NodeId::new("n1", 1);
+        let timeout = RegistryError::Timeout {
+            what: "reserve".into(),
+            timeout: Duration::from_secs(5),
+            last: "no leader".into(),
+        };
+        let unknown = RegistryError::Unknown {
+            what: "reserve".into(),
+            reason: "the leader stepped down".into(),
+        };
+        assert!(may_have_reserved(&timeout));
+        assert!(may_have_reserved(&unknown));
+        assert!(may_have_reserved(&RegistryError::NoSession(node.clone())));
+        let short = RegistryError::Insufficient {
+            node: node.to_string(),
+            resource: "cpu".into(),
+            need: 2,
+            free: 1,
+        };
+        let taken = RegistryError::ReservationTaken {
+            id: "a/r/0@x#1".into(),
+            node,
+            need: BTreeMap::new(),
+        };
+        // Unreserving these would free a reservation of someone else's, or nothing.
+        assert!(!may_have_reserved(&short));
+        assert!(!may_have_reserved(&taken));
+    }
 }
