@@ -345,3 +345,33 @@ async fn a_global_name_held_by_another_actor_is_named_with_its_holder() {
     assert!(!problem.contains("stopping"), "{problem}");
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_deployed_role_may_not_become_a_singleton() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["s1"]);
+    let (node, _registry, apps, counts) = one_node(certs.path()).await;
+    apps.deploy(&app("single", "args = { tag = \"single\" }"))
+        .await
+        .unwrap();
+    wait_for("no instance", || counts.of("single"), |c| c.running == 1).await;
+    let err = apps
+        .deploy(&app(
+            "single",
+            "args = { tag = \"single\" }\nsingleton = true",
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("roles[r].singleton"), "{err}");
+    // Removed and deployed again, it may.
+    assert!(apps.remove("single").await.unwrap());
+    apps.deploy(&app(
+        "single",
+        "args = { tag = \"single\" }\nsingleton = true",
+    ))
+    .await
+    .unwrap();
+    node.shutdown().await;
+}

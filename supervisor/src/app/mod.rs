@@ -104,13 +104,35 @@ impl Apps {
     }
 
     /// Deploys an app, or changes a deployed one (roles added, removed or resized; new
-    /// instances use the new module arguments, running ones keep theirs).
+    /// instances use the new module arguments, running ones keep theirs). A role kept may
+    /// not change its module, `singleton` or `global_name` ([`AppSpec::check_change`]).
     pub async fn deploy(&self, spec: &AppSpec) -> Result<(), AppError> {
         spec.validate()?;
-        self.registry
-            .put(&format!("{APPS_PREFIX}{}", spec.name), spec.to_toml())
-            .await?;
-        Ok(())
+        let key = format!("{APPS_PREFIX}{}", spec.name);
+        // Written only over the spec that was checked: a deploy racing this one is read and
+        // checked again.
+        const ATTEMPTS: usize = 5;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let deployed = self.registry.get(&key).await?;
+            if let Some(old) = deployed
+                .as_ref()
+                .and_then(|kv| AppSpec::from_toml(&String::from_utf8_lossy(&kv.value)).ok())
+            {
+                spec.check_change(&old)?;
+            }
+            let expected = deployed.map_or(0, |kv| kv.modified);
+            match self
+                .registry
+                .compare_and_set(&key, expected, Some(spec.to_toml().into_bytes()))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(RegistryError::RevisionMismatch { .. }) if attempt < ATTEMPTS => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Removes an app: its instances are stopped. Says whether it was deployed.

@@ -246,6 +246,48 @@ impl AppSpec {
         Ok(())
     }
 
+    /// Checks that this spec may replace `deployed`, the one deployed under its name: a role
+    /// kept may change its counts, placement, policy and arguments, but not what its
+    /// instances are (module or program, singleton or not, global name), since its running
+    /// instances would keep the old ones beside new instances with the new ones (a non
+    /// singleton instance, holding no lease, beside the singleton; two names for one index).
+    /// The error names the role and the key; removing the app first, or renaming the role,
+    /// replaces its instances.
+    pub fn check_change(&self, deployed: &AppSpec) -> Result<(), SpecError> {
+        for role in &self.roles {
+            let Some(old) = deployed.role(&role.name) else {
+                continue;
+            };
+            let changed = if old.module_name() != role.module_name() {
+                Some(("module", describe_module(old), describe_module(role)))
+            } else if old.singleton != role.singleton {
+                Some((
+                    "singleton",
+                    old.singleton.to_string(),
+                    role.singleton.to_string(),
+                ))
+            } else if old.global_name != role.global_name {
+                Some((
+                    "global_name",
+                    format!("{:?}", old.global_name.as_deref().unwrap_or("none")),
+                    format!("{:?}", role.global_name.as_deref().unwrap_or("none")),
+                ))
+            } else {
+                None
+            };
+            if let Some((key, from, to)) = changed {
+                return Err(SpecError::Invalid {
+                    app: self.name.clone(),
+                    key: format!("roles[{}].{key}", role.name),
+                    problem: format!(
+                        "cannot change from {from} to {to} while the app is deployed (its running instances would keep the old one); remove the app and deploy it again, or give the role a new name"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The role named `role`.
     pub fn role(&self, role: &str) -> Option<&RoleSpec> {
         self.roles.iter().find(|r| r.name == role)
@@ -284,6 +326,14 @@ impl RoleSpec {
         let empty = toml::Value::Table(toml::Table::new());
         rmp_serde::to_vec_named(self.args.as_ref().unwrap_or(&empty))
             .expect("TOML values always encode")
+    }
+}
+
+fn describe_module(role: &RoleSpec) -> String {
+    if role.program.is_some() {
+        "a program".into()
+    } else {
+        format!("{:?}", role.module)
     }
 }
 
@@ -422,6 +472,38 @@ program = { command = "python3", args = ["-m", "http.server", "{port}"], health 
         let err =
             AppSpec::from_toml("name = \"x\"\n[[roles]]\nname = \"a\"\nmodul = \"m\"").unwrap_err();
         assert!(err.to_string().contains("unknown field `modul`"), "{err}");
+    }
+
+    #[test]
+    fn a_role_kept_may_not_change_what_its_instances_are() {
+        let deployed = AppSpec::from_toml(KV).unwrap();
+        let mut resized = deployed.clone();
+        resized.roles[1].instances = 8;
+        resized.roles[1].args = Some(toml::Value::Integer(1));
+        assert_eq!(resized.check_change(&deployed), Ok(()));
+        let mut dropped = deployed.clone();
+        dropped.roles.remove(0);
+        assert_eq!(dropped.check_change(&deployed), Ok(()));
+
+        let mut singleton = deployed.clone();
+        singleton.roles[1].singleton = true;
+        singleton.roles[1].instances = 1;
+        let err = singleton.check_change(&deployed).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "app \"kv\": roles[worker].singleton: cannot change from false to true"
+            ),
+            "{err}"
+        );
+        let mut module = deployed.clone();
+        module.roles[0].module = "kv.other".into();
+        let err = module.check_change(&deployed).unwrap_err().to_string();
+        assert!(err.contains("roles[master].module"), "{err}");
+        assert!(err.contains("\"kv.master\" to \"kv.other\""), "{err}");
+        let mut named = deployed.clone();
+        named.roles[0].global_name = None;
+        let err = named.check_change(&deployed).unwrap_err().to_string();
+        assert!(err.contains("roles[master].global_name"), "{err}");
     }
 
     #[test]
