@@ -124,6 +124,9 @@ impl Offer {
 pub enum Unfit {
     /// The instance must run on another node.
     OtherNode,
+    /// The node the instance must run on is not among those that can take work: not in the
+    /// cluster, not up, or running no agent.
+    Absent,
     /// A label is missing or has another value.
     Label {
         /// The label.
@@ -150,6 +153,9 @@ impl fmt::Display for Unfit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Unfit::OtherNode => f.write_str("not the node asked for"),
+            Unfit::Absent => f.write_str(
+                "the node asked for is not up in the cluster with an agent (not joined, down, or left)",
+            ),
             Unfit::Label {
                 key,
                 wanted,
@@ -228,11 +234,18 @@ pub fn plan(offers: &[Offer], needs: &Requirements, count: usize) -> Plan {
         }
     }
     let unfit = if nodes.len() < count {
-        offers
+        let mut unfit: Vec<(String, Unfit)> = offers
             .iter()
             .filter_map(|o| o.refusal(needs).map(|why| (o.node.clone(), why)))
             .filter(|(_, why)| *why != Unfit::OtherNode)
-            .collect()
+            .collect();
+        // The other nodes are left out as unfit: say that the one asked for is missing.
+        if let Some(node) = &needs.node
+            && !offers.iter().any(|o| &o.node == node)
+        {
+            unfit.push((node.clone(), Unfit::Absent));
+        }
+        unfit
     } else {
         Vec::new()
     };
@@ -281,6 +294,20 @@ mod tests {
             ..needs(1)
         };
         assert_eq!(plan(&offers, &needs, 3).nodes, ["a", "a", "b"]);
+    }
+
+    #[test]
+    fn a_missing_node_asked_for_is_named() {
+        let needs = Requirements {
+            node: Some("n9".into()),
+            ..needs(1)
+        };
+        let plan = plan(&[offer("a", 10, "x"), offer("b", 10, "x")], &needs, 1);
+        assert!(plan.nodes.is_empty());
+        assert_eq!(
+            plan.reason(),
+            "n9: the node asked for is not up in the cluster with an agent (not joined, down, or left)"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::AGENTS_GROUP;
 use crate::placement::Requirements;
 use crate::program::{PROGRAM_MODULE, ProgramSpec};
 use crate::spec::Restart;
@@ -119,9 +120,12 @@ impl Default for RestartPolicy {
     }
 }
 
+/// The start of every role's group name (see [`role_group`]); reserved.
+const APP_GROUP_PREFIX: &str = "ensemble.app/";
+
 /// The registry group every instance of a role joins: how the controller counts them.
 pub fn role_group(app: &str, role: &str) -> String {
-    format!("ensemble.app/{app}/{role}")
+    format!("{APP_GROUP_PREFIX}{app}/{role}")
 }
 
 /// An app spec that is not valid, saying which key of which role is wrong.
@@ -175,6 +179,7 @@ impl AppSpec {
             ));
         }
         let mut seen = BTreeSet::new();
+        let mut names = BTreeMap::new();
         for role in &self.roles {
             let key = |k: &str| format!("roles[{}].{k}", role.name);
             if role.name.is_empty() || role.name.contains('/') {
@@ -238,6 +243,26 @@ impl AppSpec {
                     key("global_name"),
                     "with several instances the name must contain {i} (the instance's index)",
                 ));
+            }
+            if let Some(name) = &role.global_name
+                && let Some(other) = names.insert(name.as_str(), role.name.as_str())
+            {
+                return Err(invalid(
+                    key("global_name"),
+                    &format!(
+                        "role {other} has the same global name {name:?}: a name resolves to one actor, so one of them could never start; give each role its own"
+                    ),
+                ));
+            }
+            for group in &role.groups {
+                if group.starts_with(APP_GROUP_PREFIX) || group == AGENTS_GROUP {
+                    return Err(invalid(
+                        key("groups"),
+                        &format!(
+                            "{group:?} is a group the runtime counts instances or agents by (names starting with {APP_GROUP_PREFIX:?}, and {AGENTS_GROUP:?}, are reserved); pick another name"
+                        ),
+                    ));
+                }
             }
             if role.restart.within_secs == 0 {
                 return Err(invalid(key("restart.within_secs"), "must be at least 1"));
@@ -504,6 +529,29 @@ program = { command = "python3", args = ["-m", "http.server", "{port}"], health 
         named.roles[0].global_name = None;
         let err = named.check_change(&deployed).unwrap_err().to_string();
         assert!(err.contains("roles[master].global_name"), "{err}");
+    }
+
+    #[test]
+    fn roles_may_not_share_a_global_name_or_take_a_reserved_group() {
+        let two = "name = \"x\"\n[[roles]]\nname = \"a\"\nmodule = \"m\"\nglobal_name = \"boss\"\n[[roles]]\nname = \"b\"\nmodule = \"m\"\nglobal_name = \"boss\"\n";
+        let err = AppSpec::from_toml(two).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "app \"x\": roles[b].global_name: role a has the same global name \"boss\""
+            ),
+            "{err}"
+        );
+        for group in ["ensemble.app/x/a", "ensemble.agents"] {
+            let text = format!(
+                "name = \"x\"\n[[roles]]\nname = \"a\"\nmodule = \"m\"\ngroups = [\"{group}\"]\n"
+            );
+            let err = AppSpec::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains("roles[a].groups"), "{err}");
+            assert!(err.contains(group), "{err}");
+        }
+        let fine =
+            "name = \"x\"\n[[roles]]\nname = \"a\"\nmodule = \"m\"\ngroups = [\"ensemble.apps\"]\n";
+        assert!(AppSpec::from_toml(fine).is_ok());
     }
 
     #[test]
