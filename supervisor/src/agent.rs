@@ -21,7 +21,9 @@ use std::time::Duration;
 use ensemble_registry::{Lease, Registry, RegistryError};
 use ensemble_runtime::cluster::{Cluster, MemberStatus};
 use ensemble_runtime::remote::{ModuleActor, WireRef};
-use ensemble_runtime::{Actor, ActorRef, ActorResult, Context, Node, NodeId, ReplyTo};
+use ensemble_runtime::{
+    Actor, ActorRef, ActorResult, AskError, Context, ExitReason, Node, NodeId, ReplyTo,
+};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -69,6 +71,11 @@ pub enum NotStarted {
     /// Anything else: no such module, a name or lease not taken, the start failed, no answer.
     #[error("{0}")]
     Failed(String),
+    /// The node asked went down before it answered (its session ended): whatever it started
+    /// went with it. Like the instances that ran there, a failure of the node, not of the
+    /// instance (the app controller counts one node's death once).
+    #[error("node {0} went down before it answered the start")]
+    NodeDown(NodeId),
 }
 
 impl From<String> for NotStarted {
@@ -367,12 +374,24 @@ pub async fn start_on(
     agent
         .ask(|reply| AgentMsg::Start(request, timeout, reply), timeout)
         .await
-        .map_err(|e| NotStarted::Failed(format!("node {node}'s agent did not answer: {e}")))?
+        .map_err(|e| unanswered(&node, e))?
+}
+
+/// Why a start asked of node `node`'s agent got no answer.
+fn unanswered(node: &NodeId, error: AskError) -> NotStarted {
+    match error {
+        AskError::Stopped {
+            reason: ExitReason::NodeDown(down),
+            ..
+        } if &down == node => NotStarted::NodeDown(down),
+        e => NotStarted::Failed(format!("node {node}'s agent did not answer: {e}")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ensemble_runtime::ActorId;
 
     #[test]
     fn a_reservation_is_undone_unless_it_was_refused_for_sure() {
@@ -403,5 +422,27 @@ mod tests {
         // Unreserving these would free a reservation of someone else's, or nothing.
         assert!(!may_have_reserved(&short));
         assert!(!may_have_reserved(&taken));
+    }
+
+    #[test]
+    fn a_start_whose_node_went_down_says_so() {
+        let node = NodeId::new("n1", 1);
+        let agent = ActorId::new(node.clone(), 7);
+        let down = AskError::Stopped {
+            actor: agent.clone(),
+            reason: ExitReason::NodeDown(node.clone()),
+        };
+        assert_eq!(unanswered(&node, down), NotStarted::NodeDown(node.clone()));
+        // Another node's death, or no answer in time, is a failure of the start.
+        let other = AskError::Stopped {
+            actor: agent.clone(),
+            reason: ExitReason::NodeDown(NodeId::new("n2", 1)),
+        };
+        assert!(matches!(unanswered(&node, other), NotStarted::Failed(_)));
+        let late = AskError::Timeout {
+            actor: agent,
+            after: Duration::from_secs(1),
+        };
+        assert!(matches!(unanswered(&node, late), NotStarted::Failed(_)));
     }
 }

@@ -266,6 +266,7 @@ impl Supervisor {
                 self.update_unplaced(ctx);
                 return Err(failed(&node, reason));
             }
+            Err(e @ NotStarted::NodeDown(_)) => return Err(failed(&node, e.to_string())),
             Err(NotStarted::Failed(reason)) => return Err(failed(&node, reason)),
         };
         let actor = UntypedRef::from_id(ctx.node(), &wire.id);

@@ -626,6 +626,22 @@ impl Actor for Controller {
                         tracing::info!(app = %role.0, role = %role.1, "instance not placed, the node's room went first: {why}");
                         return Ok(());
                     }
+                    Err(NotStarted::NodeDown(node)) => {
+                        // Counted once with the instances that ran there, however many
+                        // starts it had under way.
+                        tracing::warn!(app = %role.0, role = %role.1, %node, "instance did not start: its node went down");
+                        if let Some(spec) = self
+                            .specs
+                            .get(&role.0)
+                            .and_then(|s| s.role(&role.1))
+                            .cloned()
+                        {
+                            let why = format!("node {node} went down during a start");
+                            self.count_restart(role, &spec, Some(&node), why);
+                        }
+                        self.schedule(ctx);
+                        return Ok(());
+                    }
                     Err(NotStarted::Failed(why)) => {
                         tracing::warn!(app = %role.0, role = %role.1, "instance did not start: {why}");
                         metrics::counter!("ensemble_app_start_failures_total").increment(1);
