@@ -37,6 +37,11 @@ pub(crate) struct AdminArgs {
     json: bool,
 }
 
+/// The most an answer of the admin API may hold. `names` and `apps` list the whole cluster,
+/// which outgrows ureq's default of 10 MiB on a large one; the cap only keeps a wrong server
+/// from filling the memory.
+const MAX_ANSWER: u64 = 256 * 1024 * 1024;
+
 /// A blocking client of one node's admin API.
 struct AdminClient {
     base: String,
@@ -45,9 +50,24 @@ struct AdminClient {
 }
 
 impl AdminClient {
-    fn new(args: &AdminArgs) -> AdminClient {
+    fn new(args: &AdminArgs) -> Result<AdminClient, String> {
         let address = args.admin.trim().trim_end_matches('/');
-        let base = if address.starts_with("http://") || address.starts_with("https://") {
+        if address
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        {
+            // ureq is built without TLS: refused here rather than failing later as if no
+            // node were there.
+            return Err(format!(
+                "--admin {address}: this ensemble speaks plain HTTP to the admin API, as the admin \
+                 server serves it; give HOST:PORT or http://HOST:PORT, and reach a node on \
+                 another machine through an SSH tunnel (ssh -L 7070:127.0.0.1:7070 HOST)"
+            ));
+        }
+        let base = if address
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        {
             address.to_owned()
         } else {
             format!("http://{address}")
@@ -55,13 +75,16 @@ impl AdminClient {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(10)))
             .http_status_as_error(false)
+            // Never through a proxy of the environment (HTTP_PROXY, ALL_PROXY): the requests
+            // carry the bearer token, and the admin API is on loopback or a private address.
+            .proxy(None)
             .build()
             .into();
-        AdminClient {
+        Ok(AdminClient {
             base,
             token: args.token.clone(),
             agent,
-        }
+        })
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
@@ -108,8 +131,16 @@ impl AdminClient {
         let status = response.status();
         let text = response
             .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER)
             .read_to_string()
-            .map_err(|e| format!("{method} {url}: cannot read the answer: {e}"))?;
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(limit) => format!(
+                    "{method} {url}: the answer is larger than {} MiB, the most this ensemble reads",
+                    limit / (1024 * 1024)
+                ),
+                e => format!("{method} {url}: cannot read the answer: {e}"),
+            })?;
         if status.is_success() {
             return Ok(text);
         }
@@ -143,7 +174,7 @@ fn print_json(args: &AdminArgs, client: &AdminClient, path: &str) -> Result<bool
 }
 
 pub(crate) fn status(args: &AdminArgs) -> CliResult {
-    let client = AdminClient::new(args);
+    let client = AdminClient::new(args)?;
     if print_json(args, &client, "/api/v1/status")? {
         return Ok(());
     }
@@ -181,7 +212,7 @@ pub(crate) fn status(args: &AdminArgs) -> CliResult {
 }
 
 pub(crate) fn members(args: &AdminArgs) -> CliResult {
-    let client = AdminClient::new(args);
+    let client = AdminClient::new(args)?;
     if print_json(args, &client, "/api/v1/members")? {
         return Ok(());
     }
@@ -217,7 +248,7 @@ pub(crate) fn members(args: &AdminArgs) -> CliResult {
 }
 
 pub(crate) fn names(args: &AdminArgs) -> CliResult {
-    let client = AdminClient::new(args);
+    let client = AdminClient::new(args)?;
     if print_json(args, &client, "/api/v1/names")? {
         return Ok(());
     }
@@ -231,7 +262,7 @@ pub(crate) fn names(args: &AdminArgs) -> CliResult {
 }
 
 pub(crate) fn locks(args: &AdminArgs) -> CliResult {
-    let client = AdminClient::new(args);
+    let client = AdminClient::new(args)?;
     if print_json(args, &client, "/api/v1/locks")? {
         return Ok(());
     }
@@ -258,7 +289,7 @@ pub(crate) fn locks(args: &AdminArgs) -> CliResult {
 pub(crate) fn app_deploy(args: &AdminArgs, file: &Path, wait: Option<u64>) -> CliResult {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read app spec {}: {e}", file.display()))?;
-    let client = AdminClient::new(args);
+    let client = AdminClient::new(args)?;
     let answer = client
         .call("POST", "/api/v1/apps", Some(text))
         .map_err(|e| format!("app spec {}: {e}", file.display()))?;
@@ -317,7 +348,7 @@ pub(crate) fn app_deploy(args: &AdminArgs, file: &Path, wait: Option<u64>) -> Cl
 }
 
 pub(crate) fn app_list(args: &AdminArgs) -> CliResult {
-    let client = AdminClient::new(args);
+    let client = AdminClient::new(args)?;
     if print_json(args, &client, "/api/v1/apps")? {
         return Ok(());
     }
@@ -355,9 +386,10 @@ pub(crate) fn app_remove(args: &AdminArgs, name: &str) -> CliResult {
             "{name:?} is not an app name: app names are 1 or more ASCII letters, digits, '-', '_' or '.' (see `ensemble app list`)"
         ));
     }
-    let client = AdminClient::new(args);
-    let answer = client.call("DELETE", &format!("/api/v1/apps/{name}"), None)?;
-    let change: AppChange = client.decode("/api/v1/apps", &answer)?;
+    let client = AdminClient::new(args)?;
+    let path = format!("/api/v1/apps/{name}");
+    let answer = client.call("DELETE", &path, None)?;
+    let change: AppChange = client.decode(&path, &answer)?;
     if change.changed {
         println!("removed app {name}: its instances are being stopped");
         Ok(())

@@ -1,0 +1,192 @@
+//! The client commands against a scripted admin server (a few lines of HTTP over a std
+//! `TcpListener`), for what a real node cannot be made to show on demand: a proxy in the
+//! environment, an answer larger than an HTTP client's default cap, a node whose copy of the
+//! registry still lists an app's previous spec.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use crate::util::{command, run, stderr, stdout};
+
+/// One request as the fake server read it.
+#[derive(Clone, Debug)]
+struct Request {
+    method: String,
+    path: String,
+    body: String,
+}
+
+/// A scripted admin server on 127.0.0.1: each request gets the status and JSON body the
+/// handler gives, on a connection closed after it. It serves until the test process ends.
+struct FakeAdmin {
+    address: String,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl FakeAdmin {
+    fn start(handler: impl Fn(&Request) -> (u16, String) + Send + 'static) -> FakeAdmin {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake admin server");
+        let address = listener.local_addr().unwrap().to_string();
+        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                if let Some(request) = read_request(&stream) {
+                    seen.lock().unwrap().push(request.clone());
+                    let (status, body) = handler(&request);
+                    let mut stream = stream;
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(body.as_bytes());
+                }
+            }
+        });
+        FakeAdmin { address, requests }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn read_request(stream: &TcpStream) -> Option<Request> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_owned();
+    let path = parts.next()?.to_owned();
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).ok()?;
+        if header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Request {
+        method,
+        path,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// Every spelling of the proxy variables an HTTP client may read, pointing at `proxy`, and no
+/// exceptions.
+fn proxy_env(proxy: &str) -> Vec<(&'static str, String)> {
+    [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .into_iter()
+    .map(|key| (key, format!("http://{proxy}")))
+    .collect()
+}
+
+#[test]
+fn the_admin_api_is_never_reached_through_a_proxy_of_the_environment() {
+    let admin = FakeAdmin::start(|_| (200, "[]".to_owned()));
+    // The proxy accepts connections (the kernel completes them) and never answers; the test
+    // asks it afterwards whether any came.
+    let proxy = TcpListener::bind("127.0.0.1:0").expect("bind the fake proxy");
+    proxy.set_nonblocking(true).unwrap();
+    let proxy_address = proxy.local_addr().unwrap().to_string();
+
+    let mut cmd = command(
+        &[
+            "names",
+            "--admin",
+            &admin.address,
+            "--token",
+            "secret-token",
+        ],
+        &[],
+    );
+    cmd.env_remove("NO_PROXY").env_remove("no_proxy");
+    for (key, value) in proxy_env(&proxy_address) {
+        cmd.env(key, value);
+    }
+    let output = cmd.output().expect("run ensemble");
+    assert!(
+        output.status.success(),
+        "stderr:\n{}\nstdout:\n{}",
+        stderr(&output),
+        stdout(&output)
+    );
+    assert!(stdout(&output).starts_with("NAME"), "{}", stdout(&output));
+    match proxy.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the proxy got a connection: {other:?}"),
+    }
+    let requests = admin.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let request = &requests[0];
+    assert_eq!(request.method, "GET");
+    assert_eq!(request.path, "/api/v1/names");
+    assert!(request.body.is_empty(), "{request:?}");
+}
+
+#[test]
+fn an_https_admin_address_is_refused_saying_why() {
+    let output = run(&["status", "--admin", "https://127.0.0.1:9"], &[], None);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    for needle in [
+        "https://127.0.0.1:9",
+        "plain HTTP",
+        "http://HOST:PORT",
+        "SSH tunnel",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in:\n{err}");
+    }
+    assert!(!err.contains("is a node running"), "{err}");
+}
+
+#[test]
+fn a_names_answer_larger_than_10_mib_is_read() {
+    // About 12 MiB of names, over the 10 MiB an HTTP client reads by default.
+    let entry = |i: usize| {
+        format!(
+            "{{\"name\":\"service.{i:0>8}.{}\",\"actor\":\"<n1#1.{i}>\",\"node\":\"n1#1\"}}",
+            "x".repeat(60)
+        )
+    };
+    let body = format!(
+        "[{}]",
+        (0..120_000).map(entry).collect::<Vec<_>>().join(",")
+    );
+    assert!(body.len() > 11 * 1024 * 1024, "{}", body.len());
+    let admin = FakeAdmin::start(move |_| (200, body.clone()));
+    let output = run(&["names", "--admin", &admin.address], &[], None);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output).lines().count(), 120_001);
+}
+
+#[test]
+fn app_remove_names_the_apps_path_when_the_answer_does_not_decode() {
+    let admin = FakeAdmin::start(|_| (200, "{\"unexpected\": true}".to_owned()));
+    let output = run(
+        &["app", "remove", "kv", "--admin", &admin.address],
+        &[],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("/api/v1/apps/kv answered"), "{err}");
+}
