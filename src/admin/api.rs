@@ -126,9 +126,12 @@ pub struct LeaseEntry {
 /// `GET /api/v1/apps`: one deployed app, its spec and its status.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AppEntry {
-    /// The spec as deployed.
+    /// The spec as deployed, as the answering node's copy of the registry holds it (an app
+    /// changed a moment ago may still show its previous spec there).
     pub spec: AppSpec,
-    /// What the app controller last reported, if it has.
+    /// Instances wanted and running per role of that same spec, and the problems the app
+    /// controller reported. The node answering always gives it; it is optional so that a
+    /// document without it still reads.
     pub status: Option<AppStatus>,
 }
 

@@ -176,7 +176,7 @@ pub(crate) async fn apps(State(state): Shared) -> Result<Json<Vec<AppEntry>>, Fa
     for (key, value) in apps.registry().get_prefix_cached(APPS_PREFIX) {
         match AppSpec::from_toml(&String::from_utf8_lossy(&value.value)) {
             Ok(spec) => {
-                let status = apps.status(&spec.name);
+                let status = Some(apps.status_of(&spec));
                 entries.push(AppEntry { spec, status });
             }
             Err(e) => {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ensemble::admin::api::{
     ApiError, AppChange, AppEntry, LockEntry, MemberEntry, NameEntry, NodeStatus,
 };
+use ensemble::supervisor::app::AppSpec;
 use serde::de::DeserializeOwned;
 
 use super::CliResult;
@@ -291,13 +292,21 @@ pub(crate) fn app_deploy(args: &AdminArgs, file: &Path, wait: Option<u64>) -> Cl
         .map_err(|e| format!("cannot read app spec {}: {e}", file.display()))?;
     let client = AdminClient::new(args)?;
     let answer = client
-        .call("POST", "/api/v1/apps", Some(text))
+        .call("POST", "/api/v1/apps", Some(text.clone()))
         .map_err(|e| format!("app spec {}: {e}", file.display()))?;
     let change: AppChange = client.decode("/api/v1/apps", &answer)?;
     eprintln!("deployed app {} from {}", change.app, file.display());
     let Some(wait_secs) = wait else {
         return Ok(());
     };
+    // The spec as the node stored it (it parses the body the same way), to know when the
+    // node's copy of the registry shows this deployment rather than the one before it.
+    let deployed = AppSpec::from_toml(&text).map_err(|e| {
+        format!(
+            "app spec {}: the node accepted it, but it does not parse here ({e}); is the node another version?",
+            file.display()
+        )
+    })?;
     // Wait until every role runs its count, saying what changed as it goes.
     let started = Instant::now();
     let deadline = started + Duration::from_secs(wait_secs);
@@ -305,26 +314,7 @@ pub(crate) fn app_deploy(args: &AdminArgs, file: &Path, wait: Option<u64>) -> Cl
     loop {
         let apps: Vec<AppEntry> = client.get("/api/v1/apps")?;
         let entry = apps.iter().find(|a| a.spec.name == change.app);
-        let (line, done) = match entry.and_then(|a| a.status.as_ref()) {
-            Some(status) => {
-                let parts: Vec<String> = status
-                    .roles
-                    .iter()
-                    .map(|r| {
-                        let problem = r
-                            .problem
-                            .as_ref()
-                            .map(|p| format!(" ({p})"))
-                            .unwrap_or_default();
-                        format!("{} {}/{}{problem}", r.name, r.running_total(), r.wanted)
-                    })
-                    .collect();
-                let done = !status.roles.is_empty()
-                    && status.roles.iter().all(|r| r.running_total() >= r.wanted);
-                (parts.join(", "), done)
-            }
-            None => ("waiting for the app controller".to_owned(), false),
-        };
+        let (line, done) = progress(entry, &deployed, &client.base);
         if line != last {
             eprintln!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
             last = line;
@@ -345,6 +335,57 @@ pub(crate) fn app_deploy(args: &AdminArgs, file: &Path, wait: Option<u64>) -> Cl
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// How far the deployment of `deployed` has come, as `entry` (the node's listing of the app)
+/// shows it: a line to print, and whether it is done. It is done once the node lists the
+/// deployed spec itself (not the one it replaced) and every role runs exactly its wanted
+/// count, or, where the controller reports it cannot place them all, at least the role's
+/// `min_instances`.
+fn progress(entry: Option<&AppEntry>, deployed: &AppSpec, node: &str) -> (String, bool) {
+    let Some(entry) = entry else {
+        return (
+            format!(
+                "waiting for the node at {node} to list app {}",
+                deployed.name
+            ),
+            false,
+        );
+    };
+    if entry.spec != *deployed {
+        return (
+            format!(
+                "waiting for the node at {node} to list the new spec of app {} (it lists the one before)",
+                deployed.name
+            ),
+            false,
+        );
+    }
+    let Some(status) = &entry.status else {
+        return ("waiting for the app controller".to_owned(), false);
+    };
+    let mut done = !status.roles.is_empty();
+    let parts: Vec<String> = status
+        .roles
+        .iter()
+        .map(|r| {
+            let running = r.running_total();
+            let min = deployed
+                .roles
+                .iter()
+                .find(|spec| spec.name == r.name)
+                .map_or(r.wanted, |spec| spec.min());
+            let accepted = running < r.wanted && running >= min && r.problem.is_some();
+            done &= running == r.wanted || accepted;
+            let problem = r
+                .problem
+                .as_ref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default();
+            format!("{} {running}/{}{problem}", r.name, r.wanted)
+        })
+        .collect();
+    (parts.join(", "), done)
 }
 
 pub(crate) fn app_list(args: &AdminArgs) -> CliResult {
@@ -406,5 +447,55 @@ fn join_map(items: impl Iterator<Item = String>) -> String {
         "-".into()
     } else {
         items.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ensemble::supervisor::app::{AppStatus, RoleStatus};
+
+    use super::*;
+
+    const SPEC: &str = "name = \"kv\"\n[[roles]]\nname = \"worker\"\nmodule = \"kv.worker\"\n\
+                        instances = 4\nmin_instances = 2\n";
+
+    fn entry(spec: &AppSpec, running: usize, problem: Option<&str>) -> AppEntry {
+        AppEntry {
+            spec: spec.clone(),
+            status: Some(AppStatus {
+                name: spec.name.clone(),
+                roles: vec![RoleStatus {
+                    name: "worker".into(),
+                    wanted: spec.roles[0].instances,
+                    running: BTreeMap::from([("n1".to_owned(), running)]),
+                    problem: problem.map(str::to_owned),
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn a_deployment_is_done_at_its_count_or_at_its_minimum_when_no_more_can_be_placed() {
+        let spec = AppSpec::from_toml(SPEC).unwrap();
+        let node = "http://127.0.0.1:7070";
+        assert!(progress(Some(&entry(&spec, 4, None)), &spec, node).1);
+        // More than wanted: instances still stopping after a scale-down.
+        assert!(!progress(Some(&entry(&spec, 5, None)), &spec, node).1);
+        // At the minimum while the rest are still being started: not yet.
+        assert!(!progress(Some(&entry(&spec, 2, None)), &spec, node).1);
+        // At the minimum and the controller says no more fit: accepted.
+        let short = entry(&spec, 2, Some("2 of 4 instances cannot be placed"));
+        assert!(progress(Some(&short), &spec, node).1);
+        // Under the minimum: never.
+        let under = entry(&spec, 1, Some("3 of 4 instances cannot be placed"));
+        assert!(!progress(Some(&under), &spec, node).1);
+        // Another spec listed (the one before), whatever its counts.
+        let before = AppSpec::from_toml(&SPEC.replace("instances = 4", "instances = 2")).unwrap();
+        let (line, done) = progress(Some(&entry(&before, 2, None)), &spec, node);
+        assert!(!done && line.contains(node), "{line}");
+        let (line, done) = progress(None, &spec, node);
+        assert!(!done && line.contains("app kv"), "{line}");
     }
 }

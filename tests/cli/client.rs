@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::util::{command, run, stderr, stdout};
@@ -189,4 +190,69 @@ fn app_remove_names_the_apps_path_when_the_answer_does_not_decode() {
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
     assert!(err.contains("/api/v1/apps/kv answered"), "{err}");
+}
+
+/// An app entry of `GET /api/v1/apps`: app kv with one role `worker` of `instances`, and
+/// `running` of them running on n1.
+fn kv_entry(instances: usize, running: usize) -> String {
+    format!(
+        r#"{{"spec":{{"name":"kv","roles":[{{"name":"worker","module":"kv.worker","instances":{instances},
+        "min_instances":null,"singleton":false,"global_name":null,"groups":[],
+        "placement":{{"node":null,"resources":{{}},"labels":{{}},"anti_affinity":false,"spread":"spread"}},
+        "restart":{{"restart":"permanent","max_restarts":10,"within_secs":60}},"args":null}}]}},
+        "status":{{"name":"kv","roles":[{{"name":"worker","wanted":{instances},"running":{{"n1":{running}}},"problem":null}}]}}}}"#
+    )
+}
+
+#[test]
+fn app_deploy_waits_for_the_spec_it_sent_and_its_exact_count() {
+    // The node first lists the previous spec (3 instances, all running), then the new one
+    // (1 instance) while the 2 extra ones still stop, then the new one settled.
+    let gets = Arc::new(AtomicUsize::new(0));
+    let counter = gets.clone();
+    let admin = FakeAdmin::start(move |request| {
+        if request.method == "POST" {
+            return (200, r#"{"app":"kv","changed":true}"#.to_owned());
+        }
+        let entry = match counter.fetch_add(1, Ordering::SeqCst) {
+            0 | 1 => kv_entry(3, 3),
+            2 | 3 => kv_entry(1, 3),
+            _ => kv_entry(1, 1),
+        };
+        (200, format!("[{entry}]"))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("kv.toml");
+    std::fs::write(
+        &spec,
+        "name = \"kv\"\n\n[[roles]]\nname = \"worker\"\nmodule = \"kv.worker\"\ninstances = 1\n",
+    )
+    .unwrap();
+    let output = run(
+        &[
+            "app",
+            "deploy",
+            spec.to_str().unwrap(),
+            "--admin",
+            &admin.address,
+            "--wait-secs",
+            "60",
+        ],
+        &[],
+        None,
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(out.contains("app kv running (worker 1/1)"), "{out}");
+    assert!(gets.load(Ordering::SeqCst) >= 5, "{out}");
+    let err = stderr(&output);
+    assert!(err.contains("lists the one before"), "{err}");
+    assert!(err.contains("worker 3/1"), "{err}");
+    let posted = admin
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .expect("the spec was posted");
+    assert_eq!(posted.path, "/api/v1/apps");
+    assert!(posted.body.contains("instances = 1"), "{}", posted.body);
 }

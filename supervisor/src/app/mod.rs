@@ -153,12 +153,21 @@ impl Apps {
     }
 
     /// What a deployed app is doing: per role, instances wanted and running by node, and why
-    /// any are missing. From this node's copy of the registry.
+    /// any are missing. From this node's copy of the registry; `None` if it holds no spec of
+    /// that name.
     pub fn status(&self, name: &str) -> Option<AppStatus> {
         let spec = self
             .registry
             .get_cached(&format!("{APPS_PREFIX}{name}"))
             .and_then(|kv| AppSpec::from_toml(&String::from_utf8_lossy(&kv.value)).ok())?;
+        Some(self.status_of(&spec))
+    }
+
+    /// What the app `spec` describes is doing, counted against that spec (so that a listing
+    /// pairs each spec with its own counts, even while a newer one arrives). From this node's
+    /// copy of the registry.
+    pub fn status_of(&self, spec: &AppSpec) -> AppStatus {
+        let name = &spec.name;
         let problems: BTreeMap<String, String> = self
             .registry
             .get_cached(&format!("{STATUS_PREFIX}{name}"))
@@ -180,10 +189,10 @@ impl Apps {
                 }
             })
             .collect();
-        Some(AppStatus {
-            name: spec.name,
+        AppStatus {
+            name: spec.name.clone(),
             roles,
-        })
+        }
     }
 
     /// The registry handle the apps use.
