@@ -11,7 +11,7 @@
 //! | `certs` | `ENSEMBLE_CERTS` | `--certs` | `certs` |
 //! | `resources` | `ENSEMBLE_RESOURCES` (`cpu=4000,mem=8192`) | `--resource` (repeated) | none |
 //! | `labels` | `ENSEMBLE_LABELS` (`zone=a,disk=ssd`) | `--label` (repeated) | none |
-//! | `apps` | `ENSEMBLE_APPS` | `--no-apps` | `true` |
+//! | `apps` | `ENSEMBLE_NO_APPS` (`1`: false) | `--no-apps` (`--no-apps=false`: true) | `true` |
 //! | `log` | `ENSEMBLE_LOG` | `--log` | `info` |
 //! | `threads` | `ENSEMBLE_THREADS` | `--threads` | one per core |
 //! | `admin.listen` | `ENSEMBLE_ADMIN` | `--admin` | `127.0.0.1:7070` (`off` to disable) |
@@ -83,9 +83,19 @@ pub(crate) struct NodeArgs {
         value_delimiter = ','
     )]
     pub(crate) labels: Vec<String>,
-    /// Take no app instances (a client node) [key: apps = false].
-    #[arg(long, env = "ENSEMBLE_NO_APPS")]
-    pub(crate) no_apps: bool,
+    /// Take no app instances (a client node); `--no-apps=false` takes them whatever the
+    /// config file says. The variable counts as set unless it is empty, 0, false, no, n, f or
+    /// off [key: apps = false].
+    #[arg(
+        long,
+        env = "ENSEMBLE_NO_APPS",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub(crate) no_apps: Option<bool>,
     /// The log filter, as RUST_LOG takes it (`info`, `ensemble_registry=debug,info`) [key: log].
     #[arg(long, env = "ENSEMBLE_LOG", value_name = "FILTER")]
     pub(crate) log: Option<String>,
@@ -310,7 +320,11 @@ pub(crate) fn resolve(args: &NodeArgs, matches: &ArgMatches) -> Result<NodeSetti
         let from = origin.of("labels", "--label", "ENSEMBLE_LABELS");
         pairs(&args.labels, "labels", &from, |v| Ok(v.to_owned()))?
     };
-    let apps = !args.no_apps && file.apps.unwrap_or(true);
+    // The flag or variable, when given either way, overrides the file.
+    let apps = match args.no_apps {
+        Some(no_apps) => !no_apps,
+        None => file.apps.unwrap_or(true),
+    };
     let log = args
         .log
         .clone()
@@ -610,6 +624,34 @@ mod tests {
         );
         let err = resolve_args(&["--name", "my node"]).unwrap_err();
         assert!(err.contains("not a node name"), "{err}");
+    }
+
+    #[test]
+    fn apps_follow_the_file_unless_the_flag_or_variable_says_otherwise() {
+        assert!(resolve_args(&["--name", "n1"]).unwrap().apps);
+        assert!(!resolve_args(&["--name", "n1", "--no-apps"]).unwrap().apps);
+        let config = file("name = \"n1\"\napps = false\n");
+        let path = config.path().to_str().unwrap();
+        assert!(!resolve_args(&["--config", path]).unwrap().apps);
+        // The flag overrides the file either way.
+        assert!(
+            resolve_args(&["--config", path, "--no-apps=false"])
+                .unwrap()
+                .apps
+        );
+        // The values people give the variable (which shares the flag's parser): 1, true, yes;
+        // and 0 or false to take instances whatever the file says.
+        for (value, apps) in [
+            ("1", false),
+            ("true", false),
+            ("yes", false),
+            ("0", true),
+            ("false", true),
+        ] {
+            let flag = format!("--no-apps={value}");
+            let settings = resolve_args(&["--config", path, &flag]).expect("valid");
+            assert_eq!(settings.apps, apps, "ENSEMBLE_NO_APPS={value}");
+        }
     }
 
     #[test]

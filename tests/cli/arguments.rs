@@ -144,6 +144,22 @@ fn missing_certificates_say_how_to_make_them() {
 }
 
 #[test]
+fn ensemble_no_apps_takes_the_values_people_give_it() {
+    // Each is taken (the node goes on to look for its certificates, and stops there), never
+    // refused by the parser.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = dir.path().join("certs");
+    for value in ["1", "true", "yes", "0", "false"] {
+        let output = run(
+            &["node", "--name", "n1", "--certs", certs.to_str().unwrap()],
+            &[("ENSEMBLE_NO_APPS", value)],
+            Some(dir.path()),
+        );
+        assert_refused(&output, 1, &["ensemble cert issue n1"]);
+    }
+}
+
+#[test]
 fn cert_init_and_issue_make_certificates_a_node_loads() {
     let dir = tempfile::tempdir().expect("temp dir");
     let certs = dir.path().join("certs");
