@@ -1,8 +1,8 @@
 //! Who may call the API and `/metrics`, checked before any endpoint runs.
 //!
 //! - With a token: `Authorization: Bearer TOKEN`, compared in constant time (`401` otherwise).
-//! - Without one (the server is on loopback): the request must be addressed to an IP address
-//!   or `localhost` (`403` otherwise). A web page in the operator's browser can make its own
+//! - Without one (the server is on loopback): the request must be addressed to an IP address,
+//!   `localhost` or a name under `.localhost` (`403` otherwise). A web page in the operator's browser can make its own
 //!   host name resolve to 127.0.0.1 (DNS rebinding) and would then be same-origin with this
 //!   server; its requests still carry that host name, and are refused.
 //! - Changes (any method but `GET` and `HEAD`) that carry an `Origin` must come from this
@@ -133,12 +133,12 @@ fn check_host(headers: &HeaderMap) -> Result<(), Failure> {
         return Ok(());
     }
     Err(Failure::forbidden(format!(
-        "request for host {host:?} refused: without admin.token this admin server answers only requests addressed to an IP address or localhost (a guard against DNS rebinding); use http://127.0.0.1:PORT/, or set admin.token"
+        "request for host {host:?} refused: without admin.token this admin server answers only requests addressed to an IP address, localhost or a name under .localhost (a guard against DNS rebinding); use http://127.0.0.1:PORT/, or set admin.token"
     )))
 }
 
-/// Whether a `Host` header names an IP address or `localhost` (which browsers never resolve
-/// through DNS).
+/// Whether a `Host` header names an IP address, `localhost` or a name under `.localhost`
+/// (which browsers resolve to loopback themselves, never through DNS: RFC 6761).
 pub(crate) fn host_is_local(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         // [v6] or [v6]:port

@@ -21,8 +21,8 @@
 //! - `handlers`: the endpoints, turning what the node, its cluster, registry, supervisors and
 //!   apps report into documents; the conversions are pure functions.
 //! - `guard`: who may call: the bearer token (compared in constant time), and without a token,
-//!   requests addressed to an IP address or `localhost` only, changes from the page's own
-//!   origin only; and how many requests at once, for how long.
+//!   requests addressed to an IP address, `localhost` or a `.localhost` name only, changes
+//!   from the page's own origin only; and how many requests at once, for how long.
 //! - `exporter`: the process-wide Prometheus recorder behind `/metrics`.
 //! - `dashboard`: the web page (HTML, CSS and script compiled into the binary).
 //! - `failure`: errors as an HTTP status and an [`api::ApiError`] document.
