@@ -239,7 +239,8 @@ pub(crate) async fn remove_app(
     }
 }
 
-/// The node's registry, or `503` saying the node has none (so it knows no `what`).
+/// The node's registry, or `503` saying the node has none (so it knows no `what`). The
+/// dashboard tells this 503 from others by the words "has no registry".
 fn registry(node: &Node, what: &str) -> Result<Registry, Failure> {
     node.extension::<Registry>().ok_or_else(|| {
         Failure::unavailable(format!(

@@ -77,6 +77,32 @@ async fn drive(client: &Client, cluster: &TestCluster) -> Result<PathBuf, String
         ));
     }
 
+    // A token with a stray % (not percent-encoding): the page still runs, and says how to
+    // write it.
+    client
+        .goto(&format!("{base}/#token=50%off"))
+        .await
+        .map_err(|e| format!("cannot open the dashboard with a malformed token: {e}"))?;
+    client
+        .refresh()
+        .await
+        .map_err(|e| format!("cannot reload the page: {e}"))?;
+    wait_for(
+        client,
+        "the page to say the token in its address is malformed",
+        &[
+            "#connection[data-state=\"refused\"]",
+            "#notice:not([hidden])",
+        ],
+    )
+    .await?;
+    let notice = text(client, "#notice").await?;
+    if !(notice.contains("percent-encoding") && notice.contains("%25")) {
+        return Err(format!(
+            "the notice does not say the token is malformed: {notice:?}"
+        ));
+    }
+
     // With it (in the address's fragment), the cluster.
     client
         .goto(&format!("{base}/#token={TOKEN}"))

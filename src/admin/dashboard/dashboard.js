@@ -11,14 +11,26 @@
   const TOKEN_KEY = "ensemble.admin.token";
   const ENDPOINTS = ["status", "members", "leases", "trees", "apps", "names", "locks"];
 
+  // Why the token in the address could not be read, shown in the notice until it can.
+  let tokenProblem = null;
   let token = readToken();
   const drawn = new Map(); // what each section last drew, to redraw on changes only
   let refreshes = 0;
 
   function readToken() {
+    tokenProblem = null;
     const match = /(?:^#|&)token=([^&]*)/.exec(window.location.hash);
     if (match) {
-      const value = decodeURIComponent(match[1]);
+      let value;
+      try {
+        value = decodeURIComponent(match[1]);
+      } catch (_) {
+        // A stray % (say, in a token pasted as it is): the page keeps running and says so.
+        tokenProblem =
+          "The token in this page's address (#token=…) is not valid percent-encoding: " +
+          "write each % in it as %25 (and & as %26).";
+        return storedToken();
+      }
       try {
         window.sessionStorage.setItem(TOKEN_KEY, value);
       } catch (_) {
@@ -26,6 +38,10 @@
       }
       return value;
     }
+    return storedToken();
+  }
+
+  function storedToken() {
     try {
       return window.sessionStorage.getItem(TOKEN_KEY);
     } catch (_) {
@@ -344,15 +360,24 @@
 
   // --- the loop ----------------------------------------------------------------------------
 
+  // Shows `message` (none: hides the notice), after the token's problem if there is one.
   function showNotice(message) {
+    const text = [tokenProblem, message].filter(Boolean).join(" ");
     const notice = byId("notice");
-    notice.textContent = message || "";
-    notice.hidden = !message;
+    notice.textContent = text;
+    notice.hidden = !text;
   }
 
   function setConnection(state, text) {
     byId("connection").setAttribute("data-state", state);
     byId("connection-text").textContent = text;
+  }
+
+  // Whether a failure of /api/v1/names says the node has no registry; any other 503 (too
+  // many requests at once, say) passes. The words are those of the server's `registry`
+  // check (src/admin/handlers.rs).
+  function lacksRegistry(failure) {
+    return Boolean(failure && failure.status === 503 && /has no registry/.test(failure.message));
   }
 
   function apply(results) {
@@ -395,8 +420,7 @@
           answers.status &&
           redraw(
             "status",
-            // Only a node without a registry answers 503 for its names.
-            { status: answers.status, registry: !(failures.names && failures.names.status === 503) },
+            { status: answers.status, registry: !lacksRegistry(failures.names) },
             drawStatus,
           ),
       ],
