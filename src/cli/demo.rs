@@ -9,14 +9,16 @@
 //! 4. Writes keys through the app without pause, then kills the node running the master with
 //!    `kill -9`, and records what the cluster does: the failure suspected, the session
 //!    expired, the master's lease taken over (with a greater fencing token), its name
-//!    re-resolved, writes acknowledged again.
+//!    re-resolved, writes acknowledged again to the partitions whose primary was on the
+//!    killed node.
 //! 5. Reads back every acknowledged write, prints the timeline and a summary, stops the nodes
 //!    and removes the temp dir. Ctrl-C at any point does the same.
 //!
-//! It exits 0 when every acknowledged write reads back and the master runs again on another
-//! node.
+//! It exits 0 when every acknowledged write reads back, the master runs again on another
+//! node under a lease with a greater fencing token, and a write to a partition whose primary
+//! was on the killed node was acknowledged after the kill.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -233,6 +235,40 @@ impl Demo {
             self.say(&format!("writing: {done} writes acknowledged"));
         }
 
+        // The partitions whose primary runs on the node to be killed: a write to one of them
+        // acknowledged after the kill shows their primaries were taken over (a write to any
+        // other partition may go to a primary that was never touched).
+        let table_deadline = Instant::now() + STAGE_TIMEOUT;
+        let (partitions, victim_partitions) = loop {
+            let on_victim = match kv.table().await {
+                Ok(table) => Some((
+                    table.partitions(),
+                    table
+                        .entries
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| {
+                            e.primary
+                                .as_ref()
+                                .is_some_and(|p| p.id().node().name() == master_node)
+                        })
+                        .map(|(i, _)| i as kv::PartitionId)
+                        .collect::<BTreeSet<_>>(),
+                )),
+                Err(_) => None,
+            };
+            match on_victim {
+                Some((partitions, on)) if !on.is_empty() => break (partitions, on),
+                _ if Instant::now() > table_deadline => {
+                    return Err(format!(
+                        "no partition of app kv had its primary on {master_node} within {STAGE_TIMEOUT:?}; node logs are in {} (run with --keep)",
+                        self.dir.display()
+                    ));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+
         let lock = singleton::lock_name("kv/master");
         let old_token = registry
             .lock_info(&lock)
@@ -252,13 +288,16 @@ impl Demo {
             .map_err(|e| format!("cannot kill node {master_node}: {e}"))?;
         let killed = Instant::now();
         self.say(&format!(
-            "kill -9 node {master_node} (pid {victim_pid}), which runs the kv master (lease {lock}, token {old_token})"
+            "kill -9 node {master_node} (pid {victim_pid}), which runs the kv master (lease {lock}, token {old_token}) and the primaries of partitions {}",
+            join_partitions(&victim_partitions)
         ));
 
         // What the cluster does, as this member sees it.
         let mut timeline: Vec<(Duration, String)> = Vec::new();
         let mut printed = 0;
         let mut seen = BTreeMap::new();
+        // The fencing token of the lease's new grant, once another node holds it.
+        let mut new_token = None;
         let deadline = killed + STAGE_TIMEOUT;
         loop {
             while let Ok(event) = events.try_recv() {
@@ -290,6 +329,7 @@ impl Demo {
                 && holder.node.name() != master_node
             {
                 seen.entry("lease").or_insert_with(|| {
+                    new_token = Some(token);
                     timeline.push((
                         killed.elapsed(),
                         format!(
@@ -314,17 +354,23 @@ impl Demo {
                     ));
                 });
             }
+            // The first write sent after the kill and acknowledged, to a partition whose
+            // primary was on the killed node.
             let first_ack = writes
                 .lock()
                 .iter()
                 .filter(|w| w.ok && w.sent > killed)
-                .map(|w| w.done)
+                .map(|w| (w.done, w.key.clone()))
+                .filter(|(_, key)| victim_partitions.contains(&kv::partition_of(key, partitions)))
                 .min();
-            if let Some(at) = first_ack {
+            if let Some((at, key)) = first_ack {
                 seen.entry("write").or_insert_with(|| {
                     timeline.push((
                         at.duration_since(killed),
-                        "writes acknowledged again (a write sent after the kill)".into(),
+                        format!(
+                            "writes acknowledged again: {key} (partition {} of {partitions}, its primary was on {master_node}), sent after the kill",
+                            kv::partition_of(&key, partitions)
+                        ),
                     ));
                 });
             }
@@ -463,8 +509,22 @@ impl Demo {
         }
         if !seen.contains_key("write") {
             return Err(format!(
-                "no write sent after the kill of {master_node} was acknowledged within {STAGE_TIMEOUT:?}"
+                "no write sent after the kill of {master_node} to its partitions ({}) was acknowledged within {STAGE_TIMEOUT:?}",
+                join_partitions(&victim_partitions)
             ));
+        }
+        match new_token {
+            Some(token) if token > old_token => {}
+            Some(token) => {
+                return Err(format!(
+                    "lease {lock} was granted again with fencing token {token}, not greater than the killed holder's {old_token}"
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "lease {lock} was not taken over from {master_node} within {STAGE_TIMEOUT:?}"
+                ));
+            }
         }
         match new_master {
             Some(node) if node != master_node => Ok(()),
@@ -574,6 +634,12 @@ impl Demo {
         }
         self.say(&format!("stopped {} nodes", self.nodes.len()));
     }
+}
+
+/// Partitions as `3, 5, 7`.
+fn join_partitions(partitions: &BTreeSet<kv::PartitionId>) -> String {
+    let names: Vec<String> = partitions.iter().map(ToString::to_string).collect();
+    names.join(", ")
 }
 
 /// Reaps the killed node's process.

@@ -43,6 +43,7 @@ fn the_demo_fails_over_and_cleans_up() {
     ] {
         assert!(output.contains(needle), "{needle:?} missing:\n{output}");
     }
+    check_failover_lines(&demo.seen);
     let read_back = demo
         .seen
         .iter()
@@ -55,6 +56,53 @@ fn the_demo_fails_over_and_cleans_up() {
     for pid in pids {
         assert!(!alive(pid), "node process {pid} was left running");
     }
+}
+
+/// The write that showed writes acknowledged again went to a partition whose primary was on
+/// the killed node, and the master's lease was granted again with a greater fencing token.
+fn check_failover_lines(lines: &[String]) {
+    let output = lines.join("\n");
+    let kill = lines
+        .iter()
+        .find(|l| l.contains("kill -9 node"))
+        .unwrap_or_else(|| panic!("no kill line:\n{output}"));
+    let victim_partitions: Vec<u32> = kill
+        .split("the primaries of partitions ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the kill line names no partitions: {kill}"))
+        .split(", ")
+        .map(|p| p.trim().parse().expect("a partition number"))
+        .collect();
+    let write = lines
+        .iter()
+        .find(|l| l.contains("writes acknowledged again"))
+        .unwrap_or_else(|| panic!("no write line:\n{output}"));
+    // "writes acknowledged again: KEY (partition P of N, ..."
+    let rest = write
+        .split("writes acknowledged again: ")
+        .nth(1)
+        .expect("a key");
+    let (key, rest) = rest.split_once(" (partition ").expect("a partition");
+    let (partition, rest) = rest.split_once(" of ").expect("a partition count");
+    let count = rest.split(',').next().expect("a partition count");
+    let (partition, count): (u32, u32) = (partition.parse().unwrap(), count.parse().unwrap());
+    assert_eq!(ensemble::kv::partition_of(key, count), partition, "{write}");
+    assert!(
+        victim_partitions.contains(&partition),
+        "{write}: partition {partition} is not among the killed node's {victim_partitions:?}"
+    );
+    let lease = lines
+        .iter()
+        .find(|l| l.contains("taken over by"))
+        .unwrap_or_else(|| panic!("no lease line:\n{output}"));
+    // "... with fencing token NEW (was OLD)"
+    let tokens = lease.split("fencing token ").nth(1).expect("a token");
+    let (new, old) = tokens.split_once(" (was ").expect("the old token");
+    let (new, old): (u64, u64) = (
+        new.parse().unwrap(),
+        old.trim_end_matches(')').parse().unwrap(),
+    );
+    assert!(new > old, "{lease}");
 }
 
 #[test]
