@@ -299,3 +299,59 @@ async fn a_grant_reaching_a_fenced_node(seed: u64) -> Result<(), String> {
         .map_err(|e| format!("s0 could not take the freed lock: {e}"))?;
     Ok(())
 }
+
+#[test]
+fn a_group_entry_committed_while_its_caller_was_cut_off_leaves_with_its_actor() {
+    run(10, a_group_entry_committed_while_cut_off);
+}
+
+/// A join the registry commits while its caller, cut off just after sending it, sees only a
+/// timeout: the entry is in, and when its actor ends it must go, not stay for as long as the
+/// node's session lives.
+async fn a_group_entry_committed_while_cut_off(seed: u64) -> Result<(), String> {
+    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let client = nodes[3].registry.clone();
+    let voter = nodes[0].registry.clone();
+    let actor = nodes[3]
+        .node
+        .spawn(Echo)
+        .map_err(|e| format!("spawn: {e}"))?;
+    // Warm up, then a quiet moment, as in the first test.
+    client
+        .put("warm-up", b"1".to_vec())
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let call = {
+        let (client, actor) = (client.clone(), actor.clone());
+        tokio::spawn(async move { client.join_group("workers", &actor).await })
+    };
+    tokio::time::sleep(Duration::from_micros(150)).await;
+    net.isolate(nodes[3].addr);
+    let cut = Instant::now();
+    until(
+        "the entry of the cut-off client",
+        Duration::from_secs(2),
+        || voter.group_members("workers").len() == 1,
+    )
+    .await?;
+    let answer = call.await.map_err(|e| e.to_string())?;
+    if !matches!(answer, Err(RegistryError::Timeout { .. })) {
+        return Err(format!(
+            "the cut-off join answered {answer:?}, not a timeout"
+        ));
+    }
+    // Its caller gives up on the actor, which ends.
+    actor.stop();
+    net.heal();
+    until("the ended actor's entry removed", SESSION_TTL / 2, || {
+        voter.group_members("workers").is_empty()
+    })
+    .await?;
+    eprintln!("the entry went {:?} after the cut", cut.elapsed());
+    if client.is_fenced() || client.is_expired() {
+        return Err("the client's session ended: the test did not show what it is for".into());
+    }
+    Ok(())
+}

@@ -46,20 +46,21 @@ impl Registry {
             name: name.to_owned(),
             actor: wire,
         };
-        match self.shared.propose_one(command, true).await? {
-            Outcome::Done { .. } | Outcome::Unchanged => {
-                let release = Command::UnregisterName {
+        let release = Command::UnregisterName {
+            name: name.to_owned(),
+            actor: actor.id().clone(),
+        };
+        let key = ExitRelease::Name(name.to_owned(), actor.id().clone());
+        let mut on_exit = ReleaseUnlessRefused::new(self, actor, release, key);
+        match on_exit.refused_if_definite(self.shared.propose_one(command, true).await)? {
+            Outcome::Done { .. } | Outcome::Unchanged => Ok(()),
+            Outcome::NameTaken { holder } => {
+                on_exit.refused();
+                Err(RegistryError::NameTaken {
                     name: name.to_owned(),
-                    actor: actor.id().clone(),
-                };
-                let key = ExitRelease::Name(name.to_owned(), actor.id().clone());
-                self.release_when_ended(actor, release, key);
-                Ok(())
+                    holder: holder.id,
+                })
             }
-            Outcome::NameTaken { holder } => Err(RegistryError::NameTaken {
-                name: name.to_owned(),
-                holder: holder.id,
-            }),
             other => Err(self.shared.unexpected("register", other)),
         }
     }
@@ -75,13 +76,13 @@ impl Registry {
             group: group.to_owned(),
             actor: wire,
         };
-        self.shared.propose_one(command, true).await?;
         let release = Command::LeaveGroup {
             group: group.to_owned(),
             actor: actor.id().clone(),
         };
         let key = ExitRelease::Member(group.to_owned(), actor.id().clone());
-        self.release_when_ended(actor, release, key);
+        let mut on_exit = ReleaseUnlessRefused::new(self, actor, release, key);
+        on_exit.refused_if_definite(self.shared.propose_one(command, true).await)?;
         Ok(())
     }
 
@@ -156,6 +157,60 @@ impl Registry {
         drop(on_exit);
         if let Some((_, earlier)) = replaced {
             earlier.abort();
+        }
+    }
+}
+
+/// The release of a name or group entry when its actor ends, made ready before the entry is
+/// proposed and set going when dropped, unless the registry refused the entry for sure. A call
+/// that timed out, whose outcome is unknown, or whose caller stopped waiting (its future
+/// dropped) may have put the entry in all the same: its actor's end must take it out, or it
+/// would stay for as long as this node's session lives. Releasing an entry that never went in
+/// changes nothing.
+struct ReleaseUnlessRefused<'a> {
+    registry: &'a Registry,
+    release: Option<(UntypedRef, Command, ExitRelease)>,
+}
+
+impl<'a> ReleaseUnlessRefused<'a> {
+    fn new(registry: &'a Registry, actor: UntypedRef, command: Command, key: ExitRelease) -> Self {
+        Self {
+            registry,
+            release: Some((actor, command, key)),
+        }
+    }
+
+    /// The entry is not in the registry: nothing to release.
+    fn refused(&mut self) {
+        self.release = None;
+    }
+
+    /// Passes `result` on, taking its error for a refusal unless it leaves the outcome open.
+    fn refused_if_definite<T>(
+        &mut self,
+        result: Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        if let Err(err) = &result
+            && !matches!(
+                err,
+                RegistryError::Timeout { .. } | RegistryError::Unknown { .. }
+            )
+        {
+            self.refused();
+        }
+        result
+    }
+}
+
+impl Drop for ReleaseUnlessRefused<'_> {
+    fn drop(&mut self) {
+        let Some((actor, command, key)) = self.release.take() else {
+            return;
+        };
+        // A call dropped outside a runtime (its runtime shutting down) leaves nothing to do
+        // the release: the node goes with it.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.registry.release_when_ended(actor, command, key);
         }
     }
 }
