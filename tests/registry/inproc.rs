@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ensemble::cluster::{Cluster, DownDecision};
 use ensemble::prelude::*;
-use ensemble::registry::{Registry, RegistryConfig, RegistryError};
+use ensemble::registry::{Registry, RegistryConfig, RegistryError, WatchEvent};
 use ensemble::transport::certs::NodeCert;
 
 use crate::util::{Sink, certificates};
@@ -551,4 +551,46 @@ async fn a_stopped_host_frees_its_address_and_data_dir() {
     drop(holder);
     host.stop().await;
     first.stop().await;
+}
+
+/// A prefix watch sees every change under its prefix, in order, and nothing else; it ends
+/// when its node leaves the registry, though the watcher still holds a handle to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_watch_sees_its_keys_in_order_and_ends_when_its_node_leaves() {
+    let certs = certificates(&["watcher"]);
+    let (_node, _cluster, registry) = start("watcher", certs.path(), vec![]).await;
+    let mut watch = registry.watch_prefix("config/");
+    let mut revisions = Vec::new();
+    for (key, value) in [("config/a", "1"), ("other/b", "2"), ("config/a", "3")] {
+        revisions.push(registry.put(key, value.as_bytes().to_vec()).await.unwrap());
+    }
+    registry.delete("config/a").await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        match tokio::time::timeout(Duration::from_secs(10), watch.next()).await {
+            Ok(Some(WatchEvent::Changed(change))) => seen.push(change),
+            other => panic!("not a change: {other:?}"),
+        }
+    }
+    let values: Vec<_> = seen
+        .iter()
+        .map(|c| (c.key.as_str(), c.value.as_deref()))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("config/a", Some(&b"1"[..])),
+            ("config/a", Some(&b"3"[..])),
+            ("config/a", None)
+        ]
+    );
+    assert_eq!(seen[0].revision, revisions[0]);
+    assert_eq!(seen[1].revision, revisions[2]);
+    // Still holding a handle, as a watcher that reads the prefix again after a lag does.
+    let kept = registry.clone();
+    kept.leave().await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch did not end when its node left");
+    assert_eq!(end, None);
 }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ensemble_runtime::{Actor, ActorResult, Context, NodeId};
+use ensemble_runtime::{Actor, ActorResult, Context, ExitReason, NodeId};
 use openraft::LogId;
 use tokio::time::Instant;
 
@@ -116,6 +116,11 @@ pub(crate) struct PartialSync {
 
 impl Actor for Mirror {
     type Msg = FeedMsg;
+
+    async fn stopped(&mut self, _reason: &ExitReason, _ctx: &mut Context<Self>) {
+        // With its node: nothing feeds this node's copy any more.
+        self.shared.end();
+    }
 
     async fn handle(&mut self, msg: FeedMsg, _ctx: &mut Context<Self>) -> ActorResult {
         let current = self.shared.epoch.load(Ordering::Acquire);

@@ -74,6 +74,9 @@ pub(crate) struct Shared {
     pub(crate) on_exit: Mutex<HashMap<ExitRelease, (u64, tokio::task::AbortHandle)>>,
     pub(crate) next_on_exit: AtomicU64,
     pub(crate) effects: broadcast::Sender<Effect>,
+    /// Set once this node's part in the registry is over: it left, its session expired, or
+    /// its copy stopped with the node. Watches end then ([`Shared::end`]).
+    ended: watch::Sender<bool>,
     /// Set when this node fences itself (`fence`), cleared when a renewal makes its session
     /// valid again.
     pub(crate) fenced: AtomicBool,
@@ -469,7 +472,15 @@ impl Shared {
         if !self.expired.swap(true, Ordering::AcqRel) {
             tracing::error!(node = %self.me(), "this node's registry session expired: the cluster counts it as down");
             self.fence("this node's session expired");
+            self.end();
         }
+    }
+
+    /// This node's part in the registry is over: its watches end, each once it has given
+    /// what it holds. Its copy applies nothing more that a watch could wait for: a node that
+    /// left or expired is refused everywhere, and one stopped has no copy.
+    pub(crate) fn end(&self) {
+        self.ended.send_replace(true);
     }
 
     /// Every lease is lost and its bound actors are killed. The locks are then given back
@@ -676,6 +687,7 @@ impl Drop for Closed<'_> {
     fn drop(&mut self) {
         self.shared.left.store(true, Ordering::Release);
         self.shared.closed.store(true, Ordering::Release);
+        self.shared.end();
         // Dropping a waiter's sender ends its wait; the call then answers `NoSession`.
         self.shared.waiters.lock().clear();
         self.node.remove_extension::<Registry>();
@@ -739,6 +751,7 @@ impl Registry {
             on_exit: Mutex::default(),
             next_on_exit: AtomicU64::new(1),
             effects: broadcast::channel(4096).0,
+            ended: watch::channel(false).0,
             fenced: AtomicBool::new(false),
             valid_until,
             applied: tokio::sync::Notify::new(),
@@ -1171,6 +1184,7 @@ impl Registry {
         Watch {
             prefix: prefix.to_owned(),
             effects: self.shared.effects.subscribe(),
+            ended: self.shared.ended.subscribe(),
         }
     }
 
@@ -1292,6 +1306,7 @@ impl Registry {
 pub struct Watch {
     prefix: String,
     effects: broadcast::Receiver<Effect>,
+    ended: watch::Receiver<bool>,
 }
 
 /// A node's part in the registry's Raft group ([`Registry::raft_status`]). Log positions are
@@ -1341,10 +1356,23 @@ pub enum WatchEvent {
 }
 
 impl Watch {
-    /// The next change, or word that some were missed; `None` when the registry stops.
+    /// The next change, or word that some were missed; `None` once this node's part in the
+    /// registry is over (it left, its session expired, or the node stopped), after the
+    /// changes applied before.
     pub async fn next(&mut self) -> Option<WatchEvent> {
         loop {
-            match self.effects.recv().await {
+            let effect = tokio::select! {
+                biased;
+                effect = self.effects.recv() => effect,
+                _ = self.ended.wait_for(|ended| *ended) => match self.effects.try_recv() {
+                    Ok(effect) => Ok(effect),
+                    Err(broadcast::error::TryRecvError::Lagged(skipped)) => {
+                        Err(broadcast::error::RecvError::Lagged(skipped))
+                    }
+                    Err(_) => return None,
+                },
+            };
+            match effect {
                 Ok(Effect::Key {
                     key,
                     value,
@@ -1382,9 +1410,11 @@ mod tests {
     #[tokio::test]
     async fn a_watch_that_fell_behind_says_so() {
         let (effects, _keep) = broadcast::channel(8);
+        let ended = watch::Sender::new(false);
         let mut watch = Watch {
             prefix: "a/".into(),
             effects: effects.subscribe(),
+            ended: ended.subscribe(),
         };
         effects.send(key("a/x", 1)).unwrap();
         for revision in 2..20 {
@@ -1406,6 +1436,23 @@ mod tests {
         );
         drop(effects);
         drop(_keep);
+        assert_eq!(watch.next().await, None);
+    }
+
+    /// A watch ends once this node's part in the registry is over, after the changes it holds.
+    #[tokio::test]
+    async fn a_watch_ends_with_the_registry_after_what_it_holds() {
+        let (effects, _keep) = broadcast::channel(8);
+        let ended = watch::Sender::new(false);
+        let mut watch = Watch {
+            prefix: "a/".into(),
+            effects: effects.subscribe(),
+            ended: ended.subscribe(),
+        };
+        effects.send(key("a/x", 1)).unwrap();
+        ended.send_replace(true);
+        assert!(matches!(watch.next().await, Some(WatchEvent::Changed(_))));
+        // The sender of changes still lives (other handles hold the registry).
         assert_eq!(watch.next().await, None);
     }
 
