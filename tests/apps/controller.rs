@@ -9,7 +9,7 @@ use std::time::Duration;
 use ensemble::cluster::{Cluster, ClusterConfig, DownDecision};
 use ensemble::prelude::*;
 use ensemble::registry::{Registry, RegistryConfig};
-use ensemble::supervisor::app::{AppSpec, Apps, STATUS_PREFIX, role_group};
+use ensemble::supervisor::app::{APPS_PREFIX, AppSpec, Apps, STATUS_PREFIX, role_group};
 use ensemble::transport::certs::NodeCert;
 use serde::{Deserialize, Serialize};
 
@@ -373,5 +373,52 @@ async fn a_deployed_role_may_not_become_a_singleton() {
     ))
     .await
     .unwrap();
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_deployed_spec_overwritten_with_one_that_does_not_parse_keeps_its_app_running() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["s1"]);
+    let (node, registry, apps, counts) = one_node(certs.path()).await;
+    apps.deploy(&app("kept", "args = { tag = \"kept\" }"))
+        .await
+        .unwrap();
+    wait_for(
+        "the app did not start",
+        || counts.of("kept"),
+        |c| c.running == 1,
+    )
+    .await;
+    // Written past `deploy`'s checks, as a node of an older release could: not a removal.
+    registry
+        .put(
+            &format!("{APPS_PREFIX}kept"),
+            "name = \"kept\"\nroles = 7\n",
+        )
+        .await
+        .unwrap();
+    // Another app, deployed after it, runs once the controller has read the specs since.
+    apps.deploy(&app("other", "args = { tag = \"other\" }"))
+        .await
+        .unwrap();
+    wait_for(
+        "the other app did not start",
+        || counts.of("other"),
+        |c| c.running == 1,
+    )
+    .await;
+    let group = role_group("kept", "r");
+    assert_eq!(registry.group_members(&group).len(), 1);
+    assert_eq!(
+        counts.of("kept"),
+        Count {
+            attempts: 1,
+            ups: 1,
+            running: 1
+        },
+        "the app whose spec does not parse was stopped"
+    );
     node.shutdown().await;
 }

@@ -149,7 +149,18 @@ impl Controller {
                     revisions.insert(spec.name.clone(), value.modified);
                     specs.insert(spec.name.clone(), spec);
                 }
-                Err(e) => tracing::error!(%key, "deployed app spec is not valid: {e}"),
+                Err(e) => {
+                    tracing::error!(%key, "deployed app spec is not valid: {e}");
+                    // Not a removal: one written past `deploy`'s checks, or one a rule newer
+                    // than it refuses, leaves the app as it ran.
+                    let name = key.strip_prefix(APPS_PREFIX).unwrap_or(&key);
+                    if let Some(old) = self.specs.get(name) {
+                        if let Some(revision) = self.revisions.get(name) {
+                            revisions.insert(name.to_owned(), *revision);
+                        }
+                        specs.insert(name.to_owned(), old.clone());
+                    }
+                }
             }
         }
         let old_specs = std::mem::take(&mut self.specs);
