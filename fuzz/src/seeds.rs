@@ -80,6 +80,7 @@ fn hello(name: &str) -> Hello {
         resources: BTreeMap::from([("cpu".into(), 8), ("memory_mb".into(), 16_384)]),
         labels: BTreeMap::from([("zone".into(), "a".into()), ("role".into(), "kv".into())]),
         heartbeat_interval_us: 100_000,
+        max_frame_size: 8 << 20,
     }
 }
 

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use ensemble::cluster::{Cluster, MemberEvent};
 use ensemble::prelude::*;
+use ensemble::transport::certs::NodeCert;
 use ensemble::{AskError, LookupError};
 use tokio::sync::mpsc;
 
-use crate::protocol::{EchoMsg, OtherMsg, SinkMsg};
+use crate::protocol::{Echo, EchoMsg, OtherMsg, SinkMsg};
 use crate::util::*;
 
 const ASK: Duration = Duration::from_secs(10);
@@ -95,6 +96,53 @@ impl Actor for Sink {
         }
         Ok(())
     }
+}
+
+/// Nodes with different frame limits: a message over the receiver's smaller limit is refused
+/// to its sender, naming the limit, and the connection carries the next one as before (the
+/// receiver would close it over such a frame, losing every frame in flight with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_peers_smaller_frame_limit_is_refused_to_its_sender() {
+    let certs = certificates(&["n0", "n1"]);
+    let node = Node::new(NodeConfig::new("n0")).unwrap();
+    let mut config = test_config("test");
+    config.max_frame_size = 16 << 20;
+    let cert = NodeCert::load(certs.path(), "n0").unwrap();
+    let cluster = Cluster::start(&node, config, &cert).await.unwrap();
+    let mut events = cluster.subscribe();
+    let (other, _other_cluster) =
+        local_node_joining("n1", certs.path(), cluster.local_addr()).await;
+    let echo = other.spawn(Echo::new(String::new())).unwrap();
+    other.register_remote("echo", &echo).unwrap();
+    wait_members(&cluster, &["n1"]).await;
+    let n1 = member_id(&cluster, "n1");
+    let echo = cluster.whereis::<EchoMsg>(&n1, "echo").await.unwrap();
+    // 10 MiB: within this node's 16 MiB, over n1's default 8 MiB.
+    let big = "x".repeat(10 << 20);
+    let err = echo.ask(|r| EchoMsg::Echo(big, r), ASK).await.unwrap_err();
+    assert!(matches!(err, AskError::Unreachable { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("over the maximum of 8388608 bytes"),
+        "{err}"
+    );
+    let reply = echo
+        .ask(|r| EchoMsg::Echo("after".into(), r), ASK)
+        .await
+        .unwrap();
+    assert_eq!(reply, "after");
+    // The connection that n1 joined on is the one still up: it never closed (a new one
+    // would say n1 joined again).
+    let mut joined = 0;
+    while let Ok(event) = events.try_recv() {
+        joined += usize::from(matches!(&event, MemberEvent::Joined(m) if m.node.name() == "n1"));
+    }
+    assert_eq!(joined, 1, "the connection to n1 closed and was made again");
+    assert_eq!(
+        node.dead_letters(),
+        1,
+        "the refused message is a dead letter"
+    );
 }
 
 /// A reply handle of this node that comes home inside a reply completes its own ask here; the

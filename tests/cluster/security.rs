@@ -144,6 +144,7 @@ fn hello(name: &str) -> Control {
         resources: BTreeMap::new(),
         labels: BTreeMap::new(),
         heartbeat_interval_us: 100_000,
+        max_frame_size: 8 << 20,
     })
 }
 

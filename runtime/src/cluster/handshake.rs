@@ -136,6 +136,7 @@ mod tests {
             resources: BTreeMap::new(),
             labels: BTreeMap::new(),
             heartbeat_interval_us: 100_000,
+            max_frame_size: 8 << 20,
         }
     }
 

@@ -38,6 +38,7 @@ use crate::id::{ActorId, NodeId};
 use crate::node::Node;
 use crate::remote::{
     Answer, Data, LANE_CAPACITY, LANES, PeerLinks, RemoteMessage, RemoteRef, encode_with,
+    frame_limit_to,
 };
 use crate::transport::certs::NodeCert;
 use crate::transport::frame::{self, FrameDecoder};
@@ -311,6 +312,7 @@ impl Cluster {
             labels: config.labels.clone(),
             heartbeat_interval_us: u64::try_from(config.phi.heartbeat_interval.as_micros())
                 .unwrap_or(u64::MAX),
+            max_frame_size: config.max_frame_size as u64,
         };
         let (events, _) = broadcast::channel(1024);
         node.inner.remote.set_max_frame(config.max_frame_size);
@@ -511,24 +513,28 @@ impl Cluster {
         // Refused here, not dropped by the control stream's writer (the caller would wait
         // for the request timeout and learn nothing). The frame adds the module's name and a
         // few dozen bytes of envelope.
-        let max = self.inner.config.max_frame_size;
+        let remote = &self.inner.node.inner.remote;
+        let max = remote.max_frame_to(node);
         if args.len() + module.len() + SPAWN_ENVELOPE > max {
             return Err(failed(format!(
                 "the arguments take {} bytes encoded, and with the request they exceed the \
-                 frame limit of {max} bytes (max_frame_size); pass large data another way, \
+                 frame limit of {max} bytes (max_frame_size, the smaller of this node's and \
+                 {node}'s); pass large data another way, \
                  such as a reference to it",
                 args.len()
             )));
         }
-        let remote = &self.inner.node.inner.remote;
         let wire = self
             .request(node, |request| {
                 remote
-                    .frame(&Data::Spawn {
-                        request,
-                        module,
-                        args: &args,
-                    })
+                    .frame_to(
+                        node,
+                        &Data::Spawn {
+                            request,
+                            module,
+                            args: &args,
+                        },
+                    )
                     .map(Outgoing::Lane)
                     .map_err(|err| format!("cannot frame the request: {err}"))
             })
@@ -857,6 +863,7 @@ impl Cluster {
             lanes: lanes.into(),
             connection: conn.stable_id(),
             runtime: tokio::runtime::Handle::current(),
+            max_frame: frame_limit_to(self.inner.config.max_frame_size, &hello),
         };
         let link = Link {
             conn: conn.clone(),

@@ -38,6 +38,12 @@ pub struct Hello {
     /// receiver's own interval.
     #[serde(default)]
     pub heartbeat_interval_us: u64,
+    /// The largest frame it takes, in bytes (its `max_frame_size`): what this node sends it
+    /// keeps to the smaller of that and its own limit, so that a message between the two is
+    /// refused to its sender, naming its size, rather than closing the connection at the
+    /// receiver. 0 (or absent): the receiver's own limit.
+    #[serde(default)]
+    pub max_frame_size: u64,
 }
 
 /// A member as one node tells the others (so that every node connects to every other).
@@ -141,6 +147,7 @@ mod tests {
                     resources,
                     labels,
                     heartbeat_interval_us: heartbeat,
+                    max_frame_size: heartbeat % 10_000_000,
                 },
             )
     }

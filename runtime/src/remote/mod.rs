@@ -36,7 +36,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 pub use modules::ModuleActor;
 pub(crate) use modules::{FactoryModule, Module};
-pub(crate) use router::{Answer, PeerLinks, Remote, encode_with};
+pub(crate) use router::{Answer, PeerLinks, Remote, encode_with, frame_limit_to};
 pub use wire::{Data, Outcome, RemoteSignal, WireRef};
 
 use crate::error::TellError;
@@ -102,12 +102,15 @@ impl<M: Send + 'static> RemoteRef<M> {
                 return Err(self.unreachable(msg, format!("cannot encode the message: {err}")));
             }
         };
-        let framed = remote.frame(&Data::Tell {
-            to: self.id.seq(),
-            msg_type: std::any::type_name::<M>(),
-            payload: &payload,
-            ask,
-        });
+        let framed = remote.frame_to(
+            self.id.node(),
+            &Data::Tell {
+                to: self.id.seq(),
+                msg_type: std::any::type_name::<M>(),
+                payload: &payload,
+                ask,
+            },
+        );
         router::recycle(payload);
         match framed {
             Ok(frame) => Ok(Prepared {

@@ -267,6 +267,20 @@ pub(crate) struct PeerLinks {
     /// Runs the task that moves overflowing signals into the queue, whatever thread sends
     /// them (a signal left out would leave a hole in the peer's numbers).
     pub(crate) runtime: tokio::runtime::Handle,
+    /// The largest frame sent on this connection: the smaller of this node's limit and the
+    /// peer's ([`frame_limit_to`]).
+    pub(crate) max_frame: usize,
+}
+
+/// The largest frame to send a peer that said `hello`: the smaller of `own` and the peer's
+/// limit, so that the peer never closes the connection over a frame this node sent. A peer
+/// that did not say (0) takes `own`.
+pub(crate) fn frame_limit_to(own: usize, hello: &crate::cluster::Hello) -> usize {
+    match usize::try_from(hello.max_frame_size) {
+        Ok(0) => own,
+        Ok(peer) => own.min(peer),
+        Err(_) => own,
+    }
 }
 
 impl PeerLinks {
@@ -358,8 +372,18 @@ impl Remote {
         self.max_frame.store(max, Ordering::Relaxed);
     }
 
-    pub(crate) fn frame<T: Serialize>(&self, value: &T) -> Result<Bytes, String> {
-        frame::encode_one(value, self.max_frame.load(Ordering::Relaxed)).map_err(|e| e.to_string())
+    /// The largest frame to send `peer`: the smaller of this node's limit and the peer's,
+    /// while it is connected.
+    pub(crate) fn max_frame_to(&self, peer: &NodeId) -> usize {
+        let own = self.max_frame.load(Ordering::Relaxed);
+        self.peers
+            .get(peer)
+            .map_or(own, |links| links.max_frame.min(own))
+    }
+
+    /// `value` in a frame for `peer`, within [`max_frame_to`](Self::max_frame_to).
+    pub(crate) fn frame_to<T: Serialize>(&self, peer: &NodeId, value: &T) -> Result<Bytes, String> {
+        frame::encode_one(value, self.max_frame_to(peer)).map_err(|e| e.to_string())
     }
 
     fn next_id(&self) -> u64 {
@@ -608,7 +632,7 @@ impl Remote {
             tracing::debug!(%origin, ask, "reply not sent: the asking node is not connected");
             return false;
         };
-        match self.frame(&Data::Reply { ask, outcome }) {
+        match self.frame_to(origin, &Data::Reply { ask, outcome }) {
             Ok(frame) => match lane.try_send(frame) {
                 Ok(()) => true,
                 // The lane is full of tells: the answer waits for room rather than being lost
@@ -635,10 +659,13 @@ impl Remote {
                 // waiting out its timeout.
                 tracing::warn!(%origin, ask, "reply not sent: {err}");
                 let reason = format!("the reply could not be sent: {err}");
-                if let Ok(frame) = self.frame(&Data::Reply {
-                    ask,
-                    outcome: Outcome::Refused(reason.into()),
-                }) {
+                if let Ok(frame) = self.frame_to(
+                    origin,
+                    &Data::Reply {
+                        ask,
+                        outcome: Outcome::Refused(reason.into()),
+                    },
+                ) {
                     let _ = lane.try_send(frame);
                 }
                 false
@@ -1126,6 +1153,7 @@ mod tests {
                 lanes: lanes.into(),
                 connection,
                 runtime: tokio::runtime::Handle::current(),
+                max_frame: frame::DEFAULT_MAX_FRAME,
             },
         );
         sent
@@ -1144,6 +1172,7 @@ mod tests {
                 lanes: lanes.clone().into(),
                 connection: 1,
                 runtime: tokio::runtime::Handle::current(),
+                max_frame: frame::DEFAULT_MAX_FRAME,
             },
         );
         let ask = 5;
