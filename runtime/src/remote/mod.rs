@@ -93,7 +93,7 @@ impl<M: Send + 'static> RemoteRef<M> {
             });
         }
         let remote = &self.node.inner.remote;
-        let Some(lane) = remote.lane(self.id.node(), self.id.seq()) else {
+        let Some((lane, max_frame)) = remote.lane_and_limit(self.id.node(), self.id.seq()) else {
             return Err(self.unreachable(msg, format!("node {} is not connected", self.id.node())));
         };
         let (payload, ask) = match (self.encode)(&self.node, &self.id, &msg) {
@@ -102,14 +102,14 @@ impl<M: Send + 'static> RemoteRef<M> {
                 return Err(self.unreachable(msg, format!("cannot encode the message: {err}")));
             }
         };
-        let framed = remote.frame_to(
-            self.id.node(),
+        let framed = router::frame_within(
             &Data::Tell {
                 to: self.id.seq(),
                 msg_type: std::any::type_name::<M>(),
                 payload: &payload,
                 ask,
             },
+            max_frame,
         );
         router::recycle(payload);
         match framed {

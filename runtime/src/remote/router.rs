@@ -75,9 +75,10 @@ pub(crate) fn encode_with<T: Serialize>(
     };
     let previous = ENCODING.with(|c| c.replace(Some(context)));
     let mut buf = PAYLOAD.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    let encoded = rmp_serde::encode::write_named(&mut buf, value)
-        .map(|()| buf)
-        .map_err(|e| e.to_string());
+    let encoded = unless_it_panics("encoding", || {
+        rmp_serde::encode::write_named(&mut buf, value).map_err(|e| e.to_string())
+    })
+    .map(|()| buf);
     let context = ENCODING.with(|c| c.replace(previous));
     let ask = context.and_then(|c| c.ask);
     match encoded {
@@ -94,9 +95,30 @@ pub(crate) fn encode_with<T: Serialize>(
 /// Decodes `bytes` on `node`.
 pub(crate) fn decode_with<T: DeserializeOwned>(node: &Node, bytes: &[u8]) -> Result<T, String> {
     let previous = DECODING.with(|c| c.replace(Some(DecodeContext { node: node.clone() })));
-    let decoded = rmp_serde::from_slice(bytes).map_err(|e| e.to_string());
+    let decoded = unless_it_panics("decoding", || {
+        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+    });
     DECODING.with(|c| c.replace(previous));
     decoded
+}
+
+/// `value` in a frame of at most `max` bytes.
+pub(crate) fn frame_within<T: Serialize>(value: &T, max: usize) -> Result<Bytes, String> {
+    frame::encode_one(value, max).map_err(|e| e.to_string())
+}
+
+/// Runs a message type's own `Serialize` or `Deserialize` (`what` it does), taking a panic in
+/// it for an error: one faulty type must not end the task that reads a connection's lane,
+/// nor leave this thread's encoding or decoding context set.
+fn unless_it_panics<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        Err(format!("{what} panicked: {message}"))
+    })
 }
 
 pub(crate) fn with_encoding<R>(f: impl FnOnce(Option<&mut EncodeContext>) -> R) -> R {
@@ -383,7 +405,7 @@ impl Remote {
 
     /// `value` in a frame for `peer`, within [`max_frame_to`](Self::max_frame_to).
     pub(crate) fn frame_to<T: Serialize>(&self, peer: &NodeId, value: &T) -> Result<Bytes, String> {
-        frame::encode_one(value, self.max_frame_to(peer)).map_err(|e| e.to_string())
+        frame_within(value, self.max_frame_to(peer))
     }
 
     fn next_id(&self) -> u64 {
@@ -422,6 +444,21 @@ impl Remote {
     pub(crate) fn lane(&self, peer: &NodeId, key: u64) -> Option<mpsc::Sender<Bytes>> {
         let links = self.peers.get(peer)?;
         Some(links.lanes[(key as usize) % LANES].clone())
+    }
+
+    /// [`lane`](Self::lane), with the largest frame to send on it
+    /// ([`max_frame_to`](Self::max_frame_to)), in one look-up.
+    pub(crate) fn lane_and_limit(
+        &self,
+        peer: &NodeId,
+        key: u64,
+    ) -> Option<(mpsc::Sender<Bytes>, usize)> {
+        let links = self.peers.get(peer)?;
+        let own = self.max_frame.load(Ordering::Relaxed);
+        Some((
+            links.lanes[(key as usize) % LANES].clone(),
+            links.max_frame.min(own),
+        ))
     }
 
     /// Sends a signal to a peer, in order with the others to it; kept until the peer
@@ -628,11 +665,11 @@ impl Remote {
 
     /// Sends a reply frame; false if it could not be queued.
     pub(crate) fn reply(&self, origin: &NodeId, ask: u64, outcome: Outcome<'_>) -> bool {
-        let Some(lane) = self.lane(origin, ask) else {
+        let Some((lane, max_frame)) = self.lane_and_limit(origin, ask) else {
             tracing::debug!(%origin, ask, "reply not sent: the asking node is not connected");
             return false;
         };
-        match self.frame_to(origin, &Data::Reply { ask, outcome }) {
+        match frame_within(&Data::Reply { ask, outcome }, max_frame) {
             Ok(frame) => match lane.try_send(frame) {
                 Ok(()) => true,
                 // The lane is full of tells: the answer waits for room rather than being lost
@@ -659,12 +696,12 @@ impl Remote {
                 // waiting out its timeout.
                 tracing::warn!(%origin, ask, "reply not sent: {err}");
                 let reason = format!("the reply could not be sent: {err}");
-                if let Ok(frame) = self.frame_to(
-                    origin,
+                if let Ok(frame) = frame_within(
                     &Data::Reply {
                         ask,
                         outcome: Outcome::Refused(reason.into()),
                     },
+                    max_frame,
                 ) {
                     let _ = lane.try_send(frame);
                 }
@@ -1029,6 +1066,7 @@ mod tests {
     #[derive(serde::Serialize, serde::Deserialize)]
     enum CounterMsg {
         Add(u64),
+        AddTouchy(Touchy),
         #[serde(skip)]
         Get(ReplyTo<u64>),
     }
@@ -1038,12 +1076,24 @@ mod tests {
 
         async fn handle(&mut self, msg: CounterMsg, _ctx: &mut Context<Self>) -> ActorResult {
             match msg {
-                CounterMsg::Add(n) => self.0 += n,
+                CounterMsg::Add(n) | CounterMsg::AddTouchy(Touchy(n)) => self.0 += n,
                 CounterMsg::Get(reply) => {
                     let _ = reply.send(self.0);
                 }
             }
             Ok(())
+        }
+    }
+
+    /// A number whose decoder panics at 13, as a faulty user type's may.
+    #[derive(serde::Serialize)]
+    struct Touchy(u64);
+
+    impl<'de> serde::Deserialize<'de> for Touchy {
+        fn deserialize<D: serde::Deserializer<'de>>(decoder: D) -> Result<Self, D::Error> {
+            let n = u64::deserialize(decoder)?;
+            assert_ne!(n, 13, "a faulty decoder");
+            Ok(Touchy(n))
         }
     }
 
@@ -1108,6 +1158,27 @@ mod tests {
         assert_eq!(node.dead_letters(), 3);
         assert_eq!(total(&counter).await, 0);
         assert!(counter.is_alive());
+    }
+
+    #[tokio::test]
+    async fn a_decoder_that_panics_refuses_its_message_and_the_node_goes_on() {
+        let (node, counter) = exported_counter().await;
+        let peer = NodeId::new("n2", 1);
+        let msg_type = std::any::type_name::<CounterMsg>();
+        let send = |n| {
+            let payload = rmp_serde::to_vec_named(&CounterMsg::AddTouchy(Touchy(n))).unwrap();
+            node.inner
+                .remote
+                .on_data(&node, &peer, tell(counter.id().seq(), msg_type, &payload));
+        };
+        send(13);
+        assert_eq!(node.dead_letters(), 1);
+        assert!(
+            decoding_node().is_none(),
+            "the decoding context was left set"
+        );
+        send(5);
+        assert_eq!(total(&counter).await, 5);
     }
 
     #[tokio::test]
