@@ -22,8 +22,6 @@ const ASK: Duration = Duration::from_secs(10);
 #[derive(Serialize, Deserialize)]
 enum IdleMsg {
     Stop,
-    /// Bytes to take and drop.
-    Blob(Vec<u8>),
     /// Remove the link with this actor.
     Unlink(ActorId),
 }
@@ -37,7 +35,6 @@ impl Actor for Idle {
     async fn handle(&mut self, msg: IdleMsg, ctx: &mut Context<Self>) -> ActorResult {
         match msg {
             IdleMsg::Stop => ctx.stop(),
-            IdleMsg::Blob(_) => {}
             IdleMsg::Unlink(other) => {
                 let other = UntypedRef::from_id(ctx.node(), &other);
                 ctx.unlink(other);
@@ -233,9 +230,8 @@ struct Apart {
     fired: mpsc::UnboundedReceiver<(&'static str, ActorId)>,
 }
 
-/// n0 sends frames of up to 16 MiB, n1 takes 8 MiB at most: one large message from n0 is a
-/// bad frame to n1, which closes the connection; the nodes then connect again, both alive.
-/// Answers once n0 saw the connection end, with `count` actors made on n1.
+/// n0 closes its connection to n1 ([`Cluster::disconnect`]); the nodes then connect again,
+/// both alive. Answers once n0 saw the connection end, with `count` actors made on n1.
 async fn apart(certs: &std::path::Path, count: usize) -> Apart {
     let Pair {
         watching,
@@ -243,7 +239,7 @@ async fn apart(certs: &std::path::Path, count: usize) -> Apart {
         watched,
         factory,
         ..
-    } = pair(certs, |config| config.max_frame_size = 16 << 20).await;
+    } = pair(certs, |_| {}).await;
     let n1 = member_id(&cluster, "n1");
     let made = factory
         .ask(|reply| FactoryMsg::Make(count, reply), ASK)
@@ -261,15 +257,12 @@ async fn apart(certs: &std::path::Path, count: usize) -> Apart {
     // n1 has handled the monitor and the link once a lookup is answered on the same stream.
     let _ = cluster.whereis::<FactoryMsg>(&n1, "factory").await;
 
-    made[0]
-        .tell(IdleMsg::Blob(vec![0; 9 << 20]))
-        .await
-        .expect("the large message");
+    assert!(cluster.disconnect(&n1), "no connection to n1 to close");
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while made[0].is_alive() {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "n1 did not close the connection after the large message"
+            "the connection to n1 did not end"
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

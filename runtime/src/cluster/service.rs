@@ -56,6 +56,9 @@ const LEAVING_REASON: &[u8] = b"leaving";
 /// The QUIC close code for a connection whose peer sent no valid hello in time (garbage, a
 /// frame over the size limit, another frame first, or nothing).
 const HANDSHAKE_FAILED: u32 = 5;
+/// The QUIC close code of a connection closed on purpose while both nodes stay members
+/// ([`Cluster::disconnect`]).
+const DISCONNECTED: u32 = 6;
 
 /// What a spawn request adds to its arguments and module name, at most: the frame's length
 /// prefix, the request number and MessagePack's markers.
@@ -1284,6 +1287,28 @@ impl Cluster {
             tracing::warn!(node = %self.inner.node.id(), ?downed, "declared down: heartbeats stopped");
             self.down(&downed);
         }
+    }
+
+    /// Closes the connection to member `node`, which stays a member, as Erlang's
+    /// `erlang:disconnect_node/1` does: the nodes connect again at once (the dialer of the
+    /// closed connection dials again). What was in flight goes as with any connection that
+    /// ends: messages queued on it are counted as dead letters, signals are sent again on
+    /// the next connection. For an operator who wants a fresh connection, and for tests of
+    /// what a lost connection does. False if no connection to `node` was up.
+    pub fn disconnect(&self, node: &NodeId) -> bool {
+        let link = {
+            let state = self.inner.state.lock();
+            state.peers.get(node).and_then(|peer| peer.link.clone())
+        };
+        let Some(link) = link else {
+            return false;
+        };
+        tracing::info!(node = %self.inner.node.id(), peer = %node, "closing the connection on purpose");
+        link.conn.close(
+            quinn::VarInt::from_u32(DISCONNECTED),
+            b"disconnected on purpose",
+        );
+        true
     }
 
     /// Declares `node` down: its connection closes, monitors and links to its actors fire with
