@@ -148,7 +148,9 @@ impl Lease {
         };
         match self.shared.release_or_keep_trying(command).await? {
             Outcome::Done { .. } | Outcome::NotHeld => Ok(()),
-            other => Err(self.shared.unexpected("release", other)),
+            other => Err(self
+                .shared
+                .unexpected(&format!("release of lock {:?}", self.lock), other)),
         }
     }
 }

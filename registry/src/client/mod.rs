@@ -951,7 +951,7 @@ impl Registry {
             }
             Ok(other) => {
                 self.abandon(&key, holder).await;
-                return Err(self.shared.unexpected("lock", other));
+                return Err(self.shared.unexpected(&format!("lock of {lock:?}"), other));
             }
             Err(err) => {
                 // The request may have been committed all the same (the leader failed after
@@ -1047,7 +1047,9 @@ impl Registry {
                 node,
                 need,
             }),
-            Ok(other) => Err(self.shared.unexpected("reserve", other)),
+            Ok(other) => Err(self
+                .shared
+                .unexpected(&format!("reservation {id:?} on node {node}"), other)),
             // The session missing is the target node's: it is not this node that expired.
             Err(RegistryError::SessionExpired(target)) if &target != self.node().id() => {
                 Err(RegistryError::NoSession(target))
@@ -1091,7 +1093,9 @@ impl Registry {
         };
         match self.shared.propose_one(command, true).await? {
             Outcome::Done { revision } => Ok(revision),
-            other => Err(self.shared.unexpected("put", other)),
+            other => Err(self
+                .shared
+                .unexpected(&format!("put of config key {key:?}"), other)),
         }
     }
 
@@ -1127,7 +1131,9 @@ impl Registry {
                 expected,
                 current,
             }),
-            other => Err(self.shared.unexpected("compare_and_set", other)),
+            other => Err(self
+                .shared
+                .unexpected(&format!("compare-and-set of config key {key:?}"), other)),
         }
     }
 

@@ -77,6 +77,7 @@ pub(crate) async fn propose(shared: &Shared, commands: Vec<Command>, idempotent:
     }
     let (answer, answered) = oneshot::channel();
     let deadline = Instant::now() + shared.config.request_timeout;
+    let brief = commands[0].brief();
     let pending = Pending {
         commands,
         idempotent,
@@ -84,16 +85,16 @@ pub(crate) async fn propose(shared: &Shared, commands: Vec<Command>, idempotent:
         answer,
     };
     proposer.queued.fetch_add(1, Ordering::AcqRel);
-    if let Err(mpsc::error::SendError(pending)) = proposer.queue.send(pending) {
+    if let Err(mpsc::error::SendError(_)) = proposer.queue.send(pending) {
         proposer.queued.fetch_sub(1, Ordering::AcqRel);
         return Err(RegistryError::Unknown {
-            what: pending.commands[0].brief(),
+            what: brief,
             reason: "the registry client of this node has stopped".into(),
         });
     }
     // The request carrying it ends by the deadline; the margin only guards against a client
     // that stopped without answering.
-    let what = || format!("a write of node {}", shared.me());
+    let what = || format!("{brief} (a write of node {})", shared.me());
     match tokio::time::timeout_at(deadline + ANSWER_MARGIN, answered).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(_)) => Err(RegistryError::Unknown {

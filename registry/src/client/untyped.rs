@@ -61,7 +61,9 @@ impl Registry {
                     holder: holder.id,
                 })
             }
-            other => Err(self.shared.unexpected("register", other)),
+            other => Err(self
+                .shared
+                .unexpected(&format!("registration of name {name:?}"), other)),
         }
     }
 
