@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ensemble::NodeId;
 use ensemble::cluster::{Cluster, ClusterConfig, MemberEvent};
 use ensemble::prelude::*;
 use ensemble::transport::certs::{ClusterCa, NodeCert};
@@ -162,6 +163,23 @@ async fn start_peer(name: &str, certs: &std::path::Path, seed: SocketAddr) -> Pe
     Peer(child)
 }
 
+/// The member `name`, once this node counts it in: a peer says it joined as soon as it has
+/// sent its `Ready`, a moment before this node has read it.
+async fn member_named(cluster: &Cluster, name: &str) -> NodeId {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(member) = cluster
+            .members()
+            .into_iter()
+            .find(|m| m.node.name() == name)
+        {
+            return member.node;
+        }
+        assert!(Instant::now() < deadline, "{name} never joined");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
@@ -188,12 +206,7 @@ fn main() {
         let cert = NodeCert::load(dir.path(), "bench-a").unwrap();
         let cluster = Cluster::start(&node, ClusterConfig::new("bench"), &cert).await.unwrap();
         let _peer = start_peer("bench-b", dir.path(), cluster.local_addr()).await;
-        let b = cluster
-            .members()
-            .into_iter()
-            .find(|m| m.node.name() == "bench-b")
-            .expect("bench-b joined")
-            .node;
+        let b = member_named(&cluster, "bench-b").await;
         let sink = cluster.whereis::<SinkMsg>(&b, "sink").await.unwrap();
         let echo = cluster.whereis::<Ping>(&b, "echo").await.unwrap();
         let payload = "x".repeat(64);
@@ -247,12 +260,7 @@ fn main() {
             let name = format!("victim-{i}");
             let mut events = cluster.subscribe();
             let mut victim = start_peer(&name, dir.path(), cluster.local_addr()).await;
-            let id = cluster
-                .members()
-                .into_iter()
-                .find(|m| m.node.name() == name)
-                .expect("victim joined")
-                .node;
+            let id = member_named(&cluster, &name).await;
             // Let heartbeats settle into their rhythm before the kill.
             tokio::time::sleep(Duration::from_secs(2)).await;
             let killed = Instant::now();
