@@ -14,14 +14,16 @@
 //! - A grant that reaches a node while it is fenced (cut off past its session's validity,
 //!   not yet past the TTL): the lease is lost at once, and the node must give the lock back.
 
+use std::future::Future;
 use std::time::Duration;
 
 use ensemble::registry::{RegistryConfig, RegistryError};
+use ensemble::transport::simnet::SimNet;
 use tokio::time::Instant;
 
 use crate::probes::{Echo, EchoMsg};
 use crate::setup::{Cluster, four_nodes, holder_of, leader_named_by, put_retrying, run};
-use crate::until;
+use crate::{SimNode, until};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(300);
 const SESSION_TTL: Duration = Duration::from_secs(3);
@@ -29,6 +31,27 @@ const SESSION_TTL: Duration = Duration::from_secs(3);
 fn tune(settings: &mut RegistryConfig) {
     settings.request_timeout = REQUEST_TIMEOUT;
     settings.session_ttl = SESSION_TTL;
+}
+
+/// Runs `call` on `client` and cuts the client off 150 µs later, just after its request left:
+/// a warm-up write first, so that the client knows the leader and the way to it and the
+/// request goes out at once, then a quiet moment, so that nothing else is in flight. Answers
+/// the call's task and when the cut was made.
+async fn cut_off_after_sending<T: Send + 'static>(
+    net: &SimNet,
+    client: &SimNode,
+    call: impl Future<Output = T> + Send + 'static,
+) -> Result<(tokio::task::JoinHandle<T>, Instant), String> {
+    client
+        .registry
+        .put("warm-up", b"1".to_vec())
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let call = tokio::spawn(call);
+    tokio::time::sleep(Duration::from_micros(150)).await;
+    net.isolate(client.addr);
+    Ok((call, Instant::now()))
 }
 
 #[test]
@@ -41,21 +64,11 @@ async fn an_acquire_committed_while_cut_off(seed: u64) -> Result<(), String> {
     let client = nodes[3].registry.clone();
     let voter = nodes[0].registry.clone();
     let client_node = nodes[3].node.id().clone();
-    // Warm up: the client knows the leader and the way to it, so its next request goes out at
-    // once; then a quiet moment, so that nothing else is in flight.
-    client
-        .put("warm-up", b"1".to_vec())
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-
-    let call = {
+    let lock = {
         let client = client.clone();
-        tokio::spawn(async move { client.lock("x", Duration::from_secs(5)).await })
+        async move { client.lock("x", Duration::from_secs(5)).await }
     };
-    tokio::time::sleep(Duration::from_micros(150)).await;
-    net.isolate(nodes[3].addr);
-    let cut = Instant::now();
+    let (call, cut) = cut_off_after_sending(&net, &nodes[3], lock).await?;
 
     // The request got through: the leader granted the lock to the client's holder.
     until(
@@ -316,20 +329,11 @@ async fn a_group_entry_committed_while_cut_off(seed: u64) -> Result<(), String> 
         .node
         .spawn(Echo)
         .map_err(|e| format!("spawn: {e}"))?;
-    // Warm up, then a quiet moment, as in the first test.
-    client
-        .put("warm-up", b"1".to_vec())
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-
-    let call = {
+    let join = {
         let (client, actor) = (client.clone(), actor.clone());
-        tokio::spawn(async move { client.join_group("workers", &actor).await })
+        async move { client.join_group("workers", &actor).await }
     };
-    tokio::time::sleep(Duration::from_micros(150)).await;
-    net.isolate(nodes[3].addr);
-    let cut = Instant::now();
+    let (call, cut) = cut_off_after_sending(&net, &nodes[3], join).await?;
     until(
         "the entry of the cut-off client",
         Duration::from_secs(2),
