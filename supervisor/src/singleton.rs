@@ -25,7 +25,7 @@ use ensemble_registry::{Lease, Registry};
 use ensemble_runtime::remote::RemoteMessage;
 use ensemble_runtime::{
     Actor, ActorError, ActorId, ActorRef, ActorResult, Context, ExitReason, SpawnError,
-    SpawnOptions, TellError,
+    SpawnOptions,
 };
 
 use crate::spec::Backoff;
@@ -64,11 +64,35 @@ pub enum SingletonMsg {
     /// Queue for the lock now.
     Acquire,
     /// The lock was granted.
-    Granted(Lease),
+    Granted(Grant),
     /// The registry could not be reached: try again later.
     Retry(String),
     /// Asks which actor is the instance on this node, if any.
     Instance(tokio::sync::oneshot::Sender<Option<ActorId>>),
+}
+
+/// A grant of the singleton's lock on its way to the manager. Given back if the manager ends
+/// before it takes it out of its mailbox (the message dropped with it, or refused): a dropped
+/// [`Lease`] keeps its lock for as long as the node's session lives, and the singleton would
+/// then run nowhere.
+pub struct Grant(Option<Lease>);
+
+impl Grant {
+    fn take(mut self) -> Lease {
+        self.0.take().expect("a grant is taken once")
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        if let Some(lease) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = lease.release().await;
+            });
+        }
+    }
 }
 
 impl<A, F> Singleton<A, F>
@@ -192,23 +216,15 @@ where
                 let (lock, me) = (self.lock.clone(), ctx.myself());
                 tokio::spawn(async move {
                     let msg = match registry.lock(&lock, WAIT_SLICE).await {
-                        Ok(lease) => SingletonMsg::Granted(lease),
+                        Ok(lease) => SingletonMsg::Granted(Grant(Some(lease))),
                         Err(e) => SingletonMsg::Retry(e.to_string()),
                     };
-                    if let Err(
-                        TellError::Dead { message, .. }
-                        | TellError::Unreachable { message, .. }
-                        | TellError::Full { message, .. },
-                    ) = me.tell(msg).await
-                        && let SingletonMsg::Granted(lease) = message
-                    {
-                        // The manager ended while waiting: give the lock back.
-                        let _ = lease.release().await;
-                    }
+                    // A manager that ended meanwhile gives the lock back as the grant drops.
+                    let _ = me.tell(msg).await;
                 });
             }
-            SingletonMsg::Granted(lease) => {
-                if let Err(why) = self.run_instance(lease, ctx).await {
+            SingletonMsg::Granted(grant) => {
+                if let Err(why) = self.run_instance(grant.take(), ctx).await {
                     self.requeue(&why, ctx).await;
                 }
             }
