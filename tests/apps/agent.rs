@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ensemble::cluster::{Cluster, ClusterConfig, DownDecision};
 use ensemble::prelude::*;
-use ensemble::registry::{Registry, RegistryConfig};
+use ensemble::registry::Registry;
 use ensemble::supervisor::agent::{Agent, AgentMsg, NotStarted, StartInstance, start_on};
 use ensemble::supervisor::placement::Requirements;
 use ensemble::supervisor::{ChildSpec, Placement, SupervisorError, SupervisorRef, SupervisorSpec};
-use ensemble::transport::certs::NodeCert;
 
+use crate::solo::node_s1;
 use crate::util::{certificates, one_cluster_at_a_time};
 
 struct Idle;
@@ -43,16 +42,7 @@ impl Actor for Slow {
 /// A node of its own with 1000 `cpu`, its registry, the modules `test.idle` and `test.slow`
 /// and its agent.
 async fn one_node(certs: &std::path::Path) -> (Node, Registry, ActorRef<AgentMsg>) {
-    let node = Node::new(NodeConfig::new("s1")).unwrap();
-    let mut config = ClusterConfig::new("test");
-    config.down = DownDecision::External;
-    config.resources = BTreeMap::from([("cpu".to_owned(), 1000)]);
-    let cluster = Cluster::start(&node, config, &NodeCert::load(certs, "s1").unwrap())
-        .await
-        .unwrap();
-    let mut settings = RegistryConfig::new(certs.join("s1-data"));
-    settings.bootstrap = true;
-    let registry = Registry::start(&cluster, settings).await.unwrap();
+    let (node, registry) = node_s1(certs).await;
     node.register_module("test.idle", |(): ()| Idle);
     node.register_module("test.slow", Slow);
     let agent = Agent::start(&node).await.unwrap();

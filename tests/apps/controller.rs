@@ -2,17 +2,16 @@
 //! the controller's manager): what it does when an app is removed while its starts are under
 //! way, deployed again, or its starts fail, and what its status says.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ensemble::cluster::{Cluster, ClusterConfig, DownDecision};
 use ensemble::prelude::*;
-use ensemble::registry::{Registry, RegistryConfig};
+use ensemble::registry::Registry;
 use ensemble::supervisor::app::{APPS_PREFIX, AppSpec, Apps, STATUS_PREFIX, role_group};
-use ensemble::transport::certs::NodeCert;
 use serde::{Deserialize, Serialize};
 
+use crate::solo::node_s1;
 use crate::util::{DEADLINE, certificates, one_cluster_at_a_time};
 
 /// What the probes of one test did, by their `tag` argument.
@@ -99,16 +98,7 @@ impl Actor for Probe {
 
 /// A node of its own, `s1`, with the module `c.probe`, taking part in apps.
 async fn one_node(certs: &std::path::Path) -> (Node, Registry, Apps, Counts) {
-    let node = Node::new(NodeConfig::new("s1")).unwrap();
-    let mut config = ClusterConfig::new("test");
-    config.down = DownDecision::External;
-    config.resources = BTreeMap::from([("cpu".to_owned(), 1000)]);
-    let cluster = Cluster::start(&node, config, &NodeCert::load(certs, "s1").unwrap())
-        .await
-        .unwrap();
-    let mut settings = RegistryConfig::new(certs.join("s1-data"));
-    settings.bootstrap = true;
-    let registry = Registry::start(&cluster, settings).await.unwrap();
+    let (node, registry) = node_s1(certs).await;
     let counts = Counts::default();
     let made = counts.clone();
     node.register_module("c.probe", move |args: ProbeArgs| Probe {

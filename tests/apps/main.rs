@@ -16,6 +16,7 @@ mod controller;
 mod kv;
 mod placement;
 mod singleton;
+mod solo;
 mod supervision;
 #[allow(dead_code)]
 #[path = "../registry/util.rs"]

@@ -1412,16 +1412,22 @@ mod tests {
         }
     }
 
-    /// A watcher that fell behind is told so, instead of going on as if nothing was missed.
-    #[tokio::test]
-    async fn a_watch_that_fell_behind_says_so() {
-        let (effects, _keep) = broadcast::channel(8);
+    /// A watch of `prefix`, with the channels that feed and end it.
+    fn watch_of(prefix: &str) -> (broadcast::Sender<Effect>, watch::Sender<bool>, Watch) {
+        let effects = broadcast::Sender::new(8);
         let ended = watch::Sender::new(false);
-        let mut watch = Watch {
-            prefix: "a/".into(),
+        let watch = Watch {
+            prefix: prefix.into(),
             effects: effects.subscribe(),
             ended: ended.subscribe(),
         };
+        (effects, ended, watch)
+    }
+
+    /// A watcher that fell behind is told so, instead of going on as if nothing was missed.
+    #[tokio::test]
+    async fn a_watch_that_fell_behind_says_so() {
+        let (effects, _ended, mut watch) = watch_of("a/");
         effects.send(key("a/x", 1)).unwrap();
         for revision in 2..20 {
             effects.send(key("b/y", revision)).unwrap();
@@ -1441,20 +1447,13 @@ mod tests {
             }))
         );
         drop(effects);
-        drop(_keep);
         assert_eq!(watch.next().await, None);
     }
 
     /// A watch ends once this node's part in the registry is over, after the changes it holds.
     #[tokio::test]
     async fn a_watch_ends_with_the_registry_after_what_it_holds() {
-        let (effects, _keep) = broadcast::channel(8);
-        let ended = watch::Sender::new(false);
-        let mut watch = Watch {
-            prefix: "a/".into(),
-            effects: effects.subscribe(),
-            ended: ended.subscribe(),
-        };
+        let (effects, ended, mut watch) = watch_of("a/");
         effects.send(key("a/x", 1)).unwrap();
         ended.send_replace(true);
         assert!(matches!(watch.next().await, Some(WatchEvent::Changed(_))));
