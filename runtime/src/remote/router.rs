@@ -553,10 +553,19 @@ impl Remote {
 
     // ---- exports and delivery
 
+    /// Makes a local actor reachable from other nodes, for as long as it lives.
     pub(crate) fn export<M: RemoteMessage>(&self, cell: &Arc<Cell<M>>) {
-        if !self.exports.contains_key(&cell.id.seq()) && cell.core.is_alive() {
-            self.exports
-                .insert(cell.id.seq(), cell.clone() as Arc<dyn Inbox>);
+        let seq = cell.id.seq();
+        if self.exports.contains_key(&seq) {
+            return;
+        }
+        self.exports.insert(seq, cell.clone() as Arc<dyn Inbox>);
+        // Checked after the insert, not before: an actor ends by marking itself dead and then
+        // unexporting. Dead before this check, it is taken out here; dead after it, its own
+        // unexport comes after the insert. Checked before, an end in between would leave the
+        // dead actor's cell in the table for as long as the node runs.
+        if !cell.core.is_alive() {
+            self.exports.remove(&seq);
         }
     }
 
