@@ -328,6 +328,21 @@ pub fn offers(
         .iter()
         .map(|a| a.id().node().clone())
         .collect();
+    live_nodes(cluster)
+        .into_iter()
+        .filter(|(node, _, _)| agents.contains(node))
+        .map(|(node, capacity, labels)| Offer {
+            reserved: registry.reserved(&node),
+            instances: instances(&node),
+            node: node.name().to_owned(),
+            capacity,
+            labels,
+        })
+        .collect()
+}
+
+/// This node and the members that are up, with their capacity and labels.
+fn live_nodes(cluster: &Cluster) -> Vec<(NodeId, Capacity, Labels)> {
     let mut nodes: Vec<(NodeId, Capacity, Labels)> = cluster
         .members()
         .into_iter()
@@ -340,16 +355,21 @@ pub fn offers(
         cluster.labels().clone(),
     ));
     nodes
+}
+
+/// The agent of the node named `name` that [`offers`] offered: the one of its live
+/// incarnation. A node that restarted is a new incarnation, and the agent of its old one stays
+/// in the registry's group until the old session ends; picked by name alone, a start could go
+/// to that dead agent and fail.
+pub fn agent_on(registry: &Registry, cluster: &Cluster, name: &str) -> Option<ActorRef<AgentMsg>> {
+    let live: HashSet<NodeId> = live_nodes(cluster)
         .into_iter()
-        .filter(|(node, _, _)| agents.contains(node))
-        .map(|(node, capacity, labels)| Offer {
-            reserved: registry.reserved(&node),
-            instances: instances(&node),
-            node: node.name().to_owned(),
-            capacity,
-            labels,
-        })
-        .collect()
+        .map(|(node, _, _)| node)
+        .filter(|node| node.name() == name)
+        .collect();
+    agents(registry)
+        .into_iter()
+        .find(|agent| live.contains(agent.id().node()))
 }
 
 /// The agents of the cluster, by node, from this node's copy of the registry.

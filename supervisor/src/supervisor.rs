@@ -218,11 +218,11 @@ impl Supervisor {
             same.iter().filter(|n| *n == node).count()
         });
         let plan = placement::plan(&offers, &needs, 1);
-        let Some(agent) = plan.nodes.first().and_then(|node| {
-            agent::agents(&registry)
-                .into_iter()
-                .find(|a| a.id().node().name() == node)
-        }) else {
+        let Some(agent) = plan
+            .nodes
+            .first()
+            .and_then(|node| agent::agent_on(&registry, &cluster, node))
+        else {
             metrics::counter!("ensemble_supervisor_unplaced_total", "supervisor" => self.name.clone()).increment(1);
             let reason = plan.reason();
             if !self.unplaced.contains_key(&spec.id) {

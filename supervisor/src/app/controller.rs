@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::spec::{AppSpec, RoleSpec, role_group};
 use super::{APPS_PREFIX, STATUS_PREFIX};
-use crate::agent::{NotStarted, StartInstance, agents, offers, start_on};
+use crate::agent::{NotStarted, StartInstance, agent_on, offers, start_on};
 use crate::core::{RestartWindow, died_with_its_node};
 use crate::placement::{Offer, plan};
 use crate::spec::Restart;
@@ -452,10 +452,7 @@ impl Controller {
         index: usize,
         ctx: &mut Context<Self>,
     ) {
-        let Some(agent) = agents(&self.registry)
-            .into_iter()
-            .find(|a| a.id().node().name() == node)
-        else {
+        let Some(agent) = agent_on(&self.registry, &self.cluster, node) else {
             return;
         };
         self.next_start += 1;
