@@ -228,6 +228,8 @@ struct Apart {
     made: Vec<ActorRef<IdleMsg>>,
     trapper: ActorRef<TrapperMsg>,
     fired: mpsc::UnboundedReceiver<(&'static str, ActorId)>,
+    /// The connection to n1 that n0 closed ([`Cluster::connection`]).
+    closed: u64,
 }
 
 /// n0 closes its connection to n1 ([`Cluster::disconnect`]); the nodes then connect again,
@@ -257,6 +259,7 @@ async fn apart(certs: &std::path::Path, count: usize) -> Apart {
     // n1 has handled the monitor and the link once a lookup is answered on the same stream.
     let _ = cluster.whereis::<FactoryMsg>(&n1, "factory").await;
 
+    let closed = cluster.connection(&n1).expect("a connection to n1");
     assert!(cluster.disconnect(&n1), "no connection to n1 to close");
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while made[0].is_alive() {
@@ -274,15 +277,23 @@ async fn apart(certs: &std::path::Path, count: usize) -> Apart {
         made,
         trapper,
         fired,
+        closed,
     }
 }
 
 impl Apart {
-    /// Checks that the test ran as meant (n1 stayed a member) and shuts both nodes down.
+    /// Checks that the test ran as meant (n1 stayed a member, and a new connection took the
+    /// closed one's place, with an id of its own) and shuts both nodes down.
     async fn end(self) {
         assert!(
             self.cluster.members().iter().any(|m| m.node == self.n1),
             "n1 was declared down: the test needs it alive"
+        );
+        let connection = self.cluster.connection(&self.n1);
+        assert!(
+            connection.is_some_and(|id| id != self.closed),
+            "the connection to n1 is {connection:?}, after {} was closed",
+            self.closed
         );
         self.watched.shutdown().await;
         self.watching.shutdown().await;

@@ -39,6 +39,7 @@ mod lease;
 mod leave;
 mod notices;
 mod probes;
+mod retried;
 mod setup;
 
 use std::collections::BTreeMap;

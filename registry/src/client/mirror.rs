@@ -31,6 +31,9 @@ pub(crate) struct View {
     pub(crate) source: Option<NodeId>,
     /// When the current subscription last sent anything (or was made).
     pub(crate) heard: Option<Instant>,
+    /// The connection to the source the subscription was made over (`Cluster::connection`;
+    /// `None` for a voter's own server).
+    pub(crate) connection: Option<u64>,
     /// Whether a whole state has arrived since the last subscription.
     pub(crate) synced: bool,
 }

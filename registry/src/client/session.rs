@@ -246,9 +246,9 @@ pub(crate) async fn feed(shared: Weak<Shared>, mirror: ActorRef<FeedMsg>, local:
             // The node left for good; it stops next.
             return;
         }
-        let (source, heard) = {
+        let (source, heard, connection) = {
             let view = shared.view.read();
-            (view.source.clone(), view.heard)
+            (view.source.clone(), view.heard, view.connection)
         };
         let wanted = if local.votes() {
             Some(shared.me().name().to_owned())
@@ -261,11 +261,13 @@ pub(crate) async fn feed(shared: Weak<Shared>, mirror: ActorRef<FeedMsg>, local:
             continue;
         };
         // The subscription holds while its source is the wanted node, in the incarnation
-        // subscribed to, and keeps talking: a source that restarted, or a message lost with a
-        // connection, ends it without a word.
+        // subscribed to, over the connection subscribed over, and keeps talking: a source that
+        // restarted, or a message lost with a connection, ends it without a word. Silence
+        // catches what the other checks miss.
         let holds = source.as_ref().is_some_and(|source| {
             source.name() == wanted
                 && shared.is_live(source)
+                && (source == shared.me() || shared.cluster.connection(source) == connection)
                 && heard.is_some_and(|heard| heard.elapsed() < FEED_SILENCE)
         });
         if holds {
@@ -304,6 +306,11 @@ pub(crate) async fn feed(shared: Weak<Shared>, mirror: ActorRef<FeedMsg>, local:
         if server.tell(subscribe).await.is_err() {
             shared.servers.forget(&wanted);
             shared.view.write().source = None;
+        } else if server.id().node() != shared.me() {
+            // Read once the request is on its way: the tell connects if it must. Were the
+            // connection replaced in between, this is the new one, and the subscription,
+            // lost with the old, ends by silence.
+            shared.view.write().connection = shared.cluster.connection(server.id().node());
         }
     }
 }

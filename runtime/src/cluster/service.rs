@@ -254,7 +254,13 @@ struct Link {
     conn: quinn::Connection,
     control: mpsc::Sender<Control>,
     dialer: NodeId,
+    /// Counts the connections this node made or took, from 1: unlike quinn's `stable_id`, a
+    /// memory address, never taken again by a later one.
+    serial: u64,
 }
+
+/// The serial of the next [`Link`].
+static NEXT_LINK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// How a request to another node leaves.
 enum Outgoing {
@@ -872,6 +878,7 @@ impl Cluster {
             conn: conn.clone(),
             control,
             dialer: dialer.clone(),
+            serial: NEXT_LINK.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         let events = {
             let mut state = self.inner.state.lock();
@@ -1287,6 +1294,16 @@ impl Cluster {
             tracing::warn!(node = %self.inner.node.id(), ?downed, "declared down: heartbeats stopped");
             self.down(&downed);
         }
+    }
+
+    /// The connection to member `node` now, by an id that no later connection between the
+    /// two nodes takes again; `None` while there is none. What one node sends another arrives
+    /// in order unless the connection it went out on ends: a subscription made over a
+    /// connection that was since replaced may have lost messages, and one that sees this id
+    /// change knows it at once rather than by silence.
+    pub fn connection(&self, node: &NodeId) -> Option<u64> {
+        let state = self.inner.state.lock();
+        Some(state.peers.get(node)?.link.as_ref()?.serial)
     }
 
     /// Closes the connection to member `node`, which stays a member, as Erlang's
