@@ -43,7 +43,7 @@ use crate::raft::Voter;
 use crate::raft::network::Servers;
 use crate::server::Leadership;
 use crate::server::protocol::{Answer, Query, ServerError, ServerMsg};
-use crate::state::{Command, Effect, Holder, KeyValue, Outcome};
+use crate::state::{Command, Effect, Holder, KeyValue, Outcome, RegistryState};
 
 /// How long a write waits for this node's copy to show it before answering anyway.
 const APPLY_WAIT: Duration = Duration::from_secs(1);
@@ -365,9 +365,27 @@ impl Shared {
         // From before the proposal leaves: a voter's answers to the leader then say that this
         // node wants the commit at once (`waits_on_copy`).
         let _proposing = Proposing::start(&self.proposing);
+        // Kept for an answer `Unchanged` (below); config writes, the large and frequent ones,
+        // never get it.
+        let kept: Vec<(usize, Command)> = commands
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !matches!(c, Command::Put { .. } | Command::CompareAndSet { .. }))
+            .map(|(i, c)| (i, c.clone()))
+            .collect();
         let outcomes = proposer::propose(self, commands, idempotent).await?;
         // Read your writes: answer once this node's copy shows what the commands changed, so
-        // a cached read right after a write sees it.
+        // a cached read right after a write sees it. An `Unchanged` (a retried register or
+        // join whose first attempt committed unanswered, say) has no revision to wait for:
+        // its wait is for the copy to show what the command asked for.
+        let unchanged: Vec<&Command> = kept
+            .iter()
+            .filter(|(i, _)| outcomes.get(*i) == Some(&Outcome::Unchanged))
+            .map(|(_, c)| c)
+            .collect();
+        if !unchanged.is_empty() {
+            self.wait_shown(&unchanged).await;
+        }
         let revision = outcomes
             .iter()
             .filter_map(|o| match o {
@@ -413,20 +431,40 @@ impl Shared {
     /// Waits until this node's copy has applied `revision`, for at most
     /// [`APPLY_WAIT`] (a copy that lags that much is caught up by its feed later).
     pub(crate) async fn wait_applied(&self, revision: u64) {
+        let caught_up = |state: &RegistryState| state.revision() >= revision;
+        if !self.wait_copy(caught_up).await {
+            tracing::debug!(
+                revision,
+                "this node's copy of the registry lags behind a write"
+            );
+        }
+    }
+
+    /// Waits until this node's copy shows what each of `commands` asked for, for at most
+    /// [`APPLY_WAIT`].
+    async fn wait_shown(&self, commands: &[&Command]) {
+        let shown = |state: &RegistryState| commands.iter().all(|c| state.shows(c));
+        if !self.wait_copy(shown).await {
+            tracing::debug!(
+                command = %commands[0].brief(),
+                "this node's copy of the registry does not show a write answered unchanged"
+            );
+        }
+    }
+
+    /// Waits until this node's copy satisfies `ready`, for at most [`APPLY_WAIT`]; `false` if
+    /// it did not.
+    async fn wait_copy(&self, ready: impl Fn(&RegistryState) -> bool) -> bool {
         let deadline = Instant::now() + APPLY_WAIT;
         loop {
             let applied = self.applied.notified();
             tokio::pin!(applied);
             applied.as_mut().enable();
-            if self.view.read().state.revision() >= revision {
-                return;
+            if ready(&self.view.read().state) {
+                return true;
             }
             if tokio::time::timeout_at(deadline, applied).await.is_err() {
-                tracing::debug!(
-                    revision,
-                    "this node's copy of the registry lags behind a write"
-                );
-                return;
+                return false;
             }
         }
     }

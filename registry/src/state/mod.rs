@@ -174,6 +174,33 @@ impl RegistryState {
         self.reserved.get(node).cloned().unwrap_or_default()
     }
 
+    /// Whether this state shows what `command` asks for, as its answer `Unchanged` said the
+    /// registry already did: a read-your-writes wait for that answer, whose command took no
+    /// revision of its own, waits for this. `true` for commands whose `Unchanged` leaves
+    /// nothing to see.
+    pub fn shows(&self, command: &Command) -> bool {
+        match command {
+            Command::OpenSession { node, .. } => self.session(node).is_some(),
+            Command::RegisterName { name, actor } => self.names.get(name) == Some(actor),
+            Command::UnregisterName { name, actor } => self
+                .names
+                .get(name)
+                .is_none_or(|holder| &holder.id != actor),
+            Command::JoinGroup { group, actor } => self
+                .groups
+                .get(group)
+                .is_some_and(|members| members.contains_key(&actor.id)),
+            Command::LeaveGroup { group, actor } => self
+                .groups
+                .get(group)
+                .is_none_or(|members| !members.contains_key(actor)),
+            Command::Delete { key } => !self.kv.contains_key(key),
+            Command::Reserve { id, .. } => self.reservations.contains_key(id),
+            Command::Unreserve { id } => !self.reservations.contains_key(id),
+            _ => true,
+        }
+    }
+
     /// Applies one log entry's commands, in order. Returns one outcome per command, and the
     /// effects of all of them in the order they happened.
     pub fn apply(&mut self, commands: &[Command]) -> (Vec<Outcome>, Vec<Effect>) {

@@ -966,3 +966,80 @@ fn persistent_maps_encode_as_the_standard_maps_did() {
     let loaded: OrdMap<String, KeyValue> = rmp_serde::from_slice(&bytes).unwrap();
     assert_eq!(loaded, persistent);
 }
+
+/// One step of a random workload of names, groups, keys and sessions.
+#[derive(Clone, Debug)]
+enum Entry {
+    Register { actor: usize, name: usize },
+    Unregister { actor: usize, name: usize },
+    Join { actor: usize, group: usize },
+    Leave { actor: usize, group: usize },
+    Put { key: usize },
+    Delete { key: usize },
+    Open { node: usize },
+    Close { node: usize },
+}
+
+fn entry() -> impl Strategy<Value = Entry> {
+    prop_oneof![
+        3 => (0..4usize, 0..2usize).prop_map(|(actor, name)| Entry::Register { actor, name }),
+        2 => (0..4usize, 0..2usize).prop_map(|(actor, name)| Entry::Unregister { actor, name }),
+        3 => (0..4usize, 0..2usize).prop_map(|(actor, group)| Entry::Join { actor, group }),
+        2 => (0..4usize, 0..2usize).prop_map(|(actor, group)| Entry::Leave { actor, group }),
+        1 => (0..2usize).prop_map(|key| Entry::Put { key }),
+        1 => (0..2usize).prop_map(|key| Entry::Delete { key }),
+        1 => (0..2usize).prop_map(|node| Entry::Open { node }),
+        1 => (0..2usize).prop_map(|node| Entry::Close { node }),
+    ]
+}
+
+proptest! {
+    /// `shows` is what a read-your-writes wait for an `Unchanged` answer waits on: the state
+    /// shows a command's result right after any command that was done or answered unchanged,
+    /// and before it already when it was answered unchanged (a retry of a command that
+    /// committed unanswered).
+    #[test]
+    fn a_state_shows_what_it_did_or_left_unchanged(
+        steps in proptest::collection::vec(entry(), 1..120),
+    ) {
+        let mut state = RegistryState::default();
+        let nodes = [node("n0", 1), node("n1", 1)];
+        let the_actor = |a: usize| actor(&nodes[a % 2], a as u64);
+        for step in &steps {
+            let command = match *step {
+                Entry::Register { actor, name } => Command::RegisterName {
+                    name: format!("name{name}"),
+                    actor: the_actor(actor),
+                },
+                Entry::Unregister { actor, name } => Command::UnregisterName {
+                    name: format!("name{name}"),
+                    actor: the_actor(actor).id,
+                },
+                Entry::Join { actor, group } => Command::JoinGroup {
+                    group: format!("group{group}"),
+                    actor: the_actor(actor),
+                },
+                Entry::Leave { actor, group } => Command::LeaveGroup {
+                    group: format!("group{group}"),
+                    actor: the_actor(actor).id,
+                },
+                Entry::Put { key } => Command::Put { key: format!("k{key}"), value: vec![1] },
+                Entry::Delete { key } => Command::Delete { key: format!("k{key}") },
+                Entry::Open { node } => Command::OpenSession { node: nodes[node].clone(), ttl_ms: 1 },
+                Entry::Close { node } => Command::CloseSession { node: nodes[node].clone() },
+            };
+            let before = state.clone();
+            let (outcome, _) = one(&mut state, command.clone());
+            match outcome {
+                Outcome::Unchanged => {
+                    prop_assert!(before.shows(&command), "{command:?} unchanged, not shown before");
+                    prop_assert!(state.shows(&command), "{command:?} unchanged, not shown after");
+                }
+                Outcome::Done { .. } => {
+                    prop_assert!(state.shows(&command), "{command:?} done, not shown after");
+                }
+                _ => {}
+            }
+        }
+    }
+}
