@@ -15,17 +15,27 @@
 //!   the node shuts down) stops the instance and releases the lock at once.
 //!
 //! An instance that fails is not restarted in place: its manager releases the lock and queues
-//! again after a backoff, so the next node in line takes over, as a restart elsewhere.
+//! again after a backoff, so the next node in line takes over, as a restart elsewhere. An
+//! instance that ran for the backoff's `reset_after` (30 s) before it ended counts as stable:
+//! the next delay starts from the shortest again.
+//!
+//! The lock is never given back while its instance lives: the manager waits for the
+//! instance's end first, also when it is killed itself (a brutal shutdown, or a supervisor's
+//! shutdown timeout that ran out while it handed over), in which case it kills the instance.
+//! The instance is bound to the lease before its `started` hook runs, so a node that fences
+//! itself kills an instance still starting too.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use ensemble_registry::{Lease, Registry};
 use ensemble_runtime::remote::RemoteMessage;
 use ensemble_runtime::{
-    Actor, ActorError, ActorId, ActorRef, ActorResult, Context, ExitReason, SpawnError,
-    SpawnOptions,
+    Actor, ActorError, ActorId, ActorRef, ActorResult, Context, ExitReason, SpawnOptions,
+    UntypedRef,
 };
 
 use crate::spec::Backoff;
@@ -44,11 +54,14 @@ pub struct Singleton<A: Actor, F> {
     global_name: Option<Registration<A::Msg>>,
     factory: F,
     registry: Option<Registry>,
-    lease: Option<Lease>,
+    tenure: Option<Tenure>,
     instance: Option<ActorRef<A::Msg>>,
-    /// Instances given up on (failed to start, or their name was taken), whose exits are
-    /// expected and change nothing.
+    /// When the instance was made, to tell a stable run from a failing one.
+    since: Option<Instant>,
+    /// Instances given up on (their name was taken), whose exits are expected and change
+    /// nothing.
     abandoned: Vec<ActorId>,
+    /// Instances in a row that ended before they ran for `backoff.reset_after`.
     failures: u32,
     backoff: Backoff,
 }
@@ -95,6 +108,64 @@ impl Drop for Grant {
     }
 }
 
+/// The lease the manager holds and the instance bound to it. The lock goes back only once the
+/// instance has ended: on purpose with [`Tenure::give_back`], and when dropped, which happens
+/// if the manager is killed (it never runs `stopping` then). Dropped, a [`Lease`] keeps its
+/// lock until this node's session ends, and the singleton would run nowhere meanwhile.
+struct Tenure {
+    lease: Option<Lease>,
+    instance: Option<UntypedRef>,
+}
+
+impl Tenure {
+    fn new(lease: Lease) -> Self {
+        Self {
+            lease: Some(lease),
+            instance: None,
+        }
+    }
+
+    fn lease(&self) -> &Lease {
+        self.lease.as_ref().expect("held until given back")
+    }
+
+    /// Binds `instance` to the lease: it is killed if the lease is lost.
+    fn bind(&mut self, instance: UntypedRef) {
+        self.lease().bind(instance.clone());
+        self.instance = Some(instance);
+    }
+
+    /// Ends the instance, if it still runs, and then gives the lock back.
+    async fn give_back(mut self) {
+        let (lease, instance) = (self.lease.take(), self.instance.take());
+        hand_back(lease, instance).await;
+    }
+}
+
+impl Drop for Tenure {
+    fn drop(&mut self) {
+        let (lease, instance) = (self.lease.take(), self.instance.take());
+        if lease.is_some()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(hand_back(lease, instance));
+        }
+    }
+}
+
+/// Kills `instance` (if it has not ended yet), waits for its end and releases `lease`.
+async fn hand_back(lease: Option<Lease>, instance: Option<UntypedRef>) {
+    if let Some(instance) = instance {
+        instance.kill();
+        instance.wait_for_exit().await;
+    }
+    if let Some(lease) = lease
+        && !lease.is_lost()
+    {
+        let _ = lease.release().await;
+    }
+}
+
 impl<A, F> Singleton<A, F>
 where
     A: Actor,
@@ -107,8 +178,9 @@ where
             global_name: None,
             factory,
             registry: None,
-            lease: None,
+            tenure: None,
             instance: None,
+            since: None,
             abandoned: Vec::new(),
             failures: 0,
             backoff: Backoff {
@@ -139,28 +211,25 @@ where
     }
 
     /// Starts an instance under `lease`. On an error the lease is still this manager's, for
-    /// [`Self::requeue`] to give back: dropped, a lease is not released, and the lock would
-    /// stay with a holder that runs nothing until this node's session ends.
+    /// [`Self::requeue`] to give back.
+    ///
+    /// Spawned, not started: bound to the lease before its `started` hook runs, so that a
+    /// node that fences itself while the instance starts kills it too (a hook that waits on
+    /// the network may run for long). A hook that fails ends the instance, and its exit comes
+    /// as any other's.
     async fn run_instance(&mut self, lease: Lease, ctx: &mut Context<Self>) -> Result<(), String> {
         let token = lease.token();
-        let lease = self.lease.insert(lease);
+        let tenure = self.tenure.insert(Tenure::new(lease));
         let actor = (self.factory)(token);
-        let instance = match ctx.start_with(actor, SpawnOptions::new().linked()).await {
-            Ok(instance) => instance,
-            Err(e) => {
-                if let SpawnError::StartFailed { actor, .. } = &e {
-                    // Linked: its exit comes too, and is this failure, not the manager's.
-                    self.abandoned.push(actor.clone());
-                }
-                return Err(format!("the instance failed to start: {e}"));
-            }
-        };
-        lease.bind(instance.clone());
+        let instance = ctx
+            .spawn_with(actor, SpawnOptions::new().linked())
+            .map_err(|e| format!("the instance could not be spawned: {e}"))?;
+        tenure.bind(instance.clone().into());
+        self.since = Some(Instant::now());
         if let (Some(register), Some(registry)) = (&self.global_name, &self.registry)
             && let Err(e) = register(registry.clone(), instance.clone()).await
         {
             self.abandoned.push(instance.id().clone());
-            instance.kill();
             return Err(e);
         }
         tracing::info!(singleton = %self.lock, token, actor = %instance.id(), "singleton instance started");
@@ -168,13 +237,19 @@ where
         Ok(())
     }
 
-    /// Gives the lock back (the next node in line takes over) and queues again after a delay.
+    /// Gives the lock back once the instance has ended (the next node in line takes over) and
+    /// queues again after a delay.
     async fn requeue(&mut self, why: &str, ctx: &mut Context<Self>) {
         self.instance = None;
-        if let Some(lease) = self.lease.take()
-            && !lease.is_lost()
-        {
-            let _ = lease.release().await;
+        if let Some(tenure) = self.tenure.take() {
+            tenure.give_back().await;
+        }
+        let stable = self
+            .since
+            .take()
+            .is_some_and(|since| since.elapsed() >= self.backoff.reset_after);
+        if stable {
+            self.failures = 0;
         }
         self.failures += 1;
         let delay = self.backoff.delay(self.failures, fastrand::f64());
@@ -246,9 +321,11 @@ where
         ctx: &mut Context<Self>,
     ) -> ActorResult {
         if self.instance.as_ref().map(|i| i.id()) == Some(&from) {
-            let why = match self.lease.as_ref().filter(|l| l.is_lost()) {
-                Some(_) => format!("lease lost, instance ended with {reason}"),
-                None => reason.to_string(),
+            let lost = self.tenure.as_ref().is_some_and(|t| t.lease().is_lost());
+            let why = if lost {
+                format!("lease lost, instance ended with {reason}")
+            } else {
+                reason.to_string()
             };
             self.requeue(&why, ctx).await;
         } else if let Some(at) = self.abandoned.iter().position(|id| id == &from) {
@@ -260,22 +337,15 @@ where
     }
 
     async fn stopping(&mut self, _reason: &ExitReason, ctx: &mut Context<Self>) {
-        // Hand over: stop the instance, then give the lock to the next in line.
+        // Hand over: stop the instance, then give the lock to the next in line. Killed
+        // meanwhile, the manager drops its tenure, which finishes the hand-over.
         if let Some(instance) = self.instance.take() {
             ctx.unlink(&instance);
             instance.stop_with(ExitReason::Shutdown);
-            if tokio::time::timeout(Duration::from_secs(5), instance.wait_for_exit())
-                .await
-                .is_err()
-            {
-                instance.kill();
-                instance.wait_for_exit().await;
-            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), instance.wait_for_exit()).await;
         }
-        if let Some(lease) = self.lease.take()
-            && !lease.is_lost()
-        {
-            let _ = lease.release().await;
+        if let Some(tenure) = self.tenure.take() {
+            tenure.give_back().await;
         }
     }
 }

@@ -221,3 +221,51 @@ async fn an_instance_whose_name_is_taken_gives_the_lock_back_for_the_next() {
     let _turn = one_cluster_at_a_time();
     after_a_failed_instance(false).await;
 }
+
+/// A manager killed outright (a brutal shutdown, or a supervisor's shutdown timer that ran out
+/// while it handed over) never runs its `stopping` hook: it must give the lock back all the
+/// same, once its instance has ended, or the singleton runs nowhere while the node lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_killed_manager_gives_the_lock_back_once_its_instance_ended() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["s1"]);
+    let (node, _cluster, registry) = start("s1", certs.path(), vec![]).await;
+    let history: History = Arc::default();
+    let manager = {
+        let history = history.clone();
+        Singleton::new("counter", move |token| Counter {
+            token,
+            history: history.clone(),
+            fail_start: false,
+        })
+        .global_name("counter")
+    };
+    let manager = node.start(manager).await.unwrap();
+    let (_, token) = holder(&registry, None).await;
+    let instance = registry
+        .whereis::<CounterMsg>("counter")
+        .unwrap()
+        .expect("the instance's name");
+
+    manager.kill();
+    manager.wait_for_exit().await;
+    let lease = registry
+        .lock(
+            &ensemble::supervisor::singleton::lock_name("counter"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the killed manager's lock, given back");
+    assert!(lease.token() > token);
+    assert!(
+        !instance.is_alive(),
+        "the lock was given back while the instance ran"
+    );
+    assert_eq!(
+        history.lock().unwrap().last().map(|e| e.0),
+        Some("down"),
+        "the instance ended before the lock went"
+    );
+    node.shutdown().await;
+}

@@ -41,6 +41,7 @@ mod notices;
 mod probes;
 mod retried;
 mod setup;
+mod singleton;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

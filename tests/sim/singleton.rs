@@ -1,0 +1,78 @@
+//! A cluster singleton's instance whose `started` hook is still running when its node fences
+//! itself must end with the lease: the registry may grant the lock to another node once the
+//! session could have expired, and that node starts an instance of its own (invariant 1).
+//! The instance is bound to the lease before its hook runs; it used to be bound only after,
+//! so a hook that waits (on the network, say) outlived the fence.
+//!
+//! Deterministic: a perfect network until the test cuts the client off, while the hook waits.
+
+use std::time::Duration;
+
+use ensemble::prelude::*;
+use ensemble::registry::RegistryConfig;
+use ensemble::supervisor::singleton::Singleton;
+use tokio::sync::mpsc;
+
+use crate::setup::{Cluster, four_nodes, run};
+use crate::until;
+
+const SESSION_TTL: Duration = Duration::from_secs(3);
+
+fn tune(settings: &mut RegistryConfig) {
+    settings.session_ttl = SESSION_TTL;
+}
+
+/// An instance whose `started` hook says it began and then waits for good.
+struct SlowStart {
+    began: mpsc::UnboundedSender<ActorRef<()>>,
+}
+
+impl Actor for SlowStart {
+    type Msg = ();
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        let _ = self.began.send(ctx.myself());
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+
+    async fn handle(&mut self, _msg: (), _ctx: &mut Context<Self>) -> ActorResult {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_singleton_still_starting_ends_when_its_node_fences_itself() {
+    run(14, a_singleton_fenced_while_starting);
+}
+
+async fn a_singleton_fenced_while_starting(seed: u64) -> Result<(), String> {
+    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let client = &nodes[3];
+    let (began, mut instances) = mpsc::unbounded_channel();
+    let manager = Singleton::new("slow", move |_token| SlowStart {
+        began: began.clone(),
+    });
+    client
+        .node
+        .spawn(manager)
+        .map_err(|e| format!("spawn the manager: {e}"))?;
+    let instance = tokio::time::timeout(Duration::from_secs(10), instances.recv())
+        .await
+        .map_err(|_| "no instance began to start".to_owned())?
+        .ok_or("the manager ended")?;
+
+    net.isolate(client.addr);
+    let registry = client.registry.clone();
+    until("the client fenced", SESSION_TTL, || registry.is_fenced()).await?;
+    until(
+        "the starting instance ended",
+        Duration::from_millis(100),
+        || !instance.is_alive(),
+    )
+    .await?;
+    if registry.is_expired() {
+        return Err("the session expired: the test did not show what it is for".into());
+    }
+    Ok(())
+}
