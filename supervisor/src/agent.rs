@@ -14,6 +14,10 @@
 //! 4. register its global name and join its groups;
 //! 5. answer, unless the asker has stopped waiting by then (a module slow to start): an
 //!    instance nobody would supervise is stopped again, and the steps undone.
+//!
+//! A start may name the instance's owner (a supervisor): the instance is stopped when the
+//! owner ends, as an Erlang child linked to its supervisor is, also if the owner ended before
+//! the answer reached it and it could link to the instance.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -22,7 +26,8 @@ use ensemble_registry::{Lease, Registry, RegistryError};
 use ensemble_runtime::cluster::{Cluster, MemberStatus};
 use ensemble_runtime::remote::{ModuleActor, WireRef};
 use ensemble_runtime::{
-    Actor, ActorRef, ActorResult, AskError, Context, ExitReason, Node, NodeId, ReplyTo,
+    Actor, ActorId, ActorRef, ActorResult, AskError, Context, ExitReason, Node, NodeId, ReplyTo,
+    UntypedRef,
 };
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -58,6 +63,11 @@ pub struct StartInstance {
     pub singleton: Option<String>,
     /// How long to wait for the singleton's lock.
     pub lock_timeout: Duration,
+    /// The actor the instance lives for (a supervisor): when it ends, for whatever reason,
+    /// the agent stops the instance. `None` for an instance that outlives whoever started it
+    /// (the app controller's: a controller that takes over adopts them).
+    #[serde(default)]
+    pub owner: Option<ActorId>,
 }
 
 /// Why an agent did not start an instance.
@@ -87,7 +97,6 @@ impl From<String> for NotStarted {
 /// The agent's protocol.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum AgentMsg {
-    /// Starts an instance; answers its reference, or why it could not start.
     /// Starts an instance; answers its reference, or why it could not start. The asker
     /// waits for the answer for the given time: an instance that starts later than that is
     /// stopped again, since nobody would supervise it.
@@ -250,8 +259,9 @@ async fn start(
         return Err(NotStarted::Failed(e));
     }
     let wire = started.to_wire();
+    let owner = request.owner.map(|owner| UntypedRef::from_id(node, &owner));
     // When the instance ends, what it held goes back.
-    tokio::spawn(watch(started, lease, undo, me));
+    tokio::spawn(watch(started, owner, lease, undo, me));
     Ok(wire)
 }
 
@@ -275,8 +285,30 @@ async fn bind_names(
     Ok(())
 }
 
-async fn watch(started: ModuleActor, lease: Option<Lease>, undo: Undo, node: NodeId) {
-    let reason = started.actor.wait_for_exit().await;
+/// Waits for the instance's end, and gives back what it held. Stops it first when `owner`
+/// ends.
+async fn watch(
+    started: ModuleActor,
+    owner: Option<UntypedRef>,
+    lease: Option<Lease>,
+    undo: Undo,
+    node: NodeId,
+) {
+    let instance = &started.actor;
+    let owner_ended = async {
+        match &owner {
+            Some(owner) => owner.wait_for_exit().await,
+            None => std::future::pending().await,
+        }
+    };
+    let reason = tokio::select! {
+        reason = instance.wait_for_exit() => reason,
+        why = owner_ended => {
+            tracing::info!(%node, actor = %instance.id(), owner = ?owner.as_ref().map(|o| o.id().clone()), %why, "the instance's owner ended; stopping the instance");
+            instance.kill();
+            instance.wait_for_exit().await
+        }
+    };
     tracing::debug!(%node, actor = %started.actor.id(), %reason, "instance ended");
     release(lease).await;
     undo.now().await;

@@ -254,6 +254,8 @@ impl Supervisor {
             groups: Vec::new(),
             singleton: None,
             lock_timeout: Duration::ZERO,
+            // Stopped if this supervisor ends before it could link to the child.
+            owner: Some(ctx.myself().id().clone()),
         };
         let node = agent.id().node().clone();
         let wire = match agent::start_on(&agent, request, PLACED_START_TIMEOUT).await {

@@ -64,6 +64,7 @@ fn instance(module: &str, args: &impl serde::Serialize, amount: u64) -> StartIns
         groups: Vec::new(),
         singleton: None,
         lock_timeout: Duration::ZERO,
+        owner: None,
     }
 }
 
@@ -210,6 +211,52 @@ async fn an_instance_that_starts_after_its_asker_gave_up_is_stopped_again() {
             "the instance nobody waits for still runs: {} actors against {before}, reserved \
              {reserved:?}, name {named:?}",
             node.actor_count()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    node.shutdown().await;
+}
+
+/// An instance started for an owner (a supervisor) that ends while the start runs, before
+/// it could link to the instance, is stopped, and what it held goes back: nobody would
+/// supervise it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn an_instance_whose_owner_ended_is_stopped() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["s1"]);
+    let (node, registry, agent) = one_node(certs.path()).await;
+    let owner = node.spawn(Idle).unwrap();
+    let before = node.actor_count();
+    let request = StartInstance {
+        owner: Some(owner.id().clone()),
+        ..instance("test.slow", &500_u64, 100)
+    };
+    let asked =
+        tokio::spawn(async move { start_on(&agent, request, Duration::from_secs(10)).await });
+    // The owner ends while the instance starts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while node.actor_count() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the instance never began"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    owner.kill();
+    let started = asked.await.unwrap().expect("the start itself succeeds");
+    loop {
+        let reserved = registry.reserved(node.id());
+        if reserved.is_empty() && node.actor_count() == before - 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the instance {} of an owner that ended still runs: {} actors against {}, \
+             reserved {reserved:?}",
+            started.id,
+            node.actor_count(),
+            before - 1
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -474,6 +474,8 @@ impl Controller {
                 .singleton
                 .then(|| crate::singleton::lock_name(&format!("{app}/{role_name}"))),
             lock_timeout: START_TIMEOUT,
+            // Instances outlive their controller: one that takes over adopts them.
+            owner: None,
         };
         tracing::info!(%app, role = %role_name, %node, index, "starting an instance");
         self.starting
