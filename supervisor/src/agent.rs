@@ -10,7 +10,8 @@
 //! 1. reserve the instance's resources in the registry (an atomic capacity check, so two
 //!    placers can never oversubscribe this node);
 //! 2. for a singleton, take its lease, waiting in line behind a holder that may still live;
-//! 3. start the module's actor and bind it to the lease (it is killed if the lease is lost);
+//! 3. start the module's actor, bound to the lease from before its `started` hook runs (it is
+//!    killed if the lease is lost, even while it starts);
 //! 4. register its global name and join its groups;
 //! 5. answer, unless the asker has stopped waiting by then (a module slow to start): an
 //!    instance nobody would supervise is stopped again, and the steps undone.
@@ -233,7 +234,17 @@ async fn start(
         },
         None => None,
     };
-    let started = match node.start_module(&request.module, &request.args).await {
+    // Bound to the lease before its `started` hook runs: a node that fences itself while the
+    // hook runs (one waiting on the network, say) kills the instance too.
+    let bind = |actor: &UntypedRef| {
+        if let Some(lease) = &lease {
+            lease.bind(actor.clone());
+        }
+    };
+    let started = match node
+        .start_module_with(&request.module, &request.args, bind)
+        .await
+    {
         Ok(started) => started,
         Err(e) => {
             release(lease).await;
@@ -241,9 +252,6 @@ async fn start(
             return Err(NotStarted::Failed(e.to_string()));
         }
     };
-    if let Some(lease) = &lease {
-        lease.bind(started.actor.clone());
-    }
     let bound = match bind_names(registry, &started, &request).await {
         Ok(()) if Instant::now() > deadline => Err(format!(
             "instance {} started after its asker stopped waiting; stopped again",

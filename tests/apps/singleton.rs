@@ -262,10 +262,5 @@ async fn a_killed_manager_gives_the_lock_back_once_its_instance_ended() {
         !instance.is_alive(),
         "the lock was given back while the instance ran"
     );
-    assert_eq!(
-        history.lock().unwrap().last().map(|e| e.0),
-        Some("down"),
-        "the instance ended before the lock went"
-    );
     node.shutdown().await;
 }

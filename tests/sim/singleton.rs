@@ -1,5 +1,6 @@
 //! A cluster singleton's instance whose `started` hook is still running when its node fences
-//! itself must end with the lease: the registry may grant the lock to another node once the
+//! itself must end with the lease, whether a singleton manager started it or a node's agent
+//! (an app's singleton role): the registry may grant the lock to another node once the
 //! session could have expired, and that node starts an instance of its own (invariant 1).
 //! The instance is bound to the lease before its hook runs; it used to be bound only after,
 //! so a hook that waits (on the network, say) outlived the fence.
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use ensemble::prelude::*;
 use ensemble::registry::RegistryConfig;
+use ensemble::supervisor::agent::{Agent, StartInstance, start_on};
 use ensemble::supervisor::singleton::Singleton;
 use tokio::sync::mpsc;
 
@@ -61,6 +63,55 @@ async fn a_singleton_fenced_while_starting(seed: u64) -> Result<(), String> {
         .await
         .map_err(|_| "no instance began to start".to_owned())?
         .ok_or("the manager ended")?;
+
+    net.isolate(client.addr);
+    let registry = client.registry.clone();
+    until("the client fenced", SESSION_TTL, || registry.is_fenced()).await?;
+    until(
+        "the starting instance ended",
+        Duration::from_millis(100),
+        || !instance.is_alive(),
+    )
+    .await?;
+    if registry.is_expired() {
+        return Err("the session expired: the test did not show what it is for".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn an_agent_s_singleton_still_starting_ends_when_its_node_fences_itself() {
+    run(15, an_agent_s_singleton_fenced_while_starting);
+}
+
+async fn an_agent_s_singleton_fenced_while_starting(seed: u64) -> Result<(), String> {
+    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let client = &nodes[3];
+    let (began, mut instances) = mpsc::unbounded_channel();
+    client
+        .node
+        .register_module("test.slow", move |(): ()| SlowStart {
+            began: began.clone(),
+        });
+    let agent = Agent::start(&client.node).await?;
+    let request = StartInstance {
+        instance: "test/slow@s3#1".into(),
+        module: "test.slow".into(),
+        args: rmp_serde::to_vec(&()).map_err(|e| e.to_string())?,
+        resources: Default::default(),
+        global_name: None,
+        groups: Vec::new(),
+        singleton: Some("test.slow".into()),
+        lock_timeout: Duration::from_secs(5),
+        owner: None,
+    };
+    // Never answered: the instance's start never ends.
+    let _asked =
+        tokio::spawn(async move { start_on(&agent, request, Duration::from_secs(60)).await });
+    let instance = tokio::time::timeout(Duration::from_secs(10), instances.recv())
+        .await
+        .map_err(|_| "no instance began to start".to_owned())?
+        .ok_or("the module's factory was dropped")?;
 
     net.isolate(client.addr);
     let registry = client.registry.clone();

@@ -183,16 +183,24 @@ impl Node {
         options: SpawnOptions,
         parent: Option<CellHandle>,
     ) -> Result<ActorRef<A::Msg>, SpawnError> {
-        let (tx, rx) = oneshot::channel();
+        self.spawn_starting(actor, options, parent)?.started().await
+    }
+
+    /// Spawns an actor; answers at once, while its `started` hook runs, with the actor and
+    /// the outcome of that hook to wait for.
+    pub(crate) fn spawn_starting<A: Actor>(
+        &self,
+        actor: A,
+        options: SpawnOptions,
+        parent: Option<CellHandle>,
+    ) -> Result<Starting<A::Msg>, SpawnError> {
+        let (tx, outcome) = oneshot::channel();
         let actor_ref = self.spawn_actor(actor, options, parent, Some(tx))?;
-        let outcome = rx.await.unwrap_or(Err(ExitReason::Killed));
-        outcome
-            .map(|()| actor_ref.clone())
-            .map_err(|reason| SpawnError::StartFailed {
-                actor: actor_ref.id().clone(),
-                type_name: type_name::<A>(),
-                reason,
-            })
+        Ok(Starting {
+            actor: actor_ref,
+            type_name: type_name::<A>(),
+            outcome,
+        })
     }
 
     pub(crate) fn spawn_actor<A: Actor>(
@@ -351,6 +359,18 @@ impl Node {
         module: &str,
         args: &[u8],
     ) -> Result<crate::remote::ModuleActor, SpawnError> {
+        self.start_module_with(module, args, |_| {}).await
+    }
+
+    /// Like [`start_module`](Self::start_module), giving the actor to `before_started` as
+    /// soon as it is spawned, before its `started` hook runs: to bind it to a lease, say, so
+    /// that it is killed with the lease even while it starts.
+    pub async fn start_module_with(
+        &self,
+        module: &str,
+        args: &[u8],
+        before_started: impl Fn(&crate::UntypedRef),
+    ) -> Result<crate::remote::ModuleActor, SpawnError> {
         let failed = |reason: String| SpawnError::Remote {
             node: self.id().clone(),
             module: module.to_owned(),
@@ -367,7 +387,10 @@ impl Node {
                     "no module named {module:?} is registered here (register it with Node::register_module)"
                 ))
             })?;
-        found.start(self, module, args).await.map_err(failed)
+        found
+            .start(self, module, args, &before_started)
+            .await
+            .map_err(failed)
     }
 
     /// Whether a module of this name is registered on this node.
@@ -551,5 +574,31 @@ impl std::fmt::Debug for Node {
             .field("id", &self.inner.id)
             .field("actors", &self.actor_count())
             .finish()
+    }
+}
+
+/// An actor whose `started` hook runs ([`Node::spawn_starting`]).
+pub(crate) struct Starting<M: Send + 'static> {
+    actor: ActorRef<M>,
+    type_name: &'static str,
+    outcome: oneshot::Receiver<Result<(), ExitReason>>,
+}
+
+impl<M: Send + 'static> Starting<M> {
+    /// The actor, whose hook may still run.
+    pub(crate) fn actor(&self) -> &ActorRef<M> {
+        &self.actor
+    }
+
+    /// Waits for the hook's end: the actor, or why it did not start.
+    pub(crate) async fn started(self) -> Result<ActorRef<M>, SpawnError> {
+        match self.outcome.await.unwrap_or(Err(ExitReason::Killed)) {
+            Ok(()) => Ok(self.actor),
+            Err(reason) => Err(SpawnError::StartFailed {
+                actor: self.actor.id().clone(),
+                type_name: self.type_name,
+                reason,
+            }),
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use serde::de::DeserializeOwned;
 
-use crate::actor::{Actor, UntypedRef};
+use crate::actor::{Actor, SpawnOptions, UntypedRef};
 use crate::node::Node;
 
 use super::RemoteMessage;
@@ -35,7 +35,15 @@ pub(crate) type SpawnFuture = Pin<Box<dyn Future<Output = Result<ModuleActor, St
 
 /// A registered module: decodes its arguments and starts an actor.
 pub(crate) trait Module: Send + Sync {
-    fn start(&self, node: &Node, module: &str, args: &[u8]) -> SpawnFuture;
+    /// Starts an actor of the module; `before_started` is given it once spawned, before its
+    /// `started` hook runs.
+    fn start(
+        &self,
+        node: &Node,
+        module: &str,
+        args: &[u8],
+        before_started: &dyn Fn(&UntypedRef),
+    ) -> SpawnFuture;
 }
 
 /// A module made from a factory function of typed arguments.
@@ -51,7 +59,13 @@ where
     Args: DeserializeOwned + Send + 'static,
     F: Fn(Args) -> A + Send + Sync + 'static,
 {
-    fn start(&self, node: &Node, module: &str, args: &[u8]) -> SpawnFuture {
+    fn start(
+        &self,
+        node: &Node,
+        module: &str,
+        args: &[u8],
+        before_started: &dyn Fn(&UntypedRef),
+    ) -> SpawnFuture {
         // No arguments come as an empty map, which struct arguments with defaults accept; a
         // module whose arguments are `()` takes it as nil.
         let decoded = decode_with(node, args).or_else(|err| match args {
@@ -69,9 +83,17 @@ where
             }
         };
         let actor = (self.factory)(args);
+        let starting = match node.spawn_starting(actor, SpawnOptions::new(), None) {
+            Ok(spawned) => spawned,
+            Err(err) => {
+                let reason = err.to_string();
+                return Box::pin(async move { Err(reason) });
+            }
+        };
+        before_started(&starting.actor().untyped());
         let node = node.clone();
         Box::pin(async move {
-            let actor_ref = node.start(actor).await.map_err(|err| err.to_string())?;
+            let actor_ref = starting.started().await.map_err(|err| err.to_string())?;
             if let Some(cell) = actor_ref.local() {
                 node.inner.remote.export(cell);
             }

@@ -638,7 +638,10 @@ impl Remote {
             (node.clone(), from.clone(), module.to_owned(), args.to_vec());
         tokio::spawn(async move {
             let result = match found {
-                Some(m) => m.start(&node, &module, &args).await.map(|s| s.to_wire()),
+                Some(m) => m
+                    .start(&node, &module, &args, &|_| {})
+                    .await
+                    .map(|s| s.to_wire()),
                 None => Err(format!(
                     "node {} has no module named {module:?} (register it there with Node::register_module)",
                     node.id()
