@@ -488,3 +488,37 @@ async fn a_remote_spawn_whose_asker_left_while_it_started_is_stopped() {
     watched.shutdown().await;
     watching.shutdown().await;
 }
+
+/// An actor stopped by its node's shutdown ended because its node went away: a monitor on
+/// another node hears `NodeDown` of that node, as it would had the node died, not the
+/// `Shutdown` its own node stopped it with (which a supervisor there would take for a stop of
+/// its own, or count once per child).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_stopped_by_their_node_s_shutdown_are_down_with_the_node() {
+    let certs = certificates(&["n0", "n1"]);
+    let pair = pair(certs.path(), |_| {}).await;
+    let n1 = member_id(&pair.cluster, "n1");
+    let made = pair
+        .factory
+        .ask(|reply| FactoryMsg::Make(2, reply), ASK)
+        .await
+        .expect("the actors");
+    let waiting = {
+        let actor = made[0].clone();
+        tokio::spawn(async move { actor.wait_for_exit().await })
+    };
+    // The monitor is on n1 once a lookup sent after it on the same stream is answered.
+    let _ = pair.cluster.whereis::<FactoryMsg>(&n1, "factory").await;
+
+    // An actor that ends by itself on a node that lives says why.
+    made[1].tell(IdleMsg::Stop).await.expect("told");
+    assert_eq!(made[1].wait_for_exit().await, ExitReason::Normal);
+
+    pair.watched.shutdown().await;
+    let reason = tokio::time::timeout(ASK, waiting)
+        .await
+        .expect("the monitor fired")
+        .expect("the waiting task");
+    assert_eq!(reason, ExitReason::NodeDown(n1));
+    pair.watching.shutdown().await;
+}

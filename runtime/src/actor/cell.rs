@@ -150,6 +150,7 @@ impl<M: Send + 'static> Cell<M> {
         let dropped = unhandled.len() + self.mailbox.kill();
         drop(unhandled);
         let node = &self.core.node.inner;
+        let to_peers = self.core.node.exit_for_peers(&reason);
         node.remote.unexport(self.id.seq());
         if dropped > 0 {
             node.dead_letters.record(
@@ -182,7 +183,7 @@ impl<M: Send + 'static> Cell<M> {
                         local
                             .inner
                             .remote
-                            .linked_ended(&self.id, &other, reason.clone());
+                            .linked_ended(&self.id, &other, to_peers.clone());
                     }
                 }
             }
@@ -205,7 +206,7 @@ impl<M: Send + 'static> Cell<M> {
                         RemoteSignal::Down {
                             monitor,
                             actor: self.id.clone(),
-                            reason: reason.clone(),
+                            reason: to_peers.clone(),
                         },
                     ),
                 }

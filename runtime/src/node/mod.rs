@@ -488,6 +488,24 @@ impl Node {
         self.inner.dead_letters.total()
     }
 
+    /// Why an actor of this node that ended with `reason` ended, as told to other nodes:
+    /// stopped or killed by this node's shutdown, it ended because the node went away, and
+    /// peers hear `NodeDown` of this node, as they do of the links and monitors the node's
+    /// departure fires. A supervisor elsewhere then restarts a child it ran here on another
+    /// node, counting the node's departure once however many children it took (as for a
+    /// node that died), and a `transient` child is restarted too: `Shutdown` would have been
+    /// taken for a stop it asked for, or each child counted as a failure of its own.
+    pub(crate) fn exit_for_peers(&self, reason: &ExitReason) -> ExitReason {
+        match reason {
+            ExitReason::Shutdown | ExitReason::Killed
+                if self.inner.shutting_down.load(Ordering::Acquire) =>
+            {
+                ExitReason::NodeDown(self.inner.id.clone())
+            }
+            other => other.clone(),
+        }
+    }
+
     /// Stops every actor within the configured shutdown timeout (see the module docs).
     pub async fn shutdown(&self) -> ShutdownReport {
         self.shutdown_within(self.inner.config.shutdown_timeout)
