@@ -111,7 +111,11 @@ impl Backoff {
         let grown = self.initial.as_secs_f64() * self.multiplier.max(1.0).powi(exponent);
         let capped = grown.min(self.max.as_secs_f64());
         let jittered = capped * (1.0 - self.jitter.clamp(0.0, 1.0) * u.clamp(0.0, 1.0));
-        Duration::from_secs_f64(jittered.max(0.0))
+        // A delay near `Duration::MAX` rounds up past it as seconds in f64 (2^64), which
+        // `Duration::from_secs_f64` panics on: such a delay is the longest one.
+        Duration::try_from_secs_f64(jittered.max(0.0))
+            .unwrap_or(self.max)
+            .min(self.max)
     }
 }
 
@@ -411,5 +415,33 @@ mod tests {
         assert_eq!(b.delay(500, 0.0), Duration::from_secs(1));
         assert_eq!(b.delay(1, 1.0), Duration::from_millis(50));
         assert!(b.delay(3, 0.5) < b.delay(3, 0.0));
+    }
+
+    #[test]
+    fn the_longest_delays_do_not_overflow() {
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::MAX,
+            multiplier: 2.0,
+            jitter: 0.0,
+            reset_after: Duration::from_secs(10),
+        };
+        assert_eq!(b.delay(1, 0.0), Duration::from_secs(1));
+        assert_eq!(b.delay(100, 0.0), Duration::MAX);
+        let b = Backoff {
+            initial: Duration::MAX,
+            ..b
+        };
+        assert_eq!(b.delay(1, 0.0), Duration::MAX);
+        assert_eq!(b.delay(u32::MAX, 0.0), Duration::MAX);
+        // Jitter shortens it, to a duration that is still representable.
+        let jittery = Backoff { jitter: 0.5, ..b };
+        assert!(jittery.delay(1, 1.0) < Duration::MAX);
+        assert!(jittery.delay(1, 1.0) > Duration::from_secs(u64::MAX / 4));
+        let capped = Backoff {
+            max: Duration::from_secs(5),
+            ..b
+        };
+        assert_eq!(capped.delay(1, 0.0), Duration::from_secs(5));
     }
 }
