@@ -75,7 +75,9 @@ pub(crate) struct Core {
     intensity: Intensity,
     children: Vec<Child>,
     /// Where each child is in `children`: supervisors with thousands of dynamic children look
-    /// children up on every exit. Rebuilt when children are removed (rare).
+    /// children up on every exit. A removal moves only the positions of the children after
+    /// it: every temporary child's end removes it, and rebuilding the whole map then made
+    /// many temporary children ending take time quadratic in their number.
     positions: HashMap<String, usize>,
     /// The restarts within the current window.
     restarts: RestartWindow,
@@ -148,13 +150,14 @@ impl Core {
         self.positions.get(id).copied()
     }
 
-    fn reindex(&mut self) {
-        self.positions = self
-            .children
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.id.clone(), i))
-            .collect();
+    /// Brings the positions of the children from `from` on up to date, after children before
+    /// them were removed.
+    fn reindex_from(&mut self, from: usize) {
+        for (i, child) in self.children.iter().enumerate().skip(from) {
+            if let Some(at) = self.positions.get_mut(child.id.as_str()) {
+                *at = i;
+            }
+        }
     }
 
     pub(crate) fn contains(&self, id: &str) -> bool {
@@ -176,9 +179,9 @@ impl Core {
     }
 
     pub(crate) fn remove(&mut self, id: &str) {
-        if self.positions.remove(id).is_some() {
-            self.children.retain(|c| c.id != id);
-            self.reindex();
+        if let Some(i) = self.positions.remove(id) {
+            self.children.remove(i);
+            self.reindex_from(i);
         }
     }
 
@@ -300,8 +303,13 @@ impl Core {
             .map(|c| c.id.clone())
             .collect();
         if !forget.is_empty() {
+            let from = forget
+                .iter()
+                .filter_map(|id| self.positions.remove(id))
+                .min()
+                .unwrap_or(0);
             self.children.retain(|c| !forget.contains(&c.id));
-            self.reindex();
+            self.reindex_from(from);
         }
         Decision::Restart {
             stop,
@@ -393,6 +401,45 @@ mod tests {
             restart(&["t", "a"], &["t"], &["a", "c"])
         );
         assert!(!c.contains("t"));
+    }
+
+    #[test]
+    fn children_after_a_removed_one_are_still_found() {
+        let mut c = core(
+            Strategy::RestForOne,
+            10,
+            &[("a", P), ("b", Tm), ("c", P), ("d", Tm), ("e", P)],
+        );
+        // A temporary child in the middle ends: forgotten.
+        assert_eq!(
+            c.exited("b", &crash(), MS, 0.0),
+            Decision::Forget("b".into())
+        );
+        assert_eq!(c.ids().collect::<Vec<_>>(), ["a", "c", "d", "e"]);
+        // The children after it moved, and are still found where they are.
+        assert_eq!(
+            c.exited("c", &crash(), MS, 0.0),
+            restart(&["e", "d"], &["d"], &["c", "e"])
+        );
+        assert_eq!(c.ids().collect::<Vec<_>>(), ["a", "c", "e"]);
+        c.started("c", 2 * MS);
+        c.started("e", 2 * MS);
+        c.remove("a");
+        assert!(!c.contains("a") && !c.contains("b") && !c.contains("d"));
+        assert_eq!(c.ids().collect::<Vec<_>>(), ["c", "e"]);
+        assert_eq!(
+            c.exited("e", &crash(), 3 * MS, 0.0),
+            restart(&[], &[], &["e"])
+        );
+        assert_eq!(c.state("e"), Some(ChildState::Restarting));
+        assert_eq!(c.state("c"), Some(ChildState::Running));
+        // A child added after removals goes at the end, and is found there.
+        c.add("f", P, None);
+        c.started("f", 4 * MS);
+        assert_eq!(
+            c.exited("c", &crash(), 5 * MS, 0.0),
+            restart(&["f"], &[], &["c", "e", "f"])
+        );
     }
 
     #[test]
