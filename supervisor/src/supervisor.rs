@@ -40,6 +40,10 @@ pub struct Supervisor {
     specs: HashMap<String, ChildSpec>,
     running: HashMap<String, UntypedRef>,
     by_actor: HashMap<ActorId, String>,
+    /// Instances whose `started` failed. They were spawned linked, so their exit comes too:
+    /// it is that failed start, handled already, not the end of a child or of another
+    /// linked actor. Each is forgotten when its exit comes.
+    abandoned: HashSet<ActorId>,
     restarts: HashMap<String, u64>,
     /// Restarts waiting out a backoff delay, by token.
     pending: HashMap<u64, Vec<String>>,
@@ -78,6 +82,7 @@ impl Supervisor {
             specs: HashMap::new(),
             running: HashMap::new(),
             by_actor: HashMap::new(),
+            abandoned: HashSet::new(),
             restarts: HashMap::new(),
             pending: HashMap::new(),
             next_token: 0,
@@ -159,7 +164,15 @@ impl Supervisor {
             .clone();
         let actor = match &spec.start {
             ChildStart::Module(module, args) => self.start_placed(ctx, &spec, module, args).await?,
-            ChildStart::Local(start) => start(ctx, spec.spawn_options()).await?,
+            ChildStart::Local(start) => match start(ctx, spec.spawn_options()).await {
+                Ok(actor) => actor,
+                Err(error) => {
+                    if let SpawnError::StartFailed { actor, .. } = &error {
+                        self.abandoned.insert(actor.clone());
+                    }
+                    return Err(error);
+                }
+            },
         };
         self.by_actor.insert(actor.id().clone(), id.to_owned());
         self.running.insert(id.to_owned(), actor.clone());
@@ -676,6 +689,10 @@ impl Actor for Supervisor {
         reason: ExitReason,
         ctx: &mut Context<Self>,
     ) -> ActorResult {
+        if self.abandoned.remove(&from) {
+            // An instance that failed to start: counted (or reported) when its start failed.
+            return Ok(());
+        }
         let Some(id) = self.by_actor.remove(&from) else {
             // Not a child: the parent, or another actor linked to this supervisor, ended. Follow
             // it as an untrapped link would.

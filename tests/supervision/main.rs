@@ -5,5 +5,6 @@ mod backoff;
 mod dynamic;
 mod escalation;
 mod lifecycle;
+mod start_failures;
 mod strategies;
 mod util;
