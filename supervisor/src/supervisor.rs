@@ -281,8 +281,15 @@ impl Supervisor {
                 self.update_unplaced(ctx);
                 return Err(failed(&node, reason));
             }
-            Err(e @ NotStarted::NodeDown(_)) => return Err(failed(&node, e.to_string())),
-            Err(NotStarted::Failed(reason)) => return Err(failed(&node, reason)),
+            Err(e) => {
+                // A node took the child and answered: it no longer waits for one. Its start
+                // failed there, a failure the caller counts; taken for a wait, it would be
+                // tried every second for good, never counted against the intensity.
+                if self.unplaced.remove(&spec.id).is_some() {
+                    self.update_unplaced(ctx);
+                }
+                return Err(failed(&node, e.to_string()));
+            }
         };
         let actor = UntypedRef::from_id(ctx.node(), &wire.id);
         ctx.link(actor.clone());
@@ -405,19 +412,28 @@ impl Supervisor {
                 Ok(_) => *self.restarts.entry(id.clone()).or_default() += 1,
                 // Waits for a node; not a failure.
                 Err(_) if self.unplaced.contains_key(id) => {}
-                Err(error) => {
-                    let reason = ExitReason::Failed(format!("failed to restart: {error}"));
-                    tracing::warn!(supervisor = %self.name, child = %id, %error, "child failed to restart");
-                    metrics::counter!("ensemble_supervisor_start_failures_total", "supervisor" => self.name.clone())
-                        .increment(1);
-                    let now = self.now();
-                    self.core.started(id, now);
-                    let decision = self.core.exited(id, &reason, now, fastrand::f64());
-                    return Some((decision, id.clone(), reason));
-                }
+                Err(error) => return Some(self.failed_to_restart(id, &error)),
             }
         }
         None
+    }
+
+    /// A child failed to (re)start: that counts as failing again, as in Erlang/OTP, so the
+    /// decision is made anew (another restart, counted against the intensity, or giving up).
+    /// Returns that decision.
+    fn failed_to_restart(
+        &mut self,
+        id: &str,
+        error: &SpawnError,
+    ) -> (Decision, String, ExitReason) {
+        let reason = ExitReason::Failed(format!("failed to restart: {error}"));
+        tracing::warn!(supervisor = %self.name, child = %id, %error, "child failed to restart");
+        metrics::counter!("ensemble_supervisor_start_failures_total", "supervisor" => self.name.clone())
+            .increment(1);
+        let now = self.now();
+        self.core.started(id, now);
+        let decision = self.core.exited(id, &reason, now, fastrand::f64());
+        (decision, id.to_owned(), reason)
     }
 
     fn infos(&self) -> Vec<ChildInfo> {
@@ -495,33 +511,51 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Starts a child that is not running. Answers, and what to do next: a child that waited
+    /// for a node and now failed to start there is not left stopped, nor waiting for good, but
+    /// fails as its start would have when the node was found by itself (`place_waiting`).
     async fn restart_child(
         &mut self,
         ctx: &mut Context<Self>,
         id: &str,
-    ) -> Result<UntypedRef, SupervisorError> {
+    ) -> (
+        Result<UntypedRef, SupervisorError>,
+        Option<(Decision, String, ExitReason)>,
+    ) {
         if !self.specs.contains_key(id) {
-            return Err(self.error_for(id)(|supervisor, id| {
-                SupervisorError::NoSuchChild { supervisor, id }
-            }));
+            let error = self.error_for(id)(|supervisor, id| SupervisorError::NoSuchChild {
+                supervisor,
+                id,
+            });
+            return (Err(error), None);
         }
         if self.running.contains_key(id) {
-            return Err(self.error_for(id)(|supervisor, id| {
-                SupervisorError::ChildRunning { supervisor, id }
-            }));
+            let error = self.error_for(id)(|supervisor, id| SupervisorError::ChildRunning {
+                supervisor,
+                id,
+            });
+            return (Err(error), None);
         }
+        let waited = self.unplaced.contains_key(id);
         match self.start_one(ctx, id).await {
-            Ok(actor) => Ok(actor),
-            Err(_) if self.unplaced.contains_key(id) => Err(SupervisorError::Unplaced {
-                supervisor: self.name.clone(),
-                id: id.to_owned(),
-                reason: self.unplaced[id].clone(),
-            }),
-            Err(error) => Err(SupervisorError::StartFailed {
-                supervisor: self.name.clone(),
-                id: id.to_owned(),
-                error,
-            }),
+            Ok(actor) => (Ok(actor), None),
+            Err(_) if self.unplaced.contains_key(id) => {
+                let error = SupervisorError::Unplaced {
+                    supervisor: self.name.clone(),
+                    id: id.to_owned(),
+                    reason: self.unplaced[id].clone(),
+                };
+                (Err(error), None)
+            }
+            Err(error) => {
+                let then = waited.then(|| self.failed_to_restart(id, &error));
+                let error = SupervisorError::StartFailed {
+                    supervisor: self.name.clone(),
+                    id: id.to_owned(),
+                    error,
+                };
+                (Err(error), then)
+            }
         }
     }
 
@@ -547,8 +581,20 @@ impl Supervisor {
                 self.unplaced.remove(&id);
                 continue;
             }
-            if self.start_one(ctx, &id).await.is_ok() {
-                tracing::info!(supervisor = %self.name, child = %id, "child placed after waiting for a node");
+            match self.start_one(ctx, &id).await {
+                Ok(_) => {
+                    tracing::info!(supervisor = %self.name, child = %id, "child placed after waiting for a node");
+                }
+                // Still no node can take it.
+                Err(_) if self.unplaced.contains_key(&id) => {}
+                Err(error) => {
+                    // A node took it, and its start failed there. What follows may stop and
+                    // restart siblings, or put them off by a backoff: the others still
+                    // waiting are tried at the next round.
+                    let (decision, id, reason) = self.failed_to_restart(&id, &error);
+                    self.apply(ctx, decision, id, reason).await;
+                    break;
+                }
             }
         }
         self.update_unplaced(ctx);
@@ -643,7 +689,11 @@ impl Actor for Supervisor {
                 let _ = reply.send(self.terminate_child(ctx, &id).await);
             }
             Request::RestartChild(id, reply) => {
-                let _ = reply.send(self.restart_child(ctx, &id).await);
+                let (answer, then) = self.restart_child(ctx, &id).await;
+                let _ = reply.send(answer);
+                if let Some((decision, id, reason)) = then {
+                    self.apply(ctx, decision, id, reason).await;
+                }
             }
             Request::DeleteChild(id, reply) => {
                 let _ = reply.send(self.delete_child(&id));

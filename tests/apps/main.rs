@@ -21,6 +21,7 @@ mod supervision;
 #[allow(dead_code)]
 #[path = "../registry/util.rs"]
 mod util;
+mod waiting;
 
 /// The entry point of a child node process (see `child.rs`); ignored in normal runs.
 #[test]
