@@ -27,6 +27,80 @@ const PLACE_RETRY: Duration = Duration::from_secs(1);
 /// How long a supervisor waits for a node's agent to start a module child.
 const PLACED_START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why no instance of a child was started. A child that waits for a node (it is in the
+/// supervisor's `unplaced` map) fails to start with `Failed` as well.
+#[derive(Debug)]
+enum StartError {
+    /// It failed to start.
+    Failed(SpawnError),
+    /// The node it was to start on went down before it answered: a failure of that node, not
+    /// of the child, counted once with the children that ran there (`Core::node_died`).
+    NodeDown(NodeId, SpawnError),
+}
+
+impl StartError {
+    /// The node whose death lost the start, if that is why it failed.
+    fn died(&self) -> Option<&NodeId> {
+        match self {
+            StartError::NodeDown(node, _) => Some(node),
+            StartError::Failed(_) => None,
+        }
+    }
+
+    fn into_spawn_error(self) -> SpawnError {
+        match self {
+            StartError::Failed(error) | StartError::NodeDown(_, error) => error,
+        }
+    }
+}
+
+impl From<SpawnError> for StartError {
+    fn from(error: SpawnError) -> Self {
+        StartError::Failed(error)
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Failed(error) | StartError::NodeDown(_, error) => error.fmt(f),
+        }
+    }
+}
+
+/// What it means that node `node`'s agent did not start an instance of `module`, when there
+/// was room for it (for `NotStarted::NoRoom` the child waits instead): a failure of the child,
+/// or of the node if it went down before it answered.
+fn refused(node: &NodeId, module: &str, why: NotStarted) -> StartError {
+    let error = SpawnError::Remote {
+        node: node.clone(),
+        module: module.to_owned(),
+        reason: why.to_string(),
+    };
+    match why {
+        NotStarted::NodeDown(down) => StartError::NodeDown(down, error),
+        NotStarted::Failed(_) | NotStarted::NoRoom(_) => StartError::Failed(error),
+    }
+}
+
+/// Tells the core that child `id` failed to (re)start, which counts as failing again: as if an
+/// instance had started and ended at once, with `reason`. A start lost with its node counts as
+/// that node's death, once with the children that ran there.
+fn count_failed_start(
+    core: &mut Core,
+    id: &str,
+    error: &StartError,
+    reason: &ExitReason,
+    now: Time,
+    u: f64,
+) -> Decision {
+    core.started(id, now);
+    match error.died() {
+        Some(node) => core.node_died(id, node, now, u),
+        None => core.exited(id, reason, now, u),
+    }
+}
+
 /// A supervisor: an actor that starts children, watches them through links (trapping exits),
 /// and restarts them by its strategy, within its restart intensity.
 ///
@@ -145,7 +219,7 @@ impl Supervisor {
                 Err(SupervisorError::StartFailed {
                     supervisor: self.name.clone(),
                     id,
-                    error,
+                    error: error.into_spawn_error(),
                 })
             }
         }
@@ -156,7 +230,7 @@ impl Supervisor {
         &mut self,
         ctx: &mut Context<Self>,
         id: &str,
-    ) -> Result<UntypedRef, SpawnError> {
+    ) -> Result<UntypedRef, StartError> {
         let spec = self
             .specs
             .get(id)
@@ -170,7 +244,7 @@ impl Supervisor {
                     if let SpawnError::StartFailed { actor, .. } = &error {
                         self.abandoned.insert(actor.clone());
                     }
-                    return Err(error);
+                    return Err(error.into());
                 }
             },
         };
@@ -190,7 +264,7 @@ impl Supervisor {
         spec: &ChildSpec,
         module: &str,
         args: &[u8],
-    ) -> Result<UntypedRef, SpawnError> {
+    ) -> Result<UntypedRef, StartError> {
         let me = ctx.node().id().clone();
         let failed = |node: &NodeId, reason: String| SpawnError::Remote {
             node: node.clone(),
@@ -216,7 +290,8 @@ impl Supervisor {
                 &me,
                 "placing a module child needs the node's cluster and registry; start them first"
                     .into(),
-            ));
+            )
+            .into());
         };
         let needs = spec.placement.requirements(me.name());
         // Instances of the same module under this supervisor count as one role (for
@@ -246,7 +321,8 @@ impl Supervisor {
             return Err(failed(
                 &me,
                 format!("no node can take child {:?}: {reason}", spec.id),
-            ));
+            )
+            .into());
         };
         self.next_token += 1;
         let request = agent::StartInstance {
@@ -279,16 +355,16 @@ impl Supervisor {
                 tracing::info!(supervisor = %self.name, child = %spec.id, %node, "the node's room went to another placer first: {reason}");
                 self.unplaced.insert(spec.id.clone(), reason.clone());
                 self.update_unplaced(ctx);
-                return Err(failed(&node, reason));
+                return Err(failed(&node, reason).into());
             }
-            Err(e) => {
+            Err(why) => {
                 // A node took the child and answered: it no longer waits for one. Its start
                 // failed there, a failure the caller counts; taken for a wait, it would be
                 // tried every second for good, never counted against the intensity.
                 if self.unplaced.remove(&spec.id).is_some() {
                     self.update_unplaced(ctx);
                 }
-                return Err(failed(&node, e.to_string()));
+                return Err(refused(&node, module, why));
             }
         };
         let actor = UntypedRef::from_id(ctx.node(), &wire.id);
@@ -424,15 +500,14 @@ impl Supervisor {
     fn failed_to_restart(
         &mut self,
         id: &str,
-        error: &SpawnError,
+        error: &StartError,
     ) -> (Decision, String, ExitReason) {
         let reason = ExitReason::Failed(format!("failed to restart: {error}"));
         tracing::warn!(supervisor = %self.name, child = %id, %error, "child failed to restart");
         metrics::counter!("ensemble_supervisor_start_failures_total", "supervisor" => self.name.clone())
             .increment(1);
         let now = self.now();
-        self.core.started(id, now);
-        let decision = self.core.exited(id, &reason, now, fastrand::f64());
+        let decision = count_failed_start(&mut self.core, id, error, &reason, now, fastrand::f64());
         (decision, id.to_owned(), reason)
     }
 
@@ -552,7 +627,7 @@ impl Supervisor {
                 let error = SupervisorError::StartFailed {
                     supervisor: self.name.clone(),
                     id: id.to_owned(),
-                    error,
+                    error: error.into_spawn_error(),
                 };
                 (Err(error), then)
             }
@@ -763,5 +838,87 @@ impl Actor for Supervisor {
 
     async fn stopping(&mut self, _reason: &ExitReason, ctx: &mut Context<Self>) {
         self.stop_all(ctx).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Intensity, Strategy};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn crash() -> ExitReason {
+        ExitReason::Failed("crash".into())
+    }
+
+    /// A one-for-one core allowing two restarts a minute, with children `a` and `b` running.
+    fn two_children() -> Core {
+        let mut core = Core::new(
+            Strategy::OneForOne,
+            Intensity {
+                max_restarts: 2,
+                period: Duration::from_secs(60),
+            },
+        );
+        for id in ["a", "b"] {
+            core.add(id, Restart::Permanent, None);
+            core.started(id, Duration::ZERO);
+        }
+        core
+    }
+
+    #[test]
+    fn a_start_lost_with_its_node_is_that_nodes_death() {
+        let n = NodeId::new("n2", 1);
+        let lost = refused(&n, "m", NotStarted::NodeDown(n.clone()));
+        assert_eq!(lost.died(), Some(&n));
+        assert!(lost.to_string().contains("went down"), "{lost}");
+        let failed = refused(&n, "m", NotStarted::Failed("no module \"m\"".into()));
+        assert_eq!(failed.died(), None);
+        assert!(failed.to_string().contains("no module"), "{failed}");
+    }
+
+    #[test]
+    fn a_start_lost_with_its_node_counts_once_with_the_children_that_ran_there() {
+        let n = NodeId::new("n2", 1);
+        let lost = refused(&n, "m", NotStarted::NodeDown(n.clone()));
+        // `a` crashes (one restart); its new instance was to start on n2, which dies before
+        // it answers (the node's death: two); `b` ran on n2 and ends with it (the same death).
+        let mut core = two_children();
+        assert!(matches!(
+            core.exited("a", &crash(), MS, 0.0),
+            Decision::Restart { .. }
+        ));
+        assert!(matches!(
+            count_failed_start(&mut core, "a", &lost, &crash(), 2 * MS, 0.0),
+            Decision::Restart { .. }
+        ));
+        assert!(matches!(
+            core.node_died("b", &n, 3 * MS, 0.0),
+            Decision::Restart { .. }
+        ));
+        // Any other failure within the period is one more: over the intensity.
+        core.started("a", 4 * MS);
+        assert!(matches!(
+            core.exited("a", &crash(), 5 * MS, 0.0),
+            Decision::Escalate { .. }
+        ));
+
+        // A start that failed for another reason counts on its own.
+        let failed = refused(&n, "m", NotStarted::Failed("no module".into()));
+        let mut core = two_children();
+        assert!(matches!(
+            core.exited("a", &crash(), MS, 0.0),
+            Decision::Restart { .. }
+        ));
+        assert!(matches!(
+            count_failed_start(&mut core, "a", &failed, &crash(), 2 * MS, 0.0),
+            Decision::Restart { .. }
+        ));
+        assert!(matches!(
+            core.node_died("b", &n, 3 * MS, 0.0),
+            Decision::Escalate { .. }
+        ));
     }
 }
