@@ -689,7 +689,7 @@ impl Supervisor {
         }
     }
 
-    fn delete_child(&mut self, id: &str) -> Result<(), SupervisorError> {
+    fn delete_child(&mut self, ctx: &mut Context<Self>, id: &str) -> Result<(), SupervisorError> {
         if !self.specs.contains_key(id) {
             return Err(self.error_for(id)(|supervisor, id| {
                 SupervisorError::NoSuchChild { supervisor, id }
@@ -702,8 +702,29 @@ impl Supervisor {
         }
         self.specs.remove(id);
         self.core.remove(id);
-        self.unplaced.remove(id);
+        if self.unplaced.remove(id).is_some() {
+            // Or the retry timer would run on, and the gauge count it, for good: `Place` tries
+            // the waiting children only while there are some.
+            self.update_unplaced(ctx);
+        }
         Ok(())
+    }
+
+    /// Gives up on the children waiting for a node, as the supervisor ends: the gauge would
+    /// keep counting them for good. (The retry timer ends with the supervisor.)
+    fn stop_waiting(&mut self) {
+        if !self.unplaced.is_empty() {
+            self.unplaced.clear();
+            metrics::gauge!("ensemble_supervisor_unplaced_children", "supervisor" => self.name.clone())
+                .set(0.0);
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        // For a supervisor that was killed: it ran no `stopping` hook.
+        self.stop_waiting();
     }
 }
 
@@ -745,6 +766,7 @@ impl Actor for Supervisor {
                     continue;
                 }
                 self.stop_all(ctx).await;
+                self.stop_waiting();
                 return Err(ActorError::new(err));
             }
         }
@@ -771,7 +793,7 @@ impl Actor for Supervisor {
                 }
             }
             Request::DeleteChild(id, reply) => {
-                let _ = reply.send(self.delete_child(&id));
+                let _ = reply.send(self.delete_child(ctx, &id));
             }
             Request::WhichChildren(reply) => {
                 let _ = reply.send(self.infos());
@@ -838,6 +860,7 @@ impl Actor for Supervisor {
 
     async fn stopping(&mut self, _reason: &ExitReason, ctx: &mut Context<Self>) {
         self.stop_all(ctx).await;
+        self.stop_waiting();
     }
 }
 

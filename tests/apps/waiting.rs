@@ -1,14 +1,17 @@
 //! Supervisor children waiting for a node, on a node of its own (`s1`, 1000 `cpu`): a child
 //! that waited for room and then fails to start once there is some fails, counted against
-//! the restart intensity, instead of waiting for good.
+//! the restart intensity, instead of waiting for good; children given up on, and those of a
+//! supervisor that stopped, are no longer counted as waiting.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use ensemble::prelude::*;
 use ensemble::supervisor::agent::Agent;
 use ensemble::supervisor::placement::Requirements;
 use ensemble::supervisor::{ChildSpec, Placement, SupervisorError, SupervisorRef, SupervisorSpec};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::solo::node_s1;
 use crate::util::{DEADLINE, certificates, one_cluster_at_a_time};
@@ -96,5 +99,69 @@ async fn a_child_that_waited_for_room_and_then_fails_to_start_counts_against_the
         }
         other => panic!("unexpected {other:?}"),
     }
+    node.shutdown().await;
+}
+
+/// The metrics of this test process, recorded from the first call on (no other test of this
+/// binary installs a recorder).
+fn recorded() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).expect("the only metrics recorder");
+        handle
+    })
+}
+
+/// The gauge of the children supervisor `name` has waiting for a node, once set.
+fn waiting_children(name: &str) -> Option<f64> {
+    let series = format!("ensemble_supervisor_unplaced_children{{supervisor=\"{name}\"}} ");
+    recorded()
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .map(|value| value.parse().expect("a number"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn children_given_up_on_and_those_of_a_stopped_supervisor_no_longer_count_as_waiting() {
+    let _turn = one_cluster_at_a_time();
+    recorded();
+    let certs = certificates(&["s1"]);
+    let node = one_node(certs.path()).await;
+    let sup = SupervisorRef::start(&node, SupervisorSpec::new("gauged"))
+        .await
+        .unwrap();
+    // It needs more than the node has: it waits.
+    let too_big = || needing("big", "test.idle", 2000);
+    let waiting = sup.start_child(too_big()).await;
+    assert!(
+        matches!(waiting, Err(SupervisorError::Unplaced { .. })),
+        "{waiting:?}"
+    );
+    assert_eq!(waiting_children("gauged"), Some(1.0));
+
+    sup.delete_child("big").await.unwrap();
+    assert_eq!(
+        waiting_children("gauged"),
+        Some(0.0),
+        "a child given up on is still counted as waiting"
+    );
+
+    let waiting = sup.start_child(too_big()).await;
+    assert!(
+        matches!(waiting, Err(SupervisorError::Unplaced { .. })),
+        "{waiting:?}"
+    );
+    assert_eq!(waiting_children("gauged"), Some(1.0));
+    sup.stop();
+    sup.wait_for_exit().await;
+    assert_eq!(
+        waiting_children("gauged"),
+        Some(0.0),
+        "the child of a supervisor that stopped is still counted as waiting"
+    );
     node.shutdown().await;
 }
