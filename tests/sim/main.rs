@@ -35,6 +35,7 @@
 mod abandoned;
 mod answers;
 mod early;
+mod fenced;
 mod lease;
 mod leave;
 mod notices;

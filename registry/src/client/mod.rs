@@ -138,6 +138,23 @@ fn session_ended(err: &RegistryError) -> bool {
     )
 }
 
+/// Waits until each of `killed` (actors bound to this node's leases, just killed) has ended,
+/// for a session TTL at most: the time the registry would take to release their locks had
+/// the node died. Names each that did not end by then. A kill ends a local actor at its next
+/// `.await`; one of another node ends once its node applies the kill, and counts as ended if
+/// that node is no longer a member.
+async fn wait_for_ends(me: &NodeId, killed: Vec<UntypedRef>, ttl: Duration) {
+    let deadline = Instant::now() + ttl;
+    for actor in killed {
+        if tokio::time::timeout_at(deadline, actor.wait_for_exit())
+            .await
+            .is_err()
+        {
+            tracing::warn!(node = %me, actor = %actor.id(), ?ttl, "an actor bound to a lease did not end within the session TTL of its kill; its lock goes on without it");
+        }
+    }
+}
+
 /// Proposes `release` (of an abandoned acquire, of the leases a fenced node gives up, or of
 /// the name or group membership of an actor that ended),
 /// after `first` and then again after each failure, until it is committed, this node's
@@ -522,12 +539,34 @@ impl Shared {
     }
 
     /// Every lease is lost and its bound actors are killed. The locks are then given back
-    /// as soon as the registry can be reached again (if the session expired first, the
-    /// expiry released them already).
+    /// once those actors ended (a session TTL at most: [`wait_for_ends`]), as soon as the
+    /// registry can be reached (if the session expired first, the expiry released them
+    /// already).
+    ///
+    /// Not at once: a kill takes effect at an actor's next `.await` (one of another node is
+    /// only told to stop), and the registry may be reachable right away (a keepalive
+    /// answered late, a cut that healed before the session could expire), so the next
+    /// holder could be granted the lock while a killed actor still runs.
     pub(crate) fn fence(self: &Arc<Self>, why: &str) {
-        for (lock, id) in self.lose_leases(why).0 {
-            self.give_back(lock, id);
+        let (leases, killed) = self.lose_leases(why);
+        if leases.is_empty() {
+            return;
         }
+        let shared = Arc::downgrade(self);
+        let (me, ttl) = (self.me().clone(), self.config.session_ttl);
+        tokio::spawn(async move {
+            wait_for_ends(&me, killed, ttl).await;
+            for (lock, id) in leases {
+                let release = Command::Release {
+                    lock,
+                    holder: Holder {
+                        node: me.clone(),
+                        id,
+                    },
+                };
+                tokio::spawn(release_until_taken(shared.clone(), release, Duration::ZERO));
+            }
+        });
     }
 
     /// Fences the node without giving the locks back: marks every lease lost and kills the
@@ -1315,16 +1354,7 @@ impl Registry {
         // behind, and named. (A bound actor of another node is only told to stop: one that
         // cannot be reached counts as ended.)
         let (_, killed) = self.shared.lose_leases("this node left");
-        let ttl = self.shared.config.session_ttl;
-        let deadline = tokio::time::Instant::now() + ttl;
-        for actor in killed {
-            if tokio::time::timeout_at(deadline, actor.wait_for_exit())
-                .await
-                .is_err()
-            {
-                tracing::warn!(node = %self.shared.me(), actor = %actor.id(), ?ttl, "an actor bound to a lease did not end within the session TTL of its kill; leaving without it");
-            }
-        }
+        wait_for_ends(self.shared.me(), killed, self.shared.config.session_ttl).await;
         // From here on nothing renews the session or opens it again.
         self.shared.left.store(true, Ordering::Release);
         self.shared.propose_one(command, true).await.map(|_| ())
