@@ -11,6 +11,7 @@
 //! - A release sent to a leader just cut off: the call fails after the request timeout, the
 //!   others elect a new leader that never saw the release, and the old one hears of it, if
 //!   at all, only once it has been deposed.
+//! - The same release dropped by its caller (a timeout around the call) before it answered.
 //! - A grant that reaches a node while it is fenced (cut off past its session's validity,
 //!   not yet past the TTL): the lease is lost at once, and the node must give the lock back.
 
@@ -225,6 +226,60 @@ async fn a_release_lost_with_its_leader(seed: u64) -> Result<(), String> {
         .try_lock("x")
         .await
         .map_err(|e| format!("a voter could not take the freed lock: {e}"))?;
+    if client.is_fenced() || client.is_expired() {
+        return Err("the client's session ended: the test did not show what it is for".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn a_release_whose_caller_stopped_waiting_is_made_all_the_same() {
+    run(8, a_release_dropped_by_its_caller);
+}
+
+/// A release dropped by its caller while it waits for a leader just cut off (a timeout around
+/// the call, shorter than the request timeout): the lock must still be given back, not kept
+/// by a holder nobody will release for as long as the client's session lives.
+async fn a_release_dropped_by_its_caller(seed: u64) -> Result<(), String> {
+    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let client = nodes[3].registry.clone();
+    let client_node = nodes[3].node.id().clone();
+    let lease = client
+        .lock("x", Duration::from_secs(5))
+        .await
+        .map_err(|e| format!("the client could not take the lock: {e}"))?;
+    let leader = leader_named_by(&client, &nodes)?;
+    let observer = nodes[(leader + 1) % 3].registry.clone();
+    until(
+        "the grant in a voter's copy",
+        Duration::from_secs(2),
+        || holder_of(&observer, "x").as_ref() == Some(&client_node),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    net.isolate(nodes[leader].addr);
+    let cut = Instant::now();
+    if tokio::time::timeout(REQUEST_TIMEOUT / 3, lease.release())
+        .await
+        .is_ok()
+    {
+        return Err(
+            "the release to the cut-off leader answered: the test did not show \
+                    what it is for"
+                .into(),
+        );
+    }
+    put_retrying(&observer, "elected", b"1", "the two voters left").await?;
+    net.heal();
+    until("the dropped release made", SESSION_TTL / 2, || {
+        holder_of(&observer, "x").is_none()
+    })
+    .await?;
+    eprintln!(
+        "the lock was free {:?} after the release was dropped",
+        cut.elapsed()
+    );
     if client.is_fenced() || client.is_expired() {
         return Err("the client's session ended: the test did not show what it is for".into());
     }

@@ -133,7 +133,9 @@ impl Lease {
     ///
     /// If the registry cannot be reached within the request timeout, the error is returned
     /// and the lock is still given back: a task of this node keeps proposing the release
-    /// until the registry takes it or this node's session ends (which releases it too).
+    /// until the registry takes it or this node's session ends (which releases it too). The
+    /// same task takes over when the caller stops waiting (a timeout or `select!` around the
+    /// call drops it).
     pub async fn release(self) -> Result<(), crate::RegistryError> {
         self.shared
             .leases

@@ -633,14 +633,21 @@ impl Shared {
     }
 
     /// Proposes `release` once and returns what came of it. If that failed while this node's
-    /// session lives, a task keeps proposing it ([`release_until_taken`]): the holder would
+    /// session lives, or its caller stopped waiting for it (the future dropped by a timeout or
+    /// a `select!`), a task keeps proposing it ([`release_until_taken`]): the holder would
     /// otherwise keep the lock, with nobody to release it, for as long as the session lives.
     /// A failed release may also have been committed; releasing again changes nothing then.
     pub(crate) async fn release_or_keep_trying(
         self: &Arc<Self>,
         release: Command,
     ) -> Result<Outcome, RegistryError> {
-        let result = self.propose_one(release.clone(), true).await;
+        let mut unfinished = Unfinished {
+            shared: self,
+            release: Some(release),
+        };
+        let proposed = unfinished.release.clone().expect("armed");
+        let result = self.propose_one(proposed, true).await;
+        let release = unfinished.release.take().expect("armed");
         if let Err(err) = &result
             && !session_ended(err)
         {
@@ -703,6 +710,35 @@ fn refused(
         }),
         // Overloaded: refused before it reached the log.
         err => Ok(format!("node {target}: {err}")),
+    }
+}
+
+/// A release under way in [`Shared::release_or_keep_trying`]: dropped with its caller's
+/// future before the proposal answered, it leaves the release to a task that proposes it
+/// until it is taken. Otherwise the release runs on its caller's task, as an acquire does
+/// (see `Registry::acquire`).
+struct Unfinished<'a> {
+    shared: &'a Arc<Shared>,
+    release: Option<Command>,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        let Some(release) = self.release.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        tracing::debug!(
+            ?release,
+            "a release whose caller stopped waiting; trying until the registry takes it"
+        );
+        runtime.spawn(release_until_taken(
+            Arc::downgrade(self.shared),
+            release,
+            Duration::ZERO,
+        ));
     }
 }
 
