@@ -41,6 +41,7 @@ mod leave;
 mod notices;
 mod probes;
 mod retried;
+mod session;
 mod setup;
 mod singleton;
 

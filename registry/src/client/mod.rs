@@ -528,6 +528,9 @@ impl Shared {
             tracing::error!(node = %self.me(), "this node's registry session expired: the cluster counts it as down");
             self.fence("this node's session expired");
             self.end();
+            // The expiry took this node's holders out of every line: no grant will come. A
+            // waiter's sender dropped ends its wait; the call then answers `SessionExpired`.
+            self.waiters.lock().clear();
         }
     }
 
@@ -1040,6 +1043,12 @@ impl Registry {
                 abandoned.key = None;
                 match waited {
                     Ok(Ok(token)) => token,
+                    _ if self.shared.expired.load(Ordering::Acquire) => {
+                        // The session expired while this call waited (and ended the wait):
+                        // the expiry released everything the node held or waited for.
+                        self.shared.waiters.lock().remove(&key);
+                        return Err(RegistryError::SessionExpired(self.shared.me().clone()));
+                    }
                     _ => {
                         // Leave the line (or give back a grant that raced the timeout).
                         self.abandon(&key, holder).await;
