@@ -12,12 +12,16 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use ensemble_runtime::hashing::HashMap;
 use ensemble_runtime::{Actor, ActorResult, Context, ExitReason, NodeId};
 use openraft::LogId;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Shared;
 use super::early::{CommittedBy, Uncommitted};
+use super::lease::LeaseState;
 use crate::server::protocol::{FedAnswers, FeedMsg};
 use crate::state::{Effect, RegistryState, changes};
 
@@ -372,11 +376,11 @@ fn dispatch(shared: &Arc<Shared>, effect: Effect) {
             holder,
             token,
         } if &holder.node == me => {
-            if let Some(waiter) = shared.waiters.lock().remove(&(lock.clone(), holder.id))
-                && waiter.send(*token).is_err()
-            {
-                // Its caller stopped waiting (`Abandoned`): nobody will use or release it.
-                shared.give_back(lock.clone(), holder.id);
+            let key = (lock.clone(), holder.id);
+            if !claimed(&shared.waiters, &shared.leases, &key, *token) {
+                // Nobody will use or release it: its caller stopped waiting (`Abandoned`), or
+                // the acquire committed after its call had ended and left the line.
+                shared.give_back(key.0, key.1);
             }
         }
         Effect::Revoked { lock, holder, .. } if &holder.node == me => {
@@ -389,9 +393,67 @@ fn dispatch(shared: &Arc<Shared>, effect: Effect) {
     let _ = shared.effects.send(effect);
 }
 
+/// Whether a grant to this node's holder `key` has someone to use it: the lock call waiting
+/// for it (told here), or the lease its call made already (the grant came in the call's answer
+/// first). A holder neither waited for nor held is a ghost: an acquire that committed after
+/// its call ended (its caller stopped waiting, or the call failed and its release committed
+/// first), which would keep the lock, with nobody to release it, until the node's session
+/// ended. Holder ids are never reused, so a holder that is in neither map now never will be;
+/// `Registry::acquire` adds the lease before it drops the waiter, so a grant always finds
+/// one of the two while the call holds it.
+fn claimed(
+    waiters: &Mutex<HashMap<(String, u64), oneshot::Sender<u64>>>,
+    leases: &Mutex<HashMap<(String, u64), Arc<LeaseState>>>,
+    key: &(String, u64),
+    token: u64,
+) -> bool {
+    if let Some(waiter) = waiters.lock().remove(key) {
+        return waiter.send(token).is_ok();
+    }
+    leases.lock().contains_key(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A grant for a holder of this node goes to its waiting call or its lease; one for a
+    /// holder neither waited for nor held (its call gone) is given back.
+    #[test]
+    fn a_grant_nobody_waits_for_or_holds_is_unclaimed() {
+        let waiters = Mutex::new(HashMap::default());
+        let leases = Mutex::new(HashMap::default());
+        let key = |id: u64| ("x".to_owned(), id);
+
+        assert!(
+            !claimed(&waiters, &leases, &key(1), 10),
+            "a holder this node does not know: an acquire committed after its call ended"
+        );
+
+        let (tx, mut granted) = oneshot::channel();
+        waiters.lock().insert(key(2), tx);
+        assert!(claimed(&waiters, &leases, &key(2), 11));
+        assert_eq!(
+            granted.try_recv(),
+            Ok(11),
+            "the waiting call gets the token"
+        );
+        assert!(waiters.lock().is_empty());
+
+        let (tx, granted) = oneshot::channel();
+        waiters.lock().insert(key(3), tx);
+        drop(granted);
+        assert!(
+            !claimed(&waiters, &leases, &key(3), 12),
+            "a call that stopped waiting"
+        );
+
+        leases.lock().insert(key(4), LeaseState::new());
+        assert!(
+            claimed(&waiters, &leases, &key(4), 13),
+            "a lease made from the call's answer"
+        );
+    }
 
     fn view(index: u64, synced: bool) -> View {
         View {

@@ -559,15 +559,10 @@ impl Shared {
         let (me, ttl) = (self.me().clone(), self.config.session_ttl);
         tokio::spawn(async move {
             wait_for_ends(&me, killed, ttl).await;
-            for (lock, id) in leases {
-                let release = Command::Release {
-                    lock,
-                    holder: Holder {
-                        node: me.clone(),
-                        id,
-                    },
-                };
-                tokio::spawn(release_until_taken(shared.clone(), release, Duration::ZERO));
+            if let Some(shared) = shared.upgrade() {
+                for (lock, id) in leases {
+                    shared.give_back(lock, id);
+                }
             }
         });
     }
@@ -590,7 +585,8 @@ impl Shared {
     }
 
     /// Releases this node's holder `id` of `lock` from a task: at once, then again after each
-    /// failure ([`release_until_taken`]), for a lease lost to fencing.
+    /// failure ([`release_until_taken`]). For a lease lost to fencing, a grant nobody claims
+    /// (`mirror::claimed`), and the holder of a lock call whose caller stopped waiting.
     fn give_back(self: &Arc<Self>, lock: String, id: u64) {
         let release = Command::Release {
             lock,
@@ -746,11 +742,10 @@ impl Drop for Unfinished<'_> {
 }
 
 /// An acquire whose caller stopped waiting while `key` is set (its future dropped in the
-/// proposal or in line). Dropped then, it releases the holder at once, which leaves the line,
-/// and leaves the holder's waiter entry, with nobody listening, for twice the request
-/// timeout: a grant that still comes (the acquire committed after the release) finds it and
-/// is given back (`mirror::dispatch`). Then the entry goes, so that an acquire that never
-/// committed does not keep this node waiting on its copy.
+/// proposal or in line). Dropped then, it drops the holder's waiter entry and releases the
+/// holder from a task, at once and until the registry takes it, which takes the holder out of
+/// the line. A grant that still comes (the acquire committed after the release) finds nobody
+/// to claim it and is given back (`mirror::dispatch`).
 struct Abandoned<'a> {
     shared: &'a Arc<Shared>,
     key: Option<(String, u64)>,
@@ -761,31 +756,15 @@ impl Drop for Abandoned<'_> {
         let Some(key) = self.key.take() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        self.shared.waiters.lock().remove(&key);
+        if tokio::runtime::Handle::try_current().is_err() {
             return;
-        };
-        let shared = Arc::clone(self.shared);
-        runtime.spawn(async move {
-            tracing::debug!(
-                lock = key.0,
-                "giving back a lock whose caller stopped waiting"
-            );
-            let release = Command::Release {
-                lock: key.0.clone(),
-                holder: Holder {
-                    node: shared.me().clone(),
-                    id: key.1,
-                },
-            };
-            let _ = shared.release_or_keep_trying(release).await;
-            // Not holding the registry while it waits: it must not outlive a node stopped.
-            let wait = shared.config.request_timeout * 2;
-            let shared = Arc::downgrade(&shared);
-            tokio::time::sleep(wait).await;
-            if let Some(shared) = shared.upgrade() {
-                shared.waiters.lock().remove(&key);
-            }
-        });
+        }
+        tracing::debug!(
+            lock = key.0,
+            "giving back a lock whose caller stopped waiting"
+        );
+        self.shared.give_back(key.0, key.1);
     }
 }
 
@@ -1083,9 +1062,11 @@ impl Registry {
                 return Err(err);
             }
         };
-        self.shared.waiters.lock().remove(&key);
+        // The lease before the waiter goes: a grant the copy dispatches in between must find
+        // one of the two, or it would be given back as nobody's (`mirror::claimed`).
         let state = LeaseState::new();
         self.shared.leases.lock().insert(key.clone(), state.clone());
+        self.shared.waiters.lock().remove(&key);
         // Fenced while waiting: the lease is lost already, and nobody will release it unless
         // this call does. `fence` gives back the leases it finds, and it may have run before
         // this one was inserted; releasing a holder twice changes nothing.
