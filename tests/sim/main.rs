@@ -44,6 +44,7 @@ mod retried;
 mod session;
 mod setup;
 mod singleton;
+mod timeouts;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -365,11 +365,13 @@ impl Shared {
             .min(timeout)
     }
 
-    /// Commits commands, returning their outcomes.
-    pub(crate) async fn propose(
+    /// Commits commands, returning their outcomes, with the request to the leader bounded by
+    /// `timeout` (the request timeout, or less: see [`Registry::lock`]).
+    async fn propose_within(
         &self,
         commands: Vec<Command>,
         idempotent: bool,
+        timeout: Duration,
     ) -> Result<Vec<Outcome>, RegistryError> {
         if commands.is_empty() {
             return Ok(Vec::new());
@@ -390,7 +392,7 @@ impl Shared {
             .filter(|(_, c)| !matches!(c, Command::Put { .. } | Command::CompareAndSet { .. }))
             .map(|(i, c)| (i, c.clone()))
             .collect();
-        let outcomes = proposer::propose(self, commands, idempotent).await?;
+        let outcomes = proposer::propose(self, commands, idempotent, timeout).await?;
         // Read your writes: answer once this node's copy shows what the commands changed, so
         // a cached read right after a write sees it. An `Unchanged` (a retried register or
         // join whose first attempt committed unanswered, say) has no revision to wait for:
@@ -491,7 +493,20 @@ impl Shared {
         command: Command,
         idempotent: bool,
     ) -> Result<Outcome, RegistryError> {
-        let mut outcomes = self.propose(vec![command], idempotent).await?;
+        self.propose_one_within(command, idempotent, self.config.request_timeout)
+            .await
+    }
+
+    /// [`propose_one`](Self::propose_one) with the request bounded by `timeout`.
+    pub(crate) async fn propose_one_within(
+        &self,
+        command: Command,
+        idempotent: bool,
+        timeout: Duration,
+    ) -> Result<Outcome, RegistryError> {
+        let mut outcomes = self
+            .propose_within(vec![command], idempotent, timeout)
+            .await?;
         match outcomes.pop() {
             Some(Outcome::NoSession { node }) if self.expired.load(Ordering::Acquire) => {
                 Err(RegistryError::SessionExpired(node))
@@ -964,6 +979,12 @@ impl Registry {
     }
 
     /// Takes a lock, waiting in line (first come, first served) for up to `timeout`.
+    ///
+    /// The timeout bounds the whole call, the request that joins the line included (which
+    /// also takes no more than the request timeout), so a zero timeout fails at once:
+    /// [`try_lock`](Self::try_lock) takes a free lock without waiting in line. A call that
+    /// fails leaves no holder behind: its holder is released from a task, which the call does
+    /// not wait for.
     pub async fn lock(&self, lock: &str, timeout: Duration) -> Result<Lease, RegistryError> {
         self.acquire(lock, true, timeout).await
     }
@@ -1011,7 +1032,8 @@ impl Registry {
         let deadline = Instant::now()
             .checked_add(timeout)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600));
-        let outcome = self.shared.propose_one(command, true).await;
+        let request = timeout.min(self.shared.config.request_timeout);
+        let outcome = self.shared.propose_one_within(command, true, request).await;
         // From here on every way out cleans up itself, without an await before it does.
         abandoned.key = None;
         let token = match outcome {
@@ -1030,7 +1052,7 @@ impl Registry {
                     }
                     _ => {
                         // Leave the line (or give back a grant that raced the timeout).
-                        self.abandon(&key, holder).await;
+                        self.abandon(&key);
                         if self.shared.closed.load(Ordering::Acquire) {
                             // The node left while this call waited (it ended the wait).
                             return Err(RegistryError::NoSession(self.shared.me().clone()));
@@ -1051,14 +1073,14 @@ impl Registry {
                 });
             }
             Ok(other) => {
-                self.abandon(&key, holder).await;
+                self.abandon(&key);
                 return Err(self.shared.unexpected(&format!("lock of {lock:?}"), other));
             }
             Err(err) => {
                 // The request may have been committed all the same (the leader failed after
                 // it): without a release, the holder would wait in line, and later hold the
                 // lock, with nobody to release it until this node's session ends.
-                self.abandon(&key, holder).await;
+                self.abandon(&key);
                 return Err(err);
             }
         };
@@ -1088,16 +1110,13 @@ impl Registry {
     /// leaves the line or gives back a grant the caller will not use. Releasing a holder the
     /// registry does not know changes nothing, so this is safe whatever became of the acquire.
     ///
-    /// The first release is awaited. If it fails too (no quorum for a whole request timeout,
-    /// say), a task keeps trying: the acquire may still be committed later, and its holder
-    /// would then keep the lock for as long as this node's session lives.
-    async fn abandon(&self, key: &(String, u64), holder: Holder) {
+    /// The release is made by a task, at once and then until the registry takes it: the
+    /// acquire may still be committed later, and its holder would then keep the lock for as
+    /// long as this node's session lives. The call does not wait for it: the call's timeout
+    /// bounds the call.
+    fn abandon(&self, key: &(String, u64)) {
         self.shared.waiters.lock().remove(key);
-        let release = Command::Release {
-            lock: key.0.clone(),
-            holder,
-        };
-        let _ = self.shared.release_or_keep_trying(release).await;
+        self.shared.give_back(key.0.clone(), key.1);
     }
 
     /// A lock's holder and waiters, from this node's copy.

@@ -63,20 +63,25 @@ impl Proposer {
     }
 }
 
-/// Commits `commands` (not empty), alone or with other proposals of this node.
-pub(crate) async fn propose(shared: &Shared, commands: Vec<Command>, idempotent: bool) -> Answer {
+/// Commits `commands` (not empty), alone or with other proposals of this node, within
+/// `timeout`.
+pub(crate) async fn propose(
+    shared: &Shared,
+    commands: Vec<Command>,
+    idempotent: bool,
+    timeout: Duration,
+) -> Answer {
     let proposer = &shared.proposer;
     if proposer.queued.load(Ordering::Acquire) == 0
         && let Ok(_permit) = proposer.in_flight.try_acquire()
     {
         let what = || commands[0].brief();
-        let timeout = shared.config.request_timeout;
         return shared
             .send_proposal(&commands, idempotent, timeout, &what)
             .await;
     }
     let (answer, answered) = oneshot::channel();
-    let deadline = Instant::now() + shared.config.request_timeout;
+    let deadline = Instant::now() + timeout;
     let brief = commands[0].brief();
     let pending = Pending {
         commands,
