@@ -27,9 +27,6 @@ use crate::state::{Command, Outcome};
 /// Requests of this node on their way to the leader at once.
 pub(crate) const IN_FLIGHT: usize = 4;
 
-/// How long past its deadline a queued proposal waits for the request carrying it.
-const ANSWER_MARGIN: Duration = Duration::from_secs(1);
-
 type Answer = Result<Vec<Outcome>, RegistryError>;
 
 /// A proposal waiting for a request to carry it.
@@ -38,6 +35,8 @@ struct Pending {
     idempotent: bool,
     /// When its caller's timeout ends.
     deadline: Instant,
+    /// Its caller's timeout, for the errors that name it.
+    timeout: Duration,
     answer: oneshot::Sender<Answer>,
 }
 
@@ -87,6 +86,7 @@ pub(crate) async fn propose(
         commands,
         idempotent,
         deadline,
+        timeout,
         answer,
     };
     proposer.queued.fetch_add(1, Ordering::AcqRel);
@@ -97,18 +97,29 @@ pub(crate) async fn propose(
             reason: "the registry client of this node has stopped".into(),
         });
     }
-    // The request carrying it ends by the deadline; the margin only guards against a client
-    // that stopped without answering.
+    // Each caller keeps its own timeout: the request carrying it runs until the latest
+    // deadline of the proposals it carries (`send`), and this one stops waiting at its own.
     let what = || format!("{brief} (a write of node {})", shared.me());
-    match tokio::time::timeout_at(deadline + ANSWER_MARGIN, answered).await {
+    match tokio::time::timeout_at(deadline, answered).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(_)) => Err(RegistryError::Unknown {
             what: what(),
             reason: "the registry client of this node stopped while sending it".into(),
         }),
+        // Queued, or sent with proposals whose callers wait longer: a write that may be
+        // retried says it timed out (it may still commit, as any write that timed out), one
+        // that may not cannot say whether it will.
+        Err(_) if idempotent => Err(RegistryError::Timeout {
+            what: what(),
+            timeout,
+            last: "no answer yet to the request of this node's writes that carries it".into(),
+        }),
         Err(_) => Err(RegistryError::Unknown {
             what: what(),
-            reason: "it was queued and never sent".into(),
+            reason: format!(
+                "no answer within {timeout:?} to the request of this node's writes that \
+                 carries it, which may still commit it"
+            ),
         }),
     }
 }
@@ -173,22 +184,30 @@ pub(crate) async fn run(shared: Weak<Shared>) {
 }
 
 /// Sends one request carrying `batch`, and gives each caller its outcomes.
+///
+/// The request runs until the latest of the callers' deadlines, so that none is cut short by
+/// the deadline of one queued before it; each caller stops waiting at its own (`propose`).
 async fn send(shared: &Shared, batch: Vec<Pending>, idempotent: bool) {
-    let deadline = batch.iter().map(|p| p.deadline).min().expect("a proposal");
+    let deadline = batch.iter().map(|p| p.deadline).max().expect("a proposal");
     let timeout = deadline.saturating_duration_since(Instant::now());
     // The callers' commands one after the other; each caller keeps where its own start.
     let mut commands = Vec::with_capacity(batch.len());
     let mut callers = Vec::with_capacity(batch.len());
     for pending in batch {
-        callers.push((commands.len(), pending.commands.len(), pending.answer));
+        callers.push((
+            commands.len(),
+            pending.commands.len(),
+            pending.timeout,
+            pending.answer,
+        ));
         commands.extend(pending.commands);
     }
     let what_of = |start: usize| commands[start].brief();
     if timeout.is_zero() {
-        for (start, _, answer) in callers {
+        for (start, _, timeout, answer) in callers {
             let _ = answer.send(Err(RegistryError::Timeout {
                 what: what_of(start),
-                timeout: shared.config.request_timeout,
+                timeout,
                 last: "it waited that long behind this node's other requests to the leader".into(),
             }));
         }
@@ -208,7 +227,7 @@ async fn send(shared: &Shared, batch: Vec<Pending>, idempotent: bool) {
     match result {
         Ok(outcomes) if outcomes.len() == commands.len() => {
             let mut outcomes = outcomes.into_iter();
-            for (_, count, answer) in callers {
+            for (_, count, _, answer) in callers {
                 let _ = answer.send(Ok(outcomes.by_ref().take(count).collect()));
             }
         }
@@ -218,7 +237,7 @@ async fn send(shared: &Shared, batch: Vec<Pending>, idempotent: bool) {
                 outcomes.len(),
                 commands.len()
             );
-            for (start, _, answer) in callers {
+            for (start, _, _, answer) in callers {
                 let _ = answer.send(Err(RegistryError::Unknown {
                     what: what_of(start),
                     reason: reason.clone(),
@@ -226,8 +245,8 @@ async fn send(shared: &Shared, batch: Vec<Pending>, idempotent: bool) {
             }
         }
         Err(err) => {
-            for (start, _, answer) in callers {
-                let own = err.shared_with(what_of(start), shared.config.request_timeout);
+            for (start, _, timeout, answer) in callers {
+                let own = err.shared_with(what_of(start), timeout);
                 let _ = answer.send(Err(own));
             }
         }
