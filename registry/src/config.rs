@@ -48,6 +48,11 @@ pub struct RegistryConfig {
     pub clock_rate: f64,
 }
 
+/// The longest any of the registry's intervals and timeouts may be. Past it a setting is
+/// surely a mistake (a unit mixed up), and the sums and products the registry makes of them
+/// (a deadline, twice an interval) would overflow.
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
 impl RegistryConfig {
     /// How long a node counts its session valid after sending a keepalive that is then
     /// acknowledged: TTL x (1 - drift margin), on this node's clock.
@@ -91,7 +96,8 @@ impl RegistryConfig {
         if self.voters == 0 {
             return Err("registry.voters must be at least 1".into());
         }
-        // Each drives a timer or bounds a wait; zero would spin a timer or fail every call.
+        // Each drives a timer or bounds a wait; zero would spin a timer or fail every call,
+        // and a huge one would overflow the deadlines made of it.
         for (name, value) in [
             ("session_ttl", self.session_ttl),
             ("keepalive_interval", self.keepalive_interval),
@@ -103,6 +109,17 @@ impl RegistryConfig {
                     "registry.{name} must be at least 1 ms, not {value:?}"
                 ));
             }
+            if value > MAX_INTERVAL {
+                return Err(format!(
+                    "registry.{name} must be at most {MAX_INTERVAL:?} (a day), not {value:?}"
+                ));
+            }
+        }
+        if self.election_timeout.1 > MAX_INTERVAL {
+            return Err(format!(
+                "registry.election_timeout must end at most {MAX_INTERVAL:?} (a day), not {:?}",
+                self.election_timeout.1
+            ));
         }
         if !(0.0..0.5).contains(&self.drift_margin) {
             return Err(format!(
@@ -119,14 +136,16 @@ impl RegistryConfig {
                 self.clock_rate
             ));
         }
-        if self.keepalive_interval * 2 >= self.session_ttl.mul_f64(1.0 - self.drift_margin) {
+        if self.keepalive_interval.saturating_mul(2)
+            >= self.session_ttl.mul_f64(1.0 - self.drift_margin)
+        {
             return Err(format!(
                 "registry.keepalive_interval ({:?}) must be under half the session TTL ({:?}) less the drift margin",
                 self.keepalive_interval, self.session_ttl
             ));
         }
         let (min, max) = self.election_timeout;
-        if min <= self.heartbeat_interval * 2 || max <= min {
+        if min <= self.heartbeat_interval.saturating_mul(2) || max <= min {
             return Err(format!(
                 "registry.election_timeout ({min:?}..{max:?}) must exceed twice the heartbeat interval ({:?}) and be a range",
                 self.heartbeat_interval
@@ -147,6 +166,37 @@ mod tests {
         config.snapshot_every = 0;
         let problem = config.validate().unwrap_err();
         assert!(problem.contains("registry.snapshot_every"), "{problem}");
+    }
+
+    /// A huge interval is refused by name, not taken (and later overflowed) nor a panic.
+    #[test]
+    fn huge_intervals_are_refused_by_name() {
+        for (name, set) in [
+            (
+                "keepalive_interval",
+                (|c| c.keepalive_interval = Duration::MAX) as fn(&mut RegistryConfig),
+            ),
+            ("heartbeat_interval", |c| {
+                c.heartbeat_interval = Duration::MAX
+            }),
+            ("request_timeout", |c| c.request_timeout = Duration::MAX),
+            ("session_ttl", |c| c.session_ttl = Duration::MAX),
+            ("election_timeout", |c| {
+                c.election_timeout = (Duration::from_secs(1), Duration::MAX)
+            }),
+        ] {
+            let mut config = RegistryConfig::new("data");
+            set(&mut config);
+            let problem = config.validate().unwrap_err();
+            assert!(
+                problem.contains(&format!("registry.{name} must")) && problem.contains("a day"),
+                "{problem}"
+            );
+        }
+        let mut config = RegistryConfig::new("data");
+        config.session_ttl = MAX_INTERVAL;
+        config.request_timeout = MAX_INTERVAL;
+        assert_eq!(config.validate(), Ok(()), "a day is allowed");
     }
 
     #[test]

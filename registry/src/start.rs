@@ -111,7 +111,7 @@ impl Registry {
             cluster.clone(),
             config.voters,
         ));
-        let timeout = config.request_timeout * 6;
+        let timeout = config.request_timeout.saturating_mul(6);
         let bootstrap = config.bootstrap;
         let shared = Registry::new_shared(
             cluster.clone(),

@@ -25,7 +25,7 @@ pub(crate) async fn open(shared: &Shared, timeout: Duration) -> Result<Instant, 
     let deadline = first + timeout;
     let command = Command::OpenSession {
         node: shared.me().clone(),
-        ttl_ms: shared.config.session_ttl.as_millis() as u64,
+        ttl_ms: ttl_millis(shared.config.session_ttl),
     };
     loop {
         let sent = Instant::now();
@@ -51,6 +51,13 @@ pub(crate) async fn open(shared: &Shared, timeout: Duration) -> Result<Instant, 
             }
         }
     }
+}
+
+/// A session TTL in the whole milliseconds the registry keeps, rounded up: the leader must
+/// never count a session shorter than its node does (a TTL of 1.5 ms cut to 1 ms would let
+/// the leader expire the session before the node fences itself).
+fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 /// Renews the session, opened at `opened` (as [`open`] returns it), and fences the node when
@@ -312,5 +319,18 @@ pub(crate) async fn feed(shared: Weak<Shared>, mirror: ActorRef<FeedMsg>, local:
             // lost with the old, ends by silence.
             shared.view.write().connection = shared.cluster.connection(server.id().node());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ttl_is_kept_in_whole_milliseconds_rounded_up() {
+        assert_eq!(ttl_millis(Duration::from_secs(1)), 1000);
+        assert_eq!(ttl_millis(Duration::from_micros(1500)), 2);
+        assert_eq!(ttl_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(ttl_millis(Duration::MAX), u64::MAX);
     }
 }
