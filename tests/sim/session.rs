@@ -1,11 +1,14 @@
 //! What a node's calls see of its own session: a lock call waiting in line when the session
-//! expires ends with `SessionExpired`, not with its timeout.
+//! expires ends with `SessionExpired`, not with its timeout; and `Registry::renew` renews the
+//! session as the periodic keepalive does: the session is valid for a while from when the
+//! renewal was sent.
 //!
 //! Deterministic: a perfect network until the test cuts the client off.
 
 use std::time::Duration;
 
 use ensemble::registry::{RegistryConfig, RegistryError};
+use tokio::time::Instant;
 
 use crate::setup::{Cluster, four_nodes, run};
 use crate::until;
@@ -74,6 +77,47 @@ async fn a_lock_call_in_line_when_the_session_expires(seed: u64) -> Result<(), S
                 "the lock call in line when the session expired answered {other:?}"
             ));
         }
+    }
+    Ok(())
+}
+
+/// A keepalive interval near its limit (half the validity), so that the last periodic
+/// renewal before the cut is likely well before the test's own.
+fn tune_slow_keepalives(settings: &mut RegistryConfig) {
+    settings.request_timeout = Duration::from_millis(300);
+    settings.session_ttl = Duration::from_secs(3);
+    settings.drift_margin = 0.4;
+    settings.keepalive_interval = Duration::from_millis(800);
+}
+
+/// The session's validity after an acknowledged renewal: TTL x (1 - drift margin).
+const VALIDITY: Duration = Duration::from_millis(1800);
+
+#[test]
+fn a_renewal_counts_as_the_periodic_keepalive_does() {
+    run(26, a_renewal_counts);
+}
+
+/// The client renews its session and is cut off right after. `renew` works as the periodic
+/// keepalive does: the node counts its session valid for the validity from when it sent the
+/// renewal, so it must not fence itself before then (it did, counting only from the last
+/// periodic renewal).
+async fn a_renewal_counts(seed: u64) -> Result<(), String> {
+    let Cluster { net, nodes, _dir } = four_nodes(seed, tune_slow_keepalives).await?;
+    let client = nodes[3].registry.clone();
+    let sent = Instant::now();
+    client
+        .renew()
+        .await
+        .map_err(|e| format!("the renewal failed: {e}"))?;
+    net.isolate(nodes[3].addr);
+    until("the client fenced", VALIDITY * 2, || client.is_fenced()).await?;
+    let fenced = sent.elapsed();
+    if fenced < VALIDITY {
+        return Err(format!(
+            "the client fenced itself {fenced:?} after it sent a renewal that was acknowledged, \
+             before the {VALIDITY:?} of validity that renewal gave"
+        ));
     }
     Ok(())
 }

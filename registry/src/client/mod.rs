@@ -1322,11 +1322,20 @@ impl Registry {
     }
 
     /// Renews this node's session now, as the periodic keepalive does (like etcd's
-    /// `KeepAliveOnce`): answered once the leader has confirmed it still leads.
+    /// `KeepAliveOnce`): answered once the leader has confirmed it still leads. An
+    /// acknowledged renewal makes the session valid for another TTL less the drift margin,
+    /// counted from when it was sent, and unfences a fenced node; `SessionExpired` marks the
+    /// session expired, as the periodic keepalive would.
     pub async fn renew(&self) -> Result<(), RegistryError> {
-        self.shared
+        let sent = Instant::now();
+        let renewed = self
+            .shared
             .keepalive(self.shared.config.request_timeout)
-            .await
+            .await;
+        if !self.shared.left.load(Ordering::Acquire) {
+            session::take_renewal(&self.shared, sent, &renewed);
+        }
+        renewed
     }
 
     /// Whether this node is fenced: it could not renew its session in time, so its clock is

@@ -99,29 +99,10 @@ pub(crate) async fn keep(shared: Weak<Shared>, opened: Instant) {
             // node, nor a refusal open the session again.
             return;
         }
+        take_renewal(&shared, sent, &renewed);
         match renewed {
-            Ok(()) => {
-                // Past the validity already (the node was frozen, say): fence first, as the
-                // watchdog would have, so that the leases held meanwhile are lost for good
-                // rather than counted valid again by the renewal.
-                fence_if_overdue(&shared);
-                let until = {
-                    let mut until = shared.valid_until.lock();
-                    *until = (*until).max(sent + valid_for);
-                    *until
-                };
-                // A node leaving stays fenced: its leases were lost for good.
-                if until > Instant::now()
-                    && !shared.leaving.load(Ordering::Acquire)
-                    && shared.fenced.swap(false, Ordering::AcqRel)
-                {
-                    tracing::info!(node = %me, "session renewed again: no longer fenced");
-                }
-            }
-            Err(RegistryError::SessionExpired(_)) => {
-                shared.session_expired();
-                return;
-            }
+            Ok(()) => {}
+            Err(RegistryError::SessionExpired(_)) => return,
             Err(RegistryError::NoSession(_)) => {
                 // Not committed yet on a new leader, or the open was lost: open it again
                 // (opening an open session changes nothing).
@@ -129,6 +110,39 @@ pub(crate) async fn keep(shared: Weak<Shared>, opened: Instant) {
             }
             Err(err) => tracing::debug!(node = %me, %err, "keepalive failed"),
         }
+    }
+}
+
+/// Takes what came of a keepalive sent at `sent` (the periodic one, or
+/// [`Registry::renew`](super::Registry::renew)): an acknowledgement makes the session valid
+/// until `sent` + the validity and unfences the node; `SessionExpired` marks the session
+/// expired. Not for a node that left: nothing unfences it.
+pub(crate) fn take_renewal(
+    shared: &Arc<Shared>,
+    sent: Instant,
+    renewed: &Result<(), RegistryError>,
+) {
+    match renewed {
+        Ok(()) => {
+            // Past the validity already (the node was frozen, say): fence first, as the
+            // watchdog would have, so that the leases held meanwhile are lost for good
+            // rather than counted valid again by the renewal.
+            fence_if_overdue(shared);
+            let until = {
+                let mut until = shared.valid_until.lock();
+                *until = (*until).max(sent + shared.config.session_validity());
+                *until
+            };
+            // A node leaving stays fenced: its leases were lost for good.
+            if until > Instant::now()
+                && !shared.leaving.load(Ordering::Acquire)
+                && shared.fenced.swap(false, Ordering::AcqRel)
+            {
+                tracing::info!(node = %shared.me(), "session renewed again: no longer fenced");
+            }
+        }
+        Err(RegistryError::SessionExpired(_)) => shared.session_expired(),
+        Err(_) => {}
     }
 }
 
