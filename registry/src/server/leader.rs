@@ -48,7 +48,9 @@ struct Duties {
     since: Option<Instant>,
     /// The term it leads.
     term: u64,
-    /// When each session's last keepalive arrived, while this node leads.
+    /// When each session's last keepalive arrived, while this node leads. Only open sessions
+    /// (and this node): an ended session's entry goes at the next tick (`forget_ended`), so
+    /// that a long lead does not keep one per node incarnation it ever saw.
     last_seen: HashMap<NodeId, Instant>,
     /// Sessions whose expiry was proposed and not yet applied.
     expiring: HashSet<NodeId>,
@@ -70,6 +72,16 @@ impl Duties {
             ..Duties::default()
         };
         true
+    }
+
+    /// Forgets the keepalive times and pending expiries of sessions no longer open (expired,
+    /// closed, or replaced by a newer incarnation): `open` lists those that are. A session
+    /// opened since `open` was read may lose the time of a keepalive taken meanwhile; the
+    /// next tick counts it from then, which only puts its expiry later.
+    fn forget_ended(&mut self, open: &[(NodeId, Duration)]) {
+        let is_open = |node: &NodeId| open.iter().any(|(n, _)| n == node);
+        self.expiring.retain(|node| is_open(node));
+        self.last_seen.retain(|node, _| is_open(node));
     }
 }
 
@@ -237,11 +249,9 @@ impl Leadership {
         {
             let mut duties = self.duties.lock();
             let Some(since) = duties.since else { return };
+            duties.forget_ended(&sessions);
             // The leader's own node is evidently alive while it runs this.
             duties.last_seen.insert(me.clone(), now);
-            duties
-                .expiring
-                .retain(|node| sessions.iter().any(|(n, _)| n == node));
             for (node, ttl) in sessions {
                 // A session this leader sees for the first time (opened since the last tick)
                 // counts its TTL from now, as if its opening were its first keepalive.
@@ -329,5 +339,28 @@ mod tests {
             "keepalive times of term 5 are gone"
         );
         assert!(duties.expiring.is_empty());
+    }
+
+    /// The keepalive times of sessions that ended go: one entry per node incarnation ever
+    /// seen would pile up over a long lead.
+    #[test]
+    fn ended_sessions_are_forgotten() {
+        let start = Instant::now();
+        let (old, new, other) = (
+            NodeId::new("n1", 1),
+            NodeId::new("n1", 2),
+            NodeId::new("n2", 1),
+        );
+        let mut duties = Duties::default();
+        duties.lead(5, start);
+        for node in [&old, &new, &other] {
+            duties.last_seen.insert(node.clone(), start);
+        }
+        duties.expiring.insert(old.clone());
+        let ttl = Duration::from_secs(1);
+        duties.forget_ended(&[(new.clone(), ttl), (other.clone(), ttl)]);
+        assert!(!duties.last_seen.contains_key(&old), "n1#1's session ended");
+        assert!(duties.expiring.is_empty());
+        assert_eq!(duties.last_seen.len(), 2);
     }
 }
