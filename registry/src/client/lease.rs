@@ -129,7 +129,11 @@ impl Lease {
         actor.kill();
     }
 
-    /// Gives the lock back; the next waiter gets it.
+    /// Gives the lock back; the next waiter gets it at once.
+    ///
+    /// The actors bound to the lease are not killed: they keep running, beside the next
+    /// holder. Stop them first (and wait for their end) if that holder must not overlap
+    /// them.
     ///
     /// If the registry cannot be reached within the request timeout, the error is returned
     /// and the lock is still given back: a task of this node keeps proposing the release
