@@ -141,8 +141,9 @@ fn session_ended(err: &RegistryError) -> bool {
 /// Waits until each of `killed` (actors bound to this node's leases, just killed) has ended,
 /// for a session TTL at most: the time the registry would take to release their locks had
 /// the node died. Names each that did not end by then. A kill ends a local actor at its next
-/// `.await`; one of another node ends once its node applies the kill, and counts as ended if
-/// that node is no longer a member.
+/// `.await`; one of another node ends once its node applies the kill (sent again until it
+/// does), and counts as ended at once if no connection to its node is up when the wait
+/// begins, or when its node goes down.
 async fn wait_for_ends(me: &NodeId, killed: Vec<UntypedRef>, ttl: Duration) {
     let deadline = Instant::now() + ttl;
     for actor in killed {
