@@ -385,12 +385,12 @@ impl Shared {
         // From before the proposal leaves: a voter's answers to the leader then say that this
         // node wants the commit at once (`waits_on_copy`).
         let _proposing = Proposing::start(&self.proposing);
-        // Kept for an answer `Unchanged` (below); config writes, the large and frequent ones,
-        // never get it.
+        // Kept for an answer `Unchanged` (below), which puts, locks and keepalives, the
+        // frequent ones, never get.
         let kept: Vec<(usize, Command)> = commands
             .iter()
             .enumerate()
-            .filter(|(_, c)| !matches!(c, Command::Put { .. } | Command::CompareAndSet { .. }))
+            .filter(|(_, c)| RegistryState::may_answer_unchanged(c))
             .map(|(i, c)| (i, c.clone()))
             .collect();
         let outcomes = proposer::propose(self, commands, idempotent, timeout).await?;

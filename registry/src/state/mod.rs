@@ -201,6 +201,22 @@ impl RegistryState {
         }
     }
 
+    /// Whether applying `command` may answer `Unchanged`: only those are kept for the wait
+    /// on [`shows`](Self::shows).
+    pub fn may_answer_unchanged(command: &Command) -> bool {
+        matches!(
+            command,
+            Command::OpenSession { .. }
+                | Command::RegisterName { .. }
+                | Command::UnregisterName { .. }
+                | Command::JoinGroup { .. }
+                | Command::LeaveGroup { .. }
+                | Command::Delete { .. }
+                | Command::Reserve { .. }
+                | Command::Unreserve { .. }
+        )
+    }
+
     /// Applies one log entry's commands, in order. Returns one outcome per command, and the
     /// effects of all of them in the order they happened.
     pub fn apply(&mut self, commands: &[Command]) -> (Vec<Outcome>, Vec<Effect>) {

@@ -394,7 +394,11 @@ proptest! {
                     }
                 };
             let before = state.clone();
-            let (_, effects) = state.apply(&[command]);
+            let (outcomes, effects) = state.apply(std::slice::from_ref(&command));
+            prop_assert!(
+                outcomes[0] != Outcome::Unchanged || RegistryState::may_answer_unchanged(&command),
+                "{command:?} answered Unchanged"
+            );
             for effect in &effects {
                 if let Effect::Granted { lock, token, .. } = effect {
                     let last = last_token.insert(lock.clone(), *token).unwrap_or(0);
@@ -892,6 +896,10 @@ proptest! {
             };
             let before = state.clone();
             let (outcome, effects) = one(&mut state, command.clone());
+            prop_assert!(
+                outcome != Outcome::Unchanged || RegistryState::may_answer_unchanged(&command),
+                "{command:?} answered Unchanged"
+            );
 
             if let Command::Reserve { id, node: target, need, capacity } = &command {
                 let held = before.reserved(target);
@@ -1032,6 +1040,7 @@ proptest! {
             let (outcome, _) = one(&mut state, command.clone());
             match outcome {
                 Outcome::Unchanged => {
+                    prop_assert!(RegistryState::may_answer_unchanged(&command), "{command:?}");
                     prop_assert!(before.shows(&command), "{command:?} unchanged, not shown before");
                     prop_assert!(state.shows(&command), "{command:?} unchanged, not shown after");
                 }
