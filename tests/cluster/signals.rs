@@ -10,6 +10,7 @@ use std::time::Duration;
 use ensemble::cluster::{Cluster, ClusterConfig};
 use ensemble::prelude::*;
 use ensemble::{NodeId, SpawnError};
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -503,22 +504,22 @@ async fn actors_stopped_by_their_node_s_shutdown_are_down_with_the_node() {
         .ask(|reply| FactoryMsg::Make(2, reply), ASK)
         .await
         .expect("the actors");
-    let waiting = {
-        let actor = made[0].clone();
-        tokio::spawn(async move { actor.wait_for_exit().await })
-    };
-    // The monitor is on n1 once a lookup sent after it on the same stream is answered.
+    // Polled once here, each wait sends its monitor before the lookup below.
+    let mut waits: Vec<_> = made.iter().map(|a| Box::pin(a.wait_for_exit())).collect();
+    for wait in &mut waits {
+        assert!(wait.now_or_never().is_none(), "an actor ended already");
+    }
+    // The monitors are on n1 once a lookup sent after them on the same stream is answered.
     let _ = pair.cluster.whereis::<FactoryMsg>(&n1, "factory").await;
 
     // An actor that ends by itself on a node that lives says why.
     made[1].tell(IdleMsg::Stop).await.expect("told");
-    assert_eq!(made[1].wait_for_exit().await, ExitReason::Normal);
+    assert_eq!(waits.pop().expect("two").await, ExitReason::Normal);
 
     pair.watched.shutdown().await;
-    let reason = tokio::time::timeout(ASK, waiting)
+    let reason = tokio::time::timeout(ASK, waits.pop().expect("one"))
         .await
-        .expect("the monitor fired")
-        .expect("the waiting task");
+        .expect("the monitor fired");
     assert_eq!(reason, ExitReason::NodeDown(n1));
     pair.watching.shutdown().await;
 }
