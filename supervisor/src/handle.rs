@@ -118,6 +118,19 @@ impl SupervisorRef {
         count: usize,
         min: usize,
     ) -> Result<Granted, SupervisorError> {
+        if min > count {
+            // Nothing could satisfy it: refused before anything starts.
+            return Err(SupervisorError::NotEnough {
+                id: template.id().to_owned(),
+                asked: count,
+                min,
+                placed: 0,
+                reason: format!(
+                    "at least {min} accepted of {count} asked for: ask for at least as many as \
+                     the fewest accepted"
+                ),
+            });
+        }
         let mut children = Vec::new();
         let mut shortfall = None;
         for k in 0..count {

@@ -102,3 +102,36 @@ async fn many_children_of_one_spec_each_restarted_after_a_crash() {
     }
     assert_eq!(sup.count_children().await.unwrap().active, N);
 }
+
+/// A negotiated start that accepts no fewer than it could ever get is refused before anything
+/// starts, saying why.
+#[tokio::test]
+async fn a_negotiated_start_whose_minimum_exceeds_its_count_starts_nothing() {
+    let node = node();
+    let (tx, _events) = mpsc::unbounded_channel();
+    let sup = start(&node, SupervisorSpec::new("negotiated")).await;
+    let before = node.actor_count();
+    let err = sup
+        .start_children(ChildSpec::worker("w", Worker::factory("w", &tx)), 2, 3)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SupervisorError::NotEnough {
+                placed: 0,
+                min: 3,
+                asked: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("at least 3 accepted of 2 asked for"),
+        "{err}"
+    );
+    assert_eq!(node.actor_count(), before, "a copy was started");
+    assert!(sup.which_children().await.unwrap().is_empty());
+}
