@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use ensemble::registry::{RegistryConfig, RegistryError};
+use ensemble::registry::{Lease, Registry, RegistryConfig, RegistryError};
 use ensemble::transport::simnet::SimNet;
 use tokio::time::Instant;
 
@@ -53,6 +53,49 @@ async fn cut_off_after_sending<T: Send + 'static>(
     tokio::time::sleep(Duration::from_micros(150)).await;
     net.isolate(client.addr);
     Ok((call, Instant::now()))
+}
+
+/// The client node's lease of lock `x`, the leader its call went to, and a voter that is not
+/// the leader.
+struct Held {
+    lease: Lease,
+    leader: usize,
+    observer: Registry,
+}
+
+/// The client (`nodes[3]`) takes lock `x`; answers once a voter other than the leader shows
+/// the grant, after a quiet moment, so that nothing else is in flight.
+async fn held_by_the_client(nodes: &[SimNode]) -> Result<Held, String> {
+    let client = &nodes[3].registry;
+    let client_node = nodes[3].node.id().clone();
+    let lease = client
+        .lock("x", Duration::from_secs(5))
+        .await
+        .map_err(|e| format!("the client could not take the lock: {e}"))?;
+    // The lock call went to the leader, so the client names it.
+    let leader = leader_named_by(client, nodes)?;
+    let observer = nodes[(leader + 1) % 3].registry.clone();
+    until(
+        "the grant in a voter's copy",
+        Duration::from_secs(2),
+        || holder_of(&observer, "x").as_ref() == Some(&client_node),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(Held {
+        lease,
+        leader,
+        observer,
+    })
+}
+
+/// Fails if the client's session ended (fenced or expired): its locks would then be freed
+/// whatever its node does, and the test would show nothing.
+fn session_lived(client: &Registry) -> Result<(), String> {
+    if client.is_fenced() || client.is_expired() {
+        return Err("the client's session ended: the test did not show what it is for".into());
+    }
+    Ok(())
 }
 
 #[test]
@@ -112,9 +155,7 @@ async fn an_acquire_committed_while_cut_off(seed: u64) -> Result<(), String> {
         .try_lock("x")
         .await
         .map_err(|e| format!("s0 could not take the freed lock: {e}"))?;
-    if client.is_fenced() || client.is_expired() {
-        return Err("the client's session ended: the test did not show what it is for".into());
-    }
+    session_lived(&client)?;
     Ok(())
 }
 
@@ -169,9 +210,7 @@ async fn a_name_whose_unregister_was_lost(seed: u64) -> Result<(), String> {
         "the dead actor's name was released {:?} after the cut",
         cut.elapsed()
     );
-    if client.is_fenced() || client.is_expired() {
-        return Err("the client's session ended: the test did not show what it is for".into());
-    }
+    session_lived(&client)?;
     Ok(())
 }
 
@@ -183,22 +222,11 @@ fn a_release_lost_with_its_leader_is_given_back() {
 async fn a_release_lost_with_its_leader(seed: u64) -> Result<(), String> {
     let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
     let client = nodes[3].registry.clone();
-    let client_node = nodes[3].node.id().clone();
-    let lease = client
-        .lock("x", Duration::from_secs(5))
-        .await
-        .map_err(|e| format!("the client could not take the lock: {e}"))?;
-    // The lock call went to the leader, so the client names it.
-    let leader = leader_named_by(&client, &nodes)?;
-    let observer = nodes[(leader + 1) % 3].registry.clone();
-    until(
-        "the grant in a voter's copy",
-        Duration::from_secs(2),
-        || holder_of(&observer, "x").as_ref() == Some(&client_node),
-    )
-    .await?;
-    // A quiet moment, so that nothing else is in flight.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let Held {
+        lease,
+        leader,
+        observer,
+    } = held_by_the_client(&nodes).await?;
 
     net.isolate(nodes[leader].addr);
     let answer = lease.release().await;
@@ -226,9 +254,7 @@ async fn a_release_lost_with_its_leader(seed: u64) -> Result<(), String> {
         .try_lock("x")
         .await
         .map_err(|e| format!("a voter could not take the freed lock: {e}"))?;
-    if client.is_fenced() || client.is_expired() {
-        return Err("the client's session ended: the test did not show what it is for".into());
-    }
+    session_lived(&client)?;
     Ok(())
 }
 
@@ -243,20 +269,11 @@ fn a_release_whose_caller_stopped_waiting_is_made_all_the_same() {
 async fn a_release_dropped_by_its_caller(seed: u64) -> Result<(), String> {
     let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
     let client = nodes[3].registry.clone();
-    let client_node = nodes[3].node.id().clone();
-    let lease = client
-        .lock("x", Duration::from_secs(5))
-        .await
-        .map_err(|e| format!("the client could not take the lock: {e}"))?;
-    let leader = leader_named_by(&client, &nodes)?;
-    let observer = nodes[(leader + 1) % 3].registry.clone();
-    until(
-        "the grant in a voter's copy",
-        Duration::from_secs(2),
-        || holder_of(&observer, "x").as_ref() == Some(&client_node),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let Held {
+        lease,
+        leader,
+        observer,
+    } = held_by_the_client(&nodes).await?;
 
     net.isolate(nodes[leader].addr);
     let cut = Instant::now();
@@ -280,9 +297,7 @@ async fn a_release_dropped_by_its_caller(seed: u64) -> Result<(), String> {
         "the lock was free {:?} after the release was dropped",
         cut.elapsed()
     );
-    if client.is_fenced() || client.is_expired() {
-        return Err("the client's session ended: the test did not show what it is for".into());
-    }
+    session_lived(&client)?;
     Ok(())
 }
 
@@ -409,8 +424,6 @@ async fn a_group_entry_committed_while_cut_off(seed: u64) -> Result<(), String> 
     })
     .await?;
     eprintln!("the entry went {:?} after the cut", cut.elapsed());
-    if client.is_fenced() || client.is_expired() {
-        return Err("the client's session ended: the test did not show what it is for".into());
-    }
+    session_lived(&client)?;
     Ok(())
 }

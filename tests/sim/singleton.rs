@@ -13,10 +13,11 @@ use ensemble::prelude::*;
 use ensemble::registry::RegistryConfig;
 use ensemble::supervisor::agent::{Agent, StartInstance, start_on};
 use ensemble::supervisor::singleton::Singleton;
+use ensemble::transport::simnet::SimNet;
 use tokio::sync::mpsc;
 
 use crate::setup::{Cluster, four_nodes, run};
-use crate::until;
+use crate::{SimNode, until};
 
 const SESSION_TTL: Duration = Duration::from_secs(3);
 
@@ -51,7 +52,7 @@ fn a_singleton_still_starting_ends_when_its_node_fences_itself() {
 async fn a_singleton_fenced_while_starting(seed: u64) -> Result<(), String> {
     let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
     let client = &nodes[3];
-    let (began, mut instances) = mpsc::unbounded_channel();
+    let (began, instances) = mpsc::unbounded_channel();
     let manager = Singleton::new("slow", move |_token| SlowStart {
         began: began.clone(),
     });
@@ -59,24 +60,7 @@ async fn a_singleton_fenced_while_starting(seed: u64) -> Result<(), String> {
         .node
         .spawn(manager)
         .map_err(|e| format!("spawn the manager: {e}"))?;
-    let instance = tokio::time::timeout(Duration::from_secs(10), instances.recv())
-        .await
-        .map_err(|_| "no instance began to start".to_owned())?
-        .ok_or("the manager ended")?;
-
-    net.isolate(client.addr);
-    let registry = client.registry.clone();
-    until("the client fenced", SESSION_TTL, || registry.is_fenced()).await?;
-    until(
-        "the starting instance ended",
-        Duration::from_millis(100),
-        || !instance.is_alive(),
-    )
-    .await?;
-    if registry.is_expired() {
-        return Err("the session expired: the test did not show what it is for".into());
-    }
-    Ok(())
+    ends_when_fenced(&net, client, instances).await
 }
 
 #[test]
@@ -87,7 +71,7 @@ fn an_agent_s_singleton_still_starting_ends_when_its_node_fences_itself() {
 async fn an_agent_s_singleton_fenced_while_starting(seed: u64) -> Result<(), String> {
     let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
     let client = &nodes[3];
-    let (began, mut instances) = mpsc::unbounded_channel();
+    let (began, instances) = mpsc::unbounded_channel();
     client
         .node
         .register_module("test.slow", move |(): ()| SlowStart {
@@ -108,10 +92,20 @@ async fn an_agent_s_singleton_fenced_while_starting(seed: u64) -> Result<(), Str
     // Never answered: the instance's start never ends.
     let _asked =
         tokio::spawn(async move { start_on(&agent, request, Duration::from_secs(60)).await });
+    ends_when_fenced(&net, client, instances).await
+}
+
+/// Once the instance began to start (`instances` hears of it), cuts the client off until it
+/// fences itself: the instance, still in its `started` hook, must end at once.
+async fn ends_when_fenced(
+    net: &SimNet,
+    client: &SimNode,
+    mut instances: mpsc::UnboundedReceiver<ActorRef<()>>,
+) -> Result<(), String> {
     let instance = tokio::time::timeout(Duration::from_secs(10), instances.recv())
         .await
         .map_err(|_| "no instance began to start".to_owned())?
-        .ok_or("the module's factory was dropped")?;
+        .ok_or("nothing makes instances any more")?;
 
     net.isolate(client.addr);
     let registry = client.registry.clone();

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use ensemble::registry::{RegistryConfig, RegistryError};
+use ensemble::registry::{Registry, RegistryConfig, RegistryError};
 use tokio::time::Instant;
 
 use crate::setup::{Cluster, four_nodes, run};
@@ -18,6 +18,19 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 fn tune(settings: &mut RegistryConfig) {
     settings.request_timeout = REQUEST_TIMEOUT;
     settings.session_ttl = Duration::from_secs(20);
+}
+
+/// The cluster, and the client node's registry once it knows the leader (a warm-up write) and
+/// is then cut off from every other node.
+async fn cut_off_client(seed: u64) -> Result<(Cluster, Registry), String> {
+    let cluster = four_nodes(seed, tune).await?;
+    let client = cluster.nodes[3].registry.clone();
+    client
+        .put("warm-up", b"1".to_vec())
+        .await
+        .map_err(|e| e.to_string())?;
+    cluster.net.isolate(cluster.nodes[3].addr);
+    Ok((cluster, client))
 }
 
 #[test]
@@ -30,13 +43,7 @@ fn a_lock_call_ends_by_its_own_timeout() {
 /// request, then as long again for the release of its holder), the second by the request
 /// timeout (it took twice that).
 async fn a_lock_call_ends_by_its_timeout(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
-    let client = nodes[3].registry.clone();
-    client
-        .put("warm-up", b"1".to_vec())
-        .await
-        .map_err(|e| e.to_string())?;
-    net.isolate(nodes[3].addr);
+    let (_cluster, client) = cut_off_client(seed).await?;
 
     let timeout = REQUEST_TIMEOUT / 10;
     let asked = Instant::now();
@@ -80,13 +87,7 @@ fn a_write_sharing_a_request_keeps_its_own_timeout() {
 /// and the sixth leave in one request. The sixth must be given its own whole timeout, not end
 /// at the fifth's deadline.
 async fn a_write_sharing_a_request(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
-    let client = nodes[3].registry.clone();
-    client
-        .put("warm-up", b"1".to_vec())
-        .await
-        .map_err(|e| e.to_string())?;
-    net.isolate(nodes[3].addr);
+    let (_cluster, client) = cut_off_client(seed).await?;
     let put = |key: &'static str| {
         let client = client.clone();
         tokio::spawn(async move {
