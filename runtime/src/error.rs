@@ -127,13 +127,26 @@ pub enum AskError {
         /// Why.
         reason: String,
     },
-    /// The actor's node could not be reached, or the request could not be encoded.
+    /// The actor's node could not be reached, or the request could not be encoded: the
+    /// request was not sent, so sending it again cannot make it run twice.
     #[error("cannot reach actor {actor}: {reason}")]
     Unreachable {
         /// The actor asked.
         actor: ActorId,
         /// Why.
         reason: String,
+    },
+    /// The connection that carried the request ended before the reply came, while both nodes
+    /// live (a connection closed and dialed again). The request may or may not have been
+    /// handled: like a timeout, and unlike [`Unreachable`](Self::Unreachable), sending it
+    /// again may run it twice. Erlang's `gen_server:call` fails the same way.
+    #[error(
+        "the connection to the node of actor {actor} ended before it replied; the request \
+         may or may not have been handled"
+    )]
+    ConnectionLost {
+        /// The actor asked.
+        actor: ActorId,
     },
 }
 

@@ -16,11 +16,18 @@
 //! 5. answer, unless the asker has stopped waiting by then (a module slow to start): an
 //!    instance nobody would supervise is stopped again, and the steps undone.
 //!
+//! A start is done once per instance id: the same request sent again (by [`start_on`], after
+//! the connection that carried the first ended, when the asker cannot tell whether it
+//! arrived) waits for the first one's outcome, or gets it, rather than starting a second
+//! instance. The agent keeps an outcome while the instance runs, and for as long as the asker
+//! could still send again.
+//!
 //! A start may name the instance's owner (a supervisor): the instance is stopped when the
 //! owner ends, as an Erlang child linked to its supervisor is, also if the owner ended before
 //! the answer reached it and it could link to the instance.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble_registry::{Lease, Registry, RegistryError};
@@ -112,6 +119,32 @@ pub enum AgentMsg {
 pub struct Agent {
     registry: Registry,
     cluster: Cluster,
+    /// The starts asked of this agent, by instance id, while they run, while their instances
+    /// do, and while their askers may send them again.
+    starts: Arc<parking_lot::Mutex<HashMap<String, Start>>>,
+}
+
+type Answer = ReplyTo<Result<WireRef, NotStarted>>;
+
+/// One start asked of the agent.
+struct Start {
+    /// The askers waiting for it to end: the first request's, and those of the same request
+    /// sent again meanwhile.
+    waiting: Vec<Answer>,
+    /// How it ended, once it has.
+    outcome: Option<Result<WireRef, NotStarted>>,
+    /// Whether the instance it started still runs.
+    running: bool,
+    /// No asker waits for it after this: it is forgotten then, unless it or its instance
+    /// still runs.
+    forget_after: Instant,
+}
+
+impl Start {
+    /// Whether the start is still remembered at `now`.
+    fn kept(&self, now: Instant) -> bool {
+        self.outcome.is_none() || self.running || now < self.forget_after
+    }
 }
 
 impl Agent {
@@ -134,6 +167,7 @@ impl Agent {
             .start(Agent {
                 registry: registry.clone(),
                 cluster,
+                starts: Arc::default(),
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -153,32 +187,99 @@ impl Actor for Agent {
     async fn handle(&mut self, msg: AgentMsg, ctx: &mut Context<Self>) -> ActorResult {
         match msg {
             AgentMsg::Start(request, answer_within, reply) => {
+                let now = Instant::now();
+                {
+                    let mut starts = self.starts.lock();
+                    starts.retain(|_, start| start.kept(now));
+                    if let Some(start) = starts.get_mut(&request.instance) {
+                        // The same request again: its asker lost the connection that
+                        // carried the first.
+                        match &start.outcome {
+                            None => start.waiting.push(reply),
+                            Some(outcome) => {
+                                let _ = reply.send(outcome.clone());
+                            }
+                        }
+                        return Ok(());
+                    }
+                    starts.insert(
+                        request.instance.clone(),
+                        Start {
+                            waiting: vec![reply],
+                            outcome: None,
+                            running: false,
+                            forget_after: now + answer_within,
+                        },
+                    );
+                }
                 // Each start runs on its own: a singleton may wait long for its lease.
-                let (node, registry, cluster) = (
+                let (node, registry, cluster, starts) = (
                     ctx.node().clone(),
                     self.registry.clone(),
                     self.cluster.clone(),
+                    self.starts.clone(),
                 );
                 // The asker's clock started before the request left: answer a little
                 // before its end, or not at all.
-                let deadline =
-                    Instant::now() + answer_within.saturating_sub(late_margin(answer_within));
+                let deadline = now + answer_within.saturating_sub(late_margin(answer_within));
                 tokio::spawn(async move {
                     let instance = request.instance.clone();
                     let result = start(&node, &registry, &cluster, request, deadline).await;
-                    match &result {
-                        Ok(actor) => {
-                            tracing::info!(node = %node.id(), %instance, actor = %actor.id, "instance started")
+                    let outcome = match &result {
+                        Ok(running) => {
+                            tracing::info!(node = %node.id(), %instance, actor = %running.wire.id, "instance started");
+                            Ok(running.wire.clone())
                         }
                         Err(why) => {
-                            tracing::warn!(node = %node.id(), %instance, "instance not started: {why}")
+                            tracing::warn!(node = %node.id(), %instance, "instance not started: {why}");
+                            Err(why.clone())
                         }
+                    };
+                    // Kept while it ran (`Start::kept`).
+                    let waiting = match starts.lock().get_mut(&instance) {
+                        Some(start) => {
+                            start.outcome = Some(outcome.clone());
+                            start.running = result.is_ok();
+                            std::mem::take(&mut start.waiting)
+                        }
+                        None => Vec::new(),
+                    };
+                    if let Ok(running) = result {
+                        // When the instance ends, what it held goes back.
+                        tokio::spawn(running.watch(starts, instance));
                     }
-                    let _ = reply.send(result);
+                    for reply in waiting {
+                        let _ = reply.send(outcome.clone());
+                    }
                 });
             }
         }
         Ok(())
+    }
+}
+
+/// An instance started, with what is bound to it.
+struct Running {
+    wire: WireRef,
+    started: ModuleActor,
+    owner: Option<UntypedRef>,
+    lease: Option<Lease>,
+    undo: Undo,
+}
+
+impl Running {
+    /// Waits for the instance's end (stopping it first if its owner ends), gives back what
+    /// it held, and lets its start be forgotten.
+    async fn watch(
+        self,
+        starts: Arc<parking_lot::Mutex<HashMap<String, Start>>>,
+        instance: String,
+    ) {
+        let node = self.wire.id.node().clone();
+        watch(self.started, self.owner, self.lease, self.undo, node).await;
+        if let Some(start) = starts.lock().get_mut(&instance) {
+            start.running = false;
+        }
     }
 }
 
@@ -188,7 +289,7 @@ async fn start(
     cluster: &Cluster,
     request: StartInstance,
     deadline: Instant,
-) -> Result<WireRef, NotStarted> {
+) -> Result<Running, NotStarted> {
     let me = node.id().clone();
     if !node.has_module(&request.module) {
         return Err(NotStarted::Failed(format!(
@@ -266,11 +367,13 @@ async fn start(
         undo.now().await;
         return Err(NotStarted::Failed(e));
     }
-    let wire = started.to_wire();
-    let owner = request.owner.map(|owner| UntypedRef::from_id(node, &owner));
-    // When the instance ends, what it held goes back.
-    tokio::spawn(watch(started, owner, lease, undo, me));
-    Ok(wire)
+    Ok(Running {
+        wire: started.to_wire(),
+        owner: request.owner.map(|owner| UntypedRef::from_id(node, &owner)),
+        started,
+        lease,
+        undo,
+    })
 }
 
 async fn bind_names(
@@ -425,17 +528,50 @@ fn late_margin(answer_within: Duration) -> Duration {
 
 /// Asks an agent to start an instance, waiting up to `timeout` for the answer (the agent
 /// stops an instance that started too late for it).
+///
+/// If the connection that carried the request ends before the answer came (both nodes live),
+/// the request is sent again once the nodes are connected: the agent answers it with the
+/// first one's instance, never a second one. A node declared down meanwhile is
+/// [`NotStarted::NodeDown`].
 pub async fn start_on(
+    cluster: &Cluster,
     agent: &ActorRef<AgentMsg>,
     request: StartInstance,
     timeout: Duration,
 ) -> Result<WireRef, NotStarted> {
     let node = agent.id().node().clone();
-    agent
-        .ask(|reply| AgentMsg::Start(request, timeout, reply), timeout)
-        .await
-        .map_err(|e| unanswered(&node, e))?
+    let deadline = Instant::now() + timeout;
+    // Whether a connection that carried the request ended: from then on, the node being
+    // apart is waited out rather than taken for a failure.
+    let mut lost = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let error = match agent
+            .ask(|reply| AgentMsg::Start(request.clone(), left, reply), left)
+            .await
+        {
+            Ok(answer) => return answer,
+            Err(error) => error,
+        };
+        let apart = match &error {
+            AskError::ConnectionLost { .. } => true,
+            AskError::Unreachable { .. } => lost,
+            _ => false,
+        };
+        if !apart || Instant::now() >= deadline {
+            return Err(unanswered(&node, error));
+        }
+        if !cluster.members().iter().any(|m| m.node == node) {
+            return Err(NotStarted::NodeDown(node));
+        }
+        lost = true;
+        tokio::time::sleep(RESEND_INTERVAL.min(deadline.saturating_duration_since(Instant::now())))
+            .await;
+    }
 }
+
+/// How often [`start_on`] tries again to reach an agent whose connection ended.
+const RESEND_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Why a start asked of node `node`'s agent got no answer.
 fn unanswered(node: &NodeId, error: AskError) -> NotStarted {

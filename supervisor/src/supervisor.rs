@@ -347,7 +347,7 @@ impl Supervisor {
             owner: Some(ctx.myself().id().clone()),
         };
         let node = agent.id().node().clone();
-        let wire = match agent::start_on(&agent, request, PLACED_START_TIMEOUT).await {
+        let wire = match agent::start_on(&cluster, &agent, request, PLACED_START_TIMEOUT).await {
             Ok(wire) => wire,
             Err(NotStarted::NoRoom(reason)) => {
                 // Another placer took the node's last room first: the child waits and is

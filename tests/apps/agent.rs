@@ -2,15 +2,19 @@
 //! what it reserves for an instance goes back when the instance cannot start.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use ensemble::cluster::Cluster;
 use ensemble::prelude::*;
 use ensemble::registry::Registry;
-use ensemble::supervisor::agent::{Agent, AgentMsg, NotStarted, StartInstance, start_on};
+use ensemble::supervisor::agent::{
+    AGENT_NAME, Agent, AgentMsg, NotStarted, StartInstance, start_on,
+};
 use ensemble::supervisor::placement::Requirements;
 use ensemble::supervisor::{ChildSpec, Placement, SupervisorError, SupervisorRef, SupervisorSpec};
 
-use crate::solo::node_s1;
+use crate::solo::{node_in, node_s1};
 use crate::util::{certificates, one_cluster_at_a_time};
 
 struct Idle;
@@ -39,6 +43,37 @@ impl Actor for Slow {
     }
 }
 
+/// How many times `Gated` began to start.
+static GATED_STARTS: AtomicUsize = AtomicUsize::new(0);
+/// What `Gated` waits for in its `started` hook.
+static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+/// An actor whose start waits until the test opens [`GATE`].
+struct Gated;
+
+impl Actor for Gated {
+    type Msg = ();
+
+    async fn started(&mut self, _ctx: &mut Context<Self>) -> ActorResult {
+        GATED_STARTS.fetch_add(1, Ordering::SeqCst);
+        GATE.acquire().await.expect("the gate").forget();
+        Ok(())
+    }
+
+    async fn handle(&mut self, (): (), _ctx: &mut Context<Self>) -> ActorResult {
+        Ok(())
+    }
+}
+
+/// Waits up to ten seconds for `done`, saying `what` it waited for if it never came.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// A node of its own with 1000 `cpu`, its registry, the modules `test.idle` and `test.slow`
 /// and its agent.
 async fn one_node(certs: &std::path::Path) -> (Node, Registry, ActorRef<AgentMsg>) {
@@ -47,6 +82,11 @@ async fn one_node(certs: &std::path::Path) -> (Node, Registry, ActorRef<AgentMsg
     node.register_module("test.slow", Slow);
     let agent = Agent::start(&node).await.unwrap();
     (node, registry, agent)
+}
+
+/// The cluster service of `node`.
+fn cluster_of(node: &Node) -> Cluster {
+    node.extension::<Cluster>().expect("the node's cluster")
 }
 
 fn cpu(amount: u64) -> BTreeMap<String, u64> {
@@ -105,7 +145,7 @@ async fn a_singleton_that_cannot_take_its_lease_frees_its_reservation() {
         lock_timeout: Duration::from_millis(200),
         ..instance("test.idle", &(), 600)
     };
-    let refused = start_on(&agent, request, Duration::from_secs(10)).await;
+    let refused = start_on(&cluster_of(&node), &agent, request, Duration::from_secs(10)).await;
     let why = refused.expect_err("the lease is held by another");
     assert!(matches!(why, NotStarted::Failed(_)), "{why:?}");
     assert!(why.to_string().contains("test.singleton"), "{why}");
@@ -155,7 +195,7 @@ async fn a_child_that_finds_no_room_left_waits_for_a_node_instead_of_failing() {
     let (node, registry, agent) = one_node(certs.path()).await;
     // An agent asked for more than the node has answers that there is no room, not a failure.
     let request = instance("test.idle", &(), 1200);
-    let refused = start_on(&agent, request, Duration::from_secs(10)).await;
+    let refused = start_on(&cluster_of(&node), &agent, request, Duration::from_secs(10)).await;
     assert!(
         matches!(refused, Err(NotStarted::NoRoom(ref why)) if why.contains("cpu")),
         "{refused:?}"
@@ -194,7 +234,13 @@ async fn an_instance_that_starts_after_its_asker_gave_up_is_stopped_again() {
         ..instance("test.slow", &800_u64, 100)
     };
     // The asker gives up after 400 ms; the instance is up after 800.
-    let asked = start_on(&agent, request, Duration::from_millis(400)).await;
+    let asked = start_on(
+        &cluster_of(&node),
+        &agent,
+        request,
+        Duration::from_millis(400),
+    )
+    .await;
     assert!(
         matches!(asked, Err(NotStarted::Failed(ref why)) if why.contains("did not answer")),
         "{asked:?}"
@@ -232,8 +278,11 @@ async fn an_instance_whose_owner_ended_is_stopped() {
         owner: Some(owner.id().clone()),
         ..instance("test.slow", &500_u64, 100)
     };
+    let cluster = cluster_of(&node);
     let asked =
-        tokio::spawn(async move { start_on(&agent, request, Duration::from_secs(10)).await });
+        tokio::spawn(
+            async move { start_on(&cluster, &agent, request, Duration::from_secs(10)).await },
+        );
     // The owner ends while the instance starts.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while node.actor_count() == before {
@@ -296,4 +345,58 @@ async fn supervisors_that_ended_leave_no_task_behind() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     node.shutdown().await;
+}
+
+/// A start whose connection ends while the instance starts (both nodes live) is sent again
+/// once the nodes are connected, and answered with the one instance the agent started: the
+/// asker cannot tell whether the first request arrived, and the agent does each start once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_start_whose_connection_ends_is_answered_with_its_one_instance() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["s1", "s2"]);
+    let (s1, c1, _r1) = node_in("s1", certs.path(), vec![]).await;
+    s1.register_module("test.gated", |(): ()| Gated);
+    Agent::start(&s1).await.unwrap();
+    let (s2, c2, _r2) = node_in("s2", certs.path(), vec![c1.local_addr()]).await;
+    let agent = c2
+        .whereis::<AgentMsg>(s1.id(), AGENT_NAME)
+        .await
+        .expect("s1's agent");
+    let request = StartInstance {
+        resources: BTreeMap::new(),
+        ..instance("test.gated", &(), 0)
+    };
+    let asked = tokio::spawn({
+        let cluster = c2.clone();
+        async move { start_on(&cluster, &agent, request, Duration::from_secs(60)).await }
+    });
+    wait_until("the instance never began to start", || {
+        GATED_STARTS.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let closed = c2.connection(s1.id()).expect("a connection to s1");
+    assert!(c2.disconnect(s1.id()), "no connection to s1 to close");
+    wait_until("s2 did not connect to s1 again", || {
+        c2.connection(s1.id()).is_some_and(|now| now != closed)
+    })
+    .await;
+    GATE.add_permits(16);
+    let started = tokio::time::timeout(Duration::from_secs(30), asked)
+        .await
+        .expect("the start was answered")
+        .unwrap()
+        .expect("the start succeeded");
+    assert_eq!(started.id.node(), s1.id());
+    assert_eq!(
+        GATED_STARTS.load(Ordering::SeqCst),
+        1,
+        "the request sent again started a second instance"
+    );
+    assert!(
+        c2.members().iter().any(|m| &m.node == s1.id()),
+        "s1 was declared down: the test needs it alive"
+    );
+    s2.shutdown().await;
+    s1.shutdown().await;
 }

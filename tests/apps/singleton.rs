@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ensemble::cluster::{Cluster, ClusterConfig, DownDecision};
 use ensemble::prelude::*;
-use ensemble::registry::{Registry, RegistryConfig};
+use ensemble::registry::Registry;
 use ensemble::supervisor::singleton::{Singleton, SingletonMsg};
-use ensemble::transport::certs::NodeCert;
 use serde::{Deserialize, Serialize};
 
+use crate::solo::node_in;
 use crate::util::{certificates, one_cluster_at_a_time};
 
 type History = Arc<Mutex<Vec<(&'static str, u64, String)>>>;
@@ -56,24 +55,6 @@ impl Actor for Counter {
     }
 }
 
-async fn start(
-    name: &str,
-    certs: &std::path::Path,
-    seeds: Vec<std::net::SocketAddr>,
-) -> (Node, Cluster, Registry) {
-    let node = Node::new(NodeConfig::new(name)).unwrap();
-    let cert = NodeCert::load(certs, name).unwrap();
-    let mut config = ClusterConfig::new("test");
-    config.down = DownDecision::External;
-    let bootstrap = seeds.is_empty();
-    config.seeds = seeds;
-    let cluster = Cluster::start(&node, config, &cert).await.unwrap();
-    let mut settings = RegistryConfig::new(certs.join(format!("{name}-data")));
-    settings.bootstrap = bootstrap;
-    let registry = Registry::start(&cluster, settings).await.unwrap();
-    (node, cluster, registry)
-}
-
 /// Waits until `registry` resolves the name to an instance answering from another node than
 /// `not_on`, and returns its node and token.
 async fn holder(registry: &Registry, not_on: Option<&str>) -> (String, u64) {
@@ -102,9 +83,9 @@ async fn holder(registry: &Registry, not_on: Option<&str>) -> (String, u64) {
 async fn a_singleton_is_handed_over_when_its_manager_stops() {
     let _turn = one_cluster_at_a_time();
     let certs = certificates(&["s1", "s2", "s3"]);
-    let (n1, c1, r1) = start("s1", certs.path(), vec![]).await;
-    let (n2, _c2, _r2) = start("s2", certs.path(), vec![c1.local_addr()]).await;
-    let (n3, _c3, _r3) = start("s3", certs.path(), vec![c1.local_addr()]).await;
+    let (n1, c1, r1) = node_in("s1", certs.path(), vec![]).await;
+    let (n2, _c2, _r2) = node_in("s2", certs.path(), vec![c1.local_addr()]).await;
+    let (n3, _c3, _r3) = node_in("s3", certs.path(), vec![c1.local_addr()]).await;
     let history: History = Arc::default();
     let mut managers: Vec<(String, ActorRef<SingletonMsg>)> = Vec::new();
     for node in [&n1, &n2, &n3] {
@@ -162,7 +143,7 @@ async fn a_singleton_is_handed_over_when_its_manager_stops() {
 /// instances it made.
 async fn after_a_failed_instance(fail_first: bool) {
     let certs = certificates(&["s1"]);
-    let (node, _cluster, registry) = start("s1", certs.path(), vec![]).await;
+    let (node, _cluster, registry) = node_in("s1", certs.path(), vec![]).await;
     let history: History = Arc::default();
     let squatter = node
         .spawn(Counter {
@@ -230,7 +211,7 @@ async fn an_instance_whose_name_is_taken_gives_the_lock_back_for_the_next() {
 async fn a_killed_manager_gives_the_lock_back_once_its_instance_ended() {
     let _turn = one_cluster_at_a_time();
     let certs = certificates(&["s1"]);
-    let (node, _cluster, registry) = start("s1", certs.path(), vec![]).await;
+    let (node, _cluster, registry) = node_in("s1", certs.path(), vec![]).await;
     let history: History = Arc::default();
     let manager = {
         let history = history.clone();

@@ -1,6 +1,6 @@
-//! A node of its own in this process, `s1`, for the tests of one node's agent and controller:
-//! its cluster service (real QUIC on loopback, 1000 `cpu` to place on) and its registry, the
-//! only voter.
+//! Nodes in this process for the tests of agents, controllers and singletons: `s1` on its
+//! own, with its cluster service (real QUIC on loopback, 1000 `cpu` to place on) and its
+//! registry, the only voter; or nodes that form a cluster, each with its registry.
 
 use std::collections::BTreeMap;
 
@@ -22,4 +22,24 @@ pub(crate) async fn node_s1(certs: &std::path::Path) -> (Node, Registry) {
     settings.bootstrap = true;
     let registry = Registry::start(&cluster, settings).await.unwrap();
     (node, registry)
+}
+
+/// Starts node `name` with the certificates in `certs`, its registry's data there too; it
+/// joins through `seeds`, or bootstraps the registry without any.
+pub(crate) async fn node_in(
+    name: &str,
+    certs: &std::path::Path,
+    seeds: Vec<std::net::SocketAddr>,
+) -> (Node, Cluster, Registry) {
+    let node = Node::new(NodeConfig::new(name)).unwrap();
+    let cert = NodeCert::load(certs, name).unwrap();
+    let mut config = ClusterConfig::new("test");
+    config.down = DownDecision::External;
+    let bootstrap = seeds.is_empty();
+    config.seeds = seeds;
+    let cluster = Cluster::start(&node, config, &cert).await.unwrap();
+    let mut settings = RegistryConfig::new(certs.join(format!("{name}-data")));
+    settings.bootstrap = bootstrap;
+    let registry = Registry::start(&cluster, settings).await.unwrap();
+    (node, cluster, registry)
 }

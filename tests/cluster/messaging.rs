@@ -51,6 +51,65 @@ async fn tell_and_ask_an_actor_of_another_process() {
     assert!(matches!(err, LookupError::NotFound { .. }), "{err}");
 }
 
+/// An ask of `echo` that it never answers (with a timeout no test waits out), once it has
+/// reached the echo actor: a later ask on the same lane is answered after it arrived.
+async fn hanging_ask(
+    echo: &ActorRef<EchoMsg>,
+) -> tokio::task::JoinHandle<Result<String, AskError>> {
+    let hanging = tokio::spawn({
+        let echo = echo.clone();
+        async move { echo.ask(EchoMsg::Hang, Duration::from_secs(3600)).await }
+    });
+    assert_eq!(
+        echo.ask(|r| EchoMsg::Echo("sync".into(), r), ASK)
+            .await
+            .unwrap(),
+        "sync"
+    );
+    hanging
+}
+
+/// An ask whose connection ends while both nodes live fails at once with `ConnectionLost`,
+/// as Erlang's `gen_server:call` does on a lost connection, rather than waiting out its
+/// timeout; the nodes connect again, and the next ask is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ask_whose_connection_ends_fails_at_once() {
+    let certs = certificates(&["n0", "n1"]);
+    let (_node, cluster, _child, echo) = pair(&certs).await;
+    let n1 = member_id(&cluster, "n1");
+    let hanging = hanging_ask(&echo).await;
+    assert!(cluster.disconnect(&n1), "no connection to n1 to close");
+    let answer = tokio::time::timeout(DEADLINE, hanging)
+        .await
+        .expect("the ask ended with its connection, not its timeout")
+        .unwrap();
+    assert_eq!(
+        answer,
+        Err(AskError::ConnectionLost {
+            actor: echo.id().clone()
+        })
+    );
+    assert!(
+        cluster.members().iter().any(|m| m.node == n1),
+        "n1 was declared down: the test needs it alive"
+    );
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match echo.ask(|r| EchoMsg::Echo("after".into(), r), ASK).await {
+            Ok(reply) => {
+                assert_eq!(reply, "after");
+                break;
+            }
+            // Refused while the nodes are apart, until they connect again.
+            Err(err) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "n1 did not answer again within {DEADLINE:?}: {err}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A reply over the frame limit is not sent; the asker hears why at once, not at its timeout,
 /// and the connection carries the next ask as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,17 +403,7 @@ async fn kill_9_fires_node_down_at_monitors_links_and_asks() {
         let echo = echo.clone();
         async move { echo.wait_for_exit().await }
     });
-    let hanging = tokio::spawn({
-        let echo = echo.clone();
-        async move { echo.ask(EchoMsg::Hang, Duration::from_secs(3600)).await }
-    });
-    // The ask has reached the child before the kill.
-    assert_eq!(
-        echo.ask(|r| EchoMsg::Echo("sync".into(), r), ASK)
-            .await
-            .unwrap(),
-        "sync"
-    );
+    let hanging = hanging_ask(&echo).await;
 
     child.kill();
     let down = MemberEvent::Down(n1.clone());

@@ -90,8 +90,11 @@ async fn an_agent_s_singleton_fenced_while_starting(seed: u64) -> Result<(), Str
         owner: None,
     };
     // Never answered: the instance's start never ends.
+    let cluster = client.cluster.clone();
     let _asked =
-        tokio::spawn(async move { start_on(&agent, request, Duration::from_secs(60)).await });
+        tokio::spawn(
+            async move { start_on(&cluster, &agent, request, Duration::from_secs(60)).await },
+        );
     ends_when_fenced(&net, client, instances).await
 }
 

@@ -325,6 +325,18 @@ impl Shared {
                         ),
                     });
                 }
+                Err(err @ AskError::ConnectionLost { .. }) => {
+                    // The server lives; only the connection ended (it is dialed again at
+                    // once). The request may have been handled: a write that may not run
+                    // twice is reported as unknown, as after a timeout.
+                    if !idempotent {
+                        return Err(RegistryError::Unknown {
+                            what: what(),
+                            reason: err.to_string(),
+                        });
+                    }
+                    last = err.to_string();
+                }
                 Err(err) => {
                     self.servers.forget(&target);
                     self.silent.lock().insert(target.clone(), Instant::now());

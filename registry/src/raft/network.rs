@@ -260,6 +260,11 @@ impl Connection {
         match server.ask(make, timeout).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(err)) => Err(RPCError::RemoteError(RemoteError::new(self.target, err))),
+            // A connection that ended while both nodes live is dialed again at once: the
+            // server is still there, and the call may go again without backing off.
+            Err(err @ AskError::ConnectionLost { .. }) => {
+                Err(RPCError::Network(NetworkError::new(&err)))
+            }
             Err(err) => {
                 self.servers.forget(&self.name);
                 Err(match err {

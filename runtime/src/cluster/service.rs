@@ -416,11 +416,13 @@ impl Cluster {
         node: &NodeId,
         make: impl FnOnce(u64) -> Result<Outgoing, String>,
     ) -> Result<Answer, String> {
-        let control = self
-            .control_of(node)
-            .ok_or_else(|| "the node is not connected".to_owned())?;
         let remote = &self.inner.node.inner.remote;
-        let (request, answer) = remote.start_request(node);
+        // The request and the connection it goes out on, from one look-up: that
+        // connection's end answers it at once.
+        let links = remote
+            .links(node)
+            .ok_or_else(|| "the node is not connected".to_owned())?;
+        let (request, answer) = remote.start_request(node, links.connection);
         let timeout = self.inner.config.request_timeout;
         // One deadline for both: a full queue is waited on within it too.
         // A timeout too long to add (`Duration::MAX`) waits as long as a timer can.
@@ -431,22 +433,22 @@ impl Cluster {
         let queued = match make(request) {
             Err(err) => Err(err),
             Ok(Outgoing::Control(frame)) => {
-                match tokio::time::timeout_at(deadline, control.send(frame)).await {
+                match tokio::time::timeout_at(deadline, links.control.send(frame)).await {
                     Ok(sent) => sent.map_err(|_| "the connection closed".to_owned()),
                     Err(_) => Err(format!(
                         "its control queue stayed full for {timeout:?}; the node is not keeping up"
                     )),
                 }
             }
-            Ok(Outgoing::Lane(frame)) => match remote.lane(node, request) {
-                None => Err("the node is not connected".to_owned()),
-                Some(lane) => match tokio::time::timeout_at(deadline, lane.send(frame)).await {
+            Ok(Outgoing::Lane(frame)) => {
+                let lane = &links.lanes[(request as usize) % LANES];
+                match tokio::time::timeout_at(deadline, lane.send(frame)).await {
                     Ok(sent) => sent.map_err(|_| "the connection closed".to_owned()),
                     Err(_) => Err(format!(
                         "its data lane stayed full for {timeout:?}; the node is not keeping up"
                     )),
-                },
-            },
+                }
+            }
         };
         if let Err(err) = queued {
             remote.forget_request(request);
@@ -866,11 +868,12 @@ impl Cluster {
             ));
             lanes.push(lane);
         }
+        let serial = NEXT_LINK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let links = PeerLinks {
             control: control.clone(),
             overflow: Arc::default(),
             lanes: lanes.into(),
-            connection: conn.stable_id(),
+            connection: serial,
             runtime: tokio::runtime::Handle::current(),
             max_frame: frame_limit_to(self.inner.config.max_frame_size, &hello),
         };
@@ -878,7 +881,7 @@ impl Cluster {
             conn: conn.clone(),
             control,
             dialer: dialer.clone(),
-            serial: NEXT_LINK.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            serial,
         };
         let events = {
             let mut state = self.inner.state.lock();
@@ -1159,19 +1162,14 @@ impl Cluster {
             let Some(p) = state.peers.get_mut(peer) else {
                 return;
             };
-            if p.link
-                .as_ref()
-                .is_some_and(|l| l.conn.stable_id() == conn.stable_id())
-            {
-                p.link = None;
-            } else {
-                return;
-            }
-            self.inner
-                .node
-                .inner
-                .remote
-                .disconnect(peer, conn.stable_id());
+            // Compared by quinn's id, an address: the ended connection is still held here,
+            // so no later one can have taken it.
+            let serial = match &p.link {
+                Some(l) if l.conn.stable_id() == conn.stable_id() => l.serial,
+                _ => return,
+            };
+            p.link = None;
+            self.inner.node.inner.remote.disconnect(peer, serial);
             let listen = state.membership.get(peer).map(|m| m.listen);
             let first = if self.inner.node.id().name() < peer.name() {
                 Duration::from_millis(50)

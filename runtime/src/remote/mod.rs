@@ -93,7 +93,9 @@ impl<M: Send + 'static> RemoteRef<M> {
             });
         }
         let remote = &self.node.inner.remote;
-        let Some((lane, max_frame)) = remote.lane_and_limit(self.id.node(), self.id.seq()) else {
+        let Some((lane, max_frame, connection)) =
+            remote.lane_and_limit(self.id.node(), self.id.seq())
+        else {
             return Err(self.unreachable(msg, format!("node {} is not connected", self.id.node())));
         };
         let (payload, ask) = match (self.encode)(&self.node, &self.id, &msg) {
@@ -112,6 +114,7 @@ impl<M: Send + 'static> RemoteRef<M> {
             max_frame,
         );
         router::recycle(payload);
+        remote.sent_over(ask, self.id.node(), connection);
         match framed {
             Ok(frame) => Ok(Prepared {
                 msg,

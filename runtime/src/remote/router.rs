@@ -235,6 +235,9 @@ impl<T: RemoteMessage> PendingReply for oneshot::Sender<Result<T, AskError>> {
 struct Pending {
     target: ActorId,
     reply: Box<dyn PendingReply>,
+    /// The connection (its [`PeerLinks::connection`]) the request went out on, once it has:
+    /// the ask fails with `ConnectionLost` when that connection ends before the reply came.
+    via: Option<u64>,
 }
 
 /// Who waits for a remote actor's end.
@@ -277,6 +280,35 @@ impl Watch {
 /// The answer to a request to another node: an actor (or none), or why there is none.
 pub(crate) type Answer = Result<Option<WireRef>, String>;
 
+/// A request to another node (a name lookup, a spawn) waiting for its answer.
+struct Request {
+    /// The node asked: its going down ends the request.
+    to: NodeId,
+    /// The connection the request went out on: its end ends the request.
+    via: u64,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// Takes the entries of `map` that `take` picks out.
+fn take_where<V>(map: &mut HashMap<u64, V>, take: impl Fn(&V) -> bool) -> Vec<(u64, V)> {
+    let ids: Vec<u64> = map
+        .iter()
+        .filter(|(_, value)| take(value))
+        .map(|(id, _)| *id)
+        .collect();
+    ids.into_iter()
+        .filter_map(|id| map.remove(&id).map(|value| (id, value)))
+        .collect()
+}
+
+/// Why a request whose connection ended gets no answer.
+fn connection_lost(peer: &NodeId) -> String {
+    format!(
+        "the connection to node {peer} ended before it answered; the request may or may not \
+         have been handled there"
+    )
+}
+
 /// How this node reaches one peer.
 #[derive(Clone)]
 pub(crate) struct PeerLinks {
@@ -285,7 +317,8 @@ pub(crate) struct PeerLinks {
     /// ([`PeerLinks::signal`]).
     pub(crate) overflow: Arc<Mutex<VecDeque<Control>>>,
     pub(crate) lanes: Arc<[mpsc::Sender<Bytes>]>,
-    pub(crate) connection: usize,
+    /// The connection's serial: no later connection of this node takes it again.
+    pub(crate) connection: u64,
     /// Runs the task that moves overflowing signals into the queue, whatever thread sends
     /// them (a signal left out would leave a hole in the peer's numbers).
     pub(crate) runtime: tokio::runtime::Handle,
@@ -364,7 +397,7 @@ pub(crate) struct Remote {
     links: Mutex<HashMap<NodeId, HashSet<(u64, ActorId)>>>,
     /// Requests to other nodes (name lookups, spawns) waiting for their answer, with the node
     /// asked: failed at once when it goes down.
-    requests: Mutex<HashMap<u64, (NodeId, oneshot::Sender<Answer>)>>,
+    requests: Mutex<HashMap<u64, Request>>,
     pub(crate) modules: DashMap<String, Arc<dyn super::Module>>,
     next_id: AtomicU64,
     /// The number of the next monitor set on this node (per node, not per process, so that
@@ -421,43 +454,94 @@ impl Remote {
 
     /// A connection to `peer` is up. The signals the peer has not acknowledged (sent on an
     /// earlier connection that ended while both nodes lived, or while none was up) go out on
-    /// it first, in order; signals sent from now on follow them.
+    /// it first, in order; signals sent from now on follow them. A connection it replaces has
+    /// ended (or is being closed as a duplicate): what went out on it is lost with it.
     pub(crate) fn connect(&self, peer: NodeId, links: PeerLinks) {
         let signals = Arc::clone(self.signals.entry(peer.clone()).or_default().value());
         let outbox = signals.outbox.lock();
         for (seq, signal) in outbox.unacknowledged() {
             links.signal(*seq, signal.clone());
         }
-        self.peers.insert(peer, links);
+        let connection = links.connection;
+        // Under the outbox's lock, as `signal` sends: a signal numbered after the ones sent
+        // again above goes out on this connection.
+        let replaced = self.peers.insert(peer.clone(), links);
+        drop(outbox);
+        if let Some(old) = replaced.filter(|old| old.connection != connection) {
+            self.lost_with(&peer, old.connection);
+        }
     }
 
-    /// A connection ended; the peer stays a member until declared down.
-    pub(crate) fn disconnect(&self, peer: &NodeId, connection: usize) {
+    /// A connection ended; the peer stays a member until declared down. The asks and requests
+    /// that went out on it and had no answer yet fail now: whatever of them or of their
+    /// answers was still on its way is lost with the connection, so waiting out their
+    /// timeouts would tell their askers nothing more.
+    pub(crate) fn disconnect(&self, peer: &NodeId, connection: u64) {
         self.peers
             .remove_if(peer, |_, links| links.connection == connection);
+        self.lost_with(peer, connection);
+    }
+
+    /// Fails the asks and requests that went out to `peer` on `connection`, which ended.
+    fn lost_with(&self, peer: &NodeId, connection: u64) {
+        let lost = take_where(&mut self.pending.lock(), |p| {
+            p.via == Some(connection) && p.target.node() == peer
+        });
+        for (_, p) in lost {
+            p.reply.fail(AskError::ConnectionLost { actor: p.target });
+        }
+        let ended = take_where(&mut self.requests.lock(), |r| {
+            r.via == connection && &r.to == peer
+        });
+        for (_, request) in ended {
+            let _ = request.answer.send(Err(connection_lost(peer)));
+        }
+    }
+
+    /// The ask `ask` (if the message carried one) went out to `peer` on `connection`: from
+    /// now on that connection's end fails it. Failed at once if the connection has ended
+    /// already (its end may have come before this mark, and would not have seen it).
+    pub(crate) fn sent_over(&self, ask: Option<u64>, peer: &NodeId, connection: u64) {
+        let Some(ask) = ask else { return };
+        match self.pending.lock().get_mut(&ask) {
+            Some(p) => p.via = Some(connection),
+            None => return,
+        }
+        if !self.is_current(peer, connection) {
+            self.lost_with(peer, connection);
+        }
+    }
+
+    /// Whether `connection` is the one this node has to `peer` now.
+    fn is_current(&self, peer: &NodeId, connection: u64) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|links| links.connection == connection)
+    }
+
+    /// How this node reaches `peer` now, if it is connected.
+    pub(crate) fn links(&self, peer: &NodeId) -> Option<PeerLinks> {
+        self.peers.get(peer).map(|links| links.clone())
     }
 
     pub(crate) fn is_connected(&self, peer: &NodeId) -> bool {
         self.peers.contains_key(peer)
     }
 
-    pub(crate) fn lane(&self, peer: &NodeId, key: u64) -> Option<mpsc::Sender<Bytes>> {
-        let links = self.peers.get(peer)?;
-        Some(links.lanes[(key as usize) % LANES].clone())
-    }
-
-    /// [`lane`](Self::lane), with the largest frame to send on it
-    /// ([`max_frame_to`](Self::max_frame_to)), in one look-up.
+    /// The lane to `peer` for the receiver `key`, with the largest frame to send on it
+    /// ([`max_frame_to`](Self::max_frame_to)) and the connection it belongs to, in one
+    /// look-up.
     pub(crate) fn lane_and_limit(
         &self,
         peer: &NodeId,
         key: u64,
-    ) -> Option<(mpsc::Sender<Bytes>, usize)> {
+    ) -> Option<(mpsc::Sender<Bytes>, usize, u64)> {
         let links = self.peers.get(peer)?;
         let own = self.max_frame.load(Ordering::Relaxed);
         Some((
             links.lanes[(key as usize) % LANES].clone(),
             links.max_frame.min(own),
+            links.connection,
         ))
     }
 
@@ -507,36 +591,18 @@ impl Remote {
             signals.inbox.lock().close();
         }
         // Requests to it end now, their askers told it went down (the sender dropped).
-        self.requests.lock().retain(|_, (to, _)| to != down);
+        self.requests
+            .lock()
+            .retain(|_, request| &request.to != down);
         let reason = node_down_reason(down);
-        let failed: Vec<Pending> = {
-            let mut pending = self.pending.lock();
-            let ids: Vec<u64> = pending
-                .iter()
-                .filter(|(_, p)| p.target.node() == down)
-                .map(|(id, _)| *id)
-                .collect();
-            ids.into_iter()
-                .filter_map(|id| pending.remove(&id))
-                .collect()
-        };
-        for p in failed {
+        let failed = take_where(&mut self.pending.lock(), |p| p.target.node() == down);
+        for (_, p) in failed {
             p.reply.fail(AskError::Stopped {
                 actor: p.target,
                 reason: reason.clone(),
             });
         }
-        let fired: Vec<(u64, Watch)> = {
-            let mut watches = self.watches.lock();
-            let ids: Vec<u64> = watches
-                .iter()
-                .filter(|(_, w)| w.target().node() == down)
-                .map(|(id, _)| *id)
-                .collect();
-            ids.into_iter()
-                .filter_map(|id| watches.remove(&id).map(|w| (id, w)))
-                .collect()
-        };
+        let fired = take_where(&mut self.watches.lock(), |w| w.target().node() == down);
         for (monitor, watch) in fired {
             watch.fire(monitor, reason.clone());
         }
@@ -677,7 +743,7 @@ impl Remote {
 
     /// Sends a reply frame; false if it could not be queued.
     pub(crate) fn reply(&self, origin: &NodeId, ask: u64, outcome: Outcome<'_>) -> bool {
-        let Some((lane, max_frame)) = self.lane_and_limit(origin, ask) else {
+        let Some((lane, max_frame, _)) = self.lane_and_limit(origin, ask) else {
             tracing::debug!(%origin, ask, "reply not sent: the asking node is not connected");
             return false;
         };
@@ -735,6 +801,7 @@ impl Remote {
             Pending {
                 target,
                 reply: Box::new(tx),
+                via: None,
             },
         );
         id
@@ -1029,10 +1096,26 @@ impl Remote {
 
     // ---- requests to other nodes (name lookups, spawns)
 
-    pub(crate) fn start_request(&self, to: &NodeId) -> (u64, oneshot::Receiver<Answer>) {
+    /// A request to `to`, to go out on `connection`: its number, and where its answer comes.
+    /// The connection's end answers it with an error, at once if it has ended already.
+    pub(crate) fn start_request(
+        &self,
+        to: &NodeId,
+        connection: u64,
+    ) -> (u64, oneshot::Receiver<Answer>) {
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
-        self.requests.lock().insert(id, (to.clone(), tx));
+        self.requests.lock().insert(
+            id,
+            Request {
+                to: to.clone(),
+                via: connection,
+                answer: tx,
+            },
+        );
+        if !self.is_current(to, connection) {
+            self.lost_with(to, connection);
+        }
         (id, rx)
     }
 
@@ -1041,7 +1124,7 @@ impl Remote {
     pub(crate) fn end_request(&self, request: u64, answer: Answer) -> Option<Answer> {
         let waiting = self.requests.lock().remove(&request);
         match waiting {
-            Some((_, tx)) => tx.send(answer).err(),
+            Some(request) => request.answer.send(answer).err(),
             None => Some(answer),
         }
     }
@@ -1224,22 +1307,10 @@ mod tests {
         (node, peer, sent)
     }
 
-    /// Connection number `connection` of `node` to `peer`; answers its control frames.
-    fn connection(node: &Node, peer: &NodeId, connection: usize) -> mpsc::Receiver<Control> {
-        let (control, sent) = mpsc::channel(16);
-        let lanes: Vec<mpsc::Sender<Bytes>> = (0..LANES).map(|_| mpsc::channel(1).0).collect();
-        node.inner.remote.connect(
-            peer.clone(),
-            PeerLinks {
-                control,
-                overflow: Arc::default(),
-                lanes: lanes.into(),
-                connection,
-                runtime: tokio::runtime::Handle::current(),
-                max_frame: frame::DEFAULT_MAX_FRAME,
-            },
-        );
-        sent
+    /// Connection number `connection` of `node` to `peer`; answers its control frames (its
+    /// lanes are closed).
+    fn connection(node: &Node, peer: &NodeId, connection: u64) -> mpsc::Receiver<Control> {
+        kept_connection(node, peer, connection).0
     }
 
     #[tokio::test]
@@ -1271,6 +1342,133 @@ mod tests {
             .expect("the reply was dropped")
             .unwrap();
         assert_ne!(reply, "a tell");
+    }
+
+    /// A request of node `n1` to actor 7 of node `n2`, with the reply handle it carries.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Question(ReplyTo<u64>);
+
+    /// Connection number `connection` of `node` to `peer`, whose lanes keep what is queued
+    /// on them (returned with its control queue, so nothing sent on it fails).
+    fn kept_connection(
+        node: &Node,
+        peer: &NodeId,
+        connection: u64,
+    ) -> (mpsc::Receiver<Control>, Vec<mpsc::Receiver<Bytes>>) {
+        let (control, sent) = mpsc::channel(16);
+        let (lanes, queued): (Vec<_>, Vec<_>) = (0..LANES).map(|_| mpsc::channel(16)).unzip();
+        node.inner.remote.connect(
+            peer.clone(),
+            PeerLinks {
+                control,
+                overflow: Arc::default(),
+                lanes: lanes.into(),
+                connection,
+                runtime: tokio::runtime::Handle::current(),
+                max_frame: frame::DEFAULT_MAX_FRAME,
+            },
+        );
+        (sent, queued)
+    }
+
+    /// Asks actor 7 of `peer` from `node`, with a timeout nothing in these tests waits out;
+    /// returns once the request is queued on the connection's lane for that actor.
+    async fn ask_queued(
+        node: &Node,
+        peer: &NodeId,
+        lanes: &mut [mpsc::Receiver<Bytes>],
+    ) -> tokio::task::JoinHandle<Result<u64, AskError>> {
+        let target = crate::ActorRef::<Question>::from_remote(super::super::RemoteRef::new(
+            ActorId::new(peer.clone(), 7),
+            node.clone(),
+        ));
+        let asking =
+            tokio::spawn(async move { target.ask(Question, Duration::from_secs(3600)).await });
+        lanes[7 % LANES]
+            .recv()
+            .await
+            .expect("the request is queued");
+        asking
+    }
+
+    #[tokio::test]
+    async fn an_ask_whose_connection_ends_fails_at_once() {
+        let node = Node::new(NodeConfig::new("n1")).unwrap();
+        let peer = NodeId::new("n2", 1);
+        let (_control, mut lanes) = kept_connection(&node, &peer, 1);
+        let asking = ask_queued(&node, &peer, &mut lanes).await;
+        node.inner.remote.disconnect(&peer, 1);
+        let answer = tokio::time::timeout(Duration::from_secs(60), asking)
+            .await
+            .expect("the ask ended with its connection, not its timeout")
+            .unwrap();
+        assert_eq!(
+            answer,
+            Err(AskError::ConnectionLost {
+                actor: ActorId::new(peer, 7)
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_replaced_fails_its_asks_and_no_later_ones() {
+        let node = Node::new(NodeConfig::new("n1")).unwrap();
+        let remote = &node.inner.remote;
+        let peer = NodeId::new("n2", 1);
+        let (_first_control, mut first) = kept_connection(&node, &peer, 1);
+        let on_first = ask_queued(&node, &peer, &mut first).await;
+        // A new connection took the old one's place before the old one's end was noticed.
+        let (_second_control, mut second) = kept_connection(&node, &peer, 2);
+        let failed = tokio::time::timeout(Duration::from_secs(60), on_first)
+            .await
+            .expect("the ask ended with its connection")
+            .unwrap();
+        assert!(matches!(failed, Err(AskError::ConnectionLost { .. })));
+        let _on_second = ask_queued(&node, &peer, &mut second).await;
+        // The first connection's end, noticed late, leaves the second's ask waiting.
+        remote.disconnect(&peer, 1);
+        assert_eq!(remote.pending.lock().len(), 1);
+        remote.disconnect(&peer, 2);
+        assert_eq!(remote.pending.lock().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_ask_marked_after_its_connection_ended_fails_at_once() {
+        let node = Node::new(NodeConfig::new("n1")).unwrap();
+        let remote = &node.inner.remote;
+        let peer = NodeId::new("n2", 1);
+        let (_control, _lanes) = kept_connection(&node, &peer, 1);
+        let (tx, rx) = oneshot::channel::<Result<u64, AskError>>();
+        let ask = remote.register_pending(ActorId::new(peer.clone(), 7), tx);
+        // The connection ends between the request's queueing and its mark.
+        remote.disconnect(&peer, 1);
+        remote.sent_over(Some(ask), &peer, 1);
+        let answer = tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .expect("failed at once")
+            .unwrap();
+        assert!(matches!(answer, Err(AskError::ConnectionLost { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_connection_ends_is_answered_at_once() {
+        let node = Node::new(NodeConfig::new("n1")).unwrap();
+        let remote = &node.inner.remote;
+        let peer = NodeId::new("n2", 1);
+        let (_control, _lanes) = kept_connection(&node, &peer, 1);
+        let (_, waiting) = remote.start_request(&peer, 1);
+        remote.disconnect(&peer, 1);
+        let answered = |waiting: oneshot::Receiver<Answer>| async {
+            tokio::time::timeout(Duration::from_secs(60), waiting)
+                .await
+                .expect("answered at once")
+                .expect("answered, not dropped")
+        };
+        let answer = answered(waiting).await;
+        assert!(answer.unwrap_err().contains("connection to node n2"));
+        // One started on a connection that has ended already is answered at once too.
+        let (_, late) = remote.start_request(&peer, 1);
+        assert!(answered(late).await.is_err());
     }
 
     /// The numbers and targets of the stops queued on a connection.

@@ -486,9 +486,9 @@ impl Controller {
                 node: node.to_owned(),
                 index,
             });
-        let (me, key) = (ctx.myself(), key.clone());
+        let (me, key, cluster) = (ctx.myself(), key.clone(), self.cluster.clone());
         tokio::spawn(async move {
-            let result = start_on(&agent, request, START_TIMEOUT + TICK).await;
+            let result = start_on(&cluster, &agent, request, START_TIMEOUT + TICK).await;
             let _ = me
                 .tell(ControllerMsg::Started {
                     role: key,
