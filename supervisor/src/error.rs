@@ -29,6 +29,17 @@ pub enum SupervisorError {
         /// The child id.
         id: String,
     },
+    /// The child waits out its restart backoff: it starts by itself when the backoff ends
+    /// (Erlang/OTP's `{error, restarting}`). Terminate it first to restart or delete it now.
+    #[error(
+        "supervisor {supervisor}: child {id:?} is being restarted (it waits out its restart backoff) and starts by itself; terminate it first to restart or delete it now"
+    )]
+    ChildRestarting {
+        /// The supervisor.
+        supervisor: String,
+        /// The child id.
+        id: String,
+    },
     /// The child failed to start.
     #[error("supervisor {supervisor}: child {id:?} failed to start: {error}")]
     StartFailed {

@@ -604,11 +604,7 @@ impl Supervisor {
             });
             return (Err(error), None);
         }
-        if self.running.contains_key(id) {
-            let error = self.error_for(id)(|supervisor, id| SupervisorError::ChildRunning {
-                supervisor,
-                id,
-            });
+        if let Some(error) = self.not_stopped(id) {
             return (Err(error), None);
         }
         let waited = self.unplaced.contains_key(id);
@@ -689,16 +685,30 @@ impl Supervisor {
         }
     }
 
+    /// Why `restart_child` or `delete_child` cannot act on child `id` now, as in Erlang/OTP:
+    /// it runs, or it waits out its restart backoff (the restart due then starts it).
+    fn not_stopped(&self, id: &str) -> Option<SupervisorError> {
+        if self.running.contains_key(id) {
+            return Some(self.error_for(id)(|supervisor, id| {
+                SupervisorError::ChildRunning { supervisor, id }
+            }));
+        }
+        if self.core.state(id) == Some(ChildState::Restarting) {
+            return Some(self.error_for(id)(|supervisor, id| {
+                SupervisorError::ChildRestarting { supervisor, id }
+            }));
+        }
+        None
+    }
+
     fn delete_child(&mut self, ctx: &mut Context<Self>, id: &str) -> Result<(), SupervisorError> {
         if !self.specs.contains_key(id) {
             return Err(self.error_for(id)(|supervisor, id| {
                 SupervisorError::NoSuchChild { supervisor, id }
             }));
         }
-        if self.running.contains_key(id) {
-            return Err(self.error_for(id)(|supervisor, id| {
-                SupervisorError::ChildRunning { supervisor, id }
-            }));
+        if let Some(error) = self.not_stopped(id) {
+            return Err(error);
         }
         self.specs.remove(id);
         self.core.remove(id);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ensemble::supervisor::{Backoff, ChildSpec, SupervisorSpec};
+use ensemble::supervisor::{Backoff, ChildSpec, ChildState, SupervisorError, SupervisorSpec};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -54,6 +54,70 @@ async fn restarts_back_off_exponentially_and_reset_after_a_stable_run() {
     assert!(
         delay >= Duration::from_millis(100) && delay < Duration::from_millis(120),
         "{delay:?}"
+    );
+}
+
+/// A child waiting out its backoff is being restarted: `restart_child` and `delete_child`
+/// refuse it, as Erlang/OTP answers `{error, restarting}`, and the restart due starts it. A
+/// child terminated meanwhile stays stopped until asked, and then starts once.
+#[tokio::test(start_paused = true)]
+async fn a_child_in_its_backoff_is_restarting_until_terminated() {
+    let node = node();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let backoff = Backoff {
+        initial: Duration::from_secs(10),
+        max: Duration::from_secs(10),
+        multiplier: 1.0,
+        jitter: 0.0,
+        reset_after: Duration::from_secs(60),
+    };
+    let spec = SupervisorSpec::new("slow")
+        .child(ChildSpec::worker("w", Worker::factory("w", &tx)).backoff(backoff));
+    let sup = start(&node, spec).await;
+    next_start(&mut events).await;
+    let crash = || async {
+        let w = child(&sup, "w").await.expect("running");
+        w.tell(Work::Crash).await.unwrap();
+        w.wait_for_exit().await;
+        Instant::now()
+    };
+
+    let crashed = crash().await;
+    assert_eq!(
+        sup.which_children().await.unwrap()[0].state,
+        ChildState::Restarting
+    );
+    for refused in [
+        sup.restart_child("w").await.map(|_| ()),
+        sup.delete_child("w").await,
+    ] {
+        assert!(
+            matches!(refused, Err(SupervisorError::ChildRestarting { ref id, .. }) if id == "w"),
+            "{refused:?}"
+        );
+    }
+    // The backoff's restart starts it, not the refused calls.
+    let at = next_start(&mut events).await;
+    assert!(
+        at - crashed >= Duration::from_secs(10),
+        "{:?}",
+        at - crashed
+    );
+
+    // Terminated in its backoff, it is stopped: the restart due passes it by.
+    crash().await;
+    sup.terminate_child("w").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(
+        sup.which_children().await.unwrap()[0].state,
+        ChildState::Stopped
+    );
+    sup.restart_child("w").await.unwrap();
+    next_start(&mut events).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(
+        events.try_recv().is_err(),
+        "a second instance started after the restart asked for"
     );
 }
 
