@@ -136,10 +136,11 @@ pub enum AskError {
         /// Why.
         reason: String,
     },
-    /// The connection that carried the request ended before the reply came, while both nodes
-    /// live (a connection closed and dialed again). The request may or may not have been
-    /// handled: like a timeout, and unlike [`Unreachable`](Self::Unreachable), sending it
-    /// again may run it twice. Erlang's `gen_server:call` fails the same way.
+    /// The connection that carried the request ended before the reply came, and the node
+    /// was not declared down first: a connection closed and dialed again, or a node that
+    /// died and is not declared down yet. The request may or may not have been handled:
+    /// like a timeout, and unlike [`Unreachable`](Self::Unreachable), sending it again may
+    /// run it twice. Erlang's `gen_server:call` fails the same way.
     #[error(
         "the connection to the node of actor {actor} ended before it replied; the request \
          may or may not have been handled"

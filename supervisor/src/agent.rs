@@ -223,15 +223,34 @@ impl Actor for Agent {
                 // before its end, or not at all.
                 let deadline = now + answer_within.saturating_sub(late_margin(answer_within));
                 tokio::spawn(async move {
-                    let instance = request.instance.clone();
-                    let result = start(&node, &registry, &cluster, request, deadline).await;
+                    let (instance, me) = (request.instance.clone(), node.id().clone());
+                    let undo = Undo {
+                        registry: registry.clone(),
+                        instance: Some(instance.clone()),
+                    };
+                    // On a task of its own: a module whose factory panics ends that task,
+                    // not this one, which answers every asker waiting.
+                    let started = tokio::spawn(async move {
+                        start(&node, &registry, &cluster, request, deadline).await
+                    })
+                    .await;
+                    let result = match started {
+                        Ok(result) => result,
+                        Err(panicked) => {
+                            // Its reservation, if it made one, goes back.
+                            undo.now().await;
+                            Err(NotStarted::Failed(format!(
+                                "the start of instance {instance} panicked: {panicked}"
+                            )))
+                        }
+                    };
                     let outcome = match &result {
                         Ok(running) => {
-                            tracing::info!(node = %node.id(), %instance, actor = %running.wire.id, "instance started");
+                            tracing::info!(node = %me, %instance, actor = %running.wire.id, "instance started");
                             Ok(running.wire.clone())
                         }
                         Err(why) => {
-                            tracing::warn!(node = %node.id(), %instance, "instance not started: {why}");
+                            tracing::warn!(node = %me, %instance, "instance not started: {why}");
                             Err(why.clone())
                         }
                     };
@@ -529,9 +548,10 @@ fn late_margin(answer_within: Duration) -> Duration {
 /// Asks an agent to start an instance, waiting up to `timeout` for the answer (the agent
 /// stops an instance that started too late for it).
 ///
-/// If the connection that carried the request ends before the answer came (both nodes live),
-/// the request is sent again once the nodes are connected: the agent answers it with the
-/// first one's instance, never a second one. A node declared down meanwhile is
+/// While the agent's node is a member but not connected (a connection closed and dialed
+/// again), the request waits for it. If the connection that carried the request ends before
+/// the answer came, the request is sent again once the nodes are connected: the agent answers
+/// it with the first one's instance, never a second one. A node declared down meanwhile is
 /// [`NotStarted::NodeDown`].
 pub async fn start_on(
     cluster: &Cluster,
@@ -541,32 +561,39 @@ pub async fn start_on(
 ) -> Result<WireRef, NotStarted> {
     let node = agent.id().node().clone();
     let deadline = Instant::now() + timeout;
-    // Whether a connection that carried the request ended: from then on, the node being
-    // apart is waited out rather than taken for a failure.
-    let mut lost = false;
+    let mut last = None;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let error = match agent
-            .ask(|reply| AgentMsg::Start(request.clone(), left, reply), left)
-            .await
-        {
-            Ok(answer) => return answer,
-            Err(error) => error,
-        };
-        let apart = match &error {
-            AskError::ConnectionLost { .. } => true,
-            AskError::Unreachable { .. } => lost,
-            _ => false,
-        };
-        if !apart || Instant::now() >= deadline {
-            return Err(unanswered(&node, error));
+        // A remote agent is alive to this node while its node is connected; a local one is
+        // asked whatever it is (a stopped one answers `Dead`).
+        if agent.is_local() || agent.is_alive() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match agent
+                .ask(|reply| AgentMsg::Start(request.clone(), left, reply), left)
+                .await
+            {
+                Ok(answer) => return answer,
+                // Nothing was sent, or what was sent is lost with its connection: the nodes
+                // are apart for now.
+                Err(error @ AskError::ConnectionLost { .. }) => last = Some(error),
+                Err(error @ AskError::Unreachable { .. }) if !agent.is_alive() => {
+                    last = Some(error)
+                }
+                Err(error) => return Err(unanswered(&node, error)),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(match last {
+                Some(error) => unanswered(&node, error),
+                None => {
+                    NotStarted::Failed(format!("node {node} was not connected within {timeout:?}"))
+                }
+            });
         }
         if !cluster.members().iter().any(|m| m.node == node) {
             return Err(NotStarted::NodeDown(node));
         }
-        lost = true;
-        tokio::time::sleep(RESEND_INTERVAL.min(deadline.saturating_duration_since(Instant::now())))
-            .await;
+        let wait = RESEND_INTERVAL.min(deadline.saturating_duration_since(Instant::now()));
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -157,6 +157,34 @@ async fn a_singleton_that_cannot_take_its_lease_frees_its_reservation() {
     node.shutdown().await;
 }
 
+/// A module whose factory panics fails its start at once, with the panic in the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_start_whose_module_panics_is_answered_at_once() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["s1"]);
+    let (node, registry, agent) = one_node(certs.path()).await;
+    node.register_module("test.panics", |(): ()| -> Idle {
+        panic!("a faulty factory")
+    });
+    let cluster = cluster_of(&node);
+    let asked = start_on(
+        &cluster,
+        &agent,
+        instance("test.panics", &(), 100),
+        Duration::from_secs(600),
+    );
+    let refused = tokio::time::timeout(Duration::from_secs(30), asked)
+        .await
+        .expect("answered at once, not at the timeout");
+    assert!(
+        matches!(refused, Err(NotStarted::Failed(ref why)) if why.contains("a faulty factory")),
+        "{refused:?}"
+    );
+    assert_eq!(registry.reserved(node.id()), BTreeMap::new());
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::await_holding_lock)]
 async fn two_supervisors_of_one_name_reserve_each_for_its_own_child() {

@@ -326,9 +326,10 @@ impl Shared {
                     });
                 }
                 Err(err @ AskError::ConnectionLost { .. }) => {
-                    // The server lives; only the connection ended (it is dialed again at
-                    // once). The request may have been handled: a write that may not run
-                    // twice is reported as unknown, as after a timeout.
+                    // The connection ended, most likely closed and dialed again at once;
+                    // were the server's node dead, the next attempt finds out. The request
+                    // may have been handled: a write that may not run twice is reported as
+                    // unknown, as after a timeout.
                     if !idempotent {
                         return Err(RegistryError::Unknown {
                             what: what(),

@@ -260,8 +260,8 @@ impl Connection {
         match server.ask(make, timeout).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(err)) => Err(RPCError::RemoteError(RemoteError::new(self.target, err))),
-            // A connection that ended while both nodes live is dialed again at once: the
-            // server is still there, and the call may go again without backing off.
+            // A connection that ended is most likely dialed again at once: the call may go
+            // again without backing off (a dead voter's next call finds out).
             Err(err @ AskError::ConnectionLost { .. }) => {
                 Err(RPCError::Network(NetworkError::new(&err)))
             }

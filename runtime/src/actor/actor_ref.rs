@@ -116,9 +116,9 @@ impl<M: Send + 'static> ActorRef<M> {
     ///
     /// Always completes: with the reply, or an [`AskError`] when the actor is stopped, stops or
     /// drops the `ReplyTo` before replying, refuses the request (a message of the wrong type
-    /// for a remote actor), its node goes down, or it does not reply within `timeout` (the
-    /// timeout covers waiting for room too, and is checked every 10 ms: see
-    /// docs/semantics.md).
+    /// for a remote actor), its node goes down, the connection that carried the request ends
+    /// before the reply came, or it does not reply within `timeout` (the timeout covers
+    /// waiting for room too, and is checked every 10 ms: see docs/semantics.md).
     pub async fn ask<R: Send + 'static>(
         &self,
         request: impl FnOnce(ReplyTo<R>) -> M,

@@ -422,7 +422,9 @@ impl Cluster {
         let links = remote
             .links(node)
             .ok_or_else(|| "the node is not connected".to_owned())?;
-        let (request, answer) = remote.start_request(node, links.connection);
+        let (request, answer) = remote
+            .start_request(node, links.connection)
+            .ok_or_else(|| "the connection to the node ended".to_owned())?;
         let timeout = self.inner.config.request_timeout;
         // One deadline for both: a full queue is waited on within it too.
         // A timeout too long to add (`Duration::MAX`) waits as long as a timer can.

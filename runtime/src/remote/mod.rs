@@ -55,7 +55,7 @@ pub(crate) const LANES: usize = 4;
 /// Frames queued per lane before `tell` waits and `try_tell` reports `Full`.
 pub(crate) const LANE_CAPACITY: usize = 4096;
 
-type Encoder<T> = fn(&Node, &ActorId, &T) -> Result<(Vec<u8>, Option<u64>), String>;
+type Encoder<T> = fn(&Node, &ActorId, &T) -> Result<(Vec<u8>, Vec<u64>), String>;
 
 /// The remote side of an `ActorRef`.
 pub(crate) struct RemoteRef<M> {
@@ -98,31 +98,36 @@ impl<M: Send + 'static> RemoteRef<M> {
         else {
             return Err(self.unreachable(msg, format!("node {} is not connected", self.id.node())));
         };
-        let (payload, ask) = match (self.encode)(&self.node, &self.id, &msg) {
+        let (payload, asks) = match (self.encode)(&self.node, &self.id, &msg) {
             Ok(encoded) => encoded,
             Err(err) => {
                 return Err(self.unreachable(msg, format!("cannot encode the message: {err}")));
             }
         };
+        if !remote.carried_by(&asks, self.id.node(), connection) {
+            router::recycle(payload);
+            let reason = format!("the connection to node {} ended", self.id.node());
+            return Err(self.failed(msg, &asks, reason));
+        }
         let framed = router::frame_within(
             &Data::Tell {
                 to: self.id.seq(),
                 msg_type: std::any::type_name::<M>(),
                 payload: &payload,
-                ask,
+                // The first: the receiver refuses it if it refuses the message unread.
+                ask: asks.first().copied(),
             },
             max_frame,
         );
         router::recycle(payload);
-        remote.sent_over(ask, self.id.node(), connection);
         match framed {
             Ok(frame) => Ok(Prepared {
                 msg,
                 lane,
                 frame,
-                ask,
+                asks,
             }),
-            Err(err) => Err(self.failed(msg, ask, err)),
+            Err(err) => Err(self.failed(msg, &asks, err)),
         }
     }
 
@@ -132,13 +137,13 @@ impl<M: Send + 'static> RemoteRef<M> {
             msg,
             lane,
             frame,
-            ask,
+            asks,
         } = self.prepare(msg)?;
         match lane.send(frame).await {
             Ok(()) => Ok(()),
             Err(_) => Err(self.failed(
                 msg,
-                ask,
+                &asks,
                 format!("the connection to node {} closed", self.id.node()),
             )),
         }
@@ -150,7 +155,7 @@ impl<M: Send + 'static> RemoteRef<M> {
             msg,
             lane,
             frame,
-            ask,
+            asks,
         } = self.prepare(msg)?;
         match lane.try_send(frame) {
             Ok(()) => Ok(()),
@@ -158,7 +163,7 @@ impl<M: Send + 'static> RemoteRef<M> {
                 self.node
                     .inner
                     .remote
-                    .fail_pending(ask, "the connection's outgoing queue is full");
+                    .fail_pending(&asks, "the connection's outgoing queue is full");
                 Err(TellError::Full {
                     actor: self.id.clone(),
                     message: msg,
@@ -167,7 +172,7 @@ impl<M: Send + 'static> RemoteRef<M> {
             }
             Err(TrySendError::Closed(_)) => Err(self.failed(
                 msg,
-                ask,
+                &asks,
                 format!("the connection to node {} closed", self.id.node()),
             )),
         }
@@ -185,20 +190,20 @@ impl<M: Send + 'static> RemoteRef<M> {
         }
     }
 
-    /// The message was encoded (an ask in it registered) but cannot go out.
-    fn failed(&self, message: M, ask: Option<u64>, reason: String) -> TellError<M> {
-        self.node.inner.remote.fail_pending(ask, &reason);
+    /// The message was encoded (the asks in it registered) but cannot go out.
+    fn failed(&self, message: M, asks: &[u64], reason: String) -> TellError<M> {
+        self.node.inner.remote.fail_pending(asks, &reason);
         self.unreachable(message, reason)
     }
 }
 
 /// A message ready to go: the message itself (handed back if sending fails), its lane, its
-/// frame, and the ask it carries.
+/// frame, and the asks it carries.
 struct Prepared<M> {
     msg: M,
     lane: Sender<Bytes>,
     frame: Bytes,
-    ask: Option<u64>,
+    asks: Vec<u64>,
 }
 
 /// A reply handle whose asker is on another node.

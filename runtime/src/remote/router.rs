@@ -35,8 +35,8 @@ pub(crate) struct EncodeContext {
     pub(crate) node: Node,
     /// The actor the message is for (named in the errors of asks it carries).
     pub(crate) target: ActorId,
-    /// The first ask whose reply handle the message carries.
-    pub(crate) ask: Option<u64>,
+    /// The asks whose reply handles the message carries, in order.
+    pub(crate) asks: Vec<u64>,
 }
 
 pub(crate) struct DecodeContext {
@@ -62,16 +62,17 @@ pub(crate) fn recycle(mut buf: Vec<u8>) {
 }
 
 /// Encodes `value` for `target`, with this node as the context for the references and reply
-/// handles inside it. The buffer comes from a per-thread pool: give it back with [`recycle`].
+/// handles inside it; returns the encoding and the asks whose reply handles it carries. The
+/// buffer comes from a per-thread pool: give it back with [`recycle`].
 pub(crate) fn encode_with<T: Serialize>(
     node: &Node,
     target: &ActorId,
     value: &T,
-) -> Result<(Vec<u8>, Option<u64>), String> {
+) -> Result<(Vec<u8>, Vec<u64>), String> {
     let context = EncodeContext {
         node: node.clone(),
         target: target.clone(),
-        ask: None,
+        asks: Vec::new(),
     };
     let previous = ENCODING.with(|c| c.replace(Some(context)));
     let mut buf = PAYLOAD.with(|p| std::mem::take(&mut *p.borrow_mut()));
@@ -80,13 +81,13 @@ pub(crate) fn encode_with<T: Serialize>(
     })
     .map(|()| buf);
     let context = ENCODING.with(|c| c.replace(previous));
-    let ask = context.and_then(|c| c.ask);
+    let asks = context.map(|c| c.asks).unwrap_or_default();
     match encoded {
-        Ok(bytes) => Ok((bytes, ask)),
+        Ok(bytes) => Ok((bytes, asks)),
         Err(err) => {
             node.inner
                 .remote
-                .fail_pending(ask, &format!("the request cannot be encoded: {err}"));
+                .fail_pending(&asks, &format!("the request cannot be encoded: {err}"));
             Err(err)
         }
     }
@@ -498,18 +499,23 @@ impl Remote {
         }
     }
 
-    /// The ask `ask` (if the message carried one) went out to `peer` on `connection`: from
-    /// now on that connection's end fails it. Failed at once if the connection has ended
-    /// already (its end may have come before this mark, and would not have seen it).
-    pub(crate) fn sent_over(&self, ask: Option<u64>, peer: &NodeId, connection: u64) {
-        let Some(ask) = ask else { return };
-        match self.pending.lock().get_mut(&ask) {
-            Some(p) => p.via = Some(connection),
-            None => return,
+    /// The message carrying these asks goes out to `peer` on `connection`: from now on that
+    /// connection's end fails them. False if it is no longer the connection to `peer` (its
+    /// end may have come before this mark, and not seen it): then the message must not go
+    /// out on it, and the caller fails the asks as not sent.
+    pub(crate) fn carried_by(&self, asks: &[u64], peer: &NodeId, connection: u64) -> bool {
+        if asks.is_empty() {
+            return true;
         }
-        if !self.is_current(peer, connection) {
-            self.lost_with(peer, connection);
+        {
+            let mut pending = self.pending.lock();
+            for ask in asks {
+                if let Some(p) = pending.get_mut(ask) {
+                    p.via = Some(connection);
+                }
+            }
         }
+        self.is_current(peer, connection)
     }
 
     /// Whether `connection` is the one this node has to `peer` now.
@@ -821,15 +827,16 @@ impl Remote {
             .map(|tx| *tx)
     }
 
-    /// Fails an ask whose request could not go out.
-    pub(crate) fn fail_pending(&self, ask: Option<u64>, reason: &str) {
-        let Some(ask) = ask else { return };
-        let pending = self.pending.lock().remove(&ask);
-        if let Some(p) = pending {
-            p.reply.fail(AskError::Unreachable {
-                actor: p.target,
-                reason: reason.to_owned(),
-            });
+    /// Fails the asks of a message that could not go out.
+    pub(crate) fn fail_pending(&self, asks: &[u64], reason: &str) {
+        for ask in asks {
+            let pending = self.pending.lock().remove(ask);
+            if let Some(p) = pending {
+                p.reply.fail(AskError::Unreachable {
+                    actor: p.target,
+                    reason: reason.to_owned(),
+                });
+            }
         }
     }
 
@@ -1097,12 +1104,13 @@ impl Remote {
     // ---- requests to other nodes (name lookups, spawns)
 
     /// A request to `to`, to go out on `connection`: its number, and where its answer comes.
-    /// The connection's end answers it with an error, at once if it has ended already.
+    /// The connection's end answers it with an error. `None` if `connection` has ended
+    /// already: nothing may go out on it.
     pub(crate) fn start_request(
         &self,
         to: &NodeId,
         connection: u64,
-    ) -> (u64, oneshot::Receiver<Answer>) {
+    ) -> Option<(u64, oneshot::Receiver<Answer>)> {
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
         self.requests.lock().insert(
@@ -1113,10 +1121,12 @@ impl Remote {
                 answer: tx,
             },
         );
+        // After the insert: an end that came before it is seen here, one after it sees it.
         if !self.is_current(to, connection) {
-            self.lost_with(to, connection);
+            self.forget_request(id);
+            return None;
         }
-        (id, rx)
+        Some((id, rx))
     }
 
     /// Gives a request its answer; hands the answer back if nobody waits for it any more (the
@@ -1433,21 +1443,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_ask_marked_after_its_connection_ended_fails_at_once() {
+    async fn asks_marked_after_their_connection_ended_are_not_sent_on_it() {
         let node = Node::new(NodeConfig::new("n1")).unwrap();
         let remote = &node.inner.remote;
         let peer = NodeId::new("n2", 1);
         let (_control, _lanes) = kept_connection(&node, &peer, 1);
-        let (tx, rx) = oneshot::channel::<Result<u64, AskError>>();
+        let (tx, _rx) = oneshot::channel::<Result<u64, AskError>>();
         let ask = remote.register_pending(ActorId::new(peer.clone(), 7), tx);
-        // The connection ends between the request's queueing and its mark.
+        assert!(remote.carried_by(&[ask], &peer, 1));
+        // The connection ends between the lane's look-up and the mark: the message must not
+        // go out on it (its sender then fails the asks as not sent).
         remote.disconnect(&peer, 1);
-        remote.sent_over(Some(ask), &peer, 1);
-        let answer = tokio::time::timeout(Duration::from_secs(60), rx)
+        let (tx, _rx) = oneshot::channel::<Result<u64, AskError>>();
+        let late = remote.register_pending(ActorId::new(peer.clone(), 7), tx);
+        assert!(!remote.carried_by(&[late], &peer, 1));
+    }
+
+    /// A request of `n1` carrying two reply handles.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct TwoQuestions(ReplyTo<u64>, ReplyTo<u64>);
+
+    #[tokio::test]
+    async fn every_ask_a_message_carries_fails_with_its_connection() {
+        let node = Node::new(NodeConfig::new("n1")).unwrap();
+        let peer = NodeId::new("n2", 1);
+        let (_control, mut lanes) = kept_connection(&node, &peer, 1);
+        let target = crate::ActorRef::<TwoQuestions>::from_remote(super::super::RemoteRef::new(
+            ActorId::new(peer.clone(), 7),
+            node.clone(),
+        ));
+        let (first, first_answer) = oneshot::channel();
+        let (second, second_answer) = oneshot::channel();
+        target
+            .tell(TwoQuestions(ReplyTo::local(first), ReplyTo::local(second)))
             .await
-            .expect("failed at once")
             .unwrap();
-        assert!(matches!(answer, Err(AskError::ConnectionLost { .. })));
+        lanes[7 % LANES]
+            .recv()
+            .await
+            .expect("the request is queued");
+        node.inner.remote.disconnect(&peer, 1);
+        for answer in [first_answer, second_answer] {
+            let answer = tokio::time::timeout(Duration::from_secs(60), answer)
+                .await
+                .expect("failed with the connection, not at the timeout")
+                .unwrap();
+            assert!(matches!(answer, Err(AskError::ConnectionLost { .. })));
+        }
     }
 
     #[tokio::test]
@@ -1456,7 +1498,7 @@ mod tests {
         let remote = &node.inner.remote;
         let peer = NodeId::new("n2", 1);
         let (_control, _lanes) = kept_connection(&node, &peer, 1);
-        let (_, waiting) = remote.start_request(&peer, 1);
+        let (_, waiting) = remote.start_request(&peer, 1).expect("connected");
         remote.disconnect(&peer, 1);
         let answered = |waiting: oneshot::Receiver<Answer>| async {
             tokio::time::timeout(Duration::from_secs(60), waiting)
@@ -1466,9 +1508,9 @@ mod tests {
         };
         let answer = answered(waiting).await;
         assert!(answer.unwrap_err().contains("connection to node n2"));
-        // One started on a connection that has ended already is answered at once too.
-        let (_, late) = remote.start_request(&peer, 1);
-        assert!(answered(late).await.is_err());
+        // None starts on a connection that has ended already, and none is left behind.
+        assert!(remote.start_request(&peer, 1).is_none());
+        assert!(remote.requests.lock().is_empty());
     }
 
     /// The numbers and targets of the stops queued on a connection.

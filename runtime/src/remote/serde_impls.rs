@@ -86,7 +86,7 @@ impl<T: RemoteMessage> Serialize for ReplyTo<T> {
                     .ok_or_else(|| S::Error::custom("this ReplyTo was already used"))?;
                 let remote = &context.node.inner.remote;
                 let ask = remote.register_pending(context.target.clone(), tx);
-                context.ask.get_or_insert(ask);
+                context.asks.push(ask);
                 Ok(WireReply {
                     origin: context.node.id().clone(),
                     ask,
