@@ -6,9 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ensemble::cluster::Cluster;
 use ensemble::prelude::*;
 use ensemble::registry::Registry;
-use ensemble::supervisor::app::{APPS_PREFIX, AppSpec, Apps, STATUS_PREFIX, role_group};
+use ensemble::supervisor::app::{
+    APPS_PREFIX, AppSpec, Apps, AppsNode, CONTROLLER, Controller, STATUS_PREFIX, role_group,
+};
+use ensemble::supervisor::singleton::Singleton;
 use serde::{Deserialize, Serialize};
 
 use crate::solo::node_s1;
@@ -98,6 +102,12 @@ impl Actor for Probe {
 
 /// A node of its own, `s1`, with the module `c.probe`, taking part in apps.
 async fn one_node(certs: &std::path::Path) -> (Node, Registry, Apps, Counts) {
+    let (node, registry, apps, counts) = one_node_with_manager(certs).await;
+    (node, registry, apps.apps, counts)
+}
+
+/// [`one_node`], with the node's manager of the controller singleton.
+async fn one_node_with_manager(certs: &std::path::Path) -> (Node, Registry, AppsNode, Counts) {
     let (node, registry) = node_s1(certs).await;
     let counts = Counts::default();
     let made = counts.clone();
@@ -106,7 +116,7 @@ async fn one_node(certs: &std::path::Path) -> (Node, Registry, Apps, Counts) {
         counts: made.clone(),
         up: false,
     });
-    let apps = Apps::start(&node).await.unwrap().apps;
+    let apps = Apps::start(&node).await.unwrap();
     (node, registry, apps, counts)
 }
 
@@ -409,6 +419,63 @@ async fn a_deployed_spec_overwritten_with_one_that_does_not_parse_keeps_its_app_
             running: 1
         },
         "the app whose spec does not parse was stopped"
+    );
+    node.shutdown().await;
+}
+
+/// A controller that takes over adopts the instances of the one before, and tells their
+/// indexes by their global names: with one instance too many, it stops the one of the
+/// highest index, so the names stay at the low ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_controller_that_took_over_stops_the_highest_named_index_first() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["s1"]);
+    let (node, registry, apps, _counts) = one_node_with_manager(certs.path()).await;
+    let named = |count: usize| {
+        app(
+            "indexed",
+            &format!("instances = {count}\nglobal_name = \"indexed.{{i}}\""),
+        )
+    };
+    let holders = |count: usize| -> Vec<Option<ActorId>> {
+        (0..count)
+            .map(|i| {
+                registry
+                    .name_holder(&format!("indexed.{i}"))
+                    .map(|holder| holder.id)
+            })
+            .collect()
+    };
+    apps.apps.deploy(&named(3)).await.unwrap();
+    let before = wait_for(
+        "the three instances did not take their names",
+        || holders(3),
+        |held| held.iter().all(Option::is_some),
+    )
+    .await;
+    // The controller ends (its instances outlive it), the app shrinks meanwhile, and a new
+    // controller takes over.
+    apps.controller.stop();
+    apps.controller.wait_for_exit().await;
+    apps.apps.deploy(&named(2)).await.unwrap();
+    let (cluster, controller_registry) = (node.extension::<Cluster>().unwrap(), registry.clone());
+    let _manager = node
+        .start(Singleton::new(CONTROLLER, move |_token| {
+            Controller::new(controller_registry.clone(), cluster.clone())
+        }))
+        .await
+        .unwrap();
+    let after = wait_for(
+        "no instance was stopped",
+        || holders(3),
+        |held| held.iter().filter(|h| h.is_some()).count() == 2,
+    )
+    .await;
+    assert_eq!(
+        after,
+        vec![before[0].clone(), before[1].clone(), None],
+        "not the highest index was stopped"
     );
     node.shutdown().await;
 }

@@ -307,6 +307,12 @@ impl Controller {
             if !self.watched.contains_key(&wire.id) && !self.ended.contains_key(&wire.id) {
                 ctx.monitor(UntypedRef::from_id(ctx.node(), &wire.id));
                 self.watched.insert(wire.id.clone(), key.clone());
+                // Adopted (started by an earlier controller): its index, if its name tells.
+                if !self.indexes.contains_key(&wire.id)
+                    && let Some(index) = self.index_by_name(role, &wire.id)
+                {
+                    self.indexes.insert(wire.id.clone(), index);
+                }
             }
         }
         // Live: every instance monitored and not known to have ended, whether or not this
@@ -399,6 +405,20 @@ impl Controller {
         );
         tracing::warn!(%app, role = %role.name, "{problem}");
         Some(problem)
+    }
+
+    /// The index of instance `id` of a role whose global name has one (`{i}`): the index whose
+    /// name it holds, looked for among twice the role's count and a few more (an earlier
+    /// controller started instances of lower indexes first).
+    fn index_by_name(&self, role: &RoleSpec, id: &ActorId) -> Option<usize> {
+        if !role.global_name.as_ref()?.contains("{i}") {
+            return None;
+        }
+        (0..role.instances.saturating_mul(2).saturating_add(8)).find(|i| {
+            role.global_name_of(*i)
+                .and_then(|name| self.registry.name_holder(&name))
+                .is_some_and(|holder| &holder.id == id)
+        })
     }
 
     /// Who holds the global name that a start of the role waits for: the name of the lowest
