@@ -238,6 +238,7 @@ fn data() -> Vec<(&'static str, Data<'static>)> {
                 msg_type: "kv::shard::Msg",
                 payload: b"\x81\xa3Put\x92\xa1k\xc4\x01v",
                 ask: None,
+                more_asks: Vec::new(),
             },
         ),
         (
@@ -247,6 +248,17 @@ fn data() -> Vec<(&'static str, Data<'static>)> {
                 msg_type: "kv::shard::Msg",
                 payload: b"\x81\xa3Get\x91\xa1k",
                 ask: Some(77),
+                more_asks: Vec::new(),
+            },
+        ),
+        (
+            "ask-two-handles",
+            Data::Tell {
+                to: 12,
+                msg_type: "kv::shard::Msg",
+                payload: b"\x81\xa4Swap\x92\xa1k\xa1k",
+                ask: Some(78),
+                more_asks: vec![79],
             },
         ),
         (

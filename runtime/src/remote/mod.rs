@@ -114,8 +114,9 @@ impl<M: Send + 'static> RemoteRef<M> {
                 to: self.id.seq(),
                 msg_type: std::any::type_name::<M>(),
                 payload: &payload,
-                // The first: the receiver refuses it if it refuses the message unread.
+                // The receiver refuses them all if it refuses the message unread.
                 ask: asks.first().copied(),
+                more_asks: asks.get(1..).map(<[u64]>::to_vec).unwrap_or_default(),
             },
             max_frame,
         );

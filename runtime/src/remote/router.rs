@@ -135,7 +135,23 @@ pub(crate) trait Inbox: Send + Sync {
     /// The Rust type name of its messages.
     fn msg_type(&self) -> &'static str;
     /// Decodes and delivers a message; on failure, tells the asker (if any) why.
-    fn deliver(&self, node: &Node, from: &NodeId, payload: &[u8], ask: Option<u64>);
+    fn deliver(&self, node: &Node, from: &NodeId, payload: &[u8], asks: CarriedAsks<'_>);
+}
+
+/// The asks whose reply handles a received message carries, as its frame names them: a
+/// message refused unread is refused to each of them, so none waits out its timeout.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CarriedAsks<'a> {
+    /// The first.
+    pub(crate) first: Option<u64>,
+    /// The others, in order.
+    pub(crate) more: &'a [u64],
+}
+
+impl CarriedAsks<'_> {
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.first.into_iter().chain(self.more.iter().copied())
+    }
 }
 
 impl<M: RemoteMessage> Inbox for Cell<M> {
@@ -143,7 +159,7 @@ impl<M: RemoteMessage> Inbox for Cell<M> {
         std::any::type_name::<M>()
     }
 
-    fn deliver(&self, node: &Node, from: &NodeId, payload: &[u8], ask: Option<u64>) {
+    fn deliver(&self, node: &Node, from: &NodeId, payload: &[u8], asks: CarriedAsks<'_>) {
         let remote = &node.inner.remote;
         let msg: M = match decode_with(node, payload) {
             Ok(msg) => msg,
@@ -161,7 +177,7 @@ impl<M: RemoteMessage> Inbox for Cell<M> {
                     &self.id,
                     "a remote message could not be decoded",
                 );
-                remote.answer(from, ask, Outcome::Refused(reason.into()));
+                remote.answer(from, asks, Outcome::Refused(reason.into()));
                 return;
             }
         };
@@ -171,7 +187,7 @@ impl<M: RemoteMessage> Inbox for Cell<M> {
                 // Tell the asker first: dropping the message also drops its reply handle.
                 remote.answer(
                     from,
-                    ask,
+                    asks,
                     Outcome::Refused(format!("the mailbox of actor {} is full", self.id).into()),
                 );
                 node.inner.dead_letters.record(
@@ -182,7 +198,7 @@ impl<M: RemoteMessage> Inbox for Cell<M> {
                 drop(msg);
             }
             crate::actor::Push::Closed(msg) => {
-                remote.answer(from, ask, Outcome::NoActor);
+                remote.answer(from, asks, Outcome::NoActor);
                 node.inner
                     .dead_letters
                     .record(1, &self.id, "the receiver is stopped");
@@ -657,14 +673,19 @@ impl Remote {
                 msg_type,
                 payload,
                 ask,
+                more_asks,
             } => {
+                let asks = CarriedAsks {
+                    first: ask,
+                    more: &more_asks,
+                };
                 let inbox = self.exports.get(&to).map(|e| e.value().clone());
                 let Some(inbox) = inbox else {
                     let id = ActorId::new(node.id().clone(), to);
                     node.inner
                         .dead_letters
                         .record(1, &id, "no such actor (remote send)");
-                    self.answer(from, ask, Outcome::NoActor);
+                    self.answer(from, asks, Outcome::NoActor);
                     return;
                 };
                 if inbox.msg_type() != msg_type {
@@ -679,10 +700,10 @@ impl Remote {
                     node.inner
                         .dead_letters
                         .record(1, &id, "a remote message of the wrong type");
-                    self.answer(from, ask, Outcome::Refused(reason.into()));
+                    self.answer(from, asks, Outcome::Refused(reason.into()));
                     return;
                 }
-                inbox.deliver(node, from, payload, ask);
+                inbox.deliver(node, from, payload, asks);
             }
             Data::Reply { ask, outcome } => {
                 // Out of the table before the reply is decoded: a reply handle of this node
@@ -740,10 +761,10 @@ impl Remote {
         });
     }
 
-    /// Sends the outcome of an ask back to its node, if the message carried one.
-    pub(crate) fn answer(&self, origin: &NodeId, ask: Option<u64>, outcome: Outcome<'_>) {
-        if let Some(ask) = ask {
-            self.reply(origin, ask, outcome);
+    /// Sends the outcome of a message refused unread to the node of every ask it carried.
+    pub(crate) fn answer(&self, origin: &NodeId, asks: CarriedAsks<'_>, outcome: Outcome<'_>) {
+        for ask in asks.iter() {
+            self.reply(origin, ask, outcome.clone());
         }
     }
 
@@ -1215,6 +1236,7 @@ mod tests {
             msg_type,
             payload,
             ask: Some(7),
+            more_asks: Vec::new(),
         }
     }
 
@@ -1489,6 +1511,62 @@ mod tests {
                 .expect("failed with the connection, not at the timeout")
                 .unwrap();
             assert!(matches!(answer, Err(AskError::ConnectionLost { .. })));
+        }
+    }
+
+    /// Hands the frames queued on `lane` to `to`, as if `from` had sent them; returns how many.
+    fn pass_on(lane: &mut mpsc::Receiver<Bytes>, to: &Node, from: &NodeId) -> usize {
+        let mut passed = 0;
+        while let Ok(bytes) = lane.try_recv() {
+            let mut decoder = frame::FrameDecoder::new(frame::DEFAULT_MAX_FRAME);
+            decoder.extend(&bytes);
+            while let Some(payload) = decoder.next_frame().unwrap() {
+                let data: Data<'_> = frame::decode_borrowed(&payload).unwrap();
+                to.inner.remote.on_data(to, from, data);
+                passed += 1;
+            }
+        }
+        passed
+    }
+
+    #[tokio::test]
+    async fn a_message_refused_unread_is_refused_to_every_ask_it_carries() {
+        let asked = Node::new(NodeConfig::new("n2")).unwrap();
+        // Actor 7 of the asked node does not exist; the counter takes another type.
+        let counter = asked.spawn(Counter(0)).unwrap();
+        asked.inner.remote.export(counter.local().unwrap());
+        for (to, refused) in [
+            (7, "no such actor"),
+            (counter.id().seq(), "of another type"),
+        ] {
+            let asking = Node::new(NodeConfig::new("n1")).unwrap();
+            let (_control, mut to_asked) = kept_connection(&asking, asked.id(), 1);
+            let (_control, mut to_asking) = kept_connection(&asked, asking.id(), 1);
+            let target = crate::ActorRef::<TwoQuestions>::from_remote(
+                super::super::RemoteRef::new(ActorId::new(asked.id().clone(), to), asking.clone()),
+            );
+            let (first, mut first_answer) = oneshot::channel();
+            let (second, mut second_answer) = oneshot::channel();
+            target
+                .tell(TwoQuestions(ReplyTo::local(first), ReplyTo::local(second)))
+                .await
+                .unwrap();
+            let lane = &mut to_asked[to as usize % LANES];
+            assert_eq!(pass_on(lane, &asked, asking.id()), 1, "{refused}");
+            let replies: usize = to_asking
+                .iter_mut()
+                .map(|lane| pass_on(lane, &asking, asked.id()))
+                .sum();
+            assert_eq!(replies, 2, "{refused}: one answer for each ask");
+            for answer in [first_answer.try_recv(), second_answer.try_recv()] {
+                assert!(
+                    matches!(
+                        answer,
+                        Ok(Err(AskError::Dead { .. } | AskError::Refused { .. }))
+                    ),
+                    "{refused}: {answer:?}"
+                );
+            }
         }
     }
 

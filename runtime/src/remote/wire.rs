@@ -21,6 +21,11 @@ pub enum Data<'a> {
         /// The ask this message carries the reply handle of, so that a refusal reaches the
         /// asker even when the message cannot be decoded.
         ask: Option<u64>,
+        /// The asks of the message's further reply handles, after `ask`, refused with it.
+        /// Absent when there are none, so a node of an earlier build of this version (which
+        /// ignores it) still reads the frame.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        more_asks: Vec<u64>,
     },
     /// The outcome of an ask made from the receiving node.
     Reply {
