@@ -85,3 +85,16 @@ async fn unregister_frees_the_name() {
     assert!(node.whereis_local::<Cmd>("x").is_err());
     assert!(node.actors()[0].names.is_empty());
 }
+
+#[tokio::test]
+async fn an_actor_of_another_node_in_the_process_is_not_local() {
+    let here = node();
+    let there = Node::new(NodeConfig::new("there")).expect("node");
+    let (tx, _events) = mpsc::unbounded_channel();
+    let actor = there.spawn(Probe::new("a", &tx)).unwrap();
+    assert!(matches!(
+        here.register_local("a", &actor),
+        Err(RegisterError::NotLocal { .. })
+    ));
+    assert!(here.whereis_local::<Cmd>("a").is_err());
+}

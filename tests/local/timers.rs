@@ -12,6 +12,8 @@ enum Tick {
     StartInterval(Duration),
     StopInterval,
     StopSelf,
+    /// Takes this long to handle (on the clock).
+    Take(Duration),
 }
 
 struct Ticker {
@@ -38,6 +40,7 @@ impl Actor for Ticker {
                 }
             }
             Tick::StopSelf => ctx.stop(),
+            Tick::Take(duration) => tokio::time::sleep(duration).await,
         }
         self.ticks += 1;
         Ok(())
@@ -149,4 +152,36 @@ async fn an_interval_of_zero_ticks_every_millisecond() {
         assert_eq!(rx.recv().await.unwrap().1, 1000);
     }
     assert!(tokio::time::Instant::now() - start >= Duration::from_millis(3));
+}
+
+/// Ticks that find their actor stopping are dropped with their timer, not counted as dead
+/// letters, as Erlang drops a timer's message to a process that has ended.
+#[tokio::test(start_paused = true)]
+async fn a_tick_that_finds_its_actor_stopping_is_no_dead_letter() {
+    let node = node();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let actor = node
+        .spawn_with(
+            Ticker {
+                events: tx,
+                interval: None,
+                ticks: 0,
+            },
+            SpawnOptions::new().mailbox_capacity(1),
+        )
+        .unwrap();
+    actor
+        .tell(Tick::StartInterval(Duration::from_millis(1)))
+        .await
+        .unwrap();
+    actor
+        .tell(Tick::Take(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    // Ticks fill the one place and the next waits for room while the actor is busy.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(actor.mailbox_len(), 1);
+    actor.stop();
+    actor.wait_for_exit().await;
+    assert_eq!(node.dead_letters(), 0);
 }

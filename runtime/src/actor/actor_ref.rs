@@ -85,13 +85,10 @@ impl<M: Send + 'static> ActorRef<M> {
     /// node cannot be reached; the message is handed back in the error.
     pub async fn tell(&self, msg: M) -> Result<(), TellError<M>> {
         match &self.target {
-            Target::Local(cell) => {
-                let mut slot = Some(msg);
-                match poll_fn(|cx| cell.mailbox.poll_push(cx, &mut slot)).await {
-                    Ok(()) => Ok(()),
-                    Err(message) => Err(dead(cell, message)),
-                }
-            }
+            Target::Local(cell) => match cell.mailbox.push(msg).await {
+                Ok(()) => Ok(()),
+                Err(message) => Err(dead(cell, message)),
+            },
             Target::Remote(remote) => remote.tell(msg).await,
         }
     }

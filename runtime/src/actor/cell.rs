@@ -256,13 +256,13 @@ impl<M: Send + 'static> AnyCell for Cell<M> {
             }
             state.abort.clone()
         };
-        match abort {
-            Some(handle) => handle.abort(),
-            // Not spawned yet: aborted once it is (`set_abort_handle`); the signal covers a
-            // task that runs before that.
-            None => {
-                self.mailbox.push_signal(Signal::Kill);
-            }
+        // The signal stops a task that is running on another thread at its next message:
+        // an abort takes effect only when the task yields, which a run of handlers that never
+        // wait puts off for a whole batch. Not spawned yet, the task is aborted once it is
+        // (`set_abort_handle`), and the signal covers a task that runs before that.
+        self.mailbox.push_signal(Signal::Kill);
+        if let Some(handle) = abort {
+            handle.abort();
         }
     }
 

@@ -309,12 +309,13 @@ impl<A: Actor> Context<A> {
             .is_some_and(|m| m.remove(&monitor).is_some())
     }
 
-    /// Sends `msg` to this actor after `delay`. Cancelled if the actor ends first.
+    /// Sends `msg` to this actor after `delay`. Cancelled if the actor ends first; dropped
+    /// without a dead letter if it fires once the actor takes no more messages.
     pub fn send_after(&mut self, delay: Duration, msg: A::Msg) -> TimerRef {
         let cell = self.cell.clone();
         self.start_timer(move |id| async move {
             tokio::time::sleep(delay).await;
-            let _ = ActorRef::from_cell(cell.clone()).tell(msg).await;
+            let _ = cell.mailbox.push(msg).await;
             cell.core.remove_timer(id, false);
         })
     }
@@ -327,7 +328,7 @@ impl<A: Actor> Context<A> {
         period: Duration,
         mut make: impl FnMut() -> A::Msg + Send + 'static,
     ) -> TimerRef {
-        let target = self.myself();
+        let cell = self.cell.clone();
         // Zero would make tokio's interval panic inside the task (the timer would never
         // fire); a period past a century is a century.
         let period = period.clamp(Duration::from_millis(1), super::FOREVER);
@@ -336,7 +337,9 @@ impl<A: Actor> Context<A> {
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                if target.tell(make()).await.is_err() {
+                // Refused once the actor takes no more messages: it is ending, and the timer
+                // with it, without a dead letter.
+                if cell.mailbox.push(make()).await.is_err() {
                     break;
                 }
             }

@@ -20,15 +20,14 @@
 //!   receiver reads it without the lock between two user messages.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
 
 use super::signal::Signal;
-
-/// Senders waiting for room past which all are woken to register again (see `poll_push`).
-const MAX_WAITING_SENDERS: usize = 1024;
 
 pub(crate) struct Mailbox<M> {
     state: Mutex<State<M>>,
@@ -51,8 +50,61 @@ struct State<M> {
 #[derive(Default)]
 struct Rare {
     signals: VecDeque<Signal>,
-    /// Senders waiting for room; all are woken when the receiver takes a batch.
-    senders: Vec<Waker>,
+    /// Senders waiting for room, each at the place its [`Pushing`] holds; all are woken when
+    /// the receiver takes a batch, and the places start a new round. A sender that stops
+    /// waiting (an ask that timed out) empties its place for the next one, so the list never
+    /// holds more than the senders waiting at once.
+    senders: Vec<Option<Waker>>,
+    /// Places emptied in this round.
+    free: Vec<usize>,
+    /// Counts the rounds: a place is the sender's only in the round it took it.
+    round: u64,
+}
+
+/// A waiting sender's place among the mailbox's waiting senders.
+#[derive(Clone, Copy)]
+struct Place {
+    round: u64,
+    index: usize,
+}
+
+impl Rare {
+    /// Keeps `waker` at the sender's place, taking one if it has none in this round.
+    fn wait(&mut self, place: &mut Option<Place>, waker: &Waker) {
+        if let Some(p) = place
+            && p.round == self.round
+            && let Some(Some(kept)) = self.senders.get_mut(p.index)
+        {
+            if !kept.will_wake(waker) {
+                *kept = waker.clone();
+            }
+            return;
+        }
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.senders[index] = Some(waker.clone());
+                index
+            }
+            None => {
+                self.senders.push(Some(waker.clone()));
+                self.senders.len() - 1
+            }
+        };
+        *place = Some(Place {
+            round: self.round,
+            index,
+        });
+    }
+
+    /// Empties a sender's place, if it still holds one in this round.
+    fn leave(&mut self, place: Place) {
+        if place.round == self.round
+            && let Some(kept) = self.senders.get_mut(place.index)
+            && kept.take().is_some()
+        {
+            self.free.push(place.index);
+        }
+    }
 }
 
 impl<M> State<M> {
@@ -60,9 +112,18 @@ impl<M> State<M> {
         self.rare.get_or_insert_with(Default::default)
     }
 
+    /// Takes every waiting sender's waker, to be woken outside the lock; their places end
+    /// with this round.
     fn take_senders(&mut self) -> Vec<Waker> {
         match &mut self.rare {
-            Some(rare) if !rare.senders.is_empty() => std::mem::take(&mut rare.senders),
+            Some(rare) if !rare.senders.is_empty() => {
+                rare.round += 1;
+                rare.free.clear();
+                std::mem::take(&mut rare.senders)
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -127,37 +188,36 @@ impl<M> Mailbox<M> {
         Push::Accepted
     }
 
-    /// Like `try_push`, but a full mailbox registers the task to be woken when room is made.
-    /// `slot` holds the message until it is accepted or handed back.
-    pub(crate) fn poll_push(
+    /// Puts a message in the queue, waiting while it is full; hands the message back if the
+    /// mailbox is closed first.
+    pub(crate) fn push(&self, msg: M) -> Pushing<'_, M> {
+        Pushing {
+            mailbox: self,
+            slot: Some(msg),
+            place: None,
+        }
+    }
+
+    /// Like `try_push`, but a full mailbox keeps the sender's waker at its `place` to be woken
+    /// when room is made. `slot` holds the message until it is accepted or handed back.
+    fn poll_push(
         &self,
         cx: &mut Context<'_>,
         slot: &mut Option<M>,
+        place: &mut Option<Place>,
     ) -> Poll<Result<(), M>> {
         let mut state = self.state.lock();
-        let msg = slot.take().expect("poll_push called after completion");
+        let msg = slot.take().expect("a push polled after it completed");
         if state.closed {
             return Poll::Ready(Err(msg));
         }
         if state.queue.len() >= self.capacity() {
             *slot = Some(msg);
-            let senders = &mut state.rare().senders;
-            // A sender that gave up (an ask that timed out) leaves its waker here until the
-            // receiver makes room; an actor stuck in a handler would gather them without end.
-            // Past a bound, all are woken: those still waiting register again.
-            let stale = if senders.len() >= MAX_WAITING_SENDERS {
-                std::mem::take(senders)
-            } else {
-                Vec::new()
-            };
-            if !senders.iter().any(|w| w.will_wake(cx.waker())) {
-                senders.push(cx.waker().clone());
-            }
-            drop(state);
-            for waker in stale {
-                waker.wake();
-            }
+            state.rare().wait(place, cx.waker());
             return Poll::Pending;
+        }
+        if let Some(p) = place.take() {
+            state.rare().leave(p);
         }
         state.queue.push_back(msg);
         let receiver = state.receiver.take();
@@ -249,6 +309,20 @@ impl<M> Mailbox<M> {
         }
     }
 
+    /// Accepts no more user messages, once the actor has left its message loop: those
+    /// already queued become dead letters when it ends, and senders waiting for room are woken
+    /// and get their message back now rather than wait for an end that may depend on them
+    /// (a child that tells its stopping parent, say).
+    pub(crate) fn close(&self) {
+        let mut state = self.state.lock();
+        state.closed = true;
+        let senders = state.take_senders();
+        drop(state);
+        for waker in senders {
+            waker.wake();
+        }
+    }
+
     /// Accepts no more user messages; those already queued stay to be handled. Senders waiting
     /// for room are woken and get their message back.
     /// Closes the mailbox and queues `signal` in one step: the receiver never finds it
@@ -286,7 +360,7 @@ impl<M> Mailbox<M> {
         // Woken and dropped outside the lock: a message may own a `ReplyTo` whose drop wakes
         // an asker, and a woken sender retries at once.
         if let Some(rare) = rare {
-            for waker in rare.senders {
+            for waker in rare.senders.into_iter().flatten() {
                 waker.wake();
             }
         }
@@ -296,6 +370,46 @@ impl<M> Mailbox<M> {
     /// Number of user messages waiting (not counting a batch the receiver holds).
     pub(crate) fn len(&self) -> usize {
         self.state.lock().queue.len()
+    }
+
+    /// A sender that waited stops waiting: its place goes to the next one.
+    fn leave(&self, place: Place) {
+        if let Some(rare) = &mut self.state.lock().rare {
+            rare.leave(place);
+        }
+    }
+}
+
+/// The future of [`Mailbox::push`].
+pub(crate) struct Pushing<'a, M> {
+    mailbox: &'a Mailbox<M>,
+    slot: Option<M>,
+    place: Option<Place>,
+}
+
+// The message is moved in and out by value, never pinned.
+impl<M> Unpin for Pushing<'_, M> {}
+
+impl<M> Future for Pushing<'_, M> {
+    type Output = Result<(), M>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let done = this.mailbox.poll_push(cx, &mut this.slot, &mut this.place);
+        if done.is_ready() {
+            // Accepted, the place was left under the lock; refused, the mailbox is closed
+            // and its waiting senders are gone with their round.
+            this.place = None;
+        }
+        done
+    }
+}
+
+impl<M> Drop for Pushing<'_, M> {
+    fn drop(&mut self) {
+        if let Some(place) = self.place.take() {
+            self.mailbox.leave(place);
+        }
     }
 }
 
@@ -382,30 +496,72 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
     }
 
+    fn poll<M>(push: &mut Pushing<'_, M>, waker: &Waker) -> Poll<Result<(), M>> {
+        Pin::new(push).poll(&mut Context::from_waker(waker))
+    }
+
     #[test]
     fn waiting_sender_is_woken_when_a_batch_is_taken() {
         let mb = Mailbox::new(1);
         let (sender_wakes, sw) = waker();
         let (_, rw) = waker();
         assert!(matches!(mb.try_push(1), Push::Accepted));
-        let mut slot = Some(2);
-        assert!(
-            mb.poll_push(&mut Context::from_waker(&sw), &mut slot)
-                .is_pending()
-        );
+        let mut push = mb.push(2);
+        assert!(poll(&mut push, &sw).is_pending());
         // A second poll with the same waker does not register it twice.
-        assert!(
-            mb.poll_push(&mut Context::from_waker(&sw), &mut slot)
-                .is_pending()
-        );
+        assert!(poll(&mut push, &sw).is_pending());
         let mut batch = VecDeque::new();
         let next = mb.poll_next(&mut Context::from_waker(&rw), &mut batch);
         assert!(matches!(next, Poll::Ready(Next::Messages)));
         assert_eq!(sender_wakes.0.load(Ordering::SeqCst), 1);
-        assert!(matches!(
-            mb.poll_push(&mut Context::from_waker(&sw), &mut slot),
-            Poll::Ready(Ok(()))
-        ));
+        assert!(matches!(poll(&mut push, &sw), Poll::Ready(Ok(()))));
+    }
+
+    #[test]
+    fn many_waiting_senders_neither_wake_each_other_nor_pile_up() {
+        let mb = Mailbox::new(1);
+        assert!(matches!(mb.try_push(0), Push::Accepted));
+        let (wakes, w) = waker();
+        let waiting_places = |mb: &Mailbox<i32>| {
+            let state = mb.state.lock();
+            state.rare.as_ref().map_or(0, |r| r.senders.len())
+        };
+        // Far more senders wait than any fixed bound, on an actor busy in a handler.
+        let mut waiting: Vec<_> = (0..3000).map(|i| mb.push(i)).collect();
+        for push in &mut waiting {
+            assert!(poll(push, &w).is_pending());
+        }
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "a sender woke others");
+        // Most give up (asks that timed out) and as many new ones come: they take the places
+        // the others left.
+        waiting.truncate(500);
+        let mut newer: Vec<_> = (0..2500).map(|i| mb.push(i)).collect();
+        for push in &mut newer {
+            assert!(poll(push, &w).is_pending());
+        }
+        assert_eq!(waiting_places(&mb), 3000);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "a sender woke others");
+        // Room is made: each sender still waiting is woken once, and one gets in.
+        let mut batch = VecDeque::new();
+        let next = mb.poll_next(&mut Context::from_waker(&w), &mut batch);
+        assert!(matches!(next, Poll::Ready(Next::Messages)));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 3000);
+        assert!(matches!(poll(&mut newer[0], &w), Poll::Ready(Ok(()))));
+        assert!(poll(&mut newer[1], &w).is_pending());
+        assert_eq!(waiting_places(&mb), 1);
+    }
+
+    #[test]
+    fn closing_hands_waiting_senders_their_messages_back() {
+        let mb = Mailbox::new(1);
+        assert!(matches!(mb.try_push(1), Push::Accepted));
+        let (wakes, w) = waker();
+        let mut push = mb.push(2);
+        assert!(poll(&mut push, &w).is_pending());
+        mb.close();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(poll(&mut push, &w), Poll::Ready(Err(2))));
+        assert_eq!(mb.len(), 1, "what was queued stays for the actor's end");
     }
 
     #[test]

@@ -78,13 +78,25 @@ pub(crate) fn run_actor<A: Actor>(
                 Next::Closed => break ctx.drained_reason(),
             }
         };
+        // Nothing more is taken from the queue: senders waiting for room must not wait for
+        // an end that may wait on them (a child telling its stopping parent).
+        ctx.cell().mailbox.close();
         Box::pin(finish(&mut actor, &mut ctx, reason)).await;
     }
 }
 
-/// Runs `started` and reports its outcome to a waiting `start`.
+/// Runs `started` and reports its outcome to a waiting `start`. When it failed, the children
+/// it started first stop as for any other end, with `Shutdown` (their hooks run), before
+/// the failure is reported; no hook of its own runs after them. Killed meanwhile, the actor
+/// ends with `Killed`.
 async fn start<A: Actor>(actor: &mut A, ctx: &mut Context<A>) -> Result<(), ExitReason> {
-    let outcome = call(actor.started(ctx)).await;
+    let mut outcome = call(actor.started(ctx)).await;
+    if outcome.is_err() {
+        ctx.cell().mailbox.close();
+        if !stop_children(ctx).await {
+            outcome = Err(ExitReason::Killed);
+        }
+    }
     if let Some(tx) = ctx.take_started() {
         let _ = tx.send(outcome.clone());
     }
@@ -162,6 +174,11 @@ async fn finish<A: Actor>(actor: &mut A, ctx: &mut Context<A>, reason: ExitReaso
         .await
     {
         tracing::warn!(actor = %ctx.id(), panic = %panic_message(&*panic), "the stopped hook panicked");
+    }
+    // Children its `stopped` hook started stop as the others did.
+    if !stop_children(ctx).await {
+        ctx.set_exit(ExitReason::Killed);
+        return;
     }
     ctx.set_exit(reason);
 }

@@ -60,7 +60,10 @@ impl Deadlines {
         });
         if !state.sweeping {
             state.sweeping = true;
-            runtime.spawn(Arc::clone(self).sweep());
+            runtime.spawn(sweep(Sweeper {
+                deadlines: Arc::clone(self),
+                finished: false,
+            }));
         }
         key
     }
@@ -80,28 +83,86 @@ impl Deadlines {
     pub(crate) fn remove(&self, key: usize) {
         self.state.lock().entries.try_remove(key);
     }
+}
 
-    async fn sweep(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(TICK).await;
-            let now = Instant::now();
-            let mut due = Vec::new();
-            {
-                let mut state = self.state.lock();
-                if state.entries.is_empty() {
-                    state.sweeping = false;
-                    return;
-                }
-                for (_, entry) in state.entries.iter_mut() {
-                    if !entry.expired && entry.deadline <= now {
-                        entry.expired = true;
-                        due.push(entry.waker.clone());
-                    }
-                }
+/// The sweeper task's hold on the deadlines. A sweeper that ends other than by finding no
+/// deadline left (dropped with its runtime, started or not, or a panic) lets the next
+/// registration start another: otherwise no deadline of the node would pass again.
+struct Sweeper {
+    deadlines: Arc<Deadlines>,
+    finished: bool,
+}
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.deadlines.state.lock().sweeping = false;
+        }
+    }
+}
+
+/// Wakes the asks whose deadline passed, every [`TICK`], while any is registered.
+async fn sweep(mut sweeper: Sweeper) {
+    loop {
+        tokio::time::sleep(TICK).await;
+        let now = Instant::now();
+        let mut due = Vec::new();
+        {
+            let mut state = sweeper.deadlines.state.lock();
+            if state.entries.is_empty() {
+                // Under the lock that registrations check it under.
+                state.sweeping = false;
+                sweeper.finished = true;
+                return;
             }
-            for waker in due {
-                waker.wake();
+            for (_, entry) in state.entries.iter_mut() {
+                if !entry.expired && entry.deadline <= now {
+                    entry.expired = true;
+                    due.push(entry.waker.clone());
+                }
             }
         }
+        for waker in due {
+            waker.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweeper_gone_with_its_runtime_is_started_again() {
+        let deadlines = Arc::new(Deadlines::new());
+        let waker = Waker::noop();
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let key = first.block_on(async {
+            deadlines.register(
+                &Handle::current(),
+                Instant::now() + Duration::from_secs(3600),
+                waker,
+            )
+        });
+        // The runtime ends with its sweeper unfinished: a deadline is still waiting.
+        drop(first);
+        deadlines.remove(key);
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        second.block_on(async {
+            let key = deadlines.register(&Handle::current(), Instant::now(), waker);
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while !deadlines.expired(key, waker) {
+                    tokio::time::sleep(TICK).await;
+                }
+            })
+            .await
+            .expect("a new sweeper passed the deadline");
+        });
     }
 }

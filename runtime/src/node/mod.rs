@@ -267,37 +267,42 @@ impl Node {
     ) -> Result<(), RegisterError> {
         let name = name.into();
         match actor.handle() {
-            Some(cell) => self.register_cell(&name, &cell),
-            None => Err(RegisterError::NotLocal {
+            // An actor of another node of this process is local to that node, not this one.
+            Some(cell) if cell.id().node() == self.id() => self.register_cell(&name, &cell),
+            _ => Err(RegisterError::NotLocal {
                 name,
                 actor: actor.id().clone(),
             }),
         }
     }
 
+    /// Enters the name in the node's table and in the actor's own list (which its end
+    /// clears the table from) under the table entry's lock, so an unregistration of the same
+    /// name never leaves one without the other.
     fn register_cell(&self, name: &str, cell: &CellHandle) -> Result<(), RegisterError> {
-        if !cell.core().add_name(name) {
-            return Err(RegisterError::Stopped {
-                name: name.to_owned(),
-                actor: cell.id().clone(),
-            });
-        }
+        let stopped = || RegisterError::Stopped {
+            name: name.to_owned(),
+            actor: cell.id().clone(),
+        };
         match self.inner.names.entry(name.to_owned()) {
             Entry::Occupied(mut entry) => {
                 let holder = entry.get();
                 if holder.core().is_alive() && holder.id() != cell.id() {
-                    let holder = holder.id().clone();
-                    drop(entry);
-                    cell.core().remove_name(name);
                     return Err(RegisterError::NameTaken {
                         name: name.to_owned(),
-                        holder,
+                        holder: holder.id().clone(),
                     });
+                }
+                if !cell.core().add_name(name) {
+                    return Err(stopped());
                 }
                 // A stale entry of an actor that has just ended, or a re-registration.
                 entry.insert(cell.clone());
             }
             Entry::Vacant(entry) => {
+                if !cell.core().add_name(name) {
+                    return Err(stopped());
+                }
                 entry.insert(cell.clone());
             }
         }
@@ -423,12 +428,14 @@ impl Node {
 
     /// Removes a local name; true if it was registered.
     pub fn unregister_local(&self, name: &str) -> bool {
-        match self.inner.names.remove(name) {
-            Some((_, holder)) => {
-                holder.core().remove_name(name);
+        // Under the entry's lock, as registration does.
+        match self.inner.names.entry(name.to_owned()) {
+            Entry::Occupied(entry) => {
+                entry.get().core().remove_name(name);
+                entry.remove();
                 true
             }
-            None => false,
+            Entry::Vacant(_) => false,
         }
     }
 
