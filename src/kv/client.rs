@@ -4,14 +4,23 @@
 //!
 //! A call resolves the master from the node's copy of the registry ([`MASTER_NAME`]), asks it
 //! for the table (both cached), routes the key by [`partition_of`] to the partition's
-//! primary, and asks it with the table's epoch. Any failure (no master registered, the master
-//! or the worker gone or silent, a refusal such as [`KvError::NotPrimary`], a partition not
-//! assigned yet) drops both cached items and the call tries again, resolving the master and
-//! fetching the table anew, with a growing pause (10 ms to 200 ms), until the deadline. The
-//! error then names the key, the number of attempts and the last failure.
+//! primary, and asks it with the table's epoch. A failed attempt is tried again, with a
+//! growing pause (10 ms to 200 ms), until the deadline; the error then names the key, the
+//! number of attempts and the last failure. What a failure changes:
 //!
-//! While the master is away (failing over), calls keep working on the cached table as long as
-//! the workers do not change.
+//! - the master gone, silent or not registered: the master is resolved again; the table is
+//!   kept;
+//! - a primary gone or silent, a refusal such as [`KvError::NotPrimary`], a partition without
+//!   a primary: the table is fetched anew by the next attempt (by one call at a time; the
+//!   others go on with the table they have);
+//! - [`KvError::Overloaded`]: nothing; the pause is the remedy.
+//!
+//! A fetched table replaces the cached one partition by partition: a partition that the new
+//! table names no primary for (its master is recovering, or placing the partition) keeps the
+//! entry the client had. So while the master is away (failing over), calls to partitions whose
+//! primaries live keep working with the table the client has, and only those whose primary
+//! went wait for the new master. When the master does not answer a fetch in time, calls go on
+//! with the cached table for a fifth of a second before one tries again.
 //!
 //! # Writes are retried
 //!
@@ -32,6 +41,9 @@ use crate::{ActorId, ActorRef, AskError, Node, NodeId, ReplyTo};
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
 /// The longest pause between two attempts.
 const MAX_PAUSE: Duration = Duration::from_millis(200);
+/// After a failed fetch of the table, how long calls go on with the cached one before one
+/// tries again: otherwise each would wait on a master that is away.
+const REFETCH_PAUSE: Duration = Duration::from_millis(200);
 
 /// A client of the key-value service, for one node. Cheap to clone; clones share the cached
 /// master and table, and the counters.
@@ -46,7 +58,7 @@ pub struct KvClient {
 /// What clones share.
 #[derive(Default)]
 struct Shared {
-    /// The master and its table as last resolved and fetched; emptied by any failure.
+    /// The master and its table as last resolved and fetched.
     cache: Mutex<Cache>,
     calls: AtomicU64,
     retries: AtomicU64,
@@ -58,6 +70,12 @@ struct Shared {
 struct Cache {
     master: Option<ActorRef<MasterMsg>>,
     table: Option<Arc<Table>>,
+    /// An attempt found the table wrong somewhere: the next one fetches it anew.
+    stale: bool,
+    /// A call is fetching the table: the others go on with the cached one meanwhile.
+    fetching: bool,
+    /// When the last fetch failed.
+    fetch_failed: Option<Instant>,
 }
 
 /// What a client did so far, for demos: see [`KvClient::stats`].
@@ -77,10 +95,12 @@ impl ClientStats {
     /// What happened between `earlier` and these counters.
     pub fn since(&self, earlier: &ClientStats) -> ClientStats {
         ClientStats {
-            calls: self.calls - earlier.calls,
-            retries: self.retries - earlier.retries,
-            master_resolutions: self.master_resolutions - earlier.master_resolutions,
-            table_refreshes: self.table_refreshes - earlier.table_refreshes,
+            calls: self.calls.saturating_sub(earlier.calls),
+            retries: self.retries.saturating_sub(earlier.retries),
+            master_resolutions: self
+                .master_resolutions
+                .saturating_sub(earlier.master_resolutions),
+            table_refreshes: self.table_refreshes.saturating_sub(earlier.table_refreshes),
         }
     }
 }
@@ -211,11 +231,11 @@ impl Attempts<'_> {
             .max(Duration::from_millis(1))
     }
 
-    /// Records a failed attempt: forgets the master and the table, and waits before the next
-    /// one, or gives up at the deadline.
+    /// Records a failed attempt (see the module docs for what it changes in the cache), and
+    /// waits before the next one, or gives up at the deadline.
     async fn failed(&mut self, failure: Failure) -> Result<(), KvClientError> {
         self.attempts += 1;
-        self.client.invalidate();
+        self.client.note(&failure);
         let left = self.client.deadline.saturating_sub(self.started.elapsed());
         if left <= self.pause {
             return Err(KvClientError::Deadline {
@@ -318,9 +338,11 @@ impl KvClient {
     pub async fn table(&self) -> Result<Table, KvClientError> {
         let mut attempts = self.attempts("table", None);
         loop {
-            self.invalidate();
-            match self.cached_table(attempts.budget()).await {
-                Ok(table) => return Ok((*table).clone()),
+            match self.fetch_table(attempts.budget()).await {
+                Ok(table) => {
+                    self.keep(&table);
+                    return Ok(table);
+                }
                 Err(failure) => attempts.failed(failure).await?,
             }
         }
@@ -431,11 +453,49 @@ impl KvClient {
         Ok(master)
     }
 
-    /// The table, fetched from the master if not cached.
+    /// The table to route by: the cached one, unless an attempt found it wrong and no other
+    /// call is fetching it (nor failed to lately), or there is none; then fetched from the
+    /// master, and the cached one if that fails.
     async fn cached_table(&self, budget: Duration) -> Result<Arc<Table>, Failure> {
-        if let Some(table) = self.lock().table.clone() {
-            return Ok(table);
+        let cached = {
+            let mut cache = self.lock();
+            let recently_failed = cache
+                .fetch_failed
+                .is_some_and(|failed| failed.elapsed() < REFETCH_PAUSE);
+            match &cache.table {
+                Some(table) if !cache.stale || cache.fetching || recently_failed => {
+                    return Ok(table.clone());
+                }
+                _ => {}
+            }
+            cache.fetching = true;
+            cache.table.clone()
+        };
+        let fetched = self.fetch_table(budget).await;
+        let mut cache = self.lock();
+        cache.fetching = false;
+        match fetched {
+            Ok(table) => {
+                cache.fetch_failed = None;
+                drop(cache);
+                Ok(self.keep(&table))
+            }
+            Err(failure) => {
+                if let Failure::Master { error, .. } = &failure {
+                    cache.master = None;
+                    // Only a master that does not answer costs the next fetch a wait; one
+                    // known gone is resolved anew at once (its successor may be up).
+                    if matches!(error, AskError::Timeout { .. }) {
+                        cache.fetch_failed = Some(Instant::now());
+                    }
+                }
+                cached.ok_or(failure)
+            }
         }
+    }
+
+    /// Asks the master for its table.
+    async fn fetch_table(&self, budget: Duration) -> Result<Table, Failure> {
         let master = self.master()?;
         self.shared.refreshes.fetch_add(1, Ordering::Relaxed);
         let table = master
@@ -448,17 +508,44 @@ impl KvClient {
         if table.entries.is_empty() {
             return Err(Failure::Unassigned { partition: 0 });
         }
-        let table = Arc::new(table);
-        let mut cache = self.lock();
-        // Only if the master was not dropped meanwhile by a failure of a concurrent call.
-        if cache.master.as_ref() == Some(&master) {
-            cache.table = Some(table.clone());
-        }
         Ok(table)
     }
 
-    fn invalidate(&self) {
-        *self.lock() = Cache::default();
+    /// Caches a fetched table over the cached one: a partition the new one names no primary
+    /// for keeps its cached entry (its primary may well live; a refusal says otherwise). With
+    /// such a partition the table is fetched again by the next attempt that finds it wrong.
+    fn keep(&self, fetched: &Table) -> Arc<Table> {
+        let mut cache = self.lock();
+        let table = match &cache.table {
+            Some(cached) if cached.entries.len() == fetched.entries.len() => {
+                let mut table = fetched.clone();
+                for (entry, old) in table.entries.iter_mut().zip(&cached.entries) {
+                    if entry.primary.is_none() && old.primary.is_some() {
+                        *entry = old.clone();
+                    }
+                }
+                table
+            }
+            _ => fetched.clone(),
+        };
+        let table = Arc::new(table);
+        cache.table = Some(table.clone());
+        cache.stale = false;
+        table
+    }
+
+    /// What a failed attempt tells about the cache.
+    fn note(&self, failure: &Failure) {
+        let mut cache = self.lock();
+        match failure {
+            Failure::NoMaster | Failure::NotAMaster(_) | Failure::Master { .. } => {
+                cache.master = None;
+            }
+            Failure::Refused(KvError::Overloaded { .. }) => {}
+            Failure::Unassigned { .. } | Failure::Worker { .. } | Failure::Refused(_) => {
+                cache.stale = true;
+            }
+        }
     }
 
     /// The cache; never held across an `.await`.

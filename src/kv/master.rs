@@ -62,6 +62,28 @@ pub struct MasterArgs {
     pub report_timeout_ms: u64,
 }
 
+/// The most partitions a master takes: its table travels to clients in one message.
+pub const MAX_PARTITIONS: u32 = 4096;
+
+impl MasterArgs {
+    /// Checks the arguments; the error names the one that is wrong and what it may be.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(format!(
+                "kv.master: `partitions` is {}; it must be 1 to {MAX_PARTITIONS}",
+                self.partitions
+            ));
+        }
+        if self.report_timeout_ms < 10 {
+            return Err(format!(
+                "kv.master: `report_timeout_ms` is {}; it must be at least 10 (the workers' reports must have time to come)",
+                self.report_timeout_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for MasterArgs {
     fn default() -> Self {
         Self {
@@ -121,11 +143,11 @@ struct Round {
 impl Master {
     /// A master with these arguments.
     pub fn new(args: MasterArgs) -> Self {
-        let partitions = args.partitions as usize;
         Self {
             args,
             registry: None,
-            slots: vec![Slot::default(); partitions],
+            // Made in `started`, once the arguments are checked.
+            slots: Vec::new(),
             workers: BTreeMap::new(),
             monitors: HashMap::new(),
             gone: HashSet::new(),
@@ -241,6 +263,24 @@ impl Master {
             tracing::info!(master = %ctx.id(), round = round.id, silent = ?round.waiting, "kv workers did not report in time");
         }
         let partitions = self.args.partitions;
+        // Keys route by the partition count: data a master of another count placed would
+        // be looked for in the wrong partitions (reads finding nothing, writes beside it).
+        if let Some((worker, other)) = round.reports.values().find_map(|r| {
+            r.partitions
+                .iter()
+                .find(|p| p.partitions != 0 && p.partitions != partitions)
+                .map(|p| (&r.worker, p.partitions))
+        }) {
+            let why = format!(
+                "kv.master: worker {worker} holds data of a deployment with {other} partitions, \
+                 and this master has {partitions}: every master of one deployment must use the \
+                 same `partitions` (deploy again with partitions = {other}, or start the \
+                 workers afresh to drop the data)"
+            );
+            tracing::error!(master = %ctx.id(), "{why}");
+            ctx.stop_with(crate::ExitReason::Failed(why));
+            return;
+        }
         let views: Vec<WorkerView> = self
             .workers
             .keys()
@@ -258,6 +298,7 @@ impl Master {
                                 role: p.role,
                                 epoch: p.epoch,
                                 version: p.version,
+                                current: p.current,
                             };
                             (p.partition, held)
                         })
@@ -308,6 +349,7 @@ impl Master {
                     epoch,
                     role,
                     backup,
+                    partitions: self.args.partitions,
                 });
                 (worker, msg)
             }
@@ -372,11 +414,8 @@ impl Actor for Master {
     type Msg = MasterMsg;
 
     async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
-        if self.args.partitions == 0 {
-            return Err(ActorError::new(
-                "kv.master: `partitions` must be at least 1",
-            ));
-        }
+        self.args.check().map_err(ActorError::new)?;
+        self.slots = vec![Slot::default(); self.args.partitions as usize];
         let registry = ctx.node().extension::<Registry>().ok_or_else(|| {
             ActorError::new(format!(
                 "kv.master needs the registry of node {} (start it with Registry::start first)",
@@ -440,5 +479,53 @@ impl Actor for Master {
             self.finish_round_if_complete(ctx);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_out_of_range_are_refused_by_name() {
+        assert!(MasterArgs::default().check().is_ok());
+        for (args, named) in [
+            (
+                MasterArgs {
+                    partitions: 0,
+                    ..MasterArgs::default()
+                },
+                "`partitions` is 0",
+            ),
+            (
+                MasterArgs {
+                    partitions: 4_000_000_000,
+                    ..MasterArgs::default()
+                },
+                "`partitions` is 4000000000; it must be 1 to 4096",
+            ),
+            (
+                MasterArgs {
+                    report_timeout_ms: 0,
+                    ..MasterArgs::default()
+                },
+                "`report_timeout_ms` is 0",
+            ),
+        ] {
+            let err = args.check().unwrap_err();
+            assert!(err.contains(named), "{err}");
+        }
+    }
+
+    /// A master is made before its arguments are checked (by the module's factory): making
+    /// one must not take memory by them, or a huge partition count would abort the process
+    /// on every node that took the singleton in turn.
+    #[test]
+    fn a_master_takes_no_memory_by_its_arguments_until_started() {
+        let master = Master::new(MasterArgs {
+            partitions: u32::MAX,
+            ..MasterArgs::default()
+        });
+        assert!(master.slots.is_empty());
     }
 }

@@ -33,29 +33,48 @@
 //! - A write acknowledged to a client is held by the partition's primary and its backup, so it
 //!   survives the loss of any one worker (or of a node holding only one of the two: the
 //!   master keeps them on different nodes when it can). While a partition has no backup (just
-//!   after the first worker started, or while a new backup is copied) its primary acknowledges
-//!   alone; [`Status`]'s `replicated` count says when every partition has one. Losing both before a new backup has
-//!   its copy loses the partition's data; the master says so in its log and starts the
-//!   partition empty.
+//!   after the first worker started, or while no other worker lives) its primary acknowledges
+//!   alone; [`Status`]'s `replicated` count says when every partition has one. While a new
+//!   backup is copied (its snapshot on the way), writes wait for the copy. Losing both before
+//!   a new backup has its copy loses the partition's data; the master says so in its log and
+//!   starts the partition empty.
 //! - A master that fails over loses nothing: the workers hold the truth, and a new master
 //!   rebuilds the table from their reports before it answers with assignments, promoting a
-//!   copy only once every live worker has reported (a silent one may hold the newest).
-//!   Meanwhile clients keep working with the table they have.
+//!   copy only once every live worker has reported (a silent one may hold the newest): the
+//!   newest epoch's copy, of one epoch the highest version. Meanwhile clients keep working
+//!   with the table they have, for every partition whose primary lives.
 //! - Reads go to the primary; they see every acknowledged write, and may see a write that is
-//!   applied but not yet acknowledged (it is acknowledged unless the primary dies first).
+//!   applied but not yet acknowledged (it is acknowledged unless the primary dies first). A
+//!   primary the master replaced while it lived, whose order was lost on the way, answers
+//!   reads at its old epoch until it hears (the new line's first write reaches it, or the
+//!   master's next round): a client still routing by the old table may read from it then.
+//!   When the master moves a partition off a live primary to balance, it makes it the new
+//!   backup, so the new line's first write reaches it before any write of the new epoch is
+//!   acknowledged.
 //! - Requests name the epoch of the client's table; a worker that is not the primary at that
 //!   epoch refuses ([`KvError::NotPrimary`]), and the client refreshes its table and retries.
 //!   A worker whose node is fenced (cut off past its registry session's validity, so that
 //!   its partitions may be someone else's by now) refuses every read and write
 //!   ([`KvError::Fenced`]) until the session is back.
-//! - A backup that lost the snapshot starting its epoch (or the ask for it) asks again after
-//!   a second, rather than leave the partition's writes unacknowledged.
+//! - A backup that lost the snapshot starting its epoch (or the ask for it) asks again when
+//!   the next replicated write finds it without, at most once a second: a client trying a
+//!   waiting write again is such a write. Until then the partition's writes wait.
 //!
 //! # Limits
 //!
 //! A partition's snapshot travels in one message, so a partition must fit in the transport's
 //! maximum frame (8 MiB by default). Values are encoded as MessagePack arrays of bytes. The
-//! partition count is fixed for the life of the data.
+//! partition count (1 to [`MAX_PARTITIONS`]) is fixed for the life of the data: keys route by
+//! it, so a master of another count than the workers' data ends at its first round with an
+//! error naming both counts, rather than look for keys in the wrong partitions.
+//!
+//! The master's orders carry its epochs but not its singleton lease's fencing token. A master
+//! whose node is cut off fences itself before its successor starts, but an order it sent just
+//! before the cut may still be on its way (held by the connection while the cut lasts) and
+//! arrive after the successor's orders. The successor numbers epochs from what the workers
+//! report, so such an order can carry the same epoch as one of its own, and the worker
+//! follows whichever came last; the next round's report shows the difference and the
+//! successor orders again.
 //!
 // The links are spelled out because the doc line on `pub mod kv` in the crate root makes
 // rustdoc resolve this whole text from there.
@@ -66,6 +85,7 @@
 //! [`KvError::Fenced`]: crate::kv::KvError::Fenced
 //! [`MASTER_MODULE`]: crate::kv::MASTER_MODULE
 //! [`MASTER_NAME`]: crate::kv::MASTER_NAME
+//! [`MAX_PARTITIONS`]: crate::kv::MAX_PARTITIONS
 //! [`Master`]: crate::kv::Master
 //! [`MasterArgs`]: crate::kv::MasterArgs
 //! [`MasterMsg`]: crate::kv::MasterMsg
@@ -88,7 +108,7 @@ mod protocol;
 mod worker;
 
 pub use client::{ClientStats, Failure, KvClient, KvClientError};
-pub use master::{Master, MasterArgs};
+pub use master::{MAX_PARTITIONS, Master, MasterArgs};
 pub use protocol::{
     Assignment, Epoch, KvError, MasterMsg, PartitionId, PartitionReport, ReadResult,
     ReplicaOutcome, Role, Route, Status, Table, TableEntry, WorkerMsg, WorkerReport, WorkerStatus,

@@ -5,15 +5,17 @@
 //! # Rules, per partition
 //!
 //! 1. **Primary.** Kept while it is alive and confirms it (or has not reported this round).
-//!    Otherwise the copy with the highest version wins (then the highest epoch, then a
-//!    primary over a backup over a spare): after a failure that is the backup, for a fresh
-//!    master it is whoever held the partition. A new primary is chosen only once every live
-//!    worker has reported: one that has not may hold a newer copy than any reported (the
-//!    former backup, or the primary a master that has just started does not know yet). With
-//!    no copy anywhere, an empty partition is started on the least loaded worker, but only
-//!    once every live worker has reported (a silent worker might hold the data) and the
-//!    caller allows it (a master that has just started gives workers it has not found yet
-//!    some time).
+//!    Otherwise the copy of the newest epoch wins (of copies that hold their epoch's data: a
+//!    backup still waiting for the snapshot starting its epoch comes last), then the highest
+//!    version, then a primary over a backup over a spare: after a failure that is the backup,
+//!    for a fresh master it is whoever held the partition. The table's backup, once it
+//!    reported the snapshot of the table's epoch, is promoted at once: no copy can be newer.
+//!    Any other new primary is chosen only once every live worker has reported: one that has
+//!    not may hold a newer copy than any reported (the former backup, or the primary a master
+//!    that has just started does not know yet). With no copy anywhere, an empty partition is
+//!    started on the least loaded worker, but only once every live worker has reported (a
+//!    silent worker might hold the data) and the caller allows it (a master that has just
+//!    started gives workers it has not found yet some time).
 //! 2. **Backup.** Kept while alive, distinct from the primary and confirming it. Otherwise the
 //!    least loaded reporting worker, on another node than the primary if there is one.
 //! 3. **Balance.** A backup on its primary's node moves to another node if there is a worker
@@ -30,8 +32,14 @@
 //!
 //! - Versions count the writes of a partition along one line of primaries: a backup only
 //!   applies what its primary sent, in order, and a snapshot carries the version with it. So
-//!   two copies at the same version hold the same data, and the highest version holds every
-//!   acknowledged write (acknowledged writes are on the backup).
+//!   two current copies of one epoch at the same version hold the same data, and of one
+//!   epoch the highest version holds every acknowledged write (acknowledged writes are on
+//!   the backup). Across epochs versions do not compare: a primary replaced without being
+//!   told goes on applying writes (never acknowledged: its backup refuses them) until it
+//!   hears, so its copy may count more writes than the new line's.
+//! - The newest epoch's current copies hold every acknowledged write: an epoch starts from
+//!   the best copy there was, and its writes are acknowledged only once its backup, current,
+//!   applied them.
 //! - Primary and backup of a partition are two different workers.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,6 +62,8 @@ pub(crate) struct Held {
     pub(crate) role: Role,
     pub(crate) epoch: Epoch,
     pub(crate) version: u64,
+    /// The copy is its epoch's (see `PartitionReport::current`).
+    pub(crate) current: bool,
 }
 
 /// A live worker as the master sees it in one round.
@@ -171,6 +181,19 @@ pub(crate) fn plan(current: &[Slot], workers: &[WorkerView], may_start_empty: bo
                 waiting[i] = true;
                 None
             }
+            // The backup of the table's epoch, with that epoch's snapshot, holds every write
+            // acknowledged in it and before: no other copy can be newer, so it need not
+            // wait for a silent worker.
+            _ if cur.epoch > 0
+                && cur.backup.as_ref().is_some_and(|b| {
+                    report(b, p).flatten().is_some_and(|h| {
+                        h.role == Role::Backup && h.epoch == cur.epoch && h.current
+                    })
+                }) =>
+            {
+                changed[i] = true;
+                cur.backup.clone()
+            }
             // A live worker that has not reported may hold a newer copy than any reported (the
             // primary of a master that just started, slow to answer): promoting an older
             // copy would lose the writes acknowledged on it.
@@ -189,8 +212,13 @@ pub(crate) fn plan(current: &[Slot], workers: &[WorkerView], may_start_empty: bo
                             Role::Backup => 1,
                             Role::Spare => 0,
                         };
-                        // Ties go to the lowest id, for determinism.
-                        (h.version, h.epoch, rank, std::cmp::Reverse(*w))
+                        // The newest epoch's copy holds every acknowledged write; versions
+                        // compare only along one epoch's line (a primary replaced without
+                        // being told may have applied writes of its own past the new
+                        // line's, none of them acknowledged). A backup still waiting for
+                        // its epoch's snapshot holds an older epoch's data: last. Ties go
+                        // to the lowest id, for determinism.
+                        (h.current, h.epoch, h.version, rank, std::cmp::Reverse(*w))
                     });
                 match best {
                     Some((w, _)) => Some(w.clone()),
@@ -409,12 +437,21 @@ mod tests {
                                 role,
                                 epoch,
                                 version,
+                                current: true,
                             },
                         )
                     })
                     .collect()
             }),
         }
+    }
+
+    /// `view` with its copy of `partition` waiting for the snapshot starting its epoch.
+    fn waiting_for_snapshot(mut view: WorkerView, partition: PartitionId) -> WorkerView {
+        if let Some(held) = view.held.as_mut().and_then(|h| h.get_mut(&partition)) {
+            held.current = false;
+        }
+        view
     }
 
     /// What each worker holds once `plan`'s orders are carried out (versions all `version`).
@@ -447,6 +484,7 @@ mod tests {
                                     role: *role,
                                     epoch: *epoch,
                                     version,
+                                    current: true,
                                 },
                             );
                         }
@@ -618,18 +656,18 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_master_rebuilds_from_reports_and_the_highest_version_wins() {
+    fn a_fresh_master_rebuilds_from_reports_and_the_newest_current_copy_wins() {
         let (a, b, c) = (id(1, 1), id(2, 1), id(3, 1));
         let views = vec![
             // Partition 0: a was primary and b backup at epoch 5, in sync.
             // Partition 1: c got a new empty backup role at epoch 8 before b (backup at 7,
-            // version 30) was promoted: the version decides, not the epoch.
+            // version 30) was promoted: c's copy waits for its snapshot, so b's wins.
             view(&a, Some(vec![(0, Role::Primary, 5, 12)])),
             view(
                 &b,
                 Some(vec![(0, Role::Backup, 5, 12), (1, Role::Backup, 7, 30)]),
             ),
-            view(&c, Some(vec![(1, Role::Backup, 8, 0)])),
+            waiting_for_snapshot(view(&c, Some(vec![(1, Role::Backup, 8, 0)])), 1),
         ];
         let plan = plan(&vec![Slot::default(); 2], &views, true);
         assert_eq!(plan.slots[0].primary, Some(a));
@@ -638,6 +676,54 @@ mod tests {
         assert_eq!(plan.slots[1].primary, Some(b));
         assert_eq!(plan.slots[1].epoch, 9, "above every reported epoch");
         assert!(plan.notes.is_empty());
+    }
+
+    /// A silent worker holds up no promotion of a backup that holds its epoch's snapshot: no
+    /// copy anywhere can be newer.
+    #[test]
+    fn a_current_backup_is_promoted_without_waiting_for_a_silent_worker() {
+        let (a, b, c) = (id(1, 1), id(2, 1), id(3, 1));
+        let slots = vec![Slot {
+            primary: Some(a),
+            backup: Some(b.clone()),
+            epoch: 4,
+        }];
+        let views = vec![
+            view(&b, Some(vec![(0, Role::Backup, 4, 9)])),
+            view(&c, None),
+        ];
+        let promoted = plan(&slots, &views, true);
+        assert_eq!(promoted.slots[0].primary, Some(b.clone()));
+        assert_eq!(promoted.slots[0].epoch, 5);
+        // Still waiting for its snapshot, it could be behind a copy the silent worker has.
+        let views = vec![
+            waiting_for_snapshot(view(&b, Some(vec![(0, Role::Backup, 4, 0)])), 0),
+            view(&c, None),
+        ];
+        let waiting = plan(&slots, &views, true);
+        assert_eq!(waiting.slots[0].primary, None);
+        assert!(waiting.commands.is_empty());
+    }
+
+    /// A primary replaced without being told (its order lost) applied writes of its own past
+    /// the new line's before its backup's refusal told it: a higher version, but none of it
+    /// acknowledged. The new line's backup holds what was acknowledged, and is promoted.
+    #[test]
+    fn a_superseded_primarys_own_writes_never_outrank_the_newer_line() {
+        let (a, b, c) = (id(1, 1), id(2, 1), id(3, 1));
+        let slots = vec![Slot {
+            primary: Some(b),
+            backup: Some(c.clone()),
+            epoch: 4,
+        }];
+        // b (primary at 4) died; a was primary at 3 and is a spare now.
+        let views = vec![
+            view(&a, Some(vec![(0, Role::Spare, 3, 12)])),
+            view(&c, Some(vec![(0, Role::Backup, 4, 11)])),
+        ];
+        let plan = plan(&slots, &views, true);
+        assert_eq!(plan.slots[0].primary, Some(c));
+        assert_eq!(plan.slots[0].epoch, 5);
     }
 
     #[test]

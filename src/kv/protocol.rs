@@ -69,6 +69,10 @@ pub struct Assignment {
     /// For a primary: the backup to replicate to (`None`: no other worker is available, writes
     /// are acknowledged once applied locally).
     pub backup: Option<ActorRef<WorkerMsg>>,
+    /// The master's partition count, which routed the keys the partition holds. 0 from
+    /// masters of earlier builds.
+    #[serde(default)]
+    pub partitions: u32,
 }
 
 /// A backup's answer to a replicated write or a snapshot.
@@ -201,10 +205,21 @@ pub struct PartitionReport {
     /// The epoch of that role.
     pub epoch: Epoch,
     /// The number of writes applied to the partition since it was created (carried over by
-    /// promotions and snapshots): the highest version holds the most recent data.
+    /// promotions and snapshots): of two copies of one epoch, the higher version holds more.
     pub version: u64,
     /// The number of keys.
     pub keys: u64,
+    /// Whether the copy is its epoch's: a primary's or a spare's (a primary that learned it
+    /// was superseded), or a backup's once the snapshot starting its epoch arrived. A backup
+    /// still waiting for it holds what an earlier epoch left. Absent in the reports of
+    /// workers of earlier builds, which count as not current.
+    #[serde(default)]
+    pub current: bool,
+    /// The partition count of the master that assigned the partition, which routed its
+    /// keys; 0 when not known (a backup that took the partition from its primary's writes
+    /// before its assignment came, or a worker of an earlier build).
+    #[serde(default)]
+    pub partitions: u32,
 }
 
 /// Why a worker refused a client's request. Both are temporary: refresh the table and retry.

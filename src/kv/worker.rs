@@ -96,6 +96,8 @@ struct Partition {
     /// data is whatever an earlier epoch left, and replicated writes are not acknowledged:
     /// an acknowledgement must mean the write is here.
     current: bool,
+    /// The partition count of the master that assigned it (0: not known).
+    partitions: u32,
     /// Backup only: when a snapshot was last asked for this epoch, if one was and has not
     /// come yet. Asked again after [`SNAPSHOT_ASK_AGAIN`]: an ask or a snapshot lost (a full
     /// mailbox, a connection reset) would otherwise leave every later write unacknowledged.
@@ -112,6 +114,7 @@ impl Partition {
             backup: None,
             pending: VecDeque::new(),
             current: false,
+            partitions: 0,
             snapshot_asked: None,
         }
     }
@@ -139,6 +142,8 @@ impl Worker {
                     epoch: p.epoch,
                     version: p.version,
                     keys: p.data.len() as u64,
+                    current: p.role != Role::Backup || p.current,
+                    partitions: p.partitions,
                 })
                 .collect(),
         }
@@ -167,10 +172,11 @@ impl Worker {
         };
         tracing::debug!(worker = %me, partition = a.partition, epoch = a.epoch, role = %a.role, backup = ?a.backup, "assigned");
         if part.role == Role::Primary && a.role != Role::Primary {
-            fail_pending(part, a.partition, &me);
+            fail_pending(part, a.partition, &me, Some((a.role, a.epoch)));
         }
         part.role = a.role;
         part.epoch = a.epoch;
+        part.partitions = a.partitions;
         // A new role or epoch: a backup waits for this epoch's snapshot.
         part.current = false;
         part.snapshot_asked = None;
@@ -359,7 +365,7 @@ impl Worker {
             .entry(partition)
             .or_insert_with(|| Partition::new(Role::Backup, epoch));
         if p.role == Role::Primary {
-            fail_pending(p, partition, me);
+            fail_pending(p, partition, me, Some((Role::Backup, epoch)));
         }
         if p.epoch != epoch || p.role != Role::Backup {
             p.current = false;
@@ -396,7 +402,7 @@ impl Worker {
             }
             ReplicaOutcome::Stale { epoch: newer } if newer > part.epoch => {
                 tracing::warn!(worker = %me, partition, epoch = part.epoch, newer, "superseded as primary: the backup holds a newer epoch");
-                fail_pending(part, partition, &me);
+                fail_pending(part, partition, &me, Some((Role::Spare, part.epoch)));
                 part.role = Role::Spare;
                 part.backup = None;
             }
@@ -408,7 +414,7 @@ impl Worker {
         if let Some(p) = self.partitions.get_mut(&partition)
             && (p.epoch < epoch || p.role == Role::Spare)
         {
-            fail_pending(p, partition, me);
+            fail_pending(p, partition, me, None);
             tracing::debug!(worker = %me, partition, held = p.epoch, epoch, "copy dropped");
             self.partitions.remove(&partition);
         }
@@ -480,13 +486,20 @@ fn release_pending(part: &mut Partition, version: u64) {
 
 /// Refuses the waiting writes: this worker is no longer the primary. (They may or may not
 /// have reached the backup; the client retries them, and writing a value again is harmless.)
-fn fail_pending(part: &mut Partition, partition: PartitionId, me: &ActorId) {
+/// Refuses the writes waiting for the backup of a primary that is one no more: `held` is how
+/// it holds the partition from now on (`None`: not at all).
+fn fail_pending(
+    part: &mut Partition,
+    partition: PartitionId,
+    me: &ActorId,
+    held: Option<(Role, Epoch)>,
+) {
     for (_, reply) in part.pending.drain(..) {
         let _ = reply.send(Err(KvError::NotPrimary {
             worker: me.clone(),
             partition,
             epoch: part.epoch,
-            held: None,
+            held,
         }));
     }
 }
@@ -495,6 +508,11 @@ impl Actor for Worker {
     type Msg = WorkerMsg;
 
     async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        if self.args.max_pending_writes == 0 {
+            return Err(ActorError::new(
+                "kv.worker: `max_pending_writes` is 0; it must be at least 1 (every write waits for the backup)",
+            ));
+        }
         let registry = ctx.node().extension::<Registry>().ok_or_else(|| {
             ActorError::new(format!(
                 "kv.worker needs the registry of node {} (start it with Registry::start first)",

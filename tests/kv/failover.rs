@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ensemble::kv::Status;
+use std::time::Duration;
+
+use ensemble::ActorRef;
+use ensemble::kv::{Status, WorkerMsg, partition_of};
 
 use crate::util::{
     KvCluster, PARTITIONS, check_keys, eventually, key, one_cluster_at_a_time, settled, value,
@@ -131,4 +134,93 @@ async fn a_new_master_rebuilds_the_table_from_the_workers() {
     assert!(stats.master_resolutions >= 1, "{stats:?}");
     assert!(stats.retries >= 1, "{stats:?}");
     eprintln!("client after the failover: {stats:?}");
+}
+
+/// With no master at all, a worker's death stops only the partitions it served: a client goes
+/// on with the table it has for the others, rather than drop it at the first failure and wait
+/// for a master to give it a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_master_a_dead_worker_stops_only_its_own_partitions() {
+    let _turn = one_cluster_at_a_time().await;
+    let mut kv = KvCluster::start().await;
+    let master = kv.start_master(0).await;
+    for i in [1, 2, 1, 2] {
+        kv.start_worker(i).await;
+    }
+    let client = kv.client(1);
+    let status = settled(&client, 4).await;
+    const KEYS: usize = 60;
+    for i in 0..KEYS {
+        client.put(key(i), value(i)).await.unwrap();
+    }
+    let table = client.table().await.unwrap();
+    master.stop();
+    master.wait_for_exit().await;
+    let victim = busiest(&status);
+    kv.kill_worker(&victim).await;
+
+    let quick = client.clone().with_deadline(Duration::from_secs(1));
+    let on_victim =
+        |worker: Option<&ActorRef<WorkerMsg>>| worker.is_some_and(|w| *w.id() == victim);
+    let (mut lost_primary, mut kept) = (0, 0);
+    for i in 0..KEYS {
+        let entry = &table.entries[partition_of(&key(i), PARTITIONS) as usize];
+        if on_victim(entry.primary.as_ref()) {
+            // No master to place the partition anew: this fails, at its deadline.
+            assert!(quick.get(&key(i)).await.is_err(), "{}", key(i));
+            lost_primary += 1;
+            continue;
+        }
+        assert_eq!(
+            quick
+                .get(&key(i))
+                .await
+                .expect("a partition whose primary lives"),
+            Some(value(i)),
+            "{}",
+            key(i)
+        );
+        if !on_victim(entry.backup.as_ref()) {
+            quick
+                .put(key(i), value(i + KEYS))
+                .await
+                .expect("a partition whose primary and backup live");
+            kept += 1;
+        }
+    }
+    assert!(lost_primary > 0 && kept > 0, "{lost_primary} {kept}");
+}
+
+/// Keys route by the partition count: a master of another count than the one that placed the
+/// data would look for keys in the wrong partitions. It ends instead, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_of_another_partition_count_refuses_the_data() {
+    let _turn = one_cluster_at_a_time().await;
+    let mut kv = KvCluster::start().await;
+    let master = kv.start_master(0).await;
+    for i in [1, 2] {
+        kv.start_worker(i).await;
+    }
+    let client = kv.client(1);
+    settled(&client, 2).await;
+    for i in 0..20 {
+        client.put(key(i), value(i)).await.unwrap();
+    }
+    master.stop();
+    master.wait_for_exit().await;
+    let other = kv.start_master_unnamed(2, PARTITIONS * 2).await;
+    let reason = tokio::time::timeout(Duration::from_secs(30), other.wait_for_exit())
+        .await
+        .expect("the master ends");
+    let ensemble::ExitReason::Failed(why) = &reason else {
+        panic!("ended with {reason}");
+    };
+    assert!(
+        why.contains(&format!("a deployment with {PARTITIONS} partitions"))
+            && why.contains(&format!("this master has {}", PARTITIONS * 2)),
+        "{why}"
+    );
+    // The data is untouched: the right master finds every key.
+    kv.start_master(0).await;
+    check_keys(&client, 0..20).await;
 }

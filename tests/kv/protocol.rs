@@ -21,6 +21,7 @@ fn assign(
         epoch,
         role,
         backup: backup.cloned(),
+        partitions: 1,
     };
     worker.try_tell(WorkerMsg::Assign(order)).unwrap();
 }

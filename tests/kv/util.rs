@@ -86,8 +86,29 @@ impl KvCluster {
     /// Starts a master on node `i` as the platform would (module and arguments), and registers
     /// it under the master's name once the name is free.
     pub(crate) async fn start_master(&self, i: usize) -> ActorRef<MasterMsg> {
+        let master = self.start_master_unnamed(i, PARTITIONS).await;
+        let n = &self.nodes[i];
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match n.registry.register(kv::MASTER_NAME, &master).await {
+                Ok(()) => return master,
+                // The former master's name is released once its end reaches the registry.
+                Err(RegistryError::NameTaken { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(err) => panic!("cannot register the master: {err}"),
+            }
+        }
+    }
+
+    /// Starts a master of `partitions` partitions on node `i`, without its name.
+    pub(crate) async fn start_master_unnamed(
+        &self,
+        i: usize,
+        partitions: u32,
+    ) -> ActorRef<MasterMsg> {
         let args = MasterArgs {
-            partitions: PARTITIONS,
+            partitions,
             // A loaded machine must not make a worker miss a round: a partial first round of
             // a new master would rebuild a different (still correct) table than the one the
             // failover test expects.
@@ -100,21 +121,10 @@ impl KvCluster {
             .start_module(kv::MASTER_MODULE, &rmp_serde::to_vec_named(&args).unwrap())
             .await
             .unwrap();
-        let master = started
+        started
             .actor
             .downcast::<MasterMsg>()
-            .expect("a local kv master");
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            match n.registry.register(kv::MASTER_NAME, &master).await {
-                Ok(()) => return master,
-                // The former master's name is released once its end reaches the registry.
-                Err(RegistryError::NameTaken { .. }) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(err) => panic!("cannot register the master: {err}"),
-            }
-        }
+            .expect("a local kv master")
     }
 
     /// Starts a worker on node `i`, with no arguments (as an app spec without `args`) or
