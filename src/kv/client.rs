@@ -471,9 +471,12 @@ impl KvClient {
             cache.fetching = true;
             cache.table.clone()
         };
+        // Whatever ends this fetch, a caller that stops waiting (a timeout around the call)
+        // included, the next one may fetch.
+        let fetching = Fetching(self);
         let fetched = self.fetch_table(budget).await;
+        drop(fetching);
         let mut cache = self.lock();
-        cache.fetching = false;
         match fetched {
             Ok(table) => {
                 cache.fetch_failed = None;
@@ -554,6 +557,15 @@ impl KvClient {
             .cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A fetch of the table under way; its end lets the next one start.
+struct Fetching<'a>(&'a KvClient);
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        self.0.lock().fetching = false;
     }
 }
 

@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 use super::WORKERS_GROUP;
 use super::planner::{self, Command, Held, Slot, WorkerView};
 use super::protocol::{
-    Assignment, MasterMsg, Route, Status, Table, TableEntry, WorkerMsg, WorkerReport, WorkerStatus,
-    partition_of,
+    Assignment, MasterMsg, Role, Route, Status, Table, TableEntry, WorkerMsg, WorkerReport,
+    WorkerStatus, partition_of,
 };
 use crate::registry::Registry;
 use crate::{Actor, ActorError, ActorId, ActorRef, ActorResult, Context, Down, MonitorRef};
@@ -298,7 +298,12 @@ impl Master {
                                 role: p.role,
                                 epoch: p.epoch,
                                 version: p.version,
-                                current: p.current,
+                                // Earlier builds report no line: their primaries and
+                                // spares hold their epoch's.
+                                line: match (p.line, p.role) {
+                                    (0, Role::Primary | Role::Spare) => p.epoch,
+                                    (line, _) => line,
+                                },
                             };
                             (p.partition, held)
                         })

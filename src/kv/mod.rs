@@ -41,7 +41,8 @@
 //! - A master that fails over loses nothing: the workers hold the truth, and a new master
 //!   rebuilds the table from their reports before it answers with assignments, promoting a
 //!   copy only once every live worker has reported (a silent one may hold the newest): the
-//!   newest epoch's copy, of one epoch the highest version. Meanwhile clients keep working
+//!   copy of the newest line (the epoch whose primary's writes it holds), of one line the
+//!   highest version. Meanwhile clients keep working
 //!   with the table they have, for every partition whose primary lives.
 //! - Reads go to the primary; they see every acknowledged write, and may see a write that is
 //!   applied but not yet acknowledged (it is acknowledged unless the primary dies first). A

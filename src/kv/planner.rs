@@ -5,11 +5,12 @@
 //! # Rules, per partition
 //!
 //! 1. **Primary.** Kept while it is alive and confirms it (or has not reported this round).
-//!    Otherwise the copy of the newest epoch wins (of copies that hold their epoch's data: a
-//!    backup still waiting for the snapshot starting its epoch comes last), then the highest
-//!    version, then a primary over a backup over a spare: after a failure that is the backup,
-//!    for a fresh master it is whoever held the partition. The table's backup, once it
-//!    reported the snapshot of the table's epoch, is promoted at once: no copy can be newer.
+//!    Otherwise the copy of the newest line wins (the epoch whose primary's writes it holds:
+//!    a backup waiting for the snapshot of its epoch still holds an earlier line), then the
+//!    highest version, then a primary over a backup over a spare: after a failure that is the
+//!    backup, for a fresh master it is whoever held the partition. The table's backup, once
+//!    it reported the snapshot of the table's epoch, is promoted at once (no copy can be
+//!    newer), unless a report shows a later epoch than the table's.
 //!    Any other new primary is chosen only once every live worker has reported: one that has
 //!    not may hold a newer copy than any reported (the former backup, or the primary a master
 //!    that has just started does not know yet). With no copy anywhere, an empty partition is
@@ -32,13 +33,13 @@
 //!
 //! - Versions count the writes of a partition along one line of primaries: a backup only
 //!   applies what its primary sent, in order, and a snapshot carries the version with it. So
-//!   two current copies of one epoch at the same version hold the same data, and of one
-//!   epoch the highest version holds every acknowledged write (acknowledged writes are on
-//!   the backup). Across epochs versions do not compare: a primary replaced without being
-//!   told goes on applying writes (never acknowledged: its backup refuses them) until it
-//!   hears, so its copy may count more writes than the new line's.
-//! - The newest epoch's current copies hold every acknowledged write: an epoch starts from
-//!   the best copy there was, and its writes are acknowledged only once its backup, current,
+//!   two copies of one line at the same version hold the same data, and of one line the
+//!   highest version holds every acknowledged write (acknowledged writes are on the
+//!   backup). Across lines versions do not compare: a primary replaced without being told
+//!   goes on applying writes (never acknowledged: its backup refuses them) until it hears,
+//!   so its copy may count more writes than the new line's.
+//! - The copies of the newest line hold every acknowledged write: a line starts from the best
+//!   copy there was, and its writes are acknowledged only once its backup, holding the line,
 //!   applied them.
 //! - Primary and backup of a partition are two different workers.
 
@@ -62,8 +63,8 @@ pub(crate) struct Held {
     pub(crate) role: Role,
     pub(crate) epoch: Epoch,
     pub(crate) version: u64,
-    /// The copy is its epoch's (see `PartitionReport::current`).
-    pub(crate) current: bool,
+    /// The epoch of the line of writes the copy holds (see `PartitionReport::line`).
+    pub(crate) line: Epoch,
 }
 
 /// A live worker as the master sees it in one round.
@@ -183,12 +184,19 @@ pub(crate) fn plan(current: &[Slot], workers: &[WorkerView], may_start_empty: bo
             }
             // The backup of the table's epoch, with that epoch's snapshot, holds every write
             // acknowledged in it and before: no other copy can be newer, so it need not
-            // wait for a silent worker.
+            // wait for a silent worker. Unless a report shows a later epoch than the table's
+            // (an order of an earlier master that came late).
             _ if cur.epoch > 0
                 && cur.backup.as_ref().is_some_and(|b| {
                     report(b, p).flatten().is_some_and(|h| {
-                        h.role == Role::Backup && h.epoch == cur.epoch && h.current
+                        h.role == Role::Backup && h.epoch == cur.epoch && h.line == cur.epoch
                     })
+                })
+                && !workers.iter().any(|w| {
+                    w.held
+                        .as_ref()
+                        .and_then(|held| held.get(&p))
+                        .is_some_and(|h| h.epoch.max(h.line) > cur.epoch)
                 }) =>
             {
                 changed[i] = true;
@@ -212,13 +220,11 @@ pub(crate) fn plan(current: &[Slot], workers: &[WorkerView], may_start_empty: bo
                             Role::Backup => 1,
                             Role::Spare => 0,
                         };
-                        // The newest epoch's copy holds every acknowledged write; versions
-                        // compare only along one epoch's line (a primary replaced without
-                        // being told may have applied writes of its own past the new
-                        // line's, none of them acknowledged). A backup still waiting for
-                        // its epoch's snapshot holds an older epoch's data: last. Ties go
-                        // to the lowest id, for determinism.
-                        (h.current, h.epoch, h.version, rank, std::cmp::Reverse(*w))
+                        // The newest line's copy holds every acknowledged write; versions
+                        // compare only along one line (a primary replaced without being
+                        // told may have applied writes of its own past the new line's, none
+                        // of them acknowledged). Ties go to the lowest id, for determinism.
+                        (h.line, h.version, h.epoch, rank, std::cmp::Reverse(*w))
                     });
                 match best {
                     Some((w, _)) => Some(w.clone()),
@@ -437,7 +443,7 @@ mod tests {
                                 role,
                                 epoch,
                                 version,
-                                current: true,
+                                line: epoch,
                             },
                         )
                     })
@@ -446,10 +452,11 @@ mod tests {
         }
     }
 
-    /// `view` with its copy of `partition` waiting for the snapshot starting its epoch.
-    fn waiting_for_snapshot(mut view: WorkerView, partition: PartitionId) -> WorkerView {
+    /// `view` with its copy of `partition` holding the line of epoch `line` (a backup waiting
+    /// for the snapshot of its epoch holds an earlier one).
+    fn holding_line(mut view: WorkerView, partition: PartitionId, line: Epoch) -> WorkerView {
         if let Some(held) = view.held.as_mut().and_then(|h| h.get_mut(&partition)) {
-            held.current = false;
+            held.line = line;
         }
         view
     }
@@ -484,7 +491,7 @@ mod tests {
                                     role: *role,
                                     epoch: *epoch,
                                     version,
-                                    current: true,
+                                    line: *epoch,
                                 },
                             );
                         }
@@ -667,7 +674,7 @@ mod tests {
                 &b,
                 Some(vec![(0, Role::Backup, 5, 12), (1, Role::Backup, 7, 30)]),
             ),
-            waiting_for_snapshot(view(&c, Some(vec![(1, Role::Backup, 8, 0)])), 1),
+            holding_line(view(&c, Some(vec![(1, Role::Backup, 8, 0)])), 1, 0),
         ];
         let plan = plan(&vec![Slot::default(); 2], &views, true);
         assert_eq!(plan.slots[0].primary, Some(a));
@@ -697,12 +704,49 @@ mod tests {
         assert_eq!(promoted.slots[0].epoch, 5);
         // Still waiting for its snapshot, it could be behind a copy the silent worker has.
         let views = vec![
-            waiting_for_snapshot(view(&b, Some(vec![(0, Role::Backup, 4, 0)])), 0),
+            holding_line(view(&b, Some(vec![(0, Role::Backup, 4, 0)])), 0, 3),
             view(&c, None),
         ];
         let waiting = plan(&slots, &views, true);
         assert_eq!(waiting.slots[0].primary, None);
         assert!(waiting.commands.is_empty());
+    }
+
+    /// A report of a later epoch than the table's (an order of an earlier master that came
+    /// late) may hold a newer line: the table's backup is not promoted blindly then.
+    #[test]
+    fn a_later_epoch_reported_holds_up_the_quick_promotion() {
+        let (a, b, c) = (id(1, 1), id(2, 1), id(3, 1));
+        let slots = vec![Slot {
+            primary: Some(a),
+            backup: Some(b.clone()),
+            epoch: 4,
+        }];
+        let views = vec![
+            view(&b, Some(vec![(0, Role::Backup, 4, 9)])),
+            view(&c, Some(vec![(0, Role::Primary, 5, 12)])),
+        ];
+        let plan = plan(&slots, &views, true);
+        assert_eq!(plan.slots[0].primary, Some(c));
+    }
+
+    /// Balancing made the primary p the backup of c at a new epoch; c died before p had its
+    /// snapshot. p still holds its own line, newer than that of a former backup that was not
+    /// dropped yet: p is promoted, and no acknowledged write is lost.
+    #[test]
+    fn a_primary_made_backup_keeps_its_line_until_its_snapshot() {
+        let (p, c, old) = (id(1, 1), id(2, 1), id(3, 1));
+        let slots = vec![Slot {
+            primary: Some(c),
+            backup: Some(p.clone()),
+            epoch: 6,
+        }];
+        let views = vec![
+            holding_line(view(&p, Some(vec![(0, Role::Backup, 6, 20)])), 0, 5),
+            view(&old, Some(vec![(0, Role::Backup, 4, 15)])),
+        ];
+        let plan = plan(&slots, &views, true);
+        assert_eq!(plan.slots[0].primary, Some(p));
     }
 
     /// A primary replaced without being told (its order lost) applied writes of its own past

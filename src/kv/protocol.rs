@@ -209,12 +209,13 @@ pub struct PartitionReport {
     pub version: u64,
     /// The number of keys.
     pub keys: u64,
-    /// Whether the copy is its epoch's: a primary's or a spare's (a primary that learned it
-    /// was superseded), or a backup's once the snapshot starting its epoch arrived. A backup
-    /// still waiting for it holds what an earlier epoch left. Absent in the reports of
-    /// workers of earlier builds, which count as not current.
+    /// The epoch of the line of writes the copy holds: for a primary its epoch; for a spare
+    /// the epoch it was primary in; for a backup the epoch of the last snapshot it took (a
+    /// backup waiting for the snapshot of its epoch, a primary just made backup among them,
+    /// holds an earlier line). 0: none yet, or a worker of an earlier build (whose primaries
+    /// and spares the master counts at their epoch).
     #[serde(default)]
-    pub current: bool,
+    pub line: Epoch,
     /// The partition count of the master that assigned the partition, which routed its
     /// keys; 0 when not known (a backup that took the partition from its primary's writes
     /// before its assignment came, or a worker of an earlier build).

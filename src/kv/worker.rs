@@ -96,6 +96,8 @@ struct Partition {
     /// data is whatever an earlier epoch left, and replicated writes are not acknowledged:
     /// an acknowledgement must mean the write is here.
     current: bool,
+    /// The epoch of the line of writes the data is (see `PartitionReport::line`).
+    line: Epoch,
     /// The partition count of the master that assigned it (0: not known).
     partitions: u32,
     /// Backup only: when a snapshot was last asked for this epoch, if one was and has not
@@ -114,6 +116,7 @@ impl Partition {
             backup: None,
             pending: VecDeque::new(),
             current: false,
+            line: 0,
             partitions: 0,
             snapshot_asked: None,
         }
@@ -142,7 +145,7 @@ impl Worker {
                     epoch: p.epoch,
                     version: p.version,
                     keys: p.data.len() as u64,
-                    current: p.role != Role::Backup || p.current,
+                    line: p.line,
                     partitions: p.partitions,
                 })
                 .collect(),
@@ -176,6 +179,10 @@ impl Worker {
         }
         part.role = a.role;
         part.epoch = a.epoch;
+        if a.role == Role::Primary {
+            // Its copy starts the epoch's line: the master chose it as the best there is.
+            part.line = a.epoch;
+        }
         part.partitions = a.partitions;
         // A new role or epoch: a backup waits for this epoch's snapshot.
         part.current = false;
@@ -341,6 +348,7 @@ impl Worker {
         p.data = data;
         p.version = version;
         p.current = true;
+        p.line = epoch;
         p.snapshot_asked = None;
         tracing::debug!(worker = %me, partition, epoch, version, keys = p.data.len(), "snapshot applied");
         ack(

@@ -9,6 +9,8 @@ use std::time::Duration;
 use ensemble::ActorRef;
 use ensemble::kv::{Status, WorkerMsg, partition_of};
 
+use ensemble::kv;
+
 use crate::util::{
     KvCluster, PARTITIONS, check_keys, eventually, key, one_cluster_at_a_time, settled, value,
 };
@@ -223,4 +225,72 @@ async fn a_master_of_another_partition_count_refuses_the_data() {
     // The data is untouched: the right master finds every key.
     kv.start_master(0).await;
     check_keys(&client, 0..20).await;
+}
+
+/// A master that takes every request and answers none.
+struct Silent(Vec<ensemble::kv::MasterMsg>);
+
+impl ensemble::Actor for Silent {
+    type Msg = ensemble::kv::MasterMsg;
+
+    async fn handle(
+        &mut self,
+        msg: ensemble::kv::MasterMsg,
+        _ctx: &mut ensemble::Context<Self>,
+    ) -> ensemble::ActorResult {
+        // Kept, reply handles and all: the asker waits out its timeout.
+        self.0.push(msg);
+        Ok(())
+    }
+}
+
+/// A call that stops waiting while it fetches the table (a timeout around it) must not leave
+/// the fetch marked as under way: every later call would then go on with the stale table for
+/// good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dropped_while_it_fetches_the_table_lets_the_next_fetch() {
+    let _turn = one_cluster_at_a_time().await;
+    let mut kv = KvCluster::start().await;
+    let master = kv.start_master(0).await;
+    for i in [1, 2, 1, 2] {
+        kv.start_worker(i).await;
+    }
+    let client = kv.client(1).with_deadline(Duration::from_secs(1));
+    let status = settled(&client, 4).await;
+    let table = client.table().await.unwrap();
+    let victim = busiest(&status);
+    let on_victim = |i: usize| {
+        let entry = &table.entries[partition_of(&key(i), PARTITIONS) as usize];
+        entry.primary.as_ref().is_some_and(|w| *w.id() == victim)
+    };
+    let (dead, alive) = (
+        (0..100).find(|&i| on_victim(i)).unwrap(),
+        (0..100).find(|&i| !on_victim(i)).unwrap(),
+    );
+    client.put(key(dead), value(dead)).await.unwrap();
+
+    // The master is replaced by one that answers nothing, and a worker dies: a call to its
+    // partition finds the table wrong.
+    master.stop();
+    master.wait_for_exit().await;
+    let n = &kv.nodes[0];
+    let silent = n.node.spawn(Silent(Vec::new())).unwrap();
+    eventually("the silent master registered", async || {
+        n.registry.register(kv::MASTER_NAME, &silent).await.ok()
+    })
+    .await;
+    kv.kill_worker(&victim).await;
+    assert!(client.get(&key(dead)).await.is_err());
+    // Past the fifth of a second calls wait after a fetch the master did not answer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // This call fetches the table from the silent master, and is given up meanwhile.
+    let given_up = tokio::time::timeout(Duration::from_millis(100), client.get(&key(alive))).await;
+    assert!(given_up.is_err(), "the call waited for the table");
+
+    // A real master again: the next fetch finds the dead worker's partition a new primary.
+    silent.stop();
+    silent.wait_for_exit().await;
+    kv.start_master(2).await;
+    let patient = client.clone().with_deadline(Duration::from_secs(30));
+    assert_eq!(patient.get(&key(dead)).await.unwrap(), Some(value(dead)));
 }

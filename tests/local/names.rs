@@ -97,4 +97,22 @@ async fn an_actor_of_another_node_in_the_process_is_not_local() {
         Err(RegisterError::NotLocal { .. })
     ));
     assert!(here.whereis_local::<Cmd>("a").is_err());
+    // Nor for names other nodes can look up.
+    let remote = there.spawn(Numbers).unwrap();
+    assert!(matches!(
+        here.register_remote("b", &remote),
+        Err(RegisterError::NotLocal { .. })
+    ));
+    assert!(here.whereis_local::<u64>("b").is_err());
+}
+
+/// An actor whose messages can cross nodes.
+struct Numbers;
+
+impl Actor for Numbers {
+    type Msg = u64;
+
+    async fn handle(&mut self, _msg: u64, _ctx: &mut Context<Self>) -> ActorResult {
+        Ok(())
+    }
 }

@@ -52,14 +52,18 @@ impl Deadlines {
         deadline: Instant,
         waker: &Waker,
     ) -> usize {
-        let mut state = self.state.lock();
-        let key = state.entries.insert(Entry {
-            deadline,
-            waker: waker.clone(),
-            expired: false,
-        });
-        if !state.sweeping {
-            state.sweeping = true;
+        let (key, start_sweeper) = {
+            let mut state = self.state.lock();
+            let key = state.entries.insert(Entry {
+                deadline,
+                waker: waker.clone(),
+                expired: false,
+            });
+            (key, !std::mem::replace(&mut state.sweeping, true))
+        };
+        // Outside the lock: a runtime that has shut down drops the sweeper inside `spawn`,
+        // and its drop takes the lock.
+        if start_sweeper {
             runtime.spawn(sweep(Sweeper {
                 deadlines: Arc::clone(self),
                 finished: false,
@@ -131,6 +135,29 @@ async fn sweep(mut sweeper: Sweeper) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A registration on a node whose runtime has shut down: the sweeper is dropped at once,
+    /// and the registration returns.
+    #[test]
+    fn a_registration_after_the_runtime_ended_returns() {
+        let deadlines = Arc::new(Deadlines::new());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        drop(runtime);
+        let (done, registered) = std::sync::mpsc::channel();
+        let registering = Arc::clone(&deadlines);
+        std::thread::spawn(move || {
+            registering.register(&handle, Instant::now(), Waker::noop());
+            let _ = done.send(());
+        });
+        registered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the registration returned");
+        assert!(!deadlines.state.lock().sweeping);
+    }
 
     #[test]
     fn a_sweeper_gone_with_its_runtime_is_started_again() {

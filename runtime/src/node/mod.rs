@@ -323,7 +323,8 @@ impl Node {
         actor: &ActorRef<M>,
     ) -> Result<(), RegisterError> {
         let name = name.into();
-        let Some(cell) = actor.local() else {
+        // An actor of another node of this process is local to that node, not this one.
+        let Some(cell) = actor.local().filter(|cell| cell.id.node() == self.id()) else {
             return Err(RegisterError::NotLocal {
                 name,
                 actor: actor.id().clone(),
