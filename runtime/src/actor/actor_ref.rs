@@ -85,9 +85,14 @@ impl<M: Send + 'static> ActorRef<M> {
     /// node cannot be reached; the message is handed back in the error.
     pub async fn tell(&self, msg: M) -> Result<(), TellError<M>> {
         match &self.target {
-            Target::Local(cell) => match cell.mailbox.push(msg).await {
-                Ok(()) => Ok(()),
-                Err(message) => Err(dead(cell, message)),
+            // Room at once, as a rule: the wait is set up only when the mailbox is full.
+            Target::Local(cell) => match cell.mailbox.try_push(msg) {
+                Push::Accepted => Ok(()),
+                Push::Closed(message) => Err(dead(cell, message)),
+                Push::Full(message) => match cell.mailbox.push(message).await {
+                    Ok(()) => Ok(()),
+                    Err(message) => Err(dead(cell, message)),
+                },
             },
             Target::Remote(remote) => remote.tell(msg).await,
         }

@@ -112,17 +112,14 @@ impl<M> State<M> {
         self.rare.get_or_insert_with(Default::default)
     }
 
-    /// Takes every waiting sender's waker, to be woken outside the lock; their places end
-    /// with this round.
-    fn take_senders(&mut self) -> Vec<Waker> {
+    /// Takes every waiting sender's place, to be woken outside the lock (the empty places
+    /// among them are skipped then); their places end with this round.
+    fn take_senders(&mut self) -> Vec<Option<Waker>> {
         match &mut self.rare {
             Some(rare) if !rare.senders.is_empty() => {
                 rare.round += 1;
                 rare.free.clear();
                 std::mem::take(&mut rare.senders)
-                    .into_iter()
-                    .flatten()
-                    .collect()
             }
             _ => Vec::new(),
         }
@@ -266,7 +263,7 @@ impl<M> Mailbox<M> {
             std::mem::swap(&mut state.queue, batch);
             let senders = state.take_senders();
             drop(state);
-            for waker in senders {
+            for waker in senders.into_iter().flatten() {
                 waker.wake();
             }
             return Poll::Ready(Next::Messages);
@@ -318,7 +315,7 @@ impl<M> Mailbox<M> {
         state.closed = true;
         let senders = state.take_senders();
         drop(state);
-        for waker in senders {
+        for waker in senders.into_iter().flatten() {
             waker.wake();
         }
     }
@@ -338,7 +335,7 @@ impl<M> Mailbox<M> {
         let senders = state.take_senders();
         let receiver = state.receiver.take();
         drop(state);
-        for waker in senders {
+        for waker in senders.into_iter().flatten() {
             waker.wake();
         }
         if let Some(waker) = receiver {

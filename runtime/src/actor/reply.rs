@@ -21,8 +21,10 @@ pub(crate) enum ReplyInner<T> {
     /// The asker is on this node. The sender sits in a slot so that encoding the request for
     /// another node can move it into the node's table of pending asks.
     Local(Mutex<Option<oneshot::Sender<Result<T, AskError>>>>),
-    /// The asker is on another node.
-    Remote(RemoteReply<T>),
+    /// The asker is on another node. Boxed: a local handle is two words, a remote one ten,
+    /// and every message type that carries a handle (and the task of every actor that takes
+    /// one, which holds a message while handling it) would pay for the larger.
+    Remote(Box<RemoteReply<T>>),
 }
 
 impl<T> ReplyTo<T> {
@@ -44,7 +46,7 @@ impl<T> ReplyTo<T> {
                 }),
                 None => Err(value),
             },
-            ReplyInner::Remote(remote) => remote.send(value),
+            ReplyInner::Remote(remote) => (*remote).send(value),
         }
     }
 

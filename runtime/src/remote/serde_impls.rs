@@ -125,14 +125,14 @@ impl<'de, T: RemoteMessage> Deserialize<'de> for ReplyTo<T> {
             });
         }
         Ok(ReplyTo {
-            inner: ReplyInner::Remote(RemoteReply {
+            inner: ReplyInner::Remote(Box::new(RemoteReply {
                 node,
                 origin: wire.origin,
                 ask: wire.ask,
                 target: wire.target,
                 encode: encode_with::<T>,
                 done: AtomicBool::new(false),
-            }),
+            })),
         })
     }
 }
