@@ -471,17 +471,18 @@ impl KvClient {
             cache.fetching = true;
             cache.table.clone()
         };
-        // Whatever ends this fetch, a caller that stops waiting (a timeout around the call)
-        // included, the next one may fetch.
-        let fetching = Fetching(self);
+        // A caller that stops waiting (a timeout around the call) ends the fetch too: then
+        // the guard lets the next one start.
+        let mut fetching = Fetching(Some(self));
         let fetched = self.fetch_table(budget).await;
-        drop(fetching);
         let mut cache = self.lock();
+        // Its end and its outcome in one step: no other fetch starts in between.
+        fetching.0 = None;
+        cache.fetching = false;
         match fetched {
             Ok(table) => {
                 cache.fetch_failed = None;
-                drop(cache);
-                Ok(self.keep(&table))
+                Ok(keep(&mut cache, &table))
             }
             Err(failure) => {
                 if let Failure::Master { error, .. } = &failure {
@@ -514,27 +515,9 @@ impl KvClient {
         Ok(table)
     }
 
-    /// Caches a fetched table over the cached one: a partition the new one names no primary
-    /// for keeps its cached entry (its primary may well live; a refusal says otherwise). With
-    /// such a partition the table is fetched again by the next attempt that finds it wrong.
+    /// Caches a fetched table (see [`keep`]).
     fn keep(&self, fetched: &Table) -> Arc<Table> {
-        let mut cache = self.lock();
-        let table = match &cache.table {
-            Some(cached) if cached.entries.len() == fetched.entries.len() => {
-                let mut table = fetched.clone();
-                for (entry, old) in table.entries.iter_mut().zip(&cached.entries) {
-                    if entry.primary.is_none() && old.primary.is_some() {
-                        *entry = old.clone();
-                    }
-                }
-                table
-            }
-            _ => fetched.clone(),
-        };
-        let table = Arc::new(table);
-        cache.table = Some(table.clone());
-        cache.stale = false;
-        table
+        keep(&mut self.lock(), fetched)
     }
 
     /// What a failed attempt tells about the cache.
@@ -560,12 +543,43 @@ impl KvClient {
     }
 }
 
-/// A fetch of the table under way; its end lets the next one start.
-struct Fetching<'a>(&'a KvClient);
+/// Caches a fetched table over the cached one: a partition the new one names no primary for
+/// keeps its cached entry (its primary may well live; a refusal says otherwise), and a table
+/// older than the cached one of the same master is not taken. With such a partition the table
+/// is fetched again by the next attempt that finds it wrong.
+fn keep(cache: &mut Cache, fetched: &Table) -> Arc<Table> {
+    if let Some(cached) = &cache.table
+        && cached.master == fetched.master
+        && cached.revision > fetched.revision
+    {
+        return cached.clone();
+    }
+    let table = match &cache.table {
+        Some(cached) if cached.entries.len() == fetched.entries.len() => {
+            let mut table = fetched.clone();
+            for (entry, old) in table.entries.iter_mut().zip(&cached.entries) {
+                if entry.primary.is_none() && old.primary.is_some() {
+                    *entry = old.clone();
+                }
+            }
+            table
+        }
+        _ => fetched.clone(),
+    };
+    let table = Arc::new(table);
+    cache.table = Some(table.clone());
+    cache.stale = false;
+    table
+}
+
+/// A fetch of the table under way; dropped with it, it lets the next one start.
+struct Fetching<'a>(Option<&'a KvClient>);
 
 impl Drop for Fetching<'_> {
     fn drop(&mut self) {
-        self.0.lock().fetching = false;
+        if let Some(client) = self.0 {
+            client.lock().fetching = false;
+        }
     }
 }
 

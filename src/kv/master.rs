@@ -298,10 +298,13 @@ impl Master {
                                 role: p.role,
                                 epoch: p.epoch,
                                 version: p.version,
-                                // Earlier builds report no line: their primaries and
-                                // spares hold their epoch's.
+                                // Workers of earlier builds report no line. This build's
+                                // copies of line 0 hold no write yet, so a copy of line 0
+                                // with writes is of an earlier build: counted at its
+                                // epoch, as those builds ranked copies of one version.
                                 line: match (p.line, p.role) {
                                     (0, Role::Primary | Role::Spare) => p.epoch,
+                                    (0, Role::Backup) if p.version > 0 => p.epoch,
                                     (line, _) => line,
                                 },
                             };

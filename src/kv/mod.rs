@@ -17,7 +17,8 @@
 //!   them, and in *rounds* collects what every worker holds and hands out assignments.
 //! - `planner`: the master's decisions as a pure function (table + reports → table + orders),
 //!   unit-tested: even spread, primary and backup on different workers and nodes, promotion of
-//!   the backup, rebalancing, rebuilding a table from reports (highest version wins).
+//!   the backup, rebalancing, rebuilding a table from reports (the newest line wins, then
+//!   the highest version).
 //! - `client`: [`KvClient`]: resolves the master by name, caches its table, routes by key, and
 //!   retries through failures until a deadline.
 //!

@@ -23,8 +23,8 @@
 //!    there, whatever the load (a node's loss must not take both copies); otherwise it moves
 //!    to a worker with at least two fewer roles, never onto its primary's node. A primary
 //!    hands over to its backup when the backup has at least two fewer primaries and both
-//!    reported the same version at the current epoch (so the backup holds every acknowledged
-//!    write).
+//!    reported the same version of the current epoch's line (so the backup holds every
+//!    acknowledged write).
 //! 4. **Epoch.** Any change gives the partition a new epoch, above every epoch reported for
 //!    it, and orders to both workers. Copies held by anyone else are dropped only once the
 //!    primary and the backup confirm the epoch at the same version.
@@ -341,6 +341,8 @@ pub(crate) fn plan(current: &[Slot], workers: &[WorkerView], may_start_empty: bo
                     && b.role == Role::Backup
                     && a.epoch == cur.epoch
                     && b.epoch == cur.epoch
+                    && a.line == cur.epoch
+                    && b.line == cur.epoch
                     && a.version == b.version
             }
             _ => false,
@@ -399,8 +401,12 @@ pub(crate) fn plan(current: &[Slot], workers: &[WorkerView], may_start_empty: bo
             }
             continue;
         };
+        // Versions compare only along one line: a backup still waiting for its snapshot
+        // may hold a fork at the same count.
         let synced = match (report(&primary, p), report(backup, p)) {
-            (Some(Some(a)), Some(Some(b))) => a.version == b.version,
+            (Some(Some(a)), Some(Some(b))) => {
+                a.line == cur.epoch && b.line == cur.epoch && a.version == b.version
+            }
             _ => false,
         };
         if !synced {
@@ -747,6 +753,54 @@ mod tests {
         ];
         let plan = plan(&slots, &views, true);
         assert_eq!(plan.slots[0].primary, Some(p));
+    }
+
+    /// A backup still waiting for its snapshot holds an older line, perhaps a fork of a
+    /// stale primary's own writes, which may count as many writes as the current line: an
+    /// equal version is no proof it holds the same data. Neither the primary hands over to
+    /// it, nor are other copies dropped.
+    #[test]
+    fn equal_versions_of_different_lines_are_not_in_sync() {
+        let (a, b, c) = (id(1, 1), id(2, 1), id(3, 1));
+        let slot = |backup: &ActorId| Slot {
+            primary: Some(b.clone()),
+            backup: Some(backup.clone()),
+            epoch: 5,
+        };
+        let slots = vec![slot(&a), slot(&c), slot(&c)];
+        let views = vec![
+            holding_line(view(&a, Some(vec![(0, Role::Backup, 5, 11)])), 0, 3),
+            view(
+                &b,
+                Some(vec![
+                    (0, Role::Primary, 5, 11),
+                    (1, Role::Primary, 5, 2),
+                    (2, Role::Primary, 5, 2),
+                ]),
+            ),
+            holding_line(
+                view(
+                    &c,
+                    Some(vec![
+                        (0, Role::Backup, 4, 11),
+                        (1, Role::Backup, 5, 2),
+                        (2, Role::Backup, 5, 2),
+                    ]),
+                ),
+                0,
+                4,
+            ),
+        ];
+        let plan = plan(&slots, &views, true);
+        assert_eq!(plan.slots[0].primary, Some(b));
+        assert!(
+            !plan
+                .commands
+                .iter()
+                .any(|c| matches!(c, Command::Drop { partition: 0, .. })),
+            "{:?}",
+            plan.commands
+        );
     }
 
     /// A primary replaced without being told (its order lost) applied writes of its own past

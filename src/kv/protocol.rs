@@ -205,7 +205,7 @@ pub struct PartitionReport {
     /// The epoch of that role.
     pub epoch: Epoch,
     /// The number of writes applied to the partition since it was created (carried over by
-    /// promotions and snapshots): of two copies of one epoch, the higher version holds more.
+    /// promotions and snapshots): of two copies of one line, the higher version holds more.
     pub version: u64,
     /// The number of keys.
     pub keys: u64,

@@ -83,8 +83,9 @@ impl std::fmt::Debug for Worker {
 struct Partition {
     role: Role,
     epoch: Epoch,
-    /// Writes applied since the partition was created; carried over by snapshots, so a higher
-    /// version means more recent data (the master promotes the highest).
+    /// Writes applied since the partition was created; carried over by snapshots, so of two
+    /// copies of one line the higher version holds more (the master promotes the newest line,
+    /// then the highest version).
     version: u64,
     data: BTreeMap<String, Vec<u8>>,
     /// Primary only: where writes are replicated.
