@@ -65,6 +65,9 @@ fn threads_per_process() -> usize {
 /// How long each stage may take before the demo gives up.
 const STAGE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The keys the demo writes, `key-0` to `key-499`, overwritten in turn.
+const KEYS: usize = 500;
+
 pub(crate) fn run(args: DemoArgs) -> CliResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads_per_process())
@@ -224,10 +227,29 @@ impl Demo {
             status.partitions
         ));
 
-        // 4. Writes without pause; the kill.
+        // 4. Writes without pause, one writer per partition (so those whose primaries live
+        // go on while the killed node's wait); the kill.
         let writes: Arc<Mutex<Vec<Write>>> = Arc::default();
         let stop_writing = Arc::new(AtomicBool::new(false));
-        let writer = tokio::spawn(write_loop(kv.clone(), writes.clone(), stop_writing.clone()));
+        let mut keys_of: BTreeMap<kv::PartitionId, Vec<String>> = BTreeMap::new();
+        for n in 0..KEYS {
+            let key = format!("key-{n}");
+            keys_of
+                .entry(kv::partition_of(&key, status.partitions))
+                .or_default()
+                .push(key);
+        }
+        let writers: Vec<_> = keys_of
+            .into_values()
+            .map(|keys| {
+                tokio::spawn(write_loop(
+                    kv.clone(),
+                    keys,
+                    writes.clone(),
+                    stop_writing.clone(),
+                ))
+            })
+            .collect();
         let warmup = Instant::now() + Duration::from_secs(args.warmup_secs);
         while Instant::now() < warmup {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -394,9 +416,11 @@ impl Demo {
         // Write a little longer on the new master, then stop.
         tokio::time::sleep(Duration::from_secs(1)).await;
         stop_writing.store(true, Ordering::Relaxed);
-        writer
-            .await
-            .map_err(|e| format!("the writer task failed: {e}"))?;
+        for writer in writers {
+            writer
+                .await
+                .map_err(|e| format!("a writer task failed: {e}"))?;
+        }
 
         // 5. Read back every acknowledged write.
         let writes = std::mem::take(&mut *writes.lock());
@@ -684,14 +708,20 @@ async fn victim_exit(nodes: &mut [NodeProcess], name: &str) -> Option<std::proce
 /// Writes `key-<i>` = `value-<i>` without pause until told to stop, recording each outcome.
 /// A write in flight when told to stop is finished and recorded, so that reading back knows
 /// every value it may find.
-async fn write_loop(kv: KvClient, writes: Arc<Mutex<Vec<Write>>>, stop: Arc<AtomicBool>) {
+/// Writes `keys` in turn, overwriting them, until told to stop: reading back checks the
+/// latest values.
+async fn write_loop(
+    kv: KvClient,
+    keys: Vec<String>,
+    writes: Arc<Mutex<Vec<Write>>>,
+    stop: Arc<AtomicBool>,
+) {
     for i in 0u64.. {
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        // 500 distinct keys, overwritten in turn, so reading back checks the latest values.
-        let key = format!("key-{}", i % 500);
-        let value = format!("value-{i}");
+        let key = keys[i as usize % keys.len()].clone();
+        let value = format!("value-{i}-of-{key}");
         let sent = Instant::now();
         let ok = kv.put(key.clone(), value.clone()).await.is_ok();
         writes.lock().push(Write {
