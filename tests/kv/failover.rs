@@ -31,9 +31,7 @@ async fn killing_workers_keeps_every_acknowledged_key() {
     let _turn = one_cluster_at_a_time().await;
     let mut kv = KvCluster::start().await;
     kv.start_master(0).await;
-    for i in [0, 1, 2, 1] {
-        kv.start_worker(i).await;
-    }
+    kv.start_workers(&[0, 1, 2, 1]).await;
     let client = kv.client(2);
     let status = settled(&client, 4).await;
 
@@ -88,9 +86,7 @@ async fn a_new_master_rebuilds_the_table_from_the_workers() {
     let _turn = one_cluster_at_a_time().await;
     let mut kv = KvCluster::start().await;
     let old = kv.start_master(0).await;
-    for i in [1, 2, 1, 2] {
-        kv.start_worker(i).await;
-    }
+    kv.start_workers(&[1, 2, 1, 2]).await;
     let client = kv.client(1);
     settled(&client, 4).await;
     const KEYS: usize = 100;
@@ -146,9 +142,7 @@ async fn without_a_master_a_dead_worker_stops_only_its_own_partitions() {
     let _turn = one_cluster_at_a_time().await;
     let mut kv = KvCluster::start().await;
     let master = kv.start_master(0).await;
-    for i in [1, 2, 1, 2] {
-        kv.start_worker(i).await;
-    }
+    kv.start_workers(&[1, 2, 1, 2]).await;
     let client = kv.client(1);
     let status = settled(&client, 4).await;
     const KEYS: usize = 60;
@@ -200,9 +194,7 @@ async fn a_master_of_another_partition_count_refuses_the_data() {
     let _turn = one_cluster_at_a_time().await;
     let mut kv = KvCluster::start().await;
     let master = kv.start_master(0).await;
-    for i in [1, 2] {
-        kv.start_worker(i).await;
-    }
+    kv.start_workers(&[1, 2]).await;
     let client = kv.client(1);
     settled(&client, 2).await;
     for i in 0..20 {
@@ -252,9 +244,7 @@ async fn a_call_dropped_while_it_fetches_the_table_lets_the_next_fetch() {
     let _turn = one_cluster_at_a_time().await;
     let mut kv = KvCluster::start().await;
     let master = kv.start_master(0).await;
-    for i in [1, 2, 1, 2] {
-        kv.start_worker(i).await;
-    }
+    kv.start_workers(&[1, 2, 1, 2]).await;
     let client = kv.client(1).with_deadline(Duration::from_secs(1));
     let status = settled(&client, 4).await;
     let table = client.table().await.unwrap();

@@ -12,9 +12,7 @@ async fn puts_and_gets_round_trip() {
     let _turn = one_cluster_at_a_time().await;
     let mut kv = KvCluster::start().await;
     kv.start_master(0).await;
-    for i in [0, 1, 2, 1] {
-        kv.start_worker(i).await;
-    }
+    kv.start_workers(&[0, 1, 2, 1]).await;
     let client = kv.client(2);
     let status = settled(&client, 4).await;
     assert!(!status.recovering);

@@ -145,6 +145,13 @@ impl KvCluster {
         id
     }
 
+    /// Starts a worker on each of `nodes`, in order.
+    pub(crate) async fn start_workers(&mut self, nodes: &[usize]) {
+        for &i in nodes {
+            self.start_worker(i).await;
+        }
+    }
+
     /// Kills a worker started with `start_worker` and waits until it has ended.
     pub(crate) async fn kill_worker(&mut self, id: &ActorId) {
         let worker = self.workers.remove(id).expect("a worker of this test");
