@@ -13,6 +13,8 @@ mod child;
 #[path = "../common/mod.rs"]
 mod common;
 mod controller;
+#[path = "../common/in_process.rs"]
+mod in_process;
 mod kv;
 mod placement;
 mod singleton;

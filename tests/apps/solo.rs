@@ -31,15 +31,5 @@ pub(crate) async fn node_in(
     certs: &std::path::Path,
     seeds: Vec<std::net::SocketAddr>,
 ) -> (Node, Cluster, Registry) {
-    let node = Node::new(NodeConfig::new(name)).unwrap();
-    let cert = NodeCert::load(certs, name).unwrap();
-    let mut config = ClusterConfig::new("test");
-    config.down = DownDecision::External;
-    let bootstrap = seeds.is_empty();
-    config.seeds = seeds;
-    let cluster = Cluster::start(&node, config, &cert).await.unwrap();
-    let mut settings = RegistryConfig::new(certs.join(format!("{name}-data")));
-    settings.bootstrap = bootstrap;
-    let registry = Registry::start(&cluster, settings).await.unwrap();
-    (node, cluster, registry)
+    crate::in_process::start_node(name, certs, seeds, |_| {}).await
 }

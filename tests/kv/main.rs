@@ -11,6 +11,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod failover;
+#[path = "../common/in_process.rs"]
+mod in_process;
 mod protocol;
 mod roundtrip;
 mod util;

@@ -3,11 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ensemble::cluster::{Cluster, ClusterConfig, DownDecision};
+use ensemble::cluster::Cluster;
 use ensemble::kv::{self, KvClient, MasterArgs, MasterMsg, Status, WorkerArgs};
 use ensemble::prelude::*;
-use ensemble::registry::{Registry, RegistryConfig, RegistryError};
-use ensemble::transport::certs::NodeCert;
+use ensemble::registry::{Registry, RegistryError};
 use tokio::time::Instant;
 
 use crate::common::certificates;
@@ -45,21 +44,14 @@ async fn start_node(
     certs: &std::path::Path,
     seeds: Vec<std::net::SocketAddr>,
 ) -> TestNode {
-    let node = Node::new(NodeConfig::new(name)).unwrap();
+    let (node, cluster, registry) = crate::in_process::start_node(name, certs, seeds, |registry| {
+        // Generous sessions: no node is ever down in these tests, and a loaded machine must
+        // not make one look so.
+        registry.session_ttl = Duration::from_secs(5);
+        registry.keepalive_interval = Duration::from_millis(500);
+    })
+    .await;
     kv::register_modules(&node);
-    let cert = NodeCert::load(certs, name).unwrap();
-    let mut config = ClusterConfig::new("test");
-    config.down = DownDecision::External;
-    let bootstrap = seeds.is_empty();
-    config.seeds = seeds;
-    let cluster = Cluster::start(&node, config, &cert).await.unwrap();
-    let mut registry = RegistryConfig::new(certs.join(format!("{name}-data")));
-    registry.bootstrap = bootstrap;
-    // Generous sessions: no node is ever down in these tests, and a loaded machine must not
-    // make one look so.
-    registry.session_ttl = Duration::from_secs(5);
-    registry.keepalive_interval = Duration::from_millis(500);
-    let registry = Registry::start(&cluster, registry).await.unwrap();
     TestNode {
         node,
         registry,
