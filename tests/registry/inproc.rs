@@ -490,6 +490,35 @@ async fn a_node_that_leaves_gives_its_locks_on_once_their_actors_ended() {
     assert!(!busy.is_alive());
 }
 
+/// An actor learns the fencing token of the lease it is bound to, and of no other: a
+/// singleton's instance passes it with its orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_bound_to_a_lease_learns_its_fencing_token() {
+    let certs = certificates(&["a"]);
+    let (node, _cluster, a) = start("a", certs.path(), vec![]).await;
+    let working = Arc::new(AtomicBool::new(false));
+    let first = node.spawn(Busy(working.clone())).unwrap();
+    let other = node.spawn(Busy(working)).unwrap();
+    let lease = a.try_lock("l").await.unwrap();
+    assert_eq!(a.fencing_token_of(first.id()), None, "not bound yet");
+    lease.bind(&first);
+    assert_eq!(a.fencing_token_of(first.id()), Some(lease.token()));
+    assert_eq!(a.fencing_token_of(other.id()), None, "never bound");
+    let old = lease.token();
+    lease.release().await.unwrap();
+    assert_eq!(
+        a.fencing_token_of(first.id()),
+        None,
+        "its lease was released"
+    );
+    let again = a.try_lock("l").await.unwrap();
+    again.bind(&other);
+    let new = a
+        .fencing_token_of(other.id())
+        .expect("bound to the new grant");
+    assert!(new > old, "the new grant's token {new} is not above {old}");
+}
+
 /// A loopback address with a UDP port free at the moment.
 fn free_udp_addr() -> std::net::SocketAddr {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ensemble_runtime::UntypedRef;
+use ensemble_runtime::{ActorId, UntypedRef};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -11,6 +11,8 @@ use crate::state::{Command, Holder, Outcome};
 
 /// What the registry handle and the lease share, so the handle can tell the lease it is lost.
 pub(crate) struct LeaseState {
+    /// The grant's fencing token.
+    token: u64,
     lost: watch::Sender<Option<String>>,
     bound: Mutex<Bound>,
 }
@@ -24,11 +26,18 @@ struct Bound {
 }
 
 impl LeaseState {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new(token: u64) -> Arc<Self> {
         Arc::new(LeaseState {
+            token,
             lost: watch::channel(None).0,
             bound: Mutex::default(),
         })
+    }
+
+    /// The grant's token, if `actor` is bound to the lease and it is not lost.
+    pub(crate) fn token_if_bound(&self, actor: &ActorId) -> Option<u64> {
+        let bound = self.bound.lock();
+        (!bound.lost && bound.actors.iter().any(|a| a.id() == actor)).then_some(self.token)
     }
 
     /// The lease is lost: bound actors are killed first, then waiters on `lost` are told.

@@ -448,7 +448,7 @@ mod tests {
             "a call that stopped waiting"
         );
 
-        leases.lock().insert(key(4), LeaseState::new());
+        leases.lock().insert(key(4), LeaseState::new(13));
         assert!(
             claimed(&waiters, &leases, &key(4), 13),
             "a lease made from the call's answer"

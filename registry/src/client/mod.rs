@@ -1100,7 +1100,7 @@ impl Registry {
         };
         // The lease before the waiter goes: a grant the copy dispatches in between must find
         // one of the two, or it would be given back as nobody's (`mirror::claimed`).
-        let state = LeaseState::new();
+        let state = LeaseState::new(token);
         self.shared.leases.lock().insert(key.clone(), state.clone());
         self.shared.waiters.lock().remove(&key);
         // Fenced while waiting: the lease is lost already, and nobody will release it unless
@@ -1131,6 +1131,21 @@ impl Registry {
     fn abandon(&self, key: &(String, u64)) {
         self.shared.waiters.lock().remove(key);
         self.shared.give_back(key.0.clone(), key.1);
+    }
+
+    /// The fencing token of the lease of this node that `actor` is bound to
+    /// ([`Lease::bind`]), if it is bound to one that is not lost.
+    ///
+    /// An instance of a singleton learns its grant's token this way, whoever started it (the
+    /// app platform binds a singleton role's instance before its `started` hook runs). It
+    /// passes the token with the orders it gives, so that their receivers can refuse the
+    /// orders of an instance it replaced that are still on their way.
+    pub fn fencing_token_of(&self, actor: &ActorId) -> Option<u64> {
+        let leases = self.shared.leases.lock();
+        leases
+            .values()
+            .filter_map(|lease| lease.token_if_bound(actor))
+            .max()
     }
 
     /// A lock's holder and waiters, from this node's copy.
