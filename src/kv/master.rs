@@ -102,6 +102,9 @@ pub struct Master {
     args: MasterArgs,
     /// Set in `started`.
     registry: Option<Registry>,
+    /// The fencing token of the singleton lease this master is bound to (0 without one),
+    /// set in `started`: every order carries it (see [`WorkerMsg::Assign`]).
+    token: u64,
     /// The partition table, workers named by id.
     slots: Vec<Slot>,
     /// Workers found in the group and not known to have ended: the planner's live set.
@@ -146,6 +149,7 @@ impl Master {
         Self {
             args,
             registry: None,
+            token: 0,
             // Made in `started`, once the arguments are checked.
             slots: Vec::new(),
             workers: BTreeMap::new(),
@@ -227,6 +231,7 @@ impl Master {
             let msg = WorkerMsg::ReportTo {
                 round: id,
                 master: ctx.myself(),
+                master_token: self.token,
             };
             match worker.try_tell(msg) {
                 Ok(()) => {
@@ -358,6 +363,7 @@ impl Master {
                     role,
                     backup,
                     partitions: self.args.partitions,
+                    master_token: self.token,
                 });
                 (worker, msg)
             }
@@ -365,7 +371,14 @@ impl Master {
                 worker,
                 partition,
                 epoch,
-            } => (worker, WorkerMsg::Drop { partition, epoch }),
+            } => (
+                worker,
+                WorkerMsg::Drop {
+                    partition,
+                    epoch,
+                    master_token: self.token,
+                },
+            ),
         };
         if let Some(target) = self.workers.get(&worker)
             && let Err(err) = target.try_tell(msg)
@@ -406,6 +419,7 @@ impl Master {
             .collect();
         Status {
             master: me.clone(),
+            master_token: self.token,
             partitions: self.args.partitions,
             assigned: count(&|s| s.primary.is_some()),
             replicated: count(&|s| s.primary.is_some() && s.backup.is_some()),
@@ -430,11 +444,13 @@ impl Actor for Master {
                 ctx.node().id()
             ))
         })?;
+        // The app platform binds a singleton's instance to its lease before this hook runs.
+        self.token = registry.fencing_token_of(ctx.id()).unwrap_or(0);
         self.registry = Some(registry);
         self.started = Instant::now();
         let poll = Duration::from_millis(self.args.poll_interval_ms.max(10));
         ctx.send_interval(poll, || MasterMsg::Tick);
-        tracing::info!(master = %ctx.id(), partitions = self.args.partitions, "kv master started; asking the workers what they hold");
+        tracing::info!(master = %ctx.id(), partitions = self.args.partitions, token = self.token, "kv master started; asking the workers what they hold");
         self.poll_group(ctx);
         self.request_round(ctx);
         Ok(())

@@ -70,13 +70,17 @@
 //! it, so a master of another count than the workers' data ends at its first round with an
 //! error naming both counts, rather than look for keys in the wrong partitions.
 //!
-//! The master's orders carry its epochs but not its singleton lease's fencing token. A master
-//! whose node is cut off fences itself before its successor starts, but an order it sent just
-//! before the cut may still be on its way (held by the connection while the cut lasts) and
-//! arrive after the successor's orders. The successor numbers epochs from what the workers
-//! report, so such an order can carry the same epoch as one of its own, and the worker
-//! follows whichever came last; the next round's report shows the difference and the
-//! successor orders again.
+//! # Fencing the master
+//!
+//! A master whose node is cut off fences itself before its successor starts, but an order it
+//! sent just before the cut may still be on its way (held by the connection while the cut
+//! lasts) and arrive after the successor's orders. The successor numbers epochs from what the
+//! workers report, so epochs alone cannot tell the two apart. So every order carries the
+//! fencing token of the master's singleton lease (read in its `started` hook with
+//! `Registry::fencing_token_of`), and a worker ignores the orders of a master with a lower
+//! token than one it followed. A master started without a lease (by hand, in a test) has
+//! token 0, which fences nothing; so does a worker that restarted, until it hears from a
+//! master: it holds nothing then.
 //!
 // The links are spelled out because the doc line on `pub mod kv` in the crate root makes
 // rustdoc resolve this whole text from there.

@@ -73,6 +73,9 @@ pub struct Assignment {
     /// masters of earlier builds.
     #[serde(default)]
     pub partitions: u32,
+    /// The fencing token of the master that gave the order (see [`WorkerMsg::Assign`]).
+    #[serde(default)]
+    pub master_token: u64,
 }
 
 /// A backup's answer to a replicated write or a snapshot.
@@ -100,6 +103,13 @@ pub enum ReplicaOutcome {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum WorkerMsg {
     /// From the master: hold a partition in a role.
+    ///
+    /// Every order of the master (this one, [`Drop`](WorkerMsg::Drop) and
+    /// [`ReportTo`](WorkerMsg::ReportTo)) carries its fencing token: its singleton lease's,
+    /// 0 for a master that holds no lease or one of an earlier build. A worker ignores the
+    /// orders of a master with a lower token than one it followed, so an order still on its
+    /// way from a master that was replaced (held by a connection that was cut) cannot undo
+    /// its successor's.
     Assign(Assignment),
     /// From the master: forget a copy the master no longer needs (the partition's primary and
     /// backup are in sync at `epoch`). Ignored if the worker holds it at `epoch` or later, in
@@ -109,6 +119,9 @@ pub enum WorkerMsg {
         partition: PartitionId,
         /// The master's current epoch of the partition.
         epoch: Epoch,
+        /// The master's fencing token.
+        #[serde(default)]
+        master_token: u64,
     },
     /// From the master: send a [`MasterMsg::Reported`] tagged with `round` to `master`.
     ReportTo {
@@ -116,6 +129,9 @@ pub enum WorkerMsg {
         round: u64,
         /// Where to send the report.
         master: ActorRef<MasterMsg>,
+        /// The master's fencing token.
+        #[serde(default)]
+        master_token: u64,
     },
     /// From anyone (demos, tests): what the worker holds.
     Report(ReplyTo<WorkerReport>),
@@ -193,6 +209,10 @@ pub struct WorkerReport {
     pub worker: ActorId,
     /// Every partition it holds.
     pub partitions: Vec<PartitionReport>,
+    /// The highest fencing token of a master whose orders it followed (0: none, or only
+    /// masters without a lease).
+    #[serde(default)]
+    pub master_token: u64,
 }
 
 /// One partition a worker holds.
@@ -373,6 +393,10 @@ pub struct Route {
 pub struct Status {
     /// The master.
     pub master: ActorId,
+    /// The master's fencing token, which its orders carry (its singleton lease's; 0 for a
+    /// master that holds no lease).
+    #[serde(default)]
+    pub master_token: u64,
     /// The number of partitions.
     pub partitions: u32,
     /// Partitions with a primary.
@@ -408,8 +432,9 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "master {}: {} workers, {}/{} partitions assigned, {} replicated, epoch {}, revision {}",
+            "master {} (fencing token {}): {} workers, {}/{} partitions assigned, {} replicated, epoch {}, revision {}",
             self.master,
+            self.master_token,
             self.workers.len(),
             self.assigned,
             self.partitions,

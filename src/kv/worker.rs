@@ -16,6 +16,10 @@
 //! A new epoch starts with a full copy ([`WorkerMsg::Snapshot`]) from primary to backup, and
 //! a backup acknowledges no write of an epoch before it has that copy.
 //!
+//! Epochs order one master's orders; fencing tokens order masters. The orders of a master
+//! with a lower token than one the worker followed are ignored (see `kv`'s "Fencing the
+//! master").
+//!
 //! # Never waiting on another actor
 //!
 //! Workers send to each other (and to the master) with `try_tell`: a worker blocked on a full
@@ -67,6 +71,9 @@ pub struct Worker {
     partitions: BTreeMap<PartitionId, Partition>,
     /// The node's registry, once started: a worker of a fenced node serves nothing.
     registry: Option<Registry>,
+    /// The highest fencing token of a master whose orders this worker followed: orders of a
+    /// master with a lower one come from a master that was replaced, and are ignored.
+    master_token: u64,
 }
 
 impl std::fmt::Debug for Worker {
@@ -131,7 +138,19 @@ impl Worker {
             args,
             partitions: BTreeMap::new(),
             registry: None,
+            master_token: 0,
         }
+    }
+
+    /// Whether to follow an order of the master with fencing token `token`: not if a master
+    /// with a higher one gave orders already. Raises the bar to `token`.
+    fn follows(&mut self, token: u64, order: &str, me: &ActorId) -> bool {
+        if token < self.master_token {
+            tracing::warn!(worker = %me, token, following = self.master_token, "ignored an order ({order}) of a master that was replaced");
+            return false;
+        }
+        self.master_token = token;
+        true
     }
 
     fn report(&self, me: &ActorId) -> WorkerReport {
@@ -150,6 +169,7 @@ impl Worker {
                     partitions: p.partitions,
                 })
                 .collect(),
+            master_token: self.master_token,
         }
     }
 
@@ -536,11 +556,28 @@ impl Actor for Worker {
 
     async fn handle(&mut self, msg: WorkerMsg, ctx: &mut Context<Self>) -> ActorResult {
         match msg {
-            WorkerMsg::Assign(a) => self.on_assign(a, ctx),
-            WorkerMsg::Drop { partition, epoch } => {
-                self.on_drop(partition, epoch, &ctx.id().clone())
+            WorkerMsg::Assign(a) => {
+                if self.follows(a.master_token, "assign", ctx.id()) {
+                    self.on_assign(a, ctx)
+                }
             }
-            WorkerMsg::ReportTo { round, master } => {
+            WorkerMsg::Drop {
+                partition,
+                epoch,
+                master_token,
+            } => {
+                if self.follows(master_token, "drop", ctx.id()) {
+                    self.on_drop(partition, epoch, &ctx.id().clone())
+                }
+            }
+            WorkerMsg::ReportTo {
+                round,
+                master,
+                master_token,
+            } => {
+                if !self.follows(master_token, "report", ctx.id()) {
+                    return Ok(());
+                }
                 let report = self.report(ctx.id());
                 if let Err(err) = master.try_tell(MasterMsg::Reported { round, report }) {
                     tracing::debug!(worker = %ctx.id(), %err, "report not sent");

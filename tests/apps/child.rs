@@ -402,6 +402,17 @@ async fn run_op(apps: &Apps, registry: &Registry, op: &str, args: &[String]) -> 
             Ok(s) => format!("ok {}/{} replicated", s.replicated, s.partitions),
             Err(e) => format!("err {e}"),
         },
+        // The fencing token the master's orders carry, and its singleton lease's.
+        "kvtoken" => match kv(registry).status().await {
+            Ok(s) => {
+                let lock = ensemble::supervisor::singleton::lock_name("kv/master");
+                match registry.lock_info(&lock).and_then(|l| l.holder) {
+                    Some((_, lease)) => format!("ok {} {lease}", s.master_token),
+                    None => format!("err {lock:?} has no holder"),
+                }
+            }
+            Err(e) => format!("err {e}"),
+        },
         "kvmaster" => match registry.name_holder(ensemble::kv::MASTER_NAME) {
             Some(wire) => format!("ok {}", wire.id.node().name()),
             None => "none".into(),

@@ -29,6 +29,30 @@ fn deploy(node: &mut ChildNode, dir: &Path) {
     assert_eq!(node.run(&format!("deploy {}", path.display())), "ok");
 }
 
+/// The fencing token the master's orders carry, once it is its singleton lease's as this
+/// node's copy of the registry has it (the copy may lag a grant for a moment).
+fn master_token(node: &mut ChildNode) -> u64 {
+    let deadline = std::time::Instant::now() + crate::util::DEADLINE;
+    loop {
+        let answer = node.run_until("kvtoken", "ok ");
+        let tokens: Vec<u64> = answer[3..]
+            .split(' ')
+            .map(|t| t.parse().expect("a token"))
+            .collect();
+        if tokens[0] == tokens[1] {
+            assert!(tokens[0] > 0, "the master took no token from its lease");
+            return tokens[0];
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the master's orders carry token {}, its lease's is {}",
+            tokens[0],
+            tokens[1]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn the_kv_app_survives_the_loss_of_its_masters_node() {
     let _turn = one_cluster_at_a_time();
@@ -48,6 +72,7 @@ fn the_kv_app_survives_the_loss_of_its_masters_node() {
     let master = nodes[0].run_until("kvmaster", "ok ")[3..].to_owned();
     // Ready once every partition has a backup: before that a write is held by one worker.
     nodes[0].run_until("kvstatus", "ok 16/16 replicated");
+    let first_token = master_token(&mut nodes[0]);
     // Drive from a node that is not the master's.
     let driver = nodes.iter().position(|n| n.name != master).unwrap();
     for i in 0..40 {
@@ -79,6 +104,11 @@ fn the_kv_app_survives_the_loss_of_its_masters_node() {
     for i in 40..60 {
         assert_eq!(driver.run(&format!("kvput k{i} v{i}")), "ok", "put k{i}");
     }
+    let token = master_token(driver);
+    assert!(
+        token > first_token,
+        "the new master's orders carry fencing token {token}, not above the first's {first_token}"
+    );
     for i in 0..60 {
         assert_eq!(
             driver.run(&format!("kvget k{i}")),

@@ -16,12 +16,24 @@ fn assign(
     role: Role,
     backup: Option<&ActorRef<WorkerMsg>>,
 ) {
+    assign_from(0, worker, epoch, role, backup);
+}
+
+/// An order of the master with fencing token `master_token`.
+fn assign_from(
+    master_token: u64,
+    worker: &ActorRef<WorkerMsg>,
+    epoch: u64,
+    role: Role,
+    backup: Option<&ActorRef<WorkerMsg>>,
+) {
     let order = Assignment {
         partition: 0,
         epoch,
         role,
         backup: backup.cloned(),
         partitions: 1,
+        master_token,
     };
     worker.try_tell(WorkerMsg::Assign(order)).unwrap();
 }
@@ -114,6 +126,7 @@ async fn workers_replicate_and_fence_a_replaced_primary() {
     b.try_tell(WorkerMsg::Drop {
         partition: 0,
         epoch: 2,
+        master_token: 0,
     })
     .unwrap();
     eventually("b drops its copy", async || {
@@ -137,4 +150,41 @@ async fn workers_replicate_and_fence_a_replaced_primary() {
     assert_eq!(read(&c, 3, "lost").await, None);
     assert_eq!(read(&c, 3, "k1").await, Some(b"k1".to_vec()));
     assert_eq!(read(&c, 3, "k4").await, Some(b"k4".to_vec()));
+}
+
+/// An order still on its way from a master that was replaced (its successor numbers epochs
+/// from the workers' reports, so the two can give one epoch) is ignored: a worker follows no
+/// master with a lower fencing token than one it followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_of_a_replaced_master_are_ignored() {
+    let _turn = one_cluster_at_a_time().await;
+    let mut kv = KvCluster::start().await;
+    let id = kv.start_worker(1).await;
+    let registry = kv.nodes[0].registry.clone();
+    let a = eventually("the worker in the group", async || {
+        let group = registry.group::<WorkerMsg>(kv::WORKERS_GROUP);
+        group.into_iter().find(|w| *w.id() == id)
+    })
+    .await;
+
+    // The successor, token 9, makes `a` the primary at epoch 2.
+    assign_from(9, &a, 2, Role::Primary, None);
+    // The replaced master's orders, token 5, of the same epoch and a later one, come late.
+    assign_from(5, &a, 2, Role::Backup, None);
+    a.try_tell(WorkerMsg::Drop {
+        partition: 0,
+        epoch: 3,
+        master_token: 5,
+    })
+    .unwrap();
+    // Messages from one sender arrive in order: these follow the late orders.
+    assert_eq!(write(&a, 2, "k").await, Ok(1));
+    let report = a.ask(WorkerMsg::Report, T).await.unwrap();
+    assert_eq!(report.master_token, 9);
+    let on_a = report.partitions.first().copied().expect("partition 0");
+    assert_eq!((on_a.role, on_a.epoch, on_a.version), (Role::Primary, 2, 1));
+    // A later master's orders are followed.
+    assign_from(12, &a, 4, Role::Primary, None);
+    assert!(write(&a, 4, "k2").await.is_ok());
+    assert_eq!(held(&a).await.unwrap().epoch, 4);
 }
