@@ -101,3 +101,81 @@ async fn a_stop_in_started_stands_when_started_with_a_wait() {
         assert_eq!(reason, ExitReason::Failed("not today".into()));
     }
 }
+
+/// Fails its start unless what runs before it (binding it to a lease, say) has run.
+struct SeesWhatRanBefore(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Actor for SeesWhatRanBefore {
+    type Msg = ();
+
+    async fn started(&mut self, _ctx: &mut Context<Self>) -> ActorResult {
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(ActorError::new(
+                "started ran before the hook that runs before the start",
+            ))
+        }
+    }
+
+    async fn handle(&mut self, _msg: (), _ctx: &mut Context<Self>) -> ActorResult {
+        Ok(())
+    }
+}
+
+/// A hook that runs before an actor's start (`SpawnOptions::before_start`, or
+/// `Node::start_module_with` for a module) runs before its `started` hook, on any worker
+/// thread. The hooks take a while, so that a task that ran as soon as it was spawned, on the
+/// other worker, would start first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_before_the_start_run_before_started() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let node = node();
+    let slow_set = |flag: &Arc<AtomicBool>| {
+        let flag = flag.clone();
+        move |_: &UntypedRef| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            flag.store(true, Ordering::SeqCst);
+        }
+    };
+    for _ in 0..3 {
+        let ran = Arc::new(AtomicBool::new(false));
+        let options = SpawnOptions::new().before_start(slow_set(&ran));
+        within("a start", node.start_with(SeesWhatRanBefore(ran), options))
+            .await
+            .expect("started after the hook");
+    }
+    let ran = Arc::new(AtomicBool::new(false));
+    let module_ran = ran.clone();
+    node.register_module("sees", move |(): ()| SeesWhatRanBefore(module_ran.clone()));
+    for _ in 0..3 {
+        ran.store(false, Ordering::SeqCst);
+        let nil = rmp_serde::to_vec(&()).unwrap();
+        within(
+            "a module start",
+            node.start_module_with("sees", &nil, slow_set(&ran)),
+        )
+        .await
+        .expect("started after the hook");
+    }
+}
+
+/// A hook before the start that panics takes its panic to the caller, and leaves no actor
+/// behind in the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_hook_before_the_start_leaves_no_actor() {
+    let node = node();
+    let before = node.actor_count();
+    let options = SpawnOptions::new().before_start(|_| panic!("the hook failed"));
+    let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        node.spawn_with(SeesWhatRanBefore(Default::default()), options)
+    }));
+    assert!(spawned.is_err(), "the hook's panic reached the caller");
+    within("the actor's end", async {
+        while node.actor_count() != before {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}

@@ -113,8 +113,13 @@ impl<A: Actor> Context<A> {
         actor: B,
         options: SpawnOptions,
     ) -> Result<ActorRef<B::Msg>, SpawnError> {
-        self.node()
-            .spawn_actor(actor, options, Some(self.cell.clone() as CellHandle), None)
+        self.node().spawn_actor(
+            actor,
+            options,
+            Some(self.cell.clone() as CellHandle),
+            None,
+            &|_| {},
+        )
     }
 
     /// Spawns a child with options and waits until its `started` hook has run, reporting its

@@ -162,11 +162,26 @@ pub trait Actor: Sized + Send + 'static {
 }
 
 /// Options for spawning an actor.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct SpawnOptions {
     pub(crate) capacity: Option<usize>,
     pub(crate) name: Option<String>,
     pub(crate) linked: bool,
+    pub(crate) before_start: Option<BeforeStart>,
+}
+
+/// What [`SpawnOptions::before_start`] runs.
+pub(crate) type BeforeStart = std::sync::Arc<dyn Fn(&UntypedRef) + Send + Sync>;
+
+impl std::fmt::Debug for SpawnOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpawnOptions")
+            .field("capacity", &self.capacity)
+            .field("name", &self.name)
+            .field("linked", &self.linked)
+            .field("before_start", &self.before_start.is_some())
+            .finish()
+    }
 }
 
 impl SpawnOptions {
@@ -191,6 +206,16 @@ impl SpawnOptions {
     /// parent actor to link to).
     pub fn linked(mut self) -> Self {
         self.linked = true;
+        self
+    }
+
+    /// Runs `hook` with the new actor once it exists and before its task first runs, so
+    /// before its `started` hook. For what must hold for the whole of the actor's life, the
+    /// hook included: binding it to a lease, say, so that a lease lost while it starts kills
+    /// it before the hook runs, and so the hook can read what the binding set up. The hook
+    /// runs on the spawning thread; keep it short.
+    pub fn before_start(mut self, hook: impl Fn(&UntypedRef) + Send + Sync + 'static) -> Self {
+        self.before_start = Some(std::sync::Arc::new(hook));
         self
     }
 }

@@ -26,7 +26,9 @@ pub use config::{ConfigError, DEFAULT_MAILBOX_CAPACITY, DEFAULT_SHUTDOWN_TIMEOUT
 pub(crate) use dead_letters::DeadLetters;
 pub(crate) use deadlines::Deadlines;
 
-use crate::actor::{Actor, ActorRef, Cell, CellHandle, Context, SpawnOptions, run_actor};
+use crate::actor::{
+    Actor, ActorRef, Cell, CellHandle, Context, SpawnOptions, UntypedRef, run_actor,
+};
 use crate::error::{LookupError, RegisterError, SpawnError};
 use crate::exit::ExitReason;
 use crate::hashing::{self, DashMap};
@@ -150,7 +152,7 @@ impl Node {
     /// Spawns a top-level actor. It starts running at once; `started` runs before its first
     /// message.
     pub fn spawn<A: Actor>(&self, actor: A) -> Result<ActorRef<A::Msg>, SpawnError> {
-        self.spawn_actor(actor, SpawnOptions::new(), None, None)
+        self.spawn_actor(actor, SpawnOptions::new(), None, None, &|_| {})
     }
 
     /// Spawns a top-level actor with options.
@@ -159,7 +161,7 @@ impl Node {
         actor: A,
         options: SpawnOptions,
     ) -> Result<ActorRef<A::Msg>, SpawnError> {
-        self.spawn_actor(actor, options, None, None)
+        self.spawn_actor(actor, options, None, None, &|_| {})
     }
 
     /// Spawns a top-level actor and waits until its `started` hook has run, reporting a failure
@@ -183,19 +185,23 @@ impl Node {
         options: SpawnOptions,
         parent: Option<CellHandle>,
     ) -> Result<ActorRef<A::Msg>, SpawnError> {
-        self.spawn_starting(actor, options, parent)?.started().await
+        self.spawn_starting(actor, options, parent, &|_| {})?
+            .started()
+            .await
     }
 
     /// Spawns an actor; answers at once, while its `started` hook runs, with the actor and
-    /// the outcome of that hook to wait for.
+    /// the outcome of that hook to wait for. `before_run` runs as
+    /// [`SpawnOptions::before_start`] does.
     pub(crate) fn spawn_starting<A: Actor>(
         &self,
         actor: A,
         options: SpawnOptions,
         parent: Option<CellHandle>,
+        before_run: &dyn Fn(&UntypedRef),
     ) -> Result<Starting<A::Msg>, SpawnError> {
         let (tx, outcome) = oneshot::channel();
-        let actor_ref = self.spawn_actor(actor, options, parent, Some(tx))?;
+        let actor_ref = self.spawn_actor(actor, options, parent, Some(tx), before_run)?;
         Ok(Starting {
             actor: actor_ref,
             type_name: type_name::<A>(),
@@ -209,6 +215,7 @@ impl Node {
         options: SpawnOptions,
         parent: Option<CellHandle>,
         started: Option<oneshot::Sender<Result<(), ExitReason>>>,
+        before_run: &dyn Fn(&UntypedRef),
     ) -> Result<ActorRef<A::Msg>, SpawnError> {
         let inner = &self.inner;
         if inner.shutting_down.load(Ordering::Acquire) {
@@ -249,9 +256,25 @@ impl Node {
         inner.live.fetch_add(1, Ordering::AcqRel);
 
         let actor_ref = ActorRef::from_cell(cell.clone());
+        // Before the task exists: nothing of the actor, its `started` hook included, runs
+        // before these (a kill they make aborts the task as it is set up, below). A hook that
+        // panics kills the actor, whose task still ends it in the node's tables, and the
+        // panic goes on to the caller.
+        let hooks = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Some(hook) = &options.before_start {
+                hook(&actor_ref.untyped());
+            }
+            before_run(&actor_ref.untyped());
+        }));
+        if hooks.is_err() {
+            actor_ref.kill();
+        }
         let ctx = Context::new(cell.clone(), started);
         let task = inner.runtime.spawn(run_actor(actor, ctx));
         cell.set_abort_handle(task.abort_handle());
+        if let Err(panic) = hooks {
+            std::panic::resume_unwind(panic);
+        }
         // A shutdown that began after the check above did not see this actor: stop it here.
         if parent.is_none() && inner.shutting_down.load(Ordering::Acquire) {
             actor_ref.stop_with(ExitReason::Shutdown);
@@ -368,9 +391,11 @@ impl Node {
         self.start_module_with(module, args, |_| {}).await
     }
 
-    /// Like [`start_module`](Self::start_module), giving the actor to `before_started` as
-    /// soon as it is spawned, before its `started` hook runs: to bind it to a lease, say, so
-    /// that it is killed with the lease even while it starts.
+    /// Like [`start_module`](Self::start_module), giving the actor to `before_started` once
+    /// it exists and before its task first runs (so before its `started` hook): to bind it to
+    /// a lease, say, so that it is killed with the lease even while it starts, and its hook
+    /// can read the lease's token ([`SpawnOptions::before_start`] does the same for an actor
+    /// spawned directly).
     pub async fn start_module_with(
         &self,
         module: &str,
@@ -611,11 +636,6 @@ pub(crate) struct Starting<M: Send + 'static> {
 }
 
 impl<M: Send + 'static> Starting<M> {
-    /// The actor, whose hook may still run.
-    pub(crate) fn actor(&self) -> &ActorRef<M> {
-        &self.actor
-    }
-
     /// Waits for the hook's end: the actor, or why it did not start.
     pub(crate) async fn started(self) -> Result<ActorRef<M>, SpawnError> {
         match self.outcome.await.unwrap_or(Err(ExitReason::Killed)) {

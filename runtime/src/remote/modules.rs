@@ -83,14 +83,13 @@ where
             }
         };
         let actor = (self.factory)(args);
-        let starting = match node.spawn_starting(actor, SpawnOptions::new(), None) {
+        let starting = match node.spawn_starting(actor, SpawnOptions::new(), None, before_started) {
             Ok(spawned) => spawned,
             Err(err) => {
                 let reason = err.to_string();
                 return Box::pin(async move { Err(reason) });
             }
         };
-        before_started(&starting.actor().untyped());
         let node = node.clone();
         Box::pin(async move {
             let actor_ref = starting.started().await.map_err(|err| err.to_string())?;
