@@ -129,9 +129,8 @@ impl Tenure {
         self.lease.as_ref().expect("held until given back")
     }
 
-    /// Binds `instance` to the lease: it is killed if the lease is lost.
-    fn bind(&mut self, instance: UntypedRef) {
-        self.lease().bind(instance.clone());
+    /// Notes the instance, which its spawn bound to the lease (see `run_instance`).
+    fn hold(&mut self, instance: UntypedRef) {
         self.instance = Some(instance);
     }
 
@@ -221,10 +220,13 @@ where
         let token = lease.token();
         let tenure = self.tenure.insert(Tenure::new(lease));
         let actor = (self.factory)(token);
+        // Bound before anything of it runs: a lease lost meanwhile kills it before its
+        // `started` hook, and the hook can read its token from the registry.
+        let bind = tenure.lease().binder();
         let instance = ctx
-            .spawn_with(actor, SpawnOptions::new().linked())
+            .spawn_with(actor, SpawnOptions::new().linked().before_start(bind))
             .map_err(|e| format!("the instance could not be spawned: {e}"))?;
-        tenure.bind(instance.clone().into());
+        tenure.hold(instance.clone().into());
         self.since = Some(Instant::now());
         if let (Some(register), Some(registry)) = (&self.global_name, &self.registry)
             && let Err(e) = register(registry.clone(), instance.clone()).await

@@ -517,6 +517,31 @@ async fn an_actor_bound_to_a_lease_learns_its_fencing_token() {
         .fencing_token_of(other.id())
         .expect("bound to the new grant");
     assert!(new > old, "the new grant's token {new} is not above {old}");
+    // Bound as it is spawned, an actor reads the token in its `started` hook.
+    let (tx, seen) = tokio::sync::oneshot::channel();
+    let reader = ReadsItsToken(a.clone(), Some(tx));
+    node.start_with(reader, SpawnOptions::new().before_start(again.binder()))
+        .await
+        .unwrap();
+    assert_eq!(seen.await.unwrap(), Some(again.token()));
+}
+
+/// Tells the fencing token of its lease, as its `started` hook sees it.
+struct ReadsItsToken(Registry, Option<tokio::sync::oneshot::Sender<Option<u64>>>);
+
+impl Actor for ReadsItsToken {
+    type Msg = ();
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> ActorResult {
+        if let Some(tx) = self.1.take() {
+            let _ = tx.send(self.0.fencing_token_of(ctx.id()));
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, _msg: (), _ctx: &mut Context<Self>) -> ActorResult {
+        Ok(())
+    }
 }
 
 /// A loopback address with a UDP port free at the moment.

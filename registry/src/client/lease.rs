@@ -105,7 +105,7 @@ impl Lease {
     /// holder resumed from a freeze sees its lease lost at once, before the node's fencing
     /// timer has run (which then releases the lock).
     pub fn is_lost(&self) -> bool {
-        self.state.lost.borrow().is_some() || self.shared.is_fenced()
+        lost(&self.state, &self.shared)
     }
 
     /// Resolves when the lease is lost, saying why ([`LEASE_RELEASED`] once its holder released
@@ -127,15 +127,15 @@ impl Lease {
     /// Binds an actor to the lease: it is killed when the lease is lost, before the registry
     /// could grant the lock to anyone else (see the self-fencing rule in docs/registry.md).
     pub fn bind(&self, actor: impl Into<UntypedRef>) {
-        let actor = actor.into();
-        {
-            let mut bound = self.state.bound.lock();
-            if !bound.lost && !self.is_lost() {
-                bound.actors.push(actor);
-                return;
-            }
-        }
-        actor.kill();
+        bind(&self.state, &self.shared, actor.into());
+    }
+
+    /// What [`bind`](Self::bind) does, as a function that owns what it needs: for
+    /// `SpawnOptions::before_start`, which binds the actor before anything of it runs (so
+    /// its `started` hook can read [`Registry::fencing_token_of`](crate::Registry::fencing_token_of)).
+    pub fn binder(&self) -> impl Fn(&UntypedRef) + Send + Sync + 'static {
+        let (state, shared) = (self.state.clone(), self.shared.clone());
+        move |actor| bind(&state, &shared, actor.clone())
     }
 
     /// Gives the lock back; the next waiter gets it at once.
@@ -168,4 +168,20 @@ impl Lease {
                 .unexpected(&format!("release of lock {:?}", self.lock), other)),
         }
     }
+}
+
+/// See [`Lease::is_lost`].
+fn lost(state: &LeaseState, shared: &Shared) -> bool {
+    state.lost.borrow().is_some() || shared.is_fenced()
+}
+
+fn bind(state: &LeaseState, shared: &Shared, actor: UntypedRef) {
+    {
+        let mut bound = state.bound.lock();
+        if !bound.lost && !lost(state, shared) {
+            bound.actors.push(actor);
+            return;
+        }
+    }
+    actor.kill();
 }

@@ -1141,6 +1141,11 @@ impl Registry {
     /// passes the token with the orders it gives, so that their receivers can refuse the
     /// orders of an instance it replaced that are still on their way.
     pub fn fencing_token_of(&self, actor: &ActorId) -> Option<u64> {
+        // Past its session's validity, the node's leases are lost, whether or not its
+        // fencing timer has run yet (as `Lease::is_lost` says).
+        if self.shared.is_fenced() {
+            return None;
+        }
         let leases = self.shared.leases.lock();
         leases
             .values()
