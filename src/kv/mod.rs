@@ -78,9 +78,12 @@
 //! workers report, so epochs alone cannot tell the two apart. So every order carries the
 //! fencing token of the master's singleton lease (read in its `started` hook with
 //! `Registry::fencing_token_of`), and a worker ignores the orders of a master with a lower
-//! token than one it followed. A master started without a lease (by hand, in a test) has
-//! token 0, which fences nothing; so does a worker that restarted, until it hears from a
-//! master: it holds nothing then.
+//! token than one it followed. A master started without a lease (by hand, in a test), or of
+//! an earlier build, has token 0, which is not fenced: its orders are followed, as before
+//! tokens. A worker that restarted follows the first master it hears from; it holds nothing
+//! then. One case is left: a worker the successor has not asked for a report yet (not yet
+//! in its view of the workers' group) still follows a late order of the replaced master,
+//! until the successor's first order reaches it.
 //!
 // The links are spelled out because the doc line on `pub mod kv` in the crate root makes
 // rustdoc resolve this whole text from there.

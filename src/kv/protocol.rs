@@ -109,7 +109,7 @@ pub enum WorkerMsg {
     /// 0 for a master that holds no lease or one of an earlier build. A worker ignores the
     /// orders of a master with a lower token than one it followed, so an order still on its
     /// way from a master that was replaced (held by a connection that was cut) cannot undo
-    /// its successor's.
+    /// its successor's. Token 0 is not fenced: such orders are followed, as before tokens.
     Assign(Assignment),
     /// From the master: forget a copy the master no longer needs (the partition's primary and
     /// backup are in sync at `epoch`). Ignored if the worker holds it at `epoch` or later, in

@@ -143,8 +143,13 @@ impl Worker {
     }
 
     /// Whether to follow an order of the master with fencing token `token`: not if a master
-    /// with a higher one gave orders already. Raises the bar to `token`.
+    /// with a higher one gave orders already. Raises the bar to `token`. Token 0 (a master
+    /// without a lease, or of an earlier build) is not fenced: always followed, it raises
+    /// nothing.
     fn follows(&mut self, token: u64, order: &str, me: &ActorId) -> bool {
+        if token == 0 {
+            return true;
+        }
         if token < self.master_token {
             tracing::warn!(worker = %me, token, following = self.master_token, "ignored an order ({order}) of a master that was replaced");
             return false;

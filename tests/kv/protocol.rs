@@ -187,4 +187,10 @@ async fn orders_of_a_replaced_master_are_ignored() {
     assign_from(12, &a, 4, Role::Primary, None);
     assert!(write(&a, 4, "k2").await.is_ok());
     assert_eq!(held(&a).await.unwrap().epoch, 4);
+    // So are those of a master without a token (no lease, or an earlier build): it is not
+    // fenced, and raises nothing.
+    assign_from(0, &a, 5, Role::Primary, None);
+    assert!(write(&a, 5, "k3").await.is_ok());
+    let report = a.ask(WorkerMsg::Report, T).await.unwrap();
+    assert_eq!(report.master_token, 12);
 }
