@@ -290,6 +290,12 @@ pub(crate) fn locks(args: &AdminArgs) -> CliResult {
 pub(crate) fn app_deploy(args: &AdminArgs, file: &Path, wait: Option<u64>) -> CliResult {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read app spec {}: {e}", file.display()))?;
+    // Checked here first, so a mistake in the file is reported as one whether or not a node
+    // is reachable. The node parses the body the same way, so this is also the spec as it
+    // stores it, to know when its copy of the registry shows this deployment rather than the
+    // one before it.
+    let deployed = AppSpec::from_toml(&text)
+        .map_err(|e| format!("app spec {}: {e}; nothing was deployed", file.display()))?;
     let client = AdminClient::new(args)?;
     let answer = client
         .call("POST", "/api/v1/apps", Some(text.clone()))
@@ -299,14 +305,6 @@ pub(crate) fn app_deploy(args: &AdminArgs, file: &Path, wait: Option<u64>) -> Cl
     let Some(wait_secs) = wait else {
         return Ok(());
     };
-    // The spec as the node stored it (it parses the body the same way), to know when the
-    // node's copy of the registry shows this deployment rather than the one before it.
-    let deployed = AppSpec::from_toml(&text).map_err(|e| {
-        format!(
-            "app spec {}: the node accepted it, but it does not parse here ({e}); is the node another version?",
-            file.display()
-        )
-    })?;
     // Wait until every role runs its count, saying what changed as it goes.
     let started = Instant::now();
     let deadline = started + Duration::from_secs(wait_secs);

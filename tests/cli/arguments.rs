@@ -2,7 +2,7 @@
 //! each refused with an error naming the key, where the value came from and what is expected,
 //! and nothing started.
 
-use crate::util::{run, stderr, stdout};
+use crate::util::{app_deploy, run, stderr, stdout};
 
 fn assert_refused(output: &std::process::Output, code: i32, needles: &[&str]) {
     let err = stderr(output);
@@ -208,4 +208,24 @@ fn client_commands_without_a_node_say_where_they_looked() {
         1,
         &["http://127.0.0.1:9/api/v1/members", "--admin"],
     );
+}
+
+#[test]
+fn a_bad_app_spec_is_refused_before_any_node_is_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("broken.toml");
+    std::fs::write(
+        &spec,
+        "name = \"kv\"\n[[roles]]\nname = \"w\"\nmodule = \"kv.worker\"\ninstances = \"two\"\n",
+    )
+    .unwrap();
+    // Port 9 (discard) on loopback: nothing listens there, and nothing needs to.
+    let output = app_deploy(&spec, "127.0.0.1:9", &[]);
+    assert_refused(
+        &output,
+        1,
+        &["broken.toml", "instances", "nothing was deployed"],
+    );
+    let err = stderr(&output);
+    assert!(!err.contains("cannot reach"), "{err}");
 }

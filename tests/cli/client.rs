@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::util::{command, run, stderr, stdout};
+use crate::util::{app_deploy, command, run, stderr, stdout};
 
 /// One request as the fake server read it.
 #[derive(Clone, Debug)]
@@ -228,19 +228,7 @@ fn app_deploy_waits_for_the_spec_it_sent_and_its_exact_count() {
         "name = \"kv\"\n\n[[roles]]\nname = \"worker\"\nmodule = \"kv.worker\"\ninstances = 1\n",
     )
     .unwrap();
-    let output = run(
-        &[
-            "app",
-            "deploy",
-            spec.to_str().unwrap(),
-            "--admin",
-            &admin.address,
-            "--wait-secs",
-            "60",
-        ],
-        &[],
-        None,
-    );
+    let output = app_deploy(&spec, &admin.address, &["--wait-secs", "60"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let out = stdout(&output);
     assert!(out.contains("app kv running (worker 1/1)"), "{out}");

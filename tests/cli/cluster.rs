@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Running, command, run, stderr, stdout};
+use crate::util::{Running, app_deploy, command, run, stderr, stdout};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -122,17 +122,7 @@ fn a_cluster_of_node_processes_is_driven_by_the_client_commands() {
          instances = 2\nplacement = { anti_affinity = true }\n",
     )
     .unwrap();
-    let deploy = run(
-        &[
-            "app",
-            "deploy",
-            spec.to_str().unwrap(),
-            "--admin",
-            &n1.admin,
-        ],
-        &[],
-        None,
-    );
+    let deploy = app_deploy(&spec, &n1.admin, &[]);
     assert!(deploy.status.success(), "{}", stderr(&deploy));
     assert!(
         stdout(&deploy).contains("app kv running"),
@@ -151,24 +141,6 @@ fn a_cluster_of_node_processes_is_driven_by_the_client_commands() {
     until_output(&["locks"], &n1.admin, |t| {
         t.contains("ensemble.singleton/kv/master")
     });
-
-    let bad = dir.join("bad.toml");
-    std::fs::write(
-        &bad,
-        "name = \"broken\"\n[[roles]]\nname = \"w\"\nmodule = \"kv.worker\"\ninstances = \"two\"\n",
-    )
-    .unwrap();
-    let refused = run(
-        &["app", "deploy", bad.to_str().unwrap(), "--admin", &n1.admin],
-        &[],
-        None,
-    );
-    assert_eq!(refused.status.code(), Some(1));
-    let err = stderr(&refused);
-    assert!(
-        err.contains("bad.toml") && err.contains("instances"),
-        "{err}"
-    );
 
     let removed = run(&["app", "remove", "kv", "--admin", &n1.admin], &[], None);
     assert!(removed.status.success(), "{}", stderr(&removed));

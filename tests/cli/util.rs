@@ -32,6 +32,14 @@ pub(crate) fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     command
 }
 
+/// Runs `ensemble app deploy SPEC --admin ADMIN extra...` to its end.
+pub(crate) fn app_deploy(spec: &Path, admin: &str, extra: &[&str]) -> Output {
+    let spec = spec.to_str().expect("a UTF-8 path");
+    let mut args = vec!["app", "deploy", spec, "--admin", admin];
+    args.extend_from_slice(extra);
+    run(&args, &[], None)
+}
+
 /// Standard error of a finished run, as text.
 pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
