@@ -220,8 +220,8 @@ where
         let token = lease.token();
         let tenure = self.tenure.insert(Tenure::new(lease));
         let actor = (self.factory)(token);
-        // Bound before anything of it runs: a lease lost meanwhile kills it before its
-        // `started` hook, and the hook can read its token from the registry.
+        // Bound before anything of it runs: the hook can read its token from the registry,
+        // and a lease lost by then kills it before the hook runs.
         let bind = tenure.lease().binder();
         let instance = ctx
             .spawn_with(actor, SpawnOptions::new().linked().before_start(bind))

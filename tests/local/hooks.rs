@@ -179,3 +179,65 @@ async fn a_panicking_hook_before_the_start_leaves_no_actor() {
     })
     .await;
 }
+
+/// Says whether its `started` hook ran.
+struct RecordsItsStart(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Actor for RecordsItsStart {
+    type Msg = ();
+
+    async fn started(&mut self, _ctx: &mut Context<Self>) -> ActorResult {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn handle(&mut self, _msg: (), _ctx: &mut Context<Self>) -> ActorResult {
+        Ok(())
+    }
+}
+
+/// An actor that a hook before its start kills (its lease lost by then, say) never runs
+/// `started`, however soon a worker thread takes its task, and a `start` waiting on it
+/// fails with the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_killed_before_its_start_never_runs_started() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let node = node();
+    let before = node.actor_count();
+    let ran = Arc::new(AtomicBool::new(false));
+    // Spawned from a thread that is no worker: each task goes to the queue that an idle
+    // worker takes from at once, while the spawn is still setting it up.
+    let spawns = tokio::task::spawn_blocking({
+        let (node, ran) = (node.clone(), ran.clone());
+        move || {
+            for _ in 0..200 {
+                let options = SpawnOptions::new().before_start(|actor| actor.kill());
+                node.spawn_with(RecordsItsStart(ran.clone()), options)
+                    .expect("spawned");
+            }
+        }
+    });
+    within("the spawns", spawns).await.unwrap();
+    within("the actors' ends", async {
+        while node.actor_count() != before {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "a killed actor ran its started hook"
+    );
+    for _ in 0..100 {
+        let options = SpawnOptions::new().before_start(|actor| actor.kill());
+        let start = node.start_with(RecordsItsStart(ran.clone()), options);
+        match within("a start", start).await {
+            Err(ensemble::SpawnError::StartFailed { reason, .. }) => {
+                assert_eq!(reason, ExitReason::Killed)
+            }
+            other => panic!("a start killed before it ran gave {other:?}"),
+        }
+    }
+    assert!(!ran.load(Ordering::SeqCst));
+}

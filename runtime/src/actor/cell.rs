@@ -276,6 +276,12 @@ impl<M: Send + 'static> AnyCell for Cell<M> {
 }
 
 impl CellCore {
+    /// Whether the actor was killed before its task's abort handle was set: by a hook
+    /// before its start, or from another thread while it was spawned.
+    pub(crate) fn killed_before_running(&self) -> bool {
+        self.state.lock().kill_requested
+    }
+
     fn with_rel<R>(&self, f: impl FnOnce(&mut Relations) -> R) -> Option<R> {
         let mut state = self.state.lock();
         if !state.alive {

@@ -211,9 +211,11 @@ impl SpawnOptions {
 
     /// Runs `hook` with the new actor once it exists and before its task first runs, so
     /// before its `started` hook. For what must hold for the whole of the actor's life, the
-    /// hook included: binding it to a lease, say, so that a lease lost while it starts kills
-    /// it before the hook runs, and so the hook can read what the binding set up. The hook
-    /// runs on the spawning thread; keep it short.
+    /// hook included: binding it to a lease, say, so that the hook can read what the binding
+    /// set up, and a lease already lost kills the actor before `started` runs (a kill made
+    /// before the task is set up always wins over `started`). The hook runs on the spawning
+    /// thread; keep it short. If it panics, the actor is killed and the panic goes on to the
+    /// caller of the spawn.
     pub fn before_start(mut self, hook: impl Fn(&UntypedRef) + Send + Sync + 'static) -> Self {
         self.before_start = Some(std::sync::Arc::new(hook));
         self

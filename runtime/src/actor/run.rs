@@ -100,7 +100,13 @@ pub(crate) fn run_actor<A: Actor>(
 /// the failure is reported; no hook of its own runs after them. Killed meanwhile, the actor
 /// ends with `Killed`.
 async fn start<A: Actor>(actor: &mut A, ctx: &mut Context<A>) -> Result<(), ExitReason> {
-    let mut outcome = call(actor.started(ctx)).await;
+    // A kill that came before the task was set up (by a hook before the start, say, whose
+    // lease was lost) wins over `started`: the task may run before its abort handle is set.
+    let mut outcome = if ctx.cell().core.killed_before_running() {
+        Err(ExitReason::Killed)
+    } else {
+        call(actor.started(ctx)).await
+    };
     if outcome.is_err() {
         ctx.cell().mailbox.close();
         if !stop_children(ctx).await {
