@@ -1134,18 +1134,17 @@ impl Registry {
     }
 
     /// The fencing token of the lease of this node that `actor` is bound to
-    /// ([`Lease::bind`]), if it is bound to one that is not lost.
+    /// ([`Lease::bind`]), while it is: a lease that is revoked or released lets its actors
+    /// go (and kills them, unless released), and answers `None` from then on.
     ///
     /// An instance of a singleton learns its grant's token this way, whoever started it (the
     /// app platform binds a singleton role's instance before its `started` hook runs). It
     /// passes the token with the orders it gives, so that their receivers can refuse the
     /// orders of an instance it replaced that are still on their way.
     pub fn fencing_token_of(&self, actor: &ActorId) -> Option<u64> {
-        // Past its session's validity, the node's leases are lost, whether or not its
-        // fencing timer has run yet (as `Lease::is_lost` says).
-        if self.shared.is_fenced() {
-            return None;
-        }
+        // Also past the session's validity, before the fencing timer has run: the token is
+        // then below any successor's, so whoever checks it refuses this holder's side
+        // effects, while no token at all might be taken for "not fenced".
         let leases = self.shared.leases.lock();
         leases
             .values()
