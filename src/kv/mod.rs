@@ -81,9 +81,10 @@
 //! token than one it followed. A master started without a lease (by hand, in a test), or of
 //! an earlier build, has token 0, which is not fenced: its orders are followed, as before
 //! tokens. A worker that restarted follows the first master it hears from; it holds nothing
-//! then. One case is left: a worker the successor has not asked for a report yet (not yet
+//! then. Two cases are left: a worker the successor has not asked for a report yet (not yet
 //! in its view of the workers' group) still follows a late order of the replaced master,
-//! until the successor's first order reaches it.
+//! until the successor's first order reaches it; and while a master of an earlier build runs
+//! (a rolling upgrade), the late orders of the leased master it replaced are followed too.
 //!
 // The links are spelled out because the doc line on `pub mod kv` in the crate root makes
 // rustdoc resolve this whole text from there.
