@@ -294,8 +294,14 @@ pub(crate) fn app_deploy(args: &AdminArgs, file: &Path, wait: Option<u64>) -> Cl
     // is reachable. The node parses the body the same way, so this is also the spec as it
     // stores it, to know when its copy of the registry shows this deployment rather than the
     // one before it.
-    let deployed = AppSpec::from_toml(&text)
-        .map_err(|e| format!("app spec {}: {e}; nothing was deployed", file.display()))?;
+    let deployed = AppSpec::from_toml(&text).map_err(|e| {
+        format!(
+            "app spec {}: {e}; nothing was deployed (checked by this ensemble, version {}: a \
+             field it does not know may be one of a later version)",
+            file.display(),
+            env!("CARGO_PKG_VERSION")
+        )
+    })?;
     let client = AdminClient::new(args)?;
     let answer = client
         .call("POST", "/api/v1/apps", Some(text.clone()))

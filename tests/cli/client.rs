@@ -244,3 +244,26 @@ fn app_deploy_waits_for_the_spec_it_sent_and_its_exact_count() {
     assert_eq!(posted.path, "/api/v1/apps");
     assert!(posted.body.contains("instances = 1"), "{}", posted.body);
 }
+
+#[test]
+fn app_deploy_says_why_the_node_refused_the_spec() {
+    let admin = FakeAdmin::start(|_| {
+        (
+            400,
+            r#"{"error":"role worker changes its module from kv.worker to kv.master"}"#.to_owned(),
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("kv.toml");
+    std::fs::write(
+        &spec,
+        "name = \"kv\"\n\n[[roles]]\nname = \"worker\"\nmodule = \"kv.master\"\n",
+    )
+    .unwrap();
+    let output = app_deploy(&spec, &admin.address, &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("kv.toml"), "{err}");
+    assert!(err.contains("/api/v1/apps: 400"), "{err}");
+    assert!(err.contains("changes its module"), "{err}");
+}
