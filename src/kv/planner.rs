@@ -458,6 +458,15 @@ mod tests {
         }
     }
 
+    /// A partition with a primary and a backup at `epoch`.
+    fn paired(primary: &ActorId, backup: &ActorId, epoch: Epoch) -> Slot {
+        Slot {
+            primary: Some(primary.clone()),
+            backup: Some(backup.clone()),
+            epoch,
+        }
+    }
+
     /// `view` with its copy of `partition` holding the line of epoch `line` (a backup waiting
     /// for the snapshot of its epoch holds an earlier one).
     fn holding_line(mut view: WorkerView, partition: PartitionId, line: Epoch) -> WorkerView {
@@ -585,11 +594,7 @@ mod tests {
     #[test]
     fn the_backup_of_a_dead_primary_is_promoted_and_gets_a_backup() {
         let (a, b, c) = (id(1, 1), id(2, 1), id(3, 1));
-        let slots = vec![Slot {
-            primary: Some(a.clone()),
-            backup: Some(b.clone()),
-            epoch: 3,
-        }];
+        let slots = vec![paired(&a, &b, 3)];
         // a is gone.
         let views = vec![
             view(&b, Some(vec![(0, Role::Backup, 3, 10)])),
@@ -631,11 +636,7 @@ mod tests {
     #[test]
     fn a_dead_primary_waits_for_its_silent_backup() {
         let (a, b, c) = (id(1, 1), id(2, 1), id(3, 1));
-        let slots = vec![Slot {
-            primary: Some(a),
-            backup: Some(b.clone()),
-            epoch: 3,
-        }];
+        let slots = vec![paired(&a, &b, 3)];
         let views = vec![view(&b, None), view(&c, Some(vec![]))];
         let plan = plan(&slots, &views, true);
         assert!(plan.commands.is_empty());
@@ -696,11 +697,7 @@ mod tests {
     #[test]
     fn a_current_backup_is_promoted_without_waiting_for_a_silent_worker() {
         let (a, b, c) = (id(1, 1), id(2, 1), id(3, 1));
-        let slots = vec![Slot {
-            primary: Some(a),
-            backup: Some(b.clone()),
-            epoch: 4,
-        }];
+        let slots = vec![paired(&a, &b, 4)];
         let views = vec![
             view(&b, Some(vec![(0, Role::Backup, 4, 9)])),
             view(&c, None),
@@ -723,11 +720,7 @@ mod tests {
     #[test]
     fn a_later_epoch_reported_holds_up_the_quick_promotion() {
         let (a, b, c) = (id(1, 1), id(2, 1), id(3, 1));
-        let slots = vec![Slot {
-            primary: Some(a),
-            backup: Some(b.clone()),
-            epoch: 4,
-        }];
+        let slots = vec![paired(&a, &b, 4)];
         let views = vec![
             view(&b, Some(vec![(0, Role::Backup, 4, 9)])),
             view(&c, Some(vec![(0, Role::Primary, 5, 12)])),
@@ -742,11 +735,7 @@ mod tests {
     #[test]
     fn a_primary_made_backup_keeps_its_line_until_its_snapshot() {
         let (p, c, old) = (id(1, 1), id(2, 1), id(3, 1));
-        let slots = vec![Slot {
-            primary: Some(c),
-            backup: Some(p.clone()),
-            epoch: 6,
-        }];
+        let slots = vec![paired(&c, &p, 6)];
         let views = vec![
             holding_line(view(&p, Some(vec![(0, Role::Backup, 6, 20)])), 0, 5),
             view(&old, Some(vec![(0, Role::Backup, 4, 15)])),
@@ -762,12 +751,7 @@ mod tests {
     #[test]
     fn equal_versions_of_different_lines_are_not_in_sync() {
         let (a, b, c) = (id(1, 1), id(2, 1), id(3, 1));
-        let slot = |backup: &ActorId| Slot {
-            primary: Some(b.clone()),
-            backup: Some(backup.clone()),
-            epoch: 5,
-        };
-        let slots = vec![slot(&a), slot(&c), slot(&c)];
+        let slots = vec![paired(&b, &a, 5), paired(&b, &c, 5), paired(&b, &c, 5)];
         let views = vec![
             holding_line(view(&a, Some(vec![(0, Role::Backup, 5, 11)])), 0, 3),
             view(
@@ -809,11 +793,7 @@ mod tests {
     #[test]
     fn a_superseded_primarys_own_writes_never_outrank_the_newer_line() {
         let (a, b, c) = (id(1, 1), id(2, 1), id(3, 1));
-        let slots = vec![Slot {
-            primary: Some(b),
-            backup: Some(c.clone()),
-            epoch: 4,
-        }];
+        let slots = vec![paired(&b, &c, 4)];
         // b (primary at 4) died; a was primary at 3 and is a spare now.
         let views = vec![
             view(&a, Some(vec![(0, Role::Spare, 3, 12)])),
@@ -877,11 +857,7 @@ mod tests {
     #[test]
     fn a_moved_backup_stays_as_a_spare_until_the_new_one_is_in_sync() {
         let (a, b, c) = (id(1, 1), id(2, 1), id(3, 1));
-        let slots = vec![Slot {
-            primary: Some(a.clone()),
-            backup: Some(c.clone()),
-            epoch: 4,
-        }];
+        let slots = vec![paired(&a, &c, 4)];
         // b held the partition before (a spare); c is the backup but still behind.
         let views = vec![
             view(&a, Some(vec![(0, Role::Primary, 4, 9)])),
@@ -928,11 +904,7 @@ mod tests {
     #[test]
     fn a_worker_that_disagrees_with_the_table_gets_a_new_epoch() {
         let (a, b) = (id(1, 1), id(2, 1));
-        let slots = vec![Slot {
-            primary: Some(a.clone()),
-            backup: Some(b.clone()),
-            epoch: 4,
-        }];
+        let slots = vec![paired(&a, &b, 4)];
         // a missed its assignment; b holds an epoch the table does not know (an older master).
         let views = vec![
             view(&a, Some(vec![(0, Role::Backup, 3, 9)])),
