@@ -26,14 +26,7 @@ async fn start_with(
     seeds: Vec<std::net::SocketAddr>,
     settings: impl FnOnce(&mut RegistryConfig),
 ) -> (Node, Cluster, Registry) {
-    start_framed(
-        name,
-        certs,
-        seeds,
-        ensemble::transport::frame::DEFAULT_MAX_FRAME,
-        settings,
-    )
-    .await
+    crate::in_process::start_node(name, certs, seeds, settings).await
 }
 
 async fn start_framed(
@@ -43,19 +36,10 @@ async fn start_framed(
     max_frame_size: usize,
     settings: impl FnOnce(&mut RegistryConfig),
 ) -> (Node, Cluster, Registry) {
-    let node = Node::new(NodeConfig::new(name)).unwrap();
-    let cert = NodeCert::load(certs, name).unwrap();
-    let mut config = ensemble::cluster::ClusterConfig::new("test");
-    config.down = DownDecision::External;
-    config.max_frame_size = max_frame_size;
-    let bootstrap = seeds.is_empty();
-    config.seeds = seeds;
-    let cluster = Cluster::start(&node, config, &cert).await.unwrap();
-    let mut registry = RegistryConfig::new(certs.join(format!("{name}-data")));
-    registry.bootstrap = bootstrap;
-    settings(&mut registry);
-    let registry = Registry::start(&cluster, registry).await.unwrap();
-    (node, cluster, registry)
+    let frame = |config: &mut ensemble::cluster::ClusterConfig| {
+        config.max_frame_size = max_frame_size;
+    };
+    crate::in_process::start_node_with(name, certs, seeds, frame, settings).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,8 @@
 mod child;
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/in_process.rs"]
+mod in_process;
 mod inproc;
 mod processes;
 mod util;
