@@ -23,11 +23,12 @@ mod child;
 mod cpu;
 #[path = "common/runtime.rs"]
 mod runtime;
+#[path = "common/workload.rs"]
+mod workload;
 
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ensemble::cluster::{Cluster, ClusterConfig, DownDecision};
@@ -37,22 +38,13 @@ use ensemble::transport::certs::{ClusterCa, NodeCert};
 use serde::{Deserialize, Serialize};
 
 use child::ChildProcess;
+use workload::{
+    CONCURRENT_PUTS, CONTENDERS, FAILOVERS, IN_FLIGHT, SEQUENTIAL, concurrent, selected, sequential,
+};
 
-const SEQUENTIAL: usize = 2_000;
-const CONCURRENT_PUTS: usize = 30_000;
-const IN_FLIGHT: usize = 64;
-const CONTENDERS: usize = 8;
 const CONTENDED_CYCLES: usize = 4_000;
 const CACHED_LOOKUPS: usize = 1_000_000;
-const FAILOVERS: usize = 5;
 const VOTERS: [&str; 3] = ["a", "b", "c"];
-
-/// The processes whose CPU time a workload counts: this one and the voters.
-static PROCESSES: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
-
-fn cpu_now() -> cpu::CpuReading {
-    cpu::read(&PROCESSES.lock().expect("pids"))
-}
 
 #[derive(Serialize, Deserialize)]
 struct Ping(ReplyTo<()>);
@@ -135,90 +127,6 @@ fn start_voter(name: &str, dir: &Path, seeds: &[String]) -> ChildProcess {
     ChildProcess::spawn(name, command)
 }
 
-/// Whether the workload named `what` runs: all do, unless `ENSEMBLE_BENCH_ONLY` names some
-/// (texts separated by `|`).
-fn selected(what: &str) -> bool {
-    std::env::var("ENSEMBLE_BENCH_ONLY")
-        .map_or(true, |only| only.split('|').any(|text| what.contains(text)))
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
-/// Runs `op` `n` times in sequence; prints the rate, p50 and p99.
-async fn sequential<F, Fut>(what: &str, n: usize, mut op: F)
-where
-    F: FnMut(usize) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    if !selected(what) {
-        return;
-    }
-    let mut latencies = Vec::with_capacity(n);
-    let cpu = cpu_now();
-    let start = Instant::now();
-    for i in 0..n {
-        let t = Instant::now();
-        op(i).await;
-        latencies.push(t.elapsed());
-    }
-    let elapsed = start.elapsed();
-    report(what, n, elapsed, latencies, cpu);
-}
-
-/// Prints a workload's rate, p50, p99, and CPU time per operation (every process).
-fn report(
-    what: &str,
-    n: usize,
-    elapsed: Duration,
-    mut latencies: Vec<Duration>,
-    cpu: cpu::CpuReading,
-) {
-    latencies.sort();
-    println!(
-        "{what:<44} {:>9.0}/s   p50 {:>8.3} ms   p99 {:>8.3} ms   {}",
-        n as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        cpu.describe_until(&cpu_now(), n),
-    );
-}
-
-/// Runs `n` operations from `tasks` concurrent tasks; prints the rate and p50.
-async fn concurrent<F, Fut>(what: &str, n: usize, tasks: usize, op: F)
-where
-    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    if !selected(what) {
-        return;
-    }
-    let op = Arc::new(op);
-    let cpu = cpu_now();
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|task| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                for i in (task..n).step_by(tasks) {
-                    let t = Instant::now();
-                    op(task, i).await;
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::with_capacity(n);
-    for handle in handles {
-        latencies.extend(handle.await.expect("task"));
-    }
-    let elapsed = start.elapsed();
-    report(what, n, elapsed, latencies, cpu);
-}
-
 fn main() {
     if let Ok(name) = std::env::var("ENSEMBLE_BENCH_VOTER") {
         voter(name);
@@ -241,11 +149,7 @@ fn main() {
     for voter in &mut voters {
         voter.wait("READY");
     }
-    *PROCESSES.lock().expect("pids") = voters
-        .iter()
-        .map(|v| v.process.id())
-        .chain([std::process::id()])
-        .collect();
+    workload::count_cpu_of(voters.iter().map(|v| v.process.id()));
     let rt = runtime::sharing_with(voter_count() + 1);
     rt.block_on(async move {
         let seeds = vec![seeds[0].parse().expect("addr")];
@@ -260,17 +164,7 @@ fn main() {
             voter_count(),
             runtime::describe_sharing(voter_count() + 1)
         );
-        // What the cluster costs doing nothing (heartbeats, keepalives, timers): part of the
-        // CPU time per operation below, more so the slower the workload.
-        let idle = cpu_now();
-        let idle_for = Duration::from_secs(2);
-        tokio::time::sleep(idle_for).await;
-        println!(
-            "{:<44} {}\n",
-            "idle, per second",
-            idle.describe_until(&cpu_now(), idle_for.as_secs() as usize)
-                .replace("/op", "/s")
-        );
+        workload::report_idle_cost().await;
         let value = vec![b'x'; 64];
 
         let r = registry.clone();
@@ -436,13 +330,7 @@ fn main() {
             voters[at] = start_voter(&leader, dir.path(), &seeds);
             voters[at].wait("READY");
         }
-        failovers.sort();
-        println!(
-            "{:<44} median {:?}, max {:?} over {FAILOVERS} trials",
-            "kill -9 of the leader -> next acknowledged put",
-            failovers[FAILOVERS / 2],
-            failovers[FAILOVERS - 1]
-        );
+        workload::report_failovers(failovers);
         drop(voters);
     });
 }
