@@ -105,6 +105,8 @@ pub struct Master {
     /// The fencing token of the singleton lease this master is bound to (0 without one),
     /// set in `started`: every order carries it (see [`WorkerMsg::Assign`]).
     token: u64,
+    /// The lock of that lease ("" without one), which every order names too.
+    lease: String,
     /// The partition table, workers named by id.
     slots: Vec<Slot>,
     /// Workers found in the group and not known to have ended: the planner's live set.
@@ -150,6 +152,7 @@ impl Master {
             args,
             registry: None,
             token: 0,
+            lease: String::new(),
             // Made in `started`, once the arguments are checked.
             slots: Vec::new(),
             workers: BTreeMap::new(),
@@ -232,6 +235,7 @@ impl Master {
                 round: id,
                 master: ctx.myself(),
                 master_token: self.token,
+                master_lease: self.lease.clone(),
             };
             match worker.try_tell(msg) {
                 Ok(()) => {
@@ -364,6 +368,7 @@ impl Master {
                     backup,
                     partitions: self.args.partitions,
                     master_token: self.token,
+                    master_lease: self.lease.clone(),
                 });
                 (worker, msg)
             }
@@ -377,6 +382,7 @@ impl Master {
                     partition,
                     epoch,
                     master_token: self.token,
+                    master_lease: self.lease.clone(),
                 },
             ),
         };
@@ -445,7 +451,7 @@ impl Actor for Master {
             ))
         })?;
         // The app platform binds a singleton's instance to its lease before this hook runs.
-        self.token = registry.fencing_token_of(ctx.id()).unwrap_or(0);
+        (self.lease, self.token) = registry.lease_of(ctx.id()).unwrap_or_default();
         self.registry = Some(registry);
         self.started = Instant::now();
         let poll = Duration::from_millis(self.args.poll_interval_ms.max(10));

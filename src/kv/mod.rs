@@ -76,15 +76,19 @@
 //! sent just before the cut may still be on its way (held by the connection while the cut
 //! lasts) and arrive after the successor's orders. The successor numbers epochs from what the
 //! workers report, so epochs alone cannot tell the two apart. So every order carries the
-//! fencing token of the master's singleton lease (read in its `started` hook with
-//! `Registry::fencing_token_of`), and a worker ignores the orders of a master with a lower
-//! token than one it followed. A master started without a lease (by hand, in a test), or of
-//! an earlier build, has token 0, which is not fenced: its orders are followed, as before
-//! tokens. A worker that restarted follows the first master it hears from; it holds nothing
-//! then. Two cases are left: a worker the successor has not asked for a report yet (not yet
-//! in its view of the workers' group) still follows a late order of the replaced master,
-//! until the successor's first order reaches it; and while a master of an earlier build runs
-//! (a rolling upgrade), the late orders of the leased master it replaced are followed too.
+//! lock and the fencing token of the master's singleton lease (read in its `started` hook
+//! with `Registry::lease_of`), and a worker ignores the orders of a master with a lower
+//! token than one it followed, or than the holder of that lock has in its node's copy of the
+//! registry: a copy may lag behind the registry, never run ahead of it, so a later grant
+//! there means the master was replaced, even before its successor reaches the worker. A
+//! master started without a lease (by hand, in a test), or of an earlier build, has token 0,
+//! which is not fenced: its orders are followed, as before tokens. A worker that restarted
+//! follows the first master it hears from; it holds nothing then. Two cases are left: a late
+//! order of the replaced master that reaches a worker the successor has not asked for a
+//! report yet, before the successor's grant reaches the worker's node's copy (one feed
+//! message after the registry commits it), is followed until the successor's first order
+//! reaches it; and while a master of an earlier build runs (a rolling upgrade), the late
+//! orders of the leased master it replaced are followed too.
 //!
 // The links are spelled out because the doc line on `pub mod kv` in the crate root makes
 // rustdoc resolve this whole text from there.

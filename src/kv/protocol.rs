@@ -76,6 +76,9 @@ pub struct Assignment {
     /// The fencing token of the master that gave the order (see [`WorkerMsg::Assign`]).
     #[serde(default)]
     pub master_token: u64,
+    /// The lock of the master's lease ("" without one, or from masters of earlier builds).
+    #[serde(default)]
+    pub master_lease: String,
 }
 
 /// A backup's answer to a replicated write or a snapshot.
@@ -107,9 +110,10 @@ pub enum WorkerMsg {
     /// Every order of the master (this one, [`Drop`](WorkerMsg::Drop) and
     /// [`ReportTo`](WorkerMsg::ReportTo)) carries its fencing token: its singleton lease's,
     /// 0 for a master that holds no lease or one of an earlier build. A worker ignores the
-    /// orders of a master with a lower token than one it followed, so an order still on its
-    /// way from a master that was replaced (held by a connection that was cut) cannot undo
-    /// its successor's. Token 0 is not fenced: such orders are followed, as before tokens.
+    /// orders of a master with a lower token than one it followed, or than the holder of the
+    /// master's lease in its node's copy of the registry has, so an order still on its way
+    /// from a master that was replaced (held by a connection that was cut) cannot undo its
+    /// successor's. Token 0 is not fenced: such orders are followed, as before tokens.
     Assign(Assignment),
     /// From the master: forget a copy the master no longer needs (the partition's primary and
     /// backup are in sync at `epoch`). Ignored if the worker holds it at `epoch` or later, in
@@ -122,6 +126,9 @@ pub enum WorkerMsg {
         /// The master's fencing token.
         #[serde(default)]
         master_token: u64,
+        /// The lock of the master's lease ("" without one).
+        #[serde(default)]
+        master_lease: String,
     },
     /// From the master: send a [`MasterMsg::Reported`] tagged with `round` to `master`.
     ReportTo {
@@ -132,6 +139,9 @@ pub enum WorkerMsg {
         /// The master's fencing token.
         #[serde(default)]
         master_token: u64,
+        /// The lock of the master's lease ("" without one).
+        #[serde(default)]
+        master_lease: String,
     },
     /// From anyone (demos, tests): what the worker holds.
     Report(ReplyTo<WorkerReport>),

@@ -142,16 +142,29 @@ impl Worker {
         }
     }
 
-    /// Whether to follow an order of the master with fencing token `token`: not if a master
-    /// with a higher one gave orders already. Raises the bar to `token`. Token 0 (a master
-    /// without a lease, or of an earlier build) is not fenced: always followed, it raises
-    /// nothing.
-    fn follows(&mut self, token: u64, order: &str, me: &ActorId) -> bool {
+    /// Whether to follow an order of the master with fencing token `token` on lock `lease`:
+    /// not if a master with a higher one gave orders already, nor if this node's copy of the
+    /// registry shows `lease` granted since with a higher token (the master was replaced,
+    /// and its successor may not have reached this worker yet). Raises the bar to `token`.
+    /// Token 0 (a master without a lease, or of an earlier build) is not fenced: always
+    /// followed, it raises nothing.
+    fn follows(&mut self, token: u64, lease: &str, order: &str, me: &ActorId) -> bool {
         if token == 0 {
             return true;
         }
         if token < self.master_token {
             tracing::warn!(worker = %me, token, following = self.master_token, "ignored an order ({order}) of a master that was replaced");
+            return false;
+        }
+        // The copy may lag, never lead: a later grant in it did happen, while a grant of
+        // `token` it does not show yet may have happened too.
+        let holder = (!lease.is_empty())
+            .then(|| self.registry.as_ref()?.lock_info(lease)?.holder)
+            .flatten();
+        if let Some((_, holding)) = holder
+            && holding > token
+        {
+            tracing::warn!(worker = %me, token, lease, holding, "ignored an order ({order}) of a master whose lease passed to a successor");
             return false;
         }
         self.master_token = token;
@@ -562,7 +575,7 @@ impl Actor for Worker {
     async fn handle(&mut self, msg: WorkerMsg, ctx: &mut Context<Self>) -> ActorResult {
         match msg {
             WorkerMsg::Assign(a) => {
-                if self.follows(a.master_token, "assign", ctx.id()) {
+                if self.follows(a.master_token, &a.master_lease, "assign", ctx.id()) {
                     self.on_assign(a, ctx)
                 }
             }
@@ -570,8 +583,9 @@ impl Actor for Worker {
                 partition,
                 epoch,
                 master_token,
+                master_lease,
             } => {
-                if self.follows(master_token, "drop", ctx.id()) {
+                if self.follows(master_token, &master_lease, "drop", ctx.id()) {
                     self.on_drop(partition, epoch, &ctx.id().clone())
                 }
             }
@@ -579,8 +593,9 @@ impl Actor for Worker {
                 round,
                 master,
                 master_token,
+                master_lease,
             } => {
-                if !self.follows(master_token, "report", ctx.id()) {
+                if !self.follows(master_token, &master_lease, "report", ctx.id()) {
                     return Ok(());
                 }
                 let report = self.report(ctx.id());

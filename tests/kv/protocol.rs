@@ -19,9 +19,20 @@ fn assign(
     assign_from(0, worker, epoch, role, backup);
 }
 
-/// An order of the master with fencing token `master_token`.
+/// An order of the master with fencing token `master_token` (of no lease the registry knows).
 fn assign_from(
     master_token: u64,
+    worker: &ActorRef<WorkerMsg>,
+    epoch: u64,
+    role: Role,
+    backup: Option<&ActorRef<WorkerMsg>>,
+) {
+    assign_under(("", master_token), worker, epoch, role, backup);
+}
+
+/// An order of the master holding lock `lease` with fencing token `token`.
+fn assign_under(
+    (lease, token): (&str, u64),
     worker: &ActorRef<WorkerMsg>,
     epoch: u64,
     role: Role,
@@ -33,7 +44,8 @@ fn assign_from(
         role,
         backup: backup.cloned(),
         partitions: 1,
-        master_token,
+        master_token: token,
+        master_lease: lease.to_owned(),
     };
     worker.try_tell(WorkerMsg::Assign(order)).unwrap();
 }
@@ -127,6 +139,7 @@ async fn workers_replicate_and_fence_a_replaced_primary() {
         partition: 0,
         epoch: 2,
         master_token: 0,
+        master_lease: String::new(),
     })
     .unwrap();
     eventually("b drops its copy", async || {
@@ -152,6 +165,17 @@ async fn workers_replicate_and_fence_a_replaced_primary() {
     assert_eq!(read(&c, 3, "k4").await, Some(b"k4".to_vec()));
 }
 
+/// Starts a worker on node b, and answers it once node a's copy lists it in the group.
+async fn worker_on_b(kv: &mut KvCluster) -> ActorRef<WorkerMsg> {
+    let id = kv.start_worker(1).await;
+    let registry = kv.nodes[0].registry.clone();
+    eventually("the worker in the group", async || {
+        let group = registry.group::<WorkerMsg>(kv::WORKERS_GROUP);
+        group.into_iter().find(|w| *w.id() == id)
+    })
+    .await
+}
+
 /// An order still on its way from a master that was replaced (its successor numbers epochs
 /// from the workers' reports, so the two can give one epoch) is ignored: a worker follows no
 /// master with a lower fencing token than one it followed.
@@ -159,13 +183,7 @@ async fn workers_replicate_and_fence_a_replaced_primary() {
 async fn orders_of_a_replaced_master_are_ignored() {
     let _turn = one_cluster_at_a_time().await;
     let mut kv = KvCluster::start().await;
-    let id = kv.start_worker(1).await;
-    let registry = kv.nodes[0].registry.clone();
-    let a = eventually("the worker in the group", async || {
-        let group = registry.group::<WorkerMsg>(kv::WORKERS_GROUP);
-        group.into_iter().find(|w| *w.id() == id)
-    })
-    .await;
+    let a = worker_on_b(&mut kv).await;
 
     // The successor, token 9, makes `a` the primary at epoch 2.
     assign_from(9, &a, 2, Role::Primary, None);
@@ -175,6 +193,7 @@ async fn orders_of_a_replaced_master_are_ignored() {
         partition: 0,
         epoch: 3,
         master_token: 5,
+        master_lease: String::new(),
     })
     .unwrap();
     // Messages from one sender arrive in order: these follow the late orders.
@@ -193,4 +212,47 @@ async fn orders_of_a_replaced_master_are_ignored() {
     assert!(write(&a, 5, "k3").await.is_ok());
     let report = a.ask(WorkerMsg::Report, T).await.unwrap();
     assert_eq!(report.master_token, 12);
+}
+
+/// A worker the successor has not reached yet (not yet in its view of the group) ignores a
+/// late order of the replaced master once its node's copy of the registry shows the master's
+/// lease granted again: the copy may lag behind the registry, never run ahead of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_of_a_master_whose_lease_passed_on_are_ignored() {
+    let _turn = one_cluster_at_a_time().await;
+    let mut kv = KvCluster::start().await;
+    let a = worker_on_b(&mut kv).await;
+
+    // The master's lease, granted twice: the replaced master held the first grant, its
+    // successor holds the second.
+    let lease = "kv-test/master";
+    let registry = kv.nodes[0].registry.clone();
+    let first = registry.try_lock(lease).await.unwrap();
+    let replaced = first.token();
+    first.release().await.unwrap();
+    let second = registry.try_lock(lease).await.unwrap();
+    let successor = second.token();
+    assert!(successor > replaced);
+    let copy = kv.nodes[1].registry.clone();
+    eventually("the second grant in the worker's node's copy", async || {
+        let (_, token) = copy.lock_info(lease)?.holder?;
+        (token == successor).then_some(())
+    })
+    .await;
+
+    // The worker followed no master yet, so only the lease tells it the order is stale.
+    assign_under((lease, replaced), &a, 2, Role::Primary, None);
+    let report = a.ask(WorkerMsg::Report, T).await.unwrap();
+    assert_eq!(
+        report.partitions,
+        vec![],
+        "the replaced master's order was followed"
+    );
+    assert_eq!(report.master_token, 0);
+    // The successor's order is followed.
+    assign_under((lease, successor), &a, 2, Role::Primary, None);
+    assert_eq!(write(&a, 2, "k").await, Ok(1));
+    let report = a.ask(WorkerMsg::Report, T).await.unwrap();
+    assert_eq!(report.master_token, successor);
+    second.release().await.unwrap();
 }

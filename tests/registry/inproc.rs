@@ -487,6 +487,11 @@ async fn an_actor_bound_to_a_lease_learns_its_fencing_token() {
     assert_eq!(a.fencing_token_of(first.id()), None, "not bound yet");
     lease.bind(&first);
     assert_eq!(a.fencing_token_of(first.id()), Some(lease.token()));
+    assert_eq!(
+        a.lease_of(first.id()),
+        Some(("l".to_owned(), lease.token())),
+        "the lock's name with the token"
+    );
     assert_eq!(a.fencing_token_of(other.id()), None, "never bound");
     let old = lease.token();
     lease.release().await.unwrap();

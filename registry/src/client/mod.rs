@@ -1142,14 +1142,24 @@ impl Registry {
     /// passes the token with the orders it gives, so that their receivers can refuse the
     /// orders of an instance it replaced that are still on their way.
     pub fn fencing_token_of(&self, actor: &ActorId) -> Option<u64> {
+        self.lease_of(actor).map(|(_, token)| token)
+    }
+
+    /// The lock and the token of the lease on this node that `actor` is bound to: what
+    /// [`fencing_token_of`](Self::fencing_token_of) answers, with the lock's name. A holder
+    /// that passes both with its orders lets a receiver refuse them as soon as its own copy
+    /// shows a later grant of that lock ([`lock_info`](Self::lock_info)), before any order of
+    /// the successor reaches it.
+    pub fn lease_of(&self, actor: &ActorId) -> Option<(String, u64)> {
         // Also past the session's validity, before the fencing timer has run: the token is
         // then below any successor's, so whoever checks it refuses this holder's side
         // effects, while no token at all might be taken for "not fenced".
         let leases = self.shared.leases.lock();
         leases
-            .values()
-            .filter_map(|lease| lease.token_if_bound(actor))
-            .max()
+            .iter()
+            .filter_map(|((lock, _), lease)| Some((lock, lease.token_if_bound(actor)?)))
+            .max_by_key(|(_, token)| *token)
+            .map(|(lock, token)| (lock.clone(), token))
     }
 
     /// A lock's holder and waiters, from this node's copy.
