@@ -426,6 +426,7 @@ impl Master {
         Status {
             master: me.clone(),
             master_token: self.token,
+            master_lease: self.lease.clone(),
             partitions: self.args.partitions,
             assigned: count(&|s| s.primary.is_some()),
             replicated: count(&|s| s.primary.is_some() && s.backup.is_some()),

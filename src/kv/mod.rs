@@ -80,15 +80,17 @@
 //! with `Registry::lease_of`), and a worker ignores the orders of a master with a lower
 //! token than one it followed, or than the holder of that lock has in its node's copy of the
 //! registry: a copy may lag behind the registry, never run ahead of it, so a later grant
-//! there means the master was replaced, even before its successor reaches the worker. A
-//! master started without a lease (by hand, in a test), or of an earlier build, has token 0,
-//! which is not fenced: its orders are followed, as before tokens. A worker that restarted
-//! follows the first master it hears from; it holds nothing then. Two cases are left: a late
-//! order of the replaced master that reaches a worker the successor has not asked for a
-//! report yet, before the successor's grant reaches the worker's node's copy (one feed
-//! message after the registry commits it), is followed until the successor's first order
-//! reaches it; and while a master of an earlier build runs (a rolling upgrade), the late
-//! orders of the leased master it replaced are followed too.
+//! there means the master was replaced, even before its successor reaches the worker (the
+//! worker then raises its bar to that grant's token, so the refusal lasts after the grant
+//! ends). A master started without a lease (by hand, in a test), or of an earlier build, has
+//! token 0, which is not fenced: its orders are followed, as before tokens. A worker that
+//! restarted follows the first master it hears from; it holds nothing then. What is left: a
+//! late order of the replaced master that reaches a worker before both the successor's first
+//! order and the successor's grant in the worker's node's copy is followed. The grant
+//! usually reaches the copy one feed message after the registry commits it; later while the
+//! copy catches up, or if the same cut holds up its feed. A master of an earlier build names
+//! no lock, but under the app platform it holds the same one, so the late orders of the
+//! leased master it replaced are refused once the copy shows its grant.
 //!
 // The links are spelled out because the doc line on `pub mod kv` in the crate root makes
 // rustdoc resolve this whole text from there.

@@ -219,7 +219,8 @@ pub struct WorkerReport {
     pub worker: ActorId,
     /// Every partition it holds.
     pub partitions: Vec<PartitionReport>,
-    /// The highest fencing token of a master whose orders it followed (0: none, or only
+    /// The highest fencing token of a master whose orders it followed, or that it saw hold the
+    /// lease of a master whose order it refused (0: none, or only
     /// masters without a lease).
     #[serde(default)]
     pub master_token: u64,
@@ -407,6 +408,9 @@ pub struct Status {
     /// master that holds no lease).
     #[serde(default)]
     pub master_token: u64,
+    /// The lock of that lease, which its orders name ("" without one).
+    #[serde(default)]
+    pub master_lease: String,
     /// The number of partitions.
     pub partitions: u32,
     /// Partitions with a primary.

@@ -145,9 +145,10 @@ impl Worker {
     /// Whether to follow an order of the master with fencing token `token` on lock `lease`:
     /// not if a master with a higher one gave orders already, nor if this node's copy of the
     /// registry shows `lease` granted since with a higher token (the master was replaced,
-    /// and its successor may not have reached this worker yet). Raises the bar to `token`.
-    /// Token 0 (a master without a lease, or of an earlier build) is not fenced: always
-    /// followed, it raises nothing.
+    /// and its successor may not have reached this worker yet). Raises the bar to `token`,
+    /// or to the later grant's: the refusal lasts after that grant ends too. Token 0 (a
+    /// master without a lease, or of an earlier build) is not fenced: always followed, it
+    /// raises nothing.
     fn follows(&mut self, token: u64, lease: &str, order: &str, me: &ActorId) -> bool {
         if token == 0 {
             return true;
@@ -165,6 +166,7 @@ impl Worker {
             && holding > token
         {
             tracing::warn!(worker = %me, token, lease, holding, "ignored an order ({order}) of a master whose lease passed to a successor");
+            self.master_token = holding;
             return false;
         }
         self.master_token = token;

@@ -402,11 +402,16 @@ async fn run_op(apps: &Apps, registry: &Registry, op: &str, args: &[String]) -> 
             Ok(s) => format!("ok {}/{} replicated", s.replicated, s.partitions),
             Err(e) => format!("err {e}"),
         },
-        // The fencing token the master's orders carry, and its singleton lease's.
+        // The fencing token the master's orders carry, and its singleton lease's; the lock
+        // the orders name must be that lease's.
         "kvtoken" => match kv(registry).status().await {
             Ok(s) => {
                 let lock = ensemble::supervisor::singleton::lock_name("kv/master");
                 match registry.lock_info(&lock).and_then(|l| l.holder) {
+                    _ if s.master_lease != lock => format!(
+                        "err the master's orders name lock {:?}, not its lease's {lock:?}",
+                        s.master_lease
+                    ),
                     Some((_, lease)) => format!("ok {} {lease}", s.master_token),
                     None => format!("err {lock:?} has no holder"),
                 }

@@ -248,11 +248,29 @@ async fn orders_of_a_master_whose_lease_passed_on_are_ignored() {
         vec![],
         "the replaced master's order was followed"
     );
-    assert_eq!(report.master_token, 0);
+    assert_eq!(
+        report.master_token, successor,
+        "the bar is the later grant's"
+    );
+    // The refusal outlasts the later grant: a lock nobody holds shows no holder at all.
+    second.release().await.unwrap();
+    eventually("the lock free in the worker's node's copy", async || {
+        copy.lock_info(lease)
+            .and_then(|lock| lock.holder)
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assign_under((lease, replaced), &a, 3, Role::Primary, None);
+    let report = a.ask(WorkerMsg::Report, T).await.unwrap();
+    assert_eq!(
+        report.partitions,
+        vec![],
+        "a late order was followed once the lock was free"
+    );
     // The successor's order is followed.
     assign_under((lease, successor), &a, 2, Role::Primary, None);
     assert_eq!(write(&a, 2, "k").await, Ok(1));
     let report = a.ask(WorkerMsg::Report, T).await.unwrap();
     assert_eq!(report.master_token, successor);
-    second.release().await.unwrap();
 }

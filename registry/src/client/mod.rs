@@ -1149,7 +1149,8 @@ impl Registry {
     /// [`fencing_token_of`](Self::fencing_token_of) answers, with the lock's name. A holder
     /// that passes both with its orders lets a receiver refuse them as soon as its own copy
     /// shows a later grant of that lock ([`lock_info`](Self::lock_info)), before any order of
-    /// the successor reaches it.
+    /// the successor reaches it. Both are the grant's: an actor bound to a later grant of the
+    /// same lock reads them again.
     pub fn lease_of(&self, actor: &ActorId) -> Option<(String, u64)> {
         // Also past the session's validity, before the fencing timer has run: the token is
         // then below any successor's, so whoever checks it refuses this holder's side
