@@ -233,12 +233,17 @@ async fn orders_of_a_master_whose_lease_passed_on_are_ignored() {
     let second = registry.try_lock(lease).await.unwrap();
     let successor = second.token();
     assert!(successor > replaced);
+    // Waits until the worker's node's copy shows the lock held with token `wanted` (`None`:
+    // held by nobody).
     let copy = kv.nodes[1].registry.clone();
-    eventually("the second grant in the worker's node's copy", async || {
-        let (_, token) = copy.lock_info(lease)?.holder?;
-        (token == successor).then_some(())
-    })
-    .await;
+    let copy_shows = async |what: &str, wanted: Option<u64>| {
+        eventually(what, async || {
+            let holding = copy.lock_info(lease).and_then(|lock| lock.holder);
+            (holding.map(|(_, token)| token) == wanted).then_some(())
+        })
+        .await
+    };
+    copy_shows("the second grant in the worker's copy", Some(successor)).await;
 
     // The worker followed no master yet, so only the lease tells it the order is stale.
     assign_under((lease, replaced), &a, 2, Role::Primary, None);
@@ -254,13 +259,7 @@ async fn orders_of_a_master_whose_lease_passed_on_are_ignored() {
     );
     // The refusal outlasts the later grant: a lock nobody holds shows no holder at all.
     second.release().await.unwrap();
-    eventually("the lock free in the worker's node's copy", async || {
-        copy.lock_info(lease)
-            .and_then(|lock| lock.holder)
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    copy_shows("the lock free in the worker's copy", None).await;
     assign_under((lease, replaced), &a, 3, Role::Primary, None);
     let report = a.ask(WorkerMsg::Report, T).await.unwrap();
     assert_eq!(
