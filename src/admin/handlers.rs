@@ -18,7 +18,7 @@ use ensemble_runtime::cluster::{Cluster, Member, MemberStatus};
 use ensemble_runtime::remote::WireRef;
 use ensemble_runtime::{ActorInfo, Node, NodeId};
 use ensemble_supervisor::SupervisorRef;
-use ensemble_supervisor::app::{APPS_PREFIX, AppError, AppSpec, Apps};
+use ensemble_supervisor::app::{APPS_PREFIX, AppError, AppSpec, Apps, is_app_name};
 
 use super::api::{
     ActorEntry, AppChange, AppEntry, LeaseEntry, LockEntry, MemberEntry, NameEntry, NodeStatus,
@@ -229,6 +229,11 @@ pub(crate) async fn remove_app(
             e.body_text()
         ))
     })?;
+    if !is_app_name(&app) {
+        return Err(Failure::bad_request(format!(
+            "{app:?} is not an app name: app names are 1 or more ASCII letters, digits, '-', '_' or '.' (see GET /api/v1/apps)"
+        )));
+    }
     let apps = apps_of(&state.node)?;
     match tokio::time::timeout(WRITE_TIMEOUT, apps.remove(&app)).await {
         Ok(Ok(changed)) => Ok(Json(AppChange { app, changed })),

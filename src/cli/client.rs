@@ -53,6 +53,18 @@ struct AdminClient {
 impl AdminClient {
     fn new(args: &AdminArgs) -> Result<AdminClient, String> {
         let address = args.admin.trim().trim_end_matches('/');
+        if address.eq_ignore_ascii_case("off") {
+            // `off` is what a node takes to run no admin server (ENSEMBLE_ADMIN serves both).
+            return Err(
+                "--admin off: these commands need the admin API of a running node,                  HOST:PORT (127.0.0.1:7070 unless its node was given another); `off` only                  tells `ensemble node` to run no admin server, so unset ENSEMBLE_ADMIN or pass                  --admin HOST:PORT"
+                    .to_owned(),
+            );
+        }
+        if let Some(c) = args.token.as_deref().and_then(not_for_a_header) {
+            return Err(format!(
+                "--token (or ENSEMBLE_ADMIN_TOKEN) holds {c:?}, which an HTTP header cannot                  carry: give the node's admin token as it is, printable ASCII"
+            ));
+        }
         if address
             .get(..8)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
@@ -287,9 +299,31 @@ pub(crate) fn locks(args: &AdminArgs) -> CliResult {
     Ok(())
 }
 
-pub(crate) fn app_deploy(args: &AdminArgs, file: &Path, wait: Option<u64>) -> CliResult {
-    let text = std::fs::read_to_string(file)
+/// The first character of `token` that an HTTP header cannot carry (it carries visible ASCII
+/// and spaces), where the admin token travels.
+pub(crate) fn not_for_a_header(token: &str) -> Option<char> {
+    token.chars().find(|c| !c.is_ascii_graphic() && *c != ' ')
+}
+
+/// Reads an app spec, at most as large as the admin API takes.
+fn read_spec(file: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let max = ensemble::admin::MAX_BODY;
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(max as u64 + 1).read_to_string(&mut text))
         .map_err(|e| format!("cannot read app spec {}: {e}", file.display()))?;
+    if text.len() > max {
+        return Err(format!(
+            "app spec {} is larger than the {max} bytes the admin API takes; nothing was deployed",
+            file.display()
+        ));
+    }
+    Ok(text)
+}
+
+pub(crate) fn app_deploy(args: &AdminArgs, file: &Path, wait: Option<u64>) -> CliResult {
+    let text = read_spec(file)?;
     // Checked here first, so a mistake in the file is reported as one whether or not a node
     // is reachable. The node parses the body the same way, so this is also the spec as it
     // stores it, to know when its copy of the registry shows this deployment rather than the

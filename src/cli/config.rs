@@ -235,7 +235,9 @@ pub(crate) fn resolve(args: &NodeArgs, matches: &ArgMatches) -> Result<NodeSetti
         "no node name: pass --name NAME, set ENSEMBLE_NAME, or set name in the config file"
             .to_owned()
     })?;
-    if name.is_empty()
+    // Names become paths (the default data dir `data/<name>`, certificate files): one made
+    // of dots only would name the directory itself or its parent.
+    if name.chars().all(|c| c == '.')
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -244,7 +246,7 @@ pub(crate) fn resolve(args: &NodeArgs, matches: &ArgMatches) -> Result<NodeSetti
             "name",
             &origin.of("name", "--name", "ENSEMBLE_NAME"),
             format!(
-                "{name:?} is not a node name: use 1 or more ASCII letters, digits, '-', '_' or '.'"
+                "{name:?} is not a node name: use 1 or more ASCII letters, digits, '-', '_' or '.', not dots alone"
             ),
         ));
     }
@@ -380,6 +382,17 @@ pub(crate) fn resolve(args: &NodeArgs, matches: &ArgMatches) -> Result<NodeSetti
             "the token is empty; give a long random string, or none on loopback",
         ));
     }
+    // A token with characters an HTTP header cannot carry could never be sent, and every
+    // call would be refused.
+    if let Some(bad_char) = token.as_deref().and_then(super::client::not_for_a_header) {
+        return Err(bad(
+            "admin.token",
+            &origin.of("admin_token", "--admin-token", "ENSEMBLE_ADMIN_TOKEN"),
+            format!(
+                "the token holds {bad_char:?}, which an HTTP header cannot carry; use printable ASCII (letters, digits, punctuation)"
+            ),
+        ));
+    }
     let admin = admin.map(|listen| AdminConfig {
         listen,
         token,
@@ -499,8 +512,22 @@ fn pairs<V>(
                 format!("{item:?} is not KEY=VALUE (say cpu=4000)"),
             ));
         };
-        let v = value(v.trim()).map_err(|e| bad(&format!("{key}.{}", k.trim()), origin, e))?;
-        map.insert(k.trim().to_owned(), v);
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(bad(
+                key,
+                origin,
+                format!("{item:?} has no key before '=' (say cpu=4000)"),
+            ));
+        }
+        let v = value(v.trim()).map_err(|e| bad(&format!("{key}.{k}"), origin, e))?;
+        if map.insert(k.to_owned(), v).is_some() {
+            return Err(bad(
+                &format!("{key}.{k}"),
+                origin,
+                format!("{k:?} is given twice; give each key once"),
+            ));
+        }
     }
     Ok(map)
 }

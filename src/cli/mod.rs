@@ -79,10 +79,10 @@ enum AppCommand {
         /// Return once the spec is stored, without waiting for the instances.
         #[arg(long)]
         no_wait: bool,
-        /// How long to wait for every role to reach its instance count, in seconds (at most a
-        /// day).
+        /// How long to wait for every role to reach its instance count, in seconds (1 to a
+        /// day; --no-wait not to wait).
         #[arg(long, default_value_t = 60, value_name = "SECONDS",
-              value_parser = clap::value_parser!(u64).range(0..=86_400))]
+              value_parser = clap::value_parser!(u64).range(1..=86_400))]
         wait_secs: u64,
         #[command(flatten)]
         admin: client::AdminArgs,

@@ -245,6 +245,10 @@ async fn apps_are_deployed_and_removed_over_http() {
     })
     .await;
 
+    // A name no app can have is refused, not answered "not deployed".
+    let answer = Request::delete(format!("{apps_url}/%20")).send().await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(answer.body.contains("not an app name"), "{}", answer.body);
     // Removed, then removing again changes nothing.
     let answer = Request::delete(format!("{apps_url}/extra")).send().await;
     assert_eq!(answer.status, 200, "{}", answer.body);

@@ -76,6 +76,50 @@ fn a_bad_flag_value_names_the_key_and_the_flag() {
         1,
         &["join[0]", "empty", "leave join out to start a new cluster"],
     );
+    // A key given twice, or none before the '=': said so, not the last one taken.
+    assert_refused(
+        &run(
+            &[
+                "node",
+                "--name",
+                "n1",
+                "--resource",
+                "cpu=1",
+                "--resource",
+                "cpu=4000",
+            ],
+            &[],
+            None,
+        ),
+        1,
+        &["resources.cpu", "flag --resource", "given twice"],
+    );
+    assert_refused(
+        &run(&["node", "--name", "n1", "--label", "=a"], &[], None),
+        1,
+        &["labels", "flag --label", "no key"],
+    );
+    // A name becomes a path: dots alone would be the data dir's own directory or parent.
+    assert_refused(
+        &run(&["node", "--name", ".."], &[], None),
+        1,
+        &["name", "flag --name", "not dots alone"],
+    );
+    // A token an HTTP header cannot carry would have every call refused.
+    assert_refused(
+        &run(
+            &["node", "--name", "n1", "--admin-token", "pässwort"],
+            &[],
+            None,
+        ),
+        1,
+        &[
+            "admin.token",
+            "flag --admin-token",
+            "'ä'",
+            "printable ASCII",
+        ],
+    );
 }
 
 #[test]
@@ -207,6 +251,46 @@ fn client_commands_without_a_node_say_where_they_looked() {
         &run(&["members", "--admin", "127.0.0.1:9"], &[], None),
         1,
         &["http://127.0.0.1:9/api/v1/members", "--admin"],
+    );
+}
+
+#[test]
+fn client_commands_refuse_an_address_or_token_they_cannot_use() {
+    // `off` is what `ensemble node` takes for no admin server; ENSEMBLE_ADMIN serves both.
+    assert_refused(
+        &run(&["status"], &[("ENSEMBLE_ADMIN", "off")], None),
+        1,
+        &["--admin off", "HOST:PORT", "ENSEMBLE_ADMIN"],
+    );
+    let output = run(
+        &["members", "--admin", "127.0.0.1:9"],
+        &[("ENSEMBLE_ADMIN_TOKEN", "ab\ncd")],
+        None,
+    );
+    assert_refused(&output, 1, &["--token", "'\\n'", "HTTP header"]);
+    assert!(
+        !stderr(&output).contains("cannot reach"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn an_app_spec_larger_than_the_admin_api_takes_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("huge.toml");
+    std::fs::write(&spec, "#".repeat(ensemble::admin::MAX_BODY + 1)).unwrap();
+    let output = app_deploy(&spec, "127.0.0.1:9", &[]);
+    assert_refused(
+        &output,
+        1,
+        &["huge.toml", "larger than", "nothing was deployed"],
+    );
+    // And one wait of 0 s, which could only ever fail after a deployment.
+    assert_refused(
+        &app_deploy(&spec, "127.0.0.1:9", &["--wait-secs", "0"]),
+        2,
+        &["--wait-secs"],
     );
 }
 
