@@ -3,9 +3,11 @@
 //!
 //! On standard output it prints one line per stage as it starts, and these lines, which the
 //! demo and the tests read: `node NAME: cluster address ADDR`, `node NAME: admin URL` and
-//! `node NAME: ready`. Logs go to standard error.
+//! `node NAME: ready`. A start that takes long (a registry without a quorum to join) says
+//! `node NAME: still starting after N s` every 5 s meanwhile. Logs go to standard error.
 
 use std::io::Write;
+use std::time::Duration;
 
 use clap::ArgMatches;
 use ensemble::host::{Host, HostConfig};
@@ -13,6 +15,9 @@ use ensemble::transport::certs::NodeCert;
 
 use super::CliResult;
 use super::config::{self, NodeArgs};
+
+/// How often a start that takes long says it is still under way.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -66,9 +71,16 @@ pub(crate) fn run(args: NodeArgs, matches: &ArgMatches) -> CliResult {
                 seeds.join(", ")
             ));
         }
-        let host = Host::start(config, |_| {})
-            .await
-            .map_err(|e| e.to_string())?;
+        // Joining a cluster whose registry has no quorum waits for it, up to six request
+        // timeouts (30 s by default).
+        let host = with_progress(Host::start(config, |_| {}), PROGRESS_EVERY, |waited| {
+            say(&format!(
+                "node {name}: still starting after {} s (joining the cluster and its registry)",
+                waited.as_secs()
+            ))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         say(&format!(
             "node {name}: cluster address {}",
             host.cluster.local_addr()
@@ -112,6 +124,23 @@ pub(crate) fn run(args: NodeArgs, matches: &ArgMatches) -> CliResult {
             }
         }
     })
+}
+
+/// Awaits `work`, calling `progress` with the time waited every `every` until it is done.
+async fn with_progress<T>(
+    work: impl Future<Output = T>,
+    every: Duration,
+    mut progress: impl FnMut(Duration),
+) -> T {
+    let began = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval_at(began + every, every);
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => progress(began.elapsed()),
+        }
+    }
 }
 
 /// Waits for a reason to stop: Ctrl-C, SIGTERM, or (if asked) the end of standard input.
@@ -161,5 +190,32 @@ async fn stop_signal(exit_with_stdin: bool) -> &'static str {
         _ = tokio::signal::ctrl_c() => "interrupted",
         () = terminate => "terminated",
         () = stdin_closed => "standard input closed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_start_says_it_is_still_under_way() {
+        let mut said = Vec::new();
+        let done = with_progress(
+            async {
+                tokio::time::sleep(Duration::from_secs(12)).await;
+                7
+            },
+            PROGRESS_EVERY,
+            |waited| said.push(waited.as_secs()),
+        )
+        .await;
+        assert_eq!((done, said), (7, vec![5, 10]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quick_start_says_nothing_more() {
+        let mut said = 0;
+        let done = with_progress(async { 1 }, PROGRESS_EVERY, |_| said += 1).await;
+        assert_eq!((done, said), (1, 0));
     }
 }
