@@ -473,7 +473,24 @@ fn registry_config(
             Some(file) => format!("config file {}", file.display()),
             None => "defaults".to_owned(),
         };
-        format!("bad registry settings (from {from}): {problem}")
+        // The registry names its settings as its Rust API does; the file's keys of durations
+        // end in `_ms`.
+        let key = [
+            ("session_ttl", "session_ttl_ms"),
+            ("keepalive_interval", "keepalive_interval_ms"),
+            ("request_timeout", "request_timeout_ms"),
+            ("heartbeat_interval", "heartbeat_interval_ms"),
+            (
+                "election_timeout",
+                "election_timeout_min_ms and election_timeout_max_ms",
+            ),
+        ]
+        .into_iter()
+        .find(|(field, _)| problem.starts_with(&format!("registry.{field} ")));
+        let hint = key.map_or(String::new(), |(_, key)| {
+            format!(" (in the config file: [registry] {key}, in milliseconds)")
+        });
+        format!("bad registry settings (from {from}): {problem}{hint}")
     })?;
     Ok(config)
 }

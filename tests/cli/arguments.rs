@@ -162,7 +162,21 @@ fn a_bad_config_file_names_the_file_and_the_key() {
     assert_refused(
         &run(&["node", "--config", file], &[], None),
         1,
-        &["registry.keepalive_interval", file],
+        &[
+            "registry.keepalive_interval",
+            file,
+            "[registry] keepalive_interval_ms",
+        ],
+    );
+    std::fs::write(&path, "name = \"n1\"\n[registry]\nrequest_timeout_ms = 0\n").unwrap();
+    assert_refused(
+        &run(&["node", "--config", file], &[], None),
+        1,
+        &[
+            "registry.request_timeout",
+            "at least 1 ms",
+            "[registry] request_timeout_ms",
+        ],
     );
 
     assert_refused(
