@@ -215,6 +215,9 @@ impl Origin<'_> {
     }
 }
 
+/// The most worker threads a node's runtime may have.
+const MAX_THREADS: usize = 1024;
+
 fn bad(key: &str, origin: &str, problem: impl std::fmt::Display) -> String {
     format!("bad value for {key} (from {origin}): {problem}")
 }
@@ -354,6 +357,16 @@ pub(crate) fn resolve(args: &NodeArgs, matches: &ArgMatches) -> Result<NodeSetti
             "threads",
             &threads_origin,
             "0 threads cannot run a node; give 1 or more",
+        ));
+    }
+    // Each is an OS thread started with the runtime: far more than the cores only costs.
+    if threads > MAX_THREADS {
+        return Err(bad(
+            "threads",
+            &threads_origin,
+            format!(
+                "{threads} threads is more than the {MAX_THREADS} a node may start; give about one per core"
+            ),
         ));
     }
 
@@ -631,6 +644,11 @@ mod tests {
         let err = resolve_args(&["--name", "n1", "--threads", "0"]).unwrap_err();
         assert!(
             err.contains("threads") && err.contains("flag --threads") && err.contains("1 or more"),
+            "{err}"
+        );
+        let err = resolve_args(&["--name", "n1", "--threads", "1000000"]).unwrap_err();
+        assert!(
+            err.contains("flag --threads") && err.contains("more than the 1024"),
             "{err}"
         );
         let err = resolve_args(&["--name", "n1", "--threads", "many"]).unwrap_err();
