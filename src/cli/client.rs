@@ -56,13 +56,16 @@ impl AdminClient {
         if address.eq_ignore_ascii_case("off") {
             // `off` is what a node takes to run no admin server (ENSEMBLE_ADMIN serves both).
             return Err(
-                "--admin off: these commands need the admin API of a running node,                  HOST:PORT (127.0.0.1:7070 unless its node was given another); `off` only                  tells `ensemble node` to run no admin server, so unset ENSEMBLE_ADMIN or pass                  --admin HOST:PORT"
+                "--admin off: these commands need the admin API of a running node, HOST:PORT \
+                 (127.0.0.1:7070 unless its node was given another); `off` only tells `ensemble \
+                 node` to run no admin server, so unset ENSEMBLE_ADMIN or pass --admin HOST:PORT"
                     .to_owned(),
             );
         }
         if let Some(c) = args.token.as_deref().and_then(not_for_a_header) {
             return Err(format!(
-                "--token (or ENSEMBLE_ADMIN_TOKEN) holds {c:?}, which an HTTP header cannot                  carry: give the node's admin token as it is, printable ASCII"
+                "--token (or ENSEMBLE_ADMIN_TOKEN) holds {c:?}, which an HTTP header cannot carry: \
+                 give the node's admin token as it is, printable ASCII"
             ));
         }
         if address
