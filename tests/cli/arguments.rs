@@ -2,7 +2,7 @@
 //! each refused with an error naming the key, where the value came from and what is expected,
 //! and nothing started.
 
-use crate::util::{app_deploy, run, stderr, stdout};
+use crate::util::{app_deploy, run, stderr, stdout, temp_file};
 
 fn assert_refused(output: &std::process::Output, code: i32, needles: &[&str]) {
     let err = stderr(output);
@@ -291,9 +291,7 @@ fn client_commands_refuse_an_address_or_token_they_cannot_use() {
 
 #[test]
 fn an_app_spec_larger_than_the_admin_api_takes_is_refused_unread() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("huge.toml");
-    std::fs::write(&spec, "#".repeat(ensemble::admin::MAX_BODY + 1)).unwrap();
+    let (_dir, spec) = temp_file("huge.toml", "#".repeat(ensemble::admin::MAX_BODY + 1));
     let output = app_deploy(&spec, "127.0.0.1:9", &[]);
     assert_refused(
         &output,
@@ -310,13 +308,10 @@ fn an_app_spec_larger_than_the_admin_api_takes_is_refused_unread() {
 
 #[test]
 fn a_bad_app_spec_is_refused_before_any_node_is_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("broken.toml");
-    std::fs::write(
-        &spec,
+    let (_dir, spec) = temp_file(
+        "broken.toml",
         "name = \"kv\"\n[[roles]]\nname = \"w\"\nmodule = \"kv.worker\"\ninstances = \"two\"\n",
-    )
-    .unwrap();
+    );
     // Port 9 (discard) on loopback: nothing listens there, and nothing needs to.
     let output = app_deploy(&spec, "127.0.0.1:9", &[]);
     assert_refused(

@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::util::{app_deploy, command, run, stderr, stdout};
+use crate::util::{app_deploy, command, run, stderr, stdout, temp_file};
 
 /// One request as the fake server read it.
 #[derive(Clone, Debug)]
@@ -221,13 +221,10 @@ fn app_deploy_waits_for_the_spec_it_sent_and_its_exact_count() {
         };
         (200, format!("[{entry}]"))
     });
-    let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("kv.toml");
-    std::fs::write(
-        &spec,
+    let (_dir, spec) = temp_file(
+        "kv.toml",
         "name = \"kv\"\n\n[[roles]]\nname = \"worker\"\nmodule = \"kv.worker\"\ninstances = 1\n",
-    )
-    .unwrap();
+    );
     let output = app_deploy(&spec, &admin.address, &["--wait-secs", "60"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let out = stdout(&output);
@@ -253,13 +250,10 @@ fn app_deploy_says_why_the_node_refused_the_spec() {
             r#"{"error":"role worker changes its module from kv.worker to kv.master"}"#.to_owned(),
         )
     });
-    let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("kv.toml");
-    std::fs::write(
-        &spec,
+    let (_dir, spec) = temp_file(
+        "kv.toml",
         "name = \"kv\"\n\n[[roles]]\nname = \"worker\"\nmodule = \"kv.master\"\n",
-    )
-    .unwrap();
+    );
     let output = app_deploy(&spec, &admin.address, &[]);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);

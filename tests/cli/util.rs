@@ -1,7 +1,7 @@
 //! Running the `ensemble` binary.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -38,6 +38,15 @@ pub(crate) fn app_deploy(spec: &Path, admin: &str, extra: &[&str]) -> Output {
     let mut args = vec!["app", "deploy", spec, "--admin", admin];
     args.extend_from_slice(extra);
     run(&args, &[], None)
+}
+
+/// A file `name` holding `text` in a new temporary directory, which lives as long as the
+/// returned handle.
+pub(crate) fn temp_file(name: &str, text: impl AsRef<[u8]>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write a temporary file");
+    (dir, path)
 }
 
 /// Standard error of a finished run, as text.
