@@ -16,7 +16,7 @@ use crate::raft::log_store::{self, LogStore};
 use crate::raft::network::{Network, Servers};
 use crate::raft::{StateMachine, TypeConfig, Voter, raft_id};
 use crate::server::protocol::SERVER_NAME;
-use crate::server::{Leadership, Server};
+use crate::server::{LeaderContact, Leadership, Server};
 
 /// The directory inside the data dir that holds the Raft log and vote; the snapshots are in
 /// its sibling [`snapshot_dir`](crate::raft::log_store::snapshot_dir)
@@ -110,6 +110,8 @@ impl Registry {
             state_machine.clone(),
             cluster.clone(),
             config.voters,
+            // A voter gone (session expired, not connected) for one more TTL gives its vote up.
+            config.session_ttl,
         ));
         let timeout = config.request_timeout.saturating_mul(6);
         let bootstrap = config.bootstrap;
@@ -128,6 +130,7 @@ impl Registry {
                     .is_some_and(|shared| shared.waits_on_copy())
             })
         };
+        let leader_contact = LeaderContact::default();
         let server = node
             .spawn(Server::new(
                 raft.clone(),
@@ -136,6 +139,7 @@ impl Registry {
                 limits,
                 waits_on_copy,
                 id,
+                leader_contact.clone(),
             ))
             .map_err(|e| RegistryError::Start(e.to_string()))?;
         node.register_remote(SERVER_NAME, &server)
@@ -163,7 +167,14 @@ impl Registry {
         let local = session::LocalVoter {
             id,
             metrics: raft.metrics(),
+            leader_contact,
+            retired: Default::default(),
         };
+        tokio::spawn(session::watch_retirement(
+            Arc::downgrade(&shared),
+            raft.clone(),
+            local.clone(),
+        ));
         tokio::spawn(session::feed(Arc::downgrade(&shared), mirror, local));
         tokio::spawn(proposer::run(Arc::downgrade(&shared)));
         let opened = session::open(&shared, timeout).await?;

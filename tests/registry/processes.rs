@@ -144,6 +144,49 @@ fn a_copy_follows_a_leader_that_came_back_under_the_same_name() {
     d.run_until("whereis before", "none");
 }
 
+/// A voter gone for longer than its session's TTL, and one TTL more, gives its vote to a node
+/// that has none, so that the registry can lose another voter and still write. Back with its
+/// data dir, whose log still names it a voter, the old voter's copy follows the leader; it takes
+/// the vote of the next voter that is gone.
+#[test]
+fn a_voter_gone_for_good_gives_its_vote_to_another_node() {
+    let _turn = one_cluster_at_a_time();
+    let dir = certificates(&["a", "b", "c", "d"]);
+    let mut nodes = three_voters(dir.path());
+    let mut d = ChildNode::start("d", dir.path(), &[nodes[0].addr.clone()], false);
+    assert!(d.run("leader").ends_with(" voters a,b,c"));
+    let leader = leader(&mut d);
+    let voters = |names: &[&str]| {
+        let mut names = names.to_vec();
+        names.sort_unstable();
+        format!(" voters {}", names.join(","))
+    };
+    // Two voters that do not lead, the first to die and the second.
+    let mut followers = nodes
+        .iter()
+        .filter(|n| n.name != leader)
+        .map(|n| n.name.clone());
+    let (first, second) = (followers.next().unwrap(), followers.next().unwrap());
+    let mut kill = |name: &str| nodes.iter_mut().find(|n| n.name == name).unwrap().kill();
+
+    kill(&first);
+    d.run_until("leader", &voters(&[&leader, &second, "d"]));
+
+    // Back, the first is no voter, and its copy hears of what was written since.
+    let mut back = ChildNode::start(&first, dir.path(), &[d.addr.clone()], false);
+    assert!(d.run("register after-return").starts_with("ok "));
+    back.run_until("whereis after-return", "found d");
+
+    // The registry loses the second voter and still writes: two of its three voters are left.
+    kill(&second);
+    let answer = d.run("put after-second-loss yes");
+    assert!(answer.starts_with("ok "), "{answer}");
+    // The first takes the vote of the second, catching up from its old log.
+    d.run_until("leader", &voters(&[&leader, &first, "d"]));
+    assert!(back.run("put through-the-first yes").starts_with("ok "));
+    assert!(back.run("get after-second-loss").starts_with("value yes "));
+}
+
 #[test]
 fn a_minority_cannot_write_and_its_lease_holders_fence_themselves() {
     let _turn = one_cluster_at_a_time();

@@ -1,7 +1,7 @@
 //! The node's session: opened at start, renewed by keepalives to the leader, and watched by
 //! a deadline after which the node fences itself; and the subscription that feeds the mirror.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use super::Shared;
 use crate::error::RegistryError;
 use crate::raft::Voter;
-use crate::server::protocol::{FeedMsg, ServerMsg};
+use crate::server::LeaderContact;
+use crate::server::protocol::{Answer, FeedMsg, Query, ServerMsg};
 use crate::state::{Command, Outcome};
 
 /// Opens this node's session, retrying until a leader commits it or `timeout` passes.
@@ -231,19 +232,108 @@ const FEED_SILENCE: Duration = Duration::from_millis(2_000);
 const LOOKUP_LIMIT: Duration = Duration::from_millis(250);
 
 /// Whether this node votes in the registry's Raft group: read from its Raft metrics.
+#[derive(Clone)]
 pub(crate) struct LocalVoter {
     pub(crate) id: u64,
     pub(crate) metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, Voter>>,
+    /// When a leader last replicated to this node.
+    pub(crate) leader_contact: LeaderContact,
+    /// Whether the registry's leader said this node does not vote although its own log says
+    /// it does ([`watch_retirement`]).
+    pub(crate) retired: Arc<AtomicBool>,
 }
 
 impl LocalVoter {
+    /// Whether this node votes: its own log says so and the leader did not say otherwise.
     fn votes(&self) -> bool {
+        !self.retired.load(Ordering::Acquire) && self.named_a_voter()
+    }
+
+    /// Whether this node's own Raft log names it a voter.
+    fn named_a_voter(&self) -> bool {
         self.metrics
             .borrow()
             .membership_config
             .membership()
             .voter_ids()
             .any(|id| id == self.id)
+    }
+
+    /// Whether a leader replicates to this node: it is a voter or a learner of the leader's
+    /// configuration. (Not openraft's `current_leader`, which names the leader of the vote
+    /// this node last saw committed, also when that leader no longer sends it anything.)
+    fn hears_a_leader(&self) -> bool {
+        self.leader_contact.within(LEADER_SILENCE)
+    }
+}
+
+/// How often a node whose log names it a voter, and which hears no leader, asks the leader
+/// whether it still votes.
+const RETIREMENT_CHECK: Duration = Duration::from_millis(500);
+
+/// How long without an AppendEntries counts as not hearing a leader: twenty heartbeats at
+/// the default interval, longer than an election takes.
+const LEADER_SILENCE: Duration = Duration::from_secs(1);
+
+/// Notices that this node lost its vote while it was away, and stops it standing for
+/// election.
+///
+/// A voter gone for longer than its session's TTL and one more gives its vote to another node
+/// (`server::leader`). Back with its data dir, its log still names it a voter of the old
+/// configuration: its Raft node would stand for election again and again (the voters refuse
+/// it, their logs being ahead, but each try costs a round of messages and log lines), and its
+/// copy of the registry would subscribe to its own state machine, to which no leader sends
+/// anything. So while the log names this node a voter and no leader replicates to it, it asks
+/// the leader its client side knows for the voters; if it is not among them, it no longer
+/// stands for election and its copy follows the leader. It stands again once a leader
+/// replicates to it (the leader added it back).
+pub(crate) async fn watch_retirement(
+    shared: Weak<Shared>,
+    raft: openraft::Raft<crate::raft::TypeConfig>,
+    local: LocalVoter,
+) {
+    let mut tick = tokio::time::interval(RETIREMENT_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.left.load(Ordering::Acquire) {
+            return;
+        }
+        if local.retired.load(Ordering::Acquire) {
+            if local.hears_a_leader() {
+                tracing::info!(node = %shared.me(), "a registry leader replicates to this node again: it stands for election when its log says it votes");
+                raft.runtime_config().elect(true);
+                local.retired.store(false, Ordering::Release);
+            }
+            continue;
+        }
+        if !local.named_a_voter() || local.hears_a_leader() {
+            continue;
+        }
+        let me = shared.me().name().to_owned();
+        let Some(leader) = shared.leader.lock().clone().filter(|l| *l != me) else {
+            continue;
+        };
+        let Ok(Answer::Voters(voters)) = shared.read(Query::Voters).await else {
+            continue;
+        };
+        // Checked again after the read: a leader may have begun to replicate meanwhile.
+        if voters.is_empty() || voters.contains(&me) || local.hears_a_leader() {
+            continue;
+        }
+        tracing::warn!(
+            node = %shared.me(),
+            %leader,
+            voters = %voters.join(","),
+            "this node's registry log names it a voter, but the registry's voters are now others \
+             (it was away for longer than its session's TTL): it no longer stands for election, \
+             and its copy of the registry follows the leader"
+        );
+        raft.runtime_config().elect(false);
+        local.retired.store(true, Ordering::Release);
     }
 }
 

@@ -1,5 +1,5 @@
 //! What only the leader does: keep session keepalive times, propose the expiry of overdue
-//! sessions, and grow the voter set to its target size.
+//! sessions, grow the voter set to its target size, and replace voters that are gone.
 //!
 //! # Why a new leader waits a full TTL
 //!
@@ -54,6 +54,9 @@ struct Duties {
     last_seen: HashMap<NodeId, Instant>,
     /// Sessions whose expiry was proposed and not yet applied.
     expiring: HashSet<NodeId>,
+    /// Since when each voter or learner (by Raft id) has been gone, as this leader saw it:
+    /// no open session by its name, and no connection to this node.
+    gone_since: HashMap<u64, Instant>,
 }
 
 impl Duties {
@@ -82,6 +85,35 @@ impl Duties {
         let is_open = |node: &NodeId| open.iter().any(|(n, _)| n == node);
         self.expiring.retain(|node| is_open(node));
         self.last_seen.retain(|node, _| is_open(node));
+    }
+
+    /// Notes which members of the Raft configuration are gone as of `now` (`gone`: their Raft
+    /// ids) and returns those gone without a break for longer than `grace`, measured on this
+    /// node's clock at `clock_rate`, and for longer than this node has led.
+    ///
+    /// The grace is a session's TTL on top of the expiry that made the node gone: a voter
+    /// restarted within it opens a session again under its name and keeps its vote.
+    fn gone_for_good(
+        &mut self,
+        gone: &[u64],
+        now: Instant,
+        grace: Duration,
+        clock_rate: f64,
+    ) -> Vec<u64> {
+        let Some(since) = self.since else {
+            return Vec::new();
+        };
+        self.gone_since.retain(|id, _| gone.contains(id));
+        let mut long_gone: Vec<u64> = gone
+            .iter()
+            .filter(|id| {
+                let first = (*self.gone_since.entry(**id).or_insert(now)).max(since);
+                now.duration_since(first).mul_f64(clock_rate) > grace
+            })
+            .copied()
+            .collect();
+        long_gone.sort_unstable();
+        long_gone
     }
 }
 
@@ -170,13 +202,16 @@ impl Leadership {
         Ok(())
     }
 
-    /// Runs the leader's duties for as long as the Raft node runs.
+    /// Runs the leader's duties for as long as the Raft node runs: `voters` is the size the
+    /// voter set is kept at, `grace` how long a voter may be gone (its session ended, its node
+    /// not connected) before another node takes its vote.
     pub(crate) async fn run(
         self,
         raft: Raft<TypeConfig>,
         state_machine: StateMachine,
         cluster: Cluster,
         voters: usize,
+        grace: Duration,
     ) {
         let me = raft_id(cluster.node().id().name());
         // Only the server's metrics (state, leader, vote, membership): the full metrics change
@@ -185,7 +220,8 @@ impl Leadership {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_growth = Instant::now();
-        let growing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // One change of the voters at a time: the next waits until this one is done.
+        let changing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             let (leading, term, membership) = {
                 let m = metrics.borrow_and_update();
@@ -210,18 +246,24 @@ impl Leadership {
             self.expire_overdue(&raft, &state_machine, cluster.node().id(), now);
             if now.duration_since(last_growth) >= Duration::from_millis(200) {
                 last_growth = now;
-                let current: Vec<u64> = membership.membership().voter_ids().collect();
-                let idle = !growing.swap(true, std::sync::atomic::Ordering::AcqRel);
-                if current.len() < voters && idle {
+                let membership = membership.membership();
+                let gone = gone_members(membership, &state_machine, &cluster, me);
+                let gone = self
+                    .duties
+                    .lock()
+                    .gone_for_good(&gone, now, grace, self.clock_rate);
+                let change = VoterChange::next(membership, voters, &gone);
+                let idle =
+                    change.is_some() && !changing.swap(true, std::sync::atomic::Ordering::AcqRel);
+                if let (Some(change), true) = (change, idle) {
                     // Apart from the duty loop: a learner catching up must not delay expiries.
-                    let (raft, cluster, growing) = (raft.clone(), cluster.clone(), growing.clone());
+                    let (raft, cluster, changing) =
+                        (raft.clone(), cluster.clone(), changing.clone());
                     tokio::spawn(async move {
                         let limit = Duration::from_secs(10);
-                        let _ = tokio::time::timeout(limit, grow(&raft, &cluster, &current)).await;
-                        growing.store(false, std::sync::atomic::Ordering::Release);
+                        let _ = tokio::time::timeout(limit, change.make(&raft, &cluster)).await;
+                        changing.store(false, std::sync::atomic::Ordering::Release);
                     });
-                } else if idle {
-                    growing.store(false, std::sync::atomic::Ordering::Release);
                 }
             }
             tokio::select! {
@@ -281,35 +323,140 @@ impl Leadership {
     }
 }
 
-/// Adds one connected member as a voter: the first by name of those that may vote.
-async fn grow(raft: &Raft<TypeConfig>, cluster: &Cluster, voters: &[u64]) {
-    let mut candidates: Vec<String> = cluster
+/// The Raft ids of the voters and learners that are gone: no open session under their name
+/// and no connection to this node (`me`, never gone while it runs this).
+///
+/// Both, because each alone may mislead: a node that has just started is connected before
+/// its session opens, and a session outlives its node by up to a TTL.
+fn gone_members(
+    membership: &openraft::Membership<u64, Voter>,
+    state_machine: &StateMachine,
+    cluster: &Cluster,
+    me: u64,
+) -> Vec<u64> {
+    let connected: HashSet<String> = cluster
+        .members()
+        .into_iter()
+        .map(|m| m.node.name().to_owned())
+        .collect();
+    let in_session: HashSet<String> =
+        state_machine.read(|state| state.sessions().map(|s| s.node.name().to_owned()).collect());
+    membership
+        .nodes()
+        .filter(|(id, voter)| {
+            **id != me && !connected.contains(&voter.name) && !in_session.contains(&voter.name)
+        })
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// One change of the Raft configuration the leader makes, the most pressing first.
+#[derive(Debug, PartialEq, Eq)]
+enum VoterChange {
+    /// Learners gone for good leave the configuration, so the leader stops sending them the
+    /// log (a learner is left by a change that timed out while it caught up).
+    DropLearners(Vec<u64>),
+    /// One more voter, the voter set being below its size: the first by name of the members
+    /// that may vote.
+    Grow { voters: Vec<u64> },
+    /// A voter gone for good gives its vote to a member that may vote, if there is one, so
+    /// that the registry can lose another voter and still have a majority. With none, it
+    /// keeps its vote: removing it would not let the registry lose another.
+    Replace {
+        voters: Vec<u64>,
+        gone: u64,
+        gone_name: String,
+    },
+}
+
+impl VoterChange {
+    /// What to change next in `membership`, if anything, to keep `size` voters of which none
+    /// is among `gone` (Raft ids gone for good).
+    fn next(
+        membership: &openraft::Membership<u64, Voter>,
+        size: usize,
+        gone: &[u64],
+    ) -> Option<VoterChange> {
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let learners: Vec<u64> = membership
+            .learner_ids()
+            .filter(|id| gone.contains(id))
+            .collect();
+        if !learners.is_empty() {
+            return Some(VoterChange::DropLearners(learners));
+        }
+        if voters.len() < size {
+            return Some(VoterChange::Grow { voters });
+        }
+        let gone = voters.iter().find(|id| gone.contains(id)).copied()?;
+        let gone_name = membership
+            .get_node(&gone)
+            .map_or_else(|| gone.to_string(), |voter| voter.name.clone());
+        Some(VoterChange::Replace {
+            voters,
+            gone,
+            gone_name,
+        })
+    }
+
+    /// Makes the change through Raft: a new voter is first added as a learner and caught up.
+    async fn make(self, raft: &Raft<TypeConfig>, cluster: &Cluster) {
+        let (voters, gone) = match self {
+            VoterChange::DropLearners(learners) => {
+                tracing::info!(?learners, "removing registry learners whose nodes are gone");
+                let remove = openraft::ChangeMembers::RemoveNodes(learners.into_iter().collect());
+                if let Err(err) = raft.change_membership(remove, false).await {
+                    tracing::warn!(%err, "could not remove the learners");
+                }
+                return;
+            }
+            VoterChange::Grow { voters } => (voters, None),
+            VoterChange::Replace {
+                voters,
+                gone,
+                gone_name,
+            } => (voters, Some((gone, gone_name))),
+        };
+        let Some(name) = candidate(cluster, &voters) else {
+            return;
+        };
+        let id = raft_id(&name);
+        match &gone {
+            None => tracing::info!(voter = %name, "adding a registry voter"),
+            Some((_, gone)) => tracing::warn!(
+                voter = %name,
+                %gone,
+                "registry voter {gone} is gone (no session, no connection, for over a TTL): giving its vote to \
+                 node {name}"
+            ),
+        }
+        if let Err(err) = raft
+            .add_learner(id, Voter { name: name.clone() }, true)
+            .await
+        {
+            tracing::warn!(voter = %name, %err, "could not add the voter as a learner");
+            return;
+        }
+        let gone = gone.map(|(id, _)| id);
+        let mut next: Vec<u64> = voters.into_iter().filter(|v| Some(*v) != gone).collect();
+        next.push(id);
+        match raft.change_membership(next, false).await {
+            Ok(_) => tracing::info!(voter = %name, "registry voter added"),
+            Err(err) => tracing::warn!(voter = %name, %err, "could not make the node a voter"),
+        }
+    }
+}
+
+/// The first by name of the connected members that may vote and do not (`voters`).
+fn candidate(cluster: &Cluster, voters: &[u64]) -> Option<String> {
+    cluster
         .members()
         .into_iter()
         .filter(|m| m.status == MemberStatus::Up)
         .filter(|m| m.labels.get(VOTER_LABEL).is_none_or(|v| v != "no"))
         .map(|m| m.node.name().to_owned())
         .filter(|name| !voters.contains(&raft_id(name)))
-        .collect();
-    candidates.sort();
-    let Some(name) = candidates.into_iter().next() else {
-        return;
-    };
-    let id = raft_id(&name);
-    tracing::info!(voter = %name, "adding a registry voter");
-    if let Err(err) = raft
-        .add_learner(id, Voter { name: name.clone() }, true)
-        .await
-    {
-        tracing::warn!(voter = %name, %err, "could not add the voter as a learner");
-        return;
-    }
-    let mut next: Vec<u64> = voters.to_vec();
-    next.push(id);
-    match raft.change_membership(next, false).await {
-        Ok(_) => tracing::info!(voter = %name, "registry voter added"),
-        Err(err) => tracing::warn!(voter = %name, %err, "could not make the node a voter"),
-    }
+        .min()
 }
 
 #[cfg(test)]
@@ -339,6 +486,89 @@ mod tests {
             "keepalive times of term 5 are gone"
         );
         assert!(duties.expiring.is_empty());
+    }
+
+    /// A member counts as gone for good only after `grace` without a break, and never
+    /// before this node has led for that long.
+    #[test]
+    fn members_are_gone_for_good_after_a_grace_without_a_break() {
+        let start = Instant::now();
+        let grace = Duration::from_secs(1);
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut duties = Duties::default();
+        assert!(
+            duties.gone_for_good(&[7], start, grace, 1.0).is_empty(),
+            "not leading: nothing is gone"
+        );
+        duties.lead(3, start);
+        assert!(duties.gone_for_good(&[7, 9], at(0), grace, 1.0).is_empty());
+        assert!(
+            duties
+                .gone_for_good(&[7, 9], at(900), grace, 1.0)
+                .is_empty()
+        );
+        // 9 came back for a moment: its grace starts over.
+        assert!(duties.gone_for_good(&[7], at(950), grace, 1.0).is_empty());
+        assert_eq!(duties.gone_for_good(&[7, 9], at(1_100), grace, 1.0), [7]);
+        assert_eq!(duties.gone_for_good(&[7, 9], at(2_000), grace, 1.0), [7]);
+        assert_eq!(duties.gone_for_good(&[7, 9], at(2_200), grace, 1.0), [7, 9]);
+        // A clock that runs slow counts the time it measured as longer.
+        let mut slow = Duties::default();
+        slow.lead(3, start);
+        slow.gone_for_good(&[7], at(0), grace, 2.0);
+        assert_eq!(slow.gone_for_good(&[7], at(600), grace, 2.0), [7]);
+        // A new lead starts counting afresh, whatever the last one saw.
+        duties.lead(4, at(2_200));
+        assert!(duties.gone_for_good(&[7], at(2_200), grace, 1.0).is_empty());
+        assert!(duties.gone_for_good(&[7], at(3_100), grace, 1.0).is_empty());
+        assert_eq!(duties.gone_for_good(&[7], at(3_300), grace, 1.0), [7]);
+    }
+
+    fn membership(voters: &[u64], learners: &[u64]) -> openraft::Membership<u64, Voter> {
+        let nodes: std::collections::BTreeMap<u64, Voter> = voters
+            .iter()
+            .chain(learners)
+            .map(|id| {
+                (
+                    *id,
+                    Voter {
+                        name: format!("n{id}"),
+                    },
+                )
+            })
+            .collect();
+        openraft::Membership::new(vec![voters.iter().copied().collect()], nodes)
+    }
+
+    #[test]
+    fn the_next_change_drops_gone_learners_then_grows_then_replaces() {
+        let full = membership(&[1, 2, 3], &[]);
+        assert_eq!(VoterChange::next(&full, 3, &[]), None, "nothing to do");
+        assert_eq!(
+            VoterChange::next(&full, 3, &[2]),
+            Some(VoterChange::Replace {
+                voters: vec![1, 2, 3],
+                gone: 2,
+                gone_name: "n2".into(),
+            })
+        );
+        let short = membership(&[1, 2], &[]);
+        assert_eq!(
+            VoterChange::next(&short, 3, &[2]),
+            Some(VoterChange::Grow { voters: vec![1, 2] }),
+            "growing first: a replacement needs a full voter set to keep"
+        );
+        let with_learners = membership(&[1, 2, 3], &[4, 5]);
+        assert_eq!(
+            VoterChange::next(&with_learners, 3, &[3, 5]),
+            Some(VoterChange::DropLearners(vec![5])),
+            "a gone learner goes before anything else"
+        );
+        assert_eq!(
+            VoterChange::next(&with_learners, 3, &[]),
+            None,
+            "a learner catching up is left to catch up"
+        );
     }
 
     /// The keepalive times of sessions that ended go: one entry per node incarnation ever

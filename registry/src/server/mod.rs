@@ -69,6 +69,24 @@ pub(crate) struct Server {
     early_feeds: EarlyFeeds,
     /// This node's Raft id.
     me: u64,
+    /// When a leader last sent this node an AppendEntries.
+    leader_contact: LeaderContact,
+}
+
+/// When this node's server last took an AppendEntries: a leader replicates to this node, which
+/// is then a voter or a learner of that leader's configuration (`client::session` asks).
+#[derive(Clone, Default)]
+pub(crate) struct LeaderContact(Arc<Mutex<Option<tokio::time::Instant>>>);
+
+impl LeaderContact {
+    fn note(&self) {
+        *self.0.lock() = Some(tokio::time::Instant::now());
+    }
+
+    /// Whether an AppendEntries came within the last `window`.
+    pub(crate) fn within(&self, window: std::time::Duration) -> bool {
+        self.0.lock().is_some_and(|at| at.elapsed() < window)
+    }
 }
 
 impl Server {
@@ -79,6 +97,7 @@ impl Server {
         limits: Limits,
         waits_on_copy: WaitsOnCopy,
         me: u64,
+        leader_contact: LeaderContact,
     ) -> Server {
         let (proposals, queue) = mpsc::channel(QUEUE);
         let answers = AnswerQueues::default();
@@ -101,6 +120,7 @@ impl Server {
             subscriptions: HashMap::default(),
             limits,
             waits_on_copy,
+            leader_contact,
         }
     }
 
@@ -244,6 +264,7 @@ impl Actor for Server {
         let raft = self.raft.clone();
         match msg {
             ServerMsg::AppendEntries(rpc, reply, tell) => {
+                self.leader_contact.note();
                 let log = self.state_machine.log().clone();
                 let waits_on_copy = self.waits_on_copy.clone();
                 let me = self.me;
