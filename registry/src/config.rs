@@ -20,6 +20,10 @@ pub struct RegistryConfig {
     pub session_ttl: Duration,
     /// How often a node renews its session.
     pub keepalive_interval: Duration,
+    /// How long a voter may be gone (its session ended and its node not connected to the
+    /// leader) before the leader gives its vote to another node that may vote. Long enough
+    /// for a voter's restart, so that a restarted voter keeps its vote.
+    pub voter_grace: Duration,
     /// The part of the TTL a node gives up to clock drift when deciding it is still valid:
     /// it fences itself at (last acknowledged keepalive sent) + TTL x (1 - margin).
     pub drift_margin: f64,
@@ -76,6 +80,7 @@ impl RegistryConfig {
             // 100 ms that leaves 0.8 s or more after a leader dies, enough to renew with the
             // next leader (elected within 0.5 s, below) before fencing itself for nothing.
             keepalive_interval: Duration::from_millis(100),
+            voter_grace: Duration::from_secs(30),
             drift_margin: 0.1,
             request_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_millis(50),
@@ -101,6 +106,7 @@ impl RegistryConfig {
         for (name, value) in [
             ("session_ttl", self.session_ttl),
             ("keepalive_interval", self.keepalive_interval),
+            ("voter_grace", self.voter_grace),
             ("request_timeout", self.request_timeout),
             ("heartbeat_interval", self.heartbeat_interval),
         ] {
@@ -181,6 +187,7 @@ mod tests {
             }),
             ("request_timeout", |c| c.request_timeout = Duration::MAX),
             ("session_ttl", |c| c.session_ttl = Duration::MAX),
+            ("voter_grace", |c| c.voter_grace = Duration::MAX),
             ("election_timeout", |c| {
                 c.election_timeout = (Duration::from_secs(1), Duration::MAX)
             }),
@@ -211,6 +218,7 @@ mod tests {
             }),
             ("request_timeout", |c| c.request_timeout = Duration::ZERO),
             ("session_ttl", |c| c.session_ttl = Duration::ZERO),
+            ("voter_grace", |c| c.voter_grace = Duration::ZERO),
         ] {
             let mut config = RegistryConfig::new("data");
             set(&mut config);

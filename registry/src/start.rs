@@ -110,8 +110,7 @@ impl Registry {
             state_machine.clone(),
             cluster.clone(),
             config.voters,
-            // A voter gone (session expired, not connected) for one more TTL gives its vote up.
-            config.session_ttl,
+            config.voter_grace,
         ));
         let timeout = config.request_timeout.saturating_mul(6);
         let bootstrap = config.bootstrap;

@@ -163,6 +163,8 @@ pub(crate) struct RegistrySection {
     session_ttl_ms: Option<u64>,
     /// How often a node renews its session (default 100).
     keepalive_interval_ms: Option<u64>,
+    /// How long a voter may be gone before another node takes its vote (default 30000).
+    voter_grace_ms: Option<u64>,
     /// How long registry calls wait (default 5000).
     request_timeout_ms: Option<u64>,
     /// Raft heartbeats (default 50).
@@ -463,6 +465,9 @@ fn registry_config(
     if let Some(v) = section.keepalive_interval_ms {
         config.keepalive_interval = ms(v);
     }
+    if let Some(v) = section.voter_grace_ms {
+        config.voter_grace = ms(v);
+    }
     if let Some(v) = section.request_timeout_ms {
         config.request_timeout = ms(v);
     }
@@ -491,6 +496,7 @@ fn registry_config(
         let key = [
             ("session_ttl", "session_ttl_ms"),
             ("keepalive_interval", "keepalive_interval_ms"),
+            ("voter_grace", "voter_grace_ms"),
             ("request_timeout", "request_timeout_ms"),
             ("heartbeat_interval", "heartbeat_interval_ms"),
             (
@@ -605,7 +611,7 @@ mod tests {
     fn flags_override_the_file() {
         let config = file(
             "name = \"from-file\"\nlisten = \"127.0.0.1:9000\"\njoin = [\"127.0.0.1:9001\"]\n\
-             [resources]\ncpu = 2000\n[registry]\nsession_ttl_ms = 2000\n",
+             [resources]\ncpu = 2000\n[registry]\nsession_ttl_ms = 2000\nvoter_grace_ms = 45000\n",
         );
         let path = config.path().to_str().unwrap();
         let settings =
@@ -615,6 +621,7 @@ mod tests {
         assert_eq!(settings.join, vec!["127.0.0.1:9001".parse().unwrap()]);
         assert_eq!(settings.resources.get("cpu"), Some(&2000));
         assert_eq!(settings.registry.session_ttl, Duration::from_secs(2));
+        assert_eq!(settings.registry.voter_grace, Duration::from_secs(45));
     }
 
     #[test]
@@ -675,6 +682,14 @@ mod tests {
         let path = config.path().to_str().unwrap();
         let err = resolve_args(&["--config", path]).unwrap_err();
         assert!(err.contains("registry.keepalive_interval"), "{err}");
+
+        let config = file("name = \"n1\"\n[registry]\nvoter_grace_ms = 0\n");
+        let path = config.path().to_str().unwrap();
+        let err = resolve_args(&["--config", path]).unwrap_err();
+        assert!(
+            err.contains("voter_grace_ms") && err.contains(path),
+            "{err}"
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub(crate) const ENV_LOG: &str = "ENSEMBLE_TEST_LOG";
 pub(crate) const ENV_DRIFT_MARGIN: &str = "ENSEMBLE_TEST_DRIFT_MARGIN";
 /// The node's `RegistryConfig::session_ttl` in milliseconds, if not the default.
 pub(crate) const ENV_SESSION_TTL_MS: &str = "ENSEMBLE_TEST_SESSION_TTL_MS";
+/// The node's `RegistryConfig::voter_grace` in milliseconds, if not the default.
+pub(crate) const ENV_VOTER_GRACE_MS: &str = "ENSEMBLE_TEST_VOTER_GRACE_MS";
 /// The node's `RegistryConfig::request_timeout` in milliseconds, if not the default.
 pub(crate) const ENV_REQUEST_TIMEOUT_MS: &str = "ENSEMBLE_TEST_REQUEST_TIMEOUT_MS";
 /// The node's `RegistryConfig::voters`, if not the default.
@@ -99,6 +101,9 @@ pub(crate) fn run() {
         };
         if let Some(ttl) = millis(ENV_SESSION_TTL_MS) {
             settings.session_ttl = ttl;
+        }
+        if let Some(grace) = millis(ENV_VOTER_GRACE_MS) {
+            settings.voter_grace = grace;
         }
         if let Some(timeout) = millis(ENV_REQUEST_TIMEOUT_MS) {
             settings.request_timeout = timeout;

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use crate::child::{
     ENV_DRIFT_MARGIN, ENV_LOG_KEPT, ENV_REQUEST_TIMEOUT_MS, ENV_SESSION_TTL_MS, ENV_SNAPSHOT_EVERY,
-    ENV_VOTERS,
+    ENV_VOTER_GRACE_MS, ENV_VOTERS,
 };
 use crate::util::{
     ChildNode, certificates, leader, one_cluster_at_a_time, three_voters, three_voters_with,
@@ -144,16 +144,18 @@ fn a_copy_follows_a_leader_that_came_back_under_the_same_name() {
     d.run_until("whereis before", "none");
 }
 
-/// A voter gone for longer than its session's TTL, and one TTL more, gives its vote to a node
-/// that has none, so that the registry can lose another voter and still write. Back with its
-/// data dir, whose log still names it a voter, the old voter's copy follows the leader; it takes
-/// the vote of the next voter that is gone.
+/// A voter gone (its session expired, its node not connected) for longer than the voter grace
+/// gives its vote to a node that has none, so that the registry can lose another voter and still
+/// write. Back with its data dir, whose log still names it a voter, the old voter's copy follows
+/// the leader; it takes the vote of the next voter that is gone.
 #[test]
 fn a_voter_gone_for_good_gives_its_vote_to_another_node() {
     let _turn = one_cluster_at_a_time();
     let dir = certificates(&["a", "b", "c", "d"]);
-    let mut nodes = three_voters(dir.path());
-    let mut d = ChildNode::start("d", dir.path(), &[nodes[0].addr.clone()], false);
+    let grace = std::time::Duration::from_secs(3);
+    let env = [(ENV_VOTER_GRACE_MS, "3000")];
+    let mut nodes = three_voters_with(dir.path(), &env);
+    let mut d = ChildNode::start_with("d", dir.path(), &[nodes[0].addr.clone()], false, &env);
     assert!(d.run("leader").ends_with(" voters a,b,c"));
     let leader = leader(&mut d);
     let voters = |names: &[&str]| {
@@ -169,11 +171,16 @@ fn a_voter_gone_for_good_gives_its_vote_to_another_node() {
     let (first, second) = (followers.next().unwrap(), followers.next().unwrap());
     let mut kill = |name: &str| nodes.iter_mut().find(|n| n.name == name).unwrap().kill();
 
+    let killed = Instant::now();
     kill(&first);
     d.run_until("leader", &voters(&[&leader, &second, "d"]));
+    // Not before the grace: the session expires a TTL after the node's last keepalive, and the
+    // grace counts from then (a slower machine only makes this longer).
+    let moved = killed.elapsed();
+    assert!(moved >= grace, "the vote moved {moved:?} after the kill");
 
     // Back, the first is no voter, and its copy hears of what was written since.
-    let mut back = ChildNode::start(&first, dir.path(), &[d.addr.clone()], false);
+    let mut back = ChildNode::start_with(&first, dir.path(), &[d.addr.clone()], false, &env);
     assert!(d.run("register after-return").starts_with("ok "));
     back.run_until("whereis after-return", "found d");
 
@@ -185,6 +192,35 @@ fn a_voter_gone_for_good_gives_its_vote_to_another_node() {
     d.run_until("leader", &voters(&[&leader, &first, "d"]));
     assert!(back.run("put through-the-first yes").starts_with("ok "));
     assert!(back.run("get after-second-loss").starts_with("value yes "));
+}
+
+/// A voter declared down and restarted at once keeps its vote (and the registry needs it).
+#[test]
+fn a_voter_declared_down_and_back_at_once_keeps_its_vote() {
+    let _turn = one_cluster_at_a_time();
+    let dir = certificates(&["a", "b", "c", "d"]);
+    let env = [(ENV_VOTER_GRACE_MS, "20000")];
+    let mut nodes = three_voters_with(dir.path(), &env);
+    let mut d = ChildNode::start_with("d", dir.path(), &[nodes[0].addr.clone()], false, &env);
+    let leader = leader(&mut d);
+    let at = nodes.iter().position(|n| n.name != leader).unwrap();
+    let name = nodes[at].name.clone();
+    nodes[at].kill();
+    // Gone from here on: its session expired and its node is not connected.
+    d.expect_line(&format!("DOWN {name}"));
+    nodes[at] = ChildNode::start_with(&name, dir.path(), &[d.addr.clone()], false, &env);
+    assert!(
+        d.run("leader").ends_with(" voters a,b,c"),
+        "the vote moved within the grace"
+    );
+    // And it votes: with another voter stopped, the registry writes only with it.
+    let other = nodes
+        .iter()
+        .position(|n| n.name != leader && n.name != name)
+        .unwrap();
+    nodes[other].kill();
+    let answer = d.run("put with-the-restarted-voter yes");
+    assert!(answer.starts_with("ok "), "{answer}");
 }
 
 #[test]

@@ -91,8 +91,9 @@ impl Duties {
     /// ids) and returns those gone without a break for longer than `grace`, measured on this
     /// node's clock at `clock_rate`, and for longer than this node has led.
     ///
-    /// The grace is a session's TTL on top of the expiry that made the node gone: a voter
-    /// restarted within it opens a session again under its name and keeps its vote.
+    /// The grace (`RegistryConfig::voter_grace`) comes on top of the session expiry that made
+    /// the node gone: a voter restarted within it opens a session again under its name and
+    /// keeps its vote.
     fn gone_for_good(
         &mut self,
         gone: &[u64],
@@ -257,11 +258,19 @@ impl Leadership {
                     change.is_some() && !changing.swap(true, std::sync::atomic::Ordering::AcqRel);
                 if let (Some(change), true) = (change, idle) {
                     // Apart from the duty loop: a learner catching up must not delay expiries.
-                    let (raft, cluster, changing) =
-                        (raft.clone(), cluster.clone(), changing.clone());
+                    let (raft, cluster, changing, state_machine) = (
+                        raft.clone(),
+                        cluster.clone(),
+                        changing.clone(),
+                        state_machine.clone(),
+                    );
                     tokio::spawn(async move {
-                        let limit = Duration::from_secs(10);
-                        let _ = tokio::time::timeout(limit, change.make(&raft, &cluster)).await;
+                        let change = change.make(&raft, &cluster, &state_machine, me);
+                        if tokio::time::timeout(CHANGE_LIMIT, change).await.is_err() {
+                            tracing::warn!(
+                                "a change of the registry's voters did not finish within {CHANGE_LIMIT:?}"
+                            );
+                        }
                         changing.store(false, std::sync::atomic::Ordering::Release);
                     });
                 }
@@ -353,6 +362,9 @@ fn gone_members(
 /// One change of the Raft configuration the leader makes, the most pressing first.
 #[derive(Debug, PartialEq, Eq)]
 enum VoterChange {
+    /// A change left halfway (its leader lost the lead between the joint configuration and
+    /// the final one) is finished first: to these voters, the joint configuration's last.
+    FinishJoint(Vec<u64>),
     /// Learners gone for good leave the configuration, so the leader stops sending them the
     /// log (a learner is left by a change that timed out while it caught up).
     DropLearners(Vec<u64>),
@@ -377,6 +389,11 @@ impl VoterChange {
         size: usize,
         gone: &[u64],
     ) -> Option<VoterChange> {
+        let joint = membership.get_joint_config();
+        if joint.len() > 1 {
+            let last = joint.last().into_iter().flatten().copied().collect();
+            return Some(VoterChange::FinishJoint(last));
+        }
         let voters: Vec<u64> = membership.voter_ids().collect();
         let learners: Vec<u64> = membership
             .learner_ids()
@@ -399,9 +416,29 @@ impl VoterChange {
         })
     }
 
-    /// Makes the change through Raft: a new voter is first added as a learner and caught up.
-    async fn make(self, raft: &Raft<TypeConfig>, cluster: &Cluster) {
+    /// Makes the change through Raft: a new voter is first added as a learner and caught up
+    /// (for up to [`CATCH_UP`]), then swapped in, unless the voters changed meanwhile or the
+    /// gone voter came back.
+    ///
+    /// The change itself is cut short only after [`CHANGE_LIMIT`]: openraft makes it in two
+    /// entries (the joint configuration, then the final one), and one abandoned between them
+    /// leaves the registry needing a majority of both until a leader finishes it
+    /// ([`VoterChange::FinishJoint`]).
+    async fn make(
+        self,
+        raft: &Raft<TypeConfig>,
+        cluster: &Cluster,
+        state_machine: &StateMachine,
+        me: u64,
+    ) {
         let (voters, gone) = match self {
+            VoterChange::FinishJoint(voters) => {
+                tracing::info!(?voters, "finishing a change of the registry's voters");
+                if let Err(err) = raft.change_membership(voters, false).await {
+                    tracing::warn!(%err, "could not finish the change of the voters");
+                }
+                return;
+            }
             VoterChange::DropLearners(learners) => {
                 tracing::info!(?learners, "removing registry learners whose nodes are gone");
                 let remove = openraft::ChangeMembers::RemoveNodes(learners.into_iter().collect());
@@ -426,15 +463,37 @@ impl VoterChange {
             Some((_, gone)) => tracing::warn!(
                 voter = %name,
                 %gone,
-                "registry voter {gone} is gone (no session, no connection, for over a TTL): giving its vote to \
-                 node {name}"
+                "registry voter {gone} is gone (no session, no connection, for longer than the voter \
+                 grace): giving its vote to node {name}"
             ),
         }
-        if let Err(err) = raft
-            .add_learner(id, Voter { name: name.clone() }, true)
-            .await
+        let learner = raft.add_learner(id, Voter { name: name.clone() }, true);
+        match tokio::time::timeout(CATCH_UP, learner).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(voter = %name, %err, "could not add the voter as a learner");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(voter = %name, "the new voter did not catch up within {CATCH_UP:?}; trying again later");
+                return;
+            }
+        }
+        // The catch-up took a while: make the change only if it still holds.
+        let now = raft.metrics().borrow().membership_config.clone();
+        let now = now.membership();
+        let mut before = voters.clone();
+        before.sort_unstable();
+        let mut after: Vec<u64> = now.voter_ids().collect();
+        after.sort_unstable();
+        if before != after || now.get_joint_config().len() > 1 {
+            tracing::info!(voter = %name, "the registry's voters changed meanwhile; not adding");
+            return;
+        }
+        if let Some((gone, gone_name)) = &gone
+            && !gone_members(now, state_machine, cluster, me).contains(gone)
         {
-            tracing::warn!(voter = %name, %err, "could not add the voter as a learner");
+            tracing::info!(voter = %name, gone = %gone_name, "the gone voter came back; it keeps its vote");
             return;
         }
         let gone = gone.map(|(id, _)| id);
@@ -446,6 +505,14 @@ impl VoterChange {
         }
     }
 }
+
+/// How long a new voter may take to catch up before the change is given up (and tried again
+/// at a later tick).
+const CATCH_UP: Duration = Duration::from_secs(10);
+
+/// How long a whole change may take before the duty loop stops waiting for it and may start
+/// another: a leader cut off from its majority may wait for a commit that never comes.
+const CHANGE_LIMIT: Duration = Duration::from_secs(60);
 
 /// The first by name of the connected members that may vote and do not (`voters`).
 fn candidate(cluster: &Cluster, voters: &[u64]) -> Option<String> {
@@ -538,6 +605,28 @@ mod tests {
             })
             .collect();
         openraft::Membership::new(vec![voters.iter().copied().collect()], nodes)
+    }
+
+    #[test]
+    fn the_next_change_finishes_a_joint_configuration_first() {
+        let nodes: std::collections::BTreeMap<u64, Voter> = (1..=4)
+            .map(|id| {
+                (
+                    id,
+                    Voter {
+                        name: format!("n{id}"),
+                    },
+                )
+            })
+            .collect();
+        let old = [1, 2, 3].into_iter().collect();
+        let new = [1, 2, 4].into_iter().collect();
+        let joint = openraft::Membership::new(vec![old, new], nodes);
+        assert_eq!(
+            VoterChange::next(&joint, 3, &[3]),
+            Some(VoterChange::FinishJoint(vec![1, 2, 4])),
+            "its voters are both sets together: four of them, with the gone one"
+        );
     }
 
     #[test]

@@ -73,8 +73,9 @@ pub(crate) struct Server {
     leader_contact: LeaderContact,
 }
 
-/// When this node's server last took an AppendEntries: a leader replicates to this node, which
-/// is then a voter or a learner of that leader's configuration (`client::session` asks).
+/// When this node's server last took an AppendEntries or a snapshot's chunk from a leader it
+/// follows: a leader replicates to this node, which is then a voter or a learner of that
+/// leader's configuration (`client::session` asks).
 #[derive(Clone, Default)]
 pub(crate) struct LeaderContact(Arc<Mutex<Option<tokio::time::Instant>>>);
 
@@ -264,15 +265,25 @@ impl Actor for Server {
         let raft = self.raft.clone();
         match msg {
             ServerMsg::AppendEntries(rpc, reply, tell) => {
-                self.leader_contact.note();
                 let log = self.state_machine.log().clone();
                 let waits_on_copy = self.waits_on_copy.clone();
+                let contact = self.leader_contact.clone();
                 let me = self.me;
                 tokio::spawn(async move {
                     let carried = rpc.entries.last().map(|e| e.log_id);
                     let last = carried.or(rpc.prev_log_id);
                     let vote = rpc.vote;
                     let answer = raft.append_entries(rpc).await;
+                    // Taken, not refused for this node's later vote: a refusal comes from a
+                    // leader this node does not follow.
+                    if matches!(
+                        answer,
+                        Ok(AppendEntriesResponse::Success
+                            | AppendEntriesResponse::PartialSuccess(_)
+                            | AppendEntriesResponse::Conflict)
+                    ) {
+                        contact.note();
+                    }
                     // Entries this node wrote as an earlier term's leader were reported durable
                     // before they were: a success must not count on them before they are. If
                     // the log failed, no answer goes: this node's Raft is stopping.
@@ -315,8 +326,16 @@ impl Actor for Server {
                 });
             }
             ServerMsg::InstallSnapshot(rpc, reply) => {
+                let contact = self.leader_contact.clone();
                 tokio::spawn(async move {
-                    let _ = reply.send(raft.install_snapshot(rpc.into()).await);
+                    let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = rpc.into();
+                    let sent_by = rpc.vote;
+                    let answer = raft.install_snapshot(rpc).await;
+                    // A chunk refused for this node's later vote names that vote.
+                    if answer.as_ref().is_ok_and(|taken| taken.vote <= sent_by) {
+                        contact.note();
+                    }
+                    let _ = reply.send(answer);
                 });
             }
             ServerMsg::Propose(commands, reply, request) => {
