@@ -278,12 +278,12 @@ const LEADER_SILENCE: Duration = Duration::from_secs(1);
 /// Notices that this node lost its vote while it was away, and stops it standing for
 /// election.
 ///
-/// A voter gone for longer than its session's TTL and one more gives its vote to another node
-/// (`server::leader`). Back with its data dir, its log still names it a voter of the old
-/// configuration: its Raft node would stand for election again and again (the voters refuse
-/// it, their logs being ahead, but each try costs a round of messages and log lines), and its
-/// copy of the registry would subscribe to its own state machine, to which no leader sends
-/// anything. So while the log names this node a voter and no leader replicates to it, it asks
+/// A voter gone for longer than the voter grace (`RegistryConfig::voter_grace`) gives its
+/// vote to another node (`server::leader`). Back with its data dir, its log still names it a
+/// voter of the old configuration: its Raft node would stand for election again and again (the
+/// voters refuse it, their logs being ahead, but each try costs a round of messages and log
+/// lines), and its copy of the registry would subscribe to its own state machine, to which no
+/// leader sends anything. So while the log names this node a voter and no leader replicates to it, it asks
 /// the leader its client side knows for the voters; if it is not among them, it no longer
 /// stands for election and its copy follows the leader. It stands again once a leader
 /// replicates to it (the leader added it back).
@@ -329,7 +329,7 @@ pub(crate) async fn watch_retirement(
             %leader,
             voters = %voters.join(","),
             "this node's registry log names it a voter, but the registry's voters are now others \
-             (it was away for longer than its session's TTL): it no longer stands for election, \
+             (it was away for longer than the voter grace): it no longer stands for election, \
              and its copy of the registry follows the leader"
         );
         raft.runtime_config().elect(false);

@@ -265,13 +265,13 @@ impl Leadership {
                         state_machine.clone(),
                     );
                     tokio::spawn(async move {
+                        let _done = ChangeUnderWay(changing);
                         let change = change.make(&raft, &cluster, &state_machine, me);
                         if tokio::time::timeout(CHANGE_LIMIT, change).await.is_err() {
                             tracing::warn!(
                                 "a change of the registry's voters did not finish within {CHANGE_LIMIT:?}"
                             );
                         }
-                        changing.store(false, std::sync::atomic::Ordering::Release);
                     });
                 }
             }
@@ -479,8 +479,19 @@ impl VoterChange {
                 return;
             }
         }
-        // The catch-up took a while: make the change only if it still holds.
-        let now = raft.metrics().borrow().membership_config.clone();
+        // The catch-up took a while: make the change only if it still holds. (`add_learner`
+        // also returns when this node stopped leading meanwhile.)
+        let (leads, now) = {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            (
+                metrics.current_leader == Some(me),
+                metrics.membership_config.clone(),
+            )
+        };
+        if !leads {
+            return;
+        }
         let now = now.membership();
         let mut before = voters.clone();
         before.sort_unstable();
@@ -503,6 +514,15 @@ impl VoterChange {
             Ok(_) => tracing::info!(voter = %name, "registry voter added"),
             Err(err) => tracing::warn!(voter = %name, %err, "could not make the node a voter"),
         }
+    }
+}
+
+/// Clears the flag of a change of the voters under way when the change ends, however it ends.
+struct ChangeUnderWay(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for ChangeUnderWay {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 

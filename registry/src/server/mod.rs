@@ -69,7 +69,7 @@ pub(crate) struct Server {
     early_feeds: EarlyFeeds,
     /// This node's Raft id.
     me: u64,
-    /// When a leader last sent this node an AppendEntries.
+    /// When this node last took an AppendEntries or a snapshot's chunk from a leader.
     leader_contact: LeaderContact,
 }
 
@@ -84,7 +84,7 @@ impl LeaderContact {
         *self.0.lock() = Some(tokio::time::Instant::now());
     }
 
-    /// Whether an AppendEntries came within the last `window`.
+    /// Whether an AppendEntries or a snapshot's chunk was taken within the last `window`.
     pub(crate) fn within(&self, window: std::time::Duration) -> bool {
         self.0.lock().is_some_and(|at| at.elapsed() < window)
     }
