@@ -46,6 +46,10 @@ pub struct RegistryStatus {
     pub synced: bool,
     /// Whether this node fenced itself (its session may have expired).
     pub fenced: bool,
+    /// The registry's voters, by name, as its leader answered within a second (gone voters
+    /// too, until their votes move); empty if it did not answer in time.
+    #[serde(default)]
+    pub voters: Vec<String>,
 }
 
 /// `GET /api/v1/members`: one member of the cluster, as this node sees it.
@@ -61,6 +65,9 @@ pub struct MemberEntry {
     pub status: String,
     /// Whether it holds an open registry session (it is down once that expires).
     pub session: bool,
+    /// Whether it votes in the registry; `None` if the leader did not say within a second.
+    #[serde(default)]
+    pub voter: Option<bool>,
     /// Resources it offers to placement.
     pub resources: BTreeMap<String, u64>,
     /// Its labels.

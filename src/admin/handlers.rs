@@ -64,6 +64,10 @@ pub(crate) async fn status(State(state): Shared) -> Json<NodeStatus> {
         .iter()
         .filter(|m| m.status == MemberStatus::Suspect)
         .count();
+    let voters = match &registry {
+        Some(registry) => voters(registry).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     Json(NodeStatus {
         node: node.id().name().to_owned(),
         incarnation: node.id().incarnation(),
@@ -84,12 +88,14 @@ pub(crate) async fn status(State(state): Shared) -> Json<NodeStatus> {
                 revision: 0,
                 synced: false,
                 fenced: false,
+                voters: Vec::new(),
             },
             |r| RegistryStatus {
                 leader: r.leader(),
                 revision: r.revision(),
                 synced: r.is_synced(),
                 fenced: r.is_fenced(),
+                voters,
             },
         ),
         uptime_secs: state.started.elapsed().as_secs(),
@@ -99,11 +105,13 @@ pub(crate) async fn status(State(state): Shared) -> Json<NodeStatus> {
 /// `GET /api/v1/members`: a node without a cluster service is a cluster of one.
 pub(crate) async fn members(State(state): Shared) -> Json<Vec<MemberEntry>> {
     let node = &state.node;
-    let sessions = node
-        .extension::<Registry>()
-        .map(|r| r.sessions())
-        .unwrap_or_default();
-    let entries = match node.extension::<Cluster>() {
+    let registry = node.extension::<Registry>();
+    let sessions = registry.as_ref().map(|r| r.sessions()).unwrap_or_default();
+    let voters = match &registry {
+        Some(registry) => voters(registry).await,
+        None => None,
+    };
+    let mut entries = match node.extension::<Cluster>() {
         Some(cluster) => {
             let me = self_entry(
                 node.id(),
@@ -118,7 +126,24 @@ pub(crate) async fn members(State(state): Shared) -> Json<Vec<MemberEntry>> {
             member_entries(me, &[], &sessions)
         }
     };
+    if let Some(voters) = voters {
+        for entry in &mut entries {
+            entry.voter = Some(voters.contains(&entry.node));
+        }
+    }
     Json(entries)
+}
+
+/// How long the status and members wait for the registry's leader to name the voters: the
+/// rest of their answer comes from this node's copy, also without a quorum.
+const VOTERS_WAIT: Duration = Duration::from_secs(1);
+
+/// The registry's voters, by name, if its leader names them within [`VOTERS_WAIT`].
+async fn voters(registry: &Registry) -> Option<Vec<String>> {
+    match tokio::time::timeout(VOTERS_WAIT, registry.voters()).await {
+        Ok(Ok(voters)) => Some(voters),
+        _ => None,
+    }
 }
 
 /// `GET /api/v1/actors`.
@@ -284,6 +309,7 @@ pub(crate) fn self_entry(
         listen,
         status: "self".to_owned(),
         session: false,
+        voter: None,
         resources: resources.clone(),
         labels: labels.clone(),
     }
@@ -313,6 +339,7 @@ pub(crate) fn member_entries(
                 }
                 .to_owned(),
                 session: false,
+                voter: None,
                 resources: m.resources.clone(),
                 labels: m.labels.clone(),
             }

@@ -207,8 +207,13 @@ pub(crate) fn status(args: &AdminArgs) -> CliResult {
         "members   {} up, {} suspect",
         status.members_up, status.members_suspect
     );
+    let voters = if status.registry.voters.is_empty() {
+        "unknown".to_owned()
+    } else {
+        status.registry.voters.join(",")
+    };
     println!(
-        "registry  leader {}, revision {}{}{}",
+        "registry  leader {}, voters {voters}, revision {}{}{}",
         status.registry.leader.as_deref().unwrap_or("unknown"),
         status.registry.revision,
         if status.registry.synced {
@@ -240,6 +245,12 @@ pub(crate) fn members(args: &AdminArgs) -> CliResult {
                 m.node.clone(),
                 m.status.clone(),
                 if m.session { "open" } else { "none" }.to_owned(),
+                match m.voter {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "unknown",
+                }
+                .to_owned(),
                 m.listen.clone(),
                 join_map(m.resources.iter().map(|(k, v)| format!("{k}={v}"))),
                 join_map(m.labels.iter().map(|(k, v)| format!("{k}={v}"))),
@@ -253,6 +264,7 @@ pub(crate) fn members(args: &AdminArgs) -> CliResult {
                 "NODE",
                 "STATUS",
                 "SESSION",
+                "VOTER",
                 "ADDRESS",
                 "RESOURCES",
                 "LABELS"

@@ -55,6 +55,22 @@ async fn every_endpoint_answers_for_the_cluster() {
         assert_eq!(n2.labels.get("zone").map(String::as_str), Some("zone-n2"));
     }
 
+    // voters: both nodes, as the leader names them, in the status and in the members
+    until("both nodes named voters in the status", || async {
+        let status: NodeStatus = Request::get(format!("{base}/api/v1/status"))
+            .send()
+            .await
+            .json();
+        status.registry.voters == ["n1", "n2"]
+    })
+    .await;
+    let members: Vec<MemberEntry> = Request::get(format!("{base}/api/v1/members"))
+        .send()
+        .await
+        .json();
+    let voters: Vec<Option<bool>> = members.iter().map(|m| m.voter).collect();
+    assert_eq!(voters, [Some(true), Some(true)], "{members:?}");
+
     // actors: the supervisor and its children among them
     let actors: Vec<ActorEntry> = Request::get(format!("{base}/api/v1/actors"))
         .send()

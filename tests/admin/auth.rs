@@ -176,6 +176,7 @@ async fn a_node_on_its_own_answers_what_it_can() {
     assert_eq!((status.members_up, status.members_suspect), (1, 0));
     assert_eq!(status.cluster, "");
     assert_eq!(status.registry.leader, None);
+    assert!(status.registry.voters.is_empty());
 
     let members: Vec<MemberEntry> = Request::get(format!("{base}/api/v1/members"))
         .send()
@@ -187,6 +188,7 @@ async fn a_node_on_its_own_answers_what_it_can() {
         ("alone", "self")
     );
     assert!(!members[0].session);
+    assert_eq!(members[0].voter, None, "no registry to name voters");
 
     let trees: Trees = Request::get(format!("{base}/api/v1/trees"))
         .send()

@@ -87,10 +87,18 @@ fn a_cluster_of_node_processes_is_driven_by_the_client_commands() {
         &[&join, "--admin-token", "secret-token", "--exit-with-stdin"],
     );
 
+    // Both with sessions, both voters (the registry takes voters up to three).
     let members = until_output(&["members"], &n1.admin, |text| {
-        text.lines().filter(|l| l.contains("open")).count() == 2
+        text.lines()
+            .filter(|l| l.contains(" open ") && l.contains(" yes "))
+            .count()
+            == 2
     });
     assert!(members.starts_with("NODE"), "{members}");
+    assert!(
+        members.lines().next().unwrap().contains("VOTER"),
+        "{members}"
+    );
     assert!(
         members.contains("n1") && members.contains("n2"),
         "{members}"
@@ -99,7 +107,7 @@ fn a_cluster_of_node_processes_is_driven_by_the_client_commands() {
     let parsed: serde_json::Value = serde_json::from_str(&json).expect("--json prints JSON");
     assert_eq!(parsed.as_array().map(Vec::len), Some(2), "{json}");
 
-    let status = until_output(&["status"], &n1.admin, |t| t.contains("leader n"));
+    let status = until_output(&["status"], &n1.admin, |t| t.contains("voters n1,n2,"));
     assert!(status.contains("n1") && status.contains("2 up"), "{status}");
 
     // The second node requires its token.
