@@ -116,8 +116,8 @@ async fn drive(client: &Client, cluster: &TestCluster) -> Result<PathBuf, String
         "#connection[data-state=\"live\"]",
         "#notice[hidden]",
         "#node[data-node=\"n1\"]",
-        "#members tr[data-node=\"n1\"][data-status=\"self\"][data-session=\"open\"]",
-        "#members tr[data-node=\"n2\"][data-status=\"up\"][data-session=\"open\"]",
+        "#members tr[data-node=\"n1\"][data-status=\"self\"][data-session=\"open\"][data-voter=\"yes\"]",
+        "#members tr[data-node=\"n2\"][data-status=\"up\"][data-session=\"open\"][data-voter=\"yes\"]",
         "#trees .tree[data-supervisor=\"services\"] > .children > li[data-child=\"cache\"][data-state=\"running\"]",
         "#trees .tree[data-supervisor=\"services\"] li[data-child=\"storage\"] .tree[data-supervisor=\"storage\"] li[data-child=\"writer\"][data-state=\"running\"]",
         "#apps [data-app=\"probe\"] tr[data-role=\"main\"][data-state=\"ok\"]",
@@ -129,7 +129,7 @@ async fn drive(client: &Client, cluster: &TestCluster) -> Result<PathBuf, String
 
     // What a reader sees, not only the markup.
     let n2 = text(client, "#members tr[data-node=\"n2\"]").await?;
-    if !(n2.contains("n2") && n2.contains("up") && n2.contains("open")) {
+    if !(n2.contains("n2") && n2.contains("up") && n2.contains("open") && n2.contains("voter")) {
         return Err(format!("member n2 reads {n2:?}"));
     }
     let trees = text(client, "#trees").await?;

@@ -207,13 +207,19 @@
       const lease = ttl.get(m.node + "#" + m.incarnation);
       return el(
         "tr",
-        { "data-node": m.node, "data-status": m.status, "data-session": m.session ? "open" : "none" },
+        {
+          "data-node": m.node,
+          "data-status": m.status,
+          "data-session": m.session ? "open" : "none",
+          "data-voter": m.voter === true ? "yes" : m.voter === false ? "no" : "unknown",
+        },
         el(
           "td",
           {},
           el("strong", {}, m.node),
           el("span", { class: "muted" }, "#" + m.incarnation),
           m.node === leader ? badge("leader", "info") : null,
+          m.voter ? badge("voter", "info") : null,
         ),
         el("td", {}, badge(m.status, "status-" + m.status)),
         el(
