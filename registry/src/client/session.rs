@@ -244,9 +244,22 @@ pub(crate) struct LocalVoter {
 }
 
 impl LocalVoter {
-    /// Whether this node votes: its own log says so and the leader did not say otherwise.
+    /// Whether this node's copy may follow its own state machine: its own log names it a
+    /// voter, the leader did not say otherwise, and a leader has replicated to it since it
+    /// started (or it leads). Until then it follows the leader like any other node's: a
+    /// former voter back with its data dir (see [`watch_retirement`]) has a log that names it
+    /// a voter, but nothing feeds its state machine, and its first write (its session's
+    /// opening) would wait for a copy that never shows it, while its session's time runs.
     fn votes(&self) -> bool {
-        !self.retired.load(Ordering::Acquire) && self.named_a_voter()
+        !self.retired.load(Ordering::Acquire)
+            && self.named_a_voter()
+            && (self.leader_contact.ever() || self.leads())
+    }
+
+    /// Whether this node's Raft leads (it sends AppendEntries rather than takes them).
+    fn leads(&self) -> bool {
+        let metrics = self.metrics.borrow();
+        metrics.state == openraft::ServerState::Leader && metrics.current_leader == Some(self.id)
     }
 
     /// Whether this node's own Raft log names it a voter.

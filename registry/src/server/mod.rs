@@ -88,6 +88,11 @@ impl LeaderContact {
     pub(crate) fn within(&self, window: std::time::Duration) -> bool {
         self.0.lock().is_some_and(|at| at.elapsed() < window)
     }
+
+    /// Whether one was ever taken since this node started.
+    pub(crate) fn ever(&self) -> bool {
+        self.0.lock().is_some()
+    }
 }
 
 impl Server {
