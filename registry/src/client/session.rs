@@ -280,6 +280,14 @@ impl LocalVoter {
     }
 }
 
+/// Waits for `tick`, then holds the registry for the work of that tick: none if it was dropped
+/// or the node left for good (it stops next).
+async fn next_tick(tick: &mut tokio::time::Interval, shared: &Weak<Shared>) -> Option<Arc<Shared>> {
+    tick.tick().await;
+    let shared = shared.upgrade()?;
+    (!shared.left.load(Ordering::Acquire)).then_some(shared)
+}
+
 /// How often a node whose log names it a voter, and which hears no leader, asks the leader
 /// whether it still votes.
 const RETIREMENT_CHECK: Duration = Duration::from_millis(500);
@@ -308,13 +316,9 @@ pub(crate) async fn watch_retirement(
     let mut tick = tokio::time::interval(RETIREMENT_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        let Some(shared) = shared.upgrade() else {
+        let Some(shared) = next_tick(&mut tick, &shared).await else {
             return;
         };
-        if shared.left.load(Ordering::Acquire) {
-            return;
-        }
         if local.retired.load(Ordering::Acquire) {
             if local.hears_a_leader() {
                 tracing::info!(node = %shared.me(), "a registry leader replicates to this node again: it stands for election when its log says it votes");
@@ -362,14 +366,9 @@ pub(crate) async fn watch_retirement(
 pub(crate) async fn feed(shared: Weak<Shared>, mirror: ActorRef<FeedMsg>, local: LocalVoter) {
     let mut tick = tokio::time::interval(Duration::from_millis(25));
     loop {
-        tick.tick().await;
-        let Some(shared) = shared.upgrade() else {
+        let Some(shared) = next_tick(&mut tick, &shared).await else {
             return;
         };
-        if shared.left.load(Ordering::Acquire) {
-            // The node left for good; it stops next.
-            return;
-        }
         let (source, heard, connection) = {
             let view = shared.view.read();
             (view.source.clone(), view.heard, view.connection)
