@@ -64,10 +64,7 @@ pub(crate) async fn status(State(state): Shared) -> Json<NodeStatus> {
         .iter()
         .filter(|m| m.status == MemberStatus::Suspect)
         .count();
-    let voters = match &registry {
-        Some(registry) => voters(registry).await.unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let voters = voters(registry.as_ref()).await.unwrap_or_default();
     Json(NodeStatus {
         node: node.id().name().to_owned(),
         incarnation: node.id().incarnation(),
@@ -107,10 +104,7 @@ pub(crate) async fn members(State(state): Shared) -> Json<Vec<MemberEntry>> {
     let node = &state.node;
     let registry = node.extension::<Registry>();
     let sessions = registry.as_ref().map(|r| r.sessions()).unwrap_or_default();
-    let voters = match &registry {
-        Some(registry) => voters(registry).await,
-        None => None,
-    };
+    let voters = voters(registry.as_ref()).await;
     let mut entries = match node.extension::<Cluster>() {
         Some(cluster) => {
             let me = self_entry(
@@ -138,9 +132,10 @@ pub(crate) async fn members(State(state): Shared) -> Json<Vec<MemberEntry>> {
 /// rest of their answer comes from this node's copy, also without a quorum.
 const VOTERS_WAIT: Duration = Duration::from_secs(1);
 
-/// The registry's voters, by name, if its leader names them within [`VOTERS_WAIT`].
-async fn voters(registry: &Registry) -> Option<Vec<String>> {
-    match tokio::time::timeout(VOTERS_WAIT, registry.voters()).await {
+/// The registry's voters, by name, if the node has a registry and its leader names them
+/// within [`VOTERS_WAIT`].
+async fn voters(registry: Option<&Registry>) -> Option<Vec<String>> {
+    match tokio::time::timeout(VOTERS_WAIT, registry?.voters()).await {
         Ok(Ok(voters)) => Some(voters),
         _ => None,
     }

@@ -244,10 +244,14 @@ async fn orders_of_a_master_whose_lease_passed_on_are_ignored() {
         .await
     };
     copy_shows("the second grant in the worker's copy", Some(successor)).await;
+    // An order of the replaced master arriving late, at `epoch`; the worker's report after it.
+    let late_order = async |epoch| {
+        assign_under((lease, replaced), &a, epoch, Role::Primary, None);
+        a.ask(WorkerMsg::Report, T).await.unwrap()
+    };
 
     // The worker followed no master yet, so only the lease tells it the order is stale.
-    assign_under((lease, replaced), &a, 2, Role::Primary, None);
-    let report = a.ask(WorkerMsg::Report, T).await.unwrap();
+    let report = late_order(2).await;
     assert_eq!(
         report.partitions,
         vec![],
@@ -260,8 +264,7 @@ async fn orders_of_a_master_whose_lease_passed_on_are_ignored() {
     // The refusal outlasts the later grant: a lock nobody holds shows no holder at all.
     second.release().await.unwrap();
     copy_shows("the lock free in the worker's copy", None).await;
-    assign_under((lease, replaced), &a, 3, Role::Primary, None);
-    let report = a.ask(WorkerMsg::Report, T).await.unwrap();
+    let report = late_order(3).await;
     assert_eq!(
         report.partitions,
         vec![],

@@ -292,8 +292,8 @@ async fn next_tick(tick: &mut tokio::time::Interval, shared: &Weak<Shared>) -> O
 /// whether it still votes.
 const RETIREMENT_CHECK: Duration = Duration::from_millis(500);
 
-/// How long without an AppendEntries counts as not hearing a leader: twenty heartbeats at
-/// the default interval, longer than an election takes.
+/// How long without an AppendEntries or a snapshot's chunk taken counts as not hearing a
+/// leader: twenty heartbeats at the default interval, longer than an election takes.
 const LEADER_SILENCE: Duration = Duration::from_secs(1);
 
 /// Notices that this node lost its vote while it was away, and stops it standing for
@@ -303,11 +303,10 @@ const LEADER_SILENCE: Duration = Duration::from_secs(1);
 /// vote to another node (`server::leader`). Back with its data dir, its log still names it a
 /// voter of the old configuration: its Raft node would stand for election again and again (the
 /// voters refuse it, their logs being ahead, but each try costs a round of messages and log
-/// lines), and its copy of the registry would subscribe to its own state machine, to which no
-/// leader sends anything. So while the log names this node a voter and no leader replicates to it, it asks
+/// lines). So while the log names this node a voter and no leader replicates to it, it asks
 /// the leader its client side knows for the voters; if it is not among them, it no longer
-/// stands for election and its copy follows the leader. It stands again once a leader
-/// replicates to it (the leader added it back).
+/// stands for election, and its copy keeps following the leader ([`LocalVoter::votes`]). It
+/// stands again once a leader replicates to it (the leader added it back).
 pub(crate) async fn watch_retirement(
     shared: Weak<Shared>,
     raft: openraft::Raft<crate::raft::TypeConfig>,
