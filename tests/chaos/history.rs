@@ -383,8 +383,8 @@ pub(crate) struct AckReport {
     /// Acknowledged writes whose value is not there: lost.
     pub(crate) lost: Vec<String>,
     /// Acknowledged writes whose value is there, at another revision than the one the writer
-    /// was given, and applied more than once (every key is written once): a put retried
-    /// after its first attempt had committed.
+    /// was given, or applied more than once (every key is written once): a put sent again
+    /// after its first attempt had committed, which the registry must apply once.
     pub(crate) reapplied: Vec<String>,
 }
 

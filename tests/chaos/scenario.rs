@@ -486,6 +486,12 @@ pub(crate) fn run(settings: &Settings, dir: &Path) -> Outcome {
     problems.extend(history::check_names(&records, &run.timeline));
     let acks = history::check_acks(&records, &stored);
     problems.extend(acks.lost.iter().cloned());
+    // A put sent again takes effect once (docs/registry.md, "A request takes effect once").
+    problems.extend(
+        acks.reapplied
+            .iter()
+            .map(|r| format!("a put took effect more than once: {r}")),
+    );
 
     // Lookups of a dead incarnation: how long after its death, and for how long one leader
     // had led, reachable and with a majority, since then (its time to count the death).

@@ -5,10 +5,13 @@
 //!
 //! Writes and linearizable reads go to the leader. A call starts with the leader it last heard
 //! of; a server that is not the leader names the one it knows, and the call follows it, until
-//! the call's timeout. A write whose request may have reached a failing leader is retried only
-//! when the command is idempotent (everything but compare-and-set; a retried put or delete
-//! whose first attempt took effect takes effect twice, as docs/registry.md says); otherwise it
-//! ends with [`RegistryError::Unknown`]. Writes made at once on one node share requests to the leader
+//! the call's timeout. While the node's session is open, each request to the leader is headed
+//! by its number ([`Command::Request`]) and the registry applies it once however often it is
+//! sent, so a write whose request may have reached a failing leader is sent again, whatever it
+//! is ([`Resend`]). Without a session (before it opens, after it ends) only idempotent commands
+//! are sent again (everything but compare-and-set; a put or delete sent again whose first
+//! attempt took effect then takes effect twice); a compare-and-set ends with
+//! [`RegistryError::Unknown`]. Writes made at once on one node share requests to the leader
 //! (`proposer`: client-side group commit).
 
 mod early;
@@ -110,6 +113,22 @@ pub(crate) struct Shared {
     leadership: Leadership,
     /// What this node's Raft reports of itself ([`Registry::raft_status`]).
     raft_metrics: watch::Receiver<RaftMetrics<u64, Voter>>,
+}
+
+/// Whether a call is sent again after an attempt that may have taken effect without its
+/// answer reaching this node (no answer in time, the connection ended, Raft failed on the
+/// leader after the entry may have been replicated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// Yes: taking effect twice leaves the same state (reads, keepalives, puts; see
+    /// docs/registry.md for what a watch then sees).
+    Idempotent,
+    /// Yes: the registry applies it once however often it is sent (a request headed by
+    /// [`Command::Request`]). A call that ends without an answer after such an attempt says
+    /// its outcome is unknown.
+    Once,
+    /// No: the call ends at once, its outcome unknown.
+    Never,
 }
 
 /// Forgets a request's early answer however its call ends, an abandoned one included.
@@ -244,10 +263,16 @@ impl Shared {
         what: &(dyn Fn() -> String + Sync),
         make: impl Fn(ReplyTo<Result<T, ServerError>>) -> ServerMsg,
         timeout: Duration,
-        idempotent: bool,
+        resend: Resend,
     ) -> Result<T, RegistryError> {
         let deadline = Instant::now() + timeout;
         let mut last = String::from("no registry server answered");
+        // Whether an attempt may have reached the log without its answer reaching this node.
+        let mut maybe_taken = false;
+        let unknown = |reason: String| RegistryError::Unknown {
+            what: what(),
+            reason,
+        };
         let mut candidates = self.candidates().into_iter();
         // Leaders named by NotLeader answers this round: each starts the round over once at
         // most, so two nodes naming each other (a stale view, a partition) cannot keep the
@@ -258,6 +283,12 @@ impl Shared {
                 return Err(RegistryError::NoSession(self.me().clone()));
             }
             let now = Instant::now();
+            if now >= deadline && maybe_taken && resend == Resend::Once {
+                return Err(unknown(format!(
+                    "no answer within {timeout:?}, and an attempt may have taken effect (the \
+                     last: {last})"
+                )));
+            }
             if now >= deadline {
                 return Err(RegistryError::Timeout {
                     what: what(),
@@ -313,41 +344,39 @@ impl Shared {
                         *self.leader.lock() = None;
                     }
                 }
-                Ok(Err(err)) => last = refused(err, &target, idempotent, what)?,
-                Err(AskError::Timeout { after, .. }) if !idempotent => {
+                Ok(Err(err)) => {
+                    // Raft failed on the leader after the entry may have been replicated.
+                    maybe_taken |= matches!(err, ServerError::Raft(_));
+                    last = refused(err, &target, resend, what)?;
+                }
+                Err(AskError::Timeout { after, .. }) if resend == Resend::Never => {
                     // One attempt's wait, not the call's timeout: the attempt is cut short so
                     // that a dead leader does not take the whole call (see `attempt`).
-                    return Err(RegistryError::Unknown {
-                        what: what(),
-                        reason: format!(
-                            "node {target} did not answer within {after:?} (one attempt's \
-                             share of the call's {timeout:?})"
-                        ),
-                    });
+                    return Err(unknown(format!(
+                        "node {target} did not answer within {after:?} (one attempt's share \
+                         of the call's {timeout:?})"
+                    )));
                 }
                 Err(err @ AskError::ConnectionLost { .. }) => {
                     // The connection ended, most likely closed and dialed again at once;
                     // were the server's node dead, the next attempt finds out. The request
-                    // may have been handled: a write that may not run twice is reported as
-                    // unknown, as after a timeout.
-                    if !idempotent {
-                        return Err(RegistryError::Unknown {
-                            what: what(),
-                            reason: err.to_string(),
-                        });
+                    // may have been handled: a write that may not be sent again is reported
+                    // as unknown, as after a timeout.
+                    if resend == Resend::Never {
+                        return Err(unknown(err.to_string()));
                     }
+                    maybe_taken = true;
                     last = err.to_string();
                 }
                 Err(err) => {
                     self.servers.forget(&target);
                     self.silent.lock().insert(target.clone(), Instant::now());
                     *self.leader.lock() = None;
-                    if !idempotent && !matches!(err, AskError::Unreachable { .. }) {
-                        return Err(RegistryError::Unknown {
-                            what: what(),
-                            reason: err.to_string(),
-                        });
+                    let unsent = matches!(err, AskError::Unreachable { .. });
+                    if resend == Resend::Never && !unsent {
+                        return Err(unknown(err.to_string()));
                     }
+                    maybe_taken |= !unsent;
                     last = err.to_string();
                 }
             }
@@ -361,7 +390,7 @@ impl Shared {
             &|| "keepalive".to_owned(),
             |reply| ServerMsg::KeepAlive(me.clone(), reply),
             timeout,
-            true,
+            Resend::Idempotent,
         )
         .await
     }
@@ -441,19 +470,49 @@ impl Shared {
         timeout: Duration,
         what: &(dyn Fn() -> String + Sync),
     ) -> Result<Vec<Outcome>, RegistryError> {
-        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (answer, answered_early) = oneshot::channel();
-        self.early_answers.lock().insert(request, answer);
+        // The lowest number of this node's requests still under way, this one included: no
+        // request numbered lower will be sent again. Numbered under the lock, so that a
+        // request numbered lower is among them by the time a later one looks.
+        let (request, below) = {
+            let mut early_answers = self.early_answers.lock();
+            let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+            early_answers.insert(request, answer);
+            let below = early_answers.keys().min().copied().unwrap_or(request);
+            (request, below)
+        };
         let _forget = ForgetEarlyAnswer {
             shared: self,
             request,
         };
-        let asked = self.call(
-            what,
-            |reply| ServerMsg::Propose(commands.to_vec(), reply, request),
-            timeout,
-            idempotent,
-        );
+        // While this node's session is open the registry remembers its requests, so a request
+        // headed by its number takes effect once however often it is sent: even a write that
+        // must not be applied twice (compare-and-set) may then be sent again after an attempt
+        // whose answer was lost.
+        let head = self
+            .view
+            .read()
+            .state
+            .session(self.me())
+            .is_some()
+            .then(|| Command::Request {
+                node: self.me().clone(),
+                id: request,
+                below,
+                commands: commands.len() as u32,
+            });
+        let resend = match (&head, idempotent) {
+            (_, true) => Resend::Idempotent,
+            (Some(_), false) => Resend::Once,
+            (None, false) => Resend::Never,
+        };
+        let make = |reply| {
+            let mut sent = Vec::with_capacity(commands.len() + 1);
+            sent.extend(head.clone());
+            sent.extend_from_slice(commands);
+            ServerMsg::Propose(sent, reply, request)
+        };
+        let asked = self.call(what, make, timeout, resend);
         // Whichever comes first: this node's copy applying the batch early, or the answer.
         tokio::select! {
             Ok(outcomes) = answered_early => Ok(outcomes),
@@ -539,7 +598,7 @@ impl Shared {
             &|| format!("{query:?}"),
             |reply| ServerMsg::Read(query.clone(), reply),
             self.config.request_timeout,
-            true,
+            Resend::Idempotent,
         )
         .await
     }
@@ -721,7 +780,7 @@ impl Shared {
 fn refused(
     err: ServerError,
     target: &str,
-    idempotent: bool,
+    resend: Resend,
     what: &dyn Fn() -> String,
 ) -> Result<String, RegistryError> {
     match err {
@@ -732,7 +791,7 @@ fn refused(
         }
         // Raft failed on the leader (it stopped, or its log failed) after the entry may have
         // been replicated: a later leader may still commit it.
-        ServerError::Raft(reason) if !idempotent => Err(RegistryError::Unknown {
+        ServerError::Raft(reason) if resend == Resend::Never => Err(RegistryError::Unknown {
             what: what(),
             reason: format!("node {target}: {reason}"),
         }),
@@ -1632,9 +1691,9 @@ mod tests {
     }
 
     #[test]
-    fn a_write_that_raft_failed_on_the_leader_is_retried_only_if_idempotent() {
+    fn a_write_that_raft_failed_on_the_leader_is_sent_again_only_if_that_is_safe() {
         let failed = || ServerError::Raft("raft stopped".into());
-        match refused(failed(), "s0", false, &what) {
+        match refused(failed(), "s0", Resend::Never, &what) {
             Err(RegistryError::Unknown { what, reason }) => {
                 assert!(what.contains("compare-and-set"), "{what}");
                 assert!(
@@ -1645,17 +1704,21 @@ mod tests {
             other => panic!("a compare-and-set whose outcome is unknown answered {other:?}"),
         }
         assert!(
-            refused(failed(), "s0", true, &what).is_ok(),
-            "a put is retried"
+            refused(failed(), "s0", Resend::Idempotent, &what).is_ok(),
+            "a put is sent again"
+        );
+        assert!(
+            refused(failed(), "s0", Resend::Once, &what).is_ok(),
+            "a compare-and-set the registry applies once is sent again"
         );
     }
 
     #[test]
     fn an_overloaded_leader_is_tried_again_and_a_missing_session_is_not() {
-        assert!(refused(ServerError::Overloaded(65_536), "s0", false, &what).is_ok());
+        assert!(refused(ServerError::Overloaded(65_536), "s0", Resend::Never, &what).is_ok());
         let me = NodeId::new("s3", 1);
         assert!(matches!(
-            refused(ServerError::NoSession(me.clone()), "s0", true, &what),
+            refused(ServerError::NoSession(me.clone()), "s0", Resend::Idempotent, &what),
             Err(RegistryError::NoSession(node)) if node == me
         ));
     }

@@ -437,7 +437,7 @@ async fn commit_loop(
         let mut commands = proposal.0;
         let mut bytes = approx_bytes(&commands);
         let mut requests = vec![proposal.2];
-        let mut replies = vec![(commands.len(), proposal.1)];
+        let mut replies = vec![(Command::outcomes(&commands), proposal.1)];
         // Whatever queued while waiting for a permit joins this entry, within its limits.
         while commands.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -450,7 +450,7 @@ async fn commit_loop(
                     }
                     bytes += more_bytes;
                     requests.push(request);
-                    replies.push((more.len(), reply));
+                    replies.push((Command::outcomes(&more), reply));
                     commands.extend(more);
                 }
                 Err(_) => break,

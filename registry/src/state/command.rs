@@ -129,6 +129,23 @@ pub enum Command {
         /// The reservation.
         id: String,
     },
+    /// Heads the commands of one request of a node to the leader (the `commands` after it), so
+    /// that the request takes effect once however often it is sent: a request sent again after
+    /// an attempt whose answer was lost (a leader that died, a connection that ended) is
+    /// answered with the outcomes of its first commit. It takes no revision and has no outcome
+    /// of its own. Remembered while the node's session is open (`RegistryState::apply`).
+    Request {
+        /// The node that sent it, in the incarnation whose session it is bound to.
+        node: NodeId,
+        /// Its number on that node, unique for the incarnation.
+        id: u64,
+        /// The lowest number of a request of the node that may still be sent again: the
+        /// outcomes of those before it may be forgotten, and a late copy of one of them
+        /// changes nothing.
+        below: u64,
+        /// How many commands after it are the request's.
+        commands: u32,
+    },
 }
 
 impl Command {
@@ -164,6 +181,7 @@ impl Command {
                     capacity,
                 } => id.len() + node(n) + map(need) + map(capacity),
                 Command::Unreserve { id } => id.len(),
+                Command::Request { node: n, .. } => node(n),
             }
     }
 
@@ -193,6 +211,14 @@ impl Command {
                 .push_str(&format!("… (about {} bytes)", self.approx_bytes()));
         }
         out.0
+    }
+
+    /// How many outcomes applying `commands` answers: one for each but the heads of requests.
+    pub(crate) fn outcomes(commands: &[Command]) -> usize {
+        commands
+            .iter()
+            .filter(|c| !matches!(c, Command::Request { .. }))
+            .count()
     }
 
     /// The session the command needs open, if any.

@@ -10,10 +10,13 @@
 //! - Every name, group entry, lock grant, lock waiter and reservation is bound to an open
 //!   session; ending the session removes them all in the same command.
 //! - A lock has at most one holder, and waiters are granted it in the order they queued.
-//! - Every command applied takes the next revision; a lock grant's fencing token is the
-//!   revision of the command that granted it, so tokens strictly increase per lock. Across
-//!   locks they never decrease, but one command can grant several locks the same token (a
-//!   session's end frees every lock its node held).
+//! - Every command applied takes the next revision (the head of a request takes none, and
+//!   neither do the commands of a request sent again, which are not applied again); a lock
+//!   grant's fencing token is the revision of the command that granted it, so tokens
+//!   strictly increase per lock. Across locks they never decrease, but one command can grant
+//!   several locks the same token (a session's end frees every lock its node held).
+//! - A request of a node ([`Command::Request`]) takes effect at most once while the node's
+//!   session is open, and never after its session expired.
 //! - A node's reserved totals ([`RegistryState::reserved`]) are the sums of its reservations'
 //!   needs, and a reservation is only made if it fits in the capacity its command gives: a
 //!   node whose placers agree on its capacity is never reserved beyond it.
@@ -90,6 +93,21 @@ pub struct RegistryState {
     /// zero totals and no node without any.
     #[serde(default)]
     reserved: OrdMap<NodeId, BTreeMap<String, u64>>,
+    /// What each node with an open session sent as requests ([`Command::Request`]) and may
+    /// send again: kept so that a request takes effect once. Ends with the session. Last, and
+    /// defaulted, so that earlier snapshots still load.
+    #[serde(default)]
+    requests: OrdMap<NodeId, Requests>,
+}
+
+/// One node's requests that may still be sent again ([`Command::Request`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Requests {
+    /// The lowest number of a request the node may still send again, as its latest request
+    /// said: a request numbered below it is over for the node.
+    below: u64,
+    /// The outcomes of the requests from `below` on that took effect, by number.
+    answered: BTreeMap<u64, Vec<Outcome>>,
 }
 
 impl RegistryState {
@@ -217,15 +235,85 @@ impl RegistryState {
         )
     }
 
-    /// Applies one log entry's commands, in order. Returns one outcome per command, and the
-    /// effects of all of them in the order they happened.
+    /// Applies one log entry's commands, in order. Returns one outcome per command but the
+    /// heads of requests ([`Command::Request`]), which have none, and the effects of all of
+    /// them in the order they happened.
     pub fn apply(&mut self, commands: &[Command]) -> (Vec<Outcome>, Vec<Effect>) {
         let mut effects = Vec::new();
-        let outcomes = commands
-            .iter()
-            .map(|command| self.apply_one(command, &mut effects))
-            .collect();
+        let mut outcomes = Vec::with_capacity(commands.len());
+        let mut rest = commands;
+        while let Some((first, after)) = rest.split_first() {
+            rest = after;
+            let Command::Request {
+                node,
+                id,
+                below,
+                commands: count,
+            } = first
+            else {
+                outcomes.push(self.apply_one(first, &mut effects));
+                continue;
+            };
+            // Its commands, which never hold the head of another request.
+            let len = after
+                .iter()
+                .take(*count as usize)
+                .take_while(|c| !matches!(c, Command::Request { .. }))
+                .count();
+            let (request, next) = after.split_at(len);
+            rest = next;
+            self.apply_request(node, *id, *below, request, &mut outcomes, &mut effects);
+        }
         (outcomes, effects)
+    }
+
+    /// Applies the commands of `node`'s request `id`, unless they took effect before: a
+    /// request sent again is answered with the outcomes of its first commit, and a late copy
+    /// of a request its node no longer waits for (numbered below `below`, and forgotten)
+    /// changes nothing. Remembers the outcomes while the node's session is open.
+    ///
+    /// A request of an incarnation whose session expired changes nothing either: the node is
+    /// down for the cluster, and what its session remembered went with it, so a request sent
+    /// again after the expiry could not be told from a new one.
+    fn apply_request(
+        &mut self,
+        node: &NodeId,
+        id: u64,
+        below: u64,
+        commands: &[Command],
+        outcomes: &mut Vec<Outcome>,
+        effects: &mut Vec<Effect>,
+    ) {
+        if self.has_expired(node) {
+            let refused = Outcome::NoSession { node: node.clone() };
+            outcomes.extend(std::iter::repeat_n(refused, commands.len()));
+            return;
+        }
+        if let Some(requests) = self.requests.get_mut(node) {
+            if below > requests.below {
+                requests.below = below;
+                requests.answered = requests.answered.split_off(&below);
+            }
+            if let Some(first) = requests.answered.get(&id) {
+                outcomes.extend(first.iter().cloned());
+                return;
+            }
+            if id < requests.below {
+                // Over for its node (answered by another attempt, or given up), so maybe
+                // applied already: not again.
+                outcomes.extend(std::iter::repeat_n(Outcome::Unchanged, commands.len()));
+                return;
+            }
+        }
+        let start = outcomes.len();
+        for command in commands {
+            outcomes.push(self.apply_one(command, effects));
+        }
+        if self.session(node).is_some() {
+            let requests = self.requests.entry(node.clone()).or_default();
+            requests.below = requests.below.max(below);
+            requests.answered.insert(id, outcomes[start..].to_vec());
+        }
     }
 
     fn apply_one(&mut self, command: &Command, effects: &mut Vec<Effect>) -> Outcome {
@@ -421,6 +509,8 @@ impl RegistryState {
                 });
                 done
             }
+            // Never here: `apply` takes a request's head apart from its commands.
+            Command::Request { .. } => Outcome::Unchanged,
             Command::Unreserve { id } => match self.reservations.remove(id) {
                 Some(reservation) => {
                     self.remove_reserved(&reservation);
@@ -615,6 +705,7 @@ impl RegistryState {
             });
         }
         self.reserved.remove(node);
+        self.requests.remove(node);
         if expired {
             let latest = self.expired.entry(node.name().to_owned()).or_default();
             *latest = (*latest).max(node.incarnation());

@@ -1052,3 +1052,263 @@ proptest! {
         }
     }
 }
+
+fn request(node: &NodeId, id: u64, below: u64, commands: &[Command]) -> Vec<Command> {
+    let mut sent = vec![Command::Request {
+        node: node.clone(),
+        id,
+        below,
+        commands: commands.len() as u32,
+    }];
+    sent.extend_from_slice(commands);
+    sent
+}
+
+fn put(key: &str, value: &[u8]) -> Command {
+    Command::Put {
+        key: key.into(),
+        value: value.to_vec(),
+    }
+}
+
+#[test]
+fn a_request_sent_again_takes_effect_once_and_answers_as_the_first_time() {
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    open(&mut state, &a);
+    one(&mut state, put("gone", b"x"));
+    let commands = [
+        put("k", b"v"),
+        Command::Delete { key: "gone".into() },
+        Command::CompareAndSet {
+            key: "c".into(),
+            expected: 0,
+            value: Some(b"1".to_vec()),
+        },
+    ];
+    let sent = request(&a, 7, 7, &commands);
+    assert_eq!(Command::outcomes(&sent), 3);
+    let (first, effects) = state.apply(&sent);
+    assert_eq!(first.len(), 3, "the head has no outcome: {first:?}");
+    assert!(
+        first.iter().all(|o| matches!(o, Outcome::Done { .. })),
+        "{first:?}"
+    );
+    assert_eq!(effects.len(), 3);
+    let revision = state.revision();
+    // The same request again (its answer was lost), in a later entry, with others around it.
+    let mut later = vec![put("before", b"1")];
+    later.extend(request(&a, 7, 7, &commands));
+    later.push(put("after", b"2"));
+    let (again, effects) = state.apply(&later);
+    assert_eq!(again.len(), 5);
+    assert_eq!(
+        &again[1..4],
+        &first[..],
+        "answered with the outcomes of its first commit: the delete says it deleted, the \
+         compare-and-set that it set"
+    );
+    assert_eq!(
+        effects.len(),
+        2,
+        "only the commands around it changed anything: {effects:?}"
+    );
+    assert_eq!(state.revision(), revision + 2, "it took no revision");
+    assert_eq!(state.get("k").map(|kv| kv.version), Some(1));
+    assert_eq!(state.get("c").map(|kv| kv.version), Some(1));
+}
+
+#[test]
+fn a_late_copy_of_a_request_its_node_is_done_with_changes_nothing() {
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    open(&mut state, &a);
+    state.apply(&request(&a, 1, 1, &[put("k", b"1")]));
+    // Request 2 goes out while 1 is still under way; then 1 is answered, and request 3 says
+    // the node sends nothing below 2 again.
+    state.apply(&request(&a, 2, 1, &[put("k", b"2")]));
+    state.apply(&request(&a, 3, 2, &[put("other", b"3")]));
+    assert_eq!(
+        state
+            .requests
+            .get(&a)
+            .map(|r| r.answered.keys().copied().collect::<Vec<_>>()),
+        Some(vec![2, 3]),
+        "request 1 is forgotten"
+    );
+    let revision = state.revision();
+    // A copy of request 1 the network held back, and one of request 0 that never committed
+    // (its caller gave up on it): neither takes effect, though nothing remembers them.
+    for id in [1, 0] {
+        let (outcomes, effects) = state.apply(&request(&a, id, 1, &[put("k", b"late")]));
+        assert_eq!(outcomes, vec![Outcome::Unchanged]);
+        assert!(effects.is_empty());
+    }
+    assert_eq!(state.revision(), revision);
+    assert_eq!(
+        state.get("k").map(|kv| kv.value.clone()),
+        Some(b"2".to_vec())
+    );
+    // Request 2, sent again, is still answered as it was.
+    let (outcomes, _) = state.apply(&request(&a, 2, 2, &[put("k", b"2")]));
+    assert_eq!(outcomes, vec![Outcome::Done { revision: 3 }]);
+}
+
+#[test]
+fn a_node_s_requests_are_remembered_while_its_session_is_open() {
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    // Without a session nothing is remembered: a request sent again takes effect again.
+    state.apply(&request(&a, 1, 1, &[put("k", b"v")]));
+    state.apply(&request(&a, 1, 1, &[put("k", b"v")]));
+    assert_eq!(state.get("k").map(|kv| kv.version), Some(2));
+    assert!(state.requests.is_empty());
+    open(&mut state, &a);
+    state.apply(&request(&a, 2, 2, &[put("k", b"w")]));
+    assert!(state.requests.contains_key(&a));
+    // The session ends: what it remembered goes with it.
+    one(&mut state, Command::CloseSession { node: a.clone() });
+    assert!(state.requests.is_empty());
+    // A newer incarnation's session ends the older one's, and its requests.
+    let b1 = node("b", 1);
+    open(&mut state, &b1);
+    state.apply(&request(&b1, 1, 1, &[put("b", b"1")]));
+    open(&mut state, &node("b", 2));
+    assert!(!state.requests.contains_key(&b1));
+}
+
+#[test]
+fn a_request_of_an_incarnation_whose_session_expired_changes_nothing() {
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    open(&mut state, &a);
+    state.apply(&request(&a, 1, 1, &[put("k", b"1")]));
+    one(&mut state, Command::ExpireSession { node: a.clone() });
+    let revision = state.revision();
+    // Request 1 sent again after the expiry, and a new one: the node is down.
+    for id in [1, 2] {
+        let (outcomes, effects) = state.apply(&request(&a, id, 1, &[put("k", b"late")]));
+        assert_eq!(outcomes, vec![Outcome::NoSession { node: a.clone() }]);
+        assert!(effects.is_empty());
+    }
+    assert_eq!(state.revision(), revision);
+    assert_eq!(state.get("k").map(|kv| kv.version), Some(1));
+    // Its next incarnation writes as usual.
+    let a2 = node("a", 2);
+    open(&mut state, &a2);
+    let (outcomes, _) = state.apply(&request(&a2, 1, 1, &[put("k", b"2")]));
+    assert!(matches!(outcomes[0], Outcome::Done { .. }), "{outcomes:?}");
+}
+
+#[test]
+fn requests_survive_a_serde_round_trip_and_older_snapshots_load() {
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    open(&mut state, &a);
+    state.apply(&request(&a, 4, 4, &[put("k", b"v")]));
+    let bytes = rmp_serde::to_vec(&state).unwrap();
+    let back: RegistryState = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(back, state);
+    // Snapshots taken before requests were remembered stop after `reserved`.
+    let old = (
+        &state.revision,
+        &state.sessions,
+        &state.names,
+        &state.groups,
+        &state.locks,
+        &state.kv,
+        &state.expired,
+        &state.reservations,
+        &state.reserved,
+    );
+    let back: RegistryState = rmp_serde::from_slice(&rmp_serde::to_vec(&old).unwrap()).unwrap();
+    assert!(back.requests.is_empty());
+    assert_eq!(back.get("k"), state.get("k"));
+}
+
+#[test]
+fn a_head_takes_no_more_commands_than_follow_it_and_none_of_the_next_request() {
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    open(&mut state, &a);
+    // A head that claims more commands than the entry holds, or runs into the next head.
+    let mut commands = request(&a, 1, 1, &[put("x", b"1")]);
+    if let Command::Request {
+        commands: count, ..
+    } = &mut commands[0]
+    {
+        *count = 5;
+    }
+    commands.extend(request(&a, 2, 1, &[put("y", b"2")]));
+    let (outcomes, _) = state.apply(&commands);
+    assert_eq!(outcomes.len(), Command::outcomes(&commands));
+    assert!(state.get("x").is_some() && state.get("y").is_some());
+    let mut short = request(&a, 3, 1, &[]);
+    if let Command::Request {
+        commands: count, ..
+    } = &mut short[0]
+    {
+        *count = 9;
+    }
+    assert_eq!(state.apply(&short).0, Vec::<Outcome>::new());
+}
+
+/// A step of a random stream of requests from one node: a new request, or one sent before
+/// sent again.
+#[derive(Clone, Debug)]
+enum Sent {
+    New { key: usize, cas: bool },
+    Again { back: usize },
+}
+
+fn sent() -> impl Strategy<Value = Sent> {
+    prop_oneof![
+        3 => (0..3usize, any::<bool>()).prop_map(|(key, cas)| Sent::New { key, cas }),
+        2 => (0..8usize).prop_map(|back| Sent::Again { back }),
+    ]
+}
+
+proptest! {
+    /// However often and wherever requests are sent again, the state and every answer are
+    /// those of each request applied once, at its first commit.
+    #[test]
+    fn requests_sent_again_leave_the_state_as_if_each_was_sent_once(
+        steps in proptest::collection::vec(sent(), 1..80),
+    ) {
+        let a = node("a", 1);
+        let mut once = RegistryState::default();
+        let mut again = RegistryState::default();
+        open(&mut once, &a);
+        open(&mut again, &a);
+        let mut requests: Vec<(u64, Vec<Command>, Vec<Outcome>)> = Vec::new();
+        for step in steps {
+            match step {
+                Sent::New { key, cas } => {
+                    let key = format!("k{key}");
+                    let command = if cas {
+                        let expected = once.get(&key).map_or(0, |kv| kv.modified);
+                        Command::CompareAndSet { key, expected, value: Some(b"c".to_vec()) }
+                    } else {
+                        put(&key, b"p")
+                    };
+                    let id = requests.len() as u64 + 1;
+                    let (expected, _) = once.apply(std::slice::from_ref(&command));
+                    let (outcomes, _) = again.apply(&request(&a, id, 1, std::slice::from_ref(&command)));
+                    prop_assert_eq!(&outcomes, &expected);
+                    requests.push((id, vec![command], outcomes));
+                }
+                Sent::Again { back } => {
+                    if requests.is_empty() {
+                        continue;
+                    }
+                    let (id, commands, first) = &requests[requests.len() - 1 - back % requests.len()];
+                    let (outcomes, effects) = again.apply(&request(&a, *id, 1, commands));
+                    prop_assert_eq!(&outcomes, first);
+                    prop_assert!(effects.is_empty());
+                }
+            }
+            prop_assert_eq!(once.revision(), again.revision());
+            prop_assert_eq!(once.prefix("").collect::<Vec<_>>(), again.prefix("").collect::<Vec<_>>());
+        }
+    }
+}
