@@ -15,8 +15,11 @@
 //!
 //! - Nothing panics, decoding or applying.
 //! - Applying a batch at once gives the same outcomes, effects and state as applying its
-//!   commands one by one (group commit does not change what commands mean), and every
-//!   command takes the next revision.
+//!   commands one by one, each request (`Command::Request`, with the commands it heads) as one
+//!   (group commit does not change what commands mean); every command outside a request
+//!   takes the next revision, and a request's grants take tokens in order.
+//! - A request sent again at once changes nothing and has no effects, unless its node has no
+//!   session (the registry remembers requests by their node's session).
 //! - The invariants of `ensemble_registry::state` hold after every command: a lock has one
 //!   holder, with a token no later than the revision, and never waits behind itself; waiters
 //!   are unique; every holder, waiter, name, group member and reservation belongs to an open
@@ -100,22 +103,39 @@ impl Run {
         }
         let before = self.state.clone();
         let (outcomes, effects) = self.state.apply(commands);
-        assert_eq!(outcomes.len(), commands.len());
-        assert_eq!(
-            self.state.revision(),
-            before.revision() + commands.len() as u64,
-            "every command takes one revision"
+        assert_eq!(outcomes.len(), Command::outcomes(commands));
+        assert!(
+            self.state.revision() <= before.revision() + outcomes.len() as u64,
+            "a command took more than one revision"
         );
 
-        // The same commands one at a time, checking each step.
+        // The same batch a request (a head and its commands) or a command at a time, checking
+        // each step.
         let mut single = before;
         let mut single_effects = Vec::new();
-        for (command, outcome) in commands.iter().zip(&outcomes) {
-            let (mut one, effects) = single.apply(std::slice::from_ref(command));
-            assert_eq!(one.pop().as_ref(), Some(outcome), "{command:?}");
-            self.check_step(&single, command, outcome, &effects);
+        let mut answered = outcomes.iter();
+        for unit in Command::units(commands) {
+            let revision = single.revision();
+            let (got, effects) = single.apply(unit);
+            let expected: Vec<Outcome> = answered.by_ref().take(got.len()).cloned().collect();
+            assert_eq!(got, expected, "{unit:?}");
+            match unit {
+                [Command::Request { node, .. }, ..] => {
+                    self.check_request(&single, unit, node, &effects);
+                }
+                [command] => {
+                    assert_eq!(
+                        single.revision(),
+                        revision + 1,
+                        "every command outside a request takes one revision"
+                    );
+                    self.check_step(&single, command, &got[0], &effects);
+                }
+                _ => unreachable!("a unit without a head holds one command"),
+            }
             single_effects.extend(effects);
         }
+        assert_eq!(answered.next(), None, "outcomes left over");
         assert_eq!(
             single_effects, effects,
             "a batch has other effects than its commands"
@@ -125,6 +145,52 @@ impl Run {
             "a batch leaves another state than its commands"
         );
         true
+    }
+
+    /// Checks the state after a request (`unit`: its head and commands), and that the request
+    /// sent again at once changes nothing, unless its node has no session to remember it by.
+    fn check_request(
+        &mut self,
+        state: &RegistryState,
+        unit: &[Command],
+        node: &NodeId,
+        effects: &[Effect],
+    ) {
+        let revision = state.revision();
+        let mut last = None;
+        for effect in effects {
+            match effect {
+                Effect::Granted { lock, token, .. } => {
+                    assert!(*token <= revision, "a token after the revision");
+                    assert!(last <= Some(*token), "tokens out of order within a request");
+                    last = Some(*token);
+                    if let Some(earlier) = self.tokens.insert(lock.clone(), *token) {
+                        assert!(
+                            *token > earlier,
+                            "lock {lock:?}: token {token} after {earlier}"
+                        );
+                    }
+                }
+                Effect::Revoked { lock, token, .. } => assert_eq!(
+                    self.tokens.get(lock),
+                    Some(token),
+                    "lock {lock:?}: a revocation of a grant that was not the last"
+                ),
+                _ => {}
+            }
+        }
+        self.check_state(state);
+        if state.session(node).is_none() && !state.has_expired(node) {
+            return;
+        }
+        let mut again = state.clone();
+        let (outcomes, effects) = again.apply(unit);
+        assert!(
+            effects.is_empty(),
+            "a request sent again had effects: {effects:?}"
+        );
+        assert!(again == *state, "a request sent again changed the state");
+        assert_eq!(outcomes.len(), unit.len() - 1);
     }
 
     fn note(&mut self, command: &Command) {

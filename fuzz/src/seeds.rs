@@ -438,6 +438,16 @@ fn registry_command(seeds: &mut Vec<Seed>) {
         lock: lock.into(),
         holder: h,
     };
+    // A request of `node`, numbered `id`, that says the node sends nothing below `below`
+    // again.
+    let request = |node: &NodeId, id, below, commands: Vec<Command>| {
+        Command::request(node, id, below, &commands)
+    };
+    let put = |key: &str| Command::Put {
+        key: key.into(),
+        value: b"v".to_vec(),
+    };
+    let first = || vec![put("k"), acquire("l", holder(&a, 1), true)];
     let scenarios: Vec<(&str, Vec<Vec<Command>>)> = vec![
         ("open", vec![vec![open(&a)]]),
         (
@@ -717,6 +727,37 @@ fn registry_command(seeds: &mut Vec<Seed>) {
                     },
                     Command::Unreserve { id: "none".into() },
                 ],
+            ],
+        ),
+        (
+            "requests-sent-again",
+            vec![
+                vec![open(&a)],
+                request(&a, 1, 1, first()),
+                // Sent again, with another request in the same entry.
+                [
+                    request(&a, 1, 1, first()),
+                    request(
+                        &a,
+                        2,
+                        1,
+                        vec![Command::CompareAndSet {
+                            key: "k".into(),
+                            expected: 2,
+                            value: None,
+                        }],
+                    ),
+                ]
+                .concat(),
+                // Over for the node: a late copy changes nothing.
+                request(&a, 3, 3, vec![release("l", holder(&a, 1))]),
+                request(&a, 1, 3, first()),
+                // No session to remember it by: applied each time.
+                request(&b, 1, 1, vec![put("b")]),
+                request(&b, 1, 1, vec![put("b")]),
+                vec![Command::ExpireSession { node: a.clone() }],
+                // Its session expired: refused.
+                request(&a, 4, 4, vec![put("k")]),
             ],
         ),
     ];

@@ -121,6 +121,17 @@ pub enum RegistryError {
         /// What happened.
         reason: String,
     },
+    /// The registry's leader refused the request as malformed, before it reached the log: it
+    /// took no effect. Seen from a node of another build than the leader's.
+    #[error(
+        "the registry refused {what}: {reason}; it took no effect (are all nodes of one build?)"
+    )]
+    Refused {
+        /// The call.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// A command, or the answer to a read, is larger than the registry takes. A command may
     /// take an eighth of the transport's frame limit (`max_frame_size`, so 1 MiB by default),
     /// and is refused before it is sent; an answer may take half.
@@ -157,6 +168,10 @@ impl RegistryError {
             RegistryError::SessionExpired(node) => RegistryError::SessionExpired(node.clone()),
             RegistryError::NoSession(node) => RegistryError::NoSession(node.clone()),
             RegistryError::Fenced(node) => RegistryError::Fenced(node.clone()),
+            RegistryError::Refused { reason, .. } => RegistryError::Refused {
+                what,
+                reason: reason.clone(),
+            },
             other => RegistryError::Unknown {
                 what,
                 reason: other.to_string(),

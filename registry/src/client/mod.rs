@@ -115,6 +115,37 @@ pub(crate) struct Shared {
     raft_metrics: watch::Receiver<RaftMetrics<u64, Voter>>,
 }
 
+/// Why the `outcomes` of a request of node `me` leave open whether it took effect, if they
+/// do: the registry could not tell an attempt sent again from a new one. It no longer
+/// remembered the request (`Forgotten`), or refused it because `me`'s session had ended
+/// (`NoSession`) after an earlier attempt that may have taken effect (`maybe_taken`). The
+/// second needs an attempt queued at the leader behind the session's expiry: the cluster
+/// refuses the connections of a node it counts down.
+fn unknown_after(outcomes: &[Outcome], maybe_taken: bool, me: &NodeId) -> Option<&'static str> {
+    if outcomes.contains(&Outcome::Forgotten) {
+        return Some(
+            "the registry no longer remembers this node's request, sent again (it waited \
+             behind too many of the node's later requests)",
+        );
+    }
+    let refused = |o: &Outcome| matches!(o, Outcome::NoSession { node } if node == me);
+    (maybe_taken && outcomes.iter().any(refused)).then_some(
+        "this node's session ended after an attempt that may have taken effect, and the \
+         registry refused the request sent again",
+    )
+}
+
+/// The number of a node's first request: the time in microseconds since the Unix epoch, so
+/// that a node started again in the incarnation it had (`NodeConfig::incarnation` set by hand)
+/// numbers its requests after those of its earlier run, which the registry may remember
+/// ([`Command::Request`]): such a node would have to make more than a request a microsecond
+/// for its numbers to meet.
+fn first_request_number() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |since| since.as_micros() as u64)
+}
+
 /// Whether a call is sent again after an attempt that may have taken effect without its
 /// answer reaching this node (no answer in time, the connection ended, Raft failed on the
 /// leader after the entry may have been replicated).
@@ -265,10 +296,23 @@ impl Shared {
         timeout: Duration,
         resend: Resend,
     ) -> Result<T, RegistryError> {
+        self.call_noting(what, make, timeout, resend, &AtomicBool::new(false))
+            .await
+    }
+
+    /// [`call`](Self::call), setting `maybe_taken` once an attempt may have reached the log
+    /// without its answer reaching this node.
+    async fn call_noting<T: RemoteMessage>(
+        &self,
+        what: &(dyn Fn() -> String + Sync),
+        make: impl Fn(ReplyTo<Result<T, ServerError>>) -> ServerMsg,
+        timeout: Duration,
+        resend: Resend,
+        maybe_taken: &AtomicBool,
+    ) -> Result<T, RegistryError> {
         let deadline = Instant::now() + timeout;
         let mut last = String::from("no registry server answered");
-        // Whether an attempt may have reached the log without its answer reaching this node.
-        let mut maybe_taken = false;
+        let taken = || maybe_taken.store(true, Ordering::Relaxed);
         let unknown = |reason: String| RegistryError::Unknown {
             what: what(),
             reason,
@@ -279,11 +323,19 @@ impl Shared {
         // call spinning without ever waiting.
         let mut redirected: Vec<String> = Vec::new();
         loop {
+            let maybe_taken = || maybe_taken.load(Ordering::Relaxed);
             if self.closed.load(Ordering::Acquire) {
+                if maybe_taken() && resend == Resend::Once {
+                    return Err(unknown(format!(
+                        "node {} left the cluster before an attempt that may have taken \
+                         effect was answered",
+                        self.me()
+                    )));
+                }
                 return Err(RegistryError::NoSession(self.me().clone()));
             }
             let now = Instant::now();
-            if now >= deadline && maybe_taken && resend == Resend::Once {
+            if now >= deadline && maybe_taken() && resend == Resend::Once {
                 return Err(unknown(format!(
                     "no answer within {timeout:?}, and an attempt may have taken effect (the \
                      last: {last})"
@@ -333,6 +385,9 @@ impl Shared {
                     return Ok(answer);
                 }
                 Ok(Err(ServerError::NotLeader { leader })) => {
+                    // A leader that lost its lead after it appended the entry answers so too,
+                    // and a later leader may still commit it.
+                    taken();
                     last = format!("node {target} is not the leader");
                     if let Some(leader) = leader.filter(|l| l != &target) {
                         *self.leader.lock() = Some(leader.clone());
@@ -346,7 +401,9 @@ impl Shared {
                 }
                 Ok(Err(err)) => {
                     // Raft failed on the leader after the entry may have been replicated.
-                    maybe_taken |= matches!(err, ServerError::Raft(_));
+                    if matches!(err, ServerError::Raft(_)) {
+                        taken();
+                    }
                     last = refused(err, &target, resend, what)?;
                 }
                 Err(AskError::Timeout { after, .. }) if resend == Resend::Never => {
@@ -365,7 +422,7 @@ impl Shared {
                     if resend == Resend::Never {
                         return Err(unknown(err.to_string()));
                     }
-                    maybe_taken = true;
+                    taken();
                     last = err.to_string();
                 }
                 Err(err) => {
@@ -376,7 +433,9 @@ impl Shared {
                     if resend == Resend::Never && !unsent {
                         return Err(unknown(err.to_string()));
                     }
-                    maybe_taken |= !unsent;
+                    if !unsent {
+                        taken();
+                    }
                     last = err.to_string();
                 }
             }
@@ -489,34 +548,33 @@ impl Shared {
         // headed by its number takes effect once however often it is sent: even a write that
         // must not be applied twice (compare-and-set) may then be sent again after an attempt
         // whose answer was lost.
-        let head = self
-            .view
-            .read()
-            .state
-            .session(self.me())
-            .is_some()
-            .then(|| Command::Request {
-                node: self.me().clone(),
-                id: request,
-                below,
-                commands: commands.len() as u32,
-            });
-        let resend = match (&head, idempotent) {
+        let once = self.view.read().state.session(self.me()).is_some();
+        let resend = match (once, idempotent) {
             (_, true) => Resend::Idempotent,
-            (Some(_), false) => Resend::Once,
-            (None, false) => Resend::Never,
+            (true, false) => Resend::Once,
+            (false, false) => Resend::Never,
         };
         let make = |reply| {
-            let mut sent = Vec::with_capacity(commands.len() + 1);
-            sent.extend(head.clone());
-            sent.extend_from_slice(commands);
+            let sent = if once {
+                Command::request(self.me(), request, below, commands)
+            } else {
+                commands.to_vec()
+            };
             ServerMsg::Propose(sent, reply, request)
         };
-        let asked = self.call(what, make, timeout, resend);
+        let maybe_taken = AtomicBool::new(false);
+        let asked = self.call_noting(what, make, timeout, resend, &maybe_taken);
         // Whichever comes first: this node's copy applying the batch early, or the answer.
-        tokio::select! {
-            Ok(outcomes) = answered_early => Ok(outcomes),
-            result = asked => result,
+        let outcomes = tokio::select! {
+            Ok(outcomes) = answered_early => outcomes,
+            result = asked => result?,
+        };
+        match unknown_after(&outcomes, maybe_taken.load(Ordering::Relaxed), self.me()) {
+            Some(reason) => Err(RegistryError::Unknown {
+                what: what(),
+                reason: reason.into(),
+            }),
+            None => Ok(outcomes),
         }
     }
 
@@ -789,6 +847,10 @@ fn refused(
         ServerError::TooLarge { what, bytes, max } => {
             Err(RegistryError::TooLarge { what, bytes, max })
         }
+        ServerError::Malformed(reason) => Err(RegistryError::Refused {
+            what: what(),
+            reason: format!("node {target}: {reason}"),
+        }),
         // Raft failed on the leader (it stopped, or its log failed) after the entry may have
         // been replicated: a later leader may still commit it.
         ServerError::Raft(reason) if resend == Resend::Never => Err(RegistryError::Unknown {
@@ -945,7 +1007,7 @@ impl Registry {
             closed: AtomicBool::new(false),
             next_holder: AtomicU64::new(1),
             proposer: proposer::Proposer::new(),
-            next_request: AtomicU64::new(1),
+            next_request: AtomicU64::new(first_request_number()),
             early_answers: Mutex::default(),
             raft_metrics,
         })
@@ -1710,6 +1772,32 @@ mod tests {
         assert!(
             refused(failed(), "s0", Resend::Once, &what).is_ok(),
             "a compare-and-set the registry applies once is sent again"
+        );
+    }
+
+    #[test]
+    fn a_request_the_registry_could_not_tell_from_a_new_one_is_of_unknown_outcome() {
+        let me = NodeId::new("s3", 1);
+        let done = Outcome::Done { revision: 4 };
+        let refused = Outcome::NoSession { node: me.clone() };
+        assert_eq!(unknown_after(std::slice::from_ref(&done), true, &me), None);
+        assert!(unknown_after(&[done, Outcome::Forgotten], false, &me).is_some());
+        assert!(
+            unknown_after(std::slice::from_ref(&refused), true, &me).is_some(),
+            "refused after an attempt that may have taken effect"
+        );
+        assert_eq!(
+            unknown_after(&[refused], false, &me),
+            None,
+            "refused, and no attempt before may have taken effect: refused"
+        );
+        let another = Outcome::NoSession {
+            node: NodeId::new("s4", 1),
+        };
+        assert_eq!(
+            unknown_after(&[another], true, &me),
+            None,
+            "another node's session (a reservation's): as the command says"
         );
     }
 

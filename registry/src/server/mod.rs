@@ -18,7 +18,7 @@ pub(crate) mod protocol;
 use std::sync::Arc;
 
 use ensemble_runtime::hashing::HashMap;
-use ensemble_runtime::{Actor, ActorId, ActorResult, Context};
+use ensemble_runtime::{Actor, ActorId, ActorResult, Context, NodeId};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::AppendEntriesResponse;
 use openraft::{LogId, Raft, Vote};
@@ -266,7 +266,7 @@ fn server_error<
 impl Actor for Server {
     type Msg = ServerMsg;
 
-    async fn handle(&mut self, msg: ServerMsg, _ctx: &mut Context<Self>) -> ActorResult {
+    async fn handle(&mut self, msg: ServerMsg, ctx: &mut Context<Self>) -> ActorResult {
         let raft = self.raft.clone();
         match msg {
             ServerMsg::AppendEntries(rpc, reply, tell) => {
@@ -351,6 +351,11 @@ impl Actor for Server {
                     let _ = reply.send(Err(ServerError::TooLarge { what, bytes, max }));
                     return Ok(());
                 }
+                let sender = reply.origin().unwrap_or(ctx.node().id());
+                if let Some(reason) = misplaced_head(&commands, sender) {
+                    let _ = reply.send(Err(ServerError::Malformed(reason)));
+                    return Ok(());
+                }
                 if let Err(err) = self.proposals.try_send((commands, reply, request)) {
                     let (_, reply, _) = err.into_inner();
                     let _ = reply.send(Err(ServerError::Overloaded(QUEUE)));
@@ -411,6 +416,42 @@ impl Actor for Server {
             tracing::warn!(error = %e, "the registry's Raft did not shut down cleanly");
         }
     }
+}
+
+/// Why a proposal from `sender` may not go into the log as it is, if it may not: a head
+/// ([`Command::Request`]) may only come first, count the commands after it, and name its
+/// sender. A head that took another's commands or named another node would change which
+/// outcomes answer whom, or what the registry remembers of another node's requests.
+fn misplaced_head(commands: &[Command], sender: &NodeId) -> Option<String> {
+    let heads = commands
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches!(c, Command::Request { .. }));
+    for (at, head) in heads {
+        let Command::Request {
+            node,
+            commands: count,
+            ..
+        } = head
+        else {
+            continue;
+        };
+        if at > 0 {
+            return Some(format!("a request's head at position {at}, not first"));
+        }
+        if *count as usize != commands.len() - 1 {
+            return Some(format!(
+                "a request's head counts {count} commands, and {} follow it",
+                commands.len() - 1
+            ));
+        }
+        if node != sender {
+            return Some(format!(
+                "node {sender} sent a request headed as node {node}'s"
+            ));
+        }
+    }
+    None
 }
 
 /// Takes whatever proposals are queued as one log entry, a few entries at a time.
@@ -501,6 +542,36 @@ mod tests {
 
     fn id(term: u64, index: u64) -> LogId<u64> {
         LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    #[test]
+    fn a_request_s_head_must_come_first_count_its_commands_and_name_its_sender() {
+        let a = NodeId::new("a", 1);
+        let put = || Command::Put {
+            key: "k".into(),
+            value: vec![1],
+        };
+        let head = |node: &NodeId, commands| Command::Request {
+            node: node.clone(),
+            id: 1,
+            below: 1,
+            commands,
+        };
+        assert_eq!(misplaced_head(&[head(&a, 2), put(), put()], &a), None);
+        assert_eq!(misplaced_head(&[put()], &a), None, "no head: as before");
+        let refused = [
+            (vec![put(), head(&a, 0)], "not first"),
+            (vec![head(&a, 2), put()], "counts 2 commands, and 1 follow"),
+            (vec![head(&a, 1), head(&a, 0)], "not first"),
+            (
+                vec![head(&NodeId::new("b", 1), 1), put()],
+                "node a#1 sent a request headed as node b#1's",
+            ),
+        ];
+        for (commands, reason) in refused {
+            let found = misplaced_head(&commands, &a).unwrap_or_default();
+            assert!(found.contains(reason), "{commands:?}: {found:?}");
+        }
     }
 
     #[test]

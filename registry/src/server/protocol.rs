@@ -269,6 +269,11 @@ pub(crate) enum ServerError {
     /// Raft failed.
     #[error("{0}")]
     Raft(String),
+    /// A proposal whose head ([`Command::Request`]) does not belong where it is: not first,
+    /// not counting the commands after it, or naming another node than the sender. Refused
+    /// before it reaches the log.
+    #[error("a malformed request: {0}")]
+    Malformed(String),
 }
 
 #[cfg(test)]

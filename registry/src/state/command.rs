@@ -213,12 +213,48 @@ impl Command {
         out.0
     }
 
+    /// `commands` as one request of `node`, numbered `id`, from a node that sends none of its
+    /// requests numbered below `below` again: headed by a [`Command::Request`].
+    pub fn request(node: &NodeId, id: u64, below: u64, commands: &[Command]) -> Vec<Command> {
+        let mut sent = Vec::with_capacity(commands.len() + 1);
+        sent.push(Command::Request {
+            node: node.clone(),
+            id,
+            below,
+            commands: commands.len() as u32,
+        });
+        sent.extend_from_slice(commands);
+        sent
+    }
+
     /// How many outcomes applying `commands` answers: one for each but the heads of requests.
-    pub(crate) fn outcomes(commands: &[Command]) -> usize {
+    pub fn outcomes(commands: &[Command]) -> usize {
         commands
             .iter()
             .filter(|c| !matches!(c, Command::Request { .. }))
             .count()
+    }
+
+    /// A batch's commands as they are applied: each request (its head and the commands it
+    /// heads, which stop short of the next head) together, every other command alone.
+    pub fn units(commands: &[Command]) -> impl Iterator<Item = &[Command]> {
+        let mut rest = commands;
+        std::iter::from_fn(move || {
+            let (first, after) = rest.split_first()?;
+            let len = match first {
+                Command::Request { commands, .. } => {
+                    1 + after
+                        .iter()
+                        .take(*commands as usize)
+                        .take_while(|c| !matches!(c, Command::Request { .. }))
+                        .count()
+                }
+                _ => 1,
+            };
+            let (unit, next) = rest.split_at(len);
+            rest = next;
+            Some(unit)
+        })
     }
 
     /// The session the command needs open, if any.
@@ -298,7 +334,18 @@ pub enum Outcome {
         /// What that reservation holds.
         need: BTreeMap<String, u64>,
     },
+    /// A request sent again ([`Command::Request`]) that the registry no longer remembers: it
+    /// changed nothing now, and whether an earlier attempt took effect is not known. Only a
+    /// request that waited behind more than [`REMEMBERED`] outcomes of its node's later
+    /// requests, or whose node said it was over, is answered so.
+    Forgotten,
 }
+
+/// How many outcomes of a node's requests the registry remembers at most
+/// ([`Command::Request`]): beyond that, those of its oldest requests are forgotten first. A
+/// node's requests under way hold a few dozen as a rule; the bound is for a request that
+/// hangs while the node's others go on.
+pub const REMEMBERED: usize = 65_536;
 
 /// A change that applying a command made, for watchers: the local copy of every node derives
 /// its notifications (lock granted, lock lost, node down, key changed) from these.

@@ -31,7 +31,7 @@ use ensemble_runtime::{ActorId, NodeId};
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
-pub use command::{Command, Effect, Holder, Outcome, Reservation};
+pub use command::{Command, Effect, Holder, Outcome, REMEMBERED, Reservation};
 pub use diff::changes;
 
 /// A node's membership session.
@@ -104,10 +104,30 @@ pub struct RegistryState {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Requests {
     /// The lowest number of a request the node may still send again, as its latest request
-    /// said: a request numbered below it is over for the node.
+    /// said, or past the requests forgotten for room: a request numbered below it is over.
     below: u64,
     /// The outcomes of the requests from `below` on that took effect, by number.
     answered: BTreeMap<u64, Vec<Outcome>>,
+    /// How many outcomes `answered` holds in all.
+    outcomes: usize,
+}
+
+impl Requests {
+    /// Remembers request `id`'s outcomes, forgetting the oldest requests' beyond
+    /// [`REMEMBERED`] outcomes in all.
+    fn remember(&mut self, id: u64, outcomes: Vec<Outcome>) {
+        self.outcomes += outcomes.len();
+        if let Some(replaced) = self.answered.insert(id, outcomes) {
+            self.outcomes -= replaced.len();
+        }
+        while self.outcomes > REMEMBERED {
+            let Some((oldest, forgotten)) = self.answered.pop_first() else {
+                break;
+            };
+            self.outcomes -= forgotten.len();
+            self.below = self.below.max(oldest + 1);
+        }
+    }
 }
 
 impl RegistryState {
@@ -241,28 +261,22 @@ impl RegistryState {
     pub fn apply(&mut self, commands: &[Command]) -> (Vec<Outcome>, Vec<Effect>) {
         let mut effects = Vec::new();
         let mut outcomes = Vec::with_capacity(commands.len());
-        let mut rest = commands;
-        while let Some((first, after)) = rest.split_first() {
-            rest = after;
-            let Command::Request {
-                node,
-                id,
-                below,
-                commands: count,
-            } = first
-            else {
-                outcomes.push(self.apply_one(first, &mut effects));
-                continue;
-            };
-            // Its commands, which never hold the head of another request.
-            let len = after
-                .iter()
-                .take(*count as usize)
-                .take_while(|c| !matches!(c, Command::Request { .. }))
-                .count();
-            let (request, next) = after.split_at(len);
-            rest = next;
-            self.apply_request(node, *id, *below, request, &mut outcomes, &mut effects);
+        for unit in Command::units(commands) {
+            match unit {
+                [
+                    Command::Request {
+                        node, id, below, ..
+                    },
+                    request @ ..,
+                ] => {
+                    self.apply_request(node, *id, *below, request, &mut outcomes, &mut effects);
+                }
+                _ => {
+                    for command in unit {
+                        outcomes.push(self.apply_one(command, &mut effects));
+                    }
+                }
+            }
         }
         (outcomes, effects)
     }
@@ -293,15 +307,20 @@ impl RegistryState {
             if below > requests.below {
                 requests.below = below;
                 requests.answered = requests.answered.split_off(&below);
+                requests.outcomes = requests.answered.values().map(Vec::len).sum();
             }
-            if let Some(first) = requests.answered.get(&id) {
+            // The same number with as many commands: the same request (a node that reused
+            // its incarnation, and numbers, is not taken for it).
+            if let Some(first) = requests.answered.get(&id)
+                && first.len() == commands.len()
+            {
                 outcomes.extend(first.iter().cloned());
                 return;
             }
             if id < requests.below {
-                // Over for its node (answered by another attempt, or given up), so maybe
-                // applied already: not again.
-                outcomes.extend(std::iter::repeat_n(Outcome::Unchanged, commands.len()));
+                // Over for its node (answered by another attempt, or given up), or forgotten
+                // (`REMEMBERED`), so maybe applied already: not again.
+                outcomes.extend(std::iter::repeat_n(Outcome::Forgotten, commands.len()));
                 return;
             }
         }
@@ -312,7 +331,7 @@ impl RegistryState {
         if self.session(node).is_some() {
             let requests = self.requests.entry(node.clone()).or_default();
             requests.below = requests.below.max(below);
-            requests.answered.insert(id, outcomes[start..].to_vec());
+            requests.remember(id, outcomes[start..].to_vec());
         }
     }
 

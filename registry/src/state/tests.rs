@@ -1054,14 +1054,7 @@ proptest! {
 }
 
 fn request(node: &NodeId, id: u64, below: u64, commands: &[Command]) -> Vec<Command> {
-    let mut sent = vec![Command::Request {
-        node: node.clone(),
-        id,
-        below,
-        commands: commands.len() as u32,
-    }];
-    sent.extend_from_slice(commands);
-    sent
+    Command::request(node, id, below, commands)
 }
 
 fn put(key: &str, value: &[u8]) -> Command {
@@ -1141,7 +1134,7 @@ fn a_late_copy_of_a_request_its_node_is_done_with_changes_nothing() {
     // (its caller gave up on it): neither takes effect, though nothing remembers them.
     for id in [1, 0] {
         let (outcomes, effects) = state.apply(&request(&a, id, 1, &[put("k", b"late")]));
-        assert_eq!(outcomes, vec![Outcome::Unchanged]);
+        assert_eq!(outcomes, vec![Outcome::Forgotten]);
         assert!(effects.is_empty());
     }
     assert_eq!(state.revision(), revision);
@@ -1311,4 +1304,49 @@ proptest! {
             prop_assert_eq!(once.prefix("").collect::<Vec<_>>(), again.prefix("").collect::<Vec<_>>());
         }
     }
+}
+
+#[test]
+fn a_node_s_oldest_requests_are_forgotten_beyond_the_bound_and_say_so_when_sent_again() {
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    open(&mut state, &a);
+    // Request 1 hangs (its node still says below 1) while later ones go on.
+    let batch =
+        |i: u64| -> Vec<Command> { (0..1024).map(|j| put(&format!("k{i}/{j}"), b"v")).collect() };
+    let count = (REMEMBERED / 1024) as u64 + 1;
+    for id in 1..=count {
+        state.apply(&request(&a, id, 1, &batch(id)));
+    }
+    let requests = state.requests.get(&a).expect("remembered");
+    assert!(requests.outcomes <= REMEMBERED, "{}", requests.outcomes);
+    assert_eq!(
+        requests.answered.keys().next(),
+        Some(&2),
+        "the oldest went first"
+    );
+    let revision = state.revision();
+    let (outcomes, effects) = state.apply(&request(&a, 1, 1, &batch(1)));
+    assert!(outcomes.iter().all(|o| *o == Outcome::Forgotten));
+    assert!(effects.is_empty());
+    assert_eq!(state.revision(), revision);
+    // The others are still answered as they were.
+    let (outcomes, _) = state.apply(&request(&a, 2, 1, &batch(2)));
+    assert!(matches!(outcomes[0], Outcome::Done { .. }));
+    assert_eq!(state.revision(), revision);
+}
+
+#[test]
+fn a_number_met_again_with_other_commands_is_another_request() {
+    // A node started again in the incarnation it had, numbering from where it was: the
+    // registry must not answer its request with the outcomes of another.
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    open(&mut state, &a);
+    state.apply(&request(&a, 5, 5, &[put("x", b"1")]));
+    let (outcomes, effects) = state.apply(&request(&a, 5, 5, &[put("y", b"1"), put("z", b"1")]));
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(effects.len(), 2, "applied");
+    let requests = state.requests.get(&a).expect("remembered");
+    assert_eq!(requests.outcomes, 2, "the new outcomes replace the old");
 }
