@@ -66,6 +66,42 @@ pub fn check(data: &[u8]) {
     run.finish();
 }
 
+/// `Command::units` cuts a batch into its requests and other commands: in order, each unit
+/// a head with at most as many commands as it counts (fewer only before another head or the
+/// end), or one command without a head.
+fn check_units(commands: &[Command]) {
+    let units: Vec<&[Command]> = Command::units(commands).collect();
+    assert_eq!(units.concat(), commands, "the units are not the batch");
+    let mut at = 0;
+    for unit in &units {
+        at += unit.len();
+        let heads = unit
+            .iter()
+            .filter(|c| matches!(c, Command::Request { .. }))
+            .count();
+        match unit {
+            [
+                Command::Request {
+                    commands: count, ..
+                },
+                rest @ ..,
+            ] => {
+                assert_eq!(heads, 1, "a unit with two heads");
+                let count = *count as usize;
+                assert!(rest.len() <= count, "a head took more than it counts");
+                if rest.len() < count {
+                    assert!(
+                        matches!(commands.get(at), None | Some(Command::Request { .. })),
+                        "a head took fewer than it counts before another command"
+                    );
+                }
+            }
+            [_] => assert_eq!(heads, 0),
+            _ => panic!("a unit of several commands without a head first: {unit:?}"),
+        }
+    }
+}
+
 /// The values of type `T` at the start of `bytes`, one after the other, up to the first that
 /// does not decode.
 fn values<T: DeserializeOwned>(mut bytes: &[u8]) -> impl Iterator<Item = T> {
@@ -109,6 +145,7 @@ impl Run {
             "a command took more than one revision"
         );
 
+        check_units(commands);
         // The same batch a request (a head and its commands) or a command at a time, checking
         // each step.
         let mut single = before;
@@ -121,7 +158,7 @@ impl Run {
             assert_eq!(got, expected, "{unit:?}");
             match unit {
                 [Command::Request { node, .. }, ..] => {
-                    self.check_request(&single, unit, node, &effects);
+                    self.check_request(&single, unit, node, &got, &effects);
                 }
                 [command] => {
                     assert_eq!(
@@ -154,6 +191,7 @@ impl Run {
         state: &RegistryState,
         unit: &[Command],
         node: &NodeId,
+        answered: &[Outcome],
         effects: &[Effect],
     ) {
         let revision = state.revision();
@@ -190,7 +228,10 @@ impl Run {
             "a request sent again had effects: {effects:?}"
         );
         assert!(again == *state, "a request sent again changed the state");
-        assert_eq!(outcomes.len(), unit.len() - 1);
+        assert_eq!(
+            outcomes, answered,
+            "a request sent again was answered otherwise than the first time"
+        );
     }
 
     fn note(&mut self, command: &Command) {

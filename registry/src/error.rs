@@ -121,10 +121,10 @@ pub enum RegistryError {
         /// What happened.
         reason: String,
     },
-    /// The registry's leader refused the request as malformed, before it reached the log: it
-    /// took no effect. Seen from a node of another build than the leader's.
+    /// The registry's leader refused the request as malformed, before it reached the log: this
+    /// attempt took no effect. Seen from a node of another version than the leader's.
     #[error(
-        "the registry refused {what}: {reason}; it took no effect (are all nodes of one build?)"
+        "the registry refused {what}: {reason}; this attempt took no effect (do all nodes run the same version?)"
     )]
     Refused {
         /// The call.

@@ -117,10 +117,12 @@ pub(crate) struct Shared {
 
 /// Why the `outcomes` of a request of node `me` leave open whether it took effect, if they
 /// do: the registry could not tell an attempt sent again from a new one. It no longer
-/// remembered the request (`Forgotten`), or refused it because `me`'s session had ended
-/// (`NoSession`) after an earlier attempt that may have taken effect (`maybe_taken`). The
-/// second needs an attempt queued at the leader behind the session's expiry: the cluster
-/// refuses the connections of a node it counts down.
+/// remembered the request (`Forgotten`), or, for a write that may not take effect twice
+/// (`Resend::Once`), refused it because `me`'s session had ended (`NoSession`) after an
+/// earlier attempt that may have taken effect (`maybe_taken`). (An idempotent write so
+/// refused says the session ended, as it did.) The second needs an attempt queued at the
+/// leader behind the session's expiry: the cluster refuses the connections of a node it
+/// counts down.
 fn unknown_after(outcomes: &[Outcome], maybe_taken: bool, me: &NodeId) -> Option<&'static str> {
     if outcomes.contains(&Outcome::Forgotten) {
         return Some(
@@ -378,16 +380,27 @@ impl Shared {
                     continue;
                 }
             };
-            match server.ask(&make, attempt()).await {
+            let answer = server.ask(&make, attempt()).await;
+            if matches!(
+                answer,
+                Ok(Err(ServerError::LostLead { .. } | ServerError::Raft(_)))
+            ) {
+                // The entry went into the leader's log, or Raft failed on the leader after it
+                // may have been replicated: a later leader may still commit it.
+                taken();
+            }
+            match answer {
                 Ok(Ok(answer)) => {
                     self.silent.lock().remove(&target);
                     *self.leader.lock() = Some(target);
                     return Ok(answer);
                 }
-                Ok(Err(ServerError::NotLeader { leader })) => {
-                    // A leader that lost its lead after it appended the entry answers so too,
-                    // and a later leader may still commit it.
-                    taken();
+                Ok(Err(ServerError::LostLead { .. })) if resend == Resend::Never => {
+                    return Err(unknown(format!(
+                        "node {target} lost its lead before the request committed"
+                    )));
+                }
+                Ok(Err(ServerError::NotLeader { leader } | ServerError::LostLead { leader })) => {
                     last = format!("node {target} is not the leader");
                     if let Some(leader) = leader.filter(|l| l != &target) {
                         *self.leader.lock() = Some(leader.clone());
@@ -399,13 +412,7 @@ impl Shared {
                         *self.leader.lock() = None;
                     }
                 }
-                Ok(Err(err)) => {
-                    // Raft failed on the leader after the entry may have been replicated.
-                    if matches!(err, ServerError::Raft(_)) {
-                        taken();
-                    }
-                    last = refused(err, &target, resend, what)?;
-                }
+                Ok(Err(err)) => last = refused(err, &target, resend, what)?,
                 Err(AskError::Timeout { after, .. }) if resend == Resend::Never => {
                     // One attempt's wait, not the call's timeout: the attempt is cut short so
                     // that a dead leader does not take the whole call (see `attempt`).
@@ -569,7 +576,8 @@ impl Shared {
             Ok(outcomes) = answered_early => outcomes,
             result = asked => result?,
         };
-        match unknown_after(&outcomes, maybe_taken.load(Ordering::Relaxed), self.me()) {
+        let maybe_taken = maybe_taken.load(Ordering::Relaxed) && resend == Resend::Once;
+        match unknown_after(&outcomes, maybe_taken, self.me()) {
             Some(reason) => Err(RegistryError::Unknown {
                 what: what(),
                 reason: reason.into(),

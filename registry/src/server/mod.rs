@@ -20,8 +20,9 @@ use std::sync::Arc;
 use ensemble_runtime::hashing::HashMap;
 use ensemble_runtime::{Actor, ActorId, ActorResult, Context, NodeId};
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::metrics::RaftServerMetrics;
 use openraft::raft::AppendEntriesResponse;
-use openraft::{LogId, Raft, Vote};
+use openraft::{LogId, Raft, ServerState, Vote};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
@@ -351,6 +352,12 @@ impl Actor for Server {
                     let _ = reply.send(Err(ServerError::TooLarge { what, bytes, max }));
                     return Ok(());
                 }
+                // Refused here, the proposal never reached a log: `NotLeader` says so. Once it
+                // went to Raft, a lead lost before it committed answers `LostLead`.
+                if let Some(leader) = not_leading(&self.raft.server_metrics().borrow()) {
+                    let _ = reply.send(Err(ServerError::NotLeader { leader }));
+                    return Ok(());
+                }
                 let sender = reply.origin().unwrap_or(ctx.node().id());
                 if let Some(reason) = misplaced_head(&commands, sender) {
                     let _ = reply.send(Err(ServerError::Malformed(reason)));
@@ -416,6 +423,18 @@ impl Actor for Server {
             tracing::warn!(error = %e, "the registry's Raft did not shut down cleanly");
         }
     }
+}
+
+/// `None` if this node's Raft leads; otherwise the leader it knows of, by name, if any.
+fn not_leading(metrics: &RaftServerMetrics<u64, Voter>) -> Option<Option<String>> {
+    if metrics.state == ServerState::Leader {
+        return None;
+    }
+    let leader = metrics
+        .current_leader
+        .and_then(|id| metrics.membership_config.membership().get_node(&id))
+        .map(|voter| voter.name.clone());
+    Some(leader)
 }
 
 /// Why a proposal from `sender` may not go into the log as it is, if it may not: a head
@@ -518,8 +537,11 @@ async fn commit_loop(
                 }
                 Err(err) => {
                     let err = match err {
+                        // Also after the entry went into this node's log (openraft answers so a
+                        // write whose entry a lost lead leaves behind), which a later leader may
+                        // still commit.
                         RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
-                            ServerError::NotLeader {
+                            ServerError::LostLead {
                                 leader: forward.leader_node.map(|n| n.name),
                             }
                         }
@@ -542,6 +564,42 @@ mod tests {
 
     fn id(term: u64, index: u64) -> LogId<u64> {
         LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    #[test]
+    fn a_proposal_goes_to_raft_only_on_a_leader_and_is_otherwise_sent_on() {
+        let nodes: std::collections::BTreeMap<u64, Voter> = [1, 2]
+            .into_iter()
+            .map(|id| {
+                (
+                    id,
+                    Voter {
+                        name: format!("n{id}"),
+                    },
+                )
+            })
+            .collect();
+        let membership = openraft::Membership::new(vec![[1, 2].into_iter().collect()], nodes);
+        let metrics = |state, current_leader| RaftServerMetrics {
+            id: 1,
+            vote: Vote::new_committed(3, 2),
+            state,
+            current_leader,
+            membership_config: Arc::new(openraft::StoredMembership::new(
+                Some(id(3, 1)),
+                membership.clone(),
+            )),
+        };
+        assert_eq!(not_leading(&metrics(ServerState::Leader, Some(1))), None);
+        assert_eq!(
+            not_leading(&metrics(ServerState::Follower, Some(2))),
+            Some(Some("n2".into()))
+        );
+        assert_eq!(
+            not_leading(&metrics(ServerState::Candidate, None)),
+            Some(None),
+            "no leader known: the client tries the others"
+        );
     }
 
     #[test]

@@ -247,9 +247,16 @@ impl Query {
 /// Why a server could not serve a request.
 #[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
 pub(crate) enum ServerError {
-    /// This node is not the leader; the leader is named if known.
+    /// This node is not the leader; the leader is named if known. A proposal so answered never
+    /// reached a log.
     #[error("not the registry leader (leader: {leader:?})")]
     NotLeader { leader: Option<String> },
+    /// This node stopped leading after a proposal went into its log, before the proposal
+    /// committed: a later leader may still commit it. The leader is named if known.
+    #[error(
+        "the registry leader lost its lead before the request committed (leader now: {leader:?})"
+    )]
+    LostLead { leader: Option<String> },
     /// The node has no session (not opened yet, or closed).
     #[error("node {0} has no registry session")]
     NoSession(NodeId),

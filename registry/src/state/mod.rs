@@ -100,8 +100,10 @@ pub struct RegistryState {
     requests: OrdMap<NodeId, Requests>,
 }
 
-/// One node's requests that may still be sent again ([`Command::Request`]).
+/// One node's requests that may still be sent again ([`Command::Request`]). Encoded without
+/// `outcomes`, which loading counts afresh.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredRequests", into = "StoredRequests")]
 struct Requests {
     /// The lowest number of a request the node may still send again, as its latest request
     /// said, or past the requests forgotten for room: a request numbered below it is over.
@@ -110,6 +112,33 @@ struct Requests {
     answered: BTreeMap<u64, Vec<Outcome>>,
     /// How many outcomes `answered` holds in all.
     outcomes: usize,
+}
+
+/// [`Requests`] as snapshots hold it.
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredRequests {
+    below: u64,
+    answered: BTreeMap<u64, Vec<Outcome>>,
+}
+
+impl From<StoredRequests> for Requests {
+    fn from(stored: StoredRequests) -> Self {
+        let outcomes = stored.answered.values().map(Vec::len).sum();
+        Requests {
+            below: stored.below,
+            answered: stored.answered,
+            outcomes,
+        }
+    }
+}
+
+impl From<Requests> for StoredRequests {
+    fn from(requests: Requests) -> Self {
+        StoredRequests {
+            below: requests.below,
+            answered: requests.answered,
+        }
+    }
 }
 
 impl Requests {
