@@ -149,8 +149,9 @@ fn first_request_number() -> u64 {
 }
 
 /// Whether a call is sent again after an attempt that may have taken effect without its
-/// answer reaching this node (no answer in time, the connection ended, Raft failed on the
-/// leader after the entry may have been replicated).
+/// answer reaching this node (no answer in time, the connection ended, the leader lost its
+/// lead after the entry went into its log, Raft failed on the leader after the entry may have
+/// been replicated).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Resend {
     /// Yes: taking effect twice leaves the same state (reads, keepalives, puts; see
