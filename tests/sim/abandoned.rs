@@ -104,7 +104,9 @@ fn an_acquire_committed_while_its_caller_was_cut_off_is_given_back() {
 }
 
 async fn an_acquire_committed_while_cut_off(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, tune).await?;
     let client = nodes[3].registry.clone();
     let voter = nodes[0].registry.clone();
     let client_node = nodes[3].node.id().clone();
@@ -168,7 +170,9 @@ fn a_name_whose_unregister_was_lost_with_its_leader_is_released() {
 /// just cut off, which the others replace without ever seeing it), its node keeps trying,
 /// rather than leave the name to a dead actor for as long as its session lives.
 async fn a_name_whose_unregister_was_lost(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, tune).await?;
     let client = nodes[3].registry.clone();
     let named = |registry: &ensemble::registry::Registry| {
         registry
@@ -220,7 +224,9 @@ fn a_release_lost_with_its_leader_is_given_back() {
 }
 
 async fn a_release_lost_with_its_leader(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, tune).await?;
     let client = nodes[3].registry.clone();
     let Held {
         lease,
@@ -267,7 +273,9 @@ fn a_release_whose_caller_stopped_waiting_is_made_all_the_same() {
 /// the call, shorter than the request timeout): the lock must still be given back, not kept
 /// by a holder nobody will release for as long as the client's session lives.
 async fn a_release_dropped_by_its_caller(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, tune).await?;
     let client = nodes[3].registry.clone();
     let Held {
         lease,
@@ -314,7 +322,9 @@ fn a_grant_that_reaches_a_fenced_node_is_given_back() {
 }
 
 async fn a_grant_reaching_a_fenced_node(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune_wide_margin).await?;
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, tune_wide_margin).await?;
     let voter = nodes[0].registry.clone();
     let client = nodes[3].registry.clone();
     let client_node = nodes[3].node.id().clone();
@@ -392,7 +402,9 @@ fn a_group_entry_committed_while_its_caller_was_cut_off_leaves_with_its_actor() 
 /// timeout: the entry is in, and when its actor ends it must go, not stay for as long as the
 /// node's session lives.
 async fn a_group_entry_committed_while_cut_off(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, tune).await?;
     let client = nodes[3].registry.clone();
     let voter = nodes[0].registry.clone();
     let actor = nodes[3]

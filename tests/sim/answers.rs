@@ -20,7 +20,9 @@ fn a_write_from_a_client_node_costs_the_leader_one_datagram_to_that_node() {
 }
 
 async fn each_write_costs_one_datagram(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, tune).await?;
     let client = &nodes[3];
     let leader = nodes[..3]
         .iter()

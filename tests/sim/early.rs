@@ -80,7 +80,9 @@ fn a_client_node_cut_off_from_the_followers_gets_its_writes_on_the_leaders_word(
 }
 
 async fn writes_go_on_without_notices(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, tune).await?;
     let client = &nodes[3];
     let followers: Vec<_> = nodes[..3]
         .iter()

@@ -37,7 +37,9 @@ fn a_fenced_node_gives_its_locks_on_once_their_actors_ended() {
 }
 
 async fn a_fenced_node_gives_its_locks_on(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, tune).await?;
     let client = nodes[3].registry.clone();
     let lease = client
         .try_lock("x")

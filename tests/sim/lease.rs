@@ -26,7 +26,9 @@ fn a_cut_off_leader_answers_reads_on_its_lease_only_until_another_could_lead() {
 }
 
 async fn a_cut_off_leader_reads_on_its_lease(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, tune).await?;
     let client = nodes[3].registry.clone();
     client
         .put("k", b"before".to_vec())

@@ -34,6 +34,7 @@
 
 mod abandoned;
 mod answers;
+mod cut_off;
 mod early;
 mod fenced;
 mod lease;

@@ -29,7 +29,9 @@ fn a_lock_call_in_line_when_the_session_expires_says_so_at_once() {
 /// its session expires. The expiry takes it out of the line; once it hears of the expiry, its
 /// call must end with `SessionExpired`, not wait out its timeout and report `Timeout`.
 async fn a_lock_call_in_line_when_the_session_expires(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, tune).await?;
     let voter = nodes[0].registry.clone();
     let client = nodes[3].registry.clone();
     let client_node = nodes[3].node.id().clone();
@@ -103,7 +105,9 @@ fn a_renewal_counts_as_the_periodic_keepalive_does() {
 /// renewal, so it must not fence itself before then (it did, counting only from the last
 /// periodic renewal).
 async fn a_renewal_counts(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune_slow_keepalives).await?;
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, tune_slow_keepalives).await?;
     let client = nodes[3].registry.clone();
     let sent = Instant::now();
     client

@@ -32,6 +32,9 @@ pub(crate) fn run<F: Future<Output = Result<(), String>>>(
 pub(crate) struct Cluster {
     pub(crate) net: SimNet,
     pub(crate) nodes: Vec<SimNode>,
+    /// The cluster's CA, to start nodes again.
+    pub(crate) ca: ClusterCa,
+    /// Where the nodes keep their data: `<dir>/<name>`.
     pub(crate) _dir: tempfile::TempDir,
 }
 
@@ -65,6 +68,7 @@ pub(crate) async fn four_nodes(
     Ok(Cluster {
         net,
         nodes,
+        ca,
         _dir: dir,
     })
 }

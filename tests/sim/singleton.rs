@@ -50,7 +50,9 @@ fn a_singleton_still_starting_ends_when_its_node_fences_itself() {
 }
 
 async fn a_singleton_fenced_while_starting(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, tune).await?;
     let client = &nodes[3];
     let (began, instances) = mpsc::unbounded_channel();
     let manager = Singleton::new("slow", move |_token| SlowStart {
@@ -69,7 +71,9 @@ fn an_agent_s_singleton_still_starting_ends_when_its_node_fences_itself() {
 }
 
 async fn an_agent_s_singleton_fenced_while_starting(seed: u64) -> Result<(), String> {
-    let Cluster { net, nodes, _dir } = four_nodes(seed, tune).await?;
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, tune).await?;
     let client = &nodes[3];
     let (began, instances) = mpsc::unbounded_channel();
     client

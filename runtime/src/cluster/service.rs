@@ -354,12 +354,26 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Joins through the first of `seeds` that accepts this node.
+    /// Joins through the first of `seeds` that accepts this node, then dials the seeds after it
+    /// that are not members yet, from a task.
+    ///
+    /// The member lists of the first seed bring the rest of the cluster, but not a seed that
+    /// seed does not count as a member: one cut off from it, or declared down while it was.
+    /// Such a node may know no address of the cluster any more (every peer it knew started
+    /// again on another address) and so never hear that it was declared down, which it learns
+    /// from a refusal when it connects: it would neither rejoin nor be restarted. Dialed as a
+    /// seed, it joins, or is refused and learns it.
     pub async fn join(&self, seeds: &[SocketAddr]) -> Result<(), ClusterError> {
         let mut last = String::from("no seed given");
-        for &seed in seeds {
+        for (at, &seed) in seeds.iter().enumerate() {
             match self.dial(seed).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    let rest = seeds[at + 1..].to_vec();
+                    if !rest.is_empty() {
+                        tokio::spawn(self.clone().dial_other_seeds(rest));
+                    }
+                    return Ok(());
+                }
                 Err(err) => last = err.to_string(),
             }
         }
@@ -371,6 +385,23 @@ impl Cluster {
                 .join(", "),
             last,
         })
+    }
+
+    /// Dials each of `seeds` that no connected member listens on (see [`join`](Self::join)).
+    async fn dial_other_seeds(self, seeds: Vec<SocketAddr>) {
+        for seed in seeds {
+            let known = {
+                let state = self.inner.state.lock();
+                state.left
+                    || state.peers.iter().any(|(node, peer)| {
+                        peer.link.is_some()
+                            && state.membership.get(node).is_some_and(|m| m.listen == seed)
+                    })
+            };
+            if !known {
+                let _ = self.dial(seed).await;
+            }
+        }
     }
 
     /// The name of the cluster this node belongs to.
