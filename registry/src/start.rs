@@ -76,6 +76,8 @@ impl Registry {
             snapshot_max_chunk_size: limits.append as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: config.log_kept_after_snapshot,
+            // Not before this node knows that it votes: `session::watch_standing`.
+            enable_elect: false,
             ..Config::default()
         }
         .validate()
@@ -169,7 +171,7 @@ impl Registry {
             leader_contact,
             retired: Default::default(),
         };
-        tokio::spawn(session::watch_retirement(
+        tokio::spawn(session::watch_standing(
             Arc::downgrade(&shared),
             raft.clone(),
             local.clone(),

@@ -213,6 +213,7 @@ fn a_voter_gone_for_good_gives_its_vote_to_another_node() {
     } else {
         (&others[0], &others[1])
     };
+    let term = raft_position(&d.run("raft"), "term");
     kill(second);
     let answer = d.run("put after-second-loss yes");
     assert!(answer.starts_with("ok "), "{answer}");
@@ -221,6 +222,14 @@ fn a_voter_gone_for_good_gives_its_vote_to_another_node() {
     d.run_until("leader", &voters(&[kept, &first, "d"]));
     back.run_until("get_cached after-second-loss", "value yes");
     assert!(back.run("put through-the-first yes").starts_with("ok "));
+    // Taken back in without a new election: the first never stood for election while it was
+    // not a voter, so its term was not ahead of the leader's when the leader added it (a
+    // later term would have made the leader step down, and writes wait for the next one).
+    let after = raft_position(&d.run("raft"), "term");
+    assert_eq!(
+        after, term,
+        "the leader stepped down when the former voter took the vote back"
+    );
 }
 
 /// A voter declared down and restarted at once keeps its vote, past the time the voter grace
@@ -336,11 +345,18 @@ fn a_full_restart_keeps_every_acknowledged_write() {
     }
     drop(nodes);
     // Back with their data dirs; none bootstraps: their logs say who votes.
+    let restarted = Instant::now();
     let mut a = ChildNode::start_detached("a", dir.path(), &[]);
     let seeds = vec![a.addr.clone()];
     let _b = ChildNode::start_detached("b", dir.path(), &seeds);
     let _c = ChildNode::start_detached("c", dir.path(), &seeds);
     a.wait_ready();
+    // A node started on a log that names it a voter stands for election once it knows the
+    // registry has no leader: here once another voter answers that it hears none.
+    eprintln!(
+        "the restarted registry opened a's session {:?} after the restart",
+        restarted.elapsed()
+    );
     for i in acknowledged {
         assert_eq!(
             a.run(&format!("get r{i}")).split_whitespace().nth(1),

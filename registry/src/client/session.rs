@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use super::Shared;
 use crate::error::RegistryError;
 use crate::raft::Voter;
-use crate::server::LeaderContact;
 use crate::server::protocol::{Answer, FeedMsg, Query, ServerMsg};
+use crate::server::{LEADER_SILENCE, LeaderContact};
 use crate::state::{Command, Outcome};
 
 /// Opens this node's session, retrying until a leader commits it or `timeout` passes.
@@ -239,7 +239,7 @@ pub(crate) struct LocalVoter {
     /// When a leader last replicated to this node.
     pub(crate) leader_contact: LeaderContact,
     /// Whether the registry's leader said this node does not vote although its own log says
-    /// it does ([`watch_retirement`]).
+    /// it does ([`watch_standing`]).
     pub(crate) retired: Arc<AtomicBool>,
 }
 
@@ -247,7 +247,7 @@ impl LocalVoter {
     /// Whether this node's copy may follow its own state machine: its own log names it a
     /// voter, the leader did not say otherwise, and a leader has replicated to it since it
     /// started (or it leads). Until then it follows the leader like any other node's: a
-    /// former voter back with its data dir (see [`watch_retirement`]) has a log that names it
+    /// former voter back with its data dir (see [`watch_standing`]) has a log that names it
     /// a voter, but nothing feeds its state machine, and its first write (its session's
     /// opening) would wait for a copy that never shows it, while its session's time runs.
     fn votes(&self) -> bool {
@@ -260,6 +260,24 @@ impl LocalVoter {
     fn leads(&self) -> bool {
         let metrics = self.metrics.borrow();
         metrics.state == openraft::ServerState::Leader && metrics.current_leader == Some(self.id)
+    }
+
+    /// The names of the other voters this node's own Raft log names.
+    fn other_voters(&self) -> Vec<String> {
+        let metrics = self.metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        membership
+            .voter_ids()
+            .filter(|id| *id != self.id)
+            .filter_map(|id| membership.get_node(&id).map(|voter| voter.name.clone()))
+            .collect()
+    }
+
+    /// Whether this node's own Raft log names it the only voter.
+    fn sole_voter(&self) -> bool {
+        let metrics = self.metrics.borrow();
+        let mut voters = metrics.membership_config.membership().voter_ids();
+        voters.next() == Some(self.id) && voters.next().is_none()
     }
 
     /// Whether this node's own Raft log names it a voter.
@@ -288,69 +306,141 @@ async fn next_tick(tick: &mut tokio::time::Interval, shared: &Weak<Shared>) -> O
     (!shared.left.load(Ordering::Acquire)).then_some(shared)
 }
 
-/// How often a node whose log names it a voter, and which hears no leader, asks the leader
-/// whether it still votes.
+/// How often the node looks at whether its Raft should stand for election
+/// ([`watch_standing`]).
+const STANDING_CHECK: Duration = Duration::from_millis(50);
+
+/// How often a node that stands for election, whose log names it a voter and which hears no
+/// leader, asks the leader whether it still votes.
 const RETIREMENT_CHECK: Duration = Duration::from_millis(500);
 
-/// How long without an AppendEntries or a snapshot's chunk taken counts as not hearing a
-/// leader: twenty heartbeats at the default interval, longer than an election takes.
-const LEADER_SILENCE: Duration = Duration::from_secs(1);
+/// How long the leader may take to answer whether this node votes, and another voter whether
+/// it hears a leader, each time it is asked.
+const ASK_LIMIT: Duration = Duration::from_millis(400);
 
-/// Notices that this node lost its vote while it was away, and stops it standing for
-/// election.
+/// Decides whether this node's Raft stands for election: not before it knows it votes, and no
+/// longer once it learns it lost its vote while it was away.
 ///
 /// A voter gone for longer than the voter grace (`RegistryConfig::voter_grace`) gives its
 /// vote to another node (`server::leader`). Back with its data dir, its log still names it a
-/// voter of the old configuration: its Raft node would stand for election again and again (the
-/// voters refuse it, their logs being ahead, but each try costs a round of messages and log
-/// lines). So while the log names this node a voter and no leader replicates to it, it asks
-/// the leader its client side knows for the voters; if it is not among them, it no longer
-/// stands for election, and its copy keeps following the leader ([`LocalVoter::votes`]). It
-/// stands again once a leader replicates to it (the leader added it back).
-pub(crate) async fn watch_retirement(
+/// voter of the old configuration. Standing for election on that log, it would raise its term
+/// with each try (the voters refuse it, their logs being ahead); and when the leader later
+/// takes it as a voter again, it would refuse the leader's first AppendEntries for that later
+/// term, and the leader would step down: writes wait for the next election (openraft 0.9 has
+/// no pre-vote round to spare this). So Raft starts without standing for election
+/// (`enable_elect` off, `start`), and this node stands once:
+/// - a leader replicates to it (it is a voter or a learner of the leader's configuration);
+/// - its log names it the only voter;
+/// - the leader says it is among the voters; or
+/// - no leader answered, and the other voters its log names that answer neither lead nor
+///   hear a leader ([`ServerMsg::HearsLeader`]): the whole registry started again, say, and
+///   no leader comes until a voter stands. (A node that reaches none of them has no votes to
+///   win, and waits.)
+///
+/// If the leader says it is not among the voters, it does not stand, and its copy follows the
+/// leader ([`LocalVoter::votes`]); later, whenever its log names it a voter and no leader
+/// replicates to it, it asks again. It stands again once a leader replicates to it (the
+/// leader took it back as a voter).
+pub(crate) async fn watch_standing(
     shared: Weak<Shared>,
     raft: openraft::Raft<crate::raft::TypeConfig>,
     local: LocalVoter,
 ) {
-    let mut tick = tokio::time::interval(RETIREMENT_CHECK);
+    let mut stands = false;
+    let mut asked: Option<Instant> = None;
+    let mut tick = tokio::time::interval(STANDING_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stand = |why: &str, me: &ensemble_runtime::NodeId| {
+        tracing::info!(node = %me, "this node's registry Raft stands for election: {why}");
+        raft.runtime_config().elect(true);
+    };
     loop {
         let Some(shared) = next_tick(&mut tick, &shared).await else {
             return;
         };
-        if local.retired.load(Ordering::Acquire) {
-            if local.hears_a_leader() {
-                tracing::info!(node = %shared.me(), "a registry leader replicates to this node again: it stands for election when its log says it votes");
-                raft.runtime_config().elect(true);
-                local.retired.store(false, Ordering::Release);
+        if local.hears_a_leader() {
+            if local.retired.swap(false, Ordering::AcqRel) || !stands {
+                stand("a registry leader replicates to it", shared.me());
+                stands = true;
             }
             continue;
         }
-        if !local.named_a_voter() || local.hears_a_leader() {
+        if local.retired.load(Ordering::Acquire) || !local.named_a_voter() {
             continue;
         }
+        if local.sole_voter() {
+            if !stands {
+                stand("its log names it the only voter", shared.me());
+                stands = true;
+            }
+            continue;
+        }
+        if stands {
+            // Asked at most every so often, and only of a leader other than this node: during
+            // an election there is none to ask.
+            let me = shared.me().name();
+            let leader = shared.leader.lock().clone().filter(|l| l != me);
+            if leader.is_none() || asked.is_some_and(|at| at.elapsed() < RETIREMENT_CHECK) {
+                continue;
+            }
+        }
+        asked = Some(Instant::now());
+        let voters = match tokio::time::timeout(ASK_LIMIT, shared.read(Query::Voters)).await {
+            Ok(Ok(Answer::Voters(voters))) if !voters.is_empty() => Some(voters),
+            _ => None,
+        };
         let me = shared.me().name().to_owned();
-        let Some(leader) = shared.leader.lock().clone().filter(|l| *l != me) else {
-            continue;
-        };
-        let Ok(Answer::Voters(voters)) = shared.read(Query::Voters).await else {
-            continue;
-        };
-        // Checked again after the read: a leader may have begun to replicate meanwhile.
-        if voters.is_empty() || voters.contains(&me) || local.hears_a_leader() {
-            continue;
+        match voters {
+            // Checked again after the read: a leader may have begun to replicate meanwhile.
+            Some(voters) if !voters.contains(&me) && !local.hears_a_leader() => {
+                tracing::warn!(
+                    node = %shared.me(),
+                    voters = %voters.join(","),
+                    "this node's registry log names it a voter, but the registry's voters are \
+                     now others (it was away for longer than the voter grace): it does not \
+                     stand for election, and its copy of the registry follows the leader"
+                );
+                raft.runtime_config().elect(false);
+                local.retired.store(true, Ordering::Release);
+                stands = false;
+            }
+            Some(voters) if voters.contains(&me) && !stands => {
+                stand(
+                    "the registry's leader counts it among the voters",
+                    shared.me(),
+                );
+                stands = true;
+            }
+            None if !stands && leaderless(&shared, &local).await => {
+                stand(
+                    "no registry leader answered, and the other voters its log names that \
+                     answered hear none either (the whole registry started again, say)",
+                    shared.me(),
+                );
+                stands = true;
+            }
+            _ => {}
         }
-        tracing::warn!(
-            node = %shared.me(),
-            %leader,
-            voters = %voters.join(","),
-            "this node's registry log names it a voter, but the registry's voters are now others \
-             (it was away for longer than the voter grace): it no longer stands for election, \
-             and its copy of the registry follows the leader"
-        );
-        raft.runtime_config().elect(false);
-        local.retired.store(true, Ordering::Release);
     }
+}
+
+/// Whether the registry has no leader, as far as this node can tell: at least one of the
+/// other voters its own log names answered, and none of those that did leads or hears a
+/// leader.
+async fn leaderless(shared: &Shared, local: &LocalVoter) -> bool {
+    let mut answered = false;
+    for name in local.other_voters() {
+        let Ok(Ok(server)) = tokio::time::timeout(ASK_LIMIT, shared.servers.get(&name)).await
+        else {
+            continue;
+        };
+        match server.ask(ServerMsg::HearsLeader, ASK_LIMIT).await {
+            Ok(true) => return false,
+            Ok(false) => answered = true,
+            Err(_) => {}
+        }
+    }
+    answered
 }
 
 /// Keeps the mirror subscribed: a voter to its own server, whose state machine applies every

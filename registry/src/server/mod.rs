@@ -74,6 +74,10 @@ pub(crate) struct Server {
     leader_contact: LeaderContact,
 }
 
+/// How long without an AppendEntries or a snapshot's chunk taken counts as not hearing a
+/// leader: twenty heartbeats at the default interval, longer than an election takes.
+pub(crate) const LEADER_SILENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// When this node's server last took an AppendEntries or a snapshot's chunk from a leader it
 /// follows: a leader replicates to this node, which is then a voter or a learner of that
 /// leader's configuration (`client::session` asks).
@@ -407,6 +411,10 @@ impl Actor for Server {
                     task.abort();
                 }
                 self.early_feeds.close(&mirror);
+            }
+            ServerMsg::HearsLeader(reply) => {
+                let leads = not_leading(&self.raft.server_metrics().borrow()).is_none();
+                let _ = reply.send(leads || self.leader_contact.within(LEADER_SILENCE));
             }
         }
         Ok(())

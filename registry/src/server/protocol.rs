@@ -54,6 +54,11 @@ pub(crate) enum ServerMsg {
     },
     /// Stop sending to this mirror.
     Unsubscribe(ensemble_runtime::ActorId),
+    /// Whether this node's Raft leads, or a leader replicated to it within
+    /// [`LEADER_SILENCE`](super::LEADER_SILENCE). Any node answers, from what it knows itself:
+    /// asked by a node started on a log that names it a voter, to tell a registry that has a
+    /// leader from one started again as a whole (`client::session::watch_standing`).
+    HearsLeader(ReplyTo<bool>),
 }
 
 /// A follower's answer to an AppendEntries.
