@@ -90,6 +90,7 @@ impl Registry {
         let lease = LeaderLease::new(id, lease_length);
         // Before Raft reads the vote: a restarted node must not resume a lead (see there).
         store.report_own_appends_early(id);
+        let last_log = store.last_log_id_reader();
         let raft = Raft::<TypeConfig>::new(
             id,
             Arc::new(raft_config),
@@ -115,6 +116,16 @@ impl Registry {
             config.voter_grace,
         ));
         let timeout = config.request_timeout.saturating_mul(6);
+        // Not hearing a leader: no AppendEntries for longer than an election takes (twenty
+        // heartbeats, and four of the longest election timeouts: 1 s by default).
+        let leader_silence = config
+            .on_local_clock(config.heartbeat_interval)
+            .saturating_mul(20)
+            .max(
+                config
+                    .on_local_clock(config.election_timeout.1)
+                    .saturating_mul(4),
+            );
         let bootstrap = config.bootstrap;
         let shared = Registry::new_shared(
             cluster.clone(),
@@ -131,7 +142,7 @@ impl Registry {
                     .is_some_and(|shared| shared.waits_on_copy())
             })
         };
-        let leader_contact = LeaderContact::default();
+        let leader_contact = LeaderContact::new(leader_silence);
         let server = node
             .spawn(Server::new(
                 raft.clone(),
@@ -139,8 +150,8 @@ impl Registry {
                 leadership,
                 limits,
                 waits_on_copy,
-                id,
                 leader_contact.clone(),
+                last_log.clone(),
             ))
             .map_err(|e| RegistryError::Start(e.to_string()))?;
         node.register_remote(SERVER_NAME, &server)
@@ -170,6 +181,7 @@ impl Registry {
             metrics: raft.metrics(),
             leader_contact,
             retired: Default::default(),
+            last_log,
         };
         tokio::spawn(session::watch_standing(
             Arc::downgrade(&shared),

@@ -327,6 +327,60 @@ fn a_minority_cannot_write_and_its_lease_holders_fence_themselves() {
     );
 }
 
+/// A former voter (its vote moved to another node while it was away) started again with the
+/// whole registry does not stand for election: the voters its log names hear no leader either
+/// at first, but their logs are ahead of its own. Standing, it would raise its term, and the
+/// leader that later took it back as a voter would step down for that term.
+#[test]
+fn a_former_voter_does_not_stand_for_election_when_the_whole_registry_restarts() {
+    let _turn = one_cluster_at_a_time();
+    let dir = certificates(&["a", "b", "c", "d"]);
+    let env = [(ENV_VOTER_GRACE_MS, "3000")];
+    let mut nodes = three_voters_with(dir.path(), &env);
+    let mut d = ChildNode::start_with("d", dir.path(), &[nodes[0].addr.clone()], false, &env);
+    let leader = leader(&mut d);
+    let at = nodes.iter().position(|n| n.name != leader).unwrap();
+    let former = nodes[at].name.clone();
+    let term = raft_position(&nodes[at].run("raft"), "term");
+    nodes[at].kill();
+    let mut voters: Vec<&str> = ["a", "b", "c", "d"]
+        .into_iter()
+        .filter(|n| *n != former)
+        .collect();
+    voters.sort_unstable();
+    d.run_until("leader", &format!(" voters {}", voters.join(",")));
+
+    // Every node stops, and all start again on their data dirs, the former voter too.
+    for node in &mut nodes {
+        node.kill();
+    }
+    d.kill();
+    drop((nodes, d));
+    let mut first = ChildNode::start_detached(voters[0], dir.path(), &[]);
+    let seeds = vec![first.addr.clone()];
+    let mut others: Vec<ChildNode> = ["a", "b", "c", "d"]
+        .into_iter()
+        .filter(|n| *n != voters[0])
+        .map(|name| ChildNode::start_detached(name, dir.path(), &seeds))
+        .collect();
+    first.wait_ready();
+    for node in &mut others {
+        node.wait_ready();
+    }
+    assert!(first.run("put after-restart yes").starts_with("ok "));
+    let back = others.iter_mut().find(|n| n.name == former).unwrap();
+    // Its term is the one it had before it was killed, and stays so.
+    let watched = Instant::now();
+    while watched.elapsed() < std::time::Duration::from_millis(1500) {
+        let now = raft_position(&back.run("raft"), "term");
+        assert_eq!(
+            now, term,
+            "the former voter stood for election after the whole registry restarted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_full_restart_keeps_every_acknowledged_write() {
     let _turn = one_cluster_at_a_time();

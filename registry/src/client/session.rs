@@ -10,9 +10,11 @@ use tokio::time::Instant;
 
 use super::Shared;
 use crate::error::RegistryError;
+use crate::raft::TypeConfig;
 use crate::raft::Voter;
-use crate::server::protocol::{Answer, FeedMsg, Query, ServerMsg};
-use crate::server::{LEADER_SILENCE, LeaderContact};
+use crate::raft::log_store::LastLogId;
+use crate::server::LeaderContact;
+use crate::server::protocol::{Answer, FeedMsg, Hearing, Query, ServerMsg};
 use crate::state::{Command, Outcome};
 
 /// Opens this node's session, retrying until a leader commits it or `timeout` passes.
@@ -241,6 +243,8 @@ pub(crate) struct LocalVoter {
     /// Whether the registry's leader said this node does not vote although its own log says
     /// it does ([`watch_standing`]).
     pub(crate) retired: Arc<AtomicBool>,
+    /// The last entry of this node's Raft log.
+    pub(crate) last_log: LastLogId<TypeConfig>,
 }
 
 impl LocalVoter {
@@ -294,7 +298,7 @@ impl LocalVoter {
     /// configuration. (Not openraft's `current_leader`, which names the leader of the vote
     /// this node last saw committed, also when that leader no longer sends it anything.)
     fn hears_a_leader(&self) -> bool {
-        self.leader_contact.within(LEADER_SILENCE)
+        self.leader_contact.recent()
     }
 }
 
@@ -313,10 +317,6 @@ const STANDING_CHECK: Duration = Duration::from_millis(50);
 /// How often a node that stands for election, whose log names it a voter and which hears no
 /// leader, asks the leader whether it still votes.
 const RETIREMENT_CHECK: Duration = Duration::from_millis(500);
-
-/// How long the leader may take to answer whether this node votes, and another voter whether
-/// it hears a leader, each time it is asked.
-const ASK_LIMIT: Duration = Duration::from_millis(400);
 
 /// Decides whether this node's Raft stands for election: not before it knows it votes, and no
 /// longer once it learns it lost its vote while it was away.
@@ -385,14 +385,23 @@ pub(crate) async fn watch_standing(
             }
         }
         asked = Some(Instant::now());
-        let voters = match tokio::time::timeout(ASK_LIMIT, shared.read(Query::Voters)).await {
+        // One attempt's share of a call: longer on a cluster set up for slow links.
+        let limit = shared.attempt_timeout(shared.config.request_timeout);
+        let voters = match tokio::time::timeout(limit, shared.read(Query::Voters)).await {
             Ok(Ok(Answer::Voters(voters))) if !voters.is_empty() => Some(voters),
             _ => None,
         };
         let me = shared.me().name().to_owned();
         match voters {
             // Checked again after the read: a leader may have begun to replicate meanwhile.
-            Some(voters) if !voters.contains(&me) && !local.hears_a_leader() => {
+            // And only a leader whose log is ahead of this node's retires it: a leader of a
+            // registry started anew beside this one (a first node whose data dir was lost,
+            // started without `join`) is not one to give this node's vote up for.
+            Some(voters)
+                if !voters.contains(&me)
+                    && !local.hears_a_leader()
+                    && leader_log_ahead(&shared, &local, limit).await =>
+            {
                 tracing::warn!(
                     node = %shared.me(),
                     voters = %voters.join(","),
@@ -411,10 +420,11 @@ pub(crate) async fn watch_standing(
                 );
                 stands = true;
             }
-            None if !stands && leaderless(&shared, &local).await => {
+            None if !stands && may_win_leaderless(&shared, &local, limit).await => {
                 stand(
                     "no registry leader answered, and the other voters its log names that \
-                     answered hear none either (the whole registry started again, say)",
+                     answered hear none either and have no later log (the whole registry \
+                     started again, say)",
                     shared.me(),
                 );
                 stands = true;
@@ -424,23 +434,50 @@ pub(crate) async fn watch_standing(
     }
 }
 
-/// Whether the registry has no leader, as far as this node can tell: at least one of the
-/// other voters its own log names answered, and none of those that did leads or hears a
-/// leader.
-async fn leaderless(shared: &Shared, local: &LocalVoter) -> bool {
+/// Asks the server of node `name` whether it leads or hears a leader, and for its log's last
+/// entry, within `limit`; `None` without an answer (its server found again at the next ask).
+async fn hearing(shared: &Shared, name: &str, limit: Duration) -> Option<Hearing> {
+    let server = tokio::time::timeout(limit, shared.servers.get(name))
+        .await
+        .ok()?
+        .ok()?;
+    let answer = server.ask(ServerMsg::HearsLeader, limit).await;
+    if answer.is_err() {
+        // A node restarted since it was looked up has a new server.
+        shared.servers.forget(name);
+    }
+    answer.ok()
+}
+
+/// Whether this node should stand in a registry that has no leader, as far as it can tell: at
+/// least one of the other voters its own log names answered, none of those that did leads or
+/// hears a leader, and none has a later log than this node's. One with a later log would not
+/// vote for it: it stands instead. And a former voter back with an old log, whose log names
+/// voters that no longer vote, must not stand on their word and raise its term.
+async fn may_win_leaderless(shared: &Shared, local: &LocalVoter, limit: Duration) -> bool {
+    let mine = local.last_log.get();
     let mut answered = false;
     for name in local.other_voters() {
-        let Ok(Ok(server)) = tokio::time::timeout(ASK_LIMIT, shared.servers.get(&name)).await
-        else {
-            continue;
-        };
-        match server.ask(ServerMsg::HearsLeader, ASK_LIMIT).await {
-            Ok(true) => return false,
-            Ok(false) => answered = true,
-            Err(_) => {}
+        match hearing(shared, &name, limit).await {
+            Some(Hearing { leader: true, .. }) => return false,
+            Some(Hearing { last_log, .. }) if last_log > mine => return false,
+            Some(_) => answered = true,
+            None => {}
         }
     }
     answered
+}
+
+/// Whether the leader this node's calls found has a later log than this node's (asked within
+/// `limit`).
+async fn leader_log_ahead(shared: &Shared, local: &LocalVoter, limit: Duration) -> bool {
+    let Some(leader) = shared.leader.lock().clone() else {
+        return false;
+    };
+    let mine = local.last_log.get();
+    hearing(shared, &leader, limit)
+        .await
+        .is_some_and(|h| h.last_log > mine)
 }
 
 /// Keeps the mirror subscribed: a voter to its own server, whose state machine applies every

@@ -33,7 +33,7 @@
 //! openraft 0.9 would start a node whose saved vote is its own committed vote as the leader of
 //! that term again, with the commit index it saved without a sync of its own, which may lag
 //! behind reads it answered before it stopped. The registry's log store never lets it
-//! (`log_store`, "A leader's own entries"): a restarted node stands for election. So every
+//! (`log_store`, "A leader's own entries"): a restarted node must win an election. So every
 //! leader commits an entry of its own term before it answers a read, and that entry is above
 //! everything any earlier leader committed.
 //!

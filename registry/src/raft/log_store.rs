@@ -144,7 +144,8 @@
 //! - A node answers an AppendEntries with success only once its log is durable up to the entry
 //!   it matched (`server`): it may hold entries it wrote as leader of an earlier term.
 //! - A restarted node never resumes its lead: its own committed vote reads back uncommitted, so
-//!   it stands for election in a later term, still voting for nobody else in its old one.
+//!   it must win an election in a later term (once it stands: `client::session`), still
+//!   voting for nobody else in its old one.
 //!   openraft 0.9 would otherwise make it leader of the same term again, and it could write new
 //!   entries under the log ids of entries it lost in the crash and its followers hold.
 //!
@@ -202,8 +203,8 @@ use std::ops::Bound;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::OnceLock;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
 use fjall::Database;
@@ -516,6 +517,19 @@ where
     _writer: WriterThread,
 }
 
+impl<C> Memory<C>
+where
+    C: RaftTypeConfig,
+{
+    /// The last entry, or the last purged one when none is left.
+    fn last_log_id(&self) -> Option<LogId<C::NodeId>> {
+        match self.entries.last_key_value() {
+            Some((_, entry)) => Some(entry.get_log_id().clone()),
+            None => self.last_purged.clone(),
+        }
+    }
+}
+
 /// The in-memory copy of the log: what the disk will hold once the queue is written and any
 /// held purge released.
 struct Memory<C>
@@ -633,6 +647,36 @@ where
     }
 }
 
+/// Reads the last entry of a [`LogStore`]'s log without keeping the log open: a node that
+/// stopped frees its data dir once Raft lets go of the store, and may be started on it again
+/// at once.
+pub(crate) struct LastLogId<C>(Weak<Shared<C>>)
+where
+    C: RaftTypeConfig;
+
+impl<C> Clone for LastLogId<C>
+where
+    C: RaftTypeConfig,
+{
+    fn clone(&self) -> Self {
+        LastLogId(Weak::clone(&self.0))
+    }
+}
+
+impl<C> LastLogId<C>
+where
+    C: RaftTypeConfig,
+{
+    /// The last entry in the log (on disk or queued for it), or the last purged one when none
+    /// is left, as Raft's log state says; `None` once the log is closed too.
+    ///
+    /// (Were the store dropped everywhere else while this reads, the drop, which waits for
+    /// the writer thread to finish, would happen here: only as a node stops.)
+    pub(crate) fn get(&self) -> Option<LogId<C::NodeId>> {
+        self.0.upgrade()?.memory.lock().last_log_id()
+    }
+}
+
 impl<C> Clone for LogStore<C>
 where
     C: RaftTypeConfig,
@@ -659,6 +703,11 @@ impl<C> LogStore<C>
 where
     C: RaftTypeConfig,
 {
+    /// Reads the log's last entry without keeping the log open ([`LastLogId`]).
+    pub(crate) fn last_log_id_reader(&self) -> LastLogId<C> {
+        LastLogId(Arc::downgrade(&self.shared))
+    }
+
     /// Opens the log in the directory `path`, creating it, and its parents, if they do not
     /// exist, loads the log into memory and starts the writer thread.
     ///
@@ -1069,14 +1118,9 @@ where
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<C::NodeId>> {
         let memory = self.shared.memory.lock();
-        let last_purged_log_id = memory.last_purged.clone();
-        let last_log_id = match memory.entries.last_key_value() {
-            Some((_, entry)) => Some(entry.get_log_id().clone()),
-            None => last_purged_log_id.clone(),
-        };
         Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
+            last_purged_log_id: memory.last_purged.clone(),
+            last_log_id: memory.last_log_id(),
         })
     }
 

@@ -278,11 +278,11 @@ impl Connection {
 
 impl RaftNetwork<TypeConfig> for Connection {
     /// A voter restarted soon after it became unreachable hears from the leader within a
-    /// heartbeat interval, before its election timer can fire (openraft's default waits
-    /// 500 ms). A restarted node does not resume a lead (`LogStore::report_own_appends_early`),
-    /// so one that hears nothing stands for election in a term the leader holds and makes it
-    /// step down. After [`QUICK_RETRIES`], tries (each logged by openraft) come at openraft's
-    /// pace again.
+    /// heartbeat interval (openraft's default waits 500 ms): it does not stand for election
+    /// before a leader replicates to it or it learns that the registry has none
+    /// (`client::session::watch_standing`), and it does not resume a lead
+    /// (`LogStore::report_own_appends_early`). After [`QUICK_RETRIES`], tries (each logged by
+    /// openraft) come at openraft's pace again.
     fn backoff(&self) -> Backoff {
         let quick = (QUICK_RETRIES.as_millis() / self.retry.as_millis().max(1)) as usize;
         Backoff::new(std::iter::repeat_n(self.retry, quick).chain(std::iter::repeat(SLOW_RETRY)))

@@ -30,10 +30,11 @@ use answers::AnswerQueues;
 use early::{Deferred, EarlyFeeds};
 pub(crate) use leader::Leadership;
 use protocol::{
-    Answer, Appended, FEED_IDLE, FeedMsg, ProposalReply, Query, ServerError, ServerMsg,
+    Answer, Appended, FEED_IDLE, FeedMsg, Hearing, ProposalReply, Query, ServerError, ServerMsg,
 };
 
 use crate::limits::{Limits, approx_bytes};
+use crate::raft::log_store::LastLogId;
 use crate::raft::state_machine::Fed;
 use crate::raft::types::{Batch, raft_id};
 use crate::raft::{StateMachine, TypeConfig, Voter};
@@ -72,31 +73,45 @@ pub(crate) struct Server {
     me: u64,
     /// When this node last took an AppendEntries or a snapshot's chunk from a leader.
     leader_contact: LeaderContact,
+    /// The last entry of this node's log ([`ServerMsg::HearsLeader`]).
+    last_log: LastLogId<TypeConfig>,
 }
-
-/// How long without an AppendEntries or a snapshot's chunk taken counts as not hearing a
-/// leader: twenty heartbeats at the default interval, longer than an election takes.
-pub(crate) const LEADER_SILENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// When this node's server last took an AppendEntries or a snapshot's chunk from a leader it
 /// follows: a leader replicates to this node, which is then a voter or a learner of that
 /// leader's configuration (`client::session` asks).
-#[derive(Clone, Default)]
-pub(crate) struct LeaderContact(Arc<Mutex<Option<tokio::time::Instant>>>);
+#[derive(Clone)]
+pub(crate) struct LeaderContact {
+    last: Arc<Mutex<Option<tokio::time::Instant>>>,
+    /// How long without one counts as not hearing a leader.
+    silence: std::time::Duration,
+}
 
 impl LeaderContact {
-    fn note(&self) {
-        *self.0.lock() = Some(tokio::time::Instant::now());
+    /// `silence`: how long without an AppendEntries or a snapshot's chunk taken counts as not
+    /// hearing a leader (longer than an election takes: see `start`).
+    pub(crate) fn new(silence: std::time::Duration) -> Self {
+        LeaderContact {
+            last: Arc::default(),
+            silence,
+        }
     }
 
-    /// Whether an AppendEntries or a snapshot's chunk was taken within the last `window`.
-    pub(crate) fn within(&self, window: std::time::Duration) -> bool {
-        self.0.lock().is_some_and(|at| at.elapsed() < window)
+    fn note(&self) {
+        *self.last.lock() = Some(tokio::time::Instant::now());
+    }
+
+    /// Whether a leader replicates to this node: an AppendEntries or a snapshot's chunk was
+    /// taken within the silence.
+    pub(crate) fn recent(&self) -> bool {
+        self.last
+            .lock()
+            .is_some_and(|at| at.elapsed() < self.silence)
     }
 
     /// Whether one was ever taken since this node started.
     pub(crate) fn ever(&self) -> bool {
-        self.0.lock().is_some()
+        self.last.lock().is_some()
     }
 }
 
@@ -107,9 +122,10 @@ impl Server {
         leadership: Leadership,
         limits: Limits,
         waits_on_copy: WaitsOnCopy,
-        me: u64,
         leader_contact: LeaderContact,
+        last_log: LastLogId<TypeConfig>,
     ) -> Server {
+        let me = raft.metrics().borrow().id;
         let (proposals, queue) = mpsc::channel(QUEUE);
         let answers = AnswerQueues::default();
         let early_feeds = EarlyFeeds::start(&state_machine);
@@ -132,6 +148,7 @@ impl Server {
             limits,
             waits_on_copy,
             leader_contact,
+            last_log,
         }
     }
 
@@ -413,8 +430,10 @@ impl Actor for Server {
                 self.early_feeds.close(&mirror);
             }
             ServerMsg::HearsLeader(reply) => {
-                let leads = not_leading(&self.raft.server_metrics().borrow()).is_none();
-                let _ = reply.send(leads || self.leader_contact.within(LEADER_SILENCE));
+                let leader = not_leading(&self.raft.server_metrics().borrow()).is_none()
+                    || self.leader_contact.recent();
+                let last_log = self.last_log.get();
+                let _ = reply.send(Hearing { leader, last_log });
             }
         }
         Ok(())

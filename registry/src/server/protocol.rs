@@ -54,11 +54,21 @@ pub(crate) enum ServerMsg {
     },
     /// Stop sending to this mirror.
     Unsubscribe(ensemble_runtime::ActorId),
-    /// Whether this node's Raft leads, or a leader replicated to it within
-    /// [`LEADER_SILENCE`](super::LEADER_SILENCE). Any node answers, from what it knows itself:
-    /// asked by a node started on a log that names it a voter, to tell a registry that has a
-    /// leader from one started again as a whole (`client::session::watch_standing`).
-    HearsLeader(ReplyTo<bool>),
+    /// Whether this node's Raft leads or a leader replicates to it, and its log's last entry.
+    /// Any node answers, from what it knows itself: asked by a node started on a log that
+    /// names it a voter, to tell a registry that has a leader from one started again as a
+    /// whole, and a log it could win an election with from one behind
+    /// (`client::session::watch_standing`).
+    HearsLeader(ReplyTo<Hearing>),
+}
+
+/// A node's answer to [`ServerMsg::HearsLeader`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Hearing {
+    /// Its Raft leads, or a leader replicated to it lately (`server::LeaderContact`).
+    pub(crate) leader: bool,
+    /// The last entry in its log.
+    pub(crate) last_log: Option<LogId<u64>>,
 }
 
 /// A follower's answer to an AppendEntries.
