@@ -64,6 +64,10 @@ const DISCONNECTED: u32 = 6;
 /// prefix, the request number and MessagePack's markers.
 const SPAWN_ENVELOPE: usize = 128;
 
+/// How long after joining a node waits before it dials the seeds after the one that took it
+/// in ([`Cluster::join`]): that one sends its member list as soon as they connect.
+const OTHER_SEEDS_AFTER: Duration = Duration::from_millis(500);
+
 /// The smallest `max_frame_size` taken: room for the handshake and the control traffic
 /// (member lists of a hundred nodes). The registry asks for more (64 KiB).
 pub const MIN_MAX_FRAME: usize = 16 * 1024;
@@ -355,7 +359,7 @@ impl Cluster {
     }
 
     /// Joins through the first of `seeds` that accepts this node, then dials the seeds after it
-    /// that are not members yet, from a task.
+    /// that are not members by then, from a task.
     ///
     /// The member lists of the first seed bring the rest of the cluster, but not a seed that
     /// seed does not count as a member: one cut off from it, or declared down while it was.
@@ -387,16 +391,19 @@ impl Cluster {
         })
     }
 
-    /// Dials each of `seeds` that no connected member listens on (see [`join`](Self::join)).
+    /// Dials each of `seeds` that is not this node and on which no member it knows of listens
+    /// (see [`join`](Self::join)), once the first seed's member list has had time to come
+    /// ([`OTHER_SEEDS_AFTER`]): a member it names is dialed by one side of the pair anyway,
+    /// and a second dial would only race that one.
     async fn dial_other_seeds(self, seeds: Vec<SocketAddr>) {
+        tokio::time::sleep(OTHER_SEEDS_AFTER).await;
+        let me = self.local_addr();
         for seed in seeds {
             let known = {
                 let state = self.inner.state.lock();
                 state.left
-                    || state.peers.iter().any(|(node, peer)| {
-                        peer.link.is_some()
-                            && state.membership.get(node).is_some_and(|m| m.listen == seed)
-                    })
+                    || seed == me
+                    || state.membership.members().iter().any(|m| m.listen == seed)
             };
             if !known {
                 let _ = self.dial(seed).await;
