@@ -318,6 +318,15 @@ const STANDING_CHECK: Duration = Duration::from_millis(50);
 /// leader, asks the leader whether it still votes.
 const RETIREMENT_CHECK: Duration = Duration::from_millis(500);
 
+/// How often a node that does not stand yet asks (the first time at once).
+const UNDECIDED_ASK: Duration = Duration::from_millis(200);
+
+/// How many silences (no leader heard: `server::LeaderContact`) a node whose log names it a
+/// voter waits, undecided, before it stands all the same: a voter whose word held it back
+/// (a later log, or a lead) may be unable to act on it, its Raft stopped by a failed disk,
+/// say, and the others must not wait on it forever.
+const UNDECIDED_SILENCES: u32 = 5;
+
 /// Decides whether this node's Raft stands for election: not before it knows it votes, and no
 /// longer once it learns it lost its vote while it was away.
 ///
@@ -348,6 +357,8 @@ pub(crate) async fn watch_standing(
 ) {
     let mut stands = false;
     let mut asked: Option<Instant> = None;
+    // Since when this node, named a voter, has waited without standing or retiring.
+    let mut undecided_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(STANDING_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stand = |why: &str, me: &ensemble_runtime::NodeId| {
@@ -366,6 +377,7 @@ pub(crate) async fn watch_standing(
             continue;
         }
         if local.retired.load(Ordering::Acquire) || !local.named_a_voter() {
+            undecided_since = None;
             continue;
         }
         if local.sole_voter() {
@@ -381,6 +393,20 @@ pub(crate) async fn watch_standing(
             let me = shared.me().name();
             let leader = shared.leader.lock().clone().filter(|l| l != me);
             if leader.is_none() || asked.is_some_and(|at| at.elapsed() < RETIREMENT_CHECK) {
+                continue;
+            }
+        } else {
+            let since = *undecided_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= local.leader_contact.silence() * UNDECIDED_SILENCES {
+                stand(
+                    "it heard no leader for five silences and was told neither that it \
+                     votes nor that it does not",
+                    shared.me(),
+                );
+                stands = true;
+                continue;
+            }
+            if asked.is_some_and(|at| at.elapsed() < UNDECIDED_ASK) {
                 continue;
             }
         }

@@ -109,6 +109,11 @@ impl LeaderContact {
             .is_some_and(|at| at.elapsed() < self.silence)
     }
 
+    /// How long without one counts as not hearing a leader.
+    pub(crate) fn silence(&self) -> std::time::Duration {
+        self.silence
+    }
+
     /// Whether one was ever taken since this node started.
     pub(crate) fn ever(&self) -> bool {
         self.last.lock().is_some()
@@ -430,10 +435,23 @@ impl Actor for Server {
                 self.early_feeds.close(&mirror);
             }
             ServerMsg::HearsLeader(reply) => {
-                let leader = not_leading(&self.raft.server_metrics().borrow()).is_none()
-                    || self.leader_contact.recent();
-                let last_log = self.last_log.get();
-                let _ = reply.send(Hearing { leader, last_log });
+                // A Raft that stopped on a fatal error (its log could not be written) leads
+                // nobody and wins no election, though its metrics and log still say what they
+                // said last: it must not hold the others back from standing.
+                let stopped = self.raft.metrics().borrow().running_state.is_err();
+                let hearing = if stopped {
+                    Hearing {
+                        leader: false,
+                        last_log: None,
+                    }
+                } else {
+                    Hearing {
+                        leader: not_leading(&self.raft.server_metrics().borrow()).is_none()
+                            || self.leader_contact.recent(),
+                        last_log: self.last_log.get(),
+                    }
+                };
+                let _ = reply.send(hearing);
             }
         }
         Ok(())
