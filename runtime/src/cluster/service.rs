@@ -359,7 +359,7 @@ impl Cluster {
     }
 
     /// Joins through the first of `seeds` that accepts this node, then dials the seeds after it
-    /// that are not members by then, from a task.
+    /// that are not members by then, from a task. This node's own address is skipped.
     ///
     /// The member lists of the first seed bring the rest of the cluster, but not a seed that
     /// seed does not count as a member: one cut off from it, or declared down while it was.
@@ -369,7 +369,13 @@ impl Cluster {
     /// seed, it joins, or is refused and learns it.
     pub async fn join(&self, seeds: &[SocketAddr]) -> Result<(), ClusterError> {
         let mut last = String::from("no seed given");
+        let me = self.local_addr();
         for (at, &seed) in seeds.iter().enumerate() {
+            if seed == me {
+                // Every node may be given the same list: dialed, it would refuse itself.
+                last = format!("{seed} is this node's own address");
+                continue;
+            }
             match self.dial(seed).await {
                 Ok(_) => {
                     let rest = seeds[at + 1..].to_vec();
