@@ -717,6 +717,7 @@ async fn scenario(seed: u64) -> Result<String, String> {
     // its node was not connected). A node that learned late that its session expired is
     // restarted first.
     restart_expired_and_wait(&mut sim, &mut nodes).await?;
+    let survivor = pick(&nodes);
     let live: Vec<(usize, u16)> = (0..nodes.len()).map(|i| (i, sim.generations[i])).collect();
     let (unfired, wrongly) = {
         let settled = Instant::now();
