@@ -342,9 +342,11 @@ const UNDECIDED_SILENCES: u32 = 5;
 /// - its log names it the only voter;
 /// - the leader says it is among the voters; or
 /// - no leader answered, and the other voters its log names that answer neither lead nor
-///   hear a leader ([`ServerMsg::HearsLeader`]): the whole registry started again, say, and
-///   no leader comes until a voter stands. (A node that reaches none of them has no votes to
-///   win, and waits.)
+///   hear a leader, nor have a later log ([`ServerMsg::HearsLeader`]): the whole registry
+///   started again, say, and no leader comes until a voter stands. (A node that reaches none
+///   of them has no votes to win, and waits.) Or
+/// - it has waited for [`UNDECIDED_SILENCES`] silences, told neither that it votes nor that
+///   it does not.
 ///
 /// If the leader says it is not among the voters, it does not stand, and its copy follows the
 /// leader ([`LocalVoter::votes`]); later, whenever its log names it a voter and no leader
