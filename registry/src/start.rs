@@ -107,11 +107,10 @@ impl Registry {
         .await
         .map_err(|e| RegistryError::Start(format!("Raft did not start: {e}")))?;
 
-        let leadership = Leadership::new(config.clock_rate, lease);
+        let leadership = Leadership::new(config.clock_rate, lease, cluster.clone());
         tokio::spawn(leadership.clone().run(
             raft.clone(),
             state_machine.clone(),
-            cluster.clone(),
             config.voters,
             config.voter_grace,
         ));

@@ -111,7 +111,15 @@ pub(crate) fn run(args: NodeArgs, matches: &ArgMatches) -> CliResult {
         tokio::select! {
             reason = stop_signal(args.exit_with_stdin) => {
                 say(&format!("node {name}: {reason}; leaving the cluster"));
-                host.stop().await;
+                // A voter hands its registry vote over first, which may take seconds.
+                with_progress(host.stop(), PROGRESS_EVERY, |waited| {
+                    say(&format!(
+                        "node {name}: still leaving after {} s (handing its registry vote over, \
+                         ending the actors bound to its locks, closing its session)",
+                        waited.as_secs()
+                    ))
+                })
+                .await;
                 say(&format!("node {name}: stopped"));
                 Ok(())
             }

@@ -12,7 +12,8 @@
 //! `get KEY`, `get_cached KEY` (local copy), `cas KEY EXPECTED VALUE`, `leader`, `raft` (this
 //! node's log positions: `log I applied I snapshot I purged I`, `-` for none), `lockloop NAME
 //! ROUNDS SEED` (acquire, hold a random few ms, release, ROUNDS times; answers
-//! `R <id> held <token> <start> <end>...` in microseconds of the system clock).
+//! `R <id> held <token> <start> <end>...` in microseconds of the system clock), `leave`
+//! (`Registry::leave`: a voter hands its vote over, then the session closes).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -297,6 +298,11 @@ impl Driver {
                 }
                 Ok(format!("held {}", held.join(" ")))
             }
+            "leave" => registry
+                .leave()
+                .await
+                .map(|()| "ok".to_owned())
+                .map_err(|e| e.to_string()),
             other => Err(format!("unknown op {other:?}")),
         }
     }

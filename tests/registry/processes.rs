@@ -232,6 +232,51 @@ fn a_voter_gone_for_good_gives_its_vote_to_another_node() {
     );
 }
 
+/// The leader leaves on purpose (`Registry::leave`, as a node stopped with Ctrl-C does): it
+/// hands its vote to the fourth node before its session closes, and steps down. Then one more
+/// of the first voters is killed, and the registry still writes with two of its three voters.
+/// Without the hand-over the vote would move only after the voter grace (30 s by default),
+/// and the second loss would have cost the quorum.
+#[test]
+fn a_leader_that_leaves_hands_its_vote_over_first() {
+    let _turn = one_cluster_at_a_time();
+    let dir = certificates(&["a", "b", "c", "d"]);
+    let mut nodes = three_voters(dir.path());
+    let mut d = ChildNode::start("d", dir.path(), &[nodes[0].addr.clone()], false);
+    assert!(d.run("put before yes").starts_with("ok "));
+    let leaving = leader(&mut d);
+    let at = nodes.iter().position(|n| n.name == leaving).unwrap();
+    let term = raft_position(&d.run("raft"), "term");
+    assert_eq!(nodes[at].run("leave"), "ok");
+    // Once `leave` returned, the fourth node votes in its place.
+    let mut stays: Vec<String> = nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .filter(|n| *n != leaving)
+        .collect();
+    let mut expected = stays.clone();
+    expected.push("d".into());
+    expected.sort();
+    let answer = d.run_until_answer("leader", |answer| answer.contains(" voters "));
+    assert!(
+        answer.ends_with(&format!(" voters {}", expected.join(","))),
+        "right after the leader {leaving} left: {answer}"
+    );
+    // The next leader was elected in a later term, among the new voters.
+    let next = leader(&mut d);
+    assert_ne!(next, leaving);
+    assert!(raft_position(&d.run("raft"), "term") > term);
+    nodes.remove(at).kill();
+    // One more of the first voters dies, one that does not lead: two of three are left.
+    stays.retain(|n| *n != next);
+    if let Some(second) = stays.first() {
+        nodes.iter_mut().find(|n| n.name == *second).unwrap().kill();
+    }
+    let answer = d.run("put after yes");
+    assert!(answer.starts_with("ok "), "{answer}");
+    assert!(d.run("get before").starts_with("value yes "));
+}
+
 /// A voter declared down and restarted at once keeps its vote, past the time the voter grace
 /// would have ended had it stayed away, and the registry needs it to write.
 #[test]

@@ -2,15 +2,18 @@
 //! once, it stops renewing the session and never opens it again, and it stays fenced. Before,
 //! its next keepalive found no session and opened a new one, so the node came back as live.
 //!
-//! The test is deterministic: a perfect network and paused time.
+//! A voter that leaves hands its vote to another node first, so that the registry keeps three
+//! running voters and can lose one more at once: whether the voter leads or not.
+//!
+//! The tests are deterministic: a perfect network and paused time.
 
 use std::time::Duration;
 
 use ensemble::registry::{RegistryConfig, RegistryError};
 use tokio::time::Instant;
 
-use crate::setup::{Cluster, four_nodes, run};
-use crate::until;
+use crate::setup::{Cluster, four_nodes, leader_named_by, put_retrying, run};
+use crate::{SimNode, until};
 
 /// How long the node is watched after it left: ten keepalive intervals.
 const WATCHED: Duration = Duration::from_secs(1);
@@ -72,4 +75,77 @@ async fn left_stays_gone(seed: u64) -> Result<(), String> {
             "a lock taken after leaving answered {other:?}, not that the node has no session"
         )),
     }
+}
+
+#[test]
+fn a_voter_that_leaves_hands_its_vote_over_first() {
+    run(43, |seed| voter_leaves(seed, false));
+}
+
+#[test]
+fn a_leader_that_leaves_hands_its_vote_over_and_steps_down() {
+    run(47, |seed| voter_leaves(seed, true));
+}
+
+/// A voter (the leader if `leader`) leaves: once `leave` returns, the client s3 votes in its
+/// place. Then the node that left and another of the first voters stop, and the registry
+/// still writes, with two of its three voters. Without the hand-over the vote would move only
+/// after the voter grace (30 s by default), and the registry would have lost its quorum.
+async fn voter_leaves(seed: u64, leader: bool) -> Result<(), String> {
+    let Cluster { nodes, _dir, .. } = four_nodes(seed, defaults).await?;
+    let client = &nodes[3].registry;
+    put_retrying(client, "leave/before", b"1", "the cluster").await?;
+    let leading = leader_named_by(client, &nodes)?;
+    let leaving = if leader {
+        leading
+    } else {
+        (0..3)
+            .find(|&i| i != leading)
+            .expect("a voter that does not lead")
+    };
+    let stays: Vec<usize> = (0..3).filter(|&i| i != leaving).collect();
+    nodes[leaving]
+        .registry
+        .leave()
+        .await
+        .map_err(|e| format!("leave failed: {e}"))?;
+    let name = |i: usize| nodes[i].node.id().name().to_owned();
+    let mut expected = vec![name(stays[0]), name(stays[1]), name(3)];
+    expected.sort();
+    let voters = client
+        .voters()
+        .await
+        .map_err(|e| format!("the voters after the leave: {e}"))?;
+    if voters != expected {
+        return Err(format!(
+            "right after {} left, the voters are {voters:?}, not {expected:?}",
+            name(leaving)
+        ));
+    }
+    stop(&nodes[leaving]).await;
+    // One more of the first voters stops: one that does not lead now.
+    put_retrying(client, "leave/between", b"2", "the three voters").await?;
+    let now_leading = client.leader().ok_or("no leader named after a write")?;
+    let second = *stays
+        .iter()
+        .find(|&&i| name(i) != now_leading)
+        .expect("two first voters, one of them not leading");
+    stop(&nodes[second]).await;
+    put_retrying(client, "leave/after", b"3", "the two voters left").await?;
+    let value = client
+        .get("leave/before")
+        .await
+        .map_err(|e| format!("reading back: {e}"))?;
+    match value {
+        Some(kv) if kv.value == b"1" => Ok(()),
+        other => Err(format!(
+            "the write before the leave reads back as {other:?}"
+        )),
+    }
+}
+
+/// Stops a node without leaving the registry: its session expires, as after a crash.
+async fn stop(node: &SimNode) {
+    node.node.shutdown().await;
+    node.cluster.leave().await;
 }

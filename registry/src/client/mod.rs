@@ -15,6 +15,7 @@
 //! (`proposer`: client-side group commit).
 
 mod early;
+mod handover;
 pub(crate) mod lease;
 pub(crate) mod mirror;
 pub(crate) mod proposer;
@@ -1561,6 +1562,11 @@ impl Registry {
     /// once, and other nodes see it as having left rather than failed. For good: the node
     /// stops renewing its session and does not open it again; calls that need a session
     /// answer [`RegistryError::NoSession`].
+    ///
+    /// A node that votes hands its vote to another node first, if a member may take it (the
+    /// first by name that may vote, does not, and does not leave too), so that the registry
+    /// keeps as many voters, all running; it waits for that for up to a new voter's catch-up
+    /// time and a request timeout, then leaves all the same (docs/registry.md, "Voters").
     pub async fn leave(&self) -> Result<(), RegistryError> {
         let command = Command::CloseSession {
             node: self.node().id().clone(),
@@ -1574,6 +1580,7 @@ impl Registry {
             shared: &self.shared,
             node: self.node(),
         };
+        handover::hand_over_vote(&self.shared, self.raft_status().voter).await;
         // Closing the session releases every lock of the node at once, with no margin of
         // time as self-fencing has: the actors bound to its leases must have ended first, or
         // a new holder could run beside one still finishing what it was doing. A kill ends an
@@ -1588,10 +1595,14 @@ impl Registry {
         self.shared.propose_one(command, true).await.map(|_| ())
     }
 
-    /// How long [`leave`](Registry::leave) may take: a session TTL for the actors bound to
+    /// How long [`leave`](Registry::leave) may take: the hand-over of a voter's vote (a new
+    /// voter's catch-up time and a request timeout), a session TTL for the actors bound to
     /// this node's leases to end, then a request timeout to close the session.
     pub fn leave_timeout(&self) -> Duration {
-        self.shared.config.session_ttl + self.shared.config.request_timeout
+        let config = &self.shared.config;
+        handover::handover_limit(config.request_timeout)
+            + config.session_ttl
+            + config.request_timeout
     }
 
     fn local_actor<M: RemoteMessage>(&self, actor: &ActorRef<M>) -> Result<(), RegistryError> {

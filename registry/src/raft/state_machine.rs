@@ -133,6 +133,11 @@ impl StateMachine {
         (!changes_membership).then_some((after, voters))
     }
 
+    /// The applied Raft configuration (the joint one, halfway through a change).
+    pub(crate) fn membership(&self) -> openraft::Membership<u64, Voter> {
+        self.applied.lock().membership.membership().clone()
+    }
+
     /// The voters of the last membership applied, by node name, sorted. A membership change
     /// still in the log (not yet committed) is not in it.
     pub(crate) fn voters(&self) -> Vec<String> {

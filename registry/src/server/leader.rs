@@ -1,5 +1,6 @@
 //! What only the leader does: keep session keepalive times, propose the expiry of overdue
-//! sessions, grow the voter set to its target size, and replace voters that are gone.
+//! sessions, grow the voter set to its target size, and replace voters that are gone or
+//! leave.
 //!
 //! # Why a new leader waits a full TTL
 //!
@@ -21,7 +22,7 @@ use openraft::{Raft, ServerState};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::protocol::ServerError;
+use super::protocol::{Handover, ServerError};
 use super::server_error;
 use crate::raft::StateMachine;
 use crate::raft::lease::LeaderLease;
@@ -35,6 +36,8 @@ pub const VOTER_LABEL: &str = "registry.voter";
 #[derive(Clone)]
 pub(crate) struct Leadership {
     duties: Arc<Mutex<Duties>>,
+    /// Who is connected, and may take a vote.
+    cluster: Cluster,
     /// Confirms leadership for reads and keepalives without a heartbeat round while it holds.
     lease: LeaderLease,
     /// How fast this node's clock runs (`RegistryConfig::clock_rate`): it measures a
@@ -57,6 +60,11 @@ struct Duties {
     /// Since when each voter or learner (by Raft id) has been gone, as this leader saw it:
     /// no open session by its name, and no connection to this node.
     gone_since: HashMap<u64, Instant>,
+    /// Voters that leave on purpose, by name, with when each last asked to hand its vote over
+    /// ([`Leadership::hand_over`]). Their votes move without the voter grace. A node asks
+    /// again and again while it waits; one that stopped asking for [`LEAVING_FORGOTTEN`] is
+    /// forgotten, and counts as any other voter again.
+    leaving: HashMap<String, Instant>,
 }
 
 impl Duties {
@@ -116,12 +124,22 @@ impl Duties {
         long_gone.sort_unstable();
         long_gone
     }
+
+    /// The names of the voters that leave, forgetting those that stopped asking as of `now`.
+    fn leaving(&mut self, now: Instant) -> Vec<String> {
+        self.leaving
+            .retain(|_, asked| now.duration_since(*asked) < LEAVING_FORGOTTEN);
+        let mut names: Vec<String> = self.leaving.keys().cloned().collect();
+        names.sort_unstable();
+        names
+    }
 }
 
 impl Leadership {
-    pub(crate) fn new(clock_rate: f64, lease: LeaderLease) -> Self {
+    pub(crate) fn new(clock_rate: f64, lease: LeaderLease, cluster: Cluster) -> Self {
         Leadership {
             duties: Arc::default(),
+            cluster,
             lease,
             clock_rate,
         }
@@ -157,10 +175,57 @@ impl Leadership {
         Ok(())
     }
 
+    /// The names of the voters that leave, as of now.
+    fn leaving_now(&self) -> Vec<String> {
+        self.duties.lock().leaving(Instant::now())
+    }
+
+    /// Whether voter `name` leaves, as of now.
+    fn is_leaving(&self, name: &str) -> bool {
+        self.leaving_now().iter().any(|l| l == name)
+    }
+
     /// Whether this node leads the registry (its duty loop has seen it become leader of the
     /// current term and not lose it since).
     pub(crate) fn leads(&self) -> bool {
         self.duties.lock().since.is_some()
+    }
+
+    /// Notes that node `name` leaves on purpose, and says how the hand-over of its vote
+    /// stands in `membership`, the applied configuration. The duty loop makes the change (a
+    /// [`VoterChange::Replace`] without the voter grace); the node asks again until the
+    /// answer is not [`Handover::UnderWay`].
+    pub(crate) fn hand_over(
+        &self,
+        name: &str,
+        membership: &openraft::Membership<u64, Voter>,
+    ) -> Handover {
+        let id = raft_id(name);
+        let mut duties = self.duties.lock();
+        if !membership.voter_ids().any(|voter| voter == id) {
+            duties.leaving.remove(name);
+            return Handover::NotAVoter;
+        }
+        let now = Instant::now();
+        duties.leaving.insert(name.to_owned(), now);
+        let leaving = duties.leaving(now);
+        drop(duties);
+        // Halfway through a change (the joint configuration applied), the vote goes to the
+        // voter that the final configuration adds.
+        let joint = membership.get_joint_config();
+        if let [first, .., last] = &joint[..]
+            && let Some(added) = last.iter().find(|id| !first.contains(id))
+        {
+            let to = membership
+                .get_node(added)
+                .map_or_else(|| added.to_string(), |voter| voter.name.clone());
+            return Handover::UnderWay { to };
+        }
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        match candidate(&self.cluster, &voters, &leaving) {
+            Some(to) => Handover::UnderWay { to },
+            None => Handover::NoneToTake,
+        }
     }
 
     /// Records a keepalive from `node`, once leadership is confirmed after it arrived.
@@ -205,15 +270,16 @@ impl Leadership {
 
     /// Runs the leader's duties for as long as the Raft node runs: `voters` is the size the
     /// voter set is kept at, `grace` how long a voter may be gone (its session ended, its node
-    /// not connected) before another node takes its vote.
+    /// not connected) before another node takes its vote. A voter that leaves on purpose
+    /// ([`Leadership::hand_over`]) gives its vote up without the grace.
     pub(crate) async fn run(
         self,
         raft: Raft<TypeConfig>,
         state_machine: StateMachine,
-        cluster: Cluster,
         voters: usize,
         grace: Duration,
     ) {
+        let cluster = self.cluster.clone();
         let me = raft_id(cluster.node().id().name());
         // Only the server's metrics (state, leader, vote, membership): the full metrics change
         // with every write, and a duty loop woken by each would spend CPU on every voter.
@@ -249,24 +315,34 @@ impl Leadership {
                 last_growth = now;
                 let membership = membership.membership();
                 let gone = gone_members(membership, &state_machine, &cluster, me);
-                let gone = self
-                    .duties
-                    .lock()
-                    .gone_for_good(&gone, now, grace, self.clock_rate);
+                let (mut gone, leaving) = {
+                    let mut duties = self.duties.lock();
+                    let gone = duties.gone_for_good(&gone, now, grace, self.clock_rate);
+                    (gone, duties.leaving(now))
+                };
+                // Voters that leave count as gone for good at once.
+                gone.extend(
+                    leaving
+                        .iter()
+                        .map(|name| raft_id(name))
+                        .filter(|id| membership.voter_ids().any(|voter| voter == *id)),
+                );
+                gone.sort_unstable();
+                gone.dedup();
                 let change = VoterChange::next(membership, voters, &gone);
                 let idle =
                     change.is_some() && !changing.swap(true, std::sync::atomic::Ordering::AcqRel);
                 if let (Some(change), true) = (change, idle) {
                     // Apart from the duty loop: a learner catching up must not delay expiries.
-                    let (raft, cluster, changing, state_machine) = (
+                    let (raft, leadership, changing, state_machine) = (
                         raft.clone(),
-                        cluster.clone(),
+                        self.clone(),
                         changing.clone(),
                         state_machine.clone(),
                     );
                     tokio::spawn(async move {
                         let _done = ChangeUnderWay(changing);
-                        let change = change.make(&raft, &cluster, &state_machine, me);
+                        let change = change.make(&raft, &leadership, &state_machine, me);
                         if tokio::time::timeout(CHANGE_LIMIT, change).await.is_err() {
                             tracing::warn!(
                                 "a change of the registry's voters did not finish within {CHANGE_LIMIT:?}"
@@ -417,8 +493,9 @@ impl VoterChange {
     }
 
     /// Makes the change through Raft: a new voter is first added as a learner and caught up
-    /// (for up to [`CATCH_UP`]), then swapped in, unless the voters changed meanwhile or the
-    /// gone voter came back.
+    /// (for up to [`CATCH_UP`], and only while its node stays connected and does not leave),
+    /// then swapped in, unless the voters changed meanwhile or the gone voter came back (and
+    /// does not leave).
     ///
     /// The change itself is cut short only after [`CHANGE_LIMIT`]: openraft makes it in two
     /// entries (the joint configuration, then the final one), and one abandoned between them
@@ -427,10 +504,11 @@ impl VoterChange {
     async fn make(
         self,
         raft: &Raft<TypeConfig>,
-        cluster: &Cluster,
+        leadership: &Leadership,
         state_machine: &StateMachine,
         me: u64,
     ) {
+        let cluster = &leadership.cluster;
         let (voters, gone) = match self {
             VoterChange::FinishJoint(voters) => {
                 tracing::info!(?voters, "finishing a change of the registry's voters");
@@ -454,12 +532,17 @@ impl VoterChange {
                 gone_name,
             } => (voters, Some((gone, gone_name))),
         };
-        let Some(name) = candidate(cluster, &voters) else {
+        let Some(name) = candidate(cluster, &voters, &leadership.leaving_now()) else {
             return;
         };
         let id = raft_id(&name);
         match &gone {
             None => tracing::info!(voter = %name, "adding a registry voter"),
+            Some((_, gone)) if leadership.is_leaving(gone) => tracing::info!(
+                voter = %name,
+                %gone,
+                "registry voter {gone} leaves the cluster: giving its vote to node {name}"
+            ),
             Some((_, gone)) => tracing::warn!(
                 voter = %name,
                 %gone,
@@ -468,14 +551,31 @@ impl VoterChange {
             ),
         }
         let learner = raft.add_learner(id, Voter { name: name.clone() }, true);
-        match tokio::time::timeout(CATCH_UP, learner).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(voter = %name, %err, "could not add the voter as a learner");
-                return;
+        // A node that leaves, or goes, while it catches up will not: another is picked at a
+        // later tick (nodes that stop together would otherwise hold each change for the whole
+        // catch-up time).
+        let candidate_went = async {
+            loop {
+                tokio::time::sleep(CANDIDATE_CHECK).await;
+                if !still_candidate(cluster, &name, &leadership.leaving_now()) {
+                    return;
+                }
             }
-            Err(_) => {
-                tracing::warn!(voter = %name, "the new voter did not catch up within {CATCH_UP:?}; trying again later");
+        };
+        tokio::select! {
+            caught_up = tokio::time::timeout(CATCH_UP, learner) => match caught_up {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(voter = %name, %err, "could not add the voter as a learner");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(voter = %name, "the new voter did not catch up within {CATCH_UP:?}; trying again later");
+                    return;
+                }
+            },
+            () = candidate_went => {
+                tracing::info!(voter = %name, "the new voter left or went while it caught up; trying again later");
                 return;
             }
         }
@@ -502,6 +602,7 @@ impl VoterChange {
             return;
         }
         if let Some((gone, gone_name)) = &gone
+            && !leadership.is_leaving(gone_name)
             && !gone_members(now, state_machine, cluster, me).contains(gone)
         {
             tracing::info!(voter = %name, gone = %gone_name, "the gone voter came back; it keeps its vote");
@@ -528,22 +629,38 @@ impl Drop for ChangeUnderWay {
 
 /// How long a new voter may take to catch up before the change is given up (and tried again
 /// at a later tick).
-const CATCH_UP: Duration = Duration::from_secs(10);
+pub(crate) const CATCH_UP: Duration = Duration::from_secs(10);
 
 /// How long a whole change may take before the duty loop stops waiting for it and may start
 /// another: a leader cut off from its majority may wait for a commit that never comes.
 const CHANGE_LIMIT: Duration = Duration::from_secs(60);
 
-/// The first by name of the connected members that may vote and do not (`voters`).
-fn candidate(cluster: &Cluster, voters: &[u64]) -> Option<String> {
+/// How long a voter that leaves may go without asking again before it is forgotten
+/// ([`Duties::leaving`]); it asks every 100 ms while it waits (`client::handover`).
+const LEAVING_FORGOTTEN: Duration = Duration::from_secs(2);
+
+/// How often a change checks that the node catching up to take a vote is still connected and
+/// does not leave.
+const CANDIDATE_CHECK: Duration = Duration::from_millis(100);
+
+/// The first by name of the connected members that may vote and do not (`voters`), and do not
+/// leave (`leaving`, names).
+fn candidate(cluster: &Cluster, voters: &[u64], leaving: &[String]) -> Option<String> {
     cluster
         .members()
         .into_iter()
         .filter(|m| m.status == MemberStatus::Up)
         .filter(|m| m.labels.get(VOTER_LABEL).is_none_or(|v| v != "no"))
         .map(|m| m.node.name().to_owned())
-        .filter(|name| !voters.contains(&raft_id(name)))
+        .filter(|name| !voters.contains(&raft_id(name)) && !leaving.contains(name))
         .min()
+}
+
+/// Whether node `name`, catching up to take a vote, may still take it: a member (suspected
+/// for a moment, say, but not down and not gone) that does not leave. Not necessarily the
+/// first by name any more: one that joined meanwhile may come before it.
+fn still_candidate(cluster: &Cluster, name: &str, leaving: &[String]) -> bool {
+    !leaving.iter().any(|l| l == name) && cluster.members().iter().any(|m| m.node.name() == name)
 }
 
 #[cfg(test)]
@@ -573,6 +690,25 @@ mod tests {
             "keepalive times of term 5 are gone"
         );
         assert!(duties.expiring.is_empty());
+    }
+
+    /// A voter that leaves counts as leaving while it keeps asking, and not once it stopped
+    /// asking for [`LEAVING_FORGOTTEN`]: one that gave up waiting and left a voter counts as
+    /// any other then (its vote moves after the grace, and a voter of that name restarted
+    /// later keeps it).
+    #[test]
+    fn a_leaving_voter_is_forgotten_once_it_stops_asking() {
+        let start = Instant::now();
+        let mut duties = Duties::default();
+        duties.leaving.insert("b".into(), start);
+        duties
+            .leaving
+            .insert("a".into(), start + LEAVING_FORGOTTEN / 2);
+        assert_eq!(duties.leaving(start), ["a", "b"], "sorted by name");
+        let later = start + LEAVING_FORGOTTEN;
+        assert_eq!(duties.leaving(later), ["a"], "b stopped asking");
+        assert!(duties.leaving(later + LEAVING_FORGOTTEN).is_empty());
+        assert!(duties.leaving.is_empty(), "forgotten, not only left out");
     }
 
     /// A member counts as gone for good only after `grace` without a break, and never

@@ -13,6 +13,7 @@
 mod answers;
 pub(crate) mod early;
 mod leader;
+pub(crate) use leader::CATCH_UP;
 pub use leader::VOTER_LABEL;
 pub(crate) mod protocol;
 use std::sync::Arc;
@@ -452,6 +453,16 @@ impl Actor for Server {
                     }
                 };
                 let _ = reply.send(hearing);
+            }
+            ServerMsg::HandOverVote(reply) => {
+                if let Some(leader) = not_leading(&self.raft.server_metrics().borrow()) {
+                    let _ = reply.send(Err(ServerError::NotLeader { leader }));
+                    return Ok(());
+                }
+                // The asking node's own vote: the transport names the node an ask came from.
+                let node = reply.origin().unwrap_or(ctx.node().id()).name().to_owned();
+                let membership = self.state_machine.membership();
+                let _ = reply.send(Ok(self.leadership.hand_over(&node, &membership)));
             }
         }
         Ok(())

@@ -60,6 +60,22 @@ pub(crate) enum ServerMsg {
     /// whole, and a log it could win an election with from one behind
     /// (`client::session::watch_standing`).
     HearsLeader(ReplyTo<Hearing>),
+    /// The asking node leaves on purpose and votes: its vote goes to another node before it
+    /// goes, without the voter grace (on the leader; asked again until the answer says the
+    /// hand-over ended: `client::handover`).
+    HandOverVote(ReplyTo<Result<Handover, ServerError>>),
+}
+
+/// The leader's answer to [`ServerMsg::HandOverVote`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Handover {
+    /// The node is not among the voters of the leader's applied configuration (any more).
+    NotAVoter,
+    /// Its vote is to go to this node, the first by name of the connected members that may
+    /// vote and do not, and that do not leave themselves.
+    UnderWay { to: String },
+    /// No member may take the vote: the node keeps it, as a voter gone for good does.
+    NoneToTake,
 }
 
 /// A node's answer to [`ServerMsg::HearsLeader`].
