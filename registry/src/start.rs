@@ -131,7 +131,7 @@ impl Registry {
             config,
             servers,
             leadership.clone(),
-            raft.metrics(),
+            raft.clone(),
         );
         let waits_on_copy = {
             let shared = Arc::downgrade(&shared);

@@ -18,6 +18,9 @@ use crate::{SimNode, until};
 /// How long the node is watched after it left: ten keepalive intervals.
 const WATCHED: Duration = Duration::from_secs(1);
 
+/// How long a voter that left is watched, still running: several election timeouts.
+const AFTER_LEAVING: Duration = Duration::from_secs(1);
+
 fn defaults(_: &mut RegistryConfig) {}
 
 #[test]
@@ -121,6 +124,21 @@ async fn voter_leaves(seed: u64, leader: bool) -> Result<(), String> {
             "right after {} left, the voters are {voters:?}, not {expected:?}",
             name(leaving)
         ));
+    }
+    // Still running, the node that left does not stand for election: its log may still name
+    // it a voter (the configuration without it need not reach it), and a term raised now
+    // would stay on its disk, and make a leader step down when it is taken back one day.
+    let term = nodes[leaving].registry.raft_status().term;
+    let end = Instant::now() + AFTER_LEAVING;
+    while Instant::now() < end {
+        let now = nodes[leaving].registry.raft_status().term;
+        if now != term {
+            return Err(format!(
+                "{} stood for election after it left: its term went from {term} to {now}",
+                name(leaving)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     stop(&nodes[leaving]).await;
     // One more of the first voters stops: one that does not lead now.

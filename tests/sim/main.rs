@@ -45,6 +45,7 @@ mod retried;
 mod session;
 mod setup;
 mod singleton;
+mod taken_back;
 mod timeouts;
 
 use std::collections::BTreeMap;

@@ -114,6 +114,9 @@ pub(crate) struct Shared {
     leadership: Leadership,
     /// What this node's Raft reports of itself ([`Registry::raft_status`]).
     raft_metrics: watch::Receiver<RaftMetrics<u64, Voter>>,
+    /// This node's Raft: whether it stands for election is decided in `session` (and turned
+    /// off for good once the node leaves).
+    pub(crate) raft: openraft::Raft<crate::raft::TypeConfig>,
 }
 
 /// Why the `outcomes` of a request of node `me` leave open whether it took effect, if they
@@ -678,6 +681,12 @@ impl Shared {
         }
     }
 
+    /// Turns this node's Raft elections off for good: the node leaves ([`Registry::leave`]).
+    pub(crate) fn stop_standing(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
+        self.raft.runtime_config().elect(false);
+    }
+
     /// This node's session expired: it is down for the cluster.
     pub(crate) fn session_expired(self: &Arc<Self>) {
         if !self.expired.swap(true, Ordering::AcqRel) {
@@ -989,7 +998,7 @@ impl Registry {
         config: RegistryConfig,
         servers: Servers,
         leadership: Leadership,
-        raft_metrics: watch::Receiver<RaftMetrics<u64, Voter>>,
+        raft: openraft::Raft<crate::raft::TypeConfig>,
     ) -> Arc<Shared> {
         let valid_until = Mutex::new(Instant::now() + config.session_validity());
         Arc::new(Shared {
@@ -1019,7 +1028,8 @@ impl Registry {
             proposer: proposer::Proposer::new(),
             next_request: AtomicU64::new(first_request_number()),
             early_answers: Mutex::default(),
-            raft_metrics,
+            raft_metrics: raft.metrics(),
+            raft,
         })
     }
 
@@ -1454,7 +1464,7 @@ impl Registry {
     /// change still being made shows once it commits).
     pub async fn voters(&self) -> Result<Vec<String>, RegistryError> {
         match self.shared.read(Query::Voters).await? {
-            Answer::Voters(voters) => Ok(voters),
+            Answer::Voters { names, .. } => Ok(names),
             _ => Ok(Vec::new()),
         }
     }
@@ -1580,6 +1590,11 @@ impl Registry {
             shared: &self.shared,
             node: self.node(),
         };
+        // A node that leaves never stands for election again (`session::watch_standing`):
+        // one whose vote went elsewhere would stand on a log that still names it a voter,
+        // raise its term, keep that term on disk, and, taken back as a voter one day, make the
+        // leader step down. It still votes and counts for a quorum while it is a voter.
+        self.shared.stop_standing();
         handover::hand_over_vote(&self.shared, self.raft_status().voter).await;
         // Closing the session releases every lock of the node at once, with no margin of
         // time as self-fencing has: the actors bound to its leases must have ended first, or
@@ -1592,7 +1607,14 @@ impl Registry {
         wait_for_ends(self.shared.me(), killed, self.shared.config.session_ttl).await;
         // From here on nothing renews the session or opens it again.
         self.shared.left.store(true, Ordering::Release);
-        self.shared.propose_one(command, true).await.map(|_| ())
+        match self.shared.propose_one(command, true).await {
+            // An earlier attempt closed it, and its answer was lost: a leader that handed its
+            // own vote over steps down about now, and the attempt it took may commit under the
+            // next leader, which refuses the one sent again. (A session that expired instead
+            // answers `SessionExpired`, once the node heard of it.)
+            Err(RegistryError::NoSession(node)) if &node == self.node().id() => Ok(()),
+            outcome => outcome.map(|_| ()),
+        }
     }
 
     /// How long [`leave`](Registry::leave) may take: the hand-over of a voter's vote (a new

@@ -284,6 +284,11 @@ impl LocalVoter {
         voters.next() == Some(self.id) && voters.next().is_none()
     }
 
+    /// The log entry of the configuration this node's Raft follows (the last in its log).
+    fn config(&self) -> Option<openraft::LogId<u64>> {
+        *self.metrics.borrow().membership_config.log_id()
+    }
+
     /// Whether this node's own Raft log names it a voter.
     fn named_a_voter(&self) -> bool {
         self.metrics
@@ -338,9 +343,13 @@ const UNDECIDED_SILENCES: u32 = 5;
 /// term, and the leader would step down: writes wait for the next election (openraft 0.9 has
 /// no pre-vote round to spare this). So Raft starts without standing for election
 /// (`enable_elect` off, `start`), and this node stands once:
-/// - a leader replicates to it (it is a voter or a learner of the leader's configuration);
-/// - its log names it the only voter;
-/// - the leader says it is among the voters; or
+/// - its log names it the only voter, and no leader replicates to it;
+/// - its log names it a voter, the leader says it is among the voters, and its log holds the
+///   configuration the leader answers from: asked as soon as its log names it a voter,
+///   whether a leader replicates to it or not. A learner that a leader catches up may have an
+///   old log that names it a voter, and the leader may commit the configuration that counts
+///   it with the others' copies before its own log holds it: standing then, it would stand on
+///   the old log should that leader stop; or
 /// - no leader answered, and the other voters its log names that answer neither lead nor
 ///   hear a leader, nor have a later log ([`ServerMsg::HearsLeader`]): the whole registry
 ///   started again, say, and no leader comes until a voter stands. (A node that reaches none
@@ -350,8 +359,9 @@ const UNDECIDED_SILENCES: u32 = 5;
 ///
 /// If the leader says it is not among the voters, it does not stand, and its copy follows the
 /// leader ([`LocalVoter::votes`]); later, whenever its log names it a voter and no leader
-/// replicates to it, it asks again. It stands again once a leader replicates to it (the
-/// leader took it back as a voter).
+/// replicates to it, it asks again. Once a leader replicates to it (the leader takes it back,
+/// as a learner first), its copy follows its own state machine again, and it stands once the
+/// leader counts it among the voters and its log holds that configuration.
 pub(crate) async fn watch_standing(
     shared: Weak<Shared>,
     raft: openraft::Raft<crate::raft::TypeConfig>,
@@ -363,33 +373,51 @@ pub(crate) async fn watch_standing(
     let mut undecided_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(STANDING_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stand = |why: &str, me: &ensemble_runtime::NodeId| {
-        tracing::info!(node = %me, "this node's registry Raft stands for election: {why}");
+    let stand = |why: &str, shared: &Shared| {
+        tracing::info!(node = %shared.me(), "this node's registry Raft stands for election: {why}");
         raft.runtime_config().elect(true);
+        // The node began to leave meanwhile (`Shared::stop_standing`, which sets the flag
+        // before it turns elections off): it must not stand.
+        if shared.leaving.load(Ordering::SeqCst) {
+            raft.runtime_config().elect(false);
+        }
     };
     loop {
         let Some(shared) = next_tick(&mut tick, &shared).await else {
             return;
         };
-        if local.hears_a_leader() {
-            if local.retired.swap(false, Ordering::AcqRel) || !stands {
-                stand("a registry leader replicates to it", shared.me());
-                stands = true;
-            }
-            continue;
+        if shared.leaving.load(Ordering::SeqCst) {
+            // It leaves: it never stands again (`Shared::stop_standing`).
+            return;
         }
-        if local.retired.load(Ordering::Acquire) || !local.named_a_voter() {
+        let hears = local.hears_a_leader();
+        if hears {
+            // A leader replicates to it: it is a voter or a learner of the leader's
+            // configuration, and its copy may follow its own state machine, which the leader
+            // feeds. Whether it votes is the leader's to say (asked below): a learner being
+            // caught up may have an old log naming it a voter (a former voter taken back),
+            // and if that leader stopped before its log held the configuration that counts
+            // it, it would stand on that old log, raise its term, and make the next leader
+            // step down. The leader's word (and the configuration it answers from reaching
+            // this node's log) is the answer, so no silences count meanwhile.
+            local.retired.store(false, Ordering::Release);
+            undecided_since = None;
+            if stands || !local.named_a_voter() {
+                continue;
+            }
+            if asked.is_some_and(|at| at.elapsed() < UNDECIDED_ASK) {
+                continue;
+            }
+        } else if local.retired.load(Ordering::Acquire) || !local.named_a_voter() {
             undecided_since = None;
             continue;
-        }
-        if local.sole_voter() {
+        } else if local.sole_voter() {
             if !stands {
-                stand("its log names it the only voter", shared.me());
+                stand("its log names it the only voter", &shared);
                 stands = true;
             }
             continue;
-        }
-        if stands {
+        } else if stands {
             // Asked at most every so often, and only of a leader other than this node: during
             // an election there is none to ask.
             let me = shared.me().name();
@@ -403,7 +431,7 @@ pub(crate) async fn watch_standing(
                 stand(
                     "it heard no leader for five silences and was told neither that it \
                      votes nor that it does not",
-                    shared.me(),
+                    &shared,
                 );
                 stands = true;
                 continue;
@@ -415,9 +443,9 @@ pub(crate) async fn watch_standing(
         asked = Some(Instant::now());
         // One attempt's share of a call: longer on a cluster set up for slow links.
         let limit = shared.attempt_timeout(shared.config.request_timeout);
-        let voters = match tokio::time::timeout(limit, shared.read(Query::Voters)).await {
-            Ok(Ok(Answer::Voters(voters))) if !voters.is_empty() => Some(voters),
-            _ => None,
+        let (voters, config) = match tokio::time::timeout(limit, shared.read(Query::Voters)).await {
+            Ok(Ok(Answer::Voters { names, config })) if !names.is_empty() => (Some(names), config),
+            _ => (None, None),
         };
         let me = shared.me().name().to_owned();
         match voters {
@@ -427,6 +455,7 @@ pub(crate) async fn watch_standing(
             // started without `join`) is not one to give this node's vote up for.
             Some(voters)
                 if !voters.contains(&me)
+                    && !hears
                     && !local.hears_a_leader()
                     && leader_log_ahead(&shared, &local, limit).await =>
             {
@@ -441,19 +470,23 @@ pub(crate) async fn watch_standing(
                 local.retired.store(true, Ordering::Release);
                 stands = false;
             }
-            Some(voters) if voters.contains(&me) && !stands => {
+            // Only once its own log holds the configuration that counts it: the leader may
+            // have committed it with the others' copies while this node's log is still being
+            // caught up, and its old log may name it a voter of an earlier configuration.
+            Some(voters) if voters.contains(&me) && !stands && local.config() >= config => {
                 stand(
-                    "the registry's leader counts it among the voters",
-                    shared.me(),
+                    "the registry's leader counts it among the voters, and its log holds that \
+                     configuration",
+                    &shared,
                 );
                 stands = true;
             }
-            None if !stands && may_win_leaderless(&shared, &local, limit).await => {
+            None if !stands && !hears && may_win_leaderless(&shared, &local, limit).await => {
                 stand(
                     "no registry leader answered, and the other voters its log names that \
                      answered hear none either and have no later log (the whole registry \
                      started again, say)",
-                    shared.me(),
+                    &shared,
                 );
                 stands = true;
             }

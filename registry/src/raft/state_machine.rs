@@ -138,9 +138,10 @@ impl StateMachine {
         self.applied.lock().membership.membership().clone()
     }
 
-    /// The voters of the last membership applied, by node name, sorted. A membership change
-    /// still in the log (not yet committed) is not in it.
-    pub(crate) fn voters(&self) -> Vec<String> {
+    /// The voters of the last membership applied, by node name, sorted, and the log entry of
+    /// that membership. A membership change still in the log (not yet committed) is not in
+    /// it.
+    pub(crate) fn voters(&self) -> (Vec<String>, Option<LogId<u64>>) {
         let applied = self.applied.lock();
         let membership = applied.membership.membership();
         let mut voters: Vec<String> = membership
@@ -148,7 +149,7 @@ impl StateMachine {
             .filter_map(|id| membership.get_node(&id).map(|voter| voter.name.clone()))
             .collect();
         voters.sort();
-        voters
+        (voters, *applied.membership.log_id())
     }
 
     /// Encodes `value`, a whole state (milliseconds of work for a large one), on a thread

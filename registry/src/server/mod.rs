@@ -404,7 +404,8 @@ impl Actor for Server {
                         // Confirmed reads wait until the read index is applied, so the applied
                         // membership holds every change committed before the read.
                         Ok(_) if matches!(query, Query::Voters) => {
-                            Ok(Answer::Voters(state_machine.voters()))
+                            let (names, config) = state_machine.voters();
+                            Ok(Answer::Voters { names, config })
                         }
                         Ok(_) => match state_machine.read(|state| query.answer(state)) {
                             // It would not fit a frame: say so rather than send nothing.

@@ -223,7 +223,7 @@ pub(crate) enum Query {
     Lock(String),
     Get(String),
     Prefix(String),
-    /// The Raft voters (answered from the committed membership, not the registry state).
+    /// The Raft voters (answered from the applied membership, not the registry state).
     Voters,
 }
 
@@ -235,7 +235,13 @@ pub(crate) enum Answer {
     Lock(Option<Lock>),
     Get(Option<KeyValue>),
     Prefix(Vec<(String, KeyValue)>),
-    Voters(Vec<String>),
+    Voters {
+        /// Their node names, sorted.
+        names: Vec<String>,
+        /// The log entry of the configuration they are the voters of: a node named among them
+        /// stands for election only once its own log holds it (`client::session`).
+        config: Option<LogId<u64>>,
+    },
 }
 
 impl Answer {
@@ -270,7 +276,10 @@ impl Query {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
             ),
-            Query::Voters => Answer::Voters(Vec::new()),
+            Query::Voters => Answer::Voters {
+                names: Vec::new(),
+                config: None,
+            },
         }
     }
 }
