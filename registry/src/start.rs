@@ -126,12 +126,16 @@ impl Registry {
                     .saturating_mul(4),
             );
         let bootstrap = config.bootstrap;
+        // Whether the leader said this node does not vote although its log says it does:
+        // read by its copy's feed, set by `watch_standing` and by `leave`.
+        let retired = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let shared = Registry::new_shared(
             cluster.clone(),
             config,
             servers,
             leadership.clone(),
             raft.clone(),
+            retired.clone(),
         );
         let waits_on_copy = {
             let shared = Arc::downgrade(&shared);
@@ -179,7 +183,7 @@ impl Registry {
             id,
             metrics: raft.metrics(),
             leader_contact,
-            retired: Default::default(),
+            retired,
             last_log,
         };
         tokio::spawn(session::watch_standing(

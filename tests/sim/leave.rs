@@ -125,11 +125,18 @@ async fn voter_leaves(seed: u64, leader: bool) -> Result<(), String> {
             name(leaving)
         ));
     }
-    // Still running, the node that left does not stand for election: its log may still name
-    // it a voter (the configuration without it need not reach it), and a term raised now
-    // would stay on its disk, and make a leader step down when it is taken back one day.
+    // Still running, a follower that left does not stand for election: its log may still
+    // name it a voter (the configuration without it need not reach it), and a term raised now
+    // would stay on its disk, and make a leader step down when it is taken back one day. (A
+    // leader that left has the configuration without it in its log: openraft does not let it
+    // stand whatever it is told.)
     let term = nodes[leaving].registry.raft_status().term;
-    let end = Instant::now() + AFTER_LEAVING;
+    let end = Instant::now()
+        + if leader {
+            Duration::ZERO
+        } else {
+            AFTER_LEAVING
+        };
     while Instant::now() < end {
         let now = nodes[leaving].registry.raft_status().term;
         if now != term {
@@ -166,4 +173,81 @@ async fn voter_leaves(seed: u64, leader: bool) -> Result<(), String> {
 async fn stop(node: &SimNode) {
     node.node.shutdown().await;
     node.cluster.leave().await;
+}
+
+#[test]
+fn a_voter_and_a_spare_that_leave_together_do_not_hand_the_vote_to_each_other() {
+    run(59, voter_and_spare_leave);
+}
+
+/// A voter that does not lead and the client s3, the one node that could take a vote, leave
+/// at once (as when a cluster is stopped). The spare must not be given the vote: it is on its
+/// way out too. Before nodes that do not vote told the leader they leave, it was: the spare
+/// took the vote and left with it, and the registry was left with a voter that had gone.
+async fn voter_and_spare_leave(seed: u64) -> Result<(), String> {
+    let Cluster { nodes, _dir, .. } = four_nodes(seed, defaults).await?;
+    let client = nodes[3].registry.clone();
+    put_retrying(&client, "leave/before", b"1", "the cluster").await?;
+    let leading = leader_named_by(&client, &nodes)?;
+    let voter = (0..3)
+        .find(|&i| i != leading)
+        .expect("a voter that does not lead");
+    let (a, b) = (nodes[voter].registry.clone(), client.clone());
+    let (first, second) = tokio::join!(a.leave(), b.leave());
+    first.map_err(|e| format!("the voter's leave: {e}"))?;
+    second.map_err(|e| format!("the spare's leave: {e}"))?;
+    let voters = nodes[leading]
+        .registry
+        .voters()
+        .await
+        .map_err(|e| format!("the voters after both left: {e}"))?;
+    if voters.iter().any(|v| v == "s3") {
+        return Err(format!(
+            "the spare that left was given a vote: the voters are {voters:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn the_last_voters_that_leave_together_still_elect_a_leader_to_close_their_sessions() {
+    run(61, last_voters_leave);
+}
+
+/// With the spare gone, the three voters leave at once: none can take another's vote, so
+/// each keeps it. The leader closes its session and stops, as `Host::stop` does; the other
+/// two must still elect a leader between them to close theirs. Before a voter that kept its
+/// vote stood for election again, neither of them could stand, and their leaves failed.
+async fn last_voters_leave(seed: u64) -> Result<(), String> {
+    let Cluster { nodes, _dir, .. } = four_nodes(seed, defaults).await?;
+    nodes[3]
+        .registry
+        .leave()
+        .await
+        .map_err(|e| format!("the spare's leave: {e}"))?;
+    stop(&nodes[3]).await;
+    let leading = leader_named_by(&nodes[3].registry, &nodes)?;
+    let mut leaves = Vec::new();
+    for (i, node) in nodes[..3].iter().enumerate() {
+        let (registry, node_handle, cluster) = (
+            node.registry.clone(),
+            node.node.clone(),
+            node.cluster.clone(),
+        );
+        leaves.push(tokio::spawn(async move {
+            let left = registry.leave().await;
+            if i == leading {
+                node_handle.shutdown().await;
+                cluster.leave().await;
+            }
+            left
+        }));
+    }
+    for (i, leave) in leaves.into_iter().enumerate() {
+        leave
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("s{i}'s leave (s{leading} led): {e}"))?;
+    }
+    Ok(())
 }

@@ -114,9 +114,17 @@ pub(crate) struct Shared {
     leadership: Leadership,
     /// What this node's Raft reports of itself ([`Registry::raft_status`]).
     raft_metrics: watch::Receiver<RaftMetrics<u64, Voter>>,
-    /// This node's Raft: whether it stands for election is decided in `session` (and turned
-    /// off for good once the node leaves).
+    /// This node's Raft: whether it stands for election is decided in `session`, and held
+    /// off while the node hands its vote over ([`Registry::leave`]).
     pub(crate) raft: openraft::Raft<crate::raft::TypeConfig>,
+    /// Set while this node must not stand for election whatever `session::watch_standing`
+    /// decides: it hands its vote over, or did ([`Shared::hold_standing`]).
+    pub(crate) standing_held: AtomicBool,
+    /// Whether `session::watch_standing` last decided that this node stands for election.
+    pub(crate) stands: AtomicBool,
+    /// Whether the leader said this node does not vote although its own log says it does
+    /// (`session::LocalVoter::retired`, the same flag): its copy then follows the leader.
+    pub(crate) retired: Arc<AtomicBool>,
 }
 
 /// Why the `outcomes` of a request of node `me` leave open whether it took effect, if they
@@ -681,10 +689,14 @@ impl Shared {
         }
     }
 
-    /// Turns this node's Raft elections off for good: the node leaves ([`Registry::leave`]).
-    pub(crate) fn stop_standing(&self) {
-        self.leaving.store(true, Ordering::SeqCst);
-        self.raft.runtime_config().elect(false);
+    /// Holds this node's Raft back from standing for election (`held`), or lets it stand
+    /// again as `session::watch_standing` last decided. At once: the node may be about to
+    /// leave, and `watch_standing` ends when it has left.
+    pub(crate) fn hold_standing(&self, held: bool) {
+        // The flag first: `watch_standing` checks it after it turns elections on.
+        self.standing_held.store(held, Ordering::SeqCst);
+        let stand = !held && self.stands.load(Ordering::SeqCst);
+        self.raft.runtime_config().elect(stand);
     }
 
     /// This node's session expired: it is down for the cluster.
@@ -999,6 +1011,7 @@ impl Registry {
         servers: Servers,
         leadership: Leadership,
         raft: openraft::Raft<crate::raft::TypeConfig>,
+        retired: Arc<AtomicBool>,
     ) -> Arc<Shared> {
         let valid_until = Mutex::new(Instant::now() + config.session_validity());
         Arc::new(Shared {
@@ -1030,6 +1043,9 @@ impl Registry {
             early_answers: Mutex::default(),
             raft_metrics: raft.metrics(),
             raft,
+            standing_held: AtomicBool::new(false),
+            stands: AtomicBool::new(false),
+            retired,
         })
     }
 
@@ -1590,12 +1606,23 @@ impl Registry {
             shared: &self.shared,
             node: self.node(),
         };
-        // A node that leaves never stands for election again (`session::watch_standing`):
-        // one whose vote went elsewhere would stand on a log that still names it a voter,
-        // raise its term, keep that term on disk, and, taken back as a voter one day, make the
-        // leader step down. It still votes and counts for a quorum while it is a voter.
-        self.shared.stop_standing();
-        handover::hand_over_vote(&self.shared, self.raft_status().voter).await;
+        // A voter does not stand for election while its vote moves, and never again once it
+        // did: the configuration without it need not reach it (the leader stops sending to
+        // it), and standing on a log that still names it a voter it would raise its term,
+        // keep that term on disk, and make a leader step down when it is taken back one day.
+        // It still votes, and counts for a quorum while it is a voter. One that keeps its
+        // vote stands again: the last voters of a cluster that stop together must still elect
+        // a leader to close their sessions.
+        let voter = self.raft_status().voter;
+        if voter {
+            self.shared.hold_standing(true);
+        }
+        if handover::hand_over_vote(&self.shared, voter).await {
+            // Its copy follows the leader again: nothing replicates to its own log now.
+            self.shared.retired.store(true, Ordering::Release);
+        } else if voter {
+            self.shared.hold_standing(false);
+        }
         // Closing the session releases every lock of the node at once, with no margin of
         // time as self-fencing has: the actors bound to its leases must have ended first, or
         // a new holder could run beside one still finishing what it was doing. A kill ends an

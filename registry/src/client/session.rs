@@ -375,10 +375,11 @@ pub(crate) async fn watch_standing(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stand = |why: &str, shared: &Shared| {
         tracing::info!(node = %shared.me(), "this node's registry Raft stands for election: {why}");
+        shared.stands.store(true, Ordering::SeqCst);
         raft.runtime_config().elect(true);
-        // The node began to leave meanwhile (`Shared::stop_standing`, which sets the flag
-        // before it turns elections off): it must not stand.
-        if shared.leaving.load(Ordering::SeqCst) {
+        // Held back meanwhile (`Shared::hold_standing`, which sets the flag before it turns
+        // elections off): it must not stand.
+        if shared.standing_held.load(Ordering::SeqCst) {
             raft.runtime_config().elect(false);
         }
     };
@@ -386,9 +387,10 @@ pub(crate) async fn watch_standing(
         let Some(shared) = next_tick(&mut tick, &shared).await else {
             return;
         };
-        if shared.leaving.load(Ordering::SeqCst) {
-            // It leaves: it never stands again (`Shared::stop_standing`).
-            return;
+        if shared.standing_held.load(Ordering::SeqCst) {
+            // Its vote moves, or moved (`Registry::leave`); let go, it stands again at once if
+            // it stood (`Shared::hold_standing`).
+            continue;
         }
         let hears = local.hears_a_leader();
         if hears {
@@ -466,6 +468,7 @@ pub(crate) async fn watch_standing(
                      now others (it was away for longer than the voter grace): it does not \
                      stand for election, and its copy of the registry follows the leader"
                 );
+                shared.stands.store(false, Ordering::SeqCst);
                 raft.runtime_config().elect(false);
                 local.retired.store(true, Ordering::Release);
                 stands = false;

@@ -13,6 +13,7 @@
 //! `raft::lease`); so any later leader was elected after that, and expires the session no
 //! earlier than a TTL after it: later than the node fenced itself.
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ensemble_runtime::NodeId;
@@ -38,6 +39,8 @@ pub(crate) struct Leadership {
     duties: Arc<Mutex<Duties>>,
     /// Who is connected, and may take a vote.
     cluster: Cluster,
+    /// Whether a change of the voters is under way: one at a time.
+    changing: Arc<AtomicBool>,
     /// Confirms leadership for reads and keepalives without a heartbeat round while it holds.
     lease: LeaderLease,
     /// How fast this node's clock runs (`RegistryConfig::clock_rate`): it measures a
@@ -60,11 +63,12 @@ struct Duties {
     /// Since when each voter or learner (by Raft id) has been gone, as this leader saw it:
     /// no open session by its name, and no connection to this node.
     gone_since: HashMap<u64, Instant>,
-    /// Voters that leave on purpose, by name, with when each last asked to hand its vote over
-    /// ([`Leadership::hand_over`]). Their votes move without the voter grace. A node asks
-    /// again and again while it waits; one that stopped asking for [`LEAVING_FORGOTTEN`] is
-    /// forgotten, and counts as any other voter again.
-    leaving: HashMap<String, Instant>,
+    /// Nodes that leave on purpose (each incarnation), with when each last said so
+    /// ([`Leadership::hand_over`]). A voter among them gives its vote up without the voter
+    /// grace, and none of them is given a vote. Kept while the node's session is open and
+    /// for [`LEAVING_FORGOTTEN`] after its last word: a voter asks again and again while it
+    /// waits, and one that gave up counts as any other voter once it is gone.
+    leaving: HashMap<NodeId, Instant>,
 }
 
 impl Duties {
@@ -125,13 +129,16 @@ impl Duties {
         long_gone
     }
 
-    /// The names of the voters that leave, forgetting those that stopped asking as of `now`.
-    fn leaving(&mut self, now: Instant) -> Vec<String> {
-        self.leaving
-            .retain(|_, asked| now.duration_since(*asked) < LEAVING_FORGOTTEN);
-        let mut names: Vec<String> = self.leaving.keys().cloned().collect();
-        names.sort_unstable();
-        names
+    /// The nodes that leave as of `now`, sorted, forgetting those whose session is no
+    /// longer open (`in_session`) and who have not asked for [`LEAVING_FORGOTTEN`].
+    fn leaving(&mut self, now: Instant, in_session: &HashSet<NodeId>) -> Vec<NodeId> {
+        self.leaving.retain(|node, asked| {
+            in_session.contains(node) || now.duration_since(*asked) < LEAVING_FORGOTTEN
+        });
+        let mut nodes: Vec<NodeId> = self.leaving.keys().cloned().collect();
+        nodes
+            .sort_unstable_by(|a, b| (a.name(), a.incarnation()).cmp(&(b.name(), b.incarnation())));
+        nodes
     }
 }
 
@@ -140,6 +147,7 @@ impl Leadership {
         Leadership {
             duties: Arc::default(),
             cluster,
+            changing: Arc::default(),
             lease,
             clock_rate,
         }
@@ -175,14 +183,17 @@ impl Leadership {
         Ok(())
     }
 
-    /// The names of the voters that leave, as of now.
-    fn leaving_now(&self) -> Vec<String> {
-        self.duties.lock().leaving(Instant::now())
+    /// The nodes that leave and the nodes with an open session, as of now.
+    fn leaving_now(&self, state_machine: &StateMachine) -> (Vec<NodeId>, HashSet<NodeId>) {
+        let in_session = open_sessions(state_machine);
+        let leaving = self.duties.lock().leaving(Instant::now(), &in_session);
+        (leaving, in_session)
     }
 
-    /// Whether voter `name` leaves, as of now.
-    fn is_leaving(&self, name: &str) -> bool {
-        self.leaving_now().iter().any(|l| l == name)
+    /// Whether a node named `name` leaves, as of now.
+    fn is_leaving(&self, name: &str, state_machine: &StateMachine) -> bool {
+        let (leaving, _) = self.leaving_now(state_machine);
+        leaving.iter().any(|node| node.name() == name)
     }
 
     /// Whether this node leads the registry (its duty loop has seen it become leader of the
@@ -191,39 +202,40 @@ impl Leadership {
         self.duties.lock().since.is_some()
     }
 
-    /// Notes that node `name` leaves on purpose, and says how the hand-over of its vote
-    /// stands in `membership`, the applied configuration. The duty loop makes the change (a
-    /// [`VoterChange::Replace`] without the voter grace); the node asks again until the
-    /// answer is not [`Handover::UnderWay`].
+    /// Notes that `node` leaves on purpose, and says how the hand-over of its vote stands:
+    /// `applied` is the applied configuration, `effective` the last in this node's log. The
+    /// duty loop makes the change (a [`VoterChange::Replace`] without the voter grace); a
+    /// voter asks again until the answer is not [`Handover::UnderWay`]. A node that does not
+    /// vote says so once, and is given no vote while it leaves.
     pub(crate) fn hand_over(
         &self,
-        name: &str,
-        membership: &openraft::Membership<u64, Voter>,
+        node: &NodeId,
+        applied: &openraft::Membership<u64, Voter>,
+        effective: &openraft::Membership<u64, Voter>,
+        state_machine: &StateMachine,
     ) -> Handover {
-        let id = raft_id(name);
-        let mut duties = self.duties.lock();
-        if !membership.voter_ids().any(|voter| voter == id) {
-            duties.leaving.remove(name);
+        let id = raft_id(node.name());
+        let in_session = open_sessions(state_machine);
+        let now = Instant::now();
+        let leaving = {
+            let mut duties = self.duties.lock();
+            duties.leaving.insert(node.clone(), now);
+            duties.leaving(now, &in_session)
+        };
+        // Not done while a configuration that is not applied yet counts it.
+        let counts = |m: &openraft::Membership<u64, Voter>| m.voter_ids().any(|v| v == id);
+        if !counts(applied) && !counts(effective) {
             return Handover::NotAVoter;
         }
-        let now = Instant::now();
-        duties.leaving.insert(name.to_owned(), now);
-        let leaving = duties.leaving(now);
-        drop(duties);
-        // Halfway through a change (the joint configuration applied), the vote goes to the
-        // voter that the final configuration adds.
-        let joint = membership.get_joint_config();
-        if let [first, .., last] = &joint[..]
-            && let Some(added) = last.iter().find(|id| !first.contains(id))
-        {
-            let to = membership
-                .get_node(added)
-                .map_or_else(|| added.to_string(), |voter| voter.name.clone());
-            return Handover::UnderWay { to };
+        // A change under way (maybe this one), or halfway (a joint configuration): the next
+        // one waits for it.
+        let joint = |m: &openraft::Membership<u64, Voter>| m.get_joint_config().len() > 1;
+        if self.changing.load(Ordering::Acquire) || joint(applied) || joint(effective) {
+            return Handover::UnderWay { to: None };
         }
-        let voters: Vec<u64> = membership.voter_ids().collect();
-        match candidate(&self.cluster, &voters, &leaving) {
-            Some(to) => Handover::UnderWay { to },
+        let voters: Vec<u64> = applied.voter_ids().collect();
+        match candidate(&self.cluster, &voters, &leaving, &in_session) {
+            Some(to) => Handover::UnderWay { to: Some(to) },
             None => Handover::NoneToTake,
         }
     }
@@ -288,7 +300,7 @@ impl Leadership {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_growth = Instant::now();
         // One change of the voters at a time: the next waits until this one is done.
-        let changing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let changing = self.changing.clone();
         loop {
             let (leading, term, membership) = {
                 let m = metrics.borrow_and_update();
@@ -315,23 +327,23 @@ impl Leadership {
                 last_growth = now;
                 let membership = membership.membership();
                 let gone = gone_members(membership, &state_machine, &cluster, me);
+                let in_session = open_sessions(&state_machine);
                 let (mut gone, leaving) = {
                     let mut duties = self.duties.lock();
                     let gone = duties.gone_for_good(&gone, now, grace, self.clock_rate);
-                    (gone, duties.leaving(now))
+                    (gone, duties.leaving(now, &in_session))
                 };
                 // Voters that leave count as gone for good at once.
                 gone.extend(
                     leaving
                         .iter()
-                        .map(|name| raft_id(name))
+                        .map(|node| raft_id(node.name()))
                         .filter(|id| membership.voter_ids().any(|voter| voter == *id)),
                 );
                 gone.sort_unstable();
                 gone.dedup();
                 let change = VoterChange::next(membership, voters, &gone);
-                let idle =
-                    change.is_some() && !changing.swap(true, std::sync::atomic::Ordering::AcqRel);
+                let idle = change.is_some() && !changing.swap(true, Ordering::AcqRel);
                 if let (Some(change), true) = (change, idle) {
                     // Apart from the duty loop: a learner catching up must not delay expiries.
                     let (raft, leadership, changing, state_machine) = (
@@ -532,13 +544,14 @@ impl VoterChange {
                 gone_name,
             } => (voters, Some((gone, gone_name))),
         };
-        let Some(name) = candidate(cluster, &voters, &leadership.leaving_now()) else {
+        let (leaving, in_session) = leadership.leaving_now(state_machine);
+        let Some(name) = candidate(cluster, &voters, &leaving, &in_session) else {
             return;
         };
         let id = raft_id(&name);
         match &gone {
             None => tracing::info!(voter = %name, "adding a registry voter"),
-            Some((_, gone)) if leadership.is_leaving(gone) => tracing::info!(
+            Some((_, gone)) if leadership.is_leaving(gone, state_machine) => tracing::info!(
                 voter = %name,
                 %gone,
                 "registry voter {gone} leaves the cluster: giving its vote to node {name}"
@@ -557,7 +570,8 @@ impl VoterChange {
         let candidate_went = async {
             loop {
                 tokio::time::sleep(CANDIDATE_CHECK).await;
-                if !still_candidate(cluster, &name, &leadership.leaving_now()) {
+                let (leaving, in_session) = leadership.leaving_now(state_machine);
+                if !still_candidate(cluster, &name, &leaving, &in_session) {
                     return;
                 }
             }
@@ -602,10 +616,16 @@ impl VoterChange {
             return;
         }
         if let Some((gone, gone_name)) = &gone
-            && !leadership.is_leaving(gone_name)
+            && !leadership.is_leaving(gone_name, state_machine)
             && !gone_members(now, state_machine, cluster, me).contains(gone)
         {
             tracing::info!(voter = %name, gone = %gone_name, "the gone voter came back; it keeps its vote");
+            return;
+        }
+        // Nor to a node that began to leave, or went, while it caught up.
+        let (leaving, in_session) = leadership.leaving_now(state_machine);
+        if !still_candidate(cluster, &name, &leaving, &in_session) {
+            tracing::info!(voter = %name, "the new voter leaves or went; not adding");
             return;
         }
         let gone = gone.map(|(id, _)| id);
@@ -619,11 +639,11 @@ impl VoterChange {
 }
 
 /// Clears the flag of a change of the voters under way when the change ends, however it ends.
-struct ChangeUnderWay(Arc<std::sync::atomic::AtomicBool>);
+struct ChangeUnderWay(Arc<AtomicBool>);
 
 impl Drop for ChangeUnderWay {
     fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::Release);
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -635,32 +655,53 @@ pub(crate) const CATCH_UP: Duration = Duration::from_secs(10);
 /// another: a leader cut off from its majority may wait for a commit that never comes.
 const CHANGE_LIMIT: Duration = Duration::from_secs(60);
 
-/// How long a voter that leaves may go without asking again before it is forgotten
-/// ([`Duties::leaving`]); it asks every 100 ms while it waits (`client::handover`).
+/// How long a node that leaves is remembered after its last word once its session is no
+/// longer open ([`Duties::leaving`]); a voter asks every 100 ms while it waits
+/// (`client::handover`).
 const LEAVING_FORGOTTEN: Duration = Duration::from_secs(2);
 
 /// How often a change checks that the node catching up to take a vote is still connected and
 /// does not leave.
 const CANDIDATE_CHECK: Duration = Duration::from_millis(100);
 
-/// The first by name of the connected members that may vote and do not (`voters`), and do not
-/// leave (`leaving`, names).
-fn candidate(cluster: &Cluster, voters: &[u64], leaving: &[String]) -> Option<String> {
+/// The first by name of the connected members that may vote and do not (`voters`), have an
+/// open session (`in_session`: one that closed it is on its way out) and do not leave
+/// (`leaving`).
+fn candidate(
+    cluster: &Cluster,
+    voters: &[u64],
+    leaving: &[NodeId],
+    in_session: &HashSet<NodeId>,
+) -> Option<String> {
     cluster
         .members()
         .into_iter()
         .filter(|m| m.status == MemberStatus::Up)
         .filter(|m| m.labels.get(VOTER_LABEL).is_none_or(|v| v != "no"))
+        .filter(|m| in_session.contains(&m.node) && !leaving.contains(&m.node))
         .map(|m| m.node.name().to_owned())
-        .filter(|name| !voters.contains(&raft_id(name)) && !leaving.contains(name))
+        .filter(|name| !voters.contains(&raft_id(name)))
         .min()
 }
 
 /// Whether node `name`, catching up to take a vote, may still take it: a member (suspected
-/// for a moment, say, but not down and not gone) that does not leave. Not necessarily the
-/// first by name any more: one that joined meanwhile may come before it.
-fn still_candidate(cluster: &Cluster, name: &str, leaving: &[String]) -> bool {
-    !leaving.iter().any(|l| l == name) && cluster.members().iter().any(|m| m.node.name() == name)
+/// for a moment, say, but not down and not gone) with an open session that does not leave.
+/// Not necessarily the first by name any more: one that joined meanwhile may come before
+/// it.
+fn still_candidate(
+    cluster: &Cluster,
+    name: &str,
+    leaving: &[NodeId],
+    in_session: &HashSet<NodeId>,
+) -> bool {
+    cluster.members().iter().any(|m| {
+        m.node.name() == name && in_session.contains(&m.node) && !leaving.contains(&m.node)
+    })
+}
+
+/// The nodes (incarnations) with an open session.
+fn open_sessions(state_machine: &StateMachine) -> HashSet<NodeId> {
+    state_machine.read(|state| state.sessions().map(|s| s.node.clone()).collect())
 }
 
 #[cfg(test)]
@@ -692,22 +733,40 @@ mod tests {
         assert!(duties.expiring.is_empty());
     }
 
-    /// A voter that leaves counts as leaving while it keeps asking, and not once it stopped
-    /// asking for [`LEAVING_FORGOTTEN`]: one that gave up waiting and left a voter counts as
-    /// any other then (its vote moves after the grace, and a voter of that name restarted
-    /// later keeps it).
+    /// A node that leaves counts as leaving while its session is open, and for
+    /// [`LEAVING_FORGOTTEN`] after its last word once it is not: one that gave up waiting and
+    /// left a voter counts as any other then (its vote moves after the grace), and a later
+    /// incarnation of its name is not taken for it.
     #[test]
-    fn a_leaving_voter_is_forgotten_once_it_stops_asking() {
+    fn a_leaving_node_is_forgotten_once_its_session_ended_and_it_stopped_asking() {
         let start = Instant::now();
+        let (a, b) = (NodeId::new("a", 1), NodeId::new("b", 1));
         let mut duties = Duties::default();
-        duties.leaving.insert("b".into(), start);
+        duties.leaving.insert(b.clone(), start);
         duties
             .leaving
-            .insert("a".into(), start + LEAVING_FORGOTTEN / 2);
-        assert_eq!(duties.leaving(start), ["a", "b"], "sorted by name");
+            .insert(a.clone(), start + LEAVING_FORGOTTEN / 2);
+        let none = HashSet::default();
+        assert_eq!(
+            duties.leaving(start, &none),
+            [a.clone(), b.clone()],
+            "sorted by name"
+        );
         let later = start + LEAVING_FORGOTTEN;
-        assert_eq!(duties.leaving(later), ["a"], "b stopped asking");
-        assert!(duties.leaving(later + LEAVING_FORGOTTEN).is_empty());
+        assert_eq!(
+            duties.leaving(later, &none),
+            vec![a.clone()],
+            "b stopped asking"
+        );
+        let a_in_session: HashSet<NodeId> = [a.clone()].into_iter().collect();
+        let much_later = later + LEAVING_FORGOTTEN;
+        assert_eq!(
+            duties.leaving(much_later, &a_in_session),
+            vec![a.clone()],
+            "a's session is still open"
+        );
+        let a_again: HashSet<NodeId> = [NodeId::new("a", 2)].into_iter().collect();
+        assert!(duties.leaving(much_later, &a_again).is_empty());
         assert!(duties.leaving.is_empty(), "forgotten, not only left out");
     }
 

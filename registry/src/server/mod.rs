@@ -461,9 +461,23 @@ impl Actor for Server {
                     return Ok(());
                 }
                 // The asking node's own vote: the transport names the node an ask came from.
-                let node = reply.origin().unwrap_or(ctx.node().id()).name().to_owned();
-                let membership = self.state_machine.membership();
-                let _ = reply.send(Ok(self.leadership.hand_over(&node, &membership)));
+                let node = reply.origin().unwrap_or(ctx.node().id()).clone();
+                let (leadership, state_machine) =
+                    (self.leadership.clone(), self.state_machine.clone());
+                tokio::spawn(async move {
+                    // As for a read: a leader deposed without knowing it yet must not answer.
+                    let answer = leadership.confirm(&raft).await.map(|()| {
+                        let applied = state_machine.membership();
+                        let effective = raft.metrics().borrow().membership_config.clone();
+                        leadership.hand_over(
+                            &node,
+                            &applied,
+                            effective.membership(),
+                            &state_machine,
+                        )
+                    });
+                    let _ = reply.send(answer);
+                });
             }
         }
         Ok(())

@@ -60,9 +60,10 @@ pub(crate) enum ServerMsg {
     /// whole, and a log it could win an election with from one behind
     /// (`client::session::watch_standing`).
     HearsLeader(ReplyTo<Hearing>),
-    /// The asking node leaves on purpose and votes: its vote goes to another node before it
-    /// goes, without the voter grace (on the leader; asked again until the answer says the
-    /// hand-over ended: `client::handover`).
+    /// The asking node leaves on purpose (on the leader). If it votes, its vote goes to
+    /// another node before it goes, without the voter grace; it asks again until the answer
+    /// says the hand-over ended (`client::handover`). Either way it is given no vote while it
+    /// leaves.
     HandOverVote(ReplyTo<Result<Handover, ServerError>>),
 }
 
@@ -72,8 +73,9 @@ pub(crate) enum Handover {
     /// The node is not among the voters of the leader's applied configuration (any more).
     NotAVoter,
     /// Its vote is to go to this node, the first by name of the connected members that may
-    /// vote and do not, and that do not leave themselves.
-    UnderWay { to: String },
+    /// vote and do not, and that do not leave themselves; or, while a change of the voters is
+    /// under way, to a node named once that change is done.
+    UnderWay { to: Option<String> },
     /// No member may take the vote: the node keeps it, as a voter gone for good does.
     NoneToTake,
 }
