@@ -188,7 +188,6 @@ impl Registry {
         };
         tokio::spawn(session::watch_standing(
             Arc::downgrade(&shared),
-            raft.clone(),
             local.clone(),
         ));
         tokio::spawn(session::feed(Arc::downgrade(&shared), mirror, local));

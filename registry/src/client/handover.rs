@@ -4,17 +4,19 @@
 //! left would be one the registry could not count on until the voter grace (30 s by default)
 //! moved its vote, with one failure more then costing the quorum.
 //!
-//! Every node that leaves tells the leader ([`ServerMsg::HandOverVote`]), so that it is given
-//! no vote while it leaves (nodes stopped together must not hand votes to each other). A
-//! voter's vote goes to the next node that may take it, without waiting for the grace
-//! (`server::leader`); the voter asks again every [`HANDOVER_POLL`] until the answer says
+//! Every node that leaves tells the leader ([`ServerMsg::Leaving`]), and again every
+//! [`SAY_AGAIN`] until its session closes, so that it is given no vote while it leaves (nodes
+//! stopped together must not hand votes to each other), whichever node leads meanwhile. A
+//! voter asks for its vote to go to the next node that may take it, without waiting for the
+//! grace (`server::leader`), and asks again every [`HANDOVER_POLL`] until the answer says
 //! the hand-over ended: it votes no more, or no node may take its vote (it keeps it, as a
-//! voter gone for good does). The leader keeps what it was told in memory only: a new leader
-//! hears it at the next ask.
+//! voter gone for good does). The leader keeps what it was told in memory only.
 //!
-//! The wait is bounded ([`handover_limit`]); past it, or if no leader answers (the registry
-//! lost its quorum: the last nodes of a cluster stopping), the node leaves all the same and
-//! the voter grace moves its vote later.
+//! The wait is bounded ([`handover_limit`]). Past it, or if no leader answers within an
+//! attempt's time (an election under way, or the registry lost its quorum: the last nodes of
+//! a cluster stopping), the node leaves a voter, and the voter grace moves its vote later:
+//! its Raft must not be held back from standing while no leader answers, or the voters that
+//! leave together could elect none.
 
 use std::time::Duration;
 
@@ -26,6 +28,9 @@ use crate::server::protocol::{Handover, ServerMsg};
 /// How often a voter that leaves asks again while its vote is handed over.
 const HANDOVER_POLL: Duration = Duration::from_millis(100);
 
+/// How often a node that leaves says so again until its session closes.
+const SAY_AGAIN: Duration = Duration::from_millis(500);
+
 /// The longest a voter that leaves waits for its vote to move: the leader's catch-up of the
 /// node that takes it, and a request's time for the change itself (or an election, when the
 /// leader leaves: it steps down once the change is applied).
@@ -33,24 +38,43 @@ pub(crate) fn handover_limit(request_timeout: Duration) -> Duration {
     crate::server::CATCH_UP + request_timeout
 }
 
+/// Tells the leader, within an attempt's time, that this node leaves (and, with
+/// `hand_over`, that its vote should go to another node).
+async fn say(shared: &Shared, hand_over: bool, limit: Duration) -> Result<Handover, String> {
+    let me = shared.me().clone();
+    let what = || format!("node {me} leaving (the hand-over of its registry vote)");
+    let attempt = shared.attempt_timeout(shared.config.request_timeout);
+    shared
+        .call(
+            &what,
+            |reply| ServerMsg::Leaving(hand_over, reply),
+            attempt.min(limit),
+            Resend::Idempotent,
+        )
+        .await
+        .map_err(|err| err.to_string())
+}
+
+/// Says that this node leaves, every [`SAY_AGAIN`], for as long as it is awaited.
+pub(crate) async fn keep_saying_it_leaves(shared: &Shared) {
+    loop {
+        tokio::time::sleep(SAY_AGAIN).await;
+        let _ = say(shared, false, SAY_AGAIN).await;
+    }
+}
+
 /// Tells the leader that this node leaves and, if it votes (`voter`, as its own Raft counts
 /// it), hands its vote over; see the module's docs. Says whether the vote went to another
 /// node.
 pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
     let me = shared.me().clone();
-    let what = || format!("node {me} leaving (the hand-over of its registry vote)");
+    let limit = handover_limit(shared.config.request_timeout);
     if !voter {
-        // Said once, within an attempt's time: the node leaves whether or not it is heard.
-        let limit = shared.attempt_timeout(shared.config.request_timeout);
-        let said = shared
-            .call(&what, ServerMsg::HandOverVote, limit, Resend::Idempotent)
-            .await;
-        if let Err(err) = said {
+        if let Err(err) = say(shared, false, limit).await {
             tracing::debug!(node = %me, %err, "could not tell the registry leader this node leaves");
         }
         return false;
     }
-    let limit = handover_limit(shared.config.request_timeout);
     let deadline = Instant::now() + limit;
     let mut to: Option<String> = None;
     loop {
@@ -59,15 +83,7 @@ pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
             tracing::warn!(node = %me, "this node's registry vote did not move within {limit:?}; it leaves a voter all the same, and the voter grace moves the vote later");
             return false;
         }
-        let answer = shared
-            .call(
-                &what,
-                ServerMsg::HandOverVote,
-                left.min(shared.config.request_timeout),
-                Resend::Idempotent,
-            )
-            .await;
-        match answer {
+        match say(shared, true, left).await {
             Ok(Handover::NotAVoter) => {
                 match &to {
                     Some(to) => {
@@ -92,7 +108,13 @@ pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
                 tokio::time::sleep(HANDOVER_POLL.min(left)).await;
             }
             Err(err) => {
-                tracing::warn!(node = %me, %err, "could not hand this node's registry vote over; it leaves a voter all the same, and the voter grace moves the vote later");
+                // A leader that handed its own vote over steps down before its next ask: its
+                // own log then no longer counts it.
+                if !shared.own_log_names_me_a_voter() {
+                    tracing::info!(node = %me, "this node's registry vote went to another node");
+                    return true;
+                }
+                tracing::warn!(node = %me, %err, "no registry leader answered the hand-over of this node's vote; it leaves a voter, and the voter grace moves the vote later");
                 return false;
             }
         }

@@ -117,14 +117,23 @@ pub(crate) struct Shared {
     /// This node's Raft: whether it stands for election is decided in `session`, and held
     /// off while the node hands its vote over ([`Registry::leave`]).
     pub(crate) raft: openraft::Raft<crate::raft::TypeConfig>,
-    /// Set while this node must not stand for election whatever `session::watch_standing`
-    /// decides: it hands its vote over, or did ([`Shared::hold_standing`]).
-    pub(crate) standing_held: AtomicBool,
-    /// Whether `session::watch_standing` last decided that this node stands for election.
-    pub(crate) stands: AtomicBool,
+    /// Whether this node's Raft stands for election: what `session::watch_standing` decided,
+    /// and whether `leave` holds it back. Under one lock, with the Raft's switch set under it,
+    /// so that the two never leave the switch at odds with what they decided.
+    standing: Mutex<Standing>,
     /// Whether the leader said this node does not vote although its own log says it does
     /// (`session::LocalVoter::retired`, the same flag): its copy then follows the leader.
     pub(crate) retired: Arc<AtomicBool>,
+}
+
+/// Whether this node's Raft stands for election ([`Shared::set_stands`],
+/// [`Shared::hold_standing`]).
+#[derive(Default)]
+struct Standing {
+    /// `session::watch_standing` decided that it stands.
+    stands: bool,
+    /// `leave` holds it back: its vote moves, or moved.
+    held: bool,
 }
 
 /// Why the `outcomes` of a request of node `me` leave open whether it took effect, if they
@@ -689,14 +698,39 @@ impl Shared {
         }
     }
 
+    /// Records whether this node stands for election, as `session::watch_standing` decides;
+    /// its Raft stands unless `leave` holds it back.
+    pub(crate) fn set_stands(&self, stands: bool) {
+        self.change_standing(|standing| standing.stands = stands);
+    }
+
     /// Holds this node's Raft back from standing for election (`held`), or lets it stand
     /// again as `session::watch_standing` last decided. At once: the node may be about to
     /// leave, and `watch_standing` ends when it has left.
     pub(crate) fn hold_standing(&self, held: bool) {
-        // The flag first: `watch_standing` checks it after it turns elections on.
-        self.standing_held.store(held, Ordering::SeqCst);
-        let stand = !held && self.stands.load(Ordering::SeqCst);
-        self.raft.runtime_config().elect(stand);
+        self.change_standing(|standing| standing.held = held);
+    }
+
+    /// Changes what decides whether this node stands, and sets its Raft's switch to match
+    /// under the same lock.
+    fn change_standing(&self, change: impl FnOnce(&mut Standing)) {
+        let mut standing = self.standing.lock();
+        change(&mut standing);
+        self.raft
+            .runtime_config()
+            .elect(standing.stands && !standing.held);
+    }
+
+    /// Whether `leave` holds this node back from standing for election.
+    pub(crate) fn standing_held(&self) -> bool {
+        self.standing.lock().held
+    }
+
+    /// Whether this node's own Raft log names it a voter.
+    pub(crate) fn own_log_names_me_a_voter(&self) -> bool {
+        let metrics = self.raft_metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        membership.voter_ids().any(|id| id == metrics.id)
     }
 
     /// This node's session expired: it is down for the cluster.
@@ -1043,8 +1077,7 @@ impl Registry {
             early_answers: Mutex::default(),
             raft_metrics: raft.metrics(),
             raft,
-            standing_held: AtomicBool::new(false),
-            stands: AtomicBool::new(false),
+            standing: Mutex::default(),
             retired,
         })
     }
@@ -1631,7 +1664,12 @@ impl Registry {
         // behind, and named. (A bound actor of another node is only told to stop: one that
         // cannot be reached counts as ended.)
         let (_, killed) = self.shared.lose_leases("this node left");
-        wait_for_ends(self.shared.me(), killed, self.shared.config.session_ttl).await;
+        // Said again while the actors end, so that a leader that took over meanwhile gives it
+        // no vote either.
+        tokio::select! {
+            () = wait_for_ends(self.shared.me(), killed, self.shared.config.session_ttl) => {}
+            () = handover::keep_saying_it_leaves(&self.shared) => {}
+        }
         // From here on nothing renews the session or opens it again.
         self.shared.left.store(true, Ordering::Release);
         match self.shared.propose_one(command, true).await {

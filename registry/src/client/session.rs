@@ -362,11 +362,7 @@ const UNDECIDED_SILENCES: u32 = 5;
 /// replicates to it, it asks again. Once a leader replicates to it (the leader takes it back,
 /// as a learner first), its copy follows its own state machine again, and it stands once the
 /// leader counts it among the voters and its log holds that configuration.
-pub(crate) async fn watch_standing(
-    shared: Weak<Shared>,
-    raft: openraft::Raft<crate::raft::TypeConfig>,
-    local: LocalVoter,
-) {
+pub(crate) async fn watch_standing(shared: Weak<Shared>, local: LocalVoter) {
     let mut stands = false;
     let mut asked: Option<Instant> = None;
     // Since when this node, named a voter, has waited without standing or retiring.
@@ -375,19 +371,13 @@ pub(crate) async fn watch_standing(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stand = |why: &str, shared: &Shared| {
         tracing::info!(node = %shared.me(), "this node's registry Raft stands for election: {why}");
-        shared.stands.store(true, Ordering::SeqCst);
-        raft.runtime_config().elect(true);
-        // Held back meanwhile (`Shared::hold_standing`, which sets the flag before it turns
-        // elections off): it must not stand.
-        if shared.standing_held.load(Ordering::SeqCst) {
-            raft.runtime_config().elect(false);
-        }
+        shared.set_stands(true);
     };
     loop {
         let Some(shared) = next_tick(&mut tick, &shared).await else {
             return;
         };
-        if shared.standing_held.load(Ordering::SeqCst) {
+        if shared.standing_held() {
             // Its vote moves, or moved (`Registry::leave`); let go, it stands again at once if
             // it stood (`Shared::hold_standing`).
             continue;
@@ -468,8 +458,7 @@ pub(crate) async fn watch_standing(
                      now others (it was away for longer than the voter grace): it does not \
                      stand for election, and its copy of the registry follows the leader"
                 );
-                shared.stands.store(false, Ordering::SeqCst);
-                raft.runtime_config().elect(false);
+                shared.set_stands(false);
                 local.retired.store(true, Ordering::Release);
                 stands = false;
             }

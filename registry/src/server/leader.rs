@@ -63,12 +63,21 @@ struct Duties {
     /// Since when each voter or learner (by Raft id) has been gone, as this leader saw it:
     /// no open session by its name, and no connection to this node.
     gone_since: HashMap<u64, Instant>,
-    /// Nodes that leave on purpose (each incarnation), with when each last said so
-    /// ([`Leadership::hand_over`]). A voter among them gives its vote up without the voter
-    /// grace, and none of them is given a vote. Kept while the node's session is open and
-    /// for [`LEAVING_FORGOTTEN`] after its last word: a voter asks again and again while it
-    /// waits, and one that gave up counts as any other voter once it is gone.
-    leaving: HashMap<NodeId, Instant>,
+    /// Nodes that leave on purpose (each incarnation), and what they said
+    /// ([`Leadership::hand_over`]). None of them is given a vote. Kept while the node's
+    /// session is open and for [`LEAVING_FORGOTTEN`] after its last word, across changes of
+    /// lead (a node says it again every 0.5 s while it leaves: `client::handover`).
+    leaving: HashMap<NodeId, Leaving>,
+}
+
+/// What a node that leaves said last.
+#[derive(Clone, Copy, Debug)]
+struct Leaving {
+    /// When.
+    at: Instant,
+    /// It votes and waits for its vote to move: asked within [`HANDING_OVER`], and not told
+    /// that it keeps its vote. Only then is its vote moved without the voter grace.
+    hands_over: bool,
 }
 
 impl Duties {
@@ -81,12 +90,24 @@ impl Duties {
         if self.since.is_some() && self.term == term {
             return false;
         }
+        // What nodes said of leaving still holds, whoever heard it.
+        let leaving = std::mem::take(&mut self.leaving);
         *self = Duties {
             since: Some(now),
             term,
+            leaving,
             ..Duties::default()
         };
         true
+    }
+
+    /// Stops leading: forgets all but what nodes said of leaving.
+    fn step_down(&mut self) {
+        let leaving = std::mem::take(&mut self.leaving);
+        *self = Duties {
+            leaving,
+            ..Duties::default()
+        };
     }
 
     /// Forgets the keepalive times and pending expiries of sessions no longer open (expired,
@@ -130,15 +151,35 @@ impl Duties {
     }
 
     /// The nodes that leave as of `now`, sorted, forgetting those whose session is no
-    /// longer open (`in_session`) and who have not asked for [`LEAVING_FORGOTTEN`].
+    /// longer open (`in_session`) and who have not said so for [`LEAVING_FORGOTTEN`].
     fn leaving(&mut self, now: Instant, in_session: &HashSet<NodeId>) -> Vec<NodeId> {
-        self.leaving.retain(|node, asked| {
-            in_session.contains(node) || now.duration_since(*asked) < LEAVING_FORGOTTEN
+        self.leaving.retain(|node, said| {
+            in_session.contains(node) || now.duration_since(said.at) < LEAVING_FORGOTTEN
         });
         let mut nodes: Vec<NodeId> = self.leaving.keys().cloned().collect();
         nodes
             .sort_unstable_by(|a, b| (a.name(), a.incarnation()).cmp(&(b.name(), b.incarnation())));
         nodes
+    }
+
+    /// The names of the voters whose votes move now without the grace: they asked within
+    /// [`HANDING_OVER`] as of `now`, were not told they keep their votes, and no later
+    /// incarnation of their name has a session open (`in_session`: one restarted at once).
+    fn handing_over(&self, now: Instant, in_session: &HashSet<NodeId>) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .leaving
+            .iter()
+            .filter(|(_, said)| said.hands_over && now.duration_since(said.at) < HANDING_OVER)
+            .filter(|(node, _)| {
+                !in_session
+                    .iter()
+                    .any(|n| n.name() == node.name() && n.incarnation() > node.incarnation())
+            })
+            .map(|(node, _)| node.name().to_owned())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
     }
 }
 
@@ -190,10 +231,14 @@ impl Leadership {
         (leaving, in_session)
     }
 
-    /// Whether a node named `name` leaves, as of now.
-    fn is_leaving(&self, name: &str, state_machine: &StateMachine) -> bool {
-        let (leaving, _) = self.leaving_now(state_machine);
-        leaving.iter().any(|node| node.name() == name)
+    /// Whether the voter named `name` hands its vote over, as of now.
+    fn hands_over(&self, name: &str, state_machine: &StateMachine) -> bool {
+        let in_session = open_sessions(state_machine);
+        let duties = self.duties.lock();
+        duties
+            .handing_over(Instant::now(), &in_session)
+            .iter()
+            .any(|n| n == name)
     }
 
     /// Whether this node leads the registry (its duty loop has seen it become leader of the
@@ -202,14 +247,15 @@ impl Leadership {
         self.duties.lock().since.is_some()
     }
 
-    /// Notes that `node` leaves on purpose, and says how the hand-over of its vote stands:
-    /// `applied` is the applied configuration, `effective` the last in this node's log. The
-    /// duty loop makes the change (a [`VoterChange::Replace`] without the voter grace); a
-    /// voter asks again until the answer is not [`Handover::UnderWay`]. A node that does not
-    /// vote says so once, and is given no vote while it leaves.
+    /// Notes that `node` leaves on purpose, and says how the hand-over of its vote stands,
+    /// if it asks for one (`hand_over`): `applied` is the applied configuration, `effective`
+    /// the last in this node's log. The duty loop makes the change (a
+    /// [`VoterChange::Replace`] without the voter grace); a voter asks again until the answer
+    /// is not [`Handover::UnderWay`]. A node that leaves is given no vote.
     pub(crate) fn hand_over(
         &self,
         node: &NodeId,
+        hand_over: bool,
         applied: &openraft::Membership<u64, Voter>,
         effective: &openraft::Membership<u64, Voter>,
         state_machine: &StateMachine,
@@ -217,16 +263,31 @@ impl Leadership {
         let id = raft_id(node.name());
         let in_session = open_sessions(state_machine);
         let now = Instant::now();
-        let leaving = {
-            let mut duties = self.duties.lock();
-            duties.leaving.insert(node.clone(), now);
-            duties.leaving(now, &in_session)
-        };
         // Not done while a configuration that is not applied yet counts it.
         let counts = |m: &openraft::Membership<u64, Voter>| m.voter_ids().any(|v| v == id);
-        if !counts(applied) && !counts(effective) {
+        let voter = counts(applied) || counts(effective);
+        let mut duties = self.duties.lock();
+        let said = Leaving {
+            at: now,
+            hands_over: voter && hand_over,
+        };
+        let earlier = duties.leaving.insert(node.clone(), said);
+        if !voter {
             return Handover::NotAVoter;
         }
+        if !hand_over {
+            return Handover::NoneToTake;
+        }
+        let keeps = Leaving {
+            hands_over: false,
+            ..said
+        };
+        // Told once that it keeps its vote, it keeps it: it stands for election again.
+        if earlier.is_some_and(|e| !e.hands_over) {
+            duties.leaving.insert(node.clone(), keeps);
+            return Handover::NoneToTake;
+        }
+        let leaving = duties.leaving(now, &in_session);
         // A change under way (maybe this one), or halfway (a joint configuration): the next
         // one waits for it.
         let joint = |m: &openraft::Membership<u64, Voter>| m.get_joint_config().len() > 1;
@@ -236,7 +297,11 @@ impl Leadership {
         let voters: Vec<u64> = applied.voter_ids().collect();
         match candidate(&self.cluster, &voters, &leaving, &in_session) {
             Some(to) => Handover::UnderWay { to: Some(to) },
-            None => Handover::NoneToTake,
+            None => {
+                // Said once, for good: no change moves its vote after this.
+                duties.leaving.insert(node.clone(), keeps);
+                Handover::NoneToTake
+            }
         }
     }
 
@@ -311,7 +376,7 @@ impl Leadership {
                 )
             };
             if !leading {
-                *self.duties.lock() = Duties::default();
+                self.duties.lock().step_down();
                 // Nothing to do until this node leads: no tick on followers.
                 if metrics.changed().await.is_err() {
                     return;
@@ -328,16 +393,17 @@ impl Leadership {
                 let membership = membership.membership();
                 let gone = gone_members(membership, &state_machine, &cluster, me);
                 let in_session = open_sessions(&state_machine);
-                let (mut gone, leaving) = {
+                let (mut gone, handing_over) = {
                     let mut duties = self.duties.lock();
                     let gone = duties.gone_for_good(&gone, now, grace, self.clock_rate);
-                    (gone, duties.leaving(now, &in_session))
+                    duties.leaving(now, &in_session);
+                    (gone, duties.handing_over(now, &in_session))
                 };
-                // Voters that leave count as gone for good at once.
+                // Voters that hand their votes over count as gone for good at once.
                 gone.extend(
-                    leaving
+                    handing_over
                         .iter()
-                        .map(|node| raft_id(node.name()))
+                        .map(|name| raft_id(name))
                         .filter(|id| membership.voter_ids().any(|voter| voter == *id)),
                 );
                 gone.sort_unstable();
@@ -551,7 +617,7 @@ impl VoterChange {
         let id = raft_id(&name);
         match &gone {
             None => tracing::info!(voter = %name, "adding a registry voter"),
-            Some((_, gone)) if leadership.is_leaving(gone, state_machine) => tracing::info!(
+            Some((_, gone)) if leadership.hands_over(gone, state_machine) => tracing::info!(
                 voter = %name,
                 %gone,
                 "registry voter {gone} leaves the cluster: giving its vote to node {name}"
@@ -616,7 +682,7 @@ impl VoterChange {
             return;
         }
         if let Some((gone, gone_name)) = &gone
-            && !leadership.is_leaving(gone_name, state_machine)
+            && !leadership.hands_over(gone_name, state_machine)
             && !gone_members(now, state_machine, cluster, me).contains(gone)
         {
             tracing::info!(voter = %name, gone = %gone_name, "the gone voter came back; it keeps its vote");
@@ -656,9 +722,14 @@ pub(crate) const CATCH_UP: Duration = Duration::from_secs(10);
 const CHANGE_LIMIT: Duration = Duration::from_secs(60);
 
 /// How long a node that leaves is remembered after its last word once its session is no
-/// longer open ([`Duties::leaving`]); a voter asks every 100 ms while it waits
+/// longer open ([`Duties::leaving`]); it says it every 0.5 s while it leaves
 /// (`client::handover`).
 const LEAVING_FORGOTTEN: Duration = Duration::from_secs(2);
+
+/// How long after its last ask a voter's vote is moved without the grace
+/// ([`Duties::handing_over`]); it asks every 100 ms while it waits, and one that stopped
+/// asking gave up (and leaves a voter).
+const HANDING_OVER: Duration = Duration::from_millis(500);
 
 /// How often a change checks that the node catching up to take a vote is still connected and
 /// does not leave.
@@ -741,11 +812,15 @@ mod tests {
     fn a_leaving_node_is_forgotten_once_its_session_ended_and_it_stopped_asking() {
         let start = Instant::now();
         let (a, b) = (NodeId::new("a", 1), NodeId::new("b", 1));
+        let said = |at| Leaving {
+            at,
+            hands_over: false,
+        };
         let mut duties = Duties::default();
-        duties.leaving.insert(b.clone(), start);
+        duties.leaving.insert(b.clone(), said(start));
         duties
             .leaving
-            .insert(a.clone(), start + LEAVING_FORGOTTEN / 2);
+            .insert(a.clone(), said(start + LEAVING_FORGOTTEN / 2));
         let none = HashSet::default();
         assert_eq!(
             duties.leaving(start, &none),

@@ -455,7 +455,7 @@ impl Actor for Server {
                 };
                 let _ = reply.send(hearing);
             }
-            ServerMsg::HandOverVote(reply) => {
+            ServerMsg::Leaving(hand_over, reply) => {
                 if let Some(leader) = not_leading(&self.raft.server_metrics().borrow()) {
                     let _ = reply.send(Err(ServerError::NotLeader { leader }));
                     return Ok(());
@@ -471,6 +471,7 @@ impl Actor for Server {
                         let effective = raft.metrics().borrow().membership_config.clone();
                         leadership.hand_over(
                             &node,
+                            hand_over,
                             &applied,
                             effective.membership(),
                             &state_machine,

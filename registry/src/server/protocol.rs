@@ -60,14 +60,15 @@ pub(crate) enum ServerMsg {
     /// whole, and a log it could win an election with from one behind
     /// (`client::session::watch_standing`).
     HearsLeader(ReplyTo<Hearing>),
-    /// The asking node leaves on purpose (on the leader). If it votes, its vote goes to
-    /// another node before it goes, without the voter grace; it asks again until the answer
-    /// says the hand-over ended (`client::handover`). Either way it is given no vote while it
-    /// leaves.
-    HandOverVote(ReplyTo<Result<Handover, ServerError>>),
+    /// The asking node leaves on purpose (on the leader), and is given no vote while it
+    /// leaves. With `true`, it votes and asks that its vote go to another node before it
+    /// goes, without the voter grace; it asks again until the answer says the hand-over
+    /// ended (`client::handover`). With `false` it only says it leaves (again every 0.5 s
+    /// while it does).
+    Leaving(bool, ReplyTo<Result<Handover, ServerError>>),
 }
 
-/// The leader's answer to [`ServerMsg::HandOverVote`].
+/// The leader's answer to [`ServerMsg::Leaving`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Handover {
     /// The node is not among the voters of the leader's applied configuration (any more).
