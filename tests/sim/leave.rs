@@ -166,6 +166,20 @@ async fn voter_leaves(seed: u64, leader: bool) -> Result<(), String> {
     }
 }
 
+/// Makes a write, then the spare s3 (the one node without a vote) leaves and stops: no node
+/// is left to take a vote. Returns the position of the leader among the voters.
+async fn spare_gone(nodes: &[SimNode]) -> Result<usize, String> {
+    put_retrying(&nodes[3].registry, "leave/before", b"1", "the cluster").await?;
+    let leading = leader_named_by(&nodes[3].registry, nodes)?;
+    nodes[3]
+        .registry
+        .leave()
+        .await
+        .map_err(|e| format!("the spare's leave: {e}"))?;
+    stop(&nodes[3]).await;
+    Ok(leading)
+}
+
 /// Stops a node without leaving the registry: its session expires, as after a crash.
 async fn stop(node: &SimNode) {
     node.node.shutdown().await;
@@ -217,14 +231,7 @@ fn the_last_voters_that_leave_together_still_elect_a_leader_to_close_their_sessi
 /// vote stood for election again, neither of them could stand, and their leaves failed.
 async fn last_voters_leave(seed: u64) -> Result<(), String> {
     let Cluster { nodes, _dir, .. } = four_nodes(seed, defaults).await?;
-    put_retrying(&nodes[3].registry, "leave/before", b"1", "the cluster").await?;
-    let leading = leader_named_by(&nodes[3].registry, &nodes)?;
-    nodes[3]
-        .registry
-        .leave()
-        .await
-        .map_err(|e| format!("the spare's leave: {e}"))?;
-    stop(&nodes[3]).await;
+    let leading = spare_gone(&nodes).await?;
     let mut leaves = Vec::new();
     for (i, node) in nodes[..3].iter().enumerate() {
         let (registry, node_handle, cluster) = (
@@ -246,6 +253,85 @@ async fn last_voters_leave(seed: u64) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("s{i}'s leave (s{leading} led): {e}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_voter_told_it_keeps_its_vote_keeps_it_while_it_runs() {
+    run(67, told_it_keeps_its_vote);
+}
+
+/// How long the voters are watched after the voter that kept its vote left: longer than the
+/// leader remembers a node that left (2 s after its last word), far less than the voter grace.
+const KEPT_WATCHED: Duration = Duration::from_secs(4);
+
+/// With the spare gone, a voter that does not lead leaves while a new node, s4, joins: no
+/// node may take its vote when it asks, so it keeps it and stands for election again, and it
+/// goes on running (connected, its session closed). Its vote must stay with it until it is
+/// gone for the voter grace. Before, the leader moved the vote of any node it remembered
+/// leaving as soon as one could take it, here to s4 once its session opened: behind the back
+/// of a voter that stood for election again, on a log that then still named it a voter.
+async fn told_it_keeps_its_vote(seed: u64) -> Result<(), String> {
+    let Cluster {
+        net,
+        nodes,
+        ca,
+        _dir: dir,
+    } = four_nodes(seed, defaults).await?;
+    let leading = spare_gone(&nodes).await?;
+    let voter = (0..3)
+        .find(|&i| i != leading)
+        .expect("a voter that does not lead");
+    let before = nodes[leading]
+        .registry
+        .voters()
+        .await
+        .map_err(|e| format!("the voters before the leave: {e}"))?;
+    let seeds = vec![nodes[leading].addr];
+    let (joined, left) = tokio::join!(
+        crate::start_node(4, 0, 1.0, seeds, &net, &ca, dir.path(), defaults),
+        nodes[voter].registry.leave()
+    );
+    let new = joined?;
+    left.map_err(|e| format!("the voter's leave: {e}"))?;
+    let name = nodes[voter].node.id().name().to_owned();
+    let voters = nodes[leading]
+        .registry
+        .voters()
+        .await
+        .map_err(|e| format!("the voters right after the leave: {e}"))?;
+    if voters != before {
+        return Err(format!(
+            "{name} kept its vote when it left, yet the voters right after are {voters:?}, not \
+             {before:?}"
+        ));
+    }
+    let end = Instant::now() + KEPT_WATCHED;
+    let mut new_in_session = false;
+    while Instant::now() < end {
+        new_in_session |= nodes[leading]
+            .registry
+            .sessions()
+            .iter()
+            .any(|s| s.node == *new.node.id());
+        let now = nodes[leading]
+            .registry
+            .voters()
+            .await
+            .map_err(|e| format!("the voters after the leave: {e}"))?;
+        if now != before {
+            return Err(format!(
+                "{name} kept its vote when it left and still runs, yet {:?} after it left the \
+                 voters are {now:?}, not {before:?}",
+                KEPT_WATCHED - (end - Instant::now())
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Else the test shows nothing: no node could have taken the vote.
+    if !new_in_session {
+        return Err("s4's session never opened while the voters were watched".into());
     }
     Ok(())
 }
