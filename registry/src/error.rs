@@ -146,6 +146,10 @@ pub enum RegistryError {
         /// The limit.
         max: usize,
     },
+    /// The leader would not move a registry vote as asked (`Registry::move_vote`), or the
+    /// move could not be made: why, naming the nodes. The voters are as they were.
+    #[error("the registry's voters were not changed: {0}")]
+    VoteNotMoved(String),
     /// The registry could not start.
     #[error("cannot start the registry: {0}")]
     Start(String),

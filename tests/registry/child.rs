@@ -10,7 +10,8 @@
 //! Operations: `register NAME`, `whereis NAME` (local copy), `whereis_lin NAME`, `join GROUP`,
 //! `group GROUP`, `lock NAME MILLIS`, `trylock NAME`, `release NAME`, `put KEY VALUE`,
 //! `get KEY`, `get_cached KEY` (local copy), `cas KEY EXPECTED VALUE`, `leader`, `raft` (this
-//! node's log positions: `log I applied I snapshot I purged I`, `-` for none), `lockloop NAME
+//! node's term and log positions: `term T log I applied I snapshot I purged I`, `-` for
+//! none, and its configuration's learners: `learners A,B` or `learners -`), `lockloop NAME
 //! ROUNDS SEED` (acquire, hold a random few ms, release, ROUNDS times; answers
 //! `R <id> held <token> <start> <end>...` in microseconds of the system clock), `leave`
 //! (`Registry::leave`: a voter hands its vote over, then the session closes).
@@ -255,8 +256,13 @@ impl Driver {
             "raft" => {
                 let status = registry.raft_status();
                 let index = |at: Option<u64>| at.map_or("-".to_owned(), |i| i.to_string());
+                let learners = if status.learners.is_empty() {
+                    "-".to_owned()
+                } else {
+                    status.learners.join(",")
+                };
                 Ok(format!(
-                    "term {} log {} applied {} snapshot {} purged {}",
+                    "term {} log {} applied {} snapshot {} purged {} learners {learners}",
                     status.term,
                     index(status.last_log_index),
                     index(status.last_applied),

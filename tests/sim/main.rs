@@ -39,6 +39,7 @@ mod early;
 mod fenced;
 mod lease;
 mod leave;
+mod moved;
 mod notices;
 mod probes;
 mod retried;

@@ -12,11 +12,15 @@
 //! the hand-over ended: it votes no more, or no node may take its vote (it keeps it, as a
 //! voter gone for good does). The leader keeps what it was told in memory only.
 //!
-//! The wait is bounded ([`handover_limit`]). Past it, or if no leader answers within an
-//! attempt's time (an election under way, or the registry lost its quorum: the last nodes of
-//! a cluster stopping), the node leaves a voter, and the voter grace moves its vote later:
-//! its Raft must not be held back from standing while no leader answers, or the voters that
-//! leave together could elect none.
+//! The wait is bounded ([`handover_limit`]). Past it, or if no leader answers for
+//! [`NO_LEADER_PATIENCE`] (the registry lost its quorum: the last nodes of a cluster
+//! stopping), the node leaves a voter, and the voter grace moves its vote later. While no
+//! leader answers, its Raft stands for election again: the voters that leave together must
+//! still elect one, and one elected in the middle of a hand-over (the leader stopped too)
+//! takes it up at the next ask. The leader keeps a voter whose vote it moves as a learner
+//! until the voter's log holds the configuration without its vote (`server::leader`), so a
+//! voter that gave up while its vote moved learns it no longer votes rather than stand on a
+//! log that still names it a voter.
 
 use std::time::Duration;
 
@@ -55,7 +59,8 @@ async fn say(shared: &Shared, hand_over: bool, limit: Duration) -> Result<Handov
         .map_err(|err| err.to_string())
 }
 
-/// Says that this node leaves, every [`SAY_AGAIN`], for as long as it is awaited.
+/// Says that this node leaves, every [`SAY_AGAIN`], for as long as it is awaited (it never
+/// ends of itself).
 pub(crate) async fn keep_saying_it_leaves(shared: &Shared) {
     loop {
         tokio::time::sleep(SAY_AGAIN).await;
@@ -63,9 +68,20 @@ pub(crate) async fn keep_saying_it_leaves(shared: &Shared) {
     }
 }
 
+/// How long a voter that leaves goes on asking while no leader answers (an election under
+/// way, the leader having stopped or left too) before it leaves a voter: a few elections.
+const NO_LEADER_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Tells the leader that this node leaves and, if it votes (`voter`, as its own Raft counts
 /// it), hands its vote over; see the module's docs. Says whether the vote went to another
 /// node.
+///
+/// A voter does not stand for election while the leader moves its vote, and never again once
+/// it moved (`Shared::hold_standing`): it still votes, and counts for a quorum while it is a
+/// voter. While no leader answers it stands again, and asks on for up to
+/// [`NO_LEADER_PATIENCE`]: the last voters of a cluster that stop together must still elect a
+/// leader, and a leader that took over in the middle of a hand-over takes it up. One that
+/// keeps its vote stands again.
 pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
     let me = shared.me().clone();
     let limit = handover_limit(shared.config.request_timeout);
@@ -77,13 +93,28 @@ pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
     }
     let deadline = Instant::now() + limit;
     let mut to: Option<String> = None;
+    // Since when no leader has answered, if none has since the last answer.
+    let mut unanswered: Option<Instant> = None;
+    shared.hold_standing(true);
+    let kept = |why: &str| {
+        tracing::info!(node = %me, "{why}");
+        shared.hold_standing(false);
+        false
+    };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             tracing::warn!(node = %me, "this node's registry vote did not move within {limit:?}; it leaves a voter all the same, and the voter grace moves the vote later");
+            shared.hold_standing(false);
             return false;
         }
-        match say(shared, true, left).await {
+        let said = say(shared, true, left).await;
+        if said.is_ok() {
+            unanswered = None;
+            // Held again, after a time without a leader: a leader moves its vote now.
+            shared.hold_standing(true);
+        }
+        match said {
             Ok(Handover::NotAVoter) => {
                 match &to {
                     Some(to) => {
@@ -96,8 +127,10 @@ pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
                 return true;
             }
             Ok(Handover::NoneToTake) => {
-                tracing::info!(node = %me, "no node may take this node's registry vote (every member votes, may not, or leaves too): it leaves a voter");
-                return false;
+                return kept(
+                    "no node may take this node's registry vote (every member votes, may not, or \
+                     leaves too): it leaves a voter",
+                );
             }
             Ok(Handover::UnderWay { to: next }) => {
                 if next.is_some() && next != to {
@@ -114,8 +147,17 @@ pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
                     tracing::info!(node = %me, "this node's registry vote went to another node");
                     return true;
                 }
-                tracing::warn!(node = %me, %err, "no registry leader answered the hand-over of this node's vote; it leaves a voter, and the voter grace moves the vote later");
-                return false;
+                let since = *unanswered.get_or_insert_with(Instant::now);
+                if since.elapsed() >= NO_LEADER_PATIENCE {
+                    return kept(&format!(
+                        "no registry leader answered the hand-over of this node's vote for \
+                         {NO_LEADER_PATIENCE:?} (the last error: {err}); it leaves a voter, and \
+                         the voter grace moves the vote later"
+                    ));
+                }
+                // Stands meanwhile: no leader may come otherwise.
+                shared.hold_standing(false);
+                tokio::time::sleep(HANDOVER_POLL.min(left)).await;
             }
         }
     }

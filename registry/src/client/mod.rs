@@ -21,6 +21,7 @@ pub(crate) mod mirror;
 pub(crate) mod proposer;
 pub(crate) mod session;
 mod untyped;
+mod vote_move;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -912,6 +913,7 @@ fn refused(
         ServerError::TooLarge { what, bytes, max } => {
             Err(RegistryError::TooLarge { what, bytes, max })
         }
+        ServerError::VoteNotMoved(reason) => Err(RegistryError::VoteNotMoved(reason)),
         ServerError::Malformed(reason) => Err(RegistryError::Refused {
             what: what(),
             reason: format!("node {target}: {reason}"),
@@ -1509,6 +1511,26 @@ impl Registry {
         }
     }
 
+    /// Moves the registry vote of node `from` to node `to`, and returns once `to` votes and
+    /// `from` does not (docs/registry.md, "Moving a vote by hand"). `from` must vote; `to`
+    /// must be a member that is up, may vote (its `registry.voter` label is not `no`), has an
+    /// open session, does not leave, and does not vote yet. Any node may ask. Waits for up
+    /// to [`move_vote_timeout`](Registry::move_vote_timeout); the voters stay as they were if
+    /// the move fails ([`RegistryError::VoteNotMoved`], naming why). Asked again once it is
+    /// done, it is refused: `from` does not vote.
+    ///
+    /// The leader does not keep the choice: should a voter later be gone for good, its vote
+    /// goes to the first node by name that may take it, as always.
+    pub async fn move_vote(&self, from: &str, to: &str) -> Result<(), RegistryError> {
+        vote_move::move_vote(&self.shared, from, to).await
+    }
+
+    /// How long [`move_vote`](Registry::move_vote) may take: a new voter's catch-up time and a
+    /// request timeout.
+    pub fn move_vote_timeout(&self) -> Duration {
+        vote_move::limit(self.shared.config.request_timeout)
+    }
+
     /// The registry's voters, by node name: the membership committed as of the read (a
     /// change still being made shows once it commits).
     pub async fn voters(&self) -> Result<Vec<String>, RegistryError> {
@@ -1603,8 +1625,14 @@ impl Registry {
     pub fn raft_status(&self) -> RaftStatus {
         let metrics = self.shared.raft_metrics.borrow();
         let membership = metrics.membership_config.membership();
+        let mut learners: Vec<String> = membership
+            .learner_ids()
+            .filter_map(|id| membership.get_node(&id).map(|voter| voter.name.clone()))
+            .collect();
+        learners.sort_unstable();
         RaftStatus {
             voter: membership.voter_ids().any(|id| id == metrics.id),
+            learners,
             term: metrics.current_term,
             leader: metrics
                 .current_leader
@@ -1640,21 +1668,13 @@ impl Registry {
             node: self.node(),
         };
         // A voter does not stand for election while its vote moves, and never again once it
-        // did: the configuration without it need not reach it (the leader stops sending to
-        // it), and standing on a log that still names it a voter it would raise its term,
-        // keep that term on disk, and make a leader step down when it is taken back one day.
-        // It still votes, and counts for a quorum while it is a voter. One that keeps its
-        // vote stands again: the last voters of a cluster that stop together must still elect
-        // a leader to close their sessions.
+        // did: standing on a log that still names it a voter it would raise its term, keep
+        // that term on disk, and make a leader step down when it is taken back one day
+        // (`handover::hand_over_vote`).
         let voter = self.raft_status().voter;
-        if voter {
-            self.shared.hold_standing(true);
-        }
         if handover::hand_over_vote(&self.shared, voter).await {
-            // Its copy follows the leader again: nothing replicates to its own log now.
+            // Its copy follows the leader again: its own log no longer gets every entry.
             self.shared.retired.store(true, Ordering::Release);
-        } else if voter {
-            self.shared.hold_standing(false);
         }
         // Closing the session releases every lock of the node at once, with no margin of
         // time as self-fencing has: the actors bound to its leases must have ended first, or
@@ -1670,9 +1690,15 @@ impl Registry {
             () = wait_for_ends(self.shared.me(), killed, self.shared.config.session_ttl) => {}
             () = handover::keep_saying_it_leaves(&self.shared) => {}
         }
-        // From here on nothing renews the session or opens it again.
+        // From here on nothing renews the session or opens it again. Said again until the
+        // session is closed: a leader elected meanwhile (this node's, if it led and handed its
+        // vote over) gives it no vote either.
         self.shared.left.store(true, Ordering::Release);
-        match self.shared.propose_one(command, true).await {
+        let closed = tokio::select! {
+            closed = self.shared.propose_one(command, true) => closed,
+            () = handover::keep_saying_it_leaves(&self.shared) => unreachable!("said until dropped"),
+        };
+        match closed {
             // An earlier attempt closed it, and its answer was lost: a leader that handed its
             // own vote over steps down about now, and the attempt it took may commit under the
             // next leader, which refuses the one sent again. (A session that expired instead
@@ -1715,6 +1741,10 @@ pub struct Watch {
 pub struct RaftStatus {
     /// Whether the node is one of the voters.
     pub voter: bool,
+    /// The learners of the Raft configuration the node follows, by node name: nodes being
+    /// caught up to take a vote, and voters whose vote moved, kept until their logs hold the
+    /// configuration without it (docs/registry.md, "Voters").
+    pub learners: Vec<String>,
     /// The Raft term the node is in.
     pub term: u64,
     /// The leader the node knows of, by node name.

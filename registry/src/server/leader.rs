@@ -23,7 +23,7 @@ use openraft::{Raft, ServerState};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::protocol::{Handover, ServerError};
+use super::protocol::{Handover, ServerError, VoteMove};
 use super::server_error;
 use crate::raft::StateMachine;
 use crate::raft::lease::LeaderLease;
@@ -68,6 +68,18 @@ struct Duties {
     /// session is open and for [`LEAVING_FORGOTTEN`] after its last word, across changes of
     /// lead (a node says it again every 0.5 s while it leaves: `client::handover`).
     leaving: HashMap<NodeId, Leaving>,
+    /// Why the last vote move asked by an operator failed (its `from`, its `to`, why), kept
+    /// for the next ask of that move ([`Leadership::move_vote`]).
+    move_failed: Option<MoveFailed>,
+}
+
+/// A vote move asked by an operator that failed ([`Leadership::move_vote`]).
+struct MoveFailed {
+    from: String,
+    to: String,
+    why: String,
+    /// When; told to an ask of the same move for [`MOVE_FAILURE_KEPT`] after.
+    at: Instant,
 }
 
 /// What a node that leaves said last.
@@ -305,6 +317,108 @@ impl Leadership {
         }
     }
 
+    /// Moves the vote of node `from` to node `to`, on an operator's word, and says how the move
+    /// stands: `applied` is the applied configuration, `effective` the last in this node's
+    /// log. The first ask starts the change (`to` caught up as a learner, then swapped in for
+    /// `from`, which stays a learner until its log holds the configuration without its vote,
+    /// then is dropped: so it never stands for election on a log that still names it a
+    /// voter); the caller asks again (not `first`) until the answer is [`VoteMove::Done`] or
+    /// an error.
+    pub(crate) fn move_vote(
+        &self,
+        raft: &Raft<TypeConfig>,
+        (from, to, first): (&str, &str, bool),
+        applied: &openraft::Membership<u64, Voter>,
+        effective: &openraft::Membership<u64, Voter>,
+        state_machine: &StateMachine,
+    ) -> Result<VoteMove, ServerError> {
+        let refuse = |why: String| Err(ServerError::VoteNotMoved(why));
+        let (from_id, to_id) = (raft_id(from), raft_id(to));
+        let votes = |m: &openraft::Membership<u64, Voter>, id: u64| m.voter_ids().any(|v| v == id);
+        let joint = |m: &openraft::Membership<u64, Voter>| m.get_joint_config().len() > 1;
+        if from == to {
+            return refuse(format!(
+                "node {from} was named both as the voter to move from and as the node to move to"
+            ));
+        }
+        let settled = !joint(applied) && !joint(effective);
+        if settled
+            && !first
+            && [applied, effective]
+                .iter()
+                .all(|m| votes(m, to_id) && !votes(m, from_id))
+        {
+            return Ok(VoteMove::Done);
+        }
+        let failed = {
+            let mut duties = self.duties.lock();
+            let this_move =
+                |f: &MoveFailed| f.from == from && f.to == to && f.at.elapsed() < MOVE_FAILURE_KEPT;
+            if duties.move_failed.as_ref().is_some_and(this_move) {
+                duties.move_failed.take().map(|f| f.why)
+            } else {
+                None
+            }
+        };
+        if let Some(why) = failed {
+            return refuse(why);
+        }
+        // A change under way (maybe this one), or halfway: this one waits for it.
+        if self.changing.load(Ordering::Acquire) || !settled {
+            return Ok(VoteMove::UnderWay);
+        }
+        let names = voter_names(applied);
+        if !votes(applied, from_id) {
+            return refuse(format!(
+                "node {from} does not vote in the registry (the voters are {names}); name one of \
+                 them to move from"
+            ));
+        }
+        if votes(applied, to_id) {
+            return refuse(format!(
+                "node {to} votes in the registry already (the voters are {names}); name a node \
+                 that does not to move to"
+            ));
+        }
+        let (leaving, in_session) = self.leaving_now(state_machine);
+        if let Some(why) = may_not_vote(&self.cluster, to, &leaving, &in_session) {
+            return refuse(why);
+        }
+        if self.changing.swap(true, Ordering::AcqRel) {
+            return Ok(VoteMove::UnderWay);
+        }
+        let change = VoterChange::Move {
+            voters: applied.voter_ids().collect(),
+            from: from_id,
+            from_name: from.to_owned(),
+            to: to.to_owned(),
+        };
+        let (raft, leadership, changing, state_machine) = (
+            raft.clone(),
+            self.clone(),
+            self.changing.clone(),
+            state_machine.clone(),
+        );
+        let me = raft_id(self.cluster.node().id().name());
+        let (from, to) = (from.to_owned(), to.to_owned());
+        tokio::spawn(async move {
+            let _done = ChangeUnderWay(changing);
+            let made = change.make(&raft, &leadership, &state_machine, me);
+            let why = match tokio::time::timeout(CHANGE_LIMIT, made).await {
+                Ok(Ok(())) => return,
+                Ok(Err(why)) => why,
+                Err(_) => format!("the change did not finish within {CHANGE_LIMIT:?}"),
+            };
+            leadership.duties.lock().move_failed = Some(MoveFailed {
+                from,
+                to,
+                why,
+                at: Instant::now(),
+            });
+        });
+        Ok(VoteMove::UnderWay)
+    }
+
     /// Records a keepalive from `node`, once leadership is confirmed after it arrived.
     pub(crate) async fn keepalive(
         &self,
@@ -408,7 +522,8 @@ impl Leadership {
                 );
                 gone.sort_unstable();
                 gone.dedup();
-                let change = VoterChange::next(membership, voters, &gone);
+                let caught_up = learners_holding(&raft, membership);
+                let change = VoterChange::next(membership, voters, &gone, &caught_up);
                 let idle = change.is_some() && !changing.swap(true, Ordering::AcqRel);
                 if let (Some(change), true) = (change, idle) {
                     // Apart from the duty loop: a learner catching up must not delay expiries.
@@ -513,6 +628,38 @@ fn gone_members(
         .collect()
 }
 
+/// The learners of `membership` whose logs, as this leader's replication to them shows, hold
+/// the configuration this leader's log ends with (`membership` as a rule).
+fn learners_holding(
+    raft: &Raft<TypeConfig>,
+    membership: &openraft::Membership<u64, Voter>,
+) -> Vec<u64> {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow();
+    let config = *metrics.membership_config.log_id();
+    let Some(replication) = metrics.replication.as_ref() else {
+        return Vec::new();
+    };
+    membership
+        .learner_ids()
+        .filter(|id| {
+            replication
+                .get(id)
+                .is_some_and(|matched| *matched >= config)
+        })
+        .collect()
+}
+
+/// The names of `membership`'s voters, joined by commas, for a message.
+fn voter_names(membership: &openraft::Membership<u64, Voter>) -> String {
+    let mut names: Vec<&str> = membership
+        .voter_ids()
+        .filter_map(|id| membership.get_node(&id).map(|voter| voter.name.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.join(", ")
+}
+
 /// One change of the Raft configuration the leader makes, the most pressing first.
 #[derive(Debug, PartialEq, Eq)]
 enum VoterChange {
@@ -533,15 +680,29 @@ enum VoterChange {
         gone: u64,
         gone_name: String,
     },
+    /// An operator moves the vote of `from` to node `to` ([`Leadership::move_vote`]); `from`
+    /// stays a learner until its log holds the configuration without its vote.
+    Move {
+        voters: Vec<u64>,
+        from: u64,
+        from_name: String,
+        to: String,
+    },
 }
 
 impl VoterChange {
     /// What to change next in `membership`, if anything, to keep `size` voters of which none
-    /// is among `gone` (Raft ids gone for good).
+    /// is among `gone` (Raft ids gone for good), and no learner once none is needed: with
+    /// nothing else to do, the learners among `caught_up` (those whose logs hold
+    /// `membership`) are dropped. A learner is left by a voter whose vote an operator moved
+    /// (kept until its log holds the configuration without its vote, so that it does not
+    /// stand for election on a log that still names it a voter), or by a catch-up that timed
+    /// out.
     fn next(
         membership: &openraft::Membership<u64, Voter>,
         size: usize,
         gone: &[u64],
+        caught_up: &[u64],
     ) -> Option<VoterChange> {
         let joint = membership.get_joint_config();
         if joint.len() > 1 {
@@ -559,21 +720,36 @@ impl VoterChange {
         if voters.len() < size {
             return Some(VoterChange::Grow { voters });
         }
-        let gone = voters.iter().find(|id| gone.contains(id)).copied()?;
-        let gone_name = membership
-            .get_node(&gone)
-            .map_or_else(|| gone.to_string(), |voter| voter.name.clone());
-        Some(VoterChange::Replace {
-            voters,
-            gone,
-            gone_name,
-        })
+        if let Some(gone) = voters.iter().find(|id| gone.contains(id)).copied() {
+            let gone_name = membership
+                .get_node(&gone)
+                .map_or_else(|| gone.to_string(), |voter| voter.name.clone());
+            return Some(VoterChange::Replace {
+                voters,
+                gone,
+                gone_name,
+            });
+        }
+        let idle: Vec<u64> = membership
+            .learner_ids()
+            .filter(|id| caught_up.contains(id))
+            .collect();
+        (!idle.is_empty()).then_some(VoterChange::DropLearners(idle))
     }
 
     /// Makes the change through Raft: a new voter is first added as a learner and caught up
     /// (for up to [`CATCH_UP`], and only while its node stays connected and does not leave),
     /// then swapped in, unless the voters changed meanwhile or the gone voter came back (and
-    /// does not leave).
+    /// does not leave). Says why, if the change was not made.
+    ///
+    /// A voter whose vote goes stays a learner (openraft's `retain`) until its log holds the
+    /// configuration without its vote ([`VoterChange::next`] drops it then, or once it is
+    /// gone for good): the leader goes on replicating to it, so a voter removed while it
+    /// still runs (one that leaves, one whose vote an operator moves, one removed when a new
+    /// leader finishes a change left halfway) learns that it no longer votes, and openraft
+    /// does not let it stand for election from then on. Removed outright, it would get no
+    /// more of the log, and could stand on a log that still names it a voter, raise its
+    /// term, and make a leader step down when it is taken back one day.
     ///
     /// The change itself is cut short only after [`CHANGE_LIMIT`]: openraft makes it in two
     /// entries (the joint configuration, then the final one), and one abandoned between them
@@ -585,38 +761,62 @@ impl VoterChange {
         leadership: &Leadership,
         state_machine: &StateMachine,
         me: u64,
-    ) {
+    ) -> Result<(), String> {
         let cluster = &leadership.cluster;
-        let (voters, gone) = match self {
+        // The voters, the one whose vote goes (if any), and the node to take a vote if an
+        // operator chose it.
+        let (voters, gone, chosen) = match self {
             VoterChange::FinishJoint(voters) => {
                 tracing::info!(?voters, "finishing a change of the registry's voters");
-                if let Err(err) = raft.change_membership(voters, false).await {
-                    tracing::warn!(%err, "could not finish the change of the voters");
-                }
-                return;
+                return raft
+                    .change_membership(voters, true)
+                    .await
+                    .map(drop)
+                    .map_err(|err| format!("could not finish the change of the voters: {err}"))
+                    .inspect_err(|err| tracing::warn!("{err}"));
             }
             VoterChange::DropLearners(learners) => {
-                tracing::info!(?learners, "removing registry learners whose nodes are gone");
+                tracing::info!(
+                    ?learners,
+                    "removing registry learners no longer needed (gone, or holding the \
+                     configuration that left them without a vote)"
+                );
                 let remove = openraft::ChangeMembers::RemoveNodes(learners.into_iter().collect());
-                if let Err(err) = raft.change_membership(remove, false).await {
-                    tracing::warn!(%err, "could not remove the learners");
-                }
-                return;
+                return raft
+                    .change_membership(remove, false)
+                    .await
+                    .map(drop)
+                    .map_err(|err| format!("could not remove the learners: {err}"))
+                    .inspect_err(|err| tracing::warn!("{err}"));
             }
-            VoterChange::Grow { voters } => (voters, None),
+            VoterChange::Grow { voters } => (voters, None, None),
             VoterChange::Replace {
                 voters,
                 gone,
                 gone_name,
-            } => (voters, Some((gone, gone_name))),
+            } => (voters, Some((gone, gone_name)), None),
+            VoterChange::Move {
+                voters,
+                from,
+                from_name,
+                to,
+            } => (voters, Some((from, from_name)), Some(to)),
         };
         let (leaving, in_session) = leadership.leaving_now(state_machine);
-        let Some(name) = candidate(cluster, &voters, &leaving, &in_session) else {
-            return;
+        let by_hand = chosen.is_some();
+        let name = match chosen {
+            Some(name) => name,
+            None => candidate(cluster, &voters, &leaving, &in_session)
+                .ok_or("no member may take a vote")?,
         };
         let id = raft_id(&name);
         match &gone {
             None => tracing::info!(voter = %name, "adding a registry voter"),
+            Some((_, gone)) if by_hand => tracing::info!(
+                voter = %name,
+                %gone,
+                "moving the registry vote of node {gone} to node {name}, as an operator asked"
+            ),
             Some((_, gone)) if leadership.hands_over(gone, state_machine) => tracing::info!(
                 voter = %name,
                 %gone,
@@ -642,21 +842,22 @@ impl VoterChange {
                 }
             }
         };
+        let not_made = |why: String| {
+            tracing::info!(voter = %name, "{why}");
+            Err(why)
+        };
         tokio::select! {
             caught_up = tokio::time::timeout(CATCH_UP, learner) => match caught_up {
                 Ok(Ok(_)) => {}
                 Ok(Err(err)) => {
-                    tracing::warn!(voter = %name, %err, "could not add the voter as a learner");
-                    return;
+                    return not_made(format!("could not add node {name} as a learner: {err}"));
                 }
                 Err(_) => {
-                    tracing::warn!(voter = %name, "the new voter did not catch up within {CATCH_UP:?}; trying again later");
-                    return;
+                    return not_made(format!("node {name} did not catch up within {CATCH_UP:?}"));
                 }
             },
             () = candidate_went => {
-                tracing::info!(voter = %name, "the new voter left or went while it caught up; trying again later");
-                return;
+                return not_made(format!("node {name} left or went while it caught up"));
             }
         }
         // The catch-up took a while: make the change only if it still holds. (`add_learner`
@@ -670,7 +871,9 @@ impl VoterChange {
             )
         };
         if !leads {
-            return;
+            return not_made(format!(
+                "this node lost its lead while node {name} caught up"
+            ));
         }
         let now = now.membership();
         let mut before = voters.clone();
@@ -678,28 +881,37 @@ impl VoterChange {
         let mut after: Vec<u64> = now.voter_ids().collect();
         after.sort_unstable();
         if before != after || now.get_joint_config().len() > 1 {
-            tracing::info!(voter = %name, "the registry's voters changed meanwhile; not adding");
-            return;
+            return not_made(format!(
+                "the registry's voters changed while node {name} caught up"
+            ));
         }
         if let Some((gone, gone_name)) = &gone
+            && !by_hand
             && !leadership.hands_over(gone_name, state_machine)
             && !gone_members(now, state_machine, cluster, me).contains(gone)
         {
-            tracing::info!(voter = %name, gone = %gone_name, "the gone voter came back; it keeps its vote");
-            return;
+            return not_made(format!(
+                "the gone voter {gone_name} came back; it keeps its vote"
+            ));
         }
         // Nor to a node that began to leave, or went, while it caught up.
         let (leaving, in_session) = leadership.leaving_now(state_machine);
         if !still_candidate(cluster, &name, &leaving, &in_session) {
-            tracing::info!(voter = %name, "the new voter leaves or went; not adding");
-            return;
+            return not_made(format!("node {name} leaves or went while it caught up"));
         }
         let gone = gone.map(|(id, _)| id);
         let mut next: Vec<u64> = voters.into_iter().filter(|v| Some(*v) != gone).collect();
         next.push(id);
-        match raft.change_membership(next, false).await {
-            Ok(_) => tracing::info!(voter = %name, "registry voter added"),
-            Err(err) => tracing::warn!(voter = %name, %err, "could not make the node a voter"),
+        match raft.change_membership(next, true).await {
+            Ok(_) => {
+                tracing::info!(voter = %name, "registry voter added");
+                Ok(())
+            }
+            Err(err) => {
+                let why = format!("could not make node {name} a voter: {err}");
+                tracing::warn!("{why}");
+                Err(why)
+            }
         }
     }
 }
@@ -730,6 +942,10 @@ const LEAVING_FORGOTTEN: Duration = Duration::from_secs(2);
 /// ([`Duties::handing_over`]); it asks every 100 ms while it waits, and one that stopped
 /// asking gave up (and leaves a voter).
 const HANDING_OVER: Duration = Duration::from_millis(500);
+
+/// How long the failure of a vote move asked by an operator is kept for its next ask (it asks
+/// every 0.1 s while it waits).
+const MOVE_FAILURE_KEPT: Duration = Duration::from_secs(2);
 
 /// How often a change checks that the node catching up to take a vote is still connected and
 /// does not leave.
@@ -768,6 +984,42 @@ fn still_candidate(
     cluster.members().iter().any(|m| {
         m.node.name() == name && in_session.contains(&m.node) && !leaving.contains(&m.node)
     })
+}
+
+/// Why node `name` may not take a vote an operator moves to it, if it may not: it must be a
+/// member that is up, may vote (its `registry.voter` label is not `no`), has an open session
+/// and does not leave.
+fn may_not_vote(
+    cluster: &Cluster,
+    name: &str,
+    leaving: &[NodeId],
+    in_session: &HashSet<NodeId>,
+) -> Option<String> {
+    let members = cluster.members();
+    let Some(member) = members.iter().find(|m| m.node.name() == name) else {
+        return Some(format!(
+            "node {name} is not a member of the cluster as the registry's leader, node {}, sees it",
+            cluster.node().id().name()
+        ));
+    };
+    if member.status != MemberStatus::Up {
+        return Some(format!(
+            "node {name} is {:?}, not up, as the registry's leader sees it",
+            member.status
+        ));
+    }
+    if member.labels.get(VOTER_LABEL).is_some_and(|v| v == "no") {
+        return Some(format!(
+            "node {name} may not vote: its label {VOTER_LABEL} is \"no\""
+        ));
+    }
+    if leaving.contains(&member.node) {
+        return Some(format!("node {name} is leaving the cluster"));
+    }
+    if !in_session.contains(&member.node) {
+        return Some(format!("node {name} has no open registry session"));
+    }
+    None
 }
 
 /// The nodes (incarnations) with an open session.
@@ -913,7 +1165,7 @@ mod tests {
         let new = [1, 2, 4].into_iter().collect();
         let joint = openraft::Membership::new(vec![old, new], nodes);
         assert_eq!(
-            VoterChange::next(&joint, 3, &[3]),
+            VoterChange::next(&joint, 3, &[3], &[]),
             Some(VoterChange::FinishJoint(vec![1, 2, 4])),
             "its voters are both sets together: four of them, with the gone one"
         );
@@ -922,9 +1174,9 @@ mod tests {
     #[test]
     fn the_next_change_drops_gone_learners_then_grows_then_replaces() {
         let full = membership(&[1, 2, 3], &[]);
-        assert_eq!(VoterChange::next(&full, 3, &[]), None, "nothing to do");
+        assert_eq!(VoterChange::next(&full, 3, &[], &[]), None, "nothing to do");
         assert_eq!(
-            VoterChange::next(&full, 3, &[2]),
+            VoterChange::next(&full, 3, &[2], &[]),
             Some(VoterChange::Replace {
                 voters: vec![1, 2, 3],
                 gone: 2,
@@ -933,20 +1185,30 @@ mod tests {
         );
         let short = membership(&[1, 2], &[]);
         assert_eq!(
-            VoterChange::next(&short, 3, &[2]),
+            VoterChange::next(&short, 3, &[2], &[]),
             Some(VoterChange::Grow { voters: vec![1, 2] }),
             "growing first: a replacement needs a full voter set to keep"
         );
         let with_learners = membership(&[1, 2, 3], &[4, 5]);
         assert_eq!(
-            VoterChange::next(&with_learners, 3, &[3, 5]),
+            VoterChange::next(&with_learners, 3, &[3, 5], &[]),
             Some(VoterChange::DropLearners(vec![5])),
             "a gone learner goes before anything else"
         );
         assert_eq!(
-            VoterChange::next(&with_learners, 3, &[]),
+            VoterChange::next(&with_learners, 3, &[], &[]),
             None,
             "a learner catching up is left to catch up"
+        );
+        assert_eq!(
+            VoterChange::next(&with_learners, 3, &[], &[4, 2]),
+            Some(VoterChange::DropLearners(vec![4])),
+            "a learner whose log holds the configuration goes once nothing else is to do"
+        );
+        assert_eq!(
+            VoterChange::next(&short, 3, &[], &[3]),
+            Some(VoterChange::Grow { voters: vec![1, 2] }),
+            "but not before a change that may need it"
         );
     }
 

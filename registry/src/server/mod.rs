@@ -480,6 +480,37 @@ impl Actor for Server {
                     let _ = reply.send(answer);
                 });
             }
+            ServerMsg::MoveVote {
+                from,
+                to,
+                first,
+                reply,
+            } => {
+                if let Some(leader) = not_leading(&self.raft.server_metrics().borrow()) {
+                    let _ = reply.send(Err(ServerError::NotLeader { leader }));
+                    return Ok(());
+                }
+                let (leadership, state_machine) =
+                    (self.leadership.clone(), self.state_machine.clone());
+                tokio::spawn(async move {
+                    // As for a read: a leader deposed without knowing it yet must not answer.
+                    let answer = match leadership.confirm(&raft).await {
+                        Ok(()) => {
+                            let applied = state_machine.membership();
+                            let effective = raft.metrics().borrow().membership_config.clone();
+                            leadership.move_vote(
+                                &raft,
+                                (&from, &to, first),
+                                &applied,
+                                effective.membership(),
+                                &state_machine,
+                            )
+                        }
+                        Err(err) => Err(err),
+                    };
+                    let _ = reply.send(answer);
+                });
+            }
         }
         Ok(())
     }

@@ -66,6 +66,27 @@ pub(crate) enum ServerMsg {
     /// ended (`client::handover`). With `false` it only says it leaves (again every 0.5 s
     /// while it does).
     Leaving(bool, ReplyTo<Result<Handover, ServerError>>),
+    /// Move the vote of node `from` to node `to`, on an operator's word (on the leader). The
+    /// first ask (`first`) starts the change; the caller asks again until the answer is
+    /// [`VoteMove::Done`] or an error (`client::vote_move`). A first ask is refused if `from`
+    /// does not vote, though `to` may: an operator asking for a move that was made is told
+    /// so, not that it moved.
+    MoveVote {
+        from: String,
+        to: String,
+        first: bool,
+        reply: ReplyTo<Result<VoteMove, ServerError>>,
+    },
+}
+
+/// The leader's answer to [`ServerMsg::MoveVote`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum VoteMove {
+    /// `to` votes and `from` does not, in the leader's applied configuration and the last
+    /// one in its log (answered to later asks only).
+    Done,
+    /// The change is under way (or waits for another change to end): ask again.
+    UnderWay,
 }
 
 /// The leader's answer to [`ServerMsg::Leaving`].
@@ -324,6 +345,10 @@ pub(crate) enum ServerError {
     /// before it reaches the log.
     #[error("a malformed request: {0}")]
     Malformed(String),
+    /// The leader will not move a vote as asked ([`ServerMsg::MoveVote`]): why, naming the
+    /// nodes.
+    #[error("{0}")]
+    VoteNotMoved(String),
 }
 
 #[cfg(test)]
