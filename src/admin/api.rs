@@ -152,6 +152,26 @@ pub struct AppChange {
     pub changed: bool,
 }
 
+/// The body of `POST /api/v1/voters/move`: move the registry vote of node `from` to node `to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteMoveRequest {
+    /// The node that votes now, by name.
+    pub from: String,
+    /// The node to take its vote, by name.
+    pub to: String,
+}
+
+/// The answer of `POST /api/v1/voters/move`, once the vote moved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteMoved {
+    /// The node that voted.
+    pub from: String,
+    /// The node that votes in its place.
+    pub to: String,
+    /// The registry's voters after the move, by name.
+    pub voters: Vec<String>,
+}
+
 /// An error: the status code says its kind, the message what was wrong and what to do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {

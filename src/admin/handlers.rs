@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ensemble_registry::Registry;
 use ensemble_registry::state::{Lock, Session};
+use ensemble_registry::{Registry, RegistryError};
 use ensemble_runtime::cluster::{Cluster, Member, MemberStatus};
 use ensemble_runtime::remote::WireRef;
 use ensemble_runtime::{ActorInfo, Node, NodeId};
@@ -22,7 +22,7 @@ use ensemble_supervisor::app::{APPS_PREFIX, AppError, AppSpec, Apps, is_app_name
 
 use super::api::{
     ActorEntry, AppChange, AppEntry, LeaseEntry, LockEntry, MemberEntry, NameEntry, NodeStatus,
-    RegistryStatus, Trees,
+    RegistryStatus, Trees, VoteMoveRequest, VoteMoved,
 };
 use super::exporter;
 use super::failure::Failure;
@@ -262,6 +262,46 @@ pub(crate) async fn remove_app(
             "the registry did not confirm removing app {app} within {WRITE_TIMEOUT:?}: does the cluster have a registry quorum? (it may be removed later; see GET /api/v1/apps)"
         ))),
     }
+}
+
+/// `POST /api/v1/voters/move` (body: [`VoteMoveRequest`] as JSON): moves a registry vote by
+/// hand and answers once it moved, with the voters after it. A move the leader refuses answers
+/// `409` naming why; one not done within the registry's bound for it, `504`.
+pub(crate) async fn move_vote(
+    State(state): Shared,
+    body: Result<Json<VoteMoveRequest>, JsonRejection>,
+) -> Result<Json<VoteMoved>, Failure> {
+    let Json(VoteMoveRequest { from, to }) = body.map_err(|e| {
+        Failure::new(
+            e.status(),
+            format!(
+                "cannot read the vote move: {}; send {{\"from\": NODE, \"to\": NODE}} as JSON \
+                 (Content-Type: application/json)",
+                e.body_text()
+            ),
+        )
+    })?;
+    let registry = registry(&state.node, "voters")?;
+    match registry.move_vote(&from, &to).await {
+        Ok(()) => {}
+        Err(RegistryError::VoteNotMoved(why)) => {
+            return Err(Failure::new(
+                StatusCode::CONFLICT,
+                format!("the registry vote of node {from} was not moved to node {to}: {why}"),
+            ));
+        }
+        Err(e @ RegistryError::Timeout { .. }) => {
+            return Err(Failure::timeout(format!(
+                "{e} (the move may still finish; see GET /api/v1/status)"
+            )));
+        }
+        Err(e) => return Err(Failure::unavailable(e.to_string())),
+    }
+    let voters = registry
+        .voters()
+        .await
+        .map_err(|e| Failure::unavailable(format!("the vote moved; reading the voters: {e}")))?;
+    Ok(Json(VoteMoved { from, to, voters }))
 }
 
 /// The node's registry, or `503` saying the node has none (so it knows no `what`). The

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, StatusCode, Uri};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use ensemble_runtime::Node;
 use tokio::sync::Semaphore;
 
@@ -51,6 +51,7 @@ pub(crate) fn router(node: Node, token: Option<String>, request_timeout: Duratio
             get(handlers::apps).post(handlers::deploy_app),
         )
         .route("/api/v1/apps/{name}", delete(handlers::remove_app))
+        .route("/api/v1/voters/move", post(handlers::move_vote))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,
@@ -68,7 +69,7 @@ pub(crate) fn router(node: Node, token: Option<String>, request_timeout: Duratio
 
 async fn not_found(method: Method, uri: Uri) -> Failure {
     Failure::not_found(format!(
-        "no endpoint {method} {}: the API is under /api/v1/ (status, members, actors, trees, names, locks, leases, apps), metrics on /metrics, the dashboard on /",
+        "no endpoint {method} {}: the API is under /api/v1/ (status, members, actors, trees, names, locks, leases, apps, voters/move), metrics on /metrics, the dashboard on /",
         uri.path()
     ))
 }
@@ -77,7 +78,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
     Failure::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!(
-            "{} does not take {method}: GET reads every endpoint; POST /api/v1/apps deploys an app and DELETE /api/v1/apps/NAME removes one",
+            "{} does not take {method}: GET reads every endpoint; POST /api/v1/apps deploys an app, DELETE /api/v1/apps/NAME removes one, and POST /api/v1/voters/move moves a registry vote",
             uri.path()
         ),
     )

@@ -1,12 +1,13 @@
-//! The commands that ask a node's admin API: `status`, `members`, `names`, `locks` and
-//! `app deploy|list|remove`. Any node answers for the whole cluster (from its copy of the
+//! The commands that ask a node's admin API: `status`, `members`, `names`, `locks`,
+//! `app deploy|list|remove` and `voters move`. Any node answers for the whole cluster (from its copy of the
 //! registry), so `--admin` may name any of them.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ensemble::admin::api::{
-    ApiError, AppChange, AppEntry, LockEntry, MemberEntry, NameEntry, NodeStatus,
+    ApiError, AppChange, AppEntry, LockEntry, MemberEntry, NameEntry, NodeStatus, VoteMoveRequest,
+    VoteMoved,
 };
 use ensemble::supervisor::app::AppSpec;
 use serde::de::DeserializeOwned;
@@ -43,6 +44,9 @@ pub(crate) struct AdminArgs {
 /// from filling the memory.
 const MAX_ANSWER: u64 = 256 * 1024 * 1024;
 
+/// How long a request waits for its answer, unless it says otherwise.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A blocking client of one node's admin API.
 struct AdminClient {
     base: String,
@@ -52,6 +56,11 @@ struct AdminClient {
 
 impl AdminClient {
     fn new(args: &AdminArgs) -> Result<AdminClient, String> {
+        Self::waiting(args, ANSWER_TIMEOUT)
+    }
+
+    /// A client whose requests wait up to `timeout` for their answers.
+    fn waiting(args: &AdminArgs, timeout: Duration) -> Result<AdminClient, String> {
         let address = args.admin.trim().trim_end_matches('/');
         if address.eq_ignore_ascii_case("off") {
             // `off` is what a node takes to run no admin server (ENSEMBLE_ADMIN serves both).
@@ -89,7 +98,7 @@ impl AdminClient {
             format!("http://{address}")
         };
         let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
+            .timeout_global(Some(timeout))
             .http_status_as_error(false)
             // Never through a proxy of the environment (HTTP_PROXY, ALL_PROXY): the requests
             // carry the bearer token, and the admin API is on loopback or a private address.
@@ -110,15 +119,18 @@ impl AdminClient {
 
     /// Sends a request and returns the body of a successful answer; any failure is an error
     /// naming the URL and, for an error answer, the node's message.
-    fn call(&self, method: &str, path: &str, body: Option<String>) -> Result<String, String> {
+    /// A body goes with its content type.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, String)>,
+    ) -> Result<String, String> {
         let url = format!("{}{path}", self.base);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let result = match (method, body) {
-            ("POST", Some(body)) => {
-                let mut request = self
-                    .agent
-                    .post(&url)
-                    .header("Content-Type", "application/toml");
+            ("POST", Some((content_type, body))) => {
+                let mut request = self.agent.post(&url).header("Content-Type", content_type);
                 if let Some(auth) = &auth {
                     request = request.header("Authorization", auth);
                 }
@@ -353,7 +365,11 @@ pub(crate) fn app_deploy(args: &AdminArgs, file: &Path, wait: Option<u64>) -> Cl
     })?;
     let client = AdminClient::new(args)?;
     let answer = client
-        .call("POST", "/api/v1/apps", Some(text.clone()))
+        .call(
+            "POST",
+            "/api/v1/apps",
+            Some(("application/toml", text.clone())),
+        )
         .map_err(|e| format!("app spec {}: {e}", file.display()))?;
     let change: AppChange = client.decode("/api/v1/apps", &answer)?;
     eprintln!("deployed app {} from {}", change.app, file.display());
@@ -492,6 +508,65 @@ pub(crate) fn app_remove(args: &AdminArgs, name: &str) -> CliResult {
             "no app named {name} is deployed (see `ensemble app list`)"
         ))
     }
+}
+
+/// How long `voters move` waits for the node's answer: the registry's own bound for a move
+/// (a new voter's catch-up, 10 s, and a request timeout, 5 s by default) and a margin.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// How often `voters move` says it is still waiting.
+const MOVE_PROGRESS: Duration = Duration::from_secs(2);
+
+pub(crate) fn voters_move(args: &AdminArgs, from: &str, to: &str) -> CliResult {
+    if from == to {
+        return Err(format!(
+            "node {from} was named as both the voter to move from and the node to move to: name \
+             two nodes (see `ensemble status` for the voters)"
+        ));
+    }
+    let client = AdminClient::waiting(args, MOVE_TIMEOUT)?;
+    let path = "/api/v1/voters/move";
+    let body = serde_json::to_string(&VoteMoveRequest {
+        from: from.to_owned(),
+        to: to.to_owned(),
+    })
+    .expect("two strings encode as JSON");
+    eprintln!("moving the registry vote of node {from} to node {to}");
+    let started = Instant::now();
+    let (done, answered) = std::sync::mpsc::channel();
+    let base = client.base.clone();
+    std::thread::spawn(move || {
+        let _ = done.send(client.call("POST", path, Some(("application/json", body))));
+    });
+    let answer = loop {
+        match answered.recv_timeout(MOVE_PROGRESS) {
+            Ok(answer) => break answer,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => eprintln!(
+                "[{:>5.1}s] still moving: node {to} is caught up with the registry's log, then \
+                 takes the vote",
+                started.elapsed().as_secs_f64()
+            ),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(format!(
+                    "POST {base}{path}: the request ended without an answer"
+                ));
+            }
+        }
+    }?;
+    let moved: VoteMoved = serde_json::from_str(&answer).map_err(|e| {
+        format!(
+            "{base}{path} answered a document this ensemble does not understand ({e}); is the node \
+             another version?"
+        )
+    })?;
+    println!(
+        "the registry vote of node {} moved to node {} in {:.1} s; the voters are {}",
+        moved.from,
+        moved.to,
+        started.elapsed().as_secs_f64(),
+        moved.voters.join(", ")
+    );
+    Ok(())
 }
 
 fn join_map(items: impl Iterator<Item = String>) -> String {

@@ -40,7 +40,7 @@ pub(crate) type CliResult = Result<(), String>;
         issue NODE`), start one node per machine (`ensemble node --name n1 ...`), the first \
         without --join and the others joining it, then deploy apps (`ensemble app deploy \
         FILE`) and look at it (`ensemble status`, `members`, `names`, `locks`, or the \
-        dashboard on the admin address).",
+        dashboard on the admin address). `ensemble voters move` moves a registry vote by hand.",
     after_help = "Each command has its own --help. Docs: docs/operations.md."
 )]
 struct Cli {
@@ -65,9 +65,30 @@ enum Command {
     /// Deploy, list or remove apps.
     #[command(subcommand)]
     App(AppCommand),
+    /// Change the registry's voters by hand.
+    #[command(subcommand)]
+    Voters(VotersCommand),
     /// Make the cluster's CA and node certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum VotersCommand {
+    /// Move the registry vote of one node to another, and wait until it moved (up to about
+    /// 15 s: the node that takes it is caught up first). The voters are shown by `ensemble
+    /// status`; the node that loses its vote keeps running.
+    Move {
+        /// The node that votes now, by name.
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        from: String,
+        /// The node to take its vote, by name: up, with a session, not voting yet, and not
+        /// labelled registry.voter=no.
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        to: String,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -133,6 +154,9 @@ pub(crate) fn main() -> ExitCode {
         }) => client::app_deploy(&admin, &file, (!no_wait).then_some(wait_secs)),
         Command::App(AppCommand::List(admin)) => client::app_list(&admin),
         Command::App(AppCommand::Remove { name, admin }) => client::app_remove(&admin, &name),
+        Command::Voters(VotersCommand::Move { from, to, admin }) => {
+            client::voters_move(&admin, &from, &to)
+        }
         Command::Cert(CertCommand::Init(args)) => cert::init(&args),
         Command::Cert(CertCommand::Issue(args)) => cert::issue(&args),
     };

@@ -284,3 +284,71 @@ async fn apps_are_deployed_and_removed_over_http() {
 
     cluster.stop().await;
 }
+
+/// A vote move with `body`, sent as JSON.
+fn vote_move(base: &str, body: &str) -> Request {
+    Request {
+        method: "POST",
+        url: format!("{base}/api/v1/voters/move"),
+        body: Some(body.as_bytes().to_vec()),
+        headers: vec![("Content-Type", "application/json".into())],
+        ..Request::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vote_moves_that_cannot_be_made_are_refused_over_http_naming_why() {
+    let cluster = TestCluster::start(None).await;
+    let base = cluster.first().url();
+    let status_url = format!("{base}/api/v1/status");
+    until("both nodes to vote", || async {
+        let status: NodeStatus = Request::get(&status_url).send().await.json();
+        status.registry.voters.len() == 2
+    })
+    .await;
+    let status: NodeStatus = Request::get(&status_url).send().await.json();
+    let voters = status.registry.voters.clone();
+
+    // Both nodes vote: neither can take the other's vote.
+    let body = format!(r#"{{"from": "{}", "to": "{}"}}"#, voters[0], voters[1]);
+    let answer = vote_move(&base, &body).send().await;
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert!(
+        answer.error().contains("votes in the registry already"),
+        "{}",
+        answer.error()
+    );
+    let answer = vote_move(&base, r#"{"from": "nobody", "to": "n1"}"#)
+        .send()
+        .await;
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert!(
+        answer.error().contains("node nobody does not vote"),
+        "{}",
+        answer.error()
+    );
+    // Not a move at all.
+    let answer = vote_move(&base, r#"{"from": "n1"}"#).send().await;
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert!(answer.error().contains("to"), "{}", answer.error());
+    let answer = vote_move(&base, "n1 -> n2").send().await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(
+        answer.error().contains("cannot read the vote move"),
+        "{}",
+        answer.error()
+    );
+    let answer = Request::post(format!("{base}/api/v1/voters/move"), "{}")
+        .send()
+        .await;
+    assert_eq!(answer.status, 415, "{}", answer.body);
+    assert!(
+        answer.error().contains("application/json"),
+        "{}",
+        answer.error()
+    );
+
+    let after: NodeStatus = Request::get(&status_url).send().await.json();
+    assert_eq!(after.registry.voters, voters);
+    cluster.stop().await;
+}

@@ -175,3 +175,70 @@ fn a_cluster_of_node_processes_is_driven_by_the_client_commands() {
         );
     }
 }
+
+#[test]
+fn a_registry_vote_is_moved_by_hand_with_voters_move() {
+    let dir = crate::common::certificates(&["n1", "n2"]);
+    let dir = dir.path();
+    // One voter, so that n2 is a node without a vote.
+    let config = dir.join("one-voter.toml");
+    std::fs::write(&config, "[registry]\nvoters = 1\n").unwrap();
+    let config = config.to_str().unwrap();
+    let mut n1 = start_node(dir, "n1", &["--config", config]);
+    let join = format!("--join={}", n1.cluster);
+    let mut n2 = start_node(dir, "n2", &[&join, "--config", config]);
+    until_output(&["members"], &n1.admin, |text| {
+        text.lines().filter(|l| l.contains(" open ")).count() == 2
+    });
+    until_output(&["status"], &n1.admin, |t| t.contains("voters n1,"));
+
+    let refused = run(
+        &["voters", "move", "n2", "n1", "--admin", &n1.admin],
+        &[],
+        None,
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
+    assert!(
+        stderr(&refused).contains("node n2 does not vote"),
+        "{}",
+        stderr(&refused)
+    );
+    let same = run(
+        &["voters", "move", "n1", "n1", "--admin", &n1.admin],
+        &[],
+        None,
+    );
+    assert_eq!(same.status.code(), Some(1));
+    assert!(stderr(&same).contains("both"), "{}", stderr(&same));
+
+    // The only voter's vote, so the leader's: n2 takes it and leads.
+    let moved = run(
+        &["voters", "move", "n1", "n2", "--admin", &n1.admin],
+        &[],
+        None,
+    );
+    assert!(moved.status.success(), "{}", stderr(&moved));
+    assert!(
+        stdout(&moved).contains("moved to node n2") && stdout(&moved).contains("the voters are n2"),
+        "{}",
+        stdout(&moved)
+    );
+    until_output(&["status"], &n2.admin, |t| {
+        t.contains("leader n2, voters n2,")
+    });
+    // The registry still writes: an app deploys through the node that lost its vote.
+    let spec = dir.join("kv.toml");
+    std::fs::write(
+        &spec,
+        "name = \"kv\"\n\n[[roles]]\nname = \"master\"\nmodule = \"kv.master\"\nsingleton = true\n",
+    )
+    .unwrap();
+    let deploy = app_deploy(&spec, &n1.admin, &[]);
+    assert!(deploy.status.success(), "{}", stderr(&deploy));
+
+    for node in [&mut n1, &mut n2] {
+        node.process.signal(Signal::SIGTERM);
+        let status = node.process.wait(WAIT);
+        assert!(status.success(), "exit status {status}");
+    }
+}
