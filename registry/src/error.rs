@@ -146,10 +146,17 @@ pub enum RegistryError {
         /// The limit.
         max: usize,
     },
-    /// The leader would not move a registry vote as asked (`Registry::move_vote`), or the
-    /// move could not be made: why, naming the nodes. The voters are as they were.
-    #[error("the registry's voters were not changed: {0}")]
-    VoteNotMoved(String),
+    /// A registry vote was not moved as asked (`Registry::move_vote`): why, naming the nodes.
+    /// The voters are as they were.
+    #[error("the registry's voters were not changed: {why}")]
+    VoteNotMoved {
+        /// Why.
+        why: String,
+        /// The move was tried and failed (the node to take the vote did not catch up, or left
+        /// meanwhile; another try may work), rather than refused up front (a node that does
+        /// not vote, one that votes already, one that is not up or may not vote).
+        tried: bool,
+    },
     /// The registry could not start.
     #[error("cannot start the registry: {0}")]
     Start(String),

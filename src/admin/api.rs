@@ -168,8 +168,10 @@ pub struct VoteMoved {
     pub from: String,
     /// The node that votes in its place.
     pub to: String,
-    /// The registry's voters after the move, by name.
-    pub voters: Vec<String>,
+    /// The registry's voters after the move, by name; absent if they could not be read after
+    /// the move was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voters: Option<Vec<String>>,
 }
 
 /// An error: the status code says its kind, the message what was wrong and what to do.

@@ -265,8 +265,10 @@ pub(crate) async fn remove_app(
 }
 
 /// `POST /api/v1/voters/move` (body: [`VoteMoveRequest`] as JSON): moves a registry vote by
-/// hand and answers once it moved, with the voters after it. A move the leader refuses answers
-/// `409` naming why; one not done within the registry's bound for it, `504`.
+/// hand and answers once it moved, with the voters after it. A request that names no two
+/// nodes answers `400`; a move the leader refuses, `409` naming why; one tried that failed
+/// (the node to take the vote did not catch up, say), `503`; one not done within the
+/// registry's bound for it or this server's request timeout, whichever is shorter, `504`.
 pub(crate) async fn move_vote(
     State(state): Shared,
     body: Result<Json<VoteMoveRequest>, JsonRejection>,
@@ -281,28 +283,52 @@ pub(crate) async fn move_vote(
             ),
         )
     })?;
+    if from.is_empty() || to.is_empty() || from == to {
+        return Err(Failure::bad_request(format!(
+            "a vote move names two nodes, the voter to move from and the node to move to; \
+             this one names {from:?} and {to:?}"
+        )));
+    }
     let registry = registry(&state.node, "voters")?;
-    match registry.move_vote(&from, &to).await {
-        Ok(()) => {}
-        Err(RegistryError::VoteNotMoved(why)) => {
-            return Err(Failure::new(
-                StatusCode::CONFLICT,
-                format!("the registry vote of node {from} was not moved to node {to}: {why}"),
-            ));
+    // Answered before the guard's request timeout would answer 408 in its place.
+    let limit = registry
+        .move_vote_timeout()
+        .min(state.request_timeout.saturating_sub(MOVE_MARGIN));
+    let not_moved =
+        |why: String| format!("the registry vote of node {from} was not moved to node {to}: {why}");
+    match tokio::time::timeout(limit, registry.move_vote(&from, &to)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(RegistryError::VoteNotMoved { why, tried: false })) => {
+            return Err(Failure::new(StatusCode::CONFLICT, not_moved(why)));
         }
-        Err(e @ RegistryError::Timeout { .. }) => {
+        Ok(Err(RegistryError::VoteNotMoved { why, tried: true })) => {
+            return Err(Failure::unavailable(format!(
+                "{}; the voters are as they were, and another try may work",
+                not_moved(why)
+            )));
+        }
+        Ok(Err(e @ RegistryError::Timeout { .. })) => {
             return Err(Failure::timeout(format!(
                 "{e} (the move may still finish; see GET /api/v1/status)"
             )));
         }
-        Err(e) => return Err(Failure::unavailable(e.to_string())),
+        Ok(Err(e)) => return Err(Failure::unavailable(not_moved(e.to_string()))),
+        Err(_) => {
+            return Err(Failure::timeout(format!(
+                "moving the registry vote of node {from} to node {to} did not finish within \
+                 {limit:?} (this admin server's request timeout, less a margin); it may still \
+                 finish: see GET /api/v1/status"
+            )));
+        }
     }
-    let voters = registry
-        .voters()
-        .await
-        .map_err(|e| Failure::unavailable(format!("the vote moved; reading the voters: {e}")))?;
+    // The move is made: a failed read of the voters does not make it look failed.
+    let voters = registry.voters().await.ok();
     Ok(Json(VoteMoved { from, to, voters }))
 }
+
+/// How much sooner than the admin server's request timeout a vote move gives up, so that its
+/// own answer, not the guard's, reaches the caller.
+const MOVE_MARGIN: Duration = Duration::from_secs(1);
 
 /// The node's registry, or `503` saying the node has none (so it knows no `what`). The
 /// dashboard tells this 503 from others by the words "has no registry".

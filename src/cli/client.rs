@@ -510,9 +510,11 @@ pub(crate) fn app_remove(args: &AdminArgs, name: &str) -> CliResult {
     }
 }
 
-/// How long `voters move` waits for the node's answer: the registry's own bound for a move
-/// (a new voter's catch-up, 10 s, and a request timeout, 5 s by default) and a margin.
-const MOVE_TIMEOUT: Duration = Duration::from_secs(25);
+/// How long `voters move` waits for the node's answer. The node answers first: it bounds
+/// the move by the registry's bound for it (a new voter's catch-up, 10 s, and a request
+/// timeout, 5 s by default) and its admin server's request timeout (30 s by default), both
+/// configurable; this only keeps the command from waiting for ever on a node that hangs.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How often `voters move` says it is still waiting.
 const MOVE_PROGRESS: Duration = Duration::from_secs(2);
@@ -542,8 +544,8 @@ pub(crate) fn voters_move(args: &AdminArgs, from: &str, to: &str) -> CliResult {
         match answered.recv_timeout(MOVE_PROGRESS) {
             Ok(answer) => break answer,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => eprintln!(
-                "[{:>5.1}s] still moving: node {to} is caught up with the registry's log, then \
-                 takes the vote",
+                "[{:>5.1}s] still moving: node {to} is caught up with the registry's log before \
+                 it takes the vote (or the move waits for another change of the voters)",
                 started.elapsed().as_secs_f64()
             ),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
@@ -552,19 +554,27 @@ pub(crate) fn voters_move(args: &AdminArgs, from: &str, to: &str) -> CliResult {
                 ));
             }
         }
-    }?;
+    }
+    .map_err(|e| {
+        format!(
+            "{e} (if the node took the request, the move may still finish: see `ensemble status`)"
+        )
+    })?;
     let moved: VoteMoved = serde_json::from_str(&answer).map_err(|e| {
         format!(
             "{base}{path} answered a document this ensemble does not understand ({e}); is the node \
              another version?"
         )
     })?;
+    let voters = moved.voters.map_or_else(
+        || "could not be read after it (see `ensemble status`)".to_owned(),
+        |voters| format!("are {}", voters.join(", ")),
+    );
     println!(
-        "the registry vote of node {} moved to node {} in {:.1} s; the voters are {}",
+        "the registry vote of node {} moved to node {} in {:.1} s; the voters {voters}",
         moved.from,
         moved.to,
         started.elapsed().as_secs_f64(),
-        moved.voters.join(", ")
     );
     Ok(())
 }

@@ -328,6 +328,11 @@ async fn vote_moves_that_cannot_be_made_are_refused_over_http_naming_why() {
         answer.error()
     );
     // Not a move at all.
+    let answer = vote_move(&base, r#"{"from": "n1", "to": "n1"}"#)
+        .send()
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(answer.error().contains("two nodes"), "{}", answer.error());
     let answer = vote_move(&base, r#"{"from": "n1"}"#).send().await;
     assert_eq!(answer.status, 422, "{}", answer.body);
     assert!(answer.error().contains("to"), "{}", answer.error());

@@ -77,7 +77,8 @@ async fn moved(seed: u64, leader: bool) -> Result<(), String> {
     dropped(&nodes, from, client).await?;
     // Asked again, the move is refused: the node it was from does not vote.
     match client.move_vote(&name(from), "s3").await {
-        Err(RegistryError::VoteNotMoved(why)) if why.contains("does not vote") => {}
+        Err(RegistryError::VoteNotMoved { why, tried: false }) if why.contains("does not vote") => {
+        }
         other => return Err(format!("the move asked again once done answered {other:?}")),
     }
     put_retrying(client, "moved/between", b"2", "the voters after the move").await?;
@@ -170,7 +171,10 @@ async fn refused(seed: u64) -> Result<(), String> {
     ];
     for (from, to, why) in cases {
         match client.move_vote(from, to).await {
-            Err(RegistryError::VoteNotMoved(reason)) if reason.contains(why) => {}
+            Err(RegistryError::VoteNotMoved {
+                why: reason,
+                tried: false,
+            }) if reason.contains(why) => {}
             other => {
                 return Err(format!(
                     "moving the vote of {from} to {to} answered {other:?}, not that {why}"
@@ -184,8 +188,10 @@ async fn refused(seed: u64) -> Result<(), String> {
         .await
         .map_err(|e| format!("s3's leave: {e}"))?;
     match nodes[0].registry.move_vote(&voter, "s3").await {
-        Err(RegistryError::VoteNotMoved(reason))
-            if reason.contains("leaving") || reason.contains("no open registry session") => {}
+        Err(RegistryError::VoteNotMoved {
+            why: reason,
+            tried: false,
+        }) if reason.contains("leaving") || reason.contains("no open registry session") => {}
         other => {
             return Err(format!(
                 "moving the vote of {voter} to s3, which left, answered {other:?}, not that it \

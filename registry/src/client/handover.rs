@@ -96,16 +96,18 @@ pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
     // Since when no leader has answered, if none has since the last answer.
     let mut unanswered: Option<Instant> = None;
     shared.hold_standing(true);
+    // It keeps its vote, and stands again (unless its log ends with a joint configuration:
+    // below).
     let kept = |why: &str| {
         tracing::info!(node = %me, "{why}");
-        shared.hold_standing(false);
+        shared.hold_standing(!shared.own_log_settled());
         false
     };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             tracing::warn!(node = %me, "this node's registry vote did not move within {limit:?}; it leaves a voter all the same, and the voter grace moves the vote later");
-            shared.hold_standing(false);
+            shared.hold_standing(!shared.own_log_settled());
             return false;
         }
         let said = say(shared, true, left).await;
@@ -116,6 +118,7 @@ pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
         }
         match said {
             Ok(Handover::NotAVoter) => {
+                shared.hold_standing(true);
                 match &to {
                     Some(to) => {
                         tracing::info!(node = %me, "this node's registry vote went to node {to}");
@@ -145,6 +148,7 @@ pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
                 // own log then no longer counts it.
                 if !shared.own_log_names_me_a_voter() {
                     tracing::info!(node = %me, "this node's registry vote went to another node");
+                    shared.hold_standing(true);
                     return true;
                 }
                 let since = *unanswered.get_or_insert_with(Instant::now);
@@ -155,8 +159,13 @@ pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
                          the voter grace moves the vote later"
                     ));
                 }
-                // Stands meanwhile: no leader may come otherwise.
-                shared.hold_standing(false);
+                // Stands meanwhile, no leader may come otherwise; but not while its log ends
+                // with a joint configuration, the change of its vote half made: the leader
+                // that made it may have committed the configuration without it, and standing
+                // on the joint one it would raise its term past the voters', which the next
+                // leader, replicating to it as a learner, would meet and step down for. The
+                // others, voters of both halves, can stand.
+                shared.hold_standing(!shared.own_log_settled());
                 tokio::time::sleep(HANDOVER_POLL.min(left)).await;
             }
         }

@@ -734,6 +734,18 @@ impl Shared {
         membership.voter_ids().any(|id| id == metrics.id)
     }
 
+    /// Whether this node's own Raft log ends with a configuration that is not a joint one
+    /// (a change of the voters half made).
+    pub(crate) fn own_log_settled(&self) -> bool {
+        self.raft_metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .len()
+            == 1
+    }
+
     /// This node's session expired: it is down for the cluster.
     pub(crate) fn session_expired(self: &Arc<Self>) {
         if !self.expired.swap(true, Ordering::AcqRel) {
@@ -913,7 +925,7 @@ fn refused(
         ServerError::TooLarge { what, bytes, max } => {
             Err(RegistryError::TooLarge { what, bytes, max })
         }
-        ServerError::VoteNotMoved(reason) => Err(RegistryError::VoteNotMoved(reason)),
+        ServerError::VoteNotMoved { why, tried } => Err(RegistryError::VoteNotMoved { why, tried }),
         ServerError::Malformed(reason) => Err(RegistryError::Refused {
             what: what(),
             reason: format!("node {target}: {reason}"),

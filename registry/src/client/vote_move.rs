@@ -11,6 +11,7 @@
 //! [`POLL`] until the leader says the move is done, or refuses it; a new leader elected
 //! meanwhile takes the move up at the next ask.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -34,7 +35,10 @@ pub(crate) async fn move_vote(shared: &Shared, from: &str, to: &str) -> Result<(
     let deadline = Instant::now() + limit;
     let what = || format!("moving the registry vote of node {from} to node {to}");
     let mut last = String::from("the leader had not begun the move");
-    let mut first = true;
+    // Only the first message sent is the first ask: one sent again after a lost answer (by
+    // `call`, or by this loop) is not, or a move made meanwhile would be refused as one asked
+    // anew (its `from` no longer votes).
+    let sent = AtomicBool::new(false);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -50,14 +54,13 @@ pub(crate) async fn move_vote(shared: &Shared, from: &str, to: &str) -> Result<(
                 |reply| ServerMsg::MoveVote {
                     from: from.to_owned(),
                     to: to.to_owned(),
-                    first,
+                    first: !sent.swap(true, Ordering::Relaxed),
                     reply,
                 },
                 left,
                 Resend::Idempotent,
             )
             .await;
-        first = false;
         match asked {
             Ok(VoteMove::Done) => return Ok(()),
             Ok(VoteMove::UnderWay) => {

@@ -68,8 +68,8 @@ struct Duties {
     /// session is open and for [`LEAVING_FORGOTTEN`] after its last word, across changes of
     /// lead (a node says it again every 0.5 s while it leaves: `client::handover`).
     leaving: HashMap<NodeId, Leaving>,
-    /// Why the last vote move asked by an operator failed (its `from`, its `to`, why), kept
-    /// for the next ask of that move ([`Leadership::move_vote`]).
+    /// Why the last vote move asked by an operator failed once tried, kept for the later asks
+    /// of that move ([`Leadership::move_vote`]).
     move_failed: Option<MoveFailed>,
 }
 
@@ -332,7 +332,7 @@ impl Leadership {
         effective: &openraft::Membership<u64, Voter>,
         state_machine: &StateMachine,
     ) -> Result<VoteMove, ServerError> {
-        let refuse = |why: String| Err(ServerError::VoteNotMoved(why));
+        let refuse = |why: String| Err(ServerError::VoteNotMoved { why, tried: false });
         let (from_id, to_id) = (raft_id(from), raft_id(to));
         let votes = |m: &openraft::Membership<u64, Voter>, id: u64| m.voter_ids().any(|v| v == id);
         let joint = |m: &openraft::Membership<u64, Voter>| m.get_joint_config().len() > 1;
@@ -350,18 +350,21 @@ impl Leadership {
         {
             return Ok(VoteMove::Done);
         }
+        // A later ask of a move that failed is told why (again, should an answer be lost); a
+        // first ask tries anew.
         let failed = {
-            let mut duties = self.duties.lock();
-            let this_move =
-                |f: &MoveFailed| f.from == from && f.to == to && f.at.elapsed() < MOVE_FAILURE_KEPT;
-            if duties.move_failed.as_ref().is_some_and(this_move) {
-                duties.move_failed.take().map(|f| f.why)
-            } else {
-                None
-            }
+            let duties = self.duties.lock();
+            let this_move = |f: &&MoveFailed| {
+                f.from == from && f.to == to && f.at.elapsed() < MOVE_FAILURE_KEPT
+            };
+            duties
+                .move_failed
+                .as_ref()
+                .filter(this_move)
+                .map(|f| f.why.clone())
         };
-        if let Some(why) = failed {
-            return refuse(why);
+        if let (false, Some(why)) = (first, failed) {
+            return Err(ServerError::VoteNotMoved { why, tried: true });
         }
         // A change under way (maybe this one), or halfway: this one waits for it.
         if self.changing.load(Ordering::Acquire) || !settled {
@@ -387,6 +390,7 @@ impl Leadership {
         if self.changing.swap(true, Ordering::AcqRel) {
             return Ok(VoteMove::UnderWay);
         }
+        self.duties.lock().move_failed = None;
         let change = VoterChange::Move {
             voters: applied.voter_ids().collect(),
             from: from_id,
@@ -1205,10 +1209,21 @@ mod tests {
             Some(VoterChange::DropLearners(vec![4])),
             "a learner whose log holds the configuration goes once nothing else is to do"
         );
+        let short_with_learner = membership(&[1, 2], &[3]);
         assert_eq!(
-            VoterChange::next(&short, 3, &[], &[3]),
+            VoterChange::next(&short_with_learner, 3, &[], &[3]),
             Some(VoterChange::Grow { voters: vec![1, 2] }),
-            "but not before a change that may need it"
+            "but not before a change that may need it: growing"
+        );
+        let full_with_learner = membership(&[1, 2, 3], &[4]);
+        assert_eq!(
+            VoterChange::next(&full_with_learner, 3, &[2], &[4]),
+            Some(VoterChange::Replace {
+                voters: vec![1, 2, 3],
+                gone: 2,
+                gone_name: "n2".into(),
+            }),
+            "or replacing a gone voter"
         );
     }
 

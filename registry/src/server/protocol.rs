@@ -345,10 +345,11 @@ pub(crate) enum ServerError {
     /// before it reaches the log.
     #[error("a malformed request: {0}")]
     Malformed(String),
-    /// The leader will not move a vote as asked ([`ServerMsg::MoveVote`]): why, naming the
-    /// nodes.
-    #[error("{0}")]
-    VoteNotMoved(String),
+    /// A vote was not moved as asked ([`ServerMsg::MoveVote`]): why, naming the nodes; and
+    /// whether the move was tried and failed (`tried`: the node to take the vote did not
+    /// catch up, say) rather than refused up front (a wrong node, one that may not vote now).
+    #[error("{why}")]
+    VoteNotMoved { why: String, tried: bool },
 }
 
 #[cfg(test)]
