@@ -78,10 +78,11 @@ const NO_LEADER_PATIENCE: Duration = Duration::from_secs(2);
 ///
 /// A voter does not stand for election while the leader moves its vote, and never again once
 /// it moved (`Shared::hold_standing`): it still votes, and counts for a quorum while it is a
-/// voter. While no leader answers it stands again, and asks on for up to
-/// [`NO_LEADER_PATIENCE`]: the last voters of a cluster that stop together must still elect a
-/// leader, and a leader that took over in the middle of a hand-over takes it up. One that
-/// keeps its vote stands again.
+/// voter. While no leader answers it stands again (if its log ends with a settled
+/// configuration), and asks on for up to [`NO_LEADER_PATIENCE`]: the last voters of a cluster
+/// that stop together must still elect a leader, and a leader that took over in the middle of
+/// a hand-over takes it up. One that keeps its vote stands again, unless its log ends with a
+/// joint configuration.
 pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
     let me = shared.me().clone();
     let limit = handover_limit(shared.config.request_timeout);
@@ -118,7 +119,6 @@ pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
         }
         match said {
             Ok(Handover::NotAVoter) => {
-                shared.hold_standing(true);
                 match &to {
                     Some(to) => {
                         tracing::info!(node = %me, "this node's registry vote went to node {to}");
