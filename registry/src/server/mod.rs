@@ -19,7 +19,8 @@ pub(crate) mod protocol;
 use std::sync::Arc;
 
 use ensemble_runtime::hashing::HashMap;
-use ensemble_runtime::{Actor, ActorId, ActorResult, Context, NodeId};
+use ensemble_runtime::remote::RemoteMessage;
+use ensemble_runtime::{Actor, ActorId, ActorResult, Context, NodeId, ReplyTo};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::metrics::RaftServerMetrics;
 use openraft::raft::AppendEntriesResponse;
@@ -456,28 +457,16 @@ impl Actor for Server {
                 let _ = reply.send(hearing);
             }
             ServerMsg::Leaving(hand_over, reply) => {
-                if let Some(leader) = not_leading(&self.raft.server_metrics().borrow()) {
-                    let _ = reply.send(Err(ServerError::NotLeader { leader }));
-                    return Ok(());
-                }
                 // The asking node's own vote: the transport names the node an ask came from.
                 let node = reply.origin().unwrap_or(ctx.node().id()).clone();
-                let (leadership, state_machine) =
-                    (self.leadership.clone(), self.state_machine.clone());
-                tokio::spawn(async move {
-                    // As for a read: a leader deposed without knowing it yet must not answer.
-                    let answer = leadership.confirm(&raft).await.map(|()| {
-                        let applied = state_machine.membership();
-                        let effective = raft.metrics().borrow().membership_config.clone();
-                        leadership.hand_over(
-                            &node,
-                            hand_over,
-                            &applied,
-                            effective.membership(),
-                            &state_machine,
-                        )
-                    });
-                    let _ = reply.send(answer);
+                self.answer_on_the_voters(reply, move |voters| {
+                    Ok(voters.leadership.hand_over(
+                        &node,
+                        hand_over,
+                        voters.applied,
+                        voters.effective,
+                        voters.state_machine,
+                    ))
                 });
             }
             ServerMsg::MoveVote {
@@ -486,29 +475,14 @@ impl Actor for Server {
                 first,
                 reply,
             } => {
-                if let Some(leader) = not_leading(&self.raft.server_metrics().borrow()) {
-                    let _ = reply.send(Err(ServerError::NotLeader { leader }));
-                    return Ok(());
-                }
-                let (leadership, state_machine) =
-                    (self.leadership.clone(), self.state_machine.clone());
-                tokio::spawn(async move {
-                    // As for a read: a leader deposed without knowing it yet must not answer.
-                    let answer = match leadership.confirm(&raft).await {
-                        Ok(()) => {
-                            let applied = state_machine.membership();
-                            let effective = raft.metrics().borrow().membership_config.clone();
-                            leadership.move_vote(
-                                &raft,
-                                (&from, &to, first),
-                                &applied,
-                                effective.membership(),
-                                &state_machine,
-                            )
-                        }
-                        Err(err) => Err(err),
-                    };
-                    let _ = reply.send(answer);
+                self.answer_on_the_voters(reply, move |voters| {
+                    voters.leadership.move_vote(
+                        voters.raft,
+                        (&from, &to, first),
+                        voters.applied,
+                        voters.effective,
+                        voters.state_machine,
+                    )
                 });
             }
         }
@@ -574,6 +548,56 @@ fn misplaced_head(commands: &[Command], sender: &NodeId) -> Option<String> {
         }
     }
     None
+}
+
+/// What a question about the voters is answered from, on a leader that confirmed its lead
+/// ([`Server::answer_on_the_voters`]).
+struct VotersView<'a> {
+    raft: &'a Raft<TypeConfig>,
+    leadership: &'a Leadership,
+    state_machine: &'a StateMachine,
+    /// The applied configuration.
+    applied: &'a openraft::Membership<u64, Voter>,
+    /// The last configuration in this node's log.
+    effective: &'a openraft::Membership<u64, Voter>,
+}
+
+impl Server {
+    /// Answers a question about the voters (a node that leaves, a vote moved by hand) with
+    /// `answer`, on the leader only, once it confirmed that it still leads, as for a read: a
+    /// leader deposed without knowing it yet must not answer.
+    fn answer_on_the_voters<T: RemoteMessage>(
+        &self,
+        reply: ReplyTo<Result<T, ServerError>>,
+        answer: impl FnOnce(VotersView<'_>) -> Result<T, ServerError> + Send + 'static,
+    ) {
+        if let Some(leader) = not_leading(&self.raft.server_metrics().borrow()) {
+            let _ = reply.send(Err(ServerError::NotLeader { leader }));
+            return;
+        }
+        let (raft, leadership, state_machine) = (
+            self.raft.clone(),
+            self.leadership.clone(),
+            self.state_machine.clone(),
+        );
+        tokio::spawn(async move {
+            let answered = match leadership.confirm(&raft).await {
+                Ok(()) => {
+                    let applied = state_machine.membership();
+                    let effective = raft.metrics().borrow().membership_config.clone();
+                    answer(VotersView {
+                        raft: &raft,
+                        leadership: &leadership,
+                        state_machine: &state_machine,
+                        applied: &applied,
+                        effective: effective.membership(),
+                    })
+                }
+                Err(err) => Err(err),
+            };
+            let _ = reply.send(answered);
+        });
+    }
 }
 
 /// Takes whatever proposals are queued as one log entry, a few entries at a time.
