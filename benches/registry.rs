@@ -13,8 +13,11 @@
 //! `ENSEMBLE_BENCH_WORKERS=<n>` gives each `n` instead (`2` is tokio's default here), and
 //! `ENSEMBLE_BENCH_RUNTIME=current_thread` a current-thread runtime. `ENSEMBLE_BENCH_ONLY=<text>`
 //! runs only the workloads whose name contains the text (to profile one; `a|b` for those
-//! that contain either). Figures:
-//! docs/performance.md.
+//! that contain either). `ENSEMBLE_BENCH_LOG=<filter>` makes each voter log at that filter
+//! (`openraft=debug`, say) to `<name>.log` in the working directory, a restarted voter
+//! appending to its file, and this process to `client.log`; `ENSEMBLE_BENCH_KEEP` keeps that
+//! directory and prints its path.
+//! Figures: docs/performance.md.
 #![allow(missing_docs)]
 
 #[path = "common/child.rs"]
@@ -105,6 +108,13 @@ fn voter(name: String) {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().expect("seed"))
         .collect();
+    if let Ok(filter) = std::env::var("ENSEMBLE_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let rt = runtime::sharing_with(voter_count() + 1);
     rt.block_on(async move {
         let _node = start_node(&name, &dir, seeds, true).await;
@@ -122,8 +132,18 @@ fn start_voter(name: &str, dir: &Path, seeds: &[String]) -> ChildProcess {
     command
         .env("ENSEMBLE_BENCH_VOTER", name)
         .env("ENSEMBLE_BENCH_DIR", dir)
-        .env("ENSEMBLE_BENCH_SEEDS", seeds.join(","))
-        .stderr(Stdio::null());
+        .env("ENSEMBLE_BENCH_SEEDS", seeds.join(","));
+    // Logging costs time on the paths measured, so voters log only when asked to.
+    if std::env::var_os("ENSEMBLE_BENCH_LOG").is_some() {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{name}.log")))
+            .expect("log file");
+        command.stderr(log);
+    } else {
+        command.stderr(Stdio::null());
+    }
     ChildProcess::spawn(name, command)
 }
 
@@ -132,7 +152,23 @@ fn main() {
         voter(name);
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
+    let keep = std::env::var_os("ENSEMBLE_BENCH_KEEP").is_some();
+    let dir = tempfile::Builder::new()
+        .prefix("ensemble-registry-bench-")
+        .disable_cleanup(keep)
+        .tempdir()
+        .expect("temp dir");
+    if keep {
+        println!("working directory (kept): {}", dir.path().display());
+    }
+    if let Ok(filter) = std::env::var("ENSEMBLE_BENCH_LOG") {
+        let log = std::fs::File::create(dir.path().join("client.log")).expect("log file");
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::sync::Mutex::new(log))
+            .with_ansi(false)
+            .init();
+    }
     let ca = ClusterCa::generate("bench").expect("CA");
     ca.save(dir.path()).expect("save");
     for name in VOTERS.iter().chain(&["client"]) {
