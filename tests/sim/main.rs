@@ -42,6 +42,7 @@ mod leave;
 mod moved;
 mod notices;
 mod probes;
+mod restarted;
 mod retried;
 mod session;
 mod setup;

@@ -727,6 +727,12 @@ impl Shared {
         self.standing.lock().held
     }
 
+    /// Whether this node's Raft may stand for election now.
+    fn stands(&self) -> bool {
+        let standing = self.standing.lock();
+        standing.stands && !standing.held
+    }
+
     /// Whether this node's own Raft log names it a voter.
     pub(crate) fn own_log_names_me_a_voter(&self) -> bool {
         let metrics = self.raft_metrics.borrow();
@@ -1644,6 +1650,7 @@ impl Registry {
         learners.sort_unstable();
         RaftStatus {
             voter: membership.voter_ids().any(|id| id == metrics.id),
+            stands: self.shared.stands(),
             learners,
             term: metrics.current_term,
             leader: metrics
@@ -1753,6 +1760,10 @@ pub struct Watch {
 pub struct RaftStatus {
     /// Whether the node is one of the voters.
     pub voter: bool,
+    /// Whether the node may stand for election now: a voter does once it knows that it
+    /// votes, its log holds the configuration that says so and a leader replicates to it (or
+    /// none leads), and not while it hands its vote over (docs/registry.md, "Voters").
+    pub stands: bool,
     /// The learners of the Raft configuration the node follows, by node name: nodes being
     /// caught up to take a vote, and voters whose vote moved, kept until their logs hold the
     /// configuration without it (docs/registry.md, "Voters").

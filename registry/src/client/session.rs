@@ -344,18 +344,25 @@ const UNDECIDED_SILENCES: u32 = 5;
 /// no pre-vote round to spare this). So Raft starts without standing for election
 /// (`enable_elect` off, `start`), and this node stands once:
 /// - its log names it the only voter, and no leader replicates to it;
-/// - its log names it a voter, the leader says it is among the voters, and its log holds the
-///   configuration the leader answers from: asked as soon as its log names it a voter,
-///   whether a leader replicates to it or not. A learner that a leader catches up may have an
-///   old log that names it a voter, and the leader may commit the configuration that counts
-///   it with the others' copies before its own log holds it: standing then, it would stand on
-///   the old log should that leader stop; or
+/// - its log names it a voter, the leader says it is among the voters, its log holds the
+///   configuration the leader answers from, and a leader replicates to it: asked as soon as
+///   its log names it a voter, whether a leader replicates to it or not. A learner that a
+///   leader catches up may have an old log that names it a voter, and the leader may commit
+///   the configuration that counts it with the others' copies before its own log holds it:
+///   standing then, it would stand on the old log should that leader stop. And a voter back
+///   from a crash is reached by the leader up to half a second after it answers
+///   (`raft::network`, a voter unreachable for long is tried every 0.5 s), while openraft's
+///   election timer runs from the node's start: standing before the leader's first
+///   AppendEntries, it would stand on the log it came back with, raise its term past the
+///   leader's and make it step down; and, rejected for its shorter log, it would keep openraft
+///   0.9's mark of having seen a greater log, which delays its next election by twice the
+///   longest election timeout until it stands again, caught up or not; or
 /// - no leader answered, and the other voters its log names that answer neither lead nor
 ///   hear a leader, nor have a later log ([`ServerMsg::HearsLeader`]): the whole registry
 ///   started again, say, and no leader comes until a voter stands. (A node that reaches none
 ///   of them has no votes to win, and waits.) Or
 /// - it has waited for [`UNDECIDED_SILENCES`] silences, told neither that it votes nor that
-///   it does not.
+///   it does not, or told that it votes by a leader that does not replicate to it.
 ///
 /// If the leader says it is not among the voters, it does not stand, and its copy follows the
 /// leader ([`LocalVoter::votes`]); later, whenever its log names it a voter and no leader
@@ -421,8 +428,9 @@ pub(crate) async fn watch_standing(shared: Weak<Shared>, local: LocalVoter) {
             let since = *undecided_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= local.leader_contact.silence() * UNDECIDED_SILENCES {
                 stand(
-                    "it heard no leader for five silences and was told neither that it \
-                     votes nor that it does not",
+                    "it heard no leader for five silences, and was told neither that it \
+                     votes nor that it does not, or was told that it votes by a leader that \
+                     does not replicate to it",
                     &shared,
                 );
                 stands = true;
@@ -464,8 +472,15 @@ pub(crate) async fn watch_standing(shared: Weak<Shared>, local: LocalVoter) {
             }
             // Only once its own log holds the configuration that counts it: the leader may
             // have committed it with the others' copies while this node's log is still being
-            // caught up, and its old log may name it a voter of an earlier configuration.
-            Some(voters) if voters.contains(&me) && !stands && local.config() >= config => {
+            // caught up, and its old log may name it a voter of an earlier configuration. And
+            // only once a leader replicates to it: back from a crash, it would otherwise stand
+            // on the log it came back with before the leader reaches it.
+            Some(voters)
+                if voters.contains(&me)
+                    && !stands
+                    && local.config() >= config
+                    && (hears || local.hears_a_leader()) =>
+            {
                 stand(
                     "the registry's leader counts it among the voters, and its log holds that \
                      configuration",
