@@ -125,6 +125,9 @@ impl Registry {
                     .on_local_clock(config.election_timeout.1)
                     .saturating_mul(4),
             );
+        // A follower names the leader to clients while it heard from it within the shortest
+        // election timeout (three heartbeats by default): past that, the leader may be dead.
+        let leader_fresh = config.on_local_clock(config.election_timeout.0);
         let bootstrap = config.bootstrap;
         // Whether the leader said this node does not vote although its log says it does:
         // read by its copy's feed, set by `watch_standing` and by `leave`.
@@ -145,7 +148,7 @@ impl Registry {
                     .is_some_and(|shared| shared.waits_on_copy())
             })
         };
-        let leader_contact = LeaderContact::new(leader_silence);
+        let leader_contact = LeaderContact::new(leader_silence, leader_fresh);
         let server = node
             .spawn(Server::new(
                 raft.clone(),

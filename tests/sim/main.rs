@@ -46,6 +46,7 @@ mod restarted;
 mod retried;
 mod session;
 mod setup;
+mod silent_leader;
 mod singleton;
 mod taken_back;
 mod timeouts;

@@ -280,8 +280,16 @@ impl Shared {
         node == self.me() || self.cluster.members().iter().any(|m| &m.node == node)
     }
 
-    /// Where to send a call: the leader if known, else the members in turn, suspected ones
-    /// (heartbeats late: probably dead) last.
+    /// Whether `node`'s server failed to answer an attempt within the last [`SILENT_FOR`].
+    fn silent_lately(&self, node: &str) -> bool {
+        self.silent
+            .lock()
+            .get(node)
+            .is_some_and(|since| since.elapsed() < SILENT_FOR)
+    }
+
+    /// Where to send a call: the leader if known and not silent lately, else the members in
+    /// turn, suspected ones (heartbeats late: probably dead) and silent ones last.
     fn candidates(&self) -> Vec<String> {
         let silent = {
             let mut silent = self.silent.lock();
@@ -305,7 +313,11 @@ impl Shared {
         members.push((silent.contains_key(&me), false, me));
         members.sort();
         let mut names: Vec<String> = members.into_iter().map(|(_, _, name)| name).collect();
-        if let Some(leader) = self.leader.lock().clone() {
+        // A leader that failed to answer lately keeps its place among the silent: the
+        // followers that name it may not have elected another yet.
+        if let Some(leader) = self.leader.lock().clone()
+            && !silent.contains_key(&leader)
+        {
             names.retain(|n| n != &leader);
             names.insert(0, leader);
         }
@@ -347,6 +359,8 @@ impl Shared {
         // most, so two nodes naming each other (a stale view, a partition) cannot keep the
         // call spinning without ever waiting.
         let mut redirected: Vec<String> = Vec::new();
+        // Whether a node other than this one answered in this round.
+        let mut others_answered = false;
         loop {
             let maybe_taken = || maybe_taken.load(Ordering::Relaxed);
             if self.closed.load(Ordering::Acquire) {
@@ -380,9 +394,18 @@ impl Shared {
                     tokio::time::sleep(Duration::from_millis(20).min(deadline - now)).await;
                     candidates = self.candidates().into_iter();
                     redirected.clear();
+                    others_answered = false;
                     continue;
                 }
             };
+            // A node that failed to answer lately, which the others that answered in this
+            // round do not name as the leader, is most likely dead: a leader killed, whose
+            // followers stopped naming it once they stopped hearing from it. Trying it again
+            // would hold the call for a whole attempt while they elect another; they are asked
+            // again instead. Named by one that hears from it, it is tried.
+            if others_answered && self.silent_lately(&target) {
+                continue;
+            }
             // One attempt never takes the whole timeout: a leader that died without its
             // connection closing yet must not keep the call from the next one.
             let attempt = || {
@@ -412,9 +435,12 @@ impl Shared {
                 // may have been replicated: a later leader may still commit it.
                 taken();
             }
+            if answer.is_ok() {
+                self.silent.lock().remove(&target);
+                others_answered |= target != self.me().name();
+            }
             match answer {
                 Ok(Ok(answer)) => {
-                    self.silent.lock().remove(&target);
                     *self.leader.lock() = Some(target);
                     return Ok(answer);
                 }
@@ -426,10 +452,14 @@ impl Shared {
                 Ok(Err(ServerError::NotLeader { leader } | ServerError::LostLead { leader })) => {
                     last = format!("node {target} is not the leader");
                     if let Some(leader) = leader.filter(|l| l != &target) {
+                        // A server names only a leader it heard from lately: alive, whatever
+                        // this node saw of it.
+                        self.silent.lock().remove(&leader);
                         *self.leader.lock() = Some(leader.clone());
                         if !redirected.contains(&leader) {
                             redirected.push(leader);
                             candidates = self.candidates().into_iter();
+                            others_answered = false;
                         }
                     } else {
                         *self.leader.lock() = None;

@@ -87,16 +87,26 @@ pub(crate) struct LeaderContact {
     last: Arc<Mutex<Option<tokio::time::Instant>>>,
     /// How long without one counts as not hearing a leader.
     silence: std::time::Duration,
+    /// How long after one this node still names the leader to a client (`NotLeader`).
+    fresh: std::time::Duration,
 }
 
 impl LeaderContact {
     /// `silence`: how long without an AppendEntries or a snapshot's chunk taken counts as not
-    /// hearing a leader (longer than an election takes: see `start`).
-    pub(crate) fn new(silence: std::time::Duration) -> Self {
+    /// hearing a leader (longer than an election takes: see `start`); `fresh`: how long after
+    /// one this node still names that leader to a client that asks it instead (see
+    /// [`not_leading`]).
+    pub(crate) fn new(silence: std::time::Duration, fresh: std::time::Duration) -> Self {
         LeaderContact {
             last: Arc::default(),
             silence,
+            fresh,
         }
+    }
+
+    /// Whether an AppendEntries or a snapshot's chunk was taken within `fresh`.
+    fn fresh(&self) -> bool {
+        self.last.lock().is_some_and(|at| at.elapsed() < self.fresh)
     }
 
     fn note(&self) {
@@ -382,7 +392,7 @@ impl Actor for Server {
                 }
                 // Refused here, the proposal never reached a log: `NotLeader` says so. Once it
                 // went to Raft, a lead lost before it committed answers `LostLead`.
-                if let Some(leader) = not_leading(&self.raft.server_metrics().borrow()) {
+                if let Some(leader) = self.not_leading() {
                     let _ = reply.send(Err(ServerError::NotLeader { leader }));
                     return Ok(());
                 }
@@ -397,6 +407,12 @@ impl Actor for Server {
                 }
             }
             ServerMsg::Read(query, reply) => {
+                // A follower says so at once, naming a leader only if it heard from it lately
+                // (`not_leading`), rather than through openraft's forward.
+                if let Some(leader) = self.not_leading() {
+                    let _ = reply.send(Err(ServerError::NotLeader { leader }));
+                    return Ok(());
+                }
                 let state_machine = self.state_machine.clone();
                 let leadership = self.leadership.clone();
                 let max = self.limits.append;
@@ -423,6 +439,10 @@ impl Actor for Server {
                 });
             }
             ServerMsg::KeepAlive(node, reply) => {
+                if let Some(leader) = self.not_leading() {
+                    let _ = reply.send(Err(ServerError::NotLeader { leader }));
+                    return Ok(());
+                }
                 let leadership = self.leadership.clone();
                 let state_machine = self.state_machine.clone();
                 tokio::spawn(async move {
@@ -449,8 +469,7 @@ impl Actor for Server {
                     }
                 } else {
                     Hearing {
-                        leader: not_leading(&self.raft.server_metrics().borrow()).is_none()
-                            || self.leader_contact.recent(),
+                        leader: self.not_leading().is_none() || self.leader_contact.recent(),
                         last_log: self.last_log.get(),
                     }
                 };
@@ -502,13 +521,21 @@ impl Actor for Server {
     }
 }
 
-/// `None` if this node's Raft leads; otherwise the leader it knows of, by name, if any.
-fn not_leading(metrics: &RaftServerMetrics<u64, Voter>) -> Option<Option<String>> {
+/// `None` if this node's Raft leads; otherwise the leader it knows of, by name, if it
+/// `heard` from a leader lately ([`LeaderContact::fresh`]).
+///
+/// openraft names the leader of the vote this node last saw committed until it sees another,
+/// also once that leader is dead: a client told so would try the dead leader again and wait
+/// a whole attempt on it while the followers elect another. Named only while heard from, a
+/// leader is alive, and a client may take a node that failed to answer it for dead as long as
+/// the others do not name it (`client::Shared::call`).
+fn not_leading(metrics: &RaftServerMetrics<u64, Voter>, heard: bool) -> Option<Option<String>> {
     if metrics.state == ServerState::Leader {
         return None;
     }
     let leader = metrics
         .current_leader
+        .filter(|_| heard)
         .and_then(|id| metrics.membership_config.membership().get_node(&id))
         .map(|voter| voter.name.clone());
     Some(leader)
@@ -563,6 +590,14 @@ struct VotersView<'a> {
 }
 
 impl Server {
+    /// [`not_leading`] for this node's Raft as it is now.
+    fn not_leading(&self) -> Option<Option<String>> {
+        not_leading(
+            &self.raft.server_metrics().borrow(),
+            self.leader_contact.fresh(),
+        )
+    }
+
     /// Answers a question about the voters (a node that leaves, a vote moved by hand) with
     /// `answer`, on the leader only, once it confirmed that it still leads, as for a read: a
     /// leader deposed without knowing it yet must not answer.
@@ -571,7 +606,7 @@ impl Server {
         reply: ReplyTo<Result<T, ServerError>>,
         answer: impl FnOnce(VotersView<'_>) -> Result<T, ServerError> + Send + 'static,
     ) {
-        if let Some(leader) = not_leading(&self.raft.server_metrics().borrow()) {
+        if let Some(leader) = self.not_leading() {
             let _ = reply.send(Err(ServerError::NotLeader { leader }));
             return;
         }
@@ -717,13 +752,21 @@ mod tests {
                 membership.clone(),
             )),
         };
-        assert_eq!(not_leading(&metrics(ServerState::Leader, Some(1))), None);
         assert_eq!(
-            not_leading(&metrics(ServerState::Follower, Some(2))),
+            not_leading(&metrics(ServerState::Leader, Some(1)), false),
+            None
+        );
+        assert_eq!(
+            not_leading(&metrics(ServerState::Follower, Some(2)), true),
             Some(Some("n2".into()))
         );
         assert_eq!(
-            not_leading(&metrics(ServerState::Candidate, None)),
+            not_leading(&metrics(ServerState::Follower, Some(2)), false),
+            Some(None),
+            "a leader not heard from lately may be dead: not named"
+        );
+        assert_eq!(
+            not_leading(&metrics(ServerState::Candidate, None), true),
             Some(None),
             "no leader known: the client tries the others"
         );
