@@ -16,21 +16,87 @@
 //! the election with the former rules, and 11 or 36 ms after it now; this seed is one of
 //! those that took 109 ms.
 //!
+//! Only the word of a node that follows the Raft configuration (a voter or a learner, which
+//! a leader replicates to) counts: one that does not hears no leader whether one lives or
+//! not. In a cluster with one voter, the voter is cut off for a while during a write and
+//! then heals, and a write made then must be acknowledged within [`AFTER_HEAL`]. Counting
+//! the other nodes' `NotLeader` alike, a call passed the voter over for two seconds after a
+//! keepalive found it silent, and the write took 1.06 s.
+//!
 //! Deterministic: a perfect network until the cut, and paused time.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use ensemble::transport::certs::ClusterCa;
+use ensemble::transport::simnet::SimNet;
+
 use crate::setup::{Cluster, four_nodes, leader_named_by, put_retrying, run};
+use crate::{start_node, until};
 
 /// How long after the election the write may take: the call asks the followers again every
 /// 20 ms, and the new leader commits an entry of its own term before the write's.
 const AFTER_ELECTION: Duration = Duration::from_millis(60);
 
+/// How long the only voter is cut off: longer than an attempt (250 ms), so that the write's
+/// first attempt fails and the voter counts as silent.
+const CUT_FOR: Duration = Duration::from_millis(400);
+
+/// How long the write made after the heal may take: the voter is asked at once; an attempt
+/// (250 ms) to spare, should the connection still be recovering.
+const AFTER_HEAL: Duration = Duration::from_millis(300);
+
 #[test]
 fn a_call_waits_for_the_election_not_for_the_silent_leader() {
     run(2, silent_leader);
+}
+
+#[test]
+fn a_call_tries_a_silent_voter_that_no_follower_can_speak_for() {
+    run(2, silent_only_voter);
+}
+
+async fn silent_only_voter(seed: u64) -> Result<(), String> {
+    let net = SimNet::new(seed);
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let ca = ClusterCa::generate("sim").map_err(|e| e.to_string())?;
+    let one_voter = |settings: &mut ensemble::registry::RegistryConfig| settings.voters = 1;
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let seeds = nodes
+            .first()
+            .map(|n: &crate::SimNode| vec![n.addr])
+            .unwrap_or_default();
+        nodes.push(start_node(i, 0, 1.0, seeds, &net, &ca, dir.path(), one_voter).await?);
+    }
+    until("every node's session", Duration::from_secs(30), || {
+        nodes
+            .iter()
+            .all(|n| n.registry.sessions().len() == 3 && n.registry.leader().is_some())
+    })
+    .await?;
+    let client = nodes[2].registry.clone();
+    put_retrying(&client, "silent/first", b"1", "the cluster").await?;
+
+    // Cut off, the voter misses the client node's keepalives (every 100 ms), which mark it
+    // silent; the write starts once it can be reached again.
+    net.isolate(nodes[0].addr);
+    tokio::time::sleep(CUT_FOR).await;
+    net.heal();
+    let healed = Instant::now();
+    client
+        .put("silent/after", b"2".to_vec())
+        .await
+        .map_err(|e| format!("the write after the heal failed: {e}"))?;
+    let took = healed.elapsed();
+    if took > AFTER_HEAL {
+        return Err(format!(
+            "the write was acknowledged {took:?} after the only voter could be reached \
+             again, more than {AFTER_HEAL:?}"
+        ));
+    }
+    Ok(())
 }
 
 async fn silent_leader(seed: u64) -> Result<(), String> {

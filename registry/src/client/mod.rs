@@ -359,8 +359,9 @@ impl Shared {
         // most, so two nodes naming each other (a stale view, a partition) cannot keep the
         // call spinning without ever waiting.
         let mut redirected: Vec<String> = Vec::new();
-        // Whether a node other than this one answered in this round.
-        let mut others_answered = false;
+        // Whether a node other than this one that follows the Raft configuration (a leader
+        // replicates to it) answered in this round without naming the leader.
+        let mut followers_answered = false;
         loop {
             let maybe_taken = || maybe_taken.load(Ordering::Relaxed);
             if self.closed.load(Ordering::Acquire) {
@@ -394,16 +395,17 @@ impl Shared {
                     tokio::time::sleep(Duration::from_millis(20).min(deadline - now)).await;
                     candidates = self.candidates().into_iter();
                     redirected.clear();
-                    others_answered = false;
+                    followers_answered = false;
                     continue;
                 }
             };
-            // A node that failed to answer lately, which the others that answered in this
+            // A node that failed to answer lately, which the followers that answered in this
             // round do not name as the leader, is most likely dead: a leader killed, whose
             // followers stopped naming it once they stopped hearing from it. Trying it again
             // would hold the call for a whole attempt while they elect another; they are asked
-            // again instead. Named by one that hears from it, it is tried.
-            if others_answered && self.silent_lately(&target) {
+            // again instead. Named by one that hears from it, it is tried; and it is tried when
+            // no follower answered (only nodes that do not follow, which cannot tell).
+            if followers_answered && self.silent_lately(&target) {
                 continue;
             }
             // One attempt never takes the whole timeout: a leader that died without its
@@ -437,7 +439,16 @@ impl Shared {
             }
             if answer.is_ok() {
                 self.silent.lock().remove(&target);
-                others_answered |= target != self.me().name();
+            }
+            if target != self.me().name()
+                && matches!(
+                    answer,
+                    Ok(Err(
+                        ServerError::NotLeader { follows: true, .. } | ServerError::LostLead { .. }
+                    ))
+                )
+            {
+                followers_answered = true;
             }
             match answer {
                 Ok(Ok(answer)) => {
@@ -449,17 +460,19 @@ impl Shared {
                         "node {target} lost its lead before the request committed"
                     )));
                 }
-                Ok(Err(ServerError::NotLeader { leader } | ServerError::LostLead { leader })) => {
+                Ok(Err(
+                    ServerError::NotLeader { leader, .. } | ServerError::LostLead { leader },
+                )) => {
                     last = format!("node {target} is not the leader");
                     if let Some(leader) = leader.filter(|l| l != &target) {
-                        // A server names only a leader it heard from lately: alive, whatever
-                        // this node saw of it.
+                        // A server names a leader it heard from lately, or the one whose later
+                        // vote took its own lead: alive, whatever this node saw of it.
                         self.silent.lock().remove(&leader);
                         *self.leader.lock() = Some(leader.clone());
                         if !redirected.contains(&leader) {
                             redirected.push(leader);
                             candidates = self.candidates().into_iter();
-                            others_answered = false;
+                            followers_answered = false;
                         }
                     } else {
                         *self.leader.lock() = None;
@@ -1791,8 +1804,10 @@ pub struct RaftStatus {
     /// Whether the node is one of the voters.
     pub voter: bool,
     /// Whether the node may stand for election now: a voter does once it knows that it
-    /// votes, its log holds the configuration that says so and a leader replicates to it (or
-    /// none leads), and not while it hands its vote over (docs/registry.md, "Voters").
+    /// votes (its log names it the only voter; or the leader counts it, its log holds that
+    /// configuration and a leader replicates to it; or no leader answers and the other
+    /// voters have no later log; or five silences passed), and not while it hands its vote
+    /// over (docs/registry.md, "Voters").
     pub stands: bool,
     /// The learners of the Raft configuration the node follows, by node name: nodes being
     /// caught up to take a vote, and voters whose vote moved, kept until their logs hold the

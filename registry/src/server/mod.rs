@@ -295,8 +295,11 @@ fn server_error<
     err: RaftError<u64, E>,
 ) -> ServerError {
     if let Some(forward) = err.forward_to_leader() {
+        // A leader that just lost its lead: it was in the configuration, and names the
+        // leader whose higher vote it saw.
         return ServerError::NotLeader {
             leader: forward.leader_node.as_ref().map(|n| n.name.clone()),
+            follows: true,
         };
     }
     ServerError::Raft(err.to_string())
@@ -354,11 +357,12 @@ impl Actor for Server {
                 });
             }
             ServerMsg::CommitNotice(rpc) => {
+                let contact = self.leader_contact.clone();
                 tokio::spawn(async move {
                     // Nobody waits for the answer: the leader took it for success, and the
                     // next AppendEntries it sends is answered (see `raft::network`).
                     match raft.append_entries(rpc).await {
-                        Ok(AppendEntriesResponse::Success) => {}
+                        Ok(AppendEntriesResponse::Success) => contact.note(),
                         Ok(answer) => tracing::debug!(%answer, "a commit notice was refused"),
                         Err(err) => tracing::debug!(%err, "a commit notice was not taken"),
                     }
@@ -392,8 +396,8 @@ impl Actor for Server {
                 }
                 // Refused here, the proposal never reached a log: `NotLeader` says so. Once it
                 // went to Raft, a lead lost before it committed answers `LostLead`.
-                if let Some(leader) = self.not_leading() {
-                    let _ = reply.send(Err(ServerError::NotLeader { leader }));
+                if let Some(err) = self.not_leading() {
+                    let _ = reply.send(Err(err));
                     return Ok(());
                 }
                 let sender = reply.origin().unwrap_or(ctx.node().id());
@@ -409,8 +413,8 @@ impl Actor for Server {
             ServerMsg::Read(query, reply) => {
                 // A follower says so at once, naming a leader only if it heard from it lately
                 // (`not_leading`), rather than through openraft's forward.
-                if let Some(leader) = self.not_leading() {
-                    let _ = reply.send(Err(ServerError::NotLeader { leader }));
+                if let Some(err) = self.not_leading() {
+                    let _ = reply.send(Err(err));
                     return Ok(());
                 }
                 let state_machine = self.state_machine.clone();
@@ -439,8 +443,8 @@ impl Actor for Server {
                 });
             }
             ServerMsg::KeepAlive(node, reply) => {
-                if let Some(leader) = self.not_leading() {
-                    let _ = reply.send(Err(ServerError::NotLeader { leader }));
+                if let Some(err) = self.not_leading() {
+                    let _ = reply.send(Err(err));
                     return Ok(());
                 }
                 let leadership = self.leadership.clone();
@@ -521,24 +525,28 @@ impl Actor for Server {
     }
 }
 
-/// `None` if this node's Raft leads; otherwise the leader it knows of, by name, if it
-/// `heard` from a leader lately ([`LeaderContact::fresh`]).
+/// `None` if this node's Raft leads; otherwise `NotLeader`, naming the leader it knows of if
+/// it `heard` from a leader lately ([`LeaderContact::fresh`]), and saying whether this node
+/// follows: whether the configuration it knows counts it as a voter or a learner.
 ///
 /// openraft names the leader of the vote this node last saw committed until it sees another,
 /// also once that leader is dead: a client told so would try the dead leader again and wait
 /// a whole attempt on it while the followers elect another. Named only while heard from, a
 /// leader is alive, and a client may take a node that failed to answer it for dead as long as
-/// the others do not name it (`client::Shared::call`).
-fn not_leading(metrics: &RaftServerMetrics<u64, Voter>, heard: bool) -> Option<Option<String>> {
+/// the followers that answer do not name it (`client::Shared::call`). A node that does not
+/// follow hears no leader whether one lives or not: its word on it counts for nothing.
+fn not_leading(metrics: &RaftServerMetrics<u64, Voter>, heard: bool) -> Option<ServerError> {
     if metrics.state == ServerState::Leader {
         return None;
     }
+    let membership = metrics.membership_config.membership();
     let leader = metrics
         .current_leader
         .filter(|_| heard)
-        .and_then(|id| metrics.membership_config.membership().get_node(&id))
+        .and_then(|id| membership.get_node(&id))
         .map(|voter| voter.name.clone());
-    Some(leader)
+    let follows = membership.get_node(&metrics.id).is_some();
+    Some(ServerError::NotLeader { leader, follows })
 }
 
 /// Why a proposal from `sender` may not go into the log as it is, if it may not: a head
@@ -591,7 +599,7 @@ struct VotersView<'a> {
 
 impl Server {
     /// [`not_leading`] for this node's Raft as it is now.
-    fn not_leading(&self) -> Option<Option<String>> {
+    fn not_leading(&self) -> Option<ServerError> {
         not_leading(
             &self.raft.server_metrics().borrow(),
             self.leader_contact.fresh(),
@@ -606,8 +614,8 @@ impl Server {
         reply: ReplyTo<Result<T, ServerError>>,
         answer: impl FnOnce(VotersView<'_>) -> Result<T, ServerError> + Send + 'static,
     ) {
-        if let Some(leader) = self.not_leading() {
-            let _ = reply.send(Err(ServerError::NotLeader { leader }));
+        if let Some(err) = self.not_leading() {
+            let _ = reply.send(Err(err));
             return;
         }
         let (raft, leadership, state_machine) = (
@@ -752,23 +760,37 @@ mod tests {
                 membership.clone(),
             )),
         };
+        let named = |state, leader, heard| match not_leading(&metrics(state, leader), heard) {
+            None => None,
+            Some(ServerError::NotLeader { leader, follows }) => Some((leader, follows)),
+            Some(other) => panic!("not a NotLeader: {other:?}"),
+        };
+        assert_eq!(named(ServerState::Leader, Some(1), false), None);
         assert_eq!(
-            not_leading(&metrics(ServerState::Leader, Some(1)), false),
-            None
+            named(ServerState::Follower, Some(2), true),
+            Some((Some("n2".into()), true))
         );
         assert_eq!(
-            not_leading(&metrics(ServerState::Follower, Some(2)), true),
-            Some(Some("n2".into()))
-        );
-        assert_eq!(
-            not_leading(&metrics(ServerState::Follower, Some(2)), false),
-            Some(None),
+            named(ServerState::Follower, Some(2), false),
+            Some((None, true)),
             "a leader not heard from lately may be dead: not named"
         );
         assert_eq!(
-            not_leading(&metrics(ServerState::Candidate, None), true),
-            Some(None),
+            named(ServerState::Candidate, None, true),
+            Some((None, true)),
             "no leader known: the client tries the others"
+        );
+        let mut outsider = metrics(ServerState::Learner, Some(2));
+        outsider.id = 9;
+        assert!(
+            matches!(
+                not_leading(&outsider, false),
+                Some(ServerError::NotLeader {
+                    leader: None,
+                    follows: false
+                })
+            ),
+            "a node the configuration does not count hears no leader, dead or alive"
         );
     }
 

@@ -311,10 +311,15 @@ impl Query {
 /// Why a server could not serve a request.
 #[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
 pub(crate) enum ServerError {
-    /// This node is not the leader; the leader is named if known. A proposal so answered never
-    /// reached a log.
+    /// This node is not the leader; the leader is named if this node heard from it lately. A
+    /// proposal so answered never reached a log. `follows`: the node is a voter or a learner of
+    /// the Raft configuration it knows, so a leader replicates to it, and naming none means it
+    /// heard from none lately; a node that does not follow can never name one.
     #[error("not the registry leader (leader: {leader:?})")]
-    NotLeader { leader: Option<String> },
+    NotLeader {
+        leader: Option<String>,
+        follows: bool,
+    },
     /// This node stopped leading after a proposal went into its log, before the proposal
     /// committed: a later leader may still commit it. The leader is named if known.
     #[error(
