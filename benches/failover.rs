@@ -47,6 +47,8 @@
 
 #[path = "common/child.rs"]
 mod child;
+#[path = "common/child_env.rs"]
+mod child_env;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -193,19 +195,8 @@ async fn start_node(
 /// A child node: runs until its standard input closes.
 fn child(name: String) {
     let dir = PathBuf::from(std::env::var("ENSEMBLE_BENCH_DIR").expect("dir"));
-    let seeds: Vec<std::net::SocketAddr> = std::env::var("ENSEMBLE_BENCH_SEEDS")
-        .unwrap_or_default()
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().expect("seed"))
-        .collect();
-    if let Ok(filter) = std::env::var("ENSEMBLE_BENCH_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .with_ansi(false)
-            .init();
-    }
+    let seeds: Vec<std::net::SocketAddr> = child_env::seeds();
+    child_env::log_if_asked();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async move {
         let bootstrap = std::env::var_os("ENSEMBLE_BENCH_BOOTSTRAP").is_some();

@@ -22,6 +22,8 @@
 
 #[path = "common/child.rs"]
 mod child;
+#[path = "common/child_env.rs"]
+mod child_env;
 #[path = "common/cpu.rs"]
 mod cpu;
 #[path = "common/runtime.rs"]
@@ -102,19 +104,8 @@ fn voter_count() -> usize {
 /// A voter process: runs until its standard input closes.
 fn voter(name: String) {
     let dir = std::path::PathBuf::from(std::env::var("ENSEMBLE_BENCH_DIR").expect("dir"));
-    let seeds = std::env::var("ENSEMBLE_BENCH_SEEDS")
-        .unwrap_or_default()
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().expect("seed"))
-        .collect();
-    if let Ok(filter) = std::env::var("ENSEMBLE_BENCH_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .with_ansi(false)
-            .init();
-    }
+    let seeds = child_env::seeds();
+    child_env::log_if_asked();
     let rt = runtime::sharing_with(voter_count() + 1);
     rt.block_on(async move {
         let _node = start_node(&name, &dir, seeds, true).await;
