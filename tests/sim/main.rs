@@ -81,7 +81,7 @@ const NAME_GRACE: Duration = Duration::from_secs(1);
 const DEFAULT_SEEDS: u64 = 8;
 /// Seeds past the default ones that once broke an invariant, run by default too so that the
 /// fix stays in (docs/reliability.md says what each found).
-const REGRESSION_SEEDS: [u64; 1] = [12];
+const REGRESSION_SEEDS: [u64; 2] = [9, 12];
 
 /// One grant of the lock, as its holder saw it.
 #[derive(Clone, Debug)]

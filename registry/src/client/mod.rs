@@ -1251,7 +1251,8 @@ impl Registry {
     /// also takes no more than the request timeout), so a zero timeout fails at once:
     /// [`try_lock`](Self::try_lock) takes a free lock without waiting in line. A call that
     /// fails leaves no holder behind: its holder is released from a task, which the call does
-    /// not wait for.
+    /// not wait for. A call whose node fenced itself by the time the grant reached it fails
+    /// with [`RegistryError::Fenced`], as one made while fenced does, and gives the grant back.
     pub async fn lock(&self, lock: &str, timeout: Duration) -> Result<Lease, RegistryError> {
         self.acquire(lock, true, timeout).await
     }
@@ -1356,13 +1357,16 @@ impl Registry {
         let state = LeaseState::new(token);
         self.shared.leases.lock().insert(key.clone(), state.clone());
         self.shared.waiters.lock().remove(&key);
-        // Fenced while waiting: the lease is lost already, and nobody will release it unless
+        // Fenced while waiting: the grant is lost already, and nobody will release it unless
         // this call does. `fence` gives back the leases it finds, and it may have run before
-        // this one was inserted; releasing a holder twice changes nothing.
+        // this one was inserted; releasing a holder twice changes nothing. The call fails as
+        // one made while fenced does: a lease handed out lost would look held to a caller
+        // that does not look, with a token below its successor's.
         if self.shared.is_fenced() {
             self.shared.leases.lock().remove(&key);
             state.lose("this node fenced itself");
             self.shared.give_back(key.0, holder.id);
+            return Err(RegistryError::Fenced(self.shared.me().clone()));
         }
         Ok(Lease {
             lock: lock.to_owned(),
