@@ -28,7 +28,7 @@ pub(crate) fn run<F: Future<Output = Result<(), String>>>(
     }
 }
 
-/// Three voters (s0, s1, s2) and a client (s3) on a perfect network, every session open.
+/// A scenario's nodes on a perfect network, every session open ([`four_nodes`], [`nodes`]).
 pub(crate) struct Cluster {
     pub(crate) net: SimNet,
     pub(crate) nodes: Vec<SimNode>,
@@ -38,24 +38,13 @@ pub(crate) struct Cluster {
     pub(crate) _dir: tempfile::TempDir,
 }
 
+/// Three voters (s0, s1, s2) and a client (s3).
 pub(crate) async fn four_nodes(
     seed: u64,
     tune: fn(&mut RegistryConfig),
 ) -> Result<Cluster, String> {
-    let net = SimNet::new(seed);
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let ca = ClusterCa::generate("sim").map_err(|e| e.to_string())?;
-    let mut nodes: Vec<SimNode> = Vec::new();
-    for i in 0..4 {
-        let seeds = nodes.first().map(|n| vec![n.addr]).unwrap_or_default();
-        nodes.push(start_node(i, 0, 1.0, seeds, &net, &ca, dir.path(), tune).await?);
-    }
-    until("every node's session", Duration::from_secs(30), || {
-        nodes
-            .iter()
-            .all(|n| n.registry.sessions().len() == 4 && n.registry.leader().is_some())
-    })
-    .await?;
+    let cluster = nodes(seed, 4, tune).await?;
+    let nodes = &cluster.nodes;
     // The voters are added one at a time after the first: wait for all three, so that losing
     // one leaves a majority.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -65,6 +54,30 @@ pub(crate) async fn four_nodes(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    Ok(cluster)
+}
+
+/// `count` nodes (s0, s1, ...) on a perfect network, each joining through s0, every session
+/// open and a leader known to each; `tune` sets their registries (how many voters, say).
+pub(crate) async fn nodes(
+    seed: u64,
+    count: u8,
+    tune: fn(&mut RegistryConfig),
+) -> Result<Cluster, String> {
+    let net = SimNet::new(seed);
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let ca = ClusterCa::generate("sim").map_err(|e| e.to_string())?;
+    let mut nodes: Vec<SimNode> = Vec::new();
+    for i in 0..count {
+        let seeds = nodes.first().map(|n| vec![n.addr]).unwrap_or_default();
+        nodes.push(start_node(i, 0, 1.0, seeds, &net, &ca, dir.path(), tune).await?);
+    }
+    until("every node's session", Duration::from_secs(30), || {
+        nodes.iter().all(|n| {
+            n.registry.sessions().len() == usize::from(count) && n.registry.leader().is_some()
+        })
+    })
+    .await?;
     Ok(Cluster {
         net,
         nodes,

@@ -29,11 +29,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use ensemble::transport::certs::ClusterCa;
-use ensemble::transport::simnet::SimNet;
-
-use crate::setup::{Cluster, four_nodes, leader_named_by, put_retrying, run};
-use crate::{start_node, until};
+use crate::setup::{Cluster, four_nodes, leader_named_by, nodes, put_retrying, run};
 
 /// How long after the election the write may take: the call asks the followers again every
 /// 20 ms, and the new leader commits an entry of its own term before the write's.
@@ -58,24 +54,7 @@ fn a_call_tries_a_silent_voter_that_no_follower_can_speak_for() {
 }
 
 async fn silent_only_voter(seed: u64) -> Result<(), String> {
-    let net = SimNet::new(seed);
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let ca = ClusterCa::generate("sim").map_err(|e| e.to_string())?;
-    let one_voter = |settings: &mut ensemble::registry::RegistryConfig| settings.voters = 1;
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let seeds = nodes
-            .first()
-            .map(|n: &crate::SimNode| vec![n.addr])
-            .unwrap_or_default();
-        nodes.push(start_node(i, 0, 1.0, seeds, &net, &ca, dir.path(), one_voter).await?);
-    }
-    until("every node's session", Duration::from_secs(30), || {
-        nodes
-            .iter()
-            .all(|n| n.registry.sessions().len() == 3 && n.registry.leader().is_some())
-    })
-    .await?;
+    let Cluster { net, nodes, .. } = nodes(seed, 3, |settings| settings.voters = 1).await?;
     let client = nodes[2].registry.clone();
     put_retrying(&client, "silent/first", b"1", "the cluster").await?;
 
