@@ -25,7 +25,8 @@
 //!   are unique; every holder, waiter, name, group member and reservation belongs to an open
 //!   session; no expired incarnation has a session; a node's reserved totals are the sums of
 //!   its reservations, and a reservation is made only if what it asks for fits the capacity
-//!   given (with what the node's reservations hold of those resources already).
+//!   given (with what the node's reservations hold of those resources already); a voter
+//!   count, once set, is one the registry keeps (1 to `MAX_VOTERS`).
 //! - Fencing tokens of the grants of one lock strictly increase; a revocation names the
 //!   token of the grant it ends.
 //! - The state survives a snapshot (encoded as `StateMachine` encodes it) unchanged, and the
@@ -34,7 +35,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ensemble_registry::raft::TypeConfig;
-use ensemble_registry::state::{Command, Effect, Outcome, RegistryState, changes};
+use ensemble_registry::state::{Command, Effect, MAX_VOTERS, Outcome, RegistryState, changes};
 use ensemble_runtime::NodeId;
 use openraft::{Entry, EntryPayload};
 use serde::de::DeserializeOwned;
@@ -289,6 +290,12 @@ impl Run {
                 }
                 _ => {}
             }
+        }
+        if let Some(count) = state.voter_count() {
+            assert!(
+                (1..=MAX_VOTERS as usize).contains(&count),
+                "a voter count of {count} kept"
+            );
         }
         match (command, outcome) {
             (Command::Acquire { lock, holder, .. }, Outcome::Granted { token }) => {

@@ -760,6 +760,18 @@ fn registry_command(seeds: &mut Vec<Seed>) {
                 request(&a, 4, 4, vec![put("k")]),
             ],
         ),
+        (
+            "voter-count",
+            vec![
+                vec![open(&a), Command::SetVoterCount { count: 5 }],
+                vec![
+                    Command::SetVoterCount { count: 0 },
+                    put("k"),
+                    Command::SetVoterCount { count: 1000 },
+                ],
+                request(&a, 1, 1, vec![Command::SetVoterCount { count: 3 }]),
+            ],
+        ),
     ];
     for (name, batches) in &scenarios {
         // Proposals: form byte 1, one `Vec<Command>` after the other.

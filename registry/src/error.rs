@@ -157,6 +157,16 @@ pub enum RegistryError {
         /// not vote, one that votes already, one that is not up or may not vote).
         tried: bool,
     },
+    /// A number of voters the registry does not keep was asked (`Registry::set_voter_count`).
+    #[error(
+        "the registry cannot keep {asked} voters: ask for 1 to {max} (3 keep writes going with one voter lost, 5 with two)"
+    )]
+    BadVoterCount {
+        /// The number asked.
+        asked: usize,
+        /// The most the registry keeps.
+        max: usize,
+    },
     /// The registry could not start.
     #[error("cannot start the registry: {0}")]
     Start(String),

@@ -13,7 +13,8 @@
 //!   ([`Registry::lock`], [`Lease`]), a **config store** with revisions, compare-and-set and
 //!   prefix watches ([`Registry::put`], [`Registry::watch_prefix`]), and placement
 //!   reservations.
-//! - **Voters** kept at their number: a vote moves away from a voter gone for good or one that
+//! - **Voters** kept at their number, which an operator may change for the running cluster
+//!   ([`Registry::set_voter_count`]): a vote moves away from a voter gone for good or one that
 //!   leaves, or by hand ([`Registry::move_vote`]).
 //!
 //! # Map
@@ -80,3 +81,4 @@ pub use config::RegistryConfig;
 pub use error::RegistryError;
 pub use server::VOTER_LABEL;
 pub use start::{LEGACY_LOG_FILE, LOG_DIR};
+pub use state::MAX_VOTERS;

@@ -50,6 +50,7 @@ mod silent_leader;
 mod singleton;
 mod taken_back;
 mod timeouts;
+mod voter_count;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -48,7 +48,7 @@ use crate::raft::Voter;
 use crate::raft::network::Servers;
 use crate::server::Leadership;
 use crate::server::protocol::{Answer, Query, ServerError, ServerMsg};
-use crate::state::{Command, Effect, Holder, KeyValue, Outcome, RegistryState};
+use crate::state::{Command, Effect, Holder, KeyValue, MAX_VOTERS, Outcome, RegistryState};
 
 /// How long a write waits for this node's copy to show it before answering anyway.
 const APPLY_WAIT: Duration = Duration::from_secs(1);
@@ -1603,6 +1603,41 @@ impl Registry {
             Answer::Voters { names, .. } => Ok(names),
             _ => Ok(Vec::new()),
         }
+    }
+
+    /// Sets how many voters the registry keeps, for the whole cluster and every leader to
+    /// come, in place of the nodes' `voters` setting, and returns the revision of the change
+    /// once it is committed (docs/registry.md, "The number of voters"). The leader then adds
+    /// or removes one voter at a time: a node that takes a vote is caught up first, a voter
+    /// that gives its vote up stays a learner until its log holds the configuration without
+    /// it. Votes go only to members that may vote (up, with a session, not labelled
+    /// `registry.voter = "no"`), so a count above those is reached as such nodes join.
+    /// [`voters`](Registry::voters) shows the change as it is made.
+    ///
+    /// Any node may ask; `count` must be from 1 to [`MAX_VOTERS`](crate::MAX_VOTERS)
+    /// ([`RegistryError::BadVoterCount`] otherwise, before anything is sent).
+    pub async fn set_voter_count(&self, count: usize) -> Result<u64, RegistryError> {
+        let max = MAX_VOTERS as usize;
+        if !(1..=max).contains(&count) {
+            return Err(RegistryError::BadVoterCount { asked: count, max });
+        }
+        let command = Command::SetVoterCount {
+            count: count as u32,
+        };
+        match self.shared.propose_one(command, true).await? {
+            Outcome::Done { revision } => Ok(revision),
+            other => Err(self.shared.unexpected(
+                &format!("setting the registry's voter count to {count}"),
+                other,
+            )),
+        }
+    }
+
+    /// How many voters the registry keeps, as last set by
+    /// [`set_voter_count`](Registry::set_voter_count), from this node's copy; `None` if it was
+    /// never set, when the leader keeps its node's `voters` setting.
+    pub fn voter_count(&self) -> Option<usize> {
+        self.shared.view.read().state.voter_count()
     }
 
     /// A config key from this node's copy.

@@ -28,7 +28,7 @@ use super::server_error;
 use crate::raft::StateMachine;
 use crate::raft::lease::LeaderLease;
 use crate::raft::types::{Batch, TypeConfig, Voter, raft_id};
-use crate::state::Command;
+use crate::state::{Command, RegistryState};
 
 /// The label a node sets to `"no"` to never become a voter.
 pub const VOTER_LABEL: &str = "registry.voter";
@@ -307,6 +307,12 @@ impl Leadership {
             return Handover::UnderWay { to: None };
         }
         let voters: Vec<u64> = applied.voter_ids().collect();
+        // More voters than an operator's count: the vote goes without a node to take it
+        // ([`VoterChange::Shrink`] takes a voter that hands its vote over first).
+        let count = state_machine.read(RegistryState::voter_count);
+        if count.is_some_and(|count| voters.len() > count) {
+            return Handover::UnderWay { to: None };
+        }
         match candidate(&self.cluster, &voters, &leaving, &in_session) {
             Some(to) => Handover::UnderWay { to: Some(to) },
             None => {
@@ -464,8 +470,9 @@ impl Leadership {
     }
 
     /// Runs the leader's duties for as long as the Raft node runs: `voters` is the size the
-    /// voter set is kept at, `grace` how long a voter may be gone (its session ended, its node
-    /// not connected) before another node takes its vote. A voter that leaves on purpose
+    /// voter set is grown to until an operator sets one for the cluster
+    /// ([`Command::SetVoterCount`]), `grace` how long a voter may be gone (its session ended,
+    /// its node not connected) before another node takes its vote. A voter that leaves on purpose
     /// ([`Leadership::hand_over`]) gives its vote up without the grace.
     pub(crate) async fn run(
         self,
@@ -508,14 +515,15 @@ impl Leadership {
             self.expire_overdue(&raft, &state_machine, cluster.node().id(), now);
             if now.duration_since(last_growth) >= Duration::from_millis(200) {
                 last_growth = now;
+                let stored = &membership;
                 let membership = membership.membership();
                 let gone = gone_members(membership, &state_machine, &cluster, me);
                 let in_session = open_sessions(&state_machine);
-                let (mut gone, handing_over) = {
+                let (mut gone, leaving, handing_over) = {
                     let mut duties = self.duties.lock();
                     let gone = duties.gone_for_good(&gone, now, grace, self.clock_rate);
-                    duties.leaving(now, &in_session);
-                    (gone, duties.handing_over(now, &in_session))
+                    let leaving = duties.leaving(now, &in_session);
+                    (gone, leaving, duties.handing_over(now, &in_session))
                 };
                 // Voters that hand their votes over count as gone for good at once.
                 gone.extend(
@@ -527,7 +535,26 @@ impl Leadership {
                 gone.sort_unstable();
                 gone.dedup();
                 let caught_up = learners_holding(&raft, membership);
-                let change = VoterChange::next(membership, voters, &gone, &caught_up);
+                let unreachable = unreachable_members(membership, &cluster, me);
+                let voter_ids: Vec<u64> = membership.voter_ids().collect();
+                let leaving_ids: Vec<u64> = leaving.iter().map(|n| raft_id(n.name())).collect();
+                let seen = Seen {
+                    gone: &gone,
+                    leaving: &leaving_ids,
+                    unreachable: &unreachable,
+                    caught_up: &caught_up,
+                    candidate: candidate(&cluster, &voter_ids, &leaving, &in_session).is_some(),
+                };
+                // Set for the cluster by an operator, or this node's setting until then. Only
+                // once this node applied the last configuration in its log: the count that led
+                // to it comes before it, and a leader just elected may not have applied it yet
+                // (it would undo the change the count asked for).
+                let size = (state_machine.voters().1 == *stored.log_id()).then(|| {
+                    state_machine
+                        .read(RegistryState::voter_count)
+                        .map_or(Size::AtLeast(voters), Size::Exactly)
+                });
+                let change = size.and_then(|size| VoterChange::next(membership, size, me, &seen));
                 let idle = change.is_some() && !changing.swap(true, Ordering::AcqRel);
                 if let (Some(change), true) = (change, idle) {
                     // Apart from the duty loop: a learner catching up must not delay expiries.
@@ -632,6 +659,26 @@ fn gone_members(
         .collect()
 }
 
+/// The Raft ids of the voters and learners whose nodes this node (`me`) is not connected to
+/// now, or suspects: the first to let go of when the voters shrink, after those gone.
+fn unreachable_members(
+    membership: &openraft::Membership<u64, Voter>,
+    cluster: &Cluster,
+    me: u64,
+) -> Vec<u64> {
+    let up: HashSet<String> = cluster
+        .members()
+        .into_iter()
+        .filter(|m| m.status == MemberStatus::Up)
+        .map(|m| m.node.name().to_owned())
+        .collect();
+    membership
+        .nodes()
+        .filter(|(id, voter)| **id != me && !up.contains(&voter.name))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
 /// The learners of `membership` whose logs, as this leader's replication to them shows, hold
 /// the configuration this leader's log ends with (`membership` as a rule).
 fn learners_holding(
@@ -664,6 +711,34 @@ fn voter_names(membership: &openraft::Membership<u64, Voter>) -> String {
     names.join(", ")
 }
 
+/// What the leader sees of the configuration's nodes at a duty tick, by Raft id.
+#[derive(Clone, Copy, Debug)]
+struct Seen<'a> {
+    /// Gone for good, or handing their votes over as they leave.
+    gone: &'a [u64],
+    /// Leaving (among them those told that they keep their votes, no node being free to
+    /// take one).
+    leaving: &'a [u64],
+    /// Not connected to the leader now, or suspected.
+    unreachable: &'a [u64],
+    /// Learners whose logs hold the configuration the leader's log ends with.
+    caught_up: &'a [u64],
+    /// Whether a member that does not vote may take a vote now ([`candidate`]).
+    candidate: bool,
+}
+
+/// How many voters the leader keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Size {
+    /// Its node's `voters` setting: it grows the voters to it, and never shrinks them (nodes
+    /// started with other settings, or a setting lowered across a restart, do not take votes
+    /// away; a leader of each would undo the other's changes).
+    AtLeast(usize),
+    /// As an operator set it for the cluster ([`Command::SetVoterCount`]): grown or shrunk
+    /// to it.
+    Exactly(usize),
+}
+
 /// One change of the Raft configuration the leader makes, the most pressing first.
 #[derive(Debug, PartialEq, Eq)]
 enum VoterChange {
@@ -676,6 +751,10 @@ enum VoterChange {
     /// One more voter, the voter set being below its size: the first by name of the members
     /// that may vote.
     Grow { voters: Vec<u64> },
+    /// One voter fewer, the voter set being above the size an operator set, chosen as
+    /// [`VoterChange::next`] says (never the leader, unless it hands its vote over as it
+    /// leaves). It stays a learner until its log holds the configuration without its vote.
+    Shrink { out: u64, out_name: String },
     /// A voter gone for good gives its vote to a member that may vote, if there is one, so
     /// that the registry can lose another voter and still have a majority. With none, it
     /// keeps its vote: removing it would not let the registry lose another.
@@ -696,18 +775,27 @@ enum VoterChange {
 
 impl VoterChange {
     /// What to change next in `membership`, if anything, to keep `size` voters of which none
-    /// is among `gone` (Raft ids gone for good), and no learner once none is needed: with
-    /// nothing else to do, the learners among `caught_up` (those whose logs hold
-    /// `membership`) are dropped. A learner is left by a voter whose vote an operator moved
-    /// (kept until its log holds the configuration without its vote, so that it does not
-    /// stand for election on a log that still names it a voter), or by a catch-up that timed
-    /// out.
+    /// is gone (`seen`), and no learner once none is needed. Of more voters than a size set
+    /// `Exactly`, one goes: one gone first (the leader itself only if it hands its vote
+    /// over), then one leaving, then one unreachable, else the last by name but the leader
+    /// (`me`). A vote is added or moved only while a member may take it. With nothing else
+    /// to do, the learners caught up (whose logs hold `membership`) are dropped. A learner is
+    /// left by a voter whose vote went while it ran (kept until its log holds the
+    /// configuration without its vote, so that it does not stand for election on a log that
+    /// still names it a voter), or by a catch-up that timed out.
     fn next(
         membership: &openraft::Membership<u64, Voter>,
-        size: usize,
-        gone: &[u64],
-        caught_up: &[u64],
+        size: Size,
+        me: u64,
+        seen: &Seen<'_>,
     ) -> Option<VoterChange> {
+        let Seen {
+            gone,
+            leaving,
+            unreachable,
+            caught_up,
+            candidate,
+        } = *seen;
         let joint = membership.get_joint_config();
         if joint.len() > 1 {
             let last = joint.last().into_iter().flatten().copied().collect();
@@ -721,13 +809,35 @@ impl VoterChange {
         if !learners.is_empty() {
             return Some(VoterChange::DropLearners(learners));
         }
-        if voters.len() < size {
+        let name_of = |id: u64| {
+            membership
+                .get_node(&id)
+                .map_or_else(|| id.to_string(), |voter| voter.name.clone())
+        };
+        let (Size::AtLeast(wanted) | Size::Exactly(wanted)) = size;
+        if voters.len() < wanted && candidate {
             return Some(VoterChange::Grow { voters });
         }
-        if let Some(gone) = voters.iter().find(|id| gone.contains(id)).copied() {
-            let gone_name = membership
-                .get_node(&gone)
-                .map_or_else(|| gone.to_string(), |voter| voter.name.clone());
+        let out = voters
+            .iter()
+            .copied()
+            .filter(|id| *id != me || gone.contains(id))
+            .max_by_key(|id| {
+                let rank = |among: &[u64]| among.contains(id);
+                (rank(gone), rank(leaving), rank(unreachable), name_of(*id))
+            });
+        if let (Some(out), Size::Exactly(wanted)) = (out, size)
+            && voters.len() > wanted
+        {
+            return Some(VoterChange::Shrink {
+                out,
+                out_name: name_of(out),
+            });
+        }
+        if let Some(gone) = voters.iter().find(|id| gone.contains(id)).copied()
+            && candidate
+        {
+            let gone_name = name_of(gone);
             return Some(VoterChange::Replace {
                 voters,
                 gone,
@@ -791,6 +901,20 @@ impl VoterChange {
                     .await
                     .map(drop)
                     .map_err(|err| format!("could not remove the learners: {err}"))
+                    .inspect_err(|err| tracing::warn!("{err}"));
+            }
+            VoterChange::Shrink { out, out_name } => {
+                tracing::info!(
+                    voter = %out_name,
+                    "the registry keeps fewer voters, as an operator asked: node {out_name} \
+                     gives its vote up"
+                );
+                let remove = openraft::ChangeMembers::RemoveVoters([out].into());
+                return raft
+                    .change_membership(remove, true)
+                    .await
+                    .map(drop)
+                    .map_err(|err| format!("could not remove voter {out_name}: {err}"))
                     .inspect_err(|err| tracing::warn!("{err}"));
             }
             VoterChange::Grow { voters } => (voters, None, None),
@@ -1137,6 +1261,17 @@ mod tests {
         assert_eq!(duties.gone_for_good(&[7], at(3_300), grace, 1.0), [7]);
     }
 
+    /// What a leader sees, a member that does not vote being free to take a vote.
+    fn seen<'a>(gone: &'a [u64], unreachable: &'a [u64], caught_up: &'a [u64]) -> Seen<'a> {
+        Seen {
+            gone,
+            leaving: &[],
+            unreachable,
+            caught_up,
+            candidate: true,
+        }
+    }
+
     fn membership(voters: &[u64], learners: &[u64]) -> openraft::Membership<u64, Voter> {
         let nodes: std::collections::BTreeMap<u64, Voter> = voters
             .iter()
@@ -1169,7 +1304,7 @@ mod tests {
         let new = [1, 2, 4].into_iter().collect();
         let joint = openraft::Membership::new(vec![old, new], nodes);
         assert_eq!(
-            VoterChange::next(&joint, 3, &[3], &[]),
+            VoterChange::next(&joint, Size::AtLeast(3), 1, &seen(&[3], &[], &[])),
             Some(VoterChange::FinishJoint(vec![1, 2, 4])),
             "its voters are both sets together: four of them, with the gone one"
         );
@@ -1178,9 +1313,13 @@ mod tests {
     #[test]
     fn the_next_change_drops_gone_learners_then_grows_then_replaces() {
         let full = membership(&[1, 2, 3], &[]);
-        assert_eq!(VoterChange::next(&full, 3, &[], &[]), None, "nothing to do");
         assert_eq!(
-            VoterChange::next(&full, 3, &[2], &[]),
+            VoterChange::next(&full, Size::AtLeast(3), 1, &seen(&[], &[], &[])),
+            None,
+            "nothing to do"
+        );
+        assert_eq!(
+            VoterChange::next(&full, Size::AtLeast(3), 1, &seen(&[2], &[], &[])),
             Some(VoterChange::Replace {
                 voters: vec![1, 2, 3],
                 gone: 2,
@@ -1189,41 +1328,191 @@ mod tests {
         );
         let short = membership(&[1, 2], &[]);
         assert_eq!(
-            VoterChange::next(&short, 3, &[2], &[]),
+            VoterChange::next(&short, Size::AtLeast(3), 1, &seen(&[2], &[], &[])),
             Some(VoterChange::Grow { voters: vec![1, 2] }),
             "growing first: a replacement needs a full voter set to keep"
         );
         let with_learners = membership(&[1, 2, 3], &[4, 5]);
         assert_eq!(
-            VoterChange::next(&with_learners, 3, &[3, 5], &[]),
+            VoterChange::next(
+                &with_learners,
+                Size::AtLeast(3),
+                1,
+                &seen(&[3, 5], &[], &[])
+            ),
             Some(VoterChange::DropLearners(vec![5])),
             "a gone learner goes before anything else"
         );
         assert_eq!(
-            VoterChange::next(&with_learners, 3, &[], &[]),
+            VoterChange::next(&with_learners, Size::AtLeast(3), 1, &seen(&[], &[], &[])),
             None,
             "a learner catching up is left to catch up"
         );
         assert_eq!(
-            VoterChange::next(&with_learners, 3, &[], &[4, 2]),
+            VoterChange::next(
+                &with_learners,
+                Size::AtLeast(3),
+                1,
+                &seen(&[], &[], &[4, 2])
+            ),
             Some(VoterChange::DropLearners(vec![4])),
             "a learner whose log holds the configuration goes once nothing else is to do"
         );
         let short_with_learner = membership(&[1, 2], &[3]);
         assert_eq!(
-            VoterChange::next(&short_with_learner, 3, &[], &[3]),
+            VoterChange::next(
+                &short_with_learner,
+                Size::AtLeast(3),
+                1,
+                &seen(&[], &[], &[3])
+            ),
             Some(VoterChange::Grow { voters: vec![1, 2] }),
             "but not before a change that may need it: growing"
         );
         let full_with_learner = membership(&[1, 2, 3], &[4]);
         assert_eq!(
-            VoterChange::next(&full_with_learner, 3, &[2], &[4]),
+            VoterChange::next(
+                &full_with_learner,
+                Size::AtLeast(3),
+                1,
+                &seen(&[2], &[], &[4])
+            ),
             Some(VoterChange::Replace {
                 voters: vec![1, 2, 3],
                 gone: 2,
                 gone_name: "n2".into(),
             }),
             "or replacing a gone voter"
+        );
+    }
+
+    #[test]
+    fn the_next_change_shrinks_to_a_smaller_count_sparing_the_leader() {
+        let five = membership(&[1, 2, 3, 4, 5], &[]);
+        assert_eq!(
+            VoterChange::next(&five, Size::AtLeast(3), 1, &seen(&[], &[], &[])),
+            None,
+            "a node's own setting never takes votes away"
+        );
+        assert_eq!(
+            VoterChange::next(&five, Size::Exactly(3), 1, &seen(&[], &[], &[])),
+            Some(VoterChange::Shrink {
+                out: 5,
+                out_name: "n5".into(),
+            }),
+            "the last by name goes, as growth takes the first"
+        );
+        assert_eq!(
+            VoterChange::next(&five, Size::Exactly(3), 5, &seen(&[], &[], &[])),
+            Some(VoterChange::Shrink {
+                out: 4,
+                out_name: "n4".into(),
+            }),
+            "but never the leader: its going would stop writes for an election"
+        );
+        assert_eq!(
+            VoterChange::next(&five, Size::Exactly(3), 1, &seen(&[2], &[], &[])),
+            Some(VoterChange::Shrink {
+                out: 2,
+                out_name: "n2".into(),
+            }),
+            "a gone voter goes first, rather than being replaced"
+        );
+        assert_eq!(
+            VoterChange::next(&five, Size::Exactly(3), 1, &seen(&[], &[3], &[])),
+            Some(VoterChange::Shrink {
+                out: 3,
+                out_name: "n3".into(),
+            }),
+            "then one the leader cannot reach"
+        );
+        assert_eq!(
+            VoterChange::next(&five, Size::Exactly(3), 1, &seen(&[2], &[3], &[])),
+            Some(VoterChange::Shrink {
+                out: 2,
+                out_name: "n2".into(),
+            }),
+            "but one gone before it"
+        );
+        let two = membership(&[1, 2], &[]);
+        assert_eq!(
+            VoterChange::next(&two, Size::Exactly(1), 2, &seen(&[], &[], &[])),
+            Some(VoterChange::Shrink {
+                out: 1,
+                out_name: "n1".into(),
+            }),
+            "down to the leader alone"
+        );
+        let three_with_learner = membership(&[1, 2, 3], &[4]);
+        assert_eq!(
+            VoterChange::next(
+                &three_with_learner,
+                Size::Exactly(1),
+                1,
+                &seen(&[], &[], &[4])
+            ),
+            Some(VoterChange::Shrink {
+                out: 3,
+                out_name: "n3".into(),
+            }),
+            "shrinking before dropping a learner"
+        );
+        let one_with_learner = membership(&[1], &[3]);
+        assert_eq!(
+            VoterChange::next(
+                &one_with_learner,
+                Size::Exactly(1),
+                1,
+                &seen(&[], &[], &[3])
+            ),
+            Some(VoterChange::DropLearners(vec![3])),
+            "the voter that went is dropped once its log holds the configuration without it"
+        );
+        let three = membership(&[1, 2, 3], &[]);
+        assert_eq!(
+            VoterChange::next(&three, Size::Exactly(2), 1, &seen(&[1], &[], &[])),
+            Some(VoterChange::Shrink {
+                out: 1,
+                out_name: "n1".into(),
+            }),
+            "the leader's own vote goes if it hands it over as it leaves"
+        );
+        let leaving = Seen {
+            leaving: &[2],
+            ..seen(&[], &[3], &[])
+        };
+        assert_eq!(
+            VoterChange::next(&three, Size::Exactly(2), 1, &leaving),
+            Some(VoterChange::Shrink {
+                out: 2,
+                out_name: "n2".into(),
+            }),
+            "a voter that leaves goes before one unreachable, even one told it keeps its vote"
+        );
+    }
+
+    #[test]
+    fn without_a_member_to_take_a_vote_the_next_change_is_neither_growth_nor_replacement() {
+        let none_free = |gone, caught_up| Seen {
+            candidate: false,
+            ..seen(gone, &[], caught_up)
+        };
+        let short_with_learner = membership(&[1, 2], &[3]);
+        assert_eq!(
+            VoterChange::next(
+                &short_with_learner,
+                Size::Exactly(5),
+                1,
+                &none_free(&[], &[3])
+            ),
+            Some(VoterChange::DropLearners(vec![3])),
+            "a learner holding the configuration is dropped, not kept for a growth that cannot be"
+        );
+        let full = membership(&[1, 2, 3], &[]);
+        assert_eq!(
+            VoterChange::next(&full, Size::AtLeast(3), 1, &none_free(&[2], &[])),
+            None,
+            "a gone voter keeps its vote"
         );
     }
 

@@ -40,7 +40,7 @@ use crate::raft::log_store::LastLogId;
 use crate::raft::state_machine::Fed;
 use crate::raft::types::{Batch, raft_id};
 use crate::raft::{StateMachine, TypeConfig, Voter};
-use crate::state::Command;
+use crate::state::{Command, MAX_VOTERS};
 
 /// Most commands in one log entry.
 pub(crate) const MAX_BATCH: usize = 1024;
@@ -401,7 +401,9 @@ impl Actor for Server {
                     return Ok(());
                 }
                 let sender = reply.origin().unwrap_or(ctx.node().id());
-                if let Some(reason) = misplaced_head(&commands, sender) {
+                if let Some(reason) =
+                    misplaced_head(&commands, sender).or_else(|| bad_voter_count(&commands))
+                {
                     let _ = reply.send(Err(ServerError::Malformed(reason)));
                     return Ok(());
                 }
@@ -583,6 +585,17 @@ fn misplaced_head(commands: &[Command], sender: &NodeId) -> Option<String> {
         }
     }
     None
+}
+
+/// Why a proposal may not go into the log as it is, if it asks for a number of voters the
+/// registry does not keep (clients check before they send).
+fn bad_voter_count(commands: &[Command]) -> Option<String> {
+    commands.iter().find_map(|command| match command {
+        Command::SetVoterCount { count } if !(1..=MAX_VOTERS).contains(count) => Some(format!(
+            "a registry of {count} voters was asked; it keeps 1 to {MAX_VOTERS}"
+        )),
+        _ => None,
+    })
 }
 
 /// What a question about the voters is answered from, on a leader that confirmed its lead

@@ -146,7 +146,19 @@ pub enum Command {
         /// How many commands after it are the request's.
         commands: u32,
     },
+    /// Sets how many voters the registry's leader keeps ([`crate::Registry::set_voter_count`]),
+    /// in place of the `voters` setting the nodes started with. Client and leader refuse a
+    /// count outside `1..=MAX_VOTERS` before the log; applying one clamps it all the same.
+    SetVoterCount {
+        /// How many voters.
+        count: u32,
+    },
 }
+
+/// The most voters the registry may be asked to keep. Every write waits for a majority of
+/// them, and each one more is one more copy of the log to send: past seven (three may be
+/// lost) a vote buys no safety a cluster of this kind needs, and nine leaves room.
+pub const MAX_VOTERS: u32 = 9;
 
 impl Command {
     /// About how many bytes the command takes encoded: its strings and values, plus a margin
@@ -182,6 +194,7 @@ impl Command {
                 } => id.len() + node(n) + map(need) + map(capacity),
                 Command::Unreserve { id } => id.len(),
                 Command::Request { node: n, .. } => node(n),
+                Command::SetVoterCount { .. } => 0,
             }
     }
 

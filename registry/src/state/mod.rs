@@ -31,7 +31,7 @@ use ensemble_runtime::{ActorId, NodeId};
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
-pub use command::{Command, Effect, Holder, Outcome, REMEMBERED, Reservation};
+pub use command::{Command, Effect, Holder, MAX_VOTERS, Outcome, REMEMBERED, Reservation};
 pub use diff::changes;
 
 /// A node's membership session.
@@ -98,6 +98,11 @@ pub struct RegistryState {
     /// defaulted, so that earlier snapshots still load.
     #[serde(default)]
     requests: OrdMap<NodeId, Requests>,
+    /// How many voters the leader keeps, as last set ([`Command::SetVoterCount`]); `None`
+    /// until then, when the leader keeps its node's `voters` setting. Last, and defaulted, so
+    /// that earlier snapshots still load.
+    #[serde(default)]
+    voter_count: Option<u32>,
 }
 
 /// One node's requests that may still be sent again ([`Command::Request`]). Encoded without
@@ -223,6 +228,13 @@ impl RegistryState {
         self.kv
             .range(prefix.to_owned()..)
             .take_while(move |(key, _)| key.starts_with(prefix))
+    }
+
+    /// How many voters the registry's leader keeps, if it was set
+    /// ([`Command::SetVoterCount`]); `None` while the leader keeps its node's `voters`
+    /// setting.
+    pub fn voter_count(&self) -> Option<usize> {
+        self.voter_count.map(|count| count as usize)
     }
 
     /// A placement reservation.
@@ -570,6 +582,10 @@ impl RegistryState {
                 }
                 None => Outcome::Unchanged,
             },
+            Command::SetVoterCount { count } => {
+                self.voter_count = Some((*count).clamp(1, MAX_VOTERS));
+                done
+            }
         }
     }
 

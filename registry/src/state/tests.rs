@@ -697,7 +697,7 @@ fn encoded_as_of(state: &RegistryState, fields: usize) -> Vec<u8> {
     fn encode<T: Serialize>(field: &T) -> Vec<u8> {
         rmp_serde::to_vec(field).unwrap()
     }
-    let all: [Vec<u8>; 10] = [
+    let all: [Vec<u8>; 11] = [
         encode(&state.revision),
         encode(&state.sessions),
         encode(&state.names),
@@ -708,6 +708,7 @@ fn encoded_as_of(state: &RegistryState, fields: usize) -> Vec<u8> {
         encode(&state.reservations),
         encode(&state.reserved),
         encode(&state.requests),
+        encode(&state.voter_count),
     ];
     assert_eq!(
         rmp_serde::to_vec(state).unwrap(),
@@ -1221,6 +1222,32 @@ fn requests_survive_a_serde_round_trip_and_older_snapshots_load() {
     let back: RegistryState = rmp_serde::from_slice(&encoded_as_of(&state, 9)).unwrap();
     assert!(back.requests.is_empty());
     assert_eq!(back.get("k"), state.get("k"));
+}
+
+#[test]
+fn the_voter_count_is_kept_clamped_and_loads_from_older_snapshots() {
+    let mut state = RegistryState::default();
+    assert_eq!(
+        state.voter_count(),
+        None,
+        "the nodes' setting until one is set"
+    );
+    let (outcome, effects) = one(&mut state, Command::SetVoterCount { count: 5 });
+    assert_eq!(outcome, Outcome::Done { revision: 1 });
+    assert!(effects.is_empty());
+    assert_eq!(state.voter_count(), Some(5));
+    // Client and leader refuse these before the log; applied all the same, they are clamped.
+    one(&mut state, Command::SetVoterCount { count: 0 });
+    assert_eq!(state.voter_count(), Some(1));
+    one(&mut state, Command::SetVoterCount { count: 1000 });
+    assert_eq!(state.voter_count(), Some(MAX_VOTERS as usize));
+    let bytes = rmp_serde::to_vec(&state).unwrap();
+    let back: RegistryState = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(back, state);
+    // Snapshots taken before the count could be set stop after `requests`.
+    let back: RegistryState = rmp_serde::from_slice(&encoded_as_of(&state, 10)).unwrap();
+    assert_eq!(back.voter_count(), None);
+    assert_eq!(back.revision(), state.revision());
 }
 
 #[test]
