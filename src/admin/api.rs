@@ -50,6 +50,10 @@ pub struct RegistryStatus {
     /// too, until their votes move); empty if it did not answer in time.
     #[serde(default)]
     pub voters: Vec<String>,
+    /// How many voters the registry keeps, if an operator set it for the cluster
+    /// (`ensemble voters count`); absent while the leader keeps its node's `voters` setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voter_count: Option<usize>,
 }
 
 /// `GET /api/v1/members`: one member of the cluster, as this node sees it.
@@ -170,6 +174,24 @@ pub struct VoteMoved {
     pub to: String,
     /// The registry's voters after the move, by name; absent if they could not be read after
     /// the move was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voters: Option<Vec<String>>,
+}
+
+/// The body of `POST /api/v1/voters/count`: how many voters the registry keeps from now on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterCountRequest {
+    /// How many voters, from 1 to 9.
+    pub count: usize,
+}
+
+/// The answer of `POST /api/v1/voters/count`, once the count is committed: the leader adds
+/// or removes voters from then on, one at a time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterCountSet {
+    /// How many voters the registry keeps.
+    pub count: usize,
+    /// The registry's voters as the count was set, by name; absent if they could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voters: Option<Vec<String>>,
 }

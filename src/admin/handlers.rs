@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ensemble_registry::state::{Lock, Session};
-use ensemble_registry::{Registry, RegistryError};
+use ensemble_registry::{MAX_VOTERS, Registry, RegistryError};
 use ensemble_runtime::cluster::{Cluster, Member, MemberStatus};
 use ensemble_runtime::remote::WireRef;
 use ensemble_runtime::{ActorInfo, Node, NodeId};
@@ -22,7 +22,7 @@ use ensemble_supervisor::app::{APPS_PREFIX, AppError, AppSpec, Apps, is_app_name
 
 use super::api::{
     ActorEntry, AppChange, AppEntry, LeaseEntry, LockEntry, MemberEntry, NameEntry, NodeStatus,
-    RegistryStatus, Trees, VoteMoveRequest, VoteMoved,
+    RegistryStatus, Trees, VoteMoveRequest, VoteMoved, VoterCountRequest, VoterCountSet,
 };
 use super::exporter;
 use super::failure::Failure;
@@ -86,6 +86,7 @@ pub(crate) async fn status(State(state): Shared) -> Json<NodeStatus> {
                 synced: false,
                 fenced: false,
                 voters: Vec::new(),
+                voter_count: None,
             },
             |r| RegistryStatus {
                 leader: r.leader(),
@@ -93,6 +94,7 @@ pub(crate) async fn status(State(state): Shared) -> Json<NodeStatus> {
                 synced: r.is_synced(),
                 fenced: r.is_fenced(),
                 voters,
+                voter_count: r.voter_count(),
             },
         ),
         uptime_secs: state.started.elapsed().as_secs(),
@@ -324,6 +326,47 @@ pub(crate) async fn move_vote(
     // The move is made: a failed read of the voters does not make it look failed.
     let voters = registry.voters().await.ok();
     Ok(Json(VoteMoved { from, to, voters }))
+}
+
+/// `POST /api/v1/voters/count` (body: [`VoterCountRequest`] as JSON): sets how many voters
+/// the registry keeps, and answers once that is committed, with the voters as they were then;
+/// the leader adds or removes voters from then on (see GET /api/v1/status). A count outside 1
+/// to 9 answers `400`; a registry that does not confirm the count in time, `503`.
+pub(crate) async fn set_voter_count(
+    State(state): Shared,
+    body: Result<Json<VoterCountRequest>, JsonRejection>,
+) -> Result<Json<VoterCountSet>, Failure> {
+    let Json(VoterCountRequest { count }) = body.map_err(|e| {
+        Failure::new(
+            e.status(),
+            format!(
+                "cannot read the voter count: {}; send {{\"count\": N}} as JSON \
+                 (Content-Type: application/json), N from 1 to {MAX_VOTERS}",
+                e.body_text()
+            ),
+        )
+    })?;
+    let registry = registry(&state.node, "voters")?;
+    match tokio::time::timeout(WRITE_TIMEOUT, registry.set_voter_count(count)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e @ RegistryError::BadVoterCount { .. })) => {
+            return Err(Failure::bad_request(e.to_string()));
+        }
+        Ok(Err(e)) => {
+            return Err(Failure::unavailable(format!(
+                "the registry's voter count was not set to {count}: {e}"
+            )));
+        }
+        Err(_) => {
+            return Err(Failure::unavailable(format!(
+                "the registry did not confirm a voter count of {count} within {WRITE_TIMEOUT:?}: \
+                 does the cluster have a registry quorum? (it may be set later; see GET \
+                 /api/v1/status)"
+            )));
+        }
+    }
+    let voters = voters(Some(&registry)).await;
+    Ok(Json(VoterCountSet { count, voters }))
 }
 
 /// How much sooner than the admin server's request timeout a vote move gives up, so that its

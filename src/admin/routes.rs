@@ -52,6 +52,7 @@ pub(crate) fn router(node: Node, token: Option<String>, request_timeout: Duratio
         )
         .route("/api/v1/apps/{name}", delete(handlers::remove_app))
         .route("/api/v1/voters/move", post(handlers::move_vote))
+        .route("/api/v1/voters/count", post(handlers::set_voter_count))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,
@@ -69,7 +70,7 @@ pub(crate) fn router(node: Node, token: Option<String>, request_timeout: Duratio
 
 async fn not_found(method: Method, uri: Uri) -> Failure {
     Failure::not_found(format!(
-        "no endpoint {method} {}: the API is under /api/v1/ (status, members, actors, trees, names, locks, leases, apps, voters/move), metrics on /metrics, the dashboard on /",
+        "no endpoint {method} {}: the API is under /api/v1/ (status, members, actors, trees, names, locks, leases, apps, voters/move, voters/count), metrics on /metrics, the dashboard on /",
         uri.path()
     ))
 }
@@ -78,7 +79,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
     Failure::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!(
-            "{} does not take {method}: GET reads every endpoint; POST /api/v1/apps deploys an app, DELETE /api/v1/apps/NAME removes one, and POST /api/v1/voters/move moves a registry vote",
+            "{} does not take {method}: GET reads every endpoint; POST /api/v1/apps deploys an app, DELETE /api/v1/apps/NAME removes one, POST /api/v1/voters/move moves a registry vote and POST /api/v1/voters/count sets how many voters the registry keeps",
             uri.path()
         ),
     )

@@ -1,5 +1,5 @@
 //! The commands that ask a node's admin API: `status`, `members`, `names`, `locks`,
-//! `app deploy|list|remove` and `voters move`. Any node answers for the whole cluster (from its copy of the
+//! `app deploy|list|remove` and `voters move|count`. Any node answers for the whole cluster (from its copy of the
 //! registry), so `--admin` may name any of them.
 
 use std::path::Path;
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ensemble::admin::api::{
     ApiError, AppChange, AppEntry, LockEntry, MemberEntry, NameEntry, NodeStatus, VoteMoveRequest,
-    VoteMoved,
+    VoteMoved, VoterCountRequest, VoterCountSet,
 };
 use ensemble::supervisor::app::AppSpec;
 use serde::de::DeserializeOwned;
@@ -219,11 +219,16 @@ pub(crate) fn status(args: &AdminArgs) -> CliResult {
         "members   {} up, {} suspect",
         status.members_up, status.members_suspect
     );
-    let voters = if status.registry.voters.is_empty() {
+    let mut voters = if status.registry.voters.is_empty() {
         "unknown".to_owned()
     } else {
         status.registry.voters.join(",")
     };
+    if let Some(count) = status.registry.voter_count {
+        voters.push_str(&format!(
+            " ({count} kept, as set by `ensemble voters count`)"
+        ));
+    }
     println!(
         "registry  leader {}, voters {voters}, revision {}{}{}",
         status.registry.leader.as_deref().unwrap_or("unknown"),
@@ -575,6 +580,93 @@ pub(crate) fn voters_move(args: &AdminArgs, from: &str, to: &str) -> CliResult {
         moved.from,
         moved.to,
         started.elapsed().as_secs_f64(),
+    );
+    Ok(())
+}
+
+/// How long `voters count` waits, for each voter to add or remove, until the voters number
+/// what was asked: a new voter's catch-up (10 s by default) and its change.
+const COUNT_WAIT_PER_CHANGE: Duration = Duration::from_secs(15);
+
+/// How often `voters count` reads the voters while it waits.
+const COUNT_POLL: Duration = Duration::from_millis(250);
+
+pub(crate) fn voters_count(args: &AdminArgs, count: usize) -> CliResult {
+    let client = AdminClient::new(args)?;
+    let path = "/api/v1/voters/count";
+    let body = serde_json::to_string(&VoterCountRequest { count }).expect("a number encodes");
+    eprintln!("setting the registry's voter count to {count}");
+    if count % 2 == 0 {
+        eprintln!(
+            "note: {count} voters survive no more lost voters than {} (a majority of {count} is \
+             {}){}",
+            count - 1,
+            count / 2 + 1,
+            if count == 2 {
+                "; with two, neither may be lost"
+            } else {
+                ""
+            }
+        );
+    }
+    let started = Instant::now();
+    let answer = client.call("POST", path, Some(("application/json", body)))?;
+    let set: VoterCountSet = client.decode(path, &answer)?;
+    let mut voters = set.voters.unwrap_or_default();
+    // One change per voter to add or remove; unknown voters: as many as could be asked.
+    let changes = if voters.is_empty() {
+        ensemble::registry::MAX_VOTERS as usize
+    } else {
+        voters.len().abs_diff(count)
+    };
+    let deadline = Instant::now() + COUNT_WAIT_PER_CHANGE * (changes as u32 + 1);
+    let mut said = Instant::now();
+    while voters.len() != count {
+        let growing = voters.len() < count;
+        if Instant::now() >= deadline {
+            let now = format!("{} voters now ({})", voters.len(), voters.join(", "));
+            if growing {
+                println!(
+                    "the registry's voter count is set to {count}; it has {now}: the leader \
+                     gives votes only to members that are up, have a session and are not \
+                     labelled registry.voter=no, and goes on as such nodes join (see \
+                     `ensemble members` and `ensemble status`)"
+                );
+                return Ok(());
+            }
+            return Err(format!(
+                "the registry's voter count is set to {count}, but it still has {now} after \
+                 {:.0} s: a voter gives its vote up only once a majority of the voters before \
+                 and after the change answer; are voters down? (see `ensemble status`)",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        if said.elapsed() >= MOVE_PROGRESS {
+            said = Instant::now();
+            let how = if growing {
+                "adds one at a time, each caught up with the log first"
+            } else {
+                "removes one at a time"
+            };
+            eprintln!(
+                "[{:>5.1}s] {} of {count} voters ({}): the leader {how}",
+                started.elapsed().as_secs_f64(),
+                voters.len(),
+                voters.join(", ")
+            );
+        }
+        std::thread::sleep(COUNT_POLL);
+        // A status whose read of the voters failed (an election) shows none: read again.
+        let status: NodeStatus = client.get("/api/v1/status")?;
+        if !status.registry.voters.is_empty() {
+            voters = status.registry.voters;
+        }
+    }
+    println!(
+        "the registry keeps {count} voter{}: {} ({:.1} s)",
+        if count == 1 { "" } else { "s" },
+        voters.join(", "),
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -40,7 +40,7 @@ pub(crate) type CliResult = Result<(), String>;
         issue NODE`), start one node per machine (`ensemble node --name n1 ...`), the first \
         without --join and the others joining it, then deploy apps (`ensemble app deploy \
         FILE`) and look at it (`ensemble status`, `members`, `names`, `locks`, or the \
-        dashboard on the admin address). `ensemble voters move` moves a registry vote by hand.",
+        dashboard on the admin address). `ensemble voters move` moves a registry vote by hand, `ensemble voters count` sets how many there are.",
     after_help = "Each command has its own --help. Docs: docs/operations.md."
 )]
 struct Cli {
@@ -86,6 +86,17 @@ enum VotersCommand {
         /// labelled registry.voter=no.
         #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         to: String,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
+    /// Set how many voters the registry keeps, for the running cluster and its restarts (in
+    /// place of each node's registry.voters setting), and wait while the leader adds or
+    /// removes them one at a time. Votes go only to members that are up, have a session and
+    /// are not labelled registry.voter=no.
+    Count {
+        /// How many voters: 1 to 9 (3 keep writes going with one voter lost, 5 with two).
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=i64::from(ensemble::registry::MAX_VOTERS)))]
+        count: u32,
         #[command(flatten)]
         admin: client::AdminArgs,
     },
@@ -156,6 +167,9 @@ pub(crate) fn main() -> ExitCode {
         Command::App(AppCommand::Remove { name, admin }) => client::app_remove(&admin, &name),
         Command::Voters(VotersCommand::Move { from, to, admin }) => {
             client::voters_move(&admin, &from, &to)
+        }
+        Command::Voters(VotersCommand::Count { count, admin }) => {
+            client::voters_count(&admin, count as usize)
         }
         Command::Cert(CertCommand::Init(args)) => cert::init(&args),
         Command::Cert(CertCommand::Issue(args)) => cert::issue(&args),

@@ -2,7 +2,7 @@
 
 use ensemble::admin::api::{
     ActorEntry, AppChange, AppEntry, LeaseEntry, LockEntry, MemberEntry, NameEntry, NodeStatus,
-    Trees,
+    Trees, VoterCountSet,
 };
 use ensemble::supervisor::ChildKind;
 use ensemble::supervisor::ChildState;
@@ -287,13 +287,67 @@ async fn apps_are_deployed_and_removed_over_http() {
 
 /// A vote move with `body`, sent as JSON.
 fn vote_move(base: &str, body: &str) -> Request {
+    post_json(format!("{base}/api/v1/voters/move"), body)
+}
+
+/// A POST of `body` to `url`, sent as JSON.
+fn post_json(url: String, body: &str) -> Request {
     Request {
         method: "POST",
-        url: format!("{base}/api/v1/voters/move"),
+        url,
         body: Some(body.as_bytes().to_vec()),
         headers: vec![("Content-Type", "application/json".into())],
         ..Request::default()
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_voter_count_is_set_over_http_and_counts_not_kept_are_refused() {
+    let cluster = TestCluster::start(None).await;
+    let base = cluster.first().url();
+    let status_url = format!("{base}/api/v1/status");
+    let count_url = format!("{base}/api/v1/voters/count");
+    let voters = || async {
+        let status: NodeStatus = Request::get(&status_url).send().await.json();
+        (status.registry.voters, status.registry.voter_count)
+    };
+    until("both nodes to vote", || async {
+        voters().await.0.len() == 2
+    })
+    .await;
+    assert_eq!(voters().await.1, None, "no count set yet");
+
+    for (body, status, says) in [
+        (
+            r#"{"count": 0}"#,
+            400,
+            "cannot keep 0 voters: ask for 1 to 9",
+        ),
+        (r#"{"count": 10}"#, 400, "cannot keep 10 voters"),
+        (r#"{"count": -1}"#, 422, "cannot read the voter count"),
+        (r#"{"voters": 3}"#, 422, "missing field `count`"),
+        ("three", 400, "cannot read the voter count"),
+    ] {
+        let answer = post_json(count_url.clone(), body).send().await;
+        assert_eq!(answer.status, status, "{body}: {}", answer.body);
+        assert!(answer.error().contains(says), "{body}: {}", answer.error());
+    }
+    assert_eq!(voters().await.1, None, "nothing set by the refused counts");
+
+    let answer = post_json(count_url.clone(), r#"{"count": 1}"#).send().await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let set: VoterCountSet = answer.json();
+    assert_eq!(set.count, 1);
+    until("one voter", || async {
+        let (now, count) = voters().await;
+        now.len() == 1 && count == Some(1)
+    })
+    .await;
+    let answer = post_json(count_url, r#"{"count": 2}"#).send().await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    until("two voters again", || async { voters().await.0.len() == 2 }).await;
+    assert_eq!(voters().await.1, Some(2));
+    cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

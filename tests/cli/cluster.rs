@@ -176,21 +176,59 @@ fn a_cluster_of_node_processes_is_driven_by_the_client_commands() {
     }
 }
 
+/// `ensemble voters count`: a count the registry does not keep is refused at parsing; two
+/// voters out of one (n2 takes the second vote), then one again (the leader keeps its vote).
+#[test]
+fn the_registry_voter_count_is_set_with_voters_count() {
+    let certs = crate::common::certificates(&["n1", "n2"]);
+    let [n1, n2] = two_nodes_one_voter(certs.path());
+
+    for bad in ["0", "10", "three"] {
+        let refused = run(&["voters", "count", bad, "--admin", &n1.admin], &[], None);
+        assert_eq!(refused.status.code(), Some(2), "{}", stdout(&refused));
+        assert!(stderr(&refused).contains(bad), "{}", stderr(&refused));
+    }
+
+    let grown = run(&["voters", "count", "2", "--admin", &n2.admin], &[], None);
+    assert!(grown.status.success(), "{}", stderr(&grown));
+    assert!(
+        stdout(&grown).contains("the registry keeps 2 voters: n1, n2"),
+        "{}",
+        stdout(&grown)
+    );
+    until_output(&["status"], &n2.admin, |t| {
+        t.contains("voters n1,n2 (2 kept")
+    });
+    assert!(
+        stderr(&grown).contains("with two, neither may be lost"),
+        "{}",
+        stderr(&grown)
+    );
+    // The leader keeps its vote: whichever node leads now (n1, unless an election came
+    // between).
+    let status = until_output(&["status"], &n1.admin, |t| {
+        t.contains("leader n1,") || t.contains("leader n2,")
+    });
+    let leader = if status.contains("leader n2,") {
+        "n2"
+    } else {
+        "n1"
+    };
+    let shrunk = run(&["voters", "count", "1", "--admin", &n1.admin], &[], None);
+    assert!(shrunk.status.success(), "{}", stderr(&shrunk));
+    assert!(
+        stdout(&shrunk).contains(&format!("the registry keeps 1 voter: {leader}")),
+        "{}",
+        stdout(&shrunk)
+    );
+    // The registry still writes: an app deploys through the node that gave its vote up.
+    deploys_and_stops(certs.path(), 1, [n1, n2]);
+}
+
 #[test]
 fn a_registry_vote_is_moved_by_hand_with_voters_move() {
-    let dir = crate::common::certificates(&["n1", "n2"]);
-    let dir = dir.path();
-    // One voter, so that n2 is a node without a vote.
-    let config = dir.join("one-voter.toml");
-    std::fs::write(&config, "[registry]\nvoters = 1\n").unwrap();
-    let config = config.to_str().unwrap();
-    let mut n1 = start_node(dir, "n1", &["--config", config]);
-    let join = format!("--join={}", n1.cluster);
-    let mut n2 = start_node(dir, "n2", &[&join, "--config", config]);
-    until_output(&["members"], &n1.admin, |text| {
-        text.lines().filter(|l| l.contains(" open ")).count() == 2
-    });
-    until_output(&["status"], &n1.admin, |t| t.contains("voters n1,"));
+    let certs = crate::common::certificates(&["n1", "n2"]);
+    let [n1, n2] = two_nodes_one_voter(certs.path());
 
     let refused = run(
         &["voters", "move", "n2", "n1", "--admin", &n1.admin],
@@ -227,16 +265,37 @@ fn a_registry_vote_is_moved_by_hand_with_voters_move() {
         t.contains("leader n2, voters n2,")
     });
     // The registry still writes: an app deploys through the node that lost its vote.
+    deploys_and_stops(certs.path(), 0, [n1, n2]);
+}
+
+/// Two `ensemble node` processes, n1 and n2, with one registry voter (n1), so that n2 is a
+/// node without a vote; returned once both have sessions and n1 is named the voter.
+fn two_nodes_one_voter(dir: &Path) -> [NodeProcess; 2] {
+    let config = dir.join("one-voter.toml");
+    std::fs::write(&config, "[registry]\nvoters = 1\n").unwrap();
+    let config = config.to_str().unwrap();
+    let n1 = start_node(dir, "n1", &["--config", config]);
+    let join = format!("--join={}", n1.cluster);
+    let n2 = start_node(dir, "n2", &[&join, "--config", config]);
+    until_output(&["members"], &n1.admin, |text| {
+        text.lines().filter(|l| l.contains(" open ")).count() == 2
+    });
+    until_output(&["status"], &n1.admin, |t| t.contains("voters n1,"));
+    [n1, n2]
+}
+
+/// Deploys an app of one singleton through `nodes[through]` (so the registry writes), then
+/// stops `nodes` with SIGTERM: each must exit cleanly.
+fn deploys_and_stops(dir: &Path, through: usize, nodes: [NodeProcess; 2]) {
     let spec = dir.join("kv.toml");
     std::fs::write(
         &spec,
         "name = \"kv\"\n\n[[roles]]\nname = \"master\"\nmodule = \"kv.master\"\nsingleton = true\n",
     )
     .unwrap();
-    let deploy = app_deploy(&spec, &n1.admin, &[]);
+    let deploy = app_deploy(&spec, &nodes[through].admin, &[]);
     assert!(deploy.status.success(), "{}", stderr(&deploy));
-
-    for node in [&mut n1, &mut n2] {
+    for mut node in nodes {
         node.process.signal(Signal::SIGTERM);
         let status = node.process.wait(WAIT);
         assert!(status.success(), "exit status {status}");
