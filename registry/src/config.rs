@@ -98,8 +98,12 @@ impl RegistryConfig {
 
     /// Checks the settings, naming the first one that is wrong.
     pub fn validate(&self) -> Result<(), String> {
-        if self.voters == 0 {
-            return Err("registry.voters must be at least 1".into());
+        let max = crate::state::MAX_VOTERS as usize;
+        if !(1..=max).contains(&self.voters) {
+            return Err(format!(
+                "registry.voters must be from 1 to {max}, not {}",
+                self.voters
+            ));
         }
         // Each drives a timer or bounds a wait; zero would spin a timer or fail every call,
         // and a huge one would overflow the deadlines made of it.

@@ -352,6 +352,11 @@ pub(crate) async fn set_voter_count(
         Ok(Err(e @ RegistryError::BadVoterCount { .. })) => {
             return Err(Failure::bad_request(e.to_string()));
         }
+        Ok(Err(e @ (RegistryError::Unknown { .. } | RegistryError::Timeout { .. }))) => {
+            return Err(Failure::unavailable(format!(
+                "{e} (the voter count of {count} may be set all the same; see GET /api/v1/status)"
+            )));
+        }
         Ok(Err(e)) => {
             return Err(Failure::unavailable(format!(
                 "the registry's voter count was not set to {count}: {e}"

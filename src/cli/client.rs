@@ -621,9 +621,20 @@ pub(crate) fn voters_count(args: &AdminArgs, count: usize) -> CliResult {
     };
     let deadline = Instant::now() + COUNT_WAIT_PER_CHANGE * (changes as u32 + 1);
     let mut said = Instant::now();
-    while voters.len() != count {
+    // Read twice in a row at the count: while a change is half made, the voters of both
+    // configurations count, and growing to the count shows it a moment before it is done.
+    let mut at_count = 0;
+    loop {
+        if voters.len() == count {
+            at_count += 1;
+            if at_count == 2 {
+                break;
+            }
+        } else {
+            at_count = 0;
+        }
         let growing = voters.len() < count;
-        if Instant::now() >= deadline {
+        if at_count == 0 && Instant::now() >= deadline {
             let now = format!("{} voters now ({})", voters.len(), voters.join(", "));
             if growing {
                 println!(
@@ -641,7 +652,7 @@ pub(crate) fn voters_count(args: &AdminArgs, count: usize) -> CliResult {
                 started.elapsed().as_secs_f64()
             ));
         }
-        if said.elapsed() >= MOVE_PROGRESS {
+        if at_count == 0 && said.elapsed() >= MOVE_PROGRESS {
             said = Instant::now();
             let how = if growing {
                 "adds one at a time, each caught up with the log first"

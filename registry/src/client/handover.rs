@@ -124,7 +124,7 @@ pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
                         tracing::info!(node = %me, "this node's registry vote went to node {to}");
                     }
                     None => {
-                        tracing::info!(node = %me, "this node's registry vote went to another node")
+                        tracing::info!(node = %me, "this node no longer votes in the registry (its vote went to another node, or the registry keeps fewer voters)")
                     }
                 }
                 return true;
@@ -147,7 +147,7 @@ pub(crate) async fn hand_over_vote(shared: &Shared, voter: bool) -> bool {
                 // A leader that handed its own vote over steps down before its next ask: its
                 // own log then no longer counts it.
                 if !shared.own_log_names_me_a_voter() {
-                    tracing::info!(node = %me, "this node's registry vote went to another node");
+                    tracing::info!(node = %me, "this node no longer votes in the registry (its vote went to another node, or the registry keeps fewer voters)");
                     shared.hold_standing(true);
                     return true;
                 }

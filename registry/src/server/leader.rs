@@ -546,10 +546,17 @@ impl Leadership {
                     candidate: candidate(&cluster, &voter_ids, &leaving, &in_session).is_some(),
                 };
                 // Set for the cluster by an operator, or this node's setting until then. Only
-                // once this node applied the last configuration in its log: the count that led
-                // to it comes before it, and a leader just elected may not have applied it yet
-                // (it would undo the change the count asked for).
-                let size = (state_machine.voters().1 == *stored.log_id()).then(|| {
+                // once this node applied an entry of its own term (so every count committed
+                // before its election) and the last configuration in its log (the count that
+                // led to it comes before it): a leader just elected must not act on a count it
+                // has not read yet, undoing the change the count asked for.
+                let applied_own_term = raft
+                    .metrics()
+                    .borrow()
+                    .last_applied
+                    .is_some_and(|applied| applied.leader_id.term == term);
+                let read = applied_own_term && state_machine.voters().1 == *stored.log_id();
+                let size = read.then(|| {
                     state_machine
                         .read(RegistryState::voter_count)
                         .map_or(Size::AtLeast(voters), Size::Exactly)
@@ -776,9 +783,10 @@ enum VoterChange {
 impl VoterChange {
     /// What to change next in `membership`, if anything, to keep `size` voters of which none
     /// is gone (`seen`), and no learner once none is needed. Of more voters than a size set
-    /// `Exactly`, one goes: one gone first (the leader itself only if it hands its vote
-    /// over), then one leaving, then one unreachable, else the last by name but the leader
-    /// (`me`). A vote is added or moved only while a member may take it. With nothing else
+    /// `Exactly`, one goes, of those whose going leaves a majority of voters the leader
+    /// reaches: one unreachable first, then one gone (the leader itself only if it hands its
+    /// vote over), then one leaving, else the last by name but the leader (`me`). A vote is
+    /// added or moved only while a member may take it. With nothing else
     /// to do, the learners caught up (whose logs hold `membership`) are dropped. A learner is
     /// left by a voter whose vote went while it ran (kept until its log holds the
     /// configuration without its vote, so that it does not stand for election on a log that
@@ -818,13 +826,25 @@ impl VoterChange {
         if voters.len() < wanted && candidate {
             return Some(VoterChange::Grow { voters });
         }
+        // The voters left must hold a majority this leader reaches (itself among them): the
+        // change's new configuration could never commit without one, and every write would
+        // wait behind it.
+        let leaves_a_majority = |out: u64| {
+            let rest: Vec<u64> = voters.iter().copied().filter(|v| *v != out).collect();
+            let reached = rest
+                .iter()
+                .filter(|v| **v == me || !unreachable.contains(v))
+                .count();
+            reached * 2 > rest.len()
+        };
         let out = voters
             .iter()
             .copied()
             .filter(|id| *id != me || gone.contains(id))
+            .filter(|id| leaves_a_majority(*id))
             .max_by_key(|id| {
                 let rank = |among: &[u64]| among.contains(id);
-                (rank(gone), rank(leaving), rank(unreachable), name_of(*id))
+                (rank(unreachable), rank(gone), rank(leaving), name_of(*id))
             });
         if let (Some(out), Size::Exactly(wanted)) = (out, size)
             && voters.len() > wanted
@@ -1416,7 +1436,7 @@ mod tests {
                 out: 2,
                 out_name: "n2".into(),
             }),
-            "a gone voter goes first, rather than being replaced"
+            "a voter that hands its vote over goes first, rather than being replaced"
         );
         assert_eq!(
             VoterChange::next(&five, Size::Exactly(3), 1, &seen(&[], &[3], &[])),
@@ -1424,15 +1444,15 @@ mod tests {
                 out: 3,
                 out_name: "n3".into(),
             }),
-            "then one the leader cannot reach"
+            "before one the leader reaches"
         );
         assert_eq!(
-            VoterChange::next(&five, Size::Exactly(3), 1, &seen(&[2], &[3], &[])),
+            VoterChange::next(&five, Size::Exactly(3), 1, &seen(&[2], &[2, 3], &[])),
             Some(VoterChange::Shrink {
                 out: 2,
                 out_name: "n2".into(),
             }),
-            "but one gone before it"
+            "of those it cannot reach, one gone for good first"
         );
         let two = membership(&[1, 2], &[]);
         assert_eq!(
@@ -1479,7 +1499,7 @@ mod tests {
         );
         let leaving = Seen {
             leaving: &[2],
-            ..seen(&[], &[3], &[])
+            ..seen(&[], &[], &[])
         };
         assert_eq!(
             VoterChange::next(&three, Size::Exactly(2), 1, &leaving),
@@ -1487,7 +1507,43 @@ mod tests {
                 out: 2,
                 out_name: "n2".into(),
             }),
-            "a voter that leaves goes before one unreachable, even one told it keeps its vote"
+            "a voter that leaves goes before the last by name, even one told it keeps its vote"
+        );
+        let leaving_and_unreachable = Seen {
+            leaving: &[2],
+            ..seen(&[], &[3], &[])
+        };
+        assert_eq!(
+            VoterChange::next(&three, Size::Exactly(1), 1, &leaving_and_unreachable),
+            Some(VoterChange::Shrink {
+                out: 3,
+                out_name: "n3".into(),
+            }),
+            "one unreachable before one that leaves: its going leaves the leader and the one \
+             that leaves, both reached, where the other way round the leader would be one of \
+             two"
+        );
+        let two_unreachable = membership(&[1, 2, 3, 4, 5], &[]);
+        let reached_three = Seen {
+            leaving: &[2],
+            ..seen(&[], &[4, 5], &[])
+        };
+        assert_eq!(
+            VoterChange::next(&two_unreachable, Size::Exactly(3), 1, &reached_three),
+            Some(VoterChange::Shrink {
+                out: 5,
+                out_name: "n5".into(),
+            })
+        );
+        let one_reached = Seen {
+            gone: &[2],
+            candidate: false,
+            ..seen(&[], &[2, 3], &[])
+        };
+        assert_eq!(
+            VoterChange::next(&three, Size::Exactly(2), 1, &one_reached),
+            None,
+            "no voter may go whose going leaves the leader without a majority it reaches"
         );
     }
 

@@ -96,7 +96,8 @@ pub(crate) enum Handover {
     NotAVoter,
     /// Its vote is to go to this node, the first by name of the connected members that may
     /// vote and do not, and that do not leave themselves; or, while a change of the voters is
-    /// under way, to a node named once that change is done.
+    /// under way, to a node named once that change is done; or, with `None` while the voters
+    /// outnumber the count an operator set, to no node (the vote is dropped).
     UnderWay { to: Option<String> },
     /// No member may take the vote: the node keeps it, as a voter gone for good does.
     NoneToTake,
