@@ -51,7 +51,8 @@ pub struct RegistryStatus {
     #[serde(default)]
     pub voters: Vec<String>,
     /// How many voters the registry keeps, if an operator set it for the cluster
-    /// (`ensemble voters count`); absent while the leader keeps its node's `voters` setting.
+    /// (`ensemble voters count`); absent while the leader grows the voters to its node's
+    /// `voters` setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voter_count: Option<usize>,
 }

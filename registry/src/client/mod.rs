@@ -1635,7 +1635,8 @@ impl Registry {
 
     /// How many voters the registry keeps, as last set by
     /// [`set_voter_count`](Registry::set_voter_count), from this node's copy; `None` if it was
-    /// never set, when the leader keeps its node's `voters` setting.
+    /// never set, when the leader grows the voters to its node's `voters` setting (and never
+    /// shrinks them).
     pub fn voter_count(&self) -> Option<usize> {
         self.shared.view.read().state.voter_count()
     }

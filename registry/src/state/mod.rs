@@ -99,8 +99,8 @@ pub struct RegistryState {
     #[serde(default)]
     requests: OrdMap<NodeId, Requests>,
     /// How many voters the leader keeps, as last set ([`Command::SetVoterCount`]); `None`
-    /// until then, when the leader keeps its node's `voters` setting. Last, and defaulted, so
-    /// that earlier snapshots still load.
+    /// until then, when the leader grows the voters to its node's `voters` setting. Last, and
+    /// defaulted, so that earlier snapshots still load.
     #[serde(default)]
     voter_count: Option<u32>,
 }
@@ -231,8 +231,8 @@ impl RegistryState {
     }
 
     /// How many voters the registry's leader keeps, if it was set
-    /// ([`Command::SetVoterCount`]); `None` while the leader keeps its node's `voters`
-    /// setting.
+    /// ([`Command::SetVoterCount`]); `None` while the leader grows the voters to its node's
+    /// `voters` setting.
     pub fn voter_count(&self) -> Option<usize> {
         self.voter_count.map(|count| count as usize)
     }
