@@ -49,6 +49,8 @@
 mod child;
 #[path = "common/child_env.rs"]
 mod child_env;
+#[path = "common/work_dir.rs"]
+mod work_dir;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -407,12 +409,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let keep = std::env::var_os("ENSEMBLE_BENCH_KEEP").is_some();
-    let dir = tempfile::Builder::new()
-        .prefix("ensemble-failover-")
-        .disable_cleanup(keep)
-        .tempdir()
-        .expect("temp dir");
+    let (dir, keep) = work_dir::work_dir("ensemble-failover-");
     let ca = ClusterCa::generate("bench").expect("CA");
     ca.save(dir.path()).expect("save");
     for name in NODES.iter().chain(&["bench"]) {

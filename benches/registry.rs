@@ -28,6 +28,8 @@ mod child_env;
 mod cpu;
 #[path = "common/runtime.rs"]
 mod runtime;
+#[path = "common/work_dir.rs"]
+mod work_dir;
 #[path = "common/workload.rs"]
 mod workload;
 
@@ -143,12 +145,7 @@ fn main() {
         voter(name);
         return;
     }
-    let keep = std::env::var_os("ENSEMBLE_BENCH_KEEP").is_some();
-    let dir = tempfile::Builder::new()
-        .prefix("ensemble-registry-bench-")
-        .disable_cleanup(keep)
-        .tempdir()
-        .expect("temp dir");
+    let (dir, keep) = work_dir::work_dir("ensemble-registry-bench-");
     if keep {
         println!("working directory (kept): {}", dir.path().display());
     }
