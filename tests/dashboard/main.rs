@@ -147,6 +147,29 @@ async fn drive(client: &Client, cluster: &TestCluster) -> Result<PathBuf, String
         return Err(format!("the lock's row reads {lock:?}"));
     }
 
+    // The voters, and an operator's count of them once set (live too).
+    wait_for(
+        client,
+        "two voters at the count of the node settings",
+        &["#voters[data-voters=\"2\"][data-count=\"settings\"]"],
+    )
+    .await?;
+    cluster.nodes[0]
+        .registry
+        .set_voter_count(2)
+        .await
+        .map_err(|e| format!("cannot set the voter count: {e}"))?;
+    wait_for(
+        client,
+        "two voters at the count set",
+        &["#voters[data-voters=\"2\"][data-count=\"2\"]"],
+    )
+    .await?;
+    let voters = text(client, "#voters").await?;
+    if !voters.contains("count 2 set") {
+        return Err(format!("the voters read {voters:?}"));
+    }
+
     // Live: a child stopped and started again shows without reloading the page.
     cluster
         .supervisor

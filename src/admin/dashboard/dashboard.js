@@ -187,6 +187,7 @@
         registry.leader || el("span", { class: "muted" }, "unknown"),
         registry.fenced ? badge("fenced", "bad") : null,
       );
+      drawVoters(registry);
       put(
         byId("revision"),
         String(registry.revision),
@@ -194,11 +195,29 @@
       );
     } else {
       put(byId("leader"), el("span", { class: "muted" }, "none (no registry)"));
+      put(byId("voters"), el("span", { class: "muted" }, "–"));
       put(byId("revision"), el("span", { class: "muted" }, "–"));
     }
     byId("actor-count").textContent = String(status.actors);
     byId("uptime").textContent = duration(status.uptime_secs);
     document.title = status.node + " · " + (status.cluster || "Ensemble");
+  }
+
+  // How many nodes vote, and the count the leader keeps them at: an operator's (`ensemble
+  // voters count`), or else the nodes' `voters` setting. An empty list of voters means the
+  // leader did not answer in time.
+  function drawVoters(registry) {
+    const voters = registry.voters || [];
+    const set = registry.voter_count;
+    const target = byId("voters");
+    target.setAttribute("data-voters", voters.length > 0 ? String(voters.length) : "unknown");
+    target.setAttribute("data-count", set == null ? "settings" : String(set));
+    target.title = voters.length > 0 ? voters.join(", ") : "";
+    put(
+      target,
+      voters.length > 0 ? String(voters.length) : el("span", { class: "muted" }, "unknown"),
+      el("span", { class: "muted" }, set == null ? " (count from node settings)" : ` (count ${set} set)`),
+    );
   }
 
   function drawMembers({ members, leases, leader }) {
