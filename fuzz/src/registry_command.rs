@@ -219,7 +219,7 @@ impl Run {
             }
         }
         self.check_state(state);
-        if state.session(node).is_none() && !state.has_expired(node) {
+        if state.session(node).is_none() && !state.has_ended(node) {
             return;
         }
         let mut again = state.clone();

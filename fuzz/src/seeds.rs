@@ -772,6 +772,17 @@ fn registry_command(seeds: &mut Vec<Seed>) {
                 request(&a, 1, 1, vec![Command::SetVoterCount { count: 3 }]),
             ],
         ),
+        (
+            "request-after-leave",
+            vec![
+                vec![open(&a)],
+                request(&a, 1, 1, vec![put("k")]),
+                vec![Command::CloseSession { node: a.clone() }],
+                // Sent again after the node left, and a late copy of its opening: refused.
+                request(&a, 1, 1, vec![put("k")]),
+                vec![open(&a)],
+            ],
+        ),
     ];
     for (name, batches) in &scenarios {
         // Proposals: form byte 1, one `Vec<Command>` after the other.

@@ -394,6 +394,12 @@ impl Actor for Server {
                     let _ = reply.send(Err(ServerError::TooLarge { what, bytes, max }));
                     return Ok(());
                 }
+                // Nor one whose commands, each within its limit, add up to more than a log
+                // entry takes: the entry could be too large for an AppendEntries to carry.
+                if let Some(err) = oversized_request(&commands, &self.limits) {
+                    let _ = reply.send(Err(err));
+                    return Ok(());
+                }
                 // Refused here, the proposal never reached a log: `NotLeader` says so. Once it
                 // went to Raft, a lead lost before it committed answers `LostLead`.
                 if let Some(err) = self.not_leading() {
@@ -401,8 +407,9 @@ impl Actor for Server {
                     return Ok(());
                 }
                 let sender = reply.origin().unwrap_or(ctx.node().id());
-                if let Some(reason) =
-                    misplaced_head(&commands, sender).or_else(|| bad_voter_count(&commands))
+                if let Some(reason) = misplaced_head(&commands, sender)
+                    .or_else(|| foreign_command(&commands, sender))
+                    .or_else(|| bad_voter_count(&commands))
                 {
                     let _ = reply.send(Err(ServerError::Malformed(reason)));
                     return Ok(());
@@ -447,6 +454,14 @@ impl Actor for Server {
             ServerMsg::KeepAlive(node, reply) => {
                 if let Some(err) = self.not_leading() {
                     let _ = reply.send(Err(err));
+                    return Ok(());
+                }
+                // A node keeps its own session alive, not another's (which would keep a dead
+                // node's locks held).
+                let sender = reply.origin().unwrap_or(ctx.node().id());
+                if &node != sender {
+                    let reason = format!("node {sender} sent a keepalive for node {node}");
+                    let _ = reply.send(Err(ServerError::Malformed(reason)));
                     return Ok(());
                 }
                 let leadership = self.leadership.clone();
@@ -585,6 +600,54 @@ fn misplaced_head(commands: &[Command], sender: &NodeId) -> Option<String> {
         }
     }
     None
+}
+
+/// Why a proposal may not go into the log as it is, if one of its commands acts for a node
+/// other than its sender's: a node opens, closes and keeps alive its own session, takes and
+/// gives back locks for itself and binds names and groups to its own actors. A session's
+/// expiry only the leader proposes, from its own clock, once it has led a full TTL. (Names,
+/// group entries and reservations may be let go of for any node: those need no check.)
+fn foreign_command(commands: &[Command], sender: &NodeId) -> Option<String> {
+    commands.iter().find_map(|command| {
+        let node = match command {
+            Command::ExpireSession { node } => {
+                return Some(format!(
+                    "node {sender} proposed the expiry of node {node}'s session, which only \
+                     the registry's leader proposes"
+                ));
+            }
+            Command::OpenSession { node, .. } | Command::CloseSession { node } => node,
+            Command::Acquire { holder, .. } | Command::Release { holder, .. } => &holder.node,
+            Command::RegisterName { actor, .. } | Command::JoinGroup { actor, .. } => {
+                actor.id.node()
+            }
+            _ => return None,
+        };
+        (node != sender).then(|| format!("node {sender} sent {} for node {node}", command.brief()))
+    })
+}
+
+/// A proposal larger than one log entry may be, or of more commands than one takes, is
+/// refused: clients gather at most that much into a request (`client::proposer`).
+fn oversized_request(commands: &[Command], limits: &Limits) -> Option<ServerError> {
+    let body = match commands.first() {
+        Some(Command::Request { .. }) => &commands[1..],
+        _ => commands,
+    };
+    let bytes = approx_bytes(body);
+    if bytes > limits.entry {
+        return Some(ServerError::TooLarge {
+            what: format!("a request of {} commands", body.len()),
+            bytes,
+            max: limits.entry,
+        });
+    }
+    (body.len() > MAX_BATCH).then(|| {
+        ServerError::Malformed(format!(
+            "a request of {} commands; one takes at most {MAX_BATCH}",
+            body.len()
+        ))
+    })
 }
 
 /// Why a proposal may not go into the log as it is, if it asks for a number of voters the
@@ -834,6 +897,153 @@ mod tests {
         for (commands, reason) in refused {
             let found = misplaced_head(&commands, &a).unwrap_or_default();
             assert!(found.contains(reason), "{commands:?}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn a_proposal_acts_for_its_sender_only_and_never_expires_a_session() {
+        let (a, b) = (NodeId::new("a", 1), NodeId::new("b", 1));
+        let holder = |node: &NodeId| crate::state::Holder {
+            node: node.clone(),
+            id: 1,
+        };
+        let actor = |node: &NodeId| ensemble_runtime::remote::WireRef {
+            id: ActorId::new(node.clone(), 7),
+            msg_type: "m".into(),
+        };
+        let own = [
+            Command::OpenSession {
+                node: a.clone(),
+                ttl_ms: 1_000,
+            },
+            Command::CloseSession { node: a.clone() },
+            Command::Acquire {
+                lock: "l".into(),
+                holder: holder(&a),
+                wait: true,
+            },
+            Command::Release {
+                lock: "l".into(),
+                holder: holder(&a),
+            },
+            Command::RegisterName {
+                name: "n".into(),
+                actor: actor(&a),
+            },
+            Command::JoinGroup {
+                group: "g".into(),
+                actor: actor(&a),
+            },
+            // Anyone's names and group entries may be let go of, and resources reserved on
+            // any node.
+            Command::UnregisterName {
+                name: "n".into(),
+                actor: actor(&b).id,
+            },
+            Command::LeaveGroup {
+                group: "g".into(),
+                actor: actor(&b).id,
+            },
+        ];
+        assert_eq!(foreign_command(&own, &a), None);
+        let refused = [
+            (
+                Command::ExpireSession { node: b.clone() },
+                "only the registry's leader",
+            ),
+            (
+                Command::ExpireSession { node: a.clone() },
+                "only the registry's leader",
+            ),
+            (
+                Command::OpenSession {
+                    node: b.clone(),
+                    ttl_ms: 1_000,
+                },
+                "for node b#1",
+            ),
+            (Command::CloseSession { node: b.clone() }, "for node b#1"),
+            (
+                Command::OpenSession {
+                    node: NodeId::new("a", 2),
+                    ttl_ms: 1_000,
+                },
+                "for node a#2",
+            ),
+            (
+                Command::Acquire {
+                    lock: "l".into(),
+                    holder: holder(&b),
+                    wait: false,
+                },
+                "for node b#1",
+            ),
+            (
+                Command::Release {
+                    lock: "l".into(),
+                    holder: holder(&b),
+                },
+                "for node b#1",
+            ),
+            (
+                Command::RegisterName {
+                    name: "n".into(),
+                    actor: actor(&b),
+                },
+                "for node b#1",
+            ),
+            (
+                Command::JoinGroup {
+                    group: "g".into(),
+                    actor: actor(&b),
+                },
+                "for node b#1",
+            ),
+        ];
+        for (command, reason) in refused {
+            let found = foreign_command(&[own[0].clone(), command.clone()], &a).unwrap_or_default();
+            assert!(found.contains(reason), "{command:?}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn a_proposal_is_refused_beyond_what_one_log_entry_takes() {
+        let limits = Limits::for_frame(super::super::limits::MIN_FRAME);
+        let put = |bytes: usize| Command::Put {
+            key: "k".into(),
+            value: vec![0; bytes],
+        };
+        let head = |commands: usize| Command::Request {
+            node: NodeId::new("a", 1),
+            id: 1,
+            below: 1,
+            commands: commands as u32,
+        };
+        // As a client gathers them: within an entry's bytes, each within a command's.
+        let fits: Vec<Command> = (0..3).map(|_| put(limits.entry / 4)).collect();
+        assert!(approx_bytes(&fits) <= limits.entry);
+        assert!(oversized_request(&fits, &limits).is_none());
+        let headed = [vec![head(fits.len())], fits.clone()].concat();
+        assert!(oversized_request(&headed, &limits).is_none());
+        // Five such commands are each within a command's limit, but not together.
+        let many: Vec<Command> = (0..5).map(|_| put(limits.entry / 4)).collect();
+        assert!(limits.oversized(&many).is_none());
+        match oversized_request(&many, &limits) {
+            Some(ServerError::TooLarge { what, max, .. }) => {
+                assert_eq!(
+                    (what.as_str(), max),
+                    ("a request of 5 commands", limits.entry)
+                );
+            }
+            other => panic!("five commands of a quarter entry each: {other:?}"),
+        }
+        let tiny: Vec<Command> = (0..=MAX_BATCH)
+            .map(|_| Command::Delete { key: "k".into() })
+            .collect();
+        assert!(approx_bytes(&tiny) <= Limits::for_frame(8 << 20).entry);
+        match oversized_request(&tiny, &Limits::for_frame(8 << 20)) {
+            Some(ServerError::Malformed(why)) => assert!(why.contains("at most 1024"), "{why}"),
+            other => panic!("{} commands: {other:?}", tiny.len()),
         }
     }
 

@@ -16,7 +16,7 @@
 //!   strictly increase per lock. Across locks they never decrease, but one command can grant
 //!   several locks the same token (a session's end frees every lock its node held).
 //! - A request of a node ([`Command::Request`]) takes effect at most once while the node's
-//!   session is open, and never after its session expired.
+//!   session is open, and never after its session ended (expired, or closed as it left).
 //! - A node's reserved totals ([`RegistryState::reserved`]) are the sums of its reservations'
 //!   needs, and a reservation is only made if it fits in the capacity its command gives: a
 //!   node whose placers agree on its capacity is never reserved beyond it.
@@ -103,6 +103,12 @@ pub struct RegistryState {
     /// defaulted, so that earlier snapshots still load.
     #[serde(default)]
     voter_count: Option<u32>,
+    /// By node name, the latest incarnation whose session was closed ([`Command::CloseSession`]:
+    /// it left for good). Like `expired`: a late copy of one of its requests, or of its
+    /// `OpenSession`, is refused rather than applied again once the session forgot it. Last,
+    /// and defaulted, so that earlier snapshots still load.
+    #[serde(default)]
+    closed: OrdMap<String, u64>,
 }
 
 /// One node's requests that may still be sent again ([`Command::Request`]). Encoded without
@@ -185,6 +191,16 @@ impl RegistryState {
         self.expired
             .get(node.name())
             .is_some_and(|&latest| node.incarnation() <= latest)
+    }
+
+    /// Whether this incarnation's session ended for good: it expired, or the node closed it
+    /// as it left. Neither opens again.
+    pub fn has_ended(&self, node: &NodeId) -> bool {
+        self.has_expired(node)
+            || self
+                .closed
+                .get(node.name())
+                .is_some_and(|&latest| node.incarnation() <= latest)
     }
 
     /// The actor a global name resolves to.
@@ -327,9 +343,9 @@ impl RegistryState {
     /// of a request its node no longer waits for (numbered below `below`, and forgotten)
     /// changes nothing. Remembers the outcomes while the node's session is open.
     ///
-    /// A request of an incarnation whose session expired changes nothing either: the node is
-    /// down for the cluster, and what its session remembered went with it, so a request sent
-    /// again after the expiry could not be told from a new one.
+    /// A request of an incarnation whose session ended (it expired, or the node left) changes
+    /// nothing either: what its session remembered went with it, so a request sent again
+    /// after the end could not be told from a new one.
     fn apply_request(
         &mut self,
         node: &NodeId,
@@ -339,7 +355,7 @@ impl RegistryState {
         outcomes: &mut Vec<Outcome>,
         effects: &mut Vec<Effect>,
     ) {
-        if self.has_expired(node) {
+        if self.has_ended(node) {
             let refused = Outcome::NoSession { node: node.clone() };
             outcomes.extend(std::iter::repeat_n(refused, commands.len()));
             return;
@@ -401,7 +417,7 @@ impl RegistryState {
                     let old = current.node.clone();
                     self.end_session(&old, true, effects);
                 }
-                if self.has_expired(node) {
+                if self.has_ended(node) {
                     return Outcome::NoSession { node: node.clone() };
                 }
                 self.sessions.insert(
@@ -775,6 +791,8 @@ impl RegistryState {
             *latest = (*latest).max(node.incarnation());
             effects.push(Effect::SessionExpired(node.clone()));
         } else {
+            let latest = self.closed.entry(node.name().to_owned()).or_default();
+            *latest = (*latest).max(node.incarnation());
             effects.push(Effect::SessionClosed(node.clone()));
         }
     }

@@ -697,7 +697,7 @@ fn encoded_as_of(state: &RegistryState, fields: usize) -> Vec<u8> {
     fn encode<T: Serialize>(field: &T) -> Vec<u8> {
         rmp_serde::to_vec(field).unwrap()
     }
-    let all: [Vec<u8>; 11] = [
+    let all: [Vec<u8>; 12] = [
         encode(&state.revision),
         encode(&state.sessions),
         encode(&state.names),
@@ -709,6 +709,7 @@ fn encoded_as_of(state: &RegistryState, fields: usize) -> Vec<u8> {
         encode(&state.reserved),
         encode(&state.requests),
         encode(&state.voter_count),
+        encode(&state.closed),
     ];
     assert_eq!(
         rmp_serde::to_vec(state).unwrap(),
@@ -1207,6 +1208,51 @@ fn a_request_of_an_incarnation_whose_session_expired_changes_nothing() {
     open(&mut state, &a2);
     let (outcomes, _) = state.apply(&request(&a2, 1, 1, &[put("k", b"2")]));
     assert!(matches!(outcomes[0], Outcome::Done { .. }), "{outcomes:?}");
+}
+
+#[test]
+fn a_request_or_session_of_an_incarnation_that_left_changes_nothing() {
+    let mut state = RegistryState::default();
+    let a = node("a", 1);
+    open(&mut state, &a);
+    state.apply(&request(&a, 1, 1, &[put("k", b"1")]));
+    // The node leaves while its put is sent again (the answer of the first attempt was lost).
+    one(&mut state, Command::CloseSession { node: a.clone() });
+    assert!(state.has_ended(&a) && !state.has_expired(&a));
+    let revision = state.revision();
+    // The put sent again, a new request and a late copy of the session's opening: the node
+    // left for good, and its session no longer remembers what it applied.
+    for id in [1, 2] {
+        let (outcomes, effects) = state.apply(&request(&a, id, 1, &[put("k", b"late")]));
+        assert_eq!(outcomes, vec![Outcome::NoSession { node: a.clone() }]);
+        assert!(effects.is_empty(), "{effects:?}");
+    }
+    let (outcome, effects) = one(
+        &mut state,
+        Command::OpenSession {
+            node: a.clone(),
+            ttl_ms: 1_000,
+        },
+    );
+    assert_eq!(outcome, Outcome::NoSession { node: a.clone() });
+    assert!(effects.is_empty() && state.session(&a).is_none());
+    assert_eq!(
+        state.revision(),
+        revision + 1,
+        "the refused opening took one"
+    );
+    assert_eq!(state.get("k").map(|kv| kv.version), Some(1));
+    // It survives a snapshot; its next incarnation writes as usual.
+    let back: RegistryState = rmp_serde::from_slice(&rmp_serde::to_vec(&state).unwrap()).unwrap();
+    assert!(back.has_ended(&a));
+    let a2 = node("a", 2);
+    open(&mut state, &a2);
+    let (outcomes, _) = state.apply(&request(&a2, 1, 1, &[put("k", b"2")]));
+    assert!(matches!(outcomes[0], Outcome::Done { .. }), "{outcomes:?}");
+    // Snapshots taken before closed sessions were kept stop after `voter_count`.
+    let back: RegistryState = rmp_serde::from_slice(&encoded_as_of(&state, 11)).unwrap();
+    assert!(back.closed.is_empty());
+    assert_eq!(back.get("k"), state.get("k"));
 }
 
 #[test]

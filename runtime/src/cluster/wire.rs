@@ -15,7 +15,7 @@ use crate::id::NodeId;
 use crate::remote::{RemoteSignal, WireRef};
 
 /// The protocol version this build speaks. Peers must speak the same one.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Who a node is, as told in the handshake.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
