@@ -187,6 +187,102 @@ async fn stop(node: &SimNode) {
 }
 
 #[test]
+fn a_leave_cut_short_stops_the_node_s_lease_bound_actors_at_once() {
+    run(63, leave_cut_short);
+}
+
+/// A voter that holds a lock leaves under a caller's timeout that ends the leave while its
+/// vote is still being handed over. The node counts as left all the same and stops renewing
+/// its session, whose expiry gives the lock away: its lease is lost at once, so that what the
+/// lease guards stops a session TTL before. Before, nothing fenced the node after such a
+/// leave: the lease stayed held, as far as its holder knew, after the lock was given away.
+async fn leave_cut_short(seed: u64) -> Result<(), String> {
+    let Cluster { nodes, _dir, .. } = four_nodes(seed, defaults).await?;
+    let client = &nodes[3].registry;
+    put_retrying(client, "leave/before", b"1", "the cluster").await?;
+    let leading = leader_named_by(client, &nodes)?;
+    let voter = (0..3)
+        .find(|&i| i != leading)
+        .expect("a voter that does not lead");
+    let leaving = &nodes[voter].registry;
+    let lease = leaving
+        .try_lock("leave/cut-short")
+        .await
+        .map_err(|e| format!("the lock before leaving: {e}"))?;
+    // The hand-over to the spare s3 takes its catch-up: far more than this.
+    let cut = tokio::time::timeout(Duration::from_millis(5), leaving.leave()).await;
+    if let Ok(left) = cut {
+        return Err(format!(
+            "the leave ended within 5 ms ({left:?}): nothing was cut short"
+        ));
+    }
+    tokio::time::timeout(Duration::from_millis(10), lease.lost())
+        .await
+        .map_err(|_| "the lease was not lost right after the leave was cut short".to_owned())?;
+    // The registry gives the lock away once the session expires, and not before.
+    let taken = client
+        .lock("leave/cut-short", Duration::from_secs(10))
+        .await
+        .map_err(|e| format!("the lock after the leave was cut short: {e}"))?;
+    if taken.token() <= lease.token() {
+        return Err(format!(
+            "the next holder's token {} is not above {}",
+            taken.token(),
+            lease.token()
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn leaving_after_the_session_expired_says_so_at_once() {
+    run(65, leave_after_expiry);
+}
+
+/// The spare s3 is cut off until its session expires, then the cut heals and it hears of the
+/// expiry. Its leave then answers `SessionExpired` at once: before, it tried to close the
+/// session with every member refusing the node, for a whole request timeout, and answered
+/// `Timeout`.
+async fn leave_after_expiry(seed: u64) -> Result<(), String> {
+    let Cluster {
+        net, nodes, _dir, ..
+    } = four_nodes(seed, defaults).await?;
+    let spare = &nodes[3];
+    put_retrying(&spare.registry, "leave/before", b"1", "the cluster").await?;
+    net.isolate(spare.addr);
+    until(
+        "the registry expiring the cut-off spare's session",
+        Duration::from_secs(30),
+        || {
+            nodes[0]
+                .registry
+                .sessions()
+                .iter()
+                .all(|s| s.node.name() != "s3")
+        },
+    )
+    .await?;
+    net.heal();
+    until(
+        "the spare to hear its session expired",
+        Duration::from_secs(30),
+        || spare.registry.is_expired(),
+    )
+    .await?;
+    let started = Instant::now();
+    let left = spare.registry.leave().await;
+    let took = started.elapsed();
+    match left {
+        Err(RegistryError::SessionExpired(node)) if &node == spare.node.id() => {}
+        other => return Err(format!("the leave after the expiry answered {other:?}")),
+    }
+    if took > Duration::from_millis(100) {
+        return Err(format!("the leave after the expiry took {took:?}"));
+    }
+    Ok(())
+}
+
+#[test]
 fn a_voter_and_a_spare_that_leave_together_do_not_hand_the_vote_to_each_other() {
     run(59, voter_and_spare_leave);
 }

@@ -1058,6 +1058,12 @@ struct Closed<'a> {
 
 impl Drop for Closed<'_> {
     fn drop(&mut self) {
+        // A leave cut short (during the vote's hand-over, say) stops renewing the session all
+        // the same, and the registry gives the node's locks away once it expires: the actors
+        // bound to them are stopped now, a session TTL before that, as self-fencing would
+        // (nothing here fences the node any more). After a leave that got this far, nothing
+        // is left to lose.
+        self.shared.lose_leases("this node left");
         self.shared.left.store(true, Ordering::Release);
         self.shared.closed.store(true, Ordering::Release);
         self.shared.end();
@@ -1756,6 +1762,11 @@ impl Registry {
     /// first by name that may vote, does not, and does not leave too), so that the registry
     /// keeps as many voters, all running; it waits for that for up to a new voter's catch-up
     /// time and a request timeout, then leaves all the same (docs/registry.md, "Voters").
+    ///
+    /// Answers [`RegistryError::SessionExpired`] at once if this node knows its session
+    /// expired (it was fenced then, and counts as down already). Dropped before it ends (a
+    /// caller's timeout), the node counts as left all the same: it stops renewing its session,
+    /// which expires, and the actors bound to its leases are stopped at once.
     pub async fn leave(&self) -> Result<(), RegistryError> {
         let command = Command::CloseSession {
             node: self.node().id().clone(),
@@ -1764,11 +1775,18 @@ impl Registry {
         // would release their locks just the same), but no renewal unfences the node.
         self.shared.leaving.store(true, Ordering::Release);
         // However the leave ends, even dropped by a caller's timeout: the node counts as
-        // left, calls and lock waits still under way end, and the registry lets go of the node.
+        // left, calls and lock waits still under way end, its lease-bound actors are stopped,
+        // and the registry lets go of the node.
         let _closed = Closed {
             shared: &self.shared,
             node: self.node(),
         };
+        // A session known to have expired cannot be closed, and its node was fenced: no vote
+        // to hand over either (every member refuses the node), so say so now rather than
+        // after a request timeout.
+        if self.shared.expired.load(Ordering::Acquire) {
+            return Err(RegistryError::SessionExpired(self.node().id().clone()));
+        }
         // A voter does not stand for election while its vote moves, and never again once it
         // did: standing on a log that still names it a voter it would raise its term, keep
         // that term on disk, and make a leader step down when it is taken back one day

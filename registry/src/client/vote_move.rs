@@ -35,10 +35,11 @@ pub(crate) async fn move_vote(shared: &Shared, from: &str, to: &str) -> Result<(
     let deadline = Instant::now() + limit;
     let what = || format!("moving the registry vote of node {from} to node {to}");
     let mut last = String::from("the leader had not begun the move");
-    // Only the first message sent is the first ask: one sent again after a lost answer (by
-    // `call`, or by this loop) is not, or a move made meanwhile would be refused as one asked
-    // anew (its `from` no longer votes).
-    let sent = AtomicBool::new(false);
+    // Only a message sent before any may have reached the leader is the first ask: one sent
+    // again after a lost answer (by `call`, or by this loop) is not, or a move made meanwhile
+    // would be refused as one asked anew (its `from` no longer votes). Sent to a node that
+    // answered it does not lead, an ask reached no leader: the next is the first still.
+    let reached = AtomicBool::new(false);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -49,18 +50,20 @@ pub(crate) async fn move_vote(shared: &Shared, from: &str, to: &str) -> Result<(
             });
         }
         let asked = shared
-            .call(
+            .call_noting(
                 &what,
                 |reply| ServerMsg::MoveVote {
                     from: from.to_owned(),
                     to: to.to_owned(),
-                    first: !sent.swap(true, Ordering::Relaxed),
+                    first: !reached.load(Ordering::Relaxed),
                     reply,
                 },
                 left,
                 Resend::Idempotent,
+                &reached,
             )
             .await;
+        reached.store(true, Ordering::Relaxed);
         match asked {
             Ok(VoteMove::Done) => return Ok(()),
             Ok(VoteMove::UnderWay) => {
