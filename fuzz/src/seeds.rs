@@ -783,6 +783,15 @@ fn registry_command(seeds: &mut Vec<Seed>) {
                 vec![open(&a)],
             ],
         ),
+        (
+            "leave-in-a-request",
+            vec![
+                vec![open(&b)],
+                // As `leave` sends it: the session is open when the request goes out.
+                request(&b, 1, 1, vec![Command::CloseSession { node: b.clone() }]),
+                request(&b, 1, 1, vec![Command::CloseSession { node: b.clone() }]),
+            ],
+        ),
     ];
     for (name, batches) in &scenarios {
         // Proposals: form byte 1, one `Vec<Command>` after the other.
