@@ -179,6 +179,21 @@ impl SentEarly {
     }
 }
 
+/// Records that a copy is sent `entry` early. A copy that gets a batch of another leader id
+/// than the batches it holds (the same leader, elected again) drops those (`client::early`):
+/// so does the record, or the ones that commit would reach the copy only as the leader's word
+/// that they did, which speaks for batches of its current term only, and the copy would have
+/// to ask for the whole state again. Not recorded, they are sent whole as they commit.
+fn record_sent(sent: &mut VecDeque<LogId<u64>>, entry: LogId<u64>) {
+    if sent
+        .back()
+        .is_some_and(|last| last.leader_id != entry.leader_id)
+    {
+        sent.clear();
+    }
+    sent.push_back(entry);
+}
+
 impl Drop for SentEarly {
     fn drop(&mut self) {
         let mut feeds = self.feeds.feeds.lock();
@@ -267,7 +282,7 @@ async fn send(state_machine: StateMachine, mut written: mpsc::UnboundedReceiver<
             // its word that the entry committed after this batch, and messages from one node
             // to one actor keep their order, so the copy never hears the word first.
             let mut sent = copy.feed.sent.lock();
-            sent.push_back(batch.entry);
+            record_sent(&mut sent, batch.entry);
             let told = copy.feed.mirror.try_tell(FeedMsg::Early(EarlyBatch {
                 epoch: copy.feed.epoch,
                 entry: batch.entry,
@@ -298,6 +313,27 @@ mod tests {
         async fn handle(&mut self, _: FeedMsg, _: &mut Context<Self>) -> ActorResult {
             Ok(())
         }
+    }
+
+    #[tokio::test]
+    async fn batches_of_an_earlier_term_are_sent_whole_once_the_copy_dropped_them() {
+        let node = Node::new(NodeConfig::new("test")).expect("node");
+        let mirror = node.spawn(Copy).expect("copy");
+        let feeds = EarlyFeeds {
+            feeds: Arc::default(),
+            sender: tokio::spawn(async {}).abort_handle(),
+        };
+        let sent = feeds.open(mirror, 1);
+        let id = |term, index| LogId::new(openraft::CommittedLeaderId::new(term, 1), index);
+        for entry in [id(2, 4), id(2, 5), id(4, 7), id(4, 8)] {
+            record_sent(&mut sent.sent.lock(), entry);
+        }
+        // The leader of term 2, elected again in term 4, sent 7 early: the copy dropped 4 and
+        // 5, held from term 2, and must get them whole as they commit.
+        assert!(!sent.take(id(2, 4)));
+        assert!(!sent.take(id(2, 5)));
+        assert!(sent.take(id(4, 7)), "sent early in this term");
+        assert!(sent.take(id(4, 8)));
     }
 
     #[tokio::test]
