@@ -513,6 +513,9 @@ where
     /// Held by a test to keep the writer from committing.
     #[cfg(test)]
     pause: Arc<Mutex<()>>,
+    /// Set by a test to make the writer panic at its next commit.
+    #[cfg(test)]
+    crash: Arc<std::sync::atomic::AtomicBool>,
     /// Never read: held for its drop, which waits for the writer thread.
     _writer: WriterThread,
 }
@@ -805,6 +808,8 @@ where
         let committed = Arc::new(Mutex::new(None));
         #[cfg(test)]
         let pause = Arc::new(Mutex::new(()));
+        #[cfg(test)]
+        let crash = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = Writer {
             tables,
             failure: Arc::clone(&failure),
@@ -814,6 +819,8 @@ where
             committed: Arc::clone(&committed),
             #[cfg(test)]
             pause: Arc::clone(&pause),
+            #[cfg(test)]
+            crash: Arc::clone(&crash),
             _types: std::marker::PhantomData,
         };
         let (ops, thread) = if inline {
@@ -842,6 +849,8 @@ where
                 committed,
                 #[cfg(test)]
                 pause,
+                #[cfg(test)]
+                crash,
                 _writer: WriterThread(thread),
             }),
         })
@@ -1305,6 +1314,8 @@ where
     committed: Arc<CommittedSlot<C>>,
     #[cfg(test)]
     pause: Arc<Mutex<()>>,
+    #[cfg(test)]
+    crash: Arc<std::sync::atomic::AtomicBool>,
     _types: std::marker::PhantomData<fn() -> C>,
 }
 
@@ -1339,6 +1350,7 @@ where
     fn run(mut self, mut queue: mpsc::Receiver<Op<C>>) {
         let span = tracing::info_span!("registry_log_writer", path = %self.path.display());
         let _entered = span.enter();
+        let _failed_if_panicking = FailedIfPanicking(Arc::clone(&self.synced));
         let mut batch = Vec::with_capacity(QUEUE_CAPACITY);
         // Writes nobody waits for and that need no fsync (truncates, purges) wait here for the
         // next batch that commits anyway: a commit costs CPU even without an fsync.
@@ -1382,6 +1394,11 @@ where
     fn write(&mut self, batch: &mut Vec<Op<C>>, committed: Option<Option<LogId<C::NodeId>>>) {
         #[cfg(test)]
         let _paused = self.pause.lock();
+        #[cfg(test)]
+        assert!(
+            !self.crash.load(std::sync::atomic::Ordering::Relaxed),
+            "the registry log's writer crashed, as a test asked"
+        );
         let outcome = match self.failure.get() {
             Some(earlier) => Err(BatchFailure::Earlier(Arc::clone(earlier))),
             None => commit_batch(&self.tables, batch, committed.as_ref()).map_err(|e| {
@@ -1437,6 +1454,20 @@ where
 
 /// A writer thread's handle (the log's, the snapshots'), `None` for an inline store; dropping
 /// it waits for the thread to end, and so for its database to close.
+/// Marks the log's writes failed if the writer thread ends in a panic (a fault of this code or
+/// of the store under it): whoever waits for a write to be durable (`durable_through`) then
+/// fails at once, instead of waiting for a thread that is gone. Later writes find the queue
+/// closed, and fail too.
+struct FailedIfPanicking(Arc<watch::Sender<Synced>>);
+
+impl Drop for FailedIfPanicking {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.send_modify(|synced| synced.failed = true);
+        }
+    }
+}
+
 pub(super) struct WriterThread(pub(super) Option<JoinHandle<()>>);
 
 impl Drop for WriterThread {
@@ -2119,6 +2150,32 @@ mod tests {
         let mut recovered = Store::open(&crash_image(&store)).unwrap();
         assert_eq!(recovered.try_get_log_entries(..).await.unwrap().len(), 3);
         store.durable_through(3).await.unwrap();
+    }
+
+    /// A writer thread that panics fails whoever waits for the disk, rather than leave them
+    /// waiting for good.
+    #[tokio::test]
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the lock holds the writer thread back, no task waits for it"
+    )]
+    async fn durable_through_fails_once_the_writer_thread_panicked() {
+        let (_dir, mut store) = temp_store();
+        store.report_own_appends_early(1);
+        let pause = Arc::clone(&store.shared.pause);
+        let paused = pause.lock();
+        let reported = store.blocking_append([normal(1, 1, "a")]).await;
+        assert!(reported.is_ok(), "reported at once: {reported:?}");
+        store
+            .shared
+            .crash
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(paused);
+        let waited = tokio::time::timeout(Duration::from_secs(10), store.durable_through(1)).await;
+        match waited {
+            Ok(Err(e)) => assert!(e.to_string().contains("could not write"), "{e}"),
+            other => panic!("durable_through after the writer panicked: {other:?}"),
+        }
     }
 
     /// A node that reports its own appends early never resumes its lead at start.
