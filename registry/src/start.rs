@@ -84,10 +84,9 @@ impl Registry {
         .map_err(|e| RegistryError::Start(format!("bad Raft settings: {e}")))?;
         let servers = Servers::new(cluster.clone());
         let id = raft_id(&name);
-        // The followers' vote refusal (openraft: `election_timeout_max`) less the drift margin.
-        let lease_length =
-            config.on_local_clock(config.election_timeout.1.mul_f64(1.0 - config.drift_margin));
-        let lease = LeaderLease::new(id, lease_length);
+        // Each follower's vote refusal (openraft: `election_timeout_max`), as it tells it, less
+        // the drift margin.
+        let lease = LeaderLease::new(id, config.drift_margin, config.clock_rate);
         // Before Raft reads the vote: a restarted node must not resume a lead (see there).
         store.report_own_appends_early(id);
         let last_log = store.last_log_id_reader();

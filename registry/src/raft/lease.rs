@@ -22,11 +22,18 @@
 //! `Raft::ensure_linearizable` does. The leader also requires that it has committed an entry
 //! of its own term, so that the commit index covers every entry committed before it.
 //!
-//! The lease the leader counts is the followers' `election_timeout_max` less the drift margin,
-//! measured on its own clock ([`RegistryConfig::clock_rate`](crate::RegistryConfig)): safe as
-//! long as no clock runs faster than another by more than that margin, the same assumption
-//! self-fencing makes. Otherwise (no recent acknowledgements, a leader cut off, a new leader
-//! that has not committed yet) the caller falls back to the heartbeat round.
+//! The lease the leader counts on a follower is that follower's own `election_timeout_max`,
+//! which it tells with each answer (nodes may be set differently, as while a change of the
+//! election timeout rolls through them), less the drift margin, measured on the leader's own
+//! clock ([`RegistryConfig::clock_rate`](crate::RegistryConfig)): safe as long as no clock runs
+//! faster than another by more than that margin, the same assumption self-fencing makes.
+//! Otherwise (no recent acknowledgements, a leader cut off, a new leader that has not
+//! committed yet) the caller falls back to the heartbeat round.
+//!
+//! One follower refuses nothing: the only voter of a configuration. openraft lets such a node
+//! stand at its next tick, lease or not (it needs no vote but its own), so a configuration of
+//! one voter other than the leader (the leader's vote moved, with one voter) never makes the
+//! lease hold.
 //!
 //! # Every lead starts with an election
 //!
@@ -60,9 +67,10 @@ use super::types::{TypeConfig, Voter};
 pub(crate) struct LeaderLease {
     /// This node's Raft id.
     me: u64,
-    /// How long after sending an acknowledged AppendEntries the leader counts on the follower
-    /// refusing votes, in true time.
-    length: Duration,
+    /// The share of a follower's vote refusal the leader counts on: 1 less the drift margin.
+    margin: f64,
+    /// How fast this node's clock runs (`RegistryConfig::clock_rate`).
+    clock_rate: f64,
     acks: Arc<Mutex<HashMap<u64, Ack>>>,
 }
 
@@ -73,26 +81,39 @@ pub(crate) struct Ack {
     pub(crate) vote: Vote<u64>,
     /// When the leader sent it.
     pub(crate) sent: Instant,
+    /// How long after `sent` the leader counts on the follower refusing votes, in true time.
+    pub(crate) length: Duration,
 }
 
 impl LeaderLease {
-    pub(crate) fn new(me: u64, length: Duration) -> Self {
+    /// The lease of node `me`, whose clock runs at `clock_rate`, counting on followers for
+    /// their vote refusal less `drift_margin` of it.
+    pub(crate) fn new(me: u64, drift_margin: f64, clock_rate: f64) -> Self {
         LeaderLease {
             me,
-            length,
+            margin: 1.0 - drift_margin,
+            clock_rate,
             acks: Arc::default(),
         }
     }
 
     /// Records that `target` answered success to an AppendEntries carrying `vote`, sent at
-    /// `sent`.
-    pub(crate) fn acknowledged(&self, target: u64, vote: Vote<u64>, sent: Instant) {
+    /// `sent`, and that it refuses votes for `refusal` after taking one, by its clock.
+    pub(crate) fn acknowledged(
+        &self,
+        target: u64,
+        vote: Vote<u64>,
+        sent: Instant,
+        refusal: Duration,
+    ) {
+        // Measured by this node's clock, which its timer runs at its rate.
+        let length = refusal.mul_f64(self.margin).div_f64(self.clock_rate);
         let mut acks = self.acks.lock();
         let newer = acks
             .get(&target)
             .is_none_or(|ack| ack.vote != vote || ack.sent < sent);
         if newer {
-            acks.insert(target, Ack { vote, sent });
+            acks.insert(target, Ack { vote, sent, length });
         }
     }
 
@@ -119,35 +140,31 @@ impl LeaderLease {
         }
         let membership = state.membership_state.effective().membership();
         let acks = self.acks.lock();
-        holds(
-            vote,
-            self.me,
-            membership.get_joint_config(),
-            &acks,
-            now,
-            self.length,
-        )
-        .then_some(*committed)
+        holds(vote, self.me, membership.get_joint_config(), &acks, now).then_some(*committed)
     }
 }
 
 /// Whether every configuration in `joint` has a majority among `me` and the voters whose
-/// latest acknowledgement carried `vote` and was sent less than `length` before `now`.
+/// latest acknowledgement carried `vote` and was sent less than its length before `now`. Never
+/// when the one voter of them all is another node: that node stands at once. (A joint
+/// configuration of `{me}` and `{other}` is not such: `other` needs this node's vote too.)
 pub(crate) fn holds(
     vote: &Vote<u64>,
     me: u64,
     joint: &[BTreeSet<u64>],
     acks: &HashMap<u64, Ack>,
     now: Instant,
-    length: Duration,
 ) -> bool {
     let refusing = |id: &u64| {
         *id == me
             || acks
                 .get(id)
-                .is_some_and(|ack| ack.vote == *vote && now < ack.sent + length)
+                .is_some_and(|ack| ack.vote == *vote && now < ack.sent + ack.length)
     };
+    let voters: BTreeSet<u64> = joint.iter().flatten().copied().collect();
+    let another_alone = voters.len() == 1 && !voters.contains(&me);
     !joint.is_empty()
+        && !another_alone
         && joint
             .iter()
             .all(|voters| voters.iter().filter(|id| refusing(id)).count() * 2 > voters.len())
@@ -171,6 +188,7 @@ mod tests {
                     Ack {
                         vote: *vote,
                         sent: *sent,
+                        length: LEASE,
                     },
                 )
             })
@@ -183,16 +201,9 @@ mod tests {
         let vote = Vote::new_committed(3, 1);
         let fresh = now - Duration::from_millis(100);
         let voters = config(&[1, 2, 3]);
-        assert!(holds(
-            &vote,
-            1,
-            &voters,
-            &acks(&[(2, vote, fresh)]),
-            now,
-            LEASE
-        ));
+        assert!(holds(&vote, 1, &voters, &acks(&[(2, vote, fresh)]), now));
         // Alone, the leader is no majority.
-        assert!(!holds(&vote, 1, &voters, &acks(&[]), now, LEASE));
+        assert!(!holds(&vote, 1, &voters, &acks(&[]), now));
     }
 
     #[test]
@@ -206,8 +217,7 @@ mod tests {
             1,
             &voters,
             &acks(&[(2, vote, stale), (3, vote, stale)]),
-            now,
-            LEASE
+            now
         ));
     }
 
@@ -223,8 +233,7 @@ mod tests {
             1,
             &voters,
             &acks(&[(2, earlier, fresh)]),
-            now,
-            LEASE
+            now
         ));
     }
 
@@ -239,35 +248,63 @@ mod tests {
             1,
             &config(&[1, 2, 3]),
             &acks(&[(9, vote, fresh)]),
-            now,
-            LEASE
+            now
         ));
         // Joint {1, 2, 3} and {3, 4, 5}: node 2 makes the first, the second lacks two of three.
         let joint = vec![[1, 2, 3].into(), [3, 4, 5].into()];
-        assert!(!holds(
-            &vote,
-            1,
-            &joint,
-            &acks(&[(2, vote, fresh)]),
-            now,
-            LEASE
-        ));
+        assert!(!holds(&vote, 1, &joint, &acks(&[(2, vote, fresh)]), now));
         let both = acks(&[(2, vote, fresh), (3, vote, fresh), (4, vote, fresh)]);
-        assert!(holds(&vote, 1, &joint, &both, now, LEASE));
+        assert!(holds(&vote, 1, &joint, &both, now));
     }
 
     #[test]
     fn a_later_acknowledgement_replaces_an_earlier_one_but_not_the_reverse() {
-        let lease = LeaderLease::new(1, LEASE);
+        let lease = LeaderLease::new(1, 0.1, 1.0);
         let vote = Vote::new_committed(3, 1);
         let now = Instant::now();
-        lease.acknowledged(2, vote, now);
+        let refusal = Duration::from_millis(250);
+        lease.acknowledged(2, vote, now, refusal);
         // An answer to an earlier request that arrives late does not move the time back.
-        lease.acknowledged(2, vote, now - Duration::from_millis(50));
+        lease.acknowledged(2, vote, now - Duration::from_millis(50), refusal);
         assert_eq!(lease.acks.lock()[&2].sent, now);
         // A new term's acknowledgement replaces the old term's, whatever its time.
         let next = Vote::new_committed(4, 1);
-        lease.acknowledged(2, next, now - Duration::from_millis(50));
+        lease.acknowledged(2, next, now - Duration::from_millis(50), refusal);
         assert_eq!(lease.acks.lock()[&2].vote, next);
+    }
+
+    #[test]
+    fn each_follower_counts_for_its_own_vote_refusal_less_the_margin_on_this_clock() {
+        // This node's clock runs 25 % fast: what it times as 1 s lasts 0.8 s.
+        let lease = LeaderLease::new(1, 0.1, 1.25);
+        let vote = Vote::new_committed(3, 1);
+        let now = Instant::now();
+        // Node 2 refuses votes for 250 ms after an AppendEntries, node 3 for 1 s.
+        lease.acknowledged(2, vote, now, Duration::from_millis(250));
+        lease.acknowledged(3, vote, now, Duration::from_millis(1_000));
+        let acks = lease.acks.lock();
+        assert_eq!(acks[&2].length, Duration::from_millis(180));
+        assert_eq!(acks[&3].length, Duration::from_millis(720));
+        // 200 ms on: node 2's refusal may be over (a leader of a longer timeout counted on
+        // its own 0.9 s before), node 3's holds.
+        let later = now + Duration::from_millis(200);
+        assert!(!holds(&vote, 1, &config(&[1, 2]), &acks, later));
+        assert!(holds(&vote, 1, &config(&[1, 3]), &acks, later));
+    }
+
+    #[test]
+    fn a_configuration_of_one_other_voter_never_holds() {
+        // That voter stands at once, whatever it acknowledged: openraft elects a node that is
+        // its configuration's only voter at its next tick.
+        let now = Instant::now();
+        let vote = Vote::new_committed(3, 1);
+        let fresh = acks(&[(2, vote, now - Duration::from_millis(10))]);
+        assert!(!holds(&vote, 1, &config(&[2]), &fresh, now));
+        // While the leader's vote moves to node 2, node 2 needs the leader's vote too.
+        let moving = vec![[1].into(), [2].into()];
+        assert!(holds(&vote, 1, &moving, &fresh, now));
+        assert!(!holds(&vote, 1, &moving, &acks(&[]), now));
+        // The leader alone is its own majority.
+        assert!(holds(&vote, 1, &config(&[1]), &fresh, now));
     }
 }

@@ -333,11 +333,15 @@ impl RaftNetwork<TypeConfig> for Connection {
             )
             .await;
         let wants_notices = answer.as_ref().is_ok_and(|answer| answer.wants_notices);
+        let refuses_votes_for = answer
+            .as_ref()
+            .map_or(Duration::ZERO, |answer| answer.refuses_votes_for);
         let answer = answer.map(|answer| answer.response);
         if let Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)) =
             &answer
         {
-            self.lease.acknowledged(self.target, vote, sent);
+            self.lease
+                .acknowledged(self.target, vote, sent, refuses_votes_for);
             if let Err(e) = self.log.durable_through(last).await {
                 return Err(RPCError::Unreachable(Unreachable::new(&e)));
             }

@@ -77,6 +77,9 @@ pub(crate) struct Server {
     leader_contact: LeaderContact,
     /// The last entry of this node's log ([`ServerMsg::HearsLeader`]).
     last_log: LastLogId<TypeConfig>,
+    /// How long this node refuses votes after taking an AppendEntries, by its own clock: told
+    /// to the leader with each answer ([`Appended::refuses_votes_for`]).
+    refuses_votes_for: std::time::Duration,
 }
 
 /// When this node's server last took an AppendEntries or a snapshot's chunk from a leader it
@@ -143,6 +146,11 @@ impl Server {
         last_log: LastLogId<TypeConfig>,
     ) -> Server {
         let me = raft.metrics().borrow().id;
+        // openraft's leader lease, in whole milliseconds of the timer, which runs a duration
+        // measured by this node's clock as that duration over its rate.
+        let refuses_votes_for =
+            std::time::Duration::from_millis(raft.config().election_timeout_max)
+                .mul_f64(leadership.clock_rate());
         let (proposals, queue) = mpsc::channel(QUEUE);
         let answers = AnswerQueues::default();
         let early_feeds = EarlyFeeds::start(&state_machine);
@@ -166,6 +174,7 @@ impl Server {
             waits_on_copy,
             leader_contact,
             last_log,
+            refuses_votes_for,
         }
     }
 
@@ -316,6 +325,7 @@ impl Actor for Server {
                 let waits_on_copy = self.waits_on_copy.clone();
                 let contact = self.leader_contact.clone();
                 let me = self.me;
+                let refuses_votes_for = self.refuses_votes_for;
                 tokio::spawn(async move {
                     let carried = rpc.entries.last().map(|e| e.log_id);
                     let last = carried.or(rpc.prev_log_id);
@@ -348,6 +358,7 @@ impl Actor for Server {
                     let _ = reply.send(answer.map(|response| Appended {
                         response,
                         wants_notices: waits_on_copy(),
+                        refuses_votes_for,
                     }));
                     if let Some(entry) = copied {
                         for mirror in tell {

@@ -7,6 +7,8 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use std::time::Duration;
+
 use openraft::{LogId, SnapshotMeta, Vote};
 use serde::{Deserialize, Serialize};
 
@@ -122,6 +124,13 @@ pub(crate) struct Appended {
     /// rather than the commit index on the leader's next message (see "Commit notices" in
     /// `raft::network`).
     pub(crate) wants_notices: bool,
+    /// How long the follower refuses votes after taking an AppendEntries (openraft's leader
+    /// lease: its `election_timeout_max`, in whole milliseconds), as its own clock measures
+    /// it. The leader's lease counts on this follower for that long less the drift margin
+    /// (`raft::lease`), whatever the leader's own settings say: nodes may be set differently
+    /// (a change of the election timeout rolled through the nodes one at a time).
+    #[serde(default)]
+    pub(crate) refuses_votes_for: Duration,
 }
 
 /// openraft's [`InstallSnapshotRequest`] as it crosses nodes, with its data as one
