@@ -23,12 +23,15 @@
 //! of its own term, so that the commit index covers every entry committed before it.
 //!
 //! The lease the leader counts on a follower is that follower's own `election_timeout_max`,
-//! which it tells with each answer (nodes may be set differently, as while a change of the
-//! election timeout rolls through them), less the drift margin, measured on the leader's own
+//! which it tells with each answer (nodes may be set differently, as while a longer election
+//! timeout rolls through them), less the drift margin, measured on the leader's own
 //! clock ([`RegistryConfig::clock_rate`](crate::RegistryConfig)): safe as long as no clock runs
 //! faster than another by more than that margin, the same assumption self-fencing makes.
 //! Otherwise (no recent acknowledgements, a leader cut off, a new leader that has not
-//! committed yet) the caller falls back to the heartbeat round.
+//! committed yet) the caller falls back to the heartbeat round. A follower restarted with a
+//! shorter timeout than it told refuses votes for the shorter one from its start: so a
+//! shorter timeout is rolled out with each voter stopped for at least the old one
+//! (docs/operations.md).
 //!
 //! One follower refuses nothing: the only voter of a configuration. openraft lets such a node
 //! stand at its next tick, lease or not (it needs no vote but its own), so a configuration of

@@ -253,13 +253,13 @@ impl Leadership {
             .any(|n| n == name)
     }
 
-    /// Whether this node leads the registry (its duty loop has seen it become leader of the
-    /// current term and not lose it since).
     /// How fast this node's clock runs (`RegistryConfig::clock_rate`).
     pub(crate) fn clock_rate(&self) -> f64 {
         self.clock_rate
     }
 
+    /// Whether this node leads the registry (its duty loop has seen it become leader of the
+    /// current term and not lose it since).
     pub(crate) fn leads(&self) -> bool {
         self.duties.lock().since.is_some()
     }

@@ -128,7 +128,7 @@ pub(crate) struct Appended {
     /// lease: its `election_timeout_max`, in whole milliseconds), as its own clock measures
     /// it. The leader's lease counts on this follower for that long less the drift margin
     /// (`raft::lease`), whatever the leader's own settings say: nodes may be set differently
-    /// (a change of the election timeout rolled through the nodes one at a time).
+    /// (a longer election timeout rolled through the nodes one at a time).
     #[serde(default)]
     pub(crate) refuses_votes_for: Duration,
 }
