@@ -3,6 +3,7 @@
 //! `common` module.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use ensemble::transport::certs::ClusterCa;
 
@@ -37,6 +38,44 @@ pub(crate) fn seeds_from_env(var: &str) -> Vec<SocketAddr> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().expect("seed address"))
         .collect()
+}
+
+/// Stops process `pid` (`kill -STOP`) and waits until each of its threads has stopped. `kill`
+/// returns once the signal is sent, and a thread of the process may run on for a while: one on
+/// the other core until it is interrupted, or one waiting for a core on a loaded machine until
+/// it gets one. A message sent meanwhile could still be answered.
+pub(crate) fn stop_process(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -STOP {pid} failed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !every_thread_stopped(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} still had a thread running 20 s after SIGSTOP"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/PID/task/*/stat`).
+fn every_thread_stopped(pid: u32) -> bool {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.filter_map(Result::ok).all(|thread| {
+        std::fs::read_to_string(thread.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // The state follows the command name, which is in parentheses and may hold
+                // any character.
+                let (_, rest) = stat.rsplit_once(')')?;
+                rest.trim_start().chars().next()
+            })
+            .is_some_and(|state| state == 'T' || state == 't')
+    })
 }
 
 /// Logs to standard error with the filter in environment variable `var`, if set.

@@ -238,6 +238,11 @@ impl ChildNode {
 
     /// Pauses (`SIGSTOP`) or resumes (`SIGCONT`) the process.
     pub(crate) fn signal(&self, signal: &str) {
+        if signal == "-STOP" {
+            // Until each thread has stopped, not only until the signal is sent.
+            crate::common::stop_process(self.process.id());
+            return;
+        }
         let status = Command::new("kill")
             .args([signal, &self.process.id().to_string()])
             .status()
