@@ -185,6 +185,45 @@ async fn a_start_whose_module_panics_is_answered_at_once() {
     node.shutdown().await;
 }
 
+/// A singleton's start whose module panics gives the singleton's lock back: kept, the lock
+/// held by no instance would keep every other node's start of the singleton waiting in line
+/// for as long as this node lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_singleton_start_whose_module_panics_gives_its_lock_back() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["s1"]);
+    let (node, registry, agent) = one_node(certs.path()).await;
+    node.register_module("test.panics", |(): ()| -> Idle {
+        panic!("a faulty factory")
+    });
+    let cluster = cluster_of(&node);
+    let asked = start_on(
+        &cluster,
+        &agent,
+        StartInstance {
+            singleton: Some("test.singleton".into()),
+            lock_timeout: Duration::from_secs(1),
+            ..instance("test.panics", &(), 100)
+        },
+        Duration::from_secs(600),
+    );
+    let refused = tokio::time::timeout(Duration::from_secs(30), asked)
+        .await
+        .expect("answered at once, not at the timeout");
+    assert!(
+        matches!(refused, Err(NotStarted::Failed(ref why)) if why.contains("a faulty factory")),
+        "{refused:?}"
+    );
+    let lease = registry
+        .try_lock("test.singleton")
+        .await
+        .expect("the singleton's lock is free again");
+    lease.release().await.unwrap();
+    assert_eq!(registry.reserved(node.id()), BTreeMap::new());
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::await_holding_lock)]
 async fn two_supervisors_of_one_name_reserve_each_for_its_own_child() {

@@ -36,7 +36,7 @@ pub use untyped::UntypedRef;
 pub(crate) use cell::{Cell, CellHandle, Watcher};
 pub(crate) use mailbox::Push;
 pub(crate) use reply::ReplyInner;
-pub(crate) use run::run_actor;
+pub(crate) use run::{panic_message, run_actor};
 pub(crate) use signal::Signal;
 
 use crate::error::ActorError;

@@ -82,7 +82,20 @@ where
                 return Box::pin(async move { Err(reason) });
             }
         };
-        let actor = (self.factory)(args);
+        // A factory that panics fails this start, as a handler's panic ends only its actor:
+        // the caller frees what it took for the start (a reservation, a singleton's lock)
+        // through its error path.
+        let actor =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.factory)(args))) {
+                Ok(actor) => actor,
+                Err(panic) => {
+                    let reason = format!(
+                        "the factory of module {module:?} panicked: {}",
+                        crate::actor::panic_message(&*panic)
+                    );
+                    return Box::pin(async move { Err(reason) });
+                }
+            };
         let starting = match node.spawn_starting(actor, SpawnOptions::new(), None, before_started) {
             Ok(spawned) => spawned,
             Err(err) => {
