@@ -228,8 +228,9 @@ impl Actor for Agent {
                         registry: registry.clone(),
                         instance: Some(instance.clone()),
                     };
-                    // On a task of its own: a module whose factory panics ends that task,
-                    // not this one, which answers every asker waiting.
+                    // On a task of its own: a panic on the way (a factory's panic fails the
+                    // start with an error instead) ends that task, not this one, which answers
+                    // every asker waiting.
                     let started = tokio::spawn(async move {
                         start(&node, &registry, &cluster, request, deadline).await
                     })
