@@ -163,25 +163,7 @@ async fn a_singleton_that_cannot_take_its_lease_frees_its_reservation() {
 async fn a_start_whose_module_panics_is_answered_at_once() {
     let _turn = one_cluster_at_a_time();
     let certs = certificates(&["s1"]);
-    let (node, registry, agent) = one_node(certs.path()).await;
-    node.register_module("test.panics", |(): ()| -> Idle {
-        panic!("a faulty factory")
-    });
-    let cluster = cluster_of(&node);
-    let asked = start_on(
-        &cluster,
-        &agent,
-        instance("test.panics", &(), 100),
-        Duration::from_secs(600),
-    );
-    let refused = tokio::time::timeout(Duration::from_secs(30), asked)
-        .await
-        .expect("answered at once, not at the timeout");
-    assert!(
-        matches!(refused, Err(NotStarted::Failed(ref why)) if why.contains("a faulty factory")),
-        "{refused:?}"
-    );
-    assert_eq!(registry.reserved(node.id()), BTreeMap::new());
+    let (node, _registry) = start_a_module_that_panics(certs.path(), None).await;
     node.shutdown().await;
 }
 
@@ -193,7 +175,23 @@ async fn a_start_whose_module_panics_is_answered_at_once() {
 async fn a_singleton_start_whose_module_panics_gives_its_lock_back() {
     let _turn = one_cluster_at_a_time();
     let certs = certificates(&["s1"]);
-    let (node, registry, agent) = one_node(certs.path()).await;
+    let (node, registry) = start_a_module_that_panics(certs.path(), Some("test.singleton")).await;
+    let lease = registry
+        .try_lock("test.singleton")
+        .await
+        .expect("the singleton's lock is free again");
+    lease.release().await.unwrap();
+    node.shutdown().await;
+}
+
+/// Asks a one-node cluster to start a module whose factory panics (a singleton taking lock
+/// `singleton`, if given): the start must fail at once, naming the panic, and give its
+/// reservation back.
+async fn start_a_module_that_panics(
+    certs: &std::path::Path,
+    singleton: Option<&str>,
+) -> (Node, Registry) {
+    let (node, registry, agent) = one_node(certs).await;
     node.register_module("test.panics", |(): ()| -> Idle {
         panic!("a faulty factory")
     });
@@ -202,7 +200,7 @@ async fn a_singleton_start_whose_module_panics_gives_its_lock_back() {
         &cluster,
         &agent,
         StartInstance {
-            singleton: Some("test.singleton".into()),
+            singleton: singleton.map(str::to_owned),
             lock_timeout: Duration::from_secs(1),
             ..instance("test.panics", &(), 100)
         },
@@ -215,13 +213,8 @@ async fn a_singleton_start_whose_module_panics_gives_its_lock_back() {
         matches!(refused, Err(NotStarted::Failed(ref why)) if why.contains("a faulty factory")),
         "{refused:?}"
     );
-    let lease = registry
-        .try_lock("test.singleton")
-        .await
-        .expect("the singleton's lock is free again");
-    lease.release().await.unwrap();
     assert_eq!(registry.reserved(node.id()), BTreeMap::new());
-    node.shutdown().await;
+    (node, registry)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
