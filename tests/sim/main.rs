@@ -41,6 +41,7 @@ mod lease;
 mod leave;
 mod moved;
 mod notices;
+mod out_of_touch;
 mod probes;
 mod restarted;
 mod retried;

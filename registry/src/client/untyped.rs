@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ensemble_runtime::remote::{ModuleActor, WireRef};
-use ensemble_runtime::{ActorId, UntypedRef};
+use ensemble_runtime::{ActorId, NodeId, UntypedRef};
 
 use super::{ExitRelease, Registry};
 use crate::error::RegistryError;
@@ -96,6 +96,13 @@ impl Registry {
     /// The actor a global name resolves to whatever its message type, from this node's copy.
     pub fn name_holder(&self, name: &str) -> Option<WireRef> {
         self.shared.view.read().state.name(name).cloned()
+    }
+
+    /// Whether node incarnation `node`'s session ended for good (it expired, or the node
+    /// closed it as it left), from this node's copy: the registry's word that the node is
+    /// down, the only one (DESIGN.md section 4).
+    pub fn session_ended(&self, node: &NodeId) -> bool {
+        self.shared.view.read().state.has_ended(node)
     }
 
     /// The open member sessions, from this node's copy.

@@ -74,6 +74,11 @@ pub struct Controller {
     /// Instances monitored, by actor: those in the roles' groups, and those this controller
     /// started (counted before this node's copy of the registry shows them in their group).
     watched: HashMap<ActorId, RoleKey>,
+    /// Watched instances whose monitor fired because their node could not be reached from
+    /// this one (not because the registry declared it down): they may still run, so they
+    /// count as live, and they are monitored again once their node is reached, or taken for
+    /// ended once the registry declares it down.
+    out_of_touch: HashSet<ActorId>,
     /// The index (for global names) of each instance this controller started.
     indexes: HashMap<ActorId, usize>,
     /// Instances known to have ended whose group entry may not be gone yet, with when their
@@ -110,6 +115,7 @@ impl Controller {
             specs: BTreeMap::new(),
             starting: HashMap::new(),
             watched: HashMap::new(),
+            out_of_touch: HashSet::new(),
             indexes: HashMap::new(),
             ended: HashMap::new(),
             stopping: HashSet::new(),
@@ -261,6 +267,7 @@ impl Controller {
 
     async fn reconcile(&mut self, ctx: &mut Context<Self>) {
         self.scheduled = false;
+        self.touch_again(ctx);
         let specs: Vec<AppSpec> = self.specs.values().cloned().collect();
         for spec in &specs {
             let mut problems = BTreeMap::new();
@@ -293,6 +300,55 @@ impl Controller {
             .collect();
         self.ended
             .retain(|id, seen| live.contains(id) || seen.elapsed() < ENDED_KEPT);
+    }
+
+    /// Follows up the instances out of touch: one whose node's session ended is taken for
+    /// ended (with its node); one whose node is connected again is monitored again. Others
+    /// wait for the next round (the tick, or a node joining, paces the tries).
+    fn touch_again(&mut self, ctx: &mut Context<Self>) {
+        let ids: Vec<ActorId> = self.out_of_touch.iter().cloned().collect();
+        for id in ids {
+            let node = id.node().clone();
+            if self.registry.is_synced() && self.registry.session_ended(&node) {
+                self.out_of_touch.remove(&id);
+                self.instance_down(id, ExitReason::NodeDown(node), ctx);
+            } else if self.cluster.connection(&node).is_some() {
+                self.out_of_touch.remove(&id);
+                tracing::info!(actor = %id, "an instance's node is reached again; monitoring it again");
+                ctx.monitor(UntypedRef::from_id(ctx.node(), &id));
+            }
+        }
+    }
+
+    /// An instance's monitor fired: it ended, or (with `NodeDown` while the registry still
+    /// holds its node's session) its node could not be reached from this one.
+    fn instance_down(&mut self, actor: ActorId, reason: ExitReason, ctx: &mut Context<Self>) {
+        let Some(key) = self.watched.get(&actor).cloned() else {
+            return;
+        };
+        let node = actor.node();
+        if matches!(&reason, ExitReason::NodeDown(n) if n == node)
+            && !(self.registry.is_synced() && self.registry.session_ended(node))
+        {
+            // As Erlang's `noconnection`: the monitor was set (or its signal could not go)
+            // while the node was not connected, and the instance may run on. Replacing it
+            // would run one instance too many (a singleton's replacement would wait for a
+            // lock that is never given up), and stopping its app would skip it.
+            tracing::info!(app = %key.0, role = %key.1, %actor, "an instance's node cannot be reached; it counts as running until the registry declares the node down");
+            self.out_of_touch.insert(actor);
+            return;
+        }
+        self.watched.remove(&actor);
+        self.indexes.remove(&actor);
+        self.ended.insert(actor.clone(), Instant::now());
+        if self.stopping.remove(&actor) {
+            return;
+        }
+        tracing::info!(app = %key.0, role = %key.1, %actor, %reason, "instance ended");
+        let died = died_with_its_node(actor.node(), &reason);
+        let why = format!("instance {actor} ended: {reason}");
+        self.ended(key, &reason, died, why);
+        self.schedule(ctx);
     }
 
     /// Brings one role toward its wanted count; returns why it falls short, if it does.
@@ -697,19 +753,7 @@ impl Actor for Controller {
     }
 
     async fn on_down(&mut self, down: Down, ctx: &mut Context<Self>) -> ActorResult {
-        self.indexes.remove(&down.actor);
-        let Some(key) = self.watched.remove(&down.actor) else {
-            return Ok(());
-        };
-        self.ended.insert(down.actor.clone(), Instant::now());
-        if self.stopping.remove(&down.actor) {
-            return Ok(());
-        }
-        tracing::info!(app = %key.0, role = %key.1, actor = %down.actor, reason = %down.reason, "instance ended");
-        let died = died_with_its_node(down.actor.node(), &down.reason);
-        let why = format!("instance {} ended: {}", down.actor, down.reason);
-        self.ended(key, &down.reason, died, why);
-        self.schedule(ctx);
+        self.instance_down(down.actor, down.reason, ctx);
         Ok(())
     }
 }
