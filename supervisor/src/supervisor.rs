@@ -451,6 +451,13 @@ impl Supervisor {
                     for other in &forget {
                         self.specs.remove(other);
                     }
+                    // A child belongs to one restart at a time: this one takes its children
+                    // over from any restart still waiting out its backoff. Under rest-for-one
+                    // or one-for-all, that restart's children come after this one's failed
+                    // child and depend on it, so they start after it, in this one's order.
+                    for waiting in self.pending.values_mut() {
+                        waiting.retain(|child| !start.contains(child));
+                    }
                     if delay.is_zero() {
                         next = self.start_all(ctx, &start).await;
                     } else {

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use ensemble::supervisor::{Backoff, ChildSpec, ChildState, SupervisorError, SupervisorSpec};
+use ensemble::supervisor::{
+    Backoff, ChildSpec, ChildState, Strategy, SupervisorError, SupervisorSpec,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -118,6 +120,56 @@ async fn a_child_in_its_backoff_is_restarting_until_terminated() {
     assert!(
         events.try_recv().is_err(),
         "a second instance started after the restart asked for"
+    );
+}
+
+/// Rest-for-one with backoff: b fails, so b and c wait out b's backoff; then a fails, which
+/// b and c depend on. a's restart takes theirs over: they start after a, in order, and the
+/// restart b's failure scheduled starts nothing when it comes due first.
+#[tokio::test(start_paused = true)]
+async fn a_restart_in_its_backoff_is_taken_over_by_the_restart_of_a_child_before_it() {
+    let node = node();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let backoff = Backoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(1),
+        multiplier: 1.0,
+        jitter: 0.0,
+        reset_after: Duration::from_secs(60),
+    };
+    let mut spec = SupervisorSpec::new("chain")
+        .strategy(Strategy::RestForOne)
+        .intensity(10, Duration::from_secs(60));
+    for name in ["a", "b", "c"] {
+        spec = spec.child(ChildSpec::worker(name, Worker::factory(name, &tx)).backoff(backoff));
+    }
+    let sup = start(&node, spec).await;
+    for _ in 0..3 {
+        next_start(&mut events).await;
+    }
+    for (name, then) in [("b", Duration::from_millis(200)), ("a", Duration::ZERO)] {
+        let worker = child(&sup, name).await.expect("running");
+        worker.tell(Work::Crash).await.unwrap();
+        worker.wait_for_exit().await;
+        tokio::time::sleep(then).await;
+    }
+    let mut order = Vec::new();
+    while order.len() < 3 {
+        match within("the children's restarts", events.recv()).await {
+            Some(Ev::Started(name, _, _)) => order.push(name),
+            Some(Ev::Stopping(..)) => {}
+            None => panic!("the workers' events ended"),
+        }
+    }
+    assert_eq!(
+        order,
+        ["a", "b", "c"],
+        "the restarts started children out of order"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        events.try_recv().is_err(),
+        "a child started twice after the restarts"
     );
 }
 
