@@ -18,7 +18,9 @@
 //!    silent worker might hold the data) and the caller allows it (a master that has just
 //!    started gives workers it has not found yet some time).
 //! 2. **Backup.** Kept while alive, distinct from the primary and confirming it. Otherwise the
-//!    least loaded reporting worker, on another node than the primary if there is one.
+//!    least loaded reporting worker, on another node than the primary if there is one; a
+//!    silent one if none reported (a primary with no backup acknowledges alone, which it may
+//!    only do while no other worker lives).
 //! 3. **Balance.** A backup on its primary's node moves to another node if there is a worker
 //!    there, whatever the load (a node's loss must not take both copies); otherwise it moves
 //!    to a worker with at least two fewer roles, never onto its primary's node. A primary
@@ -278,14 +280,26 @@ pub(crate) fn plan(current: &[Slot], workers: &[WorkerView], may_start_empty: bo
             _ => {
                 // Not kept (or there was none): a change, unless there is still none to have.
                 changed[i] |= cur.backup.is_some();
-                // Another node first; then a worker that holds a copy already (the previous
-                // layout survives a new master); then the least loaded.
+                // Any live worker, a silent one too: a primary given no backup acknowledges
+                // writes on its copy alone, which it may only do while no other worker
+                // lives. One that reported first; then another node; then a worker that
+                // holds a copy already (the previous layout survives a new master); then the
+                // least loaded.
                 let holds = |w: &ActorId| report(w, p).flatten().is_some();
-                let chosen = reporting
+                let silent = |w: &ActorId| report(w, p).is_none();
+                let chosen = workers
                     .iter()
-                    .copied()
+                    .map(|w| &w.id)
                     .filter(|w| **w != primary)
-                    .min_by_key(|w| (node(w) == node(&primary), !holds(w), load.total(w), *w))
+                    .min_by_key(|w| {
+                        (
+                            silent(w),
+                            node(w) == node(&primary),
+                            !holds(w),
+                            load.total(w),
+                            *w,
+                        )
+                    })
                     .cloned();
                 changed[i] |= chosen.is_some();
                 chosen
@@ -705,6 +719,16 @@ mod tests {
         let promoted = plan(&slots, &views, true);
         assert_eq!(promoted.slots[0].primary, Some(b.clone()));
         assert_eq!(promoted.slots[0].epoch, 5);
+        // Its backup is the silent worker, alive as far as the master knows: a primary
+        // without one would acknowledge writes on one copy while another worker lives.
+        assert_eq!(promoted.slots[0].backup, Some(c.clone()));
+        assert!(promoted.commands.contains(&Command::Assign {
+            worker: b.clone(),
+            partition: 0,
+            epoch: 5,
+            role: Role::Primary,
+            backup: Some(c.clone()),
+        }));
         // Still waiting for its snapshot, it could be behind a copy the silent worker has.
         let views = vec![
             holding_line(view(&b, Some(vec![(0, Role::Backup, 4, 0)])), 0, 3),
