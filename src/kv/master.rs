@@ -117,6 +117,12 @@ pub struct Master {
     /// Workers that ended but may still be listed in the group (until the registry removes
     /// them): never taken back.
     gone: HashSet<ActorId>,
+    /// Workers whose monitor fired because their node could not be reached from this one,
+    /// while the registry still holds the node up: they may run on, holding the only copy of
+    /// a partition, so they stay live (silent: their reports cannot come, which holds up
+    /// starting anything empty) and are monitored again once their node is connected. One
+    /// whose node's session ends leaves the group, and is forgotten then.
+    out_of_touch: HashSet<ActorId>,
     /// The round under way.
     round: Option<Round>,
     /// Rounds are numbered, so that late reports of an earlier round are told apart.
@@ -158,6 +164,7 @@ impl Master {
             workers: BTreeMap::new(),
             monitors: HashMap::new(),
             gone: HashSet::new(),
+            out_of_touch: HashSet::new(),
             round: None,
             next_round: 1,
             again: false,
@@ -190,6 +197,18 @@ impl Master {
             changed = true;
         }
         self.gone.retain(|id| ids.contains(id));
+        let reached: Vec<ActorId> = self
+            .out_of_touch
+            .iter()
+            .filter(|id| self.workers.get(*id).is_some_and(ActorRef::is_alive))
+            .cloned()
+            .collect();
+        for id in reached {
+            tracing::info!(master = %ctx.id(), worker = %id, "kv worker reached again; monitoring it again");
+            self.out_of_touch.remove(&id);
+            let monitor = ctx.monitor(&self.workers[&id]);
+            self.monitors.insert(id, monitor);
+        }
         for worker in listed {
             let id = worker.id().clone();
             if self.workers.contains_key(&id) || self.gone.contains(&id) {
@@ -210,6 +229,7 @@ impl Master {
 
     fn forget(&mut self, id: &ActorId, ctx: &mut Context<Self>) {
         self.workers.remove(id);
+        self.out_of_touch.remove(id);
         self.settled = false;
         if let Some(monitor) = self.monitors.remove(id) {
             ctx.demonitor(monitor);
@@ -503,6 +523,22 @@ impl Actor for Master {
     }
 
     async fn on_down(&mut self, down: Down, ctx: &mut Context<Self>) -> ActorResult {
+        let node = down.actor.node();
+        if self.workers.contains_key(&down.actor)
+            && matches!(&down.reason, crate::ExitReason::NodeDown(n) if n == node)
+            && !self
+                .registry
+                .as_ref()
+                .is_some_and(|r| r.is_synced() && r.session_ended(node))
+        {
+            // As Erlang's `noconnection`: the monitor was set while the node was not
+            // connected. Taken for ended, a worker holding the only copy of a partition
+            // would be ignored for good, and the partition started again empty.
+            tracing::info!(master = %ctx.id(), worker = %down.actor, "kv worker cannot be reached; counted as live until the registry declares its node down");
+            self.monitors.remove(&down.actor);
+            self.out_of_touch.insert(down.actor);
+            return Ok(());
+        }
         if self.workers.contains_key(&down.actor) {
             tracing::info!(master = %ctx.id(), worker = %down.actor, reason = %down.reason, "kv worker ended");
             self.forget(&down.actor, ctx);

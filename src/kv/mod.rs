@@ -44,7 +44,10 @@
 //!   copy only once every live worker has reported (a silent one may hold the newest): the
 //!   copy of the newest line (the epoch whose primary's writes it holds), of one line the
 //!   highest version. Meanwhile clients keep working
-//!   with the table they have, for every partition whose primary lives.
+//!   with the table they have, for every partition whose primary lives. A worker whose node
+//!   the master's cannot reach while the registry holds it up (a partial partition) counts as
+//!   live and silent, as Erlang's `noconnection` is no death: it keeps its roles, holds up
+//!   any partition started empty, and is asked again once its node is connected.
 //! - Reads go to the primary; they see every acknowledged write, and may see a write that is
 //!   applied but not yet acknowledged (it is acknowledged unless the primary dies first). A
 //!   primary the master replaced while it lived, whose order was lost on the way, answers

@@ -1,15 +1,20 @@
-//! The app controller and an instance whose node it cannot reach (a partial partition: both
-//! nodes still reach the registry). The runtime fires a monitor set on an actor of a node that
-//! is not connected at once with `NodeDown`, as Erlang's `noconnection`; the instance may run
-//! on. A controller that took over while cut off from the instance's node used to take such an
-//! instance for ended and place a second one. Now it counts the instance as running, monitors
-//! it again once its node is reached, and takes it for ended only when the registry declares
-//! the node down.
+//! Watchers of an actor whose node they cannot reach (a partial partition: both nodes still
+//! reach the registry). The runtime fires a monitor set on an actor of a node that is not
+//! connected at once with `NodeDown`, as Erlang's `noconnection`; the actor may run on.
+//!
+//! - The app controller: one that took over while cut off from an instance's node used to
+//!   take the instance for ended and place a second one. Now it counts the instance as
+//!   running, monitors it again once its node is reached, and takes it for ended only when
+//!   the registry declares the node down.
+//! - The kv master: one started while cut off from a worker's node used to ignore that worker
+//!   for good (and could start a partition whose only copy it held again, empty). Now the
+//!   worker counts as live and silent, and is used again once its node is reached.
 //!
 //! Deterministic: a perfect network until the test cuts it.
 
 use std::time::Duration;
 
+use ensemble::kv::{Master, MasterArgs, MasterMsg, Worker, WorkerArgs};
 use ensemble::prelude::*;
 use ensemble::registry::{Registry, RegistryConfig};
 use ensemble::supervisor::agent::Agent;
@@ -151,22 +156,9 @@ async fn cut_off_from_an_instance(seed: u64) -> Result<(Cluster, usize, ActorId)
         Agent::start(&node.node).await?;
     }
 
-    // The controller's node must not lead: s3 keeps its session through the leader.
-    let leader = nodes[0].registry.leader().ok_or("no leader known")?;
-    let watcher = nodes[..3]
-        .iter()
-        .position(|n| n.node.id().name() != leader)
-        .ok_or("every voter leads")?;
-    cluster
-        .net
-        .partition(&[nodes[watcher].addr], &[nodes[3].addr]);
+    let watcher = not_leading(nodes)?;
+    cut_off_from(&cluster, watcher).await?;
     let runner = nodes[3].node.id().clone();
-    until(
-        "the controller's node lost its connection to the instance's",
-        Duration::from_secs(30),
-        || nodes[watcher].cluster.connection(&runner).is_none(),
-    )
-    .await?;
     nodes[watcher]
         .node
         .spawn(Controller::new(
@@ -190,4 +182,112 @@ async fn cut_off_from_an_instance(seed: u64) -> Result<(Cluster, usize, ActorId)
         );
     }
     Ok((cluster, watcher, instance))
+}
+
+#[test]
+fn a_kv_worker_out_of_touch_is_used_again_once_its_node_is_reached() {
+    run(18, kv_worker_reached_again);
+}
+
+async fn kv_worker_reached_again(seed: u64) -> Result<(), String> {
+    const PARTITIONS: u32 = 6;
+    let cluster = four_nodes(seed, tune).await?;
+    let nodes = &cluster.nodes;
+    let watcher = not_leading(nodes)?;
+    let mut workers = Vec::new();
+    for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != watcher) {
+        let worker = node
+            .node
+            .start(Worker::new(WorkerArgs::default()))
+            .await
+            .map_err(|e| format!("start the worker on s{i}: {e}"))?;
+        workers.push(worker.id().clone());
+    }
+    let args = MasterArgs {
+        partitions: PARTITIONS,
+        ..MasterArgs::default()
+    };
+    let first = nodes[watcher]
+        .node
+        .start(Master::new(args.clone()))
+        .await
+        .map_err(|e| format!("start the first master: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !first
+        .ask(MasterMsg::Status, Duration::from_secs(1))
+        .await
+        .is_ok_and(|s| s.settled && s.replicated == PARTITIONS)
+    {
+        if Instant::now() > deadline {
+            return Err("the first master never settled the table".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.stop();
+    first.wait_for_exit().await;
+
+    let runner = nodes[3].node.id().clone();
+    let cut_off = workers
+        .iter()
+        .find(|w| w.node() == &runner)
+        .cloned()
+        .ok_or("no worker on s3")?;
+    cut_off_from(&cluster, watcher).await?;
+    let second = nodes[watcher]
+        .node
+        .start(Master::new(args))
+        .await
+        .map_err(|e| format!("start the second master: {e}"))?;
+    // Long enough for the master to plan without the worker it cannot reach.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.net.heal();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let table = second
+            .ask(MasterMsg::Table, Duration::from_secs(1))
+            .await
+            .ok();
+        let uses = table.as_ref().is_some_and(|t| {
+            t.entries.iter().any(|e| {
+                [&e.primary, &e.backup]
+                    .into_iter()
+                    .flatten()
+                    .any(|w| w.id() == &cut_off)
+            })
+        });
+        if uses {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the master never used worker {cut_off} again after its node was reached: {table:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The position of a voter that does not lead: s3 keeps its session through the leader, so
+/// the node cut off from s3 must not lead.
+fn not_leading(nodes: &[SimNode]) -> Result<usize, String> {
+    let leader = nodes[0].registry.leader().ok_or("no leader known")?;
+    nodes[..3]
+        .iter()
+        .position(|n| n.node.id().name() != leader)
+        .ok_or_else(|| "every voter leads".into())
+}
+
+/// Cuts node `watcher` off from s3, and waits until it has no connection to it.
+async fn cut_off_from(cluster: &Cluster, watcher: usize) -> Result<(), String> {
+    let nodes = &cluster.nodes;
+    cluster
+        .net
+        .partition(&[nodes[watcher].addr], &[nodes[3].addr]);
+    let runner = nodes[3].node.id().clone();
+    until(
+        "the watcher's node lost its connection to s3",
+        Duration::from_secs(30),
+        || nodes[watcher].cluster.connection(&runner).is_none(),
+    )
+    .await
 }
