@@ -40,6 +40,26 @@ impl ExitReason {
     pub fn is_clean(&self) -> bool {
         matches!(self, ExitReason::Normal | ExitReason::Shutdown)
     }
+
+    /// This reason with its text (of `Panicked` or `Failed`) cut to at most `max` bytes, on a
+    /// character boundary, saying how much was cut.
+    pub(crate) fn with_text_cut(self, max: usize) -> ExitReason {
+        let cut = |text: String| {
+            if text.len() <= max {
+                return text;
+            }
+            let mut end = max;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}... ({} more bytes cut)", &text[..end], text.len() - end)
+        };
+        match self {
+            ExitReason::Panicked(text) => ExitReason::Panicked(cut(text)),
+            ExitReason::Failed(text) => ExitReason::Failed(cut(text)),
+            other => other,
+        }
+    }
 }
 
 impl fmt::Display for ExitReason {
@@ -67,6 +87,15 @@ mod tests {
         assert!(ExitReason::Shutdown.is_clean());
         assert!(!ExitReason::Killed.is_clean());
         assert!(!ExitReason::Failed("x".into()).is_clean());
+    }
+
+    #[test]
+    fn a_long_text_is_cut_on_a_character_boundary_and_says_so() {
+        let long = ExitReason::Failed("é".repeat(10)).with_text_cut(5);
+        assert_eq!(long, ExitReason::Failed("éé... (16 more bytes cut)".into()));
+        let short = ExitReason::Panicked("boom".into()).with_text_cut(4);
+        assert_eq!(short, ExitReason::Panicked("boom".into()));
+        assert_eq!(ExitReason::Killed.with_text_cut(0), ExitReason::Killed);
     }
 
     #[test]

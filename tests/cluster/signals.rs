@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use ensemble::cluster::{Cluster, ClusterConfig};
+use ensemble::cluster::{Cluster, ClusterConfig, MemberEvent};
 use ensemble::prelude::*;
 use ensemble::{NodeId, SpawnError};
 use futures_util::FutureExt;
@@ -23,6 +23,8 @@ const ASK: Duration = Duration::from_secs(10);
 #[derive(Serialize, Deserialize)]
 enum IdleMsg {
     Stop,
+    /// End with an error this many bytes long.
+    Fail(usize),
     /// Remove the link with this actor.
     Unlink(ActorId),
 }
@@ -36,6 +38,7 @@ impl Actor for Idle {
     async fn handle(&mut self, msg: IdleMsg, ctx: &mut Context<Self>) -> ActorResult {
         match msg {
             IdleMsg::Stop => ctx.stop(),
+            IdleMsg::Fail(length) => return Err(ActorError::new("x".repeat(length))),
             IdleMsg::Unlink(other) => {
                 let other = UntypedRef::from_id(ctx.node(), &other);
                 ctx.unlink(other);
@@ -73,7 +76,7 @@ enum WatcherMsg {
 /// Monitors every actor it is given in one turn, with no await in between, and reports each
 /// `Down`.
 struct Watcher {
-    downs: mpsc::UnboundedSender<ActorId>,
+    downs: mpsc::UnboundedSender<(ActorId, ExitReason)>,
 }
 
 impl Actor for Watcher {
@@ -89,7 +92,7 @@ impl Actor for Watcher {
     }
 
     async fn on_down(&mut self, down: Down, _ctx: &mut Context<Self>) -> ActorResult {
-        let _ = self.downs.send(down.actor);
+        let _ = self.downs.send((down.actor, down.reason));
         Ok(())
     }
 }
@@ -164,7 +167,7 @@ async fn a_burst_of_monitors_larger_than_the_control_queue_all_fire() {
     let mut fired = std::collections::HashSet::new();
     while fired.len() < WATCHED {
         match tokio::time::timeout(DEADLINE, downs.recv()).await {
-            Ok(Some(actor)) => {
+            Ok(Some((actor, _))) => {
                 fired.insert(actor);
             }
             _ => panic!(
@@ -172,6 +175,77 @@ async fn a_burst_of_monitors_larger_than_the_control_queue_all_fire() {
                 fired.len()
             ),
         }
+    }
+    watched.shutdown().await;
+    watching.shutdown().await;
+}
+
+/// An actor that fails with a reason far over the watching node's frame limit: its `Down`
+/// arrives with the reason cut, on the same connection (the watching node used to close it
+/// over the frame, and the watched node sent it again on each new one, for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_whose_reason_is_over_the_peers_frame_limit_arrives_cut() {
+    let certs = certificates(&["n0", "n1"]);
+    let Pair {
+        watching,
+        cluster,
+        watched,
+        factory,
+        ..
+    } = pair(certs.path(), |config| {
+        config.max_frame_size = ensemble::cluster::MIN_MAX_FRAME;
+    })
+    .await;
+    let mut events = cluster.subscribe();
+    let targets = factory
+        .ask(|reply| FactoryMsg::Make(2, reply), ASK)
+        .await
+        .expect("the actors");
+    let (tx, mut downs) = mpsc::unbounded_channel();
+    let watcher = watching.spawn(Watcher { downs: tx }).expect("watcher");
+    watcher
+        .ask(|reply| WatcherMsg::Watch(targets.clone(), reply), ASK)
+        .await
+        .expect("watching");
+    // A lookup answered on the control stream: n1 has handled both monitors.
+    let _ = cluster
+        .whereis::<FactoryMsg>(&member_id(&cluster, "n1"), "factory")
+        .await;
+    targets[0]
+        .tell(IdleMsg::Fail(100_000))
+        .await
+        .expect("the failure");
+    let (actor, reason) = tokio::time::timeout(DEADLINE, downs.recv())
+        .await
+        .expect("the Down of the failed actor within the deadline")
+        .expect("the watcher lives");
+    assert_eq!(&actor, targets[0].id());
+    let ExitReason::Failed(text) = reason else {
+        panic!("the failed actor is down with {reason}");
+    };
+    assert!(text.starts_with("xxxx"), "{text:.40}");
+    assert!(
+        text.ends_with("more bytes cut)"),
+        "{}",
+        &text[text.len() - 40..]
+    );
+    assert!(
+        text.len() < ensemble::cluster::MIN_MAX_FRAME / 2,
+        "{}",
+        text.len()
+    );
+    // The connection stayed: the next signal comes on it, and n1 never joined again.
+    targets[1].tell(IdleMsg::Stop).await.expect("stop");
+    let (actor, _) = tokio::time::timeout(DEADLINE, downs.recv())
+        .await
+        .expect("the second Down within the deadline")
+        .expect("the watcher lives");
+    assert_eq!(&actor, targets[1].id());
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, MemberEvent::Joined(_)),
+            "the connection to n1 was made again: {event:?}"
+        );
     }
     watched.shutdown().await;
     watching.shutdown().await;

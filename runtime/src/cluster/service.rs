@@ -1004,8 +1004,9 @@ impl Cluster {
             }
         }
         tracing::debug!(node = %self.inner.node.id(), peer = %hello.node, addr = %conn.remote_address(), "connected");
-        let max = self.inner.config.max_frame_size;
-        tokio::spawn(writer(send, queue, max));
+        // The peer's limit too: it closes the connection over a larger frame.
+        let max = frame_limit_to(self.inner.config.max_frame_size, &hello);
+        tokio::spawn(writer(send, queue, max, hello.node.clone()));
         tokio::spawn(self.clone().accept_data(hello.node.clone(), conn.clone()));
         tokio::spawn(self.clone().reader(hello.node.clone(), conn, recv, decoder));
         self.emit(events);
@@ -1471,14 +1472,20 @@ async fn read_control(
     }
 }
 
-/// Writes queued control frames, batching whatever is queued into one write.
-async fn writer(mut send: quinn::SendStream, mut queue: mpsc::Receiver<Control>, max: usize) {
+/// Writes queued control frames to `peer`, batching whatever is queued into one write;
+/// `max` is the smaller of the two nodes' frame limits.
+async fn writer(
+    mut send: quinn::SendStream,
+    mut queue: mpsc::Receiver<Control>,
+    max: usize,
+    peer: NodeId,
+) {
     let mut buf = BytesMut::new();
     while let Some(first) = queue.recv().await {
         let mut next = Some(first);
         while let Some(control) = next.take() {
             if let Err(err) = frame::encode(&control, max, &mut buf) {
-                tracing::error!("dropping a control frame that cannot be sent: {err}");
+                tracing::error!(%peer, frame = control.kind(), "dropping a control frame that cannot be sent: {err}");
                 metrics::counter!("ensemble_transport_dropped_frames_total", "stream" => "control")
                     .increment(1);
             }

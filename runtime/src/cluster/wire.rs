@@ -120,6 +120,26 @@ pub enum Control {
     },
 }
 
+impl Control {
+    /// The frame's kind, for logs.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Control::Hello(_) => "hello",
+            Control::Welcome(_) => "welcome",
+            Control::Ready => "ready",
+            Control::Refused { .. } => "refused",
+            Control::Heartbeat => "heartbeat",
+            Control::Members(_) => "members",
+            Control::Leaving => "leaving",
+            Control::Signal { .. } => "signal",
+            Control::SignalsApplied { .. } => "signals applied",
+            Control::WhereIs { .. } => "where-is",
+            Control::Found { .. } => "found",
+            Control::Spawned { .. } => "spawned",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -572,6 +572,7 @@ impl Remote {
     /// when the next comes up, if none is up now). Dropped (with a log line) for a node this
     /// node never connected to, or one declared down.
     pub(crate) fn signal(&self, peer: &NodeId, signal: RemoteSignal) {
+        let signal = signal.fitted();
         let Some(signals) = self.signals.get(peer).map(|s| Arc::clone(s.value())) else {
             tracing::debug!(%peer, ?signal, "signal not sent: the node is not a connected member");
             return;

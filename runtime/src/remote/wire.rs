@@ -63,6 +63,12 @@ pub enum Outcome<'a> {
     NoActor,
 }
 
+/// The most of an exit reason's text a signal carries to another node: every signal fits
+/// the smallest frame limit a node takes ([`MIN_MAX_FRAME`](crate::cluster::MIN_MAX_FRAME)),
+/// whatever a failing actor said. A signal too large for its peer would be dropped, and a
+/// monitor or link never fire.
+pub(crate) const MAX_REASON_TEXT: usize = 4 * 1024;
+
 /// A system signal between nodes (control stream).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RemoteSignal {
@@ -119,6 +125,36 @@ pub enum RemoteSignal {
         /// Why.
         reason: ExitReason,
     },
+}
+
+impl RemoteSignal {
+    /// This signal with its exit reason's text cut to [`MAX_REASON_TEXT`].
+    pub(crate) fn fitted(self) -> RemoteSignal {
+        match self {
+            RemoteSignal::Stop {
+                to,
+                reason: Some(reason),
+            } => RemoteSignal::Stop {
+                to,
+                reason: Some(reason.with_text_cut(MAX_REASON_TEXT)),
+            },
+            RemoteSignal::Down {
+                monitor,
+                actor,
+                reason,
+            } => RemoteSignal::Down {
+                monitor,
+                actor,
+                reason: reason.with_text_cut(MAX_REASON_TEXT),
+            },
+            RemoteSignal::Exit { to, from, reason } => RemoteSignal::Exit {
+                to,
+                from,
+                reason: reason.with_text_cut(MAX_REASON_TEXT),
+            },
+            other => other,
+        }
+    }
 }
 
 /// How an actor reference looks on the wire.
