@@ -72,6 +72,56 @@ async fn an_ask_queued_behind_the_actors_death_fails_at_once() {
     );
 }
 
+/// A child asks its parent, and the request waits in the parent's queue as the parent fails.
+/// The ask fails at once with the parent's reason: the parent's end waits for its children,
+/// and used to wait for this one's ask to time out (an hour here).
+#[tokio::test]
+async fn a_child_s_ask_queued_at_its_parent_s_failure_holds_up_neither() {
+    let node = node();
+    let (tx, _events) = mpsc::unbounded_channel();
+    let parent = node.spawn(Probe::new("parent", &tx)).unwrap();
+    let child = parent
+        .ask(
+            |reply| Cmd::SpawnChild {
+                name: "child",
+                linked: false,
+                reply,
+            },
+            ASK,
+        )
+        .await
+        .unwrap();
+    let release = block(&parent).await;
+    parent.tell(Cmd::Fail("crashed")).await.unwrap();
+    let (answer_tx, answer) = tokio::sync::oneshot::channel();
+    child
+        .tell(Cmd::AskEcho {
+            of: parent.clone(),
+            answer: answer_tx,
+        })
+        .await
+        .unwrap();
+    within("the child's ask to be queued behind the failure", async {
+        while parent.mailbox_len() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    release.send(()).unwrap();
+    let crashed = ExitReason::Failed("crashed".into());
+    assert_eq!(
+        within("the parent's end", parent.wait_for_exit()).await,
+        crashed
+    );
+    assert_eq!(
+        within("the child's ask to end", answer).await.unwrap(),
+        Err(AskError::Stopped {
+            actor: parent.id().clone(),
+            reason: crashed,
+        })
+    );
+}
+
 #[tokio::test]
 async fn asking_a_stopped_actor_fails_with_dead() {
     let node = node();

@@ -66,6 +66,11 @@ pub(crate) enum Cmd {
     Monitor(ActorRef<Cmd>, ReplyTo<MonitorRef>),
     /// Remove a monitor, handing back whether it was active.
     Demonitor(MonitorRef, ReplyTo<bool>),
+    /// Ask `of` to echo 7, waiting up to an hour, and hand back how the ask ended.
+    AskEcho {
+        of: ActorRef<Cmd>,
+        answer: oneshot::Sender<Result<u64, AskError>>,
+    },
 }
 
 /// A test actor that reports its life to an event channel.
@@ -139,6 +144,12 @@ impl Actor for Probe {
             }
             Cmd::Demonitor(monitor, reply) => {
                 let _ = reply.send(ctx.demonitor(monitor));
+            }
+            Cmd::AskEcho { of, answer } => {
+                let asked = of
+                    .ask(|reply| Cmd::Echo(7, reply), Duration::from_secs(3600))
+                    .await;
+                let _ = answer.send(asked);
             }
         }
         Ok(())

@@ -302,7 +302,14 @@ impl CellCore {
         self.state.lock().alive
     }
 
-    /// The exit reason, once the actor has ended.
+    /// The actor left its message loop and is ending with `reason` (its children stopping,
+    /// its `stopped` hook to run): an ask whose request it dropped unhandled fails with it.
+    /// Replaced by the reason it ends with.
+    pub(crate) fn set_ending(&self, reason: &ExitReason) {
+        self.with_rel(|rel| rel.exit = Some(reason.clone()));
+    }
+
+    /// The exit reason, once the actor has ended or is ending ([`Self::set_ending`]).
     pub(crate) fn exit_reason(&self) -> Option<ExitReason> {
         let state = self.state.lock();
         state.rel.as_ref().and_then(|rel| rel.exit.clone())

@@ -306,22 +306,22 @@ impl<M> Mailbox<M> {
         }
     }
 
-    /// Accepts no more user messages, once the actor has left its message loop: those
-    /// already queued become dead letters when it ends, and senders waiting for room are woken
-    /// and get their message back now rather than wait for an end that may depend on them
-    /// (a child that tells its stopping parent, say).
-    pub(crate) fn close(&self) {
+    /// Accepts no more user messages, once the actor has left its message loop, and returns
+    /// those queued, for the caller to drop as dead letters. Senders waiting for room are
+    /// woken and get their message back now rather than wait for an end that may depend on
+    /// them (a child that tells its stopping parent, say).
+    pub(crate) fn close(&self) -> VecDeque<M> {
         let mut state = self.state.lock();
         state.closed = true;
+        let queue = std::mem::take(&mut state.queue);
         let senders = state.take_senders();
         drop(state);
         for waker in senders.into_iter().flatten() {
             waker.wake();
         }
+        queue
     }
 
-    /// Accepts no more user messages; those already queued stay to be handled. Senders waiting
-    /// for room are woken and get their message back.
     /// Closes the mailbox and queues `signal` in one step: the receiver never finds it
     /// closed and empty without the signal that says why (it would end with `Normal`).
     pub(crate) fn close_with_signal(&self, signal: Signal) {
@@ -555,10 +555,15 @@ mod tests {
         let (wakes, w) = waker();
         let mut push = mb.push(2);
         assert!(poll(&mut push, &w).is_pending());
-        mb.close();
+        let queued = mb.close();
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
         assert!(matches!(poll(&mut push, &w), Poll::Ready(Err(2))));
-        assert_eq!(mb.len(), 1, "what was queued stays for the actor's end");
+        assert_eq!(
+            queued,
+            [1],
+            "what was queued is handed to the closer to drop"
+        );
+        assert_eq!(mb.len(), 0);
     }
 
     #[test]

@@ -88,9 +88,7 @@ pub(crate) fn run_actor<A: Actor>(
                 Next::Closed => break ctx.drained_reason(),
             }
         };
-        // Nothing more is taken from the queue: senders waiting for room must not wait for
-        // an end that may wait on them (a child telling its stopping parent).
-        ctx.cell().mailbox.close();
+        leave_loop(&mut ctx, &reason);
         Box::pin(finish(&mut actor, &mut ctx, reason)).await;
     }
 }
@@ -107,8 +105,8 @@ async fn start<A: Actor>(actor: &mut A, ctx: &mut Context<A>) -> Result<(), Exit
     } else {
         call(actor.started(ctx)).await
     };
-    if outcome.is_err() {
-        ctx.cell().mailbox.close();
+    if let Err(reason) = &outcome {
+        leave_loop(ctx, reason);
         if !stop_children(ctx).await {
             outcome = Err(ExitReason::Killed);
         }
@@ -117,6 +115,25 @@ async fn start<A: Actor>(actor: &mut A, ctx: &mut Context<A>) -> Result<(), Exit
         let _ = tx.send(outcome.clone());
     }
     outcome
+}
+
+/// The actor leaves its message loop, ending with `reason`: nothing more is taken from the
+/// queue, and what was not handled is dropped now, as dead letters, before the children stop.
+/// Senders waiting for room, and askers whose request waits, must not wait for an end that
+/// may wait on them: a child telling or asking its stopping parent.
+fn leave_loop<A: Actor>(ctx: &mut Context<A>, reason: &ExitReason) {
+    let cell = ctx.cell();
+    // First, so an asker woken by its request's drop sees why.
+    cell.core.set_ending(reason);
+    let mut unhandled = cell.mailbox.close();
+    unhandled.append(&mut ctx.batch);
+    if !unhandled.is_empty() {
+        ctx.cell().core.node.inner.dead_letters.record(
+            unhandled.len() as u64,
+            ctx.id(),
+            "the receiver stopped with messages queued",
+        );
+    }
 }
 
 async fn on_signals<A: Actor>(actor: &mut A, ctx: &mut Context<A>) -> Flow {
