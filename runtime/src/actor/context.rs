@@ -238,7 +238,12 @@ impl<A: Actor> Context<A> {
                     .core
                     .add_remote_link(remote.0.clone(), node.clone());
                 if node.inner.remote.is_connected(remote.0.node()) {
-                    node.inner.remote.link(self.id(), &remote.0);
+                    if !node.inner.remote.link(self.id(), &remote.0) {
+                        self.cell.push_signal(Signal::Exit {
+                            from: remote.0.clone(),
+                            reason: crate::remote::node_down_reason(remote.0.node()),
+                        });
+                    }
                 } else {
                     self.cell.push_signal(Signal::Exit {
                         from: remote.0.clone(),

@@ -934,20 +934,37 @@ impl Remote {
             .fire(id, reason);
             return;
         }
-        self.watches.lock().insert(
-            id,
-            Watch::Actor {
-                watcher,
-                target: target.clone(),
-            },
-        );
-        self.signal(
-            target.node(),
-            RemoteSignal::Monitor {
-                to: target.seq(),
-                monitor: id,
-            },
-        );
+        let watch = Watch::Actor {
+            watcher,
+            target: target.clone(),
+        };
+        if self.add_watch(id, watch) {
+            self.signal(
+                target.node(),
+                RemoteSignal::Monitor {
+                    to: target.seq(),
+                    monitor: id,
+                },
+            );
+        }
+    }
+
+    /// Records a watch of an actor of a node found connected, and says whether it stands:
+    /// false if the node went down meanwhile, its watches fired already without this one,
+    /// which fired here then.
+    fn add_watch(&self, id: u64, watch: Watch) -> bool {
+        let node = watch.target().node().clone();
+        self.watches.lock().insert(id, watch);
+        // `node_down` takes the peer's signals out before its watches: with them still here,
+        // it has not taken the watches yet and fires this one with the others. Without them,
+        // whoever takes the watch out fires it, once.
+        if self.signals.contains_key(&node) {
+            return true;
+        }
+        if let Some(watch) = self.watches.lock().remove(&id) {
+            watch.fire(id, node_down_reason(&node));
+        }
+        false
     }
 
     pub(crate) fn demonitor(&self, target: &ActorId, monitor: MonitorRef) {
@@ -969,30 +986,45 @@ impl Remote {
         }
         let (tx, rx) = oneshot::channel();
         let id = self.next_monitor().raw();
-        self.watches.lock().insert(
-            id,
-            Watch::Waiter {
-                target: target.clone(),
-                tx,
-            },
-        );
-        self.signal(
-            target.node(),
-            RemoteSignal::Monitor {
-                to: target.seq(),
-                monitor: id,
-            },
-        );
+        let watch = Watch::Waiter {
+            target: target.clone(),
+            tx,
+        };
+        if self.add_watch(id, watch) {
+            self.signal(
+                target.node(),
+                RemoteSignal::Monitor {
+                    to: target.seq(),
+                    monitor: id,
+                },
+            );
+        }
         rx.await.unwrap_or_else(|_| node_down_reason(target.node()))
     }
 
-    /// Links a local actor with a remote one (the local side is recorded by the caller).
-    pub(crate) fn link(&self, local: &ActorId, remote_actor: &ActorId) {
+    /// Links a local actor with a remote one of a node found connected (the local side is
+    /// recorded by the caller). False if the node went down meanwhile, its links broken
+    /// already without this one: the caller delivers its exit then.
+    pub(crate) fn link(&self, local: &ActorId, remote_actor: &ActorId) -> bool {
+        let node = remote_actor.node();
+        let link = (local.seq(), remote_actor.clone());
         self.links
             .lock()
-            .entry(remote_actor.node().clone())
+            .entry(node.clone())
             .or_default()
-            .insert((local.seq(), remote_actor.clone()));
+            .insert(link.clone());
+        // As for watches (`add_watch`): `node_down` takes the signals out before the links.
+        if !self.signals.contains_key(node) {
+            let mut links = self.links.lock();
+            let Some(set) = links.get_mut(node) else {
+                return true;
+            };
+            let mine = set.remove(&link);
+            if set.is_empty() {
+                links.remove(node);
+            }
+            return !mine;
+        }
         self.signal(
             remote_actor.node(),
             RemoteSignal::Link {
@@ -1000,6 +1032,7 @@ impl Remote {
                 from: local.clone(),
             },
         );
+        true
     }
 
     pub(crate) fn unlink(&self, local: &ActorId, remote_actor: &ActorId) {
@@ -1714,6 +1747,30 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A monitor, wait or link set on an actor of a node found connected, whose recording
+    /// came after the node went down (its watches and links fired without it): it fires at
+    /// once with `NodeDown`, and nothing of it is kept.
+    #[tokio::test]
+    async fn a_watch_or_link_recorded_after_its_node_went_down_fires_at_once() {
+        let (node, peer, _sent) = connected();
+        let remote = &node.inner.remote;
+        let target = ActorId::new(peer.clone(), 9);
+        // As `monitor` and `wait_for_exit` found the node connected just before.
+        remote.node_down(&node, &peer);
+        let (tx, fired) = oneshot::channel();
+        let id = remote.next_monitor().raw();
+        let watch = Watch::Waiter {
+            target: target.clone(),
+            tx,
+        };
+        assert!(!remote.add_watch(id, watch), "the watch stands");
+        assert_eq!(fired.await, Ok(ExitReason::NodeDown(peer.clone())));
+        assert!(remote.watches.lock().is_empty());
+        let local = ActorId::new(node.id().clone(), 1);
+        assert!(!remote.link(&local, &target), "the link stands");
+        assert!(remote.links.lock().is_empty());
     }
 
     #[tokio::test]
