@@ -7,7 +7,9 @@
 //! - [`phi`]: the phi accrual failure detector, pure.
 //! - `service`: [`Cluster`], the service that runs it all for one node.
 //! - `lane`: the writing end of a data lane, which lets frames ready together leave together.
+//! - `control`: the writing end of the control stream, and its heartbeats.
 
+mod control;
 mod handshake;
 mod lane;
 mod membership;

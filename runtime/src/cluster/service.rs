@@ -24,9 +24,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -45,6 +45,7 @@ use crate::transport::frame::{self, FrameDecoder};
 use crate::transport::simnet::Network;
 use crate::transport::tls;
 
+use super::control;
 use super::handshake::{self, Refusal};
 use super::membership::{Member, MemberEvent, MemberStatus, Membership};
 use super::phi::{PhiAccrual, PhiConfig};
@@ -257,6 +258,8 @@ struct Peer {
 struct Link {
     conn: quinn::Connection,
     control: mpsc::Sender<Control>,
+    /// A heartbeat found the control queue full: the writer sends it first in its next batch.
+    heartbeat_due: Arc<AtomicBool>,
     dialer: NodeId,
     /// Counts the connections this node made or took, from 1: unlike quinn's `stable_id`, a
     /// memory address, never taken again by a later one.
@@ -923,9 +926,11 @@ impl Cluster {
             runtime: tokio::runtime::Handle::current(),
             max_frame: frame_limit_to(self.inner.config.max_frame_size, &hello),
         };
+        let heartbeat_due = Arc::<AtomicBool>::default();
         let link = Link {
             conn: conn.clone(),
             control,
+            heartbeat_due: Arc::clone(&heartbeat_due),
             dialer: dialer.clone(),
             serial,
         };
@@ -1006,7 +1011,13 @@ impl Cluster {
         tracing::debug!(node = %self.inner.node.id(), peer = %hello.node, addr = %conn.remote_address(), "connected");
         // The peer's limit too: it closes the connection over a larger frame.
         let max = frame_limit_to(self.inner.config.max_frame_size, &hello);
-        tokio::spawn(writer(send, queue, max, hello.node.clone()));
+        tokio::spawn(control::write(
+            send,
+            queue,
+            max,
+            hello.node.clone(),
+            heartbeat_due,
+        ));
         tokio::spawn(self.clone().accept_data(hello.node.clone(), conn.clone()));
         tokio::spawn(self.clone().reader(hello.node.clone(), conn, recv, decoder));
         self.emit(events);
@@ -1286,8 +1297,7 @@ impl Cluster {
                 .collect();
             let remote = &self.inner.node.inner.remote;
             for (peer, link) in links {
-                // A full queue means the peer is not reading: skipping a heartbeat is right.
-                let _ = link.control.try_send(Control::Heartbeat);
+                control::send_heartbeat(&link.control, &link.heartbeat_due);
                 // The peer keeps the signals it sent until told they applied.
                 if let Some(through) = remote.acknowledgement_due(&peer)
                     && link
@@ -1470,35 +1480,6 @@ async fn read_control(
             Err(err) => return Err(err.to_string()),
         }
     }
-}
-
-/// Writes queued control frames to `peer`, batching whatever is queued into one write;
-/// `max` is the smaller of the two nodes' frame limits.
-async fn writer(
-    mut send: quinn::SendStream,
-    mut queue: mpsc::Receiver<Control>,
-    max: usize,
-    peer: NodeId,
-) {
-    let mut buf = BytesMut::new();
-    while let Some(first) = queue.recv().await {
-        let mut next = Some(first);
-        while let Some(control) = next.take() {
-            if let Err(err) = frame::encode(&control, max, &mut buf) {
-                tracing::error!(%peer, frame = control.kind(), "dropping a control frame that cannot be sent: {err}");
-                metrics::counter!("ensemble_transport_dropped_frames_total", "stream" => "control")
-                    .increment(1);
-            }
-            if buf.len() < 64 * 1024 {
-                next = queue.try_recv().ok();
-            }
-        }
-        if send.write_all(&buf).await.is_err() {
-            return;
-        }
-        buf.clear();
-    }
-    let _ = send.finish();
 }
 
 impl Cluster {
