@@ -142,7 +142,7 @@ async fn settings_that_cannot_work_are_refused_at_start() {
     let cert = ensemble::transport::certs::NodeCert::load(certs.path(), "strict").unwrap();
     let node = ensemble::Node::new(ensemble::NodeConfig::new("strict")).unwrap();
     type Spoil = fn(&mut ensemble::cluster::ClusterConfig);
-    let cases: [(&str, Spoil); 5] = [
+    let cases: [(&str, Spoil); 6] = [
         ("phi.heartbeat_interval", |c| {
             c.phi.heartbeat_interval = std::time::Duration::ZERO
         }),
@@ -151,6 +151,10 @@ async fn settings_that_cannot_work_are_refused_at_start() {
         }),
         ("control_queue", |c| c.control_queue = 0),
         ("max_frame_size", |c| c.max_frame_size = 100),
+        (
+            "max_frame_size is 4294967296 bytes; it takes 16384 to 4294967295",
+            |c| c.max_frame_size = u32::MAX as usize + 1,
+        ),
         ("phi.threshold", |c| c.phi.threshold = f64::NAN),
     ];
     for (setting, spoil) in cases {
@@ -161,4 +165,28 @@ async fn settings_that_cannot_work_are_refused_at_start() {
             Err(err) => assert!(err.to_string().contains(setting), "{setting}: {err}"),
         }
     }
+}
+
+/// A join cut short by its caller's timeout leaves nothing behind: the next dial of the same
+/// seed goes ahead. (The address stayed marked as being dialled, and every later dial of it,
+/// a join or a redial, was refused with "already connecting" for good.) The seed is a socket
+/// that never answers, so that the first join cannot end before it is cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_cut_short_leaves_its_seed_free_to_dial_again() {
+    let certs = certificates(&["n0"]);
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let seed = silent.local_addr().unwrap();
+    let node = ensemble::Node::new(ensemble::NodeConfig::new("n0")).unwrap();
+    let mut config = test_config("test");
+    config.handshake_timeout = std::time::Duration::from_millis(300);
+    let cert = ensemble::transport::certs::NodeCert::load(certs.path(), "n0").unwrap();
+    let cluster = ensemble::cluster::Cluster::start(&node, config, &cert)
+        .await
+        .unwrap();
+    let cut =
+        tokio::time::timeout(std::time::Duration::from_millis(50), cluster.join(&[seed])).await;
+    assert!(cut.is_err(), "the join of a silent seed ended: {cut:?}");
+    let err = cluster.join(&[seed]).await.unwrap_err().to_string();
+    assert!(!err.contains("already connecting"), "{err}");
+    assert!(err.contains(&seed.to_string()), "{err}");
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::id::NodeId;
 
+use super::service::MIN_MAX_FRAME;
 use super::wire::{Hello, PROTOCOL_VERSION};
 
 /// The longest heartbeat interval a peer may announce: a peer silent for longer between
@@ -67,6 +68,18 @@ pub enum Refusal {
         /// What it announced.
         interval: Duration,
     },
+    /// It takes frames smaller than any node may ([`MIN_MAX_FRAME`]): nothing but the
+    /// smallest message could reach it (a faulty build, or a hand-made hello).
+    #[error(
+        "node {node} takes frames of at most {max_frame_size} bytes, less than the {min} every node takes; raise its max_frame_size",
+        min = MIN_MAX_FRAME
+    )]
+    FrameLimit {
+        /// The peer.
+        node: NodeId,
+        /// What it announced.
+        max_frame_size: u64,
+    },
     /// A newer incarnation of that node is already a member.
     #[error("node {node} is older than the incarnation {newer} already in the cluster")]
     Stale {
@@ -116,6 +129,13 @@ pub fn check(
         return Err(Refusal::HeartbeatInterval {
             node: hello.node.clone(),
             interval,
+        });
+    }
+    // 0: an earlier build that did not say; its frames are limited by this node's.
+    if hello.max_frame_size != 0 && hello.max_frame_size < MIN_MAX_FRAME as u64 {
+        return Err(Refusal::FrameLimit {
+            node: hello.node.clone(),
+            max_frame_size: hello.max_frame_size,
         });
     }
     Ok(())
@@ -225,5 +245,16 @@ mod tests {
         );
         slow.heartbeat_interval_us = 60_000_000;
         assert_eq!(check("prod", &me, &slow, Some("n2")), Ok(()));
+
+        let mut tiny = hello("n2");
+        tiny.max_frame_size = 100;
+        let err = check("prod", &me, &tiny, Some("n2")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("takes frames of at most 100 bytes, less than the 16384"),
+            "{err}"
+        );
+        tiny.max_frame_size = 0;
+        assert_eq!(check("prod", &me, &tiny, Some("n2")), Ok(()));
     }
 }

@@ -22,5 +22,7 @@ pub use handshake::check as check_hello;
 pub use handshake::{MAX_HEARTBEAT_INTERVAL, Refusal};
 pub use membership::{Member, MemberEvent, MemberStatus};
 pub use phi::{PhiAccrual, PhiConfig};
-pub use service::{Cluster, ClusterConfig, ClusterError, DownDecision, MIN_MAX_FRAME};
+pub use service::{
+    Cluster, ClusterConfig, ClusterError, DownDecision, MAX_MAX_FRAME, MIN_MAX_FRAME,
+};
 pub use wire::{Control, Hello, MemberView, PROTOCOL_VERSION};

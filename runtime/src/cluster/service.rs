@@ -73,6 +73,9 @@ const OTHER_SEEDS_AFTER: Duration = Duration::from_millis(500);
 /// (member lists of a hundred nodes). The registry asks for more (64 KiB).
 pub const MIN_MAX_FRAME: usize = 16 * 1024;
 
+/// The largest `max_frame_size` taken: a frame's length prefix is 4 bytes.
+pub const MAX_MAX_FRAME: usize = u32::MAX as usize;
+
 /// How a node takes part in a cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -132,9 +135,9 @@ impl ClusterConfig {
         if self.control_queue == 0 {
             return bad("control_queue is 0; at least 1 frame must fit in it".into());
         }
-        if self.max_frame_size < MIN_MAX_FRAME {
+        if !(MIN_MAX_FRAME..=MAX_MAX_FRAME).contains(&self.max_frame_size) {
             return bad(format!(
-                "max_frame_size is {} bytes; it takes at least {MIN_MAX_FRAME}",
+                "max_frame_size is {} bytes; it takes {MIN_MAX_FRAME} to {MAX_MAX_FRAME} (a frame's length is 4 bytes)",
                 self.max_frame_size
             ));
         }
@@ -812,8 +815,17 @@ impl Cluster {
                 "already connecting to {addr}"
             )));
         }
+        // Removed however the dial ends, dropped unfinished too (a caller's timeout around
+        // `join`): left behind, it would refuse every later dial of the address.
+        struct Dialing<'a>(&'a Cluster, SocketAddr);
+        impl Drop for Dialing<'_> {
+            fn drop(&mut self) {
+                self.0.inner.state.lock().dialing.remove(&self.1);
+            }
+        }
+        let dialing = Dialing(self, addr);
         let result = self.dial_inner(addr).await;
-        self.inner.state.lock().dialing.remove(&addr);
+        drop(dialing);
         if let Err(err) = &result {
             tracing::warn!(node = %self.inner.node.id(), %addr, "cannot connect: {err}");
             metrics::counter!("ensemble_transport_refused_total", "side" => "dial").increment(1);
