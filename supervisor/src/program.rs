@@ -44,6 +44,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::watch;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::spec::{ChildSpec, Shutdown};
 
@@ -258,7 +259,9 @@ struct Running {
     exited: watch::Receiver<Option<String>>,
     /// Kills what is left of the program's process group when the actor ends.
     _guard: KillOnDrop,
-    health: Option<tokio::task::JoinHandle<()>>,
+    /// The health checker, aborted with the actor's state: also when the actor is killed and
+    /// its `stopped` hook does not run (a healthy target would keep it checking for good).
+    health: Option<AbortOnDropHandle<()>>,
 }
 
 /// `SIGKILL` to the program's process group when dropped: the last resort when the actor is
@@ -407,7 +410,11 @@ impl Actor for Program {
                     .map(|e| e.iter().map(|a| fill(a, port, &node)).collect()),
                 ..check
             };
-            tokio::spawn(watch_health(check, spec.command.clone(), ctx.myself()))
+            AbortOnDropHandle::new(tokio::spawn(watch_health(
+                check,
+                spec.command.clone(),
+                ctx.myself(),
+            )))
         });
         self.running = Some(Running {
             info: ProgramInfo {
@@ -451,9 +458,7 @@ impl Actor for Program {
         let Some(mut running) = self.running.take() else {
             return;
         };
-        if let Some(health) = running.health.take() {
-            health.abort();
-        }
+        drop(running.health.take());
         let pid = Pid::from_raw(running.info.pid as i32);
         let signal = parse_signal(&self.spec.stop_signal).unwrap_or(Signal::SIGTERM);
         let timeout = Duration::from_millis(self.spec.stop_timeout_ms);

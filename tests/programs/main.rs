@@ -1,7 +1,8 @@
 //! Supervised OS processes: programs run by actors under supervisors and in app roles. A
 //! program killed from outside comes back with a new pid; one whose health check starts
 //! failing is restarted; one that ignores its stop signal is killed after its stop timeout;
-//! what a program started in its process group ends with it; output that is not text does
+//! what a program started in its process group ends with it, and its health checks end with
+//! its actor, killed; output that is not text does
 //! not kill it; a command that does not exist fails to start with an error naming it; an app
 //! role running
 //! `python3 -m http.server` is placed on two nodes and serves on both.
@@ -147,6 +148,56 @@ async fn a_failing_health_check_restarts_the_program() {
 
     supervisor.stop();
     supervisor.wait_for_exit().await;
+    node.shutdown().await;
+}
+
+/// A program actor killed (its `stopped` hook does not run) takes its health checker with it:
+/// the checker used to run on for good while its target stayed healthy, here an exec check
+/// that writes a line each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_program_actor_s_health_checks_end_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let checks = dir.path().join("checks");
+    let mut spec = ProgramSpec::new("sleep", &["1000"]);
+    spec.health = Some(HealthCheck {
+        tcp: None,
+        http: None,
+        exec: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo >> {}", checks.display()),
+        ]),
+        interval_ms: 20,
+        timeout_ms: 2_000,
+        grace_ms: 0,
+        failures: 3,
+    });
+    let node = Node::new(NodeConfig::new("p6")).unwrap();
+    program::register(&node);
+    let actor = node.spawn(program::Program::new(spec)).unwrap();
+    let lines = || {
+        std::fs::read_to_string(&checks)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    };
+    wait_until("the health check never ran", || lines() >= 3).await;
+    actor.kill();
+    actor.wait_for_exit().await;
+    // Ten intervals without a check (one may have been under way at the kill).
+    let deadline = Instant::now() + WAIT;
+    let mut seen = lines();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = lines();
+        if now == seen {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed program's health check still runs ({now} checks)"
+        );
+        seen = now;
+    }
     node.shutdown().await;
 }
 
