@@ -323,6 +323,19 @@ impl ChildSpec {
         }
     }
 
+    /// What makes children of one supervisor one role, for anti-affinity and spreading: the
+    /// module (copies of one template, shards of one module), and for a program, which every
+    /// program is a child of one module for, the program too (its encoded spec).
+    pub(crate) fn role(&self) -> Option<(&str, &[u8])> {
+        match &self.start {
+            ChildStart::Module(module, args) if module == crate::program::PROGRAM_MODULE => {
+                Some((module, args))
+            }
+            ChildStart::Module(module, _) => Some((module, &[])),
+            ChildStart::Local(_) => None,
+        }
+    }
+
     pub(crate) fn spawn_options(&self) -> SpawnOptions {
         let mut options = SpawnOptions::new().linked();
         if let Some(name) = &self.local_name {

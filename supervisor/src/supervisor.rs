@@ -294,12 +294,13 @@ impl Supervisor {
             .into());
         };
         let needs = spec.placement.requirements(me.name());
-        // Instances of the same module under this supervisor count as one role (for
-        // anti-affinity and spreading).
+        // Instances of one role under this supervisor (`ChildSpec::role`), for anti-affinity
+        // and spreading.
+        let role = spec.role();
         let same: Vec<NodeId> = self
             .running
             .iter()
-            .filter(|(id, _)| self.specs.get(*id).and_then(|s| s.module_name()) == Some(module))
+            .filter(|(id, _)| self.specs.get(*id).and_then(ChildSpec::role) == role)
             .map(|(_, actor)| actor.id().node().clone())
             .collect();
         let offers = agent::offers(&registry, &cluster, |node| {

@@ -12,6 +12,7 @@ use ensemble::supervisor::agent::{
     AGENT_NAME, Agent, AgentMsg, NotStarted, StartInstance, start_on,
 };
 use ensemble::supervisor::placement::Requirements;
+use ensemble::supervisor::program::{self, ProgramSpec};
 use ensemble::supervisor::{ChildSpec, Placement, SupervisorError, SupervisorRef, SupervisorSpec};
 
 use crate::solo::{node_in, node_s1};
@@ -459,4 +460,40 @@ async fn a_start_whose_connection_ends_is_answered_with_its_one_instance() {
     );
     s2.shutdown().await;
     s1.shutdown().await;
+}
+
+/// Two program children of one supervisor, each kept apart from its own kind
+/// (anti-affinity), are two roles: both run on the one node. Every program is a child of the
+/// module `ensemble.program`, and the two were taken for one role, so the second waited for
+/// another node for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Held for the whole test on purpose, as in the other tests of this file.
+#[allow(clippy::await_holding_lock)]
+async fn two_programs_kept_apart_from_their_own_kind_run_on_one_node() {
+    let _turn = one_cluster_at_a_time();
+    let certs = certificates(&["s1"]);
+    let (node, _registry, _agent) = one_node(certs.path()).await;
+    program::register(&node);
+    let apart = Placement::Any(Requirements {
+        anti_affinity: true,
+        ..Requirements::default()
+    });
+    let child = |id: &str, seconds: &str| {
+        ChildSpec::program(id, &ProgramSpec::new("sleep", &[seconds])).placement(apart.clone())
+    };
+    let spec = SupervisorSpec::new("programs")
+        .child(child("db", "1000"))
+        .child(child("cache", "1001"));
+    let supervisor = SupervisorRef::start(&node, spec).await.unwrap();
+    for child in supervisor.which_children().await.unwrap() {
+        assert!(
+            child.actor.is_some(),
+            "program {} does not run: {:?}",
+            child.id,
+            child.state
+        );
+    }
+    supervisor.stop();
+    supervisor.wait_for_exit().await;
+    node.shutdown().await;
 }
