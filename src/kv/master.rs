@@ -65,6 +65,10 @@ pub struct MasterArgs {
 /// The most partitions a master takes: its table travels to clients in one message.
 pub const MAX_PARTITIONS: u32 = 4096;
 
+/// The longest of the master's intervals and timeouts: a round ends only when every worker
+/// asked reported or the report timeout passed, so a longer one would hold up failover.
+pub const MAX_INTERVAL_MS: u64 = 60_000;
+
 impl MasterArgs {
     /// Checks the arguments; the error names the one that is wrong and what it may be.
     pub fn check(&self) -> Result<(), String> {
@@ -79,6 +83,17 @@ impl MasterArgs {
                 "kv.master: `report_timeout_ms` is {}; it must be at least 10 (the workers' reports must have time to come)",
                 self.report_timeout_ms
             ));
+        }
+        for (name, value) in [
+            ("poll_interval_ms", self.poll_interval_ms),
+            ("reconcile_interval_ms", self.reconcile_interval_ms),
+            ("report_timeout_ms", self.report_timeout_ms),
+        ] {
+            if value > MAX_INTERVAL_MS {
+                return Err(format!(
+                    "kv.master: `{name}` is {value}; it must be at most {MAX_INTERVAL_MS} (a master waiting longer holds up failover)"
+                ));
+            }
         }
         Ok(())
     }
@@ -577,6 +592,20 @@ mod tests {
                     ..MasterArgs::default()
                 },
                 "`report_timeout_ms` is 0",
+            ),
+            (
+                MasterArgs {
+                    report_timeout_ms: 3_600_000,
+                    ..MasterArgs::default()
+                },
+                "`report_timeout_ms` is 3600000; it must be at most 60000",
+            ),
+            (
+                MasterArgs {
+                    poll_interval_ms: 60_001,
+                    ..MasterArgs::default()
+                },
+                "`poll_interval_ms` is 60001",
             ),
         ] {
             let err = args.check().unwrap_err();

@@ -127,7 +127,7 @@ mod protocol;
 mod worker;
 
 pub use client::{ClientStats, Failure, KvClient, KvClientError};
-pub use master::{MAX_PARTITIONS, Master, MasterArgs};
+pub use master::{MAX_INTERVAL_MS, MAX_PARTITIONS, Master, MasterArgs};
 pub use protocol::{
     Assignment, Epoch, KvError, MasterMsg, PartitionId, PartitionReport, ReadResult,
     ReplicaOutcome, Role, Route, Status, Table, TableEntry, WorkerMsg, WorkerReport, WorkerStatus,
