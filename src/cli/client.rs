@@ -449,7 +449,7 @@ fn progress(entry: Option<&AppEntry>, deployed: &AppSpec, node: &str) -> (String
                 .iter()
                 .find(|spec| spec.name == r.name)
                 .map_or(r.wanted, |spec| spec.min());
-            let accepted = running < r.wanted && running >= min && r.problem.is_some();
+            let accepted = running < r.wanted && running >= min && r.lacks_room();
             done &= running == r.wanted || accepted;
             let problem = r
                 .problem
@@ -732,6 +732,14 @@ mod tests {
         // Under the minimum: never.
         let under = entry(&spec, 1, Some("3 of 4 instances cannot be placed"));
         assert!(!progress(Some(&under), &spec, node).1);
+        // At the minimum for another reason than room: not done, whatever the count.
+        for other in [
+            "gave up: more than 3 restarts within 60 s (the last because ...)",
+            "2 of 4 instances wait for their global name (2 placed, at least 2 wanted): ...",
+        ] {
+            let stuck = entry(&spec, 2, Some(other));
+            assert!(!progress(Some(&stuck), &spec, node).1, "{other}");
+        }
         // Another spec listed (the one before), whatever its counts.
         let before = AppSpec::from_toml(&SPEC.replace("instances = 4", "instances = 2")).unwrap();
         let (line, done) = progress(Some(&entry(&before, 2, None)), &spec, node);

@@ -26,7 +26,7 @@ use ensemble_runtime::{
 };
 use tokio::time::Instant;
 
-use super::spec::{AppSpec, RoleSpec, role_group};
+use super::spec::{AppSpec, LACKS_ROOM, RoleSpec, role_group};
 use super::{APPS_PREFIX, STATUS_PREFIX};
 use crate::agent::{NotStarted, StartInstance, agent_on, offers, start_on};
 use crate::core::{RestartWindow, died_with_its_node};
@@ -449,16 +449,18 @@ impl Controller {
             return None;
         }
         let running = live.len() + self.starting.get(&key).map_or(0, Vec::len);
-        let problem = format!(
-            "{short} of {} instances cannot be placed ({running} placed, at least {} wanted): {}",
-            role.instances,
-            role.min(),
-            if started < placed.nodes.len() {
+        let (wanted, least) = (role.instances, role.min());
+        let problem = if started < placed.nodes.len() {
+            format!(
+                "{short} of {wanted} instances wait for their global name ({running} placed, at least {least} wanted): {}",
                 self.name_held(&key, role, &used, limit)
-            } else {
+            )
+        } else {
+            format!(
+                "{short} of {wanted} {LACKS_ROOM} ({running} placed, at least {least} wanted): {}",
                 placed.reason()
-            }
-        );
+            )
+        };
         tracing::warn!(%app, role = %role.name, "{problem}");
         Some(problem)
     }

@@ -384,10 +384,22 @@ pub struct RoleStatus {
     pub problem: Option<String>,
 }
 
+/// How the status of a role that lacks room says so: "N of M instances cannot be placed".
+pub(crate) const LACKS_ROOM: &str = "instances cannot be placed";
+
 impl RoleStatus {
     /// Instances running in all.
     pub fn running_total(&self) -> usize {
         self.running.values().sum()
+    }
+
+    /// Whether instances are missing only for want of room (no node can take them): what a
+    /// role's `min_instances` accepts. Not for a role that gave up, nor one whose instances
+    /// wait for a global name held by another actor.
+    pub fn lacks_room(&self) -> bool {
+        self.problem
+            .as_deref()
+            .is_some_and(|p| p.contains(LACKS_ROOM))
     }
 }
 
