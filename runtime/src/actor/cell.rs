@@ -382,13 +382,13 @@ impl CellCore {
             .unwrap_or(false)
     }
 
-    /// Adds a watcher, or hands it back if the actor is already dead.
-    /// How many monitors are set on this actor.
+    /// How many timers the actor has running.
     #[cfg(test)]
     pub(crate) fn timer_count(&self) -> usize {
         self.with_existing_rel(|rel| rel.timers.len()).unwrap_or(0)
     }
 
+    /// How many monitors are set on this actor.
     #[cfg(test)]
     pub(crate) fn monitor_count(&self) -> usize {
         self.state
@@ -398,6 +398,7 @@ impl CellCore {
             .map_or(0, |rel| rel.monitors.len())
     }
 
+    /// Adds a watcher, or hands it back if the actor is already dead.
     pub(crate) fn add_watcher(&self, watcher: Watcher) -> Result<(), Watcher> {
         let mut state = self.state.lock();
         if !state.alive {

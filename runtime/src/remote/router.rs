@@ -412,6 +412,10 @@ pub(crate) struct Remote {
     watches: Mutex<HashMap<u64, Watch>>,
     /// Links between local actors and actors of other nodes: (local seq, remote actor).
     links: Mutex<HashMap<NodeId, HashSet<(u64, ActorId)>>>,
+    /// Monitors other nodes set on local actors, by watching node: (local seq, monitor). The
+    /// actors' cells hold them; this finds them when the watching node goes down, which
+    /// sends no demonitor (its watchers are gone with it).
+    watched_from: Mutex<HashMap<NodeId, HashSet<(u64, u64)>>>,
     /// Requests to other nodes (name lookups, spawns) waiting for their answer, with the node
     /// asked: failed at once when it goes down.
     requests: Mutex<HashMap<u64, Request>>,
@@ -432,6 +436,7 @@ impl Remote {
             pending: Mutex::new(HashMap::default()),
             watches: Mutex::new(HashMap::default()),
             links: Mutex::new(HashMap::default()),
+            watched_from: Mutex::new(HashMap::default()),
             requests: Mutex::new(HashMap::default()),
             modules: hashing::dash_map(),
             next_id: AtomicU64::new(1),
@@ -573,6 +578,10 @@ impl Remote {
     /// node never connected to, or one declared down.
     pub(crate) fn signal(&self, peer: &NodeId, signal: RemoteSignal) {
         let signal = signal.fitted();
+        if let RemoteSignal::Down { monitor, actor, .. } = &signal {
+            // A local actor's end fires the monitors set on it: the peer's monitor is done.
+            self.forget_watched(peer, actor.seq(), *monitor);
+        }
         let Some(signals) = self.signals.get(peer).map(|s| Arc::clone(s.value())) else {
             tracing::debug!(%peer, ?signal, "signal not sent: the node is not a connected member");
             return;
@@ -581,6 +590,17 @@ impl Remote {
         let seq = outbox.push(signal.clone());
         if let Some(links) = self.peers.get(peer) {
             links.signal(seq, signal);
+        }
+    }
+
+    /// Forgets monitor `monitor` that `peer` set on local actor `local`.
+    fn forget_watched(&self, peer: &NodeId, local: u64, monitor: u64) {
+        let mut watched = self.watched_from.lock();
+        if let Some(set) = watched.get_mut(peer) {
+            set.remove(&(local, monitor));
+            if set.is_empty() {
+                watched.remove(peer);
+            }
         }
     }
 
@@ -628,6 +648,13 @@ impl Remote {
         let fired = take_where(&mut self.watches.lock(), |w| w.target().node() == down);
         for (monitor, watch) in fired {
             watch.fire(monitor, reason.clone());
+        }
+        // Monitors it set on local actors go: none of them will ever be taken back.
+        let watched = self.watched_from.lock().remove(down).unwrap_or_default();
+        for (local, monitor) in watched {
+            if let Some(cell) = node.inner.cell(local) {
+                cell.core().remove_remote_monitor(down, monitor);
+            }
         }
         let linked = self.links.lock().remove(down).unwrap_or_default();
         for (local, remote_actor) in linked {
@@ -1079,7 +1106,13 @@ impl Remote {
                     .inner
                     .cell(to)
                     .map(|cell| cell.core().add_watcher(watcher).is_ok());
-                if set != Some(true) {
+                if set == Some(true) {
+                    self.watched_from
+                        .lock()
+                        .entry(from.clone())
+                        .or_default()
+                        .insert((to, monitor));
+                } else {
                     self.signal(
                         from,
                         RemoteSignal::Down {
@@ -1091,6 +1124,7 @@ impl Remote {
                 }
             }
             RemoteSignal::Demonitor { to, monitor } => {
+                self.forget_watched(from, to, monitor);
                 if let Some(cell) = node.inner.cell(to) {
                     cell.core().remove_remote_monitor(from, monitor);
                 }
@@ -1747,6 +1781,46 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Monitors a node set on local actors go when it goes down (it sends no demonitor), and
+    /// when the actor ends; one taken back goes from the index too.
+    #[tokio::test]
+    async fn monitors_set_from_a_node_that_went_down_are_dropped() {
+        let (node, peer, _sent) = connected();
+        let remote = &node.inner.remote;
+        let counters: Vec<_> = (0..3).map(|_| node.spawn(Counter(0)).unwrap()).collect();
+        for (i, counter) in counters.iter().enumerate() {
+            let monitor = RemoteSignal::Monitor {
+                to: counter.id().seq(),
+                monitor: 10 + i as u64,
+            };
+            remote.on_signal(&node, &peer, 1 + i as u64, monitor);
+        }
+        let watched = || {
+            remote
+                .watched_from
+                .lock()
+                .get(&peer)
+                .map_or(0, HashSet::len)
+        };
+        let monitors = |i: usize| counters[i].local().unwrap().core.monitor_count();
+        assert_eq!((watched(), monitors(0), monitors(1)), (3, 1, 1));
+        let demonitor = RemoteSignal::Demonitor {
+            to: counters[1].id().seq(),
+            monitor: 11,
+        };
+        remote.on_signal(&node, &peer, 4, demonitor);
+        counters[2].stop();
+        counters[2].wait_for_exit().await;
+        assert_eq!((watched(), monitors(1)), (1, 0));
+        remote.node_down(&node, &peer);
+        assert_eq!(
+            monitors(0),
+            0,
+            "the monitor of a node that went down stayed"
+        );
+        assert!(remote.watched_from.lock().is_empty());
     }
 
     /// A monitor, wait or link set on an actor of a node found connected, whose recording
