@@ -1171,9 +1171,8 @@ impl Cluster {
                     .inner
                     .remote
                     .lookup_local(&self.inner.node, &name);
-                if let Some(control) = self.control_of(peer) {
-                    let _ = control.try_send(Control::Found { request, actor });
-                }
+                let answer = Control::Found { request, actor };
+                self.inner.node.inner.remote.answer_on_control(peer, answer);
             }
             Control::Found { request, actor } => {
                 let _ = self.inner.node.inner.remote.end_request(request, Ok(actor));
@@ -1190,15 +1189,6 @@ impl Cluster {
                 tracing::warn!(node = %self.inner.node.id(), %peer, "unexpected control frame after the handshake: {other:?}");
             }
         }
-    }
-
-    fn control_of(&self, peer: &NodeId) -> Option<mpsc::Sender<Control>> {
-        let state = self.inner.state.lock();
-        state
-            .peers
-            .get(peer)
-            .and_then(|p| p.link.as_ref())
-            .map(|l| l.control.clone())
     }
 
     /// A peer refused this node because the cluster declared it down (its registry session

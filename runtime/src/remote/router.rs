@@ -361,13 +361,18 @@ impl PeerLinks {
     /// connection carries every signal in order; one that the connection's end takes is sent
     /// again on the next (`delivery`).
     fn signal(&self, seq: u64, signal: RemoteSignal) {
-        let signal = Control::Signal { seq, signal };
+        self.in_order(Control::Signal { seq, signal });
+    }
+
+    /// Queues `frame` on the control stream after every frame queued in order before it;
+    /// one that finds the queue full waits for room, in order, rather than be dropped.
+    fn in_order(&self, frame: Control) {
         let mut overflow = self.overflow.lock();
         if !overflow.is_empty() {
-            overflow.push_back(signal);
+            overflow.push_back(frame);
             return;
         }
-        match self.control.try_send(signal) {
+        match self.control.try_send(frame) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(waiting)) => {
                 overflow.push_back(waiting);
@@ -602,6 +607,17 @@ impl Remote {
                 watched.remove(peer);
             }
         }
+    }
+
+    /// Answers a request of `peer` on its control stream: an answer that finds the queue full
+    /// waits for room, in order with the signals, rather than be dropped and leave the asker
+    /// waiting out its timeout for nothing. False if `peer` is not connected.
+    pub(crate) fn answer_on_control(&self, peer: &NodeId, answer: Control) -> bool {
+        let Some(links) = self.peers.get(peer) else {
+            return false;
+        };
+        links.in_order(answer);
+        true
     }
 
     /// The peer applied this node's signals up to `through`.
@@ -1781,6 +1797,36 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// An answer that finds the peer's control queue full waits for room, in order.
+    #[tokio::test]
+    async fn an_answer_that_finds_the_control_queue_full_waits_for_room() {
+        let (node, peer, mut sent) = connected();
+        let remote = &node.inner.remote;
+        let target = ActorId::new(peer.clone(), 9);
+        // Stops fill the queue (16) and wait beyond it.
+        for _ in 0..20 {
+            remote.stop(&target, None);
+        }
+        let found = Control::Found {
+            request: 7,
+            actor: None,
+        };
+        assert!(remote.answer_on_control(&peer, found));
+        let mut frames = 0;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), sent.recv()).await {
+                Ok(Some(Control::Found { request: 7, .. })) => break,
+                Ok(Some(_)) => frames += 1,
+                other => panic!("the answer never came: {other:?}"),
+            }
+        }
+        assert_eq!(
+            frames, 20,
+            "the answer overtook the signals queued before it"
+        );
+        assert!(!remote.answer_on_control(&NodeId::new("n3", 1), Control::Leaving));
     }
 
     /// Monitors a node set on local actors go when it goes down (it sends no demonitor), and
