@@ -119,7 +119,7 @@ fn controls() -> Vec<(&'static str, Control)> {
                 },
             ]),
         ),
-        ("leaving", Control::Leaving),
+        ("leaving", Control::Leaving { lanes: 3 }),
         (
             "stop",
             Control::Signal {
@@ -213,16 +213,22 @@ fn controls() -> Vec<(&'static str, Control)> {
         ),
         (
             "spawned",
-            Control::Spawned {
-                request: 2,
-                result: Ok(wire_ref(&n2, 10)),
+            Control::Signal {
+                seq: 2,
+                signal: RemoteSignal::Spawned {
+                    request: 2,
+                    result: Ok(wire_ref(&n2, 10)),
+                },
             },
         ),
         (
             "spawn-failed",
-            Control::Spawned {
-                request: 2,
-                result: Err("no module \"kv.shard\" on node n2#7".into()),
+            Control::Signal {
+                seq: 3,
+                signal: RemoteSignal::Spawned {
+                    request: 2,
+                    result: Err("no module \"kv.shard\" on node n2#7".into()),
+                },
             },
         ),
     ]
@@ -338,7 +344,7 @@ fn frame_decoder(seeds: &mut Vec<Seed>) {
     // Garbage in a frame: malformed, not fatal to the framing.
     let garbage = [
         &[0, 0, 0, 3, 0xc1, 0xff, 0x00][..],
-        &framed(&Control::Leaving),
+        &framed(&Control::Leaving { lanes: 0 }),
     ]
     .concat();
     seed(seeds, TARGET, "malformed", input(255, 0, &garbage));

@@ -44,22 +44,24 @@ impl ExitReason {
     /// This reason with its text (of `Panicked` or `Failed`) cut to at most `max` bytes, on a
     /// character boundary, saying how much was cut.
     pub(crate) fn with_text_cut(self, max: usize) -> ExitReason {
-        let cut = |text: String| {
-            if text.len() <= max {
-                return text;
-            }
-            let mut end = max;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            format!("{}... ({} more bytes cut)", &text[..end], text.len() - end)
-        };
         match self {
-            ExitReason::Panicked(text) => ExitReason::Panicked(cut(text)),
-            ExitReason::Failed(text) => ExitReason::Failed(cut(text)),
+            ExitReason::Panicked(text) => ExitReason::Panicked(cut_text(text, max)),
+            ExitReason::Failed(text) => ExitReason::Failed(cut_text(text, max)),
             other => other,
         }
     }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary, saying how much was cut.
+pub(crate) fn cut_text(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} more bytes cut)", &text[..end], text.len() - end)
 }
 
 impl fmt::Display for ExitReason {

@@ -268,6 +268,47 @@ async fn a_reference_sent_to_another_node_receives_its_messages_in_order() {
     assert_eq!(outcome, Ok(count));
 }
 
+/// Messages told just before their sender's node leaves arrive, all of them in order: the
+/// peer reads the leaving node's data lanes to their end before it closes the connection.
+/// (It closed the connection as it read `Leaving`, which overtook the lanes, and what they
+/// still carried was lost without a dead letter anywhere.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_told_just_before_a_node_leaves_all_arrive() {
+    let certs = certificates(&["n0", "n1"]);
+    let (node, cluster) = local_node("n0", certs.path()).await;
+    let count = 20_000;
+    let (tx, mut done) = mpsc::unbounded_channel();
+    let sink = node
+        .spawn_with(
+            Sink {
+                next: 0,
+                expected: count,
+                done: tx,
+            },
+            SpawnOptions::new().mailbox_capacity(100_000),
+        )
+        .unwrap();
+    node.register_remote("sink", &sink).unwrap();
+    let (leaving, leaving_cluster) =
+        local_node_joining("n1", certs.path(), cluster.local_addr()).await;
+    wait_members(&leaving_cluster, &["n0"]).await;
+    let n0 = member_id(&leaving_cluster, "n0");
+    let sink = leaving_cluster
+        .whereis::<SinkMsg>(&n0, "sink")
+        .await
+        .unwrap();
+    for i in 0..count {
+        sink.tell(SinkMsg::Item(i)).await.unwrap();
+    }
+    leaving_cluster.leave().await;
+    let outcome = tokio::time::timeout(DEADLINE, done.recv())
+        .await
+        .expect("all items within the deadline")
+        .unwrap();
+    assert_eq!(outcome, Ok(count));
+    assert_eq!(leaving.dead_letters(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_stop_monitors_links_and_exit_reasons() {
     let certs = certificates(&["n0", "n1"]);

@@ -96,7 +96,7 @@ mod tests {
     fn a_heartbeat_that_finds_the_queue_full_leads_the_next_batch() {
         let (control, mut queue) = mpsc::channel(1);
         let due = AtomicBool::new(false);
-        control.try_send(Control::Leaving).unwrap();
+        control.try_send(Control::Leaving { lanes: 0 }).unwrap();
         send_heartbeat(&control, &due);
         assert!(due.load(Ordering::Acquire), "the heartbeat was dropped");
         let peer = NodeId::new("n2", 1);
@@ -105,7 +105,7 @@ mod tests {
         batch(first, &mut queue, 1 << 20, &peer, &due, &mut buf);
         assert!(matches!(
             frames(&buf)[..],
-            [Control::Heartbeat, Control::Leaving]
+            [Control::Heartbeat, Control::Leaving { .. }]
         ));
         assert!(!due.load(Ordering::Acquire));
         // With room, it is queued as any frame.
@@ -125,7 +125,7 @@ mod tests {
                 name: "x".repeat(1000),
             })
             .unwrap();
-        control.try_send(Control::Leaving).unwrap();
+        control.try_send(Control::Leaving { lanes: 0 }).unwrap();
         let mut buf = BytesMut::new();
         let first = queue.try_recv().unwrap();
         batch(
@@ -136,6 +136,6 @@ mod tests {
             &due,
             &mut buf,
         );
-        assert!(matches!(frames(&buf)[..], [Control::Leaving]));
+        assert!(matches!(frames(&buf)[..], [Control::Leaving { .. }]));
     }
 }

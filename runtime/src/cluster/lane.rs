@@ -16,6 +16,8 @@
 //! takes what is queued.
 
 use std::future::poll_fn;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -36,6 +38,7 @@ pub(super) async fn write(
     mut queue: mpsc::Receiver<Bytes>,
     node: Node,
     peer: NodeId,
+    opened: Arc<AtomicU32>,
 ) {
     let lost = |in_hand: usize, queue: &mut mpsc::Receiver<Bytes>| {
         queue.close();
@@ -56,6 +59,7 @@ pub(super) async fn write(
         lost(1, &mut queue);
         return;
     };
+    opened.fetch_add(1, Ordering::AcqRel);
     let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_FRAMES);
     batch.push(first);
     loop {
@@ -145,7 +149,7 @@ mod tests {
             let (lane, queue) = mpsc::channel(64);
             let node = Node::new(crate::node::NodeConfig::new("node-b")).unwrap();
             let peer = node.id().clone();
-            tokio::spawn(write(dialed.clone(), queue, node, peer));
+            tokio::spawn(write(dialed.clone(), queue, node, peer, Arc::default()));
             lane.send(Bytes::from_static(b"open")).await.unwrap();
             let mut recv = accepted.accept_uni().await.unwrap();
             let mut buf = [0u8; 4];
@@ -211,7 +215,7 @@ mod tests {
             lane.send(Bytes::from_static(b"lost")).await.unwrap();
         }
         let peer = node.id().clone();
-        write(dialed, queue, node.clone(), peer).await;
+        write(dialed, queue, node.clone(), peer, Arc::default()).await;
         assert_eq!(node.inner.dead_letters.total(), 3);
         assert!(lane.send(Bytes::from_static(b"late")).await.is_err());
     }

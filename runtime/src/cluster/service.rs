@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -263,10 +263,39 @@ struct Link {
     control: mpsc::Sender<Control>,
     /// A heartbeat found the control queue full: the writer sends it first in its next batch.
     heartbeat_due: Arc<AtomicBool>,
+    /// This node's data lanes on the connection: how many streams they opened, and their
+    /// writers, which a node that leaves waits for.
+    lanes_opened: Arc<AtomicU32>,
+    lane_writers: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// The peer's data lanes on the connection, as read here.
+    lanes_read: Arc<LanesRead>,
     dialer: NodeId,
     /// Counts the connections this node made or took, from 1: unlike quinn's `stable_id`, a
     /// memory address, never taken again by a later one.
     serial: u64,
+}
+
+/// The data lanes a peer opened on a connection, as read: a peer that leaves says how many it
+/// opened, and the connection is closed once each was read to its end.
+#[derive(Default)]
+struct LanesRead {
+    accepted: AtomicU32,
+    ended: AtomicU32,
+    changed: tokio::sync::Notify,
+}
+
+impl LanesRead {
+    /// Waits until `lanes` lanes were accepted and every lane accepted was read to its end.
+    async fn all_read(&self, lanes: u32) {
+        loop {
+            let changed = self.changed.notified();
+            let accepted = self.accepted.load(Ordering::Acquire);
+            if accepted >= lanes && self.ended.load(Ordering::Acquire) >= accepted {
+                return;
+            }
+            changed.await;
+        }
+    }
 }
 
 /// The serial of the next [`Link`].
@@ -502,6 +531,9 @@ impl Cluster {
                 }
             }
         };
+        // Not held while the answer is awaited: a node that leaves waits for its lanes'
+        // writers, which end once nothing holds their queues.
+        drop(links);
         if let Err(err) = queued {
             remote.forget_request(request);
             return Err(err);
@@ -628,22 +660,38 @@ impl Cluster {
 
     /// Leaves the cluster on purpose: peers see `Left` rather than `Down`. The endpoint closes.
     pub async fn leave(&self) {
-        let links: Vec<Link> = {
+        let (peers, links): (Vec<NodeId>, Vec<Link>) = {
             let mut state = self.inner.state.lock();
             state.left = true;
             state
                 .peers
-                .values()
-                .filter_map(|p| p.link.clone())
-                .collect()
+                .iter()
+                .filter_map(|(node, p)| Some((node.clone(), p.link.clone()?)))
+                .unzip()
         };
-        // Each peer closes the connection once it has read `Leaving`; wait for that (closing
-        // first could discard the frame), for a second at most, a full control queue (a peer
-        // not reading) included. Connections still open are then closed with the `leaving`
-        // code, which peers also take as leaving.
+        // Nothing more goes out on the data lanes: their writers send what is queued and end
+        // their streams (a second at most). Then each peer hears how many lanes to read to
+        // their end before it closes the connection (closing first could discard what they
+        // carry, and the `Leaving` frame). Waited for a second at most, a full control queue
+        // (a peer not reading) included; connections still open are then closed with the
+        // `leaving` code, which peers also take as leaving.
+        let remote = &self.inner.node.inner.remote;
+        for peer in &peers {
+            remote.stop_sending(peer);
+        }
+        let flushed = async {
+            for link in &links {
+                let writers = std::mem::take(&mut *link.lane_writers.lock());
+                for writer in writers {
+                    let _ = writer.await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), flushed).await;
         let acknowledged = async {
             for link in &links {
-                let _ = link.control.send(Control::Leaving).await;
+                let lanes = link.lanes_opened.load(Ordering::Acquire);
+                let _ = link.control.send(Control::Leaving { lanes }).await;
             }
             for link in &links {
                 link.conn.closed().await;
@@ -919,16 +967,20 @@ impl Cluster {
         // User traffic: lanes of unidirectional streams, apart from the control stream. Their
         // writers end with their queues if the connection is not kept.
         let mut lanes = Vec::with_capacity(LANES);
+        let lanes_opened = Arc::<AtomicU32>::default();
+        let mut lane_writers = Vec::with_capacity(LANES);
         for _ in 0..LANES {
             let (lane, queue) = mpsc::channel(LANE_CAPACITY);
-            tokio::spawn(super::lane::write(
+            lane_writers.push(tokio::spawn(super::lane::write(
                 conn.clone(),
                 queue,
                 self.inner.node.clone(),
                 hello.node.clone(),
-            ));
+                Arc::clone(&lanes_opened),
+            )));
             lanes.push(lane);
         }
+        let lanes_read = Arc::<LanesRead>::default();
         let serial = NEXT_LINK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let links = PeerLinks {
             control: control.clone(),
@@ -943,6 +995,9 @@ impl Cluster {
             conn: conn.clone(),
             control,
             heartbeat_due: Arc::clone(&heartbeat_due),
+            lanes_opened,
+            lane_writers: Arc::new(Mutex::new(lane_writers)),
+            lanes_read: Arc::clone(&lanes_read),
             dialer: dialer.clone(),
             serial,
         };
@@ -1030,7 +1085,10 @@ impl Cluster {
             hello.node.clone(),
             heartbeat_due,
         ));
-        tokio::spawn(self.clone().accept_data(hello.node.clone(), conn.clone()));
+        tokio::spawn(
+            self.clone()
+                .accept_data(hello.node.clone(), conn.clone(), lanes_read),
+        );
         tokio::spawn(self.clone().reader(hello.node.clone(), conn, recv, decoder));
         self.emit(events);
         self.broadcast_members();
@@ -1088,7 +1146,7 @@ impl Cluster {
                         && close.reason.as_ref() == LEAVING_REASON =>
                     {
                         // The peer closed before its `Leaving` frame was read: same meaning.
-                        self.on_control(&peer, Control::Leaving);
+                        self.on_control(&peer, Control::Leaving { lanes: 0 });
                         return Ok(());
                     }
                     Err(err) => return Err(format!("connection lost: {err}")),
@@ -1136,13 +1194,19 @@ impl Cluster {
                     });
                 }
             }
-            Control::Leaving => {
+            Control::Leaving { lanes } => {
                 let event = {
                     let mut state = self.inner.state.lock();
                     if let Some(p) = state.peers.remove(peer)
                         && let Some(link) = p.link
                     {
-                        link.conn.close(quinn::VarInt::from_u32(0), b"left");
+                        // Closed once what it told before it left is read, for a second at
+                        // most: closed at once, the connection would take it along.
+                        tokio::spawn(async move {
+                            let all_read = link.lanes_read.all_read(lanes);
+                            let _ = tokio::time::timeout(Duration::from_secs(1), all_read).await;
+                            link.conn.close(quinn::VarInt::from_u32(0), b"left");
+                        });
                     }
                     state.membership.left(peer)
                 };
@@ -1176,14 +1240,6 @@ impl Cluster {
             }
             Control::Found { request, actor } => {
                 let _ = self.inner.node.inner.remote.end_request(request, Ok(actor));
-            }
-            Control::Spawned { request, result } => {
-                let remote = &self.inner.node.inner.remote;
-                if let Some(Ok(Some(late))) = remote.end_request(request, result.map(Some)) {
-                    // Started after its asker gave up: nobody would own it.
-                    tracing::warn!(node = %self.inner.node.id(), %peer, actor = %late.id, "an actor spawned for this node started after the request timed out; stopping it");
-                    remote.stop(&late.id, None);
-                }
             }
             other => {
                 tracing::warn!(node = %self.inner.node.id(), %peer, "unexpected control frame after the handshake: {other:?}");
@@ -1486,9 +1542,16 @@ async fn read_control(
 
 impl Cluster {
     /// Accepts the peer's data lanes (unidirectional streams) on a connection.
-    async fn accept_data(self, peer: NodeId, conn: quinn::Connection) {
+    async fn accept_data(self, peer: NodeId, conn: quinn::Connection, read: Arc<LanesRead>) {
         while let Ok(recv) = conn.accept_uni().await {
-            tokio::spawn(self.clone().read_data(peer.clone(), conn.clone(), recv));
+            read.accepted.fetch_add(1, Ordering::AcqRel);
+            let (cluster, peer, conn, read) =
+                (self.clone(), peer.clone(), conn.clone(), Arc::clone(&read));
+            tokio::spawn(async move {
+                cluster.read_data(peer, conn, recv).await;
+                read.ended.fetch_add(1, Ordering::AcqRel);
+                read.changed.notify_waiters();
+            });
         }
     }
 

@@ -15,7 +15,7 @@ use crate::id::NodeId;
 use crate::remote::{RemoteSignal, WireRef};
 
 /// The protocol version this build speaks. Peers must speak the same one.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Who a node is, as told in the handshake.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,8 +79,14 @@ pub enum Control {
     Heartbeat,
     /// The members the sender is connected to.
     Members(Vec<MemberView>),
-    /// The sender is leaving the cluster on purpose.
-    Leaving,
+    /// The sender is leaving the cluster on purpose. It sends nothing more on its data
+    /// lanes, of which it opened `lanes` on this connection: the receiver closes the
+    /// connection once it has read each of them to its end (so that what the sender told
+    /// before it left is not lost with the connection), or after a second.
+    Leaving {
+        /// The data lanes the sender opened on this connection.
+        lanes: u32,
+    },
     /// A system signal for one of the receiver's actors, or about one of the sender's,
     /// numbered per pair of nodes from 1. Sent again on a new connection until acknowledged;
     /// the receiver applies each number once.
@@ -110,14 +116,6 @@ pub enum Control {
         /// The actor and its message type, if any.
         actor: Option<WireRef>,
     },
-    /// The answer to a spawn request (which comes on a data lane: its arguments may take up to
-    /// a frame): the new actor, or why there is none.
-    Spawned {
-        /// The request answered.
-        request: u64,
-        /// The actor, or the reason it could not be started.
-        result: Result<WireRef, String>,
-    },
 }
 
 impl Control {
@@ -130,12 +128,11 @@ impl Control {
             Control::Refused { .. } => "refused",
             Control::Heartbeat => "heartbeat",
             Control::Members(_) => "members",
-            Control::Leaving => "leaving",
+            Control::Leaving { .. } => "leaving",
             Control::Signal { .. } => "signal",
             Control::SignalsApplied { .. } => "signals applied",
             Control::WhereIs { .. } => "where-is",
             Control::Found { .. } => "found",
-            Control::Spawned { .. } => "spawned",
         }
     }
 }

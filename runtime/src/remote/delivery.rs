@@ -37,6 +37,8 @@ pub(crate) struct Outbox {
     last: u64,
     /// Sent and not acknowledged, oldest first.
     unacknowledged: VecDeque<(u64, RemoteSignal)>,
+    /// The peer is gone: nothing more is kept for it.
+    closed: bool,
 }
 
 impl Outbox {
@@ -61,6 +63,18 @@ impl Outbox {
     /// The signals to send again on a new connection, in order.
     pub(crate) fn unacknowledged(&self) -> impl Iterator<Item = &(u64, RemoteSignal)> {
         self.unacknowledged.iter()
+    }
+
+    /// The peer is gone (declared down or left): takes what it never acknowledged, and
+    /// refuses what comes after, so that a signal pushed as it went is not lost unseen.
+    pub(crate) fn close(&mut self) -> VecDeque<(u64, RemoteSignal)> {
+        self.closed = true;
+        std::mem::take(&mut self.unacknowledged)
+    }
+
+    /// Whether the peer is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
     }
 }
 

@@ -499,6 +499,13 @@ impl Remote {
         }
     }
 
+    /// Sends nothing more to `peer` on its data lanes: their writers send what is queued and
+    /// end their streams. What waits for an answer from it still gets one while the
+    /// connection lasts. For a node that leaves.
+    pub(crate) fn stop_sending(&self, peer: &NodeId) {
+        self.peers.remove(peer);
+    }
+
     /// A connection ended; the peer stays a member until declared down. The asks and requests
     /// that went out on it and had no answer yet fail now: whatever of them or of their
     /// answers was still on its way is lost with the connection, so waiting out their
@@ -582,6 +589,12 @@ impl Remote {
     /// when the next comes up, if none is up now). Dropped (with a log line) for a node this
     /// node never connected to, or one declared down.
     pub(crate) fn signal(&self, peer: &NodeId, signal: RemoteSignal) {
+        self.signal_kept(peer, signal);
+    }
+
+    /// [`signal`](Self::signal), saying whether it is kept for `peer`: false if `peer` is not
+    /// a member (it left or went down), which never hears it.
+    fn signal_kept(&self, peer: &NodeId, signal: RemoteSignal) -> bool {
         let signal = signal.fitted();
         if let RemoteSignal::Down { monitor, actor, .. } = &signal {
             // A local actor's end fires the monitors set on it: the peer's monitor is done.
@@ -589,13 +602,18 @@ impl Remote {
         }
         let Some(signals) = self.signals.get(peer).map(|s| Arc::clone(s.value())) else {
             tracing::debug!(%peer, ?signal, "signal not sent: the node is not a connected member");
-            return;
+            return false;
         };
         let mut outbox = signals.outbox.lock();
+        if outbox.is_closed() {
+            // Its node went as this was sent: `node_down` took what it had.
+            return false;
+        }
         let seq = outbox.push(signal.clone());
         if let Some(links) = self.peers.get(peer) {
             links.signal(seq, signal);
         }
+        true
     }
 
     /// Forgets monitor `monitor` that `peer` set on local actor `local`.
@@ -648,6 +666,18 @@ impl Remote {
         // (a link, a monitor) would never fire. One being applied now finishes first.
         if let Some((_, signals)) = self.signals.remove(down) {
             signals.inbox.lock().close();
+            // Actors spawned for it whose answer it never acknowledged: nobody owns them.
+            let unacknowledged = signals.outbox.lock().close();
+            for (_, signal) in &unacknowledged {
+                if let RemoteSignal::Spawned {
+                    result: Ok(actor), ..
+                } = signal
+                    && let Some(cell) = node.inner.cell(actor.id.seq())
+                {
+                    tracing::warn!(node = %node.id(), %down, actor = %actor.id, "killing an actor spawned for a node that went before it heard of it");
+                    cell.kill();
+                }
+            }
         }
         // Requests to it end now, their askers told it went down (the sender dropped).
         self.requests
@@ -765,10 +795,12 @@ impl Remote {
         }
     }
 
-    /// Starts an actor of `module` for a spawn request from `from`, and answers on its
-    /// control stream once the actor's `started` hook has run (or why none was started). An
-    /// actor whose answer cannot be sent (the asker's node left, went down or lost its
-    /// connection meanwhile) is killed: nobody would own it.
+    /// Starts an actor of `module` for a spawn request from `from`, and answers with the
+    /// signal [`RemoteSignal::Spawned`] once the actor's `started` hook has run (or why none
+    /// was started). The answer outlives a connection that ends (signals are sent again); an
+    /// actor whose answer cannot be sent (the asker's node left or went down) is killed, as
+    /// is one whose answer the asker's node had not acknowledged when it went
+    /// ([`Remote::node_down`]): nobody would own it.
     fn spawn_for(&self, node: &Node, from: &NodeId, request: u64, module: &str, args: &[u8]) {
         let found = self.modules.get(module).map(|m| m.value().clone());
         let (node, from, module, args) =
@@ -787,17 +819,9 @@ impl Remote {
             if let Err(reason) = &result {
                 tracing::warn!(node = %node.id(), %from, %module, "remote spawn failed: {reason}");
             }
-            // On the connection up now: the one the request came on may have ended.
             let remote = &node.inner.remote;
-            let control = remote.peers.get(&from).map(|links| links.control.clone());
             let started = result.as_ref().ok().map(|actor| actor.id.seq());
-            let answered = match control {
-                Some(control) => control
-                    .send(Control::Spawned { request, result })
-                    .await
-                    .is_ok(),
-                None => false,
-            };
+            let answered = remote.signal_kept(&from, RemoteSignal::Spawned { request, result });
             if !answered && let Some(cell) = started.and_then(|seq| node.inner.cell(seq)) {
                 tracing::warn!(node = %node.id(), %from, actor = %cell.id(), "killing an actor spawned for a node that can no longer be told of it");
                 cell.kill();
@@ -1201,6 +1225,14 @@ impl Remote {
                         from: remote_actor,
                         reason,
                     });
+                }
+            }
+            RemoteSignal::Spawned { request, result } => {
+                if let Some(Ok(Some(late))) = self.end_request(request, result.map(Some)) {
+                    // Started after its asker gave up (or after the connection that carried
+                    // the request ended): nobody would own it.
+                    tracing::warn!(node = %node.id(), %from, actor = %late.id, "an actor spawned for this node was answered after its request ended; stopping it");
+                    self.stop(&late.id, None);
                 }
             }
         }
@@ -1799,6 +1831,54 @@ mod tests {
         ));
     }
 
+    /// The next signal `sent` carries, skipping other frames, within a minute.
+    async fn next_signal(sent: &mut mpsc::Receiver<Control>) -> RemoteSignal {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), sent.recv()).await {
+                Ok(Some(Control::Signal { signal, .. })) => return signal,
+                Ok(Some(_)) => {}
+                other => panic!("no signal came: {other:?}"),
+            }
+        }
+    }
+
+    /// A spawn's answer is a signal: lost with the connection it went out on, it is sent
+    /// again on the next (where the asker, which gave up on the first, stops the actor);
+    /// never acknowledged when the asker's node goes, its actor is killed.
+    #[tokio::test]
+    async fn a_spawn_s_answer_outlives_its_connection_and_its_actor_its_asker() {
+        let (node, peer, mut first) = connected();
+        node.register_module("test.counter", |(): ()| Counter(0));
+        let remote = &node.inner.remote;
+        let args = rmp_serde::to_vec(&()).unwrap();
+        remote.spawn_for(&node, &peer, 5, "test.counter", &args);
+        let RemoteSignal::Spawned {
+            request: 5,
+            result: Ok(spawned),
+        } = next_signal(&mut first).await
+        else {
+            panic!("not the spawn's answer");
+        };
+        let actor = node
+            .inner
+            .cell(spawned.id.seq())
+            .expect("the spawned actor");
+        // The connection ends before the peer read the answer: it goes again on the next.
+        remote.disconnect(&peer, 1);
+        let mut second = connection(&node, &peer, 2);
+        assert!(matches!(
+            next_signal(&mut second).await,
+            RemoteSignal::Spawned { request: 5, .. }
+        ));
+        assert!(actor.core().is_alive());
+        // The peer goes without having acknowledged it: nobody owns the actor.
+        remote.node_down(&node, &peer);
+        let reason = tokio::time::timeout(Duration::from_secs(60), actor.core().wait_for_exit())
+            .await
+            .expect("the unowned actor ended");
+        assert_eq!(reason, ExitReason::Killed);
+    }
+
     /// An answer that finds the peer's control queue full waits for room, in order.
     #[tokio::test]
     async fn an_answer_that_finds_the_control_queue_full_waits_for_room() {
@@ -1826,7 +1906,7 @@ mod tests {
             frames, 20,
             "the answer overtook the signals queued before it"
         );
-        assert!(!remote.answer_on_control(&NodeId::new("n3", 1), Control::Leaving));
+        assert!(!remote.answer_on_control(&NodeId::new("n3", 1), Control::Leaving { lanes: 0 }));
     }
 
     /// Monitors a node set on local actors go when it goes down (it sends no demonitor), and

@@ -36,7 +36,7 @@ pub enum Data<'a> {
         outcome: Outcome<'a>,
     },
     /// Start an actor of a module registered on the receiving node with these (MessagePack)
-    /// arguments; answered on the control stream (`Control::Spawned`). A data frame because
+    /// arguments; answered with the signal [`RemoteSignal::Spawned`]. A data frame because
     /// its arguments may take up to a frame: on the control stream they would hold heartbeats
     /// and signals back for as long as they take to send.
     Spawn {
@@ -125,6 +125,16 @@ pub enum RemoteSignal {
         /// Why.
         reason: ExitReason,
     },
+    /// The answer to a spawn request of the receiver: the new actor, or why there is none.
+    /// A signal, so that it outlives a connection that ends before it is read: the asker
+    /// stops an actor whose answer came after it gave up, and one whose asker's node is
+    /// gone is killed on the sending node, so none lives on unowned.
+    Spawned {
+        /// The request answered.
+        request: u64,
+        /// The actor, or the reason it could not be started.
+        result: Result<WireRef, String>,
+    },
 }
 
 impl RemoteSignal {
@@ -151,6 +161,13 @@ impl RemoteSignal {
                 to,
                 from,
                 reason: reason.with_text_cut(MAX_REASON_TEXT),
+            },
+            RemoteSignal::Spawned {
+                request,
+                result: Err(why),
+            } => RemoteSignal::Spawned {
+                request,
+                result: Err(crate::exit::cut_text(why, MAX_REASON_TEXT)),
             },
             other => other,
         }
