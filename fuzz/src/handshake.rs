@@ -10,8 +10,9 @@
 //! - Decoding it never panics, whatever it is.
 //! - A `Hello` (what the accepting node reads) or a `Welcome` (what the dialing node reads) is
 //!   accepted exactly when its version, cluster and certificate name match, it does not
-//!   claim the local node's name, and it announces heartbeats at least every
-//!   `MAX_HEARTBEAT_INTERVAL`; this is checked against a few local configurations and
+//!   claim the local node's name, it announces heartbeats at least every
+//!   `MAX_HEARTBEAT_INTERVAL`, and a frame limit of at least `MIN_MAX_FRAME` (or none);
+//!   this is checked against a few local configurations and
 //!   certificate names so that every branch is reached from any decoded hello.
 //! - Every refusal renders a non-empty reason, and the `Refused` frame carrying it back to the
 //!   peer encodes and decodes to the same reason.
@@ -20,7 +21,7 @@
 
 use ensemble_runtime::NodeId;
 use ensemble_runtime::cluster::{
-    Control, Hello, MAX_HEARTBEAT_INTERVAL, PROTOCOL_VERSION, check_hello,
+    Control, Hello, MAX_HEARTBEAT_INTERVAL, MIN_MAX_FRAME, PROTOCOL_VERSION, check_hello,
 };
 use ensemble_runtime::transport::frame::{self, HEADER_LEN};
 
@@ -69,7 +70,9 @@ fn decide(cluster: &str, local: &NodeId, hello: &Hello, certified: Option<&str>)
         && hello.cluster == cluster
         && certified == Some(hello.node.name())
         && hello.node.name() != local.name()
-        && u128::from(hello.heartbeat_interval_us) <= MAX_HEARTBEAT_INTERVAL.as_micros();
+        && u128::from(hello.heartbeat_interval_us) <= MAX_HEARTBEAT_INTERVAL.as_micros()
+        // 0: a peer that did not say; anything else takes at least the smallest limit.
+        && (hello.max_frame_size == 0 || hello.max_frame_size >= MIN_MAX_FRAME as u64);
     assert_eq!(
         verdict.is_ok(),
         expected,
