@@ -142,7 +142,7 @@ async fn settings_that_cannot_work_are_refused_at_start() {
     let cert = ensemble::transport::certs::NodeCert::load(certs.path(), "strict").unwrap();
     let node = ensemble::Node::new(ensemble::NodeConfig::new("strict")).unwrap();
     type Spoil = fn(&mut ensemble::cluster::ClusterConfig);
-    let cases: [(&str, Spoil); 6] = [
+    let cases: [(&str, Spoil); 7] = [
         ("phi.heartbeat_interval", |c| {
             c.phi.heartbeat_interval = std::time::Duration::ZERO
         }),
@@ -150,6 +150,9 @@ async fn settings_that_cannot_work_are_refused_at_start() {
             c.phi.heartbeat_interval = std::time::Duration::from_secs(61)
         }),
         ("control_queue", |c| c.control_queue = 0),
+        ("phi.min_std_dev is 0", |c| {
+            c.phi.min_std_dev = std::time::Duration::ZERO
+        }),
         ("max_frame_size", |c| c.max_frame_size = 100),
         (
             "max_frame_size is 4294967296 bytes; it takes 16384 to 4294967295",

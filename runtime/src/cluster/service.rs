@@ -117,6 +117,9 @@ impl ClusterConfig {
         let bad = |what: String| Err(ClusterError::Config(what));
         let positive = [
             ("phi.heartbeat_interval", self.phi.heartbeat_interval),
+            // Zero lets phi divide zero by zero for a peer whose heartbeats came like
+            // clockwork: NaN, taken for "suspect".
+            ("phi.min_std_dev", self.phi.min_std_dev),
             ("handshake_timeout", self.handshake_timeout),
             ("request_timeout", self.request_timeout),
         ];
