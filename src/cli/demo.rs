@@ -37,6 +37,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
 use super::CliResult;
+use super::progress::{PROGRESS_EVERY, with_progress};
 
 /// `ensemble demo`.
 #[derive(clap::Args)]
@@ -92,7 +93,13 @@ pub(crate) fn run(args: DemoArgs) -> CliResult {
                 Err("interrupted".to_owned())
             }
         };
-        demo.clean_up().await;
+        tokio::select! {
+            () = demo.clean_up() => {}
+            _ = tokio::signal::ctrl_c() => {
+                println!("interrupted again: exiting at once (the nodes stop as their standard input closes)");
+                std::process::exit(130);
+            }
+        }
         if args.keep {
             let kept = dir.keep();
             demo.say(&format!(
@@ -204,18 +211,29 @@ impl Demo {
             .with_attempt_timeout(Duration::from_millis(500))
             .with_deadline(Duration::from_secs(15));
         let deadline = Instant::now() + STAGE_TIMEOUT;
-        let status = loop {
-            match kv.status().await {
-                Ok(s) if s.assigned == s.partitions && s.replicated == s.partitions => break s,
-                _ if Instant::now() > deadline => {
-                    return Err(format!(
-                        "app kv did not settle in {STAGE_TIMEOUT:?}; node logs are in {} (run with --keep)",
-                        self.dir.display()
-                    ));
+        let settled = async {
+            loop {
+                match kv.status().await {
+                    Ok(s) if s.assigned == s.partitions && s.replicated == s.partitions => {
+                        return Ok(s);
+                    }
+                    _ if Instant::now() > deadline => {
+                        return Err(format!(
+                            "app kv did not settle in {STAGE_TIMEOUT:?}; node logs are in {} (run with --keep)",
+                            self.dir.display()
+                        ));
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
+        let status = with_progress(settled, PROGRESS_EVERY, |waited| {
+            self.say(&format!(
+                "still waiting for app kv to place every partition and its backup ({} s)",
+                waited.as_secs()
+            ))
+        })
+        .await?;
         let master = registry
             .name_holder(kv::MASTER_NAME)
             .ok_or("the kv master has no name")?;
@@ -261,35 +279,45 @@ impl Demo {
         // acknowledged after the kill shows their primaries were taken over (a write to any
         // other partition may go to a primary that was never touched).
         let table_deadline = Instant::now() + STAGE_TIMEOUT;
-        let (partitions, victim_partitions) = loop {
-            let on_victim = match kv.table().await {
-                Ok(table) => Some((
-                    table.partitions(),
-                    table
-                        .entries
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, e)| {
-                            e.primary
-                                .as_ref()
-                                .is_some_and(|p| p.id().node().name() == master_node)
-                        })
-                        .map(|(i, _)| i as kv::PartitionId)
-                        .collect::<BTreeSet<_>>(),
-                )),
-                Err(_) => None,
-            };
-            match on_victim {
-                Some((partitions, on)) if !on.is_empty() => break (partitions, on),
-                _ if Instant::now() > table_deadline => {
-                    return Err(format!(
-                        "no partition of app kv had its primary on {master_node} within {STAGE_TIMEOUT:?}; node logs are in {} (run with --keep)",
-                        self.dir.display()
-                    ));
+        let on_master_node = async {
+            loop {
+                let on_victim = match kv.table().await {
+                    Ok(table) => Some((
+                        table.partitions(),
+                        table
+                            .entries
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, e)| {
+                                e.primary
+                                    .as_ref()
+                                    .is_some_and(|p| p.id().node().name() == master_node)
+                            })
+                            .map(|(i, _)| i as kv::PartitionId)
+                            .collect::<BTreeSet<_>>(),
+                    )),
+                    Err(_) => None,
+                };
+                match on_victim {
+                    Some((partitions, on)) if !on.is_empty() => return Ok((partitions, on)),
+                    _ if Instant::now() > table_deadline => {
+                        return Err(format!(
+                            "no partition of app kv had its primary on {master_node} within {STAGE_TIMEOUT:?}; node logs are in {} (run with --keep)",
+                            self.dir.display()
+                        ));
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
+        let (partitions, victim_partitions) =
+            with_progress(on_master_node, PROGRESS_EVERY, |waited| {
+                self.say(&format!(
+                    "still waiting for a partition whose primary runs on {master_node} ({} s)",
+                    waited.as_secs()
+                ))
+            })
+            .await?;
 
         let lock = singleton::lock_name("kv/master");
         let old_token = registry
@@ -642,6 +670,12 @@ impl Demo {
             }
             false
         };
+        let ready = with_progress(ready, PROGRESS_EVERY, |waited| {
+            self.say(&format!(
+                "still waiting for node {name} to be ready ({} s)",
+                waited.as_secs()
+            ))
+        });
         let started = tokio::time::timeout(STAGE_TIMEOUT, ready).await;
         let fail = |why: &str| {
             format!(
@@ -734,16 +768,23 @@ async fn write_loop(
     }
 }
 
-/// Waits until `check` holds, for up to [`STAGE_TIMEOUT`].
+/// Waits until `check` holds, for up to [`STAGE_TIMEOUT`], saying every few seconds that it
+/// still waits.
 async fn wait_for(what: &str, mut check: impl FnMut() -> bool) -> CliResult {
     let deadline = Instant::now() + STAGE_TIMEOUT;
-    while !check() {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "timed out after {STAGE_TIMEOUT:?} waiting for {what}"
-            ));
+    let holds = async {
+        while !check() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "timed out after {STAGE_TIMEOUT:?} waiting for {what}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
+        Ok(())
+    };
+    with_progress(holds, PROGRESS_EVERY, |waited| {
+        println!("         still waiting for {what} ({} s)", waited.as_secs())
+    })
+    .await
 }

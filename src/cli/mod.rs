@@ -17,6 +17,7 @@ mod client;
 mod config;
 mod demo;
 mod node;
+mod progress;
 mod table;
 
 use std::path::PathBuf;

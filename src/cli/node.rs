@@ -7,7 +7,6 @@
 //! `node NAME: still starting after N s` every 5 s meanwhile. Logs go to standard error.
 
 use std::io::Write;
-use std::time::Duration;
 
 use clap::ArgMatches;
 use ensemble::host::{Host, HostConfig};
@@ -15,10 +14,9 @@ use ensemble::transport::certs::NodeCert;
 
 use super::CliResult;
 use super::config::{self, NodeArgs};
+use super::progress::{PROGRESS_EVERY, with_progress};
 
-/// How often a start that takes long says it is still under way.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
+/// Prints a line on standard output at once (a supervisor reading it waits for each).
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -112,14 +110,26 @@ pub(crate) fn run(args: NodeArgs, matches: &ArgMatches) -> CliResult {
             reason = stop_signal(args.exit_with_stdin) => {
                 say(&format!("node {name}: {reason}; leaving the cluster"));
                 // A voter hands its registry vote over first, which may take seconds.
-                with_progress(host.stop(), PROGRESS_EVERY, |waited| {
+                let leaving = with_progress(host.stop(), PROGRESS_EVERY, |waited| {
                     say(&format!(
                         "node {name}: still leaving after {} s (handing its registry vote over, \
-                         ending the actors bound to its locks, closing its session)",
+                         ending the actors bound to its locks, closing its session); \
+                         Ctrl-C again to exit at once",
                         waited.as_secs()
                     ))
-                })
-                .await;
+                });
+                tokio::select! {
+                    () = leaving => {}
+                    // A second Ctrl-C or SIGTERM (not the end of standard input, which came
+                    // already if that was the first reason).
+                    reason = stop_signal(false) => {
+                        say(&format!(
+                            "node {name}: {reason} again; exiting without finishing the leave \
+                             (its registry session expires after its TTL)"
+                        ));
+                        std::process::exit(130);
+                    }
+                }
                 say(&format!("node {name}: stopped"));
                 Ok(())
             }
@@ -132,23 +142,6 @@ pub(crate) fn run(args: NodeArgs, matches: &ArgMatches) -> CliResult {
             }
         }
     })
-}
-
-/// Awaits `work`, calling `progress` with the time waited every `every` until it is done.
-async fn with_progress<T>(
-    work: impl Future<Output = T>,
-    every: Duration,
-    mut progress: impl FnMut(Duration),
-) -> T {
-    let began = tokio::time::Instant::now();
-    let mut ticks = tokio::time::interval_at(began + every, every);
-    let mut work = std::pin::pin!(work);
-    loop {
-        tokio::select! {
-            done = &mut work => return done,
-            _ = ticks.tick() => progress(began.elapsed()),
-        }
-    }
 }
 
 /// Waits for a reason to stop: Ctrl-C, SIGTERM, or (if asked) the end of standard input.
@@ -198,32 +191,5 @@ async fn stop_signal(exit_with_stdin: bool) -> &'static str {
         _ = tokio::signal::ctrl_c() => "interrupted",
         () = terminate => "terminated",
         () = stdin_closed => "standard input closed",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_long_start_says_it_is_still_under_way() {
-        let mut said = Vec::new();
-        let done = with_progress(
-            async {
-                tokio::time::sleep(Duration::from_secs(12)).await;
-                7
-            },
-            PROGRESS_EVERY,
-            |waited| said.push(waited.as_secs()),
-        )
-        .await;
-        assert_eq!((done, said), (7, vec![5, 10]));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_quick_start_says_nothing_more() {
-        let mut said = 0;
-        let done = with_progress(async { 1 }, PROGRESS_EVERY, |_| said += 1).await;
-        assert_eq!((done, said), (1, 0));
     }
 }
