@@ -52,7 +52,8 @@ impl ExitReason {
     }
 }
 
-/// `text` cut to at most `max` bytes, on a character boundary, saying how much was cut.
+/// `text` with at most `max` bytes of it kept, cut on a character boundary, and a few words
+/// after it saying how much was cut.
 pub(crate) fn cut_text(text: String, max: usize) -> String {
     if text.len() <= max {
         return text;

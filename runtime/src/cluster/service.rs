@@ -248,7 +248,11 @@ struct State {
     membership: Membership,
     peers: HashMap<NodeId, Peer>,
     dialing: HashSet<SocketAddr>,
+    /// The node began to leave: it dials no one and takes no connection.
     left: bool,
+    /// It told its peers it leaves: its heartbeats stop (until then they go on, so that a
+    /// leave that takes a while is not taken for a death).
+    said_leaving: bool,
     /// A peer refused this node as declared down.
     downed_elsewhere: bool,
 }
@@ -696,6 +700,7 @@ impl Cluster {
                 let lanes = link.lanes_opened.load(Ordering::Acquire);
                 let _ = link.control.send(Control::Leaving { lanes }).await;
             }
+            self.inner.state.lock().said_leaving = true;
             for link in &links {
                 link.conn.closed().await;
             }
@@ -1015,6 +1020,13 @@ impl Cluster {
                 conn.close(quinn::VarInt::from_u32(1), refusal.to_string().as_bytes());
                 return;
             }
+            if state.left {
+                // Taken in mid-leave, it would undo it: tells to the peer would go out again,
+                // on a connection that hears no `Leaving`.
+                drop(state);
+                conn.close(LEAVING, LEAVING_REASON);
+                return;
+            }
             if let Some(existing) = state.peers.get(&hello.node).and_then(|p| p.link.as_ref())
                 && existing.conn.close_reason().is_none()
             {
@@ -1198,28 +1210,29 @@ impl Cluster {
                 }
             }
             Control::Leaving { lanes } => {
-                let event = {
-                    let mut state = self.inner.state.lock();
-                    if let Some(p) = state.peers.remove(peer)
-                        && let Some(link) = p.link
-                    {
-                        // Closed once what it told before it left is read, for a second at
-                        // most: closed at once, the connection would take it along.
-                        tokio::spawn(async move {
-                            let all_read = link.lanes_read.all_read(lanes);
-                            let _ = tokio::time::timeout(Duration::from_secs(1), all_read).await;
-                            link.conn.close(quinn::VarInt::from_u32(0), b"left");
-                        });
-                    }
-                    state.membership.left(peer)
+                let Some(left) = self.inner.state.lock().peers.remove(peer) else {
+                    // Taken already (its `Leaving`, then its connection's close).
+                    return;
                 };
-                // Its actors are gone with it.
-                self.inner
-                    .node
-                    .inner
-                    .remote
-                    .node_down(&self.inner.node, peer);
-                self.emit(event);
+                // Nothing more goes to it. What it told before it left is read first (a
+                // second at most; closed at once, the connection would take it along), and
+                // only then do its actors go: the replies and messages it sent arrive before
+                // the monitors and links of their senders fire.
+                self.inner.node.inner.remote.forget_links(peer);
+                let (cluster, peer) = (self.clone(), peer.clone());
+                tokio::spawn(async move {
+                    if let Some(link) = &left.link {
+                        let all_read = link.lanes_read.all_read(lanes);
+                        let _ = tokio::time::timeout(Duration::from_secs(1), all_read).await;
+                    }
+                    let event = cluster.inner.state.lock().membership.left(&peer);
+                    let node = &cluster.inner.node;
+                    node.inner.remote.node_down(node, &peer);
+                    cluster.emit(event);
+                    if let Some(link) = left.link {
+                        link.conn.close(quinn::VarInt::from_u32(0), b"left");
+                    }
+                });
             }
             Control::Signal { seq, signal } => {
                 self.inner
@@ -1345,7 +1358,7 @@ impl Cluster {
             if tick % gossip_every == 0 {
                 self.broadcast_members();
             }
-            if self.inner.state.lock().left {
+            if self.inner.state.lock().said_leaving {
                 return;
             }
             let links: Vec<(NodeId, Link)> = self

@@ -503,6 +503,16 @@ impl Remote {
     /// end their streams. What waits for an answer from it still gets one while the
     /// connection lasts. For a node that leaves.
     pub(crate) fn stop_sending(&self, peer: &NodeId) {
+        if let Some(mut links) = self.peers.get_mut(peer) {
+            // Queues nothing reads: a tell fails at once. The writers' queues are held by
+            // nothing else then, so they send what is queued and end their streams. Signals
+            // and answers go on, on the control stream.
+            links.lanes = (0..LANES).map(|_| mpsc::channel(1).0).collect();
+        }
+    }
+
+    /// Sends nothing more to `peer`, which leaves: what is sent to it fails at once.
+    pub(crate) fn forget_links(&self, peer: &NodeId) {
         self.peers.remove(peer);
     }
 
@@ -1142,17 +1152,18 @@ impl Remote {
                     node: from.clone(),
                     monitor,
                 };
+                // Indexed first: an actor that ends as the monitor is set sends its `Down`
+                // (which takes the entry out again) only once the monitor is set.
+                self.watched_from
+                    .lock()
+                    .entry(from.clone())
+                    .or_default()
+                    .insert((to, monitor));
                 let set = node
                     .inner
                     .cell(to)
                     .map(|cell| cell.core().add_watcher(watcher).is_ok());
-                if set == Some(true) {
-                    self.watched_from
-                        .lock()
-                        .entry(from.clone())
-                        .or_default()
-                        .insert((to, monitor));
-                } else {
+                if set != Some(true) {
                     self.signal(
                         from,
                         RemoteSignal::Down {
