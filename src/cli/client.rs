@@ -736,6 +736,7 @@ mod tests {
         for other in [
             "gave up: more than 3 restarts within 60 s (the last because ...)",
             "2 of 4 instances wait for their global name (2 placed, at least 2 wanted): ...",
+            "gave up: more than 3 restarts within 60 s (the last because 1 of 2 instances cannot be placed)",
         ] {
             let stuck = entry(&spec, 2, Some(other));
             assert!(!progress(Some(&stuck), &spec, node).1, "{other}");

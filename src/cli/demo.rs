@@ -96,7 +96,10 @@ pub(crate) fn run(args: DemoArgs) -> CliResult {
         tokio::select! {
             () = demo.clean_up() => {}
             _ = tokio::signal::ctrl_c() => {
-                println!("interrupted again: exiting at once (the nodes stop as their standard input closes)");
+                println!(
+                    "interrupted again: exiting at once; the nodes stop as their standard input closes, and their temp dir {} stays (remove it once they have)",
+                    demo.dir.display()
+                );
                 std::process::exit(130);
             }
         }

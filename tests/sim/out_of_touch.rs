@@ -4,8 +4,8 @@
 //!
 //! - The app controller: one that took over while cut off from an instance's node used to
 //!   take the instance for ended and place a second one. Now it counts the instance as
-//!   running, monitors it again once its node is reached, and takes it for ended only when
-//!   the registry declares the node down.
+//!   running, monitors it again once its node is reached, and takes it for ended when the
+//!   registry declares the node down or the instance leaves its group (it ended).
 //! - The kv master: one started while cut off from a worker's node used to ignore that worker
 //!   for good (and could start a partition whose only copy it held again, empty). Now the
 //!   worker counts as live and silent, and is used again once its node is reached.
@@ -84,6 +84,34 @@ async fn reached_again(seed: u64) -> Result<(), String> {
         },
     )
     .await
+}
+
+#[test]
+fn an_instance_out_of_touch_that_ends_is_replaced_while_its_node_stays_out_of_reach() {
+    run(19, ended_out_of_reach);
+}
+
+/// It ends while the partition lasts: it leaves its group (its node still reaches the
+/// registry), which tells the controller.
+async fn ended_out_of_reach(seed: u64) -> Result<(), String> {
+    let (cluster, watcher, instance) = cut_off_from_an_instance(seed).await?;
+    let nodes = &cluster.nodes;
+    let watcher: &SimNode = &nodes[watcher];
+    UntypedRef::from_id(&nodes[3].node, &instance)
+        .stop_with(ExitReason::Failed("ended by the test".into()));
+    until(
+        "a replacement of the instance that ended out of reach",
+        Duration::from_secs(10),
+        || {
+            let members = instances(&watcher.registry);
+            members.len() == 1 && members[0] != instance
+        },
+    )
+    .await?;
+    if watcher.cluster.connection(nodes[3].node.id()).is_some() {
+        return Err("the nodes connected again: the test did not show what it is for".into());
+    }
+    Ok(())
 }
 
 #[test]

@@ -79,6 +79,9 @@ pub struct Controller {
     /// count as live, and they are monitored again once their node is reached, or taken for
     /// ended once the registry declares it down.
     out_of_touch: HashSet<ActorId>,
+    /// Watched instances seen in their role's group in this node's copy of the registry: one
+    /// out of touch that is no longer there ended.
+    grouped: HashSet<ActorId>,
     /// The index (for global names) of each instance this controller started.
     indexes: HashMap<ActorId, usize>,
     /// Instances known to have ended whose group entry may not be gone yet, with when their
@@ -116,6 +119,7 @@ impl Controller {
             starting: HashMap::new(),
             watched: HashMap::new(),
             out_of_touch: HashSet::new(),
+            grouped: HashSet::new(),
             indexes: HashMap::new(),
             ended: HashMap::new(),
             stopping: HashSet::new(),
@@ -307,17 +311,40 @@ impl Controller {
     /// wait for the next round (the tick, or a node joining, paces the tries).
     fn touch_again(&mut self, ctx: &mut Context<Self>) {
         let ids: Vec<ActorId> = self.out_of_touch.iter().cloned().collect();
+        let synced = self.registry.is_synced();
         for id in ids {
             let node = id.node().clone();
-            if self.registry.is_synced() && self.registry.session_ended(&node) {
+            if synced && self.registry.session_ended(&node) {
                 self.out_of_touch.remove(&id);
                 self.instance_down(id, ExitReason::NodeDown(node), ctx);
+            } else if synced && self.grouped.contains(&id) && !self.in_its_group(&id) {
+                // It left its group: it ended, on a node still up (an instance leaves its
+                // group only as it ends).
+                self.out_of_touch.remove(&id);
+                let why = "ended while its node could not be reached from the controller's (it left its group)";
+                self.instance_down(id, ExitReason::Failed(why.into()), ctx);
             } else if self.cluster.connection(&node).is_some() {
                 self.out_of_touch.remove(&id);
                 tracing::info!(actor = %id, "an instance's node is reached again; monitoring it again");
-                ctx.monitor(UntypedRef::from_id(ctx.node(), &id));
+                let instance = UntypedRef::from_id(ctx.node(), &id);
+                ctx.monitor(instance.clone());
+                if self.stopping.contains(&id) {
+                    // A stop sent while apart may have been dropped (to a node this one had
+                    // never been connected to); stopped twice, it stops once.
+                    instance.stop_with(ExitReason::Shutdown);
+                }
             }
         }
+    }
+
+    /// Whether a watched instance is in its role's group in this node's copy.
+    fn in_its_group(&self, id: &ActorId) -> bool {
+        self.watched.get(id).is_some_and(|(app, role)| {
+            self.registry
+                .group_members(&role_group(app, role))
+                .iter()
+                .any(|w| &w.id == id)
+        })
     }
 
     /// An instance's monitor fired: it ended, or (with `NodeDown` while the registry still
@@ -339,6 +366,7 @@ impl Controller {
             return;
         }
         self.watched.remove(&actor);
+        self.grouped.remove(&actor);
         self.indexes.remove(&actor);
         self.ended.insert(actor.clone(), Instant::now());
         if self.stopping.remove(&actor) {
@@ -369,6 +397,9 @@ impl Controller {
                 {
                     self.indexes.insert(wire.id.clone(), index);
                 }
+            }
+            if self.watched.contains_key(&wire.id) {
+                self.grouped.insert(wire.id);
             }
         }
         // Live: every instance monitored and not known to have ended, whether or not this

@@ -397,9 +397,15 @@ impl RoleStatus {
     /// role's `min_instances` accepts. Not for a role that gave up, nor one whose instances
     /// wait for a global name held by another actor.
     pub fn lacks_room(&self) -> bool {
-        self.problem
-            .as_deref()
-            .is_some_and(|p| p.contains(LACKS_ROOM))
+        // "N of M instances cannot be placed (...": anchored, since other problems quote
+        // texts of their own (a failure's reason).
+        let lacks = |p: &str| -> Option<bool> {
+            let (short, rest) = p.split_once(" of ")?;
+            let (wanted, rest) = rest.split_once(' ')?;
+            let numbers = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+            Some(numbers(short) && numbers(wanted) && rest.starts_with(LACKS_ROOM))
+        };
+        self.problem.as_deref().and_then(lacks).unwrap_or(false)
     }
 }
 
