@@ -134,33 +134,44 @@ async fn pair(certs: &std::path::Path, tune: impl FnOnce(&mut ClusterConfig)) ->
     }
 }
 
+impl Pair {
+    /// Makes `count` idle actors on `n1` and a watcher on `n0` that monitors them all, and
+    /// waits until `n1` has handled every monitor: a lookup answered on the control stream,
+    /// where the monitors went before it (stops and failures go on data lanes). Answers the
+    /// actors and the watcher's `Down`s.
+    async fn watch(
+        &self,
+        count: usize,
+    ) -> (
+        Vec<ActorRef<IdleMsg>>,
+        mpsc::UnboundedReceiver<(ActorId, ExitReason)>,
+    ) {
+        let targets = self
+            .factory
+            .ask(|reply| FactoryMsg::Make(count, reply), ASK)
+            .await
+            .expect("the actors");
+        let (tx, downs) = mpsc::unbounded_channel();
+        let watcher = self.watching.spawn(Watcher { downs: tx }).expect("watcher");
+        watcher
+            .ask(|reply| WatcherMsg::Watch(targets.clone(), reply), ASK)
+            .await
+            .expect("watching");
+        let _ = self
+            .cluster
+            .whereis::<FactoryMsg>(&member_id(&self.cluster, "n1"), "factory")
+            .await;
+        (targets, downs)
+    }
+}
+
 /// The watching node's control queue holds 4 frames, so that a burst from one handler
 /// overflows it at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_monitors_larger_than_the_control_queue_all_fire() {
     let certs = certificates(&["n0", "n1"]);
-    let Pair {
-        watching,
-        cluster,
-        watched,
-        factory,
-        ..
-    } = pair(certs.path(), |config| config.control_queue = 4).await;
-    let targets = factory
-        .ask(|reply| FactoryMsg::Make(WATCHED, reply), ASK)
-        .await
-        .expect("the actors");
-    let (tx, mut downs) = mpsc::unbounded_channel();
-    let watcher = watching.spawn(Watcher { downs: tx }).expect("watcher");
-    watcher
-        .ask(|reply| WatcherMsg::Watch(targets.clone(), reply), ASK)
-        .await
-        .expect("watching");
-    // The monitors went out on the control stream, the stops go on data lanes: a lookup
-    // answered on the control stream means n1 has handled every monitor before it.
-    let _ = cluster
-        .whereis::<FactoryMsg>(&member_id(&cluster, "n1"), "factory")
-        .await;
+    let pair = pair(certs.path(), |config| config.control_queue = 4).await;
+    let (targets, mut downs) = pair.watch(WATCHED).await;
     for target in &targets {
         target.tell(IdleMsg::Stop).await.expect("stop");
     }
@@ -176,8 +187,8 @@ async fn a_burst_of_monitors_larger_than_the_control_queue_all_fire() {
             ),
         }
     }
-    watched.shutdown().await;
-    watching.shutdown().await;
+    pair.watched.shutdown().await;
+    pair.watching.shutdown().await;
 }
 
 /// An actor that fails with a reason far over the watching node's frame limit: its `Down`
@@ -186,31 +197,12 @@ async fn a_burst_of_monitors_larger_than_the_control_queue_all_fire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_whose_reason_is_over_the_peers_frame_limit_arrives_cut() {
     let certs = certificates(&["n0", "n1"]);
-    let Pair {
-        watching,
-        cluster,
-        watched,
-        factory,
-        ..
-    } = pair(certs.path(), |config| {
+    let pair = pair(certs.path(), |config| {
         config.max_frame_size = ensemble::cluster::MIN_MAX_FRAME;
     })
     .await;
-    let mut events = cluster.subscribe();
-    let targets = factory
-        .ask(|reply| FactoryMsg::Make(2, reply), ASK)
-        .await
-        .expect("the actors");
-    let (tx, mut downs) = mpsc::unbounded_channel();
-    let watcher = watching.spawn(Watcher { downs: tx }).expect("watcher");
-    watcher
-        .ask(|reply| WatcherMsg::Watch(targets.clone(), reply), ASK)
-        .await
-        .expect("watching");
-    // A lookup answered on the control stream: n1 has handled both monitors.
-    let _ = cluster
-        .whereis::<FactoryMsg>(&member_id(&cluster, "n1"), "factory")
-        .await;
+    let mut events = pair.cluster.subscribe();
+    let (targets, mut downs) = pair.watch(2).await;
     targets[0]
         .tell(IdleMsg::Fail(100_000))
         .await
@@ -247,8 +239,8 @@ async fn a_down_whose_reason_is_over_the_peers_frame_limit_arrives_cut() {
             "the connection to n1 was made again: {event:?}"
         );
     }
-    watched.shutdown().await;
-    watching.shutdown().await;
+    pair.watched.shutdown().await;
+    pair.watching.shutdown().await;
 }
 
 enum TrapperMsg {

@@ -1015,33 +1015,31 @@ impl Remote {
             watcher,
             target: target.clone(),
         };
-        if self.add_watch(id, watch) {
-            self.signal(
-                target.node(),
-                RemoteSignal::Monitor {
-                    to: target.seq(),
-                    monitor: id,
-                },
-            );
-        }
+        self.add_watch(id, watch);
     }
 
-    /// Records a watch of an actor of a node found connected, and says whether it stands:
-    /// false if the node went down meanwhile, its watches fired already without this one,
-    /// which fired here then.
+    /// Records a watch of an actor of a node found connected and asks that node to monitor
+    /// it; says whether it stands: false if the node went down meanwhile, its watches fired
+    /// already without this one, which fired here then.
     fn add_watch(&self, id: u64, watch: Watch) -> bool {
-        let node = watch.target().node().clone();
+        let target = watch.target().clone();
+        let node = target.node();
         self.watches.lock().insert(id, watch);
         // `node_down` takes the peer's signals out before its watches: with them still here,
         // it has not taken the watches yet and fires this one with the others. Without them,
         // whoever takes the watch out fires it, once.
-        if self.signals.contains_key(&node) {
-            return true;
+        if !self.signals.contains_key(node) {
+            if let Some(watch) = self.watches.lock().remove(&id) {
+                watch.fire(id, node_down_reason(node));
+            }
+            return false;
         }
-        if let Some(watch) = self.watches.lock().remove(&id) {
-            watch.fire(id, node_down_reason(&node));
-        }
-        false
+        let monitor = RemoteSignal::Monitor {
+            to: target.seq(),
+            monitor: id,
+        };
+        self.signal(node, monitor);
+        true
     }
 
     pub(crate) fn demonitor(&self, target: &ActorId, monitor: MonitorRef) {
@@ -1067,15 +1065,7 @@ impl Remote {
             target: target.clone(),
             tx,
         };
-        if self.add_watch(id, watch) {
-            self.signal(
-                target.node(),
-                RemoteSignal::Monitor {
-                    to: target.seq(),
-                    monitor: id,
-                },
-            );
-        }
+        self.add_watch(id, watch);
         rx.await.unwrap_or_else(|_| node_down_reason(target.node()))
     }
 
