@@ -77,7 +77,7 @@ pub struct Controller {
     /// Watched instances whose monitor fired because their node could not be reached from
     /// this one (not because the registry declared it down): they may still run, so they
     /// count as live, and they are monitored again once their node is reached, or taken for
-    /// ended once the registry declares it down.
+    /// ended once the registry declares it down or they leave their role's group.
     out_of_touch: HashSet<ActorId>,
     /// Watched instances seen in their role's group in this node's copy of the registry: one
     /// out of touch that is no longer there ended.
@@ -307,8 +307,9 @@ impl Controller {
     }
 
     /// Follows up the instances out of touch: one whose node's session ended is taken for
-    /// ended (with its node); one whose node is connected again is monitored again. Others
-    /// wait for the next round (the tick, or a node joining, paces the tries).
+    /// ended (with its node), as is one that left its role's group (on its own); one whose
+    /// node is connected again is monitored again. Others wait for the next round (the tick,
+    /// or a node joining, paces the tries).
     fn touch_again(&mut self, ctx: &mut Context<Self>) {
         let ids: Vec<ActorId> = self.out_of_touch.iter().cloned().collect();
         let synced = self.registry.is_synced();
@@ -361,7 +362,7 @@ impl Controller {
             // while the node was not connected, and the instance may run on. Replacing it
             // would run one instance too many (a singleton's replacement would wait for a
             // lock that is never given up), and stopping its app would skip it.
-            tracing::info!(app = %key.0, role = %key.1, %actor, "an instance's node cannot be reached; it counts as running until the registry declares the node down");
+            tracing::info!(app = %key.0, role = %key.1, %actor, "an instance's node cannot be reached; it counts as running until the registry declares the node down or it leaves its group");
             self.out_of_touch.insert(actor);
             return;
         }
