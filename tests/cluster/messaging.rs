@@ -133,6 +133,25 @@ async fn a_reply_too_large_for_a_frame_is_refused_to_the_asker() {
     assert_eq!(reply, "after");
 }
 
+/// A sink on `node` expecting `count` items, with a mailbox that takes them all, and where
+/// it reports.
+fn sink(
+    node: &Node,
+    count: u64,
+) -> (
+    ActorRef<SinkMsg>,
+    mpsc::UnboundedReceiver<Result<u64, String>>,
+) {
+    let (tx, done) = mpsc::unbounded_channel();
+    let sink = Sink {
+        next: 0,
+        expected: count,
+        done: tx,
+    };
+    let options = SpawnOptions::new().mailbox_capacity(100_000);
+    (node.spawn_with(sink, options).unwrap(), done)
+}
+
 /// Checks that items arrive 0, 1, 2, ... and reports when all have.
 struct Sink {
     next: u64,
@@ -249,17 +268,7 @@ async fn a_reference_sent_to_another_node_receives_its_messages_in_order() {
     let certs = certificates(&["n0", "n1"]);
     let (node, _cluster, _child, echo) = pair(&certs).await;
     let count = 20_000;
-    let (tx, mut done) = mpsc::unbounded_channel();
-    let sink = node
-        .spawn_with(
-            Sink {
-                next: 0,
-                expected: count,
-                done: tx,
-            },
-            SpawnOptions::new().mailbox_capacity(100_000),
-        )
-        .unwrap();
+    let (sink, mut done) = sink(&node, count);
     echo.tell(EchoMsg::Flood { count, to: sink }).await.unwrap();
     let outcome = tokio::time::timeout(DEADLINE, done.recv())
         .await
@@ -277,17 +286,7 @@ async fn messages_told_just_before_a_node_leaves_all_arrive() {
     let certs = certificates(&["n0", "n1"]);
     let (node, cluster) = local_node("n0", certs.path()).await;
     let count = 20_000;
-    let (tx, mut done) = mpsc::unbounded_channel();
-    let sink = node
-        .spawn_with(
-            Sink {
-                next: 0,
-                expected: count,
-                done: tx,
-            },
-            SpawnOptions::new().mailbox_capacity(100_000),
-        )
-        .unwrap();
+    let (sink, mut done) = sink(&node, count);
     node.register_remote("sink", &sink).unwrap();
     let (leaving, leaving_cluster) =
         local_node_joining("n1", certs.path(), cluster.local_addr()).await;

@@ -75,15 +75,7 @@ async fn reached_again(seed: u64) -> Result<(), String> {
     // Monitored again, its end is seen and it is replaced.
     UntypedRef::from_id(&nodes[3].node, &instance)
         .stop_with(ExitReason::Failed("ended by the test".into()));
-    until(
-        "a replacement of the instance that ended",
-        Duration::from_secs(10),
-        || {
-            let members = instances(&watcher.registry);
-            members.len() == 1 && members[0] != instance
-        },
-    )
-    .await
+    replaced(watcher, &instance, "that ended", Duration::from_secs(10)).await
 }
 
 #[test]
@@ -99,13 +91,11 @@ async fn ended_out_of_reach(seed: u64) -> Result<(), String> {
     let watcher: &SimNode = &nodes[watcher];
     UntypedRef::from_id(&nodes[3].node, &instance)
         .stop_with(ExitReason::Failed("ended by the test".into()));
-    until(
-        "a replacement of the instance that ended out of reach",
+    replaced(
+        watcher,
+        &instance,
+        "that ended out of reach",
         Duration::from_secs(10),
-        || {
-            let members = instances(&watcher.registry);
-            members.len() == 1 && members[0] != instance
-        },
     )
     .await?;
     if watcher.cluster.connection(nodes[3].node.id()).is_some() {
@@ -124,19 +114,33 @@ async fn declared_down(seed: u64) -> Result<(), String> {
     let nodes = &cluster.nodes;
     let watcher: &SimNode = &nodes[watcher];
     cluster.net.isolate(nodes[3].addr);
-    until(
-        "a replacement of the instance on the node declared down",
+    replaced(
+        watcher,
+        &instance,
+        "on the node declared down",
         SESSION_TTL * 5,
-        || {
-            let members = instances(&watcher.registry);
-            members.len() == 1 && members[0] != instance
-        },
     )
     .await?;
     if !watcher.registry.session_ended(nodes[3].node.id()) {
         return Err("replaced before the registry declared the node down".into());
     }
     Ok(())
+}
+
+/// Waits until `watcher`'s copy of the registry shows the role's one instance, and it is not
+/// `instance` (the instance `which` describes).
+async fn replaced(
+    watcher: &SimNode,
+    instance: &ActorId,
+    which: &str,
+    within: Duration,
+) -> Result<(), String> {
+    let what = format!("a replacement of the instance {which}");
+    until(&what, within, || {
+        let members = instances(&watcher.registry);
+        members.len() == 1 && &members[0] != instance
+    })
+    .await
 }
 
 /// The role's instances, from `registry`'s copy.
